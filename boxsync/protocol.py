@@ -1,0 +1,494 @@
+"""
+The boxsync wire protocol, shared by the server and the client.
+
+Everything both sides must agree on lives here and nowhere else: the header
+names, the manifest a client sends to ``POST /sync``, the events the server
+sends back on the Server-Sent Events stream, and the SSE framing itself (an
+encoder and an incremental parser). ``docs/protocol.md`` describes the same
+things for people writing other clients.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Union
+
+from attrs import asdict, field, frozen
+
+from .paths import BadPath, normalize
+
+__all__ = [
+    "EVENT_STREAM",
+    "JSON",
+    "BASE_HEADER",
+    "SHA256_HEADER",
+    "MTIME_HEADER",
+    "CLIENT_HEADER",
+    "STREAM_HEADER",
+    "SEQ_HEADER",
+    "ProtocolError",
+    "FileEntry",
+    "DeletedEntry",
+    "Manifest",
+    "Hello",
+    "Upload",
+    "Download",
+    "Delete",
+    "Remove",
+    "Conflict",
+    "InSync",
+    "Ready",
+    "Event",
+    "encode_event",
+    "encode_comment",
+    "decode_event",
+    "SSEMessage",
+    "SSEParser",
+    "parse_manifest",
+    "encode_manifest",
+]
+
+EVENT_STREAM = "text/event-stream"
+JSON = "application/json"
+
+#: The seq of the version an upload or a delete started from (0: none).
+BASE_HEADER = "X-Boxsync-Base"
+#: The sha256 (hex) the client computed for an upload body.
+SHA256_HEADER = "X-Boxsync-Sha256"
+#: The modification time of an uploaded file, in nanoseconds.
+MTIME_HEADER = "X-Boxsync-Mtime"
+#: The name of the client making a request (shown in logs, conflict names).
+CLIENT_HEADER = "X-Boxsync-Client"
+#: The id of the client's open event stream, so its own commits are not
+#: echoed back to it.
+STREAM_HEADER = "X-Boxsync-Stream"
+#: On a download: the seq of the version being sent.
+SEQ_HEADER = "X-Boxsync-Seq"
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ProtocolError(ValueError):
+    """
+    A message that does not follow the protocol.
+    """
+
+
+def _path(value: object) -> str:
+    if not isinstance(value, str):
+        raise ProtocolError("path must be a string")
+    try:
+        return normalize(value)
+    except BadPath as e:
+        raise ProtocolError(str(e)) from None
+
+
+def _count(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProtocolError(f"{what} must be a non-negative integer")
+    return value
+
+
+def _sha256(value: object) -> str:
+    if not isinstance(value, str) or not _SHA256.match(value):
+        raise ProtocolError("sha256 must be 64 lowercase hex digits")
+    return value
+
+
+def sha256_header(value: str | None) -> str | None:
+    """
+    Check the value of an optional sha256 header.
+    """
+    if value is None:
+        return None
+    return _sha256(value.strip().lower())
+
+
+def count_header(value: str | None, what: str) -> int | None:
+    """
+    Check the value of an optional non-negative integer header.
+    """
+    if value is None:
+        return None
+    try:
+        return _count(int(value.strip()), what)
+    except ValueError:
+        raise ProtocolError(f"{what} must be a non-negative integer") from None
+
+
+@frozen
+class FileEntry:
+    """
+    One file a client has.
+
+    @ivar base: the seq of the server version the file was last in sync with;
+        0 if it never was.
+    @ivar changed: whether the file differs from that base version.
+    """
+
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    base: int = 0
+    changed: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "base": self.base,
+            "changed": self.changed,
+        }
+
+
+@frozen
+class DeletedEntry:
+    """
+    A file the client deleted since it was in sync with version C{base}.
+    """
+
+    path: str
+    base: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "base": self.base}
+
+
+@frozen
+class Manifest:
+    """
+    What a client tells the server when it opens its event stream.
+
+    A client lists at least every file it changed (or never synced) and every
+    file it deleted since C{cursor}, the highest seq it has applied; it may
+    list unchanged files too. The server then needs nothing else to plan.
+    """
+
+    client: str = ""
+    cursor: int = 0
+    files: tuple[FileEntry, ...] = field(default=(), converter=tuple)
+    deleted: tuple[DeletedEntry, ...] = field(default=(), converter=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "client": self.client,
+            "cursor": self.cursor,
+            "files": [f.to_json() for f in self.files],
+            "deleted": [d.to_json() for d in self.deleted],
+        }
+
+
+def encode_manifest(manifest: Manifest) -> bytes:
+    return json.dumps(manifest.to_json(), separators=(",", ":")).encode("utf-8")
+
+
+def parse_manifest(body: bytes, max_entries: int = 1_000_000) -> Manifest:
+    """
+    Parse and check a manifest.
+
+    @raise ProtocolError: if anything in it is malformed, a path is not
+        acceptable, a path is listed twice, or it has over C{max_entries}
+        entries.
+    """
+    try:
+        raw = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ProtocolError(f"manifest is not JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError("manifest must be a JSON object")
+    client = raw.get("client", "")
+    if not isinstance(client, str) or len(client) > 200:
+        raise ProtocolError("client must be a string of at most 200 characters")
+    files_raw = raw.get("files", [])
+    deleted_raw = raw.get("deleted", [])
+    if not isinstance(files_raw, list) or not isinstance(deleted_raw, list):
+        raise ProtocolError("files and deleted must be lists")
+    if len(files_raw) + len(deleted_raw) > max_entries:
+        raise ProtocolError(f"manifest has over {max_entries} entries")
+    files = []
+    seen: set[str] = set()
+
+    def once(path: str) -> str:
+        if path in seen:
+            raise ProtocolError(f"{path!r} is listed twice")
+        seen.add(path)
+        return path
+
+    for item in files_raw:
+        if not isinstance(item, dict):
+            raise ProtocolError("each file must be a JSON object")
+        changed = item.get("changed", True)
+        if not isinstance(changed, bool):
+            raise ProtocolError("changed must be true or false")
+        files.append(
+            FileEntry(
+                path=once(_path(item.get("path"))),
+                sha256=_sha256(item.get("sha256")),
+                size=_count(item.get("size"), "size"),
+                mtime_ns=_count(item.get("mtime_ns", 0), "mtime_ns"),
+                base=_count(item.get("base", 0), "base"),
+                changed=changed,
+            )
+        )
+    deleted = []
+    for item in deleted_raw:
+        if not isinstance(item, dict):
+            raise ProtocolError("each deleted entry must be a JSON object")
+        deleted.append(
+            DeletedEntry(
+                path=once(_path(item.get("path"))),
+                base=_count(item.get("base", 0), "base"),
+            )
+        )
+    return Manifest(
+        client=client,
+        cursor=_count(raw.get("cursor", 0), "cursor"),
+        files=files,
+        deleted=deleted,
+    )
+
+
+# Events, server to client. Each has a wire name (the SSE "event:" field);
+# those that report a commit carry its seq, which becomes the SSE "id:".
+
+
+@frozen
+class Hello:
+    """
+    The first event of every stream: the stream's id and the current seq.
+    """
+
+    name = "hello"
+    stream: str
+    seq: int
+
+
+@frozen
+class Upload:
+    """
+    Plan: send your copy of C{path}, stating C{base} as its base.
+    """
+
+    name = "upload"
+    path: str
+    base: int
+
+
+@frozen
+class Download:
+    """
+    Fetch version C{seq} of C{path} (plan, or a live commit by another client).
+    """
+
+    name = "download"
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    seq: int
+
+
+@frozen
+class Delete:
+    """
+    C{path} was deleted at C{seq}: delete the local copy if it is unchanged.
+    """
+
+    name = "delete"
+    path: str
+    seq: int
+
+
+@frozen
+class Remove:
+    """
+    Plan: your deletion of C{path} can be committed; send it with C{base}.
+    """
+
+    name = "remove"
+    path: str
+    base: int
+
+
+@frozen
+class Conflict:
+    """
+    Plan: both sides changed C{path}. Keep the local copy under a conflict
+    name (and upload it as a new file), then download version C{seq}.
+    """
+
+    name = "conflict"
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    seq: int
+
+
+@frozen
+class InSync:
+    """
+    Plan: your copy of C{path} is the server's version C{seq}; record it.
+    """
+
+    name = "insync"
+    path: str
+    seq: int
+
+
+@frozen
+class Ready:
+    """
+    The plan is complete; everything up to C{seq} is covered by it.
+    """
+
+    name = "ready"
+    seq: int
+
+
+Event = Union[Hello, Upload, Download, Delete, Remove, Conflict, InSync, Ready]
+
+_EVENT_TYPES: dict[str, type[Any]] = {
+    cls.name: cls
+    for cls in (Hello, Upload, Download, Delete, Remove, Conflict, InSync, Ready)
+}
+
+
+def _event_id(event: Event) -> int | None:
+    if isinstance(event, (Download, Delete, Ready)):
+        return event.seq
+    return None
+
+
+def encode_event(event: Event, with_id: bool = True) -> bytes:
+    """
+    One SSE frame for C{event}. Commits and C{ready} carry their seq as the
+    frame's id (unless C{with_id} is false, as for plan entries, whose order
+    is not that of their seqs).
+    """
+    data = asdict(event)
+    lines = []
+    event_id = _event_id(event)
+    if with_id and event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.append(f"event: {event.name}")
+    lines.append("data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def encode_comment(text: str) -> bytes:
+    return f": {text}\n\n".encode("utf-8")
+
+
+@frozen
+class SSEMessage:
+    """
+    One dispatched SSE message, before its data is decoded.
+    """
+
+    event: str
+    data: str
+    id: str | None
+
+
+def decode_event(message: SSEMessage) -> Event | None:
+    """
+    The protocol event of an SSE message; C{None} for an event type this
+    version does not know (newer servers may add some).
+
+    @raise ProtocolError: if a known event's data is malformed.
+    """
+    cls = _EVENT_TYPES.get(message.event)
+    if cls is None:
+        return None
+    try:
+        data = json.loads(message.data)
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        event: Event = cls(**data)
+    except (ValueError, TypeError) as e:
+        raise ProtocolError(f"bad {message.event} event: {e}") from None
+    if hasattr(event, "path"):
+        _path(event.path)
+    return event
+
+
+class SSEParser:
+    """
+    An incremental parser of a ``text/event-stream`` body, as the HTML
+    standard defines it: feed it bytes as they arrive, get whole messages.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._event = ""
+        self._data: list[str] = []
+        self._id: str | None = None
+        self.last_id: str | None = None
+        self.retry: int | None = None
+
+    def feed(self, chunk: bytes) -> list[SSEMessage]:
+        self._buffer += chunk
+        messages = []
+        while True:
+            line, sep, rest = _split_line(self._buffer)
+            if not sep:
+                break
+            self._buffer = rest
+            message = self._line(line.decode("utf-8", "replace"))
+            if message is not None:
+                messages.append(message)
+        return messages
+
+    def _line(self, line: str) -> SSEMessage | None:
+        if line == "":
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        elif name == "retry" and value.isdigit():
+            self.retry = int(value)
+        return None
+
+    def _dispatch(self) -> SSEMessage | None:
+        if self._id is not None:
+            self.last_id = self._id
+        if not self._data:
+            self._event = ""
+            return None
+        message = SSEMessage(
+            event=self._event or "message", data="\n".join(self._data), id=self._id
+        )
+        self._event = ""
+        self._data = []
+        self._id = None
+        return message
+
+
+def _split_line(buffer: bytes) -> tuple[bytes, bool, bytes]:
+    """
+    Split off the first line, ended by LF, CR or CRLF.
+    """
+    lf = buffer.find(b"\n")
+    cr = buffer.find(b"\r", 0, lf if lf >= 0 else len(buffer))
+    if cr >= 0:
+        if cr + 1 == len(buffer):
+            # A CR at the very end may be the first half of a CRLF.
+            return b"", False, buffer
+        skip = 2 if buffer[cr + 1 : cr + 2] == b"\n" else 1
+        return buffer[:cr], True, buffer[cr + skip :]
+    if lf >= 0:
+        return buffer[:lf], True, buffer[lf + 1 :]
+    return b"", False, buffer

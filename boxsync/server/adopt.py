@@ -1,0 +1,96 @@
+"""
+Start-up reconciliation: make the index agree with what is really in the box.
+
+Files put into the box by hand while the server was down become new versions;
+files removed by hand become deletions; a file whose upload was renamed into
+place just before a crash (but not committed) is committed now.
+"""
+
+from __future__ import annotations
+
+from attrs import frozen
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from .box import Box
+from .index import FileRecord
+from .plan import PAGE
+
+__all__ = ["adopt", "Adopted"]
+
+log = Logger()
+
+#: Rows committed per transaction.
+_BATCH = 1000
+
+
+@frozen
+class Adopted:
+    added: int
+    changed: int
+    removed: int
+    checked: int
+
+
+async def _all_rows(box: Box) -> dict[str, FileRecord]:
+    rows: dict[str, FileRecord] = {}
+    after = ""
+    while True:
+        page = await box.index.page(box.account, after, PAGE * 10)
+        if not page:
+            return rows
+        for row in page:
+            rows[row.path] = row
+        after = page[-1].path
+
+
+async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) -> Adopted:
+    """
+    Bring the index of C{box} in line with its files, hashing (off the
+    reactor thread) only files whose size or mtime differ from their row.
+    """
+    storage = box.storage
+
+    rows = await _all_rows(box)
+    files = await storage.in_thread(lambda: list(storage.walk()))
+    pending: list[FileRecord] = []
+    added = changed = 0
+    last_report = clock.seconds()
+
+    async def flush() -> None:
+        if pending:
+            await box.index.commit_many(box.account, list(pending))
+            pending.clear()
+
+    for done, file in enumerate(files, start=1):
+        row = rows.pop(file.path, None)
+        if row is not None and not row.deleted and (row.size, row.mtime_ns) == (
+            file.size,
+            file.mtime_ns,
+        ):
+            continue
+        sha256 = await storage.in_thread(lambda: storage.hash(storage.root / file.path))
+        if row is None or row.deleted:
+            added += 1
+        else:
+            changed += 1
+        pending.append(FileRecord(file.path, file.size, sha256, file.mtime_ns, 0, False, "box"))
+        if len(pending) >= _BATCH:
+            await flush()
+        if clock.seconds() - last_report >= progress_seconds:
+            last_report = clock.seconds()
+            log.info("adopting the box: {done}/{total} files checked", done=done, total=len(files))
+    removed = [row for row in rows.values() if not row.deleted]
+    pending.extend(
+        FileRecord(row.path, 0, row.sha256, row.mtime_ns, 0, True, "box") for row in removed
+    )
+    await flush()
+    result = Adopted(added, changed, len(removed), len(files))
+    log.info(
+        "box checked: {checked} files, {added} new, {changed} changed, {removed} removed by hand",
+        checked=result.checked,
+        added=result.added,
+        changed=result.changed,
+        removed=result.removed,
+    )
+    return result

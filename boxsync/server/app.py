@@ -1,0 +1,268 @@
+"""
+The HTTP API of ``docs/protocol.md``, as a Klein application.
+
+Routes authenticate through one wrapper, call the account's L{Box}, and let
+exceptions through to one handler that maps each to a status and a JSON body.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import uuid
+from typing import Any, Awaitable, Callable, Concatenate, ParamSpec, TypeVar
+
+from attrs import define, field
+from klein import Klein
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import static
+from twisted.web.iweb import IRequest
+
+from ..paths import BadPath, normalize
+from ..protocol import (
+    BASE_HEADER,
+    CLIENT_HEADER,
+    EVENT_STREAM,
+    MTIME_HEADER,
+    SEQ_HEADER,
+    SHA256_HEADER,
+    STREAM_HEADER,
+    ProtocolError,
+    count_header,
+    parse_manifest,
+    sha256_header,
+)
+from .auth import Forbidden, IAuthenticator, Principal, Unauthorized
+from .box import Box, DigestMismatch, NotFound, StaleBase
+from .events import EventStream
+from .hub import Hub
+from .index import FileRecord
+from .plan import plan
+from .storage import DiskFull
+from .uploads import UploadTooLarge, take_upload
+
+__all__ = ["BoxsyncApp", "header", "json_body"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+#: Exceptions a client can cause, and the status each gets.
+_STATUS: list[tuple[type[BaseException], int]] = [
+    (BadPath, 400),
+    (ProtocolError, 400),
+    (DigestMismatch, 400),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (StaleBase, 412),
+    (UploadTooLarge, 413),
+    (DiskFull, 507),
+]
+
+
+def header(request: IRequest, name: str) -> str | None:
+    value = request.getHeader(name)
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def json_body(request: IRequest, status: int, body: dict[str, Any]) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", b"application/json")
+    return json.dumps(body).encode("utf-8") + b"\n"
+
+
+class BoxFile(static.File):
+    """
+    One file of the box, sent by C{static.File} (HEAD, Range, Last-Modified)
+    with larger reads, an C{ETag} of its sha256 and its seq.
+    """
+
+    isLeaf = True
+
+    def __init__(self, path: str, record: FileRecord) -> None:
+        super().__init__(path, defaultType="application/octet-stream")
+        self.record = record
+
+    def render_GET(self, request: IRequest) -> Any:
+        etag = f'"{self.record.sha256}"'
+        request.setHeader(b"ETag", etag.encode())
+        request.setHeader(SEQ_HEADER.encode(), str(self.record.seq).encode())
+        if_range = header(request, "If-Range")
+        if if_range is not None and if_range.strip() != etag:
+            request.requestHeaders.removeHeader(b"Range")
+        return super().render_GET(request)
+
+    render_HEAD = render_GET
+
+    def makeProducer(self, request: IRequest, fileForReading: Any) -> Any:
+        producer = super().makeProducer(request, fileForReading)
+        producer.bufferSize = 256 * 1024
+        return producer
+
+
+@define
+class BoxsyncApp:
+    """
+    @ivar boxes: the L{Box} of an account.
+    """
+
+    clock: IReactorTime
+    auth: IAuthenticator
+    boxes: Callable[[str], Box]
+    hub: Hub
+    max_manifest_entries: int = 1_000_000
+    app: Klein = field(factory=Klein, init=False)
+    log = Logger()
+
+    def __attrs_post_init__(self) -> None:
+        app = self.app
+        app.route("/healthz", methods=["GET"])(self.healthz)
+        app.route("/sync", methods=["POST"])(self._authorized(self.sync))
+        files = "/files/<path:path>"
+        app.route(files, methods=["GET", "HEAD"])(self._authorized(self.download))
+        app.route(files, methods=["PUT"])(self._authorized(self.upload))
+        app.route(files, methods=["DELETE"])(self._authorized(self.delete))
+        app.handle_errors(Exception)(self._error)
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    def principal(self, request: IRequest) -> Principal:
+        return self.auth.authenticate(request.getHeader(b"Authorization"))
+
+    def _authorized(
+        self, route: Callable[Concatenate[IRequest, Principal, _P], Awaitable[_T]]
+    ) -> Callable[Concatenate[IRequest, _P], Deferred[_T]]:
+        @functools.wraps(route)
+        def wrapper(request: IRequest, *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
+            principal = self.principal(request)
+            return Deferred.fromCoroutine(route(request, principal, *args, **kwargs))  # type: ignore[arg-type]
+
+        return wrapper
+
+    def _error(self, request: IRequest, failure: Failure) -> bytes | None:
+        if failure.check(CancelledError):
+            return None
+        for kind, status in _STATUS:
+            if failure.check(kind):
+                body: dict[str, Any] = {"error": str(failure.value)}
+                if isinstance(failure.value, StaleBase):
+                    body["seq"] = failure.value.current
+                return json_body(request, status, body)
+        self.log.failure("unhandled error in {uri}", failure, uri=request.uri)
+        return json_body(request, 500, {"error": "internal server error"})
+
+    def healthz(self, request: IRequest) -> bytes:
+        return json_body(request, 200, {"status": "ok"})
+
+    async def sync(self, request: IRequest, principal: Principal) -> None:
+        manifest = parse_manifest(request.content.read(), self.max_manifest_entries)
+        if manifest.cursor == 0:
+            last_id = count_header(header(request, "Last-Event-ID"), "Last-Event-ID")
+            if last_id:
+                manifest = manifest.__class__(
+                    manifest.client, last_id, manifest.files, manifest.deleted
+                )
+        box = self.boxes(principal.account)
+        client = manifest.client or header(request, CLIENT_HEADER) or ""
+        stream = EventStream(request, uuid.uuid4().hex, client)
+        request.setHeader(b"Content-Type", EVENT_STREAM.encode())
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"X-Accel-Buffering", b"no")
+        unregister = self.hub.add(principal.account, stream)
+        writing: Deferred[None] | None = None
+
+        def close(_: object = None) -> None:
+            unregister()
+            stream.close()
+            if writing is not None:
+                writing.cancel()
+
+        held_open: Deferred[None] = Deferred(lambda d: close())
+        try:
+            upto = await box.index.current_seq(principal.account)
+            stream.start(upto)
+            self.log.info(
+                "{client} connected: {files} files, {deleted} deleted, cursor {cursor}",
+                client=client or "a client",
+                files=len(manifest.files),
+                deleted=len(manifest.deleted),
+                cursor=manifest.cursor,
+            )
+            writing = Deferred.fromCoroutine(
+                stream.run(plan(box.index, principal.account, manifest, upto), upto)
+            )
+        except BaseException:
+            close()
+            raise
+
+        def failed(failure: Failure) -> None:
+            if not failure.check(CancelledError):
+                self.log.failure("plan for {client} failed", failure, client=client)
+                request.loseConnection()  # type: ignore[attr-defined]
+
+        writing.addErrback(failed)
+        try:
+            await held_open
+        finally:
+            self.log.info("{client} disconnected", client=client or "a client")
+            close()
+
+    async def download(self, request: IRequest, principal: Principal, path: str) -> Any:
+        path = normalize(path)
+        box = self.boxes(principal.account)
+        record: FileRecord | None = await box.index.get(principal.account, path)
+        local = box.storage.readable(path)
+        if record is None or record.deleted or local is None:
+            raise NotFound(f"{path!r} is not in the box")
+        return BoxFile(str(local), record)
+
+    async def upload(self, request: IRequest, principal: Principal, path: str) -> bytes:
+        staged = take_upload(request)
+        try:
+            path = normalize(path)
+            base = count_header(header(request, BASE_HEADER), BASE_HEADER)
+            sha256 = sha256_header(header(request, SHA256_HEADER))
+            mtime_ns = count_header(header(request, MTIME_HEADER), MTIME_HEADER)
+        except BaseException:
+            staged.discard()
+            raise
+        record = await self.boxes(principal.account).upload(
+            path,
+            staged,
+            base=base,
+            sha256=sha256,
+            mtime_ns=mtime_ns,
+            origin=header(request, CLIENT_HEADER) or principal.client,
+            stream=header(request, STREAM_HEADER),
+        )
+        return json_body(request, 201, _record_json(record))
+
+    async def delete(self, request: IRequest, principal: Principal, path: str) -> bytes:
+        path = normalize(path)
+        base = count_header(header(request, BASE_HEADER), BASE_HEADER)
+        if base is None:
+            raise ProtocolError(f"a delete needs {BASE_HEADER}")
+        record = await self.boxes(principal.account).delete(
+            path,
+            base,
+            origin=header(request, CLIENT_HEADER) or principal.client,
+            stream=header(request, STREAM_HEADER),
+        )
+        return json_body(request, 200, _record_json(record))
+
+
+def _record_json(record: FileRecord) -> dict[str, Any]:
+    return {
+        "path": record.path,
+        "seq": record.seq,
+        "sha256": record.sha256,
+        "size": record.size,
+        "mtime_ns": record.mtime_ns,
+        "deleted": record.deleted,
+    }

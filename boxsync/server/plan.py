@@ -1,0 +1,102 @@
+"""
+The plan: what one client must do to be in sync, from its manifest and the
+index, by the three-way rules of ``docs/protocol.md``.
+
+L{decide} is the rule for one path, pure and total. L{plan} applies it to a
+whole manifest and the index, reading the index a page at a time and yielding
+events one by one, so a plan of any size is produced as the client drains it.
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator, Sequence
+
+from ..protocol import (
+    Conflict,
+    DeletedEntry,
+    Delete,
+    Download,
+    Event,
+    FileEntry,
+    InSync,
+    Manifest,
+    Remove,
+    Upload,
+)
+from .index import FileRecord, IIndex
+
+__all__ = ["decide", "unlisted", "plan", "PAGE"]
+
+PAGE = 500
+
+
+def decide(entry: FileEntry | DeletedEntry, row: FileRecord | None) -> Event | None:
+    """
+    What a client with C{entry} must do about the server's C{row}.
+    """
+    if isinstance(entry, DeletedEntry):
+        if row is None or row.deleted:
+            return None
+        if row.seq == entry.base:
+            return Remove(entry.path, row.seq)
+        return _download(row)
+    if row is None:
+        return Upload(entry.path, 0)
+    if row.deleted:
+        if entry.changed or entry.base == 0:
+            return Upload(entry.path, row.seq)
+        return Delete(entry.path, row.seq)
+    if row.sha256 == entry.sha256:
+        return None if row.seq == entry.base else InSync(entry.path, row.seq)
+    if row.seq == entry.base:
+        return Upload(entry.path, row.seq) if entry.changed else None
+    if entry.changed:
+        return Conflict(row.path, row.sha256, row.size, row.mtime_ns, row.seq)
+    return _download(row)
+
+
+def unlisted(row: FileRecord, cursor: int) -> Event | None:
+    """
+    What a client must do about a path it did not list (so it has not
+    changed it since C{cursor}).
+    """
+    if row.seq <= cursor:
+        return None
+    if row.deleted:
+        return None if cursor == 0 else Delete(row.path, row.seq)
+    return _download(row)
+
+
+def _download(row: FileRecord) -> Download:
+    return Download(row.path, row.sha256, row.size, row.mtime_ns, row.seq)
+
+
+async def plan(
+    index: IIndex, account: str, manifest: Manifest, upto: int
+) -> AsyncIterator[Event]:
+    """
+    Every event of the plan for C{manifest}, covering the index up to seq
+    C{upto} (later commits reach the client live).
+    """
+    entries: Sequence[FileEntry | DeletedEntry] = (*manifest.files, *manifest.deleted)
+    listed = {entry.path for entry in entries}
+    for start in range(0, len(entries), PAGE):
+        chunk = entries[start : start + PAGE]
+        rows = await index.get_many(account, [entry.path for entry in chunk])
+        for entry in chunk:
+            event = decide(entry, rows.get(entry.path))
+            if event is not None:
+                yield event
+    seq = manifest.cursor
+    while seq < upto:
+        rows = await index.since(account, seq, PAGE)
+        if not rows:
+            break
+        for row in rows:
+            if row.seq > upto:
+                return
+            seq = row.seq
+            if row.path not in listed:
+                event = unlisted(row, manifest.cursor)
+                if event is not None:
+                    yield event

@@ -1,0 +1,258 @@
+"""
+The box on disk: files under their real paths, and beside them, in the hidden
+folder on the same file system, the staging area where uploads are written
+before they are renamed into place.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+from attrs import define, field
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from ..paths import HIDDEN_DIR, BadPath, from_local, to_local
+
+__all__ = ["BoxStorage", "StagingFile", "DiskFull", "LocalFile"]
+
+_T = TypeVar("_T")
+_READ_SIZE = 1024 * 1024
+
+
+class DiskFull(OSError):
+    """
+    The box's file system has no room left.
+    """
+
+
+def _is_full(e: OSError) -> bool:
+    return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+@define
+class StagingFile:
+    """
+    An upload being written: a temporary file in the staging folder, hashed
+    as it is written. Whoever holds it either hands it to
+    L{BoxStorage.place} or calls L{discard}.
+    """
+
+    path: Path
+    _fd: int | None
+    size: int = 0
+    error: OSError | None = None
+    _hash: Any = field(factory=hashlib.sha256)
+
+    def write(self, data: bytes) -> None:
+        """
+        Append C{data}; on a write error remember it and drop the rest.
+        """
+        if self.error is not None or self._fd is None:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as e:
+            self.error = DiskFull(e.errno, "no space left in the box") if _is_full(e) else e
+            self.discard()
+            return
+        self._hash.update(data)
+        self.size += len(data)
+
+    @property
+    def sha256(self) -> str:
+        return str(self._hash.hexdigest())
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def discard(self) -> None:
+        self.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def finish(self, mtime_ns: int) -> None:
+        """
+        Make the data durable and give the file its final mode and mtime.
+        Runs in a thread.
+        """
+        if self._fd is None:
+            raise ValueError("staging file already closed")
+        try:
+            os.fchmod(self._fd, 0o644)
+            os.fsync(self._fd)
+        finally:
+            self.close()
+        os.utime(self.path, ns=(mtime_ns, mtime_ns))
+
+
+@define(frozen=True)
+class LocalFile:
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@define
+class BoxStorage:
+    """
+    The files of one box, below C{root}.
+
+    @ivar reactor: runs blocking disk work in its thread pool.
+    """
+
+    reactor: Any
+    root: Path
+    hidden: Path = field(init=False)
+    staging: Path = field(init=False)
+    log = Logger()
+
+    def __attrs_post_init__(self) -> None:
+        self.root = Path(os.path.realpath(self.root))
+        self.hidden = self.root / HIDDEN_DIR
+        self.staging = self.hidden / "staging"
+        self.staging.mkdir(parents=True, exist_ok=True)
+
+    def in_thread(self, fn: Callable[[], _T]) -> Any:
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn)
+
+    def clean_staging(self) -> int:
+        """
+        Remove staging files left by a crash; return how many.
+        """
+        count = 0
+        for leftover in self.staging.iterdir():
+            leftover.unlink()
+            count += 1
+        return count
+
+    def new_staging(self) -> StagingFile:
+        fd, name = tempfile.mkstemp(dir=self.staging, prefix="up-")
+        return StagingFile(Path(name), fd)
+
+    def local(self, path: str) -> Path:
+        """
+        The file of wire path C{path}, checked to stay inside the box.
+
+        @raise BadPath: if the path is not acceptable or leads out of the box.
+        """
+        target = to_local(self.root, path)
+        real_parent = os.path.realpath(target.parent)
+        if os.path.commonpath([real_parent, self.root]) != str(self.root):
+            raise BadPath(f"{path!r} leads out of the box")
+        return target
+
+    def readable(self, path: str) -> Path | None:
+        """
+        The file to send for C{path}, or C{None} if there is no regular file
+        there (a symbolic link is never followed).
+        """
+        try:
+            target = self.local(path)
+        except BadPath:
+            return None
+        if target.is_symlink() or not target.is_file():
+            return None
+        return target
+
+    def place(self, staged: StagingFile, path: str, mtime_ns: int) -> Any:
+        """
+        Make C{staged} the file at C{path}: fsync, then rename into place.
+        """
+
+        def work() -> None:
+            try:
+                target = self.local(path)
+                staged.finish(mtime_ns)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.is_dir() and not target.is_symlink():
+                    raise BadPath(f"{path!r} is a folder in the box")
+                os.replace(staged.path, target)
+                _fsync_dir(target.parent)
+            except OSError as e:
+                staged.discard()
+                if _is_full(e):
+                    raise DiskFull(e.errno, "no space left in the box") from e
+                raise
+            except BaseException:
+                staged.discard()
+                raise
+
+        return self.in_thread(work)
+
+    def remove(self, path: str) -> Any:
+        """
+        Remove the file at C{path} (if any) and the folders it leaves empty.
+        """
+
+        def work() -> None:
+            target = self.local(path)
+            if target.is_symlink() or target.is_file():
+                target.unlink()
+            elif target.is_dir():
+                shutil.rmtree(target)
+            parent = target.parent
+            while parent != self.root:
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+                parent = parent.parent
+
+        return self.in_thread(work)
+
+    def walk(self) -> Iterator[LocalFile]:
+        """
+        Every regular file in the box (not the hidden folder, no links).
+        Blocking: run it in a thread.
+        """
+        stack = [self.root]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError as e:
+                self.log.warn("cannot read {folder}: {e}", folder=folder, e=e)
+                continue
+            for entry in entries:
+                if folder == self.root and entry.name == HIDDEN_DIR:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    try:
+                        path = from_local(self.root, Path(entry.path))
+                    except BadPath as e:
+                        self.log.warn("skipping {name}: {e}", name=entry.path, e=e)
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                    yield LocalFile(path, st.st_size, st.st_mtime_ns)
+
+    @staticmethod
+    def hash(file: Path) -> str:
+        h = hashlib.sha256()
+        with open(file, "rb") as f:
+            while chunk := f.read(_READ_SIZE):
+                h.update(chunk)
+        return h.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

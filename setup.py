@@ -1,0 +1,40 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="boxsync",
+    version="0.1.0",
+    description="A folder kept in sync between many clients through one Twisted server.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["boxsync", "boxsync.*"]) + ["twisted.plugins"],
+    package_data={"boxsync": ["py.typed"], "twisted.plugins": ["boxsync_plugin.py"]},
+    install_requires=[
+        "twisted[tls]>=24.7",
+        "klein>=24.8",
+        "treq>=24.9",
+        "attrs>=23.1",
+        "pathspec>=0.12",
+        "rich>=13",
+        "psutil>=5.9",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "pytest-cov>=5",
+            "hypothesis>=6",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "boxsync-client = boxsync.client.cli:main",
+        ],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+    ],
+)
