@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Union
+from typing import Any, Iterable, Union
 
 from attrs import asdict, field, frozen
 
@@ -27,6 +27,9 @@ __all__ = [
     "CLIENT_HEADER",
     "STREAM_HEADER",
     "SEQ_HEADER",
+    "LAST_EVENT_ID",
+    "count_header",
+    "sha256_header",
     "ProtocolError",
     "FileEntry",
     "DeletedEntry",
@@ -65,6 +68,8 @@ CLIENT_HEADER = "X-Boxsync-Client"
 STREAM_HEADER = "X-Boxsync-Stream"
 #: On a download: the seq of the version being sent.
 SEQ_HEADER = "X-Boxsync-Seq"
+#: The standard SSE header a reconnecting client sends its cursor in.
+LAST_EVENT_ID = "Last-Event-ID"
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -158,6 +163,14 @@ class DeletedEntry:
         return {"path": self.path, "base": self.base}
 
 
+def _files(items: Iterable[FileEntry]) -> tuple[FileEntry, ...]:
+    return tuple(items)
+
+
+def _deleted(items: Iterable[DeletedEntry]) -> tuple[DeletedEntry, ...]:
+    return tuple(items)
+
+
 @frozen
 class Manifest:
     """
@@ -170,8 +183,8 @@ class Manifest:
 
     client: str = ""
     cursor: int = 0
-    files: tuple[FileEntry, ...] = field(default=(), converter=tuple)
-    deleted: tuple[DeletedEntry, ...] = field(default=(), converter=tuple)
+    files: tuple[FileEntry, ...] = field(default=(), converter=_files)
+    deleted: tuple[DeletedEntry, ...] = field(default=(), converter=_deleted)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from typing import Any, Awaitable, Callable, Concatenate, ParamSpec, TypeVar
+from typing import Any, Awaitable, Callable, Concatenate, ParamSpec, TypeVar, cast
 
-from attrs import define, field
+from attrs import define, evolve, field
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -20,12 +20,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import static
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
+from werkzeug.exceptions import HTTPException
 
 from ..paths import BadPath, normalize
 from ..protocol import (
     BASE_HEADER,
     CLIENT_HEADER,
     EVENT_STREAM,
+    LAST_EVENT_ID,
     MTIME_HEADER,
     SEQ_HEADER,
     SHA256_HEADER,
@@ -121,6 +124,9 @@ class BoxsyncApp:
 
     def __attrs_post_init__(self) -> None:
         app = self.app
+        # Paths are checked by boxsync.paths, never rewritten or redirected.
+        app.url_map.merge_slashes = False
+        app.url_map.strict_slashes = False
         app.route("/healthz", methods=["GET"])(self.healthz)
         app.route("/sync", methods=["POST"])(self._authorized(self.sync))
         files = "/files/<path:path>"
@@ -148,6 +154,9 @@ class BoxsyncApp:
     def _error(self, request: IRequest, failure: Failure) -> bytes | None:
         if failure.check(CancelledError):
             return None
+        if failure.check(HTTPException):
+            error: HTTPException = failure.value  # type: ignore[assignment]
+            return json_body(request, error.code or 500, {"error": error.description or ""})
         for kind, status in _STATUS:
             if failure.check(kind):
                 body: dict[str, Any] = {"error": str(failure.value)}
@@ -163,14 +172,12 @@ class BoxsyncApp:
     async def sync(self, request: IRequest, principal: Principal) -> None:
         manifest = parse_manifest(request.content.read(), self.max_manifest_entries)
         if manifest.cursor == 0:
-            last_id = count_header(header(request, "Last-Event-ID"), "Last-Event-ID")
+            last_id = count_header(header(request, LAST_EVENT_ID), LAST_EVENT_ID)
             if last_id:
-                manifest = manifest.__class__(
-                    manifest.client, last_id, manifest.files, manifest.deleted
-                )
+                manifest = evolve(manifest, cursor=last_id)
         box = self.boxes(principal.account)
         client = manifest.client or header(request, CLIENT_HEADER) or ""
-        stream = EventStream(request, uuid.uuid4().hex, client)
+        stream = EventStream(cast(Request, request), uuid.uuid4().hex, client)
         request.setHeader(b"Content-Type", EVENT_STREAM.encode())
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"X-Accel-Buffering", b"no")

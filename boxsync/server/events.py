@@ -10,7 +10,7 @@ from typing import AsyncIterable, Callable
 from attrs import define, field
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 from zope.interface import implementer
 
 from ..protocol import Event, Hello, Ready, encode_comment, encode_event
@@ -31,7 +31,7 @@ class EventStream:
     back until after C{ready}, so the client sees the plan whole first.
     """
 
-    request: IRequest
+    request: Request
     stream_id: str
     client: str
     encode: Callable[[Event, bool], bytes] = encode_event

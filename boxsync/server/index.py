@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from attrs import define, evolve, field, frozen
+from twisted.internet.defer import fail
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
@@ -165,6 +166,9 @@ class SQLiteIndex:
             self._db = None
 
     def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> Any:
+        if not self._pool.started:
+            return fail(RuntimeError("the index is not running"))
+
         def work() -> _T:
             if self._db is None:
                 self._db = open_database(self.path)

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from attrs import define, field
-from twisted.application import strports
+from attrs import define
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.protocols.policies import WrappingFactory
 
 from .adopt import adopt
 from .app import BoxsyncApp
@@ -63,8 +65,11 @@ class BoxsyncService(MultiService):
             authorize=config.auth.authenticate,
         )
         self.site.displayTracebacks = False
+        # Tracks every open connection, to close them when the service stops.
+        self.factory = WrappingFactory(self.site)
         self.ready: Deferred[None] = Deferred()
         self._status: Any = None
+        self.ports: list[IListeningPort] = []
 
     def _box_for(self, account: str) -> Box:
         return self.box
@@ -81,7 +86,8 @@ class BoxsyncService(MultiService):
         await adopt(self.box, self.reactor)
         self.hub.start()
         for description in self.config.listen:
-            strports.service(description, self.site, reactor=self.reactor).setServiceParent(self)
+            endpoint = serverFromString(self.reactor, description)
+            self.ports.append(await endpoint.listen(self.factory))
         self.log.info(
             "serving {box} on {listen}",
             box=str(self.storage.root),
@@ -96,7 +102,6 @@ class BoxsyncService(MultiService):
     def _failed(self, failure: Any) -> None:
         self.log.failure("the server could not start", failure)
         self.ready.errback(failure)
-        self.reactor.stop()
 
     async def _log_status(self) -> None:
         try:
@@ -115,12 +120,14 @@ class BoxsyncService(MultiService):
             rss_mib=rss / 2**20,
         )
 
-    def stopService(self) -> Deferred[None]:
+    def stopService(self) -> Deferred[Any]:
         if self._status is not None and self._status.running:
             self._status.stop()
         self.hub.stop()
-        for listener in list(self.hub.listeners()):
-            listener.close()  # type: ignore[attr-defined]
-        d = super().stopService()
-        d.addBoth(lambda result: (self.index.stop(), result)[1])
-        return d  # type: ignore[no-any-return]
+        ports, self.ports = self.ports, []
+        stopping = [maybeDeferred(port.stopListening) for port in ports]
+        for connection in list(self.factory.protocols):
+            connection.transport.abortConnection()
+        stopping.append(maybeDeferred(super().stopService))
+        d = gatherResults(stopping, consumeErrors=True)
+        return d.addBoth(lambda result: self.index.stop())

@@ -88,4 +88,7 @@ def makeService(options: Options) -> Any:
         max_upload=options["max-upload"],
         status_seconds=options["status-interval"],
     )
-    return BoxsyncService(reactor, config)
+    service = BoxsyncService(reactor, config)
+    # A server that cannot start (a port in use, an unreadable box) exits.
+    service.ready.addErrback(lambda failure: reactor.stop())
+    return service

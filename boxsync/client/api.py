@@ -1,0 +1,826 @@
+"""
+The client's side of the HTTP API that C{docs/protocol.md} describes.
+
+L{BoxsyncAPI} makes one request per method: it opens the event stream, uploads,
+deletes and downloads files, streaming every body in pieces, and turns the
+server's error answers into the exceptions below. It does not decide what to
+transfer (the engine does) and it does not limit how many transfers run at
+once.
+
+Every body it reads has its own silence watchdog: treq's C{timeout=} covers
+only the wait for the response headers, and an event stream or a large
+download can stall for good after them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.parse
+from io import BytesIO
+from pathlib import Path
+from typing import Any, Callable
+
+from attrs import define, field, frozen
+from treq.client import HTTPClient
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IProducer,
+    IPushProducer,
+    IReactorTime,
+)
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.task import Cooperator
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import FileBodyProducer, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer, IResponse
+from zope.interface import implementer
+
+from ..paths import normalize
+from ..protocol import (
+    BASE_HEADER,
+    CLIENT_HEADER,
+    EVENT_STREAM,
+    JSON,
+    MTIME_HEADER,
+    SEQ_HEADER,
+    SHA256_HEADER,
+    STREAM_HEADER,
+    Event,
+    Manifest,
+    ProtocolError,
+    SSEParser,
+    count_header,
+    decode_event,
+    encode_manifest,
+)
+
+__all__ = [
+    "APIError",
+    "BadRequest",
+    "AuthError",
+    "NotFound",
+    "StaleBase",
+    "TooLarge",
+    "ServerFull",
+    "StreamIdle",
+    "DigestMismatch",
+    "CommitResult",
+    "DownloadResult",
+    "EventStream",
+    "BoxsyncAPI",
+]
+
+#: How many seconds a response may stay silent before it is given up.
+DEFAULT_IDLE_TIMEOUT = 45.0
+
+#: The most bytes of a JSON answer (an error or a commit) this client reads.
+_MAX_JSON = 64 * 1024
+
+#: How much of a partial download is read at a time to seed its hash.
+_HASH_BLOCK = 1024 * 1024
+
+
+class APIError(Exception):
+    """
+    The server answered a request with an error status.
+
+    @ivar status: the HTTP status code.
+    @ivar message: the C{error} of the JSON body, or what the body said.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"HTTP {self.status}: {self.message}"
+
+
+class BadRequest(APIError):
+    """
+    C{400}: the request was malformed (a bad path, manifest or sha256).
+    """
+
+
+class AuthError(APIError):
+    """
+    C{401} (no key) or C{403} (a wrong key).
+    """
+
+
+class NotFound(APIError):
+    """
+    C{404}: no such file, or it is deleted.
+    """
+
+
+class StaleBase(APIError):
+    """
+    C{412}: the path is no longer at the base the request stated.
+
+    @ivar current_seq: the path's current seq, as the server named it.
+    """
+
+    def __init__(self, status: int, message: str, current_seq: int | None) -> None:
+        super().__init__(status, message)
+        self.current_seq = current_seq
+
+
+class TooLarge(APIError):
+    """
+    C{413}: the server refuses a body this large.
+    """
+
+
+class ServerFull(APIError):
+    """
+    C{507}: the server's disk is full; nothing was committed, try again later.
+    """
+
+
+_ERRORS: dict[int, type[APIError]] = {
+    400: BadRequest,
+    401: AuthError,
+    403: AuthError,
+    404: NotFound,
+    413: TooLarge,
+    507: ServerFull,
+}
+
+
+class StreamIdle(Exception):
+    """
+    Nothing moved on a connection for C{seconds} seconds (not a byte of a
+    body, not an event-stream keep-alive), so it was closed.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+    def __str__(self) -> str:
+        return f"nothing received or sent for {self.seconds:g} seconds"
+
+
+class DigestMismatch(Exception):
+    """
+    A download did not have the sha256 it was expected to have; the partial
+    file was deleted.
+    """
+
+    def __init__(self, path: str, expected: str, actual: str) -> None:
+        super().__init__(path, expected, actual)
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+
+    def __str__(self) -> str:
+        return f"{self.path}: expected sha256 {self.expected}, got {self.actual}"
+
+
+@frozen
+class CommitResult:
+    """
+    The version a C{PUT} or C{DELETE} committed.
+    """
+
+    path: str
+    seq: int
+    sha256: str | None
+    size: int
+    mtime_ns: int | None
+    deleted: bool
+
+    @classmethod
+    def from_json(cls, data: object) -> CommitResult:
+        """
+        Read the server's answer to a commit.
+
+        @raise ProtocolError: if it is not one.
+        """
+        if not isinstance(data, dict):
+            raise ProtocolError("a commit answer must be a JSON object")
+        sha256 = data.get("sha256")
+        mtime_ns = data.get("mtime_ns")
+        try:
+            return cls(
+                path=str(data["path"]),
+                seq=int(data["seq"]),
+                sha256=sha256 if isinstance(sha256, str) and sha256 else None,
+                size=int(data.get("size") or 0),
+                mtime_ns=None if mtime_ns is None else int(mtime_ns),
+                deleted=bool(data.get("deleted", False)),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProtocolError(f"bad commit answer: {e!r}") from None
+
+
+@frozen
+class DownloadResult:
+    """
+    A file downloaded completely: its sha256 and size, and the seq of the
+    version the server sent.
+    """
+
+    sha256: str
+    size: int
+    seq: int
+
+
+@define
+class _Watchdog:
+    """
+    Call C{on_idle} once if L{poke} is not called for C{timeout} seconds.
+    """
+
+    clock: IReactorTime
+    timeout: float
+    on_idle: Callable[[], object]
+    fired: bool = False
+    _call: IDelayedCall | None = None
+
+    def poke(self) -> None:
+        """
+        Something happened: start the countdown again.
+        """
+        if self._call is not None and self._call.active():
+            self._call.reset(self.timeout)
+        elif not self.fired:
+            self._call = self.clock.callLater(self.timeout, self._fire)
+
+    def stop(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _fire(self) -> None:
+        self._call = None
+        self.fired = True
+        self.on_idle()
+
+
+class _BodyReader(Protocol):
+    """
+    Hand a response body to C{sink} a chunk at a time, as it arrives, and give
+    up on it when nothing arrives for C{idle_timeout} seconds.
+
+    @ivar done: fires with C{None} once the whole body was delivered. It fails
+        with L{StreamIdle} after a silence, with what C{sink} raised, or with
+        the reason the connection was lost. Cancelling it closes the
+        connection. Nothing reaches C{sink} after it has fired.
+    """
+
+    def __init__(
+        self, clock: IReactorTime, idle_timeout: float, sink: Callable[[bytes], object]
+    ) -> None:
+        self._sink = sink
+        self._watchdog = _Watchdog(clock, idle_timeout, self._idle)
+        self.done: Deferred[None] = Deferred(lambda _: self._abort())
+
+    def connectionMade(self) -> None:
+        self._watchdog.poke()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        self._watchdog.poke()
+        try:
+            self._sink(data)
+        except Exception:
+            self._fail(Failure())
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._watchdog.stop()
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(None)
+        else:
+            self.done.errback(reason)
+
+    def _idle(self) -> None:
+        self._fail(Failure(StreamIdle(self._watchdog.timeout)))
+
+    def _fail(self, reason: Failure) -> None:
+        if not self.done.called:
+            self.done.errback(reason)
+        self._abort()
+
+    def _abort(self) -> None:
+        self._watchdog.stop()
+        if self.transport is not None:
+            # The transport of a response body is a push producer; stopping it
+            # closes the connection (there is no public "abort" for a body).
+            IPushProducer(self.transport).stopProducing()
+
+
+@implementer(IConsumer)
+@define
+class _CountingConsumer:
+    """
+    Pass writes on to C{consumer}, telling C{on_write} how many bytes each one
+    carried.
+    """
+
+    consumer: IConsumer
+    on_write: Callable[[int], object]
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        self.consumer.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self.consumer.unregisterProducer()
+
+    def write(self, data: bytes) -> None:
+        self.on_write(len(data))
+        self.consumer.write(data)
+
+
+@implementer(IBodyProducer)
+@define
+class _CountingProducer:
+    """
+    A request body that reports every piece of itself it sends.
+    """
+
+    producer: IBodyProducer
+    on_write: Callable[[int], object]
+
+    @property
+    def length(self) -> int:
+        length: int = self.producer.length
+        return length
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        started: Deferred[None] = self.producer.startProducing(
+            _CountingConsumer(consumer, self.on_write)
+        )
+        return started
+
+    def pauseProducing(self) -> None:
+        self.producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.producer.stopProducing()
+
+
+@define(eq=False)
+class EventStream:
+    """
+    An open C{POST /sync} event stream.
+
+    Its events go to the C{on_event} given to L{BoxsyncAPI.open_stream} as
+    they arrive; events of unknown types are skipped.
+
+    @ivar done: fires with C{None} when the server ends the stream; fails with
+        L{StreamIdle} when it stayed silent too long, with
+        L{ProtocolError} for a malformed event, with what C{on_event} raised,
+        with C{CancelledError} after L{cancel}, or with the reason the
+        connection was lost. Nothing is delivered after it has fired.
+    """
+
+    _reader: _BodyReader
+    _parser: SSEParser
+
+    @property
+    def done(self) -> Deferred[None]:
+        return self._reader.done
+
+    @property
+    def last_event_id(self) -> str | None:
+        """
+        The id of the last event that carried one.
+        """
+        return self._parser.last_id
+
+    @property
+    def retry(self) -> int | None:
+        """
+        How long the server asks clients to wait before reconnecting, in
+        milliseconds, if it said.
+        """
+        return self._parser.retry
+
+    def cancel(self) -> None:
+        """
+        Close the stream; C{done} fails with C{CancelledError}.
+        """
+        self._reader.done.cancel()
+
+
+def _file_path(path: str) -> str:
+    """
+    The URL path of a file, quoted one segment at a time.
+    """
+    segments = normalize(path).split("/")
+    return "/files/" + "/".join(urllib.parse.quote(s, safe="") for s in segments)
+
+
+def _header(response: IResponse, name: str) -> str | None:
+    values = response.headers.getRawHeaders(name)
+    if not values:
+        return None
+    value: bytes | str = values[-1]
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _etag_sha256(response: IResponse) -> str | None:
+    """
+    The sha256 a response's C{ETag} names, if it has one.
+    """
+    etag = _header(response, "ETag")
+    if etag is None:
+        return None
+    etag = etag.strip()
+    if etag.startswith("W/"):
+        etag = etag[2:]
+    return etag.strip('"').lower()
+
+
+def _range_start(response: IResponse) -> int | None:
+    """
+    Where the part in a C{206} answer starts, from its C{Content-Range}.
+    """
+    value = _header(response, "Content-Range")
+    if value is None:
+        return None
+    unit, _, rest = value.strip().partition(" ")
+    first, _, _ = rest.partition("-")
+    if unit != "bytes" or not first.isdigit():
+        return None
+    return int(first)
+
+
+def _hash_prefix(dest: Path, size: int) -> hashlib._Hash:
+    """
+    A sha256 of the first C{size} bytes of C{dest}, read a block at a time.
+    """
+    digest = hashlib.sha256()
+    with dest.open("rb") as f:
+        remaining = size
+        while remaining > 0:
+            block = f.read(min(_HASH_BLOCK, remaining))
+            if not block:
+                raise ProtocolError(f"{dest} shrank while being resumed")
+            digest.update(block)
+            remaining -= len(block)
+    return digest
+
+
+def _error(status: int, body: bytes) -> APIError:
+    """
+    The exception for an error answer with the given C{{"error": ...}} body.
+    """
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        message = data["error"]
+    else:
+        message = body[:200].decode("utf-8", "replace") or f"HTTP {status}"
+    if status == 412:
+        seq = data.get("seq") if isinstance(data, dict) else None
+        valid = isinstance(seq, int) and not isinstance(seq, bool)
+        return StaleBase(status, message, seq if valid else None)
+    return _ERRORS.get(status, APIError)(status, message)
+
+
+@define
+class BoxsyncAPI:
+    """
+    The HTTP API of one boxsync server, for one client.
+
+    @ivar http: the treq client requests go through (or anything with its
+        C{request} method, such as treq's C{StubTreq}).
+    @ivar clock: the clock for the silence watchdogs.
+    @ivar base_url: the server's URL, such as C{"http://127.0.0.1:8080"}.
+    @ivar token: the key sent as C{Authorization: Bearer <token>}, if any.
+    @ivar client_name: this client's name, sent with every request.
+    @ivar stream_id: the id of this client's open event stream (from its
+        C{hello}), sent with commits so they are not echoed back; the engine
+        sets it.
+    @ivar idle_timeout: how many seconds a request may send nothing and
+        receive nothing before it is given up with L{StreamIdle}.
+    @ivar cooperator: runs the loops that read request bodies from files.
+    """
+
+    log = Logger()
+
+    http: HTTPClient
+    clock: IReactorTime
+    base_url: str
+    token: str | None
+    client_name: str
+    stream_id: str | None = None
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    cooperator: Cooperator = field()
+
+    @cooperator.default
+    def _cooperator(self) -> Cooperator:
+        return Cooperator(scheduler=lambda work: self.clock.callLater(0, work))
+
+    async def healthz(self) -> bool:
+        """
+        Whether the server answers its liveness probe.
+        """
+        try:
+            response = await self._request("GET", "/healthz", self._headers())
+            body = await self._json(response)
+        except CancelledError:
+            raise
+        except Exception as e:
+            self.log.info("{url} is not healthy: {error}", url=self.base_url, error=e)
+            return False
+        healthy = isinstance(body, dict) and body.get("status") == "ok"
+        return response.code == 200 and healthy
+
+    async def open_stream(
+        self,
+        manifest: Manifest,
+        last_event_id: int | None,
+        on_event: Callable[[Event], object],
+    ) -> EventStream:
+        """
+        Send C{manifest} and open the event stream that answers it.
+
+        @param last_event_id: the cursor, sent as C{Last-Event-ID}, if any.
+        @param on_event: called with each event, in order, as it arrives.
+        @raise APIError: if the server refused the stream.
+        """
+        headers = self._headers(
+            {"Accept": EVENT_STREAM, "Content-Type": JSON, "Cache-Control": "no-cache"}
+        )
+        if last_event_id is not None:
+            headers.setRawHeaders("Last-Event-ID", [str(last_event_id)])
+        body = FileBodyProducer(BytesIO(encode_manifest(manifest)), self.cooperator)
+        response = await self._request("POST", "/sync", headers, body)
+        await self._check(response, 200)
+        content_type = _header(response, "Content-Type") or ""
+        if content_type.split(";")[0].strip() != EVENT_STREAM:
+            self._abandon(response)
+            raise ProtocolError(f"expected an event stream, got {content_type!r}")
+        parser = SSEParser()
+
+        def received(chunk: bytes) -> None:
+            for message in parser.feed(chunk):
+                event = decode_event(message)
+                if event is None:
+                    self.log.debug("skipping unknown event {name}", name=message.event)
+                else:
+                    on_event(event)
+
+        return EventStream(self._read(response, received), parser)
+
+    async def upload(
+        self,
+        path: str,
+        local: Path,
+        base: int | None,
+        sha256: str | None,
+        mtime_ns: int | None,
+        on_progress: Callable[[int], object] | None = None,
+    ) -> CommitResult:
+        """
+        Commit the file C{local} as C{path}, streaming it from disk.
+
+        @param base: the seq the change starts from (0: the path must not
+            exist); C{None} for last-writer-wins.
+        @param sha256: the file's sha256, which the server checks, if known.
+        @param mtime_ns: the file's modification time, kept with it.
+        @param on_progress: called with the number of bytes in each piece sent.
+        @raise StaleBase: if the path is no longer at C{base}.
+        @raise APIError: for any other refusal.
+        """
+        headers = self._headers(
+            {
+                "Content-Type": "application/octet-stream",
+                BASE_HEADER: base,
+                SHA256_HEADER: sha256,
+                MTIME_HEADER: mtime_ns,
+            },
+            commit=True,
+        )
+        with local.open("rb") as f:
+            body = FileBodyProducer(f, self.cooperator)
+            response = await self._request(
+                "PUT", _file_path(path), headers, body, on_progress
+            )
+        await self._check(response, 201)
+        return CommitResult.from_json(await self._json(response))
+
+    async def delete(self, path: str, base: int) -> CommitResult:
+        """
+        Commit the deletion of C{path}, which must still be at C{base}.
+
+        @raise StaleBase: if it is not.
+        @raise NotFound: if there is no such file.
+        """
+        headers = self._headers({BASE_HEADER: base}, commit=True)
+        response = await self._request("DELETE", _file_path(path), headers)
+        await self._check(response, 200)
+        return CommitResult.from_json(await self._json(response))
+
+    async def download(
+        self,
+        path: str,
+        dest: Path,
+        expected_sha256: str | None = None,
+        on_progress: Callable[[int], object] | None = None,
+    ) -> DownloadResult:
+        """
+        Fetch the current version of C{path} into C{dest}, a piece at a time.
+
+        If C{dest} already holds part of the file (from an interrupted call)
+        and C{expected_sha256} is given, only the rest is requested, provided
+        the server still has that version; otherwise C{dest} is started over.
+        A download that fails keeps C{dest} for the next try, but for a
+        digest mismatch. The caller fsyncs and renames C{dest}.
+
+        @param on_progress: called with the number of bytes of each piece
+            written (after a resume, first with the size of the part there).
+        @raise DigestMismatch: if the file (or the version the server has)
+            does not have C{expected_sha256}; C{dest} is deleted.
+        @raise NotFound: if there is no such file.
+        @raise StreamIdle: if the server stayed silent too long.
+        """
+        offset = dest.stat().st_size if expected_sha256 and dest.exists() else 0
+        headers = self._headers()
+        if offset:
+            headers.setRawHeaders("Range", [f"bytes={offset}-"])
+            headers.setRawHeaders("If-Range", [f'"{expected_sha256}"'])
+        response = await self._request("GET", _file_path(path), headers)
+        if response.code == 416 and offset:
+            # More than the whole file is there already: start over.
+            self._abandon(response)
+            dest.unlink(missing_ok=True)
+            return await self.download(path, dest, expected_sha256, on_progress)
+        await self._check(response, 200, 206)
+        try:
+            seq = count_header(_header(response, SEQ_HEADER), SEQ_HEADER)
+            if seq is None:
+                raise ProtocolError(f"download of {path!r} has no {SEQ_HEADER}")
+            etag = _etag_sha256(response)
+            if expected_sha256 and etag is not None and etag != expected_sha256:
+                dest.unlink(missing_ok=True)
+                raise DigestMismatch(path, expected_sha256, etag)
+            if response.code == 206:
+                if _range_start(response) != offset:
+                    raise ProtocolError(f"{path!r} resumed at the wrong place")
+                digest = _hash_prefix(dest, offset)
+            else:
+                offset, digest = 0, hashlib.sha256()
+            f = dest.open("ab" if offset else "wb")
+        except BaseException:
+            self._abandon(response)
+            raise
+        size = offset
+        if offset and on_progress is not None:
+            on_progress(offset)
+
+        def received(chunk: bytes) -> None:
+            nonlocal size
+            f.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+            if on_progress is not None:
+                on_progress(len(chunk))
+
+        with f:
+            await self._read(response, received).done
+        actual = digest.hexdigest()
+        if expected_sha256 and actual != expected_sha256:
+            dest.unlink(missing_ok=True)
+            raise DigestMismatch(path, expected_sha256, actual)
+        return DownloadResult(sha256=actual, size=size, seq=seq)
+
+    def _headers(
+        self, fields: dict[str, str | int | None] | None = None, commit: bool = False
+    ) -> Headers:
+        """
+        The headers of a request: authorization, the client's name, the
+        stream id for a commit, and those of C{fields} that have a value.
+        """
+        headers = Headers()
+        if self.token is not None:
+            headers.setRawHeaders("Authorization", [f"Bearer {self.token}"])
+        headers.setRawHeaders(CLIENT_HEADER, [self.client_name])
+        if commit and self.stream_id is not None:
+            headers.setRawHeaders(STREAM_HEADER, [self.stream_id])
+        for name, value in (fields or {}).items():
+            if value is not None:
+                headers.setRawHeaders(name, [str(value)])
+        return headers
+
+    async def _request(
+        self,
+        method: str,
+        url_path: str,
+        headers: Headers,
+        body: IBodyProducer | None = None,
+        on_write: Callable[[int], object] | None = None,
+    ) -> IResponse:
+        """
+        Send a request and wait for the headers of its response, giving up
+        with L{StreamIdle} when nothing is sent or received for
+        C{idle_timeout} seconds (a large upload takes as long as it takes, as
+        long as it moves).
+        """
+        requested: Deferred[Any]
+
+        def idle() -> None:
+            requested.cancel()
+
+        watchdog = _Watchdog(self.clock, self.idle_timeout, idle)
+        if body is not None:
+
+            def wrote(count: int) -> None:
+                watchdog.poke()
+                if on_write is not None:
+                    on_write(count)
+
+            body = _CountingProducer(body, wrote)
+        requested = self.http.request(
+            method,
+            self.base_url.rstrip("/") + url_path,
+            headers=headers,
+            data=body,
+            unbuffered=True,
+            allow_redirects=False,
+        )
+        watchdog.poke()
+        try:
+            response: IResponse = await requested
+            return response
+        except Exception as e:
+            if watchdog.fired:
+                raise StreamIdle(self.idle_timeout) from e
+            raise
+        finally:
+            watchdog.stop()
+
+    def _read(
+        self, response: IResponse, sink: Callable[[bytes], object]
+    ) -> _BodyReader:
+        """
+        Start handing the body of C{response} to C{sink}.
+        """
+        reader = _BodyReader(self.clock, self.idle_timeout, sink)
+        response.deliverBody(reader)
+        return reader
+
+    def _abandon(self, response: IResponse) -> None:
+        """
+        Close the connection of a response whose body is not wanted.
+        """
+        reader = self._read(response, lambda chunk: None)
+        reader.done.addErrback(lambda reason: None)
+        reader.done.cancel()
+
+    async def _small_body(self, response: IResponse) -> bytes:
+        """
+        The whole body of a short answer (an error or a commit).
+
+        @raise ProtocolError: if it is longer than C{_MAX_JSON} bytes.
+        """
+        chunks: list[bytes] = []
+        size = 0
+
+        def received(chunk: bytes) -> None:
+            nonlocal size
+            size += len(chunk)
+            if size > _MAX_JSON:
+                raise ProtocolError(f"answer longer than {_MAX_JSON} bytes")
+            chunks.append(chunk)
+
+        await self._read(response, received).done
+        return b"".join(chunks)
+
+    async def _json(self, response: IResponse) -> Any:
+        """
+        The JSON body of a short answer.
+
+        @raise ProtocolError: if it is not JSON, or too long.
+        """
+        try:
+            return json.loads(await self._small_body(response))
+        except ValueError as e:
+            raise ProtocolError(f"answer is not JSON: {e}") from None
+
+    async def _check(self, response: IResponse, *expected: int) -> None:
+        """
+        Raise the L{APIError} for a response whose status is not one of
+        C{expected}, having read its body.
+        """
+        if response.code not in expected:
+            raise _error(response.code, await self._small_body(response))

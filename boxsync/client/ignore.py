@@ -1,0 +1,113 @@
+"""
+Which paths of a synced folder are not synced.
+
+The user lists them in C{<folder>/.boxsyncignore}, in gitignore syntax. Some
+paths are never synced whatever the file says: boxsync's hidden folder and the
+client's temporary files. The C{.boxsyncignore} file itself is always synced,
+so every client of a box ignores the same things.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from attrs import define, field
+from pathspec import GitIgnoreSpec
+from twisted.logger import Logger
+
+from ..paths import HIDDEN_DIR
+
+__all__ = ["IGNORE_FILE", "TEMP_PREFIX", "IgnoreRules", "is_temp_name"]
+
+#: The file, at the top of a synced folder, that lists the ignored paths.
+IGNORE_FILE = ".boxsyncignore"
+
+#: Every temporary file the client writes beside a target starts with this.
+TEMP_PREFIX = ".boxsync-tmp-"
+
+
+def is_temp_name(name: str) -> bool:
+    """
+    Whether C{name} (one path segment) is that of a client's temporary file.
+    """
+    return name.startswith(TEMP_PREFIX)
+
+
+def _read(path: Path) -> GitIgnoreSpec:
+    """
+    The rules in the ignore file C{path} (none if there is no such file).
+    """
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        text = ""
+    return GitIgnoreSpec.from_lines(text.splitlines())
+
+
+@define
+class IgnoreRules:
+    """
+    The rules of one synced folder.
+
+    @ivar root: the folder, or C{None} for rules that come from no file.
+    """
+
+    log = Logger()
+
+    root: Path | None = None
+    _spec: GitIgnoreSpec = field(factory=lambda: GitIgnoreSpec.from_lines([]))
+
+    @classmethod
+    def load(cls, root: Path) -> IgnoreRules:
+        """
+        Read the rules of the folder C{root} (no rules if it has no
+        C{.boxsyncignore}).
+
+        @raise OSError: if the file exists but cannot be read (syncing
+            without its rules could upload what it excludes).
+        """
+        return cls(root=root, spec=_read(root / IGNORE_FILE))
+
+    @classmethod
+    def from_lines(cls, lines: Iterable[str]) -> IgnoreRules:
+        """
+        Rules given as the lines of an ignore file.
+        """
+        return cls(spec=GitIgnoreSpec.from_lines(lines))
+
+    def reload(self) -> bool:
+        """
+        Read the ignore file again (it is small: no need to guess from its
+        C{stat} whether it changed). If it cannot be read, the rules stay as
+        they were.
+
+        @return: whether the rules changed.
+        """
+        if self.root is None:
+            return False
+        try:
+            spec = _read(self.root / IGNORE_FILE)
+        except OSError:
+            self.log.failure("Cannot read the ignore file of {root}", root=self.root)
+            return False
+        if spec == self._spec:
+            return False
+        self.log.info("Ignore rules of {root} changed", root=str(self.root))
+        self._spec = spec
+        return True
+
+    def ignored(self, path: str, is_dir: bool = False) -> bool:
+        """
+        Whether the wire path C{path} is not synced.
+
+        @param is_dir: whether C{path} names a directory (a rule ending in
+            C{/} matches only directories).
+        """
+        if path == IGNORE_FILE:
+            return False
+        segments = path.split("/")
+        if segments[0] == HIDDEN_DIR or any(map(is_temp_name, segments)):
+            return True
+        return self._spec.match_file(path + "/" if is_dir else path)
+

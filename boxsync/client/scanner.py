@@ -1,0 +1,381 @@
+"""
+What a synced folder holds now, compared with the state of the last sync.
+
+A scan walks the folder and, for every file, tells its sha256 and whether it
+changed since its base. It reads a file only when its size, mtime or inode
+differ from those recorded with the base, so a scan of an unchanged folder
+costs one C{stat} per file. The scan is the truth about the folder; the
+watcher only hints at what to look at between scans.
+
+Everything here is synchronous and blocking: the engine runs it in a thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from attrs import frozen
+from twisted.logger import Logger
+
+from ..paths import HIDDEN_DIR, BadPath, normalize, to_local
+from ..protocol import DeletedEntry, FileEntry, Manifest
+from .ignore import IgnoreRules
+from .state import Base
+
+__all__ = [
+    "CHUNK_SIZE",
+    "FileChanging",
+    "LocalFile",
+    "ScanResult",
+    "Skipped",
+    "StatKey",
+    "hash_file",
+    "scan",
+    "scan_one",
+    "stat_key",
+    "walk",
+    "wire_path",
+]
+
+log = Logger()
+
+#: How much of a file is read at a time to hash it.
+CHUNK_SIZE = 1 << 20
+
+#: How many times a file that changes while it is hashed is hashed again.
+_ATTEMPTS = 3
+
+#: A file's size, mtime (ns) and inode: if none changed, its bytes did not.
+StatKey = tuple[int, int, int]
+
+
+class FileChanging(Exception):
+    """
+    A file kept changing while it was being hashed.
+    """
+
+
+def stat_key(st: os.stat_result) -> StatKey:
+    """
+    The L{StatKey} of a file's C{stat}.
+    """
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """
+    Hash a file.
+
+    @return: its sha256 (hex) and the number of bytes read.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_SIZE):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def wire_path(relative: str) -> str:
+    """
+    The wire path of a file, given by its path relative to the folder, with
+    C{/} between segments.
+
+    A name the wire cannot carry as it is, including one not in NFC form
+    (the file could not be found again under the normalised name), is
+    refused.
+
+    @raise BadPath: if the path is not acceptable.
+    """
+    path = normalize(relative)
+    if path != relative:
+        raise BadPath(f"{relative!r} is not in NFC form")
+    return path
+
+
+@frozen
+class Skipped:
+    """
+    Something in the folder that is not synced although no rule ignores it.
+
+    @ivar path: its path relative to the folder (not always a wire path).
+    @ivar reason: why it is skipped.
+    @ivar unreadable: whether it could not be read (rather than it being
+        something boxsync does not sync): what has a base at or below it is
+        then not taken as deleted.
+    """
+
+    path: str
+    reason: str
+    unreadable: bool = False
+
+
+@frozen
+class LocalFile:
+    """
+    A file in the folder as the scan found it.
+
+    @ivar base: the seq of the base (0 if the file has none).
+    @ivar changed: whether the file differs from its base.
+    """
+
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    inode: int
+    base: int
+    changed: bool
+
+    def to_entry(self) -> FileEntry:
+        """
+        The file's line in a manifest.
+        """
+        return FileEntry(
+            self.path, self.sha256, self.size, self.mtime_ns, self.base, self.changed
+        )
+
+    def as_base(self, seq: int) -> Base:
+        """
+        The base to record once this file is known to be version C{seq}.
+        """
+        return Base(self.path, self.sha256, self.size, self.mtime_ns, self.inode, seq)
+
+
+@frozen
+class ScanResult:
+    """
+    The outcome of a scan.
+
+    @ivar files: every file found, by path.
+    @ivar deleted: the paths with a base that are no longer files, with the
+        seq of their base.
+    @ivar skipped: what was passed over, and why.
+    @ivar refreshed: the bases of files that were read again because their
+        stat changed, and found identical to the base: record them so the
+        next scan does not read them again.
+    """
+
+    files: dict[str, LocalFile]
+    deleted: tuple[DeletedEntry, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    refreshed: tuple[Base, ...] = ()
+
+    def to_manifest(self, client: str, cursor: int, only_changed: bool) -> Manifest:
+        """
+        The manifest to open an event stream with.
+
+        @param only_changed: list only the files that changed or were never
+            synced (enough once the server has seen C{cursor}); otherwise
+            list every file.
+        """
+        files = tuple(
+            f.to_entry()
+            for f in self.files.values()
+            if not only_changed or f.changed or f.base == 0
+        )
+        return Manifest(client=client, cursor=cursor, files=files, deleted=self.deleted)
+
+
+def walk(
+    root: Path,
+    ignore: IgnoreRules,
+    top: str = "",
+    skipped: list[Skipped] | None = None,
+) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """
+    The regular files and directories below C{root/top} that are synced, with
+    their wire paths, depth first.
+
+    A directory is yielded before it is listed, so a caller may act on it
+    first (the watcher watches it). Symbolic links, other special files and
+    names the wire cannot carry go to C{skipped}; ignored paths and the
+    hidden folder are left out silently, and so is a directory below C{top}
+    that vanishes while it is walked.
+
+    @param top: the wire path of the directory to walk (C{""}: all of
+        C{root}); it is not yielded itself.
+    @raise OSError: if C{top} cannot be listed (a folder that is not there
+        is not an empty folder).
+    """
+    stack = [top]
+    while stack:
+        directory = stack.pop()
+        try:
+            with os.scandir(root / directory if directory else root) as entries:
+                for entry in entries:
+                    found = _classify(directory, entry, ignore, skipped)
+                    if found is None:
+                        continue
+                    yield found, entry
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(found)
+        except OSError as e:
+            if directory == top:
+                raise
+            if skipped is not None and not isinstance(e, FileNotFoundError):
+                skipped.append(
+                    Skipped(directory, f"cannot list: {e.strerror}", unreadable=True)
+                )
+
+
+def _classify(
+    directory: str,
+    entry: os.DirEntry[str],
+    ignore: IgnoreRules,
+    skipped: list[Skipped] | None,
+) -> str | None:
+    """
+    The wire path of C{entry} if it is a synced file or directory.
+    """
+    relative = f"{directory}/{entry.name}" if directory else entry.name
+    if relative == HIDDEN_DIR:
+        return None
+    reason = None
+    try:
+        path = wire_path(relative)
+    except BadPath as e:
+        reason = str(e)
+    else:
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if entry.is_symlink():
+                reason = "symbolic link"
+            elif not is_dir and not entry.is_file(follow_symlinks=False):
+                reason = "not a regular file"
+        except OSError:
+            return None
+        if reason is None:
+            return None if ignore.ignored(path, is_dir) else path
+    if skipped is not None and not ignore.ignored(relative):
+        skipped.append(Skipped(relative, reason))
+    return None
+
+
+def _hash_stable(local: Path) -> tuple[str, os.stat_result]:
+    """
+    Hash a file and check it did not change meanwhile.
+
+    @return: its sha256 and a C{stat} that matches the bytes hashed.
+    @raise FileChanging: if it changed during every attempt.
+    @raise OSError: if it cannot be read (C{FileNotFoundError}: it is gone).
+    """
+    for _ in range(_ATTEMPTS):
+        before = os.stat(local, follow_symlinks=False)
+        if not stat.S_ISREG(before.st_mode):
+            raise FileNotFoundError(f"{local} is no longer a regular file")
+        sha256, size = hash_file(local)
+        after = os.stat(local, follow_symlinks=False)
+        if stat_key(before) == stat_key(after) and size == after.st_size:
+            return sha256, after
+    raise FileChanging(f"{local} changes while it is read")
+
+
+def _examine(
+    local: Path, path: str, st: os.stat_result, base: Base | None
+) -> tuple[LocalFile, bool]:
+    """
+    Compare a file with its base, reading it only if its stat changed.
+
+    @return: the file, and whether it was read and found identical to its
+        base (whose stat should then be refreshed).
+    """
+    seq = base.seq if base is not None else 0
+    if base is not None and stat_key(st) == (base.size, base.mtime_ns, base.inode):
+        sha256, changed, refreshed = base.sha256, False, False
+    else:
+        sha256, st = _hash_stable(local)
+        changed = base is None or sha256 != base.sha256
+        refreshed = not changed
+    size, mtime_ns, inode = stat_key(st)
+    return LocalFile(path, sha256, size, mtime_ns, inode, seq, changed), refreshed
+
+
+def _below_any(path: str, directories: set[str]) -> bool:
+    """
+    Whether C{path} is one of C{directories} or lies below one of them.
+    """
+    segments = path.split("/")
+    return any(
+        "/".join(segments[:n]) in directories for n in range(1, len(segments) + 1)
+    )
+
+
+def scan(root: Path, state: Mapping[str, Base], ignore: IgnoreRules) -> ScanResult:
+    """
+    Find every synced file below C{root} and compare it with its base.
+
+    A path with a base that is not found as a regular file is reported
+    deleted unless it is ignored now or lies at or below something that
+    could not be read (a file that cannot be read is not a deleted file).
+
+    @param state: the bases, by path (a snapshot of L{LocalState.all}).
+    @raise OSError: if C{root} cannot be listed.
+    """
+    files: dict[str, LocalFile] = {}
+    skipped: list[Skipped] = []
+    refreshed: list[Base] = []
+    for path, entry in walk(root, ignore, skipped=skipped):
+        if entry.is_dir(follow_symlinks=False):
+            continue
+        base = state.get(path)
+        try:
+            found, same = _examine(
+                Path(entry.path), path, entry.stat(follow_symlinks=False), base
+            )
+        except FileNotFoundError:
+            continue
+        except (OSError, FileChanging) as e:
+            reason = e.strerror if isinstance(e, OSError) else "changes while read"
+            skipped.append(Skipped(path, f"cannot read: {reason}", unreadable=True))
+            continue
+        files[path] = found
+        if same:
+            refreshed.append(found.as_base(found.base))
+    blind = {s.path for s in skipped if s.unreadable}
+    deleted = [
+        DeletedEntry(path, base.seq)
+        for path, base in state.items()
+        if path not in files
+        and not ignore.ignored(path)
+        and not (blind and _below_any(path, blind))
+    ]
+    log.debug(
+        "Scanned {root}: {files} files, {deleted} deleted, {skipped} skipped",
+        root=str(root),
+        files=len(files),
+        deleted=len(deleted),
+        skipped=len(skipped),
+    )
+    return ScanResult(files, tuple(deleted), tuple(skipped), tuple(refreshed))
+
+
+def scan_one(root: Path, path: str, base: Base | None) -> LocalFile | None:
+    """
+    Look at one file, as L{scan} does.
+
+    @param path: its wire path.
+    @param base: its base, if it has one.
+
+    @return: the file, or C{None} if there is no regular file at C{path}
+        (or the path is not acceptable).
+    @raise FileChanging: if the file keeps changing while it is read.
+    @raise OSError: if the file cannot be read.
+    """
+    try:
+        local = to_local(root, path)
+        st = os.stat(local, follow_symlinks=False)
+    except (BadPath, FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    try:
+        return _examine(local, path, st, base)[0]
+    except FileNotFoundError:
+        return None
+

@@ -1,0 +1,277 @@
+"""
+The client's memory of the last sync: for each path, its I{base}.
+
+The base of a file is what it was when it was last identical to a server
+version: that version's seq, its sha256, and the size, mtime and inode the
+local file had then (so an unchanged file is recognised without reading it).
+With the bases and the cursor (the highest seq applied completely) the client
+tells, after any time offline, what it changed, what it deleted and what it
+missed.
+
+The state lives in C{<folder>/.boxsync/state.sqlite}. The API is synchronous
+and small: run it on the reactor thread for a few rows, in a thread for many;
+a lock makes each call safe from any one thread at a time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from attrs import define, field, frozen
+
+from ..paths import HIDDEN_DIR
+
+__all__ = ["Base", "LocalState", "STATE_FILE"]
+
+#: The database, below the folder's hidden folder.
+STATE_FILE = "state.sqlite"
+
+_CURSOR = "cursor"
+_CLIENT_ID = "client_id"
+
+# SQLite integers are signed 64-bit; an inode number may use all 64 bits.
+_U64 = 1 << 64
+_I64_MAX = (1 << 63) - 1
+
+
+@frozen
+class Base:
+    """
+    What the local file at C{path} was when it was last identical to the
+    server's version C{seq}.
+    """
+
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    inode: int
+    seq: int
+
+
+@frozen
+class _Upgrade:
+    """
+    One step of the schema: the statements that bring version C{n - 1} to
+    version C{n}.
+    """
+
+    statements: tuple[str, ...]
+
+    def run(self, db: sqlite3.Connection, version: int) -> None:
+        for statement in self.statements:
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {version}")
+
+
+#: The schema, as the ordered steps from an empty database; C{user_version}
+#: counts the steps a database has had. Append steps; never edit one.
+_UPGRADES: list[_Upgrade] = [
+    _Upgrade(
+        (
+            """CREATE TABLE bases (
+                path TEXT PRIMARY KEY,
+                sha256 TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                mtime_ns INTEGER NOT NULL,
+                inode INTEGER NOT NULL,
+                seq INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        )
+    ),
+]
+
+
+def _to_sql(inode: int) -> int:
+    return inode - _U64 if inode > _I64_MAX else inode
+
+
+def _from_sql(inode: int) -> int:
+    return inode + _U64 if inode < 0 else inode
+
+
+def _base(row: tuple[Any, ...]) -> Base:
+    path, sha256, size, mtime_ns, inode, seq = row
+    return Base(path, sha256, size, mtime_ns, _from_sql(inode), seq)
+
+
+def _row(base: Base) -> tuple[Any, ...]:
+    return (
+        base.path,
+        base.sha256,
+        base.size,
+        base.mtime_ns,
+        _to_sql(base.inode),
+        base.seq,
+    )
+
+
+_SELECT = "SELECT path, sha256, size, mtime_ns, inode, seq FROM bases"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """
+    Open the database at C{path}, bringing its schema up to date.
+
+    @raise RuntimeError: if the database was written by a newer boxsync.
+    """
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("BEGIN IMMEDIATE")
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > len(_UPGRADES):
+            raise RuntimeError(
+                f"{path} has schema version {version}; this boxsync knows "
+                f"up to {len(_UPGRADES)}"
+            )
+        for number, upgrade in enumerate(_UPGRADES[version:], start=version + 1):
+            upgrade.run(db, number)
+        db.execute("COMMIT")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+@define
+class LocalState:
+    """
+    The bases and metadata of one synced folder.
+
+    @ivar root: the synced folder.
+    """
+
+    root: Path
+    _db: sqlite3.Connection
+    _lock: threading.Lock = field(factory=threading.Lock)
+
+    @classmethod
+    def open(cls, root: Path) -> LocalState:
+        """
+        Open the state of the folder C{root}, creating its hidden folder and
+        database if needed.
+        """
+        hidden = root / HIDDEN_DIR
+        hidden.mkdir(exist_ok=True)
+        return cls(root=root, db=_connect(hidden / STATE_FILE))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def get(self, path: str) -> Base | None:
+        """
+        The base of C{path}, or C{None} if it has none.
+        """
+        rows = self._query(_SELECT + " WHERE path = ?", path)
+        return _base(rows[0]) if rows else None
+
+    def all(self) -> dict[str, Base]:
+        """
+        Every base, by path.
+        """
+        return {row[0]: _base(row) for row in self._query(_SELECT)}
+
+    def under(self, path: str) -> list[Base]:
+        """
+        The bases of C{path} and of every path below it (for C{path} a
+        directory), in path order.
+        """
+        # Every path below "a" sorts between "a/" and "a0" ("0" follows "/").
+        rows = self._query(
+            _SELECT + " WHERE path = ? OR (path > ? AND path < ?) ORDER BY path",
+            path,
+            path + "/",
+            path + "0",
+        )
+        return [_base(row) for row in rows]
+
+    def __len__(self) -> int:
+        return int(self._query("SELECT count(*) FROM bases")[0][0])
+
+    def put(self, base: Base) -> None:
+        """
+        Record C{base}, replacing any base of its path.
+        """
+        self.put_many([base])
+
+    def put_many(self, bases: Iterable[Base]) -> None:
+        """
+        Record several bases in one transaction.
+        """
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO bases VALUES (?, ?, ?, ?, ?, ?)",
+                map(_row, bases),
+            )
+
+    def forget(self, path: str) -> None:
+        """
+        Drop the base of C{path}, if any.
+        """
+        self.forget_many([path])
+
+    def forget_many(self, paths: Iterable[str]) -> None:
+        """
+        Drop the bases of several paths in one transaction.
+        """
+        with self._transaction() as db:
+            db.executemany(
+                "DELETE FROM bases WHERE path = ?", ((path,) for path in paths)
+            )
+
+    def _get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", key)
+        return rows[0][0] if rows else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    @property
+    def cursor(self) -> int:
+        """
+        The highest seq applied completely (0 before the first sync).
+        """
+        value = self._get_meta(_CURSOR)
+        return 0 if value is None else int(value)
+
+    @cursor.setter
+    def cursor(self, seq: int) -> None:
+        self._set_meta(_CURSOR, str(int(seq)))
+
+    @property
+    def client_id(self) -> str | None:
+        """
+        The name this client goes by on the server, once chosen.
+        """
+        return self._get_meta(_CLIENT_ID)
+
+    @client_id.setter
+    def client_id(self, name: str) -> None:
+        self._set_meta(_CLIENT_ID, name)
+
+    def close(self) -> None:
+        """
+        Close the database. The state must not be used afterwards.
+        """
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,45 @@
+"""
+Fixtures shared by the test suite: a real boxsync server on a loopback port
+and an HTTP client for it.
+
+The reactor is imported inside fixtures, never at the top, so that
+pytest-twisted installs the reactor it was asked for first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+import pytest_twisted
+
+from tests.helpers import RunningServer, http_client
+
+KEY = "test-key-0123456789"
+
+
+@pytest.fixture
+def reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+@pytest_twisted.async_yield_fixture
+async def server(tmp_path: Path, reactor: Any) -> AsyncIterator[RunningServer]:
+    running = RunningServer(reactor, tmp_path / "box", KEY)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest_twisted.async_yield_fixture
+async def http(reactor: Any) -> AsyncIterator[Any]:
+    client, pool = http_client(reactor)
+    try:
+        yield client
+    finally:
+        await pool.closeCachedConnections()

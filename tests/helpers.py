@@ -1,0 +1,211 @@
+"""
+Test helpers: a real server in this process, an HTTP client for it, and a
+reader for its event streams.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
+
+from attrs import define
+from treq.client import HTTPClient
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from boxsync.protocol import (
+    Event,
+    Manifest,
+    SSEParser,
+    decode_event,
+    encode_manifest,
+)
+from boxsync.server.auth import ApiKeyAuth
+from boxsync.server.service import BoxsyncService, ServerConfig
+
+TIMEOUT = 30.0
+
+
+def http_client(reactor: Any) -> tuple[HTTPClient, HTTPConnectionPool]:
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    return HTTPClient(Agent(reactor, pool=pool)), pool
+
+
+def timed(d: Deferred[Any], reactor: Any, seconds: float = TIMEOUT) -> Deferred[Any]:
+    """
+    C{d}, failing with a timeout after C{seconds}: nothing a test awaits may
+    hang the run.
+    """
+    return d.addTimeout(seconds, reactor)
+
+
+@define
+class RunningServer:
+    """
+    A boxsync server in this process, on a loopback port.
+    """
+
+    reactor: Any
+    box: Path
+    key: str | None
+    port: int = 0
+    service: BoxsyncService | None = None
+    max_upload: int | None = None
+
+    async def start(self) -> None:
+        config = ServerConfig(
+            box=self.box,
+            listen=[f"tcp:{self.port}:interface=127.0.0.1"],
+            auth=ApiKeyAuth(self.key),
+            max_upload=self.max_upload,
+            status_seconds=0,
+        )
+        self.service = BoxsyncService(self.reactor, config)
+        self.service.startService()
+        await timed(self.service.ready, self.reactor)
+        self.port = self.service.ports[0].getHost().port
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            service, self.service = self.service, None
+            await service.stopService()
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.key}"}
+        headers.update({k.replace("_", "-"): v for k, v in extra.items()})
+        return headers
+
+    def file_url(self, path: str) -> str:
+        return f"{self.url}/files/" + "/".join(quote(s, safe="") for s in path.split("/"))
+
+
+class StreamReader(Protocol):
+    """
+    Reads an SSE response as it arrives; tests wait for the events they
+    expect, each wait bounded.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.parser = SSEParser()
+        self.events: list[Event] = []
+        self.comments = 0
+        self.done: Deferred[None] = Deferred()
+        self._waiters: list[tuple[Callable[[list[Event]], bool], Deferred[None]]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.comments += data.count(b"\n: ")
+        for message in self.parser.feed(data):
+            event = decode_event(message)
+            if event is not None:
+                self.events.append(event)
+        self._check()
+
+    def connectionLost(self, reason: Any) -> None:
+        self.done.callback(None)
+        self._check()
+
+    def _check(self) -> None:
+        for waiter in list(self._waiters):
+            predicate, d = waiter
+            if predicate(self.events) or self.done.called:
+                self._waiters.remove(waiter)
+                d.callback(None)
+
+    async def wait(self, predicate: Callable[[list[Event]], bool], seconds: float = TIMEOUT) -> list[Event]:
+        if not predicate(self.events):
+            d: Deferred[None] = Deferred()
+            self._waiters.append((predicate, d))
+            await timed(d, self.reactor, seconds)
+        assert predicate(self.events), f"stream ended first: {self.events}"
+        return self.events
+
+    async def ready(self) -> list[Event]:
+        return await self.wait(lambda events: any(e.name == "ready" for e in events))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+
+async def open_stream(
+    http: HTTPClient, server: RunningServer, manifest: Manifest, **headers: str
+) -> StreamReader:
+    response = await timed(
+        http.post(
+            f"{server.url}/sync",
+            data=encode_manifest(manifest),
+            headers=server.headers(**headers),
+            unbuffered=True,
+        ),
+        server.reactor,
+    )
+    assert response.code == 200, await response.text()
+    reader = StreamReader(server.reactor)
+    response.deliverBody(reader)
+    return reader
+
+
+async def put(
+    http: HTTPClient,
+    server: RunningServer,
+    path: str,
+    data: bytes,
+    base: int | None = None,
+    sha256: str | None = None,
+    **headers: str,
+) -> Any:
+    extra = dict(headers)
+    if base is not None:
+        extra["X_Boxsync_Base"] = str(base)
+    if sha256 is not None:
+        extra["X_Boxsync_Sha256"] = sha256
+    return await timed(
+        http.put(server.file_url(path), data=data, headers=server.headers(**extra)),
+        server.reactor,
+    )
+
+
+async def json_of(response: Any) -> Any:
+    return json.loads(await response.text())
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def random_file(path: Path, size: int, chunk: int = 4 * 2**20) -> str:
+    """
+    Write C{size} random bytes to C{path}; return their sha256.
+    """
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            block = os.urandom(min(chunk, left))
+            f.write(block)
+            h.update(block)
+            left -= len(block)
+    return h.hexdigest()
+
+
+def file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(2**20):
+            h.update(block)
+    return h.hexdigest()
+

@@ -1,0 +1,120 @@
+"""
+Tests for L{boxsync.client.ignore}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from boxsync.client.ignore import IGNORE_FILE, TEMP_PREFIX, IgnoreRules, is_temp_name
+
+segments = st.text(
+    st.characters(codec="utf-8", exclude_characters="/\\", min_codepoint=0x20),
+    min_size=1,
+    max_size=10,
+).filter(lambda s: s not in (".", ".."))
+
+
+@given(st.lists(segments, min_size=1, max_size=4))
+def test_no_rules_ignore_only_hidden_and_temp(parts: list[str]) -> None:
+    """
+    Without rules, a path is ignored only if it is in the hidden folder or
+    names a temporary file.
+    """
+    path = "/".join(parts)
+    expected = parts[0] == ".boxsync" or any(p.startswith(TEMP_PREFIX) for p in parts)
+    assert IgnoreRules().ignored(path) is expected
+
+
+def test_hidden_folder_and_temp_names() -> None:
+    rules = IgnoreRules.from_lines(["!*"])
+    assert rules.ignored(".boxsync", is_dir=True)
+    assert rules.ignored(".boxsync/state.sqlite")
+    assert not rules.ignored("sub/.boxsync/x")
+    assert rules.ignored(f"a/{TEMP_PREFIX}123")
+    assert rules.ignored(f"{TEMP_PREFIX}d/file")
+    assert is_temp_name(TEMP_PREFIX + "x")
+    assert not is_temp_name("x" + TEMP_PREFIX)
+
+
+def test_ignore_file_is_synced() -> None:
+    """
+    C{.boxsyncignore} is never ignored, even by a rule that matches it.
+    """
+    rules = IgnoreRules.from_lines(["*", ".*"])
+    assert not rules.ignored(IGNORE_FILE)
+    assert rules.ignored(f"sub/{IGNORE_FILE}")
+    assert rules.ignored("anything")
+
+
+def test_gitignore_syntax() -> None:
+    rules = IgnoreRules.from_lines(
+        ["# a comment", "", "*.log", "!keep.log", "build/", "/top.txt", "docs/*.pdf"]
+    )
+    assert rules.ignored("x.log")
+    assert rules.ignored("a/b/x.log")
+    assert not rules.ignored("a/keep.log")
+    assert rules.ignored("build", is_dir=True)
+    assert not rules.ignored("build")
+    assert rules.ignored("a/build/x.c")
+    assert rules.ignored("top.txt")
+    assert not rules.ignored("a/top.txt")
+    assert rules.ignored("docs/a.pdf")
+    assert not rules.ignored("docs/sub/a.pdf")
+    assert not rules.ignored("# a comment")
+
+
+def test_load(tmp_path: Path) -> None:
+    (tmp_path / IGNORE_FILE).write_text("*.tmp\n", encoding="utf-8")
+    rules = IgnoreRules.load(tmp_path)
+    assert rules.ignored("a.tmp")
+    assert not rules.ignored("a.txt")
+
+
+def test_load_without_file(tmp_path: Path) -> None:
+    rules = IgnoreRules.load(tmp_path)
+    assert not rules.ignored("a.tmp")
+    assert not rules.reload()
+
+
+def test_reload(tmp_path: Path) -> None:
+    """
+    L{IgnoreRules.reload} reads the file again and tells whether the rules
+    changed.
+    """
+    ignore_file = tmp_path / IGNORE_FILE
+    ignore_file.write_text("*.tmp\n", encoding="utf-8")
+    rules = IgnoreRules.load(tmp_path)
+    assert not rules.reload()
+
+    ignore_file.write_text("*.bak\n", encoding="utf-8")
+    assert rules.reload()
+    assert rules.ignored("a.bak")
+    assert not rules.ignored("a.tmp")
+
+    # Rewritten with the same rules: nothing changed.
+    ignore_file.write_text("*.bak\n", encoding="utf-8")
+    assert not rules.reload()
+
+    ignore_file.unlink()
+    assert rules.reload()
+    assert not rules.ignored("a.bak")
+
+
+def test_unreadable(tmp_path: Path) -> None:
+    """
+    An ignore file that cannot be read stops L{IgnoreRules.load}; on
+    L{IgnoreRules.reload} the rules stay as they were.
+    """
+    (tmp_path / IGNORE_FILE).write_text("*.tmp\n", encoding="utf-8")
+    rules = IgnoreRules.load(tmp_path)
+    (tmp_path / IGNORE_FILE).unlink()
+    (tmp_path / IGNORE_FILE).mkdir()
+    assert not rules.reload()
+    assert rules.ignored("a.tmp")
+    with pytest.raises(IsADirectoryError):
+        IgnoreRules.load(tmp_path)

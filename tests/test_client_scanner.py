@@ -1,0 +1,380 @@
+"""
+Tests for L{boxsync.client.scanner}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from boxsync.client import scanner
+from boxsync.client.ignore import IGNORE_FILE, TEMP_PREFIX, IgnoreRules
+from boxsync.client.scanner import (
+    CHUNK_SIZE,
+    FileChanging,
+    ScanResult,
+    hash_file,
+    scan,
+    scan_one,
+)
+from boxsync.client.state import Base
+from boxsync.protocol import DeletedEntry
+
+NO_RULES = IgnoreRules()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write(root: Path, path: str, data: bytes) -> Path:
+    target = root / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    return target
+
+
+def synced(result: ScanResult, seq: int = 1) -> dict[str, Base]:
+    """
+    The state after every file of C{result} was synced as version C{seq}.
+    """
+    return {path: f.as_base(seq) for path, f in result.files.items()}
+
+
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """
+    Record every file the scanner hashes.
+    """
+    calls: list[Path] = []
+    real = scanner.hash_file
+
+    def counting(path: Path) -> tuple[str, int]:
+        calls.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(scanner, "hash_file", counting)
+    return calls
+
+
+def refuse(
+    monkeypatch: pytest.MonkeyPatch, owner: object, name: str, denied: str
+) -> None:
+    """
+    Make the function C{owner.name} fail with a permission error for a path
+    whose last segment is C{denied}.
+    """
+    real = getattr(owner, name)
+
+    def refusing(path: os.PathLike[str]) -> Any:
+        if Path(path).name == denied:
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(owner, name, refusing)
+
+
+def test_hash_file(tmp_path: Path) -> None:
+    data = os.urandom(CHUNK_SIZE * 2 + 123)
+    path = write(tmp_path, "big", data)
+    assert hash_file(path) == (sha(data), len(data))
+    assert hash_file(write(tmp_path, "empty", b"")) == (sha(b""), 0)
+
+
+def test_first_scan(tmp_path: Path) -> None:
+    """
+    With no state, every file is new: base 0, changed. The hidden folder is
+    left out; the ignore file is synced.
+    """
+    write(tmp_path, "a.txt", b"a")
+    write(tmp_path, "d/e/f.bin", b"f")
+    write(tmp_path, IGNORE_FILE, b"*.log\n")
+    write(tmp_path, ".boxsync/state.sqlite", b"x")
+    (tmp_path / "empty-dir").mkdir()
+    result = scan(tmp_path, {}, NO_RULES)
+    assert sorted(result.files) == [IGNORE_FILE, "a.txt", "d/e/f.bin"]
+    f = result.files["d/e/f.bin"]
+    st = (tmp_path / "d/e/f.bin").stat()
+    assert (f.sha256, f.size, f.mtime_ns, f.inode) == (
+        sha(b"f"),
+        1,
+        st.st_mtime_ns,
+        st.st_ino,
+    )
+    assert (f.base, f.changed) == (0, True)
+    assert result.deleted == ()
+    assert result.skipped == ()
+
+
+def test_unchanged_files_are_not_read(tmp_path: Path, hashed: list[Path]) -> None:
+    """
+    A file whose size, mtime and inode match its base is not read again:
+    its recorded sha256 is used, and it is unchanged.
+    """
+    for i in range(5):
+        write(tmp_path, f"d/f{i}", b"%d" % i)
+    state = synced(scan(tmp_path, {}, NO_RULES), seq=7)
+    assert len(hashed) == 5
+    hashed.clear()
+
+    result = scan(tmp_path, state, NO_RULES)
+    assert hashed == []
+    for path, f in result.files.items():
+        assert (f.sha256, f.base, f.changed) == (state[path].sha256, 7, False)
+    assert result.refreshed == ()
+
+
+def test_changed_content(tmp_path: Path, hashed: list[Path]) -> None:
+    """
+    A file rewritten with other bytes of the same size (and a new mtime) is
+    read again and found changed; the others are not read.
+    """
+    target = write(tmp_path, "a", b"one")
+    write(tmp_path, "b", b"two")
+    state = synced(scan(tmp_path, {}, NO_RULES), seq=3)
+    hashed.clear()
+
+    target.write_bytes(b"ONE")
+    os.utime(target, ns=(1, state["a"].mtime_ns + 1))
+    result = scan(tmp_path, state, NO_RULES)
+    assert hashed == [target]
+    a = result.files["a"]
+    assert (a.sha256, a.base, a.changed) == (sha(b"ONE"), 3, True)
+    assert result.files["b"].changed is False
+
+
+def test_touched_but_identical(tmp_path: Path, hashed: list[Path]) -> None:
+    """
+    A file whose stat changed but whose bytes did not is read, found
+    unchanged, and listed in C{refreshed} with its new stat.
+    """
+    target = write(tmp_path, "a", b"same")
+    state = synced(scan(tmp_path, {}, NO_RULES), seq=4)
+    hashed.clear()
+
+    # Same bytes, new inode and mtime (as an editor's save-by-rename does).
+    write(tmp_path, "a.new", b"same").rename(target)
+    result = scan(tmp_path, state, NO_RULES)
+    assert hashed == [target]
+    a = result.files["a"]
+    assert (a.changed, a.base) == (False, 4)
+    assert a.inode == target.stat().st_ino
+    assert result.refreshed == (a.as_base(4),)
+    hashed.clear()
+    scan(tmp_path, {**state, "a": result.refreshed[0]}, NO_RULES)
+    assert hashed == []
+
+
+def test_deleted(tmp_path: Path) -> None:
+    """
+    Paths with a base and no file are reported deleted with their base's
+    seq; a file replaced by a directory or a link is deleted too.
+    """
+    for path in ["keep", "gone", "dir/x", "dir/y", "became-dir", "became-link"]:
+        write(tmp_path, path, b"data")
+    state = synced(scan(tmp_path, {}, NO_RULES), seq=9)
+    state["gone"] = Base("gone", "0" * 64, 4, 1, 2, 5)
+
+    (tmp_path / "gone").unlink()
+    for path in ["dir/x", "dir/y"]:
+        (tmp_path / path).unlink()
+    (tmp_path / "dir").rmdir()
+    (tmp_path / "became-dir").unlink()
+    (tmp_path / "became-dir").mkdir()
+    (tmp_path / "became-link").unlink()
+    (tmp_path / "became-link").symlink_to("keep")
+    result = scan(tmp_path, state, NO_RULES)
+    assert sorted(result.files) == ["keep"]
+    assert set(result.deleted) == {
+        DeletedEntry("gone", 5),
+        DeletedEntry("dir/x", 9),
+        DeletedEntry("dir/y", 9),
+        DeletedEntry("became-dir", 9),
+        DeletedEntry("became-link", 9),
+    }
+
+
+def test_ignored(tmp_path: Path) -> None:
+    """
+    Ignored files and directories are neither listed nor, if they have a
+    base, reported deleted.
+    """
+    write(tmp_path, "a.log", b"1")
+    write(tmp_path, "build/out.o", b"2")
+    write(tmp_path, "src/main.c", b"3")
+    write(tmp_path, f"src/{TEMP_PREFIX}x", b"4")
+    state = synced(scan(tmp_path, {}, NO_RULES))
+    assert f"src/{TEMP_PREFIX}x" not in state
+
+    rules = IgnoreRules.from_lines(["*.log", "build/"])
+    result = scan(tmp_path, state, rules)
+    assert sorted(result.files) == ["src/main.c"]
+    assert result.deleted == ()
+    assert result.skipped == ()
+
+
+def test_bad_names_skipped(tmp_path: Path) -> None:
+    """
+    Names the wire cannot carry, links and special files are skipped and
+    reported; they never make a synced file look deleted.
+    """
+    nfd = unicodedata.normalize("NFD", "café")
+    write(tmp_path, "ok", b"ok")
+    write(tmp_path, nfd, b"nfd")
+    write(tmp_path, "ctl\x01", b"c")
+    write(tmp_path, "back\\slash", b"b")
+    write(tmp_path, "sub/x", b"x")
+    os.symlink(tmp_path / "ok", tmp_path / "link")
+    os.symlink(tmp_path / "sub", tmp_path / "dirlink")
+    os.mkfifo(tmp_path / "fifo")
+    bad = os.fsencode(tmp_path) + b"/bad\xff"
+    os.mkdir(bad)
+    with open(bad + b"/inside", "wb") as f:
+        f.write(b"i")
+
+    result = scan(tmp_path, {}, NO_RULES)
+    assert sorted(result.files) == ["ok", "sub/x"]
+    reasons = {s.path: s.reason for s in result.skipped}
+    assert set(reasons) == {
+        nfd,
+        "ctl\x01",
+        "back\\slash",
+        "link",
+        "dirlink",
+        "fifo",
+        os.fsdecode(b"bad\xff"),
+    }
+    assert reasons["link"] == "symbolic link"
+    assert reasons["fifo"] == "not a regular file"
+    assert "NFC" in reasons[nfd]
+
+
+def test_unreadable_file_is_not_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A file that cannot be read is skipped, not reported deleted.
+    """
+    write(tmp_path, "secret", b"s")
+    write(tmp_path, "plain", b"p")
+    state = {"secret": Base("secret", "0" * 64, 9, 9, 9, 2)}
+    refuse(monkeypatch, scanner, "hash_file", "secret")
+    result = scan(tmp_path, state, NO_RULES)
+    assert sorted(result.files) == ["plain"]
+    assert result.deleted == ()
+    assert [(s.path, s.reason, s.unreadable) for s in result.skipped] == [
+        ("secret", "cannot read: Permission denied", True)
+    ]
+
+
+def test_file_changing_while_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A file that changes each time it is read is skipped by L{scan} (and not
+    deleted); L{scan_one} raises L{FileChanging}.
+    """
+    target = write(tmp_path, "busy", b"0")
+    real = scanner.hash_file
+    writes = iter(range(1, 100))
+
+    def growing(path: Path) -> tuple[str, int]:
+        result = real(path)
+        with open(path, "ab") as f:
+            f.write(b"%d" % next(writes))
+        return result
+
+    monkeypatch.setattr(scanner, "hash_file", growing)
+    state = {"busy": Base("busy", "0" * 64, 9, 9, 9, 2)}
+    result = scan(tmp_path, state, NO_RULES)
+    assert result.files == {}
+    assert result.deleted == ()
+    assert [s.path for s in result.skipped] == ["busy"]
+    with pytest.raises(FileChanging):
+        scan_one(tmp_path, "busy", None)
+    assert target.stat().st_size > 1
+
+
+def test_scan_one(tmp_path: Path, hashed: list[Path]) -> None:
+    target = write(tmp_path, "d/a", b"a")
+    write(tmp_path, "d/sub/x", b"x")
+    os.symlink(target, tmp_path / "link")
+    assert scan_one(tmp_path, "missing", None) is None
+    assert scan_one(tmp_path, "d/a/below-a-file", None) is None
+    assert scan_one(tmp_path, "d/sub", None) is None
+    assert scan_one(tmp_path, "link", None) is None
+    assert scan_one(tmp_path, "../escape", None) is None
+
+    new = scan_one(tmp_path, "d/a", None)
+    assert new is not None
+    assert (new.sha256, new.base, new.changed) == (sha(b"a"), 0, True)
+    hashed.clear()
+    same = scan_one(tmp_path, "d/a", new.as_base(6))
+    assert same is not None
+    assert (same.base, same.changed) == (6, False)
+    assert hashed == []
+
+    target.write_bytes(b"b")
+    os.utime(target, ns=(1, new.mtime_ns + 1))
+    changed = scan_one(tmp_path, "d/a", new.as_base(6))
+    assert changed is not None
+    assert (changed.sha256, changed.base, changed.changed) == (sha(b"b"), 6, True)
+
+
+def test_to_manifest(tmp_path: Path) -> None:
+    """
+    The manifest lists every file, or with C{only_changed} only the changed
+    and never synced ones; deleted paths are always listed.
+    """
+    write(tmp_path, "same", b"s")
+    write(tmp_path, "edited", b"e")
+    write(tmp_path, "gone", b"g")
+    state = synced(scan(tmp_path, {}, NO_RULES), seq=2)
+    write(tmp_path, "edited", b"E!")
+    write(tmp_path, "new", b"n")
+    (tmp_path / "gone").unlink()
+    result = scan(tmp_path, state, NO_RULES)
+
+    full = result.to_manifest("laptop", 2, only_changed=False)
+    assert (full.client, full.cursor) == ("laptop", 2)
+    assert sorted(f.path for f in full.files) == ["edited", "new", "same"]
+    assert full.deleted == (DeletedEntry("gone", 2),)
+
+    short = result.to_manifest("laptop", 2, only_changed=True)
+    assert {f.path: (f.base, f.changed) for f in short.files} == {
+        "edited": (2, True),
+        "new": (0, True),
+    }
+    assert short.deleted == (DeletedEntry("gone", 2),)
+
+
+def test_unlistable_directory_is_not_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    What has a base below a directory that cannot be listed is not reported
+    deleted.
+    """
+    write(tmp_path, "locked/a", b"a")
+    write(tmp_path, "open/b", b"b")
+    state = synced(scan(tmp_path, {}, NO_RULES))
+    refuse(monkeypatch, os, "scandir", "locked")
+    result = scan(tmp_path, state, NO_RULES)
+    assert sorted(result.files) == ["open/b"]
+    assert result.deleted == ()
+    assert [(s.path, s.unreadable) for s in result.skipped] == [("locked", True)]
+
+
+def test_missing_root(tmp_path: Path) -> None:
+    """
+    A folder that is not there is not an empty folder: the scan fails rather
+    than report every synced file deleted.
+    """
+    state = {"a": Base("a", "0" * 64, 1, 1, 1, 1)}
+    with pytest.raises(FileNotFoundError):
+        scan(tmp_path / "missing", state, NO_RULES)

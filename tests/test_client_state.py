@@ -1,0 +1,170 @@
+"""
+Tests for L{boxsync.client.state}.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from boxsync.client.state import STATE_FILE, Base, LocalState, _UPGRADES
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[LocalState]:
+    opened = LocalState.open(tmp_path)
+    yield opened
+    opened.close()
+
+
+def base(path: str, seq: int = 1, sha: str = "a") -> Base:
+    return Base(path, sha * 64, 10, 1_700_000_000_000_000_000, 1234, seq)
+
+
+def test_open_creates_hidden_folder(tmp_path: Path) -> None:
+    state = LocalState.open(tmp_path)
+    state.close()
+    db_path = tmp_path / ".boxsync" / STATE_FILE
+    assert db_path.is_file()
+    db = sqlite3.connect(db_path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("PRAGMA user_version").fetchone() == (len(_UPGRADES),)
+    finally:
+        db.close()
+
+
+def test_empty(state: LocalState) -> None:
+    assert state.get("a") is None
+    assert state.all() == {}
+    assert len(state) == 0
+    assert state.cursor == 0
+    assert state.client_id is None
+
+
+def test_put_get_replace(state: LocalState) -> None:
+    state.put(base("a", 1))
+    state.put(base("b/c", 2))
+    assert state.get("a") == base("a", 1)
+    state.put(base("a", 5, "b"))
+    assert state.get("a") == base("a", 5, "b")
+    assert state.all() == {"a": base("a", 5, "b"), "b/c": base("b/c", 2)}
+
+
+def test_put_many_is_one_transaction(state: LocalState) -> None:
+    """
+    If writing several bases fails part way, none is written.
+    """
+
+    def bases() -> Iterator[Base]:
+        yield base("a")
+        yield base("b")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        state.put_many(bases())
+    assert state.all() == {}
+    state.put_many(base(f"f{i}", i) for i in range(1000))
+    assert len(state) == 1000
+
+
+def test_forget(state: LocalState) -> None:
+    state.put_many([base("a"), base("b"), base("c"), base("d")])
+    state.forget("a")
+    state.forget("nothing")
+    state.forget_many(["b", "c"])
+    assert list(state.all()) == ["d"]
+
+
+def test_under(state: LocalState) -> None:
+    """
+    L{LocalState.under} finds a path and everything below it, and nothing
+    that only starts with the same characters.
+    """
+    paths = ["a", "a/b", "a/b/c", "a.b", "a0", "ab", "a-", "b/a"]
+    state.put_many(base(p) for p in paths)
+    assert [b.path for b in state.under("a")] == ["a", "a/b", "a/b/c"]
+    assert [b.path for b in state.under("a/b")] == ["a/b", "a/b/c"]
+    assert state.under("c") == []
+
+
+def test_meta_persists(tmp_path: Path) -> None:
+    state = LocalState.open(tmp_path)
+    state.cursor = 41
+    state.client_id = "laptop"
+    state.put(base("x"))
+    state.close()
+    state = LocalState.open(tmp_path)
+    try:
+        assert state.cursor == 41
+        assert state.client_id == "laptop"
+        assert state.get("x") == base("x")
+    finally:
+        state.close()
+
+
+def test_newer_schema_refused(tmp_path: Path) -> None:
+    LocalState.open(tmp_path).close()
+    db = sqlite3.connect(tmp_path / ".boxsync" / STATE_FILE)
+    db.execute(f"PRAGMA user_version = {len(_UPGRADES) + 1}")
+    db.close()
+    with pytest.raises(RuntimeError, match="schema version"):
+        LocalState.open(tmp_path)
+
+
+def test_other_thread(state: LocalState) -> None:
+    """
+    The state may be used from another thread than the one that opened it.
+    """
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            state.put_many(base(f"t{i}") for i in range(10))
+            state.cursor = 7
+        except BaseException as e:  # pragma: no cover
+            errors.append(e)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(5)
+    assert errors == []
+    assert len(state) == 10
+    assert state.cursor == 7
+
+
+@pytest.fixture(scope="module")
+def shared_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalState]:
+    opened = LocalState.open(tmp_path_factory.mktemp("state"))
+    yield opened
+    opened.close()
+
+
+@given(
+    record=st.builds(
+        Base,
+        path=st.text(min_size=1, max_size=50),
+        sha256=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+        size=st.integers(0, 2**63 - 1),
+        mtime_ns=st.integers(0, 2**63 - 1),
+        inode=st.integers(0, 2**64 - 1),
+        seq=st.integers(0, 2**63 - 1),
+    )
+)
+def test_round_trip(shared_state: LocalState, record: Base) -> None:
+    """
+    Every base comes back as it was stored, inode numbers over 2**63
+    included.
+    """
+    shared_state.put(record)
+    try:
+        assert shared_state.get(record.path) == record
+        assert shared_state.all() == {record.path: record}
+    finally:
+        shared_state.forget(record.path)

@@ -1,0 +1,317 @@
+"""
+The server's HTTP API against a real server on a loopback port.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from treq import content
+
+from boxsync.protocol import Delete, Download, FileEntry, InSync, Manifest, Upload
+from tests.helpers import RunningServer, json_of, open_stream, put, sha, timed
+
+
+@pytest_twisted.ensureDeferred
+async def test_healthz_needs_no_key(server: RunningServer, http: Any) -> None:
+    response = await timed(http.get(f"{server.url}/healthz"), server.reactor)
+    assert response.code == 200
+    assert (await json_of(response)) == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    "authorization, status",
+    [(None, 401), ("Bearer wrong", 403), ("wrong", 403), ("Bearer ", 403)],
+)
+@pytest_twisted.ensureDeferred
+async def test_auth(server: RunningServer, http: Any, authorization: str | None, status: int) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    for response in [
+        await http.get(server.file_url("a.txt"), headers=headers),
+        await http.put(server.file_url("a.txt"), data=b"x", headers=headers),
+        await http.post(f"{server.url}/sync", data=b"{}", headers=headers),
+        await http.delete(server.file_url("a.txt"), headers=headers),
+    ]:
+        assert response.code == status
+        assert "error" in await json_of(response)
+    # Nothing was written by the refused upload.
+    assert not (server.box / "a.txt").exists()
+    assert list((server.box / ".boxsync" / "staging").iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_download_round_trip(server: RunningServer, http: Any) -> None:
+    data = os.urandom(300_000)
+    response = await put(http, server, "dir/sub/file name é.bin", data, base=0, sha256=sha(data))
+    assert response.code == 201
+    record = await json_of(response)
+    assert record["seq"] == 1 and record["sha256"] == sha(data) and record["size"] == len(data)
+    assert (server.box / "dir/sub/file name é.bin").read_bytes() == data
+
+    response = await http.get(server.file_url("dir/sub/file name é.bin"), headers=server.headers())
+    assert response.code == 200
+    assert response.headers.getRawHeaders("ETag") == [f'"{sha(data)}"']
+    assert response.headers.getRawHeaders("X-Boxsync-Seq") == ["1"]
+    assert await content(response) == data
+
+    # The whole path percent-encoded, slashes included, names the same file.
+    response = await http.get(
+        f"{server.url}/files/dir%2Fsub%2Ffile%20name%20%C3%A9.bin", headers=server.headers()
+    )
+    assert await content(response) == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_range_and_if_range(server: RunningServer, http: Any) -> None:
+    data = bytes(range(256)) * 100
+    await put(http, server, "r.bin", data)
+    response = await http.get(server.file_url("r.bin"), headers=server.headers(Range="bytes=1000-"))
+    assert response.code == 206
+    assert await content(response) == data[1000:]
+    # If-Range with the current ETag keeps the range; with another, whole file.
+    etag = f'"{sha(data)}"'
+    response = await http.get(
+        server.file_url("r.bin"), headers=server.headers(Range="bytes=10-19", If_Range=etag)
+    )
+    assert response.code == 206 and await content(response) == data[10:20]
+    response = await http.get(
+        server.file_url("r.bin"), headers=server.headers(Range="bytes=10-19", If_Range='"old"')
+    )
+    assert response.code == 200 and await content(response) == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_digest_mismatch_commits_nothing(server: RunningServer, http: Any) -> None:
+    response = await put(http, server, "bad.txt", b"these bytes", sha256=sha(b"other bytes"))
+    assert response.code == 400
+    assert "sha256" in (await json_of(response))["error"]
+    assert not (server.box / "bad.txt").exists()
+    response = await http.get(server.file_url("bad.txt"), headers=server.headers())
+    assert response.code == 404
+    assert list((server.box / ".boxsync" / "staging").iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_stale_base_is_refused(server: RunningServer, http: Any) -> None:
+    first = await json_of(await put(http, server, "n.txt", b"one", base=0))
+    second = await json_of(await put(http, server, "n.txt", b"two", base=first["seq"]))
+    assert second["seq"] == first["seq"] + 1
+    # A writer that started from the first version loses, and learns the seq.
+    response = await put(http, server, "n.txt", b"three", base=first["seq"])
+    assert response.code == 412
+    assert (await json_of(response))["seq"] == second["seq"]
+    # Base 0 means "must not exist".
+    assert (await put(http, server, "n.txt", b"four", base=0)).code == 412
+    assert (server.box / "n.txt").read_bytes() == b"two"
+    # The same holds for deletes.
+    response = await http.delete(server.file_url("n.txt"), headers=server.headers(X_Boxsync_Base="1"))
+    assert response.code == 412
+    assert (server.box / "n.txt").read_bytes() == b"two"
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_commits_a_tombstone(server: RunningServer, http: Any) -> None:
+    record = await json_of(await put(http, server, "d/x.txt", b"x", base=0))
+    response = await http.delete(
+        server.file_url("d/x.txt"), headers=server.headers(X_Boxsync_Base=str(record["seq"]))
+    )
+    assert response.code == 200
+    tombstone = await json_of(response)
+    assert tombstone["deleted"] is True and tombstone["seq"] == record["seq"] + 1
+    assert not (server.box / "d").exists()
+    assert (await http.get(server.file_url("d/x.txt"), headers=server.headers())).code == 404
+    again = await http.delete(
+        server.file_url("d/x.txt"), headers=server.headers(X_Boxsync_Base=str(tombstone["seq"]))
+    )
+    assert again.code == 404
+    assert (await http.delete(server.file_url("d/x.txt"), headers=server.headers())).code == 400
+    # A deleted path can be created again from base 0.
+    assert (await put(http, server, "d/x.txt", b"again", base=0)).code == 201
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "..%2Fescape.txt",
+        "a/..%2F..%2Fescape.txt",
+        "%2Fetc%2Fpasswd",
+        ".boxsync/index.sqlite",
+        ".boxsync%2Fstaging%2Fx",
+        "a%00b",
+        "a%0Ab",
+        "a//b",
+        "a/./b",
+        "x" * 256,
+        "a%5C..%5Cb",
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_path_attacks(server: RunningServer, http: Any, tmp_path: Path, path: str) -> None:
+    before = sorted(p.name for p in tmp_path.iterdir())
+    url = f"{server.url}/files/{path}"
+    for response in [
+        await http.put(url, data=b"evil", headers=server.headers()),
+        await http.get(url, headers=server.headers()),
+        await http.delete(url, headers=server.headers(X_Boxsync_Base="0")),
+    ]:
+        assert response.code in (400, 404), (path, response.code)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not any(server.box.rglob("*evil*"))
+    assert list((server.box / ".boxsync" / "staging").iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_symlink_never_leads_out(server: RunningServer, http: Any, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    (server.box / "link").symlink_to(outside)
+    (server.box / "file-link").symlink_to(outside / "secret.txt")
+    assert (await put(http, server, "link/new.txt", b"evil")).code == 400
+    assert not (outside / "new.txt").exists()
+    for path in ["link/secret.txt", "file-link"]:
+        assert (await http.get(server.file_url(path), headers=server.headers())).code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_plan_and_live_events(server: RunningServer, http: Any) -> None:
+    a = await json_of(await put(http, server, "a.txt", b"a", base=0))
+    await put(http, server, "b.txt", b"b", base=0)
+    manifest = Manifest(
+        client="t",
+        files=[
+            FileEntry("a.txt", sha(b"a"), 1, 0, base=0, changed=True),
+            FileEntry("c.txt", sha(b"c"), 1, 0, base=0, changed=True),
+        ],
+    )
+    stream = await open_stream(http, server, manifest)
+    try:
+        events = await stream.ready()
+        kinds = {(e.name, getattr(e, "path", None)) for e in events}
+        assert kinds == {
+            ("hello", None),
+            ("insync", "a.txt"),
+            ("download", "b.txt"),
+            ("upload", "c.txt"),
+            ("ready", None),
+        }
+        assert InSync("a.txt", a["seq"]) in events
+        # A commit by someone else arrives live, once.
+        record = await json_of(await put(http, server, "live.txt", b"live", base=0))
+        events = await stream.wait(lambda es: any(getattr(e, "path", "") == "live.txt" for e in es))
+        assert events[-1] == Download("live.txt", sha(b"live"), 4, record["mtime_ns"], record["seq"])
+        await http.delete(server.file_url("live.txt"), headers=server.headers(X_Boxsync_Base=str(record["seq"])))
+        events = await stream.wait(lambda es: isinstance(es[-1], Delete))
+        assert events[-1] == Delete("live.txt", record["seq"] + 1)
+    finally:
+        stream.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_own_commits_are_not_echoed(server: RunningServer, http: Any) -> None:
+    mine = await open_stream(http, server, Manifest())
+    other = await open_stream(http, server, Manifest())
+    try:
+        hello = (await mine.ready())[0]
+        await other.ready()
+        await put(http, server, "m.txt", b"m", base=0, X_Boxsync_Stream=hello.stream)
+        await other.wait(lambda es: isinstance(es[-1], Download))
+        await put(http, server, "o.txt", b"o", base=0)
+        await mine.wait(lambda es: isinstance(es[-1], Download))
+        assert [e.path for e in mine.events if isinstance(e, Download)] == ["o.txt"]
+    finally:
+        mine.close()
+        other.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_fan_out_and_disconnect(server: RunningServer, http: Any) -> None:
+    assert server.service is not None
+    hub = server.service.hub
+    streams = [await open_stream(http, server, Manifest(client=f"c{i}")) for i in range(50)]
+    for stream in streams:
+        await stream.ready()
+    assert hub.count() == 50
+    await put(http, server, "fan.txt", b"fan", base=0)
+    for stream in streams:
+        events = await stream.wait(lambda es: isinstance(es[-1], Download))
+        assert events[-1].path == "fan.txt"
+    for stream in streams:
+        stream.close()
+    for stream in streams:
+        await timed(stream.done, server.reactor)
+    # The server notices each disconnect and drops the listener.
+    from twisted.internet.task import deferLater
+
+    for _ in range(100):
+        if hub.count() == 0:
+            break
+        await deferLater(server.reactor, 0.01, lambda: None)
+    assert hub.count() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconnect_with_cursor_gets_only_changes(server: RunningServer, http: Any) -> None:
+    for name in ["1", "2", "3"]:
+        await put(http, server, f"{name}.txt", name.encode(), base=0)
+    stream = await open_stream(http, server, Manifest(cursor=2))
+    try:
+        events = await stream.ready()
+        assert [e.path for e in events if isinstance(e, Download)] == ["3.txt"]
+    finally:
+        stream.close()
+    stream = await open_stream(http, server, Manifest(), Last_Event_ID="3")
+    try:
+        events = await stream.ready()
+        assert [e for e in events if isinstance(e, (Download, Upload))] == []
+    finally:
+        stream.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_manifest(server: RunningServer, http: Any) -> None:
+    for body in [b"not json", b"[]", b'{"files": [{"path": "../x", "sha256": "0", "size": 1}]}', b'{"cursor": -1}']:
+        response = await http.post(f"{server.url}/sync", data=body, headers=server.headers())
+        assert response.code == 400
+        assert "error" in await json_of(response)
+    assert server.service is not None and server.service.hub.count() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_restart_keeps_files_and_seq(server: RunningServer, http: Any) -> None:
+    await put(http, server, "keep.txt", b"keep", base=0)
+    record = await json_of(await put(http, server, "keep.txt", b"kept", base=1))
+    await server.restart()
+    response = await http.get(server.file_url("keep.txt"), headers=server.headers())
+    assert await content(response) == b"kept"
+    assert response.headers.getRawHeaders("X-Boxsync-Seq") == [str(record["seq"])]
+    after = await json_of(await put(http, server, "new.txt", b"new", base=0))
+    assert after["seq"] == record["seq"] + 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_adopts_files_changed_by_hand(server: RunningServer, http: Any) -> None:
+    await put(http, server, "gone.txt", b"gone", base=0)
+    await put(http, server, "edited.txt", b"old", base=0)
+    await server.stop()
+    (server.box / "gone.txt").unlink()
+    (server.box / "edited.txt").write_bytes(b"edited by hand")
+    (server.box / "deep/er").mkdir(parents=True)
+    (server.box / "deep/er/new.txt").write_bytes(b"dropped in")
+    (server.box / ".boxsync/staging/up-crashed").write_bytes(b"half an upload")
+    await server.start()
+    assert list((server.box / ".boxsync/staging").iterdir()) == []
+    stream = await open_stream(http, server, Manifest())
+    try:
+        events = await stream.ready()
+    finally:
+        stream.close()
+    downloads = {e.path: e for e in events if isinstance(e, Download)}
+    assert set(downloads) == {"edited.txt", "deep/er/new.txt"}
+    assert downloads["edited.txt"].sha256 == sha(b"edited by hand")
+    assert downloads["deep/er/new.txt"].seq > 2
+    assert (await http.get(server.file_url("gone.txt"), headers=server.headers())).code == 404
