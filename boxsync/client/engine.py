@@ -1,0 +1,549 @@
+"""
+The sync engine: keeps one folder identical to the box.
+
+It scans the folder, opens the event stream with a manifest of what changed,
+and works through the plan and the live events; the folder watcher feeds it
+local changes. Every change to a file goes through one job at a time per
+path, a few jobs at once in all. Nothing is ever overwritten or deleted
+unless it is unchanged since its base: otherwise the local copy is kept as a
+conflict copy first.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from attrs import define, field
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredLock,
+    DeferredSemaphore,
+)
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from ..paths import HIDDEN_DIR, BadPath, to_local
+from ..protocol import (
+    Conflict,
+    Delete,
+    Download,
+    Event,
+    Hello,
+    InSync,
+    Ready,
+    Remove,
+    Upload,
+)
+from .api import (
+    APIError,
+    AuthError,
+    BoxsyncAPI,
+    DigestMismatch,
+    NotFound,
+    StaleBase,
+)
+from .ignore import IgnoreRules
+from .progress import Reporter
+from .scanner import FileChanging, LocalFile, ScanResult, scan, scan_one
+from .state import Base, LocalState
+
+__all__ = ["Engine", "conflict_name", "Fatal"]
+
+#: Errors that stop the client: retrying would not help.
+Fatal = (AuthError,)
+
+
+def conflict_name(path: str, client: str, when: float) -> str:
+    """
+    The name a conflicting local copy of C{path} is kept under, e.g.
+    C{notes.conflict-laptop-20261124-101500.txt}.
+    """
+    folder, slash, name = path.rpartition("/")
+    stem, dot, suffix = name.rpartition(".")
+    if not stem:
+        # No extension (or a dot file such as .bashrc).
+        stem, dot, suffix = name, "", ""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+    client = "".join(c if c.isalnum() or c in "-_" else "_" for c in client) or "client"
+    return f"{folder}{slash}{stem}.conflict-{client}-{stamp}{dot}{suffix}"
+
+
+@define
+class Engine:
+    """
+    @ivar once: stop as soon as the folder and the box agree.
+    @ivar transfers: how many jobs run at once.
+    """
+
+    reactor: Any
+    root: Path
+    api: BoxsyncAPI
+    state: LocalState
+    ignore: IgnoreRules
+    reporter: Reporter
+    name: str
+    once: bool = False
+    transfers: int = 4
+    max_backoff: float = 30.0
+    rescan_seconds: float = 300.0
+    log = Logger()
+
+    _semaphore: DeferredSemaphore = field(init=False)
+    _locks: dict[str, DeferredLock] = field(factory=dict)
+    _active: int = 0
+    _plan_seq: int | None = None
+    _seen_seq: int = 0
+    _failed: bool = False
+    _stream: Any = None
+    _stopping: bool = False
+    _resync: bool = False
+    _idle_waiters: list[Deferred[None]] = field(factory=list)
+    _wake: Deferred[None] | None = None
+    _tmp: Path = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._semaphore = DeferredSemaphore(self.transfers)
+        self._tmp = self.root / HIDDEN_DIR / "tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    # Running
+
+    async def run(self) -> None:
+        """
+        Sync until stopped (or, with C{once}, until in sync).
+
+        @raise AuthError: if the server refuses the credentials.
+        """
+        failures = 0
+        while not self._stopping:
+            self._resync = False
+            try:
+                if await self._session():
+                    return
+                reason = "the server closed the stream"
+            except Fatal:
+                raise
+            except CancelledError:
+                if self._stopping:
+                    return
+                if not self._resync:
+                    raise
+                reason = "a change raced with another client's"
+            except Exception as e:
+                if self.once and failures >= 2:
+                    raise
+                reason = _describe(e)
+            else:
+                failures = 0
+            failures += 1
+            delay = min(self.max_backoff, 0.25 * 2 ** min(failures, 10))
+            delay *= random.uniform(0.5, 1.0)
+            self.log.info(
+                "resyncing in {delay:.1f} s: {reason}", reason=reason, delay=delay
+            )
+            await self._sleep(delay)
+
+    def stop(self) -> None:
+        """
+        Stop: close the stream; running transfers are abandoned cleanly (a
+        download leaves no partial file in the folder).
+        """
+        self._stopping = True
+        if self._stream is not None:
+            self._stream.cancel()
+        if self._wake is not None and not self._wake.called:
+            self._wake.cancel()
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake = deferLater(self.reactor, seconds, lambda: None)
+        try:
+            await self._wake
+        except CancelledError:
+            pass
+        finally:
+            self._wake = None
+
+    async def _session(self) -> bool:
+        """
+        One connection: scan, send the manifest, act on the plan and on live
+        events until the stream ends (or, with C{once}, until in sync).
+
+        @return: whether it ended in sync.
+        """
+        self._plan_seq = None
+        self._failed = False
+        result = await self.scan()
+        cursor = self.state.cursor
+        manifest = result.to_manifest(self.name, cursor, only_changed=cursor > 0)
+        self.log.info(
+            "connecting to {url}: {files} files to report, cursor {cursor}",
+            url=self.api.base_url,
+            files=len(manifest.files) + len(manifest.deleted),
+            cursor=cursor,
+        )
+        stream = await self.api.open_stream(manifest, cursor or None, self._on_event)
+        self._stream = stream
+        try:
+            if self.once:
+                idle = self.idle()
+                if await _first(idle, stream.done) is idle and not self._failed:
+                    return True
+            await stream.done
+            return False
+        finally:
+            self._stream = None
+            if not stream.done.called:
+                stream.cancel()
+                stream.done.addErrback(lambda failure: failure.trap(CancelledError))
+
+    def idle(self) -> Deferred[None]:
+        """
+        Fires once the plan is done and no job is running or waiting.
+        """
+        d: Deferred[None] = Deferred()
+        self._idle_waiters.append(d)
+        self._check_idle()
+        return d
+
+    def _check_idle(self) -> None:
+        if self._active or self._plan_seq is None:
+            return
+        if not self._failed:
+            seq = max(self._plan_seq, self._seen_seq)
+            if seq > self.state.cursor:
+                self.state.cursor = seq
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    async def scan(self) -> ScanResult:
+        """
+        Scan the folder (in a thread) and record what the scan refreshed.
+        """
+        self.ignore.reload()
+        bases = self.state.all()
+        result: ScanResult = await self._thread(lambda: scan(self.root, bases, self.ignore))
+        if result.refreshed:
+            self.state.put_many(result.refreshed)
+        for skipped in result.skipped:
+            self.log.warn("not syncing {path}: {reason}", path=skipped.path, reason=skipped.reason)
+        return result
+
+    def _thread(self, fn: Callable[[], Any]) -> Deferred[Any]:
+        from twisted.internet.threads import deferToThreadPool
+
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn)
+
+    # Events from the server
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, Hello):
+            self.api.stream_id = event.stream
+            return
+        if isinstance(event, Ready):
+            self._plan_seq = event.seq
+            self._seen_seq = max(self._seen_seq, event.seq)
+            self.log.info("plan received; up to seq {seq}", seq=event.seq)
+            self._check_idle()
+            return
+        if isinstance(event, (Download, Delete)) and self._plan_seq is not None:
+            self._seen_seq = max(self._seen_seq, event.seq)
+        handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
+            Upload: self._upload_event,
+            Download: self._download,
+            Delete: self._delete_local,
+            Remove: self._remove_event,
+            Conflict: self._conflict_event,
+            InSync: self._insync,
+        }
+        handler = handlers[type(event)]
+        self.submit(event.path, lambda: handler(event))  # type: ignore[union-attr]
+
+    # Local changes (from the watcher)
+
+    def changed(self, path: str) -> None:
+        self.submit(path, lambda: self._local_change(path))
+
+    def deleted(self, path: str) -> None:
+        for base in self.state.under(path):
+            self.changed(base.path)
+
+    def rescan(self) -> None:
+        Deferred.fromCoroutine(self._rescan()).addErrback(
+            lambda f: self.log.failure("rescan failed", f)
+        )
+
+    async def _rescan(self) -> None:
+        result = await self.scan()
+        for file in result.files.values():
+            if file.changed or file.base == 0:
+                self.changed(file.path)
+        for deleted in result.deleted:
+            self.changed(deleted.path)
+
+    # Jobs
+
+    def submit(self, path: str, job: Callable[[], Awaitable[None]]) -> Deferred[None]:
+        """
+        Run C{job} after every earlier job on C{path}, within the limit of
+        jobs at once.
+        """
+        self._active += 1
+        lock = self._locks.setdefault(path, DeferredLock())
+
+        async def run() -> None:
+            async with lock:
+                async with self._semaphore:
+                    await job()
+
+        def done(result: object) -> None:
+            self._active -= 1
+            if not lock.locked and not lock.waiting and self._locks.get(path) is lock:
+                del self._locks[path]
+            self._check_idle()
+
+        d = Deferred.fromCoroutine(run())
+        d.addErrback(self._job_failed, path)
+        d.addBoth(done)
+        return d
+
+    def _job_failed(self, failure: Any, path: str) -> None:
+        if failure.check(CancelledError):
+            return
+        if failure.check(*Fatal):
+            self.log.error("{path}: {error}", path=path, error=failure.value)
+            if self._stream is not None:
+                self._stream.cancel()
+            return
+        self._failed = True
+        self.log.warn("{path}: {error}", path=path, error=_describe(failure.value))
+
+    def _local(self, path: str) -> Path:
+        return to_local(self.root, path)
+
+    async def _look(self, path: str) -> LocalFile | None:
+        """
+        The file at C{path} now, compared with its base (hashed in a thread
+        if its stat changed); waits while it is being written.
+        """
+        base = self.state.get(path)
+        for attempt in range(20):
+            try:
+                found: LocalFile | None = await self._thread(
+                    lambda: scan_one(self.root, path, base)
+                )
+                return found
+            except FileChanging:
+                await self._sleep(min(2.0, 0.1 * 2**attempt))
+        raise FileChanging(f"{path} keeps changing")
+
+    async def _local_change(self, path: str) -> None:
+        if self.ignore.ignored(path):
+            return
+        file = await self._look(path)
+        base = self.state.get(path)
+        if file is None:
+            if base is not None:
+                await self._remove(path, base.seq)
+            return
+        if file.changed or base is None:
+            await self._upload(file, base.seq if base is not None else 0)
+
+    async def _upload_event(self, event: Upload) -> None:
+        file = await self._look(event.path)
+        if file is None:
+            return
+        await self._upload(file, event.base)
+
+    async def _upload(self, file: LocalFile, base: int) -> None:
+        local = self._local(file.path)
+        self.reporter.started("upload", file.path, file.size)
+        try:
+            result = await self.api.upload(
+                file.path,
+                local,
+                base,
+                file.sha256,
+                file.mtime_ns,
+                on_progress=lambda n: self.reporter.progress(file.path, n),
+            )
+        except StaleBase:
+            self.reporter.finished(file.path, "changed on the server")
+            await self._resolve_stale(file.path)
+            return
+        except APIError as e:
+            if e.status == 400 and "sha256" in e.message:
+                # The file changed while it was sent: the watcher (or the
+                # next scan) reports it again once it is stable.
+                self.reporter.finished(file.path, "changed while sent")
+                self._failed = True
+                return
+            raise
+        finally:
+            self.reporter.finished(file.path)
+        self.state.put(file.as_base(result.seq))
+
+    async def _remove(self, path: str, base: int) -> None:
+        try:
+            await self.api.delete(path, base)
+        except NotFound:
+            pass
+        except StaleBase:
+            # Someone changed the file meanwhile: their version wins over
+            # our delete, so fetch it again.
+            await self._resolve_stale(path)
+            return
+        self.state.forget(path)
+        self.reporter.message(f"deleted {path} on the server")
+
+    async def _remove_event(self, event: Remove) -> None:
+        if await self._look(event.path) is None:
+            await self._remove(event.path, event.base)
+
+    async def _resolve_stale(self, path: str) -> None:
+        """
+        The server moved on from our base while we changed C{path}: keep our
+        copy as a conflict copy, take theirs.
+        """
+        file = await self._look(path)
+        if file is not None and file.changed:
+            self._keep_as_conflict(path)
+        self.state.forget(path)
+        self._failed = True
+        # Reconnect: the plan brings the server's version (and the conflict
+        # copy is a new file in the manifest).
+        self._resync = True
+        if self._stream is not None:
+            self._stream.cancel()
+
+    def _keep_as_conflict(self, path: str) -> str:
+        new = conflict_name(path, self.name, self.reactor.seconds())
+        n = 1
+        while self._local(new).exists():
+            n += 1
+            new = conflict_name(path, f"{self.name}-{n}", self.reactor.seconds())
+        os.rename(self._local(path), self._local(new))
+        self.log.warn("{path} changed on both sides; your copy is now {new}", path=path, new=new)
+        self.reporter.message(f"conflict: kept your copy of {path} as {new}")
+        self.changed(new)
+        return new
+
+    async def _conflict_event(self, event: Conflict) -> None:
+        await self._download(
+            Download(event.path, event.sha256, event.size, event.mtime_ns, event.seq)
+        )
+
+    async def _insync(self, event: InSync) -> None:
+        file = await self._look(event.path)
+        if file is not None:
+            self.state.put(file.as_base(event.seq))
+
+    async def _download(self, event: Download) -> None:
+        path = event.path
+        if self.ignore.ignored(path):
+            return
+        try:
+            target = self._local(path)
+        except BadPath as e:
+            self.log.warn("cannot place {path} here: {error}", path=path, error=e)
+            return
+        file = await self._look(path)
+        if file is not None and file.sha256 == event.sha256:
+            self.state.put(file.as_base(event.seq))
+            return
+        if file is not None and file.changed:
+            self._keep_as_conflict(path)
+        temp = self._tmp / f"dl-{event.sha256[:40]}"
+        self.reporter.started("download", path, event.size)
+        try:
+            result = await self.api.download(
+                path, temp, event.sha256, on_progress=lambda n: self.reporter.progress(path, n)
+            )
+        except (NotFound, DigestMismatch):
+            # Deleted or replaced meanwhile: its own event follows.
+            return
+        finally:
+            self.reporter.finished(path)
+        await self._place(temp, target, event, result.seq)
+
+    async def _place(self, temp: Path, target: Path, event: Download, seq: int) -> None:
+        """
+        Move a verified download into place, unless the local file changed
+        while it downloaded (then that copy is kept as a conflict copy).
+        """
+        path = event.path
+        file = await self._look(path)
+        if file is not None and file.changed:
+            self._keep_as_conflict(path)
+        os.utime(temp, ns=(event.mtime_ns, event.mtime_ns))
+        _make_parents(self.root, target)
+        if target.is_dir() and not target.is_symlink():
+            raise BadPath(f"{path} is a folder here")
+        os.replace(temp, target)
+        st = os.stat(target, follow_symlinks=False)
+        self.state.put(Base(path, event.sha256, st.st_size, st.st_mtime_ns, st.st_ino, seq))
+
+    async def _delete_local(self, event: Delete) -> None:
+        path = event.path
+        base = self.state.get(path)
+        file = await self._look(path)
+        if file is None:
+            self.state.forget(path)
+            return
+        if file.changed or base is None:
+            # Changed here after it was deleted there: the edit wins and
+            # comes back as a new version.
+            self.state.forget(path)
+            await self._upload(file, event.seq)
+            return
+        local = self._local(path)
+        local.unlink()
+        _prune(self.root, local.parent)
+        self.state.forget(path)
+        self.reporter.message(f"deleted {path}")
+
+
+def _make_parents(root: Path, target: Path) -> None:
+    parent = target.parent
+    if parent.is_symlink():
+        raise BadPath(f"{parent} is a link")
+    parent.mkdir(parents=True, exist_ok=True)
+
+
+def _prune(root: Path, folder: Path) -> None:
+    """
+    Remove empty folders from C{folder} up to (not including) C{root}.
+    """
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or error.__class__.__name__
+    return text.splitlines()[0] if text else repr(error)
+
+
+async def _first(*ds: Deferred[Any]) -> Deferred[Any]:
+    """
+    Wait for the first of C{ds} to fire, and return it. The results stay in
+    the Deferreds, for their owners to consume.
+    """
+    winner: Deferred[Deferred[Any]] = Deferred()
+
+    def fired(result: Any, d: Deferred[Any]) -> Any:
+        if not winner.called:
+            winner.callback(d)
+        return result
+
+    for d in ds:
+        d.addBoth(fired, d)
+    return await winner
