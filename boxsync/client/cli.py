@@ -110,6 +110,7 @@ def _start_logging(verbosity: int) -> None:
     levels = LogLevelFilterPredicate(defaultLogLevel=level)
     # Every new connection of the HTTP client would log a line at info.
     levels.setLogLevelForNamespace("twisted.web.client", max(level, LogLevel.warn))
+    levels.setLogLevelForNamespace("twisted.internet.base", max(level, LogLevel.warn))
     observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [levels])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 

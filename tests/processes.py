@@ -1,0 +1,178 @@
+"""
+Real boxsync processes for end-to-end tests: a server (``twistd boxsync``)
+and clients (``boxsync-client``) on temporary folders, on 127.0.0.1 only.
+Every wait is bounded; every process is killed when the test ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from attrs import define, field
+
+KEY = "e2e-key-0123456789"
+DEADLINE = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = DEADLINE, what: str = "") -> None:
+    """
+    Poll C{condition} (a cheap check of files or a process) until it holds,
+    failing the test after C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
+
+
+def tree(folder: Path) -> dict[str, str]:
+    """
+    The synced content of C{folder}: path to sha256, hidden folder left out.
+    """
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if relative.startswith(".boxsync") or not path.is_file() or path.is_symlink():
+            continue
+        found[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+@define
+class Process:
+    args: list[str]
+    log: Path
+    env: dict[str, str] = field(factory=dict)
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        env = dict(os.environ)
+        env.update(self.env)
+        with open(self.log, "ab") as log:
+            self.popen = subprocess.Popen(
+                self.args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.log.parent
+            )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.popen is None:
+            return 0
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(5)
+            raise AssertionError(f"{self.args[:3]} did not stop on {sig}")
+
+    def kill(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(10)
+
+    def wait(self, timeout: float = DEADLINE) -> int:
+        assert self.popen is not None
+        return self.popen.wait(timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@define
+class Server:
+    box: Path
+    port: int = field(factory=free_port)
+    key: str = KEY
+    process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        args = [
+            sys.executable, "-m", "twisted", "boxsync",
+            "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+            "--box", str(self.box), "--api-key", self.key,
+        ]
+        self.process = Process(args, self.box.parent / f"server-{self.port}.log").start()
+        wait_until(self._listening, what="the server to listen")
+        return self
+
+    def _listening(self) -> bool:
+        assert self.process is not None
+        if not self.process.running:
+            raise AssertionError("server exited:\n" + self.process.output())
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+
+
+@define
+class Client:
+    server: Server
+    folder: Path
+    name: str
+    process: Process | None = None
+
+    def args(self, *extra: str) -> list[str]:
+        return [
+            sys.executable, "-m", "boxsync.client",
+            "--server", self.server.url, "--token", self.server.key,
+            "--name", self.name, "--rescan", "5", *extra, str(self.folder),
+        ]
+
+    def once(self, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            self.args("--once"), capture_output=True, text=True, timeout=timeout
+        )
+        assert result.returncode == 0, result.stderr
+        return result
+
+    def start(self) -> Client:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        log = self.folder.parent / f"client-{self.name}.log"
+        self.process = Process(self.args("-v"), log).start()
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        return self.process.stop(sig) if self.process is not None else 0
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+
+
+def all_processes(*things: Server | Client) -> Iterator[Process]:
+    for thing in things:
+        if thing.process is not None:
+            yield thing.process

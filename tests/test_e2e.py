@@ -1,0 +1,189 @@
+"""
+End to end: a real server process and real client processes on temporary
+folders, talking over 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.processes import Client, Server, tree, wait_until
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(tmp_path / "box").start()
+    try:
+        yield running
+    finally:
+        running.kill()
+
+
+@pytest.fixture
+def clients(tmp_path: Path, server: Server) -> Iterator[dict[str, Client]]:
+    made: dict[str, Client] = {}
+
+    class Clients(dict[str, Client]):
+        def __missing__(self, name: str) -> Client:
+            made[name] = self[name] = Client(server, tmp_path / name, name)
+            return self[name]
+
+    try:
+        yield Clients()
+    finally:
+        for client in made.values():
+            client.kill()
+
+
+def converged(*folders: Path) -> bool:
+    first = tree(folders[0])
+    return all(tree(folder) == first for folder in folders[1:])
+
+
+def test_initial_merge_of_two_folders(tmp_path: Path, server: Server, clients: dict[str, Client]) -> None:
+    a, b = clients["a"], clients["b"]
+    (a.folder / "docs").mkdir(parents=True)
+    (a.folder / "docs/a.txt").write_text("from a")
+    (a.folder / "same.txt").write_text("same on both")
+    (b.folder / "deep/er/still").mkdir(parents=True)
+    (b.folder / "deep/er/still/b.bin").write_bytes(os.urandom(100_000))
+    (b.folder / "same.txt").write_text("same on both")
+    a.once()
+    b.once()
+    a.once()
+    assert converged(a.folder, b.folder, server.box)
+    assert set(tree(a.folder)) == {"docs/a.txt", "same.txt", "deep/er/still/b.bin"}
+    # Running again changes nothing and transfers nothing.
+    again = a.once()
+    assert "uploaded" not in again.stderr and "downloaded" not in again.stderr
+
+
+def test_live_changes_both_ways(server: Server, clients: dict[str, Client]) -> None:
+    a, b = clients["a"].start(), clients["b"].start()
+    try:
+        steps = [
+            (a, lambda f: (f / "new.txt").write_text("created on a")),
+            (b, lambda f: (f / "new.txt").write_text("edited on b")),
+            (a, lambda f: (f / "new.txt").rename(f / "renamed.txt")),
+            (b, lambda f: (f / "renamed.txt").unlink()),
+            (b, lambda f: _nested(f / "n1", "from b")),
+            (a, lambda f: _nested(f / "n2", "from a")),
+            (a, lambda f: (f / "n1/x/y/file.txt").write_text("edited on a")),
+        ]
+        for who, change in steps:
+            change(who.folder)
+            wait_until(lambda: converged(a.folder, b.folder, server.box), what=f"sync after a step by {who.name}")
+        final = tree(a.folder)
+        assert set(final) == {"n1/x/y/file.txt", "n2/x/y/file.txt"}
+        assert (b.folder / "n1/x/y/file.txt").read_text() == "edited on a"
+        assert not list(a.folder.glob("*.conflict-*"))
+    finally:
+        assert a.stop() == 0 and b.stop() == 0
+
+
+def _nested(folder: Path, text: str) -> None:
+    # A whole tree appears at once: made elsewhere, then moved in.
+    staging = folder.parent / ".." / f"{folder.name}-staging"
+    (staging / "x/y").mkdir(parents=True)
+    (staging / "x/y/file.txt").write_text(text)
+    staging.rename(folder)
+
+
+def test_offline_edits_on_both_sides_keep_both(server: Server, clients: dict[str, Client]) -> None:
+    a, b = clients["a"], clients["b"]
+    a.folder.mkdir()
+    (a.folder / "notes.txt").write_text("v1")
+    (a.folder / "doomed.txt").write_text("delete me")
+    a.once()
+    b.once()
+    # Both edit the same file while the other is not running; b also deletes.
+    (a.folder / "notes.txt").write_text("v2 from a")
+    a.once()
+    (b.folder / "notes.txt").write_text("v2 from b")
+    (b.folder / "doomed.txt").unlink()
+    b.once()
+    a.once()
+    assert converged(a.folder, b.folder, server.box)
+    files = tree(a.folder)
+    assert "doomed.txt" not in files
+    conflicts = [p for p in files if p.startswith("notes.conflict-b-")]
+    assert len(conflicts) == 1 and conflicts[0].endswith(".txt")
+    texts = {(a.folder / p).read_text() for p in ["notes.txt", conflicts[0]]}
+    assert texts == {"v2 from a", "v2 from b"}
+
+
+def test_reconnects_after_server_restart(server: Server, clients: dict[str, Client]) -> None:
+    a, b = clients["a"].start(), clients["b"].start()
+    try:
+        (a.folder / "before.txt").write_text("before")
+        wait_until(lambda: converged(a.folder, b.folder, server.box) and "before.txt" in tree(b.folder))
+        server.stop()
+        (a.folder / "while-down.txt").write_text("written while the server was down")
+        server.start()
+        wait_until(
+            lambda: "while-down.txt" in tree(b.folder) and converged(a.folder, b.folder, server.box),
+            timeout=60,
+            what="sync after the restart",
+        )
+        (b.folder / "after.txt").write_text("after")
+        wait_until(lambda: "after.txt" in tree(a.folder), what="live sync after the restart")
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_sigterm_leaves_no_partial_file(server: Server, clients: dict[str, Client], tmp_path: Path) -> None:
+    a = clients["a"]
+    a.folder.mkdir()
+    big = a.folder / "big.bin"
+    with open(big, "wb") as f:
+        for _ in range(64):
+            f.write(os.urandom(2**20))
+    a.once()
+    b = clients["b"].start()
+    wait_until(lambda: b.process is not None and b.process.output().count("connecting") >= 1)
+    assert b.stop(signal.SIGTERM) == 0
+    # Whatever b got so far, nothing half-written is visible.
+    for name, digest in tree(b.folder).items():
+        assert digest == tree(a.folder)[name]
+    b.once()
+    assert converged(a.folder, b.folder)
+
+
+def test_clear_errors(tmp_path: Path, server: Server) -> None:
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "boxsync.client", "--once", *args],
+            capture_output=True, text=True, timeout=60,
+        )
+
+    bad_token = run("--server", server.url, "--token", "wrong", str(tmp_path / "f1"))
+    assert bad_token.returncode == 1
+    assert "boxsync-client: the server refused the token" in bad_token.stderr
+    down = run("--server", "http://127.0.0.1:1", "--token", "x", str(tmp_path / "f2"))
+    assert down.returncode == 1 and "cannot reach" in down.stderr
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    not_a_folder = run("--server", server.url, "--token", server.key, str(blocked))
+    assert not_a_folder.returncode == 1 and "cannot use" in not_a_folder.stderr
+
+
+@pytest.mark.slow
+def test_one_gib_file(server: Server, clients: dict[str, Client]) -> None:
+    a, b = clients["a"], clients["b"]
+    a.folder.mkdir()
+    block = os.urandom(2**20)
+    with open(a.folder / "gig.bin", "wb") as f:
+        for i in range(1024):
+            f.write(block[:-8] + i.to_bytes(8, "big"))
+    a.once(timeout=300)
+    b.once(timeout=300)
+    assert converged(a.folder, b.folder, server.box)
