@@ -49,7 +49,7 @@ def tree(folder: Path) -> dict[str, str]:
     found = {}
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder).as_posix()
-        if relative.startswith(".boxsync") or not path.is_file() or path.is_symlink():
+        if relative.split("/")[0] == ".boxsync" or not path.is_file() or path.is_symlink():
             continue
         found[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found

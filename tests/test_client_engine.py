@@ -1,0 +1,224 @@
+"""
+The client's engine in this process, against a real server on a loopback
+port, on temporary folders.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+import pytest_twisted
+from treq.client import HTTPClient
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from boxsync.client.api import BoxsyncAPI
+from boxsync.client.cli import Options, UserError, parse, run
+from boxsync.client.engine import Engine, conflict_name
+from boxsync.client.ignore import IgnoreRules
+from boxsync.client.progress import LogReporter, RichReporter, reporter_for
+from boxsync.client.state import LocalState
+from tests.helpers import RunningServer, json_of, put, sha, timed
+from tests.processes import tree
+
+
+class Folder:
+    """
+    A synced folder with its own engine, run in --once mode on demand.
+    """
+
+    def __init__(self, reactor: Any, server: RunningServer, root: Path, name: str) -> None:
+        self.reactor, self.server, self.root, self.name = reactor, server, root, name
+        root.mkdir(parents=True, exist_ok=True)
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.api = BoxsyncAPI(HTTPClient(Agent(reactor, pool=self.pool)), reactor, server.url, server.key, name)
+        self.state = LocalState.open(root)
+
+    def engine(self, **kwargs: Any) -> Engine:
+        return Engine(
+            self.reactor, self.root, self.api, self.state, IgnoreRules.load(self.root),
+            LogReporter(), self.name, **kwargs,
+        )
+
+    async def sync(self) -> Engine:
+        engine = self.engine(once=True)
+        await timed(engine.run(), self.reactor)  # type: ignore[arg-type]
+        return engine
+
+    async def close(self) -> None:
+        self.state.close()
+        await self.pool.closeCachedConnections()
+
+
+@pytest_twisted.async_yield_fixture
+async def folders(tmp_path: Path, reactor: Any, server: RunningServer) -> AsyncIterator[Any]:
+    made: list[Folder] = []
+
+    def make(name: str) -> Folder:
+        folder = Folder(reactor, server, tmp_path / name, name)
+        made.append(folder)
+        return folder
+
+    try:
+        yield make
+    finally:
+        for folder in made:
+            await folder.close()
+
+
+async def _sync(engine: Engine, reactor: Any) -> None:
+    from twisted.internet.defer import Deferred
+
+    await timed(Deferred.fromCoroutine(engine.run()), reactor)
+
+
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        ("notes.txt", "notes.conflict-laptop-20261124-101500.txt"),
+        ("a/b/archive.tar.gz", "a/b/archive.tar.conflict-laptop-20261124-101500.gz"),
+        ("Makefile", "Makefile.conflict-laptop-20261124-101500"),
+        ("d/.bashrc", "d/.bashrc.conflict-laptop-20261124-101500"),
+    ],
+)
+def test_conflict_name(path: str, expected: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import calendar
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    when = float(calendar.timegm((2026, 11, 24, 10, 15, 0)))
+    assert conflict_name(path, "laptop", when) == expected
+    assert conflict_name(path, "my laptop/1", when).count("/") == path.count("/")
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_folders_converge(folders: Any, reactor: Any, server: RunningServer) -> None:
+    a, b = folders("a"), folders("b")
+    (a.root / "x/y").mkdir(parents=True)
+    (a.root / "x/y/a.txt").write_text("a")
+    (b.root / "b.bin").write_bytes(os.urandom(70_000))
+    for folder in (a, b, a):
+        await _sync(folder.engine(once=True), reactor)
+    assert tree(a.root) == tree(b.root) == tree(server.box)
+    assert a.state.cursor >= 1 and b.state.cursor >= 1
+    # A second run sends only what changed: nothing.
+    engine = a.engine(once=True)
+    await _sync(engine, reactor)
+    assert a.state.get("b.bin") is not None and a.state.get("b.bin").seq == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_download_over_a_local_edit_keeps_a_conflict_copy(
+    folders: Any, reactor: Any, server: RunningServer, http: Any
+) -> None:
+    a = folders("a")
+    (a.root / "doc.txt").write_text("base")
+    await _sync(a.engine(once=True), reactor)
+    # The server moves on while the local copy is edited too.
+    record = await json_of(await put(http, server, "doc.txt", b"theirs", base=1))
+    (a.root / "doc.txt").write_text("mine")
+    await _sync(a.engine(once=True), reactor)
+    copies = sorted(p.name for p in a.root.glob("doc.conflict-a-*.txt"))
+    assert len(copies) == 1
+    assert (a.root / "doc.txt").read_text() == "theirs"
+    assert (a.root / copies[0]).read_text() == "mine"
+    assert a.state.get("doc.txt").seq == record["seq"]
+    # The conflict copy reached the box like any file.
+    assert (server.box / copies[0]).read_text() == "mine"
+
+
+@pytest_twisted.ensureDeferred
+async def test_remote_delete_of_a_locally_edited_file_keeps_the_edit(
+    folders: Any, reactor: Any, server: RunningServer, http: Any
+) -> None:
+    a = folders("a")
+    (a.root / "keep.txt").write_text("v1")
+    (a.root / "gone.txt").write_text("v1")
+    await _sync(a.engine(once=True), reactor)
+    for path in ["keep.txt", "gone.txt"]:
+        base = a.state.get(path).seq
+        response = await http.delete(server.file_url(path), headers=server.headers(X_Boxsync_Base=str(base)))
+        assert response.code == 200
+    (a.root / "keep.txt").write_text("v2, edited after the delete")
+    await _sync(a.engine(once=True), reactor)
+    assert not (a.root / "gone.txt").exists()
+    assert (server.box / "keep.txt").read_text() == "v2, edited after the delete"
+    assert tree(a.root) == tree(server.box)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stale_upload_becomes_a_conflict_copy(
+    folders: Any, reactor: Any, server: RunningServer, http: Any
+) -> None:
+    a = folders("a")
+    (a.root / "race.txt").write_text("v1")
+    await _sync(a.engine(once=True), reactor)
+    engine = a.engine()
+    # Another client commits between our scan and our upload.
+    await put(http, server, "race.txt", b"theirs", base=1)
+    (a.root / "race.txt").write_text("ours")
+    await timed(engine.submit("race.txt", lambda: engine._local_change("race.txt")), reactor)
+    copies = list(a.root.glob("race.conflict-a-*.txt"))
+    assert len(copies) == 1 and copies[0].read_text() == "ours"
+    await _sync(a.engine(once=True), reactor)
+    assert (a.root / "race.txt").read_text() == "theirs"
+    assert tree(a.root) == tree(server.box)
+
+
+@pytest_twisted.ensureDeferred
+async def test_ignored_files_stay_local(folders: Any, reactor: Any, server: RunningServer) -> None:
+    a = folders("a")
+    (a.root / ".boxsyncignore").write_text("*.tmp\nbuild/\n")
+    (a.root / "scratch.tmp").write_text("x")
+    (a.root / "build").mkdir()
+    (a.root / "build/out.o").write_text("x")
+    (a.root / "kept.txt").write_text("x")
+    await _sync(a.engine(once=True), reactor)
+    assert set(tree(server.box)) == {".boxsyncignore", "kept.txt"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_run_once(tmp_path: Path, reactor: Any, server: RunningServer, http: Any) -> None:
+    await put(http, server, "from-server.txt", b"hello", base=0)
+    options = parse(["--server", server.url, "--token", server.key, "--name", "cli", "--once", "-q", str(tmp_path / "cli")])
+    from twisted.internet.defer import Deferred
+
+    await timed(Deferred.fromCoroutine(run(reactor, options)), reactor)
+    assert (tmp_path / "cli/from-server.txt").read_bytes() == b"hello"
+    bad = parse(["--server", server.url, "--token", "nope", "--once", str(tmp_path / "cli2")])
+    with pytest.raises(UserError, match="refused the token"):
+        await timed(Deferred.fromCoroutine(run(reactor, bad)), reactor)
+
+
+def test_parse_defaults_and_environment(tmp_path: Path) -> None:
+    options = parse([], environ={"BOXSYNC_SERVER": "http://h:1/", "BOXSYNC_TOKEN": "t", "BOXSYNC_NAME": "n"})
+    assert options == Options("http://h:1", "t", "n", Path("./box"), False, 0, 4, 300.0)
+    options = parse(["--server", "http://x", "-vv", "--once", "--transfers", "2", str(tmp_path)], environ={})
+    assert (options.server, options.verbosity, options.once, options.transfers) == ("http://x", 2, True, 2)
+    with pytest.raises(SystemExit):
+        parse(["--transfers", "0"], environ={})
+
+
+def test_reporters(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    assert isinstance(reporter_for(io.StringIO(), quiet=False), LogReporter)
+    out = io.StringIO()
+    rich = RichReporter(Console(file=out, force_terminal=True, width=100))
+    rich.started("download", "a/b.bin", 1000)
+    rich.progress("a/b.bin", 600)
+    rich.finished("a/b.bin", "changed while sent")
+    rich.message("hello there")
+    rich.close()
+    assert "hello there" in out.getvalue() and "changed while sent" in out.getvalue()
+    log = LogReporter()
+    log.started("upload", "x", 3)
+    log.progress("x", 3)
+    log.finished("x")
+    log.finished("x")
+    log.close()
