@@ -1,0 +1,127 @@
+"""
+The three-way plan rules, one table row at a time, and the plan over a real
+SQLite index.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+import pytest_twisted
+
+from boxsync.protocol import (
+    Conflict,
+    Delete,
+    DeletedEntry,
+    Download,
+    FileEntry,
+    InSync,
+    Manifest,
+    Remove,
+    Upload,
+)
+from boxsync.server.index import FileRecord, SQLiteIndex
+from boxsync.server.plan import decide, plan, unlisted
+
+A, B = "a" * 64, "b" * 64
+
+
+def live(seq: int, sha: str = A) -> FileRecord:
+    return FileRecord("f", 1, sha, 0, seq)
+
+
+def tomb(seq: int) -> FileRecord:
+    return FileRecord("f", 0, A, 0, seq, deleted=True)
+
+
+def mine(base: int, changed: bool, sha: str = B) -> FileEntry:
+    return FileEntry("f", sha, 1, 0, base, changed)
+
+
+@pytest.mark.parametrize(
+    "entry, row, expected",
+    [
+        # server has nothing
+        (mine(0, True), None, Upload("f", 0)),
+        (mine(3, False), None, Upload("f", 0)),
+        # same sha256
+        (mine(5, False, A), live(5), None),
+        (mine(0, True, A), live(5), InSync("f", 5)),
+        (mine(2, True, A), live(5), InSync("f", 5)),
+        # seq == base
+        (mine(5, True), live(5), Upload("f", 5)),
+        (mine(5, False), live(5), None),
+        # seq != base
+        (mine(4, False), live(5), Download("f", A, 1, 0, 5)),
+        (mine(4, True), live(5), Conflict("f", A, 1, 0, 5)),
+        (mine(0, True), live(5), Conflict("f", A, 1, 0, 5)),
+        # tombstone
+        (mine(4, False), tomb(6), Delete("f", 6)),
+        (mine(4, True), tomb(6), Upload("f", 6)),
+        (mine(0, True), tomb(6), Upload("f", 6)),
+        # the client deleted the file
+        (DeletedEntry("f", 5), live(5), Remove("f", 5)),
+        (DeletedEntry("f", 4), live(5), Download("f", A, 1, 0, 5)),
+        (DeletedEntry("f", 4), tomb(6), None),
+        (DeletedEntry("f", 4), None, None),
+    ],
+)
+def test_decide(entry: Any, row: FileRecord | None, expected: Any) -> None:
+    assert decide(entry, row) == expected
+
+
+def test_unlisted() -> None:
+    assert unlisted(live(5), cursor=4) == Download("f", A, 1, 0, 5)
+    assert unlisted(live(5), cursor=5) is None
+    assert unlisted(tomb(6), cursor=4) == Delete("f", 6)
+    # A client with no cursor has nothing to delete.
+    assert unlisted(tomb(6), cursor=0) is None
+
+
+@pytest_twisted.async_yield_fixture
+async def index(tmp_path: Path, reactor: Any) -> AsyncIterator[SQLiteIndex]:
+    idx = SQLiteIndex(reactor, tmp_path / "index.sqlite")
+    idx.start()
+    try:
+        yield idx
+    finally:
+        idx.stop()
+
+
+async def collect(index: SQLiteIndex, manifest: Manifest, upto: int) -> list[Any]:
+    return [event async for event in plan(index, "acct", manifest, upto)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_plan_over_the_index(index: SQLiteIndex) -> None:
+    rows = await index.commit_many(
+        "acct",
+        [FileRecord(f"p{i:05}", i, A, 0, 0) for i in range(1200)]
+        + [FileRecord("p00007", 0, A, 0, 0, deleted=True)],
+    )
+    assert rows[-1].seq == 1201
+    # Another account's rows never show up.
+    await index.commit("other", FileRecord("secret", 1, A, 0, 0))
+    everything = await collect(index, Manifest(), 1201)
+    assert len(everything) == 1199
+    assert all(isinstance(e, Download) for e in everything)
+    manifest = Manifest(
+        cursor=1100,
+        files=[FileEntry("p00001", A, 1, 0, 1, False), FileEntry("new", B, 1, 0, 0, True)],
+        deleted=[DeletedEntry("p00002", 3)],
+    )
+    events = await collect(index, manifest, 1201)
+    assert Upload("new", 0) in events
+    assert Remove("p00002", 3) in events
+    assert InSync("p00001", 2) in events
+    downloads = [e for e in events if isinstance(e, Download)]
+    assert [e.seq for e in downloads] == list(range(1101, 1201))
+    assert Delete("p00007", 1201) in events
+    # Commits after "upto" are left to the live events.
+    assert await collect(index, Manifest(cursor=1100), 1150) == [
+        e for e in downloads if e.seq <= 1150
+    ]
+    stats = await index.stats("acct")
+    assert (stats.files, stats.seq) == (1199, 1201)

@@ -1,0 +1,181 @@
+"""
+The shared protocol: paths, manifests, events and the SSE framing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from boxsync.paths import BadPath, from_local, normalize, to_local
+from boxsync.protocol import (
+    Conflict,
+    Delete,
+    DeletedEntry,
+    Download,
+    FileEntry,
+    Hello,
+    InSync,
+    Manifest,
+    ProtocolError,
+    Ready,
+    Remove,
+    SSEParser,
+    Upload,
+    count_header,
+    decode_event,
+    encode_comment,
+    encode_event,
+    encode_manifest,
+    parse_manifest,
+    sha256_header,
+)
+
+SHA = "c" * 64
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["", "/abs", "a//b", "a/./b", "../x", "a/..", "a\x00b", "a\nb", "a\\b", ".boxsync", ".boxsync/x",
+     "x" * 256, "/".join(["abcdefgh"] * 500)],
+)
+def test_bad_paths(path: str) -> None:
+    with pytest.raises(BadPath):
+        normalize(path)
+
+
+def test_paths_are_nfc(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    decomposed = "e\u0301t\u00e9.txt"
+    assert normalize(decomposed) == "\u00e9t\u00e9.txt"
+    assert normalize("dir/.boxsync/ok") == "dir/.boxsync/ok"
+    assert to_local(tmp_path, "a/b.txt") == tmp_path / "a/b.txt"
+    assert from_local(tmp_path, tmp_path / "a/b.txt") == "a/b.txt"
+    with pytest.raises(BadPath):
+        from_local(tmp_path / "sub", tmp_path / "x")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(BadPath):
+        to_local(tmp_path, "file/inside")
+    (tmp_path / "link").symlink_to(tmp_path)
+    with pytest.raises(BadPath):
+        to_local(tmp_path, "link/x")
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=500, deadline=None)
+def test_no_path_leaves_the_root(text: str) -> None:
+    try:
+        path = normalize(text)
+    except BadPath:
+        return
+    parts = path.split("/")
+    assert ".." not in parts and "." not in parts and "" not in parts
+    assert not path.startswith("/") and parts[0] != ".boxsync"
+    assert normalize(path) == path
+
+
+EVENTS = [
+    Hello("s1", 3),
+    Upload("a b/ü.txt", 0),
+    Download("d.bin", SHA, 10, 5, 7),
+    Delete("x", 8),
+    Remove("y", 2),
+    Conflict("c", SHA, 1, 2, 9),
+    InSync("i", 4),
+    Ready(9),
+]
+
+
+@given(st.lists(st.sampled_from(EVENTS), max_size=20), st.lists(st.integers(1, 50), max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_sse_round_trip_in_any_chunks(events: list, cuts: list[int]) -> None:  # type: ignore[type-arg]
+    wire = b"retry: 1000\n\n" + b"".join(encode_event(e) + encode_comment("k") for e in events)
+    wire = wire.replace(b"\n", b"\r\n") if len(cuts) % 2 else wire
+    parser = SSEParser()
+    got = []
+    position = 0
+    for cut in cuts + [len(wire)]:
+        got += parser.feed(wire[position : position + cut])
+        position += cut
+    got += parser.feed(wire[position:])
+    assert [decode_event(m) for m in got] == events
+    assert parser.retry == 1000
+
+
+def test_sse_details() -> None:
+    parser = SSEParser()
+    messages = parser.feed(b"event: nope\ndata: {}\n\nid: 4\ndata: a\ndata: b\n\n: c\n\nid\n\n")
+    assert decode_event(messages[0]) is None
+    assert messages[1].data == "a\nb" and messages[1].event == "message" and messages[1].id == "4"
+    # An empty id resets the last event id, as the standard says.
+    assert parser.last_id == ""
+    with pytest.raises(ProtocolError):
+        decode_event(parser.feed(b"event: ready\ndata: [1]\n\n")[0])
+    with pytest.raises(ProtocolError):
+        decode_event(parser.feed(b'event: upload\ndata: {"path": "../x", "base": 0}\n\n')[0])
+    assert encode_event(Upload("p", 0), with_id=True).startswith(b"event: upload\n")
+    assert encode_event(Download("p", SHA, 1, 1, 7)).startswith(b"id: 7\n")
+    assert encode_event(Download("p", SHA, 1, 1, 7), with_id=False).startswith(b"event:")
+
+
+def test_manifest_round_trip() -> None:
+    manifest = Manifest(
+        "laptop", 12, [FileEntry("a", SHA, 1, 2, 3, False)], [DeletedEntry("b", 4)]
+    )
+    assert parse_manifest(encode_manifest(manifest)) == manifest
+    assert parse_manifest(b"") == Manifest()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b"[]",
+        b'{"client": 3}',
+        b'{"files": {}}',
+        b'{"files": [1]}',
+        b'{"deleted": [1]}',
+        b'{"files": [{"path": "a", "sha256": "xyz", "size": 1}]}',
+        b'{"files": [{"path": "a", "sha256": "' + SHA.encode() + b'", "size": -1}]}',
+        b'{"files": [{"path": "a", "sha256": "' + SHA.encode() + b'", "size": true}]}',
+        b'{"files": [{"path": "a", "sha256": "' + SHA.encode() + b'", "size": 1, "changed": 1}]}',
+        b'{"files": [{"path": "a", "sha256": "' + SHA.encode() + b'", "size": 1}], "deleted": [{"path": "a"}]}',
+        b'{"files": [{"path": 5, "sha256": "' + SHA.encode() + b'", "size": 1}]}',
+        b'{"cursor": "1"}',
+        b"\xff\xfe",
+    ],
+)
+def test_bad_manifests(body: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        parse_manifest(body)
+
+
+def test_manifest_entry_limit() -> None:
+    body = json.dumps({"deleted": [{"path": f"p{i}", "base": 1} for i in range(11)]}).encode()
+    with pytest.raises(ProtocolError, match="over 10"):
+        parse_manifest(body, max_entries=10)
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                    max_leaves=20))
+@settings(max_examples=300, deadline=None)
+def test_any_json_parses_or_is_refused_cleanly(value: object) -> None:
+    body = json.dumps({"files": value, "deleted": value, "cursor": value, "client": value}).encode()
+    try:
+        parse_manifest(body)
+    except ProtocolError:
+        pass
+
+
+def test_headers() -> None:
+    assert sha256_header(None) is None and count_header(None, "x") is None
+    assert sha256_header(" " + SHA.upper() + " ") == SHA
+    assert count_header("12", "x") == 12
+    for bad in ["-1", "a", "1.5"]:
+        with pytest.raises(ProtocolError):
+            count_header(bad, "x")
+    with pytest.raises(ProtocolError):
+        sha256_header("abc")
