@@ -113,7 +113,7 @@ class Server:
 
     def start(self) -> Server:
         args = [
-            sys.executable, "-m", "twisted", "boxsync",
+            sys.executable, "-m", "twisted", "--log-format=text", "boxsync",
             "--listen", f"tcp:{self.port}:interface=127.0.0.1",
             "--box", str(self.box), "--api-key", self.key,
         ]
