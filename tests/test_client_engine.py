@@ -21,7 +21,7 @@ from boxsync.client.ignore import IgnoreRules
 from boxsync.client.progress import LogReporter, RichReporter, reporter_for
 from boxsync.client.state import LocalState
 from tests.helpers import RunningServer, json_of, put, sha, timed
-from tests.processes import tree
+from boxsync.testing import tree
 
 
 class Folder:

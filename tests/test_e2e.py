@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.processes import Client, Server, tree, wait_until
+from boxsync.testing import Client, Server, tree, wait_until
 
 
 @pytest.fixture

@@ -150,7 +150,7 @@ async def run(reactor: Any, options: Options) -> None:
     )
     watcher = rescans = None
     if not options.once:
-        watcher = FolderWatcher(reactor, root, engine.ignore, engine)
+        watcher = FolderWatcher(reactor, root, engine.ignore, engine, delay=0.03)
         try:
             watcher.start()
         except OSError as e:

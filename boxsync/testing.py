@@ -1,5 +1,5 @@
 """
-Real boxsync processes for end-to-end tests: a server (``twistd boxsync``)
+Real boxsync processes for end-to-end tests and benchmarks: a server (``twistd boxsync``)
 and clients (``boxsync-client``) on temporary folders, on 127.0.0.1 only.
 Every wait is bounded; every process is killed when the test ends.
 """

@@ -1,0 +1,3 @@
+"""
+boxsync's benchmarks: ``python -m bench`` (see ``python -m bench --help``).
+"""

@@ -1,0 +1,65 @@
+"""
+Live latency: the time from a small file landing in client A's folder to it
+being whole in client B's, over many single changes, beside the time of a
+local write + rename of the same file (the floor for any sync tool).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from boxsync.testing import Client, Server, tree, wait_until
+
+from .measure import median, percentile
+
+
+def _arrived(path: Path, content: bytes) -> bool:
+    try:
+        return path.read_bytes() == content
+    except OSError:
+        return False
+
+
+def run(changes: int) -> list[dict[str, object]]:
+    with tempfile.TemporaryDirectory(prefix="boxsync-bench-") as tmp:
+        root = Path(tmp)
+        server = Server(root / "box").start()
+        a = Client(server, root / "a", "a").start()
+        b = Client(server, root / "b", "b").start()
+        try:
+            (a.folder / "warm.txt").write_text("warm up")
+            wait_until(lambda: "warm.txt" in tree(b.folder), what="the clients to connect")
+            latencies = []
+            local = []
+            for i in range(changes):
+                content = f"change {i} {os.urandom(8).hex()}\n".encode()
+                start = time.perf_counter()
+                (a.folder / f"f{i % 10}.txt").write_bytes(content)
+                target = b.folder / f"f{i % 10}.txt"
+                deadline = start + 30
+                while not _arrived(target, content):
+                    if time.perf_counter() > deadline:
+                        raise SystemExit(f"change {i} did not arrive in 30 s")
+                    time.sleep(0.0005)
+                latencies.append(time.perf_counter() - start)
+                scratch = root / "scratch.tmp"
+                start = time.perf_counter()
+                scratch.write_bytes(content)
+                os.replace(scratch, root / "scratch.txt")
+                local.append(time.perf_counter() - start)
+        finally:
+            a.kill()
+            b.kill()
+            server.kill()
+    return [
+        {
+            "changes": changes,
+            "median ms": f"{median(latencies) * 1000:.1f}",
+            "p99 ms": f"{percentile(latencies, 99) * 1000:.1f}",
+            "worst ms": f"{max(latencies) * 1000:.1f}",
+            "local write+rename median ms (reference)": f"{median(local) * 1000:.3f}",
+        }
+    ]
