@@ -1,0 +1,107 @@
+"""
+Faults injected into real processes: kill -9 of the server or of a client
+in the middle of a transfer. Afterwards there is no partial file anywhere,
+and everything finishes by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from boxsync.testing import Client, Server, tree, wait_until
+
+SIZE = 384 * 2**20
+
+
+def big_file(path: Path, size: int = SIZE) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = os.urandom(2**20)
+    with open(path, "wb") as f:
+        for i in range(size // 2**20):
+            f.write(block[:-8] + i.to_bytes(8, "big"))
+
+
+def staged_bytes(box: Path) -> int:
+    staging = box / ".boxsync/staging"
+    return sum(p.stat().st_size for p in staging.iterdir()) if staging.exists() else 0
+
+
+def temp_bytes(folder: Path) -> int:
+    tmp = folder / ".boxsync/tmp"
+    return sum(p.stat().st_size for p in tmp.iterdir()) if tmp.exists() else 0
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(tmp_path / "box").start()
+    try:
+        yield running
+    finally:
+        running.kill()
+
+
+def no_partial_files(folder: Path, expected: dict[str, str]) -> None:
+    for name, digest in tree(folder).items():
+        assert expected.get(name) == digest, f"{folder / name} is not a whole file"
+
+
+@pytest.mark.slow
+def test_server_killed_mid_upload(tmp_path: Path, server: Server) -> None:
+    a = Client(server, tmp_path / "a", "a")
+    big_file(a.folder / "big.bin")
+    expected = tree(a.folder)
+    a.start()
+    try:
+        wait_until(lambda: staged_bytes(server.box) > 2**20, what="the upload to start")
+        server.kill()
+        no_partial_files(server.box, expected)
+        server.start()
+        # The half upload is gone, and the client finishes by itself.
+        wait_until(lambda: tree(server.box) == expected, timeout=120, what="the upload to finish")
+        assert staged_bytes(server.box) == 0
+    finally:
+        a.kill()
+    b = Client(server, tmp_path / "b", "b")
+    b.once()
+    assert tree(b.folder) == expected
+
+
+@pytest.mark.slow
+def test_client_killed_mid_download_resumes(tmp_path: Path, server: Server) -> None:
+    a = Client(server, tmp_path / "a", "a")
+    big_file(a.folder / "big.bin")
+    expected = tree(a.folder)
+    a.once(timeout=120)
+    b = Client(server, tmp_path / "b", "b").start()
+    wait_until(lambda: temp_bytes(b.folder) > 8 * 2**20, what="the download to start")
+    b.process.popen.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+    b.process.wait()  # type: ignore[union-attr]
+    partial = temp_bytes(b.folder)
+    assert 0 < partial < SIZE
+    no_partial_files(b.folder, expected)
+    b.once(timeout=120)
+    assert tree(b.folder) == expected
+    assert temp_bytes(b.folder) == 0
+    # It went on from where it stopped: the server answered a range request.
+    log = server.process.output()  # type: ignore[union-attr]
+    assert '"GET /files/big.bin HTTP/1.1" 206' in log
+
+
+@pytest.mark.slow
+def test_client_killed_mid_upload(tmp_path: Path, server: Server) -> None:
+    a = Client(server, tmp_path / "a", "a")
+    big_file(a.folder / "big.bin")
+    expected = tree(a.folder)
+    a.start()
+    wait_until(lambda: staged_bytes(server.box) > 2**20, what="the upload to start")
+    a.kill()
+    # The server drops the half upload as soon as the connection goes.
+    wait_until(lambda: staged_bytes(server.box) == 0, what="the staging file to go")
+    no_partial_files(server.box, expected)
+    a.once(timeout=120)
+    assert tree(server.box) == expected
