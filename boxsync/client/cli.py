@@ -28,7 +28,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from .. import __version__
 from .api import APIError, AuthError, BoxsyncAPI
-from .engine import Engine
+from .engine import Engine, NotInSync
 from .ignore import IgnoreRules
 from .progress import reporter_for
 from .state import LocalState
@@ -164,6 +164,8 @@ async def run(reactor: Any, options: Options) -> None:
         await engine.run()
     except AuthError as e:
         raise UserError(f"the server refused the token: {e.message}") from e
+    except NotInSync as e:
+        raise UserError(f"could not sync everything: {e}") from e
     except APIError as e:
         raise UserError(f"the server said: {e.message} ({e.status})") from e
     except (ConnectError, DNSLookupError, ConnectionError) as e:

@@ -52,10 +52,17 @@ from .progress import Reporter
 from .scanner import FileChanging, LocalFile, ScanResult, scan, scan_one
 from .state import Base, LocalState
 
-__all__ = ["Engine", "conflict_name", "Fatal"]
+__all__ = ["Engine", "conflict_name", "Fatal", "NotInSync"]
 
 #: Errors that stop the client: retrying would not help.
 Fatal = (AuthError,)
+
+
+class NotInSync(Exception):
+    """
+    With C{once}: the folder could not be brought in sync (the reason is
+    the last failure).
+    """
 
 
 def conflict_name(path: str, client: str, when: float) -> str:
@@ -102,6 +109,7 @@ class Engine:
     _stream: Any = None
     _stopping: bool = False
     _resync: bool = False
+    last_error: str | None = None
     _idle_waiters: list[Deferred[None]] = field(factory=list)
     _wake: Deferred[None] | None = None
     _tmp: Path = field(init=False)
@@ -125,7 +133,7 @@ class Engine:
             try:
                 if await self._session():
                     return
-                reason = "the server closed the stream"
+                reason = self.last_error or "the server closed the stream"
             except Fatal:
                 raise
             except CancelledError:
@@ -139,7 +147,10 @@ class Engine:
                     raise
                 reason = _describe(e)
             else:
-                failures = 0
+                if self.once and failures >= 4:
+                    raise NotInSync(reason)
+                if not self._failed:
+                    failures = 0
             failures += 1
             delay = min(self.max_backoff, 0.25 * 2 ** min(failures, 10))
             delay *= random.uniform(0.5, 1.0)
@@ -189,10 +200,9 @@ class Engine:
         stream = await self.api.open_stream(manifest, cursor or None, self._on_event)
         self._stream = stream
         try:
-            if self.once:
-                idle = self.idle()
-                if await _first(idle, stream.done) is idle and not self._failed:
-                    return True
+            if self.once and await _first(self.idle(), stream.done) is not stream.done:
+                # In sync, unless a job failed: then try again.
+                return not self._failed
             await stream.done
             return False
         finally:
@@ -320,8 +330,22 @@ class Engine:
             if self._stream is not None:
                 self._stream.cancel()
             return
-        self._failed = True
         self.log.warn("{path}: {error}", path=path, error=_describe(failure.value))
+        self.last_error = f"{path}: {_describe(failure.value)}"
+        self._request_resync()
+
+    def _request_resync(self) -> None:
+        """
+        Something did not go through: end this session, so that the next
+        (after a back-off) starts from a fresh scan and plan.
+        """
+        self._failed = True
+        if self.once:
+            # The idle check ends a --once session; it sees the failure.
+            return
+        self._resync = True
+        if self._stream is not None:
+            self._stream.cancel()
 
     def _local(self, path: str) -> Path:
         return to_local(self.root, path)
@@ -381,7 +405,7 @@ class Engine:
                 # The file changed while it was sent: the watcher (or the
                 # next scan) reports it again once it is stable.
                 self.reporter.finished(file.path, "changed while sent")
-                self._failed = True
+                self._request_resync()
                 return
             raise
         finally:
@@ -414,12 +438,9 @@ class Engine:
         if file is not None and file.changed:
             self._keep_as_conflict(path)
         self.state.forget(path)
-        self._failed = True
-        # Reconnect: the plan brings the server's version (and the conflict
+        # Resync: the plan brings the server's version (and the conflict
         # copy is a new file in the manifest).
-        self._resync = True
-        if self._stream is not None:
-            self._stream.cancel()
+        self._request_resync()
 
     def _keep_as_conflict(self, path: str) -> str:
         new = conflict_name(path, self.name, self.reactor.seconds())
