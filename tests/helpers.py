@@ -9,7 +9,8 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable
 from urllib.parse import quote
 
 from attrs import define
@@ -19,6 +20,7 @@ from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from boxsync.protocol import (
+    EVENT_STREAM,
     Event,
     Manifest,
     SSEParser,
@@ -56,6 +58,7 @@ class RunningServer:
     port: int = 0
     service: BoxsyncService | None = None
     max_upload: int | None = None
+    keepalive_seconds: float = 15.0
 
     async def start(self) -> None:
         config = ServerConfig(
@@ -64,6 +67,7 @@ class RunningServer:
             auth=ApiKeyAuth(self.key),
             max_upload=self.max_upload,
             status_seconds=0,
+            keepalive_seconds=self.keepalive_seconds,
         )
         self.service = BoxsyncService(self.reactor, config)
         self.service.startService()
@@ -90,6 +94,21 @@ class RunningServer:
 
     def file_url(self, path: str) -> str:
         return f"{self.url}/files/" + "/".join(quote(s, safe="") for s in path.split("/"))
+
+
+@asynccontextmanager
+async def running_server(
+    reactor: Any, box: Path, key: str | None, **options: Any
+) -> AsyncIterator[RunningServer]:
+    """
+    A L{RunningServer} with C{options}, stopped on the way out.
+    """
+    running = RunningServer(reactor, box, key, **options)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
 
 
 class StreamReader(Protocol):
@@ -148,7 +167,7 @@ async def open_stream(
         http.post(
             f"{server.url}/sync",
             data=encode_manifest(manifest),
-            headers=server.headers(**headers),
+            headers=server.headers(**{"Accept": EVENT_STREAM, **headers}),
             unbuffered=True,
         ),
         server.reactor,

@@ -275,7 +275,9 @@ async def test_reconnect_with_cursor_gets_only_changes(server: RunningServer, ht
 @pytest_twisted.ensureDeferred
 async def test_bad_manifest(server: RunningServer, http: Any) -> None:
     for body in [b"not json", b"[]", b'{"files": [{"path": "../x", "sha256": "0", "size": 1}]}', b'{"cursor": -1}']:
-        response = await http.post(f"{server.url}/sync", data=body, headers=server.headers())
+        response = await http.post(
+            f"{server.url}/sync", data=body, headers=server.headers(Accept="text/event-stream")
+        )
         assert response.code == 400
         assert "error" in await json_of(response)
     assert server.service is not None and server.service.hub.count() == 0

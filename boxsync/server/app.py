@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from typing import Any, Awaitable, Callable, Concatenate, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Concatenate, ParamSpec, TypeVar, cast
 
 from attrs import define, evolve, field
 from klein import Klein
@@ -47,7 +47,10 @@ from .plan import plan
 from .storage import DiskFull
 from .uploads import UploadTooLarge, take_upload
 
-__all__ = ["BoxsyncApp", "header", "json_body"]
+if TYPE_CHECKING:
+    from .legacy import LegacyAdapter
+
+__all__ = ["BoxsyncApp", "box_file", "header", "json_body"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -108,10 +111,26 @@ class BoxFile(static.File):
         return producer
 
 
+async def box_file(box: Box, path: str) -> BoxFile:
+    """
+    The live file at C{path}, ready to send.
+
+    @raise BadPath: if C{path} is not acceptable.
+    @raise NotFound: if the box has no live file there.
+    """
+    path = normalize(path)
+    record: FileRecord | None = await box.index.get(box.account, path)
+    local = box.storage.readable(path)
+    if record is None or record.deleted or local is None:
+        raise NotFound(f"{path!r} is not in the box")
+    return BoxFile(str(local), record)
+
+
 @define
 class BoxsyncApp:
     """
     @ivar boxes: the L{Box} of an account.
+    @ivar legacy: serves the clients of the server boxsync replaces, if given.
     """
 
     clock: IReactorTime
@@ -119,6 +138,7 @@ class BoxsyncApp:
     boxes: Callable[[str], Box]
     hub: Hub
     max_manifest_entries: int = 1_000_000
+    legacy: LegacyAdapter | None = None
     app: Klein = field(factory=Klein, init=False)
     log = Logger()
 
@@ -133,6 +153,14 @@ class BoxsyncApp:
         app.route(files, methods=["GET", "HEAD"])(self._authorized(self.download))
         app.route(files, methods=["PUT"])(self._authorized(self.upload))
         app.route(files, methods=["DELETE"])(self._authorized(self.delete))
+        if self.legacy is not None:
+            # Klein names an endpoint after its function: these need names of their own.
+            app.route("/upload", methods=["POST"], endpoint="legacy_upload")(
+                self._authorized(self.legacy.upload)
+            )
+            app.route(
+                "/download/<path:path>", methods=["GET", "HEAD"], endpoint="legacy_download"
+            )(self._authorized(self.legacy.download))
         app.handle_errors(Exception)(self._error)
 
     def resource(self) -> Any:
@@ -170,6 +198,10 @@ class BoxsyncApp:
         return json_body(request, 200, {"status": "ok"})
 
     async def sync(self, request: IRequest, principal: Principal) -> None:
+        # boxsync's clients ask for an event stream; the legacy ones do not.
+        accept = (header(request, "Accept") or "").lower()
+        if self.legacy is not None and EVENT_STREAM not in accept:
+            return await self.legacy.sync(request, principal)
         manifest = parse_manifest(request.content.read(), self.max_manifest_entries)
         if manifest.cursor == 0:
             last_id = count_header(header(request, LAST_EVENT_ID), LAST_EVENT_ID)
@@ -178,56 +210,22 @@ class BoxsyncApp:
         box = self.boxes(principal.account)
         client = manifest.client or header(request, CLIENT_HEADER) or ""
         stream = EventStream(cast(Request, request), uuid.uuid4().hex, client)
-        request.setHeader(b"Content-Type", EVENT_STREAM.encode())
-        request.setHeader(b"Cache-Control", b"no-store")
-        request.setHeader(b"X-Accel-Buffering", b"no")
-        unregister = self.hub.add(principal.account, stream)
-        writing: Deferred[None] | None = None
-
-        def close(_: object = None) -> None:
-            unregister()
-            stream.close()
-            if writing is not None:
-                writing.cancel()
-
-        held_open: Deferred[None] = Deferred(lambda d: close())
-        try:
-            upto = await box.index.current_seq(principal.account)
-            stream.start(upto)
-            self.log.info(
-                "{client} connected: {files} files, {deleted} deleted, cursor {cursor}",
-                client=client or "a client",
-                files=len(manifest.files),
-                deleted=len(manifest.deleted),
-                cursor=manifest.cursor,
-            )
-            writing = Deferred.fromCoroutine(
-                stream.run(plan(box.index, principal.account, manifest, upto), upto)
-            )
-        except BaseException:
-            close()
-            raise
-
-        def failed(failure: Failure) -> None:
-            if not failure.check(CancelledError):
-                self.log.failure("plan for {client} failed", failure, client=client)
-                request.loseConnection()  # type: ignore[attr-defined]
-
-        writing.addErrback(failed)
-        try:
-            await held_open
-        finally:
-            self.log.info("{client} disconnected", client=client or "a client")
-            close()
+        self.log.info(
+            "{client} connected: {files} files, {deleted} deleted, cursor {cursor}",
+            client=client or "a client",
+            files=len(manifest.files),
+            deleted=len(manifest.deleted),
+            cursor=manifest.cursor,
+        )
+        await stream.serve(
+            self.hub,
+            principal.account,
+            box.index,
+            lambda upto: plan(box.index, principal.account, manifest, upto),
+        )
 
     async def download(self, request: IRequest, principal: Principal, path: str) -> Any:
-        path = normalize(path)
-        box = self.boxes(principal.account)
-        record: FileRecord | None = await box.index.get(principal.account, path)
-        local = box.storage.readable(path)
-        if record is None or record.deleted or local is None:
-            raise NotFound(f"{path!r} is not in the box")
-        return BoxFile(str(local), record)
+        return await box_file(self.boxes(principal.account), path)
 
     async def upload(self, request: IRequest, principal: Principal, path: str) -> bytes:
         staged = take_upload(request)

@@ -7,37 +7,123 @@ from __future__ import annotations
 
 from typing import AsyncIterable, Callable
 
-from attrs import define, field
+from attrs import define, field, frozen
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from ..protocol import Event, Hello, Ready, encode_comment, encode_event
+from ..protocol import EVENT_STREAM, Event, Hello, Ready, encode_comment, encode_event
+from .hub import Hub
+from .index import IIndex
 
-__all__ = ["EventStream", "RETRY_MS"]
+__all__ = ["EventStream", "Framing", "SSE", "RETRY_MS"]
 
 #: What clients are told to wait before reconnecting (SSE "retry:").
 RETRY_MS = 2000
+
+
+@frozen
+class Framing:
+    """
+    How a stream's events go on the wire.
+
+    @ivar encode: the bytes of one event, or C{b""} to leave it out; the
+        flag says whether the event goes with its seq as id (live events and
+        C{ready}) or not (plan entries).
+    @ivar preamble: written before the first event.
+    @ivar keepalive: written on an idle stream now and then; C{b""} for
+        nothing at all.
+    """
+
+    content_type: str
+    encode: Callable[[Event, bool], bytes]
+    preamble: bytes = b""
+    keepalive: bytes = b""
+
+
+#: Server-Sent Events, as boxsync's own clients read them.
+SSE = Framing(
+    EVENT_STREAM,
+    encode_event,
+    preamble=f"retry: {RETRY_MS}\n\n".encode(),
+    keepalive=encode_comment("keepalive"),
+)
 
 
 @implementer(IPushProducer)
 @define(eq=False)
 class EventStream:
     """
-    An SSE response that the hub can publish to (a L{boxsync.server.hub.Listener}).
+    An event-stream response that the hub can publish to (a
+    L{boxsync.server.hub.Listener}), framed as SSE or, for the legacy
+    clients, as L{boxsync.server.legacy.LEGACY}.
 
     Live events that arrive while the plan is still being written are held
     back until after C{ready}, so the client sees the plan whole first.
+    Every event goes out as a write of its own (one HTTP chunk).
     """
 
     request: Request
     stream_id: str
     client: str
-    encode: Callable[[Event, bool], bytes] = encode_event
+    framing: Framing = SSE
     _held: list[Event] | None = field(factory=list)
     _paused: Deferred[None] | None = None
     _closed: bool = False
+    log = Logger()
+
+    async def serve(
+        self,
+        hub: Hub,
+        account: str,
+        index: IIndex,
+        plan: Callable[[int], AsyncIterable[Event]],
+    ) -> None:
+        """
+        The whole life of the stream, for a route to await: register with
+        C{hub}, write C{plan(upto)} for the account's current seq C{upto},
+        then live events, until the route's Deferred is cancelled (Klein
+        does that when the client goes away, and so does a stopping server);
+        then unregister and stop writing.
+        """
+        request = self.request
+        request.setHeader(b"Content-Type", self.framing.content_type.encode())
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"X-Accel-Buffering", b"no")
+        # Registered before the seq is read: a commit after it is either in
+        # the plan or sent live, never lost in between.
+        unregister = hub.add(account, self)
+        writing: Deferred[None] | None = None
+
+        def close(_: object = None) -> None:
+            unregister()
+            self.close()
+            if writing is not None:
+                writing.cancel()
+
+        held_open: Deferred[None] = Deferred(lambda d: close())
+        try:
+            upto = await index.current_seq(account)
+            self.start(upto)
+            writing = Deferred.fromCoroutine(self.run(plan(upto), upto))
+        except BaseException:
+            close()
+            raise
+
+        def failed(failure: Failure) -> None:
+            if not failure.check(CancelledError):
+                self.log.failure("plan for {client} failed", failure, client=self.client)
+                request.loseConnection()  # type: ignore[attr-defined]
+
+        writing.addErrback(failed)
+        try:
+            await held_open
+        finally:
+            self.log.info("{client} disconnected", client=self.client or "a client")
+            close()
 
     def start(self, seq: int) -> None:
         """
@@ -45,8 +131,10 @@ class EventStream:
         back-pressure from the connection.
         """
         self.request.registerProducer(self, True)
-        retry = f"retry: {RETRY_MS}\n\n".encode()
-        self._write(retry + self.encode(Hello(self.stream_id, seq), True))
+        hello = self.framing.encode(Hello(self.stream_id, seq), True)
+        if not self._closed:
+            # Written even when empty: it sends the response headers.
+            self.request.write(self.framing.preamble + hello)
 
     async def run(self, plan: AsyncIterable[Event], upto: int) -> None:
         """
@@ -58,8 +146,8 @@ class EventStream:
                 await self._paused
             if self._closed:
                 return
-            self._write(self.encode(event, False))
-        self._write(self.encode(Ready(upto), True))
+            self._write(self.framing.encode(event, False))
+        self._write(self.framing.encode(Ready(upto), True))
         held, self._held = self._held or [], None
         for event in held:
             self.send(event)
@@ -68,10 +156,10 @@ class EventStream:
         if self._held is not None:
             self._held.append(event)
         else:
-            self._write(self.encode(event, True))
+            self._write(self.framing.encode(event, True))
 
     def keepalive(self) -> None:
-        self._write(encode_comment("keepalive"))
+        self._write(self.framing.keepalive)
 
     def close(self) -> None:
         """
@@ -84,7 +172,7 @@ class EventStream:
         self._wake(CancelledError())
 
     def _write(self, data: bytes) -> None:
-        if not self._closed:
+        if data and not self._closed:
             self.request.write(data)
 
     def _wake(self, error: Exception | None = None) -> None:

@@ -9,7 +9,7 @@ events one by one, so a plan of any size is produced as the client drains it.
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Protocol, Sequence, TypeVar
 
 from ..protocol import (
     Conflict,
@@ -25,7 +25,7 @@ from ..protocol import (
 )
 from .index import FileRecord, IIndex
 
-__all__ = ["decide", "unlisted", "plan", "PAGE"]
+__all__ = ["decide", "unlisted", "plan", "listed_rows", "rows_since", "PAGE"]
 
 PAGE = 500
 
@@ -71,6 +71,47 @@ def _download(row: FileRecord) -> Download:
     return Download(row.path, row.sha256, row.size, row.mtime_ns, row.seq)
 
 
+class HasPath(Protocol):
+    @property
+    def path(self) -> str: ...
+
+
+_Entry = TypeVar("_Entry", bound=HasPath)
+
+
+async def listed_rows(
+    index: IIndex, account: str, entries: Sequence[_Entry]
+) -> AsyncIterator[tuple[_Entry, FileRecord | None]]:
+    """
+    Each of C{entries} with the server's row for its path (C{None}: none),
+    the index read a page at a time.
+    """
+    for start in range(0, len(entries), PAGE):
+        chunk = entries[start : start + PAGE]
+        rows = await index.get_many(account, [entry.path for entry in chunk])
+        for entry in chunk:
+            yield entry, rows.get(entry.path)
+
+
+async def rows_since(
+    index: IIndex, account: str, cursor: int, upto: int
+) -> AsyncIterator[FileRecord]:
+    """
+    Every row with a seq above C{cursor} and up to C{upto}, tombstones
+    included, in seq order, the index read a page at a time.
+    """
+    seq = cursor
+    while seq < upto:
+        rows = await index.since(account, seq, PAGE)
+        if not rows:
+            return
+        for row in rows:
+            if row.seq > upto:
+                return
+            seq = row.seq
+            yield row
+
+
 async def plan(
     index: IIndex, account: str, manifest: Manifest, upto: int
 ) -> AsyncIterator[Event]:
@@ -80,23 +121,12 @@ async def plan(
     """
     entries: Sequence[FileEntry | DeletedEntry] = (*manifest.files, *manifest.deleted)
     listed = {entry.path for entry in entries}
-    for start in range(0, len(entries), PAGE):
-        chunk = entries[start : start + PAGE]
-        rows = await index.get_many(account, [entry.path for entry in chunk])
-        for entry in chunk:
-            event = decide(entry, rows.get(entry.path))
+    async for entry, row in listed_rows(index, account, entries):
+        event = decide(entry, row)
+        if event is not None:
+            yield event
+    async for row in rows_since(index, account, manifest.cursor, upto):
+        if row.path not in listed:
+            event = unlisted(row, manifest.cursor)
             if event is not None:
                 yield event
-    seq = manifest.cursor
-    while seq < upto:
-        rows = await index.since(account, seq, PAGE)
-        if not rows:
-            break
-        for row in rows:
-            if row.seq > upto:
-                return
-            seq = row.seq
-            if row.path not in listed:
-                event = unlisted(row, manifest.cursor)
-                if event is not None:
-                    yield event

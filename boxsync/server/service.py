@@ -25,6 +25,7 @@ from .auth import DEFAULT_ACCOUNT, IAuthenticator
 from .box import Box
 from .hub import Hub
 from .index import SQLiteIndex
+from .legacy import LegacyAdapter
 from .storage import BoxStorage
 from .uploads import UploadSite
 
@@ -57,7 +58,13 @@ class BoxsyncService(MultiService):
         self.index = SQLiteIndex(reactor, self.storage.hidden / "index.sqlite")
         self.hub = Hub(reactor, config.keepalive_seconds)
         self.box = Box(DEFAULT_ACCOUNT, self.index, self.storage, self.hub)
-        self.app = BoxsyncApp(reactor, config.auth, self._box_for, self.hub)
+        self.app = BoxsyncApp(
+            reactor,
+            config.auth,
+            self._box_for,
+            self.hub,
+            legacy=LegacyAdapter(self._box_for, self.hub),
+        )
         self.site = UploadSite(
             self.app.resource(),
             self.storage.new_staging,

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
 from .auth import ApiKeyAuth
@@ -23,6 +24,21 @@ def _size(value: str) -> int:
     if value and value[-1] in units:
         return int(float(value[:-1]) * units[value[-1]])
     return int(value)
+
+
+def _listen_on(address: str) -> str:
+    """
+    The endpoint for C{SERVER_ADDRESS}, as the old server read it:
+    C{host:port}, C{[v6 address]:port} or C{:port} (every interface).
+    """
+    host, _, port = address.strip().rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise usage.UsageError(f"SERVER_ADDRESS={address!r} is not host:port") from None
+    host = host.removeprefix("[").removesuffix("]")
+    interface = f":interface={quoteStringArgument(host)}" if host else ""
+    return f"tcp:{number}{interface}:backlog=4096"
 
 
 class Options(usage.Options):
@@ -57,9 +73,7 @@ class Options(usage.Options):
         if not self["listen"]:
             address = os.environ.get("SERVER_ADDRESS")
             if address:
-                host, _, port = address.rpartition(":")
-                interface = f":interface={host.strip('[]')}" if host else ""
-                self["listen"] = [f"tcp:{int(port)}{interface}:backlog=4096"]
+                self["listen"] = [_listen_on(address)]
             else:
                 self["listen"] = [DEFAULT_LISTEN]
         if self["api-key"] is None:
