@@ -19,6 +19,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from boxsync.client.api import BoxsyncAPI
+from boxsync.client.engine import Engine
+from boxsync.client.ignore import IgnoreRules
+from boxsync.client.progress import LogReporter
+from boxsync.client.state import LocalState
 from boxsync.protocol import (
     EVENT_STREAM,
     Event,
@@ -228,3 +233,33 @@ def file_sha(path: Path) -> str:
             h.update(block)
     return h.hexdigest()
 
+
+class Folder:
+    """
+    A synced folder with its own engine, run in --once mode on demand.
+    """
+
+    def __init__(self, reactor: Any, server: RunningServer, root: Path, name: str) -> None:
+        self.reactor, self.server, self.root, self.name = reactor, server, root, name
+        root.mkdir(parents=True, exist_ok=True)
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.api = BoxsyncAPI(HTTPClient(Agent(reactor, pool=self.pool)), reactor, server.url, server.key, name)
+        self.state = LocalState.open(root)
+
+    def engine(self, **kwargs: Any) -> Engine:
+        return Engine(
+            self.reactor, self.root, self.api, self.state, IgnoreRules.load(self.root),
+            LogReporter(), self.name, **kwargs,
+        )
+
+    async def sync(self, engine: Engine | None = None) -> Engine:
+        """
+        Run an engine (by default a new --once one) until it returns.
+        """
+        engine = engine or self.engine(once=True)
+        await timed(Deferred.fromCoroutine(engine.run()), self.reactor)
+        return engine
+
+    async def close(self) -> None:
+        self.state.close()
+        await self.pool.closeCachedConnections()

@@ -11,45 +11,11 @@ from typing import Any, AsyncIterator
 
 import pytest
 import pytest_twisted
-from treq.client import HTTPClient
-from twisted.web.client import Agent, HTTPConnectionPool
-
-from boxsync.client.api import BoxsyncAPI
 from boxsync.client.cli import Options, UserError, parse, run
-from boxsync.client.engine import Engine, conflict_name
-from boxsync.client.ignore import IgnoreRules
+from boxsync.client.engine import conflict_name
 from boxsync.client.progress import LogReporter, RichReporter, reporter_for
-from boxsync.client.state import LocalState
-from tests.helpers import RunningServer, json_of, put, sha, timed
+from tests.helpers import Folder, RunningServer, json_of, put, timed
 from boxsync.testing import tree
-
-
-class Folder:
-    """
-    A synced folder with its own engine, run in --once mode on demand.
-    """
-
-    def __init__(self, reactor: Any, server: RunningServer, root: Path, name: str) -> None:
-        self.reactor, self.server, self.root, self.name = reactor, server, root, name
-        root.mkdir(parents=True, exist_ok=True)
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
-        self.api = BoxsyncAPI(HTTPClient(Agent(reactor, pool=self.pool)), reactor, server.url, server.key, name)
-        self.state = LocalState.open(root)
-
-    def engine(self, **kwargs: Any) -> Engine:
-        return Engine(
-            self.reactor, self.root, self.api, self.state, IgnoreRules.load(self.root),
-            LogReporter(), self.name, **kwargs,
-        )
-
-    async def sync(self) -> Engine:
-        engine = self.engine(once=True)
-        await timed(engine.run(), self.reactor)  # type: ignore[arg-type]
-        return engine
-
-    async def close(self) -> None:
-        self.state.close()
-        await self.pool.closeCachedConnections()
 
 
 @pytest_twisted.async_yield_fixture
@@ -66,12 +32,6 @@ async def folders(tmp_path: Path, reactor: Any, server: RunningServer) -> AsyncI
     finally:
         for folder in made:
             await folder.close()
-
-
-async def _sync(engine: Engine, reactor: Any) -> None:
-    from twisted.internet.defer import Deferred
-
-    await timed(Deferred.fromCoroutine(engine.run()), reactor)
 
 
 @pytest.mark.parametrize(
@@ -101,12 +61,12 @@ async def test_two_folders_converge(folders: Any, reactor: Any, server: RunningS
     (a.root / "x/y/a.txt").write_text("a")
     (b.root / "b.bin").write_bytes(os.urandom(70_000))
     for folder in (a, b, a):
-        await _sync(folder.engine(once=True), reactor)
+        await folder.sync()
     assert tree(a.root) == tree(b.root) == tree(server.box)
     assert a.state.cursor >= 1 and b.state.cursor >= 1
     # A second run sends only what changed: nothing.
     engine = a.engine(once=True)
-    await _sync(engine, reactor)
+    await a.sync(engine)
     assert a.state.get("b.bin") is not None and a.state.get("b.bin").seq == 2
 
 
@@ -116,11 +76,11 @@ async def test_download_over_a_local_edit_keeps_a_conflict_copy(
 ) -> None:
     a = folders("a")
     (a.root / "doc.txt").write_text("base")
-    await _sync(a.engine(once=True), reactor)
+    await a.sync()
     # The server moves on while the local copy is edited too.
     record = await json_of(await put(http, server, "doc.txt", b"theirs", base=1))
     (a.root / "doc.txt").write_text("mine")
-    await _sync(a.engine(once=True), reactor)
+    await a.sync()
     copies = sorted(p.name for p in a.root.glob("doc.conflict-a-*.txt"))
     assert len(copies) == 1
     assert (a.root / "doc.txt").read_text() == "theirs"
@@ -137,13 +97,13 @@ async def test_remote_delete_of_a_locally_edited_file_keeps_the_edit(
     a = folders("a")
     (a.root / "keep.txt").write_text("v1")
     (a.root / "gone.txt").write_text("v1")
-    await _sync(a.engine(once=True), reactor)
+    await a.sync()
     for path in ["keep.txt", "gone.txt"]:
         base = a.state.get(path).seq
         response = await http.delete(server.file_url(path), headers=server.headers(X_Boxsync_Base=str(base)))
         assert response.code == 200
     (a.root / "keep.txt").write_text("v2, edited after the delete")
-    await _sync(a.engine(once=True), reactor)
+    await a.sync()
     assert not (a.root / "gone.txt").exists()
     assert (server.box / "keep.txt").read_text() == "v2, edited after the delete"
     assert tree(a.root) == tree(server.box)
@@ -155,7 +115,7 @@ async def test_stale_upload_becomes_a_conflict_copy(
 ) -> None:
     a = folders("a")
     (a.root / "race.txt").write_text("v1")
-    await _sync(a.engine(once=True), reactor)
+    await a.sync()
     engine = a.engine()
     # Another client commits between our scan and our upload.
     await put(http, server, "race.txt", b"theirs", base=1)
@@ -163,7 +123,7 @@ async def test_stale_upload_becomes_a_conflict_copy(
     await timed(engine.submit("race.txt", lambda: engine._local_change("race.txt")), reactor)
     copies = list(a.root.glob("race.conflict-a-*.txt"))
     assert len(copies) == 1 and copies[0].read_text() == "ours"
-    await _sync(a.engine(once=True), reactor)
+    await a.sync()
     assert (a.root / "race.txt").read_text() == "theirs"
     assert tree(a.root) == tree(server.box)
 
@@ -176,7 +136,7 @@ async def test_ignored_files_stay_local(folders: Any, reactor: Any, server: Runn
     (a.root / "build").mkdir()
     (a.root / "build/out.o").write_text("x")
     (a.root / "kept.txt").write_text("x")
-    await _sync(a.engine(once=True), reactor)
+    await a.sync()
     assert set(tree(server.box)) == {".boxsyncignore", "kept.txt"}
 
 

@@ -718,3 +718,44 @@ def test_old_deployment_environment(
     assert service.config.auth.authenticate(b"old-key").account
     with pytest.raises(Forbidden):
         service.config.auth.authenticate(b"other-key")
+
+
+@pytest_twisted.ensureDeferred
+async def test_legacy_client_and_boxsync_engine_converge(
+    server: RunningServer, tmp_path: Path, reactor: Any
+) -> None:
+    """
+    A legacy client (raw HTTP, as the Node client speaks) and the real
+    boxsync client engine on one box: each gets the other's files, and the
+    legacy stream hears the engine's commits live.
+    """
+    from boxsync.testing import tree
+    from tests.helpers import Folder
+
+    folder = Folder(reactor, server, tmp_path / "engine", "engine")
+    try:
+        legacy_files = {"legacy/a.txt": b"from the legacy client"}
+        for path, data in legacy_files.items():
+            assert (await legacy_upload(server, path, data)).status == 200
+        (folder.root / "mine.txt").write_bytes(b"from boxsync")
+        await folder.sync()
+        assert (folder.root / "legacy/a.txt").read_bytes() == b"from the legacy client"
+
+        # The legacy client syncs with what it has: it is told to fetch the
+        # engine's file, and hears the engine's next commit live.
+        stream = await (await node_sync(server, {"legacy/a.txt": T * 2})).headers_in()
+        await stream.action("mine.txt")
+        fetched = await legacy_download(server, "mine.txt")
+        assert fetched.status == 200 and fetched.body == b"from boxsync"
+        (folder.root / "live.txt").write_bytes(b"live from boxsync")
+        await folder.sync()
+        await stream.action("live.txt")
+        stream.close()
+        assert set(tree(folder.root)) == set(tree(server.box)) == {
+            "legacy/a.txt",
+            "mine.txt",
+            "live.txt",
+        }
+    finally:
+        await folder.close()
+

@@ -1,0 +1,244 @@
+"""
+``twistd boxsync``: the server's options, the plugin that twistd finds, and
+the service its maker builds (started here on a real loopback port).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.application.service import IService, IServiceMaker
+from twisted.internet.endpoints import serverFromString
+from twisted.plugin import getPlugins
+from twisted.python.usage import UsageError
+
+from boxsync.server import tap
+from boxsync.server.auth import Forbidden
+from tests.helpers import timed
+
+ENVIRONMENT = ("BOXSYNC_API_KEY", "API_KEY", "SERVER_ADDRESS")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+
+
+def parse(*argv: str) -> tap.Options:
+    options = tap.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def test_defaults() -> None:
+    options = parse("--api-key", "k")
+    assert options["box"] == "./box"
+    assert options["api-key"] == "k"
+    assert options["listen"] == [tap.DEFAULT_LISTEN]
+    assert options["max-upload"] is None
+    assert options["status-interval"] == 60.0
+    assert not options["insecure-no-auth"]
+
+
+def test_short_options() -> None:
+    options = parse("-k", "short", "-b", "/srv/box")
+    assert options["api-key"] == "short"
+    assert options["box"] == "/srv/box"
+
+
+def test_listen_is_repeatable() -> None:
+    listen = ["tcp:8080:interface=127.0.0.1", "unix:/run/boxsync.sock", "tcp6:8081:interface=\\:\\:1"]
+    options = parse("--api-key", "k", *[arg for description in listen for arg in ("--listen", description)])
+    assert options["listen"] == listen
+
+
+def test_each_parse_starts_with_no_listen() -> None:
+    parse("--api-key", "k", "--listen", "tcp:1")
+    assert parse("--api-key", "k")["listen"] == [tap.DEFAULT_LISTEN]
+
+
+@pytest.mark.parametrize(
+    "environment, expected",
+    [
+        ({"BOXSYNC_API_KEY": "from-boxsync"}, "from-boxsync"),
+        ({"API_KEY": "from-api"}, "from-api"),
+        ({"BOXSYNC_API_KEY": "first", "API_KEY": "second"}, "first"),
+        ({"BOXSYNC_API_KEY": "", "API_KEY": "second"}, "second"),
+    ],
+)
+def test_key_from_environment(monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], expected: str) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert parse()["api-key"] == expected
+
+
+def test_key_option_beats_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOXSYNC_API_KEY", "from-env")
+    assert parse("--api-key", "given")["api-key"] == "given"
+
+
+@pytest.mark.parametrize("argv", [(), ("--api-key", "")])
+def test_refuses_to_run_without_a_key(argv: tuple[str, ...]) -> None:
+    with pytest.raises(UsageError, match="--insecure-no-auth"):
+        parse(*argv)
+
+
+def test_insecure_no_auth_runs_without_a_key() -> None:
+    options = parse("--insecure-no-auth")
+    assert options["insecure-no-auth"]
+    assert not options["api-key"]
+
+
+@pytest.mark.parametrize(
+    "address, expected",
+    [
+        ("127.0.0.1:9000", "tcp:9000:interface=127.0.0.1:backlog=4096"),
+        ("0.0.0.0:80", "tcp:80:interface=0.0.0.0:backlog=4096"),
+        (":9000", "tcp:9000:backlog=4096"),
+        ("9000", "tcp:9000:backlog=4096"),
+        ("[::1]:9000", "tcp:9000:interface=\\:\\:1:backlog=4096"),
+        (" localhost:9000 ", "tcp:9000:interface=localhost:backlog=4096"),
+    ],
+)
+def test_server_address_without_listen(monkeypatch: pytest.MonkeyPatch, address: str, expected: str) -> None:
+    from twisted.internet import reactor
+
+    monkeypatch.setenv("SERVER_ADDRESS", address)
+    listen = parse("--api-key", "k")["listen"]
+    assert listen == [expected]
+    # What it made is an endpoint Twisted can build.
+    serverFromString(reactor, listen[0])
+
+
+def test_listen_beats_server_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVER_ADDRESS", "0.0.0.0:9000")
+    assert parse("--api-key", "k", "--listen", "tcp:1")["listen"] == ["tcp:1"]
+
+
+def test_empty_server_address_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVER_ADDRESS", "")
+    assert parse("--api-key", "k")["listen"] == [tap.DEFAULT_LISTEN]
+
+
+@pytest.mark.parametrize("address", ["host:", "host:port", "127.0.0.1"])
+def test_bad_server_address(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    monkeypatch.setenv("SERVER_ADDRESS", address)
+    with pytest.raises(UsageError, match="SERVER_ADDRESS"):
+        parse("--api-key", "k")
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("100", 100),
+        ("10k", 10 * 2**10),
+        ("10K", 10 * 2**10),
+        ("1.5M", int(1.5 * 2**20)),
+        ("10G", 10 * 2**30),
+        ("10GB", 10 * 2**30),
+        ("10GiB", 10 * 2**30),
+        ("2T", 2 * 2**40),
+        (" 7 ", 7),
+    ],
+)
+def test_max_upload_sizes(value: str, expected: int) -> None:
+    assert parse("--api-key", "k", "--max-upload", value)["max-upload"] == expected
+
+
+@pytest.mark.parametrize("value", ["", "G", "ten", "10X", "10 G G", "1e"])
+def test_bad_max_upload(value: str) -> None:
+    with pytest.raises(UsageError):
+        parse("--api-key", "k", "--max-upload", value)
+
+
+@pytest.mark.parametrize("value, expected", [("0", 0.0), ("2.5", 2.5)])
+def test_status_interval(value: str, expected: float) -> None:
+    assert parse("--api-key", "k", "--status-interval", value)["status-interval"] == expected
+
+
+def test_bad_status_interval() -> None:
+    with pytest.raises(UsageError):
+        parse("--api-key", "k", "--status-interval", "often")
+
+
+@pytest.mark.parametrize("argv", [("--no-such-option",), ("--api-key", "k", "extra-argument")])
+def test_bad_arguments(argv: tuple[str, ...]) -> None:
+    with pytest.raises(UsageError):
+        parse(*argv)
+
+
+def test_usage_names_every_option() -> None:
+    usage = str(tap.Options())
+    for option in ("--listen", "--box", "--api-key", "--max-upload", "--status-interval", "--insecure-no-auth"):
+        assert option in usage
+    assert "BOXSYNC_API_KEY" in usage and "SERVER_ADDRESS" in usage
+
+
+def test_twistd_finds_the_plugin() -> None:
+    found = [maker for maker in getPlugins(IServiceMaker) if maker.tapname == "boxsync"]
+    assert len(found) == 1
+    maker = found[0]
+    assert maker.options is tap.Options
+    assert maker.makeService is tap.makeService
+    assert maker.description
+
+
+def _service(tmp_path: Path, *argv: str) -> Any:
+    options = parse(
+        "--box", str(tmp_path / "box"), "--listen", "tcp:0:interface=127.0.0.1", "--status-interval", "0.05", *argv
+    )
+    service = tap.makeService(options)
+    assert IService.providedBy(service)
+    return service
+
+
+@pytest_twisted.ensureDeferred
+async def test_make_service_serves(tmp_path: Path, reactor: Any, http: Any) -> None:
+    service = _service(tmp_path, "--api-key", "secret", "--max-upload", "1k", "--listen", "tcp:0:interface=127.0.0.1")
+    assert service.config.max_upload == 1024
+    assert service.config.status_seconds == 0.05
+    service.startService()
+    try:
+        await timed(service.ready, reactor)
+        assert len(service.ports) == 2
+        for port in service.ports:
+            url = f"http://127.0.0.1:{port.getHost().port}"
+            response = await timed(http.get(f"{url}/healthz"), reactor)
+            assert response.code == 200
+            await response.text()
+        response = await timed(http.get(f"{url}/files/a.txt"), reactor)
+        assert response.code == 401
+        await response.text()
+        response = await timed(
+            http.put(f"{url}/files/big.bin", data=b"x" * 2000, headers={"Authorization": "Bearer secret"}), reactor
+        )
+        assert response.code == 413
+        await response.text()
+        # Let the status line run at least once.
+        await timed(_sleep(reactor, 0.1), reactor)
+    finally:
+        await timed(service.stopService(), reactor)
+    assert (tmp_path / "box" / ".boxsync").is_dir()
+
+
+def test_make_service_without_auth(tmp_path: Path) -> None:
+    service = _service(tmp_path, "--insecure-no-auth")
+    assert service.config.auth.key is None
+    assert service.config.auth.authenticate(None).account
+
+
+def test_make_service_with_key_checks_it(tmp_path: Path) -> None:
+    service = _service(tmp_path, "--insecure-no-auth", "--api-key", "still-checked")
+    assert service.config.auth.key == "still-checked"
+    with pytest.raises(Forbidden):
+        service.config.auth.authenticate(b"Bearer wrong")
+
+
+def _sleep(reactor: Any, seconds: float) -> Any:
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, seconds, lambda: None)
