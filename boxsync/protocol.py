@@ -445,16 +445,18 @@ class SSEParser:
         self.retry: int | None = None
 
     def feed(self, chunk: bytes) -> list[SSEMessage]:
-        self._buffer += chunk
+        buffer = self._buffer + chunk
         messages = []
+        position = 0
         while True:
-            line, sep, rest = _split_line(self._buffer)
-            if not sep:
+            line, end = _next_line(buffer, position)
+            if end < 0:
                 break
-            self._buffer = rest
+            position = end
             message = self._line(line.decode("utf-8", "replace"))
             if message is not None:
                 messages.append(message)
+        self._buffer = buffer[position:]
         return messages
 
     def _line(self, line: str) -> SSEMessage | None:
@@ -490,18 +492,18 @@ class SSEParser:
         return message
 
 
-def _split_line(buffer: bytes) -> tuple[bytes, bool, bytes]:
+def _next_line(buffer: bytes, start: int) -> tuple[bytes, int]:
     """
-    Split off the first line, ended by LF, CR or CRLF.
+    The line that begins at C{start}, ended by LF, CR or CRLF, and where the
+    next one begins; C{-1} for the latter if the line is not complete yet.
     """
-    lf = buffer.find(b"\n")
-    cr = buffer.find(b"\r", 0, lf if lf >= 0 else len(buffer))
+    lf = buffer.find(b"\n", start)
+    cr = buffer.find(b"\r", start, lf if lf >= 0 else len(buffer))
     if cr >= 0:
         if cr + 1 == len(buffer):
             # A CR at the very end may be the first half of a CRLF.
-            return b"", False, buffer
-        skip = 2 if buffer[cr + 1 : cr + 2] == b"\n" else 1
-        return buffer[:cr], True, buffer[cr + skip :]
+            return b"", -1
+        return buffer[start:cr], cr + (2 if buffer[cr + 1 : cr + 2] == b"\n" else 1)
     if lf >= 0:
-        return buffer[:lf], True, buffer[lf + 1 :]
-    return b"", False, buffer
+        return buffer[start:lf], lf + 1
+    return b"", -1
