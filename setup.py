@@ -25,6 +25,7 @@ setup(
             "pytest-twisted>=1.14",
             "pytest-cov>=5",
             "hypothesis>=6",
+            "setuptools>=70.1",
         ],
     },
     entry_points={

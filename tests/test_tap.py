@@ -149,7 +149,7 @@ def test_max_upload_sizes(value: str, expected: int) -> None:
     assert parse("--api-key", "k", "--max-upload", value)["max-upload"] == expected
 
 
-@pytest.mark.parametrize("value", ["", "G", "ten", "10X", "10 G G", "1e"])
+@pytest.mark.parametrize("value", ["", "G", "ten", "10X", "10 G G", "1e", "0", "-5", "-1G"])
 def test_bad_max_upload(value: str) -> None:
     with pytest.raises(UsageError):
         parse("--api-key", "k", "--max-upload", value)

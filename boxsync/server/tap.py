@@ -22,8 +22,12 @@ def _size(value: str) -> int:
     units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
     value = value.strip().lower().removesuffix("b").removesuffix("i")
     if value and value[-1] in units:
-        return int(float(value[:-1]) * units[value[-1]])
-    return int(value)
+        size = int(float(value[:-1]) * units[value[-1]])
+    else:
+        size = int(value)
+    if size <= 0:
+        raise ValueError(f"a size must be positive, not {value!r}")
+    return size
 
 
 def _listen_on(address: str) -> str:
