@@ -32,10 +32,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("which", nargs="*", default=["memory", "latency"])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    parser.add_argument(
+        "--sizes", type=lambda v: [int(x) for x in v.split(",")], default=None,
+        help="memory: file sizes in MiB, comma-separated (default 256,1024,2048)",
+    )
+    parser.add_argument("--changes", type=int, default=None, help="latency: how many changes")
     args = parser.parse_args(argv)
+    sizes = args.sizes or ([16] if args.quick else [256, 1024, 2048])
+    changes = args.changes or (10 if args.quick else 20)
     plans = {
-        "memory": lambda: memory.run([16] if args.quick else [256, 1024, 2048]),
-        "latency": lambda: latency.run(10 if args.quick else 20),
+        "memory": lambda: memory.run(sizes),
+        "latency": lambda: latency.run(changes),
     }
     for name in args.which:
         if name not in plans:
