@@ -201,31 +201,15 @@ class SQLiteIndex:
 
         return self._run(q)
 
-    def since(self, account: str, seq: int, limit: int) -> Any:
-        def q(db: sqlite3.Connection) -> list[FileRecord]:
-            return [
-                _record(row)
-                for row in db.execute(
-                    f"SELECT {_COLUMNS} FROM files WHERE account=? AND seq>? "
-                    "ORDER BY seq LIMIT ?",
-                    (account, seq, limit),
-                )
-            ]
+    def _select(self, condition: str, order: str, *args: object) -> Any:
+        sql = f"SELECT {_COLUMNS} FROM files WHERE account=? AND {condition} ORDER BY {order} LIMIT ?"
+        return self._run(lambda db: [_record(row) for row in db.execute(sql, args)])
 
-        return self._run(q)
+    def since(self, account: str, seq: int, limit: int) -> Any:
+        return self._select("seq>?", "seq", account, seq, limit)
 
     def page(self, account: str, after: str, limit: int) -> Any:
-        def q(db: sqlite3.Connection) -> list[FileRecord]:
-            return [
-                _record(row)
-                for row in db.execute(
-                    f"SELECT {_COLUMNS} FROM files WHERE account=? AND path>? "
-                    "ORDER BY path LIMIT ?",
-                    (account, after, limit),
-                )
-            ]
-
-        return self._run(q)
+        return self._select("path>?", "path", account, after, limit)
 
     def commit(self, account: str, record: FileRecord) -> Any:
         d = self.commit_many(account, [record])
