@@ -187,3 +187,16 @@ def test_one_gib_file(server: Server, clients: dict[str, Client]) -> None:
     a.once(timeout=300)
     b.once(timeout=300)
     assert converged(a.folder, b.folder, server.box)
+
+
+def test_demo_moves_a_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "boxsync.demo", "--seconds", "8", str(tmp_path / "demo")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "went from alice to bob" in result.stdout
+    assert (tmp_path / "demo/bob/hello.txt").read_text().startswith("Hello from alice")
