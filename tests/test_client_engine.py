@@ -182,3 +182,14 @@ def test_reporters(tmp_path: Path) -> None:
     log.finished("x")
     log.finished("x")
     log.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_identical_files_download_at_once(folders: Any, server: RunningServer) -> None:
+    a, b = folders("a"), folders("b")
+    for i in range(12):
+        (a.root / f"copy{i}.bin").write_bytes(b"same bytes " * 50_000)
+    (a.root / "empty").write_bytes(b"")
+    await a.sync()
+    await b.sync()
+    assert tree(b.root) == tree(a.root) == tree(server.box)

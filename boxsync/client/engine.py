@@ -11,6 +11,7 @@ conflict copy first.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import time
@@ -479,7 +480,11 @@ class Engine:
             return
         if file is not None and file.changed:
             self._keep_as_conflict(path)
-        temp = self._tmp / f"dl-{event.sha256[:40]}"
+        # Named after the path and the version: an interrupted download of
+        # the same version resumes, and two paths with the same content
+        # never share a temporary file.
+        where = hashlib.sha256(path.encode()).hexdigest()[:16]
+        temp = self._tmp / f"dl-{where}-{event.sha256[:32]}"
         self.reporter.started("download", path, event.size)
         try:
             result = await self.api.download(
