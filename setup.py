@@ -20,6 +20,7 @@ setup(
         "psutil>=5.9",
     ],
     extras_require={
+        "bench": ["matplotlib>=3.8"],
         "test": [
             "pytest>=8",
             "pytest-twisted>=1.14",

@@ -1,9 +1,14 @@
 """
-``python -m bench``: run boxsync's benchmarks and print their tables.
+``python -m bench``: run boxsync's benchmarks, print their tables and write
+``docs/performance.md`` with its plots.
 
-    python -m bench                # everything, full sizes
-    python -m bench --quick        # small sizes, a minute or so
+    python -m bench                # everything, full sizes (about an hour)
+    python -m bench --quick        # small sizes, a few minutes
     python -m bench memory latency # only these
+
+Benchmarks: bulk (1 GiB up/down vs nginx+curl), e2e (A → empty B), latency
+(single small changes), fanout (N open event streams, one event), memory
+(peak RSS vs file size), restart (an in-sync client with a large tree).
 """
 
 from __future__ import annotations
@@ -11,46 +16,82 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
+from typing import Callable
 
-from . import latency, memory
+from . import bulk, e2e, fanout, latency, memory, report, restart
+
+ALL = ["bulk", "e2e", "latency", "fanout", "memory", "restart"]
+
+_TITLES = {
+    "bulk": "1. Bulk transfer vs nginx + curl (target: up ≥ 0.9x, down ≥ 0.95x)",
+    "e2e": "2. End to end, A → empty B (target: 10,000 × 4 KiB < 10 s)",
+    "latency": "3. Live latency of single small changes (target: median < 50 ms, p99 < 250 ms)",
+    "fanout": "4. Fan-out: one event to N open streams (target: 10,000 within 1 s)",
+    "memory": "5. Peak RSS vs file size (target: flat; server < 80 MB, client < 120 MB at 4 GiB)",
+    "restart": "6. Restart of an in-sync client (target: 100,000 files < 5 s, 0 bytes sent)",
+}
 
 
 def _table(title: str, rows: list[dict[str, object]]) -> str:
-    if not rows:
-        return f"{title}: no rows\n"
-    columns = list(rows[0])
-    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
-    lines = [f"## {title}", ""]
-    lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |")
-    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        lines.append("| " + " | ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths)) + " |")
-    return "\n".join(lines) + "\n"
+    return report.table(title, rows)
+
+
+def _ints(value: str) -> list[int]:
+    return [int(x) for x in value.split(",") if x]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("which", nargs="*", default=["memory", "latency"])
-    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
-    parser.add_argument(
-        "--sizes", type=lambda v: [int(x) for x in v.split(",")], default=None,
-        help="memory: file sizes in MiB, comma-separated (default 256,1024,2048)",
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--changes", type=int, default=None, help="latency: how many changes")
+    parser.add_argument("which", nargs="*", default=None, help=f"benchmarks to run (default: {' '.join(ALL)})")
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run, a few minutes)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure; the median is reported")
+    parser.add_argument("--bulk-size", type=int, default=None, help="bulk and e2e: the large file in MiB (default 1024)")
+    parser.add_argument("--sizes", type=_ints, default=None, help="memory: file sizes in MiB (default 256,1024,4096)")
+    parser.add_argument("--changes", type=int, default=None, help="latency: how many changes (default 200)")
+    parser.add_argument("--streams", type=_ints, default=None, help="fanout: stream counts (default 1000,10000)")
+    parser.add_argument("--files", type=int, default=None, help="restart: files in sync (default 100000)")
+    parser.add_argument(
+        "--report", type=Path, default=None,
+        help="write the report here (default: docs/performance.md for a full run, none for --quick)",
+    )
     args = parser.parse_args(argv)
-    sizes = args.sizes or ([16] if args.quick else [256, 1024, 2048])
-    changes = args.changes or (10 if args.quick else 20)
-    plans = {
-        "memory": lambda: memory.run(sizes),
+    quick = args.quick
+    big = args.bulk_size or (32 if quick else 1024)
+    sizes = args.sizes or ([16, 64] if quick else [256, 1024, 4096])
+    changes = args.changes or (20 if quick else 200)
+    streams = args.streams or ([100, 1000] if quick else [1000, 10000])
+    files = args.files or (2000 if quick else 100_000)
+    small = [(100, False), (1000, True)] if quick else [(1000, False), (10_000, True)]
+    plans: dict[str, Callable[[], list[dict[str, object]]]] = {
+        "bulk": lambda: bulk.run(big, args.runs),
+        "e2e": lambda: e2e.run(big, small, args.runs),
         "latency": lambda: latency.run(changes),
+        "fanout": lambda: fanout.run(streams),
+        "memory": lambda: memory.run(sizes),
+        "restart": lambda: restart.run(files, args.runs),
     }
-    for name in args.which:
+    which = args.which or ALL
+    for name in which:
         if name not in plans:
             parser.error(f"unknown benchmark {name!r}; choose from {', '.join(plans)}")
-        print(f"running {name}...", file=sys.stderr, flush=True)
+    sections = []
+    began = time.perf_counter()
+    for i, name in enumerate(which, 1):
+        print(f"[{i}/{len(which)}] running {name}...", file=sys.stderr, flush=True)
         start = time.perf_counter()
         rows = plans[name]()
-        print(_table(f"{name} ({time.perf_counter() - start:.0f} s)", rows), flush=True)
+        title = f"{_TITLES[name]} ({time.perf_counter() - start:.0f} s)"
+        sections.append((name, title, rows))
+        print(_table(title, rows), flush=True)
+    print(f"all done in {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+    target = args.report or (None if quick else Path("docs/performance.md"))
+    if target is not None:
+        command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+        report.write(target, command.strip(), sections)
+        print(f"wrote {target}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from boxsync.testing import Client, Server, tree, wait_until
 
-from .measure import median, percentile
+from .measure import live_pair, median, percentile
 
 
 def _arrived(path: Path, content: bytes) -> bool:
@@ -26,12 +25,8 @@ def _arrived(path: Path, content: bytes) -> bool:
 def run(changes: int) -> list[dict[str, object]]:
     with tempfile.TemporaryDirectory(prefix="boxsync-bench-") as tmp:
         root = Path(tmp)
-        server = Server(root / "box").start()
-        a = Client(server, root / "a", "a").start()
-        b = Client(server, root / "b", "b").start()
+        server, a, b = live_pair(root)
         try:
-            (a.folder / "warm.txt").write_text("warm up")
-            wait_until(lambda: "warm.txt" in tree(b.folder), what="the clients to connect")
             latencies = []
             local = []
             for i in range(changes):

@@ -5,12 +5,18 @@ something runs, and medians.
 
 from __future__ import annotations
 
+import os
 import statistics
+import tempfile
 import threading
 import time
-from typing import Callable, Iterable, TypeVar
+from pathlib import Path
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import psutil
+
+from boxsync.testing import Client, Process, Server, wait_until
 
 _T = TypeVar("_T")
 
@@ -64,3 +70,67 @@ def percentile(values: list[float], p: float) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def live_pair(root: Path) -> tuple[Server, Client, Client]:
+    """
+    A server below C{root} and two live clients, A and B, connected (a first
+    file has gone from A to B, and stays there as C{warm.txt}).
+    """
+    server = Server(root / "box").start()
+    a = Client(server, root / "a", "a").start()
+    b = Client(server, root / "b", "b").start()
+    try:
+        (a.folder / "warm.txt").write_text("warm up")
+        wait_until(lambda: (b.folder / "warm.txt").exists(), what="the clients to connect")
+    except BaseException:
+        for thing in (a, b, server):
+            thing.kill()
+        raise
+    return server, a, b
+
+
+def client_once(client: Client, timeout: float = 3600) -> tuple[float, int, int]:
+    """
+    Run C{boxsync-client --once} for C{client}: (seconds, its peak RSS, the
+    bytes it read through C{read()}-like calls, sockets included).
+    """
+    process = Process(client.args("--once", "-q"), client.folder.parent / f"{client.name}.log")
+    start = time.perf_counter()
+    process.start()
+    assert process.popen is not None
+    proc = psutil.Process(process.popen.pid)
+    with PeakRSS(lambda: [proc.pid]) as sampler:
+        read = 0
+        while process.popen.poll() is None:
+            if time.perf_counter() - start > timeout:
+                process.kill()
+                raise SystemExit(f"client {client.name} did not finish in {timeout} s")
+            try:
+                read = max(read, proc.io_counters().read_chars)
+            except psutil.Error:
+                pass
+            time.sleep(0.01)
+    elapsed = time.perf_counter() - start
+    if process.popen.returncode != 0:
+        raise SystemExit(f"client {client.name} failed:\n{process.output()}")
+    return elapsed, sampler.peaks.get(proc.pid, 0), read
+
+
+@contextmanager
+def scratch_pair() -> Iterator[tuple[Path, Server, Client, Client]]:
+    """
+    A server on a scratch folder (under C{$BENCH_DIR} if set) and two
+    clients' empty folders, A and B; the server is killed afterwards.
+    """
+    with tempfile.TemporaryDirectory(prefix="boxsync-bench-", dir=os.environ.get("BENCH_DIR")) as tmp:
+        root = Path(tmp)
+        server = Server(root / "box").start()
+        try:
+            a = Client(server, root / "a", "a")
+            b = Client(server, root / "b", "b")
+            a.folder.mkdir()
+            b.folder.mkdir()
+            yield root, server, a, b
+        finally:
+            server.kill()

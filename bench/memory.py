@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
-from boxsync.testing import Client, Process, Server, tree
+from boxsync.testing import Client, tree
 
-from .measure import PeakRSS, mib, timed
+from .measure import PeakRSS, client_once, mib, scratch_pair, timed
 
 
 def _write(path: Path, size: int) -> None:
@@ -25,55 +24,39 @@ def _write(path: Path, size: int) -> None:
 
 
 def _once(client: Client, peaks: list[int]) -> float:
-    process = Process(client.args("--once", "-q"), client.folder.parent / f"{client.name}.log")
-    start = time.perf_counter()
-    process.start()
-    assert process.popen is not None
-    pid = process.popen.pid
-    with PeakRSS(lambda: [pid]) as sampler:
-        code = process.wait(3600)
-    if code != 0:
-        raise SystemExit(f"client {client.name} failed:\n{process.output()}")
-    peaks.append(sampler.peaks.get(pid, 0))
-    return time.perf_counter() - start
+    seconds, peak, _ = client_once(client)
+    peaks.append(peak)
+    return seconds
 
 
 def run(sizes_mib: list[int]) -> list[dict[str, object]]:
-    rows = []
+    rows: list[dict[str, object]] = []
     for size_mib in sizes_mib:
         size = size_mib * 2**20
-        with tempfile.TemporaryDirectory(prefix="boxsync-bench-", dir=os.environ.get("BENCH_DIR")) as tmp:
-            root = Path(tmp)
-            server = Server(root / "box").start()
-            try:
-                a = Client(server, root / "a", "a")
-                b = Client(server, root / "b", "b")
-                a.folder.mkdir()
-                _write(a.folder / "big.bin", size)
-                cp_seconds, _ = timed(lambda: shutil.copy(a.folder / "big.bin", root / "copy.bin"))
-                (root / "copy.bin").unlink()
-                assert server.process is not None and server.process.popen is not None
-                server_pid = server.process.popen.pid
-                client_peaks: list[int] = []
-                with PeakRSS(lambda: [server_pid]) as sampler:
-                    idle = 0
-                    time.sleep(0.2)
-                    idle = sampler.peaks.get(server_pid, 0)
-                    up = _once(a, client_peaks)
-                    down = _once(b, client_peaks)
-                assert tree(a.folder) == tree(b.folder), "the file did not arrive whole"
-                rows.append(
-                    {
-                        "size": f"{size_mib} MiB",
-                        "server idle RSS": mib(idle),
-                        "server peak RSS": mib(sampler.peaks[server_pid]),
-                        "client peak RSS (up)": mib(client_peaks[0]),
-                        "client peak RSS (down)": mib(client_peaks[1]),
-                        "upload MiB/s": f"{size_mib / up:.0f}",
-                        "download MiB/s": f"{size_mib / down:.0f}",
-                        "cp MiB/s (reference)": f"{size_mib / cp_seconds:.0f}",
-                    }
-                )
-            finally:
-                server.kill()
+        with scratch_pair() as (root, server, a, b):
+            _write(a.folder / "big.bin", size)
+            cp_seconds, _ = timed(lambda: shutil.copy(a.folder / "big.bin", root / "copy.bin"))
+            (root / "copy.bin").unlink()
+            assert server.process is not None and server.process.popen is not None
+            server_pid = server.process.popen.pid
+            client_peaks: list[int] = []
+            with PeakRSS(lambda: [server_pid]) as sampler:
+                idle = 0
+                time.sleep(0.2)
+                idle = sampler.peaks.get(server_pid, 0)
+                up = _once(a, client_peaks)
+                down = _once(b, client_peaks)
+            assert tree(a.folder) == tree(b.folder), "the file did not arrive whole"
+            rows.append(
+                {
+                    "size": f"{size_mib} MiB",
+                    "server idle RSS": mib(idle),
+                    "server peak RSS": mib(sampler.peaks[server_pid]),
+                    "client peak RSS (up)": mib(client_peaks[0]),
+                    "client peak RSS (down)": mib(client_peaks[1]),
+                    "upload MiB/s": f"{size_mib / up:.0f}",
+                    "download MiB/s": f"{size_mib / down:.0f}",
+                    "cp MiB/s (reference)": f"{size_mib / cp_seconds:.0f}",
+                }
+            )
     return rows

@@ -1,0 +1,150 @@
+"""
+End to end: the time from files landing in client A's folder to their being
+complete in client B's (which starts with none of them), both clients running
+live against one server; every file is then checked byte for byte. Beside it,
+``cp -a`` of the same files on the same disk (the floor for any sync tool).
+
+Each scenario runs against a fresh server and fresh clients, several times;
+the figures are medians.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from boxsync.testing import tree
+
+from .measure import live_pair, median
+from .memory import _write
+
+
+def _files(folder: Path) -> dict[str, int]:
+    """
+    Path to size of every file below C{folder}, C{.boxsync/} left out.
+    """
+    found = {}
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name != ".boxsync" or current != folder:
+                    stack.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                found[os.path.relpath(entry.path, folder)] = entry.stat().st_size
+    return found
+
+
+def small_tree(folder: Path, count: int, size: int, nested: bool) -> None:
+    """
+    Write C{count} files of C{size} random bytes below C{folder}: flat, or
+    nested 100 files to a folder, 10 folders to a parent.
+    """
+    for i in range(count):
+        if nested:
+            parent = folder / f"d{i // 1000}" / f"e{i // 100 % 10}"
+            parent.mkdir(parents=True, exist_ok=True)
+        else:
+            parent = folder
+        (parent / f"f{i}.bin").write_bytes(os.urandom(size))
+
+
+def scenario(root: Path, name: str, make: Callable[[Path], None], timeout: float) -> tuple[float, float]:
+    """
+    One run: (seconds from the first byte landing in A to all of it in B,
+    seconds ``cp -a`` takes for the same files).
+    """
+    work = root / name
+    source = work / "source"
+    source.mkdir(parents=True)
+    make(source)
+    expected = _files(source)
+    server, a, b = live_pair(work)
+    try:
+        expected["warm.txt"] = 7
+        start = time.perf_counter()
+        # The files land: each directory entry moves in (a rename, as a
+        # finished download or a save by an editor does).
+        for entry in os.listdir(source):
+            os.rename(source / entry, a.folder / entry)
+        deadline = start + timeout
+        while _files(b.folder) != expected:
+            if time.perf_counter() > deadline:
+                missing = len(set(expected) - set(_files(b.folder)))
+                raise SystemExit(f"e2e {name}: {missing} files missing in B after {timeout} s")
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - start
+        if tree(a.folder) != tree(b.folder):
+            raise SystemExit(f"e2e {name}: B's files differ from A's")
+    finally:
+        a.kill()
+        b.kill()
+        server.kill()
+    copy = work / "copy"
+    start = time.perf_counter()
+    subprocess.run(["cp", "-a", str(a.folder), str(copy)], check=True)
+    subprocess.run(["sync", "-f", str(copy)], check=True)
+    cp_seconds = time.perf_counter() - start
+    shutil.rmtree(work)
+    return elapsed, cp_seconds
+
+
+def run(big_mib: int, small: list[tuple[int, bool]], runs: int = 3) -> list[dict[str, object]]:
+    """
+    @param big_mib: the size of the one large file (0: none).
+    @param small: how many 4 KiB files, and whether in nested folders, for
+        each small-file scenario.
+    """
+    plans: list[tuple[str, Callable[[Path], None], float]] = []
+    if big_mib:
+        def big(folder: Path) -> None:
+            _write(folder / "big.bin", big_mib * 2**20)
+
+        plans.append((f"1 file of {big_mib} MiB", big, 600.0))
+    for count, nested in small:
+        shape = "nested folders" if nested else "one folder"
+        plans.append(
+            (
+                f"{count:,} files of 4 KiB, {shape}",
+                functools.partial(_small_tree_4k, count=count, nested=nested),
+                600.0,
+            )
+        )
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="boxsync-bench-", dir=os.environ.get("BENCH_DIR")) as tmp:
+        root = Path(tmp)
+        for label, make, timeout in plans:
+            syncs, copies = [], []
+            for i in range(runs):
+                print(f"  e2e {label}: run {i + 1}/{runs}", file=sys.stderr, flush=True)
+                elapsed, cp_seconds = scenario(root, f"run{i}", make, timeout)
+                syncs.append(elapsed)
+                copies.append(cp_seconds)
+            rows.append(
+                {
+                    "what moves A → empty B": label,
+                    "boxsync s (median)": f"{median(syncs):.2f}",
+                    "min–max s": f"{min(syncs):.2f}–{max(syncs):.2f}",
+                    "cp -a + sync s (reference)": f"{median(copies):.2f}",
+                    "ratio": f"{median(syncs) / median(copies):.2g}x",
+                    "runs": runs,
+                }
+            )
+    return rows
+
+
+def _small_tree_4k(folder: Path, count: int, nested: bool) -> None:
+    small_tree(folder, count, 4096, nested)

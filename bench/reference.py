@@ -1,0 +1,145 @@
+"""
+The references the benchmarks measure boxsync against, in the same run on the
+same machine: nginx (Debian's package, installed here if missing) serving a
+folder on 127.0.0.1 with ``sendfile`` for GET and WebDAV ``PUT`` for uploads,
+driven by curl.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from boxsync.testing import free_port, wait_until
+
+NGINX = "/usr/sbin/nginx"
+
+_CONFIG = """\
+{user}
+worker_processes 1;
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    client_body_temp_path {root}/.tmp;
+    client_max_body_size 0;
+    client_body_buffer_size 1m;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        dav_methods PUT;
+        create_full_put_path on;
+    }}
+}}
+"""
+
+
+def ensure_nginx() -> str | None:
+    """
+    The path of an nginx with the WebDAV module, installing Debian's package
+    when there is none and we may (root, apt-get). C{None} if it cannot be had.
+    """
+    if not os.path.exists(NGINX) and shutil.which("apt-get") and os.geteuid() == 0:
+        print("installing nginx (apt-get)...", file=sys.stderr, flush=True)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "nginx-light"], env=env, capture_output=True
+        )
+    if not os.path.exists(NGINX):
+        return None
+    version = subprocess.run([NGINX, "-V"], capture_output=True, text=True).stderr
+    return NGINX if "http_dav_module" in version else None
+
+
+class Nginx:
+    """
+    An nginx child process serving C{root} on 127.0.0.1, for one benchmark.
+    """
+
+    def __init__(self, root: Path, prefix: Path) -> None:
+        self.root = root
+        self.prefix = prefix
+        self.port = free_port()
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Nginx:
+        binary = ensure_nginx()
+        if binary is None:
+            raise RuntimeError("nginx with http_dav_module is not available")
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / ".tmp").mkdir(exist_ok=True)
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        config = self.prefix / "nginx.conf"
+        config.write_text(
+            _CONFIG.format(
+                user="user root;" if os.geteuid() == 0 else "",
+                prefix=self.prefix,
+                root=self.root,
+                port=self.port,
+            )
+        )
+        self.popen = subprocess.Popen(
+            [binary, "-p", str(self.prefix), "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.prefix / "stderr.log", "wb"),
+        )
+
+        def listening() -> bool:
+            assert self.popen is not None
+            if self.popen.poll() is not None:
+                raise RuntimeError(
+                    "nginx exited: " + (self.prefix / "stderr.log").read_text(errors="replace")
+                )
+            return subprocess.run(
+                ["curl", "-s", "-o", "/dev/null", self.url + "/"], capture_output=True
+            ).returncode == 0
+
+        wait_until(listening, timeout=10, what="nginx to listen")
+        return self
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+    def __enter__(self) -> Nginx:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def curl(*args: str) -> float:
+    """
+    Run curl (silent, failing on an HTTP error) and return how long it took.
+    """
+    start = time.perf_counter()
+    result = subprocess.run(
+        ["curl", "-sS", "--fail", "--max-time", "3600", *args], capture_output=True, text=True
+    )
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"curl {' '.join(args)} failed: {result.stderr.strip()}")
+    return elapsed

@@ -1,0 +1,142 @@
+"""
+``docs/performance.md`` and its plots, from the rows the benchmarks return.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+Rows = list[dict[str, object]]
+
+
+def table(title: str, rows: Rows) -> str:
+    if not rows:
+        return f"## {title}\n\nno rows\n"
+    columns = list(dict.fromkeys(c for row in rows for c in row))
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
+    lines = [f"## {title}", ""]
+    lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |")
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        cells = (str(row.get(c, "")).ljust(w) for c, w in zip(columns, widths))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: object) -> float:
+    return float(str(value).split()[0].rstrip("x").replace(",", ""))
+
+
+def _pyplot() -> Any:
+    """
+    matplotlib's pyplot (drawing to files only), or C{None} if matplotlib is
+    not installed: the report then has no plots.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_memory(rows: Rows, path: Path) -> Path | None:
+    plt = _pyplot()
+    if plt is None or not rows:
+        return None
+
+    sizes = [_number(r["size"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for column, style in (
+        ("server peak RSS", "o-"),
+        ("client peak RSS (up)", "s-"),
+        ("client peak RSS (down)", "^-"),
+    ):
+        ax.plot(sizes, [_number(r[column]) for r in rows], style, label=column)
+    ax.axhline(80, color="tab:blue", linestyle=":", label="server target 80 MB")
+    ax.axhline(120, color="tab:orange", linestyle=":", label="client target 120 MB")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [f"{s:g}" for s in sizes])
+    ax.set_xlabel("file size (MiB)")
+    ax.set_ylabel("peak RSS (MiB)")
+    ax.set_ylim(0, max(140, ax.get_ylim()[1]))
+    ax.set_title("Peak memory while one file moves A → server → B")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_bulk(rows: Rows, path: Path) -> Path | None:
+    rows = [r for r in rows if r.get("nginx+curl MB/s") not in (None, "n/a")]
+    plt = _pyplot()
+    if plt is None or not rows:
+        return None
+
+    labels = [str(r["transfer"]) for r in rows]
+    ours = [_number(r["MB/s"]) for r in rows]
+    ref = [_number(r["nginx+curl MB/s"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ys = range(len(rows))
+    ax.barh([y + 0.2 for y in ys], ref, height=0.4, label="nginx + curl", color="tab:gray")
+    ax.barh([y - 0.2 for y in ys], ours, height=0.4, label="boxsync", color="tab:blue")
+    ax.set_yticks(list(ys), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("MB/s (median)")
+    ax.set_title(f"Bulk transfer of {rows[0]['size']} on loopback")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+_INTRO = """\
+# boxsync performance
+
+Written by `{command}` on {date} ({machine}). Every figure is a median of
+several runs beside a reference measured in the same run on the same machine:
+these machines are noisy (±30 % between runs), so read the ratios, not the
+lone timings. Targets are from issue 6.
+
+Reproduce: `pip install -e '.[bench]'` (or `pip install matplotlib locust`),
+then `python -m bench` (everything, full sizes; installs nginx with apt-get if
+it is missing and it runs as root) or `python -m bench --quick` (a few
+minutes). `python -m bench --help` lists the benchmarks and their options;
+`BENCH_DIR=/some/disk` puts the temporary files elsewhere than `/tmp`.
+"""
+
+
+def write(path: Path, command: str, sections: list[tuple[str, str, Rows]], notes: str = "") -> None:
+    """
+    Write the report: for each benchmark, its title, what it measures, and
+    its table; plots next to the report.
+    """
+    docs = path.parent
+    docs.mkdir(parents=True, exist_ok=True)
+    parts = [
+        _INTRO.format(
+            command=command,
+            date=datetime.date.today().isoformat(),
+            machine=f"{os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}",
+        )
+    ]
+    if notes:
+        parts.append(notes.rstrip() + "\n")
+    for name, title, rows in sections:
+        parts.append(table(title, rows))
+        picture = None
+        if name == "memory":
+            picture = plot_memory(rows, docs / "performance-memory.png")
+        elif name == "bulk":
+            picture = plot_bulk(rows, docs / "performance-bulk.png")
+        if picture is not None:
+            parts.append(f"![{title}]({picture.name})\n")
+    path.write_text("\n".join(parts))
