@@ -148,3 +148,59 @@ def test_wheel_ships_the_plugin(tmp_path: Path) -> None:
     assert Path(found["boxsync"]).is_relative_to(target)
     # Twisted's own package is intact: the wheel added to it, replaced nothing.
     assert not Path(found["twisted"]).is_relative_to(target)
+
+
+def _dockerfile() -> dict[str, str]:
+    """
+    The build context the Dockerfile copies, the plugin-cache command it runs,
+    and its health check, read from the Dockerfile itself.
+    """
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    copied = [line.split()[1:-1] for line in text.splitlines() if line.startswith("COPY ")]
+    cache = text.split("&& python -c ", 1)[1].split(" && ", 1)[0].strip().strip('"')
+    health = json.loads(text.split("CMD ", 1)[1].split("\n", 1)[0])
+    return {"copied": json.dumps([name for names in copied for name in names]), "cache": cache, "health": health[-1]}
+
+
+@pytest.mark.slow
+def test_dockerfile_steps(tmp_path: Path) -> None:
+    """
+    The Dockerfile's steps without Docker: its build context only, every
+    dependency as a wheel, an install with no index into a fresh venv, the
+    plugin cache, then the server it starts, probed by its health check.
+    """
+    steps = _dockerfile()
+    source, wheels, venv = tmp_path / "src", tmp_path / "wheels", tmp_path / "venv"
+    for name in json.loads(steps["copied"]):
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, source / name, ignore=LEFT_OUT)
+        else:
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / name, source / name)
+    _run([sys.executable, "-m", "pip", "-q", "wheel", "--no-cache-dir", "--wheel-dir", str(wheels), "."], source)
+    _run([sys.executable, "-m", "venv", str(venv)], tmp_path)
+    python = venv / "bin" / "python"
+    (wheel,) = wheels.glob("boxsync-*.whl")
+    _run([str(python), "-m", "pip", "-q", "install", "--no-cache-dir", "--no-index", f"--find-links={wheels}", str(wheel)], tmp_path)
+    _run([str(python), "-c", steps["cache"]], tmp_path)
+    port = free_port()
+    health = steps["health"].replace("http://127.0.0.1:8080", f"http://127.0.0.1:{port}")
+    box = tmp_path / "box"
+    box.mkdir()
+    server = Process(
+        [str(venv / "bin" / "twistd"), "-n", "--pidfile=", "boxsync", "--listen", f"tcp:{port}:interface=127.0.0.1", "--box", str(box)],
+        tmp_path / "server.log",
+        env={"BOXSYNC_API_KEY": KEY, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": ""},
+    ).start()
+    try:
+        def probe() -> bool:
+            if not server.running:
+                raise AssertionError("the server exited:\n" + server.output())
+            return subprocess.run([str(python), "-c", health], capture_output=True, timeout=30).returncode == 0
+
+        wait_until(probe, what="the installed server to pass the Dockerfile's health check")
+        assert request("PUT", f"http://127.0.0.1:{port}/files/a.txt", b"hello")[0] == 201
+        assert server.stop(signal.SIGTERM) == -signal.SIGTERM, server.output()
+    finally:
+        server.kill()
+    assert "Traceback" not in server.output()

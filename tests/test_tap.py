@@ -19,13 +19,16 @@ from boxsync.server import tap
 from boxsync.server.auth import Forbidden
 from tests.helpers import timed
 
-ENVIRONMENT = ("BOXSYNC_API_KEY", "API_KEY", "SERVER_ADDRESS")
+ENVIRONMENT = ("BOXSYNC_API_KEY", "API_KEY", "SERVER_ADDRESS", "BOXSYNC_LISTEN", tap.CONFIG_VARIABLE)
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
+    # No configuration file of this machine's may change what is tested.
+    monkeypatch.setattr(tap, "SYSTEM_CONFIG", tmp_path / "no-server.toml")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
 
 
 def parse(*argv: str) -> tap.Options:

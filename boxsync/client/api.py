@@ -14,12 +14,16 @@ download can stall for good after them.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import socket
+import sys
+import termios
 import urllib.parse
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from attrs import define, field, frozen
 from treq.client import HTTPClient
@@ -32,7 +36,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.internet.task import Cooperator
+from twisted.internet.task import Cooperator, LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import FileBodyProducer, ResponseDone
@@ -72,6 +76,7 @@ __all__ = [
     "DigestMismatch",
     "CommitResult",
     "DownloadResult",
+    "RemoteFile",
     "EventStream",
     "BoxsyncAPI",
 ]
@@ -234,6 +239,41 @@ class DownloadResult:
     seq: int
 
 
+@frozen
+class RemoteFile:
+    """
+    A live file in the box, as C{GET /files} lists it.
+
+    @ivar origin: the name of the client that committed this version.
+    """
+
+    path: str
+    size: int
+    sha256: str
+    seq: int
+    mtime_ns: int | None
+    origin: str
+
+    @classmethod
+    def from_json(cls, data: object) -> RemoteFile:
+        """
+        @raise ProtocolError: if C{data} is not a listed file.
+        """
+        try:
+            assert isinstance(data, dict)
+            mtime_ns = data.get("mtime_ns")
+            return cls(
+                path=str(data["path"]),
+                size=int(data["size"]),
+                sha256=str(data["sha256"]),
+                seq=int(data["seq"]),
+                mtime_ns=None if mtime_ns is None else int(mtime_ns),
+                origin=str(data.get("origin") or ""),
+            )
+        except (AssertionError, KeyError, TypeError, ValueError) as e:
+            raise ProtocolError(f"bad file entry: {data!r:.200}") from e
+
+
 @define
 class _Watchdog:
     """
@@ -321,6 +361,26 @@ class _BodyReader(Protocol):
             IPushProducer(self.transport).stopProducing()
 
 
+@define
+class _Prefix:
+    """
+    The first C{left} bytes of a file open for reading, for a
+    C{FileBodyProducer} (which would otherwise read on to whatever end the
+    file has by then).
+    """
+
+    file: BinaryIO
+    left: int
+
+    def read(self, size: int) -> bytes:
+        data = self.file.read(min(size, self.left))
+        self.left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self.file.close()
+
+
 @implementer(IConsumer)
 @define
 class _CountingConsumer:
@@ -352,6 +412,7 @@ class _CountingProducer:
 
     producer: IBodyProducer
     on_write: Callable[[int], object]
+    consumer: IConsumer | None = None
 
     @property
     def length(self) -> int:
@@ -359,10 +420,31 @@ class _CountingProducer:
         return length
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        self.consumer = consumer
         started: Deferred[None] = self.producer.startProducing(
             _CountingConsumer(consumer, self.on_write)
         )
         return started
+
+    def unsent(self) -> int | None:
+        """
+        How many bytes of the body the connection has not delivered yet (sent
+        but not acknowledged by the peer, or not sent): Linux's C{SIOCOUTQ}
+        of its socket. C{None} if that cannot be told.
+        """
+        # Twisted hands a body producer a private wrapper of the transport.
+        transport = getattr(self.consumer, "_consumer", self.consumer)
+        for _ in range(3):  # TLS wraps the TCP transport
+            get_handle = getattr(transport, "getHandle", None)
+            handle = get_handle() if callable(get_handle) else None
+            if isinstance(handle, socket.socket):
+                try:
+                    raw = fcntl.ioctl(handle.fileno(), termios.TIOCOUTQ, bytes(4))
+                except OSError:
+                    return None
+                return int.from_bytes(raw, sys.byteorder, signed=True)
+            transport = getattr(transport, "transport", None)
+        return None
 
     def pauseProducing(self) -> None:
         self.producer.pauseProducing()
@@ -545,6 +627,24 @@ class BoxsyncAPI:
         healthy = isinstance(body, dict) and body.get("status") == "ok"
         return response.code == 200 and healthy
 
+    async def list_files(self, after: str = "", limit: int = 1000) -> list[RemoteFile]:
+        """
+        The live files whose paths sort after C{after}, in path order, at
+        most C{limit}; fewer than C{limit} means there are no more.
+        """
+        query = urllib.parse.urlencode({"after": after, "limit": limit})
+        response = await self._request("GET", f"/files?{query}", self._headers())
+        await self._check(response, 200)
+        chunks: list[bytes] = []
+        await self._read(response, chunks.append).done
+        try:
+            entries = json.loads(b"".join(chunks))
+        except ValueError as e:
+            raise ProtocolError(f"answer is not JSON: {e}") from None
+        if not isinstance(entries, list):
+            raise ProtocolError("a file list must be a JSON array")
+        return [RemoteFile.from_json(entry) for entry in entries]
+
     async def open_stream(
         self,
         manifest: Manifest,
@@ -590,6 +690,7 @@ class BoxsyncAPI:
         sha256: str | None,
         mtime_ns: int | None,
         on_progress: Callable[[int], object] | None = None,
+        size: int | None = None,
     ) -> CommitResult:
         """
         Commit the file C{local} as C{path}, streaming it from disk.
@@ -599,6 +700,9 @@ class BoxsyncAPI:
         @param sha256: the file's sha256, which the server checks, if known.
         @param mtime_ns: the file's modification time, kept with it.
         @param on_progress: called with the number of bytes in each piece sent.
+        @param size: send only the first C{size} bytes: the size the file had
+            when it was hashed (a file being appended to still matches
+            C{sha256} then). Default: all of it.
         @raise StaleBase: if the path is no longer at C{base}.
         @raise APIError: for any other refusal.
         """
@@ -612,7 +716,9 @@ class BoxsyncAPI:
             commit=True,
         )
         with local.open("rb") as f:
-            body = FileBodyProducer(f, self.cooperator)
+            body = FileBodyProducer(f if size is None else _Prefix(f, size), self.cooperator)
+            if size is not None:
+                body.length = size
             response = await self._request(
                 "PUT", _file_path(path), headers, body, on_progress
             )
@@ -742,6 +848,7 @@ class BoxsyncAPI:
             requested.cancel()
 
         watchdog = _Watchdog(self.clock, self.idle_timeout, idle)
+        draining: LoopingCall | None = None
         if body is not None:
 
             def wrote(count: int) -> None:
@@ -749,7 +856,21 @@ class BoxsyncAPI:
                 if on_write is not None:
                     on_write(count)
 
-            body = _CountingProducer(body, wrote)
+            counting = body = _CountingProducer(body, wrote)
+            queued: int | None = None
+
+            def moving() -> None:
+                # Once the whole body is written it can take a long while to
+                # drain (the socket's send buffer, a slow link): as long as
+                # it does, the connection is not silent.
+                nonlocal queued
+                before, queued = queued, counting.unsent()
+                if before is not None and queued is not None and queued < before:
+                    watchdog.poke()
+
+            draining = LoopingCall(moving)
+            draining.clock = self.clock
+            draining.start(min(1.0, self.idle_timeout / 4), now=False)
         requested = self.http.request(
             method,
             self.base_url.rstrip("/") + url_path,
@@ -768,6 +889,8 @@ class BoxsyncAPI:
             raise
         finally:
             watchdog.stop()
+            if draining is not None and draining.running:
+                draining.stop()
 
     def _read(
         self, response: IResponse, sink: Callable[[bytes], object]

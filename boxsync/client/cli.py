@@ -7,9 +7,10 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sqlite3
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from attrs import frozen
 from treq.client import HTTPClient
@@ -22,16 +23,20 @@ from twisted.logger import (
     LogLevelFilterPredicate,
     Logger,
     globalLogBeginner,
+    globalLogPublisher,
     textFileLogObserver,
 )
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from .. import __version__
-from .api import APIError, AuthError, BoxsyncAPI
+from ..config import ConfigError, Setting, config_home, find_config, load, resolve
+from . import commands
+from .api import DEFAULT_IDLE_TIMEOUT, APIError, AuthError, BoxsyncAPI
 from .engine import Engine, NotInSync
 from .ignore import IgnoreRules
 from .progress import reporter_for
 from .state import LocalState
+from .status import StatusFile, status_path
 from .watcher import FolderWatcher
 
 __all__ = ["main", "parse", "Options", "run"]
@@ -45,6 +50,59 @@ class UserError(Exception):
     """
 
 
+#: What C{boxsync-client COMMAND ...} can do besides syncing.
+COMMANDS = {
+    "status": "Show whether a folder is in sync, what is pending and the last error.",
+    "ls": "List the files in the box, with their sizes and who changed them last.",
+}
+
+#: The environment variable that names the configuration file.
+CONFIG_VARIABLE = "BOXSYNC_CONFIG"
+
+
+def _transfers(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def _positive(value: str) -> float:
+    seconds = float(value)
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"must be a positive number of seconds, not {value!r}")
+    return seconds
+
+
+SETTINGS = [
+    Setting("server", "http://127.0.0.1:8080", "the server's URL", lambda url: url.rstrip("/")),
+    Setting("token", None, "the key or token"),
+    Setting("name", None, "this client's name, shown in conflict copies and server logs"),
+    Setting("folder", "./box", "the folder to keep in sync", lambda folder: Path(folder).expanduser()),
+    Setting("once", False, "sync until the folder and the box agree, then exit", flag=True),
+    Setting("transfers", 4, "transfers at once", _transfers),
+    Setting("rescan", 300.0, "seconds between full rescans of the folder", _positive),
+    Setting(
+        "idle-timeout",
+        DEFAULT_IDLE_TIMEOUT,
+        "seconds a connection may stay silent (no event, no keep-alive, no byte) "
+        "before it is dropped and opened again",
+        _positive,
+    ),
+    Setting("verbose", 0, "more output (repeatable)", int),
+    Setting("quiet", 0, "less output (repeatable)", int),
+]
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+#: The settings each command takes (every command reads them all from the
+#: environment and the file, but shows and takes only these).
+_TAKES = {
+    "sync": [s.name for s in SETTINGS],
+    "status": ["folder", "verbose", "quiet"],
+    "ls": ["server", "token", "name", "idle-timeout", "verbose", "quiet"],
+}
+
+
 @frozen
 class Options:
     server: str
@@ -55,51 +113,105 @@ class Options:
     verbosity: int
     transfers: int
     rescan_seconds: float
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    command: str = "sync"
+    config: Path | None = None
 
 
-def parse(argv: Sequence[str], environ: dict[str, str] | None = None) -> Options:
-    env = os.environ if environ is None else environ
+def default_config(environ: Mapping[str, str]) -> Path:
+    """
+    C{$XDG_CONFIG_HOME/boxsync/client.toml} (C{~/.config/...} by default).
+    """
+    return config_home(environ) / "boxsync" / "client.toml"
+
+
+def _parser(command: str, environ: Mapping[str, str], config: Path) -> argparse.ArgumentParser:
+    sync = command == "sync"
     parser = argparse.ArgumentParser(
-        prog="boxsync-client",
-        description="Keep a local folder in sync with a boxsync server.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="boxsync-client" if sync else f"boxsync-client {command}",
+        description=(
+            "Keep a local folder in sync with a boxsync server."
+            if sync
+            else COMMANDS[command]
+        ),
+        epilog=(
+            "Every option can also come from the environment (the variable named) or from "
+            f"a TOML file ({config}, or --config) under the key named, in that order after "
+            "the command line."
+            + (
+                " Other commands: "
+                + "; ".join(f"boxsync-client {name} --help" for name in COMMANDS)
+                + ". A folder named like a command is given as ./NAME."
+                if sync
+                else ""
+            )
+        ),
     )
     parser.add_argument(
-        "--server",
-        default=env.get("BOXSYNC_SERVER", "http://127.0.0.1:8080"),
-        help="the server's URL (env BOXSYNC_SERVER)",
+        "--config",
+        metavar="FILE",
+        help=f"a TOML file of options [default: {config} if it exists; env {CONFIG_VARIABLE}]",
     )
-    parser.add_argument(
-        "--token", default=env.get("BOXSYNC_TOKEN"), help="the key or token (env BOXSYNC_TOKEN)"
-    )
-    parser.add_argument(
-        "--name",
-        default=env.get("BOXSYNC_NAME", socket.gethostname()),
-        help="this client's name, shown in conflict copies and server logs (env BOXSYNC_NAME)",
-    )
-    parser.add_argument(
-        "--once", action="store_true", help="sync until the folder and the box agree, then exit"
-    )
-    parser.add_argument("--transfers", type=int, default=4, help="transfers at once")
-    parser.add_argument(
-        "--rescan", type=float, default=300.0, help="seconds between full rescans of the folder"
-    )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more output")
-    parser.add_argument("-q", "--quiet", action="count", default=0, help="less output")
-    parser.add_argument("--version", action="version", version=f"boxsync {__version__}")
-    parser.add_argument("folder", nargs="?", default="./box", help="the folder to keep in sync")
-    args = parser.parse_args(list(argv))
-    if args.transfers < 1:
-        parser.error("--transfers must be at least 1")
+    hostname = socket.gethostname()
+    for name in _TAKES[command]:
+        setting = _BY_NAME[name]
+        flag = f"--{name}"
+        if name == "folder":
+            parser.add_argument("folder", nargs="?", help=setting.describe())
+        elif setting.flag:
+            parser.add_argument(flag, action="store_true", default=None, help=setting.describe())
+        elif name in ("verbose", "quiet"):
+            parser.add_argument(f"-{name[0]}", flag, action="count", help=setting.describe())
+        else:
+            shown = hostname if name == "name" else None
+            parser.add_argument(flag, help=setting.describe(shown))
+    if sync:
+        parser.add_argument("--version", action="version", version=f"boxsync {__version__}")
+    return parser
+
+
+def parse(
+    argv: Sequence[str],
+    environ: Mapping[str, str] | None = None,
+    config: Path | None = None,
+) -> Options:
+    """
+    The options of C{boxsync-client ARGV}: from C{argv}, else from C{environ}
+    (C{os.environ} by default), else from the configuration file (C{--config},
+    C{$BOXSYNC_CONFIG}, else C{config} if given, else the one in
+    C{$XDG_CONFIG_HOME/boxsync/}, if it exists), else the defaults.
+    A first argument C{status} or C{ls} names a command; syncing is the
+    default.
+    """
+    env = os.environ if environ is None else environ
+    args = list(argv)
+    command = args.pop(0) if args and args[0] in COMMANDS else "sync"
+    default = config or default_config(env)
+    parser = _parser(command, env, default)
+    given = {name.replace("_", "-"): value for name, value in vars(parser.parse_args(args)).items()}
+    if command == "sync" and given.get("folder") in COMMANDS:
+        parser.error(
+            f"to sync a folder named {given['folder']!r}, give it as ./{given['folder']}; "
+            f"for the command, put it first: boxsync-client {given['folder']} ..."
+        )
+    try:
+        path = find_config(given.pop("config"), CONFIG_VARIABLE, env, [default])
+        file = {} if path is None else load(path, SETTINGS)
+        values = resolve(SETTINGS, given, env, file, path)
+    except ConfigError as e:
+        parser.error(str(e))
     return Options(
-        server=args.server.rstrip("/"),
-        token=args.token,
-        name=args.name,
-        folder=Path(args.folder).expanduser(),
-        once=args.once,
-        verbosity=args.verbose - args.quiet,
-        transfers=args.transfers,
-        rescan_seconds=args.rescan,
+        server=values["server"],
+        token=values["token"],
+        name=values["name"] or socket.gethostname(),
+        folder=Path(values["folder"]),
+        once=values["once"],
+        verbosity=values["verbose"] - values["quiet"],
+        transfers=values["transfers"],
+        rescan_seconds=values["rescan"],
+        idle_timeout=values["idle-timeout"],
+        command=command,
+        config=path,
     )
 
 
@@ -127,6 +239,23 @@ def _open_folder(folder: Path) -> LocalState:
     return state
 
 
+async def _friendly(work: Awaitable[None], server: str) -> None:
+    """
+    Await C{work}, turning the errors a user can do something about into
+    L{UserError}s.
+    """
+    try:
+        await work
+    except AuthError as e:
+        raise UserError(f"the server refused the token: {e.message}") from e
+    except NotInSync as e:
+        raise UserError(f"could not sync everything: {e}") from e
+    except APIError as e:
+        raise UserError(f"the server said: {e.message} ({e.status})") from e
+    except (ConnectError, DNSLookupError, ConnectionError) as e:
+        raise UserError(f"cannot reach {server}: {e}") from e
+
+
 async def run(reactor: Any, options: Options) -> None:
     """
     Sync C{options.folder} until stopped (or until in sync, with C{once}).
@@ -135,8 +264,10 @@ async def run(reactor: Any, options: Options) -> None:
     state = _open_folder(root)
     pool = HTTPConnectionPool(reactor, persistent=True)
     http = HTTPClient(Agent(reactor, pool=pool))
-    api = BoxsyncAPI(http, reactor, options.server, options.token, options.name)
-    reporter = reporter_for(sys.stderr, options.verbosity < 0)
+    api = BoxsyncAPI(
+        http, reactor, options.server, options.token, options.name, idle_timeout=options.idle_timeout
+    )
+    reporter = StatusFile(reporter_for(sys.stderr, options.verbosity < 0), status_path(root), reactor)
     engine = Engine(
         reactor,
         root,
@@ -148,6 +279,9 @@ async def run(reactor: Any, options: Options) -> None:
         once=options.once,
         transfers=options.transfers,
     )
+    reporter.engine = engine
+    globalLogPublisher.addObserver(reporter)
+    reporter.start()
     watcher = rescans = None
     if not options.once:
         watcher = FolderWatcher(reactor, root, engine.ignore, engine, delay=0.03)
@@ -161,16 +295,9 @@ async def run(reactor: Any, options: Options) -> None:
         rescans.start(options.rescan_seconds, now=False)
     trigger = reactor.addSystemEventTrigger("before", "shutdown", engine.stop)
     try:
-        await engine.run()
-    except AuthError as e:
-        raise UserError(f"the server refused the token: {e.message}") from e
-    except NotInSync as e:
-        raise UserError(f"could not sync everything: {e}") from e
-    except APIError as e:
-        raise UserError(f"the server said: {e.message} ({e.status})") from e
-    except (ConnectError, DNSLookupError, ConnectionError) as e:
-        raise UserError(f"cannot reach {options.server}: {e}") from e
+        await _friendly(engine.run(), options.server)
     finally:
+        globalLogPublisher.removeObserver(reporter)
         reactor.removeSystemEventTrigger(trigger)
         if rescans is not None and rescans.running:
             rescans.stop()
@@ -185,11 +312,23 @@ async def run(reactor: Any, options: Options) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse(sys.argv[1:] if argv is None else argv)
+    if options.command == "status":
+        try:
+            raise SystemExit(commands.status(options, sys.stdout))
+        except (FileNotFoundError, RuntimeError, sqlite3.Error) as e:
+            print(f"boxsync-client: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
     _start_logging(options.verbosity)
+    if options.command == "ls":
+        work: Callable[[Any], Awaitable[None]] = lambda reactor: _friendly(
+            commands.ls(reactor, options, sys.stdout), options.server
+        )
+    else:
+        work = lambda reactor: run(reactor, options)
 
     async def _main(reactor: Any) -> None:
         try:
-            await run(reactor, options)
+            await work(reactor)
         except UserError as e:
             print(f"boxsync-client: {e}", file=sys.stderr)
             raise SystemExit(1) from None

@@ -11,10 +11,15 @@ conflict copy first.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import hashlib
 import os
 import random
+import stat
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -27,6 +32,7 @@ from twisted.internet.defer import (
 )
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ..paths import HIDDEN_DIR, BadPath, to_local
 from ..protocol import (
@@ -57,6 +63,9 @@ __all__ = ["Engine", "conflict_name", "Fatal", "NotInSync"]
 
 #: Errors that stop the client: retrying would not help.
 Fatal = (AuthError,)
+
+#: What writing to a full disk (or past a quota or a size limit) fails with.
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class NotInSync(Exception):
@@ -110,6 +119,7 @@ class Engine:
     _stream: Any = None
     _stopping: bool = False
     _resync: bool = False
+    _synced: bool = False
     last_error: str | None = None
     _idle_waiters: list[Deferred[None]] = field(factory=list)
     _wake: Deferred[None] | None = None
@@ -142,7 +152,7 @@ class Engine:
                     return
                 if not self._resync:
                     raise
-                reason = "a change raced with another client's"
+                reason = self.last_error or "a change raced with another client's"
             except Exception as e:
                 if self.once and failures >= 2:
                     raise
@@ -152,6 +162,10 @@ class Engine:
                     raise NotInSync(reason)
                 if not self._failed:
                     failures = 0
+            if self._synced:
+                # All was well until now: this trouble is new, so the
+                # back-off starts over rather than where the last one ended.
+                failures = 0
             failures += 1
             delay = min(self.max_backoff, 0.25 * 2 ** min(failures, 10))
             delay *= random.uniform(0.5, 1.0)
@@ -189,6 +203,8 @@ class Engine:
         """
         self._plan_seq = None
         self._failed = False
+        self._synced = False
+        self.last_error = None
         result = await self.scan()
         cursor = self.state.cursor
         manifest = result.to_manifest(self.name, cursor, only_changed=cursor > 0)
@@ -221,10 +237,25 @@ class Engine:
         self._check_idle()
         return d
 
+    @property
+    def pending(self) -> int:
+        """
+        How many jobs are running or waiting.
+        """
+        return self._active
+
+    @property
+    def in_sync(self) -> bool:
+        """
+        Whether a stream is open, its plan is done, and no job is left or failed.
+        """
+        return self._stream is not None and self._plan_seq is not None and not (self._active or self._failed)
+
     def _check_idle(self) -> None:
         if self._active or self._plan_seq is None:
             return
         if not self._failed:
+            self._synced = True
             seq = max(self._plan_seq, self._seen_seq)
             if seq > self.state.cursor:
                 self.state.cursor = seq
@@ -383,6 +414,13 @@ class Engine:
         file = await self._look(event.path)
         if file is None:
             return
+        base = self.state.get(event.path)
+        if base is not None and base.seq > event.base:
+            # Uploaded by this client since the plan was made (a change the
+            # watcher reported): only what changed after that goes up.
+            if file.changed:
+                await self._upload(file, base.seq)
+            return
         await self._upload(file, event.base)
 
     async def _upload(self, file: LocalFile, base: int) -> None:
@@ -396,6 +434,7 @@ class Engine:
                 file.sha256,
                 file.mtime_ns,
                 on_progress=lambda n: self.reporter.progress(file.path, n),
+                size=file.size,
             )
         except StaleBase:
             self.reporter.finished(file.path, "changed on the server")
@@ -406,6 +445,7 @@ class Engine:
                 # The file changed while it was sent: the watcher (or the
                 # next scan) reports it again once it is stable.
                 self.reporter.finished(file.path, "changed while sent")
+                self.last_error = f"{file.path} changed while it was sent"
                 self._request_resync()
                 return
             raise
@@ -443,13 +483,17 @@ class Engine:
         # copy is a new file in the manifest).
         self._request_resync()
 
-    def _keep_as_conflict(self, path: str) -> str:
+    def _keep_as_conflict(self, path: str, source: Path | None = None) -> str:
+        """
+        Keep the local copy of C{path} (or the file at C{source}, a copy of
+        it taken out of the way) under a conflict name, and upload it.
+        """
         new = conflict_name(path, self.name, self.reactor.seconds())
         n = 1
         while self._local(new).exists():
             n += 1
             new = conflict_name(path, f"{self.name}-{n}", self.reactor.seconds())
-        os.rename(self._local(path), self._local(new))
+        os.rename(source or self._local(path), self._local(new))
         self.log.warn("{path} changed on both sides; your copy is now {new}", path=path, new=new)
         self.reporter.message(f"conflict: kept your copy of {path} as {new}")
         self.changed(new)
@@ -460,14 +504,25 @@ class Engine:
             Download(event.path, event.sha256, event.size, event.mtime_ns, event.seq)
         )
 
+    def _outdated(self, path: str, seq: int) -> bool:
+        """
+        Whether this client is past version C{seq} of C{path} already (it
+        has committed a newer one since): an event about that version, from
+        a plan made before, has nothing left to do.
+        """
+        base = self.state.get(path)
+        return base is not None and base.seq >= seq
+
     async def _insync(self, event: InSync) -> None:
+        if self._outdated(event.path, event.seq):
+            return
         file = await self._look(event.path)
         if file is not None:
             self.state.put(file.as_base(event.seq))
 
     async def _download(self, event: Download) -> None:
         path = event.path
-        if self.ignore.ignored(path):
+        if self.ignore.ignored(path) or self._outdated(path, event.seq):
             return
         try:
             target = self._local(path)
@@ -501,21 +556,40 @@ class Engine:
         """
         Move a verified download into place, unless the local file changed
         while it downloaded (then that copy is kept as a conflict copy).
+
+        The move itself is atomic (L{_swap}): an edit saved after the last
+        look is what the move takes out of the way, and is kept as a
+        conflict copy too, never overwritten.
         """
         path = event.path
-        file = await self._look(path)
-        if file is not None and file.changed:
-            self._keep_as_conflict(path)
         os.utime(temp, ns=(event.mtime_ns, event.mtime_ns))
-        _make_parents(self.root, target)
-        if target.is_dir() and not target.is_symlink():
-            raise BadPath(f"{path} is a folder here")
-        os.replace(temp, target)
-        st = os.stat(target, follow_symlinks=False)
-        self.state.put(Base(path, event.sha256, st.st_size, st.st_mtime_ns, st.st_ino, seq))
+        # Taken now: the file keeps its inode, size and mtime when renamed.
+        placed = os.stat(temp)
+        for _ in range(3):
+            file = await self._look(path)
+            if file is not None and file.changed:
+                self._keep_as_conflict(path)
+                file = None
+            _make_parents(self.root, target)
+            if target.is_dir() and not target.is_symlink():
+                raise BadPath(f"{path} is a folder here")
+            try:
+                displaced = _swap(temp, target, file)
+                break
+            except FileExistsError:
+                continue  # a new file appeared since the look: look again
+        else:
+            raise FileChanging(f"{path} keeps appearing while a download is placed")
+        if displaced is not None:
+            self._keep_as_conflict(path, displaced)
+        self.state.put(
+            Base(path, event.sha256, placed.st_size, placed.st_mtime_ns, placed.st_ino, seq)
+        )
 
     async def _delete_local(self, event: Delete) -> None:
         path = event.path
+        if self._outdated(path, event.seq):
+            return
         base = self.state.get(path)
         file = await self._look(path)
         if file is None:
@@ -532,6 +606,81 @@ class Engine:
         _prune(self.root, local.parent)
         self.state.forget(path)
         self.reporter.message(f"deleted {path}")
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+@cache
+def _renameat2() -> Any:
+    """
+    The C library's C{renameat2}, or C{None} if it has none.
+    """
+    function = getattr(ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True), "renameat2", None)
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        function.restype = ctypes.c_int
+    return function
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """
+    Swap the files at C{a} and C{b} atomically (Linux's C{RENAME_EXCHANGE}).
+
+    @raise OSError: C{ENOENT} if either is missing; C{ENOSYS} or C{EINVAL}
+        where the system or the file system cannot do it.
+    """
+    function = _renameat2()
+    if function is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    if function(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(b))
+
+
+def _swap(temp: Path, target: Path, seen: LocalFile | None) -> Path | None:
+    """
+    Put the file C{temp} at C{target} in one atomic step, taking out of the
+    way whatever is there: C{seen}, what the last look found there (C{None}:
+    nothing), or a file saved there since.
+
+    @return: the name (C{temp}'s) of the file taken out of the way, if it is
+        not C{seen} unchanged: an edit to keep. C{None} otherwise.
+    @raise FileExistsError: if C{seen} is C{None} and there is a file now.
+    """
+    if seen is None:
+        try:
+            # A link, unlike a rename, never replaces what is there.
+            os.link(temp, target)
+        except FileExistsError:
+            if target.is_file() and not target.is_symlink():
+                raise
+            os.replace(temp, target)  # a link or a special file: replaced
+            return None
+        except OSError:
+            os.replace(temp, target)  # no hard links on this file system
+            return None
+        os.unlink(temp)
+        return None
+    try:
+        _exchange(temp, target)
+    except FileNotFoundError:
+        return _swap(temp, target, None)  # gone since the look
+    except OSError as e:
+        if e.errno not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise
+        os.replace(temp, target)  # cannot swap here: the look must do
+        return None
+    st = os.stat(temp, follow_symlinks=False)
+    if stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns, st.st_ino) == (
+        seen.size,
+        seen.mtime_ns,
+        seen.inode,
+    ):
+        os.unlink(temp)
+        return None
+    return temp
 
 
 def _make_parents(root: Path, target: Path) -> None:
@@ -554,6 +703,12 @@ def _prune(root: Path, folder: Path) -> None:
 
 
 def _describe(error: BaseException) -> str:
+    reasons = getattr(error, "reasons", None)
+    if isinstance(reasons, list) and reasons and isinstance(reasons[0], Failure):
+        # treq's ResponseFailed and its kin wrap a list of failures.
+        error = reasons[0].value or error
+    if isinstance(error, OSError) and error.errno in _FULL:
+        return f"no space left on this disk ({error.strerror})"
     text = str(error) or error.__class__.__name__
     return text.splitlines()[0] if text else repr(error)
 

@@ -149,6 +149,7 @@ class BoxsyncApp:
         app.url_map.strict_slashes = False
         app.route("/healthz", methods=["GET"])(self.healthz)
         app.route("/sync", methods=["POST"])(self._authorized(self.sync))
+        app.route("/files", methods=["GET"])(self._authorized(self.listing))
         files = "/files/<path:path>"
         app.route(files, methods=["GET", "HEAD"])(self._authorized(self.download))
         app.route(files, methods=["PUT"])(self._authorized(self.upload))
@@ -224,6 +225,29 @@ class BoxsyncApp:
             lambda upto: plan(box.index, principal.account, manifest, upto),
         )
 
+    async def listing(self, request: IRequest, principal: Principal) -> bytes:
+        """
+        The live files whose paths sort after C{?after=}, in path order, at
+        most C{?limit=} (1 to 1000, by default 1000) of them: fewer means
+        there are no more.
+        """
+        after = _query(request, "after") or ""
+        limit = count_header(_query(request, "limit"), "limit")
+        limit = _LIST_LIMIT if limit is None else limit
+        if not 1 <= limit <= _LIST_LIMIT:
+            raise ProtocolError(f"limit must be from 1 to {_LIST_LIMIT}")
+        box = self.boxes(principal.account)
+        found: list[dict[str, Any]] = []
+        while len(found) < limit:
+            page: list[FileRecord] = await box.index.page(principal.account, after, limit)
+            found += [_listed(record) for record in page if not record.deleted]
+            if len(page) < limit:
+                break
+            after = page[-1].path
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps(found[:limit]).encode("utf-8") + b"\n"
+
     async def download(self, request: IRequest, principal: Principal, path: str) -> Any:
         return await box_file(self.boxes(principal.account), path)
 
@@ -260,6 +284,22 @@ class BoxsyncApp:
             stream=header(request, STREAM_HEADER),
         )
         return json_body(request, 200, _record_json(record))
+
+
+#: The most files one C{GET /files} answer lists.
+_LIST_LIMIT = 1000
+
+
+def _query(request: IRequest, name: str) -> str | None:
+    values = request.args.get(name.encode(), [])
+    return values[0].decode("utf-8", "replace") if values else None
+
+
+def _listed(record: FileRecord) -> dict[str, Any]:
+    listed = _record_json(record)
+    del listed["deleted"]
+    listed["origin"] = record.origin
+    return listed
 
 
 def _record_json(record: FileRecord) -> dict[str, Any]:

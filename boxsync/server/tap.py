@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
+from ..config import ConfigError, Setting, config_home, find_config, load, resolve
 from .auth import ApiKeyAuth
 
 __all__ = ["Options", "makeService"]
@@ -30,6 +31,13 @@ def _size(value: str) -> int:
     return size
 
 
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"a number of seconds must be positive, not {value!r}")
+    return seconds
+
+
 def _listen_on(address: str) -> str:
     """
     The endpoint for C{SERVER_ADDRESS}, as the old server read it:
@@ -45,53 +53,97 @@ def _listen_on(address: str) -> str:
     return f"tcp:{number}{interface}:backlog=4096"
 
 
+#: The server's configuration file, if it exists and none is named.
+SYSTEM_CONFIG = Path("/etc/boxsync/server.toml")
+
+#: The environment variable that names the configuration file.
+CONFIG_VARIABLE = "BOXSYNC_SERVER_CONFIG"
+
+SETTINGS = [
+    Setting("box", "./box", "The folder with the shared files.", short="b"),
+    Setting(
+        "api-key",
+        None,
+        "The key clients must present (Authorization: Bearer KEY).",
+        env=("BOXSYNC_API_KEY", "API_KEY"),
+        short="k",
+    ),
+    Setting("max-upload", None, "Largest upload accepted, e.g. 50G.", _size),
+    Setting("status-interval", 60.0, "Seconds between status lines in the log (0: none).", float),
+    Setting("keepalive", 15.0, "Seconds between keep-alive comments on idle event streams.", _seconds),
+    Setting("insecure-no-auth", False, "Serve without any key: everyone gets in.", flag=True),
+    Setting(
+        "listen",
+        [DEFAULT_LISTEN],
+        "An endpoint to listen on, e.g. tcp:8080:interface=127.0.0.1, "
+        "ssl:8443:privateKey=key.pem:certKey=cert.pem or unix:/run/boxsync.sock "
+        "(repeatable; several in the environment are separated by spaces; "
+        "without it SERVER_ADDRESS=host:port is honoured).",
+        multiple=True,
+    ),
+]
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def config_candidates(environ: Mapping[str, str]) -> list[Path]:
+    """
+    Where the server looks for its configuration file when none is named.
+    """
+    return [SYSTEM_CONFIG, config_home(environ) / "boxsync" / "server.toml"]
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
-        "Serve a boxsync box. The key can also come from BOXSYNC_API_KEY "
-        "(or API_KEY); without --listen, SERVER_ADDRESS=host:port is honoured."
+        "Serve a boxsync box. Every option can also come from the environment "
+        "(BOXSYNC_<OPTION>, e.g. BOXSYNC_API_KEY, or API_KEY for the key) or "
+        f"from a TOML file ({SYSTEM_CONFIG}, else $XDG_CONFIG_HOME/boxsync/server.toml, "
+        "or --config), in that order after the command line. Without --listen, "
+        "SERVER_ADDRESS=host:port is honoured."
     )
     optParameters = [
-        ["box", "b", "./box", "The folder with the shared files."],
-        ["api-key", "k", None, "The key clients must present (Authorization: Bearer KEY)."],
-        ["max-upload", None, None, "Largest upload accepted, e.g. 50G (default: no limit)."],
-        ["status-interval", None, "60", "Seconds between status lines in the log (0: none)."],
+        [setting.name, setting.short, None, setting.describe()]
+        for setting in SETTINGS
+        if not (setting.flag or setting.multiple)
+    ] + [
+        [
+            "config",
+            None,
+            None,
+            f"A TOML file of options [default: {SYSTEM_CONFIG} if it exists, else "
+            f"$XDG_CONFIG_HOME/boxsync/server.toml if it exists; env {CONFIG_VARIABLE}]",
+        ],
     ]
-    optFlags = [
-        ["insecure-no-auth", None, "Serve without any key: everyone gets in."],
-    ]
+    optFlags = [[s.name, s.short, s.describe()] for s in SETTINGS if s.flag]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
 
     def opt_listen(self, description: str) -> None:
-        """
-        An endpoint to listen on, e.g. tcp:8080:interface=127.0.0.1,
-        ssl:8443:privateKey=key.pem:certKey=cert.pem or unix:/run/boxsync.sock
-        (repeatable; default tcp:8080:interface=127.0.0.1).
-        """
         self["listen"].append(description)
 
+    opt_listen.__doc__ = _BY_NAME["listen"].describe()
+
     def postOptions(self) -> None:
-        if not self["listen"]:
-            address = os.environ.get("SERVER_ADDRESS")
-            if address:
-                self["listen"] = [_listen_on(address)]
-            else:
-                self["listen"] = [DEFAULT_LISTEN]
-        if self["api-key"] is None:
-            self["api-key"] = os.environ.get("BOXSYNC_API_KEY") or os.environ.get("API_KEY")
+        environ: dict[str, str] = dict(os.environ)
+        address = environ.get("SERVER_ADDRESS")
+        if address and not self["listen"] and not environ.get("BOXSYNC_LISTEN"):
+            # The old server's variable, after BOXSYNC_LISTEN.
+            environ["BOXSYNC_LISTEN"] = _listen_on(address)
+        try:
+            path = find_config(self["config"], CONFIG_VARIABLE, environ, config_candidates(environ))
+            file = {} if path is None else load(path, SETTINGS)
+            values = resolve(SETTINGS, self, environ, file, path)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        self.update(values)
+        self["config"] = path
         if not self["api-key"] and not self["insecure-no-auth"]:
             raise usage.UsageError(
                 "no key: give --api-key KEY (or set BOXSYNC_API_KEY), "
                 "or --insecure-no-auth to let everyone in"
             )
-        try:
-            self["max-upload"] = None if self["max-upload"] is None else _size(self["max-upload"])
-            self["status-interval"] = float(self["status-interval"])
-        except ValueError as e:
-            raise usage.UsageError(str(e)) from None
 
 
 def makeService(options: Options) -> Any:
@@ -105,6 +157,7 @@ def makeService(options: Options) -> Any:
         auth=ApiKeyAuth(None if options["insecure-no-auth"] and not options["api-key"] else options["api-key"]),
         max_upload=options["max-upload"],
         status_seconds=options["status-interval"],
+        keepalive_seconds=options["keepalive"],
     )
     service = BoxsyncService(reactor, config)
     # A server that cannot start (a port in use, an unreadable box) exits.

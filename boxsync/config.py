@@ -1,0 +1,225 @@
+"""
+Settings from the command line, the environment and a TOML file, in that
+order of precedence, then the built-in default: one set of rules for the
+server's and the client's options.
+
+Each option is a L{Setting}. Its environment variable is C{BOXSYNC_} and its
+name in capitals (C{max-upload}: C{BOXSYNC_MAX_UPLOAD}); its key in a file is
+its name (C{max-upload}, or C{max_upload}). An empty environment variable
+counts as unset.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from attrs import field, frozen
+
+__all__ = [
+    "ConfigError",
+    "Setting",
+    "config_home",
+    "find_config",
+    "load",
+    "resolve",
+]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ConfigError(Exception):
+    """
+    A setting or a configuration file that cannot be used: one line saying
+    where and why.
+    """
+
+
+def _env_name(name: str) -> str:
+    return "BOXSYNC_" + name.upper().replace("-", "_")
+
+
+@frozen
+class Setting:
+    """
+    One option.
+
+    @ivar name: its long name on the command line, without the dashes, and
+        its key in a file.
+    @ivar default: its value when no source gives one (never converted).
+    @ivar convert: turns a value given as text (or, from a file, as a
+        number) into what the program uses; raises C{ValueError}.
+    @ivar env: its environment variables, the first set one winning;
+        by default C{BOXSYNC_<NAME>}.
+    @ivar flag: an on/off switch (a C{true}/C{false} in a file, C{1}/C{0},
+        C{yes}/C{no}, C{on}/C{off} in the environment).
+    @ivar multiple: a list (repeatable on the command line, a list in a file,
+        separated by white space in the environment).
+    """
+
+    name: str
+    default: Any
+    help: str
+    convert: Callable[[str], Any] | None = None
+    env: tuple[str, ...] = field(default=())
+    flag: bool = False
+    multiple: bool = False
+    short: str | None = None
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return self.env or (_env_name(self.name),)
+
+    def describe(self, default: str | None = None) -> str:
+        """
+        Its help, with where else it can come from and its default.
+        """
+        shown = default if default is not None else _show(self.default)
+        variables = " or ".join(self.variables)
+        return f"{self.help} [default: {shown}; env {variables}; config key {self.name}]"
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value)) or "none"
+    return str(value)
+
+
+def config_home(environ: Mapping[str, str]) -> Path:
+    """
+    C{$XDG_CONFIG_HOME}, or C{~/.config}.
+    """
+    xdg = environ.get("XDG_CONFIG_HOME")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg)
+    home = environ.get("HOME")
+    return (Path(home) if home else Path.home()) / ".config"
+
+
+def find_config(
+    given: str | None, variable: str, environ: Mapping[str, str], candidates: Iterable[Path]
+) -> Path | None:
+    """
+    The configuration file to read: the one named on the command line, else
+    the one the environment variable C{variable} names (either must exist,
+    which L{load} checks), else the first of C{candidates} that exists.
+    """
+    if given:
+        return Path(given).expanduser()
+    if environ.get(variable):
+        return Path(environ[variable]).expanduser()
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load(path: Path, settings: Sequence[Setting]) -> dict[str, Any]:
+    """
+    The settings a TOML file gives, by name, as text (or lists of text, or
+    booleans for flags), not yet converted.
+
+    @raise ConfigError: if it cannot be read, is not TOML, or has a key or a
+        value that no setting takes.
+    """
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read the configuration file {path}: {e.strerror or e}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    known = {setting.name: setting for setting in settings}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        setting = known.get(key.replace("_", "-"))
+        if setting is None:
+            raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        values[setting.name] = _from_file(setting, value, f"{path}: {key}")
+    return values
+
+
+def _from_file(setting: Setting, value: Any, where: str) -> Any:
+    if setting.flag:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, not {value!r}")
+        return value
+    if setting.multiple:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ConfigError(f"{where} must be a string or a list of strings, not {value!r}")
+        return items
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(f"{where} must be a string or a number, not {value!r}")
+    return str(value)
+
+
+def _flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"expected 1/0, true/false, yes/no or on/off, not {text!r}")
+
+
+def _given(setting: Setting, value: Any) -> bool:
+    if setting.flag:
+        return bool(value)
+    if setting.multiple:
+        return bool(value)
+    return value is not None
+
+
+def resolve(
+    settings: Sequence[Setting],
+    given: Mapping[str, Any],
+    environ: Mapping[str, str],
+    file: Mapping[str, Any],
+    file_name: Path | str | None = None,
+) -> dict[str, Any]:
+    """
+    The value of every setting: from the command line (C{given}, by name;
+    C{None}, an empty list or an unset flag count as not given), else from the
+    environment, else from the file's values (from L{load}), else the default.
+    Text from any source goes through the setting's C{convert}.
+
+    @raise ConfigError: naming the source of a value that does not convert.
+    """
+    values: dict[str, Any] = {}
+    for setting in settings:
+        value: Any = setting.default
+        source = None
+        variable = next((name for name in setting.variables if environ.get(name)), None)
+        if _given(setting, given.get(setting.name)):
+            value, source = given[setting.name], f"--{setting.name}"
+        elif variable is not None:
+            value, source = environ[variable], variable
+            if setting.multiple:
+                value = value.split()
+        elif setting.name in file:
+            value, source = file[setting.name], f"{file_name}: {setting.name}"
+        if source is not None:
+            try:
+                value = _convert(setting, value)
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"{source}: {e}") from None
+        values[setting.name] = value
+    return values
+
+
+def _convert(setting: Setting, value: Any) -> Any:
+    if setting.flag:
+        return _flag(value) if isinstance(value, str) else bool(value)
+    convert = setting.convert
+    if convert is None:
+        return value
+    if setting.multiple:
+        return [convert(item) if isinstance(item, str) else item for item in value]
+    return convert(value) if isinstance(value, str) else value

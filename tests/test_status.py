@@ -1,0 +1,188 @@
+"""
+``boxsync-client status`` (the status file a running client keeps, read back
+with the folder's state) and ``boxsync-client ls`` (``GET /files``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel
+
+from boxsync.client import cli, commands
+from boxsync.client.api import BoxsyncAPI, ProtocolError, RemoteFile
+from boxsync.client.progress import LogReporter
+from boxsync.client.status import StatusFile, describe, read_status, status_path
+from boxsync.testing import Client, Server, wait_until
+from tests.helpers import RunningServer, json_of, put, sha, timed
+
+
+# GET /files and ls
+
+
+@pytest_twisted.ensureDeferred
+async def test_listing_route(server: RunningServer, http: Any) -> None:
+    for name in ("b.txt", "a.txt", "c/d.txt", "gone.txt"):
+        assert (await put(http, server, name, name.encode(), base=0, X_Boxsync_Client="alice")).code == 201
+    response = await put(http, server, "gone.txt", b"", base=None)
+    deleted = await timed(
+        http.delete(server.file_url("gone.txt"), headers=server.headers(X_Boxsync_Base=str((await json_of(response))["seq"]))),
+        server.reactor,
+    )
+    assert deleted.code == 200
+    response = await timed(http.get(f"{server.url}/files", headers=server.headers()), server.reactor)
+    files = await json_of(response)
+    assert [f["path"] for f in files] == ["a.txt", "b.txt", "c/d.txt"]
+    assert files[0] == {
+        "path": "a.txt", "size": 5, "sha256": sha(b"a.txt"), "seq": files[0]["seq"],
+        "mtime_ns": files[0]["mtime_ns"], "origin": "alice",
+    }
+    # Tombstones are skipped without ending a page early.
+    response = await timed(http.get(f"{server.url}/files?after=c/d.txt&limit=1", headers=server.headers()), server.reactor)
+    assert await json_of(response) == []
+    response = await timed(http.get(f"{server.url}/files?after=a.txt&limit=1", headers=server.headers()), server.reactor)
+    assert [f["path"] for f in await json_of(response)] == ["b.txt"]
+    for query in ("limit=0", "limit=1001", "limit=x"):
+        response = await timed(http.get(f"{server.url}/files?{query}", headers=server.headers()), server.reactor)
+        assert response.code == 400 and "limit" in (await json_of(response))["error"]
+    response = await timed(http.get(f"{server.url}/files"), server.reactor)
+    assert response.code == 401
+    await response.text()
+
+
+@pytest_twisted.ensureDeferred
+async def test_ls(server: RunningServer, http: Any, reactor: Any) -> None:
+    for index in range(5):
+        await put(http, server, f"f{index}.bin", b"x" * (index * 700), base=0, X_Boxsync_Client=f"client{index}")
+    options = cli.parse(["ls", "--server", server.url, "--token", server.key or ""], {}, config=Path("/nonexistent"))
+    out = io.StringIO()
+    await timed(_ls(reactor, options, out), reactor)
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == ["PATH", "SIZE", "CHANGED", "BY", "MODIFIED"]
+    assert [line.split()[0] for line in lines[1:-1]] == [f"f{i}.bin" for i in range(5)]
+    assert "1.4 KiB" in lines[3] and "client2" in lines[3]
+    assert lines[-1] == "5 files, 6.8 KiB"
+
+
+def _ls(reactor: Any, options: cli.Options, out: io.StringIO) -> Any:
+    from twisted.internet.defer import Deferred
+
+    return Deferred.fromCoroutine(commands.ls(reactor, options, out, page=2))
+
+
+def test_remote_file_from_json() -> None:
+    entry = {"path": "a", "size": 1, "sha256": "0" * 64, "seq": 3, "mtime_ns": None, "origin": "x"}
+    assert RemoteFile.from_json(entry) == RemoteFile("a", 1, "0" * 64, 3, None, "x")
+    for bad in ([], {"path": "a"}, {**entry, "size": "big"}):
+        with pytest.raises(ProtocolError):
+            RemoteFile.from_json(bad)
+
+
+def test_listing_table() -> None:
+    assert commands.listing([]) == ["PATH  SIZE  CHANGED BY  MODIFIED", "0 files, 0 B"]
+
+
+# The status file
+
+
+class FakeEngine:
+    pending = 0
+    in_sync = False
+
+
+def test_status_file(tmp_path: Path) -> None:
+    clock = Clock()
+    path = tmp_path / "status.json"
+    engine = FakeEngine()
+    status = StatusFile(LogReporter(), path, clock, engine=engine)
+    status.start()
+    first = json.loads(path.read_text())
+    assert first["pid"] == os.getpid() and first["running"] and not first["in_sync"]
+    written = path.stat().st_mtime_ns
+    os.utime(path, ns=(0, 0))
+    clock.advance(0.5)
+    assert path.stat().st_mtime_ns == 0, "an unchanged status is not written again"
+    engine.pending = 3
+    status.started("download", "big.bin", 2048)
+    status.progress("big.bin", 1024)
+    status({"log_namespace": "boxsync.client.engine.Engine", "log_level": LogLevel.info, "reason": "refused", "log_time": 5.0})
+    status({"log_namespace": "elsewhere", "log_level": LogLevel.error, "log_format": "no"})
+    status({"log_namespace": "boxsync.client.engine.Engine", "log_level": LogLevel.debug, "log_format": "no"})
+    clock.advance(0.5)
+    now = json.loads(path.read_text())
+    assert now["pending"] == 3
+    assert now["transfers"] == [{"kind": "download", "path": "big.bin", "size": 2048, "done": 1024}]
+    assert now["last_error"] == {"message": "refused", "time": 5.0}
+    status({"log_namespace": "boxsync.client.engine.Engine", "log_level": LogLevel.warn, "log_format": "{path}: gone", "path": "p"})
+    status.finished("big.bin")
+    engine.pending, engine.in_sync = 0, True
+    clock.advance(0.5)
+    now = json.loads(path.read_text())
+    assert now["in_sync"] and now["in_sync_since"] and now["last_error"]["message"] == "p: gone"
+    status.close()
+    assert json.loads(path.read_text())["running"] is False
+    assert not list(tmp_path.glob("*.tmp")) and written
+
+
+def test_status_of_a_crashed_client(tmp_path: Path) -> None:
+    folder = tmp_path / "f"
+    with pytest.raises(FileNotFoundError, match="not a boxsync folder"):
+        describe(folder)
+    status_path(folder).parent.mkdir(parents=True)
+    assert read_status(folder) is None
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    status_path(folder).write_text(json.dumps({"pid": int(dead.stdout), "running": True, "in_sync": True}))
+    assert read_status(folder) == {"pid": int(dead.stdout), "running": False, "in_sync": False, "crashed": True}
+
+
+# status, run as a user runs it
+
+
+def status_of(folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "boxsync.client", "status", str(folder)], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.slow
+def test_status_command(tmp_path: Path) -> None:
+    result = status_of(tmp_path / "nothing")
+    assert result.returncode == 2 and "not a boxsync folder" in result.stderr
+    server = Server(tmp_path / "box").start()
+    client = Client(server, tmp_path / "alice", "alice")
+    try:
+        client.folder.mkdir()
+        (client.folder / "a.txt").write_text("a")
+        client.start()
+        wait_until(lambda: (server.box / "a.txt").exists(), what="a.txt to reach the box")
+
+        def in_sync() -> bool:
+            status = read_status(client.folder)
+            return bool(status and status["in_sync"])
+
+        wait_until(in_sync, what="the client to report it is in sync")
+        result = status_of(client.folder)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"running (pid {client.process.popen.pid})" in result.stdout  # type: ignore[union-attr]
+        assert "in sync:    yes" in result.stdout and "tracked:    1 files" in result.stdout
+        assert "last error: none" in result.stdout
+        server.stop()
+        wait_until(lambda: "last error: none" not in status_of(client.folder).stdout, what="the lost server to show")
+        result = status_of(client.folder)
+        assert result.returncode == 1 and "in sync:    no" in result.stdout
+        client.stop()
+        result = status_of(client.folder)
+        assert result.returncode == 1 and "client:     not running" in result.stdout
+        assert "cursor:" in result.stdout and "Connection was refused" in result.stdout
+    finally:
+        client.kill()
+        server.kill()
