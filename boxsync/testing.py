@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -57,10 +58,16 @@ def tree(folder: Path) -> dict[str, str]:
 
 @define
 class Process:
+    """
+    @ivar file_size_limit: the largest file the process may write, as on a
+        full disk (see L{set_file_size_limit}); C{None} for no limit.
+    """
+
     args: list[str]
     log: Path
     env: dict[str, str] = field(factory=dict)
     popen: subprocess.Popen[bytes] | None = None
+    file_size_limit: int | None = None
 
     def start(self) -> Process:
         env = dict(os.environ)
@@ -69,7 +76,20 @@ class Process:
             self.popen = subprocess.Popen(
                 self.args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.log.parent
             )
+        if self.file_size_limit is not None:
+            # The process has only just started: it has written nothing yet.
+            self.set_file_size_limit(self.file_size_limit)
         return self
+
+    def set_file_size_limit(self, limit: int | None) -> None:
+        """
+        Cap (C{None}: stop capping) the size of any file the running process
+        writes: a write past C{limit} bytes fails with C{EFBIG}, as on a full
+        disk (Python ignores the C{SIGXFSZ} that would otherwise kill it).
+        """
+        assert self.popen is not None
+        soft = resource.RLIM_INFINITY if limit is None else limit
+        resource.prlimit(self.popen.pid, resource.RLIMIT_FSIZE, (soft, resource.RLIM_INFINITY))
 
     @property
     def running(self) -> bool:
@@ -102,10 +122,15 @@ class Process:
 
 @define
 class Server:
+    """
+    @ivar options: more options for C{twistd boxsync}, e.g. C{--keepalive}.
+    """
+
     box: Path
     port: int = field(factory=free_port)
     key: str = KEY
     process: Process | None = None
+    options: list[str] = field(factory=list)
 
     @property
     def url(self) -> str:
@@ -115,7 +140,7 @@ class Server:
         args = [
             sys.executable, "-m", "twisted", "--log-format=text", "boxsync",
             "--listen", f"tcp:{self.port}:interface=127.0.0.1",
-            "--box", str(self.box), "--api-key", self.key,
+            "--box", str(self.box), "--api-key", self.key, *self.options,
         ]
         self.process = Process(args, self.box.parent / f"server-{self.port}.log").start()
         wait_until(self._listening, what="the server to listen")
@@ -139,16 +164,25 @@ class Server:
 
 @define
 class Client:
+    """
+    @ivar url: where the client connects, if not straight to the server
+        (e.g. a proxy in front of it).
+    @ivar options: more options for C{boxsync-client}, e.g. C{--idle-timeout}.
+    """
+
     server: Server
     folder: Path
     name: str
     process: Process | None = None
+    url: str | None = None
+    options: list[str] = field(factory=list)
+    file_size_limit: int | None = None
 
     def args(self, *extra: str) -> list[str]:
         return [
             sys.executable, "-m", "boxsync.client",
-            "--server", self.server.url, "--token", self.server.key,
-            "--name", self.name, "--rescan", "5", *extra, str(self.folder),
+            "--server", self.url or self.server.url, "--token", self.server.key,
+            "--name", self.name, "--rescan", "5", *self.options, *extra, str(self.folder),
         ]
 
     def once(self, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -161,7 +195,7 @@ class Client:
     def start(self) -> Client:
         self.folder.mkdir(parents=True, exist_ok=True)
         log = self.folder.parent / f"client-{self.name}.log"
-        self.process = Process(self.args("-v"), log).start()
+        self.process = Process(self.args("-v"), log, file_size_limit=self.file_size_limit).start()
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> int:

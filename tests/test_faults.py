@@ -1,7 +1,10 @@
 """
 Faults injected into real processes: kill -9 of the server or of a client
 in the middle of a transfer. Afterwards there is no partial file anywhere,
-and everything finishes by itself.
+the server's index matches its box and no seq is used twice, and everything
+finishes by itself.
+
+The other faults are in test_faults_*.py; docs/reliability.md lists them all.
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from boxsync.testing import Client, Server, tree, wait_until
+from tests.faults import committed_seqs, output, put, record, stop_and_check
+from tests.faults import server  # noqa: F401 (the fixture)
 
 SIZE = 384 * 2**20
 
@@ -34,15 +38,6 @@ def staged_bytes(box: Path) -> int:
 def temp_bytes(folder: Path) -> int:
     tmp = folder / ".boxsync/tmp"
     return sum(p.stat().st_size for p in tmp.iterdir()) if tmp.exists() else 0
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path / "box").start()
-    try:
-        yield running
-    finally:
-        running.kill()
 
 
 def no_partial_files(folder: Path, expected: dict[str, str]) -> None:
@@ -69,6 +64,35 @@ def test_server_killed_mid_upload(tmp_path: Path, server: Server) -> None:
     b = Client(server, tmp_path / "b", "b")
     b.once()
     assert tree(b.folder) == expected
+    stop_and_check(server, "server killed mid-upload", 1, b.folder)
+
+
+@pytest.mark.slow
+def test_server_killed_mid_download(tmp_path: Path, server: Server) -> None:
+    a = Client(server, tmp_path / "a", "a")
+    big_file(a.folder / "big.bin")
+    (a.folder / "small.txt").write_text("small")
+    expected = tree(a.folder)
+    a.once(timeout=120)
+    before = committed_seqs(server)
+    b = Client(server, tmp_path / "b", "b").start()
+    try:
+        wait_until(lambda: temp_bytes(b.folder) > 8 * 2**20, what="the download to start")
+        server.kill()
+        assert 0 < temp_bytes(b.folder) < SIZE
+        no_partial_files(b.folder, expected)
+        server.start()
+        # b reconnects by itself and goes on from where it stopped.
+        wait_until(lambda: tree(b.folder) == expected, timeout=120, what="the download to finish")
+        assert temp_bytes(b.folder) == 0
+        assert '"GET /files/big.bin HTTP/1.1" 206' in output(server)
+        # No seq is used twice: the next commit comes after every earlier one.
+        status, answer = put(server, "after.txt", b"after the restart", base=0)
+        assert status == 201 and int(answer["seq"]) > max(before)  # type: ignore[call-overload]
+        wait_until(lambda: "after.txt" in tree(b.folder), what="a live change after the restart")
+    finally:
+        b.kill()
+    stop_and_check(server, "server killed mid-download", 1, b.folder)
 
 
 @pytest.mark.slow
@@ -88,8 +112,8 @@ def test_client_killed_mid_download_resumes(tmp_path: Path, server: Server) -> N
     assert tree(b.folder) == expected
     assert temp_bytes(b.folder) == 0
     # It went on from where it stopped: the server answered a range request.
-    log = server.process.output()  # type: ignore[union-attr]
-    assert '"GET /files/big.bin HTTP/1.1" 206' in log
+    assert '"GET /files/big.bin HTTP/1.1" 206' in output(server)
+    record("client killed mid-download", faults=1, files=len(tree(b.folder)))
 
 
 @pytest.mark.slow
@@ -105,3 +129,4 @@ def test_client_killed_mid_upload(tmp_path: Path, server: Server) -> None:
     no_partial_files(server.box, expected)
     a.once(timeout=120)
     assert tree(server.box) == expected
+    stop_and_check(server, "client killed mid-upload", 1)

@@ -31,6 +31,10 @@ class DiskFull(OSError):
     The box's file system has no room left.
     """
 
+    def __str__(self) -> str:
+        # What clients see in the 507 answer: no "[Errno 28]" in front.
+        return self.strerror or super().__str__()
+
 
 def _is_full(e: OSError) -> bool:
     return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

@@ -1,0 +1,406 @@
+"""
+Tools for the fault-injection tests (``tests/test_faults*.py``): a TCP proxy
+that can sever, freeze or slow the link, an observer that records every
+version the box commits, and checks of the server's index against its box.
+
+All of it runs in threads of the test process, on 127.0.0.1 only, so the
+tests stay plain synchronous functions that drive real processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import socket
+import sqlite3
+import struct
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from attrs import define, field, frozen
+
+from boxsync.protocol import (
+    EVENT_STREAM,
+    Delete,
+    Download,
+    Manifest,
+    SSEParser,
+    decode_event,
+    encode_manifest,
+)
+from boxsync.testing import Client, Server, tree
+
+# Figures for docs/reliability.md: with BOXSYNC_FAULT_FIGURES=<file>, every
+# fault test appends one JSON line of what it injected and checked.
+FIGURES = os.environ.get("BOXSYNC_FAULT_FIGURES")
+
+
+def record(test: str, faults: int, files: int, lost: int = 0) -> None:
+    """
+    Note what a test injected and checked (when figures are being collected).
+    """
+    if FIGURES:
+        line = {"test": test, "faults": faults, "files": files, "lost": lost}
+        with open(FIGURES, "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    """
+    A server process on a new box (with the test module's C{SERVER_OPTIONS}),
+    killed when the test ends. Test modules import it.
+    """
+    running = Server(tmp_path / "box", options=list(getattr(request.module, "SERVER_OPTIONS", []))).start()
+    try:
+        yield running
+    finally:
+        running.kill()
+
+
+def output(of: Server | Client) -> str:
+    """
+    What the process of a server or a client has logged so far.
+    """
+    assert of.process is not None
+    return of.process.output()
+
+
+def backoffs(client: Client) -> list[float]:
+    """
+    How long the client waited before each of its reconnections, in order.
+    """
+    return [float(d) for d in re.findall(r"resyncing in ([\d.]+) s", output(client))]
+
+
+def stop_and_check(server: Server, test: str, faults: int, *folders: Path) -> None:
+    """
+    Stop the server, check its index against its box, and record the test's
+    figures: the box's files and every folder's.
+    """
+    server.stop()
+    files = check_index(server.box) + sum(len(tree(folder)) for folder in folders)
+    record(test, faults=faults, files=files)
+
+
+# The server, over plain HTTP from the test
+
+
+def _connection(server: Server, timeout: float = 30.0) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+
+
+def _url(path: str) -> str:
+    return "/files/" + "/".join(urllib.parse.quote(s, safe="") for s in path.split("/"))
+
+
+def put(server: Server, path: str, data: bytes, base: int | None = None) -> tuple[int, dict[str, object]]:
+    """
+    Upload C{data} as C{path}; return the status and the JSON answer.
+    """
+    headers = {"Authorization": f"Bearer {server.key}", "X-Boxsync-Client": "test"}
+    if base is not None:
+        headers["X-Boxsync-Base"] = str(base)
+    connection = _connection(server)
+    try:
+        connection.request("PUT", _url(path), body=data, headers=headers)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        connection.close()
+
+
+def committed_seqs(server: Server) -> list[int]:
+    """
+    The seq of every commit the server has logged, across its restarts.
+    """
+    return [int(n) for n in re.findall(r" as seq (\d+)", output(server))]
+
+
+def requests_in_log(server: Server, method: str, path: str) -> int:
+    """
+    How many C{method} requests for C{/files/<path>} the server has logged.
+    """
+    return output(server).count(f'"{method} {_url(path)} HTTP/1.1"')
+
+
+# The index, read after the server stopped
+
+
+@frozen
+class Row:
+    path: str
+    sha256: str
+    seq: int
+    deleted: bool
+
+
+def index_rows(box: Path) -> tuple[list[Row], int]:
+    """
+    The rows of a stopped server's index, and the account's latest seq.
+    """
+    db = sqlite3.connect(f"file:{box / '.boxsync/index.sqlite'}?mode=ro", uri=True)
+    try:
+        rows = [
+            Row(path, sha256, seq, bool(deleted))
+            for path, sha256, seq, deleted in db.execute("SELECT path, sha256, seq, deleted FROM files")
+        ]
+        latest = max([seq for (seq,) in db.execute("SELECT seq FROM accounts")], default=0)
+    finally:
+        db.close()
+    return rows, latest
+
+
+def check_index(box: Path) -> int:
+    """
+    Check a stopped server's index against its box: the live rows are
+    exactly the box's files with their sha256, no two rows share a seq, and
+    the account's seq is at least every row's. Return how many files.
+    """
+    rows, latest = index_rows(box)
+    live = {row.path: row.sha256 for row in rows if not row.deleted}
+    assert live == tree(box), "the index does not match the box"
+    seqs = [row.seq for row in rows]
+    assert len(seqs) == len(set(seqs)), f"a seq is used twice: {sorted(seqs)}"
+    assert all(seq <= latest for seq in seqs)
+    assert not list((box / ".boxsync/staging").iterdir()), "a staging file was left"
+    return len(live)
+
+
+# Every version the box commits, as an event stream shows them
+
+
+@define
+class Observer:
+    """
+    An event stream to the server, opened with an empty manifest: it gets
+    every version already in the box (the plan), then every commit live.
+
+    @ivar commits: (path, sha256, seq) of every version seen; a delete is
+        recorded with sha256 C{None}.
+    """
+
+    server: Server
+    commits: list[tuple[str, str | None, int]] = field(factory=list)
+    _connection: http.client.HTTPConnection | None = None
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(factory=threading.Lock)
+    _ready: threading.Event = field(factory=threading.Event)
+    error: BaseException | None = None
+    _stopping: bool = False
+
+    def start(self) -> Observer:
+        self._connection = _connection(self.server, timeout=120)
+        self._connection.request(
+            "POST",
+            "/sync",
+            body=encode_manifest(Manifest(client="observer")),
+            headers={
+                "Authorization": f"Bearer {self.server.key}",
+                "Accept": EVENT_STREAM,
+                "Content-Type": "application/json",
+            },
+        )
+        response = self._connection.getresponse()
+        assert response.status == 200
+        self._thread = threading.Thread(target=self._read, args=(response,), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(30), "the observer's plan did not end"
+        return self
+
+    def _read(self, response: http.client.HTTPResponse) -> None:
+        parser = SSEParser()
+        try:
+            while chunk := response.read1(65536):
+                for message in parser.feed(chunk):
+                    event = decode_event(message)
+                    with self._lock:
+                        if isinstance(event, Download):
+                            self.commits.append((event.path, event.sha256, event.seq))
+                        elif isinstance(event, Delete):
+                            self.commits.append((event.path, None, event.seq))
+                    if message.event == "ready":
+                        self._ready.set()
+        except Exception as e:
+            # http.client fails in odd ways when stop() shuts the socket.
+            if not self._stopping:
+                self.error = e
+
+    def versions(self, path: str | None = None) -> set[str]:
+        """
+        Every sha256 committed (at C{path}, or anywhere).
+        """
+        with self._lock:
+            return {s for p, s, _ in self.commits if s is not None and path in (None, p)}
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._connection is not None and self._connection.sock is not None:
+            self._connection.sock.shutdown(socket.SHUT_RDWR)
+            self._connection.close()
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+# A TCP proxy between the clients and the server
+
+
+def _reset(sock: socket.socket) -> None:
+    """
+    Close C{sock} with a reset, as a cut cable or a dying middlebox would.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # Wakes the thread blocked reading it (a bare close would not).
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass
+    sock.close()
+
+
+@define
+class Proxy:
+    """
+    Forwards 127.0.0.1:C{port} to the server, one pair of threads per
+    connection. The link can be severed (every connection reset), refused
+    (new connections reset at once), frozen (nothing moves either way, but
+    nothing is closed) or slowed to C{rate} bytes per second each way.
+    """
+
+    target: int
+    port: int = 0
+    rate: float | None = None
+    refusing: bool = False
+    accepted: int = 0
+    _open: threading.Event = field(factory=threading.Event)
+    _listener: socket.socket | None = None
+    _sockets: set[socket.socket] = field(factory=set)
+    _lock: threading.Lock = field(factory=threading.Lock)
+    _stopping: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Proxy:
+        self._open.set()
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while not self._stopping:
+            try:
+                downstream, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.refusing:
+                _reset(downstream)
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                _reset(downstream)
+                continue
+            with self._lock:
+                self.accepted += 1
+                self._sockets.update((downstream, upstream))
+            for source, sink in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                data = source.recv(16384 if self.rate is None else 4096)
+                # A frozen link holds what it has (an end of stream too) and
+                # delivers it later.
+                while not self._open.wait(0.1):
+                    if self._stopping:
+                        return
+                if not data:
+                    break
+                sink.sendall(data)
+                if self.rate is not None:
+                    time.sleep(len(data) / self.rate)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def connections(self) -> int:
+        with self._lock:
+            return sum(1 for s in self._sockets if s.fileno() != -1) // 2
+
+    def sever(self) -> None:
+        """
+        Reset every open connection, both ways.
+        """
+        with self._lock:
+            sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            _reset(sock)
+
+    def freeze(self) -> None:
+        self._open.clear()
+
+    def thaw(self) -> None:
+        self._open.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._listener is not None:
+            self._listener.close()
+        self.sever()
+        self._open.set()
+
+
+def staged(box: Path) -> list[Path]:
+    staging = box / ".boxsync/staging"
+    return list(staging.iterdir()) if staging.exists() else []
+
+
+def temp_files(folder: Path) -> list[Path]:
+    tmp = folder / ".boxsync/tmp"
+    return list(tmp.iterdir()) if tmp.exists() else []
+
+
+def converged(*folders: Path) -> bool:
+    first = tree(folders[0])
+    return all(tree(folder) == first for folder in folders[1:])
+
+
+__all__ = [
+    "Observer",
+    "Proxy",
+    "Row",
+    "backoffs",
+    "check_index",
+    "committed_seqs",
+    "converged",
+    "index_rows",
+    "output",
+    "put",
+    "record",
+    "requests_in_log",
+    "server",
+    "sha",
+    "staged",
+    "stop_and_check",
+    "temp_files",
+]
