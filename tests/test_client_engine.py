@@ -193,3 +193,25 @@ async def test_many_identical_files_download_at_once(folders: Any, server: Runni
     await a.sync()
     await b.sync()
     assert tree(b.root) == tree(a.root) == tree(server.box)
+
+
+@pytest_twisted.ensureDeferred
+async def test_insync_for_a_file_edited_since_the_manifest_keeps_the_edit(
+    folders: Any, server: RunningServer, http: Any
+) -> None:
+    from boxsync.protocol import InSync
+
+    a = folders("a")
+    (a.root / "f.txt").write_text("the server's version")
+    await a.sync()
+    base = a.state.get("f.txt")
+    engine = a.engine()
+    # The manifest said "the server's version"; then the file was edited.
+    engine._sent = {"f.txt": base.sha256}
+    (a.root / "f.txt").write_text("edited after the scan")
+    await timed(engine.submit("f.txt", lambda: engine._insync(InSync("f.txt", base.seq))), a.reactor)
+    recorded = a.state.get("f.txt")
+    assert recorded.sha256 == base.sha256 and recorded.seq == base.seq
+    # The edit is not taken for the base: it goes up.
+    await a.sync()
+    assert (server.box / "f.txt").read_text() == "edited after the scan"

@@ -119,6 +119,8 @@ class Engine:
     _stream: Any = None
     _stopping: bool = False
     _resync: bool = False
+    # The sha256 of each file as this session's manifest reported it.
+    _sent: dict[str, str] = field(factory=dict)
     _synced: bool = False
     last_error: str | None = None
     _idle_waiters: list[Deferred[None]] = field(factory=list)
@@ -208,6 +210,7 @@ class Engine:
         result = await self.scan()
         cursor = self.state.cursor
         manifest = result.to_manifest(self.name, cursor, only_changed=cursor > 0)
+        self._sent = {entry.path: entry.sha256 for entry in manifest.files}
         self.log.info(
             "connecting to {url}: {files} files to report, cursor {cursor}",
             url=self.api.base_url,
@@ -448,9 +451,12 @@ class Engine:
                 self.last_error = f"{file.path} changed while it was sent"
                 self._request_resync()
                 return
+            self.reporter.finished(file.path, f"failed: {e.message}")
             raise
-        finally:
-            self.reporter.finished(file.path)
+        except BaseException:
+            self.reporter.finished(file.path, "failed")
+            raise
+        self.reporter.finished(file.path)
         self.state.put(file.as_base(result.seq))
 
     async def _remove(self, path: str, base: int) -> None:
@@ -517,8 +523,16 @@ class Engine:
         if self._outdated(event.path, event.seq):
             return
         file = await self._look(event.path)
-        if file is not None:
+        if file is None:
+            return
+        sent = self._sent.get(event.path, file.sha256)
+        if file.sha256 == sent:
             self.state.put(file.as_base(event.seq))
+            return
+        # Edited since the manifest said it was the server's version: the
+        # base is that version, and the edit goes up from it.
+        self.state.put(Base(event.path, sent, -1, -1, -1, event.seq))
+        self.changed(event.path)
 
     async def _download(self, event: Download) -> None:
         path = event.path
@@ -547,9 +561,12 @@ class Engine:
             )
         except (NotFound, DigestMismatch):
             # Deleted or replaced meanwhile: its own event follows.
+            self.reporter.finished(path, "changed on the server meanwhile")
             return
-        finally:
-            self.reporter.finished(path)
+        except BaseException:
+            self.reporter.finished(path, "failed")
+            raise
+        self.reporter.finished(path)
         await self._place(temp, target, event, result.seq)
 
     async def _place(self, temp: Path, target: Path, event: Download, seq: int) -> None:
