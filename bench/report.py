@@ -104,7 +104,7 @@ _INTRO = """\
 Written by `{command}` on {date} ({machine}). Every figure is a median of
 several runs beside a reference measured in the same run on the same machine:
 these machines are noisy (±30 % between runs), so read the ratios, not the
-lone timings. Targets are from issue 6.
+lone timings. Each table names its target.
 
 Reproduce: `pip install -e '.[bench]'` (or `pip install matplotlib locust`),
 then `python -m bench` (everything, full sizes; installs nginx with apt-get if
