@@ -13,15 +13,8 @@ from typing import Iterator
 import pytest
 
 from boxsync.testing import Client, Server, tree, wait_until
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path / "box").start()
-    try:
-        yield running
-    finally:
-        running.kill()
+from tests.faults import converged
+from tests.faults import server  # noqa: F401 (the fixture)
 
 
 @pytest.fixture
@@ -38,11 +31,6 @@ def clients(tmp_path: Path, server: Server) -> Iterator[dict[str, Client]]:
     finally:
         for client in made.values():
             client.kill()
-
-
-def converged(*folders: Path) -> bool:
-    first = tree(folders[0])
-    return all(tree(folder) == first for folder in folders[1:])
 
 
 def test_initial_merge_of_two_folders(tmp_path: Path, server: Server, clients: dict[str, Client]) -> None:
