@@ -18,20 +18,24 @@ setup(
         "pathspec>=0.12",
         "rich>=13",
         "psutil>=5.9",
+        "pyjwt>=2.8",
     ],
     extras_require={
-        "bench": ["matplotlib>=3.8"],
+        "bench": ["matplotlib>=3.8", "locust>=2.20"],
         "test": [
             "pytest>=8",
             "pytest-twisted>=1.14",
             "pytest-cov>=5",
             "hypothesis>=6",
             "setuptools>=70.1",
+            "trustme>=1.1",
+            "schemathesis>=3.30",
         ],
     },
     entry_points={
         "console_scripts": [
             "boxsync-client = boxsync.client.cli:main",
+            "boxsync-admin = boxsync.admin:main",
         ],
     },
     classifiers=[

@@ -8,7 +8,8 @@
 
 Benchmarks: bulk (1 GiB up/down vs nginx+curl), e2e (A → empty B), latency
 (single small changes), fanout (N open event streams, one event), memory
-(peak RSS vs file size), restart (an in-sync client with a large tree).
+(peak RSS vs file size), restart (an in-sync client with a large tree), load
+(Locust: many clients with open event streams uploading and downloading).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import bulk, e2e, fanout, latency, memory, report, restart
+from . import bulk, e2e, fanout, latency, load, memory, report, restart
 
-ALL = ["bulk", "e2e", "latency", "fanout", "memory", "restart"]
+ALL = ["bulk", "e2e", "latency", "fanout", "memory", "restart", "load"]
 
 _TITLES = {
     "bulk": "1. Bulk transfer vs nginx + curl (target: up ≥ 0.9x, down ≥ 0.95x)",
@@ -30,6 +31,7 @@ _TITLES = {
     "fanout": "4. Fan-out: one event to N open streams (target: 10,000 within 1 s)",
     "memory": "5. Peak RSS vs file size (target: flat; server < 80 MB, client < 120 MB at 4 GiB)",
     "restart": "6. Restart of an in-sync client (target: 100,000 files < 5 s, 0 bytes sent)",
+    "load": "7. Load test (Locust): clients with open event streams (target: 0 failures)",
 }
 
 
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--changes", type=int, default=None, help="latency: how many changes (default 200)")
     parser.add_argument("--streams", type=_ints, default=None, help="fanout: stream counts (default 1000,10000)")
     parser.add_argument("--files", type=int, default=None, help="restart: files in sync (default 100000)")
+    parser.add_argument("--users", type=int, default=None, help="load: simulated clients (default 100)")
+    parser.add_argument("--duration", type=int, default=None, help="load: seconds of load (default 60)")
     parser.add_argument(
         "--report", type=Path, default=None,
         help="write the report here (default: docs/performance.md for a full run, none for --quick)",
@@ -64,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     changes = args.changes or (20 if quick else 200)
     streams = args.streams or ([100, 1000] if quick else [1000, 10000])
     files = args.files or (2000 if quick else 100_000)
+    users = args.users or (10 if quick else 100)
+    duration = args.duration or (10 if quick else 60)
     small = [(100, False), (1000, True)] if quick else [(1000, False), (10_000, True)]
     plans: dict[str, Callable[[], list[dict[str, object]]]] = {
         "bulk": lambda: bulk.run(big, args.runs),
@@ -72,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         "fanout": lambda: fanout.run(streams),
         "memory": lambda: memory.run(sizes),
         "restart": lambda: restart.run(files, args.runs),
+        "load": lambda: load.run(users, duration),
     }
     which = args.which or ALL
     for name in which:

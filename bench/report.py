@@ -98,6 +98,29 @@ def plot_bulk(rows: Rows, path: Path) -> Path | None:
     return path
 
 
+def plot_load(rows: Rows, path: Path) -> Path | None:
+    rows = [r for r in rows if r.get("p50 ms") not in (None, "n/a")]
+    plt = _pyplot()
+    if plt is None or not rows:
+        return None
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ys = range(len(rows))
+    for offset, column, color in ((-0.27, "p50 ms", "tab:blue"), (0, "p95 ms", "tab:orange"),
+                                  (0.27, "p99 ms", "tab:red")):
+        ax.barh([y + offset for y in ys], [_number(r[column]) for r in rows], height=0.27,
+                label=column.split()[0], color=color)
+    ax.set_yticks(list(ys), [str(r["request"]) for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("latency (ms)")
+    ax.set_title("Latency under load, per kind of request (Locust)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 _INTRO = """\
 # boxsync performance
 
@@ -137,6 +160,8 @@ def write(path: Path, command: str, sections: list[tuple[str, str, Rows]], notes
             picture = plot_memory(rows, docs / "performance-memory.png")
         elif name == "bulk":
             picture = plot_bulk(rows, docs / "performance-bulk.png")
+        elif name == "load":
+            picture = plot_load(rows, docs / "performance-load.png")
         if picture is not None:
             parts.append(f"![{title}]({picture.name})\n")
     path.write_text("\n".join(parts))

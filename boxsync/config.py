@@ -7,6 +7,9 @@ Each option is a L{Setting}. Its environment variable is C{BOXSYNC_} and its
 name in capitals (C{max-upload}: C{BOXSYNC_MAX_UPLOAD}); its key in a file is
 its name (C{max-upload}, or C{max_upload}). An empty environment variable
 counts as unset.
+
+An on/off switch (or a count, such as C{--verbose}) set in the environment or
+a file is turned off from the command line by its negation, C{--no-NAME}.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ __all__ = [
     "find_config",
     "load",
     "resolve",
+    "usage_flags",
 ]
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -57,6 +61,9 @@ class Setting:
         C{yes}/C{no}, C{on}/C{off} in the environment).
     @ivar multiple: a list (repeatable on the command line, a list in a file,
         separated by white space in the environment).
+    @ivar short: its one-letter name on the command line, if any.
+    @ivar count: a switch that counts how often it is given on the command
+        line (a number in the environment or a file), such as C{--verbose}.
     """
 
     name: str
@@ -67,10 +74,27 @@ class Setting:
     flag: bool = False
     multiple: bool = False
     short: str | None = None
+    count: bool = False
 
     @property
     def variables(self) -> tuple[str, ...]:
         return self.env or (_env_name(self.name),)
+
+    @property
+    def negation(self) -> str | None:
+        """
+        The name of the option that turns a switch or a count off
+        (C{no-NAME}), whatever the environment or a file says; C{None} for a
+        setting that takes a value.
+        """
+        return f"no-{self.name}" if self.flag or self.count else None
+
+    def describe_negation(self) -> str:
+        """
+        The help of L{negation}, in the style of the setting's own.
+        """
+        text = f"turn --{self.name} off, whatever {' or '.join(self.variables)} or a file says"
+        return text[0].upper() + text[1:] + "." if self.help[:1].isupper() else text
 
     def describe(self, default: str | None = None) -> str:
         """
@@ -169,6 +193,20 @@ def _flag(text: str) -> bool:
     raise ValueError(f"expected 1/0, true/false, yes/no or on/off, not {text!r}")
 
 
+def usage_flags(settings: Sequence[Setting]) -> list[list[str | None]]:
+    """
+    The C{optFlags} of a L{twisted.python.usage.Options} for the switches
+    among C{settings}: each one and its negation. L{resolve} reads both from
+    the options.
+    """
+    flags: list[list[str | None]] = []
+    for setting in settings:
+        if setting.flag:
+            flags.append([setting.name, setting.short, setting.describe()])
+            flags.append([setting.negation, None, setting.describe_negation()])
+    return flags
+
+
 def _given(setting: Setting, value: Any) -> bool:
     if setting.flag:
         return bool(value)
@@ -188,12 +226,20 @@ def resolve(
     The value of every setting: from the command line (C{given}, by name;
     C{None}, an empty list or an unset flag count as not given), else from the
     environment, else from the file's values (from L{load}), else the default.
-    Text from any source goes through the setting's C{convert}.
+    Text from any source goes through the setting's C{convert}. A switch or a
+    count whose negation (C{no-NAME}) is given is off (C{False}, or 0).
 
-    @raise ConfigError: naming the source of a value that does not convert.
+    @raise ConfigError: naming the source of a value that does not convert,
+        or the options if a switch and its negation are both given.
     """
     values: dict[str, Any] = {}
     for setting in settings:
+        negation = setting.negation
+        if negation is not None and given.get(negation):
+            if _given(setting, given.get(setting.name)):
+                raise ConfigError(f"--{setting.name} and --{negation} contradict each other")
+            values[setting.name] = False if setting.flag else 0
+            continue
         value: Any = setting.default
         source = None
         variable = next((name for name in setting.variables if environ.get(name)), None)

@@ -74,13 +74,13 @@ def main(argv: list[str] | None = None) -> None:
         hello = root / "alice" / "hello.txt"
         if not hello.exists():
             hello.write_text("Hello from alice! Edit me, or drop files into alice/ or bob/.\n")
-        print(f"boxsync demo: server on {url}, box in {root / 'box'}")
-        print(f"  folders {root / 'alice'} and {root / 'bob'} are kept in sync, live")
-        print(f"  logs: {root}/server.log, alice.log, bob.log")
+        print(f"boxsync demo: server on {url}, box in {root / 'box'}", flush=True)
+        print(f"  folders {root / 'alice'} and {root / 'bob'} are kept in sync, live", flush=True)
+        print(f"  logs: {root}/server.log, alice.log, bob.log", flush=True)
         deadline = time.monotonic() + args.seconds if args.seconds else None
         while deadline is None or time.monotonic() < deadline:
             if (root / "bob" / "hello.txt").exists() and hello.exists():
-                print("  hello.txt went from alice to bob: the demo works. Ctrl-C to stop.")
+                print("  hello.txt went from alice to bob: the demo works. Ctrl-C to stop.", flush=True)
                 break
             time.sleep(0.1)
         signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
-        print("boxsync demo stopped.")
+        print("boxsync demo stopped.", flush=True)
 
 
 if __name__ == "__main__":

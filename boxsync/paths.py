@@ -16,6 +16,7 @@ __all__ = [
     "HIDDEN_DIR",
     "MAX_PATH_BYTES",
     "MAX_SEGMENT_BYTES",
+    "LOCAL_PATH_MAX",
     "BadPath",
     "normalize",
     "to_local",
@@ -28,6 +29,11 @@ HIDDEN_DIR = ".boxsync"
 
 MAX_SEGMENT_BYTES = 255
 MAX_PATH_BYTES = 4096
+
+#: The longest absolute file name the system takes, with its final NUL
+#: (Linux's C{PATH_MAX}): a wire path within C{MAX_PATH_BYTES} can still
+#: be too long once it is put below a folder.
+LOCAL_PATH_MAX = 4096
 
 
 class BadPath(ValueError):
@@ -78,10 +84,12 @@ def to_local(root: Path, path: str) -> Path:
     a real directory (not a symbolic link), so the result never escapes
     C{root}.
 
-    @raise BadPath: if the path is not acceptable or a parent is a link or a
-        file.
+    @raise BadPath: if the path is not acceptable, is too long for the file
+        system below C{root}, or a parent is a link or a file.
     """
     segments = normalize(path).split("/")
+    if len(os.fsencode(os.path.abspath(root.joinpath(*segments)))) >= LOCAL_PATH_MAX:
+        raise BadPath("path longer than the file system takes here")
     current = root
     for segment in segments[:-1]:
         current = current / segment

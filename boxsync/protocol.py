@@ -89,9 +89,13 @@ def _path(value: object) -> str:
         raise ProtocolError(str(e)) from None
 
 
+#: The largest count (seq, size, mtime) on the wire: SQLite's largest integer.
+MAX_COUNT = 2**63 - 1
+
+
 def _count(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ProtocolError(f"{what} must be a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise ProtocolError(f"{what} must be an integer from 0 to {MAX_COUNT}")
     return value
 
 
@@ -209,7 +213,8 @@ def parse_manifest(body: bytes, max_entries: int = 1_000_000) -> Manifest:
     """
     try:
         raw = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        # RecursionError: nested too deep (e.g. a body of 100,000 "[").
         raise ProtocolError(f"manifest is not JSON: {e}") from None
     if not isinstance(raw, dict):
         raise ProtocolError("manifest must be a JSON object")

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable
 from urllib.parse import quote
 
-from attrs import define
+from attrs import define, field
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
@@ -64,6 +64,8 @@ class RunningServer:
     service: BoxsyncService | None = None
     max_upload: int | None = None
     keepalive_seconds: float = 15.0
+    #: more L{ServerConfig} fields, e.g. C{max_manifest}
+    config: dict[str, Any] = field(factory=dict)
 
     async def start(self) -> None:
         config = ServerConfig(
@@ -73,6 +75,7 @@ class RunningServer:
             max_upload=self.max_upload,
             status_seconds=0,
             keepalive_seconds=self.keepalive_seconds,
+            **self.config,
         )
         self.service = BoxsyncService(self.reactor, config)
         self.service.startService()

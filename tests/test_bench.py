@@ -1,17 +1,21 @@
 """
 A smoke run of the benchmarks, so they cannot rot: tiny sizes, real
 processes, and the figures they report must make sense. nginx is left out
-(the full run installs and measures it).
+(the full run installs and measures it); Locust is installed with pip when it
+is missing, as the benchmark does.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
-from bench import bulk, e2e, fanout, latency, memory, report, restart
+from bench import bulk, e2e, fanout, latency, load, memory, report, restart
 from bench.__main__ import _table
+from boxsync.testing import Server
 
 
 def _number(value: object) -> float:
@@ -63,3 +67,90 @@ def test_bulk_e2e_fanout_restart_smoke(tmp_path: Path) -> None:
     assert "python -m bench --smoke" in text and "## restart" in text
     if report._pyplot() is not None:
         assert (tmp_path / "docs" / "performance-memory.png").stat().st_size > 1000
+
+
+_STATS = """\
+Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,\
+Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,\
+90%,95%,98%,99%,99.9%,99.99%,100%
+PUT,PUT /files/{path},10,0,9,9.5,3,31,64,2.0,0.0,9,10,10,11,12,30,31,31,31,31,31
+SSE,event: upload -> stream,20,0,8,8.1,2,29.4,0,4.0,0.0,8,9,9,9,10,29,29,29,29,29,29
+GET,GET /files?limit=100,0,0,0,0,0,0,0,0,0,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A
+,Aggregated,30,0,9,8.6,2,31,21,6.0,0.0,9,9,10,10,11,29,31,31,31,31,31
+"""
+
+
+def test_load_summary(tmp_path: Path) -> None:
+    """
+    The load test's table comes from Locust's CSV: HTTP rows first, the
+    stream's after, then the HTTP total with the events per upload.
+    """
+    (tmp_path / "locust_stats.csv").write_text(_STATS)
+    rows = load.summarise(load.read_stats(tmp_path / "locust_stats.csv"), 5)
+    assert [r["request"] for r in rows] == [
+        "GET /files?limit=100", "PUT /files/{path}", "event: upload -> stream", "all HTTP requests"]
+    assert rows[0]["p50 ms"] == "n/a"
+    assert rows[1] == {"request": "PUT /files/{path}", "count": "10", "failures": 0, "per s": "2.0",
+                       "p50 ms": "9", "p95 ms": "30", "p99 ms": "31", "max ms": "31"}
+    assert rows[3] == {"request": "all HTTP requests", "count": "10", "failures": 0, "per s": "2.0",
+                       "events per upload": "2.0"}
+
+
+def test_ensure_locust_reports_a_failed_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    When Locust is missing and pip cannot install it, the error says so
+    (an invalid requirement makes pip fail at once, offline).
+    """
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(load, "REQUIREMENT", "not a requirement!")
+    with pytest.raises(RuntimeError, match="Locust is not installed"):
+        load.ensure_locust()
+
+
+@pytest.mark.slow
+def test_load_smoke(tmp_path: Path) -> None:
+    """
+    A tiny load test: 3 Locust users for 5 s against a real server, with
+    no failure, every kind of request made, and gevent kept out of this
+    process.
+    """
+    try:
+        load.ensure_locust()
+    except RuntimeError as e:
+        pytest.skip(f"Locust is missing and could not be installed: {e}")
+    rows = load.run(3, 5)
+    by_name = {r["request"]: r for r in rows}
+    assert set(by_name) >= {load.UPLOAD, load.EVENT, load.READY, "all HTTP requests"}
+    assert all(r["failures"] == 0 for r in rows)
+    assert _number(by_name[load.READY]["count"]) == 3
+    assert _number(by_name[load.UPLOAD]["count"]) > 0
+    assert 0 < _number(by_name[load.EVENT]["p50 ms"]) < 5000
+    assert 0 < _number(by_name["all HTTP requests"]["events per upload"]) <= 2
+    assert "gevent" not in sys.modules and "locust" not in sys.modules
+
+    report.write(tmp_path / "performance.md", "python -m bench load", [("load", "7. load", rows)])
+    assert "| event: upload -> stream" in (tmp_path / "performance.md").read_text()
+    if report._pyplot() is not None:
+        assert (tmp_path / "performance-load.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_load_fails_on_failed_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Failed requests fail the load test, with the reasons: here Locust's
+    users hold the wrong key, so the server refuses every request.
+    """
+    try:
+        load.ensure_locust()
+    except RuntimeError as e:
+        pytest.skip(f"Locust is missing and could not be installed: {e}")
+
+    class WrongKey(Server):
+        def start(self) -> WrongKey:
+            super().start()
+            self.key = "not-the-key"
+            return self
+
+    monkeypatch.setattr(load, "Server", WrongKey)
+    with pytest.raises(SystemExit, match=r"(?s)failed requests.*POST /sync stream.*403"):
+        load.run(2, 3)

@@ -26,6 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from boxsync.client.api import (
+    _READ_SIZE,
     APIError,
     AuthError,
     BadRequest,
@@ -38,7 +39,9 @@ from boxsync.client.api import (
     StaleBase,
     StreamIdle,
     TooLarge,
+    _read_more,
 )
+from boxsync.client.writer import BATCH_SIZE
 from boxsync.protocol import (
     Download,
     FileEntry,
@@ -250,8 +253,10 @@ class Env:
         assert isinstance(address, IPv4Address)
         return f"http://127.0.0.1:{address.port}"
 
-    def api(self, token: str | None = TOKEN, idle_timeout: float = 5.0) -> BoxsyncAPI:
-        return BoxsyncAPI(
+    def api(
+        self, token: str | None = TOKEN, idle_timeout: float = 5.0, threads: bool = True
+    ) -> BoxsyncAPI:
+        api = BoxsyncAPI(
             http=self.http,
             clock=self.reactor,
             base_url=self.url,
@@ -259,6 +264,10 @@ class Env:
             client_name="laptop",
             idle_timeout=idle_timeout,
         )
+        assert api.threads is self.reactor
+        if not threads:
+            api.threads = None
+        return api
 
     async def wait(self, d: Deferred[T], seconds: float = PATIENCE) -> T:
         """
@@ -573,12 +582,14 @@ async def test_delete(env: Env) -> None:
 DATA = bytes(range(256)) * 2000  # 512,000 bytes
 
 
+@pytest.mark.parametrize("threads", [True, False])
 @pytest_twisted.ensureDeferred
-async def test_download(env: Env, tmp_path: Path) -> None:
+async def test_download(env: Env, tmp_path: Path, threads: bool) -> None:
     env.box.commit("dir/ä b", DATA)
     dest = tmp_path / "dest"
     progress: list[int] = []
-    result = await env.call(env.api().download("dir/ä b", dest, sha256(DATA), progress.append))
+    api = env.api(threads=threads)
+    result = await env.call(api.download("dir/ä b", dest, sha256(DATA), progress.append))
     assert result == DownloadResult(sha256=sha256(DATA), size=len(DATA), seq=1)
     assert dest.read_bytes() == DATA
     assert sum(progress) == len(DATA)
@@ -710,3 +721,85 @@ async def test_download_not_found(env: Env, tmp_path: Path) -> None:
     error = await env.fails(env.api().download("nothing", dest, None, None), NotFound)
     assert error.message == "no such file"
     assert not dest.exists()
+
+
+#: Larger than two batches, not a whole number of them.
+BIG = os.urandom(2**16) * (2 * BATCH_SIZE // 2**16 + 3)
+
+
+@pytest_twisted.ensureDeferred
+async def test_download_large(env: Env, tmp_path: Path) -> None:
+    """
+    A body of several batches arrives whole and in order, the progress
+    counted a batch at a time.
+    """
+    env.box.commit("big", BIG)
+    dest = tmp_path / "dest"
+    progress: list[int] = []
+    result = await env.call(env.api().download("big", dest, sha256(BIG), progress.append))
+    assert result == DownloadResult(sha256=sha256(BIG), size=len(BIG), seq=1)
+    assert dest.read_bytes() == BIG
+    assert sum(progress) == len(BIG)
+    assert max(progress) < BATCH_SIZE + _READ_SIZE
+
+
+@pytest_twisted.ensureDeferred
+async def test_download_cancelled(env: Env, tmp_path: Path) -> None:
+    """
+    A cancelled download keeps what arrived, written in full before the file
+    is closed.
+    """
+    env.box.commit("big", BIG)
+    env.box.stall_after = BATCH_SIZE + 1000
+    dest = tmp_path / "dest"
+    progress: list[int] = []
+    arrived: Deferred[None] = Deferred()
+
+    def on_progress(count: int) -> None:
+        progress.append(count)
+        if not arrived.called:
+            arrived.callback(None)
+
+    downloading = Deferred.fromCoroutine(
+        env.api().download("big", dest, sha256(BIG), on_progress)
+    )
+    await env.wait(arrived)
+    downloading.cancel()
+    with pytest.raises(CancelledError):
+        await env.wait(downloading)
+    got = dest.read_bytes()
+    assert got == BIG[: len(got)]
+    assert len(got) >= BATCH_SIZE
+
+
+@pytest_twisted.ensureDeferred
+async def test_download_disk_full(env: Env, tmp_path: Path) -> None:
+    """
+    A download that cannot be written fails with the write's error, and the
+    connection is not left behind half read.
+    """
+    env.box.commit("big", BIG)
+    error = await env.fails(env.api().download("big", Path("/dev/full"), None, None), OSError)
+    assert "No space left" in str(error)
+    env.box.commit("small", DATA)
+    result = await env.call(env.api().download("small", tmp_path / "dest", None, None))
+    assert result.size == len(DATA)
+
+
+def test_read_more() -> None:
+    """
+    The TCP connection under a response body, or under its TLS, reads
+    C{_READ_SIZE} bytes at a time; other transports are left alone.
+    """
+    from types import SimpleNamespace
+
+    from twisted.internet.tcp import Connection
+
+    plain, under_tls = Connection.__new__(Connection), Connection.__new__(Connection)
+    _read_more(SimpleNamespace(_producer=plain))
+    _read_more(SimpleNamespace(_producer=SimpleNamespace(transport=under_tls)))
+    assert plain.bufferSize == under_tls.bufferSize == _READ_SIZE
+    other = SimpleNamespace(bufferSize=1)
+    _read_more(SimpleNamespace(_producer=other))
+    _read_more(object())
+    assert other.bufferSize == 1

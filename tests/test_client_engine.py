@@ -12,7 +12,8 @@ from typing import Any, AsyncIterator
 import pytest
 import pytest_twisted
 from boxsync.client.cli import Options, UserError, parse, run
-from boxsync.client.engine import conflict_name
+from boxsync.client.engine import SMALL_FILE, Engine, conflict_name
+from boxsync.client.ignore import IgnoreRules
 from boxsync.client.progress import LogReporter, RichReporter, reporter_for
 from tests.helpers import Folder, RunningServer, json_of, put, timed
 from boxsync.testing import tree
@@ -215,3 +216,67 @@ async def test_insync_for_a_file_edited_since_the_manifest_keeps_the_edit(
     # The edit is not taken for the base: it goes up.
     await a.sync()
     assert (server.box / "f.txt").read_text() == "edited after the scan"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_change_reported_again_before_its_job_starts_is_looked_at_once(
+    folders: Any, reactor: Any
+) -> None:
+    from twisted.internet.defer import Deferred
+
+    looked: list[str] = []
+
+    class Recording(Engine):
+        async def _local_change(self, path: str) -> None:
+            looked.append(path)
+
+    a = folders("a")
+    engine = Recording(reactor, a.root, a.api, a.state, IgnoreRules.load(a.root), LogReporter(), "a")
+    held: Deferred[None] = Deferred()
+
+    async def hold() -> None:
+        await held
+
+    busy = engine.submit("x", hold)
+    engine.changed("x")
+    engine.changed("x")
+    engine.changed("y")
+    assert looked == ["y"] and engine.pending == 2
+    held.callback(None)
+    await timed(busy, reactor)
+    assert looked == ["y", "x"] and engine.pending == 0
+    # Once its job has started, a new report is a new job.
+    engine.changed("x")
+    assert looked == ["y", "x", "x"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_transfers_wait_for_a_transfer_slot_small_ones_do_not(
+    folders: Any, reactor: Any
+) -> None:
+    from twisted.internet.defer import Deferred
+
+    a = folders("a")
+    engine = a.engine(transfers=1, jobs=8)
+    started: list[str] = []
+    gates: dict[str, Deferred[None]] = {name: Deferred() for name in ("big1", "big2", "small")}
+
+    def transfer(name: str, size: int) -> Deferred[str]:
+        async def send() -> str:
+            started.append(name)
+            await gates[name]
+            return name
+
+        return Deferred.fromCoroutine(engine._transfer(size, send))
+
+    big1 = transfer("big1", SMALL_FILE + 1)
+    big2 = transfer("big2", SMALL_FILE + 1)
+    small = transfer("small", SMALL_FILE)
+    assert started == ["big1", "small"]
+    gates["small"].callback(None)
+    assert await timed(small, reactor) == "small"
+    gates["big1"].callback(None)
+    assert await timed(big1, reactor) == "big1"
+    assert started == ["big1", "small", "big2"]
+    gates["big2"].callback(None)
+    assert await timed(big2, reactor) == "big2"

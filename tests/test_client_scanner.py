@@ -17,6 +17,7 @@ from boxsync.client.ignore import IGNORE_FILE, TEMP_PREFIX, IgnoreRules
 from boxsync.client.scanner import (
     CHUNK_SIZE,
     FileChanging,
+    ReadElsewhere,
     ScanResult,
     hash_file,
     scan,
@@ -324,6 +325,26 @@ def test_scan_one(tmp_path: Path, hashed: list[Path]) -> None:
     changed = scan_one(tmp_path, "d/a", new.as_base(6))
     assert changed is not None
     assert (changed.sha256, changed.base, changed.changed) == (sha(b"b"), 6, True)
+
+
+def test_scan_one_reads_only_up_to_max_read(tmp_path: Path, hashed: list[Path]) -> None:
+    big = write(tmp_path, "big", b"b" * 1000)
+    write(tmp_path, "small", b"s" * 10)
+    with pytest.raises(ReadElsewhere):
+        scan_one(tmp_path, "big", None, max_read=999)
+    assert hashed == []
+    small = scan_one(tmp_path, "small", None, max_read=999)
+    assert small is not None and small.sha256 == sha(b"s" * 10)
+    # An unchanged file of any size needs no reading at all.
+    found = scan_one(tmp_path, "big", None)
+    assert found is not None
+    hashed.clear()
+    same = scan_one(tmp_path, "big", found.as_base(3), max_read=10)
+    assert same is not None and not same.changed and hashed == []
+    big.write_bytes(b"c" * 1000)
+    os.utime(big, ns=(1, found.mtime_ns + 1))
+    with pytest.raises(ReadElsewhere):
+        scan_one(tmp_path, "big", found.as_base(3), max_read=10)
 
 
 def test_to_manifest(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 from twisted.python.usage import UsageError
 
 from boxsync.client import cli
-from boxsync.config import ConfigError, Setting, load, resolve
+from boxsync.config import ConfigError, Setting, load, resolve, usage_flags
 from boxsync.server import tap
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,6 +27,7 @@ SETTINGS = [
     Setting("word", "w", "a word", env=("FIRST", "SECOND")),
     Setting("switch", False, "a flag", flag=True),
     Setting("many", ["a"], "a list", multiple=True),
+    Setting("loud", 0, "a count", int, count=True),
 ]
 
 
@@ -41,18 +42,51 @@ def write(path: Path, text: str) -> Path:
 
 def test_precedence(tmp_path: Path) -> None:
     file = load(write(tmp_path / "c.toml", 'size = 3\nword = "file"\nswitch = true\nmany = ["f1", "f2"]\n'), SETTINGS)
-    assert resolve(SETTINGS, {}, {}, {}) == {"size": 1, "word": "w", "switch": False, "many": ["a"]}
-    assert resolve(SETTINGS, {}, {}, file) == {"size": 3, "word": "file", "switch": True, "many": ["f1", "f2"]}
+    assert resolve(SETTINGS, {}, {}, {}) == {"size": 1, "word": "w", "switch": False, "many": ["a"], "loud": 0}
+    assert resolve(SETTINGS, {}, {}, file) == {"size": 3, "word": "file", "switch": True, "many": ["f1", "f2"], "loud": 0}
     environ = {"BOXSYNC_SIZE": "4", "SECOND": "env2", "BOXSYNC_SWITCH": "no", "BOXSYNC_MANY": "e1 e2"}
-    assert resolve(SETTINGS, {}, environ, file) == {"size": 4, "word": "env2", "switch": False, "many": ["e1", "e2"]}
+    assert resolve(SETTINGS, {}, environ, file) == {"size": 4, "word": "env2", "switch": False, "many": ["e1", "e2"], "loud": 0}
     assert resolve(SETTINGS, {}, {**environ, "FIRST": "env1"}, file)["word"] == "env1"
-    given = {"size": "5", "word": "cli", "switch": True, "many": ["c"]}
-    assert resolve(SETTINGS, given, environ, file) == {"size": 5, "word": "cli", "switch": True, "many": ["c"]}
+    given = {"size": "5", "word": "cli", "switch": True, "many": ["c"], "loud": 0}
+    assert resolve(SETTINGS, given, environ, file) == {"size": 5, "word": "cli", "switch": True, "many": ["c"], "loud": 0}
+
+
+def test_negations_switch_off_what_the_environment_or_a_file_turned_on(tmp_path: Path) -> None:
+    file = load(write(tmp_path / "c.toml", "switch = true\nloud = 2\n"), SETTINGS)
+    environ = {"BOXSYNC_SWITCH": "yes", "BOXSYNC_LOUD": "3"}
+    assert [resolve(SETTINGS, {}, {}, file)[n] for n in ("switch", "loud")] == [True, 2]
+    assert [resolve(SETTINGS, {}, environ, file)[n] for n in ("switch", "loud")] == [True, 3]
+    off = {"no-switch": True, "no-loud": True}
+    assert [resolve(SETTINGS, off, environ, file)[n] for n in ("switch", "loud")] == [False, 0]
+    assert [resolve(SETTINGS, off, {}, file)[n] for n in ("switch", "loud")] == [False, 0]
+    # Unset negations (argparse's None, usage's 0) change nothing.
+    assert resolve(SETTINGS, {"no-switch": 0, "no-loud": None}, environ, {})["switch"] is True
+    assert resolve(SETTINGS, {"loud": 1, "no-switch": False}, environ, {})["loud"] == 1
+
+
+@pytest.mark.parametrize("given", [{"switch": True, "no-switch": True}, {"loud": 2, "no-loud": True}])
+def test_a_switch_and_its_negation_contradict(given: dict) -> None:
+    name = next(iter(given))
+    with pytest.raises(ConfigError, match=f"--{name} and --no-{name} contradict each other"):
+        resolve(SETTINGS, given, {}, {})
+
+
+def test_negations_are_only_for_switches_and_counts() -> None:
+    assert [s.negation for s in SETTINGS] == [None, None, "no-switch", None, "no-loud"]
+    assert SETTINGS[2].describe_negation() == "turn --switch off, whatever BOXSYNC_SWITCH or a file says"
+    capital = Setting("quiet-mode", False, "Say less.", env=("A", "B"), flag=True, short="Q")
+    assert capital.describe_negation() == "Turn --quiet-mode off, whatever A or B or a file says."
+    assert usage_flags([*SETTINGS, capital]) == [
+        ["switch", None, SETTINGS[2].describe()],
+        ["no-switch", None, SETTINGS[2].describe_negation()],
+        ["quiet-mode", "Q", capital.describe()],
+        ["no-quiet-mode", None, capital.describe_negation()],
+    ]
 
 
 def test_empty_environment_variables_are_unset() -> None:
     assert resolve(SETTINGS, {}, {"BOXSYNC_SIZE": "", "FIRST": "", "SECOND": "x"}, {}) == {
-        "size": 1, "word": "x", "switch": False, "many": ["a"],
+        "size": 1, "word": "x", "switch": False, "many": ["a"], "loud": 0,
     }
 
 
@@ -121,6 +155,41 @@ def test_client_precedence(tmp_path: Path) -> None:
     assert (options.token, options.transfers, options.folder) == ("cli", 5, Path("here"))
 
 
+def test_client_switches_off_on_the_command_line(tmp_path: Path) -> None:
+    config = write(tmp_path / "client.toml", "once = true\ninsecure = true\nquiet = 1\n")
+    environ = {"BOXSYNC_VERBOSE": "1", "BOXSYNC_ONCE": "1"}
+    options = cli.parse([], environ, config=config)
+    assert (options.once, options.insecure, options.verbosity) == (True, True, 0)
+    options = cli.parse(["--no-verbose", "--no-once", "--no-insecure"], environ, config=config)
+    assert (options.once, options.insecure, options.verbosity) == (False, False, -1)
+    assert cli.parse(["--no-quiet", "-vv"], environ, config=config).verbosity == 2
+    options = cli.parse(["ls", "--no-insecure", "--no-verbose"], {"BOXSYNC_INSECURE": "on", **environ}, config=config)
+    assert (options.insecure, options.verbosity) == (False, -1)
+    assert cli.parse(["status", "--no-quiet"], environ, config=config).verbosity == 1
+
+
+@pytest.mark.parametrize("argv", [["--once", "--no-once"], ["-v", "--no-verbose"], ["ls", "--insecure", "--no-insecure"]])
+def test_client_switch_and_negation_together(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.parse(argv, {}, config=tmp_path / "absent.toml")
+    assert exited.value.code == 2
+    assert "contradict each other" in capsys.readouterr().err
+
+
+def test_client_tls_settings(tmp_path: Path) -> None:
+    absent = tmp_path / "absent.toml"
+    options = cli.parse([], {}, config=absent)
+    assert (options.cacert, options.insecure) == (None, False)
+    options = cli.parse([], {"BOXSYNC_CACERT": "~/ca.pem", "BOXSYNC_INSECURE": "yes"}, config=absent)
+    assert (options.cacert, options.insecure) == (Path("~/ca.pem").expanduser(), True)
+    file = write(tmp_path / "client.toml", 'cacert = "/etc/ca.pem"\n')
+    options = cli.parse(["ls", "--cacert", "mine.pem", "--insecure"], {}, config=file)
+    assert (options.cacert, options.insecure) == (Path("mine.pem"), True)
+    assert cli.parse(["ls"], {}, config=file).cacert == Path("/etc/ca.pem")
+
+
 def test_client_config_named(tmp_path: Path) -> None:
     named = write(tmp_path / "other.toml", 'token = "other"\nrescan = 7\n')
     injected = write(tmp_path / "injected.toml", 'token = "injected"\n')
@@ -181,6 +250,8 @@ def test_client_help_lists_every_option(command: str) -> None:
         assert f"; env {setting.variables[0]}; config key {setting.name}]" in text
         before = text.split(f"; env {setting.variables[0]}; config key {setting.name}]")[0]
         assert "[default: " in before.rsplit("]", 1)[-1]
+        if setting.negation is not None:
+            assert f"--{setting.negation} {setting.describe_negation()}" in text
     assert "--config FILE" in text and "BOXSYNC_CONFIG" in text
 
 
@@ -217,6 +288,18 @@ def test_server_precedence(server_environment: Path, monkeypatch: pytest.MonkeyP
     assert server_options("--listen", "tcp:3")["listen"] == ["tcp:3"]
 
 
+def test_server_switches_off_on_the_command_line(server_environment: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(server_environment / "xdg/boxsync/server.toml", "insecure-no-auth = true\n")
+    assert server_options()["insecure-no-auth"] is True
+    with pytest.raises(UsageError, match="no key"):
+        server_options("--no-insecure-no-auth")
+    monkeypatch.setenv("BOXSYNC_INSECURE_NO_AUTH", "1")
+    options = server_options("--no-insecure-no-auth", "--api-key", "k")
+    assert (options["insecure-no-auth"], options["api-key"]) == (False, "k")
+    with pytest.raises(UsageError, match="--insecure-no-auth and --no-insecure-no-auth contradict each other"):
+        server_options("--insecure-no-auth", "--no-insecure-no-auth")
+
+
 def test_server_config_lookup(server_environment: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UsageError, match="no key"):
         server_options()
@@ -247,10 +330,13 @@ def test_server_bad_configuration(server_environment: Path, text: str, message: 
 
 
 def test_server_help_lists_every_option() -> None:
-    usage = " ".join(str(tap.Options()).split())
+    # Long names are broken after a hyphen to fit the lines.
+    usage = " ".join(str(tap.Options()).split()).replace("- ", "-")
     for setting in tap.SETTINGS:
         assert f"--{setting.name}" in usage
         assert f"env {' or '.join(setting.variables)}; config key {setting.name}]" in usage
+        if setting.negation is not None:
+            assert f"--{setting.negation} {setting.describe_negation()}" in usage
     assert "--config" in usage and tap.CONFIG_VARIABLE in usage and str(tap.SYSTEM_CONFIG) in usage
 
 

@@ -5,17 +5,30 @@ and what it logs.
 
 from __future__ import annotations
 
+import json
 import os
+from io import BytesIO
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+import pytest
 import pytest_twisted
 from treq import content
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
+from twisted.web.resource import Resource
 
+from boxsync.protocol import EVENT_STREAM, FileEntry, Manifest, encode_manifest
+from boxsync.server.limits import ConnectionLimits
 from boxsync.server.storage import StagingFile
-from tests.helpers import RunningServer, file_sha, json_of, put, random_file, timed
+from boxsync.server.uploads import BodyTooLarge, UploadSite
+from tests.helpers import RunningServer, file_sha, json_of, open_stream, put, random_file, running_server, sha, timed
 from tests.conftest import KEY
+from tests.test_legacy import http_request, send
 
 
 @pytest_twisted.ensureDeferred
@@ -133,3 +146,126 @@ async def test_no_key_means_open(tmp_path: Path, reactor: Any, http: Any) -> Non
         assert await content(await http.get(running.file_url("a.txt"))) == b"a"
     finally:
         await running.stop()
+
+
+# Limits on manifests and other request bodies.
+
+
+@pytest_twisted.async_yield_fixture
+async def tight_server(tmp_path: Path, reactor: Any) -> AsyncIterator[RunningServer]:
+    async with running_server(
+        reactor, tmp_path / "box", KEY, max_upload=1000, config={"max_manifest": 2000, "max_manifest_entries": 3}
+    ) as running:
+        yield running
+
+
+def manifest_of(count: int, depth: int = 0) -> bytes:
+    """
+    A valid manifest of C{count} files, C{depth} folders of 250 bytes deep.
+    """
+    folders = "".join(f"{letter * 250}/" for letter in "abcdefgh"[:depth])
+    files = [FileEntry(f"{folders}f{i}.txt", sha(b""), 0, 0) for i in range(count)]
+    return encode_manifest(Manifest(files=tuple(files)))
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest_twisted.ensureDeferred
+async def test_manifest_over_the_size_limit_is_413(tight_server: RunningServer, chunked: bool) -> None:
+    body = manifest_of(3, depth=3)
+    assert len(body) > 2000
+    headers: list[tuple[str, bytes | str]] = [
+        ("Authorization", f"Bearer {KEY}"),
+        ("Accept", EVENT_STREAM),
+        ("Connection", "close"),
+    ]
+    response = await (await send(tight_server, http_request(tight_server, "POST", "/sync", headers, body, chunked))).response()
+    assert response.status == 413
+    assert "over the limit of 2000" in json.loads(response.body)["error"]
+    assert tight_server.service is not None and tight_server.service.hub.count() == 0
+    # Without the key it is refused as usual, before its size matters.
+    headers[0] = ("Authorization", "Bearer wrong")
+    response = await (await send(tight_server, http_request(tight_server, "POST", "/sync", headers, body, chunked))).response()
+    assert response.status == 403
+
+
+@pytest_twisted.ensureDeferred
+async def test_manifest_within_the_limits_is_served(tight_server: RunningServer, http: Any) -> None:
+    reader = await open_stream(http, tight_server, Manifest(files=(FileEntry("a.txt", sha(b"a"), 1, 0),)))
+    events = await reader.ready()
+    assert [e.name for e in events] == ["hello", "upload", "ready"]
+    reader.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_manifest_entry_limit_is_400(tight_server: RunningServer, http: Any) -> None:
+    response = await timed(
+        http.post(
+            f"{tight_server.url}/sync",
+            data=manifest_of(4),
+            headers=tight_server.headers(Accept=EVENT_STREAM),
+        ),
+        tight_server.reactor,
+    )
+    assert response.code == 400 and "over 3 entries" in (await json_of(response))["error"]
+    legacy = json.dumps({"files": [{"path": f"f{i}", "lastUpdate": 0} for i in range(4)]}).encode()
+    response = await timed(
+        http.post(f"{tight_server.url}/sync", data=legacy, headers=tight_server.headers()), tight_server.reactor
+    )
+    assert response.code == 400 and "over 3 files" in (await json_of(response))["error"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_any_other_body_over_the_limit_is_413(tight_server: RunningServer, http: Any) -> None:
+    response = await timed(
+        http.request("GET", f"{tight_server.url}/files", data=b"x" * 3000, headers=tight_server.headers()),
+        tight_server.reactor,
+    )
+    assert response.code == 413
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunked_upload_over_the_limit_is_413(tight_server: RunningServer) -> None:
+    headers: list[tuple[str, bytes | str]] = [("Authorization", f"Bearer {KEY}"), ("Connection", "close")]
+    request = http_request(tight_server, "PUT", "/files/big.bin", headers, b"x" * 1001, chunked=True)
+    response = await (await send(tight_server, request)).response()
+    assert response.status == 413
+    assert not (tight_server.box / "big.bin").exists()
+    assert list((tight_server.box / ".boxsync/staging").iterdir()) == []
+
+
+def test_a_refused_body_is_never_kept(tmp_path: Path) -> None:
+    """
+    Past the limit, not a byte of the body is kept, in memory or on disk.
+    """
+    site = UploadSite(Resource(), lambda: pytest.fail("no upload here"), max_body=1000, reactor=Clock())
+    for head, piece in [
+        (b"Content-Length: 100000000\r\n", b"x" * 65536),
+        (b"Transfer-Encoding: chunked\r\n", b"10000\r\n" + b"x" * 65536 + b"\r\n"),
+    ]:
+        channel = site.buildProtocol(None)
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(b"POST /sync HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n")
+        request = channel.requests[0]
+        for _ in range(20):
+            channel.dataReceived(piece)
+        assert isinstance(request.body_error, BodyTooLarge)
+        assert isinstance(request.content, BytesIO) and request.content.getvalue() == b""
+        channel.connectionLost(Failure(ConnectionDone()))
+
+
+def test_limits_from_the_command_line(monkeypatch: Any) -> None:
+    from boxsync.server.tap import Options, makeService
+
+    monkeypatch.delenv("BOXSYNC_SERVER_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", "/nonexistent")
+    options = Options()
+    options.parseOptions(
+        ["--api-key", "k", "--max-manifest", "1M", "--max-manifest-entries", "500",
+         "--idle-timeout", "5", "--min-rate", "0"]
+    )
+    config = makeService(options).config
+    assert config.max_manifest == 2**20 and config.max_manifest_entries == 500
+    assert config.connections == ConnectionLimits(idle_timeout=5.0, min_rate=0)
+    assert config.connections.max_header_bytes == 16384
+    with pytest.raises(UsageError):
+        Options().parseOptions(["--api-key", "k", "--min-rate", "-1"])

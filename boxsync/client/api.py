@@ -10,6 +10,9 @@ once.
 Every body it reads has its own silence watchdog: treq's C{timeout=} covers
 only the wait for the response headers, and an event stream or a large
 download can stall for good after them.
+
+A download is written to disk and hashed in batches in a worker thread
+(L{boxsync.client.writer}), so that the reactor thread only reads the socket.
 """
 
 from __future__ import annotations
@@ -33,10 +36,13 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IProducer,
     IPushProducer,
+    IReactorThreads,
     IReactorTime,
 )
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import Cooperator, LoopingCall
+from twisted.internet.tcp import Connection
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import FileBodyProducer, ResponseDone
@@ -63,6 +69,7 @@ from ..protocol import (
     decode_event,
     encode_manifest,
 )
+from .writer import HashingWriter, inline
 
 __all__ = [
     "APIError",
@@ -89,6 +96,10 @@ _MAX_JSON = 64 * 1024
 
 #: How much of a partial download is read at a time to seed its hash.
 _HASH_BLOCK = 1024 * 1024
+
+#: How many bytes a download reads from its socket at a time (Twisted's TCP
+#: transports read 64 KiB): fewer, larger reads cost the reactor thread less.
+_READ_SIZE = 256 * 1024
 
 
 class APIError(Exception):
@@ -559,6 +570,23 @@ def _hash_prefix(dest: Path, size: int) -> hashlib._Hash:
     return digest
 
 
+def _read_more(body_transport: object) -> None:
+    """
+    Have the TCP connection under a response body read C{_READ_SIZE} bytes
+    at a time (and buffer as much before it pauses a producer). Other
+    transports are left alone.
+    """
+    # A response body's transport is Twisted's private proxy of the
+    # connection's transport, which is TCP or TLS over TCP. The size stays
+    # for the later requests of a pooled connection.
+    transport = getattr(body_transport, "_producer", None)
+    for _ in range(2):
+        if isinstance(transport, Connection):
+            transport.bufferSize = max(transport.bufferSize, _READ_SIZE)
+            return
+        transport = getattr(transport, "transport", None)
+
+
 def _error(status: int, body: bytes) -> APIError:
     """
     The exception for an error answer with the given C{{"error": ...}} body.
@@ -595,6 +623,9 @@ class BoxsyncAPI:
     @ivar idle_timeout: how many seconds a request may send nothing and
         receive nothing before it is given up with L{StreamIdle}.
     @ivar cooperator: runs the loops that read request bodies from files.
+    @ivar threads: where downloads are written to disk and hashed; by
+        default the clock, if it is a reactor with a thread pool. Without
+        one they are written on the reactor thread.
     """
 
     log = Logger()
@@ -607,10 +638,15 @@ class BoxsyncAPI:
     stream_id: str | None = None
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     cooperator: Cooperator = field()
+    threads: IReactorThreads | None = field()
 
     @cooperator.default
     def _cooperator(self) -> Cooperator:
         return Cooperator(scheduler=lambda work: self.clock.callLater(0, work))
+
+    @threads.default
+    def _threads(self) -> IReactorThreads | None:
+        return self.clock if IReactorThreads.providedBy(self.clock) else None
 
     async def healthz(self) -> bool:
         """
@@ -786,29 +822,53 @@ class BoxsyncAPI:
                 digest = _hash_prefix(dest, offset)
             else:
                 offset, digest = 0, hashlib.sha256()
-            f = dest.open("ab" if offset else "wb")
+            f = dest.open("ab" if offset else "wb", buffering=0)
         except BaseException:
             self._abandon(response)
             raise
-        size = offset
         if offset and on_progress is not None:
             on_progress(offset)
-
-        def received(chunk: bytes) -> None:
-            nonlocal size
-            f.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
-            if on_progress is not None:
-                on_progress(len(chunk))
-
         with f:
-            await self._read(response, received).done
+            size = offset + await self._receive(response, f, digest, on_progress)
         actual = digest.hexdigest()
         if expected_sha256 and actual != expected_sha256:
             dest.unlink(missing_ok=True)
             raise DigestMismatch(path, expected_sha256, actual)
         return DownloadResult(sha256=actual, size=size, seq=seq)
+
+    async def _receive(
+        self,
+        response: IResponse,
+        file: BinaryIO,
+        digest: hashlib._Hash,
+        on_progress: Callable[[int], object] | None,
+    ) -> int:
+        """
+        Append the body of C{response} to C{file} and feed it to C{digest},
+        a batch at a time in a worker thread while the next batch arrives.
+
+        @param on_progress: called with the size of each batch written.
+        @return: how many bytes the body had.
+        @raise Exception: what writing raised, else why the body did not
+            arrive whole; either way, only once all that arrived is written.
+        """
+        writer = HashingWriter(file, digest, self._in_thread, on_progress)
+        reader = self._read(response, writer.write)
+        _read_more(reader.transport)
+        writer.registerProducer(IPushProducer(reader.transport), True)
+        try:
+            await reader.done
+        finally:
+            await writer.close()
+        return writer.received
+
+    def _in_thread(self, work: Callable[[], None]) -> Deferred[None]:
+        """
+        Run C{work} in a thread of C{threads}, or right here without them.
+        """
+        if self.threads is None:
+            return inline(work)
+        return deferToThreadPool(self.threads, self.threads.getThreadPool(), work)
 
     def _headers(
         self, fields: dict[str, str | int | None] | None = None, commit: bool = False

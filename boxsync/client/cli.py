@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from attrs import frozen
-from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.task import LoopingCall, react
@@ -26,12 +25,13 @@ from twisted.logger import (
     globalLogPublisher,
     textFileLogObserver,
 )
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import RequestTransmissionFailed, ResponseFailed
 
 from .. import __version__
 from ..config import ConfigError, Setting, config_home, find_config, load, resolve
 from . import commands
 from .api import DEFAULT_IDLE_TIMEOUT, APIError, AuthError, BoxsyncAPI
+from .connect import ConnectionSettingsError, connect, describe_failure
 from .engine import Engine, NotInSync
 from .ignore import IgnoreRules
 from .progress import reporter_for
@@ -75,8 +75,29 @@ def _positive(value: str) -> float:
 
 
 SETTINGS = [
-    Setting("server", "http://127.0.0.1:8080", "the server's URL", lambda url: url.rstrip("/")),
+    Setting(
+        "server",
+        "http://127.0.0.1:8080",
+        "the server's URL: https://HOST:PORT, or http:// to this machine (see --insecure)",
+        lambda url: url.rstrip("/"),
+    ),
     Setting("token", None, "the key or token"),
+    Setting(
+        "cacert",
+        None,
+        "a PEM file of the certificate authorities to trust for the https:// server "
+        "instead of the system's (for a private one); the certificate must still name "
+        "the server's host",
+        lambda path: Path(path).expanduser(),
+    ),
+    Setting(
+        "insecure",
+        False,
+        "allow plain http:// to a server on another machine (the token and the files "
+        "then travel unencrypted); it never turns off the checks of an https:// "
+        "server's certificate",
+        flag=True,
+    ),
     Setting("name", None, "this client's name, shown in conflict copies and server logs"),
     Setting("folder", "./box", "the folder to keep in sync", lambda folder: Path(folder).expanduser()),
     Setting("once", False, "sync until the folder and the box agree, then exit", flag=True),
@@ -89,8 +110,8 @@ SETTINGS = [
         "before it is dropped and opened again",
         _positive,
     ),
-    Setting("verbose", 0, "more output (repeatable)", int),
-    Setting("quiet", 0, "less output (repeatable)", int),
+    Setting("verbose", 0, "more output (repeatable)", int, short="v", count=True),
+    Setting("quiet", 0, "less output (repeatable)", int, short="q", count=True),
 ]
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -99,7 +120,7 @@ _BY_NAME = {setting.name: setting for setting in SETTINGS}
 _TAKES = {
     "sync": [s.name for s in SETTINGS],
     "status": ["folder", "verbose", "quiet"],
-    "ls": ["server", "token", "name", "idle-timeout", "verbose", "quiet"],
+    "ls": ["server", "token", "cacert", "insecure", "name", "idle-timeout", "verbose", "quiet"],
 }
 
 
@@ -116,6 +137,8 @@ class Options:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     command: str = "sync"
     config: Path | None = None
+    cacert: Path | None = None
+    insecure: bool = False
 
 
 def default_config(environ: Mapping[str, str]) -> Path:
@@ -160,11 +183,16 @@ def _parser(command: str, environ: Mapping[str, str], config: Path) -> argparse.
             parser.add_argument("folder", nargs="?", help=setting.describe())
         elif setting.flag:
             parser.add_argument(flag, action="store_true", default=None, help=setting.describe())
-        elif name in ("verbose", "quiet"):
-            parser.add_argument(f"-{name[0]}", flag, action="count", help=setting.describe())
+        elif setting.count:
+            parser.add_argument(f"-{setting.short}", flag, action="count", help=setting.describe())
         else:
             shown = hostname if name == "name" else None
-            parser.add_argument(flag, help=setting.describe(shown))
+            metavar = "FILE" if name == "cacert" else None
+            parser.add_argument(flag, metavar=metavar, help=setting.describe(shown))
+        if setting.negation is not None:
+            parser.add_argument(
+                f"--{setting.negation}", action="store_true", default=None, help=setting.describe_negation()
+            )
     if sync:
         parser.add_argument("--version", action="version", version=f"boxsync {__version__}")
     return parser
@@ -212,6 +240,8 @@ def parse(
         idle_timeout=values["idle-timeout"],
         command=command,
         config=path,
+        cacert=values["cacert"],
+        insecure=values["insecure"],
     )
 
 
@@ -254,18 +284,22 @@ async def _friendly(work: Awaitable[None], server: str) -> None:
         raise UserError(f"the server said: {e.message} ({e.status})") from e
     except (ConnectError, DNSLookupError, ConnectionError) as e:
         raise UserError(f"cannot reach {server}: {e}") from e
+    except (ResponseFailed, RequestTransmissionFailed) as e:
+        raise UserError(f"cannot talk to {server}: {describe_failure(e)}") from e
 
 
 async def run(reactor: Any, options: Options) -> None:
     """
     Sync C{options.folder} until stopped (or until in sync, with C{once}).
+
+    @raise ConnectionSettingsError: before anything is written, if the
+        server's URL or C{options.cacert} cannot be used.
     """
+    connection = connect(reactor, options.server, options.cacert, options.insecure)
     root = options.folder.resolve()
     state = _open_folder(root)
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    http = HTTPClient(Agent(reactor, pool=pool))
     api = BoxsyncAPI(
-        http, reactor, options.server, options.token, options.name, idle_timeout=options.idle_timeout
+        connection.http, reactor, options.server, options.token, options.name, idle_timeout=options.idle_timeout
     )
     reporter = StatusFile(reporter_for(sys.stderr, options.verbosity < 0), status_path(root), reactor)
     engine = Engine(
@@ -305,7 +339,7 @@ async def run(reactor: Any, options: Options) -> None:
             watcher.stop()
         reporter.close()
         state.close()
-        await pool.closeCachedConnections()
+        await connection.close()
     if options.once:
         log.info("{folder} is in sync", folder=str(root))
 
@@ -329,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     async def _main(reactor: Any) -> None:
         try:
             await work(reactor)
-        except UserError as e:
+        except (UserError, ConnectionSettingsError) as e:
             print(f"boxsync-client: {e}", file=sys.stderr)
             raise SystemExit(1) from None
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any, TextIO
 
-from treq.client import HTTPClient
-from twisted.web.client import Agent, HTTPConnectionPool
-
 from .api import BoxsyncAPI, RemoteFile
+from .connect import connect
 from .status import describe, human_size
 
 __all__ = ["listing", "ls", "status"]
@@ -54,10 +52,12 @@ async def ls(reactor: Any, options: Any, out: TextIO, page: int = 1000) -> None:
     Print what the box of C{options.server} holds.
 
     @raise APIError: if the server refuses.
+    @raise ConnectionSettingsError: before connecting, if the server's URL or
+        C{options.cacert} cannot be used.
     """
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    connection = connect(reactor, options.server, options.cacert, options.insecure)
     api = BoxsyncAPI(
-        HTTPClient(Agent(reactor, pool=pool)),
+        connection.http,
         reactor,
         options.server,
         options.token,
@@ -72,6 +72,6 @@ async def ls(reactor: Any, options: Any, out: TextIO, page: int = 1000) -> None:
             if len(found) < page:
                 break
     finally:
-        await pool.closeCachedConnections()
+        await connection.close()
     for line in listing(files):
         print(line, file=out)

@@ -21,7 +21,7 @@ import stat
 import time
 from functools import cache
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 from attrs import define, field
 from twisted.internet.defer import (
@@ -56,7 +56,7 @@ from .api import (
 )
 from .ignore import IgnoreRules
 from .progress import Reporter
-from .scanner import FileChanging, LocalFile, ScanResult, scan, scan_one
+from .scanner import FileChanging, LocalFile, ReadElsewhere, ScanResult, scan, scan_one
 from .state import Base, LocalState
 
 __all__ = ["Engine", "conflict_name", "Fatal", "NotInSync"]
@@ -66,6 +66,16 @@ Fatal = (AuthError,)
 
 #: What writing to a full disk (or past a quota or a size limit) fails with.
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+#: Files up to this size are read (to hash them) on the reactor's thread:
+#: from the page cache that costs less than a hop to a thread and back.
+INLINE_READ = 64 * 1024
+
+#: A transfer of a file up to this size needs only a job slot; a larger one
+#: also needs one of the C{transfers} slots.
+SMALL_FILE = 1024 * 1024
+
+_T = TypeVar("_T")
 
 
 class NotInSync(Exception):
@@ -94,7 +104,10 @@ def conflict_name(path: str, client: str, when: float) -> str:
 class Engine:
     """
     @ivar once: stop as soon as the folder and the box agree.
-    @ivar transfers: how many jobs run at once.
+    @ivar transfers: how many transfers of files larger than L{SMALL_FILE}
+        run at once.
+    @ivar jobs: how many jobs run at once: small files move this many at a
+        time, as each costs a round trip more than bandwidth.
     """
 
     reactor: Any
@@ -106,11 +119,15 @@ class Engine:
     name: str
     once: bool = False
     transfers: int = 4
+    jobs: int = 32
     max_backoff: float = 30.0
     rescan_seconds: float = 300.0
     log = Logger()
 
     _semaphore: DeferredSemaphore = field(init=False)
+    _large: DeferredSemaphore = field(init=False)
+    # The paths with a local change queued whose job has not started yet.
+    _queued: set[str] = field(factory=set)
     _locks: dict[str, DeferredLock] = field(factory=dict)
     _active: int = 0
     _plan_seq: int | None = None
@@ -128,7 +145,8 @@ class Engine:
     _tmp: Path = field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._semaphore = DeferredSemaphore(self.transfers)
+        self._semaphore = DeferredSemaphore(max(self.jobs, self.transfers))
+        self._large = DeferredSemaphore(self.transfers)
         self._tmp = self.root / HIDDEN_DIR / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
 
@@ -312,7 +330,16 @@ class Engine:
     # Local changes (from the watcher)
 
     def changed(self, path: str) -> None:
-        self.submit(path, lambda: self._local_change(path))
+        if path in self._queued:
+            # A job that has not looked yet will see this change too.
+            return
+        self._queued.add(path)
+
+        async def job() -> None:
+            self._queued.discard(path)
+            await self._local_change(path)
+
+        self.submit(path, job)
 
     def deleted(self, path: str) -> None:
         for base in self.state.under(path):
@@ -385,6 +412,16 @@ class Engine:
     def _local(self, path: str) -> Path:
         return to_local(self.root, path)
 
+    async def _transfer(self, size: int, send: Callable[[], Awaitable[_T]]) -> _T:
+        """
+        Run C{send}, a transfer of C{size} bytes, within the limit of
+        transfers at once if it is large.
+        """
+        if size <= SMALL_FILE:
+            return await send()
+        async with self._large:
+            return await send()
+
     async def _look(self, path: str) -> LocalFile | None:
         """
         The file at C{path} now, compared with its base (hashed in a thread
@@ -393,10 +430,13 @@ class Engine:
         base = self.state.get(path)
         for attempt in range(20):
             try:
-                found: LocalFile | None = await self._thread(
-                    lambda: scan_one(self.root, path, base)
-                )
-                return found
+                try:
+                    return scan_one(self.root, path, base, INLINE_READ)
+                except ReadElsewhere:
+                    found: LocalFile | None = await self._thread(
+                        lambda: scan_one(self.root, path, base)
+                    )
+                    return found
             except FileChanging:
                 await self._sleep(min(2.0, 0.1 * 2**attempt))
         raise FileChanging(f"{path} keeps changing")
@@ -430,14 +470,17 @@ class Engine:
         local = self._local(file.path)
         self.reporter.started("upload", file.path, file.size)
         try:
-            result = await self.api.upload(
-                file.path,
-                local,
-                base,
-                file.sha256,
-                file.mtime_ns,
-                on_progress=lambda n: self.reporter.progress(file.path, n),
-                size=file.size,
+            result = await self._transfer(
+                file.size,
+                lambda: self.api.upload(
+                    file.path,
+                    local,
+                    base,
+                    file.sha256,
+                    file.mtime_ns,
+                    on_progress=lambda n: self.reporter.progress(file.path, n),
+                    size=file.size,
+                ),
             )
         except StaleBase:
             self.reporter.finished(file.path, "changed on the server")
@@ -556,8 +599,11 @@ class Engine:
         temp = self._tmp / f"dl-{where}-{event.sha256[:32]}"
         self.reporter.started("download", path, event.size)
         try:
-            result = await self.api.download(
-                path, temp, event.sha256, on_progress=lambda n: self.reporter.progress(path, n)
+            result = await self._transfer(
+                event.size,
+                lambda: self.api.download(
+                    path, temp, event.sha256, on_progress=lambda n: self.reporter.progress(path, n)
+                ),
             )
         except (NotFound, DigestMismatch):
             # Deleted or replaced meanwhile: its own event follows.

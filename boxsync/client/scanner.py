@@ -30,6 +30,7 @@ __all__ = [
     "CHUNK_SIZE",
     "FileChanging",
     "LocalFile",
+    "ReadElsewhere",
     "ScanResult",
     "Skipped",
     "StatKey",
@@ -59,6 +60,13 @@ class FileChanging(Exception):
     """
 
 
+class ReadElsewhere(Exception):
+    """
+    A file must be read to be compared with its base, and it is larger than
+    the caller wants to read where it is (the reactor's thread).
+    """
+
+
 def stat_key(st: os.stat_result) -> StatKey:
     """
     The L{StatKey} of a file's C{stat}.
@@ -66,7 +74,7 @@ def stat_key(st: os.stat_result) -> StatKey:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def hash_file(path: Path) -> tuple[str, int]:
+def hash_file(path: str | Path) -> tuple[str, int]:
     """
     Hash a file.
 
@@ -257,7 +265,7 @@ def _classify(
     return None
 
 
-def _hash_stable(local: Path) -> tuple[str, os.stat_result]:
+def _hash_stable(local: str | Path) -> tuple[str, os.stat_result]:
     """
     Hash a file and check it did not change meanwhile.
 
@@ -277,18 +285,26 @@ def _hash_stable(local: Path) -> tuple[str, os.stat_result]:
 
 
 def _examine(
-    local: Path, path: str, st: os.stat_result, base: Base | None
+    local: str | Path,
+    path: str,
+    st: os.stat_result,
+    base: Base | None,
+    max_read: int | None = None,
 ) -> tuple[LocalFile, bool]:
     """
     Compare a file with its base, reading it only if its stat changed.
 
+    @param max_read: the largest file to read (C{None}: any).
     @return: the file, and whether it was read and found identical to its
         base (whose stat should then be refreshed).
+    @raise ReadElsewhere: if it must be read and is larger than C{max_read}.
     """
     seq = base.seq if base is not None else 0
     if base is not None and stat_key(st) == (base.size, base.mtime_ns, base.inode):
         sha256, changed, refreshed = base.sha256, False, False
     else:
+        if max_read is not None and st.st_size > max_read:
+            raise ReadElsewhere(path)
         sha256, st = _hash_stable(local)
         changed = base is None or sha256 != base.sha256
         refreshed = not changed
@@ -326,7 +342,7 @@ def scan(root: Path, state: Mapping[str, Base], ignore: IgnoreRules) -> ScanResu
         base = state.get(path)
         try:
             found, same = _examine(
-                Path(entry.path), path, entry.stat(follow_symlinks=False), base
+                entry.path, path, entry.stat(follow_symlinks=False), base
             )
         except FileNotFoundError:
             continue
@@ -355,17 +371,23 @@ def scan(root: Path, state: Mapping[str, Base], ignore: IgnoreRules) -> ScanResu
     return ScanResult(files, tuple(deleted), tuple(skipped), tuple(refreshed))
 
 
-def scan_one(root: Path, path: str, base: Base | None) -> LocalFile | None:
+def scan_one(
+    root: Path, path: str, base: Base | None, max_read: int | None = None
+) -> LocalFile | None:
     """
     Look at one file, as L{scan} does.
 
     @param path: its wire path.
     @param base: its base, if it has one.
+    @param max_read: the largest file to read (C{None}: any): a caller on
+        the reactor's thread looks at small files itself, and hands larger
+        ones that must be read to a thread.
 
     @return: the file, or C{None} if there is no regular file at C{path}
         (or the path is not acceptable).
     @raise FileChanging: if the file keeps changing while it is read.
     @raise OSError: if the file cannot be read.
+    @raise ReadElsewhere: if it must be read and is larger than C{max_read}.
     """
     try:
         local = to_local(root, path)
@@ -375,7 +397,7 @@ def scan_one(root: Path, path: str, base: Base | None) -> LocalFile | None:
     if not stat.S_ISREG(st.st_mode):
         return None
     try:
-        return _examine(local, path, st, base)[0]
+        return _examine(local, path, st, base, max_read)[0]
     except FileNotFoundError:
         return None
 

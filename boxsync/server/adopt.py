@@ -3,7 +3,9 @@ Start-up reconciliation: make the index agree with what is really in the box.
 
 Files put into the box by hand while the server was down become new versions;
 files removed by hand become deletions; a file whose upload was renamed into
-place just before a crash (but not committed) is committed now.
+place just before a crash (but not committed) is committed now. Whatever it
+commits is published, for the streams of an account adopted while the server
+runs.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ..protocol import Delete, Download, Event
 from .box import Box
 from .index import FileRecord
 from .plan import PAGE
@@ -44,6 +47,12 @@ async def _all_rows(box: Box) -> dict[str, FileRecord]:
         after = page[-1].path
 
 
+def _event(record: FileRecord) -> Event:
+    if record.deleted:
+        return Delete(record.path, record.seq)
+    return Download(record.path, record.sha256, record.size, record.mtime_ns, record.seq)
+
+
 async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) -> Adopted:
     """
     Bring the index of C{box} in line with its files, hashing (off the
@@ -59,7 +68,8 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
 
     async def flush() -> None:
         if pending:
-            await box.index.commit_many(box.account, list(pending))
+            for record in await box.index.commit_many(box.account, list(pending)):
+                box.hub.publish(box.account, _event(record))
             pending.clear()
 
     for done, file in enumerate(files, start=1):

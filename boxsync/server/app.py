@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Concatenate, ParamSp
 
 from attrs import define, evolve, field
 from klein import Klein
+from klein.resource import KleinResource
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -41,11 +42,12 @@ from ..protocol import (
 from .auth import Forbidden, IAuthenticator, Principal, Unauthorized
 from .box import Box, DigestMismatch, NotFound, StaleBase
 from .events import EventStream
-from .hub import Hub
+from .hub import Hub, TooManyStreams
 from .index import FileRecord
+from .limits import MAX_MANIFEST_ENTRIES
 from .plan import plan
 from .storage import DiskFull
-from .uploads import UploadTooLarge, take_upload
+from .uploads import BodyTooLarge, check_body, take_upload
 
 if TYPE_CHECKING:
     from .legacy import LegacyAdapter
@@ -64,7 +66,8 @@ _STATUS: list[tuple[type[BaseException], int]] = [
     (Forbidden, 403),
     (NotFound, 404),
     (StaleBase, 412),
-    (UploadTooLarge, 413),
+    (TooManyStreams, 429),
+    (BodyTooLarge, 413),
     (DiskFull, 507),
 ]
 
@@ -105,10 +108,44 @@ class BoxFile(static.File):
 
     render_HEAD = render_GET
 
+    def _rangeToOffsetAndSize(self, start: int | None, end: int | None) -> tuple[int, int]:
+        # static.File turns a suffix range longer than the file ("bytes=-333"
+        # of 10 bytes) into a negative offset and fails mid-response; it
+        # means the whole file (RFC 9110, 14.1.2).
+        if start is None and end is not None:
+            end = min(end, self.getFileSize())
+        offset, size = super()._rangeToOffsetAndSize(start, end)
+        return offset, size
+
+    def _doMultipleRangeRequest(self, request: IRequest, byteRanges: list[Any]) -> Any:
+        parts = super()._doMultipleRangeRequest(request, byteRanges)
+        if parts == ([], b""):
+            # static.File sets up a 416 when no range of several is in the
+            # file, but returns this instead of a list of parts, and its
+            # producer fails on it: send no part at all.
+            request.setHeader(b"Content-Type", b"application/octet-stream")
+            return [(b"", 0, 0)]
+        return parts
+
     def makeProducer(self, request: IRequest, fileForReading: Any) -> Any:
         producer = super().makeProducer(request, fileForReading)
         producer.bufferSize = 256 * 1024
         return producer
+
+
+class _Resource(KleinResource):
+    """
+    Klein's resource, but a URL whose path is not UTF-8 once unquoted gets
+    the usual JSON C{400} (Klein answers it in plain text and logs a
+    traceback for each).
+    """
+
+    def render(self, request: IRequest) -> Any:
+        try:
+            b"/".join(request.postpath).decode("utf-8")  # type: ignore[attr-defined]
+        except UnicodeDecodeError:
+            return json_body(request, 400, {"error": "the path in the URL is not UTF-8"})
+        return super().render(request)
 
 
 async def box_file(box: Box, path: str) -> BoxFile:
@@ -130,6 +167,7 @@ async def box_file(box: Box, path: str) -> BoxFile:
 class BoxsyncApp:
     """
     @ivar boxes: the L{Box} of an account.
+    @ivar max_manifest_entries: the most files one manifest may list.
     @ivar legacy: serves the clients of the server boxsync replaces, if given.
     """
 
@@ -137,7 +175,7 @@ class BoxsyncApp:
     auth: IAuthenticator
     boxes: Callable[[str], Box]
     hub: Hub
-    max_manifest_entries: int = 1_000_000
+    max_manifest_entries: int = MAX_MANIFEST_ENTRIES
     legacy: LegacyAdapter | None = None
     app: Klein = field(factory=Klein, init=False)
     log = Logger()
@@ -165,7 +203,7 @@ class BoxsyncApp:
         app.handle_errors(Exception)(self._error)
 
     def resource(self) -> Any:
-        return self.app.resource()
+        return _Resource(self.app)
 
     def principal(self, request: IRequest) -> Principal:
         return self.auth.authenticate(request.getHeader(b"Authorization"))
@@ -176,6 +214,7 @@ class BoxsyncApp:
         @functools.wraps(route)
         def wrapper(request: IRequest, *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
             principal = self.principal(request)
+            check_body(request)
             return Deferred.fromCoroutine(route(request, principal, *args, **kwargs))  # type: ignore[arg-type]
 
         return wrapper
@@ -220,7 +259,7 @@ class BoxsyncApp:
         )
         await stream.serve(
             self.hub,
-            principal.account,
+            principal,
             box.index,
             lambda upto: plan(box.index, principal.account, manifest, upto),
         )

@@ -12,8 +12,9 @@ from __future__ import annotations
 import time
 
 from attrs import define, field
-from twisted.internet.defer import DeferredLock
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ..protocol import Delete, Download
 from .hub import Hub
@@ -49,22 +50,70 @@ def _row_seq(row: FileRecord | None) -> int:
     return 0 if row is None else row.seq
 
 
+def _check(path: str, base: int | None, row: FileRecord | None) -> None:
+    """
+    @raise StaleBase: if a change from C{base} cannot apply to C{row}.
+    """
+    if base is not None:
+        current = _row_seq(row)
+        # Base 0 also matches a tombstone: a deleted path is free again.
+        if base != current and not (base == 0 and row is not None and row.deleted):
+            raise StaleBase(path, current)
+
+
+def _take_group(queue: list[_Pending]) -> list[_Pending]:
+    """
+    Take from the front of C{queue} the longest run of uploads to distinct
+    paths (a second upload of a path is checked against the first's commit,
+    so it waits for the next group).
+    """
+    paths: set[str] = set()
+    for n, pending in enumerate(queue):
+        if pending.path in paths:
+            break
+        paths.add(pending.path)
+    else:
+        n = len(queue)
+    group = queue[:n]
+    del queue[:n]
+    return group
+
+
+@define
+class _Pending:
+    """
+    An upload whose bytes are durable, waiting for its group's commit.
+    """
+
+    path: str
+    staged: StagingFile
+    base: int | None
+    mtime_ns: int
+    origin: str
+    stream: str | None
+    done: Deferred[FileRecord] = field(factory=Deferred)
+
+
 @define
 class Box:
+    """
+    @ivar _queue: uploads ready to commit, in arrival order; whatever
+        arrives while a group is being committed forms the next group, so a
+        lone upload waits for nothing and a burst shares each step.
+    """
+
     account: str
     index: IIndex
     storage: BoxStorage
     hub: Hub
     _lock: DeferredLock = field(factory=DeferredLock)
+    _queue: list[_Pending] = field(factory=list)
+    _committing: bool = False
     log = Logger()
 
     async def _check_base(self, path: str, base: int | None) -> FileRecord | None:
         row: FileRecord | None = await self.index.get(self.account, path)
-        if base is not None:
-            current = _row_seq(row)
-            # Base 0 also matches a tombstone: a deleted path is free again.
-            if base != current and not (base == 0 and row is not None and row.deleted):
-                raise StaleBase(path, current)
+        _check(path, base, row)
         return row
 
     async def upload(
@@ -80,49 +129,125 @@ class Box:
         """
         Commit C{staged} as the new version of C{path}.
 
+        The bytes are made durable first, outside the box's lock and beside
+        other uploads; then the upload joins the next group commit: one index
+        read, the renames, one fsync per folder and one index transaction
+        for the whole group. Nothing is acknowledged before it is durable.
+
         @param base: the seq the upload started from; C{None} for last
             writer wins.
         @param sha256: the digest the client announced, if any.
         @raise StaleBase: if C{path} has moved on from C{base}.
         @raise DigestMismatch: if the bytes do not match C{sha256}.
         """
-        try:
-            if sha256 is not None and sha256 != staged.sha256:
-                raise DigestMismatch(
-                    f"body has sha256 {staged.sha256}, not {sha256} as announced"
-                )
-            await self._lock.acquire()
-        except BaseException:
+        if sha256 is not None and sha256 != staged.sha256:
             staged.discard()
-            raise
-        try:
-            try:
-                await self._check_base(path, base)
-            except BaseException:
-                staged.discard()
-                raise
-            if mtime_ns is None:
-                mtime_ns = time.time_ns()
-            await self.storage.place(staged, path, mtime_ns)
-            record = await self.index.commit(
-                self.account,
-                FileRecord(path, staged.size, staged.sha256, mtime_ns, 0, False, origin),
+            raise DigestMismatch(
+                f"body has sha256 {staged.sha256}, not {sha256} as announced"
             )
+        if mtime_ns is None:
+            mtime_ns = time.time_ns()
+        await self.storage.finish(staged, mtime_ns)
+        pending = _Pending(path, staged, base, mtime_ns, origin, stream)
+        self._queue.append(pending)
+        if not self._committing:
+            Deferred.fromCoroutine(self._commit_queued())
+        record: FileRecord = await pending.done
+        return record
+
+    async def _commit_queued(self) -> None:
+        """
+        Commit the queued uploads, a group at a time, until none is left.
+        """
+        self._committing = True
+        try:
+            while self._queue:
+                group = _take_group(self._queue)
+                outcomes: list[FileRecord | Exception | Failure]
+                try:
+                    async with self._lock:
+                        outcomes = list(await self._commit_group(group))
+                except Exception:
+                    failure = Failure()
+                    for pending in group:
+                        pending.staged.discard()
+                    outcomes = [failure] * len(group)
+                # In commit order, so events leave in seq order; a commit is
+                # published even if its uploader has gone meanwhile.
+                for pending, outcome in zip(group, outcomes):
+                    if isinstance(outcome, FileRecord):
+                        self._committed(pending, outcome)
+                    if pending.done.called:
+                        continue
+                    if isinstance(outcome, FileRecord):
+                        pending.done.callback(outcome)
+                    else:
+                        pending.done.errback(outcome)
         finally:
-            self._lock.release()
+            self._committing = False
+
+    def _committed(self, pending: _Pending, record: FileRecord) -> None:
         self.log.info(
             "{origin} uploaded {path} ({size} bytes) as seq {seq}",
-            origin=origin or "a client",
-            path=path,
+            origin=pending.origin or "a client",
+            path=record.path,
             size=record.size,
             seq=record.seq,
         )
         self.hub.publish(
             self.account,
-            Download(path, record.sha256, record.size, record.mtime_ns, record.seq),
-            exclude=stream,
+            Download(record.path, record.sha256, record.size, record.mtime_ns, record.seq),
+            exclude=pending.stream,
         )
-        return record
+
+    async def _commit_group(self, group: list[_Pending]) -> list[FileRecord | Exception]:
+        """
+        Check the bases of C{group}, move the accepted uploads into place and
+        commit them in one transaction.
+
+        @return: for each upload, its stored record or why it failed.
+        """
+        rows: dict[str, FileRecord] = await self.index.get_many(
+            self.account, [pending.path for pending in group]
+        )
+        outcomes: dict[int, FileRecord | Exception] = {}
+        accepted: list[int] = []
+        for i, pending in enumerate(group):
+            try:
+                _check(pending.path, pending.base, rows.get(pending.path))
+            except StaleBase as e:
+                pending.staged.discard()
+                outcomes[i] = e
+            else:
+                accepted.append(i)
+        placed = await self.storage.place_many(
+            [(group[i].staged, group[i].path) for i in accepted]
+        )
+        committing: list[int] = []
+        for i, error in zip(accepted, placed):
+            if error is None:
+                committing.append(i)
+            else:
+                outcomes[i] = error
+        if not committing:
+            return [outcomes[i] for i in range(len(group))]
+        records = await self.index.commit_many(
+            self.account,
+            [
+                FileRecord(
+                    group[i].path,
+                    group[i].staged.size,
+                    group[i].staged.sha256,
+                    group[i].mtime_ns,
+                    0,
+                    False,
+                    group[i].origin,
+                )
+                for i in committing
+            ],
+        )
+        outcomes.update(zip(committing, records))
+        return [outcomes[i] for i in range(len(group))]
 
     async def delete(
         self, path: str, base: int | None, origin: str = "", stream: str | None = None

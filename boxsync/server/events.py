@@ -16,6 +16,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from ..protocol import EVENT_STREAM, Event, Hello, Ready, encode_comment, encode_event
+from .auth import Principal
 from .hub import Hub
 from .index import IIndex
 
@@ -78,24 +79,29 @@ class EventStream:
     async def serve(
         self,
         hub: Hub,
-        account: str,
+        principal: Principal,
         index: IIndex,
         plan: Callable[[int], AsyncIterable[Event]],
     ) -> None:
         """
         The whole life of the stream, for a route to await: register with
-        C{hub}, write C{plan(upto)} for the account's current seq C{upto},
-        then live events, until the route's Deferred is cancelled (Klein
-        does that when the client goes away, and so does a stopping server);
-        then unregister and stop writing.
+        C{hub} for the principal's account and token, write C{plan(upto)}
+        for the account's current seq C{upto}, then live events, until the
+        route's Deferred is cancelled (Klein does that when the client goes
+        away, and so does a stopping server); then unregister and stop
+        writing.
+
+        @raise TooManyStreams: before anything is written, if the token
+            holds as many streams as it may.
         """
+        account = principal.account
+        # Registered before the seq is read: a commit after it is either in
+        # the plan or sent live, never lost in between.
+        unregister = hub.add(account, self, principal.token)
         request = self.request
         request.setHeader(b"Content-Type", self.framing.content_type.encode())
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"X-Accel-Buffering", b"no")
-        # Registered before the seq is read: a commit after it is either in
-        # the plan or sent live, never lost in between.
-        unregister = hub.add(account, self)
         writing: Deferred[None] | None = None
 
         def close(_: object = None) -> None:
@@ -160,6 +166,17 @@ class EventStream:
 
     def keepalive(self) -> None:
         self._write(self.framing.keepalive)
+
+    def disconnect(self) -> None:
+        """
+        Drop the connection at once, without waiting for what is buffered to
+        drain (the client may not be reading): the stream then ends as if
+        the client had gone away.
+        """
+        transport = None if self._closed else getattr(self.request, "transport", None)
+        self.close()
+        if transport is not None:
+            transport.abortConnection()
 
     def close(self) -> None:
         """

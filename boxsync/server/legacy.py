@@ -30,6 +30,7 @@ from .box import Box
 from .events import EventStream, Framing
 from .hub import Hub
 from .index import IIndex
+from .limits import MAX_MANIFEST_ENTRIES
 from .plan import listed_rows, rows_since, unlisted
 from .uploads import take_upload
 
@@ -104,7 +105,7 @@ def parse_files(body: bytes, max_entries: int = 1_000_000) -> tuple[list[LegacyE
     """
     try:
         raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise ProtocolError(f"body is not JSON: {e}") from None
     if not isinstance(raw, dict):
         raise ProtocolError("body must be a JSON object")
@@ -175,7 +176,7 @@ class LegacyAdapter:
 
     boxes: Callable[[str], Box]
     hub: Hub
-    max_entries: int = 1_000_000
+    max_entries: int = MAX_MANIFEST_ENTRIES
     log = Logger()
 
     async def sync(self, request: IRequest, principal: Principal) -> None:
@@ -191,7 +192,7 @@ class LegacyAdapter:
         )
         await stream.serve(
             self.hub,
-            principal.account,
+            principal,
             box.index,
             lambda upto: legacy_plan(box.index, principal.account, entries, upto),
         )

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from attrs import define, field
 from twisted.internet.threads import deferToThreadPool
@@ -38,6 +38,15 @@ class DiskFull(OSError):
 
 def _is_full(e: OSError) -> bool:
     return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _full(e: BaseException) -> BaseException:
+    """
+    C{e}, as a L{DiskFull} if it says the file system is full.
+    """
+    if isinstance(e, OSError) and not isinstance(e, DiskFull) and _is_full(e):
+        return DiskFull(e.errno, "no space left in the box")
+    return e
 
 
 @define
@@ -172,28 +181,61 @@ class BoxStorage:
             return None
         return target
 
-    def place(self, staged: StagingFile, path: str, mtime_ns: int) -> Any:
+    def finish(self, staged: StagingFile, mtime_ns: int) -> Any:
         """
-        Make C{staged} the file at C{path}: fsync, then rename into place.
+        Make the bytes of C{staged} durable, with their final mode and
+        mtime, in a thread: several uploads do this at once, before any of
+        them is placed. On failure C{staged} is discarded.
+
+        @raise DiskFull: if the file system has no room for them.
         """
 
         def work() -> None:
             try:
-                target = self.local(path)
                 staged.finish(mtime_ns)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if target.is_dir() and not target.is_symlink():
-                    raise BadPath(f"{path!r} is a folder in the box")
-                os.replace(staged.path, target)
-                _fsync_dir(target.parent)
-            except OSError as e:
+            except BaseException as e:
                 staged.discard()
-                if _is_full(e):
-                    raise DiskFull(e.errno, "no space left in the box") from e
-                raise
-            except BaseException:
-                staged.discard()
-                raise
+                full = _full(e)
+                if full is e:
+                    raise
+                raise full from e
+
+        return self.in_thread(work)
+
+    def place_many(self, moves: Sequence[tuple[StagingFile, str]]) -> Any:
+        """
+        Rename each finished staging file of C{moves} to its path, then
+        fsync each folder that got a new name once: a whole group of uploads
+        costs one thread hop and one fsync per folder.
+
+        @return: a Deferred that fires with, for each move, C{None} if it is
+            in place or the exception it met (its staging file is then
+            discarded); the others are placed regardless.
+        """
+
+        def work() -> list[BaseException | None]:
+            outcomes: list[BaseException | None] = []
+            folders: dict[Path, list[int]] = {}
+            for staged, path in moves:
+                try:
+                    target = self.local(path)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    if target.is_dir() and not target.is_symlink():
+                        raise BadPath(f"{path!r} is a folder in the box")
+                    os.replace(staged.path, target)
+                except Exception as e:
+                    staged.discard()
+                    outcomes.append(_full(e))
+                    continue
+                folders.setdefault(target.parent, []).append(len(outcomes))
+                outcomes.append(None)
+            for folder, placed in folders.items():
+                try:
+                    _fsync_dir(folder)
+                except OSError as e:
+                    for i in placed:
+                        outcomes[i] = _full(e)
+            return outcomes
 
         return self.in_thread(work)
 

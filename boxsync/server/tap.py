@@ -11,8 +11,12 @@ from typing import Any, Mapping
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
-from ..config import ConfigError, Setting, config_home, find_config, load, resolve
+from ..config import ConfigError, Setting, config_home, find_config, load, resolve, usage_flags
+from ..paths import HIDDEN_DIR
 from .auth import ApiKeyAuth
+from .hub import MAX_STREAMS_PER_TOKEN
+from .tokens import SecretError, load_secret, secret_path
+from .limits import MAX_MANIFEST_BYTES, MAX_MANIFEST_ENTRIES, ConnectionLimits
 
 __all__ = ["Options", "makeService"]
 
@@ -36,6 +40,13 @@ def _seconds(value: str) -> float:
     if not seconds > 0 or seconds == float("inf"):
         raise ValueError(f"a number of seconds must be positive, not {value!r}")
     return seconds
+
+
+def _count(value: str) -> int:
+    count = int(value)
+    if count < 0:
+        raise ValueError(f"a count must not be negative, not {value!r}")
+    return count
 
 
 def _listen_on(address: str) -> str:
@@ -71,7 +82,35 @@ SETTINGS = [
     Setting("max-upload", None, "Largest upload accepted, e.g. 50G.", _size),
     Setting("status-interval", 60.0, "Seconds between status lines in the log (0: none).", float),
     Setting("keepalive", 15.0, "Seconds between keep-alive comments on idle event streams.", _seconds),
+    Setting("max-manifest", MAX_MANIFEST_BYTES, "Largest POST /sync body (manifest) accepted, e.g. 64M.", _size),
+    Setting("max-manifest-entries", MAX_MANIFEST_ENTRIES, "Most files one manifest may list.", _size),
+    Setting(
+        "idle-timeout",
+        ConnectionLimits().idle_timeout,
+        "Seconds a connection may send nothing before or inside a request.",
+        _seconds,
+    ),
+    Setting(
+        "min-rate",
+        ConnectionLimits().min_rate,
+        f"Bytes per second a request must arrive at, over each {ConnectionLimits().window:g} s "
+        "(0: no minimum).",
+        _count,
+    ),
     Setting("insecure-no-auth", False, "Serve without any key: everyone gets in.", flag=True),
+    Setting(
+        "tokens",
+        False,
+        "Serve several accounts, one folder each in the box, to clients with signed "
+        "tokens made by boxsync-admin (instead of one key).",
+        flag=True,
+    ),
+    Setting(
+        "max-streams-per-token",
+        MAX_STREAMS_PER_TOKEN,
+        "Most event streams one token may hold open at once.",
+        _size,
+    ),
     Setting(
         "listen",
         [DEFAULT_LISTEN],
@@ -114,7 +153,7 @@ class Options(usage.Options):
             f"$XDG_CONFIG_HOME/boxsync/server.toml if it exists; env {CONFIG_VARIABLE}]",
         ],
     ]
-    optFlags = [[s.name, s.short, s.describe()] for s in SETTINGS if s.flag]
+    optFlags = usage_flags(SETTINGS)
 
     def __init__(self) -> None:
         super().__init__()
@@ -139,11 +178,31 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         self.update(values)
         self["config"] = path
-        if not self["api-key"] and not self["insecure-no-auth"]:
+        if self["tokens"]:
+            _check_token_mode(self)
+        elif not self["api-key"] and not self["insecure-no-auth"]:
             raise usage.UsageError(
-                "no key: give --api-key KEY (or set BOXSYNC_API_KEY), "
-                "or --insecure-no-auth to let everyone in"
+                "no key: give --api-key KEY (or set BOXSYNC_API_KEY), --tokens for "
+                "accounts with tokens, or --insecure-no-auth to let everyone in"
             )
+
+
+def _check_token_mode(options: Options) -> None:
+    """
+    Refuse what cannot go with C{--tokens}: a key, no authentication, or a
+    secret file that others could read.
+    """
+    if options["api-key"] or options["insecure-no-auth"]:
+        raise usage.UsageError(
+            "--tokens cannot be combined with --api-key (or BOXSYNC_API_KEY) "
+            "or --insecure-no-auth: choose one way to authenticate"
+        )
+    hidden = Path(options["box"]) / HIDDEN_DIR
+    if os.path.lexists(secret_path(hidden)):
+        try:
+            load_secret(hidden)
+        except (SecretError, OSError) as e:
+            raise usage.UsageError(f"cannot use the server secret: {e}") from None
 
 
 def makeService(options: Options) -> Any:
@@ -154,10 +213,17 @@ def makeService(options: Options) -> Any:
     config = ServerConfig(
         box=Path(options["box"]),
         listen=list(options["listen"]),
-        auth=ApiKeyAuth(None if options["insecure-no-auth"] and not options["api-key"] else options["api-key"]),
+        auth=None
+        if options["tokens"]
+        else ApiKeyAuth(None if options["insecure-no-auth"] and not options["api-key"] else options["api-key"]),
+        tokens=options["tokens"],
+        max_streams_per_token=options["max-streams-per-token"],
         max_upload=options["max-upload"],
         status_seconds=options["status-interval"],
         keepalive_seconds=options["keepalive"],
+        max_manifest=options["max-manifest"],
+        max_manifest_entries=options["max-manifest-entries"],
+        connections=ConnectionLimits(idle_timeout=options["idle-timeout"], min_rate=options["min-rate"]),
     )
     service = BoxsyncService(reactor, config)
     # A server that cannot start (a port in use, an unreadable box) exits.

@@ -1,0 +1,246 @@
+"""
+``boxsync-admin``: the tokens of a box served with ``twistd boxsync --tokens``.
+
+``token`` mints one (and makes its account on first use) and prints it, and
+nothing else, on standard output; ``tokens`` lists them (never their values);
+``revoke`` revokes one, which a running server notices at once. Each command
+works on the box folder directly, so it runs on the server's machine, as the
+user the server runs as.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, NoReturn, Sequence, TextIO
+
+from .paths import HIDDEN_DIR
+from .server.accounts import BadAccountFolder, account_folder
+from .server.registry import REGISTRY_FILE, TokenRecord, TokenRegistry
+from .server.tokens import (
+    BadName,
+    SecretError,
+    TokenClaims,
+    check_account,
+    check_client,
+    load_secret,
+    mint,
+    new_token_id,
+    parse_duration,
+)
+
+__all__ = ["main", "run", "AdminError"]
+
+PROGRAM = "boxsync-admin"
+
+
+class AdminError(Exception):
+    """
+    Something the user can fix: said in one line, exit status 1.
+    """
+
+
+def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
+    """
+    An argparse type that runs C{check} and reports its error as argparse's.
+    """
+
+    def convert(value: str) -> str:
+        try:
+            check(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return value
+
+    return convert
+
+
+def _parser(environ: dict[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM,
+        description="Mint, list and revoke the tokens of a box served with --tokens.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    box_help = "the box folder of the server [default: $BOXSYNC_BOX, else ./box]"
+    default_box = environ.get("BOXSYNC_BOX") or "./box"
+
+    token = commands.add_parser(
+        "token", help="mint a token (printed alone on standard output)", description=(
+            "Mint a token for a client of an account, making the account if it is new. "
+            "The token is printed once, alone on standard output: TOKEN=$(boxsync-admin token ...)"
+        )
+    )
+    token.add_argument("--box", default=default_box, help=box_help)
+    token.add_argument("--account", required=True, type=_checked(check_account), help="the account")
+    token.add_argument("--client", required=True, type=_checked(check_client), help="the client's id, e.g. laptop")
+    token.add_argument(
+        "--expires", type=_checked(parse_duration), metavar="DURATION",
+        help="how long it works, e.g. 30m, 12h, 90d [default: until revoked]",
+    )
+
+    tokens = commands.add_parser("tokens", help="list the tokens (not their values)")
+    tokens.add_argument("--box", default=default_box, help=box_help)
+    tokens.add_argument("--account", type=_checked(check_account), help="only this account's")
+
+    revoke = commands.add_parser("revoke", help="revoke a token, at once, open streams included")
+    revoke.add_argument("--box", default=default_box, help=box_help)
+    revoke.add_argument(
+        "token_id", metavar="ID", nargs="?", help="the token's id, as listed by 'tokens'"
+    )
+    revoke.add_argument("--account", type=_checked(check_account), help="with --client: instead of ID")
+    revoke.add_argument(
+        "--client", type=_checked(check_client),
+        help="revoke every token of this client of --account (a lost laptop)",
+    )
+    return parser
+
+
+def _box(path: str) -> Path:
+    box = Path(path).expanduser()
+    if not box.is_dir():
+        raise AdminError(f"{box} is not a folder: give the server's box with --box")
+    return Path(os.path.realpath(box))
+
+
+def _registry(box: Path) -> TokenRegistry:
+    try:
+        return TokenRegistry(box / HIDDEN_DIR / REGISTRY_FILE)
+    except sqlite3.Error as e:
+        raise AdminError(f"cannot open the token registry of {box}: {e}") from None
+
+
+def _when(seconds: int | None) -> str:
+    if seconds is None:
+        return "never"
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def mint_token(box: Path, account: str, client: str, expires_in: int | None, now: int) -> tuple[str, TokenRecord]:
+    """
+    Mint a token for C{client} of C{account} in C{box} (making the secret
+    and the account if need be) and register it.
+    """
+    hidden = box / HIDDEN_DIR
+    hidden.mkdir(mode=0o700, exist_ok=True)
+    secret = load_secret(hidden, create=True)
+    account_folder(box, account)
+    record = TokenRecord(
+        new_token_id(), account, client, now, None if expires_in is None else now + expires_in
+    )
+    registry = _registry(box)
+    try:
+        registry.add(record)
+    finally:
+        registry.close()
+    claims = TokenClaims(record.token_id, account, client, record.issued, record.expires)
+    return mint(secret, claims), record
+
+
+def _new_box(path: str, err: TextIO) -> Path:
+    """
+    The box of C{path}, made (as the server would make it) if it is missing
+    but its parent folder is there.
+    """
+    box = Path(path).expanduser()
+    if not box.exists() and box.parent.is_dir():
+        box.mkdir(mode=0o755)
+        err.write(f"made the box folder {box}\n")
+    return _box(path)
+
+
+def _token(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> None:
+    expires_in = None if args.expires is None else parse_duration(args.expires)
+    token, record = mint_token(_new_box(args.box, err), args.account, args.client, expires_in, now)
+    out.write(token + "\n")
+    err.write(
+        f"token {record.token_id} for client {record.client} of account {record.account}, "
+        f"expires {_when(record.expires)}\n"
+    )
+
+
+def _tokens(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> None:
+    box = _box(args.box)
+    if not (box / HIDDEN_DIR / REGISTRY_FILE).exists():
+        err.write(f"no tokens have been minted for {box}\n")
+        return
+    registry = _registry(box)
+    try:
+        records = registry.tokens(args.account)
+    finally:
+        registry.close()
+    rows = [("ID", "ACCOUNT", "CLIENT", "ISSUED", "EXPIRES", "STATUS")] + [
+        (r.token_id, r.account, r.client, _when(r.issued), _when(r.expires), r.status(now))
+        for r in records
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+
+
+def _revoke(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> None:
+    by_id = args.token_id is not None
+    by_client = args.account is not None and args.client is not None
+    if by_id == by_client or (by_id and (args.account or args.client)):
+        raise AdminError("name the token to revoke: its ID, or --account and --client")
+    box = _box(args.box)
+    records: list[TokenRecord] = []
+    revoked: list[bool] = []
+    if (box / HIDDEN_DIR / REGISTRY_FILE).exists():
+        registry = _registry(box)
+        try:
+            if args.token_id is not None:
+                found = registry.get(args.token_id)
+                records = [] if found is None else [found]
+            else:
+                records = [r for r in registry.tokens(args.account) if r.client == args.client]
+            revoked = [registry.revoke(r.token_id, now) for r in records]
+        finally:
+            registry.close()
+    if not records:
+        wanted = (
+            repr(args.token_id) if args.token_id is not None
+            else f"of client {args.client!r} of account {args.account!r}"
+        )
+        raise AdminError(f"there is no token {wanted} in {box}")
+    for record, done in zip(records, revoked):
+        what = f"token {record.token_id} of client {record.client} of account {record.account}"
+        if done:
+            out.write(f"revoked {what}\n")
+        else:
+            out.write(f"{what} was already revoked on {_when(record.revoked)}\n")
+
+
+_COMMANDS = {"token": _token, "tokens": _tokens, "revoke": _revoke}
+
+
+def run(
+    argv: Sequence[str],
+    out: TextIO,
+    err: TextIO,
+    environ: dict[str, str] | None = None,
+    now: Callable[[], float] = time.time,
+) -> int:
+    """
+    Run the command of C{argv}; return the exit status. Known errors are
+    one line on C{err}; usage errors exit as argparse does (status 2).
+    """
+    args = _parser(dict(os.environ) if environ is None else environ).parse_args(list(argv))
+    try:
+        _COMMANDS[args.command](args, out, err, int(now()))
+    except (AdminError, BadName, BadAccountFolder, SecretError, OSError, sqlite3.Error) as e:
+        err.write(f"{PROGRAM}: error: {e}\n")
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    sys.exit(run(sys.argv[1:] if argv is None else argv, sys.stdout, sys.stderr))
+
+
+if __name__ == "__main__":
+    main()

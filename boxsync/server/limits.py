@@ -1,0 +1,192 @@
+"""
+Limits on what one connection may make the server hold: how long it may stay
+silent, how slowly it may send a request, and how large the request's
+headers may be.
+
+twisted.web closes a connection that sends nothing for C{timeOut} seconds,
+but a peer that sends a byte a second resets that timer forever, and holds a
+request (for an upload, a staging file) half done for as long as it likes.
+L{LimitedChannel} adds a minimum rate: while a request is arriving, it must
+bring at least C{min_rate * window} bytes in every C{window} seconds, or the
+connection gets C{408} and is closed. Once a request has arrived whole the
+rule is off until the next one starts, so a quiet event stream or a client
+that reads a download slowly is never dropped by it.
+
+Headers over the limits get C{431} with a JSON body (twisted.web alone
+answers a bare C{400}, or for one overlong line closes without a word).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Site
+
+__all__ = [
+    "MAX_MANIFEST_BYTES",
+    "MAX_MANIFEST_ENTRIES",
+    "ConnectionLimits",
+    "LimitedChannel",
+    "LimitedSite",
+]
+
+#: The largest manifest (C{POST /sync} body) taken by default: room for
+#: C{MAX_MANIFEST_ENTRIES} entries of ~250 bytes each.
+MAX_MANIFEST_BYTES = 256 * 2**20
+
+#: The most files one manifest may list by default.
+MAX_MANIFEST_ENTRIES = 1_000_000
+
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+@frozen
+class ConnectionLimits:
+    """
+    @ivar idle_timeout: seconds a connection may send nothing before or
+        inside a request (C{None}: forever).
+    @ivar min_rate: bytes per second a request must arrive at, on average
+        over each C{window} (0: no minimum).
+    @ivar window: seconds over which C{min_rate} is measured.
+    @ivar max_header_bytes: the most bytes of request line and headers.
+    @ivar max_headers: the most header fields in one request.
+    """
+
+    idle_timeout: float | None = 60.0
+    min_rate: int = 100
+    window: float = 20.0
+    max_header_bytes: int = 16384
+    max_headers: int = 100
+
+
+class LimitedChannel(HTTPChannel):
+    """
+    An L{HTTPChannel} that drops peers that send requests too slowly and
+    answers oversized headers with C{431}.
+
+    @ivar limits: set by L{LimitedSite} when it builds the channel.
+    """
+
+    limits = ConnectionLimits()
+    #: Some bytes of a request have come, but not the whole request yet.
+    _pending = False
+    #: A whole request has come and is being answered.
+    _busy = False
+    _received = 0
+    _mark = 0
+    _header_bytes = 0
+    _header_count = 0
+    _rate_check: IDelayedCall | None = None
+    _log = Logger()
+
+    def dataReceived(self, data: bytes) -> None:
+        self._received += len(data)
+        if data and not self._pending and not self._busy:
+            self._pending = True
+            self._mark = self._received - len(data)
+            if self.limits.min_rate > 0:
+                self._rate_check = self.callLater(self.limits.window, self._check_rate)
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> Any:
+        self._header_bytes += len(line)
+        if self._header_bytes > self.limits.max_header_bytes:
+            self._refuse(431, f"request headers over {self.limits.max_header_bytes} bytes")
+            return None
+        return super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._refuse(431, f"a request line or header over {self.limits.max_header_bytes} bytes")
+
+    def headerReceived(self, line: bytes) -> bool:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            self._refuse(431, f"over {self.limits.max_headers} request headers")
+            return False
+        return bool(super().headerReceived(line))
+
+    def allContentReceived(self) -> None:
+        self._pending = False
+        self._busy = True
+        self._header_bytes = self._header_count = 0
+        self._stop_rate_check()
+        super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:
+        self._busy = False
+        super().requestDone(request)
+
+    def timeoutConnection(self) -> None:
+        if self._pending:
+            self._answer(408, "no data from the client for too long")
+        super().timeoutConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._stop_rate_check()
+        super().connectionLost(reason)
+
+    def _check_rate(self) -> None:
+        self._rate_check = None
+        if not self._pending:
+            return
+        limits = self.limits
+        if self._received - self._mark < limits.min_rate * limits.window:
+            self._log.info(
+                "dropping {peer}: its request came slower than {rate} bytes/s",
+                peer=str(self.transport.getPeer()),  # type: ignore[union-attr]
+                rate=limits.min_rate,
+            )
+            self._refuse(408, f"the request came slower than {limits.min_rate} bytes/s")
+            return
+        self._mark = self._received
+        self._rate_check = self.callLater(limits.window, self._check_rate)
+
+    def _stop_rate_check(self) -> None:
+        if self._rate_check is not None and self._rate_check.active():
+            self._rate_check.cancel()
+        self._rate_check = None
+
+    def _answer(self, status: int, message: str) -> None:
+        """
+        Answer a request that never arrived whole, and close after it.
+        """
+        self._pending = False
+        self._stop_rate_check()
+        body = json.dumps({"error": message}).encode() + b"\n"
+        head = (
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n"
+        ) % (status, _REASONS[status], len(body))
+        self.transport.write(head + body)  # type: ignore[union-attr]
+
+    def _refuse(self, status: int, message: str) -> None:
+        self._answer(status, message)
+        self.loseConnection()
+
+
+class LimitedSite(Site):
+    """
+    A L{Site} whose connections keep to L{ConnectionLimits}.
+    """
+
+    protocol = LimitedChannel  # type: ignore[assignment]
+
+    def __init__(self, resource: Any, limits: ConnectionLimits = ConnectionLimits(), **kwargs: Any) -> None:
+        super().__init__(resource, timeout=limits.idle_timeout, **kwargs)
+        self.limits = limits
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        limits = self.limits
+        channel.limits = limits
+        # twisted.web's own checks, at the same limits (ours answer first).
+        channel.MAX_LENGTH = channel.totalHeadersSize = limits.max_header_bytes
+        channel.maxHeaders = limits.max_headers
+        return channel

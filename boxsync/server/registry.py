@@ -1,0 +1,157 @@
+"""
+The token registry: every token ever minted (never its value), for which
+account and client, and whether it was revoked.
+
+It is one SQLite file in the box's hidden folder, written by
+C{boxsync-admin} and read by the running server, which polls
+C{PRAGMA data_version} to notice another process's commits. The calls
+block: the server makes them from a thread of its own.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+
+__all__ = ["REGISTRY_FILE", "TokenRecord", "TokenRegistry"]
+
+#: The registry's file in the box's hidden folder.
+REGISTRY_FILE = "tokens.sqlite"
+
+_SCHEMA: list[list[str]] = [
+    # version 1
+    [
+        """CREATE TABLE tokens (
+            id TEXT PRIMARY KEY,
+            account TEXT NOT NULL,
+            client TEXT NOT NULL,
+            issued INTEGER NOT NULL,
+            expires INTEGER,
+            revoked INTEGER
+        )""",
+        "CREATE INDEX tokens_by_account ON tokens (account)",
+    ],
+]
+
+_COLUMNS = "id, account, client, issued, expires, revoked"
+
+
+@frozen
+class TokenRecord:
+    """
+    One minted token. Times are whole seconds since the epoch.
+
+    @ivar revoked: when it was revoked, or C{None}.
+    """
+
+    token_id: str
+    account: str
+    client: str
+    issued: int
+    expires: int | None = None
+    revoked: int | None = None
+
+    def status(self, now: float) -> str:
+        if self.revoked is not None:
+            return "revoked"
+        if self.expires is not None and self.expires <= now:
+            return "expired"
+        return "valid"
+
+
+def _record(row: tuple[Any, ...]) -> TokenRecord:
+    return TokenRecord(*row)
+
+
+class TokenRegistry:
+    """
+    The registry in C{path}, created or upgraded as it is opened.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
+        try:
+            self._upgrade()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _upgrade(self) -> None:
+        db = self._db
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version >= len(_SCHEMA):
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Read again under the lock: another process may have upgraded.
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            for number, steps in enumerate(_SCHEMA[version:], start=version + 1):
+                for statement in steps:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={number}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add(self, record: TokenRecord) -> None:
+        self._db.execute(
+            f"INSERT INTO tokens ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                record.token_id,
+                record.account,
+                record.client,
+                record.issued,
+                record.expires,
+                record.revoked,
+            ),
+        )
+
+    def get(self, token_id: str) -> TokenRecord | None:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM tokens WHERE id=?", (token_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    def tokens(self, account: str | None = None) -> list[TokenRecord]:
+        """
+        Every token (of C{account}, if given), in the order they were issued.
+        """
+        if account is None:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM tokens ORDER BY issued, id")
+        else:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM tokens WHERE account=? ORDER BY issued, id", (account,)
+            )
+        return [_record(row) for row in rows]
+
+    def revoke(self, token_id: str, when: int) -> bool:
+        """
+        Revoke C{token_id} as of C{when}; return whether it was a token not
+        revoked yet.
+        """
+        cursor = self._db.execute(
+            "UPDATE tokens SET revoked=? WHERE id=? AND revoked IS NULL", (when, token_id)
+        )
+        return cursor.rowcount == 1
+
+    def revoked(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT id FROM tokens WHERE revoked IS NOT NULL")}
+
+    def accounts(self) -> set[str]:
+        """
+        Every account with a token, revoked or not: the accounts there are.
+        """
+        return {row[0] for row in self._db.execute("SELECT DISTINCT account FROM tokens")}
+
+    def version(self) -> int:
+        """
+        A number that changes whenever another connection has committed.
+        """
+        (version,) = self._db.execute("PRAGMA data_version").fetchone()
+        return int(version)

@@ -1,0 +1,255 @@
+"""
+The box's group commit: uploads that arrive together share one index read,
+one rename pass with one fsync per folder and one index transaction, and
+each still succeeds or fails on its own. Real SQLite index, real folders.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import Any, AsyncIterator, Sequence
+
+import pytest
+import pytest_twisted
+from attrs import define, field
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from zope.interface import implementer
+
+from boxsync.paths import BadPath
+from boxsync.protocol import Download, Event
+from boxsync.server.box import Box, DigestMismatch, StaleBase
+from boxsync.server.hub import Hub
+from boxsync.server.index import FileRecord, IIndex, SQLiteIndex
+from boxsync.server.storage import BoxStorage, DiskFull, StagingFile
+from tests.helpers import sha, timed
+
+ACCOUNT = "acct"
+
+
+class ReadyStorage(BoxStorage):
+    """
+    Storage whose data fsync happens at once, on the calling thread: every
+    upload of a burst reaches the commit queue before the first group ends.
+    """
+
+    def finish(self, staged: StagingFile, mtime_ns: int) -> Any:
+        staged.finish(mtime_ns)
+        return succeed(None)
+
+
+@implementer(IIndex)
+@define
+class CountingIndex:
+    """
+    The real index, counting group commits, and failing them on demand.
+    """
+
+    real: SQLiteIndex
+    commits: list[int] = field(factory=list)
+    broken: bool = False
+
+    def get(self, account: str, path: str) -> Any:
+        return self.real.get(account, path)
+
+    def get_many(self, account: str, paths: Sequence[str]) -> Any:
+        return self.real.get_many(account, paths)
+
+    def commit(self, account: str, record: FileRecord) -> Any:
+        return self.real.commit(account, record)
+
+    def commit_many(self, account: str, records: Sequence[FileRecord]) -> Any:
+        self.commits.append(len(records))
+        if self.broken:
+            return fail(RuntimeError("the index is broken"))
+        return self.real.commit_many(account, records)
+
+    def since(self, account: str, seq: int, limit: int) -> Any:
+        return self.real.since(account, seq, limit)
+
+    def page(self, account: str, after: str, limit: int) -> Any:
+        return self.real.page(account, after, limit)
+
+    def current_seq(self, account: str) -> Any:
+        return self.real.current_seq(account)
+
+    def stats(self, account: str) -> Any:
+        return self.real.stats(account)
+
+
+@define
+class Recorder:
+    stream_id: str = "recorder"
+    client: str = "recorder"
+    events: list[Event] = field(factory=list)
+
+    def send(self, event: Event) -> None:
+        self.events.append(event)
+
+    def keepalive(self) -> None:
+        pass
+
+    def disconnect(self) -> None:
+        pass
+
+
+@define
+class Fixture:
+    box: Box
+    index: CountingIndex
+    listener: Recorder
+    root: Path
+
+    def staged(self, data: bytes) -> StagingFile:
+        staged = self.box.storage.new_staging()
+        staged.write(data)
+        return staged
+
+    def upload(self, path: str, data: bytes, base: int | None = 0, **kwargs: Any) -> Deferred[Any]:
+        return Deferred.fromCoroutine(
+            self.box.upload(path, self.staged(data), base, kwargs.pop("sha256", None), None, **kwargs)
+        )
+
+    def staging_left(self) -> list[Path]:
+        return list(self.box.storage.staging.iterdir())
+
+
+@pytest_twisted.async_yield_fixture
+async def fx(tmp_path: Path, reactor: Any) -> AsyncIterator[Fixture]:
+    real = SQLiteIndex(reactor, tmp_path / "index.sqlite")
+    real.start()
+    index = CountingIndex(real)
+    storage = ReadyStorage(reactor, tmp_path / "box")
+    hub = Hub(reactor)
+    listener = Recorder()
+    hub.add(ACCOUNT, listener)
+    try:
+        yield Fixture(Box(ACCOUNT, index, storage, hub), index, listener, storage.root)
+    finally:
+        real.stop()
+
+
+async def _settle(ds: list[Deferred[Any]], reactor: Any) -> list[tuple[bool, Any]]:
+    results: list[tuple[bool, Any]] = await timed(DeferredList(ds, consumeErrors=True), reactor)
+    return results
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_burst_commits_in_groups_and_publishes_in_seq_order(fx: Fixture, reactor: Any) -> None:
+    datas = {f"d{i % 3}/f{i}.bin": f"file {i}".encode() for i in range(40)}
+    results = await _settle([fx.upload(path, data) for path, data in datas.items()], reactor)
+    assert all(ok for ok, _ in results)
+    records = [record for _, record in results]
+    assert sorted(r.seq for r in records) == list(range(1, 41))
+    # The first upload found the queue empty and went alone; the 39 that
+    # arrived meanwhile went together.
+    assert fx.index.commits == [1, 39]
+    published = [e for e in fx.listener.events if isinstance(e, Download)]
+    assert [e.seq for e in published] == list(range(1, 41))
+    for record in records:
+        assert (fx.root / record.path).read_bytes() == datas[record.path]
+        assert record.sha256 == sha(datas[record.path])
+    assert fx.staging_left() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stale_upload_fails_alone(fx: Fixture, reactor: Any) -> None:
+    first = await timed(fx.upload("a.txt", b"first"), reactor)
+    results = await _settle(
+        [
+            fx.upload("a.txt", b"stale", base=0),
+            fx.upload("b.txt", b"fine", base=0),
+            fx.upload("c.txt", b"lies", sha256=sha(b"something else")),
+        ],
+        reactor,
+    )
+    (ok_a, stale), (ok_b, fine), (ok_c, lie) = results
+    assert not ok_a and stale.check(StaleBase) and stale.value.current == first.seq
+    assert ok_b and fine.path == "b.txt"
+    assert not ok_c and lie.check(DigestMismatch)
+    assert (fx.root / "a.txt").read_bytes() == b"first"
+    assert not (fx.root / "c.txt").exists()
+    assert fx.staging_left() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_uploads_of_one_path_in_a_burst_are_checked_one_after_the_other(
+    fx: Fixture, reactor: Any
+) -> None:
+    results = await _settle(
+        [
+            fx.upload("p.txt", b"one", base=0),
+            fx.upload("p.txt", b"two", base=0),
+            fx.upload("q.txt", b"lww 1", base=None),
+            fx.upload("q.txt", b"lww 2", base=None),
+        ],
+        reactor,
+    )
+    (ok1, one), (ok2, two), (ok3, q1), (ok4, q2) = results
+    assert ok1 and not ok2 and two.check(StaleBase) and two.value.current == one.seq
+    assert ok3 and ok4 and q2.seq > q1.seq
+    assert (fx.root / "p.txt").read_bytes() == b"one"
+    assert (fx.root / "q.txt").read_bytes() == b"lww 2"
+    assert fx.staging_left() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upload_that_cannot_be_placed_fails_alone(fx: Fixture, reactor: Any) -> None:
+    (fx.root / "folder").mkdir()
+    await timed(fx.upload("warm.txt", b"x"), reactor)
+    results = await _settle(
+        [fx.upload("folder", b"a file where a folder is"), fx.upload("y.txt", b"fine")],
+        reactor,
+    )
+    (ok_x, failure), (ok_y, record) = results
+    assert not ok_x and failure.check(BadPath)
+    assert ok_y and (fx.root / "y.txt").read_bytes() == b"fine"
+    assert fx.index.commits[-1] == 1
+    assert fx.staging_left() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_commit_fails_its_group_and_the_box_goes_on(fx: Fixture, reactor: Any) -> None:
+    fx.index.broken = True
+    results = await _settle([fx.upload("a.txt", b"a"), fx.upload("b.txt", b"b")], reactor)
+    assert [ok for ok, _ in results] == [False, False]
+    assert all(failure.check(RuntimeError) for _, failure in results)
+    assert [e for e in fx.listener.events if isinstance(e, Download)] == []
+    assert fx.staging_left() == []
+    fx.index.broken = False
+    record = await timed(fx.upload("a.txt", b"again", base=None), reactor)
+    assert record.seq == 1 and (fx.root / "a.txt").read_bytes() == b"again"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cancelled_upload_is_still_committed_and_published(fx: Fixture, reactor: Any) -> None:
+    d = fx.upload("a.txt", b"a")
+    d.cancel()
+    with pytest.raises(Exception):
+        await d
+    await timed(fx.upload("b.txt", b"b"), reactor)
+    published = [e.path for e in fx.listener.events if isinstance(e, Download)]
+    assert published == ["a.txt", "b.txt"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_staging_file_that_cannot_be_made_durable_is_discarded(
+    tmp_path: Path, reactor: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = BoxStorage(reactor, tmp_path / "box")
+    closed = storage.new_staging()
+    closed.write(b"x")
+    closed.close()
+    with pytest.raises(ValueError):
+        await timed(storage.finish(closed, 0), reactor)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    staged = storage.new_staging()
+    staged.write(b"y")
+    with pytest.raises(DiskFull):
+        await timed(storage.finish(staged, 0), reactor)
+    assert list(storage.staging.iterdir()) == []
