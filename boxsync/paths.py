@@ -9,6 +9,7 @@ file outside that root.
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from pathlib import Path
 
@@ -36,6 +37,10 @@ MAX_PATH_BYTES = 4096
 LOCAL_PATH_MAX = 4096
 
 
+#: A NUL or other control character.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class BadPath(ValueError):
     """
     A path that names no file boxsync may touch.
@@ -55,7 +60,7 @@ def normalize(path: str) -> str:
     path = unicodedata.normalize("NFC", path)
     if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
         raise BadPath("path longer than 4096 bytes")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+    if _CONTROL.search(path):
         raise BadPath("control character in path")
     if "\\" in path:
         raise BadPath("backslash in path")

@@ -5,11 +5,13 @@ The README's shell blocks are read from the file itself, so a command edited
 there is the command tested here. The first block holds the two commands for a
 fresh machine: the first (install, then the demo) runs in a copy of the
 repository; the second is the test suite, which CI runs exactly as written
-(checked against ``.ci/run``). Every other block is a scenario that runs, one
+(checked against ``.ci/run``). The other blocks make scenarios that run, one
 command after the other, in a fresh copy of the repository with the venv the
 first command made: servers and live clients stay in the background (each
 must come up and keep running), every other command must exit 0, and the
-files a block writes must reach every folder it syncs.
+files a scenario writes must reach every folder it syncs. A block that starts
+no server goes on with the scenario of the block before it (the clients of
+that server).
 """
 
 from __future__ import annotations
@@ -197,12 +199,27 @@ def test_the_first_command_installs_and_runs_the_demo(installed: tuple[Path, str
     ).read_bytes()
 
 
-SCENARIOS = readme_blocks()[1:]
+def scenarios() -> list[list[str]]:
+    """
+    The README's blocks after the first, as scenarios: a block that starts a
+    server starts a new one, and a block that does not (the clients of that
+    server) goes on with the one before.
+    """
+    found: list[list[str]] = []
+    for block in readme_blocks()[1:]:
+        if found and not any(Step(command).is_server for command in block):
+            found[-1] = found[-1] + block
+        else:
+            found.append(block)
+    return found
+
+
+SCENARIOS = scenarios()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "commands", SCENARIOS, ids=[f"block{n + 2}" for n in range(len(SCENARIOS))]
+    "commands", SCENARIOS, ids=[f"scenario{n + 1}" for n in range(len(SCENARIOS))]
 )
 def test_a_readme_block_runs_as_written(
     installed: tuple[Path, str], commands: list[str], tmp_path: Path

@@ -84,7 +84,7 @@ class LimitedChannel(HTTPChannel):
     _header_bytes = 0
     _header_count = 0
     _rate_check: IDelayedCall | None = None
-    _log = Logger()
+    log = Logger()
 
     def dataReceived(self, data: bytes) -> None:
         self._received += len(data)
@@ -138,7 +138,7 @@ class LimitedChannel(HTTPChannel):
             return
         limits = self.limits
         if self._received - self._mark < limits.min_rate * limits.window:
-            self._log.info(
+            self.log.info(
                 "dropping {peer}: its request came slower than {rate} bytes/s",
                 peer=str(self.transport.getPeer()),  # type: ignore[union-attr]
                 rate=limits.min_rate,
