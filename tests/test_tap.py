@@ -5,6 +5,9 @@ the service its maker builds (started here on a real loopback port).
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +248,26 @@ def _sleep(reactor: Any, seconds: float) -> Any:
     from twisted.internet.task import deferLater
 
     return deferLater(reactor, seconds, lambda: None)
+
+
+@pytest.mark.parametrize("program", ["twistd", "twist"])
+def test_a_server_that_cannot_start_exits_with_a_failure(tmp_path: Path, program: str) -> None:
+    """
+    A port already taken (or a missing TLS key) ends the process with
+    status 70, so systemd's Restart=on-failure and scripts see it.
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = {
+            "twistd": [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n"],
+            "twist": [sys.executable, "-m", "twisted"],
+        }[program]
+        ran = subprocess.run(
+            [*command, "boxsync", "--box", str(tmp_path / "box"), "--api-key", "k",
+             "--listen", f"tcp:{port}:interface=127.0.0.1"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        )
+    assert ran.returncode == tap.START_FAILED, ran.stdout + ran.stderr
+    assert "the server could not start" in ran.stdout + ran.stderr

@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -226,6 +228,27 @@ def makeService(options: Options) -> Any:
         connections=ConnectionLimits(idle_timeout=options["idle-timeout"], min_rate=options["min-rate"]),
     )
     service = BoxsyncService(reactor, config)
-    # A server that cannot start (a port in use, an unreadable box) exits.
-    service.ready.addErrback(lambda failure: reactor.stop())
+    service.ready.addErrback(lambda failure: exit_failed(reactor))
     return service
+
+
+#: The exit status of a server that could not start (EX_SOFTWARE).
+START_FAILED = 70
+
+
+def exit_failed(reactor: Any, status: int = START_FAILED) -> None:
+    """
+    End a server that cannot start (a port in use, an unreadable key or box)
+    with a failing exit status, so a supervisor such as systemd sees the
+    failure. C{twistd} and C{twist} exit 0 once the reactor stops and offer
+    no exit status of their own, so the status is set at interpreter exit,
+    after they have cleaned up (log, pid file).
+    """
+    atexit.register(_exit, status)
+    reactor.stop()
+
+
+def _exit(status: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
