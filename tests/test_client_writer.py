@@ -76,7 +76,8 @@ class Made:
 @pytest.fixture
 def make(tmp_path: Path) -> Iterator[Callable[[Runner], Made]]:
     """
-    A writer into a new file, with a batch size of 10 bytes.
+    A writer into a new file, with batches of 10 bytes, pausing its producer
+    when 10 more bytes wait.
     """
     files: list[BinaryIO] = []
 
@@ -85,7 +86,9 @@ def make(tmp_path: Path) -> Iterator[Callable[[Runner], Made]]:
         files.append(file)
         written: list[int] = []
         producer = Producer()
-        writer = HashingWriter(file, hashlib.sha256(), run, written.append, batch_size=10)
+        writer = HashingWriter(
+            file, hashlib.sha256(), run, written.append, batch_size=10, max_pending=10
+        )
         writer.registerProducer(producer, True)
         return Made(writer, path, written, producer)
 
@@ -125,8 +128,9 @@ def test_batches_in_order(make: Callable[..., Made]) -> None:
 
 def test_back_pressure(make: Callable[..., Made]) -> None:
     """
-    While one batch is being written the next one gathers; once it is full
-    the producer is paused, and it is resumed when the first is written.
+    While one batch is being written the next ones gather; once too much
+    waits the producer is paused, and it is resumed when it has gone into a
+    batch.
     """
     later = Later()
     made = make(later)
@@ -146,9 +150,11 @@ def test_back_pressure(make: Callable[..., Made]) -> None:
     closed = results(writer.close())
     assert closed == []
     later.step()
+    assert closed == []
+    later.step()
     assert closed == [None]
     assert made.data() == b"a" * 10 + b"b" * 6 + b"c" * 6 + b"d"
-    assert made.written == [10, 13]
+    assert made.written == [10, 12, 1]
 
 
 def test_close_waits_for_the_batch_under_way(make: Callable[..., Made]) -> None:
