@@ -280,3 +280,44 @@ async def test_large_transfers_wait_for_a_transfer_slot_small_ones_do_not(
     assert started == ["big1", "small", "big2"]
     gates["big2"].callback(None)
     assert await timed(big2, reactor) == "big2"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_new_file_is_read_once_before_its_upload(
+    folders: Any, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The scan hashes a new file for the manifest; the upload the plan asks
+    for reuses that hash while the file's stat is unchanged, and reads it
+    again only if it changed since.
+    """
+    from boxsync.client import scanner
+
+    hashed: list[str] = []
+    real = scanner._hash_stable
+
+    def counting(local: Any) -> Any:
+        hashed.append(Path(local).name)
+        return real(local)
+
+    monkeypatch.setattr(scanner, "_hash_stable", counting)
+    a = folders("a")
+    (a.root / "big.bin").write_bytes(os.urandom(3 * SMALL_FILE))
+    (a.root / "small.txt").write_text("small")
+    await a.sync()
+    assert sorted(hashed) == ["big.bin", "small.txt"]
+    assert (server.box / "big.bin").read_bytes() == (a.root / "big.bin").read_bytes()
+    # The scan's hash stands only while the file's stat is what it saw.
+    engine = a.engine(once=True)
+    (a.root / "new.txt").write_text("one")
+    seen = scanner.scan_one(a.root, "new.txt", None)
+    assert seen is not None
+    reused = engine._unchanged_since_scan(seen, None)
+    assert reused is not None and reused.sha256 == seen.sha256 and reused.changed
+    base = a.state.get("big.bin")
+    big = scanner.scan_one(a.root, "big.bin", base)
+    assert big is not None and engine._unchanged_since_scan(big, base) == big
+    (a.root / "new.txt").write_text("two, longer")
+    assert engine._unchanged_since_scan(seen, None) is None
+    (a.root / "new.txt").unlink()
+    assert engine._unchanged_since_scan(seen, None) is None

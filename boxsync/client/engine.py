@@ -23,7 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
-from attrs import define, field
+from attrs import define, evolve, field
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -56,7 +56,7 @@ from .api import (
 )
 from .ignore import IgnoreRules
 from .progress import Reporter
-from .scanner import FileChanging, LocalFile, ReadElsewhere, ScanResult, scan, scan_one
+from .scanner import FileChanging, LocalFile, ReadElsewhere, ScanResult, scan, scan_one, stat_key
 from .state import Base, LocalState
 
 __all__ = ["Engine", "conflict_name", "Fatal", "NotInSync"]
@@ -138,6 +138,8 @@ class Engine:
     _resync: bool = False
     # The sha256 of each file as this session's manifest reported it.
     _sent: dict[str, str] = field(factory=dict)
+    # The files this session's scan hashed, until first looked at again.
+    _hashed: dict[str, LocalFile] = field(factory=dict)
     _synced: bool = False
     last_error: str | None = None
     _idle_waiters: list[Deferred[None]] = field(factory=list)
@@ -229,6 +231,9 @@ class Engine:
         cursor = self.state.cursor
         manifest = result.to_manifest(self.name, cursor, only_changed=cursor > 0)
         self._sent = {entry.path: entry.sha256 for entry in manifest.files}
+        self._hashed = {
+            path: file for path, file in result.files.items() if file.changed or file.base == 0
+        }
         self.log.info(
             "connecting to {url}: {files} files to report, cursor {cursor}",
             url=self.api.base_url,
@@ -428,6 +433,11 @@ class Engine:
         if its stat changed); waits while it is being written.
         """
         base = self.state.get(path)
+        hashed = self._hashed.pop(path, None)
+        if hashed is not None:
+            unchanged = self._unchanged_since_scan(hashed, base)
+            if unchanged is not None:
+                return unchanged
         for attempt in range(20):
             try:
                 try:
@@ -440,6 +450,21 @@ class Engine:
             except FileChanging:
                 await self._sleep(min(2.0, 0.1 * 2**attempt))
         raise FileChanging(f"{path} keeps changing")
+
+    def _unchanged_since_scan(self, hashed: LocalFile, base: Base | None) -> LocalFile | None:
+        """
+        The file the scan hashed, compared with C{base}, if its stat is still
+        what the scan saw (so a new file is not read twice before its upload);
+        else C{None}.
+        """
+        try:
+            st = os.stat(self._local(hashed.path), follow_symlinks=False)
+        except (OSError, BadPath):
+            return None
+        if not stat.S_ISREG(st.st_mode) or stat_key(st) != (hashed.size, hashed.mtime_ns, hashed.inode):
+            return None
+        changed = base is None or hashed.sha256 != base.sha256
+        return evolve(hashed, base=base.seq if base is not None else 0, changed=changed)
 
     async def _local_change(self, path: str) -> None:
         if self.ignore.ignored(path):
