@@ -33,6 +33,7 @@ __all__ = [
     "check_server",
     "connect",
     "describe_failure",
+    "unwrap",
     "is_loopback",
     "load_trust_root",
 ]
@@ -143,15 +144,23 @@ def connect(reactor: Any, server: str, cacert: Path | None = None, insecure: boo
     return Connection(HTTPClient(agent), pool)
 
 
+def unwrap(error: BaseException) -> BaseException:
+    """
+    The first cause of a failed request: treq's C{ResponseFailed} and its kin
+    wrap a list of failures.
+    """
+    reasons = getattr(error, "reasons", None)
+    if isinstance(reasons, list) and reasons and isinstance(reasons[0], Failure):
+        return reasons[0].value or error
+    return error
+
+
 def describe_failure(error: BaseException) -> str:
     """
     Why a request failed, in one line: for TLS, what was wrong with the
     certificate and what to do about it.
     """
-    reasons = getattr(error, "reasons", None)
-    if isinstance(reasons, list) and reasons and isinstance(reasons[0], Failure):
-        # ResponseFailed and RequestTransmissionFailed wrap failures.
-        error = reasons[0].value or error
+    error = unwrap(error)
     if isinstance(error, TLSError):
         # pyOpenSSL's errors are lists of (library, function, reason).
         queue = error.args[0] if error.args and isinstance(error.args[0], list) else []

@@ -54,6 +54,7 @@ from .api import (
     NotFound,
     StaleBase,
 )
+from .connect import describe_failure, unwrap
 from .ignore import IgnoreRules
 from .progress import Reporter
 from .scanner import FileChanging, LocalFile, ReadElsewhere, ScanResult, scan, scan_one, stat_key
@@ -791,14 +792,10 @@ def _prune(root: Path, folder: Path) -> None:
 
 
 def _describe(error: BaseException) -> str:
-    reasons = getattr(error, "reasons", None)
-    if isinstance(reasons, list) and reasons and isinstance(reasons[0], Failure):
-        # treq's ResponseFailed and its kin wrap a list of failures.
-        error = reasons[0].value or error
-    if isinstance(error, OSError) and error.errno in _FULL:
-        return f"no space left on this disk ({error.strerror})"
-    text = str(error) or error.__class__.__name__
-    return text.splitlines()[0] if text else repr(error)
+    cause = unwrap(error)
+    if isinstance(cause, OSError) and cause.errno in _FULL:
+        return f"no space left on this disk ({cause.strerror})"
+    return describe_failure(cause)
 
 
 async def _first(*ds: Deferred[Any]) -> Deferred[Any]:
