@@ -134,6 +134,10 @@ then `python -m bench` (everything, full sizes; installs nginx with apt-get if
 it is missing and it runs as root) or `python -m bench --quick` (a few
 minutes). `python -m bench --help` lists the benchmarks and their options;
 `BENCH_DIR=/some/disk` puts the temporary files elsewhere than `/tmp`.
+
+Where a target is missed, what limits it and what was tried is in
+[performance-analysis.md](performance-analysis.md) (written by hand, from
+profiles).
 """
 
 
