@@ -321,3 +321,30 @@ async def test_a_new_file_is_read_once_before_its_upload(
     assert engine._unchanged_since_scan(seen, None) is None
     (a.root / "new.txt").unlink()
     assert engine._unchanged_since_scan(seen, None) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_unfinished_downloads_that_cannot_resume_are_removed(
+    folders: Any, server: RunningServer, http: Any
+) -> None:
+    import hashlib
+    import time
+
+    from boxsync.client.engine import TMP_DAYS
+
+    b = folders("b")
+    tmp = b.root / ".boxsync" / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    old, recent = tmp / "dl-0-old", tmp / "dl-0-recent"
+    for partial in (old, recent):
+        partial.write_bytes(b"part")
+    weeks_ago = time.time() - (TMP_DAYS + 1) * 86400
+    os.utime(old, (weeks_ago, weeks_ago))
+    # Of an earlier version of a.txt, superseded before it finished.
+    where = hashlib.sha256(b"a.txt").hexdigest()[:16]
+    superseded = tmp / f"dl-{where}-{'0' * 32}"
+    superseded.write_bytes(b"half of an old version")
+    assert (await put(http, server, "a.txt", b"the new version", base=0)).code == 201
+    await b.sync()
+    assert (b.root / "a.txt").read_bytes() == b"the new version"
+    assert sorted(p.name for p in tmp.iterdir()) == ["dl-0-recent"]

@@ -152,6 +152,7 @@ class Engine:
         self._large = DeferredSemaphore(self.transfers)
         self._tmp = self.root / HIDDEN_DIR / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
+        _remove_older(self._tmp, time.time() - TMP_DAYS * 86400)
 
     # Running
 
@@ -632,14 +633,19 @@ class Engine:
                 ),
             )
         except (NotFound, DigestMismatch):
-            # Deleted or replaced meanwhile: its own event follows.
+            # Deleted or replaced meanwhile: its own event follows, and what
+            # came of this version is of no more use.
             self.reporter.finished(path, "changed on the server meanwhile")
+            temp.unlink(missing_ok=True)
             return
         except BaseException:
             self.reporter.finished(path, "failed")
             raise
         self.reporter.finished(path)
         await self._place(temp, target, event, result.seq)
+        # Partial downloads of this path's earlier versions will not resume.
+        for stale in self._tmp.glob(f"dl-{where}-*"):
+            stale.unlink(missing_ok=True)
 
     async def _place(self, temp: Path, target: Path, event: Download, seq: int) -> None:
         """
@@ -789,6 +795,23 @@ def _prune(root: Path, folder: Path) -> None:
         except OSError:
             return
         folder = folder.parent
+
+
+#: How many days an unfinished download is kept for resuming.
+TMP_DAYS = 7
+
+
+def _remove_older(folder: Path, before: float) -> None:
+    """
+    Remove the files of C{folder} last written before C{before}: unfinished
+    downloads of versions that were superseded, or of paths since deleted.
+    """
+    for entry in os.scandir(folder):
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < before:
+                os.unlink(entry.path)
+        except FileNotFoundError:
+            pass
 
 
 def _describe(error: BaseException) -> str:
