@@ -212,12 +212,14 @@ def makeService(options: Options) -> Any:
 
     from .service import BoxsyncService, ServerConfig
 
+    auth = None
+    if not options["tokens"]:
+        # postOptions made sure there is a key unless --insecure-no-auth.
+        auth = ApiKeyAuth(options["api-key"] or None)
     config = ServerConfig(
         box=Path(options["box"]),
         listen=list(options["listen"]),
-        auth=None
-        if options["tokens"]
-        else ApiKeyAuth(None if options["insecure-no-auth"] and not options["api-key"] else options["api-key"]),
+        auth=auth,
         tokens=options["tokens"],
         max_streams_per_token=options["max-streams-per-token"],
         max_upload=options["max-upload"],
