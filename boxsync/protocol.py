@@ -50,6 +50,15 @@ __all__ = [
     "SSEParser",
     "parse_manifest",
     "encode_manifest",
+    "BATCH",
+    "BATCH_FILE_LIMIT",
+    "BATCH_MAX_FILES",
+    "BATCH_MAX_BYTES",
+    "BatchFile",
+    "encode_part",
+    "parse_parts",
+    "parse_upload_batch",
+    "parse_path_list",
 ]
 
 EVENT_STREAM = "text/event-stream"
@@ -203,6 +212,22 @@ def encode_manifest(manifest: Manifest) -> bytes:
     return json.dumps(manifest.to_json(), separators=(",", ":")).encode("utf-8")
 
 
+def _json_object(text: bytes, what: str) -> dict[str, Any]:
+    """
+    C{text} parsed as a JSON object.
+
+    @raise ProtocolError: if it is not one.
+    """
+    try:
+        raw = json.loads(text)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        # RecursionError: nested too deep (e.g. a body of 100,000 "[").
+        raise ProtocolError(f"{what} is not JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"{what} must be a JSON object")
+    return raw
+
+
 def parse_manifest(body: bytes, max_entries: int = 1_000_000) -> Manifest:
     """
     Parse and check a manifest.
@@ -211,13 +236,7 @@ def parse_manifest(body: bytes, max_entries: int = 1_000_000) -> Manifest:
         acceptable, a path is listed twice, or it has over C{max_entries}
         entries.
     """
-    try:
-        raw = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        # RecursionError: nested too deep (e.g. a body of 100,000 "[").
-        raise ProtocolError(f"manifest is not JSON: {e}") from None
-    if not isinstance(raw, dict):
-        raise ProtocolError("manifest must be a JSON object")
+    raw = _json_object(body or b"{}", "manifest")
     client = raw.get("client", "")
     if not isinstance(client, str) or len(client) > 200:
         raise ProtocolError("client must be a string of at most 200 characters")
@@ -512,3 +531,130 @@ def _next_line(buffer: bytes, start: int) -> tuple[bytes, int]:
     if lf >= 0:
         return buffer[start:lf], lf + 1
     return b"", -1
+
+
+# Batches: many small files in one request each way (POST /batch/upload,
+# POST /batch/download), so that a burst of small files does not cost a
+# request, a response and a commit each. A batch body is a sequence of parts:
+# one line of JSON (the part's header, with its "size"), then exactly that
+# many bytes.
+
+#: The media type of a batch body.
+BATCH = "application/x-boxsync-batch"
+
+#: The largest file a batch carries; larger files move on their own.
+BATCH_FILE_LIMIT = 1024 * 1024
+
+#: The most files one batch carries.
+BATCH_MAX_FILES = 1000
+
+#: The most file bytes the answer to a batch download carries: the files
+#: past it are answered "ask again" (status 503).
+BATCH_MAX_BYTES = 16 * 1024 * 1024
+
+
+@frozen
+class BatchFile:
+    """
+    The header of one file of a batch upload.
+
+    @ivar base: the seq the change starts from (0: the path must not exist);
+        C{None} for last writer wins.
+    """
+
+    path: str
+    size: int
+    sha256: str
+    mtime_ns: int
+    base: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        header: dict[str, Any] = {
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+            "mtime_ns": self.mtime_ns,
+        }
+        if self.base is not None:
+            header["base"] = self.base
+        return header
+
+
+def encode_part(header: dict[str, Any], data: bytes = b"") -> list[bytes]:
+    """
+    One part of a batch body: C{header} (whose C{"size"} must be the length
+    of C{data}) and C{data}.
+    """
+    return [json.dumps(header, separators=(",", ":")).encode("utf-8") + b"\n", data]
+
+
+def parse_parts(body: bytes, max_parts: int = BATCH_MAX_FILES) -> list[tuple[dict[str, Any], bytes]]:
+    """
+    Split a batch body into its parts: each header, and the bytes it announces.
+
+    @raise ProtocolError: if a header is not a JSON object with a valid
+        C{"size"} (0 if left out), a part is cut short, or there are over
+        C{max_parts} parts.
+    """
+    parts: list[tuple[dict[str, Any], bytes]] = []
+    view = memoryview(body)
+    position = 0
+    while position < len(body):
+        if len(parts) == max_parts:
+            raise ProtocolError(f"a batch has at most {max_parts} parts")
+        end = body.find(b"\n", position)
+        if end < 0:
+            raise ProtocolError("a batch part's header has no end of line")
+        header = _json_object(body[position:end], "a batch part's header")
+        size = _count(header.get("size", 0), "size")
+        start = end + 1
+        if start + size > len(body):
+            raise ProtocolError("a batch part is cut short")
+        parts.append((header, bytes(view[start : start + size])))
+        position = start + size
+    return parts
+
+
+def parse_upload_batch(body: bytes, max_files: int = BATCH_MAX_FILES) -> list[tuple[BatchFile, bytes]]:
+    """
+    Parse and check the body of a batch upload.
+
+    @raise ProtocolError: if anything in it is malformed, a path is not
+        acceptable or listed twice, a file is over L{BATCH_FILE_LIMIT}, or
+        there are over C{max_files} files.
+    """
+    files = []
+    seen: set[str] = set()
+    for header, data in parse_parts(body, max_files):
+        path = _path(header.get("path"))
+        if path in seen:
+            raise ProtocolError(f"{path!r} is in the batch twice")
+        seen.add(path)
+        if len(data) > BATCH_FILE_LIMIT:
+            raise ProtocolError(f"{path!r} is over {BATCH_FILE_LIMIT} bytes: upload it on its own")
+        base = header.get("base")
+        entry = BatchFile(
+            path=path,
+            size=len(data),
+            sha256=_sha256(header.get("sha256")),
+            mtime_ns=_count(header.get("mtime_ns"), "mtime_ns"),
+            base=None if base is None else _count(base, "base"),
+        )
+        files.append((entry, data))
+    return files
+
+
+def parse_path_list(body: bytes, max_paths: int = BATCH_MAX_FILES) -> list[str]:
+    """
+    Parse and check the body of a batch download: C{{"paths": [...]}}.
+
+    @raise ProtocolError: if it is malformed, a path is not acceptable or
+        there are over C{max_paths}.
+    """
+    raw = _json_object(body, "a batch download")
+    paths = raw.get("paths")
+    if not isinstance(paths, list):
+        raise ProtocolError("paths must be a list")
+    if len(paths) > max_paths:
+        raise ProtocolError(f"a batch has at most {max_paths} files")
+    return list(dict.fromkeys(_path(path) for path in paths))

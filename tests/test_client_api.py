@@ -41,7 +41,7 @@ from boxsync.client.api import (
     TooLarge,
     _read_more,
 )
-from boxsync.client.writer import BATCH_SIZE
+from boxsync.writer import BATCH_SIZE
 from boxsync.protocol import (
     Download,
     FileEntry,

@@ -12,7 +12,7 @@ only the wait for the response headers, and an event stream or a large
 download can stall for good after them.
 
 A download is written to disk and hashed in batches in a worker thread
-(L{boxsync.client.writer}), so that the reactor thread only reads the socket.
+(L{boxsync.writer}), so that the reactor thread only reads the socket.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import termios
 import urllib.parse
 from io import BytesIO
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Sequence
 
 from attrs import define, field, frozen
 from treq.client import HTTPClient
@@ -53,6 +53,8 @@ from zope.interface import implementer
 
 from ..paths import normalize
 from ..protocol import (
+    BATCH,
+    BATCH_MAX_BYTES,
     BASE_HEADER,
     CLIENT_HEADER,
     EVENT_STREAM,
@@ -64,12 +66,15 @@ from ..protocol import (
     Event,
     Manifest,
     ProtocolError,
+    BatchFile,
     SSEParser,
     count_header,
     decode_event,
     encode_manifest,
+    encode_part,
+    parse_parts,
 )
-from .writer import HashingWriter, inline
+from ..writer import HashingWriter, inline
 
 __all__ = [
     "APIError",
@@ -81,6 +86,7 @@ __all__ = [
     "ServerFull",
     "StreamIdle",
     "DigestMismatch",
+    "error_for",
     "CommitResult",
     "DownloadResult",
     "RemoteFile",
@@ -93,6 +99,10 @@ DEFAULT_IDLE_TIMEOUT = 45.0
 
 #: The most bytes of a JSON answer (an error or a commit) this client reads.
 _MAX_JSON = 64 * 1024
+
+#: The most bytes of one file's result in the answer to a batch, besides
+#: the file itself (its path, digest and error).
+_MAX_RESULT = 8 * 1024
 
 #: How much of a partial download is read at a time to seed its hash.
 _HASH_BLOCK = 1024 * 1024
@@ -587,7 +597,7 @@ def _read_more(body_transport: object) -> None:
         transport = getattr(transport, "transport", None)
 
 
-def _error(status: int, body: bytes) -> APIError:
+def error_for(status: int, body: bytes) -> APIError:
     """
     The exception for an error answer with the given C{{"error": ...}} body.
     """
@@ -760,6 +770,57 @@ class BoxsyncAPI:
             )
         await self._check(response, 201)
         return CommitResult.from_json(await self._json(response))
+
+    async def upload_batch(
+        self, files: Sequence[tuple[BatchFile, bytes]]
+    ) -> list[CommitResult | APIError]:
+        """
+        Commit several small files in one request (C{POST /batch/upload}).
+
+        @return: for each file, in order, its commit or the L{APIError} it
+            met (a L{StaleBase}, a L{BadRequest} for a sha256 that does not
+            match...), as if it had been sent alone.
+        @raise APIError: if the server refused the whole batch (a server
+            without batches answers 404 or 405).
+        """
+        body = b"".join(piece for file, data in files for piece in encode_part(file.to_json(), data))
+        headers = self._headers({"Content-Type": BATCH}, commit=True)
+        producer = FileBodyProducer(BytesIO(body), self.cooperator)
+        response = await self._request("POST", "/batch/upload", headers, producer)
+        await self._check(response, 200)
+        answer = await self._json(response, _MAX_JSON + len(files) * _MAX_RESULT)
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list) or len(results) != len(files):
+            raise ProtocolError("a batch answer must list one result per file")
+        outcomes: list[CommitResult | APIError] = []
+        for result in results:
+            status = result.get("status") if isinstance(result, dict) else None
+            if not isinstance(status, int):
+                raise ProtocolError("each result of a batch must have a status")
+            if status == 201:
+                outcomes.append(CommitResult.from_json(result))
+            else:
+                outcomes.append(error_for(status, json.dumps(result).encode("utf-8")))
+        return outcomes
+
+    async def download_batch(self, paths: Sequence[str]) -> list[tuple[dict[str, Any], bytes]]:
+        """
+        Fetch several small files in one answer (C{POST /batch/download}).
+
+        @return: the parts of the answer, each a header (with C{path},
+            C{status} and, for a file sent, its C{seq}, C{sha256} and
+            C{mtime_ns}) and the file's bytes.
+        @raise APIError: if the server refused the whole batch (a server
+            without batches answers 404 or 405).
+        @raise ProtocolError: if the answer is malformed or too long.
+        """
+        body = json.dumps({"paths": list(paths)}).encode("utf-8")
+        headers = self._headers({"Content-Type": JSON})
+        producer = FileBodyProducer(BytesIO(body), self.cooperator)
+        response = await self._request("POST", "/batch/download", headers, producer)
+        await self._check(response, 200)
+        answer = await self._small_body(response, BATCH_MAX_BYTES + len(paths) * _MAX_RESULT)
+        return parse_parts(answer, len(paths))
 
     async def delete(self, path: str, base: int) -> CommitResult:
         """
@@ -970,11 +1031,11 @@ class BoxsyncAPI:
         reader.done.addErrback(lambda reason: None)
         reader.done.cancel()
 
-    async def _small_body(self, response: IResponse) -> bytes:
+    async def _small_body(self, response: IResponse, limit: int = _MAX_JSON) -> bytes:
         """
-        The whole body of a short answer (an error or a commit).
+        The whole body of a short answer (an error, a commit, a batch).
 
-        @raise ProtocolError: if it is longer than C{_MAX_JSON} bytes.
+        @raise ProtocolError: if it is longer than C{limit} bytes.
         """
         chunks: list[bytes] = []
         size = 0
@@ -982,21 +1043,21 @@ class BoxsyncAPI:
         def received(chunk: bytes) -> None:
             nonlocal size
             size += len(chunk)
-            if size > _MAX_JSON:
-                raise ProtocolError(f"answer longer than {_MAX_JSON} bytes")
+            if size > limit:
+                raise ProtocolError(f"answer longer than {limit} bytes")
             chunks.append(chunk)
 
         await self._read(response, received).done
         return b"".join(chunks)
 
-    async def _json(self, response: IResponse) -> Any:
+    async def _json(self, response: IResponse, limit: int = _MAX_JSON) -> Any:
         """
         The JSON body of a short answer.
 
         @raise ProtocolError: if it is not JSON, or too long.
         """
         try:
-            return json.loads(await self._small_body(response))
+            return json.loads(await self._small_body(response, limit))
         except ValueError as e:
             raise ProtocolError(f"answer is not JSON: {e}") from None
 
@@ -1006,4 +1067,4 @@ class BoxsyncAPI:
         C{expected}, having read its body.
         """
         if response.code not in expected:
-            raise _error(response.code, await self._small_body(response))
+            raise error_for(response.code, await self._small_body(response))

@@ -12,14 +12,12 @@ conflict copy first.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import hashlib
 import os
 import random
 import stat
 import time
-from functools import cache
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -34,6 +32,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .. import libc
 from ..paths import HIDDEN_DIR, BadPath, to_local
 from ..protocol import (
     Conflict,
@@ -54,6 +53,7 @@ from .api import (
     NotFound,
     StaleBase,
 )
+from .batch import Batcher
 from .connect import describe_failure, unwrap
 from .ignore import IgnoreRules
 from .progress import Reporter
@@ -120,7 +120,7 @@ class Engine:
     name: str
     once: bool = False
     transfers: int = 4
-    jobs: int = 32
+    jobs: int = 256
     max_backoff: float = 30.0
     rescan_seconds: float = 300.0
     log = Logger()
@@ -146,13 +146,19 @@ class Engine:
     _idle_waiters: list[Deferred[None]] = field(factory=list)
     _wake: Deferred[None] | None = None
     _tmp: Path = field(init=False)
+    _batcher: Batcher = field(init=False)
+    # The paths (hashed, as in the names of their downloads) that may have
+    # an unfinished download of another version in the temporary folder.
+    _partial: set[str] = field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._semaphore = DeferredSemaphore(max(self.jobs, self.transfers))
         self._large = DeferredSemaphore(self.transfers)
+        self._batcher = Batcher(self.api, self.reactor, self._thread)
         self._tmp = self.root / HIDDEN_DIR / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
-        _remove_older(self._tmp, time.time() - TMP_DAYS * 86400)
+        kept = _remove_older(self._tmp, time.time() - TMP_DAYS * 86400)
+        self._partial = {name.split("-")[1] for name in kept if name.startswith("dl-")}
 
     # Running
 
@@ -377,8 +383,15 @@ class Engine:
 
         async def run() -> None:
             async with lock:
-                async with self._semaphore:
+                await self._semaphore.acquire()
+                try:
                     await job()
+                finally:
+                    # On a fresh stack: released here, the token would resume
+                    # the next waiting job inside this one, and a long queue
+                    # of jobs that finish at once would nest until Python's
+                    # recursion limit (and lose the jobs past it).
+                    self.reactor.callLater(0, self._semaphore.release)
 
         def done(result: object) -> None:
             self._active -= 1
@@ -497,18 +510,23 @@ class Engine:
         local = self._local(file.path)
         self.reporter.started("upload", file.path, file.size)
         try:
-            result = await self._transfer(
-                file.size,
-                lambda: self.api.upload(
-                    file.path,
-                    local,
-                    base,
-                    file.sha256,
-                    file.mtime_ns,
-                    on_progress=lambda n: self.reporter.progress(file.path, n),
-                    size=file.size,
-                ),
-            )
+            if self._batcher.takes(file.size):
+                result = await self._batcher.upload(
+                    file.path, local, base, file.sha256, file.mtime_ns, file.size
+                )
+            else:
+                result = await self._transfer(
+                    file.size,
+                    lambda: self.api.upload(
+                        file.path,
+                        local,
+                        base,
+                        file.sha256,
+                        file.mtime_ns,
+                        on_progress=lambda n: self.reporter.progress(file.path, n),
+                        size=file.size,
+                    ),
+                )
         except StaleBase:
             self.reporter.finished(file.path, "changed on the server")
             await self._resolve_stale(file.path)
@@ -626,12 +644,15 @@ class Engine:
         temp = self._tmp / f"dl-{where}-{event.sha256[:32]}"
         self.reporter.started("download", path, event.size)
         try:
-            result = await self._transfer(
-                event.size,
-                lambda: self.api.download(
-                    path, temp, event.sha256, on_progress=lambda n: self.reporter.progress(path, n)
-                ),
-            )
+            if self._batcher.takes(event.size):
+                result = await self._batcher.download(path, temp, event.sha256, event.size)
+            else:
+                result = await self._transfer(
+                    event.size,
+                    lambda: self.api.download(
+                        path, temp, event.sha256, on_progress=lambda n: self.reporter.progress(path, n)
+                    ),
+                )
         except (NotFound, DigestMismatch):
             # Deleted or replaced meanwhile: its own event follows, and what
             # came of this version is of no more use.
@@ -640,12 +661,15 @@ class Engine:
             return
         except BaseException:
             self.reporter.finished(path, "failed")
+            self._partial.add(where)
             raise
         self.reporter.finished(path)
         await self._place(temp, target, event, result.seq)
-        # Partial downloads of this path's earlier versions will not resume.
-        for stale in self._tmp.glob(f"dl-{where}-*"):
-            stale.unlink(missing_ok=True)
+        if where in self._partial:
+            # Partial downloads of this path's earlier versions will not resume.
+            self._partial.discard(where)
+            for stale in self._tmp.glob(f"dl-{where}-*"):
+                stale.unlink(missing_ok=True)
 
     async def _place(self, temp: Path, target: Path, event: Download, seq: int) -> None:
         """
@@ -707,18 +731,6 @@ _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
 
-@cache
-def _renameat2() -> Any:
-    """
-    The C library's C{renameat2}, or C{None} if it has none.
-    """
-    function = getattr(ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True), "renameat2", None)
-    if function is not None:
-        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-        function.restype = ctypes.c_int
-    return function
-
-
 def _exchange(a: Path, b: Path) -> None:
     """
     Swap the files at C{a} and C{b} atomically (Linux's C{RENAME_EXCHANGE}).
@@ -726,12 +738,12 @@ def _exchange(a: Path, b: Path) -> None:
     @raise OSError: C{ENOENT} if either is missing; C{ENOSYS} or C{EINVAL}
         where the system or the file system cannot do it.
     """
-    function = _renameat2()
-    if function is None:
+    renameat2 = libc.function(
+        "renameat2", ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint
+    )
+    if renameat2 is None:
         raise OSError(errno.ENOSYS, "renameat2 is not available")
-    if function(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code), str(b))
+    libc.check(renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE), str(b))
 
 
 def _swap(temp: Path, target: Path, seen: LocalFile | None) -> Path | None:
@@ -801,17 +813,23 @@ def _prune(root: Path, folder: Path) -> None:
 TMP_DAYS = 7
 
 
-def _remove_older(folder: Path, before: float) -> None:
+def _remove_older(folder: Path, before: float) -> list[str]:
     """
     Remove the files of C{folder} last written before C{before}: unfinished
     downloads of versions that were superseded, or of paths since deleted.
+
+    @return: the names of the files left.
     """
+    kept = []
     for entry in os.scandir(folder):
         try:
             if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < before:
                 os.unlink(entry.path)
+            else:
+                kept.append(entry.name)
         except FileNotFoundError:
             pass
+    return kept
 
 
 def _describe(error: BaseException) -> str:

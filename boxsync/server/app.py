@@ -26,6 +26,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..paths import BadPath, normalize
 from ..protocol import (
+    BATCH,
     BASE_HEADER,
     CLIENT_HEADER,
     EVENT_STREAM,
@@ -37,9 +38,12 @@ from ..protocol import (
     ProtocolError,
     count_header,
     parse_manifest,
+    parse_path_list,
+    parse_upload_batch,
     sha256_header,
 )
 from .auth import Forbidden, IAuthenticator, Principal, Unauthorized
+from .batch import download_batch, upload_batch
 from .box import Box, DigestMismatch, NotFound, StaleBase
 from .events import EventStream
 from .hub import Hub, TooManyStreams
@@ -192,6 +196,8 @@ class BoxsyncApp:
         app.route(files, methods=["GET", "HEAD"])(self._authorized(self.download))
         app.route(files, methods=["PUT"])(self._authorized(self.upload))
         app.route(files, methods=["DELETE"])(self._authorized(self.delete))
+        app.route("/batch/upload", methods=["POST"])(self._authorized(self.batch_upload))
+        app.route("/batch/download", methods=["POST"])(self._authorized(self.batch_download))
         if self.legacy is not None:
             # Klein names an endpoint after its function: these need names of their own.
             app.route("/upload", methods=["POST"], endpoint="legacy_upload")(
@@ -225,12 +231,9 @@ class BoxsyncApp:
         if failure.check(HTTPException):
             error: HTTPException = failure.value  # type: ignore[assignment]
             return json_body(request, error.code or 500, {"error": error.description or ""})
-        for kind, status in _STATUS:
-            if failure.check(kind):
-                body: dict[str, Any] = {"error": str(failure.value)}
-                if isinstance(failure.value, StaleBase):
-                    body["seq"] = failure.value.current
-                return json_body(request, status, body)
+        known = _answer(cast(BaseException, failure.value))
+        if known is not None:
+            return json_body(request, *known)
         self.log.failure("unhandled error in {uri}", failure, uri=request.uri)
         return json_body(request, 500, {"error": "internal server error"})
 
@@ -291,7 +294,7 @@ class BoxsyncApp:
         return await box_file(self.boxes(principal.account), path)
 
     async def upload(self, request: IRequest, principal: Principal, path: str) -> bytes:
-        staged = take_upload(request)
+        staged = await take_upload(request)
         try:
             path = normalize(path)
             base = count_header(header(request, BASE_HEADER), BASE_HEADER)
@@ -325,8 +328,58 @@ class BoxsyncApp:
         return json_body(request, 200, _record_json(record))
 
 
+    async def batch_upload(self, request: IRequest, principal: Principal) -> bytes:
+        """
+        Commit each file of a batch (see L{boxsync.server.batch}); the answer
+        lists, in order, each file's record (status 201) or its error.
+        """
+        files = parse_upload_batch(request.content.read())
+        outcomes = await upload_batch(
+            self.boxes(principal.account),
+            files,
+            origin=header(request, CLIENT_HEADER) or principal.client,
+            stream=header(request, STREAM_HEADER),
+        )
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, FileRecord):
+                results.append({"status": 201, **_record_json(outcome)})
+                continue
+            known = _answer(outcome)
+            if known is None:
+                self.log.failure("unhandled error in a batch", Failure(outcome))
+                known = 500, {"error": "internal server error"}
+            status, body = known
+            results.append({"status": status, **body})
+        return json_body(request, 200, {"results": results})
+
+    async def batch_download(self, request: IRequest, principal: Principal) -> bytes:
+        """
+        Send each file a batch asks for, or why it is not sent.
+        """
+        paths = parse_path_list(request.content.read())
+        parts = await download_batch(self.boxes(principal.account), paths)
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", BATCH.encode("ascii"))
+        return b"".join(parts)
+
+
 #: The most files one C{GET /files} answer lists.
 _LIST_LIMIT = 1000
+
+
+def _answer(error: BaseException) -> tuple[int, dict[str, Any]] | None:
+    """
+    The status and JSON body that tell a client about C{error}, if it is one
+    of those the protocol names.
+    """
+    for kind, status in _STATUS:
+        if isinstance(error, kind):
+            body: dict[str, Any] = {"error": str(error)}
+            if isinstance(error, StaleBase):
+                body["seq"] = error.current
+            return status, body
+    return None
 
 
 def _query(request: IRequest, name: str) -> str | None:

@@ -148,6 +148,26 @@ class Box:
         if mtime_ns is None:
             mtime_ns = time.time_ns()
         await self.storage.finish(staged, mtime_ns)
+        return await self.commit(path, staged, base, mtime_ns, origin, stream)
+
+    async def commit(
+        self,
+        path: str,
+        staged: StagingFile,
+        base: int | None,
+        mtime_ns: int,
+        origin: str = "",
+        stream: str | None = None,
+    ) -> FileRecord:
+        """
+        Commit C{staged}, whose bytes are durable already and have their
+        final mode and mtime (C{mtime_ns}), as the new version of C{path},
+        in the next group commit.
+
+        @param base: the seq the upload started from; C{None} for last
+            writer wins.
+        @raise StaleBase: if C{path} has moved on from C{base}.
+        """
         pending = _Pending(path, staged, base, mtime_ns, origin, stream)
         self._queue.append(pending)
         if not self._committing:

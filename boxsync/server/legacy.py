@@ -203,7 +203,7 @@ class LegacyAdapter:
         path = normalize(_file_path(request))
         record = await self.boxes(principal.account).upload(
             path,
-            take_upload(request),
+            await take_upload(request),
             base=None,
             sha256=None,
             mtime_ns=None,

@@ -10,7 +10,10 @@ L{LimitedChannel} adds a minimum rate: while a request is arriving, it must
 bring at least C{min_rate * window} bytes in every C{window} seconds, or the
 connection gets C{408} and is closed. Once a request has arrived whole the
 rule is off until the next one starts, so a quiet event stream or a client
-that reads a download slowly is never dropped by it.
+that reads a download slowly is never dropped by it. Nor is a client the
+server itself stopped reading from (L{LimitedChannel.pause_reading}, while
+the disk catches up with an upload): that time counts neither against the
+rate nor as silence.
 
 Headers over the limits get C{431} with a JSON body (twisted.web alone
 answers a bare C{400}, or for one overlong line closes without a word).
@@ -22,7 +25,7 @@ import json
 from typing import Any
 
 from attrs import frozen
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -72,9 +75,11 @@ class LimitedChannel(HTTPChannel):
     answers oversized headers with C{431}.
 
     @ivar limits: set by L{LimitedSite} when it builds the channel.
+    @ivar clock: the site's reactor, set with C{limits}.
     """
 
     limits = ConnectionLimits()
+    clock: IReactorTime | None = None
     #: Some bytes of a request have come, but not the whole request yet.
     _pending = False
     #: A whole request has come and is being answered.
@@ -84,6 +89,10 @@ class LimitedChannel(HTTPChannel):
     _header_bytes = 0
     _header_count = 0
     _rate_check: IDelayedCall | None = None
+    #: The server stopped reading (L{pause_reading}).
+    _held = False
+    #: What was left of the rate check's window when reading was paused.
+    _rate_left: float | None = None
     log = Logger()
 
     def dataReceived(self, data: bytes) -> None:
@@ -123,7 +132,41 @@ class LimitedChannel(HTTPChannel):
         self._busy = False
         super().requestDone(request)
 
+    def pause_reading(self) -> None:
+        """
+        Read nothing more from the peer until L{resume_reading}: the server
+        has more of the request than it can handle yet. Until then the
+        clock of the minimum rate is stopped and the connection is not idle.
+        """
+        if self._held:
+            return
+        self._held = True
+        check = self._rate_check
+        if check is not None and check.active() and self.clock is not None:
+            self._rate_left = max(0.0, check.getTime() - self.clock.seconds())
+            check.cancel()
+            self._rate_check = None
+        self.pauseProducing()
+
+    def resume_reading(self) -> None:
+        """
+        Read from the peer again, after L{pause_reading}; the minimum rate's
+        window goes on where it stopped.
+        """
+        if not self._held:
+            return
+        self._held = False
+        if self._rate_left is not None:
+            self._rate_check = self.callLater(self._rate_left, self._check_rate)
+            self._rate_left = None
+        self.resetTimeout()
+        self.resumeProducing()
+
     def timeoutConnection(self) -> None:
+        if self._held:
+            # The server is the one not reading: start the count again.
+            self.setTimeout(self.timeOut)
+            return
         if self._pending:
             self._answer(408, "no data from the client for too long")
         super().timeoutConnection()
@@ -152,6 +195,7 @@ class LimitedChannel(HTTPChannel):
         if self._rate_check is not None and self._rate_check.active():
             self._rate_check.cancel()
         self._rate_check = None
+        self._rate_left = None
 
     def _answer(self, status: int, message: str) -> None:
         """
@@ -186,6 +230,7 @@ class LimitedSite(Site):
         channel = super().buildProtocol(addr)
         limits = self.limits
         channel.limits = limits
+        channel.clock = self.reactor
         # twisted.web's own checks, at the same limits (ours answer first).
         channel.MAX_LENGTH = channel.totalHeadersSize = limits.max_header_bytes
         channel.maxHeaders = limits.max_headers

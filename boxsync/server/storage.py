@@ -6,24 +6,50 @@ before they are renamed into place.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from attrs import define, field
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from .. import libc
 from ..paths import HIDDEN_DIR, BadPath, from_local, to_local
+from ..writer import HashingWriter, Runner
 
-__all__ = ["BoxStorage", "StagingFile", "DiskFull", "LocalFile"]
+__all__ = ["BoxStorage", "StagingFile", "DiskFull", "LocalFile", "as_disk_full", "discarding", "start_write_back"]
 
 _T = TypeVar("_T")
 _READ_SIZE = 1024 * 1024
+
+#: Every time this many more bytes of an upload are written, the kernel is
+#: asked to start writing them to the disk: the final fsync then has little
+#: left to do (it took ~0.45 s of a 1 GiB upload, ~5 ms with this).
+WRITE_BACK_BYTES = 8 * 1024 * 1024
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_write_back(fd: int, offset: int, length: int) -> None:
+    """
+    Have the kernel start writing C{length} bytes of C{fd} from C{offset}
+    to the disk, without waiting for them (elsewhere than on Linux, do
+    nothing). A hint only: a failure shows at the next fsync.
+    """
+    sync_file_range = libc.function(
+        "sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint
+    )
+    if sync_file_range is not None:
+        sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 class DiskFull(OSError):
@@ -40,7 +66,7 @@ def _is_full(e: OSError) -> bool:
     return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def _full(e: BaseException) -> BaseException:
+def as_disk_full(e: BaseException) -> BaseException:
     """
     C{e}, as a L{DiskFull} if it says the file system is full.
     """
@@ -49,12 +75,32 @@ def _full(e: BaseException) -> BaseException:
     return e
 
 
+@contextmanager
+def discarding(staged: StagingFile) -> Iterator[None]:
+    """
+    Discard C{staged} if the block raises; a full disk is raised as
+    L{DiskFull}.
+    """
+    try:
+        yield
+    except BaseException as e:
+        staged.discard()
+        full = as_disk_full(e)
+        if full is e:
+            raise
+        raise full from e
+
+
 @define
 class StagingFile:
     """
     An upload being written: a temporary file in the staging folder, hashed
-    as it is written. Whoever holds it either hands it to
+    as it is written, either here (L{write}) or a batch at a time in a
+    worker thread (L{writer}). Whoever holds it either hands it to
     L{BoxStorage.place} or calls L{discard}.
+
+    @ivar size: how many bytes are written.
+    @ivar error: what L{write} met, if anything.
     """
 
     path: Path
@@ -62,6 +108,49 @@ class StagingFile:
     size: int = 0
     error: OSError | None = None
     _hash: Any = field(factory=hashlib.sha256)
+    #: How much of the file was handed to L{start_write_back}.
+    _written_back: int = field(default=0, init=False)
+
+    def fileno(self) -> int:
+        """
+        @raise ValueError: if the file is closed.
+        """
+        if self._fd is None:
+            raise ValueError("staging file already closed")
+        return self._fd
+
+    def writer(self, run: Runner) -> HashingWriter:
+        """
+        A writer that appends to this file and hashes, a batch at a time
+        through C{run}, counting into L{size} each batch written. Every
+        L{WRITE_BACK_BYTES} the disk is asked to start on what is written.
+
+        While it has a batch under way this file must be neither closed nor
+        discarded (its descriptor could be reused, and get that batch):
+        wait for the writer's C{close} or C{abort} first.
+        """
+
+        def batch(work: Callable[[], None]) -> Deferred[None]:
+            def write() -> None:
+                work()
+                self._write_back()
+
+            return run(write)
+
+        return HashingWriter(self, self._hash, batch, on_written=self._written)
+
+    def _written(self, size: int) -> None:
+        self.size += size
+
+    def _write_back(self) -> None:
+        """
+        After a batch, in its thread: start writing to the disk what the
+        batches appended, every L{WRITE_BACK_BYTES}.
+        """
+        end = os.lseek(self.fileno(), 0, os.SEEK_CUR)
+        if end - self._written_back >= WRITE_BACK_BYTES:
+            start_write_back(self.fileno(), self._written_back, end - self._written_back)
+            self._written_back = end
 
     def write(self, data: bytes) -> None:
         """
@@ -191,14 +280,8 @@ class BoxStorage:
         """
 
         def work() -> None:
-            try:
+            with discarding(staged):
                 staged.finish(mtime_ns)
-            except BaseException as e:
-                staged.discard()
-                full = _full(e)
-                if full is e:
-                    raise
-                raise full from e
 
         return self.in_thread(work)
 
@@ -225,7 +308,7 @@ class BoxStorage:
                     os.replace(staged.path, target)
                 except Exception as e:
                     staged.discard()
-                    outcomes.append(_full(e))
+                    outcomes.append(as_disk_full(e))
                     continue
                 folders.setdefault(target.parent, []).append(len(outcomes))
                 outcomes.append(None)
@@ -234,7 +317,7 @@ class BoxStorage:
                     _fsync_dir(folder)
                 except OSError as e:
                     for i in placed:
-                        outcomes[i] = _full(e)
+                        outcomes[i] = as_disk_full(e)
             return outcomes
 
         return self.in_thread(work)

@@ -5,24 +5,40 @@ box's staging area.
 Twisted's C{Request} collects a body in memory or in a temporary file
 elsewhere before any resource sees it, however large. L{StreamingRequest}
 instead opens a staging file on the box's own file system as soon as the
-headers of an upload have arrived, and writes (and hashes) each piece of the
-body as it comes, so an upload of any size costs the same small memory and
-is never copied. Every other body (a manifest) is collected as before, but
-only up to a limit: past it, the rest is read and dropped, and the request
-fails with L{BodyTooLarge}.
+headers of an upload have arrived, and feeds the body to it as it comes
+through a L{HashingWriter}: pieces are gathered into batches that are
+written and hashed in a worker thread, in order, while the reactor thread
+goes on reading the socket. While too much waits for the disk, the
+connection is not read from. So an upload of any size costs the same small
+memory and is never copied. Every other body (a manifest) is collected as
+before, but only up to a limit: past it, the rest is read and dropped, and
+the request fails with L{BodyTooLarge}.
 """
 
 from __future__ import annotations
 
 from io import BytesIO
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
+from attrs import define
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.tcp import Connection
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.server import Request
+from zope.interface import implementer
 
-from .limits import LimitedSite
-from .storage import StagingFile
+from ..writer import HashingWriter, Runner
+from .limits import LimitedChannel, LimitedSite
+from .storage import StagingFile, as_disk_full, discarding
 
 __all__ = ["StreamingRequest", "UploadSite", "take_upload", "check_body", "BodyTooLarge"]
+
+#: How many bytes the connection of an upload reads at a time (Twisted reads
+#: 64 KiB): fewer, larger reads leave more of the reactor thread free.
+READ_SIZE = 256 * 1024
 
 
 class BodyTooLarge(ValueError):
@@ -52,6 +68,8 @@ class UploadSite(LimitedSite):
         accepted, in bytes (C{None}: no limit).
     @ivar authorize: checks the C{Authorization} header before a byte of the
         body is stored, raising if it does not let the caller in.
+    @ivar run: runs the writing and hashing of each batch of an upload
+        (by default in the reactor's thread pool).
     """
 
     def __init__(
@@ -61,6 +79,7 @@ class UploadSite(LimitedSite):
         max_upload: int | None = None,
         authorize: Callable[[bytes | None], object] = lambda header: None,
         max_body: int | None = None,
+        run: Runner | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(resource, requestFactory=StreamingRequest, **kwargs)
@@ -68,6 +87,38 @@ class UploadSite(LimitedSite):
         self.max_upload = max_upload
         self.max_body = max_body
         self.authorize = authorize
+        self.run: Runner = run or self._in_thread
+
+    def _in_thread(self, work: Callable[[], None]) -> Deferred[None]:
+        reactor: Any = self.reactor
+        return deferToThreadPool(reactor, reactor.getThreadPool(), work)
+
+
+@implementer(IPushProducer)
+@define
+class _Reading:
+    """
+    The reading of one upload's body, as a push producer for its writer:
+    paused, the channel reads nothing (see L{LimitedChannel.pause_reading});
+    stopped (the disk failed), it reads again, so the rest of the body is
+    dropped and the client gets the answer.
+    """
+
+    channel: LimitedChannel
+    paused: bool = False
+
+    def pauseProducing(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.channel.pause_reading()
+
+    def resumeProducing(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.channel.resume_reading()
+
+    def stopProducing(self) -> None:
+        self.resumeProducing()
 
 
 class StreamingRequest(Request):
@@ -75,14 +126,19 @@ class StreamingRequest(Request):
     A request whose upload body goes to a L{StagingFile} as it arrives, and
     whose other bodies are kept only up to the site's C{max_body}.
 
+    @ivar staged: the staging file of an upload, until the route claims it.
+    @ivar writer: what feeds C{staged}, with it.
     @ivar body_error: what went wrong with the body on its way in (refused
         credentials, too large, a full disk), for the route to raise.
     """
 
     staged: StagingFile | None = None
+    writer: HashingWriter | None = None
+    _reading: _Reading | None = None
     body_error: Exception | None = None
     _limit: int | None = None
     _received = 0
+    log = Logger()
 
     def gotLength(self, length: int | None) -> None:
         channel = self.channel
@@ -107,9 +163,18 @@ class StreamingRequest(Request):
         if self._refused(length, "upload"):
             return
         try:
-            self.staged = site.new_staging()
+            self.staged = staged = site.new_staging()
         except OSError as e:
             self.body_error = e
+            return
+        self.writer = staged.writer(site.run)
+        transport = channel.transport
+        if isinstance(transport, Connection):
+            # Stays so for the later requests of this connection.
+            transport.bufferSize = max(transport.bufferSize, READ_SIZE)
+        if isinstance(channel, LimitedChannel):
+            self._reading = _Reading(channel)
+            self.writer.registerProducer(self._reading, True)
 
     def _refused(self, length: int | None, what: str) -> bool:
         if self._limit is None or length is None or length <= self._limit:
@@ -131,19 +196,51 @@ class StreamingRequest(Request):
                 self.content.close()
             self.content = BytesIO()
             return
-        staged = self.staged
-        if staged is None:
+        writer = self.writer
+        if writer is None:
             super().handleContentChunk(data)
             return
-        staged.write(data)
-        if staged.error is not None:
-            self.body_error = staged.error
-            self.staged = None
+        try:
+            writer.write(data)
+        except Exception as e:
+            # The rest of the body is dropped (the writer let go of the
+            # connection); no batch is under way any more.
+            self.body_error = cast(Exception, as_disk_full(e))
+            self._drop()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # The whole body is in: nothing more to read for it, however much
+        # still waits for the disk.
+        self._let_go()
+        super().requestReceived(command, path, version)
+
+    def _let_go(self) -> None:
+        """
+        Read the connection again, if the writer had paused it, and for good.
+        """
+        if self.writer is not None:
+            self.writer.unregisterProducer()
+        if self._reading is not None:
+            self._reading.resumeProducing()
+            self._reading = None
 
     def _drop(self) -> None:
-        if self.staged is not None:
-            self.staged.discard()
-            self.staged = None
+        """
+        Discard the staging file, once no batch is being written to it.
+        """
+        self._let_go()
+        staged, writer = self.staged, self.writer
+        self.staged = self.writer = None
+        if staged is None:
+            return
+        if writer is None:
+            staged.discard()
+            return
+
+        def failed(reason: Failure) -> None:
+            self.log.failure("could not discard {path}", reason, path=str(staged.path))
+
+        writer.abort().addCallback(lambda _: staged.discard()).addErrback(failed)
 
     def finish(self) -> object:
         self._drop()
@@ -164,17 +261,22 @@ def check_body(request: object) -> None:
         raise error
 
 
-def take_upload(request: object) -> StagingFile:
+async def take_upload(request: object) -> StagingFile:
     """
-    Claim the staging file of an upload request; from here on the caller
-    must place or discard it.
+    Claim the staging file of an upload request, once all of its body is
+    written; from here on the caller must place or discard it.
 
     @raise Exception: the error the upload met on its way in (see
-        L{check_body}), if any.
+        L{check_body}) or while the last of it was written (a L{DiskFull}),
+        if any; the staging file is then discarded.
     """
     check_body(request)
     staged = getattr(request, "staged", None)
+    writer = getattr(request, "writer", None)
     if staged is None:
         raise RuntimeError("this request has no streamed upload")
-    request.staged = None  # type: ignore[attr-defined]
+    request.staged = request.writer = None  # type: ignore[attr-defined]
+    if writer is not None:
+        with discarding(staged):
+            await writer.close()
     return staged

@@ -1,9 +1,10 @@
 """
 Writing a body to a file, and hashing it, off the reactor thread.
 
-A download arrives in pieces of up to a few hundred KiB. Writing and hashing each one
-on the reactor thread makes that thread the limit of the transfer: it also has
-to read the socket. L{HashingWriter} gathers the pieces into batches of about
+A body (a download on the client, an upload on the server) arrives in pieces
+of up to a few hundred KiB. Writing and hashing each one on the reactor
+thread makes that thread the limit of the transfer: it also has to read the
+socket. L{HashingWriter} gathers the pieces into batches of about
 a MiB and writes and hashes each batch in a worker thread (C{writev()} and
 C{sha256.update()} release the GIL for large buffers), one batch at a time,
 in order, while the next batches arrive. When a few batches are waiting for
@@ -16,7 +17,7 @@ from __future__ import annotations
 import errno
 import os
 from collections import deque
-from typing import TYPE_CHECKING, BinaryIO, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -27,7 +28,7 @@ from zope.interface import implementer
 if TYPE_CHECKING:
     from hashlib import _Hash
 
-__all__ = ["BATCH_SIZE", "MAX_PENDING", "Runner", "HashingWriter", "inline", "write_all"]
+__all__ = ["BATCH_SIZE", "MAX_PENDING", "Runner", "HasFileno", "HashingWriter", "inline", "write_all"]
 
 #: How many bytes are gathered before they are written and hashed at once.
 #: Larger batches fall out of the CPU's cache before they are written: with
@@ -42,6 +43,14 @@ _IOV_MAX = os.sysconf("SC_IOV_MAX")
 
 #: Runs a function, maybe in another thread, and fires with what it returned.
 Runner = Callable[[Callable[[], None]], "Deferred[None]"]
+
+
+class HasFileno(Protocol):
+    """
+    What a L{HashingWriter} writes to: anything with a file descriptor.
+    """
+
+    def fileno(self) -> int: ...
 
 
 def write_all(fd: int, pieces: list[bytes]) -> None:
@@ -79,7 +88,8 @@ class HashingWriter:
     time, through C{run}.
 
     While a batch is under way C{file} and C{digest} are used by the thread
-    it runs in: neither may be touched until L{close} has fired.
+    it runs in: neither may be touched (nor the file closed) until L{close}
+    or L{abort} has fired.
 
     @ivar file: open for writing, where the bytes go, through its file
         descriptor (nothing may be left in its buffer).
@@ -93,7 +103,7 @@ class HashingWriter:
     @ivar received: how many bytes were given to L{write}.
     """
 
-    file: BinaryIO
+    file: HasFileno
     digest: _Hash
     run: Runner
     on_written: Callable[[int], object] | None = None
@@ -108,6 +118,7 @@ class HashingWriter:
     _failure: Failure | None = None
     _closed: bool = False
     _waiting: list[Deferred[None]] = field(factory=list)
+    _idle: list[Deferred[None]] = field(factory=list)
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         """
@@ -155,6 +166,27 @@ class HashingWriter:
             self._next()
         return done
 
+    def abort(self) -> Deferred[None]:
+        """
+        Drop what waits, start no other batch, and let go of the producer.
+
+        This is for a body that will not be used: a L{close} already
+        waiting fires once nothing is under way, whatever was dropped.
+
+        @return: fires with C{None} once no batch is under way (whatever
+            that batch met): from then on C{file} may be closed.
+        """
+        self._closed = True
+        self._pending.clear()
+        self._pending_size = 0
+        self._producer = None
+        idle: Deferred[None] = Deferred()
+        if self._busy is None:
+            idle.callback(None)
+        else:
+            self._idle.append(idle)
+        return idle
+
     def _next(self) -> None:
         """
         Start writing what is pending; once closed and nothing is left, tell
@@ -176,6 +208,10 @@ class HashingWriter:
                     done.callback(None)
                 else:
                     done.errback(self._failure)
+        if self._busy is None:
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
 
     def _write(self, batch: list[bytes]) -> None:
         """

@@ -1,5 +1,5 @@
 """
-Tests for L{boxsync.client.writer}: batching, order, back-pressure and
+Tests for L{boxsync.writer}: batching, order, back-pressure, aborting and
 failures of L{HashingWriter}, with the batches run when the test says.
 """
 
@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from boxsync.client.writer import HashingWriter, Runner, inline, write_all
+from boxsync.writer import HashingWriter, Runner, inline, write_all
 
 
 @implementer(IPushProducer)
@@ -209,6 +209,46 @@ def test_failure_reported_to_close_under_way(make: Callable[..., Made]) -> None:
     assert isinstance(failure, Failure) and failure.check(OSError)
 
 
+def test_abort_waits_for_the_batch_under_way(make: Callable[..., Made]) -> None:
+    """
+    Aborting drops what waits and lets go of the producer (it is not
+    resumed by the batch under way), and fires once that batch is done:
+    only then may the file be closed.
+    """
+    later = Later()
+    made = make(later)
+    writer = made.writer
+    writer.write(b"a" * 10)
+    writer.write(b"b" * 10)
+    assert made.producer.calls == ["pause"]
+    aborted = results(writer.abort())
+    assert aborted == []
+    later.step()
+    assert aborted == [None]
+    assert later.queue == [] and made.data() == b"a" * 10
+    assert made.producer.calls == ["pause"]
+    with pytest.raises(ValueError):
+        writer.write(b"c")
+
+
+def test_abort_when_idle_fires_at_once(make: Callable[..., Made]) -> None:
+    later = Later()
+    made = make(later)
+    made.writer.write(b"a" * 5)
+    assert results(made.writer.abort()) == [None]
+    assert later.queue == [] and made.data() == b""
+
+
+def test_abort_after_a_failure(make: Callable[..., Made]) -> None:
+    later = Later()
+    made = make(later, Path("/dev/full"))
+    made.writer.write(b"a" * 10)
+    aborted = results(made.writer.abort())
+    later.step()
+    assert aborted == [None]
+    assert made.producer.calls == []
+
+
 def test_only_push_producers(make: Callable[..., Made]) -> None:
     made = make(inline)
     writer = made.writer
@@ -233,7 +273,7 @@ def test_write_all_partial(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
         return real(fd, [bytes(b"".join(views))[:5]])
 
     monkeypatch.setattr(os, "writev", writev)
-    monkeypatch.setattr("boxsync.client.writer._IOV_MAX", 2)
+    monkeypatch.setattr("boxsync.writer._IOV_MAX", 2)
     path = tmp_path / "f"
     with path.open("wb", buffering=0) as f:
         write_all(f.fileno(), [b"abc", b"", b"defg", b"hij"])

@@ -1,0 +1,309 @@
+"""
+Gathering the engine's small transfers into batches.
+
+The engine moves each file in a job of its own. A burst of small files (a
+checkout, an unpacked archive) would cost one request, one answer and one
+commit each: more than the files themselves. L{Batcher} takes the small
+uploads and downloads of all the jobs running at once and sends them a batch
+at a time (C{POST /batch/upload}, C{POST /batch/download}), at most two
+batches each way at once: while those are under way the next one grows, so a
+lone change still goes at once and a burst goes in ever larger batches. Each
+job still gets its own outcome, as if its file had moved alone.
+
+A server that has no batches (it answers 404 or 405) gets each file on its
+own from then on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import deque
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
+
+from attrs import define, field, frozen
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from ..protocol import BATCH_FILE_LIMIT, BATCH_MAX_FILES, BatchFile, ProtocolError
+from .api import APIError, BoxsyncAPI, CommitResult, DigestMismatch, DownloadResult, error_for
+
+__all__ = ["Batcher", "BATCH_BYTES"]
+
+#: How many file bytes a batch gathers at most.
+BATCH_BYTES = 4 * 1024 * 1024
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+#: Runs a function in a thread and fires with what it returned.
+InThread = Callable[[Callable[[], Any]], "Deferred[Any]"]
+
+
+@frozen
+class _Upload:
+    file: BatchFile
+    local: Path
+
+
+@frozen
+class _Download:
+    path: str
+    dest: Path
+    sha256: str
+    size: int
+
+
+class _Unsupported(Exception):
+    """
+    The server has no batches.
+    """
+
+
+@define(eq=False)
+class _Lane(Generic[_T, _R]):
+    """
+    The queue of one direction: items wait here until a batch takes them.
+
+    @ivar send: moves one batch, and gives back each item's outcome (a
+        result or an exception), in order.
+    @ivar size: the bytes an item adds to a batch.
+    """
+
+    clock: IReactorTime
+    send: Callable[[list[_T]], Awaitable[list[_R | BaseException]]]
+    size: Callable[[_T], int]
+    max_in_flight: int = 2
+    _waiting: deque[tuple[_T, Deferred[_R]]] = field(factory=deque)
+    _in_flight: int = 0
+    _scheduled: Any = None
+
+    def add(self, item: _T) -> Deferred[_R]:
+        done: Deferred[_R] = Deferred()
+        self._waiting.append((item, done))
+        self._schedule()
+        return done
+
+    def _schedule(self) -> None:
+        # On the next turn of the reactor: whatever the other jobs add
+        # meanwhile goes in the same batch.
+        if self._waiting and self._scheduled is None and self._in_flight < self.max_in_flight:
+            self._scheduled = self.clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = None
+        batch: list[tuple[_T, Deferred[_R]]] = []
+        size = 0
+        while self._waiting and len(batch) < BATCH_MAX_FILES:
+            item = self._waiting[0][0]
+            if batch and size + self.size(item) > BATCH_BYTES:
+                break
+            batch.append(self._waiting.popleft())
+            size += self.size(item)
+        self._in_flight += 1
+        Deferred.fromCoroutine(self._run(batch))
+        self._schedule()
+
+    async def _run(self, batch: list[tuple[_T, Deferred[_R]]]) -> None:
+        try:
+            try:
+                outcomes = await self.send([item for item, _ in batch])
+            except Exception as e:
+                outcomes = [e] * len(batch)
+            for (_, done), outcome in zip(batch, outcomes):
+                if isinstance(outcome, BaseException):
+                    done.errback(outcome)
+                else:
+                    done.callback(outcome)
+        finally:
+            self._in_flight -= 1
+            self._schedule()
+
+
+@define(eq=False)
+class Batcher:
+    """
+    Sends the small uploads and downloads given to it in batches.
+
+    @ivar api: the server's API.
+    @ivar clock: schedules each batch.
+    @ivar in_thread: runs the reading and writing of files off the reactor
+        thread.
+    @ivar supported: whether the server has batches (C{None}: not known yet).
+    """
+
+    api: BoxsyncAPI
+    clock: IReactorTime
+    in_thread: InThread
+    supported: bool | None = None
+    log = Logger()
+    _uploads: _Lane[_Upload, CommitResult] = field(init=False)
+    _downloads: _Lane[_Download, DownloadResult] = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._uploads = _Lane(self.clock, self._send_uploads, lambda item: item.file.size)
+        self._downloads = _Lane(self.clock, self._send_downloads, lambda item: item.size)
+
+    @staticmethod
+    def takes(size: int) -> bool:
+        """
+        Whether a file of C{size} bytes goes in a batch.
+        """
+        return size <= BATCH_FILE_LIMIT
+
+    def upload(
+        self, path: str, local: Path, base: int | None, sha256: str, mtime_ns: int, size: int
+    ) -> Deferred[CommitResult]:
+        """
+        Commit the first C{size} bytes of C{local} as C{path}, in the next
+        batch; the same outcomes as L{BoxsyncAPI.upload}.
+        """
+        return self._uploads.add(_Upload(BatchFile(path, size, sha256, mtime_ns, base), local))
+
+    def download(self, path: str, dest: Path, sha256: str, size: int) -> Deferred[DownloadResult]:
+        """
+        Fetch C{path} into C{dest}, in the next batch; the same outcomes as
+        L{BoxsyncAPI.download} with C{sha256} expected.
+        """
+        return self._downloads.add(_Download(path, dest, sha256, size))
+
+    def _unsupported(self, error: APIError) -> bool:
+        if error.status in (404, 405) and self.supported is None:
+            self.log.info("the server has no batches: files move one at a time")
+            self.supported = False
+            return True
+        return False
+
+    async def _send_uploads(self, items: list[_Upload]) -> list[CommitResult | BaseException]:
+        if self.supported is False:
+            return await _each(items, self._upload_alone)
+        files: list[tuple[BatchFile, bytes]] = await self.in_thread(lambda: _read_all(items))
+        try:
+            outcomes = await self.api.upload_batch(files)
+        except APIError as e:
+            if not self._unsupported(e):
+                raise
+            return await _each(items, self._upload_alone)
+        self.supported = True
+        return list(outcomes)
+
+    async def _upload_alone(self, item: _Upload) -> CommitResult:
+        file = item.file
+        return await self.api.upload(
+            file.path, item.local, file.base, file.sha256, file.mtime_ns, size=file.size
+        )
+
+    async def _send_downloads(self, items: list[_Download]) -> list[DownloadResult | BaseException]:
+        if self.supported is False:
+            return await _each(items, self._download_alone)
+        try:
+            parts = await self.api.download_batch([item.path for item in items])
+        except APIError as e:
+            if not self._unsupported(e):
+                raise
+            return await _each(items, self._download_alone)
+        self.supported = True
+        outcomes: list[DownloadResult | BaseException] = await self.in_thread(
+            lambda: _write_all(items, parts)
+        )
+        for i, (item, outcome) in enumerate(zip(items, outcomes)):
+            if isinstance(outcome, _AskAgain):
+                outcomes[i] = await self.download(item.path, item.dest, item.sha256, item.size)
+            elif isinstance(outcome, _TooLarge):
+                outcomes[i] = await self._download_alone(item)
+        return outcomes
+
+    async def _download_alone(self, item: _Download) -> DownloadResult:
+        return await self.api.download(item.path, item.dest, item.sha256)
+
+
+async def _each(
+    items: Sequence[_T], send: Callable[[_T], Awaitable[_R]]
+) -> list[_R | BaseException]:
+    """
+    Send each of C{items} on its own, one after the other.
+    """
+    outcomes: list[_R | BaseException] = []
+    for item in items:
+        try:
+            outcomes.append(await send(item))
+        except CancelledError:
+            raise
+        except Exception as e:
+            outcomes.append(e)
+    return outcomes
+
+
+def _read_all(items: Sequence[_Upload]) -> list[tuple[BatchFile, bytes]]:
+    """
+    The bytes of each upload: the first C{size} bytes of its file (in a
+    thread). A file that shrank since it was hashed sends what is left: the
+    server then refuses it for its sha256, as it would alone.
+    """
+    files = []
+    for item in items:
+        try:
+            with open(item.local, "rb") as f:
+                data = f.read(item.file.size)
+        except OSError:
+            data = b""
+        files.append((BatchFile(item.file.path, len(data), item.file.sha256, item.file.mtime_ns, item.file.base), data))
+    return files
+
+
+class _AskAgain(Exception):
+    """
+    The batch was full: ask for this file in a later one.
+    """
+
+
+class _TooLarge(Exception):
+    """
+    The file is too large for a batch now: fetch it on its own.
+    """
+
+
+def _write_all(
+    items: Sequence[_Download], parts: Sequence[tuple[dict[str, Any], bytes]]
+) -> list[DownloadResult | BaseException]:
+    """
+    Write each file of a batch download to its C{dest}, checking its sha256
+    (in a thread).
+
+    @return: for each item, its result, or why it was not written.
+    """
+    received = {header.get("path"): (header, data) for header, data in parts}
+    outcomes: list[DownloadResult | BaseException] = []
+    for item in items:
+        if item.path not in received:
+            outcomes.append(ProtocolError(f"the batch did not answer for {item.path!r}"))
+            continue
+        header, data = received[item.path]
+        status = header.get("status")
+        if status == 200:
+            outcomes.append(_write(item, header, data))
+        elif status == 503:
+            outcomes.append(_AskAgain())
+        elif status == 413:
+            outcomes.append(_TooLarge())
+        else:
+            code = status if isinstance(status, int) else 500
+            outcomes.append(error_for(code, json.dumps(header).encode("utf-8")))
+    return outcomes
+
+
+def _write(item: _Download, header: dict[str, Any], data: bytes) -> DownloadResult | BaseException:
+    seq = header.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        return ProtocolError(f"the batch sent {item.path!r} without its seq")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != item.sha256:
+        return DigestMismatch(item.path, item.sha256, actual)
+    try:
+        with open(item.dest, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        return e
+    return DownloadResult(sha256=actual, size=len(data), seq=seq)

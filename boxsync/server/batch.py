@@ -1,0 +1,183 @@
+"""
+Batches of small files: many uploads in one request, many downloads in one
+answer (C{POST /batch/upload}, C{POST /batch/download}).
+
+One request per small file costs more than the file: the request and its
+answer, a thread hop to write it, an fsync, a commit. A batch upload is
+written to the staging area in one thread hop, made durable with one
+C{syncfs} of the box's file system (every file of the batch at once, where
+one fsync per file forces one journal commit each), and joins the box's next
+group commit as a whole. A batch download reads every file in one thread
+hop. Each file still succeeds or fails on its own, as it would alone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from twisted.internet.defer import Deferred
+
+from .. import libc
+from ..protocol import BATCH_FILE_LIMIT, BATCH_MAX_BYTES, BatchFile, encode_part
+from .box import Box, DigestMismatch
+from .index import FileRecord
+from .storage import StagingFile, as_disk_full
+
+__all__ = ["upload_batch", "download_batch"]
+
+
+def _make_durable(fds: Sequence[int]) -> None:
+    """
+    Make the data of the files open as C{fds}, all on one file system,
+    durable: one C{syncfs} for all of them, or one fsync each where there is
+    no C{syncfs}.
+
+    @raise OSError: if the file system reports a write error.
+    """
+    syncfs = libc.function("syncfs", ctypes.c_int)
+    if syncfs is not None and fds:
+        libc.check(syncfs(fds[0]))
+        return
+    for fd in fds:
+        os.fsync(fd)
+
+
+def _stage(staging: Path, files: Sequence[tuple[BatchFile, bytes]]) -> list[StagingFile | BaseException]:
+    """
+    Write each file of a batch to a new staging file with its final mode
+    and mtime, then make them all durable at once (in a thread).
+
+    @return: for each file, its staging file, or why it could not be
+        staged (its sha256 is not the one announced, the disk is full).
+    """
+    outcomes: list[StagingFile | BaseException] = []
+    fds: list[int] = []
+    try:
+        for file, data in files:
+            digest = hashlib.sha256(data)
+            if digest.hexdigest() != file.sha256:
+                outcomes.append(
+                    DigestMismatch(
+                        f"{file.path}: body has sha256 {digest.hexdigest()}, "
+                        f"not {file.sha256} as announced"
+                    )
+                )
+                continue
+            try:
+                fd, name = tempfile.mkstemp(dir=staging, prefix="up-")
+            except OSError as e:
+                outcomes.append(as_disk_full(e))
+                continue
+            fds.append(fd)
+            staged = StagingFile(Path(name), None, size=len(data), hash=digest)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fchmod(fd, 0o644)
+                os.utime(fd, ns=(file.mtime_ns, file.mtime_ns))
+            except OSError as e:
+                staged.discard()
+                outcomes.append(as_disk_full(e))
+                continue
+            outcomes.append(staged)
+        try:
+            _make_durable(fds)
+        except OSError as e:
+            error = as_disk_full(e)
+            for i, outcome in enumerate(outcomes):
+                if isinstance(outcome, StagingFile):
+                    outcome.discard()
+                    outcomes[i] = error
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return outcomes
+
+
+async def upload_batch(
+    box: Box, files: Sequence[tuple[BatchFile, bytes]], origin: str, stream: str | None
+) -> list[FileRecord | BaseException]:
+    """
+    Commit each file of a batch upload, all in one group if they can be.
+
+    @return: for each file, its stored record or why it failed (a stale
+        base, a sha256 that is not the one announced, a full disk...).
+    """
+    staging = box.storage.staging
+    staged: list[StagingFile | BaseException] = await box.storage.in_thread(
+        lambda: _stage(staging, files)
+    )
+    # Every commit starts before any is awaited: they join one group.
+    commits: list[Deferred[FileRecord] | BaseException] = [
+        Deferred.fromCoroutine(box.commit(file.path, outcome, file.base, file.mtime_ns, origin, stream))
+        if isinstance(outcome, StagingFile)
+        else outcome
+        for (file, _), outcome in zip(files, staged)
+    ]
+    results: list[FileRecord | BaseException] = []
+    for commit in commits:
+        if isinstance(commit, BaseException):
+            results.append(commit)
+            continue
+        try:
+            results.append(await commit)
+        except Exception as e:
+            results.append(e)
+    return results
+
+
+async def download_batch(box: Box, paths: Sequence[str]) -> list[bytes]:
+    """
+    The parts of the answer to a batch download: for each path, a header
+    with the file's seq, sha256, size and mtime and then its bytes, or a
+    header with the C{status} and C{error} of why it is not there (404: no
+    such file; 413: too large for a batch; 503: the batch is full, ask
+    again).
+    """
+    rows: dict[str, FileRecord] = await box.index.get_many(box.account, list(paths))
+
+    def read() -> list[bytes]:
+        parts: list[bytes] = []
+        total = 0
+        for path in paths:
+            row = rows.get(path)
+            local = box.storage.readable(path) if row is not None and not row.deleted else None
+            if row is None or local is None:
+                parts += _refusal(path, 404, f"{path!r} is not in the box")
+                continue
+            if row.size > BATCH_FILE_LIMIT:
+                parts += _refusal(path, 413, f"{path!r} is too large for a batch: download it on its own")
+                continue
+            try:
+                with open(local, "rb") as f:
+                    data = f.read(BATCH_FILE_LIMIT + 1)
+            except OSError:
+                parts += _refusal(path, 404, f"{path!r} is not in the box")
+                continue
+            if total + len(data) > BATCH_MAX_BYTES:
+                parts += _refusal(path, 503, "the batch is full: ask again")
+                continue
+            total += len(data)
+            header: dict[str, Any] = {
+                "path": path,
+                "status": 200,
+                "seq": row.seq,
+                "sha256": row.sha256,
+                "mtime_ns": row.mtime_ns,
+                "size": len(data),
+            }
+            parts += encode_part(header, data)
+        return parts
+
+    result: list[bytes] = await box.storage.in_thread(read)
+    return result
+
+
+def _refusal(path: str, status: int, error: str) -> list[bytes]:
+    return encode_part({"path": path, "status": status, "error": error})

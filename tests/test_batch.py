@@ -1,0 +1,290 @@
+"""
+Batches of small files (C{POST /batch/upload}, C{POST /batch/download}):
+the server's routes, the client's API calls and the L{Batcher} that gathers
+the engine's small transfers, against a real server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+import pytest_twisted
+from attrs import define, field
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.threads import deferToThread
+
+from boxsync.client.api import (
+    BadRequest,
+    BoxsyncAPI,
+    CommitResult,
+    DigestMismatch,
+    DownloadResult,
+    NotFound,
+    StaleBase,
+    error_for,
+)
+from boxsync.client.batch import Batcher
+from boxsync.protocol import BATCH, BATCH_FILE_LIMIT, BatchFile, Download, Manifest, encode_part
+from tests.conftest import KEY
+from tests.helpers import RunningServer, http_client, open_stream, timed
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@define
+class Env:
+    reactor: Any
+    server: RunningServer
+    api: BoxsyncAPI
+    tmp: Path
+
+    def batcher(self) -> Batcher:
+        return Batcher(self.api, self.reactor, deferToThread)
+
+    def staged(self) -> list[str]:
+        return os.listdir(self.server.box / ".boxsync" / "staging")
+
+
+@define
+class CountingAPI(BoxsyncAPI):
+    """
+    Counts the files of each batch upload.
+    """
+
+    sent: list[int] = field(factory=list)
+
+    async def upload_batch(self, files: Any) -> Any:
+        self.sent.append(len(files))
+        return await super().upload_batch(files)
+
+
+@define
+class OlderServerAPI(BoxsyncAPI):
+    """
+    Talks to a server that has no batches: it answers them 404.
+    """
+
+    async def upload_batch(self, files: Any) -> Any:
+        raise error_for(404, b'{"error": "no such route"}')
+
+    async def download_batch(self, paths: Any) -> Any:
+        raise error_for(404, b'{"error": "no such route"}')
+
+
+@pytest_twisted.async_yield_fixture
+async def env(tmp_path: Path, reactor: Any, server: RunningServer) -> AsyncIterator[Env]:
+    client, pool = http_client(reactor)
+    api = BoxsyncAPI(client, reactor, server.url, KEY, "tester")
+    try:
+        yield Env(reactor, server, api, tmp_path)
+    finally:
+        await pool.closeCachedConnections()
+
+
+def _file(path: str, data: bytes, base: int | None = 0) -> tuple[BatchFile, bytes]:
+    return BatchFile(path, len(data), sha(data), 1_700_000_000_000_000_000, base), data
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_batch_commits_each_file(env: Env, http: Any) -> None:
+    """
+    Every file of a batch is committed with its bytes, mtime and its own
+    seq, and each is announced on other streams.
+    """
+    watcher = await open_stream(http, env.server, Manifest(client="watcher"))
+    await watcher.ready()
+    files = [_file(f"d{i % 3}/f{i}.txt", os.urandom(i * 100)) for i in range(20)]
+    outcomes = await timed(Deferred.fromCoroutine(env.api.upload_batch(files)), env.reactor)
+    assert [type(o) for o in outcomes] == [CommitResult] * 20
+    assert sorted(o.seq for o in outcomes) == list(range(1, 21))  # type: ignore[union-attr]
+    for (file, data), outcome in zip(files, outcomes):
+        assert isinstance(outcome, CommitResult)
+        assert (outcome.path, outcome.sha256, outcome.size) == (file.path, file.sha256, len(data))
+        local = env.server.box / file.path
+        assert local.read_bytes() == data
+        assert local.stat().st_mtime_ns == file.mtime_ns
+        assert local.stat().st_mode & 0o777 == 0o644
+    events = await watcher.wait(lambda e: len([x for x in e if isinstance(x, Download)]) >= 20)
+    announced = {e.path for e in events if isinstance(e, Download)}
+    assert announced == {file.path for file, _ in files}
+    assert env.staged() == []
+    watcher.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_batch_files_fail_alone(env: Env) -> None:
+    """
+    A stale base or a body that does not match its sha256 fails that file
+    only, with the error it would get alone.
+    """
+    first = await env.api.upload_batch([_file("taken.txt", b"one")])
+    assert isinstance(first[0], CommitResult)
+    bad = BatchFile("bad.txt", 3, sha(b"not this"), 1, 0), b"abc"
+    outcomes = await timed(
+        Deferred.fromCoroutine(
+            env.api.upload_batch([_file("taken.txt", b"two", base=0), bad, _file("good.txt", b"ok")])
+        ),
+        env.reactor,
+    )
+    assert isinstance(outcomes[0], StaleBase) and outcomes[0].current_seq == first[0].seq  # type: ignore[union-attr]
+    assert isinstance(outcomes[1], BadRequest) and "sha256" in outcomes[1].message
+    assert isinstance(outcomes[2], CommitResult)
+    assert (env.server.box / "taken.txt").read_bytes() == b"one"
+    assert not (env.server.box / "bad.txt").exists()
+    assert (env.server.box / "good.txt").read_bytes() == b"ok"
+    assert env.staged() == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"path": "a", "size": 10}\nshort',
+        b"no header end",
+        b'{"path": "../up", "size": 1, "sha256": "' + b"0" * 64 + b'", "mtime_ns": 1}\nx',
+        b'{"path": "a", "size": 1, "sha256": "xyz", "mtime_ns": 1}\nx',
+        b"[1]\n",
+        b"".join(encode_part(_file("twice", b"1")[0].to_json(), b"1") * 2),
+        b"".join(
+            encode_part(BatchFile("big", BATCH_FILE_LIMIT + 1, "0" * 64, 1).to_json(), b"x" * (BATCH_FILE_LIMIT + 1))
+        ),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_upload_batch_refused_whole(env: Env, http: Any, body: bytes) -> None:
+    """
+    A malformed batch is refused with 400 before anything is stored.
+    """
+    response = await http.post(
+        env.server.url + "/batch/upload",
+        data=body,
+        headers=env.server.headers(**{"Content-Type": BATCH}),
+    )
+    answer = json.loads(await response.content())
+    assert response.code == 400, answer
+    assert answer["error"]
+    assert [p for p in os.listdir(env.server.box) if p != ".boxsync"] == []
+    assert env.staged() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_batches_need_credentials(env: Env, http: Any) -> None:
+    file, data = _file("x", b"x")
+    for route, body in (("upload", b"".join(encode_part(file.to_json(), data))), ("download", b'{"paths": ["x"]}')):
+        response = await http.post(env.server.url + f"/batch/{route}", data=body)
+        assert response.code == 401
+        await response.content()
+    assert not (env.server.box / "x").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_download_batch(env: Env) -> None:
+    """
+    A batch download answers each path with the current version's bytes
+    and seq, or 404.
+    """
+    files = [_file(f"f{i}", os.urandom(1000 + i)) for i in range(5)]
+    committed = await env.api.upload_batch(files)
+    parts = await timed(
+        Deferred.fromCoroutine(env.api.download_batch(["f3", "missing", "f0", "f3"])), env.reactor
+    )
+    assert [header["path"] for header, _ in parts] == ["f3", "missing", "f0"]
+    (h3, d3), (hm, dm), (h0, d0) = parts
+    assert d3 == files[3][1] and h3["sha256"] == sha(d3) and h3["seq"] == committed[3].seq  # type: ignore[union-attr]
+    assert h3["status"] == 200 and h3["mtime_ns"] == files[3][0].mtime_ns
+    assert d0 == files[0][1]
+    assert hm["status"] == 404 and dm == b""
+
+
+@pytest_twisted.ensureDeferred
+async def test_download_batch_bad_request(env: Env, http: Any) -> None:
+    for body in (b"[]", b'{"paths": "a"}', b'{"paths": ["/etc/passwd"]}', b"{"):
+        response = await http.post(
+            env.server.url + "/batch/download", data=body, headers=env.server.headers()
+        )
+        assert response.code == 400, body
+        assert json.loads(await response.content())["error"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_batcher_gathers_many_files(env: Env) -> None:
+    """
+    Hundreds of small transfers asked for at once all succeed, in far fewer
+    requests than files, and what comes back down is what went up.
+    """
+    api = CountingAPI(env.api.http, env.reactor, env.server.url, KEY, "tester")
+    batcher = Batcher(api, env.reactor, deferToThread)
+    source = env.tmp / "source"
+    source.mkdir()
+    contents = {f"n{i // 50}/f{i}": os.urandom(i % 700) for i in range(600)}
+    for path, data in contents.items():
+        (source / path).parent.mkdir(exist_ok=True)
+        (source / path).write_bytes(data)
+    uploads = [
+        batcher.upload(path, source / path, 0, sha(data), 1_600_000_000_000_000_000, len(data))
+        for path, data in contents.items()
+    ]
+    results = await timed(gatherResults(uploads), env.reactor)
+    assert {r.path for r in results} == set(contents)
+    assert sum(api.sent) == 600 and len(api.sent) < 20
+    dest = env.tmp / "dest"
+    dest.mkdir()
+    downloads = [
+        batcher.download(path, dest / f"t{i}", sha(data), len(data))
+        for i, (path, data) in enumerate(contents.items())
+    ]
+    got = await timed(gatherResults(downloads), env.reactor)
+    for i, ((path, data), result) in enumerate(zip(contents.items(), got)):
+        assert isinstance(result, DownloadResult)
+        assert (dest / f"t{i}").read_bytes() == data
+        assert result.sha256 == sha(data)
+    assert batcher.supported is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_batcher_outcomes_per_file(env: Env) -> None:
+    """
+    Through the batcher too each file gets its own outcome: a stale base,
+    a file changed since it was hashed, a file gone from the server, a
+    version replaced meanwhile.
+    """
+    batcher = env.batcher()
+    local = env.tmp / "x"
+    local.write_bytes(b"local")
+    ok = batcher.upload("ok", local, 0, sha(b"local"), 1, 5)
+    assert isinstance(await timed(ok, env.reactor), CommitResult)
+    stale = batcher.upload("ok", local, 0, sha(b"local"), 1, 5)
+    changed = batcher.upload("changed", local, 0, sha(b"other"), 1, 5)
+    with pytest.raises(StaleBase):
+        await timed(stale, env.reactor)
+    with pytest.raises(BadRequest, match="sha256"):
+        await timed(changed, env.reactor)
+    gone = batcher.download("nothing", env.tmp / "t1", sha(b""), 0)
+    replaced = batcher.download("ok", env.tmp / "t2", sha(b"an older version"), 5)
+    with pytest.raises(NotFound):
+        await timed(gone, env.reactor)
+    with pytest.raises(DigestMismatch):
+        await timed(replaced, env.reactor)
+    assert not (env.tmp / "t1").exists() and not (env.tmp / "t2").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_batcher_without_batches(env: Env) -> None:
+    """
+    A server that has no batches (404, as an older server answers) gets
+    each file on its own.
+    """
+    api = OlderServerAPI(env.api.http, env.reactor, env.server.url, KEY, "tester")
+    batcher = Batcher(api, env.reactor, deferToThread)
+    local = env.tmp / "alone"
+    local.write_bytes(b"alone")
+    result = await timed(batcher.upload("alone", local, 0, sha(b"alone"), 1, 5), env.reactor)
+    assert isinstance(result, CommitResult) and batcher.supported is False
+    got = await timed(batcher.download("alone", env.tmp / "t", sha(b"alone"), 5), env.reactor)
+    assert got.sha256 == sha(b"alone") and (env.tmp / "t").read_bytes() == b"alone"
