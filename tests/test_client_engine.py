@@ -348,3 +348,33 @@ async def test_unfinished_downloads_that_cannot_resume_are_removed(
     await b.sync()
     assert (b.root / "a.txt").read_bytes() == b"the new version"
     assert sorted(p.name for p in tmp.iterdir()) == ["dl-0-recent"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_long_queue_of_jobs_that_finish_at_once_all_run(folders: Any, reactor: Any) -> None:
+    """
+    Thousands of jobs waiting for a slot, each finishing without waiting
+    for anything (as the watcher's reports of files just downloaded do),
+    all run: one job's end does not start the next inside itself, which
+    would nest until Python's recursion limit and lose the jobs past it.
+    """
+    from twisted.internet.defer import Deferred, gatherResults
+
+    a = folders("a")
+    engine = a.engine(jobs=1, transfers=1)
+    held: Deferred[None] = Deferred()
+    ran: list[int] = []
+
+    async def hold() -> None:
+        await held
+
+    async def quick(i: int) -> None:
+        ran.append(i)
+
+    jobs = [engine.submit("first", hold)]
+    for i in range(3000):
+        jobs.append(engine.submit(f"f{i}", lambda i=i: quick(i)))  # type: ignore[misc]
+    assert ran == [] and engine.pending == 3001
+    held.callback(None)
+    await timed(gatherResults(jobs), reactor)
+    assert ran == list(range(3000)) and engine.pending == 0
