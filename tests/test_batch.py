@@ -26,6 +26,7 @@ from boxsync.client.api import (
     DownloadResult,
     NotFound,
     StaleBase,
+    TooLarge,
     error_for,
 )
 from boxsync.client.batch import Batcher
@@ -288,3 +289,27 @@ async def test_batcher_without_batches(env: Env) -> None:
     assert isinstance(result, CommitResult) and batcher.supported is False
     got = await timed(batcher.download("alone", env.tmp / "t", sha(b"alone"), 5), env.reactor)
     assert got.sha256 == sha(b"alone") and (env.tmp / "t").read_bytes() == b"alone"
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_batch_keeps_the_upload_limit(tmp_path: Path, reactor: Any) -> None:
+    """
+    A file of a batch over C{--max-upload} is refused (413) as it would be
+    alone; the others of the batch are committed.
+    """
+    from tests.helpers import running_server
+
+    async with running_server(reactor, tmp_path / "box", KEY, max_upload=100) as server:
+        client, pool = http_client(reactor)
+        try:
+            api = BoxsyncAPI(client, reactor, server.url, KEY, "tester")
+            outcomes = await timed(
+                Deferred.fromCoroutine(api.upload_batch([_file("big", b"x" * 101), _file("ok", b"x" * 100)])),
+                reactor,
+            )
+        finally:
+            await pool.closeCachedConnections()
+        assert isinstance(outcomes[0], TooLarge)
+        assert isinstance(outcomes[1], CommitResult)
+        assert not (server.box / "big").exists() and (server.box / "ok").read_bytes() == b"x" * 100
+        assert os.listdir(server.box / ".boxsync" / "staging") == []

@@ -173,6 +173,8 @@ class BoxsyncApp:
     @ivar boxes: the L{Box} of an account.
     @ivar max_manifest_entries: the most files one manifest may list.
     @ivar legacy: serves the clients of the server boxsync replaces, if given.
+    @ivar max_upload: the largest file accepted, in bytes (C{None}: no limit);
+        the site checks it for single uploads, the batch route for batches.
     """
 
     clock: IReactorTime
@@ -181,6 +183,7 @@ class BoxsyncApp:
     hub: Hub
     max_manifest_entries: int = MAX_MANIFEST_ENTRIES
     legacy: LegacyAdapter | None = None
+    max_upload: int | None = None
     app: Klein = field(factory=Klein, init=False)
     log = Logger()
 
@@ -339,6 +342,7 @@ class BoxsyncApp:
             files,
             origin=header(request, CLIENT_HEADER) or principal.client,
             stream=header(request, STREAM_HEADER),
+            max_upload=self.max_upload,
         )
         results = []
         for outcome in outcomes:

@@ -27,6 +27,7 @@ from ..protocol import BATCH_FILE_LIMIT, BATCH_MAX_BYTES, BatchFile, encode_part
 from .box import Box, DigestMismatch
 from .index import FileRecord
 from .storage import StagingFile, as_disk_full
+from .uploads import BodyTooLarge
 
 __all__ = ["upload_batch", "download_batch"]
 
@@ -47,7 +48,9 @@ def _make_durable(fds: Sequence[int]) -> None:
         os.fsync(fd)
 
 
-def _stage(staging: Path, files: Sequence[tuple[BatchFile, bytes]]) -> list[StagingFile | BaseException]:
+def _stage(
+    staging: Path, files: Sequence[tuple[BatchFile, bytes]], max_upload: int | None
+) -> list[StagingFile | BaseException]:
     """
     Write each file of a batch to a new staging file with its final mode
     and mtime, then make them all durable at once (in a thread).
@@ -59,6 +62,11 @@ def _stage(staging: Path, files: Sequence[tuple[BatchFile, bytes]]) -> list[Stag
     fds: list[int] = []
     try:
         for file, data in files:
+            if max_upload is not None and len(data) > max_upload:
+                outcomes.append(
+                    BodyTooLarge(f"{file.path}: {len(data)} bytes is over the limit of {max_upload}")
+                )
+                continue
             digest = hashlib.sha256(data)
             if digest.hexdigest() != file.sha256:
                 outcomes.append(
@@ -101,17 +109,24 @@ def _stage(staging: Path, files: Sequence[tuple[BatchFile, bytes]]) -> list[Stag
 
 
 async def upload_batch(
-    box: Box, files: Sequence[tuple[BatchFile, bytes]], origin: str, stream: str | None
+    box: Box,
+    files: Sequence[tuple[BatchFile, bytes]],
+    origin: str,
+    stream: str | None,
+    max_upload: int | None = None,
 ) -> list[FileRecord | BaseException]:
     """
     Commit each file of a batch upload, all in one group if they can be.
+
+    @param max_upload: the largest file accepted (C{None}: no limit); a
+        larger one is refused with L{BodyTooLarge}, as it would be alone.
 
     @return: for each file, its stored record or why it failed (a stale
         base, a sha256 that is not the one announced, a full disk...).
     """
     staging = box.storage.staging
     staged: list[StagingFile | BaseException] = await box.storage.in_thread(
-        lambda: _stage(staging, files)
+        lambda: _stage(staging, files, max_upload)
     )
     # Every commit starts before any is awaited: they join one group.
     commits: list[Deferred[FileRecord] | BaseException] = [

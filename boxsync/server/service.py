@@ -108,6 +108,7 @@ class BoxsyncService(MultiService):
             self.hub,
             max_manifest_entries=config.max_manifest_entries,
             legacy=LegacyAdapter(boxes, self.hub, config.max_manifest_entries),
+            max_upload=config.max_upload,
         )
         self.site = UploadSite(
             self.app.resource(),
