@@ -136,14 +136,18 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Server:
+    def start(self, timeout: float = DEADLINE) -> Server:
+        """
+        Start the server and wait (up to C{timeout} seconds: it listens only
+        once it has adopted what is in its box) until it listens.
+        """
         args = [
             sys.executable, "-m", "twisted", "--log-format=text", "boxsync",
             "--listen", f"tcp:{self.port}:interface=127.0.0.1",
             "--box", str(self.box), "--api-key", self.key, *self.options,
         ]
         self.process = Process(args, self.box.parent / f"server-{self.port}.log").start()
-        wait_until(self._listening, what="the server to listen")
+        wait_until(self._listening, timeout, what="the server to listen")
         return self
 
     def _listening(self) -> bool:

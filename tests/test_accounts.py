@@ -7,6 +7,7 @@ ends its open streams.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import subprocess
@@ -24,7 +25,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from boxsync.admin import mint_token
-from boxsync.protocol import Delete, Download, FileEntry, Manifest
+from boxsync.protocol import BatchFile, Delete, Download, FileEntry, Manifest, encode_part, parse_parts
 from boxsync.server.auth import TOKEN_REFUSED
 from boxsync.server.service import BoxsyncService, ServerConfig
 from boxsync.server.tokens import TokenClaims, load_secret, mint, new_token_id
@@ -107,6 +108,12 @@ async def accounts(tmp_path: Path, reactor: Any) -> AsyncIterator[TokenServer]:
         await server.stop()
 
 
+#: A batch upload of one file, C{new.txt}.
+BATCH_OF_NEW = b"".join(
+    encode_part(BatchFile("new.txt", 1, hashlib.sha256(b"x").hexdigest(), 1, 0).to_json(), b"x")
+)
+
+
 async def wait_for(reactor: Any, condition: Callable[[], bool], seconds: float = 10.0) -> None:
     deadline = reactor.seconds() + seconds
     while not condition():
@@ -162,6 +169,26 @@ async def test_each_account_sees_only_its_own_files(accounts: TokenServer, http:
     await response.content()
     assert await listed(http, alice) == ["b.txt"] and await listed(http, bob) == ["b.txt"]
     assert sorted(p.name for p in accounts.box.iterdir()) == [".boxsync", "alice", "bob", "carol"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_batches_stay_in_their_account(accounts: TokenServer, http: Any) -> None:
+    """
+    A batch upload lands in the token's account, and a batch download finds
+    only that account's files.
+    """
+    alice, bob = accounts.as_("laptop"), accounts.as_("desk")
+    response = await http.post(f"{alice.url}/batch/upload", data=BATCH_OF_NEW, headers=alice.headers())
+    assert response.code == 200 and (await json_of(response))["results"][0]["status"] == 201
+    assert (accounts.box / "alice" / "new.txt").read_bytes() == b"x"
+    assert not (accounts.box / "bob" / "new.txt").exists()
+    answers = {}
+    for who in (alice, bob):
+        response = await http.post(f"{who.url}/batch/download", data=b'{"paths": ["new.txt"]}', headers=who.headers())
+        assert response.code == 200
+        answers[who.key] = parse_parts(await response.content())
+    assert answers[alice.key][0][1] == b"x" and answers[alice.key][0][0]["status"] == 200
+    assert answers[bob.key][0][0]["status"] == 404 and answers[bob.key][0][1] == b""
 
 
 @pytest_twisted.ensureDeferred
@@ -230,6 +257,8 @@ async def test_refused_tokens_all_get_the_same_answer(accounts: TokenServer, htt
             http.delete(server.file_url("a.txt"), headers=server.headers(X_Boxsync_Base="1")),
             http.post(f"{server.url}/sync", data=b"{}", headers=server.headers(Accept="text/event-stream")),
             http.post(f"{server.url}/upload", data=b"x", headers=server.headers(File_Path="new.txt")),
+            http.post(f"{server.url}/batch/upload", data=BATCH_OF_NEW, headers=server.headers()),
+            http.post(f"{server.url}/batch/download", data=b'{"paths": ["a.txt"]}', headers=server.headers()),
         ]
         for request in requests:
             response = await timed(request, accounts.reactor)
