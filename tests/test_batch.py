@@ -283,12 +283,30 @@ async def test_batcher_without_batches(env: Env) -> None:
     """
     api = OlderServerAPI(env.api.http, env.reactor, env.server.url, KEY, "tester")
     batcher = Batcher(api, env.reactor, deferToThread)
-    local = env.tmp / "alone"
-    local.write_bytes(b"alone")
-    result = await timed(batcher.upload("alone", local, 0, sha(b"alone"), 1, 5), env.reactor)
-    assert isinstance(result, CommitResult) and batcher.supported is False
-    got = await timed(batcher.download("alone", env.tmp / "t", sha(b"alone"), 5), env.reactor)
-    assert got.sha256 == sha(b"alone") and (env.tmp / "t").read_bytes() == b"alone"
+    for name in ("one", "two"):
+        (env.tmp / name).write_bytes(name.encode())
+    uploads = [batcher.upload(name, env.tmp / name, 0, sha(name.encode()), 1, 3) for name in ("one", "two")]
+    results = await timed(gatherResults(uploads), env.reactor)
+    assert [r.path for r in results] == ["one", "two"] and batcher.supported is False
+    downloads = [batcher.download(name, env.tmp / f"t-{name}", sha(name.encode()), 3) for name in ("one", "two")]
+    got = await timed(gatherResults(downloads), env.reactor)
+    assert [g.sha256 for g in got] == [sha(b"one"), sha(b"two")]
+    assert (env.tmp / "t-two").read_bytes() == b"two"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lone_transfer_goes_in_a_request_of_its_own(env: Env) -> None:
+    """
+    With nothing else under way, a file goes as a plain PUT (and comes back
+    as a GET): no batch, no wait.
+    """
+    api = CountingAPI(env.api.http, env.reactor, env.server.url, KEY, "tester")
+    batcher = Batcher(api, env.reactor, deferToThread)
+    (env.tmp / "lone").write_bytes(b"lone")
+    result = await timed(batcher.upload("lone", env.tmp / "lone", 0, sha(b"lone"), 1, 4), env.reactor)
+    assert result.path == "lone" and api.sent == [] and batcher.supported is None
+    got = await timed(batcher.download("lone", env.tmp / "t", sha(b"lone"), 4), env.reactor)
+    assert got.size == 4 and (env.tmp / "t").read_bytes() == b"lone"
 
 
 @pytest_twisted.ensureDeferred

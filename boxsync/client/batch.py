@@ -7,8 +7,9 @@ commit each: more than the files themselves. L{Batcher} takes the small
 uploads and downloads of all the jobs running at once and sends them a batch
 at a time (C{POST /batch/upload}, C{POST /batch/download}), at most two
 batches each way at once: while those are under way the next one grows, so a
-lone change still goes at once and a burst goes in ever larger batches. Each
-job still gets its own outcome, as if its file had moved alone.
+lone change still goes at once, in a request of its own (a plain C{PUT} or
+C{GET}, with no extra thread hop), and a burst goes in ever larger batches.
+Each job still gets its own outcome, as if its file had moved alone.
 
 A server that has no batches (it answers 404 or 405) gets each file on its
 own from then on.
@@ -177,7 +178,7 @@ class Batcher:
         return False
 
     async def _send_uploads(self, items: list[_Upload]) -> list[CommitResult | BaseException]:
-        if self.supported is False:
+        if self.supported is False or len(items) == 1:
             return await _each(items, self._upload_alone)
         files: list[tuple[BatchFile, bytes]] = await self.in_thread(lambda: _read_all(items))
         try:
@@ -196,7 +197,7 @@ class Batcher:
         )
 
     async def _send_downloads(self, items: list[_Download]) -> list[DownloadResult | BaseException]:
-        if self.supported is False:
+        if self.supported is False or len(items) == 1:
             return await _each(items, self._download_alone)
         try:
             parts = await self.api.download_batch([item.path for item in items])

@@ -32,16 +32,22 @@ from .uploads import BodyTooLarge
 __all__ = ["upload_batch", "download_batch"]
 
 
+#: From how many files on a batch is made durable with one C{syncfs} rather
+#: than an fsync each: an fsync costs ~0.6 ms a file here, a C{syncfs} ~10 ms
+#: (it waits for every dirty page of the file system, not just the batch's).
+SYNCFS_FROM = 16
+
+
 def _make_durable(fds: Sequence[int]) -> None:
     """
     Make the data of the files open as C{fds}, all on one file system,
-    durable: one C{syncfs} for all of them, or one fsync each where there is
-    no C{syncfs}.
+    durable: one C{syncfs} for many of them, else (or where there is no
+    C{syncfs}) one fsync each.
 
     @raise OSError: if the file system reports a write error.
     """
     syncfs = libc.function("syncfs", ctypes.c_int)
-    if syncfs is not None and fds:
+    if syncfs is not None and len(fds) >= SYNCFS_FROM:
         libc.check(syncfs(fds[0]))
         return
     for fd in fds:
