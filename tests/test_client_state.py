@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from boxsync.client.state import STATE_FILE, Base, LocalState, _UPGRADES
+from boxsync.client.state import RECENT, STATE_FILE, Base, LocalState, _UPGRADES
 
 
 @pytest.fixture
@@ -168,3 +168,25 @@ def test_round_trip(shared_state: LocalState, record: Base) -> None:
         assert shared_state.all() == {record.path: record}
     finally:
         shared_state.forget(record.path)
+
+
+def test_remembered_bases_follow_every_write(state: LocalState) -> None:
+    """
+    The bases kept in memory are always what the database holds: after a
+    put, a forget, a failed write, and past the number remembered.
+    """
+    assert state.get("a") is None
+    state.put(base("a", 1))
+    assert state.get("a") == base("a", 1)
+    state.forget("a")
+    assert state.get("a") is None
+    state.put(base("b", 1))
+    assert state.get("b") == base("b", 1)
+    with pytest.raises(sqlite3.Error):
+        state.put_many([base("b", 2), Base("c", [1], 1, 1, 1, 1)])  # type: ignore[arg-type]
+    assert state.get("b") == base("b", 1) and state.get("c") is None
+    state.put_many(base(f"f{i}", i) for i in range(RECENT + 10))
+    assert state.get("f0") == base("f0", 0) and state.get(f"f{RECENT + 9}") == base(f"f{RECENT + 9}", RECENT + 9)
+    reopened = LocalState.open(state.root)
+    assert reopened.get("b") == base("b", 1) and reopened.get("f0") == base("f0", 0)
+    reopened.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -25,7 +26,10 @@ from attrs import define, field, frozen
 
 from ..paths import HIDDEN_DIR
 
-__all__ = ["Base", "LocalState", "STATE_FILE"]
+__all__ = ["Base", "LocalState", "STATE_FILE", "RECENT"]
+
+#: How many paths' bases are remembered after they are read or written.
+RECENT = 4096
 
 #: The database, below the folder's hidden folder.
 STATE_FILE = "state.sqlite"
@@ -151,6 +155,9 @@ class LocalState:
     root: Path
     _db: sqlite3.Connection
     _lock: threading.Lock = field(factory=threading.Lock)
+    # The bases (or their absence) of the paths read or written last: the
+    # jobs of one file ask for its base several times in a row.
+    _recent: OrderedDict[str, Base | None] = field(factory=OrderedDict)
 
     @classmethod
     def open(cls, root: Path) -> LocalState:
@@ -163,7 +170,11 @@ class LocalState:
         return cls(root=root, db=_connect(hidden / STATE_FILE))
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, recent: Iterable[tuple[str, Base | None]] = ()) -> Iterator[sqlite3.Connection]:
+        """
+        A transaction; once it is committed, and before anyone else reads,
+        C{recent} (path, base) become the remembered bases of their paths.
+        """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -172,6 +183,18 @@ class LocalState:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            for path, base in recent:
+                self._remember(path, base)
+
+    def _remember(self, path: str, base: Base | None) -> None:
+        """
+        Keep C{base} as what C{path} has, forgetting the oldest past
+        L{RECENT}. The lock must be held.
+        """
+        self._recent[path] = base
+        self._recent.move_to_end(path)
+        if len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
 
     def _query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -181,8 +204,14 @@ class LocalState:
         """
         The base of C{path}, or C{None} if it has none.
         """
-        rows = self._query(_SELECT + " WHERE path = ?", path)
-        return _base(rows[0]) if rows else None
+        with self._lock:
+            if path in self._recent:
+                self._recent.move_to_end(path)
+                return self._recent[path]
+            rows = self._db.execute(_SELECT + " WHERE path = ?", (path,)).fetchall()
+            base = _base(rows[0]) if rows else None
+            self._remember(path, base)
+            return base
 
     def all(self) -> dict[str, Base]:
         """
@@ -217,7 +246,8 @@ class LocalState:
         """
         Record several bases in one transaction.
         """
-        with self._transaction() as db:
+        bases = list(bases)
+        with self._transaction((base.path, base) for base in bases) as db:
             db.executemany(
                 "INSERT OR REPLACE INTO bases VALUES (?, ?, ?, ?, ?, ?)",
                 map(_row, bases),
@@ -233,7 +263,8 @@ class LocalState:
         """
         Drop the bases of several paths in one transaction.
         """
-        with self._transaction() as db:
+        paths = list(paths)
+        with self._transaction((path, None) for path in paths) as db:
             db.executemany(
                 "DELETE FROM bases WHERE path = ?", ((path,) for path in paths)
             )
