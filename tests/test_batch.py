@@ -331,3 +331,46 @@ async def test_upload_batch_keeps_the_upload_limit(tmp_path: Path, reactor: Any)
         assert isinstance(outcomes[1], CommitResult)
         assert not (server.box / "big").exists() and (server.box / "ok").read_bytes() == b"x" * 100
         assert os.listdir(server.box / ".boxsync" / "staging") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_left_out_of_a_batch_is_fetched_on_its_own(env: Env, http: Any) -> None:
+    """
+    A file that has grown past what a batch carries since its event (the
+    server answers 413 for it) comes on its own, whole and checked.
+    """
+    from tests.helpers import put
+
+    big = os.urandom(BATCH_FILE_LIMIT + 1)
+    response = await put(http, env.server, "grown", big)
+    assert response.code == 201
+    await response.content()
+    await env.api.upload_batch([_file("small", b"small")])
+    batcher = env.batcher()
+    downloads = [
+        batcher.download("grown", env.tmp / "t-grown", sha(big), 10),
+        batcher.download("small", env.tmp / "t-small", sha(b"small"), 5),
+    ]
+    got = await timed(gatherResults(downloads), env.reactor)
+    assert [g.size for g in got] == [len(big), 5]
+    assert (env.tmp / "t-grown").read_bytes() == big and batcher.supported is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_download_batch_answers_ask_again(env: Env) -> None:
+    """
+    Past 16 MiB of files, the files of a batch download are answered 503
+    (ask again) and carry no bytes; those before are whole.
+    """
+    from boxsync.protocol import BATCH_MAX_BYTES
+
+    count = BATCH_MAX_BYTES // BATCH_FILE_LIMIT + 2
+    files = [_file(f"m{i}", os.urandom(BATCH_FILE_LIMIT)) for i in range(count)]
+    for file in files:
+        assert isinstance((await env.api.upload_batch([file]))[0], CommitResult)
+    parts = await timed(Deferred.fromCoroutine(env.api.download_batch([f.path for f, _ in files])), env.reactor)
+    statuses = [header["status"] for header, _ in parts]
+    sent = BATCH_MAX_BYTES // BATCH_FILE_LIMIT
+    assert statuses == [200] * sent + [503] * (count - sent)
+    assert all(data == files[i][1] for i, (_, data) in enumerate(parts[:sent]))
+    assert all(data == b"" for _, data in parts[sent:])

@@ -57,12 +57,6 @@ class _Download:
     size: int
 
 
-class _Unsupported(Exception):
-    """
-    The server has no batches.
-    """
-
-
 @define(eq=False)
 class _Lane(Generic[_T, _R]):
     """
@@ -210,10 +204,13 @@ class Batcher:
             lambda: _write_all(items, parts)
         )
         for i, (item, outcome) in enumerate(zip(items, outcomes)):
-            if isinstance(outcome, _AskAgain):
-                outcomes[i] = await self.download(item.path, item.dest, item.sha256, item.size)
-            elif isinstance(outcome, _TooLarge):
-                outcomes[i] = await self._download_alone(item)
+            if isinstance(outcome, _Alone):
+                # Not in this batch: fetched on its own (not queued again, as
+                # the batch it would wait for may be this one's successor).
+                try:
+                    outcomes[i] = await self._download_alone(item)
+                except Exception as e:
+                    outcomes[i] = e
         return outcomes
 
     async def _download_alone(self, item: _Download) -> DownloadResult:
@@ -254,15 +251,10 @@ def _read_all(items: Sequence[_Upload]) -> list[tuple[BatchFile, bytes]]:
     return files
 
 
-class _AskAgain(Exception):
+class _Alone(Exception):
     """
-    The batch was full: ask for this file in a later one.
-    """
-
-
-class _TooLarge(Exception):
-    """
-    The file is too large for a batch now: fetch it on its own.
+    The server left this file out of the batch (too large for one now, or
+    the batch was full): fetch it on its own.
     """
 
 
@@ -285,10 +277,8 @@ def _write_all(
         status = header.get("status")
         if status == 200:
             outcomes.append(_write(item, header, data))
-        elif status == 503:
-            outcomes.append(_AskAgain())
-        elif status == 413:
-            outcomes.append(_TooLarge())
+        elif status in (413, 503):
+            outcomes.append(_Alone())
         else:
             code = status if isinstance(status, int) else 500
             outcomes.append(error_for(code, json.dumps(header).encode("utf-8")))
