@@ -374,3 +374,38 @@ async def test_a_full_download_batch_answers_ask_again(env: Env) -> None:
     assert statuses == [200] * sent + [503] * (count - sent)
     assert all(data == files[i][1] for i, (_, data) in enumerate(parts[:sent]))
     assert all(data == b"" for _, data in parts[sent:])
+
+
+def test_a_full_disk_fails_the_files_it_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A file of a batch the disk has no room for fails with L{DiskFull} (507),
+    leaving nothing in staging; the files written before it are staged, and
+    a failure to make the batch durable fails them all.
+    """
+    import errno
+
+    from boxsync.server import batch
+    from boxsync.server.storage import DiskFull
+
+    files = [_file(f"f{i}", bytes([i]) * 10) for i in range(3)]
+    real = batch.write_all
+
+    def full_at_second(fd: int, pieces: list[bytes]) -> None:
+        if pieces[0] == files[1][1]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, pieces)
+
+    monkeypatch.setattr(batch, "write_all", full_at_second)
+    outcomes = batch._stage(tmp_path, files, None)
+    assert isinstance(outcomes[1], DiskFull)
+    assert [o.path.read_bytes() for o in (outcomes[0], outcomes[2])] == [files[0][1], files[2][1]]  # type: ignore[union-attr]
+    assert sorted(tmp_path.iterdir()) == sorted(o.path for o in (outcomes[0], outcomes[2]))  # type: ignore[union-attr]
+
+    def no_room(fds: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(batch, "_make_durable", no_room)
+    for leftover in tmp_path.iterdir():
+        leftover.unlink()
+    outcomes = batch._stage(tmp_path, files, None)
+    assert all(isinstance(o, DiskFull) for o in outcomes) and list(tmp_path.iterdir()) == []
