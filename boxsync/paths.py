@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import unicodedata
 from pathlib import Path
 
@@ -93,16 +94,22 @@ def to_local(root: Path, path: str) -> Path:
         system below C{root}, or a parent is a link or a file.
     """
     segments = normalize(path).split("/")
-    if len(os.fsencode(os.path.abspath(root.joinpath(*segments)))) >= LOCAL_PATH_MAX:
+    local = root.joinpath(*segments)
+    if len(os.fsencode(os.path.abspath(local))) >= LOCAL_PATH_MAX:
         raise BadPath("path longer than the file system takes here")
-    current = root
+    # One lstat per parent (this runs for every file an engine looks at).
+    current = os.fspath(root)
     for segment in segments[:-1]:
-        current = current / segment
-        if current.is_symlink():
+        current = os.path.join(current, segment)
+        try:
+            mode = os.lstat(current).st_mode
+        except FileNotFoundError:
+            break  # nor is anything below it there
+        if stat.S_ISLNK(mode):
             raise BadPath(f"{path!r} goes through a symbolic link")
-        if current.exists() and not current.is_dir():
+        if not stat.S_ISDIR(mode):
             raise BadPath(f"{path!r} goes through a file")
-    return current / segments[-1]
+    return local
 
 
 def from_local(root: Path, local: Path) -> str:

@@ -61,6 +61,16 @@ def test_paths_are_nfc(tmp_path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "link").symlink_to(tmp_path)
     with pytest.raises(BadPath):
         to_local(tmp_path, "link/x")
+    # Every parent is checked, however deep; missing ones are fine.
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    (tmp_path / "d" / "e" / "up").symlink_to(tmp_path.parent)
+    (tmp_path / "d" / "e" / "f").write_text("")
+    with pytest.raises(BadPath, match="symbolic link"):
+        to_local(tmp_path, "d/e/up/x")
+    with pytest.raises(BadPath, match="goes through a file"):
+        to_local(tmp_path, "d/e/f/x")
+    assert to_local(tmp_path, "d/new/deeper/x") == tmp_path / "d/new/deeper/x"
+    assert to_local(tmp_path, "d/e/up") == tmp_path / "d/e/up"
 
 
 @given(st.text(max_size=300))
