@@ -107,8 +107,9 @@ class Engine:
     @ivar once: stop as soon as the folder and the box agree.
     @ivar transfers: how many transfers of files larger than L{SMALL_FILE}
         run at once.
-    @ivar jobs: how many jobs run at once: small files move this many at a
-        time, as each costs a round trip more than bandwidth.
+    @ivar jobs: how many jobs run at once; the small transfers of all of
+        them are gathered into batches (L{Batcher}), so a burst of small
+        files moves this many at a time.
     """
 
     reactor: Any
