@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from boxsync.testing import tree
 
@@ -27,11 +27,10 @@ from .measure import live_pair, median
 from .memory import _write
 
 
-def _files(folder: Path) -> dict[str, int]:
+def _entries(folder: Path) -> Iterator[os.DirEntry[str]]:
     """
-    Path to size of every file below C{folder}, C{.boxsync/} left out.
+    Every file below C{folder}, C{.boxsync/} left out.
     """
-    found = {}
     stack = [folder]
     while stack:
         current = stack.pop()
@@ -44,8 +43,23 @@ def _files(folder: Path) -> dict[str, int]:
                 if entry.name != ".boxsync" or current != folder:
                     stack.append(Path(entry.path))
             elif entry.is_file(follow_symlinks=False):
-                found[os.path.relpath(entry.path, folder)] = entry.stat().st_size
-    return found
+                yield entry
+
+
+def _files(folder: Path) -> dict[str, int]:
+    """
+    Path to size of every file below C{folder}, C{.boxsync/} left out.
+    """
+    return {os.path.relpath(entry.path, folder): entry.stat().st_size for entry in _entries(folder)}
+
+
+def _count(folder: Path) -> int:
+    """
+    How many files are below C{folder}, C{.boxsync/} left out: what the
+    wait for B polls, as it costs no C{stat} (the benchmark must not take
+    the CPU it measures).
+    """
+    return sum(1 for _ in _entries(folder))
 
 
 def small_tree(folder: Path, count: int, size: int, nested: bool) -> None:
@@ -81,7 +95,8 @@ def scenario(root: Path, name: str, make: Callable[[Path], None], timeout: float
         for entry in os.listdir(source):
             os.rename(source / entry, a.folder / entry)
         deadline = start + timeout
-        while _files(b.folder) != expected:
+        # A file appears in B only once complete (it is moved into place).
+        while _count(b.folder) < len(expected) or _files(b.folder) != expected:
             if time.perf_counter() > deadline:
                 missing = len(set(expected) - set(_files(b.folder)))
                 raise SystemExit(f"e2e {name}: {missing} files missing in B after {timeout} s")

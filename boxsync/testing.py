@@ -172,6 +172,8 @@ class Client:
     @ivar url: where the client connects, if not straight to the server
         (e.g. a proxy in front of it).
     @ivar options: more options for C{boxsync-client}, e.g. C{--idle-timeout}.
+    @ivar verbose: whether a live client logs at debug level (a line as
+        each transfer starts, too), rather than at the default level.
     """
 
     server: Server
@@ -181,6 +183,7 @@ class Client:
     url: str | None = None
     options: list[str] = field(factory=list)
     file_size_limit: int | None = None
+    verbose: bool = True
 
     def args(self, *extra: str) -> list[str]:
         return [
@@ -199,7 +202,8 @@ class Client:
     def start(self) -> Client:
         self.folder.mkdir(parents=True, exist_ok=True)
         log = self.folder.parent / f"client-{self.name}.log"
-        self.process = Process(self.args("-v"), log, file_size_limit=self.file_size_limit).start()
+        extra = ["-v"] if self.verbose else []
+        self.process = Process(self.args(*extra), log, file_size_limit=self.file_size_limit).start()
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
