@@ -251,6 +251,38 @@ async def test_a_change_reported_again_before_its_job_starts_is_looked_at_once(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_report_of_a_file_unchanged_since_its_base_makes_no_job(
+    folders: Any, reactor: Any, server: RunningServer
+) -> None:
+    looked: list[str] = []
+
+    class Recording(Engine):
+        async def _local_change(self, path: str) -> None:
+            looked.append(path)
+
+    a, b = folders("a"), folders("b")
+    (a.root / "d").mkdir()
+    (a.root / "d/placed.txt").write_text("from a")
+    await a.sync()
+    await b.sync()
+    engine = Recording(reactor, b.root, b.api, b.state, IgnoreRules.load(b.root), LogReporter(), "b")
+    # The watcher's report of the file B has just placed: nothing to do.
+    engine.changed("d/placed.txt")
+    assert looked == [] and engine.pending == 0
+    # The same file, touched since: its job looks at it.
+    target = b.root / "d/placed.txt"
+    os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 1))
+    engine.changed("d/placed.txt")
+    assert looked == ["d/placed.txt"]
+    # Gone, or replaced by a folder: a job, too.
+    target.unlink()
+    engine.changed("d/placed.txt")
+    (b.root / "d/placed.txt").mkdir()
+    engine.changed("d/placed.txt")
+    assert looked == ["d/placed.txt"] * 3
+
+
+@pytest_twisted.ensureDeferred
 async def test_large_transfers_wait_for_a_transfer_slot_small_ones_do_not(
     folders: Any, reactor: Any
 ) -> None:

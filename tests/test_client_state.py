@@ -190,3 +190,76 @@ def test_remembered_bases_follow_every_write(state: LocalState) -> None:
     reopened = LocalState.open(state.root)
     assert reopened.get("b") == base("b", 1) and reopened.get("f0") == base("f0", 0)
     reopened.close()
+
+
+def _on_disk(root: Path) -> dict[str, int]:
+    db = sqlite3.connect(root / ".boxsync" / STATE_FILE)
+    try:
+        return dict(db.execute("SELECT path, seq FROM bases"))
+    finally:
+        db.close()
+
+
+def test_puts_and_forgets_given_later_are_written_together(tmp_path: Path) -> None:
+    due: list[object] = []
+    state = LocalState.open(tmp_path)
+    state.put_many([base("old", 1), base("kept", 1)])
+    state.later = due.append
+    try:
+        state.put(base("a", 2))
+        state.put(base("a", 3))
+        state.forget("old")
+        state.put(base("b", 4))
+        state.forget("b")
+        # One write is due; until it runs, get answers what was recorded.
+        assert len(due) == 1
+        assert state.get("a") == base("a", 3) and state.get("old") is None and state.get("b") is None
+        assert _on_disk(tmp_path) == {"old": 1, "kept": 1}
+        due.pop()()  # type: ignore[operator]
+        assert _on_disk(tmp_path) == {"a": 3, "kept": 1}
+        # A query of many bases, the cursor and closing write them first.
+        state.put(base("c", 5))
+        assert [b.path for b in state.under("c")] == ["c"]
+        state.put(base("d", 6))
+        state.cursor = 6
+        assert _on_disk(tmp_path) == {"a": 3, "kept": 1, "c": 5, "d": 6}
+        state.put(base("e", 7))
+        # The write due since "c" writes "e" too.
+        assert len(due) == 1
+        due.pop()()  # type: ignore[operator]
+        assert _on_disk(tmp_path)["e"] == 7
+        state.forget("e")
+    finally:
+        state.close()
+    assert "e" not in _on_disk(tmp_path)
+
+
+def test_a_failed_later_write_is_kept_and_tried_again(tmp_path: Path) -> None:
+    due: list[object] = []
+    state = LocalState.open(tmp_path)
+    state.later = due.append
+    refuse = sqlite3.connect(tmp_path / ".boxsync" / STATE_FILE)
+    refuse.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON bases WHEN NEW.path = 'bad'"
+        " BEGIN SELECT RAISE(ABORT, 'disk trouble'); END"
+    )
+    refuse.commit()
+    try:
+        state.put(base("good", 1))
+        state.put(base("bad", 2))
+        due.pop()()  # type: ignore[operator]  # logged, not raised
+        assert _on_disk(tmp_path) == {}
+        assert state.get("good") == base("good", 1)
+        with pytest.raises(sqlite3.IntegrityError):
+            state.cursor = 2
+        assert state.cursor == 0
+        # The next put schedules another try; it succeeds once it can.
+        state.put(base("more", 3))
+        assert len(due) == 1
+        refuse.execute("DROP TRIGGER refuse")
+        refuse.commit()
+        due.pop()()  # type: ignore[operator]
+        assert _on_disk(tmp_path) == {"good": 1, "bad": 2, "more": 3}
+    finally:
+        refuse.close()
+        state.close()

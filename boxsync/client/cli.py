@@ -23,12 +23,12 @@ from twisted.logger import (
     Logger,
     globalLogBeginner,
     globalLogPublisher,
-    textFileLogObserver,
 )
 from twisted.web.client import RequestTransmissionFailed, ResponseFailed
 
 from .. import __version__
 from ..config import ConfigError, Setting, config_home, find_config, load, resolve
+from ..logs import text_observer
 from . import commands
 from .api import DEFAULT_IDLE_TIMEOUT, APIError, AuthError, BoxsyncAPI
 from .connect import ConnectionSettingsError, connect, describe_failure
@@ -253,7 +253,7 @@ def _start_logging(verbosity: int) -> None:
     # Every new connection of the HTTP client would log a line at info.
     levels.setLogLevelForNamespace("twisted.web.client", max(level, LogLevel.warn))
     levels.setLogLevelForNamespace("twisted.internet.base", max(level, LogLevel.warn))
-    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [levels])
+    observer = FilteringLogObserver(text_observer(sys.stderr), [levels])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 

@@ -57,7 +57,16 @@ from .batch import Batcher
 from .connect import describe_failure, unwrap
 from .ignore import IgnoreRules
 from .progress import Reporter
-from .scanner import FileChanging, LocalFile, ReadElsewhere, ScanResult, scan, scan_one, stat_key
+from .scanner import (
+    FileChanging,
+    LocalFile,
+    ReadElsewhere,
+    ScanResult,
+    scan,
+    scan_one,
+    stat_key,
+    unchanged,
+)
 from .state import Base, LocalState
 
 __all__ = ["Engine", "conflict_name", "Fatal", "NotInSync"]
@@ -156,6 +165,10 @@ class Engine:
         self._semaphore = DeferredSemaphore(max(self.jobs, self.transfers))
         self._large = DeferredSemaphore(self.transfers)
         self._batcher = Batcher(self.api, self.reactor, self._thread)
+        if self.state.later is None:
+            # The bases recorded by the jobs of one turn of the reactor (a
+            # batch's files) are written in one transaction.
+            self.state.later = lambda write: self.reactor.callLater(0, write)
         self._tmp = self.root / HIDDEN_DIR / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
         kept = _remove_older(self._tmp, time.time() - TMP_DAYS * 86400)
@@ -346,6 +359,11 @@ class Engine:
     def changed(self, path: str) -> None:
         if path in self._queued:
             # A job that has not looked yet will see this change too.
+            return
+        base = self.state.get(path)
+        if base is not None and unchanged(self.root, path, base):
+            # Most often the watcher's report of a file this client has
+            # just placed: a job would find it unchanged too.
             return
         self._queued.add(path)
 

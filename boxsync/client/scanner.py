@@ -38,6 +38,7 @@ __all__ = [
     "scan",
     "scan_one",
     "stat_key",
+    "unchanged",
     "walk",
     "wire_path",
 ]
@@ -72,6 +73,27 @@ def stat_key(st: os.stat_result) -> StatKey:
     The L{StatKey} of a file's C{stat}.
     """
     return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _matches(st: os.stat_result, base: Base) -> bool:
+    """
+    Whether C{st} is the stat C{base} recorded: the file is taken to be
+    unchanged since.
+    """
+    return stat_key(st) == (base.size, base.mtime_ns, base.inode)
+
+
+def unchanged(root: Path, path: str, base: Base) -> bool:
+    """
+    Whether the file at C{path} is, by its C{lstat} alone, the very file
+    C{base} recorded (e.g. one this client has just placed, reported by the
+    folder watcher). The parents are not checked: a match is the same file.
+    """
+    try:
+        st = os.lstat(os.path.join(root, path))
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(st.st_mode) and _matches(st, base)
 
 
 def hash_file(path: str | Path) -> tuple[str, int]:
@@ -300,7 +322,7 @@ def _examine(
     @raise ReadElsewhere: if it must be read and is larger than C{max_read}.
     """
     seq = base.seq if base is not None else 0
-    if base is not None and stat_key(st) == (base.size, base.mtime_ns, base.inode):
+    if base is not None and _matches(st, base):
         sha256, changed, refreshed = base.sha256, False, False
     else:
         if max_read is not None and st.st_size > max_read:

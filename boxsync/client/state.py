@@ -11,6 +11,13 @@ missed.
 The state lives in C{<folder>/.boxsync/state.sqlite}. The API is synchronous
 and small: run it on the reactor thread for a few rows, in a thread for many;
 a lock makes each call safe from any one thread at a time.
+
+Given a way to run a function later (C{later}, e.g. on the reactor's next
+turn), the bases put and forgotten one by one are written together: a burst
+of small files then costs one transaction, not one each. Until written they
+are what L{LocalState.get} answers, and they are written before the cursor
+and before any query of many bases. A crash loses only bases, never files:
+a file without its base is hashed again and found identical to the server's.
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from attrs import define, field, frozen
+from twisted.logger import Logger
 
 from ..paths import HIDDEN_DIR
 
@@ -150,14 +158,21 @@ class LocalState:
     The bases and metadata of one synced folder.
 
     @ivar root: the synced folder.
+    @ivar later: runs a function a little later (C{None}: every put and
+        forget is written at once).
     """
 
     root: Path
     _db: sqlite3.Connection
+    later: Callable[[Callable[[], None]], object] | None = None
+    log = Logger()
     _lock: threading.Lock = field(factory=threading.Lock)
     # The bases (or their absence) of the paths read or written last: the
     # jobs of one file ask for its base several times in a row.
     _recent: OrderedDict[str, Base | None] = field(factory=OrderedDict)
+    # Bases put (or, as None, forgotten) and not written yet.
+    _unwritten: dict[str, Base | None] = field(factory=dict)
+    _flush_due: bool = False
 
     @classmethod
     def open(cls, root: Path) -> LocalState:
@@ -172,19 +187,47 @@ class LocalState:
     @contextmanager
     def _transaction(self, recent: Iterable[tuple[str, Base | None]] = ()) -> Iterator[sqlite3.Connection]:
         """
-        A transaction; once it is committed, and before anyone else reads,
-        C{recent} (path, base) become the remembered bases of their paths.
+        A transaction, after the bases not written yet; once it is
+        committed, and before anyone else reads, C{recent} (path, base)
+        become the remembered bases of their paths.
         """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            for path, base in recent:
-                self._remember(path, base)
+            self._write_unwritten()
+            with self._locked_transaction(recent) as db:
+                yield db
+
+    @contextmanager
+    def _locked_transaction(self, recent: Iterable[tuple[str, Base | None]]) -> Iterator[sqlite3.Connection]:
+        # The lock must be held.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        for path, base in recent:
+            self._remember(path, base)
+
+    def _write_unwritten(self) -> None:
+        """
+        Write the bases put and forgotten since the last write, in one
+        transaction; if that fails they stay unwritten. The lock must be
+        held.
+        """
+        if not self._unwritten:
+            return
+        changes = self._unwritten
+        with self._locked_transaction(changes.items()) as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO bases VALUES (?, ?, ?, ?, ?, ?)",
+                [_row(base) for base in changes.values() if base is not None],
+            )
+            db.executemany(
+                "DELETE FROM bases WHERE path = ?",
+                [(path,) for path, base in changes.items() if base is None],
+            )
+        self._unwritten = {}
 
     def _remember(self, path: str, base: Base | None) -> None:
         """
@@ -198,6 +241,7 @@ class LocalState:
 
     def _query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         with self._lock:
+            self._write_unwritten()
             return self._db.execute(sql, args).fetchall()
 
     def get(self, path: str) -> Base | None:
@@ -205,6 +249,8 @@ class LocalState:
         The base of C{path}, or C{None} if it has none.
         """
         with self._lock:
+            if path in self._unwritten:
+                return self._unwritten[path]
             if path in self._recent:
                 self._recent.move_to_end(path)
                 return self._recent[path]
@@ -238,9 +284,11 @@ class LocalState:
 
     def put(self, base: Base) -> None:
         """
-        Record C{base}, replacing any base of its path.
+        Record C{base}, replacing any base of its path (soon, given
+        C{later}).
         """
-        self.put_many([base])
+        if not self._soon(base.path, base):
+            self.put_many([base])
 
     def put_many(self, bases: Iterable[Base]) -> None:
         """
@@ -255,9 +303,43 @@ class LocalState:
 
     def forget(self, path: str) -> None:
         """
-        Drop the base of C{path}, if any.
+        Drop the base of C{path}, if any (soon, given C{later}).
         """
-        self.forget_many([path])
+        if not self._soon(path, None):
+            self.forget_many([path])
+
+    def _soon(self, path: str, base: Base | None) -> bool:
+        """
+        Keep C{base} (C{None}: no base) as what C{path} has, to be written
+        with the others of this moment.
+
+        @return: whether it will be; C{False} if there is no C{later}.
+        """
+        if self.later is None:
+            return False
+        with self._lock:
+            self._unwritten[path] = base
+            schedule, self._flush_due = not self._flush_due, True
+        if schedule:
+            self.later(self._flush_later)
+        return True
+
+    def _flush_later(self) -> None:
+        self._flush_due = False
+        try:
+            self.flush()
+        except Exception:
+            # Kept unwritten (and still what get answers): tried again with
+            # the next ones, and before the cursor moves.
+            self.log.failure("cannot record the state of {root}", root=str(self.root))
+
+    def flush(self) -> None:
+        """
+        Write the bases put and forgotten since the last write, in one
+        transaction.
+        """
+        with self._lock:
+            self._write_unwritten()
 
     def forget_many(self, paths: Iterable[str]) -> None:
         """
@@ -270,10 +352,12 @@ class LocalState:
             )
 
     def _get_meta(self, key: str) -> str | None:
-        rows = self._query("SELECT value FROM meta WHERE key = ?", key)
+        with self._lock:
+            rows = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchall()
         return rows[0][0] if rows else None
 
     def _set_meta(self, key: str, value: str) -> None:
+        # In a transaction after the bases': the cursor is never ahead.
         with self._transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
@@ -302,7 +386,9 @@ class LocalState:
 
     def close(self) -> None:
         """
-        Close the database. The state must not be used afterwards.
+        Close the database, writing what is left first. The state must not
+        be used afterwards.
         """
+        self.flush()
         with self._lock:
             self._db.close()
