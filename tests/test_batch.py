@@ -120,6 +120,41 @@ async def test_upload_batch_commits_each_file(env: Env, http: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_batch_is_logged_as_a_whole(env: Env) -> None:
+    """
+    A batch upload is one line in the server's log at info level (with
+    what was refused); each file's own line is at debug level.
+    """
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        taken = await env.api.upload_batch([_file("taken.txt", b"one")])
+        outcomes = await timed(
+            Deferred.fromCoroutine(
+                env.api.upload_batch(
+                    [_file(f"f{i}.txt", b"x" * i) for i in range(1, 5)] + [_file("taken.txt", b"two")]
+                )
+            ),
+            env.reactor,
+        )
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    seqs = [o.seq for o in outcomes[:4]]  # type: ignore[union-attr]
+    assert seqs == list(range(taken[0].seq + 1, taken[0].seq + 5))  # type: ignore[union-attr]
+    info = [e for e in events if e.get("log_namespace") == "boxsync.server.batch"]
+    assert [(e["log_level"], e["count"], e["size"], e["refused"]) for e in info] == [
+        (LogLevel.info, 1, 3, 0),
+        (LogLevel.info, 4, 10, 1),
+    ]
+    assert f"as seqs {seqs[0]} to {seqs[-1]}" in info[1]["seqs"]
+    each = [e for e in events if "path" in e and e.get("log_namespace", "").startswith("boxsync.server.box")]
+    assert sorted(e["path"] for e in each) == ["f1.txt", "f2.txt", "f3.txt", "f4.txt", "taken.txt"]
+    assert {e["log_level"] for e in each} == {LogLevel.debug}
+
+
+@pytest_twisted.ensureDeferred
 async def test_upload_batch_files_fail_alone(env: Env) -> None:
     """
     A stale base or a body that does not match its sha256 fails that file

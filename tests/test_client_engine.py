@@ -410,3 +410,20 @@ async def test_a_long_queue_of_jobs_that_finish_at_once_all_run(folders: Any, re
     held.callback(None)
     await timed(gatherResults(jobs), reactor)
     assert ran == list(range(3000)) and engine.pending == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_download_is_never_placed_over_a_folder(folders: Any, reactor: Any) -> None:
+    from boxsync.paths import BadPath
+    from boxsync.protocol import Download
+
+    a = folders("a")
+    engine = a.engine()
+    (a.root / "x").mkdir()
+    (a.root / "x/inside.txt").write_text("kept")
+    temp = a.root / ".boxsync/tmp/dl-test"
+    temp.write_text("server's x")
+    with pytest.raises(BadPath, match="x is a folder here"):
+        await engine._place(temp, a.root / "x", Download("x", "0" * 64, 10, 1, 5), 5, None)
+    assert (a.root / "x/inside.txt").read_text() == "kept" and temp.exists()
+    assert a.state.get("x") is None

@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred
 
 from boxsync.client.engine import _exchange, _swap
 from boxsync.client.scanner import scan_one
+from boxsync.paths import BadPath
 from boxsync.protocol import Conflict, Delete, Download, InSync, Upload
 from boxsync.testing import Client, Server, tree, wait_until
 from tests.conftest import KEY
@@ -220,7 +221,7 @@ def test_swap_keeps_an_edit_saved_after_the_look(tmp_path: Path) -> None:
     os.rename(tmp_path / "saved", target)
     download = tmp_path / "download"
     download.write_text("download")
-    displaced = _swap(download, target, seen)
+    displaced = _swap(download, target, seen, tmp_path)
     assert target.read_text() == "download"
     assert displaced is not None and displaced.read_text() == "edit"
 
@@ -231,7 +232,7 @@ def test_swap_replaces_what_it_saw(tmp_path: Path) -> None:
     seen = scan_one(tmp_path, "f.txt", None)
     download = tmp_path / "download"
     download.write_text("download")
-    assert _swap(download, target, seen) is None
+    assert _swap(download, target, seen, tmp_path) is None
     assert target.read_text() == "download" and not download.exists()
 
 
@@ -241,10 +242,10 @@ def test_swap_never_replaces_a_file_that_appeared(tmp_path: Path) -> None:
     download.write_text("download")
     target.write_text("new here")  # after a look that found nothing
     with pytest.raises(FileExistsError):
-        _swap(download, target, None)
+        _swap(download, target, None, tmp_path)
     assert target.read_text() == "new here" and download.exists()
     target.unlink()
-    assert _swap(download, target, None) is None
+    assert _swap(download, target, None, tmp_path) is None
     assert target.read_text() == "download" and not download.exists()
 
 
@@ -280,3 +281,23 @@ async def test_plan_entries_older_than_an_upload_change_nothing(reactor: Any, tm
             assert tree(folder.root) == tree(server.box) == {"app.log": sha(b"one\ntwo\nthree\n")}
         finally:
             await folder.close()
+
+
+def test_swap_makes_missing_folders_and_never_replaces_a_folder(tmp_path: Path) -> None:
+    download = tmp_path / "download"
+    download.write_text("download")
+    deep = tmp_path / "a/b/c.txt"
+    assert _swap(download, deep, None, tmp_path) is None
+    assert deep.read_text() == "download" and not download.exists()
+    download.write_text("again")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(FileExistsError):
+        _swap(download, tmp_path / "folder", None, tmp_path)
+    assert (tmp_path / "folder").is_dir() and download.exists()
+    # Through a link to a folder outside: refused, nothing written there.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "linked").symlink_to(outside)
+    with pytest.raises(BadPath):
+        _swap(download, tmp_path / "linked/x/y.txt", None, tmp_path)
+    assert list(outside.iterdir()) == []

@@ -656,6 +656,7 @@ class Engine:
             return
         if file is not None and file.changed:
             self._keep_as_conflict(path)
+            file = None
         # Named after the path and the version: an interrupted download of
         # the same version resumes, and two paths with the same content
         # never share a temporary file.
@@ -683,38 +684,41 @@ class Engine:
             self._partial.add(where)
             raise
         self.reporter.finished(path)
-        await self._place(temp, target, event, result.seq)
+        await self._place(temp, target, event, result.seq, file)
         if where in self._partial:
             # Partial downloads of this path's earlier versions will not resume.
             self._partial.discard(where)
             for stale in self._tmp.glob(f"dl-{where}-*"):
                 stale.unlink(missing_ok=True)
 
-    async def _place(self, temp: Path, target: Path, event: Download, seq: int) -> None:
+    async def _place(
+        self, temp: Path, target: Path, event: Download, seq: int, seen: LocalFile | None
+    ) -> None:
         """
-        Move a verified download into place, unless the local file changed
-        while it downloaded (then that copy is kept as a conflict copy).
+        Move a verified download into place over C{seen}, what the look
+        before the download found there (unchanged since its base).
 
-        The move itself is atomic (L{_swap}): an edit saved after the last
-        look is what the move takes out of the way, and is kept as a
-        conflict copy too, never overwritten.
+        The move itself is atomic (L{_swap}): an edit saved since that look
+        is what the move takes out of the way, and is kept as a conflict
+        copy, never overwritten; a file that appeared since is looked at
+        again.
         """
         path = event.path
         os.utime(temp, ns=(event.mtime_ns, event.mtime_ns))
         # Taken now: the file keeps its inode, size and mtime when renamed.
         placed = os.stat(temp)
-        for _ in range(3):
-            file = await self._look(path)
-            if file is not None and file.changed:
-                self._keep_as_conflict(path)
-                file = None
-            _make_parents(self.root, target)
-            if target.is_dir() and not target.is_symlink():
-                raise BadPath(f"{path} is a folder here")
+        for attempt in range(3):
+            if attempt:
+                seen = await self._look(path)
+                if seen is not None and seen.changed:
+                    self._keep_as_conflict(path)
+                    seen = None
             try:
-                displaced = _swap(temp, target, file)
+                displaced = _swap(temp, target, seen, self.root)
                 break
             except FileExistsError:
+                if target.is_dir() and not target.is_symlink():
+                    raise BadPath(f"{path} is a folder here") from None
                 continue  # a new file appeared since the look: look again
         else:
             raise FileChanging(f"{path} keeps appearing while a download is placed")
@@ -765,22 +769,25 @@ def _exchange(a: Path, b: Path) -> None:
     libc.check(renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE), str(b))
 
 
-def _swap(temp: Path, target: Path, seen: LocalFile | None) -> Path | None:
+def _swap(temp: Path, target: Path, seen: LocalFile | None, root: Path) -> Path | None:
     """
-    Put the file C{temp} at C{target} in one atomic step, taking out of the
+    Put the file C{temp} at C{target} (below C{root}, which has the folders
+    it needs made if missing) in one atomic step, taking out of the
     way whatever is there: C{seen}, what the last look found there (C{None}:
     nothing), or a file saved there since.
 
     @return: the name (C{temp}'s) of the file taken out of the way, if it is
         not C{seen} unchanged: an edit to keep. C{None} otherwise.
-    @raise FileExistsError: if C{seen} is C{None} and there is a file now.
+    @raise FileExistsError: if C{seen} is C{None} and there is a file or a
+        folder now.
     """
     if seen is None:
         try:
             # A link, unlike a rename, never replaces what is there.
-            os.link(temp, target)
+            _link(temp, target, root)
         except FileExistsError:
-            if target.is_file() and not target.is_symlink():
+            mode = os.lstat(target).st_mode
+            if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
                 raise
             os.replace(temp, target)  # a link or a special file: replaced
             return None
@@ -792,7 +799,7 @@ def _swap(temp: Path, target: Path, seen: LocalFile | None) -> Path | None:
     try:
         _exchange(temp, target)
     except FileNotFoundError:
-        return _swap(temp, target, None)  # gone since the look
+        return _swap(temp, target, None, root)  # gone since the look
     except OSError as e:
         if e.errno not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
             raise
@@ -809,11 +816,34 @@ def _swap(temp: Path, target: Path, seen: LocalFile | None) -> Path | None:
     return temp
 
 
+def _link(temp: Path, target: Path, root: Path) -> None:
+    """
+    Link C{temp} at C{target}, making the folders it needs below C{root}
+    first.
+
+    @raise FileExistsError: if there is something at C{target}.
+    @raise BadPath: if one of those folders is a link or a file.
+    """
+    try:
+        os.link(temp, target)
+    except FileNotFoundError:
+        _make_parents(root, target)
+        os.link(temp, target)
+
+
 def _make_parents(root: Path, target: Path) -> None:
-    parent = target.parent
-    if parent.is_symlink():
-        raise BadPath(f"{parent} is a link")
-    parent.mkdir(parents=True, exist_ok=True)
+    """
+    Make the missing folders from C{root} down to C{target}'s, one at a
+    time, so that none is made through a link.
+    """
+    current = root
+    for segment in target.parent.relative_to(root).parts:
+        current = current / segment
+        try:
+            os.mkdir(current)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(current).st_mode):
+                raise BadPath(f"{current} is a link or a file, not a folder") from None
 
 
 def _prune(root: Path, folder: Path) -> None:

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from .. import libc
 from ..protocol import BATCH_FILE_LIMIT, BATCH_MAX_BYTES, BatchFile, encode_part
@@ -31,6 +31,8 @@ from .storage import StagingFile, as_disk_full
 from .uploads import BodyTooLarge
 
 __all__ = ["upload_batch", "download_batch"]
+
+log = Logger()
 
 
 #: From how many files on, a batch is made durable with one C{syncfs} rather
@@ -133,23 +135,43 @@ async def upload_batch(
     staged: list[StagingFile | BaseException] = await box.storage.in_thread(
         lambda: _stage(staging, files, max_upload)
     )
-    # Every commit starts before any is awaited: they join one group.
-    commits: list[Deferred[FileRecord] | BaseException] = [
-        Deferred.fromCoroutine(box.commit(file.path, outcome, file.base, file.mtime_ns, origin, stream))
-        if isinstance(outcome, StagingFile)
-        else outcome
-        for (file, _), outcome in zip(files, staged)
-    ]
+    committing = iter(
+        box.commit_batch(
+            [
+                (file.path, outcome, file.base, file.mtime_ns)
+                for (file, _), outcome in zip(files, staged)
+                if isinstance(outcome, StagingFile)
+            ],
+            origin,
+            stream,
+        )
+    )
     results: list[FileRecord | BaseException] = []
-    for commit in commits:
-        if isinstance(commit, BaseException):
-            results.append(commit)
+    for outcome in staged:
+        if not isinstance(outcome, StagingFile):
+            results.append(outcome)
             continue
         try:
-            results.append(await commit)
+            results.append(await next(committing))
         except Exception as e:
             results.append(e)
+    _log_batch(origin, results)
     return results
+
+
+def _log_batch(origin: str, results: Sequence[FileRecord | BaseException]) -> None:
+    """
+    Log a batch upload in one line (each file is logged at debug level).
+    """
+    records = [result for result in results if isinstance(result, FileRecord)]
+    log.info(
+        "{origin} uploaded {count} files ({size} bytes) in a batch{seqs}; {refused} refused",
+        origin=origin or "a client",
+        count=len(records),
+        size=sum(record.size for record in records),
+        seqs=f" as seqs {records[0].seq} to {records[-1].seq}" if records else "",
+        refused=len(results) - len(records),
+    )
 
 
 async def download_batch(box: Box, paths: Sequence[str]) -> list[bytes]:

@@ -10,10 +10,11 @@ these and nothing lower.
 from __future__ import annotations
 
 import time
+from typing import Sequence
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredLock
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from ..protocol import Delete, Download
@@ -91,6 +92,8 @@ class _Pending:
     mtime_ns: int
     origin: str
     stream: str | None
+    # Part of a batch, whose upload is logged as a whole.
+    batched: bool = False
     done: Deferred[FileRecord] = field(factory=Deferred)
 
 
@@ -168,12 +171,32 @@ class Box:
             writer wins.
         @raise StaleBase: if C{path} has moved on from C{base}.
         """
-        pending = _Pending(path, staged, base, mtime_ns, origin, stream)
-        self._queue.append(pending)
+        record: FileRecord = await self._enqueue([_Pending(path, staged, base, mtime_ns, origin, stream)])[0]
+        return record
+
+    def commit_batch(
+        self,
+        uploads: Sequence[tuple[str, StagingFile, int | None, int]],
+        origin: str = "",
+        stream: str | None = None,
+    ) -> list[Deferred[FileRecord]]:
+        """
+        Commit each of C{uploads} (path, staged file, base, mtime) as
+        L{commit} does, all in the same group; each is logged at debug level
+        only (the batch is logged as a whole).
+
+        @return: for each, a Deferred that fires with its stored record or
+            fails with why it was refused.
+        """
+        return self._enqueue(
+            [_Pending(path, staged, base, mtime_ns, origin, stream, batched=True) for path, staged, base, mtime_ns in uploads]
+        )
+
+    def _enqueue(self, pending: list[_Pending]) -> list[Deferred[FileRecord]]:
+        self._queue.extend(pending)
         if not self._committing:
             Deferred.fromCoroutine(self._commit_queued())
-        record: FileRecord = await pending.done
-        return record
+        return [each.done for each in pending]
 
     async def _commit_queued(self) -> None:
         """
@@ -207,7 +230,8 @@ class Box:
             self._committing = False
 
     def _committed(self, pending: _Pending, record: FileRecord) -> None:
-        self.log.info(
+        self.log.emit(
+            LogLevel.debug if pending.batched else LogLevel.info,
             "{origin} uploaded {path} ({size} bytes) as seq {seq}",
             origin=pending.origin or "a client",
             path=record.path,
