@@ -76,11 +76,11 @@ def live_pair(root: Path) -> tuple[Server, Client, Client]:
     """
     A server below C{root} and two live clients, A and B, connected (a first
     file has gone from A to B, and stays there as C{warm.txt}). The clients
-    log at the default level, as a user's would.
+    log and rescan as a user's would, by default.
     """
     server = Server(root / "box").start()
-    a = Client(server, root / "a", "a", verbose=False).start()
-    b = Client(server, root / "b", "b", verbose=False).start()
+    a = Client(server, root / "a", "a", verbose=False, rescan=None).start()
+    b = Client(server, root / "b", "b", verbose=False, rescan=None).start()
     try:
         (a.folder / "warm.txt").write_text("warm up")
         wait_until(lambda: (b.folder / "warm.txt").exists(), what="the clients to connect")

@@ -174,6 +174,8 @@ class Client:
     @ivar options: more options for C{boxsync-client}, e.g. C{--idle-timeout}.
     @ivar verbose: whether a live client logs at debug level (a line as
         each transfer starts, too), rather than at the default level.
+    @ivar rescan: how often a live client rescans its folder, in seconds
+        (C{None}: as often as by default).
     """
 
     server: Server
@@ -184,12 +186,14 @@ class Client:
     options: list[str] = field(factory=list)
     file_size_limit: int | None = None
     verbose: bool = True
+    rescan: float | None = 5
 
     def args(self, *extra: str) -> list[str]:
+        rescan = [] if self.rescan is None else ["--rescan", str(self.rescan)]
         return [
-            sys.executable, "-m", "boxsync.client",
+            sys.executable, "-m", "boxsync.client", *rescan,
             "--server", self.url or self.server.url, "--token", self.server.key,
-            "--name", self.name, "--rescan", "5", *self.options, *extra, str(self.folder),
+            "--name", self.name, *self.options, *extra, str(self.folder),
         ]
 
     def once(self, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
