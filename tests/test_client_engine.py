@@ -299,7 +299,7 @@ async def test_large_transfers_wait_for_a_transfer_slot_small_ones_do_not(
             await gates[name]
             return name
 
-        return Deferred.fromCoroutine(engine._transfer(size, send))
+        return Deferred.fromCoroutine(engine._transfer(size, send, send))
 
     big1 = transfer("big1", SMALL_FILE + 1)
     big2 = transfer("big2", SMALL_FILE + 1)

@@ -23,7 +23,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
 
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -141,13 +141,6 @@ class Batcher:
         self._uploads = _Lane(self.clock, self._send_uploads, lambda item: item.file.size)
         self._downloads = _Lane(self.clock, self._send_downloads, lambda item: item.size)
 
-    @staticmethod
-    def takes(size: int) -> bool:
-        """
-        Whether a file of C{size} bytes goes in a batch.
-        """
-        return size <= BATCH_FILE_LIMIT
-
     def upload(
         self, path: str, local: Path, base: int | None, sha256: str, mtime_ns: int, size: int
     ) -> Deferred[CommitResult]:
@@ -247,7 +240,7 @@ def _read_all(items: Sequence[_Upload]) -> list[tuple[BatchFile, bytes]]:
                 data = f.read(item.file.size)
         except OSError:
             data = b""
-        files.append((BatchFile(item.file.path, len(data), item.file.sha256, item.file.mtime_ns, item.file.base), data))
+        files.append((evolve(item.file, size=len(data)), data))
     return files
 
 

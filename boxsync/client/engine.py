@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from .. import libc
 from ..paths import HIDDEN_DIR, BadPath, to_local
 from ..protocol import (
+    BATCH_FILE_LIMIT,
     Conflict,
     Delete,
     Download,
@@ -81,9 +82,9 @@ _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 #: from the page cache that costs less than a hop to a thread and back.
 INLINE_READ = 64 * 1024
 
-#: A transfer of a file up to this size needs only a job slot; a larger one
-#: also needs one of the C{transfers} slots.
-SMALL_FILE = 1024 * 1024
+#: A transfer of a file up to this size goes in a batch, and needs only a job
+#: slot; a larger one goes alone, and also needs one of the C{transfers} slots.
+SMALL_FILE = BATCH_FILE_LIMIT
 
 _T = TypeVar("_T")
 
@@ -451,15 +452,18 @@ class Engine:
     def _local(self, path: str) -> Path:
         return to_local(self.root, path)
 
-    async def _transfer(self, size: int, send: Callable[[], Awaitable[_T]]) -> _T:
+    async def _transfer(
+        self, size: int, batched: Callable[[], Awaitable[_T]], alone: Callable[[], Awaitable[_T]]
+    ) -> _T:
         """
-        Run C{send}, a transfer of C{size} bytes, within the limit of
-        transfers at once if it is large.
+        Move C{size} bytes: C{batched}, in the next batch, if that is small
+        enough (L{SMALL_FILE}); else C{alone}, within the limit of transfers
+        at once.
         """
         if size <= SMALL_FILE:
-            return await send()
+            return await batched()
         async with self._large:
-            return await send()
+            return await alone()
 
     async def _look(self, path: str) -> LocalFile | None:
         """
@@ -529,23 +533,21 @@ class Engine:
         local = self._local(file.path)
         self.reporter.started("upload", file.path, file.size)
         try:
-            if self._batcher.takes(file.size):
-                result = await self._batcher.upload(
+            result = await self._transfer(
+                file.size,
+                lambda: self._batcher.upload(
                     file.path, local, base, file.sha256, file.mtime_ns, file.size
-                )
-            else:
-                result = await self._transfer(
-                    file.size,
-                    lambda: self.api.upload(
-                        file.path,
-                        local,
-                        base,
-                        file.sha256,
-                        file.mtime_ns,
-                        on_progress=lambda n: self.reporter.progress(file.path, n),
-                        size=file.size,
-                    ),
-                )
+                ),
+                lambda: self.api.upload(
+                    file.path,
+                    local,
+                    base,
+                    file.sha256,
+                    file.mtime_ns,
+                    on_progress=lambda n: self.reporter.progress(file.path, n),
+                    size=file.size,
+                ),
+            )
         except StaleBase:
             self.reporter.finished(file.path, "changed on the server")
             await self._resolve_stale(file.path)
@@ -664,15 +666,13 @@ class Engine:
         temp = self._tmp / f"dl-{where}-{event.sha256[:32]}"
         self.reporter.started("download", path, event.size)
         try:
-            if self._batcher.takes(event.size):
-                result = await self._batcher.download(path, temp, event.sha256, event.size)
-            else:
-                result = await self._transfer(
-                    event.size,
-                    lambda: self.api.download(
-                        path, temp, event.sha256, on_progress=lambda n: self.reporter.progress(path, n)
-                    ),
-                )
+            result = await self._transfer(
+                event.size,
+                lambda: self._batcher.download(path, temp, event.sha256, event.size),
+                lambda: self.api.download(
+                    path, temp, event.sha256, on_progress=lambda n: self.reporter.progress(path, n)
+                ),
+            )
         except (NotFound, DigestMismatch):
             # Deleted or replaced meanwhile: its own event follows, and what
             # came of this version is of no more use.
