@@ -86,6 +86,9 @@ def scenario(root: Path, name: str, make: Callable[[Path], None], timeout: float
     source.mkdir(parents=True)
     make(source)
     expected = _files(source)
+    # The disk starts quiet: the files just made (and an earlier run's) are
+    # written out before the clock starts, not while it runs.
+    os.sync()
     server, a, b = live_pair(work)
     try:
         expected["warm.txt"] = 7

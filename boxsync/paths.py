@@ -93,23 +93,24 @@ def to_local(root: Path, path: str) -> Path:
     @raise BadPath: if the path is not acceptable, is too long for the file
         system below C{root}, or a parent is a link or a file.
     """
-    segments = normalize(path).split("/")
-    local = root.joinpath(*segments)
-    if len(os.fsencode(os.path.abspath(local))) >= LOCAL_PATH_MAX:
+    wire = normalize(path)
+    top = os.path.abspath(root)
+    local = os.path.join(top, wire)
+    if len(os.fsencode(local)) >= LOCAL_PATH_MAX:
         raise BadPath("path longer than the file system takes here")
-    # One lstat per parent (this runs for every file an engine looks at).
-    current = os.fspath(root)
-    for segment in segments[:-1]:
-        current = os.path.join(current, segment)
+    # One lstat per parent, on plain strings (this runs for every file an
+    # engine looks at).
+    end = len(top)
+    while (end := local.find("/", end + 1)) >= 0:
         try:
-            mode = os.lstat(current).st_mode
+            mode = os.lstat(local[:end]).st_mode
         except FileNotFoundError:
             break  # nor is anything below it there
         if stat.S_ISLNK(mode):
             raise BadPath(f"{path!r} goes through a symbolic link")
         if not stat.S_ISDIR(mode):
             raise BadPath(f"{path!r} goes through a file")
-    return local
+    return Path(os.path.join(root, wire))
 
 
 def from_local(root: Path, local: Path) -> str:

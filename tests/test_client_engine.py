@@ -14,7 +14,7 @@ import pytest_twisted
 from boxsync.client.cli import Options, UserError, parse, run
 from boxsync.client.engine import SMALL_FILE, Engine, conflict_name
 from boxsync.client.ignore import IgnoreRules
-from boxsync.client.progress import LogReporter, RichReporter, reporter_for
+from boxsync.client.progress import NOTED_START, LogReporter, RichReporter, reporter_for
 from tests.helpers import Folder, RunningServer, json_of, put, timed
 from boxsync.testing import tree
 
@@ -163,7 +163,7 @@ def test_parse_defaults_and_environment(tmp_path: Path) -> None:
         parse(["--transfers", "0"], environ={})
 
 
-def test_reporters(tmp_path: Path) -> None:
+def test_reporters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
     from rich.console import Console
@@ -177,12 +177,26 @@ def test_reporters(tmp_path: Path) -> None:
     rich.message("hello there")
     rich.close()
     assert "hello there" in out.getvalue() and "changed while sent" in out.getvalue()
+    from twisted.logger import Logger, formatEvent
+
+    lines: list[str] = []
+    monkeypatch.setattr(LogReporter, "log", Logger(observer=lambda event: lines.append(formatEvent(event))))
     log = LogReporter()
     log.started("upload", "x", 3)
     log.progress("x", 3)
     log.finished("x")
-    log.finished("x")
+    log.finished("x")  # no longer running: nothing
+    big = NOTED_START + 1
+    log.started("download", "big.iso", big)
+    log.finished("big.iso", "changed on the server meanwhile")
+    log.started("download", "gone", 1)
     log.close()
+    log.finished("gone")
+    assert lines == [
+        "uploaded x (3 bytes)",
+        f"download big.iso ({big} bytes) started",
+        f"downloaded big.iso ({big} bytes): changed on the server meanwhile",
+    ]
 
 
 @pytest_twisted.ensureDeferred

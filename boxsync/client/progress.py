@@ -40,6 +40,11 @@ class Reporter(Protocol):
         """
 
 
+#: A transfer larger than this gets a line (at debug level) as it starts too:
+#: a smaller one ends about as soon.
+NOTED_START = 1024 * 1024
+
+
 @define
 class LogReporter:
     """
@@ -51,7 +56,8 @@ class LogReporter:
 
     def started(self, kind: str, path: str, size: int) -> None:
         self._running[path] = (kind, size)
-        self.log.debug("{kind} {path} ({size} bytes) started", kind=kind, path=path, size=size)
+        if size > NOTED_START:
+            self.log.debug("{kind} {path} ({size} bytes) started", kind=kind, path=path, size=size)
 
     def progress(self, path: str, count: int) -> None:
         pass
