@@ -345,6 +345,30 @@ async def test_a_lone_transfer_goes_in_a_request_of_its_own(env: Env) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_batch_sends_the_bytes_the_engine_hashed(env: Env) -> None:
+    """
+    Given the bytes of a file (those its look hashed), the batch sends them,
+    whatever the file holds now; without them it reads the file.
+    """
+    api = CountingAPI(env.api.http, env.reactor, env.server.url, KEY, "tester")
+    batcher = Batcher(api, env.reactor, deferToThread)
+    (env.tmp / "kept").write_bytes(b"saved since the look")
+    (env.tmp / "read").write_bytes(b"read now")
+    outcomes = await timed(
+        gatherResults(
+            [
+                batcher.upload("kept", env.tmp / "kept", 0, sha(b"hashed"), 1, 6, b"hashed"),
+                batcher.upload("read", env.tmp / "read", 0, sha(b"read now"), 1, 8),
+            ]
+        ),
+        env.reactor,
+    )
+    assert api.sent == [2] and [o.sha256 for o in outcomes] == [sha(b"hashed"), sha(b"read now")]
+    assert (env.server.box / "kept").read_bytes() == b"hashed"
+    assert (env.server.box / "read").read_bytes() == b"read now"
+
+
+@pytest_twisted.ensureDeferred
 async def test_upload_batch_keeps_the_upload_limit(tmp_path: Path, reactor: Any) -> None:
     """
     A file of a batch over C{--max-upload} is refused (413) as it would be

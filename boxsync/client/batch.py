@@ -47,6 +47,8 @@ InThread = Callable[[Callable[[], Any]], "Deferred[Any]"]
 class _Upload:
     file: BatchFile
     local: Path
+    # The bytes to send, if the engine has them already.
+    data: bytes | None = None
 
 
 @frozen
@@ -142,13 +144,21 @@ class Batcher:
         self._downloads = _Lane(self.clock, self._send_downloads, lambda item: item.size)
 
     def upload(
-        self, path: str, local: Path, base: int | None, sha256: str, mtime_ns: int, size: int
+        self,
+        path: str,
+        local: Path,
+        base: int | None,
+        sha256: str,
+        mtime_ns: int,
+        size: int,
+        data: bytes | None = None,
     ) -> Deferred[CommitResult]:
         """
-        Commit the first C{size} bytes of C{local} as C{path}, in the next
-        batch; the same outcomes as L{BoxsyncAPI.upload}.
+        Commit C{data} (if given, else the first C{size} bytes of C{local})
+        as C{path}, in the next batch; the same outcomes as
+        L{BoxsyncAPI.upload}.
         """
-        return self._uploads.add(_Upload(BatchFile(path, size, sha256, mtime_ns, base), local))
+        return self._uploads.add(_Upload(BatchFile(path, size, sha256, mtime_ns, base), local, data))
 
     def download(self, path: str, dest: Path, sha256: str, size: int) -> Deferred[DownloadResult]:
         """
@@ -167,7 +177,11 @@ class Batcher:
     async def _send_uploads(self, items: list[_Upload]) -> list[CommitResult | BaseException]:
         if self.supported is False or len(items) == 1:
             return await _each(items, self._upload_alone)
-        files: list[tuple[BatchFile, bytes]] = await self.in_thread(lambda: _read_all(items))
+        files: list[tuple[BatchFile, bytes]]
+        if all(item.data is not None for item in items):
+            files = _read_all(items)  # nothing to read: no thread hop
+        else:
+            files = await self.in_thread(lambda: _read_all(items))
         try:
             outcomes = await self.api.upload_batch(files)
         except APIError as e:
@@ -229,17 +243,20 @@ async def _each(
 
 def _read_all(items: Sequence[_Upload]) -> list[tuple[BatchFile, bytes]]:
     """
-    The bytes of each upload: the first C{size} bytes of its file (in a
-    thread). A file that shrank since it was hashed sends what is left: the
-    server then refuses it for its sha256, as it would alone.
+    The bytes of each upload: those the engine gave, else the first C{size}
+    bytes of its file (read in a thread). A file that shrank since it was
+    hashed sends what is left: the server then refuses it for its sha256, as
+    it would alone.
     """
     files = []
     for item in items:
-        try:
-            with open(item.local, "rb") as f:
-                data = f.read(item.file.size)
-        except OSError:
-            data = b""
+        data = item.data
+        if data is None:
+            try:
+                with open(item.local, "rb") as f:
+                    data = f.read(item.file.size)
+            except OSError:
+                data = b""
         files.append((evolve(item.file, size=len(data)), data))
     return files
 

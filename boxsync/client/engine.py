@@ -536,7 +536,7 @@ class Engine:
             result = await self._transfer(
                 file.size,
                 lambda: self._batcher.upload(
-                    file.path, local, base, file.sha256, file.mtime_ns, file.size
+                    file.path, local, base, file.sha256, file.mtime_ns, file.size, file.data
                 ),
                 lambda: self.api.upload(
                     file.path,

@@ -16,15 +16,17 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping, TypeVar
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.logger import Logger
 
 from ..paths import HIDDEN_DIR, BadPath, normalize, to_local
 from ..protocol import DeletedEntry, FileEntry, Manifest
 from .ignore import IgnoreRules
 from .state import Base
+
+_T = TypeVar("_T")
 
 __all__ = [
     "CHUNK_SIZE",
@@ -152,6 +154,8 @@ class LocalFile:
 
     @ivar base: the seq of the base (0 if the file has none).
     @ivar changed: whether the file differs from its base.
+    @ivar data: the bytes hashed, for a small file read on the reactor's
+        thread (L{scan_one} with C{max_read}); else C{None}.
     """
 
     path: str
@@ -161,6 +165,7 @@ class LocalFile:
     inode: int
     base: int
     changed: bool
+    data: bytes | None = field(default=None, eq=False, repr=False)
 
     def to_entry(self) -> FileEntry:
         """
@@ -287,11 +292,12 @@ def _classify(
     return None
 
 
-def _hash_stable(local: str | Path) -> tuple[str, os.stat_result]:
+def _stable(local: str | Path, read: Callable[[str | Path], tuple[_T, int]]) -> tuple[_T, os.stat_result]:
     """
-    Hash a file and check it did not change meanwhile.
+    Read a file with C{read} (which gives what it made of the bytes and how
+    many it read) and check it did not change meanwhile.
 
-    @return: its sha256 and a C{stat} that matches the bytes hashed.
+    @return: what C{read} made, and a C{stat} that matches the bytes read.
     @raise FileChanging: if it changed during every attempt.
     @raise OSError: if it cannot be read (C{FileNotFoundError}: it is gone).
     """
@@ -299,11 +305,24 @@ def _hash_stable(local: str | Path) -> tuple[str, os.stat_result]:
         before = os.stat(local, follow_symlinks=False)
         if not stat.S_ISREG(before.st_mode):
             raise FileNotFoundError(f"{local} is no longer a regular file")
-        sha256, size = hash_file(local)
+        result, size = read(local)
         after = os.stat(local, follow_symlinks=False)
         if stat_key(before) == stat_key(after) and size == after.st_size:
-            return sha256, after
+            return result, after
     raise FileChanging(f"{local} changes while it is read")
+
+
+def _hash_stable(local: str | Path) -> tuple[str, os.stat_result]:
+    """
+    Hash a file (see L{_stable}).
+    """
+    return _stable(local, hash_file)
+
+
+def _read_whole(local: str | Path) -> tuple[bytes, int]:
+    with open(local, "rb") as f:
+        data = f.read()
+    return data, len(data)
 
 
 def _examine(
@@ -322,16 +341,22 @@ def _examine(
     @raise ReadElsewhere: if it must be read and is larger than C{max_read}.
     """
     seq = base.seq if base is not None else 0
+    data = None
     if base is not None and _matches(st, base):
         sha256, changed, refreshed = base.sha256, False, False
     else:
-        if max_read is not None and st.st_size > max_read:
+        if max_read is None:
+            sha256, st = _hash_stable(local)
+        elif st.st_size > max_read:
             raise ReadElsewhere(path)
-        sha256, st = _hash_stable(local)
+        else:
+            # Small: its bytes are kept, and an upload sends what was hashed.
+            data, st = _stable(local, _read_whole)
+            sha256 = hashlib.sha256(data).hexdigest()
         changed = base is None or sha256 != base.sha256
         refreshed = not changed
     size, mtime_ns, inode = stat_key(st)
-    return LocalFile(path, sha256, size, mtime_ns, inode, seq, changed), refreshed
+    return LocalFile(path, sha256, size, mtime_ns, inode, seq, changed, data), refreshed
 
 
 def _below_any(path: str, directories: set[str]) -> bool:

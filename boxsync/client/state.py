@@ -36,8 +36,10 @@ from ..paths import HIDDEN_DIR
 
 __all__ = ["Base", "LocalState", "STATE_FILE", "RECENT"]
 
-#: How many paths' bases are remembered after they are read or written.
-RECENT = 4096
+#: How many paths' bases are remembered after they are read or written: a
+#: burst (a tree moved into the folder, a batch of events) asks for each of
+#: its paths' bases once as it is reported and again as its job runs.
+RECENT = 16384
 
 #: The database, below the folder's hidden folder.
 STATE_FILE = "state.sqlite"
