@@ -253,3 +253,19 @@ async def test_a_staging_file_that_cannot_be_made_durable_is_discarded(
     with pytest.raises(DiskFull):
         await timed(storage.finish(staged, 0), reactor)
     assert list(storage.staging.iterdir()) == []
+
+
+def test_read_small_reads_only_regular_files_in_the_box(tmp_path: Path, reactor: Any) -> None:
+    storage = BoxStorage(reactor, tmp_path / "box")
+    root = storage.root
+    (root / "d").mkdir()
+    (root / "d/small.txt").write_bytes(b"12345")
+    (tmp_path / "outside.txt").write_bytes(b"secret")
+    (root / "link.txt").symlink_to(tmp_path / "outside.txt")
+    (root / "via").symlink_to(tmp_path)
+    os.mkfifo(root / "fifo")
+    assert storage.read_small("d/small.txt", 100) == b"12345"
+    # Up to one byte more than the limit: the caller sees the file grew.
+    assert storage.read_small("d/small.txt", 3) == b"1234"
+    for path in ["link.txt", "via/outside.txt", "fifo", "d", "missing", "../outside.txt"]:
+        assert storage.read_small(path, 100) is None, path

@@ -9,6 +9,7 @@ logs are checked against what the folders and the box hold.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import threading
@@ -301,3 +302,34 @@ def test_swap_makes_missing_folders_and_never_replaces_a_folder(tmp_path: Path) 
     with pytest.raises(BadPath):
         _swap(download, tmp_path / "linked/x/y.txt", None, tmp_path)
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("cannot", [errno.ENOSYS, errno.EINVAL])
+def test_swap_without_renameat2_still_never_replaces_what_appeared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cannot: int
+) -> None:
+    """
+    Where the system or the file system has no C{renameat2}, a new file is
+    placed by a hard link (which never replaces either), and a seen one by a
+    plain rename.
+    """
+    from boxsync.client import engine
+
+    def unavailable(a: Path, b: Path, flags: int) -> None:
+        raise OSError(cannot, os.strerror(cannot))
+
+    monkeypatch.setattr(engine, "_rename2", unavailable)
+    download = tmp_path / "download"
+    download.write_text("download")
+    target = tmp_path / "d/f.txt"
+    target.parent.mkdir()
+    target.write_text("new here")
+    with pytest.raises(FileExistsError):
+        _swap(download, target, None, tmp_path)
+    assert target.read_text() == "new here" and download.exists()
+    seen = scan_one(tmp_path, "d/f.txt", None)
+    assert _swap(download, target, seen, tmp_path) is None
+    assert target.read_text() == "download" and not download.exists()
+    download.write_text("deeper")
+    assert _swap(download, tmp_path / "e/g/h.txt", None, tmp_path) is None
+    assert (tmp_path / "e/g/h.txt").read_text() == "deeper" and not download.exists()

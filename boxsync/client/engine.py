@@ -751,22 +751,35 @@ class Engine:
 
 
 _AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
+#: What a file system that cannot do a C{renameat2} flag answers.
+_CANNOT = (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP)
 
 
-def _exchange(a: Path, b: Path) -> None:
+def _rename2(a: Path, b: Path, flags: int) -> None:
     """
-    Swap the files at C{a} and C{b} atomically (Linux's C{RENAME_EXCHANGE}).
+    Linux's C{renameat2} of C{a} to C{b} with C{flags}.
 
-    @raise OSError: C{ENOENT} if either is missing; C{ENOSYS} or C{EINVAL}
-        where the system or the file system cannot do it.
+    @raise OSError: C{ENOSYS} or C{EINVAL} where the system or the file
+        system cannot do it; else as C{rename} would.
     """
     renameat2 = libc.function(
         "renameat2", ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint
     )
     if renameat2 is None:
         raise OSError(errno.ENOSYS, "renameat2 is not available")
-    libc.check(renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE), str(b))
+    libc.check(renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), flags), str(b))
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """
+    Swap the files at C{a} and C{b} atomically (C{RENAME_EXCHANGE}).
+
+    @raise OSError: C{ENOENT} if either is missing; C{ENOSYS} or C{EINVAL}
+        where the system or the file system cannot do it.
+    """
+    _rename2(a, b, _RENAME_EXCHANGE)
 
 
 def _swap(temp: Path, target: Path, seen: LocalFile | None, root: Path) -> Path | None:
@@ -783,25 +796,21 @@ def _swap(temp: Path, target: Path, seen: LocalFile | None, root: Path) -> Path 
     """
     if seen is None:
         try:
-            # A link, unlike a rename, never replaces what is there.
-            _link(temp, target, root)
+            _move_new(temp, target, root)
         except FileExistsError:
             mode = os.lstat(target).st_mode
             if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
                 raise
             os.replace(temp, target)  # a link or a special file: replaced
-            return None
         except OSError:
             os.replace(temp, target)  # no hard links on this file system
-            return None
-        os.unlink(temp)
         return None
     try:
         _exchange(temp, target)
     except FileNotFoundError:
         return _swap(temp, target, None, root)  # gone since the look
     except OSError as e:
-        if e.errno not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        if e.errno not in _CANNOT:
             raise
         os.replace(temp, target)  # cannot swap here: the look must do
         return None
@@ -816,19 +825,29 @@ def _swap(temp: Path, target: Path, seen: LocalFile | None, root: Path) -> Path 
     return temp
 
 
-def _link(temp: Path, target: Path, root: Path) -> None:
+def _move_new(temp: Path, target: Path, root: Path) -> None:
     """
-    Link C{temp} at C{target}, making the folders it needs below C{root}
-    first.
+    Move C{temp} to C{target}, where nothing may be, making the folders it
+    needs below C{root} first.
 
     @raise FileExistsError: if there is something at C{target}.
-    @raise BadPath: if one of those folders is a link or a file.
     """
     try:
-        os.link(temp, target)
+        _move_no_replace(temp, target)
     except FileNotFoundError:
         _make_parents(root, target)
+        _move_no_replace(temp, target)
+
+
+def _move_no_replace(temp: Path, target: Path) -> None:
+    try:
+        _rename2(temp, target, _RENAME_NOREPLACE)
+    except OSError as e:
+        if e.errno not in _CANNOT:
+            raise
+        # A link, unlike a plain rename, never replaces what is there either.
         os.link(temp, target)
+        os.unlink(temp)
 
 
 def _make_parents(root: Path, target: Path) -> None:

@@ -189,17 +189,13 @@ async def download_batch(box: Box, paths: Sequence[str]) -> list[bytes]:
         total = 0
         for path in paths:
             row = rows.get(path)
-            local = box.storage.readable(path) if row is not None and not row.deleted else None
-            if row is None or local is None:
-                parts += _refusal(path, 404, f"{path!r} is not in the box")
-                continue
-            if row.size > BATCH_FILE_LIMIT:
-                parts += _refusal(path, 413, f"{path!r} is too large for a batch: download it on its own")
-                continue
-            try:
-                with open(local, "rb") as f:
-                    data = f.read(BATCH_FILE_LIMIT + 1)
-            except OSError:
+            data = None
+            if row is not None and not row.deleted:
+                if row.size > BATCH_FILE_LIMIT:
+                    parts += _refusal(path, 413, f"{path!r} is too large for a batch: download it on its own")
+                    continue
+                data = box.storage.read_small(path, BATCH_FILE_LIMIT)
+            if row is None or data is None:
                 parts += _refusal(path, 404, f"{path!r} is not in the box")
                 continue
             if total + len(data) > BATCH_MAX_BYTES:
