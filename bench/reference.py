@@ -133,8 +133,10 @@ class Nginx:
 
 def curl(*args: str) -> float:
     """
-    Run curl (silent, failing on an HTTP error) and return how long it took.
+    Run curl (silent, failing on an HTTP error) and return how long it took,
+    from a quiet disk (what earlier runs wrote is written out first).
     """
+    os.sync()
     start = time.perf_counter()
     result = subprocess.run(
         ["curl", "-sS", "--fail", "--max-time", "3600", *args], capture_output=True, text=True
