@@ -128,6 +128,20 @@ def _row(base: Base) -> tuple[Any, ...]:
 _SELECT = "SELECT path, sha256, size, mtime_ns, inode, seq FROM bases"
 
 
+def _write(db: sqlite3.Connection, changes: dict[str, Base | None]) -> None:
+    """
+    Record each path's new base, or (C{None}) drop its base.
+    """
+    db.executemany(
+        "INSERT OR REPLACE INTO bases VALUES (?, ?, ?, ?, ?, ?)",
+        [_row(base) for base in changes.values() if base is not None],
+    )
+    db.executemany(
+        "DELETE FROM bases WHERE path = ?",
+        [(path,) for path, base in changes.items() if base is None],
+    )
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     """
     Open the database at C{path}, bringing its schema up to date.
@@ -221,14 +235,7 @@ class LocalState:
             return
         changes = self._unwritten
         with self._locked_transaction(changes.items()) as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO bases VALUES (?, ?, ?, ?, ?, ?)",
-                [_row(base) for base in changes.values() if base is not None],
-            )
-            db.executemany(
-                "DELETE FROM bases WHERE path = ?",
-                [(path,) for path, base in changes.items() if base is None],
-            )
+            _write(db, changes)
         self._unwritten = {}
 
     def _remember(self, path: str, base: Base | None) -> None:
@@ -296,12 +303,9 @@ class LocalState:
         """
         Record several bases in one transaction.
         """
-        bases = list(bases)
-        with self._transaction((base.path, base) for base in bases) as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO bases VALUES (?, ?, ?, ?, ?, ?)",
-                map(_row, bases),
-            )
+        changes: dict[str, Base | None] = {base.path: base for base in bases}
+        with self._transaction(changes.items()) as db:
+            _write(db, changes)
 
     def forget(self, path: str) -> None:
         """
@@ -347,11 +351,9 @@ class LocalState:
         """
         Drop the bases of several paths in one transaction.
         """
-        paths = list(paths)
-        with self._transaction((path, None) for path in paths) as db:
-            db.executemany(
-                "DELETE FROM bases WHERE path = ?", ((path,) for path in paths)
-            )
+        changes: dict[str, Base | None] = dict.fromkeys(paths)
+        with self._transaction(changes.items()) as db:
+            _write(db, changes)
 
     def _get_meta(self, key: str) -> str | None:
         with self._lock:
