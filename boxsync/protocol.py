@@ -30,6 +30,9 @@ __all__ = [
     "LAST_EVENT_ID",
     "count_header",
     "sha256_header",
+    "TRAILER_HEADER",
+    "SHA256_TRAILER",
+    "SHA256_TRAILER_FEATURE",
     "ProtocolError",
     "FileEntry",
     "DeletedEntry",
@@ -68,6 +71,15 @@ JSON = "application/json"
 BASE_HEADER = "X-Boxsync-Base"
 #: The sha256 (hex) the client computed for an upload body.
 SHA256_HEADER = "X-Boxsync-Sha256"
+#: On an upload, C{sha256}: the body ends with the sha256 (64 hex digits)
+#: of the file's bytes, which come before it. A client hashes a large file
+#: as it sends it rather than reading it twice.
+TRAILER_HEADER = "X-Boxsync-Trailer"
+#: The length of that trailer.
+SHA256_TRAILER = 64
+#: What a server that takes that trailer, and manifest entries of new files
+#: without their sha256, lists among its C{features} (C{GET /healthz}).
+SHA256_TRAILER_FEATURE = "sha256-trailer"
 #: The modification time of an uploaded file, in nanoseconds.
 MTIME_HEADER = "X-Boxsync-Mtime"
 #: The name of the client making a request (shown in logs, conflict names).
@@ -143,10 +155,12 @@ class FileEntry:
     @ivar base: the seq of the server version the file was last in sync with;
         0 if it never was.
     @ivar changed: whether the file differs from that base version.
+    @ivar sha256: C{None} for a changed file the client has not hashed (it
+        hashes a large file as it uploads it): it then matches no version.
     """
 
     path: str
-    sha256: str
+    sha256: str | None
     size: int
     mtime_ns: int
     base: int = 0
@@ -261,10 +275,13 @@ def parse_manifest(body: bytes, max_entries: int = 1_000_000) -> Manifest:
         changed = item.get("changed", True)
         if not isinstance(changed, bool):
             raise ProtocolError("changed must be true or false")
+        sha256 = item.get("sha256")
+        if sha256 is None and not changed:
+            raise ProtocolError("a file listed without its sha256 must be changed")
         files.append(
             FileEntry(
                 path=once(_path(item.get("path"))),
-                sha256=_sha256(item.get("sha256")),
+                sha256=None if sha256 is None else _sha256(sha256),
                 size=_count(item.get("size"), "size"),
                 mtime_ns=_count(item.get("mtime_ns", 0), "mtime_ns"),
                 base=_count(item.get("base", 0), "base"),

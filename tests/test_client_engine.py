@@ -5,6 +5,7 @@ port, on temporary folders.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -329,13 +330,71 @@ async def test_large_transfers_wait_for_a_transfer_slot_small_ones_do_not(
 
 
 @pytest_twisted.ensureDeferred
+async def test_without_the_trailer_feature_every_file_is_hashed_first(
+    folders: Any, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A server that does not list C{sha256-trailer} would keep a trailer as
+    part of the file: the client then hashes every file before it uploads
+    it, and sends its sha256 ahead.
+    """
+    from boxsync.client import scanner
+    from boxsync.client.api import BoxsyncAPI
+
+    async def no_features(self: BoxsyncAPI) -> frozenset[str]:
+        return frozenset()
+
+    hashed: list[str] = []
+    real = scanner._hash_stable
+    monkeypatch.setattr(scanner, "_hash_stable", lambda local: hashed.append(Path(local).name) or real(local))
+    monkeypatch.setattr(BoxsyncAPI, "features", no_features)
+    a = folders("a")
+    data = os.urandom(3 * SMALL_FILE)
+    (a.root / "big.bin").write_bytes(data)
+    await a.sync()
+    assert hashed == ["big.bin"]
+    assert (server.box / "big.bin").read_bytes() == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_that_changed_as_it_was_hashed_and_sent_is_refused(
+    folders: Any, server: RunningServer
+) -> None:
+    """
+    Hashed as it is sent, a file that is no longer as it was when its size
+    was taken, or that is shorter, commits nothing: the server is sent a
+    sha256 that matches no bytes, as for a file that changed after hashing.
+    """
+    from twisted.web._newclient import RequestGenerationFailed, WrongBodyLength
+
+    from boxsync.client.api import APIError
+
+    a = folders("a")
+    local = a.root / "big.bin"
+    local.write_bytes(os.urandom(3 * SMALL_FILE))
+    assert await a.api.features() == {"sha256-trailer"}
+    with pytest.raises(APIError) as refused:
+        await a.api.upload("big.bin", local, 0, None, None, hash_as_sent=True, unchanged=lambda: False)
+    assert refused.value.status == 400 and "sha256" in refused.value.message
+    with pytest.raises(RequestGenerationFailed) as short:
+        await a.api.upload("big.bin", local, 0, None, None, size=4 * SMALL_FILE, hash_as_sent=True)
+    assert short.value.reasons[0].check(WrongBodyLength)
+    assert not (server.box / "big.bin").exists()
+    result = await a.api.upload("big.bin", local, 0, None, None, hash_as_sent=True)
+    assert result.sha256 == hashlib.sha256(local.read_bytes()).hexdigest()
+    assert (server.box / "big.bin").read_bytes() == local.read_bytes()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_new_file_is_read_once_before_its_upload(
     folders: Any, server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """
-    The scan hashes a new file for the manifest; the upload the plan asks
-    for reuses that hash while the file's stat is unchanged, and reads it
-    again only if it changed since.
+    The scan hashes a new small file for the manifest; the upload the plan
+    asks for reuses that hash while the file's stat is unchanged, and reads
+    it again only if it changed since. A new file that moves alone is not
+    read before its upload at all: it is hashed as it is sent, and its base
+    has that hash.
     """
     from boxsync.client import scanner
 
@@ -351,8 +410,11 @@ async def test_a_new_file_is_read_once_before_its_upload(
     (a.root / "big.bin").write_bytes(os.urandom(3 * SMALL_FILE))
     (a.root / "small.txt").write_text("small")
     await a.sync()
-    assert sorted(hashed) == ["big.bin", "small.txt"]
-    assert (server.box / "big.bin").read_bytes() == (a.root / "big.bin").read_bytes()
+    assert sorted(hashed) == ["small.txt"]
+    data = (a.root / "big.bin").read_bytes()
+    assert (server.box / "big.bin").read_bytes() == data
+    base = a.engine(once=True).state.get("big.bin")
+    assert base is not None and base.sha256 == hashlib.sha256(data).hexdigest()
     # The scan's hash stands only while the file's stat is what it saw.
     engine = a.engine(once=True)
     (a.root / "new.txt").write_text("one")

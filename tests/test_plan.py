@@ -61,6 +61,10 @@ def mine(base: int, changed: bool, sha: str = B) -> FileEntry:
         (mine(4, False), tomb(6), Delete("f", 6)),
         (mine(4, True), tomb(6), Upload("f", 6)),
         (mine(0, True), tomb(6), Upload("f", 6)),
+        # a new file the client has not hashed (it hashes it as it uploads)
+        (FileEntry("f", None, 1, 0, 0, True), None, Upload("f", 0)),
+        (FileEntry("f", None, 1, 0, 0, True), live(5), Conflict("f", A, 1, 0, 5)),
+        (FileEntry("f", None, 1, 0, 0, True), tomb(6), Upload("f", 6)),
         # the client deleted the file
         (DeletedEntry("f", 5), live(5), Remove("f", 5)),
         (DeletedEntry("f", 4), live(5), Download("f", A, 1, 0, 5)),

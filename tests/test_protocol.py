@@ -136,6 +136,8 @@ def test_manifest_round_trip() -> None:
     )
     assert parse_manifest(encode_manifest(manifest)) == manifest
     assert parse_manifest(b"") == Manifest()
+    unhashed = Manifest("laptop", 0, [FileEntry("big", None, 2**30, 2, 0, True)])
+    assert parse_manifest(encode_manifest(unhashed)) == unhashed
 
 
 @pytest.mark.parametrize(
@@ -148,6 +150,8 @@ def test_manifest_round_trip() -> None:
         b'{"files": [1]}',
         b'{"deleted": [1]}',
         b'{"files": [{"path": "a", "sha256": "xyz", "size": 1}]}',
+        # Only a changed file may come without its sha256.
+        b'{"files": [{"path": "a", "sha256": null, "size": 1, "changed": false}]}',
         b'{"files": [{"path": "a", "sha256": "' + SHA.encode() + b'", "size": -1}]}',
         b'{"files": [{"path": "a", "sha256": "' + SHA.encode() + b'", "size": true}]}',
         b'{"files": [{"path": "a", "sha256": "' + SHA.encode() + b'", "size": 1, "changed": 1}]}',

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import threading
 from pathlib import Path
@@ -476,3 +477,64 @@ def test_write_back_is_started_as_batches_are_written(tmp_path: Path, monkeypatc
     offset, length = ranges[-1]
     assert len(data) - (offset + length) < storage_module.WRITE_BACK_BYTES
     staged.discard()
+
+
+async def put_with_trailer(
+    server: RunningServer, body: bytes, chunked: bool = False, trailer: str = "sha256", **extra: str
+) -> Any:
+    """
+    C{PUT /files/t.bin} of C{body}, which ends with what the trailer header
+    (C{X-Boxsync-Trailer: trailer}) announces.
+    """
+    headers: list[tuple[str, bytes | str]] = [
+        ("Authorization", f"Bearer {KEY}"),
+        ("X-Boxsync-Trailer", trailer),
+        ("Connection", "close"),
+        *((name.replace("_", "-"), value) for name, value in extra.items()),
+    ]
+    request = http_request(server, "PUT", "/files/t.bin", headers, body, chunked=chunked)
+    return await (await send(server, request)).response()
+
+
+@pytest.mark.parametrize("size, chunked", [(3 * BATCH_SIZE + 5, False), (1000, True), (0, False)])
+@pytest_twisted.ensureDeferred
+async def test_a_sha256_trailer_is_checked_and_kept_out_of_the_file(
+    server: RunningServer, size: int, chunked: bool
+) -> None:
+    """
+    A body that ends with its sha256 is stored without those 64 bytes, in
+    large pieces as in pieces of 7 bytes (the trailer split across many).
+    """
+    data = os.urandom(size)
+    digest = hashlib.sha256(data).hexdigest()
+    response = await put_with_trailer(server, data + digest.encode(), chunked)
+    assert response.status == 201, response.body
+    assert (json.loads(response.body)["sha256"], json.loads(response.body)["size"]) == (digest, size)
+    assert (server.box / "t.bin").read_bytes() == data
+    assert list((server.box / ".boxsync/staging").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "body, extra, error",
+    [
+        # The bytes are not those the trailer names (a file changed as it was sent).
+        (b"data" + b"0" * 64, {}, "sha256"),
+        (b"data" + b"Z" * 64, {}, "sha256 must be"),
+        (b"short", {}, "shorter than its sha256 trailer"),
+        (b"data" + hashlib.sha256(b"data").hexdigest().encode(), {"trailer": "md5"}, "must be sha256"),
+        (
+            b"data" + hashlib.sha256(b"data").hexdigest().encode(),
+            {"X_Boxsync_Sha256": hashlib.sha256(b"data").hexdigest()},
+            "give one",
+        ),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_bad_sha256_trailer_commits_nothing(
+    server: RunningServer, body: bytes, extra: dict[str, str], error: str
+) -> None:
+    response = await put_with_trailer(server, body, **extra)
+    assert response.status == 400, response.body
+    assert error in json.loads(response.body)["error"]
+    assert not (server.box / "t.bin").exists()
+    await until(server.reactor, lambda: list((server.box / ".boxsync/staging").iterdir()) == [])

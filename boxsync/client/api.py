@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import socket
 import sys
 import termios
@@ -62,7 +63,10 @@ from ..protocol import (
     MTIME_HEADER,
     SEQ_HEADER,
     SHA256_HEADER,
+    SHA256_TRAILER,
+    SHA256_TRAILER_FEATURE,
     STREAM_HEADER,
+    TRAILER_HEADER,
     Event,
     Manifest,
     ProtocolError,
@@ -402,6 +406,38 @@ class _Prefix:
         self.file.close()
 
 
+@define
+class _Hashing:
+    """
+    A file being sent, hashed as it is read: once C{size} bytes are read,
+    their sha256 (hex) follows, or, if they are fewer or C{unchanged} says
+    the file changed meanwhile, a digest of no file.
+    """
+
+    file: _Prefix
+    size: int
+    unchanged: Callable[[], bool]
+    _digest: hashlib._Hash = field(factory=hashlib.sha256)
+    _read: int = 0
+    _ended: bool = False
+
+    def read(self, size: int) -> bytes:
+        data = self.file.read(size)
+        if data:
+            self._digest.update(data)
+            self._read += len(data)
+            return data
+        if self._ended:
+            return b""
+        self._ended = True
+        if self._read != self.size or not self.unchanged():
+            return b"0" * SHA256_TRAILER
+        return self._digest.hexdigest().encode("ascii")
+
+    def close(self) -> None:
+        self.file.close()
+
+
 @implementer(IConsumer)
 @define
 class _CountingConsumer:
@@ -662,6 +698,23 @@ class BoxsyncAPI:
         """
         Whether the server answers its liveness probe.
         """
+        return await self._health() is not None
+
+    async def features(self) -> frozenset[str]:
+        """
+        What the server can do beyond the first protocol, as its liveness
+        probe tells (nothing, if it does not answer).
+        """
+        body = await self._health()
+        features = body.get("features") if body is not None else None
+        if not isinstance(features, list):
+            return frozenset()
+        return frozenset(name for name in features if isinstance(name, str))
+
+    async def _health(self) -> dict[str, Any] | None:
+        """
+        The answer to the liveness probe, if the server is healthy.
+        """
         try:
             response = await self._request("GET", "/healthz", self._headers())
             body = await self._json(response)
@@ -669,9 +722,10 @@ class BoxsyncAPI:
             raise
         except Exception as e:
             self.log.info("{url} is not healthy: {error}", url=self.base_url, error=e)
-            return False
-        healthy = isinstance(body, dict) and body.get("status") == "ok"
-        return response.code == 200 and healthy
+            return None
+        if response.code != 200 or not isinstance(body, dict) or body.get("status") != "ok":
+            return None
+        return body
 
     async def list_files(self, after: str = "", limit: int = 1000) -> list[RemoteFile]:
         """
@@ -737,6 +791,8 @@ class BoxsyncAPI:
         mtime_ns: int | None,
         on_progress: Callable[[int], object] | None = None,
         size: int | None = None,
+        hash_as_sent: bool = False,
+        unchanged: Callable[[], bool] | None = None,
     ) -> CommitResult:
         """
         Commit the file C{local} as C{path}, streaming it from disk.
@@ -749,22 +805,39 @@ class BoxsyncAPI:
         @param size: send only the first C{size} bytes: the size the file had
             when it was hashed (a file being appended to still matches
             C{sha256} then). Default: all of it.
+        @param hash_as_sent: without C{sha256}: compute it as the file is
+            read and send it after the file's bytes, for the server to check
+            (only for a server with the L{SHA256_TRAILER_FEATURE}: another
+            would keep it as part of the file).
+        @param unchanged: with C{hash_as_sent}, asked once all of the file is
+            read whether it is still as it was when C{size} was taken: if
+            not, the server is sent a sha256 that refuses the upload, as it
+            refuses a file that changed after it was hashed.
         @raise StaleBase: if the path is no longer at C{base}.
         @raise APIError: for any other refusal.
         """
+        trailer = hash_as_sent and sha256 is None
         headers = self._headers(
             {
                 "Content-Type": "application/octet-stream",
                 BASE_HEADER: base,
                 SHA256_HEADER: sha256,
+                TRAILER_HEADER: "sha256" if trailer else None,
                 MTIME_HEADER: mtime_ns,
             },
             commit=True,
         )
         with local.open("rb") as f:
-            body = FileBodyProducer(f if size is None else _Prefix(f, size), self.cooperator)
-            if size is not None:
-                body.length = size
+            source: BinaryIO | _Prefix | _Hashing = f if size is None else _Prefix(f, size)
+            length = size
+            if trailer:
+                if size is None:
+                    size = os.fstat(f.fileno()).st_size
+                source = _Hashing(_Prefix(f, size), size, unchanged or (lambda: True))
+                length = size + SHA256_TRAILER
+            body = FileBodyProducer(source, self.cooperator)
+            if length is not None:
+                body.length = length
             response = await self._request(
                 "PUT", _file_path(path), headers, body, on_progress
             )

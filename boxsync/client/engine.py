@@ -36,6 +36,7 @@ from .. import libc
 from ..paths import HIDDEN_DIR, BadPath, to_local
 from ..protocol import (
     BATCH_FILE_LIMIT,
+    SHA256_TRAILER_FEATURE,
     Conflict,
     Delete,
     Download,
@@ -50,6 +51,7 @@ from .api import (
     APIError,
     AuthError,
     BoxsyncAPI,
+    CommitResult,
     DigestMismatch,
     NotFound,
     StaleBase,
@@ -65,7 +67,6 @@ from .scanner import (
     ScanResult,
     scan,
     scan_one,
-    stat_key,
     unchanged,
 )
 from .state import Base, LocalState
@@ -152,6 +153,8 @@ class Engine:
     _sent: dict[str, str] = field(factory=dict)
     # The files this session's scan hashed, until first looked at again.
     _hashed: dict[str, LocalFile] = field(factory=dict)
+    #: Whether the server takes an upload's sha256 after its bytes.
+    _trailers: bool = False
     _synced: bool = False
     last_error: str | None = None
     _idle_waiters: list[Deferred[None]] = field(factory=list)
@@ -250,10 +253,11 @@ class Engine:
         self._failed = False
         self._synced = False
         self.last_error = None
+        self._trailers = SHA256_TRAILER_FEATURE in await self.api.features()
         result = await self.scan()
         cursor = self.state.cursor
         manifest = result.to_manifest(self.name, cursor, only_changed=cursor > 0)
-        self._sent = {entry.path: entry.sha256 for entry in manifest.files}
+        self._sent = {e.path: e.sha256 for e in manifest.files if e.sha256 is not None}
         self._hashed = {
             path: file for path, file in result.files.items() if file.changed or file.base == 0
         }
@@ -318,12 +322,22 @@ class Engine:
         """
         self.ignore.reload()
         bases = self.state.all()
-        result: ScanResult = await self._thread(lambda: scan(self.root, bases, self.ignore))
+        unhashed = self._unhashed_over()
+        result: ScanResult = await self._thread(
+            lambda: scan(self.root, bases, self.ignore, unhashed)
+        )
         if result.refreshed:
             self.state.put_many(result.refreshed)
         for skipped in result.skipped:
             self.log.warn("not syncing {path}: {reason}", path=skipped.path, reason=skipped.reason)
         return result
+
+    def _unhashed_over(self) -> int | None:
+        """
+        The size over which a new file is not hashed before its upload but
+        as it is sent, if the server takes that (files that move alone).
+        """
+        return SMALL_FILE if self._trailers else None
 
     def _thread(self, fn: Callable[[], Any]) -> Deferred[Any]:
         from twisted.internet.threads import deferToThreadPool
@@ -465,24 +479,28 @@ class Engine:
         async with self._large:
             return await alone()
 
-    async def _look(self, path: str) -> LocalFile | None:
+    async def _look(self, path: str, to_upload: bool = False) -> LocalFile | None:
         """
         The file at C{path} now, compared with its base (hashed in a thread
         if its stat changed); waits while it is being written.
+
+        @param to_upload: the look is for an upload: a large new file is not
+            hashed, if the server takes its hash after its bytes.
         """
         base = self.state.get(path)
+        unhashed = self._unhashed_over() if to_upload else None
         hashed = self._hashed.pop(path, None)
-        if hashed is not None:
+        if hashed is not None and (hashed.sha256 is not None or unhashed is not None):
             unchanged = self._unchanged_since_scan(hashed, base)
             if unchanged is not None:
                 return unchanged
         for attempt in range(20):
             try:
                 try:
-                    return scan_one(self.root, path, base, INLINE_READ)
+                    return scan_one(self.root, path, base, INLINE_READ, unhashed)
                 except ReadElsewhere:
                     found: LocalFile | None = await self._thread(
-                        lambda: scan_one(self.root, path, base)
+                        lambda: scan_one(self.root, path, base, None, unhashed)
                     )
                     return found
             except FileChanging:
@@ -491,15 +509,15 @@ class Engine:
 
     def _unchanged_since_scan(self, hashed: LocalFile, base: Base | None) -> LocalFile | None:
         """
-        The file the scan hashed, compared with C{base}, if its stat is still
-        what the scan saw (so a new file is not read twice before its upload);
-        else C{None}.
+        The file the scan looked at, compared with C{base}, if its stat is
+        still what the scan saw (so a new file is not read twice before its
+        upload); else C{None}.
         """
         try:
-            st = os.stat(self._local(hashed.path), follow_symlinks=False)
-        except (OSError, BadPath):
+            local = self._local(hashed.path)
+        except BadPath:
             return None
-        if not stat.S_ISREG(st.st_mode) or stat_key(st) != (hashed.size, hashed.mtime_ns, hashed.inode):
+        if not hashed.is_still(local) or (hashed.sha256 is None and base is not None):
             return None
         changed = base is None or hashed.sha256 != base.sha256
         return evolve(hashed, base=base.seq if base is not None else 0, changed=changed)
@@ -507,7 +525,7 @@ class Engine:
     async def _local_change(self, path: str) -> None:
         if self.ignore.ignored(path):
             return
-        file = await self._look(path)
+        file = await self._look(path, to_upload=True)
         base = self.state.get(path)
         if file is None:
             if base is not None:
@@ -517,7 +535,7 @@ class Engine:
             await self._upload(file, base.seq if base is not None else 0)
 
     async def _upload_event(self, event: Upload) -> None:
-        file = await self._look(event.path)
+        file = await self._look(event.path, to_upload=True)
         if file is None:
             return
         base = self.state.get(event.path)
@@ -532,12 +550,18 @@ class Engine:
     async def _upload(self, file: LocalFile, base: int) -> None:
         local = self._local(file.path)
         self.reporter.started("upload", file.path, file.size)
+
+        def batched() -> Deferred[CommitResult]:
+            # Only files that move alone are left unhashed.
+            assert file.sha256 is not None
+            return self._batcher.upload(
+                file.path, local, base, file.sha256, file.mtime_ns, file.size, file.data
+            )
+
         try:
             result = await self._transfer(
                 file.size,
-                lambda: self._batcher.upload(
-                    file.path, local, base, file.sha256, file.mtime_ns, file.size, file.data
-                ),
+                batched,
                 lambda: self.api.upload(
                     file.path,
                     local,
@@ -546,6 +570,8 @@ class Engine:
                     file.mtime_ns,
                     on_progress=lambda n: self.reporter.progress(file.path, n),
                     size=file.size,
+                    hash_as_sent=file.sha256 is None,
+                    unchanged=lambda: file.is_still(local),
                 ),
             )
         except StaleBase:
@@ -566,7 +592,7 @@ class Engine:
             self.reporter.finished(file.path, "failed")
             raise
         self.reporter.finished(file.path)
-        self.state.put(file.as_base(result.seq))
+        self.state.put(file.as_base(result.seq, result.sha256))
 
     async def _remove(self, path: str, base: int) -> None:
         try:
@@ -634,8 +660,8 @@ class Engine:
         file = await self._look(event.path)
         if file is None:
             return
-        sent = self._sent.get(event.path, file.sha256)
-        if file.sha256 == sent:
+        sent = self._sent.get(event.path)
+        if sent is None or file.sha256 == sent:
             self.state.put(file.as_base(event.seq))
             return
         # Edited since the manifest said it was the server's version: the
@@ -814,12 +840,7 @@ def _swap(temp: Path, target: Path, seen: LocalFile | None, root: Path) -> Path 
             raise
         os.replace(temp, target)  # cannot swap here: the look must do
         return None
-    st = os.stat(temp, follow_symlinks=False)
-    if stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns, st.st_ino) == (
-        seen.size,
-        seen.mtime_ns,
-        seen.inode,
-    ):
+    if seen.is_still(temp):
         os.unlink(temp)
         return None
     return temp

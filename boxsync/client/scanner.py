@@ -152,6 +152,8 @@ class LocalFile:
     """
     A file in the folder as the scan found it.
 
+    @ivar sha256: C{None} for a new file left unread (see C{unhashed_over}
+        in L{scan}): it is hashed as it is uploaded.
     @ivar base: the seq of the base (0 if the file has none).
     @ivar changed: whether the file differs from its base.
     @ivar data: the bytes hashed, for a small file read on the reactor's
@@ -159,7 +161,7 @@ class LocalFile:
     """
 
     path: str
-    sha256: str
+    sha256: str | None
     size: int
     mtime_ns: int
     inode: int
@@ -175,11 +177,26 @@ class LocalFile:
             self.path, self.sha256, self.size, self.mtime_ns, self.base, self.changed
         )
 
-    def as_base(self, seq: int) -> Base:
+    def as_base(self, seq: int, sha256: str | None = None) -> Base:
         """
-        The base to record once this file is known to be version C{seq}.
+        The base to record once this file is known to be version C{seq}
+        (whose sha256 is C{sha256}, if this file was not hashed).
         """
-        return Base(self.path, self.sha256, self.size, self.mtime_ns, self.inode, seq)
+        digest = self.sha256 or sha256
+        if digest is None:
+            raise ValueError(f"{self.path} was not hashed")
+        return Base(self.path, digest, self.size, self.mtime_ns, self.inode, seq)
+
+    def is_still(self, local: str | Path) -> bool:
+        """
+        Whether the file at C{local} has the stat this file was found with:
+        then its bytes are the same.
+        """
+        try:
+            st = os.stat(local, follow_symlinks=False)
+        except (OSError, ValueError):
+            return False
+        return stat.S_ISREG(st.st_mode) and stat_key(st) == (self.size, self.mtime_ns, self.inode)
 
 
 @frozen
@@ -331,19 +348,25 @@ def _examine(
     st: os.stat_result,
     base: Base | None,
     max_read: int | None = None,
+    unhashed_over: int | None = None,
 ) -> tuple[LocalFile, bool]:
     """
     Compare a file with its base, reading it only if its stat changed.
 
     @param max_read: the largest file to read (C{None}: any).
+    @param unhashed_over: a file with no base larger than this is not read
+        (C{None}: every file is): it is new, whatever its bytes.
     @return: the file, and whether it was read and found identical to its
         base (whose stat should then be refreshed).
     @raise ReadElsewhere: if it must be read and is larger than C{max_read}.
     """
     seq = base.seq if base is not None else 0
     data = None
+    sha256: str | None
     if base is not None and _matches(st, base):
         sha256, changed, refreshed = base.sha256, False, False
+    elif base is None and unhashed_over is not None and st.st_size > unhashed_over:
+        sha256, changed, refreshed = None, True, False
     else:
         if max_read is None:
             sha256, st = _hash_stable(local)
@@ -369,7 +392,9 @@ def _below_any(path: str, directories: set[str]) -> bool:
     )
 
 
-def scan(root: Path, state: Mapping[str, Base], ignore: IgnoreRules) -> ScanResult:
+def scan(
+    root: Path, state: Mapping[str, Base], ignore: IgnoreRules, unhashed_over: int | None = None
+) -> ScanResult:
     """
     Find every synced file below C{root} and compare it with its base.
 
@@ -378,6 +403,8 @@ def scan(root: Path, state: Mapping[str, Base], ignore: IgnoreRules) -> ScanResu
     could not be read (a file that cannot be read is not a deleted file).
 
     @param state: the bases, by path (a snapshot of L{LocalState.all}).
+    @param unhashed_over: new files (with no base) larger than this are
+        listed unhashed (C{None}: all are hashed); see L{LocalFile.sha256}.
     @raise OSError: if C{root} cannot be listed.
     """
     files: dict[str, LocalFile] = {}
@@ -389,7 +416,7 @@ def scan(root: Path, state: Mapping[str, Base], ignore: IgnoreRules) -> ScanResu
         base = state.get(path)
         try:
             found, same = _examine(
-                entry.path, path, entry.stat(follow_symlinks=False), base
+                entry.path, path, entry.stat(follow_symlinks=False), base, None, unhashed_over
             )
         except FileNotFoundError:
             continue
@@ -419,7 +446,11 @@ def scan(root: Path, state: Mapping[str, Base], ignore: IgnoreRules) -> ScanResu
 
 
 def scan_one(
-    root: Path, path: str, base: Base | None, max_read: int | None = None
+    root: Path,
+    path: str,
+    base: Base | None,
+    max_read: int | None = None,
+    unhashed_over: int | None = None,
 ) -> LocalFile | None:
     """
     Look at one file, as L{scan} does.
@@ -429,6 +460,7 @@ def scan_one(
     @param max_read: the largest file to read (C{None}: any): a caller on
         the reactor's thread looks at small files itself, and hands larger
         ones that must be read to a thread.
+    @param unhashed_over: as for L{scan}.
 
     @return: the file, or C{None} if there is no regular file at C{path}
         (or the path is not acceptable).
@@ -444,7 +476,7 @@ def scan_one(
     if not stat.S_ISREG(st.st_mode):
         return None
     try:
-        return _examine(local, path, st, base, max_read)[0]
+        return _examine(local, path, st, base, max_read, unhashed_over)[0]
     except FileNotFoundError:
         return None
 

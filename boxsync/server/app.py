@@ -34,6 +34,7 @@ from ..protocol import (
     MTIME_HEADER,
     SEQ_HEADER,
     SHA256_HEADER,
+    SHA256_TRAILER_FEATURE,
     STREAM_HEADER,
     ProtocolError,
     count_header,
@@ -51,7 +52,7 @@ from .index import FileRecord
 from .limits import MAX_MANIFEST_ENTRIES
 from .plan import plan
 from .storage import DiskFull
-from .uploads import BodyTooLarge, check_body, take_upload
+from .uploads import BodyTooLarge, check_body, take_upload, trailer_sha256
 
 if TYPE_CHECKING:
     from .legacy import LegacyAdapter
@@ -241,7 +242,7 @@ class BoxsyncApp:
         return json_body(request, 500, {"error": "internal server error"})
 
     def healthz(self, request: IRequest) -> bytes:
-        return json_body(request, 200, {"status": "ok"})
+        return json_body(request, 200, {"status": "ok", "features": [SHA256_TRAILER_FEATURE]})
 
     async def sync(self, request: IRequest, principal: Principal) -> None:
         # boxsync's clients ask for an event stream; the legacy ones do not.
@@ -302,6 +303,11 @@ class BoxsyncApp:
             path = normalize(path)
             base = count_header(header(request, BASE_HEADER), BASE_HEADER)
             sha256 = sha256_header(header(request, SHA256_HEADER))
+            trailer = trailer_sha256(request)
+            if trailer is not None:
+                if sha256 is not None:
+                    raise ProtocolError(f"{SHA256_HEADER} and a sha256 trailer: give one")
+                sha256 = trailer
             mtime_ns = count_header(header(request, MTIME_HEADER), MTIME_HEADER)
         except BaseException:
             staged.discard()

@@ -10,9 +10,11 @@ through a L{HashingWriter}: pieces are gathered into batches that are
 written and hashed in a worker thread, in order, while the reactor thread
 goes on reading the socket. While too much waits for the disk, the
 connection is not read from. So an upload of any size costs the same small
-memory and is never copied. Every other body (a manifest) is collected as
-before, but only up to a limit: past it, the rest is read and dropped, and
-the request fails with L{BodyTooLarge}.
+memory and is never copied. An upload whose body ends with its sha256
+(L{TRAILER_HEADER}) has those last bytes held back from the file, for the
+route to check. Every other body (a manifest) is collected as before, but
+only up to a limit: past it, the rest is read and dropped, and the request
+fails with L{BodyTooLarge}.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from ..protocol import SHA256_TRAILER, TRAILER_HEADER, ProtocolError, sha256_header
 from ..writer import HashingWriter, Runner
 from .limits import LimitedChannel, LimitedSite
 from .storage import StagingFile, as_disk_full, discarding
 
-__all__ = ["StreamingRequest", "UploadSite", "take_upload", "check_body", "BodyTooLarge"]
+__all__ = ["StreamingRequest", "UploadSite", "take_upload", "check_body", "trailer_sha256", "BodyTooLarge"]
 
 #: How many bytes the connection of an upload reads at a time (Twisted reads
 #: 64 KiB): fewer, larger reads leave more of the reactor thread free.
@@ -130,9 +133,12 @@ class StreamingRequest(Request):
     @ivar writer: what feeds C{staged}, with it.
     @ivar body_error: what went wrong with the body on its way in (refused
         credentials, too large, a full disk), for the route to raise.
+    @ivar trailer: the last bytes of an upload body that ends with its
+        sha256 (so far: at most its length); C{None} for any other body.
     """
 
     staged: StagingFile | None = None
+    trailer: bytes | None = None
     writer: HashingWriter | None = None
     _reading: _Reading | None = None
     body_error: Exception | None = None
@@ -168,6 +174,13 @@ class StreamingRequest(Request):
             self.body_error = e
             return
         self.writer = staged.writer(site.run)
+        trailer = self.requestHeaders.getRawHeaders(TRAILER_HEADER, [None])[-1]
+        if trailer is not None and channel._command == b"PUT":  # type: ignore[attr-defined]
+            if trailer.strip().lower() != "sha256":
+                self.body_error = ProtocolError(f"{TRAILER_HEADER} must be sha256")
+                self._drop()
+                return
+            self.trailer = b""
         transport = channel.transport
         if isinstance(transport, Connection):
             # Stays so for the later requests of this connection.
@@ -201,12 +214,29 @@ class StreamingRequest(Request):
             super().handleContentChunk(data)
             return
         try:
-            writer.write(data)
+            for piece in self._held_back(data):
+                writer.write(piece)
         except Exception as e:
             # The rest of the body is dropped (the writer let go of the
             # connection); no batch is under way any more.
             self.body_error = cast(Exception, as_disk_full(e))
             self._drop()
+
+    def _held_back(self, data: bytes) -> list[bytes]:
+        """
+        What of the body so far goes to the file: all but the trailer's
+        length at its end, if the body has a trailer. No large piece is
+        copied.
+        """
+        held = self.trailer
+        if held is None:
+            return [data]
+        if len(data) >= SHA256_TRAILER:
+            self.trailer = data[-SHA256_TRAILER:]
+            return [held, memoryview(data)[:-SHA256_TRAILER]]  # type: ignore[list-item]
+        joined = held + data
+        self.trailer = joined[-SHA256_TRAILER:]
+        return [joined[:-SHA256_TRAILER]]
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         # The whole body is in: nothing more to read for it, however much
@@ -280,3 +310,18 @@ async def take_upload(request: object) -> StagingFile:
         with discarding(staged):
             await writer.close()
     return staged
+
+
+def trailer_sha256(request: object) -> str | None:
+    """
+    The sha256 an upload body ended with, if it had a trailer.
+
+    @raise ProtocolError: if the trailer is not a sha256, or the body was
+        shorter than one.
+    """
+    trailer: bytes | None = getattr(request, "trailer", None)
+    if trailer is None:
+        return None
+    if len(trailer) < SHA256_TRAILER:
+        raise ProtocolError("the body is shorter than its sha256 trailer")
+    return sha256_header(trailer.decode("ascii", "replace"))
