@@ -10,6 +10,8 @@ Rows:
 - ``curl → nginx`` / ``curl → boxsync``: the same curl command against both
   servers (upload ``-T``, download to a file and to ``/dev/null``). boxsync
   also checks the sha256 and fsyncs before it answers; nginx does neither.
+  So uploads are also compared with ``nginx + sync``: the same PUT to nginx
+  timed until its file is on the disk, as boxsync's is when it answers.
 - ``boxsync-client``: a whole ``boxsync-client --once`` run, up from a folder
   holding the file (hashing it first) and down into an empty folder (verifying
   it), process start-up included.
@@ -77,7 +79,10 @@ def run(size_mib: int, runs: int = 3, use_nginx: bool = True) -> list[dict[str, 
             for i in range(runs):
                 print(f"  bulk {size_mib} MiB: run {i + 1}/{runs}", flush=True, file=sys.stderr)
                 if nginx is not None:
-                    record("nginx up", curl("-T", str(source), nginx.url + "/big.bin", "-o", "/dev/null"))
+                    put = ("-T", str(source), nginx.url + "/big.bin", "-o", "/dev/null")
+                    record("nginx up", curl(*put))
+                    check(nginx.root / "big.bin", "nginx PUT")
+                    record("nginx up+sync", curl(*put, durable=True))
                     check(nginx.root / "big.bin", "nginx PUT")
                     # Put it back for the downloads (not timed).
                     os.link(source, nginx.root / "big.bin")
@@ -137,7 +142,9 @@ def run(size_mib: int, runs: int = 3, use_nginx: bool = True) -> list[dict[str, 
         row("upload, curl -T", "boxsync up", "nginx up", "boxsync also checks sha256 and fsyncs"),
         row("download to a file, curl", "boxsync down", "nginx down"),
         row("download to /dev/null, curl", "boxsync null", "nginx null"),
-        row("upload, boxsync-client --once", "client up", "nginx up", f"hash + upload + {startup:.2f} s start-up"),
+        row("upload, boxsync-client --once", "client up", "nginx up", f"hashed as sent + {startup:.2f} s start-up"),
+        row("upload, curl -T, vs nginx + sync", "boxsync up", "nginx up+sync", "both on disk when timed"),
+        row("upload, client --once, vs nginx + sync", "client up", "nginx up+sync", "both on disk when timed"),
         row("download, boxsync-client --once", "client down", "nginx down", f"verify + {startup:.2f} s start-up"),
     ]
     for name, key, ref in (("upload", "client up", "nginx up"), ("download", "client down", "nginx down")):

@@ -131,16 +131,22 @@ class Nginx:
         self.stop()
 
 
-def curl(*args: str) -> float:
+def curl(*args: str, durable: bool = False) -> float:
     """
     Run curl (silent, failing on an HTTP error) and return how long it took,
     from a quiet disk (what earlier runs wrote is written out first).
+
+    @param durable: count the time until what the server wrote is on the
+        disk (a C{sync} after curl): boxsync answers an upload only then,
+        nginx as soon as the file is in the page cache.
     """
     os.sync()
     start = time.perf_counter()
     result = subprocess.run(
         ["curl", "-sS", "--fail", "--max-time", "3600", *args], capture_output=True, text=True
     )
+    if durable:
+        os.sync()
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"curl {' '.join(args)} failed: {result.stderr.strip()}")
