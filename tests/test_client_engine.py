@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -15,6 +16,7 @@ import pytest_twisted
 from boxsync.client.cli import Options, UserError, parse, run
 from boxsync.client.engine import SMALL_FILE, Engine, conflict_name
 from boxsync.client.ignore import IgnoreRules
+from boxsync.client.scanner import SETTLED_NS
 from boxsync.client.progress import NOTED_START, LogReporter, RichReporter, reporter_for
 from tests.helpers import Folder, RunningServer, json_of, put, timed
 from boxsync.testing import tree
@@ -351,6 +353,8 @@ async def test_without_the_trailer_feature_every_file_is_hashed_first(
     a = folders("a")
     data = os.urandom(3 * SMALL_FILE)
     (a.root / "big.bin").write_bytes(data)
+    old = time.time_ns() - 2 * SETTLED_NS
+    os.utime(a.root / "big.bin", ns=(old, old))
     await a.sync()
     assert hashed == ["big.bin"]
     assert (server.box / "big.bin").read_bytes() == data
@@ -392,9 +396,9 @@ async def test_a_new_file_is_read_once_before_its_upload(
     """
     The scan hashes a new small file for the manifest; the upload the plan
     asks for reuses that hash while the file's stat is unchanged, and reads
-    it again only if it changed since. A new file that moves alone is not
-    read before its upload at all: it is hashed as it is sent, and its base
-    has that hash.
+    it again only if it changed since. A new file that moves alone and was
+    written a while ago is not read before its upload at all: it is hashed
+    as it is sent, and its base has that hash.
     """
     from boxsync.client import scanner
 
@@ -409,8 +413,14 @@ async def test_a_new_file_is_read_once_before_its_upload(
     a = folders("a")
     (a.root / "big.bin").write_bytes(os.urandom(3 * SMALL_FILE))
     (a.root / "small.txt").write_text("small")
+    (a.root / "fresh.bin").write_bytes(os.urandom(3 * SMALL_FILE))
+    # Written a while ago: a file written just now may still be being
+    # written, and is hashed first.
+    old = time.time_ns() - 2 * SETTLED_NS
+    for name in ("big.bin", "small.txt"):
+        os.utime(a.root / name, ns=(old, old))
     await a.sync()
-    assert sorted(hashed) == ["small.txt"]
+    assert sorted(hashed) == ["fresh.bin", "small.txt"]
     data = (a.root / "big.bin").read_bytes()
     assert (server.box / "big.bin").read_bytes() == data
     base = a.engine(once=True).state.get("big.bin")

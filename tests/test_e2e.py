@@ -182,7 +182,7 @@ def test_demo_moves_a_file(tmp_path: Path) -> None:
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "boxsync.demo", "--seconds", "8", str(tmp_path / "demo")],
+        [sys.executable, "-m", "boxsync.demo", "--seconds", "15", str(tmp_path / "demo")],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr

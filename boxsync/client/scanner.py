@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, TypeVar
 
@@ -33,6 +34,7 @@ __all__ = [
     "FileChanging",
     "LocalFile",
     "ReadElsewhere",
+    "SETTLED_NS",
     "ScanResult",
     "Skipped",
     "StatKey",
@@ -52,6 +54,11 @@ CHUNK_SIZE = 1 << 20
 
 #: How many times a file that changes while it is hashed is hashed again.
 _ATTEMPTS = 3
+
+#: How long ago a file must have been last written for it to be sent
+#: unhashed (see C{unhashed_over} in L{scan}): a fresher one may still be
+#: being written, and hashing it first waits until it is not.
+SETTLED_NS = 1_000_000_000
 
 #: A file's size, mtime (ns) and inode: if none changed, its bytes did not.
 StatKey = tuple[int, int, int]
@@ -354,8 +361,9 @@ def _examine(
     Compare a file with its base, reading it only if its stat changed.
 
     @param max_read: the largest file to read (C{None}: any).
-    @param unhashed_over: a file with no base larger than this is not read
-        (C{None}: every file is): it is new, whatever its bytes.
+    @param unhashed_over: a file with no base larger than this, last
+        written over L{SETTLED_NS} ago, is not read (C{None}: every file
+        is): it is new, whatever its bytes.
     @return: the file, and whether it was read and found identical to its
         base (whose stat should then be refreshed).
     @raise ReadElsewhere: if it must be read and is larger than C{max_read}.
@@ -365,7 +373,12 @@ def _examine(
     sha256: str | None
     if base is not None and _matches(st, base):
         sha256, changed, refreshed = base.sha256, False, False
-    elif base is None and unhashed_over is not None and st.st_size > unhashed_over:
+    elif (
+        base is None
+        and unhashed_over is not None
+        and st.st_size > unhashed_over
+        and time.time_ns() - st.st_mtime_ns >= SETTLED_NS
+    ):
         sha256, changed, refreshed = None, True, False
     else:
         if max_read is None:
@@ -403,8 +416,9 @@ def scan(
     could not be read (a file that cannot be read is not a deleted file).
 
     @param state: the bases, by path (a snapshot of L{LocalState.all}).
-    @param unhashed_over: new files (with no base) larger than this are
-        listed unhashed (C{None}: all are hashed); see L{LocalFile.sha256}.
+    @param unhashed_over: new files (with no base) larger than this, and
+        not written to for L{SETTLED_NS}, are listed unhashed (C{None}: all
+        are hashed); see L{LocalFile.sha256}.
     @raise OSError: if C{root} cannot be listed.
     """
     files: dict[str, LocalFile] = {}
