@@ -331,30 +331,53 @@ async def test_large_transfers_wait_for_a_transfer_slot_small_ones_do_not(
     assert await timed(big2, reactor) == "big2"
 
 
+def settled(path: Path, size: int) -> bytes:
+    """
+    Write C{size} random bytes to C{path}, as if a while ago (a file written
+    just now may still be being written, and is hashed before an upload).
+    """
+    data = os.urandom(size)
+    path.write_bytes(data)
+    old = time.time_ns() - 2 * SETTLED_NS
+    os.utime(path, ns=(old, old))
+    return data
+
+
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """
+    The names of the files the scanner reads to hash them, as it does.
+    """
+    from boxsync.client import scanner
+
+    names: list[str] = []
+    real = scanner._hash_stable
+
+    def counting(local: Any) -> Any:
+        names.append(Path(local).name)
+        return real(local)
+
+    monkeypatch.setattr(scanner, "_hash_stable", counting)
+    return names
+
+
 @pytest_twisted.ensureDeferred
 async def test_without_the_trailer_feature_every_file_is_hashed_first(
-    folders: Any, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+    folders: Any, server: RunningServer, monkeypatch: pytest.MonkeyPatch, hashed: list[str]
 ) -> None:
     """
     A server that does not list C{sha256-trailer} would keep a trailer as
     part of the file: the client then hashes every file before it uploads
     it, and sends its sha256 ahead.
     """
-    from boxsync.client import scanner
     from boxsync.client.api import BoxsyncAPI
 
     async def no_features(self: BoxsyncAPI) -> frozenset[str]:
         return frozenset()
 
-    hashed: list[str] = []
-    real = scanner._hash_stable
-    monkeypatch.setattr(scanner, "_hash_stable", lambda local: hashed.append(Path(local).name) or real(local))
     monkeypatch.setattr(BoxsyncAPI, "features", no_features)
     a = folders("a")
-    data = os.urandom(3 * SMALL_FILE)
-    (a.root / "big.bin").write_bytes(data)
-    old = time.time_ns() - 2 * SETTLED_NS
-    os.utime(a.root / "big.bin", ns=(old, old))
+    data = settled(a.root / "big.bin", 3 * SMALL_FILE)
     await a.sync()
     assert hashed == ["big.bin"]
     assert (server.box / "big.bin").read_bytes() == data
@@ -390,8 +413,37 @@ async def test_a_file_that_changed_as_it_was_hashed_and_sent_is_refused(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_file_written_to_as_it_is_hashed_and_sent_is_hashed_first_then(
+    folders: Any, server: RunningServer, monkeypatch: pytest.MonkeyPatch, hashed: list[str]
+) -> None:
+    """
+    A new file sent unhashed that turns out to have changed as it was read
+    (the server refuses it) is hashed first and sent again, in the same
+    job: no resync, and the server has it whole.
+    """
+    from boxsync.client.api import BoxsyncAPI
+
+    real_upload = BoxsyncAPI.upload
+    spoiled: list[str] = []
+
+    async def upload(self: BoxsyncAPI, path: str, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("hash_as_sent") and not spoiled:
+            spoiled.append(path)
+            kwargs["unchanged"] = lambda: False  # as if written to meanwhile
+        return await real_upload(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(BoxsyncAPI, "upload", upload)
+    a = folders("a")
+    data = settled(a.root / "big.bin", 3 * SMALL_FILE)
+    engine = await a.sync()
+    assert spoiled == ["big.bin"] and hashed == ["big.bin"]
+    assert (server.box / "big.bin").read_bytes() == data
+    assert engine.last_error is None
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_new_file_is_read_once_before_its_upload(
-    folders: Any, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+    folders: Any, server: RunningServer, hashed: list[str]
 ) -> None:
     """
     The scan hashes a new small file for the manifest; the upload the plan
@@ -402,26 +454,13 @@ async def test_a_new_file_is_read_once_before_its_upload(
     """
     from boxsync.client import scanner
 
-    hashed: list[str] = []
-    real = scanner._hash_stable
-
-    def counting(local: Any) -> Any:
-        hashed.append(Path(local).name)
-        return real(local)
-
-    monkeypatch.setattr(scanner, "_hash_stable", counting)
     a = folders("a")
-    (a.root / "big.bin").write_bytes(os.urandom(3 * SMALL_FILE))
-    (a.root / "small.txt").write_text("small")
+    data = settled(a.root / "big.bin", 3 * SMALL_FILE)
+    settled(a.root / "small.txt", 5)
+    # Written just now: it may still be being written, and is hashed first.
     (a.root / "fresh.bin").write_bytes(os.urandom(3 * SMALL_FILE))
-    # Written a while ago: a file written just now may still be being
-    # written, and is hashed first.
-    old = time.time_ns() - 2 * SETTLED_NS
-    for name in ("big.bin", "small.txt"):
-        os.utime(a.root / name, ns=(old, old))
     await a.sync()
     assert sorted(hashed) == ["fresh.bin", "small.txt"]
-    data = (a.root / "big.bin").read_bytes()
     assert (server.box / "big.bin").read_bytes() == data
     base = a.engine(once=True).state.get("big.bin")
     assert base is not None and base.sha256 == hashlib.sha256(data).hexdigest()

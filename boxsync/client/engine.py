@@ -579,6 +579,15 @@ class Engine:
             await self._resolve_stale(file.path)
             return
         except APIError as e:
+            if e.status == 400 and "sha256" in e.message and file.sha256 is None:
+                # Hashed as it was sent, and written to meanwhile: hashing it
+                # first waits until it is stable (and an append then only
+                # adds to what is sent next time).
+                self.reporter.finished(file.path, "changed while sent; hashing it first")
+                again = await self._look(file.path)
+                if again is not None:
+                    await self._upload(again, base)
+                return
             if e.status == 400 and "sha256" in e.message:
                 # The file changed while it was sent: the watcher (or the
                 # next scan) reports it again once it is stable.
