@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
             (root / name).mkdir(exist_ok=True)
             spawn(
                 f"{name}.log", sys.executable, "-m", "boxsync.client",
-                "--server", url, "--token", key, "--name", name, str(root / name),
+                "--server", url, f"--token={key}", "--name", name, str(root / name),
             )
         hello = root / "alice" / "hello.txt"
         if not hello.exists():

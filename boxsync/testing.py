@@ -192,7 +192,7 @@ class Client:
         rescan = [] if self.rescan is None else ["--rescan", str(self.rescan)]
         return [
             sys.executable, "-m", "boxsync.client", *rescan,
-            "--server", self.url or self.server.url, "--token", self.server.key,
+            "--server", self.url or self.server.url, f"--token={self.server.key}",
             "--name", self.name, *self.options, *extra, str(self.folder),
         ]
 

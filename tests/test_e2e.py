@@ -188,3 +188,19 @@ def test_demo_moves_a_file(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "went from alice to bob" in result.stdout
     assert (tmp_path / "demo/bob/hello.txt").read_text().startswith("Hello from alice")
+
+
+def test_a_key_that_starts_with_a_dash(tmp_path: Path) -> None:
+    """
+    A random key can start with C{-} (the demo's does, one time in 64): the
+    client is given it as C{--token=KEY}, never as an option of its own.
+    """
+    server = Server(tmp_path / "box", key="-starts-with-a-dash").start()
+    try:
+        a = Client(server, tmp_path / "a", "a")
+        a.folder.mkdir()
+        (a.folder / "f.txt").write_text("across")
+        a.once()
+        assert (server.box / "f.txt").read_text() == "across"
+    finally:
+        server.kill()
