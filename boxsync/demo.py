@@ -78,16 +78,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  folders {root / 'alice'} and {root / 'bob'} are kept in sync, live", flush=True)
         print(f"  logs: {root}/server.log, alice.log, bob.log", flush=True)
         deadline = time.monotonic() + args.seconds if args.seconds else None
-        while deadline is None or time.monotonic() < deadline:
-            if (root / "bob" / "hello.txt").exists() and hello.exists():
-                print("  hello.txt went from alice to bob: the demo works. Ctrl-C to stop.", flush=True)
-                break
-            time.sleep(0.1)
         signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+        moved = False
         while deadline is None or time.monotonic() < deadline:
-            time.sleep(0.2)
             if any(p.poll() is not None for p in processes):
                 raise SystemExit("a demo process exited; see the logs in " + str(root))
+            if not moved and (root / "bob" / "hello.txt").exists() and hello.exists():
+                print("  hello.txt went from alice to bob: the demo works. Ctrl-C to stop.", flush=True)
+                moved = True
+            time.sleep(0.1)
     except KeyboardInterrupt:
         pass
     finally:
