@@ -13,8 +13,9 @@ Rows:
   So uploads are also compared with ``nginx + sync``: the same PUT to nginx
   timed until its file is on the disk, as boxsync's is when it answers.
 - ``boxsync-client``: a whole ``boxsync-client --once`` run, up from a folder
-  holding the file (hashing it first) and down into an empty folder (verifying
-  it), process start-up included.
+  holding the file (hashing it as it sends it, against a server with
+  ``sha256-trailer``) and down into an empty folder (verifying it), process
+  start-up included.
 """
 
 from __future__ import annotations
