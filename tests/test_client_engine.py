@@ -202,6 +202,48 @@ def test_reporters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ]
 
 
+def test_log_reporter_sums_up_a_burst(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Past its burst of lines in a second, the log reporter sums up the
+    transfers that ended well in one line per kind at the end of that
+    second; one with a note still gets its own line, and a new second starts
+    a new burst.
+    """
+    from twisted.internet.task import Clock
+    from twisted.logger import Logger, formatEvent
+
+    lines: list[str] = []
+    monkeypatch.setattr(LogReporter, "log", Logger(observer=lambda event: lines.append(formatEvent(event))))
+    clock = Clock()
+    log = LogReporter(clock, burst=2)
+
+    def move(kind: str, path: str, size: int, note: str | None = None) -> None:
+        log.started(kind, path, size)
+        log.finished(path, note)
+
+    for i in range(5):
+        move("download", f"d{i}", 10)
+    move("upload", "u", 7)
+    move("download", "bad", 3, "failed")
+    clock.advance(0.5)
+    move("download", "d5", 10)
+    assert lines == ["downloaded d0 (10 bytes)", "downloaded d1 (10 bytes)", "downloaded bad (3 bytes): failed"]
+    clock.advance(0.5)
+    assert lines[3:] == [
+        "downloaded 4 more files (40 bytes) in the last second",
+        "uploaded 1 more file (7 bytes) in the last second",
+    ]
+    move("download", "d6", 10)
+    move("download", "d7", 10)
+    move("download", "d8", 10)
+    assert lines[5:] == ["downloaded d6 (10 bytes)", "downloaded d7 (10 bytes)"]
+    log.close()
+    assert lines[7:] == ["downloaded 1 more file (10 bytes) in the last second"]
+    assert clock.getDelayedCalls() == []
+    assert isinstance(reporter_for(None, quiet=True, clock=clock), LogReporter)
+    assert reporter_for(None, quiet=True, clock=clock, every_file=True).clock is None  # type: ignore[attr-defined]
+
+
 @pytest_twisted.ensureDeferred
 async def test_many_identical_files_download_at_once(folders: Any, server: RunningServer) -> None:
     a, b = folders("a"), folders("b")

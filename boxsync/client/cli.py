@@ -301,7 +301,11 @@ async def run(reactor: Any, options: Options) -> None:
     api = BoxsyncAPI(
         connection.http, reactor, options.server, options.token, options.name, idle_timeout=options.idle_timeout
     )
-    reporter = StatusFile(reporter_for(sys.stderr, options.verbosity < 0), status_path(root), reactor)
+    reporter = StatusFile(
+        reporter_for(sys.stderr, options.verbosity < 0, reactor, every_file=options.verbosity > 0),
+        status_path(root),
+        reactor,
+    )
     engine = Engine(
         reactor,
         root,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from attrs import define, field
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 __all__ = ["Reporter", "LogReporter", "RichReporter", "reporter_for"]
@@ -45,14 +46,34 @@ class Reporter(Protocol):
 NOTED_START = 1024 * 1024
 
 
+#: How many transfers a second get a log line each; past that, the rest of
+#: the second's are summed up in one line per kind.
+LINES_PER_SECOND = 20
+
+
 @define
 class LogReporter:
     """
     One log line per finished transfer and message.
+
+    A burst of small files (an unpacked archive) would log thousands of
+    lines a second, and formatting them would cost more than the files: given
+    a C{clock}, past C{burst} lines in a second the transfers that end well
+    are summed up in one line at the end of that second. A transfer that
+    ends with a note (a failure, a change meanwhile) always gets its line.
+
+    @ivar clock: measures the seconds; C{None}: every transfer gets a line.
     """
 
+    clock: IReactorTime | None = None
+    burst: int = LINES_PER_SECOND
     log = Logger()
     _running: dict[str, tuple[str, int]] = field(factory=dict)
+    _second: float = float("-inf")
+    _lines: int = 0
+    # Per kind, the count and bytes of the transfers summed up so far.
+    _summed: dict[str, list[int]] = field(factory=dict)
+    _summary: IDelayedCall | None = None
 
     def started(self, kind: str, path: str, size: int) -> None:
         self._running[path] = (kind, size)
@@ -66,6 +87,11 @@ class LogReporter:
         if path not in self._running:
             return
         kind, size = self._running.pop(path)
+        if note is None and self._over_burst():
+            summed = self._summed.setdefault(kind, [0, 0])
+            summed[0] += 1
+            summed[1] += size
+            return
         self.log.info(
             "{kind}ed {path} ({size} bytes){note}",
             kind=kind.removesuffix("e"),
@@ -74,11 +100,43 @@ class LogReporter:
             note=f": {note}" if note else "",
         )
 
+    def _over_burst(self) -> bool:
+        """
+        Whether this second has had its lines; if so, its summary is due at
+        its end.
+        """
+        if self.clock is None:
+            return False
+        now = self.clock.seconds()
+        if now - self._second >= 1:
+            self._second, self._lines = now, 0
+        if self._lines < self.burst:
+            self._lines += 1
+            return False
+        if self._summary is None:
+            self._summary = self.clock.callLater(self._second + 1 - now, self._sum_up)
+        return True
+
+    def _sum_up(self) -> None:
+        self._summary = None
+        for kind, (count, size) in sorted(self._summed.items()):
+            self.log.info(
+                "{kind}ed {count} more {files} ({size} bytes) in the last second",
+                kind=kind.removesuffix("e"),
+                count=count,
+                files="file" if count == 1 else "files",
+                size=size,
+            )
+        self._summed.clear()
+
     def message(self, text: str) -> None:
         self.log.info("{text}", text=text)
 
     def close(self) -> None:
         self._running.clear()
+        if self._summary is not None:
+            self._summary.cancel()
+            self._sum_up()
 
 
 @define
@@ -140,13 +198,16 @@ class RichReporter:
         self._progress.stop()
 
 
-def reporter_for(stream: Any, quiet: bool) -> Reporter:
+def reporter_for(
+    stream: Any, quiet: bool, clock: IReactorTime | None = None, every_file: bool = False
+) -> Reporter:
     """
     A live display if C{stream} is a terminal (and not C{quiet}), else log
-    lines.
+    lines: one per transfer if C{every_file}, else summed up past a burst
+    (measured by C{clock}).
     """
     if not quiet and hasattr(stream, "isatty") and stream.isatty():
         from rich.console import Console
 
         return RichReporter(Console(file=stream))
-    return LogReporter()
+    return LogReporter(None if every_file else clock)
