@@ -272,7 +272,7 @@ async def test_batcher_gathers_many_files(env: Env) -> None:
     dest = env.tmp / "dest"
     dest.mkdir()
     downloads = [
-        batcher.download(path, dest / f"t{i}", sha(data), len(data))
+        batcher.download(path, dest / f"t{i}", sha(data), len(data), 1_700_000_000_123_456_789)
         for i, (path, data) in enumerate(contents.items())
     ]
     got = await timed(gatherResults(downloads), env.reactor)
@@ -280,6 +280,12 @@ async def test_batcher_gathers_many_files(env: Env) -> None:
         assert isinstance(result, DownloadResult)
         assert (dest / f"t{i}").read_bytes() == data
         assert result.sha256 == sha(data)
+        # Those a batch wrote have their mtime, and the stat taken of them.
+        written = (dest / f"t{i}").stat()
+        if result.placed is not None:
+            assert written.st_mtime_ns == 1_700_000_000_123_456_789
+            assert (result.placed.st_ino, result.placed.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    assert sum(result.placed is not None for result in got) > 500
     assert batcher.supported is True
 
 
@@ -301,8 +307,8 @@ async def test_batcher_outcomes_per_file(env: Env) -> None:
         await timed(stale, env.reactor)
     with pytest.raises(BadRequest, match="sha256"):
         await timed(changed, env.reactor)
-    gone = batcher.download("nothing", env.tmp / "t1", sha(b""), 0)
-    replaced = batcher.download("ok", env.tmp / "t2", sha(b"an older version"), 5)
+    gone = batcher.download("nothing", env.tmp / "t1", sha(b""), 0, 1)
+    replaced = batcher.download("ok", env.tmp / "t2", sha(b"an older version"), 5, 1)
     with pytest.raises(NotFound):
         await timed(gone, env.reactor)
     with pytest.raises(DigestMismatch):
@@ -323,7 +329,7 @@ async def test_batcher_without_batches(env: Env) -> None:
     uploads = [batcher.upload(name, env.tmp / name, 0, sha(name.encode()), 1, 3) for name in ("one", "two")]
     results = await timed(gatherResults(uploads), env.reactor)
     assert [r.path for r in results] == ["one", "two"] and batcher.supported is False
-    downloads = [batcher.download(name, env.tmp / f"t-{name}", sha(name.encode()), 3) for name in ("one", "two")]
+    downloads = [batcher.download(name, env.tmp / f"t-{name}", sha(name.encode()), 3, 1) for name in ("one", "two")]
     got = await timed(gatherResults(downloads), env.reactor)
     assert [g.sha256 for g in got] == [sha(b"one"), sha(b"two")]
     assert (env.tmp / "t-two").read_bytes() == b"two"
@@ -340,7 +346,7 @@ async def test_a_lone_transfer_goes_in_a_request_of_its_own(env: Env) -> None:
     (env.tmp / "lone").write_bytes(b"lone")
     result = await timed(batcher.upload("lone", env.tmp / "lone", 0, sha(b"lone"), 1, 4), env.reactor)
     assert result.path == "lone" and api.sent == [] and batcher.supported is None
-    got = await timed(batcher.download("lone", env.tmp / "t", sha(b"lone"), 4), env.reactor)
+    got = await timed(batcher.download("lone", env.tmp / "t", sha(b"lone"), 4, 1), env.reactor)
     assert got.size == 4 and (env.tmp / "t").read_bytes() == b"lone"
 
 
@@ -407,8 +413,8 @@ async def test_a_file_left_out_of_a_batch_is_fetched_on_its_own(env: Env, http: 
     await env.api.upload_batch([_file("small", b"small")])
     batcher = env.batcher()
     downloads = [
-        batcher.download("grown", env.tmp / "t-grown", sha(big), 10),
-        batcher.download("small", env.tmp / "t-small", sha(b"small"), 5),
+        batcher.download("grown", env.tmp / "t-grown", sha(big), 10, 1),
+        batcher.download("small", env.tmp / "t-small", sha(b"small"), 5, 1),
     ]
     got = await timed(gatherResults(downloads), env.reactor)
     assert [g.size for g in got] == [len(big), 5]

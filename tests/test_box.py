@@ -199,12 +199,12 @@ async def test_an_upload_that_cannot_be_placed_fails_alone(fx: Fixture, reactor:
     (fx.root / "folder").mkdir()
     await timed(fx.upload("warm.txt", b"x"), reactor)
     results = await _settle(
-        [fx.upload("folder", b"a file where a folder is"), fx.upload("y.txt", b"fine")],
+        [fx.upload("folder", b"a file where a folder is"), fx.upload("new/deep/y.txt", b"fine")],
         reactor,
     )
     (ok_x, failure), (ok_y, record) = results
-    assert not ok_x and failure.check(BadPath)
-    assert ok_y and (fx.root / "y.txt").read_bytes() == b"fine"
+    assert not ok_x and failure.check(BadPath) and (fx.root / "folder").is_dir()
+    assert ok_y and (fx.root / "new/deep/y.txt").read_bytes() == b"fine"
     assert fx.index.commits[-1] == 1
     assert fx.staging_left() == []
 

@@ -264,6 +264,9 @@ class DownloadResult:
     sha256: str
     size: int
     seq: int
+    #: The downloaded file's stat once its mtime was set, if the download
+    #: set it (a batch does, in its thread).
+    placed: os.stat_result | None = None
 
 
 @frozen

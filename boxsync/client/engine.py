@@ -53,6 +53,7 @@ from .api import (
     BoxsyncAPI,
     CommitResult,
     DigestMismatch,
+    DownloadResult,
     NotFound,
     StaleBase,
 )
@@ -703,7 +704,7 @@ class Engine:
         try:
             result = await self._transfer(
                 event.size,
-                lambda: self._batcher.download(path, temp, event.sha256, event.size),
+                lambda: self._batcher.download(path, temp, event.sha256, event.size, event.mtime_ns),
                 lambda: self.api.download(
                     path, temp, event.sha256, on_progress=lambda n: self.reporter.progress(path, n)
                 ),
@@ -719,7 +720,7 @@ class Engine:
             self._partial.add(where)
             raise
         self.reporter.finished(path)
-        await self._place(temp, target, event, result.seq, file)
+        await self._place(temp, target, event, result, file)
         if where in self._partial:
             # Partial downloads of this path's earlier versions will not resume.
             self._partial.discard(where)
@@ -727,7 +728,7 @@ class Engine:
                 stale.unlink(missing_ok=True)
 
     async def _place(
-        self, temp: Path, target: Path, event: Download, seq: int, seen: LocalFile | None
+        self, temp: Path, target: Path, event: Download, result: DownloadResult, seen: LocalFile | None
     ) -> None:
         """
         Move a verified download into place over C{seen}, what the look
@@ -739,9 +740,11 @@ class Engine:
         again.
         """
         path = event.path
-        os.utime(temp, ns=(event.mtime_ns, event.mtime_ns))
-        # Taken now: the file keeps its inode, size and mtime when renamed.
-        placed = os.stat(temp)
+        # Taken before the move: the file keeps its inode, size and mtime.
+        placed = result.placed
+        if placed is None:
+            os.utime(temp, ns=(event.mtime_ns, event.mtime_ns))
+            placed = os.stat(temp)
         for attempt in range(3):
             if attempt:
                 seen = await self._look(path)
@@ -760,7 +763,7 @@ class Engine:
         if displaced is not None:
             self._keep_as_conflict(path, displaced)
         self.state.put(
-            Base(path, event.sha256, placed.st_size, placed.st_mtime_ns, placed.st_ino, seq)
+            Base(path, event.sha256, placed.st_size, placed.st_mtime_ns, placed.st_ino, result.seq)
         )
 
     async def _delete_local(self, event: Delete) -> None:
