@@ -414,7 +414,9 @@ class Engine:
         jobs at once.
         """
         self._active += 1
-        lock = self._locks.setdefault(path, DeferredLock())
+        lock = self._locks.get(path)
+        if lock is None:
+            lock = self._locks[path] = DeferredLock()
 
         async def run() -> None:
             async with lock:
