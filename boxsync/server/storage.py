@@ -407,13 +407,15 @@ def _replace(source: Path, target: Path, path: str) -> None:
     @raise BadPath: if C{target} is a folder.
     """
     try:
-        os.replace(source, target)
-    except FileNotFoundError:
-        if not source.exists():
-            raise
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, target)
+        try:
+            os.replace(source, target)
+        except FileNotFoundError:
+            if not source.exists():
+                raise
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
     except IsADirectoryError:
+        # Either rename: a folder may appear in the target's place meanwhile.
         raise BadPath(f"{path!r} is a folder in the box") from None
 
 
