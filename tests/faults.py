@@ -121,6 +121,19 @@ def put(server: Server, path: str, data: bytes, base: int | None = None) -> tupl
         connection.close()
 
 
+def get(server: Server, path: str) -> tuple[int, dict[str, str], bytes]:
+    """
+    Download C{path}: the status, the headers and the body.
+    """
+    connection = _connection(server)
+    try:
+        connection.request("GET", _url(path), headers={"Authorization": f"Bearer {server.key}"})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
 def committed_seqs(server: Server) -> list[int]:
     """
     The seq of every commit the server has logged, across its restarts.

@@ -71,6 +71,9 @@ class CountingIndex:
     def page(self, account: str, after: str, limit: int) -> Any:
         return self.real.page(account, after, limit)
 
+    def restamp(self, account: str, stamps: Sequence[tuple[str, int]]) -> Any:
+        return self.real.restamp(account, stamps)
+
     def current_seq(self, account: str) -> Any:
         return self.real.current_seq(account)
 
@@ -220,6 +223,57 @@ async def test_a_failed_commit_fails_its_group_and_the_box_goes_on(fx: Fixture, 
     fx.index.broken = False
     record = await timed(fx.upload("a.txt", b"again", base=None), reactor)
     assert record.seq == 1 and (fx.root / "a.txt").read_bytes() == b"again"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_commit_puts_the_box_back_as_it_was(fx: Fixture, reactor: Any) -> None:
+    """
+    A commit is all or nothing: when the index cannot take it, what the
+    group placed is taken out again and what it replaced or removed is put
+    back, so the box still holds what the index says.
+    """
+    await timed(fx.upload("a.txt", b"v1"), reactor)
+    await timed(fx.upload("gone.txt", b"kept"), reactor)
+    fx.index.broken = True
+    results = await _settle(
+        [fx.upload("a.txt", b"v2", base=1), fx.upload("d/new.txt", b"new")], reactor
+    )
+    assert [ok for ok, _ in results] == [False, False]
+    with pytest.raises(RuntimeError):
+        await timed(Deferred.fromCoroutine(fx.box.delete("gone.txt", 2)), reactor)
+    assert (fx.root / "a.txt").read_bytes() == b"v1"
+    assert (fx.root / "gone.txt").read_bytes() == b"kept"
+    assert not (fx.root / "d/new.txt").exists()
+    assert fx.staging_left() == []
+    fx.index.broken = False
+    await timed(Deferred.fromCoroutine(fx.box.delete("gone.txt", 2)), reactor)
+    assert not (fx.root / "gone.txt").exists() and fx.staging_left() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_index_on_a_full_disk_answers_disk_full(tmp_path: Path, reactor: Any) -> None:
+    """
+    SQLite's own "database or disk is full" (here: a page limit it was
+    given) is L{DiskFull}, like a full disk anywhere else, and the box is
+    left as the index says.
+    """
+    index = SQLiteIndex(reactor, tmp_path / "index.sqlite")
+    index.start()
+    try:
+        storage = ReadyStorage(reactor, tmp_path / "box")
+        box = Box(ACCOUNT, index, storage, Hub(reactor))
+        fx = Fixture(box, index, Recorder(), storage.root)  # type: ignore[arg-type]
+        await timed(fx.upload("a.txt", b"v1"), reactor)
+        pages = await timed(index._run(lambda db: db.execute("PRAGMA page_count").fetchone()[0]), reactor)
+        await timed(index._run(lambda db: db.execute(f"PRAGMA max_page_count={pages}")), reactor)
+        long_name = "/".join(["n" * 200] * 12)  # rows of many pages
+        results = await _settle([fx.upload(f"{long_name}{i}", b"x") for i in range(8)], reactor)
+        assert not any(ok for ok, _ in results)
+        assert all(failure.check(DiskFull) for _, failure in results)
+        assert sorted(p.name for p in storage.root.iterdir() if p.name != ".boxsync") == ["a.txt"]
+        assert fx.staging_left() == []
+    finally:
+        index.stop()
 
 
 @pytest_twisted.ensureDeferred

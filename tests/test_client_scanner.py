@@ -23,8 +23,9 @@ from boxsync.client.scanner import (
     scan,
     scan_one,
 )
-from boxsync.client.state import Base
+from boxsync.client.state import UNKNOWN_CTIME, Base
 from boxsync.protocol import DeletedEntry
+from tests.helpers import edit_keeping_stamps
 
 NO_RULES = IgnoreRules()
 
@@ -61,6 +62,23 @@ def hashed(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 
     monkeypatch.setattr(scanner, "hash_file", counting)
     return calls
+
+
+@pytest.fixture
+def stamps_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    The files a test writes count as written long before they are scanned:
+    their stamps are never racy.
+    """
+    monkeypatch.setattr(scanner, "RACY_NS", 0)
+
+
+@pytest.fixture
+def stamps_racy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Every file counts as written in the clock tick it is scanned in.
+    """
+    monkeypatch.setattr(scanner, "RACY_NS", 1 << 62)
 
 
 def refuse(
@@ -112,6 +130,7 @@ def test_first_scan(tmp_path: Path) -> None:
     assert result.skipped == ()
 
 
+@pytest.mark.usefixtures("stamps_trusted")
 def test_unchanged_files_are_not_read(tmp_path: Path, hashed: list[Path]) -> None:
     """
     A file whose size, mtime and inode match its base is not read again:
@@ -130,6 +149,7 @@ def test_unchanged_files_are_not_read(tmp_path: Path, hashed: list[Path]) -> Non
     assert result.refreshed == ()
 
 
+@pytest.mark.usefixtures("stamps_trusted")
 def test_changed_content(tmp_path: Path, hashed: list[Path]) -> None:
     """
     A file rewritten with other bytes of the same size (and a new mtime) is
@@ -149,6 +169,7 @@ def test_changed_content(tmp_path: Path, hashed: list[Path]) -> None:
     assert result.files["b"].changed is False
 
 
+@pytest.mark.usefixtures("stamps_trusted")
 def test_touched_but_identical(tmp_path: Path, hashed: list[Path]) -> None:
     """
     A file whose stat changed but whose bytes did not is read, found
@@ -169,6 +190,48 @@ def test_touched_but_identical(tmp_path: Path, hashed: list[Path]) -> None:
     hashed.clear()
     scan(tmp_path, {**state, "a": result.refreshed[0]}, NO_RULES)
     assert hashed == []
+
+
+@pytest.mark.usefixtures("stamps_trusted")
+def test_edit_with_its_mtime_set_back(tmp_path: Path, hashed: list[Path]) -> None:
+    """
+    A same-size edit in place whose mtime is set back (as C{cp -p},
+    C{rsync -t} or C{tar x} do) keeps size, mtime and inode: its ctime moved,
+    so it is read and found changed.
+    """
+    target = write(tmp_path, "a", b"A000")
+    state = synced(scan(tmp_path, {}, NO_RULES), seq=2)
+    hashed.clear()
+
+    edit_keeping_stamps(target, b"B000")
+    result = scan(tmp_path, state, NO_RULES)
+    assert hashed == [target]
+    a = result.files["a"]
+    assert (a.sha256, a.base, a.changed) == (sha(b"B000"), 2, True)
+    found = scan_one(tmp_path, "a", state["a"])
+    assert found is not None and found.changed
+    assert not scanner.unchanged(tmp_path, "a", state["a"])
+
+
+@pytest.mark.usefixtures("stamps_racy")
+def test_racy_stamps_are_not_trusted(tmp_path: Path, hashed: list[Path]) -> None:
+    """
+    A file read in the clock tick of its last write could be written again
+    in that tick with no stamp moving: its base is recorded with an unknown
+    ctime, so the next look reads it again; found identical, it is not
+    taken as refreshed either.
+    """
+    target = write(tmp_path, "a", b"same")
+    first = scan(tmp_path, {}, NO_RULES).files["a"]
+    assert first.racy
+    base = first.as_base(5)
+    assert base.ctime_ns == UNKNOWN_CTIME
+    assert not scanner.unchanged(tmp_path, "a", base)
+    hashed.clear()
+
+    again = scan(tmp_path, {"a": base}, NO_RULES)
+    assert hashed == [target]
+    assert (again.files["a"].changed, again.refreshed) == (False, ())
 
 
 def test_deleted(tmp_path: Path) -> None:
@@ -301,6 +364,7 @@ def test_file_changing_while_read(
     assert target.stat().st_size > 1
 
 
+@pytest.mark.usefixtures("stamps_trusted")
 def test_scan_one(tmp_path: Path, hashed: list[Path]) -> None:
     target = write(tmp_path, "d/a", b"a")
     write(tmp_path, "d/sub/x", b"x")
@@ -327,6 +391,7 @@ def test_scan_one(tmp_path: Path, hashed: list[Path]) -> None:
     assert (changed.sha256, changed.base, changed.changed) == (sha(b"b"), 6, True)
 
 
+@pytest.mark.usefixtures("stamps_trusted")
 def test_scan_one_reads_only_up_to_max_read(tmp_path: Path, hashed: list[Path]) -> None:
     big = write(tmp_path, "big", b"b" * 1000)
     write(tmp_path, "small", b"s" * 10)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from boxsync.client.state import RECENT, STATE_FILE, Base, LocalState, _UPGRADES
+from boxsync.client.state import RECENT, STATE_FILE, UNKNOWN_CTIME, Base, LocalState, _UPGRADES
 
 
 @pytest.fixture
@@ -105,6 +105,25 @@ def test_meta_persists(tmp_path: Path) -> None:
         assert state.cursor == 41
         assert state.client_id == "laptop"
         assert state.get("x") == base("x")
+    finally:
+        state.close()
+
+
+def test_bases_from_before_ctimes_are_read_again(tmp_path: Path) -> None:
+    """
+    A state written before bases kept the ctime upgrades in place: its
+    bases come back with the ctime unknown, so each file is read once more.
+    """
+    folder = tmp_path / ".boxsync"
+    folder.mkdir()
+    db = sqlite3.connect(folder / STATE_FILE)
+    _UPGRADES[0].run(db, 1)
+    db.execute("INSERT INTO bases VALUES ('x', ?, 10, 5, 7, 3)", ("a" * 64,))
+    db.commit()
+    db.close()
+    state = LocalState.open(tmp_path)
+    try:
+        assert state.get("x") == Base("x", "a" * 64, 10, 5, 7, 3, UNKNOWN_CTIME)
     finally:
         state.close()
 

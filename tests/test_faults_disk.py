@@ -11,14 +11,28 @@ spinning; once there is room again it finishes by itself.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from boxsync.testing import Client, Server, tree, wait_until
-from tests.faults import backoffs, output, put, record, requests_in_log, staged, stop_and_check, temp_files
+from tests.faults import (
+    backoffs,
+    get,
+    output,
+    put,
+    record,
+    requests_in_log,
+    sha,
+    staged,
+    stop_and_check,
+    temp_files,
+)
 from tests.faults import server  # noqa: F401 (the fixture)
 
 #: Room left on the "disk": any one file may grow to this size.
@@ -101,3 +115,84 @@ def test_client_disk_full_during_a_download(tmp_path: Path, server: Server) -> N
     finally:
         b.kill()
     record("client disk full", faults=tries(b) - 1, files=len(tree(b.folder)))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """
+    A real file system of 16 MiB (a tmpfs), mounted for the test: a disk
+    that really fills up, for the server's box and its index alike.
+    """
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """
+    Fill C{disk} with a file of its own until no room is left, then give
+    back C{leave} bytes of it; return the file.
+    """
+    filler = disk / "filler"
+    chunk = b"\0" * 65536
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(chunk)
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+    os.truncate(filler, max(0, filler.stat().st_size - leave))
+    return filler
+
+
+def room(disk: Path) -> int:
+    st = os.statvfs(disk)
+    return st.f_bavail * st.f_frsize
+
+
+@pytest.mark.slow
+def test_server_commit_on_a_full_disk_is_all_or_nothing(tmp_path: Path, small_disk: Path) -> None:
+    """
+    An upload that takes the disk's last bytes, so that its bytes are placed
+    but its index commit cannot be written: the box is put back as it was,
+    the answer is 507, and every GET still sends the bytes its ETag names.
+    Sizes from the last free byte down are tried, so one of them fails at
+    the index and not before.
+    """
+    server = Server(small_disk / "box").start()
+    try:
+        status, first = put(server, "doc.bin", b"v1" * 4096, base=0)
+        assert status == 201
+        filler = fill(small_disk, leave=256 * 1024)
+        answers = []
+        size = room(small_disk)
+        while size > 0:
+            status, answer = put(server, "doc.bin", os.urandom(size), base=int(str(first["seq"])))
+            answers.append((status, answer.get("error")))
+            assert status in (201, 507), answers
+            got, headers, body = get(server, "doc.bin")
+            assert got == 200 and sha(body) in headers["ETag"], "the box and the index disagree"
+            if status == 201:
+                break
+            size -= 16 * 1024
+        assert any("index" in str(error) for _, error in answers), answers
+        # Room again: the same upload goes through, and a new client gets it.
+        filler.unlink()
+        status, _ = put(server, "doc.bin", b"v2" * 4096)
+        assert status == 201
+        fresh = Client(server, tmp_path / "fresh", "fresh", rescan=None)
+        fresh.folder.mkdir()
+        fresh.once()
+        assert tree(fresh.folder) == tree(server.box)
+    finally:
+        server.kill()
+    stop_and_check(server, "server index on a full disk", len(answers))

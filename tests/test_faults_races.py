@@ -31,7 +31,7 @@ from boxsync.testing import Client, Server, tree, wait_until
 from tests.conftest import KEY
 from tests.faults import Observer, converged, output, record, sha, staged, temp_files
 from tests.faults import server  # noqa: F401 (the fixture)
-from tests.helpers import Folder, running_server, timed
+from tests.helpers import Folder, edit_keeping_stamps, running_server, timed
 
 
 def replace_and_read(new: Path, target: Path) -> bytes | None:
@@ -222,9 +222,27 @@ def test_swap_keeps_an_edit_saved_after_the_look(tmp_path: Path) -> None:
     os.rename(tmp_path / "saved", target)
     download = tmp_path / "download"
     download.write_text("download")
-    displaced = _swap(download, target, seen, tmp_path)
-    assert target.read_text() == "download"
-    assert displaced is not None and displaced.read_text() == "edit"
+    # Seen changed: nothing is moved, and the engine looks again (and keeps
+    # the edit as a conflict copy).
+    with pytest.raises(FileExistsError):
+        _swap(download, target, seen, tmp_path)
+    assert target.read_text() == "edit" and download.read_text() == "download"
+
+
+def test_swap_sees_an_edit_with_its_stamps_kept(tmp_path: Path) -> None:
+    """
+    An edit in place whose mtime is set back since the look is not taken
+    for the file seen (only its ctime moved): nothing is replaced.
+    """
+    target = tmp_path / "f.txt"
+    target.write_text("base")
+    seen = scan_one(tmp_path, "f.txt", None)
+    edit_keeping_stamps(target, b"edit")
+    download = tmp_path / "download"
+    download.write_text("download")
+    with pytest.raises(FileExistsError):
+        _swap(download, target, seen, tmp_path)
+    assert target.read_text() == "edit" and download.read_text() == "download"
 
 
 def test_swap_replaces_what_it_saw(tmp_path: Path) -> None:

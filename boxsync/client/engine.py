@@ -68,9 +68,10 @@ from .scanner import (
     ScanResult,
     scan,
     scan_one,
+    stat_key,
     unchanged,
 )
-from .state import Base, LocalState
+from .state import UNKNOWN_CTIME, Base, LocalState
 
 __all__ = ["Engine", "conflict_name", "Fatal", "NotInSync"]
 
@@ -678,7 +679,7 @@ class Engine:
             return
         # Edited since the manifest said it was the server's version: the
         # base is that version, and the edit goes up from it.
-        self.state.put(Base(event.path, sent, -1, -1, -1, event.seq))
+        self.state.put(Base(event.path, sent, -1, -1, -1, event.seq, UNKNOWN_CTIME))
         self.changed(event.path)
 
     async def _download(self, event: Download) -> None:
@@ -764,9 +765,7 @@ class Engine:
             raise FileChanging(f"{path} keeps appearing while a download is placed")
         if displaced is not None:
             self._keep_as_conflict(path, displaced)
-        self.state.put(
-            Base(path, event.sha256, placed.st_size, placed.st_mtime_ns, placed.st_ino, result.seq)
-        )
+        self.state.put(_placed_base(target, path, event.sha256, placed, result.seq))
 
     async def _delete_local(self, event: Delete) -> None:
         path = event.path
@@ -788,6 +787,29 @@ class Engine:
         _prune(self.root, local.parent)
         self.state.forget(path)
         self.reporter.message(f"deleted {path}")
+
+
+def _placed_base(target: Path, path: str, sha256: str, placed: os.stat_result, seq: int) -> Base:
+    """
+    The base of a download just moved to C{target}, whose stat before the
+    move was C{placed}.
+
+    The move sets the file's ctime: it is taken from the file now if its
+    inode, size and mtime show it is still the one placed. Otherwise (or if
+    it cannot be looked at) the ctime is left unknown, and the next look
+    reads the file. A download's mtime is the version's, not the clock's,
+    so an edit in the same clock tick would still move it: the stamps are
+    not racy.
+    """
+    ctime_ns = UNKNOWN_CTIME
+    try:
+        now = os.lstat(target)
+    except OSError:
+        pass
+    else:
+        if stat_key(now)[:3] == stat_key(placed)[:3]:
+            ctime_ns = now.st_ctime_ns
+    return Base(path, sha256, placed.st_size, placed.st_mtime_ns, placed.st_ino, seq, ctime_ns)
 
 
 _AT_FDCWD = -100
@@ -832,7 +854,7 @@ def _swap(temp: Path, target: Path, seen: LocalFile | None, root: Path) -> Path 
     @return: the name (C{temp}'s) of the file taken out of the way, if it is
         not C{seen} unchanged: an edit to keep. C{None} otherwise.
     @raise FileExistsError: if C{seen} is C{None} and there is a file or a
-        folder now.
+        folder now, or if C{seen} is no longer what is there.
     """
     if seen is None:
         try:
@@ -845,6 +867,10 @@ def _swap(temp: Path, target: Path, seen: LocalFile | None, root: Path) -> Path 
         except OSError:
             os.replace(temp, target)  # no hard links on this file system
         return None
+    if not seen.is_still(target):
+        # Changed since the look (perhaps with its mtime set back, which
+        # only the ctime shows, and the swap would move): look again.
+        raise FileExistsError(errno.EEXIST, "changed since it was looked at", str(target))
     try:
         _exchange(temp, target)
     except FileNotFoundError:
@@ -854,7 +880,7 @@ def _swap(temp: Path, target: Path, seen: LocalFile | None, root: Path) -> Path 
             raise
         os.replace(temp, target)  # cannot swap here: the look must do
         return None
-    if seen.is_still(temp):
+    if seen.is_still(temp, renamed=True):
         os.unlink(temp)
         return None
     return temp

@@ -2,9 +2,13 @@
 What a synced folder holds now, compared with the state of the last sync.
 
 A scan walks the folder and, for every file, tells its sha256 and whether it
-changed since its base. It reads a file only when its size, mtime or inode
-differ from those recorded with the base, so a scan of an unchanged folder
-costs one C{stat} per file. The scan is the truth about the folder; the
+changed since its base. It reads a file only when its stamps (size, mtime,
+inode and ctime) differ from those recorded with the base, so a scan of an
+unchanged folder costs one C{stat} per file. The ctime is what makes this
+safe: an edit whose mtime is set back (C{cp -p}, C{rsync -t}, C{tar x}) still
+moves it, and no tool can set it back. A base recorded from stamps too close
+to the moment they were read is not trusted (git's "racy clean" rule: a
+write in the same clock tick would leave them as they are). The scan is the truth about the folder; the
 watcher only hints at what to look at between scans.
 
 Everything here is synchronous and blocking: the engine runs it in a thread.
@@ -25,7 +29,7 @@ from twisted.logger import Logger
 from ..paths import HIDDEN_DIR, BadPath, normalize, to_local
 from ..protocol import DeletedEntry, FileEntry, Manifest
 from .ignore import IgnoreRules
-from .state import Base
+from .state import UNKNOWN_CTIME, Base
 
 _T = TypeVar("_T")
 
@@ -33,12 +37,14 @@ __all__ = [
     "CHUNK_SIZE",
     "FileChanging",
     "LocalFile",
+    "RACY_NS",
     "ReadElsewhere",
     "SETTLED_NS",
     "ScanResult",
     "Skipped",
     "StatKey",
     "hash_file",
+    "is_racy",
     "scan",
     "scan_one",
     "stat_key",
@@ -60,8 +66,15 @@ _ATTEMPTS = 3
 #: being written, and hashing it first waits until it is not.
 SETTLED_NS = 1_000_000_000
 
-#: A file's size, mtime (ns) and inode: if none changed, its bytes did not.
-StatKey = tuple[int, int, int]
+#: How close to the moment they were read a file's mtime or ctime may be
+#: for its stamps not to be trusted in a base: a coarse file system clock
+#: (one tick of 1-10 ms on Linux) gives a write in the same tick the same
+#: stamps. Such a file is read again at its next look.
+RACY_NS = 50_000_000
+
+#: A file's size, mtime, inode and ctime (ns): if none changed, its bytes
+#: did not.
+StatKey = tuple[int, int, int, int]
 
 
 class FileChanging(Exception):
@@ -81,7 +94,15 @@ def stat_key(st: os.stat_result) -> StatKey:
     """
     The L{StatKey} of a file's C{stat}.
     """
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def is_racy(st: os.stat_result, now_ns: int) -> bool:
+    """
+    Whether the stamps of C{st}, read at C{now_ns}, are too fresh to be
+    trusted later (see L{RACY_NS}).
+    """
+    return now_ns - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS
 
 
 def _matches(st: os.stat_result, base: Base) -> bool:
@@ -89,7 +110,7 @@ def _matches(st: os.stat_result, base: Base) -> bool:
     Whether C{st} is the stat C{base} recorded: the file is taken to be
     unchanged since.
     """
-    return stat_key(st) == (base.size, base.mtime_ns, base.inode)
+    return stat_key(st) == (base.size, base.mtime_ns, base.inode, base.ctime_ns)
 
 
 def unchanged(root: Path, path: str, base: Base) -> bool:
@@ -165,6 +186,8 @@ class LocalFile:
     @ivar changed: whether the file differs from its base.
     @ivar data: the bytes hashed, for a small file read on the reactor's
         thread (L{scan_one} with C{max_read}); else C{None}.
+    @ivar racy: whether the stamps were too fresh when the file was read
+        to be trusted in a base (L{is_racy}).
     """
 
     path: str
@@ -172,9 +195,11 @@ class LocalFile:
     size: int
     mtime_ns: int
     inode: int
+    ctime_ns: int
     base: int
     changed: bool
     data: bytes | None = field(default=None, eq=False, repr=False)
+    racy: bool = field(default=False, eq=False)
 
     def to_entry(self) -> FileEntry:
         """
@@ -187,23 +212,37 @@ class LocalFile:
     def as_base(self, seq: int, sha256: str | None = None) -> Base:
         """
         The base to record once this file is known to be version C{seq}
-        (whose sha256 is C{sha256}, if this file was not hashed).
+        (whose sha256 is C{sha256}, if this file was not hashed). Racy
+        stamps are recorded with an unknown ctime: the next look reads the
+        file again.
         """
         digest = self.sha256 or sha256
         if digest is None:
             raise ValueError(f"{self.path} was not hashed")
-        return Base(self.path, digest, self.size, self.mtime_ns, self.inode, seq)
+        ctime_ns = UNKNOWN_CTIME if self.racy else self.ctime_ns
+        return Base(self.path, digest, self.size, self.mtime_ns, self.inode, seq, ctime_ns)
 
-    def is_still(self, local: str | Path) -> bool:
+    @property
+    def stamps(self) -> StatKey:
+        return (self.size, self.mtime_ns, self.inode, self.ctime_ns)
+
+    def is_still(self, local: str | Path, renamed: bool = False) -> bool:
         """
         Whether the file at C{local} has the stat this file was found with:
         then its bytes are the same.
+
+        @param renamed: the file was renamed since (which moves its ctime):
+            compare its other stamps only.
         """
         try:
             st = os.stat(local, follow_symlinks=False)
         except (OSError, ValueError):
             return False
-        return stat.S_ISREG(st.st_mode) and stat_key(st) == (self.size, self.mtime_ns, self.inode)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        if renamed:
+            return stat_key(st)[:3] == self.stamps[:3]
+        return stat_key(st) == self.stamps
 
 
 @frozen
@@ -371,6 +410,7 @@ def _examine(
     seq = base.seq if base is not None else 0
     data = None
     sha256: str | None
+    racy = False
     if base is not None and _matches(st, base):
         sha256, changed, refreshed = base.sha256, False, False
     elif (
@@ -380,6 +420,7 @@ def _examine(
         and time.time_ns() - st.st_mtime_ns >= SETTLED_NS
     ):
         sha256, changed, refreshed = None, True, False
+        racy = is_racy(st, time.time_ns())
     else:
         if max_read is None:
             sha256, st = _hash_stable(local)
@@ -390,9 +431,12 @@ def _examine(
             data, st = _stable(local, _read_whole)
             sha256 = hashlib.sha256(data).hexdigest()
         changed = base is None or sha256 != base.sha256
-        refreshed = not changed
-    size, mtime_ns, inode = stat_key(st)
-    return LocalFile(path, sha256, size, mtime_ns, inode, seq, changed, data), refreshed
+        racy = is_racy(st, time.time_ns())
+        # A racy file found identical is left to be read again next time.
+        refreshed = not changed and not racy
+    size, mtime_ns, inode, ctime_ns = stat_key(st)
+    found = LocalFile(path, sha256, size, mtime_ns, inode, ctime_ns, seq, changed, data, racy)
+    return found, refreshed
 
 
 def _below_any(path: str, directories: set[str]) -> bool:

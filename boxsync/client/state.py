@@ -34,12 +34,15 @@ from twisted.logger import Logger
 
 from ..paths import HIDDEN_DIR
 
-__all__ = ["Base", "LocalState", "STATE_FILE", "RECENT"]
+__all__ = ["Base", "LocalState", "STATE_FILE", "RECENT", "UNKNOWN_CTIME"]
 
 #: How many paths' bases are remembered after they are read or written: a
 #: burst (a tree moved into the folder, a batch of events) asks for each of
 #: its paths' bases once as it is reported and again as its job runs.
 RECENT = 16384
+
+#: The ctime of a base whose stamps are not to be trusted: no file has it.
+UNKNOWN_CTIME = -1
 
 #: The database, below the folder's hidden folder.
 STATE_FILE = "state.sqlite"
@@ -57,6 +60,12 @@ class Base:
     """
     What the local file at C{path} was when it was last identical to the
     server's version C{seq}.
+
+    @ivar ctime_ns: the file's ctime then, which no tool can set back (an
+        edit whose mtime is put back still moves it); L{UNKNOWN_CTIME} if
+        it is not known or could not be trusted (see
+        L{boxsync.client.scanner.RACY_NS}): the file is then read at its
+        next look, whatever its other stamps say.
     """
 
     path: str
@@ -65,6 +74,7 @@ class Base:
     mtime_ns: int
     inode: int
     seq: int
+    ctime_ns: int = UNKNOWN_CTIME
 
 
 @frozen
@@ -98,6 +108,9 @@ _UPGRADES: list[_Upgrade] = [
             "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         )
     ),
+    # The ctime joins the stamps: a base recorded before it is read once
+    # more at its next look.
+    _Upgrade(("ALTER TABLE bases ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT -1",)),
 ]
 
 
@@ -110,8 +123,8 @@ def _from_sql(inode: int) -> int:
 
 
 def _base(row: tuple[Any, ...]) -> Base:
-    path, sha256, size, mtime_ns, inode, seq = row
-    return Base(path, sha256, size, mtime_ns, _from_sql(inode), seq)
+    path, sha256, size, mtime_ns, inode, seq, ctime_ns = row
+    return Base(path, sha256, size, mtime_ns, _from_sql(inode), seq, ctime_ns)
 
 
 def _row(base: Base) -> tuple[Any, ...]:
@@ -122,10 +135,11 @@ def _row(base: Base) -> tuple[Any, ...]:
         base.mtime_ns,
         _to_sql(base.inode),
         base.seq,
+        base.ctime_ns,
     )
 
 
-_SELECT = "SELECT path, sha256, size, mtime_ns, inode, seq FROM bases"
+_SELECT = "SELECT path, sha256, size, mtime_ns, inode, seq, ctime_ns FROM bases"
 
 
 def _write(db: sqlite3.Connection, changes: dict[str, Base | None]) -> None:
@@ -133,7 +147,8 @@ def _write(db: sqlite3.Connection, changes: dict[str, Base | None]) -> None:
     Record each path's new base, or (C{None}) drop its base.
     """
     db.executemany(
-        "INSERT OR REPLACE INTO bases VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO bases (path, sha256, size, mtime_ns, inode, seq, ctime_ns) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
         [_row(base) for base in changes.values() if base is not None],
     )
     db.executemany(

@@ -56,13 +56,15 @@ def _event(record: FileRecord) -> Event:
 async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) -> Adopted:
     """
     Bring the index of C{box} in line with its files, hashing (off the
-    reactor thread) only files whose size or mtime differ from their row.
+    reactor thread) only files whose size, mtime or ctime differ from their
+    row: a same-size edit whose mtime was set back still moved the ctime.
     """
     storage = box.storage
 
     rows = await _all_rows(box)
     files = await storage.in_thread(lambda: list(storage.walk()))
     pending: list[FileRecord] = []
+    restamped: list[tuple[str, int]] = []
     added = changed = 0
     last_report = clock.seconds()
 
@@ -74,17 +76,20 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
 
     for done, file in enumerate(files, start=1):
         row = rows.pop(file.path, None)
-        if row is not None and not row.deleted and (row.size, row.mtime_ns) == (
-            file.size,
-            file.mtime_ns,
-        ):
+        live = row if row is not None and not row.deleted else None
+        stamps = (file.size, file.mtime_ns)
+        if live is not None and (live.size, live.mtime_ns, live.ctime_ns) == (*stamps, file.ctime_ns):
             continue
         sha256 = await storage.in_thread(lambda: storage.hash(storage.root / file.path))
-        if row is None or row.deleted:
-            added += 1
-        else:
+        if live is not None and (live.size, live.mtime_ns, live.sha256) == (*stamps, sha256):
+            # Only its ctime moved (or was not known yet): the same file.
+            restamped.append((file.path, file.ctime_ns))
+            continue
+        if live is not None:
             changed += 1
-        pending.append(FileRecord(file.path, file.size, sha256, file.mtime_ns, 0, False, "box"))
+        else:
+            added += 1
+        pending.append(FileRecord(file.path, file.size, sha256, file.mtime_ns, 0, False, "box", file.ctime_ns))
         if len(pending) >= _BATCH:
             await flush()
         if clock.seconds() - last_report >= progress_seconds:
@@ -95,6 +100,8 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
         FileRecord(row.path, 0, row.sha256, row.mtime_ns, 0, True, "box") for row in removed
     )
     await flush()
+    if restamped:
+        await box.index.restamp(box.account, restamped)
     result = Adopted(added, changed, len(removed), len(files))
     log.info(
         "box checked: {checked} files, {added} new, {changed} changed, {removed} removed by hand",

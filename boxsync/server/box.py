@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from ..protocol import Delete, Download
 from .hub import Hub
 from .index import FileRecord, IIndex
-from .storage import BoxStorage, StagingFile
+from .storage import BoxStorage, Change, StagingFile
 
 __all__ = ["Box", "StaleBase", "NotFound", "DigestMismatch"]
 
@@ -267,16 +267,16 @@ class Box:
         placed = await self.storage.place_many(
             [(group[i].staged, group[i].path) for i in accepted]
         )
-        committing: list[int] = []
-        for i, error in zip(accepted, placed):
-            if error is None:
-                committing.append(i)
+        changes: dict[int, Change] = {}
+        for i, outcome in zip(accepted, placed):
+            if isinstance(outcome, Change):
+                changes[i] = outcome
             else:
-                outcomes[i] = error
-        if not committing:
+                outcomes[i] = outcome
+        if not changes:
             return [outcomes[i] for i in range(len(group))]
-        records = await self.index.commit_many(
-            self.account,
+        records = await self._commit_changes(
+            list(changes.values()),
             [
                 FileRecord(
                     group[i].path,
@@ -286,12 +286,28 @@ class Box:
                     0,
                     False,
                     group[i].origin,
+                    change.ctime_ns,
                 )
-                for i in committing
+                for i, change in changes.items()
             ],
         )
-        outcomes.update(zip(committing, records))
+        outcomes.update(zip(changes, records))
         return [outcomes[i] for i in range(len(group))]
+
+    async def _commit_changes(self, changes: list[Change], records: list[FileRecord]) -> list[FileRecord]:
+        """
+        Commit C{records}, the rows of C{changes} made in the box: all of
+        them or, if the commit fails, none, with the box put back as it was.
+
+        @raise DiskFull: if the index's disk is full.
+        """
+        try:
+            stored: list[FileRecord] = await self.index.commit_many(self.account, records)
+        except BaseException:
+            await self.storage.undo(changes)
+            raise
+        await self.storage.settle(changes)
+        return stored
 
     async def delete(
         self, path: str, base: int | None, origin: str = "", stream: str | None = None
@@ -306,10 +322,9 @@ class Box:
             row = await self._check_base(path, base)
             if row is None or row.deleted:
                 raise NotFound(path)
-            await self.storage.remove(path)
-            record = await self.index.commit(
-                self.account,
-                FileRecord(path, 0, row.sha256, time.time_ns(), 0, True, origin),
+            change = await self.storage.remove(path)
+            (record,) = await self._commit_changes(
+                [change], [FileRecord(path, 0, row.sha256, time.time_ns(), 0, True, origin)]
             )
         self.log.info(
             "{origin} deleted {path} as seq {seq}",

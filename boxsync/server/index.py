@@ -8,6 +8,7 @@ dedicated thread so the reactor never waits on the disk.
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
@@ -18,6 +19,8 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
+
+from .storage import DiskFull
 
 __all__ = ["FileRecord", "IIndex", "SQLiteIndex", "Stats"]
 
@@ -38,6 +41,9 @@ class FileRecord:
     seq: int
     deleted: bool = False
     origin: str = ""
+    #: The ctime of the box file once placed (0: not known): with its size
+    #: and mtime, how the start-up adoption knows it is still that file.
+    ctime_ns: int = 0
 
 
 @frozen
@@ -84,6 +90,12 @@ class IIndex(Interface):
         Commit several records in one transaction, in order.
         """
 
+    def restamp(account: str, stamps: Sequence[tuple[str, int]]) -> Any:
+        """
+        Record the ctime of each (path, ctime) of C{stamps}, for live files
+        found unchanged in content: no new seq, no event.
+        """
+
     def current_seq(account: str) -> Any:
         """
         The account's latest seq (0 if it has none).
@@ -115,14 +127,46 @@ _SCHEMA: list[list[str]] = [
             seq INTEGER NOT NULL
         )""",
     ],
+    # version 2: the box file's ctime (0 for rows from before: the next
+    # adoption hashes those files once and records it).
+    ["ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0"],
 ]
 
-_COLUMNS = "path, size, sha256, mtime_ns, seq, deleted, origin"
+_COLUMNS = "path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns"
 
 
 def _record(row: tuple[Any, ...]) -> FileRecord:
-    path, size, sha256, mtime_ns, seq, deleted, origin = row
-    return FileRecord(path, size, sha256, mtime_ns, seq, bool(deleted), origin)
+    path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns = row
+    return FileRecord(path, size, sha256, mtime_ns, seq, bool(deleted), origin, ctime_ns)
+
+
+def _full(e: sqlite3.Error) -> BaseException:
+    """
+    C{e}, as a L{DiskFull} if SQLite says its disk is full.
+    """
+    if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return DiskFull(errno.ENOSPC, "no space left for the index")
+    return e
+
+
+def _transaction(db: sqlite3.Connection, work: Callable[[], _T]) -> _T:
+    """
+    Run C{work} in one write transaction: all of it is committed, or (on any
+    failure, the C{COMMIT} itself included) none of it.
+
+    @raise DiskFull: if the disk is full.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work()
+        db.execute("COMMIT")
+    except BaseException as e:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        if isinstance(e, sqlite3.Error) and (full := _full(e)) is not e:
+            raise full from e
+        raise
+    return result
 
 
 def open_database(path: Path) -> sqlite3.Connection:
@@ -218,14 +262,19 @@ class SQLiteIndex:
 
     def commit_many(self, account: str, records: Sequence[FileRecord]) -> Any:
         def q(db: sqlite3.Connection) -> list[FileRecord]:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                stored = list(_commit_all(db, account, records))
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return stored
+            return _transaction(db, lambda: list(_commit_all(db, account, records)))
+
+        return self._run(q)
+
+    def restamp(self, account: str, stamps: Sequence[tuple[str, int]]) -> Any:
+        def q(db: sqlite3.Connection) -> None:
+            _transaction(
+                db,
+                lambda: db.executemany(
+                    "UPDATE files SET ctime_ns=? WHERE account=? AND path=? AND deleted=0",
+                    [(ctime_ns, account, path) for path, ctime_ns in stamps],
+                ),
+            )
 
         return self._run(q)
 
@@ -256,11 +305,11 @@ def _commit_all(
     for record in records:
         seq += 1
         db.execute(
-            "INSERT INTO files (account, path, size, sha256, mtime_ns, seq, deleted, origin) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "INSERT INTO files (account, path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (account, path) DO UPDATE SET size=excluded.size, "
             "sha256=excluded.sha256, mtime_ns=excluded.mtime_ns, seq=excluded.seq, "
-            "deleted=excluded.deleted, origin=excluded.origin",
+            "deleted=excluded.deleted, origin=excluded.origin, ctime_ns=excluded.ctime_ns",
             (
                 account,
                 record.path,
@@ -270,6 +319,7 @@ def _commit_all(
                 seq,
                 int(record.deleted),
                 record.origin,
+                record.ctime_ns,
             ),
         )
         yield evolve(record, seq=seq)

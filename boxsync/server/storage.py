@@ -26,7 +26,7 @@ from .. import libc
 from ..paths import HIDDEN_DIR, BadPath, from_local, to_local
 from ..writer import HashingWriter, Runner
 
-__all__ = ["BoxStorage", "StagingFile", "DiskFull", "LocalFile", "as_disk_full", "discarding", "start_write_back"]
+__all__ = ["BoxStorage", "Change", "StagingFile", "DiskFull", "LocalFile", "as_disk_full", "discarding", "start_write_back"]
 
 _T = TypeVar("_T")
 _READ_SIZE = 1024 * 1024
@@ -204,9 +204,32 @@ class StagingFile:
 
 @define(frozen=True)
 class LocalFile:
+    """
+    A file found in the box by L{BoxStorage.walk}, with its stamps: its
+    ctime moves with any change to it, even one whose mtime is set back.
+    """
+
     path: str
     size: int
     mtime_ns: int
+    ctime_ns: int
+
+
+@define(frozen=True)
+class Change:
+    """
+    A change made in the box whose commit is not yet known: a file moved to
+    C{target} (C{placed}), or the file there taken away. Whatever was there
+    before is kept, under the name C{previous} in the staging folder, until
+    L{BoxStorage.settle} drops it or L{BoxStorage.undo} puts it back.
+
+    @ivar ctime_ns: the placed file's ctime once in place (0 for a removal).
+    """
+
+    target: Path
+    placed: bool
+    previous: Path | None
+    ctime_ns: int = 0
 
 
 @define
@@ -309,58 +332,131 @@ class BoxStorage:
 
         return self.in_thread(work)
 
+    def _keep(self, target: Path) -> Path | None:
+        """
+        Keep the file at C{target}, if there is one, under a second name in
+        the staging folder (a hard link: it costs no room).
+
+        @return: that name, or C{None} if there is no file to keep.
+        """
+        kept = self.staging / f"keep-{os.urandom(8).hex()}"
+        try:
+            os.link(target, kept, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (IsADirectoryError, PermissionError):
+            return None  # a folder (Linux answers EPERM): the move refuses it
+        return kept
+
     def place_many(self, moves: Sequence[tuple[StagingFile, str]]) -> Any:
         """
         Rename each finished staging file of C{moves} to its path, then
         fsync each folder that got a new name once: a whole group of uploads
-        costs one thread hop and one fsync per folder.
+        costs one thread hop and one fsync per folder. What each replaces is
+        kept until the group's commit is known: L{settle} or L{undo} the
+        changes then.
 
-        @return: a Deferred that fires with, for each move, C{None} if it is
-            in place or the exception it met (its staging file is then
-            discarded); the others are placed regardless.
+        @return: a Deferred that fires with, for each move, its L{Change} or
+            the exception it met (its staging file is then discarded); the
+            others are placed regardless.
         """
 
-        def work() -> list[BaseException | None]:
-            outcomes: list[BaseException | None] = []
+        def work() -> list[Change | BaseException]:
+            outcomes: list[Change | BaseException] = []
             folders: dict[Path, list[int]] = {}
             for staged, path in moves:
+                previous = None
                 try:
                     target = self.local(path)
+                    previous = self._keep(target)
                     _replace(staged.path, target, path)
+                    ctime_ns = os.lstat(target).st_ctime_ns
                 except Exception as e:
                     staged.discard()
+                    if previous is not None:
+                        previous.unlink()
                     outcomes.append(as_disk_full(e))
                     continue
                 folders.setdefault(target.parent, []).append(len(outcomes))
-                outcomes.append(None)
+                outcomes.append(Change(target, True, previous, ctime_ns))
             for folder, placed in folders.items():
                 try:
                     _fsync_dir(folder)
                 except OSError as e:
                     for i in placed:
+                        change = outcomes[i]
+                        assert isinstance(change, Change)
+                        _undo(change)
                         outcomes[i] = as_disk_full(e)
             return outcomes
 
         return self.in_thread(work)
 
-    def remove(self, path: str) -> Any:
+    def settle(self, changes: Sequence[Change]) -> Any:
         """
-        Remove the file at C{path} (if any) and the folders it leaves empty.
+        The commit of C{changes} is durable: drop what they replaced.
         """
 
         def work() -> None:
+            for change in changes:
+                if change.previous is not None:
+                    change.previous.unlink(missing_ok=True)
+
+        return self.in_thread(work)
+
+    def undo(self, changes: Sequence[Change]) -> Any:
+        """
+        The commit of C{changes} failed: put back what each replaced (and
+        take away what each placed), latest first, so the box is as the
+        index says it is.
+        """
+
+        def work() -> None:
+            for change in reversed(changes):
+                try:
+                    _undo(change)
+                    self._prune(change.target.parent)
+                except OSError:
+                    self.log.failure("cannot undo a change of {target}", target=str(change.target))
+            for folder in {change.target.parent for change in changes}:
+                try:
+                    _fsync_dir(folder)
+                except OSError:
+                    pass  # pruned, or the disk: the next start adopts the box
+
+        return self.in_thread(work)
+
+    def _prune(self, folder: Path) -> None:
+        """
+        Remove C{folder} and its parents up to the box's root while they
+        are empty.
+        """
+        while folder != self.root:
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
+
+    def remove(self, path: str) -> Any:
+        """
+        Take the file (or folder) at C{path}, if any, out of the box, and
+        the folders it leaves empty; what is taken away is kept until the
+        commit is known, as for L{place_many}.
+
+        @return: a Deferred that fires with the L{Change}.
+        """
+
+        def work() -> Change:
             target = self.local(path)
+            previous = None
             if target.is_symlink() or target.is_file():
-                target.unlink()
+                previous = self.staging / f"keep-{os.urandom(8).hex()}"
+                os.rename(target, previous)
             elif target.is_dir():
                 shutil.rmtree(target)
-            parent = target.parent
-            while parent != self.root:
-                try:
-                    parent.rmdir()
-                except OSError:
-                    break
-                parent = parent.parent
+            self._prune(target.parent)
+            return Change(target, False, previous)
 
         return self.in_thread(work)
 
@@ -389,7 +485,7 @@ class BoxStorage:
                         self.log.warn("skipping {name}: {e}", name=entry.path, e=e)
                         continue
                     st = entry.stat(follow_symlinks=False)
-                    yield LocalFile(path, st.st_size, st.st_mtime_ns)
+                    yield LocalFile(path, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     @staticmethod
     def hash(file: Path) -> str:
@@ -417,6 +513,17 @@ def _replace(source: Path, target: Path, path: str) -> None:
     except IsADirectoryError:
         # Either rename: a folder may appear in the target's place meanwhile.
         raise BadPath(f"{path!r} is a folder in the box") from None
+
+
+def _undo(change: Change) -> None:
+    """
+    Put back what C{change} replaced or took away; take away what it placed.
+    """
+    if change.previous is not None:
+        change.target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(change.previous, change.target)
+    elif change.placed:
+        change.target.unlink(missing_ok=True)
 
 
 def _fsync_dir(folder: Path) -> None:

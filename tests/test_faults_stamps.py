@@ -1,0 +1,85 @@
+"""
+Edits that leave a file's size, mtime and inode as they were: an in-place
+rewrite of the same length whose mtime is then set back, as C{cp -p},
+C{rsync -t}, C{tar x} and editors that keep timestamps do. The ctime still
+moves, on a client's folder and in the server's box alike, so neither side
+takes the edit for the file it had.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from boxsync.testing import Client, Server, tree, wait_until
+from tests.faults import get, index_rows, sha, stop_and_check
+from tests.helpers import edit_keeping_stamps
+from tests.faults import server  # noqa: F401 (the fixture)
+
+
+@pytest.mark.slow
+def test_client_edits_with_stamps_kept_are_synced(tmp_path: Path, server: Server) -> None:
+    """
+    Each such edit on A reaches B, live and across a restart of A; an edit
+    B makes after it is an ordinary next version, with nothing overwritten.
+    """
+    a = Client(server, tmp_path / "a", "a")
+    b = Client(server, tmp_path / "b", "b")
+    a.folder.mkdir()
+    target = a.folder / "doc.txt"
+    target.write_bytes(b"A000")
+    a.start()
+    b.start()
+    edits = [b"B000", b"C000", b"D000"]
+    try:
+        wait_until(lambda: tree(b.folder) == tree(a.folder) != {}, what="the first version on B")
+        for data in edits:
+            edit_keeping_stamps(target, data)
+            wait_until(
+                lambda: tree(b.folder).get("doc.txt") == sha(data), what=f"{data!r} on B"
+            )
+        # Across a restart of A: the edit is made while it is not running.
+        a.stop()
+        edit_keeping_stamps(target, b"E000")
+        a.start()
+        wait_until(lambda: tree(b.folder).get("doc.txt") == sha(b"E000"), what="the offline edit on B")
+        # B's next edit replaces it everywhere, with no conflict copy: A had
+        # nothing unsynced.
+        (b.folder / "doc.txt").write_bytes(b"F0000")
+        wait_until(lambda: tree(a.folder) == tree(b.folder) == {"doc.txt": sha(b"F0000")}, what="F on A")
+    finally:
+        a.kill()
+        b.kill()
+    stop_and_check(server, "edits with stamps kept, client", len(edits) + 1, a.folder, b.folder)
+
+
+@pytest.mark.slow
+def test_box_edit_with_stamps_kept_is_adopted(tmp_path: Path, server: Server) -> None:
+    """
+    A box file edited by hand that way while the server is down is hashed
+    again when it starts: its ETag is the new content's, and a new client
+    gets the new bytes.
+    """
+    a = Client(server, tmp_path / "a", "a", rescan=None)
+    a.folder.mkdir()
+    (a.folder / "doc.txt").write_bytes(b"A000")
+    a.once()
+    server.stop()
+    edit_keeping_stamps(server.box / "doc.txt", b"B000")
+    server.start()
+    status, headers, body = get(server, "doc.txt")
+    assert (status, body) == (200, b"B000")
+    assert sha(b"B000") in str(headers["ETag"])
+    fresh = Client(server, tmp_path / "fresh", "fresh", rescan=None)
+    fresh.folder.mkdir()
+    fresh.once()
+    assert tree(fresh.folder) == {"doc.txt": sha(b"B000")}
+    # Its ctime alone moving (same bytes, same mtime) makes no new version.
+    server.stop()
+    (seq_before,) = [row.seq for row in index_rows(server.box)[0] if row.path == "doc.txt"]
+    os.chmod(server.box / "doc.txt", 0o644)
+    server.start()
+    stop_and_check(server, "edits with stamps kept, box", 1, fresh.folder)
+    assert [row.seq for row in index_rows(server.box)[0] if row.path == "doc.txt"] == [seq_before]
