@@ -14,7 +14,8 @@ from typing import Any, AsyncIterator
 import pytest
 import pytest_twisted
 from boxsync.client.cli import Options, UserError, parse, run
-from boxsync.client.engine import SMALL_FILE, Engine, conflict_name
+from boxsync.client.engine import SMALL_FILE, Engine
+from boxsync.client.placing import conflict_name
 from boxsync.client.ignore import IgnoreRules
 from boxsync.client.scanner import SETTLED_NS
 from boxsync.client.progress import NOTED_START, LogReporter, RichReporter, reporter_for
@@ -529,7 +530,7 @@ async def test_unfinished_downloads_that_cannot_resume_are_removed(
     import hashlib
     import time
 
-    from boxsync.client.engine import TMP_DAYS
+    from boxsync.client.placing import TMP_DAYS
 
     b = folders("b")
     tmp = b.root / ".boxsync" / "tmp"

@@ -14,15 +14,15 @@ import pytest
 
 from boxsync.client import scanner
 from boxsync.client.ignore import IGNORE_FILE, TEMP_PREFIX, IgnoreRules
+from boxsync import fs
 from boxsync.client.scanner import (
-    CHUNK_SIZE,
     FileChanging,
     ReadElsewhere,
     ScanResult,
-    hash_file,
     scan,
     scan_one,
 )
+from boxsync.fs import CHUNK_SIZE, hash_file
 from boxsync.client.state import UNKNOWN_CTIME, Base
 from boxsync.protocol import DeletedEntry
 from tests.helpers import edit_keeping_stamps
@@ -54,13 +54,13 @@ def hashed(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     Record every file the scanner hashes.
     """
     calls: list[Path] = []
-    real = scanner.hash_file
+    real = fs.hash_file
 
     def counting(path: Path) -> tuple[str, int]:
         calls.append(Path(path))
         return real(path)
 
-    monkeypatch.setattr(scanner, "hash_file", counting)
+    monkeypatch.setattr(fs, "hash_file", counting)
     return calls
 
 
@@ -327,7 +327,7 @@ def test_unreadable_file_is_not_deleted(
     write(tmp_path, "secret", b"s")
     write(tmp_path, "plain", b"p")
     state = {"secret": Base("secret", "0" * 64, 9, 9, 9, 2)}
-    refuse(monkeypatch, scanner, "hash_file", "secret")
+    refuse(monkeypatch, fs, "hash_file", "secret")
     result = scan(tmp_path, state, NO_RULES)
     assert sorted(result.files) == ["plain"]
     assert result.deleted == ()
@@ -344,7 +344,7 @@ def test_file_changing_while_read(
     deleted); L{scan_one} raises L{FileChanging}.
     """
     target = write(tmp_path, "busy", b"0")
-    real = scanner.hash_file
+    real = fs.hash_file
     writes = iter(range(1, 100))
 
     def growing(path: Path) -> tuple[str, int]:
@@ -353,7 +353,7 @@ def test_file_changing_while_read(
             f.write(b"%d" % next(writes))
         return result
 
-    monkeypatch.setattr(scanner, "hash_file", growing)
+    monkeypatch.setattr(fs, "hash_file", growing)
     state = {"busy": Base("busy", "0" * 64, 9, 9, 9, 2)}
     result = scan(tmp_path, state, NO_RULES)
     assert result.files == {}

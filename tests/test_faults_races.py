@@ -23,7 +23,8 @@ import pytest_twisted
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
 
-from boxsync.client.engine import _exchange, _swap
+from boxsync.client.placing import swap
+from boxsync.fs import exchange
 from boxsync.client.scanner import scan_one
 from boxsync.paths import BadPath
 from boxsync.protocol import Conflict, Delete, Download, InSync, Upload
@@ -43,7 +44,7 @@ def replace_and_read(new: Path, target: Path) -> bytes | None:
     while True:
         try:
             # Swap the two atomically: new's name then holds the old file.
-            _exchange(new, target)
+            exchange(new, target)
         except FileNotFoundError:
             try:
                 os.link(new, target)  # unlike a rename, never replaces
@@ -225,7 +226,7 @@ def test_swap_keeps_an_edit_saved_after_the_look(tmp_path: Path) -> None:
     # Seen changed: nothing is moved, and the engine looks again (and keeps
     # the edit as a conflict copy).
     with pytest.raises(FileExistsError):
-        _swap(download, target, seen, tmp_path)
+        swap(download, target, seen, tmp_path)
     assert target.read_text() == "edit" and download.read_text() == "download"
 
 
@@ -241,7 +242,7 @@ def test_swap_sees_an_edit_with_its_stamps_kept(tmp_path: Path) -> None:
     download = tmp_path / "download"
     download.write_text("download")
     with pytest.raises(FileExistsError):
-        _swap(download, target, seen, tmp_path)
+        swap(download, target, seen, tmp_path)
     assert target.read_text() == "edit" and download.read_text() == "download"
 
 
@@ -251,7 +252,7 @@ def test_swap_replaces_what_it_saw(tmp_path: Path) -> None:
     seen = scan_one(tmp_path, "f.txt", None)
     download = tmp_path / "download"
     download.write_text("download")
-    assert _swap(download, target, seen, tmp_path) is None
+    assert swap(download, target, seen, tmp_path) is None
     assert target.read_text() == "download" and not download.exists()
 
 
@@ -261,10 +262,10 @@ def test_swap_never_replaces_a_file_that_appeared(tmp_path: Path) -> None:
     download.write_text("download")
     target.write_text("new here")  # after a look that found nothing
     with pytest.raises(FileExistsError):
-        _swap(download, target, None, tmp_path)
+        swap(download, target, None, tmp_path)
     assert target.read_text() == "new here" and download.exists()
     target.unlink()
-    assert _swap(download, target, None, tmp_path) is None
+    assert swap(download, target, None, tmp_path) is None
     assert target.read_text() == "download" and not download.exists()
 
 
@@ -306,19 +307,19 @@ def test_swap_makes_missing_folders_and_never_replaces_a_folder(tmp_path: Path) 
     download = tmp_path / "download"
     download.write_text("download")
     deep = tmp_path / "a/b/c.txt"
-    assert _swap(download, deep, None, tmp_path) is None
+    assert swap(download, deep, None, tmp_path) is None
     assert deep.read_text() == "download" and not download.exists()
     download.write_text("again")
     (tmp_path / "folder").mkdir()
     with pytest.raises(FileExistsError):
-        _swap(download, tmp_path / "folder", None, tmp_path)
+        swap(download, tmp_path / "folder", None, tmp_path)
     assert (tmp_path / "folder").is_dir() and download.exists()
     # Through a link to a folder outside: refused, nothing written there.
     outside = tmp_path / "outside"
     outside.mkdir()
     (tmp_path / "linked").symlink_to(outside)
     with pytest.raises(BadPath):
-        _swap(download, tmp_path / "linked/x/y.txt", None, tmp_path)
+        swap(download, tmp_path / "linked/x/y.txt", None, tmp_path)
     assert list(outside.iterdir()) == []
 
 
@@ -331,23 +332,23 @@ def test_swap_without_renameat2_still_never_replaces_what_appeared(
     placed by a hard link (which never replaces either), and a seen one by a
     plain rename.
     """
-    from boxsync.client import engine
+    from boxsync import fs
 
     def unavailable(a: Path, b: Path, flags: int) -> None:
         raise OSError(cannot, os.strerror(cannot))
 
-    monkeypatch.setattr(engine, "_rename2", unavailable)
+    monkeypatch.setattr(fs, "_rename2", unavailable)
     download = tmp_path / "download"
     download.write_text("download")
     target = tmp_path / "d/f.txt"
     target.parent.mkdir()
     target.write_text("new here")
     with pytest.raises(FileExistsError):
-        _swap(download, target, None, tmp_path)
+        swap(download, target, None, tmp_path)
     assert target.read_text() == "new here" and download.exists()
     seen = scan_one(tmp_path, "d/f.txt", None)
-    assert _swap(download, target, seen, tmp_path) is None
+    assert swap(download, target, seen, tmp_path) is None
     assert target.read_text() == "download" and not download.exists()
     download.write_text("deeper")
-    assert _swap(download, tmp_path / "e/g/h.txt", None, tmp_path) is None
+    assert swap(download, tmp_path / "e/g/h.txt", None, tmp_path) is None
     assert (tmp_path / "e/g/h.txt").read_text() == "deeper" and not download.exists()

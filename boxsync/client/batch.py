@@ -29,7 +29,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ..writer import write_all
+from ..fs import write_small
 from ..protocol import BATCH_FILE_LIMIT, BATCH_MAX_FILES, BatchFile, ProtocolError
 from .api import APIError, BoxsyncAPI, CommitResult, DigestMismatch, DownloadResult, error_for
 
@@ -313,8 +313,7 @@ def _write(item: _Download, header: dict[str, Any], data: bytes) -> DownloadResu
         # and a batch writes hundreds of files.
         fd = os.open(item.dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            write_all(fd, [data])
-            os.utime(fd, ns=(item.mtime_ns, item.mtime_ns))
+            write_small(fd, data, item.mtime_ns)
             placed = os.fstat(fd)
         finally:
             os.close(fd)

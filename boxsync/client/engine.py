@@ -32,7 +32,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .. import libc
+from ..fs import prune
 from ..paths import HIDDEN_DIR, BadPath, to_local
 from ..protocol import (
     BATCH_FILE_LIMIT,
@@ -61,6 +61,7 @@ from .batch import Batcher
 from .connect import describe_failure, unwrap
 from .ignore import IgnoreRules
 from .progress import Reporter
+from .placing import TMP_DAYS, conflict_name, placed_base, remove_older, swap
 from .scanner import (
     FileChanging,
     LocalFile,
@@ -68,12 +69,11 @@ from .scanner import (
     ScanResult,
     scan,
     scan_one,
-    stat_key,
     unchanged,
 )
 from .state import UNKNOWN_CTIME, Base, LocalState
 
-__all__ = ["Engine", "conflict_name", "Fatal", "NotInSync"]
+__all__ = ["Engine", "Fatal", "NotInSync"]
 
 #: Errors that stop the client: retrying would not help.
 Fatal = (AuthError,)
@@ -97,21 +97,6 @@ class NotInSync(Exception):
     With C{once}: the folder could not be brought in sync (the reason is
     the last failure).
     """
-
-
-def conflict_name(path: str, client: str, when: float) -> str:
-    """
-    The name a conflicting local copy of C{path} is kept under, e.g.
-    C{notes.conflict-laptop-20261124-101500.txt}.
-    """
-    folder, slash, name = path.rpartition("/")
-    stem, dot, suffix = name.rpartition(".")
-    if not stem:
-        # No extension (or a dot file such as .bashrc).
-        stem, dot, suffix = name, "", ""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
-    client = "".join(c if c.isalnum() or c in "-_" else "_" for c in client) or "client"
-    return f"{folder}{slash}{stem}.conflict-{client}-{stamp}{dot}{suffix}"
 
 
 @define
@@ -177,7 +162,7 @@ class Engine:
             self.state.later = lambda write: self.reactor.callLater(0, write)
         self._tmp = self.root / HIDDEN_DIR / "tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
-        kept = _remove_older(self._tmp, time.time() - TMP_DAYS * 86400)
+        kept = remove_older(self._tmp, time.time() - TMP_DAYS * 86400)
         self._partial = {name.split("-")[1] for name in kept if name.startswith("dl-")}
 
     # Running
@@ -755,7 +740,7 @@ class Engine:
                     self._keep_as_conflict(path)
                     seen = None
             try:
-                displaced = _swap(temp, target, seen, self.root)
+                displaced = swap(temp, target, seen, self.root)
                 break
             except FileExistsError:
                 if target.is_dir() and not target.is_symlink():
@@ -765,7 +750,7 @@ class Engine:
             raise FileChanging(f"{path} keeps appearing while a download is placed")
         if displaced is not None:
             self._keep_as_conflict(path, displaced)
-        self.state.put(_placed_base(target, path, event.sha256, placed, result.seq))
+        self.state.put(placed_base(target, path, event.sha256, placed, result.seq))
 
     async def _delete_local(self, event: Delete) -> None:
         path = event.path
@@ -784,181 +769,9 @@ class Engine:
             return
         local = self._local(path)
         local.unlink()
-        _prune(self.root, local.parent)
+        prune(self.root, local.parent)
         self.state.forget(path)
         self.reporter.message(f"deleted {path}")
-
-
-def _placed_base(target: Path, path: str, sha256: str, placed: os.stat_result, seq: int) -> Base:
-    """
-    The base of a download just moved to C{target}, whose stat before the
-    move was C{placed}.
-
-    The move sets the file's ctime: it is taken from the file now if its
-    inode, size and mtime show it is still the one placed. Otherwise (or if
-    it cannot be looked at) the ctime is left unknown, and the next look
-    reads the file. A download's mtime is the version's, not the clock's,
-    so an edit in the same clock tick would still move it: the stamps are
-    not racy.
-    """
-    ctime_ns = UNKNOWN_CTIME
-    try:
-        now = os.lstat(target)
-    except OSError:
-        pass
-    else:
-        if stat_key(now)[:3] == stat_key(placed)[:3]:
-            ctime_ns = now.st_ctime_ns
-    return Base(path, sha256, placed.st_size, placed.st_mtime_ns, placed.st_ino, seq, ctime_ns)
-
-
-_AT_FDCWD = -100
-_RENAME_NOREPLACE = 1
-_RENAME_EXCHANGE = 2
-#: What a file system that cannot do a C{renameat2} flag answers.
-_CANNOT = (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP)
-
-
-def _rename2(a: Path, b: Path, flags: int) -> None:
-    """
-    Linux's C{renameat2} of C{a} to C{b} with C{flags}.
-
-    @raise OSError: C{ENOSYS} or C{EINVAL} where the system or the file
-        system cannot do it; else as C{rename} would.
-    """
-    renameat2 = libc.function(
-        "renameat2", ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint
-    )
-    if renameat2 is None:
-        raise OSError(errno.ENOSYS, "renameat2 is not available")
-    libc.check(renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), flags), str(b))
-
-
-def _exchange(a: Path, b: Path) -> None:
-    """
-    Swap the files at C{a} and C{b} atomically (C{RENAME_EXCHANGE}).
-
-    @raise OSError: C{ENOENT} if either is missing; C{ENOSYS} or C{EINVAL}
-        where the system or the file system cannot do it.
-    """
-    _rename2(a, b, _RENAME_EXCHANGE)
-
-
-def _swap(temp: Path, target: Path, seen: LocalFile | None, root: Path) -> Path | None:
-    """
-    Put the file C{temp} at C{target} (below C{root}, which has the folders
-    it needs made if missing) in one atomic step, taking out of the
-    way whatever is there: C{seen}, what the last look found there (C{None}:
-    nothing), or a file saved there since.
-
-    @return: the name (C{temp}'s) of the file taken out of the way, if it is
-        not C{seen} unchanged: an edit to keep. C{None} otherwise.
-    @raise FileExistsError: if C{seen} is C{None} and there is a file or a
-        folder now, or if C{seen} is no longer what is there.
-    """
-    if seen is None:
-        try:
-            _move_new(temp, target, root)
-        except FileExistsError:
-            mode = os.lstat(target).st_mode
-            if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-                raise
-            os.replace(temp, target)  # a link or a special file: replaced
-        except OSError:
-            os.replace(temp, target)  # no hard links on this file system
-        return None
-    if not seen.is_still(target):
-        # Changed since the look (perhaps with its mtime set back, which
-        # only the ctime shows, and the swap would move): look again.
-        raise FileExistsError(errno.EEXIST, "changed since it was looked at", str(target))
-    try:
-        _exchange(temp, target)
-    except FileNotFoundError:
-        return _swap(temp, target, None, root)  # gone since the look
-    except OSError as e:
-        if e.errno not in _CANNOT:
-            raise
-        os.replace(temp, target)  # cannot swap here: the look must do
-        return None
-    if seen.is_still(temp, renamed=True):
-        os.unlink(temp)
-        return None
-    return temp
-
-
-def _move_new(temp: Path, target: Path, root: Path) -> None:
-    """
-    Move C{temp} to C{target}, where nothing may be, making the folders it
-    needs below C{root} first.
-
-    @raise FileExistsError: if there is something at C{target}.
-    """
-    try:
-        _move_no_replace(temp, target)
-    except FileNotFoundError:
-        _make_parents(root, target)
-        _move_no_replace(temp, target)
-
-
-def _move_no_replace(temp: Path, target: Path) -> None:
-    try:
-        _rename2(temp, target, _RENAME_NOREPLACE)
-    except OSError as e:
-        if e.errno not in _CANNOT:
-            raise
-        # A link, unlike a plain rename, never replaces what is there either.
-        os.link(temp, target)
-        os.unlink(temp)
-
-
-def _make_parents(root: Path, target: Path) -> None:
-    """
-    Make the missing folders from C{root} down to C{target}'s, one at a
-    time, so that none is made through a link.
-    """
-    current = root
-    for segment in target.parent.relative_to(root).parts:
-        current = current / segment
-        try:
-            os.mkdir(current)
-        except FileExistsError:
-            if not stat.S_ISDIR(os.lstat(current).st_mode):
-                raise BadPath(f"{current} is a link or a file, not a folder") from None
-
-
-def _prune(root: Path, folder: Path) -> None:
-    """
-    Remove empty folders from C{folder} up to (not including) C{root}.
-    """
-    while folder != root and root in folder.parents:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-        folder = folder.parent
-
-
-#: How many days an unfinished download is kept for resuming.
-TMP_DAYS = 7
-
-
-def _remove_older(folder: Path, before: float) -> list[str]:
-    """
-    Remove the files of C{folder} last written before C{before}: unfinished
-    downloads of versions that were superseded, or of paths since deleted.
-
-    @return: the names of the files left.
-    """
-    kept = []
-    for entry in os.scandir(folder):
-        try:
-            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < before:
-                os.unlink(entry.path)
-            else:
-                kept.append(entry.name)
-        except FileNotFoundError:
-            pass
-    return kept
 
 
 def _describe(error: BaseException) -> str:

@@ -26,6 +26,7 @@ from typing import Callable, Iterator, Mapping, TypeVar
 from attrs import field, frozen
 from twisted.logger import Logger
 
+from .. import fs
 from ..paths import HIDDEN_DIR, BadPath, normalize, to_local
 from ..protocol import DeletedEntry, FileEntry, Manifest
 from .ignore import IgnoreRules
@@ -34,7 +35,6 @@ from .state import UNKNOWN_CTIME, Base
 _T = TypeVar("_T")
 
 __all__ = [
-    "CHUNK_SIZE",
     "FileChanging",
     "LocalFile",
     "RACY_NS",
@@ -43,7 +43,6 @@ __all__ = [
     "ScanResult",
     "Skipped",
     "StatKey",
-    "hash_file",
     "is_racy",
     "scan",
     "scan_one",
@@ -54,9 +53,6 @@ __all__ = [
 ]
 
 log = Logger()
-
-#: How much of a file is read at a time to hash it.
-CHUNK_SIZE = 1 << 20
 
 #: How many times a file that changes while it is hashed is hashed again.
 _ATTEMPTS = 3
@@ -124,21 +120,6 @@ def unchanged(root: Path, path: str, base: Base) -> bool:
     except (OSError, ValueError):
         return False
     return stat.S_ISREG(st.st_mode) and _matches(st, base)
-
-
-def hash_file(path: str | Path) -> tuple[str, int]:
-    """
-    Hash a file.
-
-    @return: its sha256 (hex) and the number of bytes read.
-    """
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_SIZE):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def wire_path(relative: str) -> str:
@@ -379,7 +360,7 @@ def _hash_stable(local: str | Path) -> tuple[str, os.stat_result]:
     """
     Hash a file (see L{_stable}).
     """
-    return _stable(local, hash_file)
+    return _stable(local, fs.hash_file)
 
 
 def _read_whole(local: str | Path) -> tuple[bytes, int]:

@@ -19,11 +19,9 @@ it asks for a rescan.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import struct
-from functools import cache
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -33,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .. import libc
 from ..paths import BadPath
 from .ignore import IGNORE_FILE, IgnoreRules
 from .scanner import walk, wire_path
@@ -83,23 +82,16 @@ _RESCAN_KEY = ""
 _SLACK = 1e-6
 
 
-@cache
-def _libc() -> ctypes.CDLL:
+def _inotify(name: str, *argtypes: Any) -> Any:
     """
-    The C library's inotify functions.
+    The C library's inotify function C{name}.
 
-    @raise OSError: if there are none (not Linux).
+    @raise OSError: if there is none (not Linux).
     """
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if not hasattr(libc, "inotify_init1"):
+    found = libc.function(name, *argtypes)
+    if found is None:
         raise OSError(errno.ENOSYS, "inotify is not available")
-    libc.inotify_init1.argtypes = [ctypes.c_int]
-    libc.inotify_init1.restype = ctypes.c_int
-    libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-    libc.inotify_add_watch.restype = ctypes.c_int
-    libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
-    libc.inotify_rm_watch.restype = ctypes.c_int
-    return libc
+    return found
 
 
 def _check(result: int, what: str) -> int:
@@ -252,7 +244,7 @@ class FolderWatcher:
         if self._fd >= 0:
             return
         flags = os.O_NONBLOCK | os.O_CLOEXEC  # IN_NONBLOCK, IN_CLOEXEC
-        self._fd = _check(_libc().inotify_init1(flags), "inotify")
+        self._fd = _check(_inotify("inotify_init1", ctypes.c_int)(flags), "inotify")
         self._debouncer = Debouncer(self.reactor, self.delay, self._emit)
         try:
             self._add_watch("", strict=True)
@@ -426,7 +418,9 @@ class FolderWatcher:
         local, mask = (self.root / path, MASK) if path else (self.root, _ROOT_MASK)
         try:
             wd = _check(
-                _libc().inotify_add_watch(self._fd, os.fsencode(local), mask),
+                _inotify("inotify_add_watch", ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)(
+                    self._fd, os.fsencode(local), mask
+                ),
                 f"watching {local}",
             )
         except OSError as e:
@@ -476,7 +470,7 @@ class FolderWatcher:
             wd = self._wds.pop(gone)
             self._paths.pop(wd, None)
             # Fails harmlessly if the kernel already dropped the watch.
-            _libc().inotify_rm_watch(self._fd, wd)
+            _inotify("inotify_rm_watch", ctypes.c_int, ctypes.c_int)(self._fd, wd)
 
     def _resync(self) -> None:
         """
@@ -490,5 +484,5 @@ class FolderWatcher:
         if self._add_watch(""):
             self._watch_tree("", report=False)
         for wd in before - set(self._paths):
-            _libc().inotify_rm_watch(self._fd, wd)
+            _inotify("inotify_rm_watch", ctypes.c_int, ctypes.c_int)(self._fd, wd)
         self._report(RESCAN, _RESCAN_KEY)

@@ -14,6 +14,7 @@ from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ..fs import hash_file
 from ..protocol import Delete, Download, Event
 from .box import Box
 from .index import FileRecord
@@ -80,7 +81,7 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
         stamps = (file.size, file.mtime_ns)
         if live is not None and (live.size, live.mtime_ns, live.ctime_ns) == (*stamps, file.ctime_ns):
             continue
-        sha256 = await storage.in_thread(lambda: storage.hash(storage.root / file.path))
+        sha256, _ = await storage.in_thread(lambda: hash_file(storage.root / file.path))
         if live is not None and (live.size, live.mtime_ns, live.sha256) == (*stamps, sha256):
             # Only its ctime moved (or was not known yet): the same file.
             restamped.append((file.path, file.ctime_ns))

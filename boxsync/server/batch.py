@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from .. import libc
 from ..protocol import BATCH_FILE_LIMIT, BATCH_MAX_BYTES, BatchFile, encode_part
-from ..writer import write_all
+from ..fs import write_small
 from .box import Box, DigestMismatch
 from .index import FileRecord
 from .storage import StagingFile, as_disk_full
@@ -93,9 +93,8 @@ def _stage(
             fds.append(fd)
             staged = StagingFile(Path(name), None, size=len(data), hash=digest)
             try:
-                write_all(fd, [data])
                 os.fchmod(fd, 0o644)
-                os.utime(fd, ns=(file.mtime_ns, file.mtime_ns))
+                write_small(fd, data, file.mtime_ns)
             except OSError as e:
                 staged.discard()
                 outcomes.append(as_disk_full(e))

@@ -23,13 +23,13 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from .. import libc
+from ..fs import fsync_dir, prune
 from ..paths import HIDDEN_DIR, BadPath, from_local, to_local
 from ..writer import HashingWriter, Runner
 
 __all__ = ["BoxStorage", "Change", "StagingFile", "DiskFull", "LocalFile", "as_disk_full", "discarding", "start_write_back"]
 
 _T = TypeVar("_T")
-_READ_SIZE = 1024 * 1024
 
 #: Every time this many more bytes of an upload are written, the kernel is
 #: asked to start writing them to the disk: the final fsync then has little
@@ -381,7 +381,7 @@ class BoxStorage:
                 outcomes.append(Change(target, True, previous, ctime_ns))
             for folder, placed in folders.items():
                 try:
-                    _fsync_dir(folder)
+                    fsync_dir(folder)
                 except OSError as e:
                     for i in placed:
                         change = outcomes[i]
@@ -415,28 +415,16 @@ class BoxStorage:
             for change in reversed(changes):
                 try:
                     _undo(change)
-                    self._prune(change.target.parent)
+                    prune(self.root, change.target.parent)
                 except OSError:
                     self.log.failure("cannot undo a change of {target}", target=str(change.target))
             for folder in {change.target.parent for change in changes}:
                 try:
-                    _fsync_dir(folder)
+                    fsync_dir(folder)
                 except OSError:
                     pass  # pruned, or the disk: the next start adopts the box
 
         return self.in_thread(work)
-
-    def _prune(self, folder: Path) -> None:
-        """
-        Remove C{folder} and its parents up to the box's root while they
-        are empty.
-        """
-        while folder != self.root:
-            try:
-                folder.rmdir()
-            except OSError:
-                return
-            folder = folder.parent
 
     def remove(self, path: str) -> Any:
         """
@@ -455,7 +443,7 @@ class BoxStorage:
                 os.rename(target, previous)
             elif target.is_dir():
                 shutil.rmtree(target)
-            self._prune(target.parent)
+            prune(self.root, target.parent)
             return Change(target, False, previous)
 
         return self.in_thread(work)
@@ -487,14 +475,6 @@ class BoxStorage:
                     st = entry.stat(follow_symlinks=False)
                     yield LocalFile(path, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
-    @staticmethod
-    def hash(file: Path) -> str:
-        h = hashlib.sha256()
-        with open(file, "rb") as f:
-            while chunk := f.read(_READ_SIZE):
-                h.update(chunk)
-        return h.hexdigest()
-
 
 def _replace(source: Path, target: Path, path: str) -> None:
     """
@@ -524,11 +504,3 @@ def _undo(change: Change) -> None:
         os.replace(change.previous, change.target)
     elif change.placed:
         change.target.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

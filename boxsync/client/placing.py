@@ -1,0 +1,126 @@
+"""
+Where the client puts files in its folder: a verified download moved into
+place in one atomic step that never overwrites an edit it has not seen, the
+base recorded for it, the name a conflicting copy is kept under, and the
+unfinished downloads that are kept for resuming (and for how long).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from pathlib import Path
+
+from ..fs import CANNOT, exchange, move_new
+from .scanner import LocalFile, stat_key
+from .state import UNKNOWN_CTIME, Base
+
+__all__ = ["TMP_DAYS", "conflict_name", "placed_base", "remove_older", "swap"]
+
+
+def conflict_name(path: str, client: str, when: float) -> str:
+    """
+    The name a conflicting local copy of C{path} is kept under, e.g.
+    C{notes.conflict-laptop-20261124-101500.txt}.
+    """
+    folder, slash, name = path.rpartition("/")
+    stem, dot, suffix = name.rpartition(".")
+    if not stem:
+        # No extension (or a dot file such as .bashrc).
+        stem, dot, suffix = name, "", ""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+    client = "".join(c if c.isalnum() or c in "-_" else "_" for c in client) or "client"
+    return f"{folder}{slash}{stem}.conflict-{client}-{stamp}{dot}{suffix}"
+
+
+
+def placed_base(target: Path, path: str, sha256: str, placed: os.stat_result, seq: int) -> Base:
+    """
+    The base of a download just moved to C{target}, whose stat before the
+    move was C{placed}.
+
+    The move sets the file's ctime: it is taken from the file now if its
+    inode, size and mtime show it is still the one placed. Otherwise (or if
+    it cannot be looked at) the ctime is left unknown, and the next look
+    reads the file. A download's mtime is the version's, not the clock's,
+    so an edit in the same clock tick would still move it: the stamps are
+    not racy.
+    """
+    ctime_ns = UNKNOWN_CTIME
+    try:
+        now = os.lstat(target)
+    except OSError:
+        pass
+    else:
+        if stat_key(now)[:3] == stat_key(placed)[:3]:
+            ctime_ns = now.st_ctime_ns
+    return Base(path, sha256, placed.st_size, placed.st_mtime_ns, placed.st_ino, seq, ctime_ns)
+
+
+
+def swap(temp: Path, target: Path, seen: LocalFile | None, root: Path) -> Path | None:
+    """
+    Put the file C{temp} at C{target} (below C{root}, which has the folders
+    it needs made if missing) in one atomic step, taking out of the
+    way whatever is there: C{seen}, what the last look found there (C{None}:
+    nothing), or a file saved there since.
+
+    @return: the name (C{temp}'s) of the file taken out of the way, if it is
+        not C{seen} unchanged: an edit to keep. C{None} otherwise.
+    @raise FileExistsError: if C{seen} is C{None} and there is a file or a
+        folder now, or if C{seen} is no longer what is there.
+    """
+    if seen is None:
+        try:
+            move_new(temp, target, root)
+        except FileExistsError:
+            mode = os.lstat(target).st_mode
+            if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+                raise
+            os.replace(temp, target)  # a link or a special file: replaced
+        except OSError:
+            os.replace(temp, target)  # no hard links on this file system
+        return None
+    if not seen.is_still(target):
+        # Changed since the look (perhaps with its mtime set back, which
+        # only the ctime shows, and the swap would move): look again.
+        raise FileExistsError(errno.EEXIST, "changed since it was looked at", str(target))
+    try:
+        exchange(temp, target)
+    except FileNotFoundError:
+        return swap(temp, target, None, root)  # gone since the look
+    except OSError as e:
+        if e.errno not in CANNOT:
+            raise
+        os.replace(temp, target)  # cannot swap here: the look must do
+        return None
+    if seen.is_still(temp, renamed=True):
+        os.unlink(temp)
+        return None
+    return temp
+
+
+
+#: How many days an unfinished download is kept for resuming.
+TMP_DAYS = 7
+
+
+def remove_older(folder: Path, before: float) -> list[str]:
+    """
+    Remove the files of C{folder} last written before C{before}: unfinished
+    downloads of versions that were superseded, or of paths since deleted.
+
+    @return: the names of the files left.
+    """
+    kept = []
+    for entry in os.scandir(folder):
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < before:
+                os.unlink(entry.path)
+            else:
+                kept.append(entry.name)
+        except FileNotFoundError:
+            pass
+    return kept

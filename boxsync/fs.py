@@ -1,0 +1,160 @@
+"""
+The file-system operations both programs share: hashing a file, writing a
+small one whole, and placing files atomically below a root (C{renameat2}'s
+no-replace and exchange moves, making missing folders without following a
+link, pruning the folders a removal leaves empty, fsyncing a folder).
+
+Everything here is synchronous and blocking: callers run it in a thread
+(or, for a small file, where a thread hop would cost more than the work).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+from . import libc
+from .paths import BadPath
+from .writer import write_all
+
+__all__ = [
+    "CANNOT",
+    "CHUNK_SIZE",
+    "exchange",
+    "fsync_dir",
+    "hash_file",
+    "make_parents",
+    "move_new",
+    "prune",
+    "write_small",
+]
+
+#: How much of a file is read at a time to hash it.
+CHUNK_SIZE = 1 << 20
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+
+#: What a file system that cannot do a C{renameat2} flag answers.
+CANNOT = (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP)
+
+
+def hash_file(path: str | Path) -> tuple[str, int]:
+    """
+    Hash a file.
+
+    @return: its sha256 (hex) and the number of bytes read.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_SIZE):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def write_small(fd: int, data: bytes, mtime_ns: int) -> None:
+    """
+    Write all of C{data} to the new, open file C{fd} and give it the mtime
+    C{mtime_ns}: one file of a batch.
+
+    @raise OSError: if the file refuses them (as on a full disk).
+    """
+    write_all(fd, [data])
+    os.utime(fd, ns=(mtime_ns, mtime_ns))
+
+
+def _rename2(a: Path, b: Path, flags: int) -> None:
+    """
+    Linux's C{renameat2} of C{a} to C{b} with C{flags}.
+
+    @raise OSError: C{ENOSYS} or C{EINVAL} where the system or the file
+        system cannot do it; else as C{rename} would.
+    """
+    renameat2 = libc.function(
+        "renameat2", ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint
+    )
+    if renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    libc.check(renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), flags), str(b))
+
+
+def exchange(a: Path, b: Path) -> None:
+    """
+    Swap the files at C{a} and C{b} atomically (C{RENAME_EXCHANGE}).
+
+    @raise OSError: C{ENOENT} if either is missing; one of L{CANNOT} where
+        the system or the file system cannot do it.
+    """
+    _rename2(a, b, _RENAME_EXCHANGE)
+
+
+def _move_no_replace(source: Path, target: Path) -> None:
+    try:
+        _rename2(source, target, _RENAME_NOREPLACE)
+    except OSError as e:
+        if e.errno not in CANNOT:
+            raise
+        # A link, unlike a plain rename, never replaces what is there either.
+        os.link(source, target)
+        os.unlink(source)
+
+
+def move_new(source: Path, target: Path, root: Path) -> None:
+    """
+    Move C{source} to C{target}, where nothing may be, making the folders it
+    needs below C{root} first (L{make_parents}).
+
+    @raise FileExistsError: if there is something at C{target}.
+    """
+    try:
+        _move_no_replace(source, target)
+    except FileNotFoundError:
+        make_parents(root, target)
+        _move_no_replace(source, target)
+
+
+def make_parents(root: Path, target: Path) -> None:
+    """
+    Make the missing folders from C{root} down to C{target}'s, one at a
+    time, so that none is made through a link.
+
+    @raise BadPath: if one of them is a link or a file.
+    """
+    current = root
+    for segment in target.parent.relative_to(root).parts:
+        current = current / segment
+        try:
+            os.mkdir(current)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(current).st_mode):
+                raise BadPath(f"{current} is a link or a file, not a folder") from None
+
+
+def prune(root: Path, folder: Path) -> None:
+    """
+    Remove empty folders from C{folder} up to (not including) C{root}.
+    """
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
+def fsync_dir(folder: Path) -> None:
+    """
+    Make the names in C{folder} durable.
+    """
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
