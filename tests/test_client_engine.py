@@ -359,7 +359,7 @@ async def test_large_transfers_wait_for_a_transfer_slot_small_ones_do_not(
             await gates[name]
             return name
 
-        return Deferred.fromCoroutine(engine._transfer(size, send, send))
+        return Deferred.fromCoroutine(engine._transfers._move(size, send, send))
 
     big1 = transfer("big1", SMALL_FILE + 1)
     big2 = transfer("big2", SMALL_FILE + 1)
@@ -582,7 +582,6 @@ async def test_a_long_queue_of_jobs_that_finish_at_once_all_run(folders: Any, re
 
 @pytest_twisted.ensureDeferred
 async def test_a_download_is_never_placed_over_a_folder(folders: Any, reactor: Any) -> None:
-    from boxsync.client.api import DownloadResult
     from boxsync.paths import BadPath
     from boxsync.protocol import Download
 
@@ -593,6 +592,6 @@ async def test_a_download_is_never_placed_over_a_folder(folders: Any, reactor: A
     temp = a.root / ".boxsync/tmp/dl-test"
     temp.write_text("server's x")
     with pytest.raises(BadPath, match="x is a folder here"):
-        await engine._place(temp, a.root / "x", Download("x", "0" * 64, 10, 1, 5), DownloadResult("0" * 64, 10, 5), None)
+        await engine._actions.place(temp, a.root / "x", Download("x", "0" * 64, 10, 1, 5), 5, None, None)
     assert (a.root / "x/inside.txt").read_text() == "kept" and temp.exists()
     assert a.state.get("x") is None

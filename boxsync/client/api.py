@@ -64,7 +64,6 @@ from ..protocol import (
     SEQ_HEADER,
     SHA256_HEADER,
     SHA256_TRAILER,
-    SHA256_TRAILER_FEATURE,
     STREAM_HEADER,
     TRAILER_HEADER,
     Event,

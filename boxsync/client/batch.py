@@ -30,7 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..fs import write_small
-from ..protocol import BATCH_FILE_LIMIT, BATCH_MAX_FILES, BatchFile, ProtocolError
+from ..protocol import BATCH_MAX_FILES, BatchFile, ProtocolError
 from .api import APIError, BoxsyncAPI, CommitResult, DigestMismatch, DownloadResult, error_for
 
 __all__ = ["Batcher", "BATCH_BYTES"]

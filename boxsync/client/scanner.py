@@ -21,15 +21,16 @@ import os
 import stat
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, TypeVar
+from typing import Callable, Mapping, TypeVar
 
 from attrs import field, frozen
 from twisted.logger import Logger
 
 from .. import fs
-from ..paths import HIDDEN_DIR, BadPath, normalize, to_local
+from ..paths import BadPath, to_local
 from ..protocol import DeletedEntry, FileEntry, Manifest
 from .ignore import IgnoreRules
+from .walk import Skipped, walk
 from .state import UNKNOWN_CTIME, Base
 
 _T = TypeVar("_T")
@@ -41,15 +42,12 @@ __all__ = [
     "ReadElsewhere",
     "SETTLED_NS",
     "ScanResult",
-    "Skipped",
     "StatKey",
     "is_racy",
     "scan",
     "scan_one",
     "stat_key",
     "unchanged",
-    "walk",
-    "wire_path",
 ]
 
 log = Logger()
@@ -120,40 +118,6 @@ def unchanged(root: Path, path: str, base: Base) -> bool:
     except (OSError, ValueError):
         return False
     return stat.S_ISREG(st.st_mode) and _matches(st, base)
-
-
-def wire_path(relative: str) -> str:
-    """
-    The wire path of a file, given by its path relative to the folder, with
-    C{/} between segments.
-
-    A name the wire cannot carry as it is, including one not in NFC form
-    (the file could not be found again under the normalised name), is
-    refused.
-
-    @raise BadPath: if the path is not acceptable.
-    """
-    path = normalize(relative)
-    if path != relative:
-        raise BadPath(f"{relative!r} is not in NFC form")
-    return path
-
-
-@frozen
-class Skipped:
-    """
-    Something in the folder that is not synced although no rule ignores it.
-
-    @ivar path: its path relative to the folder (not always a wire path).
-    @ivar reason: why it is skipped.
-    @ivar unreadable: whether it could not be read (rather than it being
-        something boxsync does not sync): what has a base at or below it is
-        then not taken as deleted.
-    """
-
-    path: str
-    reason: str
-    unreadable: bool = False
 
 
 @frozen
@@ -259,81 +223,6 @@ class ScanResult:
             if not only_changed or f.changed or f.base == 0
         )
         return Manifest(client=client, cursor=cursor, files=files, deleted=self.deleted)
-
-
-def walk(
-    root: Path,
-    ignore: IgnoreRules,
-    top: str = "",
-    skipped: list[Skipped] | None = None,
-) -> Iterator[tuple[str, os.DirEntry[str]]]:
-    """
-    The regular files and directories below C{root/top} that are synced, with
-    their wire paths, depth first.
-
-    A directory is yielded before it is listed, so a caller may act on it
-    first (the watcher watches it). Symbolic links, other special files and
-    names the wire cannot carry go to C{skipped}; ignored paths and the
-    hidden folder are left out silently, and so is a directory below C{top}
-    that vanishes while it is walked.
-
-    @param top: the wire path of the directory to walk (C{""}: all of
-        C{root}); it is not yielded itself.
-    @raise OSError: if C{top} cannot be listed (a folder that is not there
-        is not an empty folder).
-    """
-    stack = [top]
-    while stack:
-        directory = stack.pop()
-        try:
-            with os.scandir(root / directory if directory else root) as entries:
-                for entry in entries:
-                    found = _classify(directory, entry, ignore, skipped)
-                    if found is None:
-                        continue
-                    yield found, entry
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(found)
-        except OSError as e:
-            if directory == top:
-                raise
-            if skipped is not None and not isinstance(e, FileNotFoundError):
-                skipped.append(
-                    Skipped(directory, f"cannot list: {e.strerror}", unreadable=True)
-                )
-
-
-def _classify(
-    directory: str,
-    entry: os.DirEntry[str],
-    ignore: IgnoreRules,
-    skipped: list[Skipped] | None,
-) -> str | None:
-    """
-    The wire path of C{entry} if it is a synced file or directory.
-    """
-    relative = f"{directory}/{entry.name}" if directory else entry.name
-    if relative == HIDDEN_DIR:
-        return None
-    reason = None
-    try:
-        path = wire_path(relative)
-    except BadPath as e:
-        reason = str(e)
-    else:
-        try:
-            is_dir = entry.is_dir(follow_symlinks=False)
-            if entry.is_symlink():
-                reason = "symbolic link"
-            elif not is_dir and not entry.is_file(follow_symlinks=False):
-                reason = "not a regular file"
-        except OSError:
-            return None
-        if reason is None:
-            return None if ignore.ignored(path, is_dir) else path
-    if skipped is not None and not ignore.ignored(relative):
-        skipped.append(Skipped(relative, reason))
-    return None
 
 
 def _stable(local: str | Path, read: Callable[[str | Path], tuple[_T, int]]) -> tuple[_T, os.stat_result]:

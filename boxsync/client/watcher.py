@@ -34,7 +34,7 @@ from zope.interface import implementer
 from .. import libc
 from ..paths import BadPath
 from .ignore import IGNORE_FILE, IgnoreRules
-from .scanner import walk, wire_path
+from .walk import walk, wire_path
 
 __all__ = ["MASK", "Debouncer", "FolderListener", "FolderWatcher"]
 

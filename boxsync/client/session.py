@@ -1,0 +1,179 @@
+"""
+The client's connection to the server, as a loop of sessions: each one scans
+the folder, opens the event stream with a manifest and works through the
+plan and the live events until the stream ends; then, after a back-off that
+grows while the trouble lasts, the next one starts from a fresh scan.
+
+Where the loop stands is one L{Phase}; what the current session has come to
+(its plan, a failed job, a resync asked for) is one L{Attempt}, replaced as
+the next session starts, so nothing of a session leaks into the next.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+from enum import Enum
+from typing import Awaitable, Callable
+
+from attrs import define, field
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from .api import AuthError
+from .connect import describe_failure, unwrap
+
+__all__ = ["Attempt", "Fatal", "NotInSync", "Phase", "Sessions", "describe"]
+
+#: Errors that stop the client: retrying would not help.
+Fatal = (AuthError,)
+
+#: What writing to a full disk (or past a quota or a size limit) fails with.
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class NotInSync(Exception):
+    """
+    With C{once}: the folder could not be brought in sync (the reason is
+    the last failure).
+    """
+
+
+class Phase(Enum):
+    """
+    Where the client's connection stands.
+    """
+
+    #: Scanning the folder and opening the event stream.
+    CONNECTING = "connecting"
+    #: The stream is open; the plan is arriving.
+    PLANNING = "planning"
+    #: The whole plan has arrived: live events follow.
+    LIVE = "live"
+    #: Backing off before the next session.
+    WAITING = "waiting"
+    #: Stopped for good.
+    STOPPED = "stopped"
+
+
+@define
+class Attempt:
+    """
+    What one session has come to.
+
+    @ivar plan_seq: the seq the plan brings the folder to, once it has all
+        arrived.
+    @ivar failed: whether a job failed (the session is then not in sync).
+    @ivar resync: whether the session was ended on purpose, for a fresh
+        scan and plan.
+    @ivar synced: whether the folder was in sync at some point.
+    @ivar error: the last failure, for the log and the status.
+    """
+
+    plan_seq: int | None = None
+    failed: bool = False
+    resync: bool = False
+    synced: bool = False
+    error: str | None = None
+
+
+def describe(error: BaseException) -> str:
+    """
+    One line about a failure, for the log and the status.
+    """
+    cause = unwrap(error)
+    if isinstance(cause, OSError) and cause.errno in _FULL:
+        return f"no space left on this disk ({cause.strerror})"
+    return describe_failure(cause)
+
+
+@define
+class Sessions:
+    """
+    The loop of sessions.
+
+    @ivar once: stop as soon as a session ends in sync (and give up after
+        a few failures).
+    @ivar max_backoff: the longest wait between two sessions, in seconds.
+    """
+
+    reactor: IReactorTime
+    once: bool = False
+    max_backoff: float = 30.0
+    phase: Phase = Phase.CONNECTING
+    attempt: Attempt = field(factory=Attempt)
+    _wake: Deferred[None] | None = None
+    log = Logger()
+
+    def begin(self) -> Attempt:
+        """
+        A new session starts: its L{Attempt}.
+        """
+        self.attempt = Attempt()
+        self.phase = Phase.PLANNING
+        return self.attempt
+
+    async def run(self, session: Callable[[], Awaitable[bool]]) -> None:
+        """
+        Run C{session} (which tells whether it ended in sync) again and
+        again, backing off after each one that did not, until stopped (or,
+        with C{once}, until one ends in sync).
+
+        @raise AuthError: if the server refuses the credentials.
+        @raise NotInSync: with C{once}, after too many failures.
+        """
+        failures = 0
+        while self.phase is not Phase.STOPPED:
+            self.phase = Phase.CONNECTING
+            self.attempt.resync = False
+            try:
+                if await session():
+                    return
+                reason = self.attempt.error or "the server closed the stream"
+            except Fatal:
+                raise
+            except CancelledError:
+                if self.phase is Phase.STOPPED:
+                    return
+                if not self.attempt.resync:
+                    raise
+                reason = self.attempt.error or "a change raced with another client's"
+            except Exception as e:
+                if self.once and failures >= 2:
+                    raise
+                reason = describe(e)
+            else:
+                if self.once and failures >= 4:
+                    raise NotInSync(reason)
+                if not self.attempt.failed:
+                    failures = 0
+            if self.attempt.synced:
+                # All was well until now: this trouble is new, so the
+                # back-off starts over rather than where the last one ended.
+                failures = 0
+            failures += 1
+            delay = min(self.max_backoff, 0.25 * 2 ** min(failures, 10))
+            delay *= random.uniform(0.5, 1.0)
+            self.log.info("resyncing in {delay:.1f} s: {reason}", reason=reason, delay=delay)
+            if self.phase is not Phase.STOPPED:
+                self.phase = Phase.WAITING
+                await self._sleep(delay)
+
+    def stop(self) -> None:
+        """
+        Stop the loop; a back-off under way ends at once.
+        """
+        self.phase = Phase.STOPPED
+        if self._wake is not None and not self._wake.called:
+            self._wake.cancel()
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake = deferLater(self.reactor, seconds, lambda: None)
+        try:
+            await self._wake
+        except CancelledError:
+            pass
+        finally:
+            self._wake = None

@@ -1,0 +1,101 @@
+"""
+The loop of sessions (L{boxsync.client.session.Sessions}) on a fake clock:
+its phases, its back-off, and how it stops.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from boxsync.client.api import AuthError
+from boxsync.client.session import NotInSync, Phase, Sessions
+
+
+@pytest.fixture(autouse=True)
+def no_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+
+
+def test_backs_off_longer_while_sessions_fail_and_stops_at_once() -> None:
+    clock = Clock()
+    sessions = Sessions(clock, max_backoff=2.0)
+    started: list[float] = []
+    ends: list[Deferred[bool]] = []
+
+    def session() -> Deferred[bool]:
+        sessions.begin()
+        assert sessions.phase is Phase.PLANNING
+        started.append(clock.seconds())
+        ends.append(Deferred())
+        return ends[-1]
+
+    done = Deferred.fromCoroutine(sessions.run(session))
+    for _ in range(4):
+        ends[-1].errback(ConnectionRefusedError())
+        assert sessions.phase is Phase.WAITING
+        clock.advance(10)
+    assert [b - a for a, b in zip(started, started[1:])] == [10.0] * 4
+    assert sessions.phase is Phase.PLANNING
+    sessions.stop()
+    ends[-1].callback(False)
+    assert done.called and sessions.phase is Phase.STOPPED
+
+
+def delays(max_backoff: float, synced_in: int = 0) -> list[float]:
+    """
+    The waits between five sessions that each fail at once (the one
+    numbered C{synced_in} after being in sync).
+    """
+    clock = Clock()
+    sessions = Sessions(clock, max_backoff=max_backoff)
+    started: list[float] = []
+
+    async def session() -> bool:
+        attempt = sessions.begin()
+        started.append(clock.seconds())
+        attempt.synced = len(started) == synced_in
+        raise ConnectionRefusedError()
+
+    Deferred.fromCoroutine(sessions.run(session))
+    while len(started) < 5:
+        clock.advance(0.125)
+    sessions.stop()
+    assert not clock.getDelayedCalls()
+    return [round(b - a, 3) for a, b in zip(started, started[1:])]
+
+
+def test_the_delays_double_up_to_the_limit() -> None:
+    assert delays(max_backoff=2.0) == [0.5, 1.0, 2.0, 2.0]
+
+
+def test_a_session_in_sync_resets_the_back_off() -> None:
+    assert delays(max_backoff=30.0, synced_in=3) == [0.5, 1.0, 0.5, 1.0]
+
+
+def test_once_gives_up_and_a_refused_credential_is_final() -> None:
+    clock = Clock()
+    once = Sessions(clock, once=True)
+
+    async def never_in_sync() -> bool:
+        attempt = once.begin()
+        attempt.error, attempt.failed = "b.txt: refused", True
+        return False
+
+    failed = Deferred.fromCoroutine(once.run(never_in_sync))
+    clock.pump([1.0] * 60)
+    assert isinstance(failed.result.value, NotInSync)
+    assert str(failed.result.value) == "b.txt: refused"
+    failed.addErrback(lambda _: None)
+
+    sessions = Sessions(clock)
+
+    async def refused() -> bool:
+        raise AuthError(401, "bad token")
+
+    stopped = Deferred.fromCoroutine(sessions.run(refused))
+    assert isinstance(stopped.result.value, AuthError)
+    stopped.addErrback(lambda _: None)
