@@ -15,14 +15,13 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 from attrs import frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, DNSLookupError
-from twisted.internet.task import LoopingCall, react
+from twisted.internet.task import react
 from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
     LogLevelFilterPredicate,
     Logger,
     globalLogBeginner,
-    globalLogPublisher,
 )
 from twisted.web.client import RequestTransmissionFailed, ResponseFailed
 
@@ -37,6 +36,7 @@ from .ignore import IgnoreRules
 from .progress import reporter_for
 from .state import LocalState
 from .status import StatusFile, status_path
+from .service import sync_service
 from .watcher import FolderWatcher
 
 __all__ = ["main", "parse", "Options", "run"]
@@ -318,32 +318,17 @@ async def run(reactor: Any, options: Options) -> None:
         transfers=options.transfers,
     )
     reporter.engine = engine
-    globalLogPublisher.addObserver(reporter)
-    reporter.start()
-    watcher = rescans = None
+    watcher = None
     if not options.once:
         watcher = FolderWatcher(reactor, root, engine.ignore, engine, delay=0.03)
-        try:
-            watcher.start()
-        except OSError as e:
-            log.warn("cannot watch {root} ({error}); relying on rescans", root=root, error=e)
-            watcher = None
-        rescans = LoopingCall(engine.rescan)
-        rescans.clock = reactor
-        rescans.start(options.rescan_seconds, now=False)
+    top, running = sync_service(engine, reporter, watcher, options.rescan_seconds, state.close, connection.close)
+    top.startService()
     trigger = reactor.addSystemEventTrigger("before", "shutdown", engine.stop)
     try:
-        await _friendly(engine.run(), options.server)
+        await _friendly(running.done, options.server)
     finally:
-        globalLogPublisher.removeObserver(reporter)
         reactor.removeSystemEventTrigger(trigger)
-        if rescans is not None and rescans.running:
-            rescans.stop()
-        if watcher is not None:
-            watcher.stop()
-        reporter.close()
-        state.close()
-        await connection.close()
+        await top.stopService()
     if options.once:
         log.info("{folder} is in sync", folder=str(root))
 
