@@ -1,18 +1,20 @@
 """
-The server as a Twisted service: the index, the box (or, in token mode, the
-accounts and their boxes), the hub and the HTTP listeners, started in the
-right order and stopped cleanly.
+The server as a tree of Twisted services: the index, the boxes (checked
+against the index at start-up; in token mode, the accounts and their
+boxes), the hub, the HTTP listeners and the periodic status line. Each
+starts and stops itself; the tree starts them in that order and stops them
+in the reverse one, and the listeners open only once the boxes are checked.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Coroutine
 
 import psutil
 from attrs import define
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
@@ -67,10 +69,133 @@ class ServerConfig:
             raise ValueError("give either an authenticator or token mode, not both or neither")
 
 
+class _IndexService(Service):
+    """
+    The index, open while the server runs; staging files a crash left are
+    removed as it starts.
+    """
+
+    log = Logger()
+
+    def __init__(self, index: SQLiteIndex, storage: BoxStorage) -> None:
+        self.index = index
+        self.storage = storage
+
+    def startService(self) -> None:
+        super().startService()
+        self.index.start()
+        left = self.storage.clean_staging()
+        if left:
+            self.log.info("removed {count} unfinished uploads", count=left)
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.index.stop()
+
+
+class _BoxesService(Service):
+    """
+    The boxes: checked against the index as the service starts (L{ready}
+    fires then), and in token mode the accounts, polled while it runs.
+    """
+
+    def __init__(self, check: Callable[[], Coroutine[Any, Any, object]], accounts: Accounts | None) -> None:
+        self._check = check
+        self.accounts = accounts
+        self.ready: Deferred[object] = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        Deferred.fromCoroutine(self._check()).chainDeferred(self.ready)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self.accounts is not None:
+            self.accounts.stop()
+
+
+class _HubService(Service):
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def startService(self) -> None:
+        super().startService()
+        self.hub.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.hub.stop()
+
+
+class _ListenService(Service):
+    """
+    The HTTP listeners, opened once C{after} fires; as the service stops,
+    they close and every open connection is cut.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, listen: list[str], factory: WrappingFactory, after: Deferred[object]) -> None:
+        self.reactor = reactor
+        self.listen = listen
+        self.factory = factory
+        self.after = after
+        self.ports: list[IListeningPort] = []
+        self.ready: Deferred[None] = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        Deferred.fromCoroutine(self._open()).chainDeferred(self.ready)
+
+    async def _open(self) -> None:
+        await self.after
+        for description in self.listen:
+            if not self.running:
+                return  # stopped while the boxes were being checked
+            endpoint = serverFromString(self.reactor, description)
+            self.ports.append(await endpoint.listen(self.factory))
+        self.log.info("listening on {listen}", listen=", ".join(self.listen))
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        ports, self.ports = self.ports, []
+        stopping = [maybeDeferred(port.stopListening) for port in ports]
+        for connection in list(self.factory.protocols):
+            connection.transport.abortConnection()
+        return gatherResults(stopping, consumeErrors=True)
+
+
+class _StatusService(Service):
+    """
+    A status line in the log every C{seconds}, from one period after the
+    server is ready; a status that fails is logged and the next comes.
+    """
+
+    def __init__(self, clock: Any, seconds: float, status: Callable[[], Coroutine[Any, Any, None]], after: Deferred[None]) -> None:
+        self._loop = LoopingCall(lambda: Deferred.fromCoroutine(status()))
+        self._loop.clock = clock
+        self.seconds = seconds
+        self.after = after
+
+    def startService(self) -> None:
+        super().startService()
+        self.after.addCallback(self._start)
+
+    def _start(self, result: None) -> None:
+        if self.running:
+            self._loop.start(self.seconds, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+
+
 class BoxsyncService(MultiService):
     """
     Runs one boxsync server. The listeners start only once the box has been
-    checked against the index, so no client ever sees a stale box.
+    checked against the index, so no client ever sees a stale box; L{ready}
+    fires then (or fails with why the server could not start).
     """
 
     log = Logger()
@@ -86,6 +211,7 @@ class BoxsyncService(MultiService):
         self.accounts: Accounts | None = None
         auth: IAuthenticator
         boxes: Callable[[str], Box]
+        check: Callable[[], Coroutine[Any, Any, object]]
         if config.auth is None:
             self.accounts = Accounts(
                 reactor,
@@ -98,9 +224,11 @@ class BoxsyncService(MultiService):
             secret = load_secret(self.storage.hidden, create=True)
             auth = TokenAuth(secret, reactor, self.accounts.revoked, self.accounts.has)
             boxes = self.accounts.box
+            check = self.accounts.start
         else:
             self.box = Box(DEFAULT_ACCOUNT, self.index, self.storage, self.hub)
             auth, boxes = config.auth, self._box_for
+            check = lambda: adopt(self._box_for(DEFAULT_ACCOUNT), reactor)  # noqa: E731
         self.app = BoxsyncApp(
             reactor,
             auth,
@@ -122,40 +250,33 @@ class BoxsyncService(MultiService):
         self.site.displayTracebacks = False
         # Tracks every open connection, to close them when the service stops.
         self.factory = WrappingFactory(self.site)
+        _IndexService(self.index, self.storage).setServiceParent(self)
+        checked = _BoxesService(check, self.accounts)
+        checked.setServiceParent(self)
+        _HubService(self.hub).setServiceParent(self)
+        self._listeners = _ListenService(reactor, config.listen, self.factory, checked.ready)
+        self._listeners.setServiceParent(self)
         self.ready: Deferred[None] = Deferred()
-        self._status: Any = None
-        self.ports: list[IListeningPort] = []
+        self._listeners.ready.addCallbacks(self._started, self._failed)
+        if config.status_seconds > 0:
+            after: Deferred[None] = Deferred()
+            self.ready.addCallback(lambda result: after.callback(None))
+            _StatusService(reactor, config.status_seconds, self._log_status, after).setServiceParent(self)
+
+    @property
+    def ports(self) -> list[IListeningPort]:
+        return self._listeners.ports
 
     def _box_for(self, account: str) -> Box:
         assert self.box is not None
         return self.box
 
-    def startService(self) -> None:
-        super().startService()
-        self.index.start()
-        left = self.storage.clean_staging()
-        if left:
-            self.log.info("removed {count} unfinished uploads", count=left)
-        Deferred.fromCoroutine(self._start()).addErrback(self._failed)
-
-    async def _start(self) -> None:
-        if self.accounts is not None:
-            await self.accounts.start()
-        else:
-            await adopt(self._box_for(DEFAULT_ACCOUNT), self.reactor)
-        self.hub.start()
-        for description in self.config.listen:
-            endpoint = serverFromString(self.reactor, description)
-            self.ports.append(await endpoint.listen(self.factory))
+    def _started(self, result: None) -> None:
         self.log.info(
             "serving {box} on {listen}",
             box=str(self.storage.root),
             listen=", ".join(self.config.listen),
         )
-        if self.config.status_seconds > 0:
-            self._status = LoopingCall(lambda: Deferred.fromCoroutine(self._log_status()))
-            self._status.clock = self.reactor
-            self._status.start(self.config.status_seconds, now=False)
         self.ready.callback(None)
 
     def _failed(self, failure: Any) -> None:
@@ -182,17 +303,3 @@ class BoxsyncService(MultiService):
             seq=stats.seq,
             rss_mib=rss / 2**20,
         )
-
-    def stopService(self) -> Deferred[Any]:
-        if self._status is not None and self._status.running:
-            self._status.stop()
-        self.hub.stop()
-        if self.accounts is not None:
-            self.accounts.stop()
-        ports, self.ports = self.ports, []
-        stopping = [maybeDeferred(port.stopListening) for port in ports]
-        for connection in list(self.factory.protocols):
-            connection.transport.abortConnection()
-        stopping.append(maybeDeferred(super().stopService))
-        d = gatherResults(stopping, consumeErrors=True)
-        return d.addBoth(lambda result: self.index.stop())
