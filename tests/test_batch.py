@@ -301,7 +301,13 @@ async def test_batcher_outcomes_per_file(env: Env) -> None:
     local.write_bytes(b"local")
     ok = batcher.upload("ok", local, 0, sha(b"local"), 1, 5)
     assert isinstance(await timed(ok, env.reactor), CommitResult)
-    stale = batcher.upload("ok", local, 0, sha(b"local"), 1, 5)
+    # The same bytes sent again from the same base are not a conflict: the
+    # answer is the version that holds them.
+    again = await timed(batcher.upload("ok", local, 0, sha(b"local"), 1, 5), env.reactor)
+    assert isinstance(again, CommitResult)
+    other = env.tmp / "y"
+    other.write_bytes(b"other")
+    stale = batcher.upload("ok", other, 0, sha(b"other"), 1, 5)
     changed = batcher.upload("changed", local, 0, sha(b"other"), 1, 5)
     with pytest.raises(StaleBase):
         await timed(stale, env.reactor)
@@ -453,14 +459,14 @@ def test_a_full_disk_fails_the_files_it_stops(tmp_path: Path, monkeypatch: pytes
     from boxsync.server.storage import DiskFull
 
     files = [_file(f"f{i}", bytes([i]) * 10) for i in range(3)]
-    real = batch.write_all
+    real = batch.write_small
 
-    def full_at_second(fd: int, pieces: list[bytes]) -> None:
-        if pieces[0] == files[1][1]:
+    def full_at_second(fd: int, data: bytes, mtime_ns: int) -> None:
+        if data == files[1][1]:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(fd, pieces)
+        real(fd, data, mtime_ns)
 
-    monkeypatch.setattr(batch, "write_all", full_at_second)
+    monkeypatch.setattr(batch, "write_small", full_at_second)
     outcomes = batch._stage(tmp_path, files, None)
     assert isinstance(outcomes[1], DiskFull)
     assert [o.path.read_bytes() for o in (outcomes[0], outcomes[2])] == [files[0][1], files[2][1]]  # type: ignore[union-attr]

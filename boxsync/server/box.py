@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from attrs import define, field
+from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -78,6 +78,16 @@ def _take_group(queue: list[_Pending]) -> list[_Pending]:
     group = queue[:n]
     del queue[:n]
     return group
+
+
+@frozen
+class _Unchanged:
+    """
+    An upload of the bytes its path holds already: nothing to commit, and
+    its answer is the version that holds them.
+    """
+
+    record: FileRecord
 
 
 @define
@@ -206,7 +216,7 @@ class Box:
         try:
             while self._queue:
                 group = _take_group(self._queue)
-                outcomes: list[FileRecord | Exception | Failure]
+                outcomes: list[FileRecord | _Unchanged | Exception | Failure]
                 try:
                     async with self._lock:
                         outcomes = list(await self._commit_group(group))
@@ -222,7 +232,9 @@ class Box:
                         self._committed(pending, outcome)
                     if pending.done.called:
                         continue
-                    if isinstance(outcome, FileRecord):
+                    if isinstance(outcome, _Unchanged):
+                        pending.done.callback(outcome.record)
+                    elif isinstance(outcome, FileRecord):
                         pending.done.callback(outcome)
                     else:
                         pending.done.errback(outcome)
@@ -244,7 +256,7 @@ class Box:
             exclude=pending.stream,
         )
 
-    async def _commit_group(self, group: list[_Pending]) -> list[FileRecord | Exception]:
+    async def _commit_group(self, group: list[_Pending]) -> list[FileRecord | _Unchanged | Exception]:
         """
         Check the bases of C{group}, move the accepted uploads into place and
         commit them in one transaction.
@@ -254,14 +266,21 @@ class Box:
         rows: dict[str, FileRecord] = await self.index.get_many(
             self.account, [pending.path for pending in group]
         )
-        outcomes: dict[int, FileRecord | Exception] = {}
+        outcomes: dict[int, FileRecord | _Unchanged | Exception] = {}
         accepted: list[int] = []
         for i, pending in enumerate(group):
+            row = rows.get(pending.path)
             try:
-                _check(pending.path, pending.base, rows.get(pending.path))
+                _check(pending.path, pending.base, row)
             except StaleBase as e:
                 pending.staged.discard()
-                outcomes[i] = e
+                if row is not None and not row.deleted and row.sha256 == pending.staged.sha256:
+                    # The path already holds these very bytes: most often
+                    # this client's own commit, whose answer it never got
+                    # (the server went down), sent again. Not a conflict.
+                    outcomes[i] = _Unchanged(row)
+                else:
+                    outcomes[i] = e
             else:
                 accepted.append(i)
         placed = await self.storage.place_many(
