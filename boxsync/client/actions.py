@@ -7,6 +7,7 @@ conflict copy, and move a verified download into place.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -138,11 +139,20 @@ class Actions:
         """
         new = conflict_name(path, self.name, self.reactor.seconds())
         n = 1
-        while self._local(new).exists():
+        while os.path.lexists(self._local(new)):
             n += 1
             new = conflict_name(path, f"{self.name}-{n}", self.reactor.seconds())
-        os.rename(source or self._local(path), self._local(new))
-        self.log.warn("{path} changed on both sides; your copy is now {new}", path=path, new=new)
+        source = source or self._local(path)
+        special = not stat.S_ISREG(os.lstat(source).st_mode)
+        os.rename(source, self._local(new))
+        if special:
+            self.log.warn(
+                "{path} here was a link or a special file, which is not synced; it is now {new}",
+                path=path,
+                new=new,
+            )
+        else:
+            self.log.warn("{path} changed on both sides; your copy is now {new}", path=path, new=new)
         self.reporter.message(f"conflict: kept your copy of {path} as {new}")
         self.changed(new)
         return new

@@ -70,7 +70,8 @@ def swap(temp: Path, target: Path, seen: LocalFile | None, root: Path) -> Path |
     @return: the name (C{temp}'s) of the file taken out of the way, if it is
         not C{seen} unchanged: an edit to keep. C{None} otherwise.
     @raise FileExistsError: if C{seen} is C{None} and there is a file or a
-        folder now, or if C{seen} is no longer what is there.
+        folder now, or if C{seen} is no longer what is there. (A link or a
+        special file there is taken out of the way like an edit.)
     """
     if seen is None:
         try:
@@ -79,7 +80,9 @@ def swap(temp: Path, target: Path, seen: LocalFile | None, root: Path) -> Path |
             mode = os.lstat(target).st_mode
             if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
                 raise
-            os.replace(temp, target)  # a link or a special file: replaced
+            # A link or a special file (a FIFO, a socket): never synced, but
+            # the user's all the same. Taken out of the way, not replaced.
+            return _aside(temp, target)
         except OSError:
             os.replace(temp, target)  # no hard links on this file system
         return None
@@ -124,3 +127,23 @@ def remove_older(folder: Path, before: float) -> list[str]:
         except FileNotFoundError:
             pass
     return kept
+
+
+def _aside(temp: Path, target: Path) -> Path:
+    """
+    Put C{temp} at C{target} in place of the link or special file there,
+    which is kept under C{temp}'s name (swapped in one step where the file
+    system can) or beside it.
+
+    @return: where that link or special file is now.
+    """
+    try:
+        exchange(temp, target)
+        return temp
+    except OSError as e:
+        if e.errno not in CANNOT:
+            raise
+    aside = temp.with_name(temp.name + ".aside")
+    os.rename(target, aside)
+    move_new(temp, target, target.parent)
+    return aside
