@@ -26,12 +26,12 @@ def test_backs_off_longer_while_sessions_fail_and_stops_at_once() -> None:
     started: list[float] = []
     ends: list[Deferred[bool]] = []
 
-    def session() -> Deferred[bool]:
+    async def session() -> bool:
         sessions.begin()
         assert sessions.phase is Phase.PLANNING
         started.append(clock.seconds())
         ends.append(Deferred())
-        return ends[-1]
+        return await ends[-1]
 
     done = Deferred.fromCoroutine(sessions.run(session))
     for _ in range(4):
@@ -40,9 +40,10 @@ def test_backs_off_longer_while_sessions_fail_and_stops_at_once() -> None:
         clock.advance(10)
     assert [b - a for a, b in zip(started, started[1:])] == [10.0] * 4
     assert sessions.phase is Phase.PLANNING
+    # Stopping cancels the session under way (one still connecting, say).
     sessions.stop()
-    ends[-1].callback(False)
-    assert done.called and sessions.phase is Phase.STOPPED
+    assert ends[-1].called and done.called and sessions.phase is Phase.STOPPED
+    assert not clock.getDelayedCalls()
 
 
 def delays(max_backoff: float, synced_in: int = 0) -> list[float]:

@@ -97,6 +97,7 @@ def test_listing_table() -> None:
 class FakeEngine:
     pending = 0
     in_sync = False
+    problems: dict[str, str] = {}
 
 
 def test_status_file(tmp_path: Path) -> None:
@@ -128,6 +129,11 @@ def test_status_file(tmp_path: Path) -> None:
     clock.advance(0.5)
     now = json.loads(path.read_text())
     assert now["in_sync"] and now["in_sync_since"] and now["last_error"]["message"] == "p: gone"
+    assert now["problems"] == {}
+    engine.problems = {"locked/a.txt": "Permission denied"}
+    engine.in_sync = False
+    clock.advance(0.5)
+    assert json.loads(path.read_text())["problems"] == {"locked/a.txt": "Permission denied"}
     status.close()
     assert json.loads(path.read_text())["running"] is False
     assert not list(tmp_path.glob("*.tmp")) and written
@@ -182,7 +188,8 @@ def test_status_command(tmp_path: Path) -> None:
         client.stop()
         result = status_of(client.folder)
         assert result.returncode == 1 and "client:     not running" in result.stdout
-        assert "cursor:" in result.stdout and "Connection was refused" in result.stdout
+        # The lost server is the last error (in the system's own words).
+        assert "cursor:" in result.stdout and "last error: none" not in result.stdout
     finally:
         client.kill()
         server.kill()

@@ -323,12 +323,14 @@ async def run(reactor: Any, options: Options) -> None:
         watcher = FolderWatcher(reactor, root, engine.ignore, engine, delay=0.03)
     top, running = sync_service(engine, reporter, watcher, options.rescan_seconds, state.close, connection.close)
     top.startService()
-    trigger = reactor.addSystemEventTrigger("before", "shutdown", engine.stop)
+    # On a signal the reactor waits for the whole tree to stop.
+    trigger = reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     try:
         await _friendly(running.done, options.server)
     finally:
-        reactor.removeSystemEventTrigger(trigger)
-        await top.stopService()
+        if top.running:
+            reactor.removeSystemEventTrigger(trigger)
+            await top.stopService()
     if options.once:
         log.info("{folder} is in sync", folder=str(root))
 

@@ -42,7 +42,7 @@ from .actions import Actions
 from .api import BoxsyncAPI
 from .batch import Batcher
 from .ignore import IgnoreRules
-from .jobs import Jobs
+from .jobs import Jobs, this_path_only
 from .placing import TMP_DAYS, remove_older
 from .progress import Reporter
 from .scanner import (
@@ -169,6 +169,7 @@ class Engine:
         self.sessions.stop()
         if self._stream is not None:
             self._stream.cancel()
+        self._jobs.stop()
 
     async def _session(self) -> bool:
         """
@@ -230,14 +231,14 @@ class Engine:
         return (
             self._stream is not None
             and self.sessions.phase is Phase.LIVE
-            and not (self._jobs.active or self._attempt.failed)
+            and not (self._jobs.active or self._attempt.failed or self._jobs.problems)
         )
 
     def _check_idle(self) -> None:
         plan_seq = self._attempt.plan_seq
         if self._jobs.active or plan_seq is None:
             return
-        if not self._attempt.failed:
+        if not (self._attempt.failed or self._jobs.problems):
             self._attempt.synced = True
             seq = max(plan_seq, self._seen_seq)
             if seq > self.state.cursor:
@@ -343,7 +344,7 @@ class Engine:
         """
         return self._jobs.submit(path, job)
 
-    def _job_failed(self, failure: Failure, path: str) -> None:
+    def _job_failed(self, failure: Failure, path: str, job: Callable[[], Awaitable[None]]) -> None:
         if failure.check(CancelledError):
             return
         if failure.check(*Fatal):
@@ -354,7 +355,17 @@ class Engine:
         error = describe(failure.value)  # type: ignore[arg-type]
         self.log.warn("{path}: {error}", path=path, error=error)
         self._attempt.error = f"{path}: {error}"
+        if not self.once and this_path_only(failure.value):
+            self._jobs.retry_later(path, job, error)
+            return
         self._request_resync()
+
+    @property
+    def problems(self) -> dict[str, str]:
+        """
+        The paths that cannot be synced for now, each with why.
+        """
+        return self._jobs.problems
 
     def _request_resync(self) -> None:
         """

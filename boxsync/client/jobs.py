@@ -7,16 +7,46 @@ batch also needs one of a few slots of its own.
 
 from __future__ import annotations
 
+import errno
 from typing import Awaitable, Callable, TypeVar
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredLock, DeferredSemaphore
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-__all__ = ["Jobs"]
+from ..paths import BadPath
+
+__all__ = ["Jobs", "MAX_RETRY_SECONDS", "this_path_only"]
 
 _T = TypeVar("_T")
+
+#: The longest wait before a path that failed on its own is tried again.
+MAX_RETRY_SECONDS = 60.0
+
+#: Errors of a local file that concern its path alone.
+_PATH_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.EXDEV,
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+        errno.EEXIST,
+        errno.EILSEQ,
+    }
+)
+
+
+def this_path_only(error: BaseException | None) -> bool:
+    """
+    Whether a job's failure is a problem of its path alone, which the
+    other paths need not wait for (unlike a lost connection or a full disk).
+    """
+    return isinstance(error, BadPath) or (isinstance(error, OSError) and error.errno in _PATH_ERRNOS)
 
 
 @define
@@ -24,7 +54,8 @@ class Jobs:
     """
     @ivar limit: how many jobs run at once.
     @ivar transfers: how many jobs hold a slot of L{alone} at once.
-    @ivar failed: told of each job that fails, with its path.
+    @ivar failed: told of each job that fails, with its path and the job
+        (to run it again later, if the failure may pass).
     @ivar done: told each time a job ends (L{active} is then lower).
     @ivar active: how many jobs are running or waiting.
     """
@@ -32,9 +63,13 @@ class Jobs:
     reactor: IReactorTime
     limit: int
     transfers: int
-    failed: Callable[[Failure, str], None]
+    failed: Callable[[Failure, str, Callable[[], Awaitable[None]]], None]
     done: Callable[[], None]
     active: int = 0
+    # The paths that failed on their own, with why and the last wait, and
+    # their next tries.
+    _problems: dict[str, tuple[str, float]] = field(factory=dict)
+    _retries: dict[str, IDelayedCall] = field(factory=dict)
     _running: DeferredSemaphore = field(init=False)
     _large: DeferredSemaphore = field(init=False)
     _locks: dict[str, DeferredLock] = field(factory=dict)
@@ -72,7 +107,7 @@ class Jobs:
             self.done()
 
         d = Deferred.fromCoroutine(run())
-        d.addErrback(self.failed, path)
+        d.addErrback(self.failed, path, job)
         d.addBoth(ended)
         return d
 
@@ -83,3 +118,38 @@ class Jobs:
         """
         async with self._large:
             return await work()
+
+    def retry_later(self, path: str, job: Callable[[], Awaitable[None]], error: str) -> None:
+        """
+        A job met a problem of C{path} alone (a folder it cannot write, a
+        name this file system refuses): the other paths go on syncing, and
+        this one is tried again, after a wait that doubles while it fails.
+        It counts among L{problems} until a job on it succeeds.
+        """
+        delay = min(MAX_RETRY_SECONDS, 2 * self._problems[path][1]) if path in self._problems else 1.0
+        self._problems[path] = (error, delay)
+
+        async def again() -> None:
+            await job()
+            self._problems.pop(path, None)
+
+        pending = self._retries.pop(path, None)
+        if pending is not None and pending.active():
+            pending.cancel()
+        self._retries[path] = self.reactor.callLater(delay, self.submit, path, again)
+
+    @property
+    def problems(self) -> dict[str, str]:
+        """
+        The paths that cannot be synced for now, each with why.
+        """
+        return {path: error for path, (error, _) in sorted(self._problems.items())}
+
+    def stop(self) -> None:
+        """
+        Try no path again.
+        """
+        for pending in self._retries.values():
+            if pending.active():
+                pending.cancel()
+        self._retries.clear()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import random
 from enum import Enum
-from typing import Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 from attrs import define, field
 from twisted.internet.defer import CancelledError, Deferred
@@ -105,6 +105,7 @@ class Sessions:
     phase: Phase = Phase.CONNECTING
     attempt: Attempt = field(factory=Attempt)
     _wake: Deferred[None] | None = None
+    _current: Deferred[bool] | None = None
     log = Logger()
 
     def begin(self) -> Attempt:
@@ -115,7 +116,7 @@ class Sessions:
         self.phase = Phase.PLANNING
         return self.attempt
 
-    async def run(self, session: Callable[[], Awaitable[bool]]) -> None:
+    async def run(self, session: Callable[[], Coroutine[Any, Any, bool]]) -> None:
         """
         Run C{session} (which tells whether it ended in sync) again and
         again, backing off after each one that did not, until stopped (or,
@@ -129,7 +130,8 @@ class Sessions:
             self.phase = Phase.CONNECTING
             self.attempt.resync = False
             try:
-                if await session():
+                self._current = Deferred.fromCoroutine(session())
+                if await self._current:
                     return
                 reason = self.attempt.error or "the server closed the stream"
             except Fatal:
@@ -149,6 +151,8 @@ class Sessions:
                     raise NotInSync(reason)
                 if not self.attempt.failed:
                     failures = 0
+            if self.phase is Phase.STOPPED:
+                return  # whatever the stop cut short is no trouble to report
             if self.attempt.synced:
                 # All was well until now: this trouble is new, so the
                 # back-off starts over rather than where the last one ended.
@@ -157,17 +161,18 @@ class Sessions:
             delay = min(self.max_backoff, 0.25 * 2 ** min(failures, 10))
             delay *= random.uniform(0.5, 1.0)
             self.log.info("resyncing in {delay:.1f} s: {reason}", reason=reason, delay=delay)
-            if self.phase is not Phase.STOPPED:
-                self.phase = Phase.WAITING
-                await self._sleep(delay)
+            self.phase = Phase.WAITING
+            await self._sleep(delay)
 
     def stop(self) -> None:
         """
-        Stop the loop; a back-off under way ends at once.
+        Stop the loop: a session under way (still connecting, say) is
+        cancelled, and so is a back-off.
         """
         self.phase = Phase.STOPPED
-        if self._wake is not None and not self._wake.called:
-            self._wake.cancel()
+        for waiting in (self._wake, self._current):
+            if waiting is not None and not waiting.called:
+                waiting.cancel()
 
     async def _sleep(self, seconds: float) -> None:
         self._wake = deferLater(self.reactor, seconds, lambda: None)

@@ -43,6 +43,9 @@ class _EngineView(Protocol):
     @property
     def in_sync(self) -> bool: ...
 
+    @property
+    def problems(self) -> dict[str, str]: ...
+
 
 @implementer(ILogObserver)
 @define
@@ -141,6 +144,7 @@ class StatusFile:
             "pending": engine.pending if engine is not None and running else 0,
             "transfers": sorted(self._transfers.values(), key=lambda t: str(t["path"])),
             "last_error": self._last_error,
+            "problems": engine.problems if engine is not None and running else {},
         }
 
     def write(self, running: bool = True) -> None:
@@ -249,6 +253,10 @@ def describe(folder: Path) -> tuple[list[str], bool]:
             arrow = "↑" if transfer.get("kind") == "upload" else "↓"
             done, size = int(transfer.get("done", 0)), int(transfer.get("size", 0))
             lines.append(f"  {arrow} {transfer.get('path')}  {human_size(done)} of {human_size(size)}")
+        problems = status.get("problems") or {}
+        if problems:
+            lines.append(f"not synced: {len(problems)} paths, tried again by themselves")
+            lines.extend(f"  {path}: {why}" for path, why in problems.items())
     error = status.get("last_error")
     if error:
         lines.append(f"last error: {error.get('message')} ({_when(float(error.get('time', 0)))})")
