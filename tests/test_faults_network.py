@@ -23,7 +23,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 
 from boxsync.client import cli
 from boxsync.client.api import BoxsyncAPI
-from boxsync.client.engine import _describe
+from boxsync.client.session import describe
 from boxsync.server import tap
 from boxsync.testing import Client, Server, tree, wait_until
 from tests.faults import Proxy, backoffs, converged, output, record, sha
@@ -164,5 +164,5 @@ async def test_an_upload_draining_slowly_is_not_silent(reactor: Any, tmp_path: P
 
 def test_wrapped_connection_errors_are_described_plainly() -> None:
     wrapped = ResponseFailed([Failure(ConnectionLost("the link went down"))])
-    assert _describe(wrapped) == str(ConnectionLost("the link went down"))
-    assert _describe(ValueError("first line\nsecond")) == "first line"
+    assert describe(wrapped) == str(ConnectionLost("the link went down"))
+    assert describe(ValueError("first line\nsecond")) == "first line"

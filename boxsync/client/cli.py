@@ -27,7 +27,9 @@ from twisted.web.client import RequestTransmissionFailed, ResponseFailed
 
 from .. import __version__
 from ..config import ConfigError, Setting, config_home, find_config, load, resolve
+from ..lock import FolderLock, Locked
 from ..logs import text_observer
+from ..paths import HIDDEN_DIR
 from . import commands
 from .api import DEFAULT_IDLE_TIMEOUT, APIError, AuthError, BoxsyncAPI
 from .connect import ConnectionSettingsError, connect, describe_failure
@@ -257,16 +259,40 @@ def _start_logging(verbosity: int) -> None:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
-def _open_folder(folder: Path) -> LocalState:
+#: The lock file of a synced folder, below its hidden folder.
+LOCK_FILE = "client.lock"
+
+#: What marks a server's box: a client keeps no folder there.
+_SERVER_INDEX = "index.sqlite"
+
+
+def _open_folder(folder: Path) -> tuple[LocalState, FolderLock]:
+    """
+    The folder's state, and the lock that makes this the only client
+    syncing it.
+
+    @raise UserError: if the folder cannot be used, is a server's box, or
+        another client syncs it.
+    """
+    hidden = folder / HIDDEN_DIR
+    if (hidden / _SERVER_INDEX).exists():
+        raise UserError(f"{folder} is a boxsync server's box, not a folder to sync: give another folder")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        hidden.mkdir(parents=True, exist_ok=True)
+        lock = FolderLock.acquire(hidden / LOCK_FILE)
+    except Locked as e:
+        raise UserError(f"{folder} is already synced by another boxsync-client (pid {e.pid})") from None
+    except OSError as e:
+        raise UserError(f"cannot use {folder} as the synced folder: {e.strerror or e}") from e
+    try:
         state = LocalState.open(folder)
-        probe = folder / ".boxsync" / "write-check"
+        probe = hidden / "write-check"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
+        lock.release()
         raise UserError(f"cannot use {folder} as the synced folder: {e.strerror or e}") from e
-    return state
+    return state, lock
 
 
 async def _friendly(work: Awaitable[None], server: str) -> None:
@@ -297,7 +323,7 @@ async def run(reactor: Any, options: Options) -> None:
     """
     connection = connect(reactor, options.server, options.cacert, options.insecure)
     root = options.folder.resolve()
-    state = _open_folder(root)
+    state, lock = _open_folder(root)
     api = BoxsyncAPI(
         connection.http, reactor, options.server, options.token, options.name, idle_timeout=options.idle_timeout
     )
@@ -321,7 +347,9 @@ async def run(reactor: Any, options: Options) -> None:
     watcher = None
     if not options.once:
         watcher = FolderWatcher(reactor, root, engine.ignore, engine, delay=0.03)
-    top, running = sync_service(engine, reporter, watcher, options.rescan_seconds, state.close, connection.close)
+    top, running = sync_service(
+        engine, reporter, watcher, options.rescan_seconds, state.close, lock.release, connection.close
+    )
     top.startService()
     # On a signal the reactor waits for the whole tree to stop.
     trigger = reactor.addSystemEventTrigger("before", "shutdown", top.stopService)

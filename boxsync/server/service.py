@@ -17,11 +17,13 @@ from attrs import define
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 
+from ..lock import FolderLock, Locked
 from .accounts import POLL_SECONDS, Accounts
 from .adopt import adopt
 from .app import BoxsyncApp
@@ -36,7 +38,7 @@ from .storage import BoxStorage
 from .tokens import load_secret
 from .uploads import UploadSite
 
-__all__ = ["ServerConfig", "BoxsyncService"]
+__all__ = ["BoxInUse", "BoxsyncService", "ServerConfig", "claim"]
 
 
 @define
@@ -69,24 +71,61 @@ class ServerConfig:
             raise ValueError("give either an authenticator or token mode, not both or neither")
 
 
+#: The server's lock file and the file that says how the box is served,
+#: below the box's hidden folder.
+LOCK_FILE = "server.lock"
+MODE_FILE = "mode"
+
+
+class BoxInUse(Exception):
+    """
+    The box cannot be served by this server: another one serves it, or it
+    was served the other way (accounts with tokens, or one shared key).
+    """
+
+
+def claim(hidden: Path, tokens: bool) -> FolderLock:
+    """
+    Make this the only server of the box whose hidden folder is C{hidden},
+    served in token mode or not as it always was (recorded at its first
+    start; a box with a token registry was served with tokens).
+
+    @raise BoxInUse: if another server holds it, or it was served the other
+        way: its accounts' folders would be given to the shared key, or
+        the other way round.
+    """
+    try:
+        lock = FolderLock.acquire(hidden / LOCK_FILE)
+    except Locked as e:
+        raise BoxInUse(f"{hidden.parent} is already served by another boxsync server (pid {e.pid})") from None
+    mode = "tokens" if tokens else "key"
+    recorded = hidden / MODE_FILE
+    try:
+        was = recorded.read_text().strip()
+    except FileNotFoundError:
+        was = "tokens" if (hidden / REGISTRY_FILE).exists() else mode
+        recorded.write_text(was + "\n")
+    if was != mode:
+        lock.release()
+        served = "with --tokens (an account per folder)" if was == "tokens" else "to one shared key"
+        raise BoxInUse(
+            f"{hidden.parent} was served {served}: serve it the same way, or move its files to a "
+            f"new box to change (see docs/deploy.md)"
+        )
+    return lock
+
+
 class _IndexService(Service):
     """
-    The index, open while the server runs; staging files a crash left are
-    removed as it starts.
+    The index, open while the server runs.
     """
 
-    log = Logger()
-
-    def __init__(self, index: SQLiteIndex, storage: BoxStorage) -> None:
+    def __init__(self, index: SQLiteIndex) -> None:
         self.index = index
-        self.storage = storage
 
     def startService(self) -> None:
         super().startService()
         self.index.start()
-        left = self.storage.clean_staging()
-        if left:
-            self.log.info("removed {count} unfinished uploads", count=left)
 
     def stopService(self) -> None:
         super().stopService()
@@ -99,19 +138,41 @@ class _BoxesService(Service):
     fires then), and in token mode the accounts, polled while it runs.
     """
 
-    def __init__(self, check: Callable[[], Coroutine[Any, Any, object]], accounts: Accounts | None) -> None:
+    log = Logger()
+
+    def __init__(
+        self,
+        storage: BoxStorage,
+        tokens: bool,
+        check: Callable[[], Coroutine[Any, Any, object]],
+        accounts: Accounts | None,
+    ) -> None:
+        self.storage = storage
+        self.tokens = tokens
         self._check = check
         self.accounts = accounts
         self.ready: Deferred[object] = Deferred()
+        self._lock: FolderLock | None = None
 
     def startService(self) -> None:
         super().startService()
-        Deferred.fromCoroutine(self._check()).chainDeferred(self.ready)
+        Deferred.fromCoroutine(self._start()).chainDeferred(self.ready)
+
+    async def _start(self) -> object:
+        # Before anything of the box is touched: another server may be
+        # writing its staging files.
+        self._lock = claim(self.storage.hidden, self.tokens)
+        left = self.storage.clean_staging()
+        if left:
+            self.log.info("removed {count} unfinished uploads", count=left)
+        return await self._check()
 
     def stopService(self) -> None:
         super().stopService()
         if self.accounts is not None:
             self.accounts.stop()
+        if self._lock is not None:
+            self._lock.release()
 
 
 class _HubService(Service):
@@ -250,8 +311,8 @@ class BoxsyncService(MultiService):
         self.site.displayTracebacks = False
         # Tracks every open connection, to close them when the service stops.
         self.factory = WrappingFactory(self.site)
-        _IndexService(self.index, self.storage).setServiceParent(self)
-        checked = _BoxesService(check, self.accounts)
+        _IndexService(self.index).setServiceParent(self)
+        checked = _BoxesService(self.storage, config.tokens, check, self.accounts)
         checked.setServiceParent(self)
         _HubService(self.hub).setServiceParent(self)
         self._listeners = _ListenService(reactor, config.listen, self.factory, checked.ready)
@@ -280,7 +341,11 @@ class BoxsyncService(MultiService):
         self.ready.callback(None)
 
     def _failed(self, failure: Any) -> None:
-        self.log.failure("the server could not start", failure)
+        if failure.check(BoxInUse, CannotListenError, OSError):
+            # Nothing unexpected: one line says it all.
+            self.log.error("the server could not start: {error}", error=_one_line(failure.value))
+        else:
+            self.log.failure("the server could not start", failure)
         self.ready.errback(failure)
 
     async def _log_status(self) -> None:
@@ -303,3 +368,13 @@ class BoxsyncService(MultiService):
             seq=stats.seq,
             rss_mib=rss / 2**20,
         )
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, CannotListenError):
+        reason = getattr(error.socketError, "strerror", None) or error.socketError
+        return f"cannot listen on port {error.port}: {reason}"
+    if isinstance(error, OSError) and error.strerror:
+        where = f" ({error.filename})" if error.filename else ""
+        return f"{error.strerror}{where}"
+    return str(error)

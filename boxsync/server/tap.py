@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from twisted.internet.endpoints import quoteStringArgument
+from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from ..config import ConfigError, Setting, config_home, find_config, load, resolve, usage_flags
@@ -180,6 +181,11 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         self.update(values)
         self["config"] = path
+        box = Path(self["box"])
+        if box.exists() and not box.is_dir():
+            raise usage.UsageError(f"--box {box}: not a folder")
+        for description in self["listen"]:
+            _check_endpoint(description)
         if self["tokens"]:
             _check_token_mode(self)
         elif not self["api-key"] and not self["insecure-no-auth"]:
@@ -187,6 +193,22 @@ class Options(usage.Options):
                 "no key: give --api-key KEY (or set BOXSYNC_API_KEY), --tokens for "
                 "accounts with tokens, or --insecure-no-auth to let everyone in"
             )
+
+
+def _check_endpoint(description: str) -> None:
+    """
+    Refuse a C{--listen} endpoint string that cannot be used (a bad port,
+    an unknown kind, a certificate that cannot be read), before anything
+    starts.
+    """
+    try:
+        # Parsing needs no reactor: only listening does.
+        serverFromString(None, description)  # type: ignore[arg-type]
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        reason = getattr(e, "strerror", None) or e
+        raise usage.UsageError(f"--listen {description}: {reason}") from None
+    except Exception as e:  # TLS: the certificate files are read as the string is parsed
+        raise usage.UsageError(f"--listen {description}: {e}") from None
 
 
 def _check_token_mode(options: Options) -> None:
@@ -247,7 +269,9 @@ def exit_failed(reactor: Any, status: int = START_FAILED) -> None:
     after they have cleaned up (log, pid file).
     """
     atexit.register(_exit, status)
-    reactor.stop()
+    # The failure may come before the reactor runs (the box is checked as
+    # the service starts): stop it as soon as it does.
+    reactor.callWhenRunning(reactor.stop)
 
 
 def _exit(status: int) -> None:

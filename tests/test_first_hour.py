@@ -1,0 +1,118 @@
+"""
+What a new user meets in the first hour, on real processes: one client per
+folder, one server per box, a box served the way it always was, and start-up
+errors that say in one line what is wrong.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from boxsync.server.tap import START_FAILED
+from boxsync.testing import Client, Server, wait_until
+from tests.faults import server  # noqa: F401 (the fixture)
+
+
+def serve(box: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """
+    Run a server that is expected not to start; its output and status.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "twisted", "--log-format=text", "boxsync", "--box", str(box), *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=box.parent,
+    )
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if "could not start" in line or "Traceback" in line]
+
+
+@pytest.mark.slow
+def test_one_client_per_folder(tmp_path: Path, server: Server) -> None:
+    first = Client(server, tmp_path / "a", "first").start()
+    try:
+        wait_until(lambda: (first.folder / ".boxsync/client.lock").exists(), what="the first client's lock")
+        assert first.process is not None and first.process.popen is not None
+        second = subprocess.run(
+            Client(server, first.folder, "second").args("--once"), capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode == 1
+        assert second.stderr.strip() == (
+            f"boxsync-client: {first.folder} is already synced by another boxsync-client "
+            f"(pid {first.process.popen.pid})"
+        )
+        assert first.process.running
+    finally:
+        first.stop()
+    # Once the first has stopped, the folder is free.
+    Client(server, first.folder, "second", rescan=None).once()
+
+
+@pytest.mark.slow
+def test_a_client_keeps_out_of_a_servers_box(server: Server) -> None:
+    ran = subprocess.run(Client(server, server.box, "c").args("--once"), capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 1
+    assert ran.stderr.strip() == f"boxsync-client: {server.box} is a boxsync server's box, not a folder to sync: give another folder"
+    assert not (server.box / ".boxsync/client.lock").exists()
+
+
+@pytest.mark.slow
+def test_one_server_per_box(server: Server) -> None:
+    assert server.process is not None and server.process.popen is not None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    second = serve(server.box, "--api-key", server.key, "--listen", f"tcp:{port}:interface=127.0.0.1")
+    assert second.returncode == START_FAILED
+    lines = error_lines(second.stdout + second.stderr)
+    assert len(lines) == 1 and lines[0].endswith(
+        f"the server could not start: {server.box} is already served by another boxsync server "
+        f"(pid {server.process.popen.pid})"
+    ), second.stdout
+    # The first one goes on serving, its staging untouched.
+    assert server.process.running
+
+
+@pytest.mark.slow
+def test_a_token_box_is_not_served_to_a_shared_key(tmp_path: Path) -> None:
+    box = tmp_path / "box"
+    tokens = Server(box, options=["--tokens"])
+    tokens.key = ""
+    tokens.start()
+    tokens.stop()
+    ran = serve(box, "--api-key", "a-shared-key-0123456789", "--listen", "tcp:0:interface=127.0.0.1")
+    assert ran.returncode == START_FAILED
+    lines = error_lines(ran.stdout + ran.stderr)
+    assert len(lines) == 1 and "was served with --tokens (an account per folder)" in lines[0], ran.stdout
+
+
+@pytest.mark.slow
+def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ran = serve(tmp_path / "box", "--api-key", "k" * 20, "--listen", f"tcp:{port}:interface=127.0.0.1")
+    assert ran.returncode == START_FAILED
+    lines = error_lines(ran.stdout + ran.stderr)
+    assert len(lines) == 1 and lines[0].endswith(f"cannot listen on port {port}: Address already in use"), lines
+
+
+@pytest.mark.parametrize(
+    "listen, says",
+    [("tcp:port", "--listen tcp:port: "), ("nosuchkind:80", "--listen nosuchkind:80: ")],
+)
+def test_a_bad_endpoint_is_refused_before_anything_starts(tmp_path: Path, listen: str, says: str) -> None:
+    ran = serve(tmp_path / "box", "--api-key", "k" * 20, "--listen", listen)
+    assert ran.returncode != 0
+    first = (ran.stdout + ran.stderr).strip().splitlines()[0]
+    assert first.startswith(f"Error: {says}"), first
+    assert not (tmp_path / "box").exists()
