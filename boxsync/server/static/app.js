@@ -3,7 +3,7 @@
 // goes in as text (textContent), never as HTML.
 
 import {
-  BoxModel, SSEParser, baseName, fileUrl, formatAgo, formatSize, parentOf, sortEntries,
+  BoxModel, SSEParser, fileUrl, formatAgo, formatSize, parentOf, plural, sortEntries,
 } from "./model.js";
 
 const CSRF = "X-Boxsync-CSRF";
@@ -36,8 +36,12 @@ function element(tag, props = {}, ...children) {
   return node;
 }
 
+let sayTimer = 0;
+
 function say(text) {
   $("status").textContent = text;
+  clearTimeout(sayTimer);
+  sayTimer = setTimeout(() => { $("status").textContent = ""; }, 6000);
 }
 
 async function api(method, url, { body, headers = {} } = {}) {
@@ -71,24 +75,29 @@ async function start() {
   });
   $("sign-out").addEventListener("click", () => signOut());
   wireUp();
-  const link = new URLSearchParams(location.hash.slice(1)).get("link");
-  if (link) {
-    // The link works once: keep it out of the history.
-    history.replaceState(null, "", location.pathname);
-    try {
-      await signIn(link);
-      return;
-    } catch (e) {
-      signedOut(`This sign-in link does not work (${e.message}): ask for a new one, or use a token.`);
-      return;
-    }
-  }
+  window.addEventListener("hashchange", () => useLink());
+  if (await useLink()) return;
   const response = await fetch("/web/session", { credentials: "same-origin" });
   if (response.ok) {
     opened(await response.json());
   } else {
     signedOut("");
   }
+}
+
+// A one-time link (boxsync-admin web-link) carries its token after the "#",
+// which never reaches the server's logs.
+async function useLink() {
+  const link = new URLSearchParams(location.hash.slice(1)).get("link");
+  if (!link) return false;
+  // It works once: keep it out of the history.
+  history.replaceState(null, "", location.pathname + location.search);
+  try {
+    await signIn(link);
+  } catch (e) {
+    signedOut(`This sign-in link does not work (${e.message}): ask for a new one, or use a token.`);
+  }
+  return true;
 }
 
 async function signIn(token) {
@@ -269,7 +278,7 @@ function render() {
   let files = 0;
   let bytes = 0;
   for (const file of model.under("")) { files += 1; bytes += file.size; }
-  $("summary").textContent = `${files} files, ${formatSize(bytes)}`;
+  $("summary").textContent = `${plural(files, "file")}, ${formatSize(bytes)} in the box`;
   for (const button of document.querySelectorAll("th[data-sort]")) {
     const on = button.dataset.sort === state.sort.key;
     button.setAttribute("aria-sort", on ? (state.sort.descending ? "descending" : "ascending") : "none");
@@ -309,7 +318,7 @@ function row(entry) {
   );
   return element("tr", { "data-path": entry.path },
     element("td", { class: "cell-name" }, name),
-    element("td", { class: "cell-size", text: entry.folder ? `${entry.count} files, ${formatSize(entry.size)}` : formatSize(entry.size) }),
+    element("td", { class: "cell-size", text: entry.folder ? `${plural(entry.count, "file")}, ${formatSize(entry.size)}` : formatSize(entry.size) }),
     element("td", { class: "cell-time", text: when.toLocaleString(), title: when.toISOString() }),
     element("td", { class: "cell-origin", text: entry.origin || "" }),
     actions,
@@ -319,7 +328,7 @@ function row(entry) {
 // ---- changing the box
 
 async function remove(entry) {
-  const what = entry.folder ? `the folder ${entry.path} and the ${entry.count} files in it` : entry.path;
+  const what = entry.folder ? `the folder ${entry.path} and the ${plural(entry.count, "file")} in it` : entry.path;
   if (!confirm(`Delete ${what}? Every client deletes it too.`)) return;
   const files = entry.folder ? [...state.model.under(entry.path)] : [state.model.files.get(entry.path)];
   let done = 0;
@@ -333,7 +342,7 @@ async function remove(entry) {
       return;
     }
   }
-  say(`Deleted ${done === 1 ? files[0].path : `${done} files`}.`);
+  say(`Deleted ${done === 1 ? files[0].path : plural(done, "file")}.`);
 }
 
 async function move(entry) {
@@ -343,7 +352,7 @@ async function move(entry) {
   if (!cleaned || cleaned === entry.path) return;
   try {
     const answer = await (await api("POST", "/web/move", { body: { from: entry.path, to: cleaned }, headers: { "X-Boxsync-Client": CLIENT } })).json();
-    say(`Moved ${entry.path} to ${cleaned} (${answer.moved} files).`);
+    say(`Moved ${entry.path} to ${cleaned} (${plural(answer.moved, "file")}).`);
   } catch (e) {
     say(`Could not move ${entry.path}: ${e.message}`);
   }
@@ -379,7 +388,7 @@ async function uploadAll(items) {
   $("progress").hidden = false;
   const show = (now) => {
     bar.value = Math.round(((sent + now) / total) * 100);
-    $("progress-text").textContent = `Uploading ${items.length} file${items.length === 1 ? "" : "s"}: ${formatSize(sent + now)} of ${formatSize(total)}`;
+    $("progress-text").textContent = `Uploading ${plural(items.length, "file")}: ${formatSize(sent + now)} of ${formatSize(total)}`;
   };
   let failed = 0;
   for (const item of items) {
@@ -395,7 +404,7 @@ async function uploadAll(items) {
     show(0);
   }
   $("progress").hidden = true;
-  if (!failed) say(`Uploaded ${items.length} file${items.length === 1 ? "" : "s"}.`);
+  if (!failed) say(`Uploaded ${plural(items.length, "file")}.`);
 }
 
 // What was dropped: files, and folders walked to their files.

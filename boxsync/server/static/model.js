@@ -142,6 +142,11 @@ export function formatSize(bytes) {
   return `${shown} ${units[unit]}`;
 }
 
+/** "1 file", "2 files". */
+export function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
 /** How long ago `seconds` (since the epoch) was, from `now`. */
 export function formatAgo(seconds, now) {
   const ago = Math.max(0, Math.round(now - seconds));
