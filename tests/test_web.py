@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
+import subprocess
 import zipfile
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from http.cookies import SimpleCookie
@@ -212,6 +214,16 @@ def test_zip_members_are_named_from_the_folder() -> None:
     assert zip_member(record, "").filename == "docs/reports/a.pdf"
     old = FileRecord("a", 1, "0" * 64, 0, 1)
     assert zip_member(old, "").date_time == (1980, 1, 1, 0, 0, 0)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (Debian's nodejs)")
+def test_the_page_logic() -> None:
+    """
+    The page's model (static/model.js) by its own tests, under node.
+    """
+    tests = Path(__file__).with_name("web_model.test.mjs")
+    result = subprocess.run(["node", "--test", str(tests)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # ---- the routes in memory
