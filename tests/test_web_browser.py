@@ -230,6 +230,11 @@ def test_the_page_follows_the_box(site: Site, browser: Any, tmp_path: Path) -> N
     browser.back()
     until(browser, shown(browser, "photos"), "the top folder again")
     screenshot(browser, tmp_path, "web-desktop.png")
+    # On a phone.
+    browser.set_window_size(390, 844)
+    until(browser, lambda d: d.execute_script("return innerWidth") <= 400, "the phone's width")
+    screenshot(browser, tmp_path, "web-phone.png")
+    browser.set_window_size(1280, 860)
 
     # Upload with the picker and by dropping: the files reach the client.
     picked = tmp_path / "picked.txt"
@@ -264,12 +269,6 @@ def test_the_page_follows_the_box(site: Site, browser: Any, tmp_path: Path) -> N
     # The client is listed as connected.
     until(browser, lambda d: "laptop" in d.find_element(By.ID, "clients-list").text, "the clients")
     assert "connected" in browser.find_element(By.ID, "clients-list").text
-
-    # On a phone.
-    browser.set_window_size(390, 844)
-    until(browser, lambda d: d.execute_script("return innerWidth") <= 400, "the phone's width")
-    screenshot(browser, tmp_path, "web-phone.png")
-    browser.set_window_size(1280, 860)
 
     # Signing out: the cookie opens nothing any more, the link not again.
     browser.find_element(By.ID, "sign-out").click()
