@@ -43,6 +43,7 @@ from boxsync.server.web import (
     CSRF_HEADER,
     LINK_CLIENT,
     LINK_SECONDS,
+    MAX_SESSIONS_PER_TOKEN,
     SESSION_COOKIE,
     SESSION_SECONDS,
     Sessions,
@@ -116,6 +117,17 @@ def test_secure_over_tls(tls: bool) -> None:
     (cookie,) = made.cookies
     assert cookie.endswith(b"; HttpOnly; SameSite=strict")
     assert (b"; Secure" in cookie) == tls
+
+
+def test_a_token_has_a_few_sessions_at_most() -> None:
+    clock = Clock()
+    sessions = Sessions(clock, ApiKeyAuth(KEY))
+    made = []
+    for _ in range(MAX_SESSIONS_PER_TOKEN + 2):
+        made.append(sessions.sign_in(KEY))
+        clock.advance(1)
+    alive = [s for s in made if sessions.session(request(cookie=s.session_id)) is not None]
+    assert alive == made[2:]
 
 
 def _token_auth(tmp_path: Path, clock: Clock, revoked: set[str]) -> tuple[TokenAuth, Path]:

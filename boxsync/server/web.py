@@ -77,6 +77,9 @@ LINK_CLIENT = "web-link"
 LINK_SECONDS = 5 * 60
 #: How long a session lasts (less if its token expires sooner).
 SESSION_SECONDS = 12 * 3600
+#: The most sessions one token may have at once: signing in once more ends
+#: the oldest.
+MAX_SESSIONS_PER_TOKEN = 50
 
 #: What every page response may load: its own scripts, styles and images,
 #: nothing inline, nothing from elsewhere, never in a frame.
@@ -205,6 +208,9 @@ class Sessions:
             token_expires = _token_expiry(token)
             if token_expires is not None:
                 expires = min(expires, token_expires)
+        same = [each for each in self._sessions.values() if each.principal.token == principal.token]
+        for oldest in sorted(same, key=lambda each: each.expires)[: max(0, len(same) + 1 - MAX_SESSIONS_PER_TOKEN)]:
+            self.sign_out(oldest)
         session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), principal, expires)
         self._sessions[session.session_id] = session
         self.log.info(
