@@ -484,9 +484,18 @@ async def test_moving_files_and_folders(server: RunningServer, http: Any) -> Non
     assert await move("renamed.txt", "papers/docs/a.txt") == 412  # something is there
     assert await move("papers", "papers/inside") == 400
     assert await move("nothing", "x") == 404
+    # Paths are checked as for any change; a file cannot go where a folder is
+    # or below a file.
+    bad = [("", "x"), ("renamed.txt", ""), ("renamed.txt", "../x"), ("renamed.txt", "papers"), ("renamed.txt", "renamed.txt/x")]
+    for source, target in bad:
+        assert await move(source, target) == 400, (source, target)
+    for body in ({"from": 1, "to": "x"}, {"to": "x"}, [], "text"):
+        response = await timed(http.post(f"{server.url}/web/move", json=body, headers=headers), server.reactor)
+        assert response.code == 400, await response.text()
     found = sorted(p.relative_to(server.box).as_posix() for p in server.box.rglob("*") if p.is_file() and HIDDEN_DIR not in p.parts)
     assert found == ["papers/docs/a.txt", "papers/docs/sub/b.txt", "renamed.txt"]
     assert (server.box / "papers/docs/sub/b.txt").read_text() == "docs/sub/b.txt"
     assert (server.box / "papers/docs/a.txt").stat().st_nlink == 1
+    assert list((server.box / HIDDEN_DIR / "staging").iterdir()) == []
     listed = await (await timed(http.get(f"{server.url}/files", headers=auth), server.reactor)).json()
     assert [r["path"] for r in listed] == found
