@@ -150,6 +150,12 @@ def gone(driver: Any, name: str) -> Callable[[Any], bool]:
     return lambda d: name not in rows(d)
 
 
+def size_of(driver: Any, name: str) -> str:
+    return driver.execute_script(
+        "return document.querySelector(`tr[data-path='${arguments[0]}'] .cell-size`)?.textContent", name
+    )
+
+
 def visible(driver: Any, element_id: str) -> Callable[[Any], bool]:
     return lambda d: d.execute_script(f"return !document.getElementById('{element_id}').hidden")
 
@@ -209,6 +215,14 @@ def test_the_page_follows_the_box(site: Site, browser: Any, tmp_path: Path) -> N
           f"{time.monotonic() - written:.3f} s after it was written")
     until(browser, lambda d: "laptop" in d.find_element(By.CSS_SELECTOR, "tr[data-path='new.txt'] .cell-origin").text, "who made it")
 
+    # An edit and a deletion by the client, live too.
+    (folder / "new.txt").write_text("written by the laptop, then edited")
+    wait_until(lambda: (account / "new.txt").stat().st_size == 34, WAIT, "the edit at the server")
+    until(browser, lambda d: size_of(d, "new.txt") == "34 B", "the edit on the page", seconds=LIVE_SECONDS)
+    (folder / "README.txt").unlink()
+    wait_until(lambda: not (account / "README.txt").exists(), WAIT, "the deletion at the server")
+    until(browser, gone(browser, "README.txt"), "the deletion on the page", seconds=LIVE_SECONDS)
+
     # A name that is markup is shown as text.
     browser.execute_script("window.alert = () => { window.alerted = true; }")
     (folder / XSS_NAME).write_text("not html")
@@ -265,6 +279,19 @@ def test_the_page_follows_the_box(site: Site, browser: Any, tmp_path: Path) -> N
     until(browser, alert_is_present(), "the confirmation").accept()
     wait_until(lambda: not (folder / "new.txt").exists(), WAIT, "the delete at the client")
     until(browser, gone(browser, "new.txt"), "the deleted file to leave")
+
+    # A folder uploaded with the picker, then deleted from the page.
+    album = tmp_path / "album"
+    (album / "inner").mkdir(parents=True)
+    (album / "a.txt").write_text("a")
+    (album / "inner/b.txt").write_text("b")
+    browser.find_element(By.ID, "pick-folder").send_keys(str(album))
+    wait_until(lambda: (folder / "album/inner/b.txt").exists(), WAIT, "the folder at the client")
+    until(browser, shown(browser, "album"), "the folder on the page")
+    row_button(browser, "album", "Delete")
+    until(browser, alert_is_present(), "the confirmation").accept()
+    wait_until(lambda: not (folder / "album").exists(), WAIT, "the folder's deletion at the client")
+    until(browser, gone(browser, "album"), "the deleted folder to leave")
 
     # The client is listed as connected.
     until(browser, lambda d: "laptop" in d.find_element(By.ID, "clients-list").text, "the clients")
