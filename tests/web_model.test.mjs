@@ -47,7 +47,12 @@ test("events apply in seq order, and old ones change nothing", () => {
   assert.equal(model.apply("delete", { path: "a.txt", seq: 4 }), false);
   assert.equal(model.apply("delete", { path: "a.txt", seq: 6 }), true);
   assert.equal(model.files.size, 0);
+  assert.equal(model.seq, 6);
+  model.apply("hello", { stream: "s", seq: 12 });
+  assert.equal(model.seq, 6); // the plan up to 12 is still to come
   model.apply("ready", { seq: 9 });
+  assert.equal(model.seq, 9);
+  model.put(record("c", 20)); // a record read aside: the stream has not brought it
   assert.equal(model.seq, 9);
   // A listing older than what the stream said is ignored.
   model.apply("download", { path: "b", sha256: "", size: 1, mtime_ns: 1, seq: 10 });

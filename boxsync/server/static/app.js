@@ -335,7 +335,7 @@ async function remove(entry) {
   for (const file of files) {
     try {
       const response = await api("DELETE", fileUrl("/files/", file.path), { headers: { "X-Boxsync-Base": String(file.seq), "X-Boxsync-Client": CLIENT } });
-      if (state.model.apply("delete", await response.json())) render();
+      if (state.model.remove(await response.json())) render();
       done += 1;
     } catch (e) {
       say(`Could not delete ${file.path}: ${e.message}`);

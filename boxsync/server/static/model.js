@@ -6,7 +6,11 @@ export class BoxModel {
   constructor() {
     /** @type {Map<string, {path: string, size: number, seq: number, mtime_ns: number, sha256: string, origin: string}>} */
     this.files = new Map();
-    /** The highest seq seen: where a new event stream starts from. */
+    /**
+     * Where a new event stream starts from: the highest seq the stream has
+     * brought (the plan comes in seq order), never one only a listing or a
+     * record said.
+     */
     this.seq = 0;
   }
 
@@ -15,7 +19,14 @@ export class BoxModel {
     const known = this.files.get(record.path);
     if (known && known.seq > record.seq) return false;
     this.files.set(record.path, { origin: "", ...known, ...record });
-    this.seq = Math.max(this.seq, record.seq);
+    return true;
+  }
+
+  /** Take in the deletion of a file at `seq` (an answer to DELETE /files/...). */
+  remove({ path, seq }) {
+    const known = this.files.get(path);
+    if (!known || known.seq >= seq) return false;
+    this.files.delete(path);
     return true;
   }
 
@@ -24,22 +35,15 @@ export class BoxModel {
    * box changed. Events older than what is known change nothing.
    */
   apply(name, data) {
+    // "hello" tells the seq at the start, before the plan: not covered yet.
+    if (name !== "hello" && Number.isInteger(data.seq)) this.seq = Math.max(this.seq, data.seq);
     if (name === "download") {
       const known = this.files.get(data.path);
       if (known && known.seq >= data.seq) return false;
       // Who made it is not in the event: kept empty until asked for.
       return this.put({ path: data.path, size: data.size, seq: data.seq, mtime_ns: data.mtime_ns, sha256: data.sha256, origin: "" });
     }
-    if (name === "delete") {
-      this.seq = Math.max(this.seq, data.seq);
-      const known = this.files.get(data.path);
-      if (!known || known.seq >= data.seq) return false;
-      this.files.delete(data.path);
-      return true;
-    }
-    if (name === "hello" || name === "ready") {
-      this.seq = Math.max(this.seq, data.seq);
-    }
+    if (name === "delete") return this.remove(data);
     return false;
   }
 
