@@ -1,7 +1,7 @@
 """
 The web page: a person's view of their box, served by the server itself.
 
-The page is static files from the package (L{STATIC}) that talk to the same
+The page is static files from the package (L{static_files}) that talk to the same
 routes the clients use: C{GET /files} to list, C{POST /sync} for the live
 event stream, C{PUT}/C{DELETE /files/...} to change the box. What the page
 adds is here:
@@ -46,7 +46,7 @@ from zope.interface import implementer
 from ..paths import BadPath, normalize
 from ..protocol import CLIENT_HEADER, ProtocolError
 from .app import BoxsyncApp, box_file, header, json_body
-from .app import _listed as listed
+from .app import _listed as listed  # a record as GET /files lists it
 from .auth import TOKEN_REFUSED, Forbidden, IAuthenticator, Principal, Unauthorized
 from .box import Box, NotFound
 from .hub import Hub
@@ -451,9 +451,9 @@ class WebPage:
     hub: Hub
     files: dict[str, tuple[bytes, str]] = field(factory=static_files)
     seen: dict[tuple[str, str], float] = field(factory=dict)
-    log = Logger()
 
     def install(self, app: Klein) -> None:
+        # The app's one authorising wrapper: a session or an Authorization header.
         authorized = self.api._authorized
         # Klein names an endpoint after its function: these need names of their own.
         routes: list[tuple[str, str, Any]] = [
