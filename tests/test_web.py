@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import pytest
 import pytest_twisted
+from attrs import define
 from treq.client import HTTPClient
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
@@ -35,6 +36,7 @@ from boxsync.admin import run as admin
 from boxsync.paths import HIDDEN_DIR
 from boxsync.protocol import EVENT_STREAM, Manifest, encode_manifest
 from boxsync.server.auth import ApiKeyAuth, Forbidden, Principal, TokenAuth, Unauthorized
+from boxsync.server.hub import Hub
 from boxsync.server.index import FileRecord
 from boxsync.server.registry import REGISTRY_FILE, TokenRegistry
 from boxsync.server.service import BoxsyncService, ServerConfig
@@ -217,6 +219,27 @@ def test_the_static_files_are_in_the_package() -> None:
     for name, (content, _) in files.items():
         if name.endswith(".js"):
             assert b"innerHTML" not in content and b"insertAdjacentHTML" not in content, name
+
+
+@define
+class _Listener:
+    stream_id: str
+    client: str
+
+
+def test_the_hub_knows_when_each_client_was_last_connected() -> None:
+    clock = Clock()
+    hub = Hub(clock)
+    assert hub.last_seen("alice") == {}
+    clock.advance(10)
+    remove = hub.add("alice", _Listener("s1", "laptop"), "t1")
+    hub.add("alice", _Listener("s2", "phone"), "t2")
+    hub.add("bob", _Listener("s3", "desktop"), "t3")
+    clock.advance(5)
+    remove()
+    clock.advance(5)
+    assert hub.last_seen("alice") == {"laptop": 15, "phone": 20}
+    assert hub.last_seen("bob") == {"desktop": 20}
 
 
 def test_zip_members_are_named_from_the_folder() -> None:
@@ -459,6 +482,9 @@ async def test_the_event_stream_with_the_cookie(server: RunningServer, http: Any
         assert response.code == 201
         events = await reader.wait(lambda events: any(getattr(e, "path", "") == "a.txt" for e in events))
         assert events[-1].name == "download"
+        answer = await (await timed(http.get(f"{server.url}/web/clients", headers=headers), server.reactor)).json()
+        assert [(c["client"], c["streams"]) for c in answer["clients"]] == [("web", 1)]
+        assert 0 <= answer["now"] - answer["clients"][0]["last_seen"] < 5
     finally:
         reader.close()
 

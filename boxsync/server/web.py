@@ -440,9 +440,6 @@ class WebPage:
     """
     The routes of the page, added to the server's Klein app, with its
     error handling and its authentication.
-
-    @ivar seen: when each client of each account was last seen connected,
-        by a page of that account.
     """
 
     clock: IReactorTime
@@ -450,7 +447,6 @@ class WebPage:
     sessions: Sessions
     hub: Hub
     files: dict[str, tuple[bytes, str]] = field(factory=static_files)
-    seen: dict[tuple[str, str], float] = field(factory=dict)
 
     def install(self, app: Klein) -> None:
         # The app's one authorising wrapper: a session or an Authorization header.
@@ -471,14 +467,6 @@ class WebPage:
         ]
         for n, (url, method, route) in enumerate(routes):
             app.route(url, methods=[method], endpoint=f"web_{n}")(route)
-
-    def _note_seen(self, account: str) -> None:
-        """
-        Note as seen now every client of C{account} connected now.
-        """
-        now = self.clock.seconds()
-        for listener in self.hub.listeners(account):
-            self.seen[(account, listener.client)] = now
 
     def _page(self, request: IRequest, name: str) -> bytes:
         found = self.files.get(name)
@@ -535,18 +523,16 @@ class WebPage:
 
     async def clients(self, request: IRequest, principal: Principal) -> bytes:
         """
-        The clients of the account: how many event streams each has open
-        now, and when it was last seen connected. Clients are seen when a
-        page of the account asks (every few seconds while one is open), so
-        one that came and went while no page was open is not listed.
+        The clients of the account that had an event stream open since the
+        server started: how many each has open now, and when it was last
+        connected.
         """
         account = principal.account
-        self._note_seen(account)
         connected = Counter(listener.client for listener in self.hub.listeners(account))
         found = [
             {"client": client, "streams": connected.get(client, 0), "last_seen": when}
-            for (owner, client), when in sorted(self.seen.items())
-            if owner == account and client
+            for client, when in sorted(self.hub.last_seen(account).items())
+            if client
         ]
         return json_body(request, 200, {"now": self.clock.seconds(), "clients": found})
 
