@@ -50,6 +50,7 @@ from boxsync.server.web import (
     SESSION_SECONDS,
     Sessions,
     _cookie,
+    _Drain,
     static_files,
     zip_member,
 )
@@ -240,6 +241,22 @@ def test_the_hub_knows_when_each_client_was_last_connected() -> None:
     clock.advance(5)
     assert hub.last_seen("alice") == {"laptop": 15, "phone": 20}
     assert hub.last_seen("bob") == {"desktop": 20}
+
+
+def test_a_zip_waits_for_the_connection() -> None:
+    drain = _Drain()
+    waiting = Deferred.fromCoroutine(drain.wait())
+    assert waiting.called  # not paused: straight on
+    drain.pauseProducing()
+    drain.pauseProducing()
+    waiting = Deferred.fromCoroutine(drain.wait())
+    assert not waiting.called
+    drain.resumeProducing()
+    assert waiting.called
+    drain.pauseProducing()
+    waiting = Deferred.fromCoroutine(drain.wait())
+    drain.stopProducing()  # the connection is gone: the route's cancellation ends it
+    assert waiting.called
 
 
 def test_zip_members_are_named_from_the_folder() -> None:

@@ -24,13 +24,14 @@ import hmac
 import json
 import os
 import secrets
+import stat
 import time
 import zipfile
 from collections import Counter
 from http.cookies import CookieError, SimpleCookie
 from importlib import resources
 from pathlib import Path
-from typing import Any, AsyncIterator, Container, cast
+from typing import Any, AsyncIterator, BinaryIO, Container, cast
 from urllib.parse import quote
 
 import jwt
@@ -596,12 +597,8 @@ class WebPage:
         request: IRequest,
         drain: _Drain,
     ) -> None:
-        local = box.storage.readable(record.path)
-        if local is None:
-            return
-        try:
-            source = open(local, "rb")
-        except OSError:
+        source = await box.storage.in_thread(lambda: _open_regular(box, record.path))
+        if source is None:
             return  # deleted meanwhile: left out
         with source, archive.open(zip_member(record, folder), "w", force_zip64=True) as member:
             while chunk := await box.storage.in_thread(lambda: source.read(ZIP_CHUNK)):
@@ -635,6 +632,24 @@ class WebPage:
             await box.commit(new, linked, 0, old.mtime_ns, origin=origin)
             await box.delete(old.path, old.seq, origin=origin)
         return json_body(request, 200, {"moved": len(moves)})
+
+
+def _open_regular(box: Box, path: str) -> BinaryIO | None:
+    """
+    The regular file at C{path}, open to read; C{None} if there is none
+    (never through a link, never waiting on a FIFO). Blocking.
+    """
+    local = box.storage.readable(path)
+    if local is None:
+        return None
+    try:
+        fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
 
 
 def _link(box: Box, record: FileRecord) -> _Linked:
