@@ -231,6 +231,14 @@ def test_the_page_follows_the_box(site: Site, browser: Any, tmp_path: Path) -> N
     assert browser.find_elements(By.CSS_SELECTOR, "#rows img") == []
     assert browser.execute_script("return window.alerted === undefined")
 
+    # A burst of changes: all shown, and who made them.
+    (folder / "burst").mkdir()
+    for n in range(80):
+        (folder / f"burst/{n:02}.txt").write_text(f"file {n}")
+    until(browser, lambda d: size_of(d, "burst") == "80 files, 550 B", "the burst on the page")
+    until(browser, lambda d: d.execute_script(
+        "return document.querySelector(`tr[data-path='burst'] .cell-origin`).textContent") == "laptop", "who made the burst")
+
     # Sort by size, find a file by name as one types, browse into folders.
     click(browser, "th[data-sort='size'] button")
     assert rows(browser)[:2] == ["photos", "docs"]

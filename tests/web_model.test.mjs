@@ -54,6 +54,9 @@ test("events apply in seq order, and old ones change nothing", () => {
   assert.equal(model.seq, 9);
   model.put(record("c", 20)); // a record read aside: the stream has not brought it
   assert.equal(model.seq, 9);
+  // A listing read before a deletion cannot bring the file back.
+  assert.equal(model.put(record("a.txt", 5)), false);
+  assert.equal(model.files.has("a.txt"), false);
   // A listing older than what the stream said is ignored.
   model.apply("download", { path: "b", sha256: "", size: 1, mtime_ns: 1, seq: 10 });
   assert.equal(model.put(record("b", 8)), false);

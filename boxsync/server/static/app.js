@@ -16,9 +16,11 @@ const state = {
   folder: "",
   sort: { key: "name", descending: false },
   stream: null,
-  streaming: false,
   clientsTimer: 0,
-  asking: new Set(),
+  // Paths whose last change's client is still to be asked for.
+  origins: new Set(),
+  asking: false,
+  // Bumped at each sign-in and sign-out: what an older one started stops.
   generation: 0,
 };
 
@@ -44,8 +46,8 @@ function say(text) {
   sayTimer = setTimeout(() => { $("status").textContent = ""; }, 6000);
 }
 
-async function api(method, url, { body, headers = {} } = {}) {
-  const init = { method, headers: { ...headers }, credentials: "same-origin" };
+async function api(method, url, { body, headers = {}, signal } = {}) {
+  const init = { method, headers: { ...headers }, credentials: "same-origin", signal };
   if (method !== "GET" && method !== "HEAD" && state.session) init.headers[CSRF] = state.session.csrf;
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
@@ -113,8 +115,7 @@ async function signIn(token) {
     throw new Error(reason);
   }
   $("token").value = "";
-  const who = await (await fetch("/web/session", { credentials: "same-origin" })).json();
-  opened(who);
+  opened(await (await api("GET", "/web/session")).json());
 }
 
 async function signOut() {
@@ -125,13 +126,19 @@ async function signOut() {
   }
 }
 
-function signedOut(message) {
-  state.session = null;
+// Stop what the last sign-in started: its event stream, its polling.
+function closed() {
   state.generation += 1;
   if (state.stream) state.stream.abort();
   state.stream = null;
   clearInterval(state.clientsTimer);
+  state.origins.clear();
   state.model = new BoxModel();
+}
+
+function signedOut(message) {
+  closed();
+  state.session = null;
   $("box").hidden = true;
   $("sign-in").hidden = false;
   $("sign-in-error").textContent = message;
@@ -139,9 +146,8 @@ function signedOut(message) {
 }
 
 function opened(who) {
+  closed();
   state.session = who;
-  state.model = new BoxModel();
-  state.generation += 1;
   $("sign-in").hidden = true;
   $("box").hidden = false;
   $("account").textContent = who.account;
@@ -153,16 +159,21 @@ function opened(who) {
 
 // ---- the box, live
 
-async function load(seq, generation) {
+// Every live file of the box, a page at a time; false if a sign-out came first.
+async function listAll(generation) {
   let after = "";
   for (;;) {
     const response = await api("GET", `/files?limit=1000&after=${encodeURIComponent(after)}`);
     const page = await response.json();
-    if (generation !== state.generation) return;
+    if (generation !== state.generation) return false;
     for (const record of page) state.model.put(record);
-    if (page.length < 1000) break;
+    if (page.length < 1000) return true;
     after = page[page.length - 1].path;
   }
+}
+
+async function load(seq, generation) {
+  if (!(await listAll(generation))) return;
   // Everything committed since `seq` comes again on the stream: nothing is
   // missed between the listing and the stream.
   state.model.seq = seq;
@@ -178,6 +189,7 @@ async function follow(generation) {
       const response = await api("POST", "/sync", {
         body: { client: CLIENT, cursor: state.model.seq, files: [], deleted: [] },
         headers: { Accept: "text/event-stream" },
+        signal: controller.signal,
       });
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       const parser = new SSEParser();
@@ -204,22 +216,37 @@ async function follow(generation) {
 }
 
 function live(on) {
-  state.streaming = on;
   $("live").textContent = on ? "Live" : "Reconnecting…";
   $("live").className = on ? "live on" : "live";
 }
 
-// Events do not say which client made a change: ask once the change is in.
-async function askOrigin(path) {
-  if (state.asking.has(path)) return;
-  state.asking.add(path);
+// Events do not say which client made a change: ask, one at a time, once the
+// change is in; past a burst of changes, list the whole box again instead.
+function askOrigin(path) {
+  state.origins.add(path);
+  if (!state.asking) askOrigins(state.generation);
+}
+
+async function askOrigins(generation) {
+  state.asking = true;
   try {
-    const response = await api("GET", fileUrl("/web/record/", path));
-    if (state.model.put(await response.json())) render();
-  } catch (e) {
-    // Gone again meanwhile.
+    while (state.origins.size && generation === state.generation) {
+      if (state.origins.size > 50) {
+        state.origins.clear();
+        if (await listAll(generation)) render();
+        return;
+      }
+      const [path] = state.origins;
+      state.origins.delete(path);
+      try {
+        const record = await (await api("GET", fileUrl("/web/record/", path))).json();
+        if (generation === state.generation && state.model.put(record)) render();
+      } catch (e) {
+        // Gone again meanwhile.
+      }
+    }
   } finally {
-    state.asking.delete(path);
+    state.asking = false;
   }
 }
 

@@ -6,6 +6,8 @@ export class BoxModel {
   constructor() {
     /** @type {Map<string, {path: string, size: number, seq: number, mtime_ns: number, sha256: string, origin: string}>} */
     this.files = new Map();
+    /** The seq each path was deleted at, so an older record cannot bring it back. */
+    this.deleted = new Map();
     /**
      * Where a new event stream starts from: the highest seq the stream has
      * brought (the plan comes in seq order), never one only a listing or a
@@ -18,12 +20,14 @@ export class BoxModel {
   put(record) {
     const known = this.files.get(record.path);
     if (known && known.seq > record.seq) return false;
+    if ((this.deleted.get(record.path) || 0) > record.seq) return false;
     this.files.set(record.path, { origin: "", ...known, ...record });
     return true;
   }
 
   /** Take in the deletion of a file at `seq` (an answer to DELETE /files/...). */
   remove({ path, seq }) {
+    this.deleted.set(path, Math.max(seq, this.deleted.get(path) || 0));
     const known = this.files.get(path);
     if (!known || known.seq >= seq) return false;
     this.files.delete(path);
