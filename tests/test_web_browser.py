@@ -321,6 +321,13 @@ def test_the_page_follows_the_box(site: Site, browser: Any, tmp_path: Path) -> N
     # Signing out: the cookie opens nothing any more, the link not again.
     browser.find_element(By.ID, "sign-out").click()
     until(browser, visible(browser, "sign-in"), "the sign-in form")
+    # ... and its event stream is closed.
+    server = site.server.process
+    assert server is not None
+    wait_until(
+        lambda: server.output().count("web connected:") == server.output().count("web disconnected") > 0,
+        WAIT, "the page's stream to close",
+    )
     status = browser.execute_script("return fetch('/files').then(r => r.status)")
     assert status == 401
     browser.get(link)
