@@ -387,7 +387,11 @@ async def test_sign_in_only_from_the_page(service: BoxsyncService, reactor: Any)
         ({**json_type, "Origin": "https://evil.example"}, json.dumps({"token": KEY}), 403),
         (json_type, json.dumps({"token": "wrong"}), 403),
         (json_type, json.dumps({}), 400),
+        ({**json_type, "Origin": "null"}, json.dumps({"token": KEY}), 403),
         ({**json_type, "Origin": "http://box.test"}, json.dumps({"token": KEY}), 200),
+        # Behind a proxy that ends TLS, or one that names the host it was asked for.
+        ({**json_type, "Origin": "https://box.test"}, json.dumps({"token": KEY}), 200),
+        ({**json_type, "Origin": "https://box.example.org", "X-Forwarded-Host": "box.example.org"}, json.dumps({"token": KEY}), 200),
     ]
     for headers, data, status in attempts:
         response, body = await call(stub, reactor, "POST", "/web/session", data=data, headers=headers)

@@ -32,7 +32,7 @@ from http.cookies import CookieError, SimpleCookie
 from importlib import resources
 from pathlib import Path
 from typing import Any, AsyncIterator, BinaryIO, Container, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import jwt
 from attrs import define, field, frozen
@@ -319,14 +319,14 @@ def _json_request(request: IRequest) -> dict[str, Any]:
 def _same_origin(request: IRequest) -> None:
     """
     @raise Forbidden: if the browser says the request comes from a page of
-        another origin.
+        another host. The scheme is not compared: behind a proxy that ends
+        TLS, the server itself is asked over plain HTTP.
     """
     origin = header(request, "Origin")
     if origin is None:
         return
-    host = header(request, "Host") or ""
-    scheme = "https" if request.isSecure() else "http"
-    if origin != f"{scheme}://{host}":
+    hosts = {header(request, "Host"), header(request, "X-Forwarded-Host")}
+    if urlsplit(origin).netloc.lower() not in {host.lower() for host in hosts if host}:
         raise Forbidden("requests from other sites are refused")
 
 
