@@ -391,7 +391,11 @@ async def test_sign_in_only_from_the_page(service: BoxsyncService, reactor: Any)
         ({**json_type, "Origin": "http://box.test"}, json.dumps({"token": KEY}), 200),
         # Behind a proxy that ends TLS, or one that names the host it was asked for.
         ({**json_type, "Origin": "https://box.test"}, json.dumps({"token": KEY}), 200),
-        ({**json_type, "Origin": "https://box.example.org", "X-Forwarded-Host": "box.example.org"}, json.dumps({"token": KEY}), 200),
+        (
+            {**json_type, "Origin": "https://box.example.org", "X-Forwarded-Host": "box.example.org"},
+            json.dumps({"token": KEY}),
+            200,
+        ),
     ]
     for headers, data, status in attempts:
         response, body = await call(stub, reactor, "POST", "/web/session", data=data, headers=headers)
@@ -533,7 +537,13 @@ async def test_moving_files_and_folders(server: RunningServer, http: Any) -> Non
     assert await move("nothing", "x") == 404
     # Paths are checked as for any change; a file cannot go where a folder is
     # or below a file.
-    bad = [("", "x"), ("renamed.txt", ""), ("renamed.txt", "../x"), ("renamed.txt", "papers"), ("renamed.txt", "renamed.txt/x")]
+    bad = [
+        ("", "x"),
+        ("renamed.txt", ""),
+        ("renamed.txt", "../x"),
+        ("renamed.txt", "papers"),
+        ("renamed.txt", "renamed.txt/x"),
+    ]
     for source, target in bad:
         assert await move(source, target) == 400, (source, target)
     for body in ({"from": 1, "to": "x"}, {"to": "x"}, [], "text"):

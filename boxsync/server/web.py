@@ -209,8 +209,11 @@ class Sessions:
             token_expires = _token_expiry(token)
             if token_expires is not None:
                 expires = min(expires, token_expires)
-        same = [each for each in self._sessions.values() if each.principal.token == principal.token]
-        for oldest in sorted(same, key=lambda each: each.expires)[: max(0, len(same) + 1 - MAX_SESSIONS_PER_TOKEN)]:
+        same = sorted(
+            (each for each in self._sessions.values() if each.principal.token == principal.token),
+            key=lambda each: each.expires,
+        )
+        for oldest in same[: max(0, len(same) + 1 - MAX_SESSIONS_PER_TOKEN)]:
             self.sign_out(oldest)
         session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), principal, expires)
         self._sessions[session.session_id] = session
