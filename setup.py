@@ -9,7 +9,11 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=find_packages(include=["boxsync", "boxsync.*"]) + ["twisted.plugins"],
-    package_data={"boxsync": ["py.typed"], "twisted.plugins": ["boxsync_plugin.py"]},
+    package_data={
+        "boxsync": ["py.typed"],
+        "boxsync.server": ["static/*.html", "static/*.css", "static/*.js", "static/*.svg"],
+        "twisted.plugins": ["boxsync_plugin.py"],
+    },
     install_requires=[
         "twisted[tls]>=24.7",
         "klein>=24.8",
@@ -30,6 +34,7 @@ setup(
             "setuptools>=70.1",
             "trustme>=1.1",
             "schemathesis>=3.30",
+            "selenium>=4.20",
         ],
     },
     entry_points={

@@ -3,7 +3,9 @@
 
 ``token`` mints one (and makes its account on first use) and prints it, and
 nothing else, on standard output; ``tokens`` lists them (never their values);
-``revoke`` revokes one, which a running server notices at once. Each command
+``revoke`` revokes one, which a running server notices at once; ``web-link``
+prints a link that signs a browser in to the web page, once, within minutes.
+Each command
 works on the box folder directly, so it runs on the server's machine, as the
 user the server runs as.
 """
@@ -22,6 +24,7 @@ from typing import Callable, NoReturn, Sequence, TextIO
 from .paths import HIDDEN_DIR
 from .server.accounts import BadAccountFolder, account_folder
 from .server.registry import REGISTRY_FILE, TokenRecord, TokenRegistry
+from .server.web import LINK_CLIENT, LINK_SECONDS
 from .server.tokens import (
     BadName,
     SecretError,
@@ -96,6 +99,20 @@ def _parser(environ: dict[str, str]) -> argparse.ArgumentParser:
     revoke.add_argument(
         "--client", type=_checked(check_client),
         help="revoke every token of this client of --account (a lost laptop)",
+    )
+
+    link = commands.add_parser(
+        "web-link", help="print a one-time link that signs a browser in to the web page",
+        description=(
+            "Print a link to the server's web page that signs a browser in to an account: "
+            f"it works once, within {LINK_SECONDS // 60} minutes. The link is the last line of the output."
+        ),
+    )
+    link.add_argument("--box", default=default_box, help=box_help)
+    link.add_argument("--account", required=True, type=_checked(check_account), help="the account")
+    link.add_argument(
+        "--server", required=True, metavar="URL",
+        help="the server's address as the browser reaches it, e.g. https://box.example.org:8443",
     )
     return parser
 
@@ -215,7 +232,30 @@ def _revoke(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> Non
             out.write(f"{what} was already revoked on {_when(record.revoked)}\n")
 
 
-_COMMANDS = {"token": _token, "tokens": _tokens, "revoke": _revoke}
+def _web_link(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> None:
+    server = args.server.strip().rstrip("/")
+    if not server.startswith(("https://", "http://")) or len(server) <= len("https://"):
+        raise AdminError(f"{args.server!r} is not the server's address: give e.g. https://box.example.org:8443")
+    box = _box(args.box)
+    if not (box / HIDDEN_DIR / REGISTRY_FILE).exists() or args.account not in _accounts(box):
+        raise AdminError(f"there is no account {args.account!r} in {box}: mint a token for it first")
+    token, record = mint_token(box, args.account, LINK_CLIENT, LINK_SECONDS, now)
+    err.write(
+        f"sign-in link {record.token_id} for account {record.account}: it works once, "
+        f"until {_when(record.expires)}\n"
+    )
+    out.write(f"{server}/#link={token}\n")
+
+
+def _accounts(box: Path) -> set[str]:
+    registry = _registry(box)
+    try:
+        return registry.accounts()
+    finally:
+        registry.close()
+
+
+_COMMANDS = {"token": _token, "tokens": _tokens, "revoke": _revoke, "web-link": _web_link}
 
 
 def run(

@@ -138,6 +138,7 @@ def test_wheel_ships_the_plugin(tmp_path: Path) -> None:
     assert "twisted/__init__.py" not in names
     assert "twisted/plugins/__init__.py" not in names
     assert "boxsync/py.typed" in names and "boxsync/server/tap.py" in names
+    assert {"boxsync/server/static/index.html", "boxsync/server/static/app.js"} <= names
     assert not [name for name in names if name.startswith("tests/") or name.endswith("dropin.cache")]
 
     _run([*pip, "install", "--no-deps", "--no-index", "--target", str(target), str(wheel)], elsewhere)

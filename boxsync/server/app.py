@@ -56,6 +56,7 @@ from .uploads import BodyTooLarge, check_body, take_upload, trailer_sha256
 
 if TYPE_CHECKING:
     from .legacy import LegacyAdapter
+    from .web import Sessions
 
 __all__ = ["BoxsyncApp", "box_file", "header", "json_body"]
 
@@ -176,6 +177,8 @@ class BoxsyncApp:
     @ivar legacy: serves the clients of the server boxsync replaces, if given.
     @ivar max_upload: the largest file accepted, in bytes (C{None}: no limit);
         the site checks it for single uploads, the batch route for batches.
+    @ivar sessions: the web page's signed-in browsers, whose session cookie
+        stands in for an C{Authorization} header (L{boxsync.server.web}).
     """
 
     clock: IReactorTime
@@ -185,6 +188,7 @@ class BoxsyncApp:
     max_manifest_entries: int = MAX_MANIFEST_ENTRIES
     legacy: LegacyAdapter | None = None
     max_upload: int | None = None
+    sessions: Sessions | None = None
     app: Klein = field(factory=Klein, init=False)
     log = Logger()
 
@@ -216,7 +220,12 @@ class BoxsyncApp:
         return _Resource(self.app)
 
     def principal(self, request: IRequest) -> Principal:
-        return self.auth.authenticate(request.getHeader(b"Authorization"))
+        authorization = request.getHeader(b"Authorization")
+        if authorization is None and self.sessions is not None:
+            signed_in = self.sessions.principal(request)
+            if signed_in is not None:
+                return signed_in
+        return self.auth.authenticate(authorization)
 
     def _authorized(
         self, route: Callable[Concatenate[IRequest, Principal, _P], Awaitable[_T]]

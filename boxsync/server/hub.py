@@ -71,6 +71,7 @@ class Hub:
     max_streams_per_token: int = MAX_STREAMS_PER_TOKEN
     _accounts: dict[str, dict[str, Listener]] = field(factory=dict)
     _tokens: dict[str, dict[str, Listener]] = field(factory=dict)
+    _seen: dict[str, dict[str, float]] = field(factory=dict)
     _loop: LoopingCall | None = None
     log = Logger()
 
@@ -98,12 +99,25 @@ class Hub:
         removers = [_register(self._accounts, account, listener)]
         if token:
             removers.append(_register(self._tokens, token, listener))
+        seen = self._seen.setdefault(account, {})
 
         def remove() -> None:
             for remover in removers:
                 remover()
+            seen[listener.client] = self.clock.seconds()
 
         return remove
+
+    def last_seen(self, account: str) -> dict[str, float]:
+        """
+        When each client of C{account} last had a stream open (now, for
+        those with one open), since the hub was made.
+        """
+        seen = dict(self._seen.get(account, {}))
+        now = self.clock.seconds()
+        for listener in self.listeners(account):
+            seen[listener.client] = now
+        return seen
 
     def disconnect(self, tokens: Collection[str]) -> int:
         """

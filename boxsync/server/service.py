@@ -37,6 +37,7 @@ from .registry import REGISTRY_FILE
 from .storage import BoxStorage
 from .tokens import load_secret
 from .uploads import UploadSite
+from .web import Sessions, WebPage
 
 __all__ = ["BoxInUse", "BoxsyncService", "ServerConfig", "claim"]
 
@@ -290,6 +291,7 @@ class BoxsyncService(MultiService):
             self.box = Box(DEFAULT_ACCOUNT, self.index, self.storage, self.hub)
             auth, boxes = config.auth, self._box_for
             check = lambda: adopt(self._box_for(DEFAULT_ACCOUNT), reactor)  # noqa: E731
+        sessions = Sessions(reactor, auth, frozenset() if self.accounts is None else self.accounts.revoked)
         self.app = BoxsyncApp(
             reactor,
             auth,
@@ -298,12 +300,14 @@ class BoxsyncService(MultiService):
             max_manifest_entries=config.max_manifest_entries,
             legacy=LegacyAdapter(boxes, self.hub, config.max_manifest_entries),
             max_upload=config.max_upload,
+            sessions=sessions,
         )
+        WebPage(reactor, self.app, sessions, self.hub).install(self.app.app)
         self.site = UploadSite(
             self.app.resource(),
             self.storage.new_staging,
             max_upload=config.max_upload,
-            authorize=auth.authenticate,
+            authorize=self.app.principal,
             max_body=config.max_manifest,
             limits=config.connections,
             reactor=reactor,

@@ -69,8 +69,9 @@ class UploadSite(LimitedSite):
         no limit).
     @ivar max_body: the largest body of any other request (a manifest)
         accepted, in bytes (C{None}: no limit).
-    @ivar authorize: checks the C{Authorization} header before a byte of the
-        body is stored, raising if it does not let the caller in.
+    @ivar authorize: checks the request's credentials (its C{Authorization}
+        header or session cookie) before a byte of the body is stored,
+        raising if they do not let the caller in.
     @ivar run: runs the writing and hashing of each batch of an upload
         (by default in the reactor's thread pool).
     """
@@ -80,7 +81,7 @@ class UploadSite(LimitedSite):
         resource: object,
         new_staging: Callable[[], StagingFile],
         max_upload: int | None = None,
-        authorize: Callable[[bytes | None], object] = lambda header: None,
+        authorize: Callable[[Request], object] = lambda request: None,
         max_body: int | None = None,
         run: Runner | None = None,
         **kwargs: Any,
@@ -161,7 +162,7 @@ class StreamingRequest(Request):
             return
         self.content = BytesIO()
         try:
-            site.authorize(self.requestHeaders.getRawHeaders(b"Authorization", [None])[0])
+            site.authorize(self)
         except Exception as e:
             self.body_error = e
             return

@@ -1,0 +1,681 @@
+"""
+The web page: a person's view of their box, served by the server itself.
+
+The page is static files from the package (L{static_files}) that talk to the same
+routes the clients use: C{GET /files} to list, C{POST /sync} for the live
+event stream, C{PUT}/C{DELETE /files/...} to change the box. What the page
+adds is here:
+
+ - L{Sessions}: signing in with a token (or a one-time link made by
+   C{boxsync-admin web-link}) gives an C{HttpOnly}, C{SameSite=Strict}
+   cookie (C{Secure} over TLS), which L{BoxsyncApp.principal} accepts in
+   place of an C{Authorization} header. A request that is not C{GET} or
+   C{HEAD} must also carry the session's CSRF token in L{CSRF_HEADER}; a
+   revoked token ends its sessions.
+ - L{WebPage}: the routes only the page needs (sign-in and sign-out, the
+   static files under a strict Content-Security-Policy, a file's record, a
+   download as an attachment, a folder as a zip streamed on the fly, moving
+   and renaming, the account's clients).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+import stat
+import time
+import zipfile
+from collections import Counter
+from http.cookies import CookieError, SimpleCookie
+from importlib import resources
+from pathlib import Path
+from typing import Any, AsyncIterator, BinaryIO, Container, cast
+from urllib.parse import quote, urlsplit
+
+import jwt
+from attrs import define, field, frozen
+from klein import Klein
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from ..paths import BadPath, normalize
+from ..protocol import CLIENT_HEADER, ProtocolError
+from .app import BoxsyncApp, box_file, header, json_body
+from .app import _listed as listed  # a record as GET /files lists it
+from .auth import TOKEN_REFUSED, Forbidden, IAuthenticator, Principal, Unauthorized
+from .box import Box, NotFound
+from .hub import Hub
+from .index import FileRecord
+from .storage import StagingFile
+
+__all__ = [
+    "CSRF_HEADER",
+    "LINK_CLIENT",
+    "LINK_SECONDS",
+    "SESSION_COOKIE",
+    "Session",
+    "Sessions",
+    "WebPage",
+    "static_files",
+    "zip_member",
+]
+
+#: The cookie that holds a browser's session id.
+SESSION_COOKIE = "boxsync_session"
+#: The header that carries a session's CSRF token on every request that is
+#: not a GET or a HEAD.
+CSRF_HEADER = "X-Boxsync-CSRF"
+#: The client id of the tokens C{boxsync-admin web-link} makes: each signs in
+#: once only.
+LINK_CLIENT = "web-link"
+#: How long a one-time sign-in link works.
+LINK_SECONDS = 5 * 60
+#: How long a session lasts (less if its token expires sooner).
+SESSION_SECONDS = 12 * 3600
+#: The most sessions one token may have at once: signing in once more ends
+#: the oldest.
+MAX_SESSIONS_PER_TOKEN = 50
+
+#: What every page response may load: its own scripts, styles and images,
+#: nothing inline, nothing from elsewhere, never in a frame.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+#: What any other answer to a session gets: nothing in it runs, even a file
+#: named .html opened by mistake.
+API_POLICY = "default-src 'none'; sandbox; frame-ancestors 'none'"
+
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".txt": "text/plain; charset=utf-8",
+}
+
+#: How much of a file the zip of a folder reads at a time.
+ZIP_CHUNK = 256 * 1024
+
+
+def static_files() -> dict[str, tuple[bytes, str]]:
+    """
+    The page's static files, from the installed package: name to content
+    and content type.
+    """
+    folder = resources.files("boxsync.server") / "static"
+    found = {}
+    for entry in folder.iterdir():
+        kind = _TYPES.get(os.path.splitext(entry.name)[1])
+        if kind is not None and entry.is_file():
+            found[entry.name] = (entry.read_bytes(), kind)
+    return found
+
+
+def _secure_headers(request: IRequest, policy: str) -> None:
+    request.setHeader(b"Content-Security-Policy", policy.encode())
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    request.setHeader(b"Referrer-Policy", b"no-referrer")
+    request.setHeader(b"X-Frame-Options", b"DENY")
+    request.setHeader(b"Cache-Control", b"no-store")
+
+
+def _session_id(request: IRequest) -> str | None:
+    """
+    The session id in the request's C{Cookie} header, if any. Read from the
+    header (not Twisted's parsed cookies): this runs, for uploads, before
+    the request line is parsed.
+    """
+    for raw in request.requestHeaders.getRawHeaders(b"Cookie", []):
+        try:
+            cookie = SimpleCookie(raw.decode("latin-1"))
+        except CookieError:
+            continue
+        morsel = cookie.get(SESSION_COOKIE)
+        if morsel is not None and morsel.value:
+            return morsel.value
+    return None
+
+
+def _token_expiry(token: str) -> int | None:
+    """
+    When a token that was just verified expires, if it says (a shared key
+    is no JWT and never expires).
+    """
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    expires = claims.get("exp")
+    return expires if isinstance(expires, int) else None
+
+
+@frozen
+class Session:
+    """
+    One signed-in browser.
+
+    @ivar csrf: what its state-changing requests carry in L{CSRF_HEADER}.
+    @ivar expires: when it ends, in seconds since the epoch.
+    """
+
+    session_id: str
+    csrf: str
+    principal: Principal
+    expires: float
+
+
+@define
+class Sessions:
+    """
+    The signed-in browsers, in memory: a restarted server signs everyone
+    out.
+
+    @ivar auth: checks the token a browser signs in with.
+    @ivar revoked: the ids of revoked tokens, kept up to date by the server:
+        a session of a revoked token ends.
+    @ivar _links: the one-time links used so far, until they expire.
+    """
+
+    clock: IReactorTime
+    auth: IAuthenticator
+    revoked: Container[str] = frozenset()
+    _sessions: dict[str, Session] = field(factory=dict)
+    _links: dict[str, float] = field(factory=dict)
+    log = Logger()
+
+    def sign_in(self, token: str) -> Session:
+        """
+        A new session for the holder of C{token}.
+
+        @raise Forbidden: if the token opens nothing, or is a one-time link
+            used before.
+        """
+        principal = self.auth.authenticate(b"Bearer " + token.strip().encode("utf-8", "replace"))
+        now = self.clock.seconds()
+        self._forget(now)
+        expires = now + SESSION_SECONDS
+        if principal.client == LINK_CLIENT:
+            if principal.token in self._links:
+                raise Forbidden(TOKEN_REFUSED)
+            self._links[principal.token] = now + LINK_SECONDS
+        else:
+            token_expires = _token_expiry(token)
+            if token_expires is not None:
+                expires = min(expires, token_expires)
+        same = sorted(
+            (each for each in self._sessions.values() if each.principal.token == principal.token),
+            key=lambda each: each.expires,
+        )
+        for oldest in same[: max(0, len(same) + 1 - MAX_SESSIONS_PER_TOKEN)]:
+            self.sign_out(oldest)
+        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), principal, expires)
+        self._sessions[session.session_id] = session
+        self.log.info(
+            "{client} of {account} signed in to the web page",
+            client=principal.client or "a browser",
+            account=principal.account,
+        )
+        return session
+
+    def _forget(self, now: float) -> None:
+        """
+        Drop the sessions and used links that have expired.
+        """
+        for session_id, session in list(self._sessions.items()):
+            if session.expires <= now:
+                del self._sessions[session_id]
+        for token_id, until in list(self._links.items()):
+            if until <= now:
+                del self._links[token_id]
+
+    def sign_out(self, session: Session) -> None:
+        self._sessions.pop(session.session_id, None)
+
+    def session(self, request: IRequest) -> Session | None:
+        """
+        The live session of C{request}'s cookie, if it has one.
+        """
+        session_id = _session_id(request)
+        session = None if session_id is None else self._sessions.get(session_id)
+        if session is None:
+            return None
+        if session.expires <= self.clock.seconds() or session.principal.token in self.revoked:
+            self.sign_out(session)
+            return None
+        return session
+
+    def principal(self, request: IRequest) -> Principal | None:
+        """
+        Who signed in C{request}'s session; C{None} if it has no session
+        cookie at all.
+
+        @raise Unauthorized: if the session is over.
+        @raise Forbidden: if the request changes something without the
+            session's CSRF token.
+        """
+        if _session_id(request) is None:
+            return None
+        session = self.session(request)
+        if session is None:
+            raise Unauthorized("the session is over: sign in again")
+        check_csrf(request, session)
+        _secure_headers(request, API_POLICY)
+        return session.principal
+
+
+def check_csrf(request: IRequest, session: Session) -> None:
+    """
+    @raise Forbidden: if C{request} may change something (it is not a GET or
+        a HEAD; an upload is checked before its method is even read) and
+        does not carry the CSRF token of C{session}.
+    """
+    if request.method in (b"GET", b"HEAD"):
+        return
+    given = (header(request, CSRF_HEADER) or "").encode()
+    if not hmac.compare_digest(given, session.csrf.encode()):
+        raise Forbidden(f"a request that changes something needs the page's {CSRF_HEADER}")
+
+
+def _cookie(request: IRequest, value: str, max_age: int) -> None:
+    """
+    Set the session cookie: never readable by scripts, never sent with a
+    request started by another site, over TLS only when served over TLS.
+    """
+    cast(Request, request).addCookie(
+        SESSION_COOKIE.encode(),
+        value.encode(),
+        path=b"/",
+        max_age=str(max_age).encode(),
+        httpOnly=True,
+        sameSite="strict",
+        secure=request.isSecure(),
+    )
+
+
+def _json_request(request: IRequest) -> dict[str, Any]:
+    """
+    The JSON object a page request sends. Only a script of the same origin
+    can send C{application/json} (a form of another site cannot, nor can a
+    script there without a CORS preflight, which this server never allows).
+
+    @raise ProtocolError: if the request is not such JSON.
+    """
+    kind = (header(request, "Content-Type") or "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise ProtocolError("send JSON (Content-Type: application/json)")
+    try:
+        body = json.loads(request.content.read() or b"{}")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ProtocolError("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("the body must be a JSON object")
+    return body
+
+
+def _same_origin(request: IRequest) -> None:
+    """
+    @raise Forbidden: if the browser says the request comes from a page of
+        another host. The scheme is not compared: behind a proxy that ends
+        TLS, the server itself is asked over plain HTTP.
+    """
+    origin = header(request, "Origin")
+    if origin is None:
+        return
+    hosts = {header(request, "Host"), header(request, "X-Forwarded-Host")}
+    if urlsplit(origin).netloc.lower() not in {host.lower() for host in hosts if host}:
+        raise Forbidden("requests from other sites are refused")
+
+
+async def records_under(box: Box, folder: str) -> AsyncIterator[FileRecord]:
+    """
+    The live files below C{folder} (the whole box if C{""}), in path order,
+    the index read a page at a time.
+    """
+    prefix = f"{normalize(folder)}/" if folder else ""
+    after = prefix
+    while True:
+        page: list[FileRecord] = await box.index.page(box.account, after, 500)
+        for record in page:
+            if not record.path.startswith(prefix):
+                return
+            if not record.deleted:
+                yield record
+        if len(page) < 500:
+            return
+        after = page[-1].path
+
+
+def zip_member(record: FileRecord, folder: str) -> zipfile.ZipInfo:
+    """
+    The entry of C{record} in the zip of C{folder}: its path from the
+    folder's parent, so the zip unpacks into a folder of that name.
+    """
+    name = record.path
+    parent = folder.rpartition("/")[0]
+    if parent:
+        name = name[len(parent) + 1 :]
+    when = time.localtime(record.mtime_ns / 1e9)
+    info = zipfile.ZipInfo(name, date_time=max(when[:6], (1980, 1, 1, 0, 0, 0)))
+    info.compress_type = zipfile.ZIP_STORED
+    info.external_attr = 0o644 << 16
+    return info
+
+
+class _Sink:
+    """
+    Where a C{ZipFile} writes: kept until taken, never seekable (so each
+    entry's sizes go after its data, and nothing is held but what was just
+    written).
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._written = 0
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(bytes(data))
+        self._written += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
+
+    def seek(self, *args: object) -> int:
+        raise OSError("not seekable")
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data, self._parts = b"".join(self._parts), []
+        return data
+
+
+@implementer(IPushProducer)
+@define
+class _Drain:
+    """
+    Back-pressure for a response written from a coroutine: L{wait} returns
+    once the connection takes more.
+    """
+
+    _paused: Deferred[None] | None = None
+
+    async def wait(self) -> None:
+        if self._paused is not None:
+            await self._paused
+
+    def pauseProducing(self) -> None:
+        if self._paused is None:
+            self._paused = Deferred()
+
+    def resumeProducing(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is not None:
+            paused.callback(None)
+
+    def stopProducing(self) -> None:
+        self.resumeProducing()
+
+
+@define
+class _Linked(StagingFile):
+    """
+    A staging file that is a second name of a file already in the box, for
+    a move: durable already, its digest known.
+    """
+
+    digest: str = ""
+
+    @property
+    def sha256(self) -> str:
+        return self.digest
+
+
+@define
+class WebPage:
+    """
+    The routes of the page, added to the server's Klein app, with its
+    error handling and its authentication.
+    """
+
+    clock: IReactorTime
+    api: BoxsyncApp
+    sessions: Sessions
+    hub: Hub
+    files: dict[str, tuple[bytes, str]] = field(factory=static_files)
+
+    def install(self, app: Klein) -> None:
+        # The app's one authorising wrapper: a session or an Authorization header.
+        authorized = self.api._authorized
+        # Klein names an endpoint after its function: these need names of their own.
+        routes: list[tuple[str, str, Any]] = [
+            ("/", "GET", self.index),
+            ("/static/<name>", "GET", self.static),
+            ("/web/session", "POST", self.sign_in),
+            ("/web/session", "GET", authorized(self.whoami)),
+            ("/web/session", "DELETE", self.sign_out),
+            ("/web/clients", "GET", authorized(self.clients)),
+            ("/web/record/<path:path>", "GET", authorized(self.record)),
+            ("/web/download/<path:path>", "GET", authorized(self.download)),
+            ("/web/zip", "GET", authorized(self.zip)),
+            ("/web/zip/<path:path>", "GET", authorized(self.zip)),
+            ("/web/move", "POST", authorized(self.move)),
+        ]
+        for n, (url, method, route) in enumerate(routes):
+            app.route(url, methods=[method], endpoint=f"web_{n}")(route)
+
+    def _page(self, request: IRequest, name: str) -> bytes:
+        found = self.files.get(name)
+        if found is None:
+            raise NotFound(f"{name!r} is not a file of the page")
+        content, kind = found
+        _secure_headers(request, PAGE_POLICY)
+        request.setHeader(b"Content-Type", kind.encode())
+        request.setHeader(b"Cache-Control", b"no-cache")
+        return content
+
+    def index(self, request: IRequest) -> bytes:
+        return self._page(request, "index.html")
+
+    def static(self, request: IRequest, name: str) -> bytes:
+        return self._page(request, name)
+
+    def sign_in(self, request: IRequest) -> bytes:
+        _same_origin(request)
+        token = _json_request(request).get("token")
+        if not isinstance(token, str) or not token.strip():
+            raise ProtocolError("give the token to sign in with")
+        session = self.sessions.sign_in(token)
+        _cookie(request, session.session_id, int(session.expires - self.clock.seconds()))
+        _secure_headers(request, API_POLICY)
+        return json_body(request, 200, self._who(session))
+
+    def sign_out(self, request: IRequest) -> bytes:
+        session = self.sessions.session(request)
+        if session is not None:
+            check_csrf(request, session)
+            self.sessions.sign_out(session)
+        _cookie(request, "", 0)
+        _secure_headers(request, API_POLICY)
+        return json_body(request, 200, {"signed_out": True})
+
+    @staticmethod
+    def _who(session: Session) -> dict[str, Any]:
+        principal = session.principal
+        return {"account": principal.account, "client": principal.client, "csrf": session.csrf}
+
+    async def whoami(self, request: IRequest, principal: Principal) -> bytes:
+        """
+        Who is signed in, the CSRF token for the page's requests, and the
+        account's current seq (list the box after reading it, then open the
+        event stream from it: nothing is missed in between).
+        """
+        session = self.sessions.session(request)
+        if session is None:
+            raise Unauthorized("sign in first")
+        box = self.api.boxes(principal.account)
+        seq = await box.index.current_seq(principal.account)
+        return json_body(request, 200, {**self._who(session), "seq": seq})
+
+    async def clients(self, request: IRequest, principal: Principal) -> bytes:
+        """
+        The clients of the account that had an event stream open since the
+        server started: how many each has open now, and when it was last
+        connected.
+        """
+        account = principal.account
+        connected = Counter(listener.client for listener in self.hub.listeners(account))
+        found = [
+            {"client": client, "streams": connected.get(client, 0), "last_seen": when}
+            for client, when in sorted(self.hub.last_seen(account).items())
+            if client
+        ]
+        return json_body(request, 200, {"now": self.clock.seconds(), "clients": found})
+
+    async def record(self, request: IRequest, principal: Principal, path: str) -> bytes:
+        """
+        The live file at C{path}: what C{GET /files} lists of it.
+        """
+        box = self.api.boxes(principal.account)
+        path = normalize(path)
+        record: FileRecord | None = await box.index.get(principal.account, path)
+        if record is None or record.deleted:
+            raise NotFound(f"{path!r} is not in the box")
+        return json_body(request, 200, listed(record))
+
+    async def download(self, request: IRequest, principal: Principal, path: str) -> Any:
+        """
+        The file at C{path} to save, not to show (resumable, as
+        C{GET /files/...}).
+        """
+        found = await box_file(self.api.boxes(principal.account), path)
+        request.setHeader(b"Content-Disposition", _attachment(path.rpartition("/")[2]))
+        return found
+
+    async def zip(self, web_request: IRequest, principal: Principal, path: str = "") -> None:
+        """
+        The live files below folder C{path} (the whole box without one), as
+        a zip written as it is read: nothing is held but one piece of one
+        file. Files are stored as they are (most are compressed already).
+        """
+        request = cast(Request, web_request)
+        folder = normalize(path) if path else ""
+        box = self.api.boxes(principal.account)
+        records = records_under(box, folder)
+        first = await anext(records, None)
+        if first is None:
+            raise NotFound(f"{folder!r} is not a folder of the box")
+        name = (folder.rpartition("/")[2] or principal.account) + ".zip"
+        request.setHeader(b"Content-Type", b"application/zip")
+        request.setHeader(b"Content-Disposition", _attachment(name))
+        drain = _Drain()
+        request.registerProducer(drain, True)
+        sink = _Sink()
+        try:
+            with zipfile.ZipFile(sink, "w", allowZip64=True) as archive:  # type: ignore[call-overload]
+                record: FileRecord | None = first
+                while record is not None:
+                    await self._zip_file(box, archive, sink, record, folder, request, drain)
+                    record = await anext(records, None)
+            request.write(sink.take())
+        finally:
+            if not getattr(request, "_disconnected", False):
+                request.unregisterProducer()
+
+    async def _zip_file(
+        self,
+        box: Box,
+        archive: zipfile.ZipFile,
+        sink: _Sink,
+        record: FileRecord,
+        folder: str,
+        request: IRequest,
+        drain: _Drain,
+    ) -> None:
+        source = await box.storage.in_thread(lambda: _open_regular(box, record.path))
+        if source is None:
+            return  # deleted meanwhile: left out
+        with source, archive.open(zip_member(record, folder), "w", force_zip64=True) as member:
+            while chunk := await box.storage.in_thread(lambda: source.read(ZIP_CHUNK)):
+                member.write(chunk)
+                request.write(sink.take())
+                await drain.wait()
+        request.write(sink.take())
+
+    async def move(self, request: IRequest, principal: Principal) -> bytes:
+        """
+        Move (or rename) the file or folder C{from} to C{to}, where nothing
+        is: each file is committed at its new path as a second name of the
+        same bytes (nothing is copied), then deleted at the old one; every
+        client sees the new file and the deletion.
+        """
+        body = _json_request(request)
+        source, target = normalize(_text(body, "from")), normalize(_text(body, "to"))
+        if target == source or target.startswith(source + "/"):
+            raise BadPath(f"{source!r} cannot move into itself")
+        box = self.api.boxes(principal.account)
+        origin = header(request, CLIENT_HEADER) or principal.client
+        record: FileRecord | None = await box.index.get(principal.account, source)
+        if record is not None and not record.deleted:
+            moves = [(record, target)]
+        else:
+            moves = [(each, target + each.path[len(source) :]) async for each in records_under(box, source)]
+        if not moves:
+            raise NotFound(f"{source!r} is not in the box")
+        for old, new in moves:
+            linked = await box.storage.in_thread(lambda: _link(box, old))
+            await box.commit(new, linked, 0, old.mtime_ns, origin=origin)
+            await box.delete(old.path, old.seq, origin=origin)
+        return json_body(request, 200, {"moved": len(moves)})
+
+
+def _open_regular(box: Box, path: str) -> BinaryIO | None:
+    """
+    The regular file at C{path}, open to read; C{None} if there is none
+    (never through a link, never waiting on a FIFO). Blocking.
+    """
+    local = box.storage.readable(path)
+    if local is None:
+        return None
+    try:
+        fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def _link(box: Box, record: FileRecord) -> _Linked:
+    """
+    A second name, in the staging folder, of the file of C{record}.
+
+    @raise NotFound: if it is gone.
+    """
+    local = box.storage.readable(record.path)
+    if local is None:
+        raise NotFound(f"{record.path!r} is not in the box")
+    staged = box.storage.staging / f"mv-{secrets.token_hex(8)}"
+    os.link(local, staged)
+    return _Linked(Path(staged), None, size=record.size, digest=record.sha256)
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise ProtocolError(f"{name} must be a path")
+    return value
+
+
+def _attachment(name: str) -> bytes:
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}".encode()
