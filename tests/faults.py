@@ -84,6 +84,21 @@ def backoffs(client: Client) -> list[float]:
     return [float(d) for d in re.findall(r"resyncing in ([\d.]+) s", output(client))]
 
 
+#: The client's longest wait between two sessions; each wait is a random
+#: 50 to 100 % of its step, so once there it varies between half and all.
+MAX_BACKOFF = 5.0
+
+
+def backing_off(delays: list[float]) -> bool:
+    """
+    Whether C{delays} (between tries, in order) back off: each at least as
+    long as the one before until they reach the cap, none over it, none
+    shorter than the first step (no spinning).
+    """
+    grows = all(b >= a or b >= MAX_BACKOFF / 2 for a, b in zip(delays, delays[1:]))
+    return grows and all(0.125 <= d <= MAX_BACKOFF for d in delays)
+
+
 def stop_and_check(server: Server, test: str, faults: int, *folders: Path) -> None:
     """
     Stop the server, check its index against its box, and record the test's

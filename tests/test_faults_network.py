@@ -26,7 +26,7 @@ from boxsync.client.api import BoxsyncAPI
 from boxsync.client.session import describe
 from boxsync.server import tap
 from boxsync.testing import Client, Server, tree, wait_until
-from tests.faults import Proxy, backoffs, converged, output, record, sha
+from tests.faults import MAX_BACKOFF, Proxy, backing_off, backoffs, converged, output, record, sha
 from tests.faults import server  # noqa: F401 (the fixture)
 from tests.conftest import KEY
 from tests.helpers import running_server, timed
@@ -79,10 +79,10 @@ def test_severed_link(server: Server, proxy: Proxy, pair: tuple[Client, Client])
         (a.folder / f"while-cut-{fault}.txt").write_text(f"written while b was cut off ({fault})")
         wait_until(lambda: len(backoffs(b)) >= earlier + 4, what="b to retry")
         delays = backoffs(b)[earlier:]
-        # Back-off: each wait at least as long as the one before; and a drop
-        # after a good connection is retried soon, not after the last
-        # outage's longest wait.
-        assert delays == sorted(delays), delays
+        # Back-off: each wait at least as long as the one before, up to the
+        # cap; and a drop after a good connection is retried soon, not after
+        # the last outage's longest wait.
+        assert backing_off(delays), delays
         assert delays[0] <= 0.5, delays
         proxy.refusing = False
         (b.folder / f"from-b-{fault}.txt").write_text(f"from b ({fault})")
@@ -166,3 +166,26 @@ def test_wrapped_connection_errors_are_described_plainly() -> None:
     wrapped = ResponseFailed([Failure(ConnectionLost("the link went down"))])
     assert describe(wrapped) == str(ConnectionLost("the link went down"))
     assert describe(ValueError("first line\nsecond")) == "first line"
+
+
+@pytest.mark.slow
+def test_a_returning_server_is_noticed_within_seconds(tmp_path: Path, server: Server) -> None:
+    """
+    After an outage long enough for the back-off to reach its cap, a client
+    is back within the cap (plus the time to connect) once the server is.
+    """
+    a = Client(server, tmp_path / "a", "a").start()
+    try:
+        (a.folder / "before.txt").write_text("before")
+        wait_until(lambda: "before.txt" in tree(server.box), what="the first sync")
+        server.stop()
+        wait_until(lambda: len(backoffs(a)) >= 6, timeout=60, what="the back-off to reach its cap")
+        assert max(backoffs(a)) > MAX_BACKOFF / 2
+        (a.folder / "after.txt").write_text("written while the server was away")
+        server.start()
+        back = time.monotonic()
+        wait_until(lambda: "after.txt" in tree(server.box), timeout=30, what="the client to come back")
+        assert time.monotonic() - back < MAX_BACKOFF + 1.5
+    finally:
+        a.kill()
+    record("server away for a while", faults=1, files=len(tree(server.box)))

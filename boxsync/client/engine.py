@@ -86,7 +86,7 @@ class Engine:
     once: bool = False
     transfers: int = 4
     jobs: int = 256
-    max_backoff: float = 30.0
+    max_backoff: float = 5.0
     rescan_seconds: float = 300.0
     log = Logger()
 

@@ -101,7 +101,7 @@ class Sessions:
 
     reactor: IReactorTime
     once: bool = False
-    max_backoff: float = 30.0
+    max_backoff: float = 5.0
     phase: Phase = Phase.CONNECTING
     attempt: Attempt = field(factory=Attempt)
     _wake: Deferred[None] | None = None
