@@ -512,15 +512,15 @@ async def test_a_new_file_is_read_once_before_its_upload(
     (a.root / "new.txt").write_text("one")
     seen = scanner.scan_one(a.root, "new.txt", None)
     assert seen is not None
-    reused = engine._unchanged_since_scan(seen, None)
+    reused = engine._looks.unchanged_since_scan(seen, None)
     assert reused is not None and reused.sha256 == seen.sha256 and reused.changed
     base = a.state.get("big.bin")
     big = scanner.scan_one(a.root, "big.bin", base)
-    assert big is not None and engine._unchanged_since_scan(big, base) == big
+    assert big is not None and engine._looks.unchanged_since_scan(big, base) == big
     (a.root / "new.txt").write_text("two, longer")
-    assert engine._unchanged_since_scan(seen, None) is None
+    assert engine._looks.unchanged_since_scan(seen, None) is None
     (a.root / "new.txt").unlink()
-    assert engine._unchanged_since_scan(seen, None) is None
+    assert engine._looks.unchanged_since_scan(seen, None) is None
 
 
 @pytest_twisted.ensureDeferred

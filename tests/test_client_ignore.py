@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from boxsync.client.ignore import IGNORE_FILE, TEMP_PREFIX, IgnoreRules, is_temp_name
+from boxsync.client.ignore import IGNORE_FILE, LOCAL_IGNORE_FILE, TEMP_PREFIX, IgnoreRules, is_temp_name
 
 segments = st.text(
     st.characters(codec="utf-8", exclude_characters="/\\", min_codepoint=0x20),
@@ -118,3 +118,24 @@ def test_unreadable(tmp_path: Path) -> None:
     assert rules.ignored("a.tmp")
     with pytest.raises(IsADirectoryError):
         IgnoreRules.load(tmp_path)
+
+
+def test_a_clients_own_list_adds_to_the_shared_one(tmp_path: Path) -> None:
+    """
+    C{.boxsync/ignore} leaves paths out of this client alone, beside the
+    shared C{.boxsyncignore}; the fingerprint tells whether either changed
+    what is ignored (not a comment or a blank line).
+    """
+    (tmp_path / IGNORE_FILE).write_text("*.log\n", encoding="utf-8")
+    (tmp_path / ".boxsync").mkdir()
+    (tmp_path / LOCAL_IGNORE_FILE).write_text("videos/\n", encoding="utf-8")
+    rules = IgnoreRules.load(tmp_path)
+    assert rules.ignored("a.log") and rules.ignored("videos", is_dir=True)
+    assert not rules.ignored("a.txt")
+    before = rules.fingerprint
+    (tmp_path / LOCAL_IGNORE_FILE).write_text("videos/\n# only a comment\n\n", encoding="utf-8")
+    rules.reload()
+    assert rules.fingerprint == before
+    (tmp_path / LOCAL_IGNORE_FILE).unlink()
+    assert rules.reload() and rules.fingerprint != before
+    assert not rules.ignored("videos", is_dir=True) and rules.ignored("a.log")

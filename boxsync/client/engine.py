@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from attrs import define, evolve, field
+from attrs import define, field
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -41,28 +40,22 @@ from . import reconcile
 from .actions import Actions
 from .api import BoxsyncAPI
 from .batch import Batcher
-from .ignore import IgnoreRules
+from .ignore import IGNORE_FILE, IgnoreRules
 from .jobs import Jobs, this_path_only
+from .looks import Looks
 from .placing import TMP_DAYS, remove_older
 from .progress import Reporter
 from .scanner import (
-    FileChanging,
     LocalFile,
-    ReadElsewhere,
     ScanResult,
     scan,
-    scan_one,
     unchanged,
 )
 from .session import Attempt, Fatal, NotInSync, Phase, Sessions, describe
-from .state import Base, LocalState
+from .state import LocalState
 from .transfers import SMALL_FILE, Transfers
 
 __all__ = ["Engine", "Fatal", "NotInSync", "SMALL_FILE"]
-
-#: Files up to this size are read (to hash them) on the reactor's thread:
-#: from the page cache that costs less than a hop to a thread and back.
-INLINE_READ = 64 * 1024
 
 
 @define
@@ -94,6 +87,7 @@ class Engine:
     _jobs: Jobs = field(init=False)
     _transfers: Transfers = field(init=False)
     _actions: Actions = field(init=False)
+    _looks: Looks = field(init=False)
     # The paths with a local change queued whose job has not started yet.
     _queued: set[str] = field(factory=set)
     _seen_seq: int = 0
@@ -101,7 +95,6 @@ class Engine:
     # The sha256 of each file as this session's manifest reported it.
     _sent: dict[str, str] = field(factory=dict)
     # The files this session's scan hashed, until first looked at again.
-    _hashed: dict[str, LocalFile] = field(factory=dict)
     #: Whether the server takes an upload's sha256 after its bytes.
     _trailers: bool = False
     _idle_waiters: list[Deferred[None]] = field(factory=list)
@@ -125,6 +118,7 @@ class Engine:
             tmp,
             {name.split("-")[1] for name in kept if name.startswith("dl-")},
         )
+        self._looks = Looks(self.root, self.reactor, self.state, self._thread)
         self._actions = Actions(
             self.root,
             self.name,
@@ -181,10 +175,17 @@ class Engine:
         attempt = self.sessions.begin()
         self._trailers = SHA256_TRAILER_FEATURE in await self.api.features()
         result = await self.scan()
+        if self.state.rules != self.ignore.fingerprint:
+            if self.state.rules is not None and self.state.cursor:
+                # Paths may have stopped being ignored: compare every file
+                # with the box, not only what changed since the cursor.
+                self.log.info("the ignore rules changed: comparing every file with the box")
+                self.state.cursor = 0
+            self.state.rules = self.ignore.fingerprint
         cursor = self.state.cursor
         manifest = result.to_manifest(self.name, cursor, only_changed=cursor > 0)
         self._sent = {e.path: e.sha256 for e in manifest.files if e.sha256 is not None}
-        self._hashed = {
+        self._looks.hashed = {
             path: file for path, file in result.files.items() if file.changed or file.base == 0
         }
         self.log.info(
@@ -329,11 +330,24 @@ class Engine:
 
     async def _rescan(self) -> None:
         result = await self.scan()
+        if self._rules_changed():
+            return
         for file in result.files.values():
             if file.changed or file.base == 0:
                 self.changed(file.path)
         for deleted in result.deleted:
             self.changed(deleted.path)
+
+    def _rules_changed(self) -> bool:
+        """
+        Whether the ignore rules are no longer those of this session: the
+        session then ends, and the next compares every file with the box.
+        """
+        self.ignore.reload()
+        if self.state.rules is None or self.state.rules == self.ignore.fingerprint:
+            return False
+        self._resync_for("the ignore rules changed")
+        return True
 
     # Jobs
 
@@ -388,54 +402,21 @@ class Engine:
     def _local(self, path: str) -> Path:
         return to_local(self.root, path)
 
-    async def _look(self, path: str, to_upload: bool = False) -> LocalFile | None:
+    def _look(self, path: str, to_upload: bool = False) -> Deferred[LocalFile | None]:
         """
-        The file at C{path} now, compared with its base (hashed in a thread
-        if its stat changed); waits while it is being written.
-
-        @param to_upload: the look is for an upload: a large new file is not
-            hashed, if the server takes its hash after its bytes.
+        The file at C{path} now (see L{Looks.look}); a large new file is
+        not hashed for an upload if the server takes its hash after its
+        bytes.
         """
-        base = self.state.get(path)
-        unhashed = self._unhashed_over() if to_upload else None
-        hashed = self._hashed.pop(path, None)
-        if hashed is not None and (hashed.sha256 is not None or unhashed is not None):
-            unchanged = self._unchanged_since_scan(hashed, base)
-            if unchanged is not None:
-                return unchanged
-        for attempt in range(20):
-            try:
-                try:
-                    return scan_one(self.root, path, base, INLINE_READ, unhashed)
-                except ReadElsewhere:
-                    found: LocalFile | None = await self._thread(
-                        lambda: scan_one(self.root, path, base, None, unhashed)
-                    )
-                    return found
-            except FileChanging:
-                await deferLater(self.reactor, min(2.0, 0.1 * 2**attempt), lambda: None)
-        raise FileChanging(f"{path} keeps changing")
-
-    def _unchanged_since_scan(self, hashed: LocalFile, base: Base | None) -> LocalFile | None:
-        """
-        The file the scan looked at, compared with C{base}, if its stat is
-        still what the scan saw (so a new file is not read twice before its
-        upload); else C{None}.
-        """
-        try:
-            local = self._local(hashed.path)
-        except BadPath:
-            return None
-        if not hashed.is_still(local) or (hashed.sha256 is None and base is not None):
-            return None
-        changed = base is None or hashed.sha256 != base.sha256
-        return evolve(hashed, base=base.seq if base is not None else 0, changed=changed)
+        return Deferred.fromCoroutine(self._looks.look(path, self._unhashed_over() if to_upload else None))
 
     async def _local_change(self, path: str) -> None:
         if self.ignore.ignored(path):
             return
         file = await self._look(path, to_upload=True)
         await self._actions.carry_out(reconcile.on_local_change(self.state.get(path), file), path, file)
+        if path == IGNORE_FILE:
+            self._rules_changed()
 
     async def _upload_event(self, event: Upload) -> None:
         file = await self._look(event.path, to_upload=True)
@@ -469,6 +450,8 @@ class Engine:
         if fetched is not None:
             temp, result = fetched
             await self._actions.place(temp, target, event, result.seq, result.placed, file)
+            if path == IGNORE_FILE:
+                self._rules_changed()
 
     async def _conflict_event(self, event: Conflict) -> None:
         await self._download(

@@ -4,11 +4,14 @@ Which paths of a synced folder are not synced.
 The user lists them in C{<folder>/.boxsyncignore}, in gitignore syntax. Some
 paths are never synced whatever the file says: boxsync's hidden folder and the
 client's temporary files. The C{.boxsyncignore} file itself is always synced,
-so every client of a box ignores the same things.
+so every client of a box ignores the same things. Each client may also list
+paths it alone leaves out (selective sync), in C{<folder>/.boxsync/ignore},
+which is not synced.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Iterable
 
@@ -18,10 +21,13 @@ from twisted.logger import Logger
 
 from ..paths import HIDDEN_DIR
 
-__all__ = ["IGNORE_FILE", "TEMP_PREFIX", "IgnoreRules", "is_temp_name"]
+__all__ = ["IGNORE_FILE", "LOCAL_IGNORE_FILE", "TEMP_PREFIX", "IgnoreRules", "is_temp_name"]
 
 #: The file, at the top of a synced folder, that lists the ignored paths.
 IGNORE_FILE = ".boxsyncignore"
+
+#: This client's own list, in the folder's hidden folder (not synced).
+LOCAL_IGNORE_FILE = f"{HIDDEN_DIR}/ignore"
 
 #: Every temporary file the client writes beside a target starts with this.
 TEMP_PREFIX = ".boxsync-tmp-"
@@ -34,15 +40,18 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX)
 
 
-def _read(path: Path) -> GitIgnoreSpec:
+def _read(root: Path) -> GitIgnoreSpec:
     """
-    The rules in the ignore file C{path} (none if there is no such file).
+    The rules of the folder C{root}: the shared file's, then this client's
+    own (none from a file that does not exist).
     """
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        text = ""
-    return GitIgnoreSpec.from_lines(text.splitlines())
+    lines: list[str] = []
+    for name in (IGNORE_FILE, LOCAL_IGNORE_FILE):
+        try:
+            lines += (root / name).read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            pass
+    return GitIgnoreSpec.from_lines(lines)
 
 
 @define
@@ -67,7 +76,7 @@ class IgnoreRules:
         @raise OSError: if the file exists but cannot be read (syncing
             without its rules could upload what it excludes).
         """
-        return cls(root=root, spec=_read(root / IGNORE_FILE))
+        return cls(root=root, spec=_read(root))
 
     @classmethod
     def from_lines(cls, lines: Iterable[str]) -> IgnoreRules:
@@ -87,7 +96,7 @@ class IgnoreRules:
         if self.root is None:
             return False
         try:
-            spec = _read(self.root / IGNORE_FILE)
+            spec = _read(self.root)
         except OSError:
             self.log.failure("Cannot read the ignore file of {root}", root=self.root)
             return False
@@ -96,6 +105,15 @@ class IgnoreRules:
         self.log.info("Ignore rules of {root} changed", root=str(self.root))
         self._spec = spec
         return True
+
+    @property
+    def fingerprint(self) -> str:
+        """
+        What tells these rules from others: a change of it means paths may
+        have stopped (or started) being ignored.
+        """
+        patterns = "\n".join(str(p.pattern) for p in self._spec.patterns if p.include is not None)
+        return hashlib.sha256(patterns.encode("utf-8")).hexdigest()
 
     def ignored(self, path: str, is_dir: bool = False) -> bool:
         """

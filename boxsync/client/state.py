@@ -49,6 +49,7 @@ STATE_FILE = "state.sqlite"
 
 _CURSOR = "cursor"
 _CLIENT_ID = "client_id"
+_RULES = "ignore_rules"
 
 # SQLite integers are signed 64-bit; an inode number may use all 64 bits.
 _U64 = 1 << 64
@@ -402,6 +403,18 @@ class LocalState:
     @client_id.setter
     def client_id(self, name: str) -> None:
         self._set_meta(_CLIENT_ID, name)
+
+    @property
+    def rules(self) -> str | None:
+        """
+        The fingerprint of the ignore rules the cursor was reached with
+        (C{None} before the first sync).
+        """
+        return self._get_meta(_RULES)
+
+    @rules.setter
+    def rules(self, fingerprint: str) -> None:
+        self._set_meta(_RULES, fingerprint)
 
     def close(self) -> None:
         """

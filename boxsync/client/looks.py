@@ -1,0 +1,83 @@
+"""
+A look at one file of the folder now, compared with its base: what every job
+starts from. A file whose stat is what the session's scan saw is not read
+again; a small one is read on the reactor's thread, a larger one in a
+thread; a file being written is waited for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from attrs import define, evolve, field
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+
+from ..paths import BadPath, to_local
+from .scanner import FileChanging, LocalFile, ReadElsewhere, scan_one
+from .state import Base, LocalState
+
+__all__ = ["INLINE_READ", "Looks"]
+
+#: Files up to this size are read (to hash them) on the reactor's thread:
+#: from the page cache that costs less than a hop to a thread and back.
+INLINE_READ = 64 * 1024
+
+
+@define
+class Looks:
+    """
+    @ivar thread: runs a function in a thread.
+    @ivar hashed: the files this session's scan hashed, until first looked
+        at again.
+    """
+
+    root: Path
+    reactor: IReactorTime
+    state: LocalState
+    thread: Callable[[Callable[[], Any]], Deferred[Any]]
+    hashed: dict[str, LocalFile] = field(factory=dict)
+
+    async def look(self, path: str, unhashed: int | None = None) -> LocalFile | None:
+        """
+        The file at C{path} now, compared with its base (hashed in a thread
+        if its stat changed); waits while it is being written.
+
+        @param unhashed: a new file larger than this is not hashed (see
+            L{scan_one}); C{None}: every file is.
+        """
+        base = self.state.get(path)
+        hashed = self.hashed.pop(path, None)
+        if hashed is not None and (hashed.sha256 is not None or unhashed is not None):
+            unchanged = self.unchanged_since_scan(hashed, base)
+            if unchanged is not None:
+                return unchanged
+        for attempt in range(20):
+            try:
+                try:
+                    return scan_one(self.root, path, base, INLINE_READ, unhashed)
+                except ReadElsewhere:
+                    found: LocalFile | None = await self.thread(
+                        lambda: scan_one(self.root, path, base, None, unhashed)
+                    )
+                    return found
+            except FileChanging:
+                await deferLater(self.reactor, min(2.0, 0.1 * 2**attempt), lambda: None)
+        raise FileChanging(f"{path} keeps changing")
+
+    def unchanged_since_scan(self, hashed: LocalFile, base: Base | None) -> LocalFile | None:
+        """
+        The file the scan looked at, compared with C{base}, if its stat is
+        still what the scan saw (so a new file is not read twice before its
+        upload); else C{None}.
+        """
+        try:
+            local = to_local(self.root, hashed.path)
+        except BadPath:
+            return None
+        if not hashed.is_still(local) or (hashed.sha256 is None and base is not None):
+            return None
+        changed = base is None or hashed.sha256 != base.sha256
+        return evolve(hashed, base=base.seq if base is not None else 0, changed=changed)
