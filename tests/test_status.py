@@ -98,6 +98,7 @@ class FakeEngine:
     pending = 0
     in_sync = False
     problems: dict[str, str] = {}
+    skipped: dict[str, str] = {}
 
 
 def test_status_file(tmp_path: Path) -> None:

@@ -98,6 +98,10 @@ class Engine:
     #: Whether the server takes an upload's sha256 after its bytes.
     _trailers: bool = False
     _idle_waiters: list[Deferred[None]] = field(factory=list)
+    #: What the last scan passed over (links, special files, names the wire
+    #: cannot carry, what could not be read), each with why; each is logged
+    #: once, as it is first found.
+    skipped: dict[str, str] = field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         self.sessions = Sessions(self.reactor, self.once, self.max_backoff)
@@ -260,8 +264,11 @@ class Engine:
         )
         if result.refreshed:
             self.state.put_many(result.refreshed)
-        for skipped in result.skipped:
-            self.log.warn("not syncing {path}: {reason}", path=skipped.path, reason=skipped.reason)
+        skipped = {each.path: each.reason for each in result.skipped}
+        for path, reason in skipped.items():
+            if self.skipped.get(path) != reason:
+                self.log.warn("not syncing {path}: {reason}", path=path, reason=reason)
+        self.skipped = skipped
         return result
 
     def _unhashed_over(self) -> int | None:

@@ -46,6 +46,8 @@ class _EngineView(Protocol):
     @property
     def problems(self) -> dict[str, str]: ...
 
+    skipped: dict[str, str]
+
 
 @implementer(ILogObserver)
 @define
@@ -145,6 +147,7 @@ class StatusFile:
             "transfers": sorted(self._transfers.values(), key=lambda t: str(t["path"])),
             "last_error": self._last_error,
             "problems": engine.problems if engine is not None and running else {},
+            "skipped": dict(sorted(engine.skipped.items())) if engine is not None and running else {},
         }
 
     def write(self, running: bool = True) -> None:
@@ -238,7 +241,12 @@ def describe(folder: Path) -> tuple[list[str], bool]:
         lines.append("client:     not running")
     if in_sync:
         since = status.get("in_sync_since")
-        lines.append("in sync:    yes" + (f", since {_when(since)}" if since else ""))
+        passed_over = len(status.get("skipped") or {})
+        lines.append(
+            "in sync:    yes"
+            + (f", since {_when(since)}" if since else "")
+            + (f", but {passed_over} paths are skipped (below)" if passed_over else "")
+        )
     elif running:
         lines.append("in sync:    no")
     else:
@@ -253,6 +261,10 @@ def describe(folder: Path) -> tuple[list[str], bool]:
             arrow = "↑" if transfer.get("kind") == "upload" else "↓"
             done, size = int(transfer.get("done", 0)), int(transfer.get("size", 0))
             lines.append(f"  {arrow} {transfer.get('path')}  {human_size(done)} of {human_size(size)}")
+        skipped = status.get("skipped") or {}
+        if skipped:
+            lines.append(f"skipped:    {len(skipped)} paths, never synced as they are")
+            lines.extend(f"  {path}: {why}" for path, why in skipped.items())
         problems = status.get("problems") or {}
         if problems:
             lines.append(f"not synced: {len(problems)} paths, tried again by themselves")
