@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  logs: {root}/server.log, alice.log, bob.log", flush=True)
         deadline = time.monotonic() + args.seconds if args.seconds else None
         signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+        # Ctrl-C stops the demo even where it was started with SIGINT
+        # ignored (a job in the background of a shell starts so, and Python
+        # then leaves it ignored).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         moved = False
         while deadline is None or time.monotonic() < deadline:
             if any(p.poll() is not None for p in processes):
