@@ -189,8 +189,14 @@ def test_status_command(tmp_path: Path) -> None:
         client.stop()
         result = status_of(client.folder)
         assert result.returncode == 1 and "client:     not running" in result.stdout
+        assert "in sync:    unknown" in result.stdout
         # The lost server is the last error (in the system's own words).
         assert "cursor:" in result.stdout and "last error: none" not in result.stdout
+        # Synced once, to its end: the folder was in sync when it stopped.
+        server.start()
+        client.once()
+        result = status_of(client.folder)
+        assert result.returncode == 1 and "in sync:    yes when the client stopped" in result.stdout
     finally:
         client.kill()
         server.kill()

@@ -355,6 +355,8 @@ async def run(reactor: Any, options: Options) -> None:
     trigger = reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     try:
         await _friendly(running.done, options.server)
+        if options.once:
+            reporter.ended_in_sync = True
     finally:
         if top.running:
             reactor.removeSystemEventTrigger(trigger)

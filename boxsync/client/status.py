@@ -75,6 +75,9 @@ class StatusFile:
     _last_sync: float | None = None
     _written: dict[str, Any] | None = None
     _loop: LoopingCall | None = None
+    _stopped_in_sync: bool = False
+    #: Whether the client ended in sync, when it knows (one that syncs once).
+    ended_in_sync: bool | None = None
 
     def start(self) -> None:
         """
@@ -105,10 +108,18 @@ class StatusFile:
 
     def close(self) -> None:
         """
-        Stop, and record that this client is no longer running.
+        Stop, and record that this client is no longer running, and whether
+        the folder was in sync when it stopped (L{ended_in_sync}, or as the
+        file last said).
         """
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        in_sync = self.ended_in_sync
+        if in_sync is None:
+            in_sync = bool(self._written and self._written.get("in_sync") and not self._transfers)
+        self._stopped_in_sync = in_sync
+        if in_sync:
+            self._last_sync = self._last_sync or time.time()
         self._transfers.clear()
         self.write(running=False)
         self.inner.close()
@@ -148,6 +159,7 @@ class StatusFile:
             "last_error": self._last_error,
             "problems": engine.problems if engine is not None and running else {},
             "skipped": dict(sorted(engine.skipped.items())) if engine is not None and running else {},
+            "in_sync_when_stopped": None if running else self._stopped_in_sync,
         }
 
     def write(self, running: bool = True) -> None:
@@ -249,6 +261,9 @@ def describe(folder: Path) -> tuple[list[str], bool]:
         )
     elif running:
         lines.append("in sync:    no")
+    elif status.get("in_sync_when_stopped"):
+        since = status.get("in_sync_since")
+        lines.append("in sync:    yes when the client stopped" + (f" (in sync since {_when(since)})" if since else ""))
     else:
         lines.append("in sync:    unknown (no client is running)")
     lines.append(f"cursor:     {cursor}")
