@@ -97,6 +97,36 @@ def test_debounce_last_kind_wins(clock: Clock, emitted: Emitted) -> None:
     assert emitted.reports == [(0.2, DELETED, "a"), (0.2, CHANGED, "b")]
 
 
+def test_a_path_that_never_goes_quiet_is_reported_after_max_wait(clock: Clock, emitted: Emitted) -> None:
+    """
+    A file written without pause (an event every 50 ms) is reported all the
+    same, C{max_wait} after its first held event, and again after as long if
+    it goes on; writes to a file still open (not quiet) only hold it back.
+    """
+    debouncer = Debouncer(clock, 0.2, emitted, max_wait=3)
+    for _ in range(130):  # 6.5 s
+        debouncer.add(CHANGED, "log")
+        clock.advance(0.05)
+    first, second = (report[0] for report in emitted.reports)
+    assert first == pytest.approx(3.0, abs=0.06) and second - first == pytest.approx(3.0, abs=0.06)
+    clock.advance(1)  # the last writes: reported once quiet
+    assert len(emitted.reports) == 3 and len(debouncer) == 0
+    start = clock.seconds()
+    debouncer.add(CHANGED, "open", quiet=False)
+    clock.advance(2.9)
+    debouncer.add(CHANGED, "open", quiet=False)
+    assert [path for _, _, path in emitted.reports].count("open") == 0
+    clock.advance(0.2)
+    assert emitted.reports[-1] == (pytest.approx(start + 3.1, abs=0.11), CHANGED, "open")
+    start = clock.seconds()
+    # Closed after writing: due once quiet, not after max_wait.
+    debouncer.add(CHANGED, "open", quiet=False)
+    clock.advance(0.1)
+    debouncer.add(CHANGED, "open")
+    clock.advance(0.25)
+    assert emitted.reports[-1] == (pytest.approx(start + 0.3, abs=0.06), CHANGED, "open")
+
+
 def test_debounce_order(clock: Clock, emitted: Emitted) -> None:
     """
     Paths are reported in the order they went quiet, each on time.

@@ -41,6 +41,7 @@ __all__ = ["MASK", "Debouncer", "FolderListener", "FolderWatcher"]
 # From <sys/inotify.h>. Not imported from twisted.internet.inotify, which
 # cannot be imported where there is no inotify: this module can, and fails
 # only when a watcher starts.
+IN_MODIFY = 0x00000002
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_FROM = 0x00000040
 IN_MOVED_TO = 0x00000080
@@ -57,7 +58,8 @@ IN_ISDIR = 0x40000000
 
 #: The events watched on every directory.
 MASK = (
-    IN_CLOSE_WRITE
+    IN_MODIFY
+    | IN_CLOSE_WRITE
     | IN_MOVED_TO
     | IN_MOVED_FROM
     | IN_DELETE
@@ -78,6 +80,10 @@ DELETED = "deleted"
 RESCAN = "rescan"
 # The key of a pending rescan among the pending paths: no wire path is empty.
 _RESCAN_KEY = ""
+#: The longest a change of a path that keeps changing is held back: it is
+#: then looked at (and synced, as it is then) all the same.
+MAX_WAIT = 10.0
+
 # Timers may fire a hair before a deadline computed separately.
 _SLACK = 1e-6
 
@@ -150,8 +156,10 @@ class FolderListener(Protocol):
 class Debouncer:
     """
     Hold reports per path until the path has had no event for C{delay}
-    seconds, then emit the last one. Reports come out in the order their
-    paths went quiet.
+    seconds, then emit the last one; a path that never goes quiet (a log
+    written without pause, a download in progress) is reported all the same
+    C{max_wait} seconds after its first held event. Reports come out in the
+    order they fall due.
 
     @ivar emit: called with the kind and the path of each report.
     """
@@ -159,18 +167,31 @@ class Debouncer:
     clock: ReactorTime
     delay: float
     emit: Callable[[str, str], None]
-    # Ordered by deadline: a path with a new event moves to the end.
-    _pending: dict[str, tuple[str, float]] = field(factory=dict)
+    max_wait: float = MAX_WAIT
+    # Each path's last kind, when it falls due, and when it was first held.
+    _pending: dict[str, tuple[str, float, float]] = field(factory=dict)
     _call: IDelayedCall | None = None
 
-    def add(self, kind: str, path: str) -> None:
+    def add(self, kind: str, path: str, quiet: bool = True) -> None:
         """
         Note an event of C{kind} on C{path}.
+
+        @param quiet: whether the path is due once quiet for C{delay}; else
+            (a write to a file still open) the event only holds the path
+            back, up to C{max_wait} from its first held event.
         """
-        self._pending.pop(path, None)
-        self._pending[path] = (kind, self.clock.seconds() + self.delay)
+        now = self.clock.seconds()
+        held = self._pending.pop(path, None)
+        first = now if held is None else held[2]
+        if quiet:
+            deadline = min(now + self.delay, first + self.max_wait)
+        else:
+            deadline = first + self.max_wait if held is None else held[1]
+        self._pending[path] = (kind, deadline, first)
         if self._call is None:
-            self._call = self.clock.callLater(self.delay, self._flush)
+            self._call = self.clock.callLater(max(0.0, deadline - now), self._flush)
+        elif deadline < self._call.getTime():
+            self._call.reset(max(0.0, deadline - now))
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -178,15 +199,11 @@ class Debouncer:
     def _flush(self) -> None:
         self._call = None
         now = self.clock.seconds()
-        due = []
-        for path, (kind, deadline) in self._pending.items():
-            if deadline > now + _SLACK:
-                break
-            due.append((kind, path))
+        due = [(kind, path) for path, (kind, deadline, _) in self._pending.items() if deadline <= now + _SLACK]
         for _, path in due:
             del self._pending[path]
         if self._pending:
-            deadline = next(iter(self._pending.values()))[1]
+            deadline = min(deadline for _, deadline, _ in self._pending.values())
             self._call = self.clock.callLater(max(0.0, deadline - now), self._flush)
         for kind, path in due:
             self.emit(kind, path)
@@ -355,6 +372,10 @@ class FolderWatcher:
                 self._report(DELETED, path)
         elif mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE):
             self._report(CHANGED, path)
+        elif mask & IN_MODIFY:
+            # Written to, and still open: synced once closed, or after
+            # MAX_WAIT if it never is (a log, a download in progress).
+            self._report(CHANGED, path, quiet=False)
         elif mask & (IN_DELETE | IN_MOVED_FROM):
             self._report(DELETED, path)
 
@@ -373,9 +394,9 @@ class FolderWatcher:
             self.log.error("{root} was moved or deleted", root=str(self.root))
             self._report(RESCAN, _RESCAN_KEY)
 
-    def _report(self, kind: str, path: str) -> None:
+    def _report(self, kind: str, path: str, quiet: bool = True) -> None:
         if self._debouncer is not None:
-            self._debouncer.add(kind, path)
+            self._debouncer.add(kind, path, quiet)
 
     def _emit(self, kind: str, path: str) -> None:
         try:
