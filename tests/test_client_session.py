@@ -100,3 +100,27 @@ def test_once_gives_up_and_a_refused_credential_is_final() -> None:
     stopped = Deferred.fromCoroutine(sessions.run(refused))
     assert isinstance(stopped.result.value, AuthError)
     stopped.addErrback(lambda _: None)
+
+
+def test_pause_ends_the_session_and_resume_starts_one() -> None:
+    clock = Clock()
+    sessions = Sessions(clock)
+    started: list[float] = []
+
+    async def session() -> bool:
+        sessions.begin()
+        started.append(clock.seconds())
+        return await Deferred()  # live until cut short
+
+    done = Deferred.fromCoroutine(sessions.run(session))
+    assert len(started) == 1 and sessions.phase is Phase.PLANNING
+    sessions.pause()
+    assert sessions.phase is Phase.PAUSED and sessions.paused
+    clock.advance(60)
+    assert len(started) == 1, "no session while paused"
+    sessions.resume()
+    assert len(started) == 2 and sessions.phase is Phase.PLANNING
+    sessions.pause()
+    sessions.stop()
+    assert done.called and sessions.phase is Phase.STOPPED
+    assert not clock.getDelayedCalls()

@@ -99,6 +99,7 @@ class FakeEngine:
     in_sync = False
     problems: dict[str, str] = {}
     skipped: dict[str, str] = {}
+    paused = False
 
 
 def test_status_file(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sqlite3
 import sys
@@ -56,6 +57,8 @@ class UserError(Exception):
 COMMANDS = {
     "status": "Show whether a folder is in sync, what is pending and the last error.",
     "ls": "List the files in the box, with their sizes and who changed them last.",
+    "pause": "Pause syncing a folder (its running client stops moving files until resumed).",
+    "resume": "Resume syncing a folder paused with 'pause'.",
 }
 
 #: The environment variable that names the configuration file.
@@ -122,6 +125,8 @@ _BY_NAME = {setting.name: setting for setting in SETTINGS}
 _TAKES = {
     "sync": [s.name for s in SETTINGS],
     "status": ["folder", "verbose", "quiet"],
+    "pause": ["folder", "verbose", "quiet"],
+    "resume": ["folder", "verbose", "quiet"],
     "ls": ["server", "token", "cacert", "insecure", "name", "idle-timeout", "verbose", "quiet"],
 }
 
@@ -259,9 +264,6 @@ def _start_logging(verbosity: int) -> None:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
-#: The lock file of a synced folder, below its hidden folder.
-LOCK_FILE = "client.lock"
-
 #: What marks a server's box: a client keeps no folder there.
 _SERVER_INDEX = "index.sqlite"
 
@@ -279,7 +281,7 @@ def _open_folder(folder: Path) -> tuple[LocalState, FolderLock]:
         raise UserError(f"{folder} is a boxsync server's box, not a folder to sync: give another folder")
     try:
         hidden.mkdir(parents=True, exist_ok=True)
-        lock = FolderLock.acquire(hidden / LOCK_FILE)
+        lock = FolderLock.acquire(hidden / commands.LOCK_FILE)
     except Locked as e:
         raise UserError(f"{folder} is already synced by another boxsync-client (pid {e.pid})") from None
     except OSError as e:
@@ -323,6 +325,8 @@ async def run(reactor: Any, options: Options) -> None:
     """
     connection = connect(reactor, options.server, options.cacert, options.insecure)
     root = options.folder.resolve()
+    # Told to look at whether it is paused only once it can (below).
+    signal.signal(commands.PAUSE_SIGNAL, signal.SIG_IGN)
     state, lock = _open_folder(root)
     api = BoxsyncAPI(
         connection.http, reactor, options.server, options.token, options.name, idle_timeout=options.idle_timeout
@@ -350,6 +354,15 @@ async def run(reactor: Any, options: Options) -> None:
     top, running = sync_service(
         engine, reporter, watcher, options.rescan_seconds, state.close, lock.release, connection.close
     )
+
+    def follow_pause() -> None:
+        if commands.paused(root):
+            engine.pause()
+        else:
+            engine.resume()
+
+    follow_pause()
+    signal.signal(commands.PAUSE_SIGNAL, lambda *_: reactor.callFromThread(follow_pause))
     top.startService()
     # On a signal the reactor waits for the whole tree to stop.
     trigger = reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
@@ -367,9 +380,11 @@ async def run(reactor: Any, options: Options) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse(sys.argv[1:] if argv is None else argv)
-    if options.command == "status":
+    if options.command in ("status", "pause", "resume"):
         try:
-            raise SystemExit(commands.status(options, sys.stdout))
+            if options.command == "status":
+                raise SystemExit(commands.status(options, sys.stdout))
+            raise SystemExit(commands.pause(options.folder.resolve(), options.command == "pause", sys.stdout))
         except (FileNotFoundError, RuntimeError, sqlite3.Error) as e:
             print(f"boxsync-client: {e}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -1,18 +1,71 @@
 """
 The commands of C{boxsync-client} other than syncing: C{status} (what a
-folder's client is doing) and C{ls} (what the box holds).
+folder's client is doing), C{pause} and C{resume} (its syncing) and C{ls}
+(what the box holds).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from pathlib import Path
 from typing import Any, TextIO
+
+from ..lock import FolderLock, Locked
+from ..paths import HIDDEN_DIR
 
 from .api import BoxsyncAPI, RemoteFile
 from .connect import connect
 from .status import describe, human_size
 
-__all__ = ["listing", "ls", "status"]
+__all__ = ["LOCK_FILE", "PAUSED_FILE", "PAUSE_SIGNAL", "listing", "ls", "pause", "paused", "status"]
+
+#: A paused folder has this file in its hidden folder.
+PAUSED_FILE = "paused"
+
+#: What tells a running client to look at whether it is paused.
+PAUSE_SIGNAL = signal.SIGUSR1
+
+#: The lock file of a synced folder, in its hidden folder: it names the pid
+#: of the client running on it.
+LOCK_FILE = "client.lock"
+
+
+def paused(folder: Path) -> bool:
+    """
+    Whether syncing C{folder} is paused.
+    """
+    return (folder / HIDDEN_DIR / PAUSED_FILE).exists()
+
+
+def pause(folder: Path, on: bool, out: TextIO) -> int:
+    """
+    Pause (C{on}) or resume syncing C{folder}, for the client running on it
+    now (told at once) and for any started later.
+
+    @raise FileNotFoundError: if the folder was never synced.
+    """
+    hidden = folder / HIDDEN_DIR
+    if not hidden.is_dir():
+        raise FileNotFoundError(f"{folder} is not a boxsync folder (no {HIDDEN_DIR}/)")
+    mark = hidden / PAUSED_FILE
+    if on:
+        mark.touch()
+    else:
+        mark.unlink(missing_ok=True)
+    word = "paused" if on else "resumed"
+    try:
+        # Only a client that holds the folder's lock is told: the pid in
+        # the file of one that is gone may be another process's now.
+        FolderLock.acquire(hidden / LOCK_FILE).release()
+    except Locked as running:
+        if running.pid is not None:
+            os.kill(running.pid, PAUSE_SIGNAL)
+            print(f"{folder}: {word} (client pid {running.pid})", file=out)
+            return 0
+    print(f"{folder}: {word} (no client is running on it now)", file=out)
+    return 0
 
 
 def status(options: Any, out: TextIO) -> int:

@@ -169,6 +169,24 @@ class Engine:
             self._stream.cancel()
         self._jobs.stop()
 
+    def pause(self) -> None:
+        """
+        Stop syncing until L{resume}: the stream is closed, transfers under
+        way end, and changes are left for the scan that starts the next
+        session.
+        """
+        self.sessions.pause()
+        if self._stream is not None:
+            self._stream.cancel()
+        self._jobs.stop()
+
+    def resume(self) -> None:
+        self.sessions.resume()
+
+    @property
+    def paused(self) -> bool:
+        return self.sessions.paused
+
     async def _session(self) -> bool:
         """
         One connection: scan, send the manifest, act on the plan and on live
@@ -310,6 +328,8 @@ class Engine:
     # Local changes (from the watcher)
 
     def changed(self, path: str) -> None:
+        if self.sessions.paused:
+            return  # the scan of the next session finds it
         if path in self._queued:
             # A job that has not looked yet will see this change too.
             return

@@ -54,6 +54,8 @@ class Phase(Enum):
     LIVE = "live"
     #: Backing off before the next session.
     WAITING = "waiting"
+    #: Paused by the user: no session until resumed.
+    PAUSED = "paused"
     #: Stopped for good.
     STOPPED = "stopped"
 
@@ -106,6 +108,9 @@ class Sessions:
     attempt: Attempt = field(factory=Attempt)
     _wake: Deferred[None] | None = None
     _current: Deferred[bool] | None = None
+    _resumed: Deferred[None] | None = None
+    #: Whether the user paused syncing.
+    paused: bool = False
     log = Logger()
 
     def begin(self) -> Attempt:
@@ -127,6 +132,10 @@ class Sessions:
         """
         failures = 0
         while self.phase is not Phase.STOPPED:
+            if self.paused:
+                await self._until_resumed()
+                failures = 0
+                continue
             self.phase = Phase.CONNECTING
             self.attempt.resync = False
             try:
@@ -139,6 +148,8 @@ class Sessions:
             except CancelledError:
                 if self.phase is Phase.STOPPED:
                     return
+                if self.paused:
+                    continue
                 if not self.attempt.resync:
                     raise
                 reason = self.attempt.error or "a change raced with another client's"
@@ -153,6 +164,8 @@ class Sessions:
                     failures = 0
             if self.phase is Phase.STOPPED:
                 return  # whatever the stop cut short is no trouble to report
+            if self.paused:
+                continue
             if self.attempt.synced:
                 # All was well until now: this trouble is new, so the
                 # back-off starts over rather than where the last one ended.
@@ -170,9 +183,41 @@ class Sessions:
         cancelled, and so is a back-off.
         """
         self.phase = Phase.STOPPED
+        self._cut_short()
+        if self._resumed is not None and not self._resumed.called:
+            self._resumed.cancel()
+
+    def pause(self) -> None:
+        """
+        End the session under way (or the back-off) and start no other
+        until L{resume}.
+        """
+        if not self.paused:
+            self.paused = True
+            self._cut_short()
+
+    def resume(self) -> None:
+        """
+        Start a session again after L{pause}.
+        """
+        self.paused = False
+        if self._resumed is not None and not self._resumed.called:
+            self._resumed.callback(None)
+
+    def _cut_short(self) -> None:
         for waiting in (self._wake, self._current):
             if waiting is not None and not waiting.called:
                 waiting.cancel()
+
+    async def _until_resumed(self) -> None:
+        self.phase = Phase.PAUSED
+        self.log.info("paused")
+        self._resumed = Deferred()
+        try:
+            await self._resumed
+        except CancelledError:
+            return  # stopped while paused
+        self.log.info("resumed")
 
     async def _sleep(self, seconds: float) -> None:
         self._wake = deferLater(self.reactor, seconds, lambda: None)

@@ -48,6 +48,9 @@ class _EngineView(Protocol):
 
     skipped: dict[str, str]
 
+    @property
+    def paused(self) -> bool: ...
+
 
 @implementer(ILogObserver)
 @define
@@ -160,6 +163,7 @@ class StatusFile:
             "problems": engine.problems if engine is not None and running else {},
             "skipped": dict(sorted(engine.skipped.items())) if engine is not None and running else {},
             "in_sync_when_stopped": None if running else self._stopped_in_sync,
+            "paused": bool(engine is not None and running and engine.paused),
         }
 
     def write(self, running: bool = True) -> None:
@@ -259,6 +263,8 @@ def describe(folder: Path) -> tuple[list[str], bool]:
             + (f", since {_when(since)}" if since else "")
             + (f", but {passed_over} paths are skipped (below)" if passed_over else "")
         )
+    elif running and status.get("paused"):
+        lines.append("in sync:    no: paused (boxsync-client resume FOLDER to go on)")
     elif running:
         lines.append("in sync:    no")
     elif status.get("in_sync_when_stopped"):
