@@ -6,6 +6,7 @@ errors that say in one line what is wrong.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -116,3 +117,35 @@ def test_a_bad_endpoint_is_refused_before_anything_starts(tmp_path: Path, listen
     first = (ran.stdout + ran.stderr).strip().splitlines()[0]
     assert first.startswith(f"Error: {says}"), first
     assert not (tmp_path / "box").exists()
+
+
+@pytest.mark.slow
+def test_a_missing_certificate_is_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    ran = serve(
+        tmp_path / "box", "--api-key", "k" * 20, "--listen", f"ssl:0:privateKey={missing}:certKey={missing}"
+    )
+    assert ran.returncode == START_FAILED
+    lines = error_lines(ran.stdout + ran.stderr)
+    assert len(lines) == 1 and lines[0].endswith(f"the server could not start: No such file or directory ({missing})")
+
+
+@pytest.mark.slow
+def test_status_and_ls_as_json(tmp_path: Path, server: Server) -> None:
+    a = Client(server, tmp_path / "a", "a", rescan=None)
+    a.folder.mkdir()
+    (a.folder / "doc.txt").write_text("some text")
+    a.once()
+    status = subprocess.run(
+        [sys.executable, "-m", "boxsync.client", "status", "--json", str(a.folder)],
+        capture_output=True, text=True, timeout=60,
+    )
+    found = json.loads(status.stdout)
+    assert found["folder"] == str(a.folder) and found["tracked"] == 1 and "cursor" in found
+    assert found["running"] is False and found["in_sync_when_stopped"] is True
+    ls = subprocess.run(
+        [sys.executable, "-m", "boxsync.client", "ls", "--json", "--server", server.url, f"--token={server.key}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    (listed,) = json.loads(ls.stdout)
+    assert (listed["path"], listed["size"], listed["origin"], listed["seq"]) == ("doc.txt", 9, "a", 1)

@@ -115,6 +115,7 @@ SETTINGS = [
         "before it is dropped and opened again",
         _positive,
     ),
+    Setting("json", False, "print one JSON document, for scripts (status, ls)", flag=True),
     Setting("verbose", 0, "more output (repeatable)", int, short="v", count=True),
     Setting("quiet", 0, "less output (repeatable)", int, short="q", count=True),
 ]
@@ -123,11 +124,11 @@ _BY_NAME = {setting.name: setting for setting in SETTINGS}
 #: The settings each command takes (every command reads them all from the
 #: environment and the file, but shows and takes only these).
 _TAKES = {
-    "sync": [s.name for s in SETTINGS],
-    "status": ["folder", "verbose", "quiet"],
+    "sync": [s.name for s in SETTINGS if s.name != "json"],
+    "status": ["folder", "json", "verbose", "quiet"],
     "pause": ["folder", "verbose", "quiet"],
     "resume": ["folder", "verbose", "quiet"],
-    "ls": ["server", "token", "cacert", "insecure", "name", "idle-timeout", "verbose", "quiet"],
+    "ls": ["server", "token", "cacert", "insecure", "name", "idle-timeout", "json", "verbose", "quiet"],
 }
 
 
@@ -146,6 +147,7 @@ class Options:
     config: Path | None = None
     cacert: Path | None = None
     insecure: bool = False
+    json: bool = False
 
 
 def default_config(environ: Mapping[str, str]) -> Path:
@@ -249,6 +251,7 @@ def parse(
         config=path,
         cacert=values["cacert"],
         insecure=values["insecure"],
+        json=values["json"],
     )
 
 

@@ -6,18 +6,21 @@ folder's client is doing), C{pause} and C{resume} (its syncing) and C{ls}
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from attrs import asdict
+
 from ..lock import FolderLock, Locked
 from ..paths import HIDDEN_DIR
 
 from .api import BoxsyncAPI, RemoteFile
 from .connect import connect
-from .status import describe, human_size
+from .status import describe, facts, human_size
 
 __all__ = ["LOCK_FILE", "PAUSED_FILE", "PAUSE_SIGNAL", "listing", "ls", "pause", "paused", "status"]
 
@@ -74,6 +77,10 @@ def status(options: Any, out: TextIO) -> int:
 
     @raise FileNotFoundError: if the folder was never synced.
     """
+    if options.json:
+        found = facts(options.folder.resolve())
+        print(json.dumps(found, indent=1, sort_keys=True), file=out)
+        return 0 if found["in_sync"] else 1
     lines, in_sync = describe(options.folder.resolve())
     for line in lines:
         print(line, file=out)
@@ -126,5 +133,8 @@ async def ls(reactor: Any, options: Any, out: TextIO, page: int = 1000) -> None:
                 break
     finally:
         await connection.close()
+    if options.json:
+        print(json.dumps([asdict(file) for file in files], indent=1), file=out)
+        return
     for line in listing(files):
         print(line, file=out)

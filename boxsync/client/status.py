@@ -230,10 +230,12 @@ def _when(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
-def describe(folder: Path) -> tuple[list[str], bool]:
+def facts(folder: Path) -> dict[str, Any]:
     """
-    The lines C{boxsync-client status} prints about C{folder}, and whether
-    it is in sync.
+    What C{boxsync-client status} knows of C{folder}: what its client last
+    wrote in the status file (corrected for a client that is gone), with
+    the folder, its cursor and how many files it tracks, and whether it is
+    in sync now (C{in_sync}).
 
     @raise FileNotFoundError: if C{folder} has never been synced.
     """
@@ -247,7 +249,26 @@ def describe(folder: Path) -> tuple[list[str], bool]:
         state.close()
     status = read_status(folder) or {}
     running = bool(status.get("running"))
-    in_sync = running and bool(status.get("in_sync"))
+    return {
+        **status,
+        "folder": str(folder),
+        "running": running,
+        "in_sync": running and bool(status.get("in_sync")),
+        "cursor": cursor,
+        "tracked": tracked,
+    }
+
+
+def describe(folder: Path) -> tuple[list[str], bool]:
+    """
+    The lines C{boxsync-client status} prints about C{folder}, and whether
+    it is in sync.
+
+    @raise FileNotFoundError: if C{folder} has never been synced.
+    """
+    status = facts(folder)
+    running, in_sync = status["running"], status["in_sync"]
+    cursor, tracked = status["cursor"], status["tracked"]
     lines = [f"folder:     {folder}"]
     if running:
         lines.append(f"client:     running (pid {status.get('pid')})")
