@@ -54,7 +54,15 @@ def main(argv: list[str] | None = None) -> None:
 
     def spawn(log: str, *command: str) -> subprocess.Popen[bytes]:
         with open(root / log, "ab") as out:
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=root)
+            # Ctrl-C reaches the whole foreground group: the server and the
+            # clients leave it to the demo, which stops each once, cleanly.
+            process = subprocess.Popen(
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=root,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+            )
         processes.append(process)
         return process
 

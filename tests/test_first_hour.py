@@ -149,3 +149,25 @@ def test_status_and_ls_as_json(tmp_path: Path, server: Server) -> None:
     )
     (listed,) = json.loads(ls.stdout)
     assert (listed["path"], listed["size"], listed["origin"], listed["seq"]) == ("doc.txt", 9, "a", 1)
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--transfers", "abc"], "--transfers: must be a whole number, not 'abc'"),
+        (["--once", "--token=t", "{tmp}/a-file"], "{tmp}/a-file is a file, not a folder"),
+        (
+            ["--once", "--token=t", "{tmp}/no/such/folder"],
+            "cannot use {tmp}/no/such/folder as the synced folder: {tmp}/no/such does not exist",
+        ),
+    ],
+)
+def test_a_misused_client_says_what_is_wrong_in_one_line(tmp_path: Path, args: list[str], says: str) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    ran = subprocess.run(
+        [sys.executable, "-m", "boxsync.client", *(a.format(tmp=tmp_path) for a in args)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert ran.returncode != 0
+    assert ran.stderr.strip().splitlines()[-1].endswith(says.format(tmp=tmp_path)), ran.stderr
+    assert not (tmp_path / "no").exists()

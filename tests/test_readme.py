@@ -197,6 +197,11 @@ def test_the_first_command_installs_and_runs_the_demo(installed: tuple[Path, str
     assert (copy / "demo" / "bob" / "hello.txt").read_bytes() == (
         copy / "demo" / "alice" / "hello.txt"
     ).read_bytes()
+    # Stopped once each, cleanly: no traceback in any log.
+    for log in ("server.log", "alice.log", "bob.log"):
+        text = (copy / "demo" / log).read_text(errors="replace")
+        assert "Traceback" not in text and "ReactorNotRunning" not in text, text[-2000:]
+        assert "Received SIGINT" not in text
 
 
 def scenarios() -> list[list[str]]:

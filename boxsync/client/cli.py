@@ -66,7 +66,10 @@ CONFIG_VARIABLE = "BOXSYNC_CONFIG"
 
 
 def _transfers(value: str) -> int:
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"must be a whole number, not {value!r}") from None
     if number < 1:
         raise ValueError("must be at least 1")
     return number
@@ -280,6 +283,10 @@ def _open_folder(folder: Path) -> tuple[LocalState, FolderLock]:
         another client syncs it.
     """
     hidden = folder / HIDDEN_DIR
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file, not a folder")
+    if not folder.parent.is_dir():
+        raise UserError(f"cannot use {folder} as the synced folder: {folder.parent} does not exist")
     if (hidden / _SERVER_INDEX).exists():
         raise UserError(f"{folder} is a boxsync server's box, not a folder to sync: give another folder")
     try:
