@@ -161,7 +161,7 @@ def test_clear_errors(tmp_path: Path, server: Server) -> None:
     blocked = tmp_path / "file-not-folder"
     blocked.write_text("")
     not_a_folder = run("--server", server.url, "--token", server.key, str(blocked))
-    assert not_a_folder.returncode == 1 and "cannot use" in not_a_folder.stderr
+    assert not_a_folder.returncode == 1 and "is a file, not a folder" in not_a_folder.stderr
 
 
 @pytest.mark.slow
