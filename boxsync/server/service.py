@@ -37,7 +37,7 @@ from .registry import REGISTRY_FILE
 from .storage import BoxStorage
 from .tokens import load_secret
 from .uploads import UploadSite
-from .web import Sessions, WebPage
+from .web import SIGN_IN, Sessions, WebPage
 
 __all__ = ["BoxInUse", "BoxsyncService", "ServerConfig", "claim"]
 
@@ -308,6 +308,7 @@ class BoxsyncService(MultiService):
             self.storage.new_staging,
             max_upload=config.max_upload,
             authorize=self.app.principal,
+            public=[(b"POST", SIGN_IN.encode())],
             max_body=config.max_manifest,
             limits=config.connections,
             reactor=reactor,

@@ -118,6 +118,11 @@ def static_files() -> dict[str, tuple[bytes, str]]:
     return found
 
 
+#: Where a browser signs in: the body of a C{POST} there is the credential,
+#: read without one (see L{boxsync.server.uploads.UploadSite.public}).
+SIGN_IN = "/web/session"
+
+
 def _secure_headers(request: IRequest, policy: str) -> None:
     request.setHeader(b"Content-Security-Policy", policy.encode())
     request.setHeader(b"X-Content-Type-Options", b"nosniff")
@@ -459,7 +464,7 @@ class WebPage:
         routes: list[tuple[str, str, Any]] = [
             ("/", "GET", self.index),
             ("/static/<name>", "GET", self.static),
-            ("/web/session", "POST", self.sign_in),
+            (SIGN_IN, "POST", self.sign_in),
             ("/web/session", "GET", authorized(self.whoami)),
             ("/web/session", "DELETE", self.sign_out),
             ("/web/clients", "GET", authorized(self.clients)),
