@@ -309,7 +309,15 @@ async def test_a_staging_file_that_cannot_be_made_durable_is_discarded(
     assert list(storage.staging.iterdir()) == []
 
 
-def test_read_small_reads_only_regular_files_in_the_box(tmp_path: Path, reactor: Any) -> None:
+#: What L{box_with_links} holds that is no regular file of the box.
+NOT_FILES = ["link.txt", "via/outside.txt", "fifo", "d", "missing", "d/small.txt/below", "../outside.txt"]
+
+
+def box_with_links(tmp_path: Path, reactor: Any) -> BoxStorage:
+    """
+    A box with one file, C{d/small.txt}, and a link to a file outside, a
+    link to the folder outside and a FIFO.
+    """
     storage = BoxStorage(reactor, tmp_path / "box")
     root = storage.root
     (root / "d").mkdir()
@@ -318,8 +326,58 @@ def test_read_small_reads_only_regular_files_in_the_box(tmp_path: Path, reactor:
     (root / "link.txt").symlink_to(tmp_path / "outside.txt")
     (root / "via").symlink_to(tmp_path)
     os.mkfifo(root / "fifo")
+    return storage
+
+
+def test_read_small_reads_only_regular_files_in_the_box(tmp_path: Path, reactor: Any) -> None:
+    storage = box_with_links(tmp_path, reactor)
     assert storage.read_small("d/small.txt", 100) == b"12345"
     # Up to one byte more than the limit: the caller sees the file grew.
     assert storage.read_small("d/small.txt", 3) == b"1234"
-    for path in ["link.txt", "via/outside.txt", "fifo", "d", "missing", "../outside.txt"]:
+    for path in NOT_FILES:
         assert storage.read_small(path, 100) is None, path
+
+
+def test_open_file_reads_only_regular_files_in_the_box(tmp_path: Path, reactor: Any) -> None:
+    storage = box_with_links(tmp_path, reactor)
+    opened = storage.open_file("d/small.txt")
+    assert opened is not None
+    with opened:
+        assert opened.read() == b"12345"
+    for path in NOT_FILES:
+        assert storage.open_file(path) is None, path
+
+
+@pytest_twisted.ensureDeferred
+async def test_nothing_is_placed_or_removed_through_a_link(tmp_path: Path, reactor: Any) -> None:
+    """
+    A folder of the box replaced by a link to the outside: a placement
+    or a removal through it is refused (BadPath), and the outside is left
+    as it was.
+    """
+    storage = BoxStorage(reactor, tmp_path / "box")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "old.txt").write_bytes(b"secret")
+    (storage.root / "d").symlink_to(outside)
+    staged = storage.new_staging()
+    staged.write(b"new")
+    [outcome] = await timed(storage.place_many([(staged, "d/old.txt")]), reactor)
+    assert isinstance(outcome, BadPath)
+    with pytest.raises(BadPath):
+        await timed(storage.remove("d/old.txt"), reactor)
+    assert [p.name for p in outside.iterdir()] == ["old.txt"]
+    assert (outside / "old.txt").read_bytes() == b"secret"
+    assert (storage.root / "d").is_symlink()
+    assert list(storage.staging.iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_undone_placement_makes_and_prunes_its_folders(tmp_path: Path, reactor: Any) -> None:
+    storage = BoxStorage(reactor, tmp_path / "box")
+    staged = storage.new_staging()
+    staged.write(b"new")
+    [change] = await timed(storage.place_many([(staged, "a/b/c.txt")]), reactor)
+    assert (storage.root / "a/b/c.txt").read_bytes() == b"new"
+    await timed(storage.undo([change]), reactor)
+    assert not (storage.root / "a").exists()

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import uuid
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Concatenate, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Awaitable, Callable, Concatenate, ParamSpec, TypeVar, cast
 
 from attrs import define, evolve, field
 from klein import Klein
@@ -94,14 +95,22 @@ def json_body(request: IRequest, status: int, body: dict[str, Any]) -> bytes:
 class BoxFile(static.File):
     """
     One file of the box, sent by C{static.File} (HEAD, Range, Last-Modified)
-    with larger reads, an C{ETag} of its sha256 and its seq.
+    with larger reads, an C{ETag} of its sha256 and its seq: sent from the
+    file opened when it was found, never opened again by name.
     """
 
     isLeaf = True
 
-    def __init__(self, path: str, record: FileRecord) -> None:
-        super().__init__(path, defaultType="application/octet-stream")
+    def __init__(self, opened: BinaryIO, name: str, record: FileRecord) -> None:
+        super().__init__(name, defaultType="application/octet-stream")
+        self.opened = opened
         self.record = record
+
+    def restat(self, reraise: bool = True) -> None:
+        self._statinfo = os.fstat(self.opened.fileno())
+
+    def openForReading(self) -> BinaryIO:
+        return self.opened
 
     def render_GET(self, request: IRequest) -> Any:
         etag = f'"{self.record.sha256}"'
@@ -163,10 +172,10 @@ async def box_file(box: Box, path: str) -> BoxFile:
     """
     path = normalize(path)
     record: FileRecord | None = await box.index.get(box.account, path)
-    local = box.storage.readable(path)
-    if record is None or record.deleted or local is None:
+    opened = None if record is None or record.deleted else box.storage.open_file(path)
+    if record is None or opened is None:
         raise NotFound(f"{path!r} is not in the box")
-    return BoxFile(str(local), record)
+    return BoxFile(opened, path.rsplit("/", 1)[-1], record)
 
 
 @define
