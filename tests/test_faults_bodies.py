@@ -1,10 +1,8 @@
 """
-Bodies a real server must not take in: ones sent without a valid credential,
-to every route that reads a body.
-
-Each request is written by hand on a plain socket, its body sent as fast as
-the server takes it; the server must answer before the body is through, and
-stop reading it.
+Bodies against a real server: ones sent without a valid credential, to
+every route that reads a body (each written by hand on a plain socket, as
+fast as the server takes it: the server must answer before the body is
+through, and stop reading it); a huge manifest; and bodies that trickle in.
 """
 
 from __future__ import annotations
@@ -12,9 +10,14 @@ from __future__ import annotations
 import os
 import select
 import socket
+import threading
 import time
-from pathlib import Path
 
+import psutil
+import pytest
+
+from bench.manifest import healthz, manifest, sync
+from bench.measure import PeakRSS
 from boxsync.protocol import EVENT_STREAM
 from boxsync.testing import Server
 from tests.faults import record, staged
@@ -104,6 +107,7 @@ def send_refused(
         sock.close()
 
 
+@pytest.mark.slow
 def test_bodies_without_a_valid_credential_are_refused_before_they_are_read(server: Server) -> None:
     """
     Every route with a body, with no credential and with a wrong one: the
@@ -122,3 +126,94 @@ def test_bodies_without_a_valid_credential_are_refused_before_they_are_read(serv
             assert staged(server.box) == []
             refused += 1
     record("bodies without a credential", faults=refused, files=0)
+
+
+def server_rss(server: Server) -> int:
+    assert server.process is not None and server.process.popen is not None
+    return int(psutil.Process(server.process.popen.pid).memory_info().rss)
+
+
+@pytest.mark.slow
+def test_a_huge_manifest_neither_swells_the_server_nor_stalls_it(server: Server) -> None:
+    """
+    A manifest of 200,000 new files (35 MiB): the whole plan comes, while
+    the server's RSS grows by under 80 MiB (it grew by ~180 MiB when the
+    manifest was parsed whole) and C{/healthz} never waits over 1.5 s (it
+    stalled ~3 s).
+    """
+    entries = 200_000
+    body = manifest(entries)
+    before = server_rss(server)
+    outcome: dict[str, object] = {}
+    poster = threading.Thread(target=sync, args=(server, body, outcome), daemon=True)
+    slowest = 0.0
+    assert server.process is not None and server.process.popen is not None
+    with PeakRSS(lambda: [server.process.popen.pid]) as peak:  # type: ignore[union-attr]
+        poster.start()
+        deadline = time.monotonic() + 120
+        while poster.is_alive() and time.monotonic() < deadline:
+            slowest = max(slowest, healthz(server))
+            poster.join(0.02)
+    assert not poster.is_alive(), "the plan did not end in 120 s"
+    assert outcome["status"] == 200 and outcome["events"] == entries, outcome
+    grew = max(peak.peaks.values()) - before
+    assert grew < 80 * MiB, f"the server grew by {grew / MiB:.0f} MiB"
+    assert slowest < 1.5, f"/healthz waited {slowest:.1f} s"
+    record("a manifest of 200,000 files", faults=1, files=entries)
+
+
+def send_paced(server: Server, size: int, rate: float, outcome: dict[str, object]) -> None:
+    """
+    Upload C{size} bytes at C{rate} bytes a second, a tenth of a second's
+    worth at a time, for at most 60 s; note the answer (C{None}: none).
+    """
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=90)
+    try:
+        head = (
+            f"PUT /files/paced-{rate:g}.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {server.key}\r\nContent-Length: {size}\r\n\r\n"
+        )
+        sock.sendall(head.encode())
+        piece = b"x" * max(1, int(rate / 10))
+        start = time.monotonic()
+        sent = 0
+        while sent < size and time.monotonic() - start < 60:
+            if select.select([sock], [], [], 0)[0]:
+                break  # the server answered before the end
+            try:
+                sock.sendall(piece[: size - sent])
+            except OSError:
+                break
+            sent += min(len(piece), size - sent)
+            time.sleep(max(0.0, start + sent / rate - time.monotonic()))
+        outcome["seconds"] = time.monotonic() - start
+        sock.settimeout(30)
+        answer = sock.recv(65536)
+        outcome["status"] = int(answer.split(b" ", 2)[1]) if answer else None
+    except OSError as e:
+        outcome["error"] = e
+    finally:
+        sock.close()
+
+
+@pytest.mark.slow
+def test_the_default_minimum_rate_cuts_a_trickle_and_keeps_a_slow_link(server: Server) -> None:
+    """
+    With the default C{--min-rate}: an upload trickling at 200 bytes/s is cut
+    with 408 within two windows (40 s), while one at 10 KiB/s beside it
+    arrives whole.
+    """
+    trickle: dict[str, object] = {}
+    slow: dict[str, object] = {}
+    threads = [
+        threading.Thread(target=send_paced, args=(server, 100_000, 200, trickle), daemon=True),
+        threading.Thread(target=send_paced, args=(server, 200 * 1024, 10 * 1024, slow), daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert trickle.get("status") == 408 and float(trickle["seconds"]) < 45, trickle  # type: ignore[arg-type]
+    assert slow.get("status") == 201, slow
+    assert staged(server.box) == []
+    record("a 200 B/s trickle beside a 10 KiB/s upload", faults=1, files=1)

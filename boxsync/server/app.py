@@ -39,7 +39,6 @@ from ..protocol import (
     STREAM_HEADER,
     ProtocolError,
     count_header,
-    parse_manifest,
     parse_path_list,
     parse_upload_batch,
     sha256_header,
@@ -51,6 +50,7 @@ from .events import EventStream
 from .hub import Hub, TooManyStreams
 from .index import FileRecord
 from .limits import MAX_MANIFEST_ENTRIES
+from .manifest import read_manifest
 from .plan import plan
 from .storage import DiskFull
 from .uploads import BodyTooLarge, check_body, take_upload, trailer_sha256
@@ -267,7 +267,7 @@ class BoxsyncApp:
         accept = (header(request, "Accept") or "").lower()
         if self.legacy is not None and EVENT_STREAM not in accept:
             return await self.legacy.sync(request, principal)
-        manifest = parse_manifest(request.content.read(), self.max_manifest_entries)
+        manifest = await read_manifest(request.content, self.max_manifest_entries, self.clock)
         if manifest.cursor == 0:
             last_id = count_header(header(request, LAST_EVENT_ID), LAST_EVENT_ID)
             if last_id:
@@ -278,8 +278,8 @@ class BoxsyncApp:
         self.log.info(
             "{client} connected: {files} files, {deleted} deleted, cursor {cursor}",
             client=client or "a client",
-            files=len(manifest.files),
-            deleted=len(manifest.deleted),
+            files=manifest.files,
+            deleted=manifest.deleted,
             cursor=manifest.cursor,
         )
         await stream.serve(

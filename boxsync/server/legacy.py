@@ -31,7 +31,7 @@ from .events import EventStream, Framing
 from .hub import Hub
 from .index import IIndex
 from .limits import MAX_MANIFEST_ENTRIES
-from .plan import listed_rows, rows_since, unlisted
+from .plan import in_pages, listed_rows, rows_since, unlisted
 from .uploads import take_upload
 
 __all__ = [
@@ -143,7 +143,7 @@ async def legacy_plan(
     Tombstones never show: legacy clients know no delete.
     """
     listed = {entry.path for entry in entries}
-    async for entry, row in listed_rows(index, account, entries):
+    async for entry, row in listed_rows(index, account, in_pages(entries)):
         if row is None or row.deleted or row.mtime_ns // 10**9 < entry.last_update:
             yield Upload(entry.path, 0 if row is None else row.seq)
     async for row in rows_since(index, account, 0, upto):

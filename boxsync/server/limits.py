@@ -41,6 +41,8 @@ from twisted.web.server import Site
 __all__ = [
     "MAX_MANIFEST_BYTES",
     "MAX_MANIFEST_ENTRIES",
+    "MAX_OTHER_BODY",
+    "MAX_UPLOAD",
     "ConnectionLimits",
     "LimitedChannel",
     "LimitedSite",
@@ -48,11 +50,21 @@ __all__ = [
 ]
 
 #: The largest manifest (C{POST /sync} body) taken by default: room for
-#: C{MAX_MANIFEST_ENTRIES} entries of ~250 bytes each.
+#: C{MAX_MANIFEST_ENTRIES} entries of ~250 bytes each (a client's entry is
+#: ~150-180 bytes: a million files make ~150-175 MiB). It is read a piece at
+#: a time (L{boxsync.server.manifest}), never held in memory whole.
 MAX_MANIFEST_BYTES = 256 * 2**20
 
 #: The most files one manifest may list by default.
 MAX_MANIFEST_ENTRIES = 1_000_000
+
+#: The largest body of any other request that is not an upload (a batch,
+#: which is held in memory while it is parsed), by default: a client's
+#: batch carries at most 4 MiB of files.
+MAX_OTHER_BODY = 32 * 2**20
+
+#: The largest upload taken by default (C{--max-upload}).
+MAX_UPLOAD = 16 * 2**30
 
 _REASONS = {
     401: b"Unauthorized",
@@ -85,14 +97,16 @@ class ConnectionLimits:
     @ivar idle_timeout: seconds a connection may send nothing before or
         inside a request (C{None}: forever).
     @ivar min_rate: bytes per second a request must arrive at, on average
-        over each C{window} (0: no minimum).
+        over each C{window} (0: no minimum). By default 512: a link of
+        1 KiB/s still gets through, a trickle of 200 bytes/s is cut within
+        one window.
     @ivar window: seconds over which C{min_rate} is measured.
     @ivar max_header_bytes: the most bytes of request line and headers.
     @ivar max_headers: the most header fields in one request.
     """
 
     idle_timeout: float | None = 60.0
-    min_rate: int = 100
+    min_rate: int = 512
     window: float = 20.0
     max_header_bytes: int = 16384
     max_headers: int = 100

@@ -32,7 +32,7 @@ from .box import Box
 from .hub import MAX_STREAMS_PER_TOKEN, Hub
 from .index import SQLiteIndex, Stats
 from .legacy import LegacyAdapter
-from .limits import MAX_MANIFEST_BYTES, MAX_MANIFEST_ENTRIES, ConnectionLimits
+from .limits import MAX_MANIFEST_BYTES, MAX_MANIFEST_ENTRIES, MAX_UPLOAD, ConnectionLimits
 from .registry import REGISTRY_FILE
 from .storage import BoxStorage
 from .tokens import load_secret
@@ -57,7 +57,7 @@ class ServerConfig:
     box: Path
     listen: list[str]
     auth: IAuthenticator | None = None
-    max_upload: int | None = None
+    max_upload: int | None = MAX_UPLOAD
     status_seconds: float = 60.0
     keepalive_seconds: float = 15.0
     max_manifest: int | None = MAX_MANIFEST_BYTES

@@ -35,7 +35,7 @@ from zope.interface import implementer
 from ..protocol import SHA256_TRAILER, TRAILER_HEADER, ProtocolError, sha256_header
 from ..writer import HashingWriter, Runner
 from .auth import Forbidden, Unauthorized
-from .limits import LimitedChannel, LimitedSite, Refused
+from .limits import MAX_OTHER_BODY, LimitedChannel, LimitedSite, Refused
 from .storage import StagingFile, as_disk_full, discarding
 
 __all__ = ["StreamingRequest", "UploadSite", "take_upload", "check_body", "trailer_sha256", "BodyTooLarge"]
@@ -71,8 +71,9 @@ class UploadSite(LimitedSite):
     @ivar new_staging: makes the staging file for an upload.
     @ivar max_upload: the largest upload body accepted, in bytes (C{None}:
         no limit).
-    @ivar max_body: the largest body of any other request (a manifest)
-        accepted, in bytes (C{None}: no limit).
+    @ivar max_body: the largest manifest (C{POST /sync} body) accepted, in
+        bytes (C{None}: no limit); the body of any other request is held to
+        L{MAX_OTHER_BODY} too.
     @ivar authorize: checks the credentials (its C{Authorization} header or
         session cookie) of every request with a body before a byte of it is
         stored, raising L{Unauthorized} or L{Forbidden} if they do not let
@@ -190,6 +191,8 @@ class StreamingRequest(Request):
             self._limit = site.max_body
             if site.is_public(channel._command, channel._path):  # type: ignore[attr-defined]
                 self._limit = PUBLIC_BODY
+            elif channel._path.split(b"?", 1)[0] != b"/sync":  # type: ignore[attr-defined]
+                self._limit = min(self._limit or MAX_OTHER_BODY, MAX_OTHER_BODY)
             if self._refused(length, "request body"):
                 return
             super().gotLength(length)
