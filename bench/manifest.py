@@ -1,8 +1,10 @@
 """
-``python -m bench.manifest [ENTRIES]``: a huge manifest against a real server.
+``python -m bench.manifest [ENTRIES] [--legacy]``: a huge manifest against a
+real server.
 
 One client opens its event stream with a manifest of ENTRIES new files
-(1,000,000 by default, ~150 bytes each) and reads the plan to its end, while
+(1,000,000 by default, ~150 bytes each; with C{--legacy}, the legacy
+clients' list of paths and mtimes) and reads the plan to its end, while
 another asks ``GET /healthz`` every 20 ms. Prints the manifest's size, the
 server's RSS before and at its peak, the slowest ``/healthz`` answers, and how
 long the plan took.
@@ -26,6 +28,14 @@ from boxsync.testing import Server
 from .measure import PeakRSS, mib, percentile
 
 
+def legacy_manifest(entries: int) -> bytes:
+    files = ",".join(
+        json.dumps({"path": f"folder{n // 1000:04d}/file{n:07d}.txt", "lastUpdate": 1_700_000_000 + n})
+        for n in range(entries)
+    )
+    return b'{"files":[' + files.encode() + b"]}"
+
+
 def manifest(entries: int) -> bytes:
     files = ",".join(
         json.dumps(
@@ -44,7 +54,13 @@ def manifest(entries: int) -> bytes:
     return b'{"client":"huge","cursor":0,"files":[' + files.encode() + b'],"deleted":[]}'
 
 
-def sync(server: Server, body: bytes, outcome: dict[str, object]) -> None:
+def sync(server: Server, body: bytes, outcome: dict[str, object], legacy: int = 0) -> None:
+    """
+    Send C{body} to open a stream and read the plan to its end, counting
+    its uploads into C{outcome}; with C{legacy}, a legacy stream, whose
+    plan has no end: it is read until that many uploads came.
+    """
+    upload, end = (b'"Action":2', b"") if legacy else (b"event: upload", b"event: ready")
     start = time.perf_counter()
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
     try:
@@ -52,7 +68,7 @@ def sync(server: Server, body: bytes, outcome: dict[str, object]) -> None:
             "POST",
             "/sync",
             body=body,
-            headers={"Authorization": f"Bearer {server.key}", "Accept": EVENT_STREAM},
+            headers={"Authorization": f"Bearer {server.key}", **({} if legacy else {"Accept": EVENT_STREAM})},
         )
         response = connection.getresponse()
         outcome["status"] = response.status
@@ -61,10 +77,10 @@ def sync(server: Server, body: bytes, outcome: dict[str, object]) -> None:
             # A tail shorter than what is counted: no match is counted twice.
             tail = b""
             while chunk := response.read1(1 << 20):
-                events += (tail + chunk).count(b"event: upload")
-                if b"event: ready" in tail + chunk:
+                events += (tail + chunk).count(upload)
+                if (end and end in tail + chunk) or (legacy and events >= legacy):
                     break
-                tail = chunk[-12:]
+                tail = chunk[-(len(upload) - 1) :]
         else:
             outcome["answer"] = response.read()[:200]
         outcome["events"] = events
@@ -84,8 +100,8 @@ def healthz(server: Server) -> float:
     return time.perf_counter() - start
 
 
-def main(entries: int) -> None:
-    body = manifest(entries)
+def main(entries: int, legacy: bool) -> None:
+    body = legacy_manifest(entries) if legacy else manifest(entries)
     with tempfile.TemporaryDirectory(prefix="boxsync-manifest-") as tmp:
         server = Server(Path(tmp) / "box").start()
         try:
@@ -94,7 +110,7 @@ def main(entries: int) -> None:
             time.sleep(1)
             before = psutil.Process(pid).memory_info().rss
             outcome: dict[str, object] = {}
-            poster = threading.Thread(target=sync, args=(server, body, outcome))
+            poster = threading.Thread(target=sync, args=(server, body, outcome, entries if legacy else 0))
             latencies = []
             with PeakRSS(lambda: [pid]) as peak:
                 poster.start()
@@ -114,4 +130,5 @@ def main(entries: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000)
+    numbers = [arg for arg in sys.argv[1:] if arg.isdigit()]
+    main(int(numbers[0]) if numbers else 1_000_000, "--legacy" in sys.argv)

@@ -25,7 +25,7 @@ import json
 import os
 from array import array
 from hashlib import blake2b
-from typing import IO, Any, AsyncIterator, Iterator
+from typing import IO, Any, AsyncIterable, AsyncIterator, Iterator, TypeVar
 
 from attrs import define, field
 from twisted.internet.defer import CancelledError
@@ -42,7 +42,9 @@ from ..protocol import (
     manifest_cursor,
 )
 
-__all__ = ["StreamedManifest", "PathSet", "read_manifest", "YIELD_EVERY", "READ_SIZE", "MAX_VALUE"]
+__all__ = ["StreamedManifest", "PathSet", "in_pages", "members", "read_manifest", "YIELD_EVERY", "READ_SIZE", "MAX_VALUE"]
+
+_T = TypeVar("_T")
 
 #: Entries parsed between two turns of the reactor (~5 ms of work).
 YIELD_EVERY = 1000
@@ -107,8 +109,9 @@ class _Reader:
     for C{files} and C{deleted}, of their items one by one.
     """
 
-    def __init__(self, body: IO[bytes]) -> None:
+    def __init__(self, body: IO[bytes], lists: tuple[str, ...]) -> None:
         self._body = body
+        self._lists = lists
         self._text = ""
         self._at = 0
         self._decode = codecs.getincrementaldecoder("utf-8")().decode
@@ -175,11 +178,11 @@ class _Reader:
             if not self._fill():
                 raise ProtocolError(f"manifest is not JSON: {error or 'it ends too soon'}")
 
-    def members(self) -> Iterator[tuple[str, Any]]:
+    def members(self) -> Iterator[tuple[str, Any, bool]]:
         """
-        Each top-level member as (name, value), except that C{files} and
-        C{deleted} come as one (name, item) for each of their items; an
-        empty body is an empty object.
+        Each top-level member as (name, value, C{False}), except that a
+        member of C{lists} whose value is an array comes as (name, item,
+        C{True}) for each of its items; an empty body is an empty object.
         """
         if self._peek() == "":
             return
@@ -196,26 +199,42 @@ class _Reader:
                     raise ProtocolError(f"{name!r} is given twice")
                 seen.add(name)
                 self._take(":")
-                if name in _LISTS and self._peek() == "[":
+                if name in self._lists and self._peek() == "[":
                     yield from self._items(name)
-                elif name in _LISTS:
-                    raise ProtocolError("files and deleted must be lists")
                 else:
-                    yield name, self._value()
+                    yield name, self._value(), False
                 if self._take(",}") == "}":
                     break
         if self._peek() != "":
             raise ProtocolError("manifest is not JSON: extra data after it")
 
-    def _items(self, name: str) -> Iterator[tuple[str, Any]]:
+    def _items(self, name: str) -> Iterator[tuple[str, Any, bool]]:
         self._take("[")
         if self._peek() == "]":
             self._at += 1
             return
         while True:
-            yield name, self._value()
+            yield name, self._value(), True
             if self._take(",]") == "]":
                 return
+
+
+async def members(
+    body: IO[bytes], clock: IReactorTime, lists: tuple[str, ...]
+) -> AsyncIterator[tuple[str, Any, bool]]:
+    """
+    The members of the JSON object in C{body}, from its start, as
+    L{_Reader.members} gives them (the items of the arrays in C{lists} one
+    by one); the reactor gets a turn every L{YIELD_EVERY} items.
+    """
+    body.seek(0)
+    count = 0
+    for name, value, item in _Reader(body, lists).members():
+        yield name, value, item
+        if item:
+            count += 1
+            if count % YIELD_EVERY == 0:
+                await deferLater(clock, 0, lambda: None)
 
 
 async def _entries(
@@ -223,23 +242,18 @@ async def _entries(
 ) -> AsyncIterator[FileEntry | DeletedEntry]:
     """
     Every entry of the manifest in C{body}, checked, from its start; the
-    other members go to C{scalars}. The reactor gets a turn every
-    L{YIELD_EVERY} entries.
+    other members go to C{scalars}.
     """
-    body.seek(0)
-    count = 0
-    for name, value in _Reader(body).members():
-        if name == "files":
-            yield file_entry(value)
-        elif name == "deleted":
-            yield deleted_entry(value)
-        else:
+    async for name, value, item in members(body, clock, _LISTS):
+        if not item:
+            if name in _LISTS:
+                raise ProtocolError("files and deleted must be lists")
             if scalars is not None:
                 scalars[name] = value
-            continue
-        count += 1
-        if count % YIELD_EVERY == 0:
-            await deferLater(clock, 0, lambda: None)
+        elif name == "files":
+            yield file_entry(value)
+        else:
+            yield deleted_entry(value)
 
 
 @define
@@ -261,18 +275,25 @@ class StreamedManifest:
     _body: IO[bytes]
     _clock: IReactorTime
 
-    async def pages(self) -> AsyncIterator[list[FileEntry | DeletedEntry]]:
+    def pages(self) -> AsyncIterator[list[FileEntry | DeletedEntry]]:
         """
         The entries, L{PAGE} at a time, in the order the body lists them.
         """
-        page: list[FileEntry | DeletedEntry] = []
-        async for entry in _entries(self._body, self._clock):
-            page.append(entry)
-            if len(page) == PAGE:
-                yield page
-                page = []
-        if page:
+        return in_pages(_entries(self._body, self._clock))
+
+
+async def in_pages(items: AsyncIterable[_T]) -> AsyncIterator[list[_T]]:
+    """
+    C{items}, L{PAGE} at a time.
+    """
+    page: list[_T] = []
+    async for item in items:
+        page.append(item)
+        if len(page) == PAGE:
             yield page
+            page = []
+    if page:
+        yield page
 
 
 async def read_manifest(body: IO[bytes], max_entries: int, clock: IReactorTime) -> StreamedManifest:

@@ -27,7 +27,7 @@ from ..protocol import (
 from .index import FileRecord, IIndex
 from .manifest import PAGE, StreamedManifest
 
-__all__ = ["decide", "unlisted", "plan", "in_pages", "listed_rows", "rows_since", "PAGE"]
+__all__ = ["decide", "unlisted", "plan", "listed_rows", "rows_since", "PAGE"]
 
 
 def decide(entry: FileEntry | DeletedEntry, row: FileRecord | None) -> Event | None:
@@ -79,7 +79,7 @@ class HasPath(Protocol):
 _Entry = TypeVar("_Entry", bound=HasPath)
 
 
-async def in_pages(entries: Sequence[_Entry]) -> AsyncIterator[Sequence[_Entry]]:
+async def _chunks(entries: Sequence[_Entry]) -> AsyncIterator[Sequence[_Entry]]:
     """
     C{entries}, L{PAGE} at a time.
     """
@@ -130,7 +130,7 @@ async def plan(
     listed: Container[str]
     if isinstance(manifest, Manifest):
         entries: Sequence[FileEntry | DeletedEntry] = (*manifest.files, *manifest.deleted)
-        pages, listed = in_pages(entries), {entry.path for entry in entries}
+        pages, listed = _chunks(entries), {entry.path for entry in entries}
     else:
         pages, listed = manifest.pages(), manifest.listed
     async for entry, row in listed_rows(index, account, pages):

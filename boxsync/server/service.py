@@ -298,7 +298,7 @@ class BoxsyncService(MultiService):
             boxes,
             self.hub,
             max_manifest_entries=config.max_manifest_entries,
-            legacy=LegacyAdapter(boxes, self.hub, config.max_manifest_entries),
+            legacy=LegacyAdapter(boxes, self.hub, config.max_manifest_entries, clock=reactor),
             max_upload=config.max_upload,
             sessions=sessions,
         )
