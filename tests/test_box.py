@@ -344,8 +344,10 @@ def test_open_file_reads_only_regular_files_in_the_box(tmp_path: Path, reactor: 
     assert opened is not None
     with opened:
         assert opened.read() == b"12345"
+    assert storage.hash("d/small.txt") == sha(b"12345")
     for path in NOT_FILES:
         assert storage.open_file(path) is None, path
+        assert storage.hash(path) is None, path
 
 
 @pytest_twisted.ensureDeferred

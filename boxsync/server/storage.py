@@ -23,6 +23,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from .. import libc
+from ..fs import hash_file
 from ..paths import HIDDEN_DIR, BadPath, from_local
 from ..writer import HashingWriter, Runner
 from .beneath import folder, open_regular, open_regular_fd, parent_of, segments
@@ -278,6 +279,18 @@ class BoxStorage:
         is none there (a symbolic link is never followed).
         """
         return open_regular(self.root, path)
+
+    def hash(self, path: str) -> str | None:
+        """
+        The sha256 of the regular file at C{path}, or C{None} if there is
+        none (a symbolic link is never followed). Blocking.
+        """
+        opened = open_regular_fd(self.root, path)
+        if opened is None:
+            return None
+        fd, _ = opened
+        sha256, _ = hash_file(fd)
+        return sha256
 
     def read_small(self, path: str, limit: int) -> bytes | None:
         """
