@@ -383,3 +383,29 @@ async def test_an_undone_placement_makes_and_prunes_its_folders(tmp_path: Path, 
     assert (storage.root / "a/b/c.txt").read_bytes() == b"new"
     await timed(storage.undo([change]), reactor)
     assert not (storage.root / "a").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_group_into_many_folders_holds_one_folder_open_at_a_time(tmp_path: Path, reactor: Any) -> None:
+    """
+    100 files, each into a folder of its own, placed with room for only 32
+    more open files than the process has: each folder is opened, filled,
+    fsynced and closed in turn.
+    """
+    import resource
+
+    storage = BoxStorage(reactor, tmp_path / "box")
+    moves = []
+    for n in range(100):
+        staged = storage.new_staging()
+        staged.write(b"%d" % n)
+        staged.close()
+        moves.append((staged, f"f{n}/g/file.txt"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 32, hard))
+    try:
+        outcomes = await timed(storage.place_many(moves), reactor)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert [type(outcome).__name__ for outcome in outcomes] == ["Change"] * 100
+    assert (storage.root / "f42/g/file.txt").read_bytes() == b"42"

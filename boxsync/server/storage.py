@@ -13,7 +13,7 @@ import os
 import stat
 import shutil
 import tempfile
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Sequence, TypeVar
 
@@ -345,6 +345,26 @@ class BoxStorage:
             return None  # a folder (Linux answers EPERM): the move refuses it
         return kept
 
+    def _place(self, staged: StagingFile, parent: int, name: str, path: str) -> Change | BaseException:
+        """
+        Rename C{staged} to C{name} in the folder open as C{parent}, keeping
+        what was there (see L{_keep}).
+
+        @return: the change, or the exception it met (C{staged} is then
+            discarded).
+        """
+        previous = None
+        try:
+            previous = self._keep(parent, name)
+            _replace(staged.path, parent, name, path)
+            ctime_ns = os.stat(name, dir_fd=parent, follow_symlinks=False).st_ctime_ns
+        except Exception as e:
+            staged.discard()
+            if previous is not None:
+                previous.unlink()
+            return as_disk_full(e)
+        return Change(path, True, previous, ctime_ns)
+
     def place_many(self, moves: Sequence[tuple[StagingFile, str]]) -> Any:
         """
         Rename each finished staging file of C{moves} to its path, then
@@ -359,40 +379,37 @@ class BoxStorage:
         """
 
         def work() -> list[Change | BaseException]:
-            outcomes: list[Change | BaseException] = []
-            # Each folder, open from the first move into it to its fsync.
-            parents: dict[tuple[str, ...], int] = {}
-            placed: dict[tuple[str, ...], list[int]] = {}
-            with ExitStack() as opened:
-                for staged, path in moves:
-                    previous = None
-                    try:
-                        *names, name = segments(self.root, path)
-                        key = tuple(names)
-                        if key not in parents:
-                            parents[key] = opened.enter_context(folder(self.root, names, create=True))
-                        parent = parents[key]
-                        previous = self._keep(parent, name)
-                        _replace(staged.path, parent, name, path)
-                        ctime_ns = os.stat(name, dir_fd=parent, follow_symlinks=False).st_ctime_ns
-                    except Exception as e:
-                        staged.discard()
-                        if previous is not None:
-                            previous.unlink()
-                        outcomes.append(as_disk_full(e))
-                        continue
-                    placed.setdefault(key, []).append(len(outcomes))
-                    outcomes.append(Change(path, True, previous, ctime_ns))
-                for key, indices in placed.items():
-                    try:
-                        os.fsync(parents[key])
-                    except OSError as e:
-                        for i in indices:
-                            change = outcomes[i]
-                            assert isinstance(change, Change)
-                            self._undo(change)
-                            outcomes[i] = as_disk_full(e)
-            return outcomes
+            outcomes: dict[int, Change | BaseException] = {}
+            # The moves by folder: each folder is opened once and fsynced
+            # once, after its moves, one folder open at a time.
+            into: dict[tuple[str, ...], list[tuple[int, str]]] = {}
+            for i, (staged, path) in enumerate(moves):
+                try:
+                    *above, name = segments(self.root, path)
+                except BadPath as e:
+                    staged.discard()
+                    outcomes[i] = e
+                    continue
+                into.setdefault(tuple(above), []).append((i, name))
+            for names, group in into.items():
+                try:
+                    with folder(self.root, names, create=True) as parent:
+                        for i, name in group:
+                            staged, path = moves[i]
+                            outcomes[i] = self._place(staged, parent, name, path)
+                        os.fsync(parent)
+                except Exception as e:
+                    error = as_disk_full(e)
+                    for i, _ in group:
+                        outcome = outcomes.get(i)
+                        if isinstance(outcome, Change):
+                            self._undo(outcome)
+                        elif outcome is None:
+                            moves[i][0].discard()
+                        else:
+                            continue  # it failed on its own
+                        outcomes[i] = error
+            return [outcomes[i] for i in range(len(moves))]
 
         return self.in_thread(work)
 
