@@ -409,3 +409,12 @@ async def test_a_group_into_many_folders_holds_one_folder_open_at_a_time(tmp_pat
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert [type(outcome).__name__ for outcome in outcomes] == ["Change"] * 100
     assert (storage.root / "f42/g/file.txt").read_bytes() == b"42"
+
+
+def test_link_gives_only_a_regular_file_of_the_box_a_second_name(tmp_path: Path, reactor: Any) -> None:
+    storage = box_with_links(tmp_path, reactor)
+    assert storage.link("d/small.txt", storage.staging / "second")
+    assert (storage.staging / "second").read_bytes() == b"12345"
+    for n, path in enumerate(NOT_FILES):
+        assert not storage.link(path, storage.staging / f"not-{n}"), path
+    assert sorted(p.name for p in storage.staging.iterdir()) == ["second"]

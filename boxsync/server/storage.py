@@ -292,6 +292,23 @@ class BoxStorage:
         sha256, _ = hash_file(fd)
         return sha256
 
+    def link(self, path: str, to: Path) -> bool:
+        """
+        Give the regular file at C{path} the second name C{to} (a new name
+        on the box's file system); C{False} if there is no regular file
+        there (a symbolic link is never followed). Blocking.
+        """
+        try:
+            with parent_of(self.root, path) as (parent, name):
+                os.link(name, to, src_dir_fd=parent, follow_symlinks=False)
+        except (BadPath, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+            return False  # PermissionError: a folder (Linux answers EPERM)
+        # What was linked is checked under its new name, which only we use.
+        if not stat.S_ISREG(os.lstat(to).st_mode):
+            to.unlink()
+            return False
+        return True
+
     def read_small(self, path: str, limit: int) -> bytes | None:
         """
         Up to C{limit} + 1 bytes of the regular file at C{path}, or C{None}
