@@ -7,6 +7,8 @@ through, and stop reading it); a huge manifest; and bodies that trickle in.
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import select
 import socket
@@ -19,6 +21,7 @@ import pytest
 from bench.manifest import healthz, legacy_manifest, manifest, sync
 from bench.measure import PeakRSS
 from boxsync.protocol import EVENT_STREAM
+from boxsync.server.web import CSRF_HEADER, SIGN_IN
 from boxsync.testing import Server
 from tests.faults import record, staged
 from tests.faults import server  # noqa: F401 (the fixture)
@@ -217,3 +220,28 @@ def test_the_default_minimum_rate_cuts_a_trickle_and_keeps_a_slow_link(server: S
     assert slow.get("status") == 201, slow
     assert staged(server.box) == []
     record("a 200 B/s trickle beside a 10 KiB/s upload", faults=1, files=1)
+
+
+@pytest.mark.slow
+def test_a_sign_in_body_is_read_without_a_credential(server: Server) -> None:
+    """
+    The web page's sign-in is the one body read without a credential (it
+    holds one); the session it opens then lets the page's bodies in.
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        json_headers = {"Content-Type": "application/json"}
+        connection.request("POST", SIGN_IN, body=json.dumps({"token": server.key}), headers=json_headers)
+        response = connection.getresponse()
+        signed_in = json.loads(response.read())
+        assert response.status == 200
+        cookie = response.getheader("Set-Cookie", "").split(";")[0]
+        move = json.dumps({"from": "missing.txt", "to": "b.txt"})
+        session = {**json_headers, "Cookie": cookie, CSRF_HEADER: signed_in["csrf"]}
+        for headers, status in [(session, 404), (json_headers, 401)]:
+            connection.request("POST", "/web/move", body=move, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            assert response.status == status
+    finally:
+        connection.close()
