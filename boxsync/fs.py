@@ -44,9 +44,9 @@ _RENAME_EXCHANGE = 2
 CANNOT = (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP)
 
 
-def hash_file(path: str | Path) -> tuple[str, int]:
+def hash_file(path: str | Path | int) -> tuple[str, int]:
     """
-    Hash a file.
+    Hash a file (given as an open descriptor, it is closed).
 
     @return: its sha256 (hex) and the number of bytes read.
     """

@@ -52,6 +52,10 @@ __all__ = [
     "SSEMessage",
     "SSEParser",
     "parse_manifest",
+    "file_entry",
+    "deleted_entry",
+    "manifest_client",
+    "manifest_cursor",
     "encode_manifest",
     "BATCH",
     "BATCH_FILE_LIMIT",
@@ -242,6 +246,59 @@ def _json_object(text: bytes, what: str) -> dict[str, Any]:
     return raw
 
 
+def file_entry(item: object) -> FileEntry:
+    """
+    One item of a manifest's C{files}, checked.
+
+    @raise ProtocolError: if it is malformed.
+    """
+    if not isinstance(item, dict):
+        raise ProtocolError("each file must be a JSON object")
+    changed = item.get("changed", True)
+    if not isinstance(changed, bool):
+        raise ProtocolError("changed must be true or false")
+    sha256 = item.get("sha256")
+    if sha256 is None and not changed:
+        raise ProtocolError("a file listed without its sha256 must be changed")
+    return FileEntry(
+        path=_path(item.get("path")),
+        sha256=None if sha256 is None else _sha256(sha256),
+        size=_count(item.get("size"), "size"),
+        mtime_ns=_count(item.get("mtime_ns", 0), "mtime_ns"),
+        base=_count(item.get("base", 0), "base"),
+        changed=changed,
+    )
+
+
+def deleted_entry(item: object) -> DeletedEntry:
+    """
+    One item of a manifest's C{deleted}, checked.
+
+    @raise ProtocolError: if it is malformed.
+    """
+    if not isinstance(item, dict):
+        raise ProtocolError("each deleted entry must be a JSON object")
+    return DeletedEntry(path=_path(item.get("path")), base=_count(item.get("base", 0), "base"))
+
+
+def manifest_client(value: object) -> str:
+    """
+    The C{client} of a manifest, checked.
+
+    @raise ProtocolError: if it is not a string of at most 200 characters.
+    """
+    if not isinstance(value, str) or len(value) > 200:
+        raise ProtocolError("client must be a string of at most 200 characters")
+    return value
+
+
+def manifest_cursor(value: object) -> int:
+    """
+    The C{cursor} of a manifest, checked.
+    """
+    return _count(value, "cursor")
+
+
 def parse_manifest(body: bytes, max_entries: int = 1_000_000) -> Manifest:
     """
     Parse and check a manifest.
@@ -251,59 +308,22 @@ def parse_manifest(body: bytes, max_entries: int = 1_000_000) -> Manifest:
         entries.
     """
     raw = _json_object(body or b"{}", "manifest")
-    client = raw.get("client", "")
-    if not isinstance(client, str) or len(client) > 200:
-        raise ProtocolError("client must be a string of at most 200 characters")
+    client = manifest_client(raw.get("client", ""))
     files_raw = raw.get("files", [])
     deleted_raw = raw.get("deleted", [])
     if not isinstance(files_raw, list) or not isinstance(deleted_raw, list):
         raise ProtocolError("files and deleted must be lists")
     if len(files_raw) + len(deleted_raw) > max_entries:
         raise ProtocolError(f"manifest has over {max_entries} entries")
-    files = []
+    files = [file_entry(item) for item in files_raw]
+    deleted = [deleted_entry(item) for item in deleted_raw]
     seen: set[str] = set()
-
-    def once(path: str) -> str:
-        if path in seen:
-            raise ProtocolError(f"{path!r} is listed twice")
-        seen.add(path)
-        return path
-
-    for item in files_raw:
-        if not isinstance(item, dict):
-            raise ProtocolError("each file must be a JSON object")
-        changed = item.get("changed", True)
-        if not isinstance(changed, bool):
-            raise ProtocolError("changed must be true or false")
-        sha256 = item.get("sha256")
-        if sha256 is None and not changed:
-            raise ProtocolError("a file listed without its sha256 must be changed")
-        files.append(
-            FileEntry(
-                path=once(_path(item.get("path"))),
-                sha256=None if sha256 is None else _sha256(sha256),
-                size=_count(item.get("size"), "size"),
-                mtime_ns=_count(item.get("mtime_ns", 0), "mtime_ns"),
-                base=_count(item.get("base", 0), "base"),
-                changed=changed,
-            )
-        )
-    deleted = []
-    for item in deleted_raw:
-        if not isinstance(item, dict):
-            raise ProtocolError("each deleted entry must be a JSON object")
-        deleted.append(
-            DeletedEntry(
-                path=once(_path(item.get("path"))),
-                base=_count(item.get("base", 0), "base"),
-            )
-        )
-    return Manifest(
-        client=client,
-        cursor=_count(raw.get("cursor", 0), "cursor"),
-        files=files,
-        deleted=deleted,
-    )
+    entries: list[FileEntry | DeletedEntry] = [*files, *deleted]
+    for entry in entries:
+        if entry.path in seen:
+            raise ProtocolError(f"{entry.path!r} is listed twice")
+        seen.add(entry.path)
+    return Manifest(client=client, cursor=manifest_cursor(raw.get("cursor", 0)), files=files, deleted=deleted)
 
 
 # Events, server to client. Each has a wire name (the SSE "event:" field);

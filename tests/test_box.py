@@ -309,7 +309,15 @@ async def test_a_staging_file_that_cannot_be_made_durable_is_discarded(
     assert list(storage.staging.iterdir()) == []
 
 
-def test_read_small_reads_only_regular_files_in_the_box(tmp_path: Path, reactor: Any) -> None:
+#: What L{box_with_links} holds that is no regular file of the box.
+NOT_FILES = ["link.txt", "via/outside.txt", "fifo", "d", "missing", "d/small.txt/below", "../outside.txt"]
+
+
+def box_with_links(tmp_path: Path, reactor: Any) -> BoxStorage:
+    """
+    A box with one file, C{d/small.txt}, and a link to a file outside, a
+    link to the folder outside and a FIFO.
+    """
     storage = BoxStorage(reactor, tmp_path / "box")
     root = storage.root
     (root / "d").mkdir()
@@ -318,8 +326,95 @@ def test_read_small_reads_only_regular_files_in_the_box(tmp_path: Path, reactor:
     (root / "link.txt").symlink_to(tmp_path / "outside.txt")
     (root / "via").symlink_to(tmp_path)
     os.mkfifo(root / "fifo")
+    return storage
+
+
+def test_read_small_reads_only_regular_files_in_the_box(tmp_path: Path, reactor: Any) -> None:
+    storage = box_with_links(tmp_path, reactor)
     assert storage.read_small("d/small.txt", 100) == b"12345"
     # Up to one byte more than the limit: the caller sees the file grew.
     assert storage.read_small("d/small.txt", 3) == b"1234"
-    for path in ["link.txt", "via/outside.txt", "fifo", "d", "missing", "../outside.txt"]:
+    for path in NOT_FILES:
         assert storage.read_small(path, 100) is None, path
+
+
+def test_open_file_reads_only_regular_files_in_the_box(tmp_path: Path, reactor: Any) -> None:
+    storage = box_with_links(tmp_path, reactor)
+    opened = storage.open_file("d/small.txt")
+    assert opened is not None
+    with opened:
+        assert opened.read() == b"12345"
+    assert storage.hash("d/small.txt") == sha(b"12345")
+    for path in NOT_FILES:
+        assert storage.open_file(path) is None, path
+        assert storage.hash(path) is None, path
+
+
+@pytest_twisted.ensureDeferred
+async def test_nothing_is_placed_or_removed_through_a_link(tmp_path: Path, reactor: Any) -> None:
+    """
+    A folder of the box replaced by a link to the outside: a placement
+    or a removal through it is refused (BadPath), and the outside is left
+    as it was.
+    """
+    storage = BoxStorage(reactor, tmp_path / "box")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "old.txt").write_bytes(b"secret")
+    (storage.root / "d").symlink_to(outside)
+    staged = storage.new_staging()
+    staged.write(b"new")
+    [outcome] = await timed(storage.place_many([(staged, "d/old.txt")]), reactor)
+    assert isinstance(outcome, BadPath)
+    with pytest.raises(BadPath):
+        await timed(storage.remove("d/old.txt"), reactor)
+    assert [p.name for p in outside.iterdir()] == ["old.txt"]
+    assert (outside / "old.txt").read_bytes() == b"secret"
+    assert (storage.root / "d").is_symlink()
+    assert list(storage.staging.iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_undone_placement_makes_and_prunes_its_folders(tmp_path: Path, reactor: Any) -> None:
+    storage = BoxStorage(reactor, tmp_path / "box")
+    staged = storage.new_staging()
+    staged.write(b"new")
+    [change] = await timed(storage.place_many([(staged, "a/b/c.txt")]), reactor)
+    assert (storage.root / "a/b/c.txt").read_bytes() == b"new"
+    await timed(storage.undo([change]), reactor)
+    assert not (storage.root / "a").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_group_into_many_folders_holds_one_folder_open_at_a_time(tmp_path: Path, reactor: Any) -> None:
+    """
+    100 files, each into a folder of its own, placed with room for only 32
+    more open files than the process has: each folder is opened, filled,
+    fsynced and closed in turn.
+    """
+    import resource
+
+    storage = BoxStorage(reactor, tmp_path / "box")
+    moves = []
+    for n in range(100):
+        staged = storage.new_staging()
+        staged.write(b"%d" % n)
+        staged.close()
+        moves.append((staged, f"f{n}/g/file.txt"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 32, hard))
+    try:
+        outcomes = await timed(storage.place_many(moves), reactor)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert [type(outcome).__name__ for outcome in outcomes] == ["Change"] * 100
+    assert (storage.root / "f42/g/file.txt").read_bytes() == b"42"
+
+
+def test_link_gives_only_a_regular_file_of_the_box_a_second_name(tmp_path: Path, reactor: Any) -> None:
+    storage = box_with_links(tmp_path, reactor)
+    assert storage.link("d/small.txt", storage.staging / "second")
+    assert (storage.staging / "second").read_bytes() == b"12345"
+    for n, path in enumerate(NOT_FILES):
+        assert not storage.link(path, storage.staging / f"not-{n}"), path
+    assert sorted(p.name for p in storage.staging.iterdir()) == ["second"]

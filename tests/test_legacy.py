@@ -9,6 +9,7 @@ can see exactly what went out in which chunk.
 from __future__ import annotations
 
 import json
+from io import BytesIO
 import os
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
@@ -20,12 +21,13 @@ from treq import content
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 
-from boxsync.protocol import Download, Event, Hello, InSync, Manifest, Ready, Upload
+from boxsync.protocol import Download, Event, Hello, InSync, Manifest, ProtocolError, Ready, Upload
 from boxsync.server.auth import ApiKeyAuth, Forbidden
-from boxsync.server.legacy import encode_action, parse_files
+from boxsync.server import manifest
+from boxsync.server.legacy import LegacyEntry, StreamedFiles, encode_action, parse_files, read_files
 from boxsync.server.tap import Options, makeService
 from tests.helpers import (
     TIMEOUT,
@@ -309,6 +311,45 @@ def test_parse_files() -> None:
     assert refused == 2
     assert parse_files(b'{"files": null}') == ([], 0)
     assert parse_files(b'{"files": [{"path": "f", "lastUpdate": 1.9}]}')[0][0].last_update == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        files_body({"a.txt": T, "../out": T, ".boxsync/x": T}),
+        b'{"files": null}',
+        b'{"other": [1], "files": [{"path": "f", "lastUpdate": 1.9}]}',
+        b'{"files": [{"path": "a", "lastUpdate": 1}, {"path": "b", "lastUpdate": 2}, {"path": "a", "lastUpdate": 3}]}',
+    ],
+)
+def test_a_streamed_legacy_body_is_the_parsed_one(body: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Read a piece at a time (here with every path hashed alike, and 5 bytes
+    at a time), a legacy body gives the files L{parse_files} gives: a path
+    listed twice once, where it was listed last.
+    """
+    monkeypatch.setattr(manifest, "READ_SIZE", 5)
+    monkeypatch.setattr(manifest.PathSet, "hash", lambda self, path: 42)
+    clock = Clock()
+    d = Deferred.fromCoroutine(read_files(BytesIO(body), 10, clock))
+
+    async def pages(files: StreamedFiles) -> list[LegacyEntry]:
+        return [entry async for page in files.pages() for entry in page]
+
+    d.addCallback(lambda files: Deferred.fromCoroutine(pages(files)).addCallback(lambda found: (files, found)))
+    clock.advance(0)
+    files, found = d.result
+    entries, refused = parse_files(body)
+    assert found == entries and files.refused == refused
+    assert all(entry.path in files.listed for entry in entries)
+
+
+def test_a_legacy_body_over_the_limit_is_refused() -> None:
+    body = files_body({f"f{i}": T for i in range(11)})
+    d = Deferred.fromCoroutine(read_files(BytesIO(body), 10, Clock()))
+    failure = d.result
+    d.addErrback(lambda _: None)
+    assert failure.check(ProtocolError)
 
 
 @pytest.mark.parametrize("key, status", [(None, 200), ("wrong", 403), ("Bearer wrong", 403)])

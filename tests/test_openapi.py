@@ -69,7 +69,7 @@ def test_the_description_covers_every_route() -> None:
     from boxsync.server.auth import ApiKeyAuth
     from boxsync.server.legacy import LegacyAdapter
 
-    app = BoxsyncApp(None, ApiKeyAuth(None), lambda account: None, None, legacy=LegacyAdapter(None, None))  # type: ignore[arg-type]
+    app = BoxsyncApp(None, ApiKeyAuth(None), lambda account: None, None, legacy=LegacyAdapter(None, None, clock=None))  # type: ignore[arg-type]
     routes = set()
     for rule in app.app.url_map.iter_rules():
         path = str(rule.rule).replace("<path:path>", "{path}")

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 import pytest_twisted
 from treq import content
 
 from boxsync.protocol import Delete, Download, FileEntry, InSync, Manifest, Upload
+from boxsync.server.storage import BoxStorage, LocalFile
 from tests.helpers import RunningServer, json_of, open_stream, put, sha, timed
 
 
@@ -293,6 +294,35 @@ async def test_restart_keeps_files_and_seq(server: RunningServer, http: Any) -> 
     assert response.headers.getRawHeaders("X-Boxsync-Seq") == [str(record["seq"])]
     after = await json_of(await put(http, server, "new.txt", b"new", base=0))
     assert after["seq"] == record["seq"] + 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_adoption_never_hashes_through_a_link(
+    server: RunningServer, http: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A box file replaced by a link to the outside after the start-up walk
+    saw it as a file: it is not hashed through the link, and is taken as
+    gone (a tombstone), never as the outside file's content.
+    """
+    await put(http, server, "swapped.txt", b"inside", base=0)
+    await server.stop()
+    (tmp_path / "outside.txt").write_bytes(b"outside")
+    target = server.box / "swapped.txt"
+    target.unlink()
+    target.symlink_to(tmp_path / "outside.txt")
+    walk = BoxStorage.walk
+
+    def walked(self: BoxStorage) -> Iterator[LocalFile]:
+        yield from walk(self)
+        # What the walk saw a moment before the swap.
+        yield LocalFile("swapped.txt", 7, 1, 1)
+
+    monkeypatch.setattr(BoxStorage, "walk", walked)
+    await server.start()
+    listing = await json_of(await http.get(server.url + "/files", headers=server.headers()))
+    assert listing == []
+    assert (await http.get(server.file_url("swapped.txt"), headers=server.headers())).code == 404
 
 
 @pytest_twisted.ensureDeferred

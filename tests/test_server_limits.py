@@ -23,9 +23,10 @@ from twisted.python.usage import UsageError
 from twisted.web.resource import Resource
 
 from boxsync.protocol import EVENT_STREAM, FileEntry, Manifest, encode_manifest
-from boxsync.server.limits import ConnectionLimits
+from boxsync.server.auth import Forbidden, Unauthorized
+from boxsync.server.limits import LINGER, ConnectionLimits
 from boxsync.server.storage import StagingFile
-from boxsync.server.uploads import BodyTooLarge, UploadSite
+from boxsync.server.uploads import PUBLIC_BODY, BodyTooLarge, UploadSite
 from tests.helpers import RunningServer, file_sha, json_of, open_stream, put, random_file, running_server, sha, timed
 from tests.conftest import KEY
 from tests.test_legacy import http_request, send
@@ -250,6 +251,94 @@ def test_a_refused_body_is_never_kept(tmp_path: Path) -> None:
             channel.dataReceived(piece)
         assert isinstance(request.body_error, BodyTooLarge)
         assert isinstance(request.content, BytesIO) and request.content.getvalue() == b""
+        channel.connectionLost(Failure(ConnectionDone()))
+
+
+def _refusing(request: Any) -> None:
+    header = request.requestHeaders.getRawHeaders(b"Authorization", [None])[0]
+    if header is None:
+        raise Unauthorized("an Authorization header is required")
+    if header != b"Bearer right":
+        raise Forbidden("the key is not valid")
+
+
+@pytest.mark.parametrize(
+    "path, credential, status",
+    [
+        (b"/sync", b"", 401),
+        (b"/sync", b"Authorization: Bearer wrong\r\n", 403),
+        (b"/batch/upload", b"", 401),
+        (b"/files/a.bin", b"Authorization: wrong\r\n", 403),
+        (b"/upload", b"", 401),
+        (b"/no/such/route", b"", 401),
+    ],
+)
+def test_a_body_without_a_valid_credential_is_refused_before_it_is_read(
+    path: bytes, credential: bytes, status: int
+) -> None:
+    """
+    Whatever the route, a request whose credential lets nobody in is
+    answered as soon as its headers are in: no staging or temporary file is
+    made, no byte of the body reaches the request, the connection is read
+    no more, and it is closed a moment later.
+    """
+    clock = Clock()
+    site = UploadSite(
+        Resource(), lambda: pytest.fail("nothing is staged"), authorize=_refusing, reactor=clock
+    )
+    for length in [b"Content-Length: 100000000\r\n", b"Transfer-Encoding: chunked\r\n"]:
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(
+            b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n" + credential + length
+            + b"\r\n" + b"10\r\n" + b"x" * 65536
+        )
+        channel.dataReceived(b"x" * 65536)
+        answer = transport.value()
+        assert answer.startswith(b"HTTP/1.1 %d " % status), answer
+        assert b"100 Continue" not in answer
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+        assert channel.requests[0].content is None
+        assert transport.producerState == "paused"
+        assert not transport.disconnecting
+        clock.advance(LINGER)
+        assert transport.disconnecting
+        channel.connectionLost(Failure(ConnectionDone()))
+        assert clock.getDelayedCalls() == []
+
+
+def test_a_body_with_a_valid_credential_is_read() -> None:
+    site = UploadSite(Resource(), lambda: pytest.fail("not an upload"), authorize=_refusing, reactor=Clock())
+    channel = site.buildProtocol(None)
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(
+        b"POST /sync HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer right\r\nContent-Length: 5\r\n\r\nabc"
+    )
+    assert channel.requests[0].content.getvalue() == b"abc"
+    channel.connectionLost(Failure(ConnectionDone()))
+
+
+def test_a_public_body_is_read_without_a_credential_up_to_its_limit() -> None:
+    """
+    The sign-in's body is its credential: it is read without one, but only
+    up to L{PUBLIC_BODY} bytes.
+    """
+    site = UploadSite(
+        Resource(), lambda: pytest.fail("not an upload"), authorize=_refusing, reactor=Clock(),
+        public=[(b"POST", b"/web/session")],
+    )
+    for size, refused in [(100, False), (PUBLIC_BODY + 1, True)]:
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(
+            b"POST /web/session?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size + b"x" * 50
+        )
+        request = channel.requests[0]
+        assert isinstance(request.body_error, BodyTooLarge) == refused
+        assert request.content.getvalue() == (b"" if refused else b"x" * 50)
+        assert transport.value() == b""
         channel.connectionLost(Failure(ConnectionDone()))
 
 

@@ -45,7 +45,7 @@ def test_defaults() -> None:
     assert options["box"] == "./box"
     assert options["api-key"] == "k"
     assert options["listen"] == [tap.DEFAULT_LISTEN]
-    assert options["max-upload"] is None
+    assert options["max-upload"] == 16 * 2**30
     assert options["status-interval"] == 60.0
     assert not options["insecure-no-auth"]
 

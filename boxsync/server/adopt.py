@@ -14,7 +14,6 @@ from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ..fs import hash_file
 from ..protocol import Delete, Download, Event
 from .box import Box
 from .index import FileRecord
@@ -81,7 +80,13 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
         stamps = (file.size, file.mtime_ns)
         if live is not None and (live.size, live.mtime_ns, live.ctime_ns) == (*stamps, file.ctime_ns):
             continue
-        sha256, _ = await storage.in_thread(lambda: hash_file(storage.root / file.path))
+        sha256 = await storage.in_thread(lambda: storage.hash(file.path))
+        if sha256 is None:
+            # Gone since the walk, or no longer a regular file: as if the
+            # walk had not found it.
+            if row is not None:
+                rows[file.path] = row
+            continue
         if live is not None and (live.size, live.mtime_ns, live.sha256) == (*stamps, sha256):
             # Only its ctime moved (or was not known yet): the same file.
             restamped.append((file.path, file.ctime_ns))

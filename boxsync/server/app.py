@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import uuid
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Concatenate, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Awaitable, Callable, Concatenate, ParamSpec, TypeVar, cast
 
 from attrs import define, evolve, field
 from klein import Klein
@@ -38,7 +39,6 @@ from ..protocol import (
     STREAM_HEADER,
     ProtocolError,
     count_header,
-    parse_manifest,
     parse_path_list,
     parse_upload_batch,
     sha256_header,
@@ -50,6 +50,7 @@ from .events import EventStream
 from .hub import Hub, TooManyStreams
 from .index import FileRecord
 from .limits import MAX_MANIFEST_ENTRIES
+from .manifest import read_manifest
 from .plan import plan
 from .storage import DiskFull
 from .uploads import BodyTooLarge, check_body, take_upload, trailer_sha256
@@ -94,14 +95,22 @@ def json_body(request: IRequest, status: int, body: dict[str, Any]) -> bytes:
 class BoxFile(static.File):
     """
     One file of the box, sent by C{static.File} (HEAD, Range, Last-Modified)
-    with larger reads, an C{ETag} of its sha256 and its seq.
+    with larger reads, an C{ETag} of its sha256 and its seq: sent from the
+    file opened when it was found, never opened again by name.
     """
 
     isLeaf = True
 
-    def __init__(self, path: str, record: FileRecord) -> None:
-        super().__init__(path, defaultType="application/octet-stream")
+    def __init__(self, opened: BinaryIO, name: str, record: FileRecord) -> None:
+        super().__init__(name, defaultType="application/octet-stream")
+        self.opened = opened
         self.record = record
+
+    def restat(self, reraise: bool = True) -> None:
+        self._statinfo = os.fstat(self.opened.fileno())
+
+    def openForReading(self) -> BinaryIO:
+        return self.opened
 
     def render_GET(self, request: IRequest) -> Any:
         etag = f'"{self.record.sha256}"'
@@ -163,10 +172,10 @@ async def box_file(box: Box, path: str) -> BoxFile:
     """
     path = normalize(path)
     record: FileRecord | None = await box.index.get(box.account, path)
-    local = box.storage.readable(path)
-    if record is None or record.deleted or local is None:
+    opened = None if record is None or record.deleted else box.storage.open_file(path)
+    if record is None or opened is None:
         raise NotFound(f"{path!r} is not in the box")
-    return BoxFile(str(local), record)
+    return BoxFile(opened, path.rsplit("/", 1)[-1], record)
 
 
 @define
@@ -258,7 +267,7 @@ class BoxsyncApp:
         accept = (header(request, "Accept") or "").lower()
         if self.legacy is not None and EVENT_STREAM not in accept:
             return await self.legacy.sync(request, principal)
-        manifest = parse_manifest(request.content.read(), self.max_manifest_entries)
+        manifest = await read_manifest(request.content, self.max_manifest_entries, self.clock)
         if manifest.cursor == 0:
             last_id = count_header(header(request, LAST_EVENT_ID), LAST_EVENT_ID)
             if last_id:
@@ -269,8 +278,8 @@ class BoxsyncApp:
         self.log.info(
             "{client} connected: {files} files, {deleted} deleted, cursor {cursor}",
             client=client or "a client",
-            files=len(manifest.files),
-            deleted=len(manifest.deleted),
+            files=manifest.files,
+            deleted=manifest.deleted,
             cursor=manifest.cursor,
         )
         await stream.serve(

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from typing import Any, AsyncIterator, Callable, Sequence, cast
+from typing import IO, Any, AsyncIterator, Callable, cast
 
-from attrs import define, frozen
+from attrs import define, field, frozen
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
@@ -31,6 +32,7 @@ from .events import EventStream, Framing
 from .hub import Hub
 from .index import IIndex
 from .limits import MAX_MANIFEST_ENTRIES
+from .manifest import PathSet, in_pages, members
 from .plan import listed_rows, rows_since, unlisted
 from .uploads import take_upload
 
@@ -119,21 +121,107 @@ def parse_files(body: bytes, max_entries: int = 1_000_000) -> tuple[list[LegacyE
     entries: dict[str, LegacyEntry] = {}
     refused = 0
     for item in files:
-        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
-            raise ProtocolError('each file must be an object with a "path" string')
-        last_update = _last_update(item.get("lastUpdate"))
-        try:
-            path = normalize(item["path"])
-        except BadPath:
+        entry = _entry(item)
+        if entry is None:
             refused += 1
             continue
-        entries.pop(path, None)
-        entries[path] = LegacyEntry(path, last_update)
+        entries.pop(entry.path, None)
+        entries[entry.path] = entry
     return list(entries.values()), refused
 
 
+def _entry(item: object) -> LegacyEntry | None:
+    """
+    One item of a legacy body's C{files}, checked; C{None} if boxsync
+    refuses its path.
+
+    @raise ProtocolError: if it is not of the legacy shape.
+    """
+    if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+        raise ProtocolError('each file must be an object with a "path" string')
+    last_update = _last_update(item.get("lastUpdate"))
+    try:
+        return LegacyEntry(normalize(item["path"]), last_update)
+    except BadPath:
+        return None
+
+
+async def _entries(body: IO[bytes], clock: IReactorTime) -> AsyncIterator[tuple[int, LegacyEntry | None]]:
+    """
+    Each item of the C{files} of the legacy body in C{body}, checked, with
+    its place in the list.
+    """
+    n = 0
+    async for name, value, item in members(body, clock, ("files",)):
+        if name != "files":
+            continue
+        if not item:
+            if value is None:
+                continue
+            raise ProtocolError("files must be a list")
+        yield n, _entry(value)
+        n += 1
+
+
+@define
+class StreamedFiles:
+    """
+    The files of a legacy C{POST /sync} body, checked whole, read again
+    from the body a page at a time when the plan needs them (see
+    L{boxsync.server.manifest}). A path listed twice counts once, as listed
+    last.
+
+    @ivar files: how many files it lists (a path listed twice counts twice).
+    @ivar refused: how many it lists that boxsync refuses.
+    @ivar listed: the paths it lists.
+    @ivar _last: the place of the last listing of each path added twice to
+        C{listed}.
+    """
+
+    files: int
+    refused: int
+    listed: PathSet
+    _last: dict[str, int]
+    _body: IO[bytes]
+    _clock: IReactorTime
+
+    def pages(self) -> AsyncIterator[list[LegacyEntry]]:
+        """
+        The files, L{PAGE} at a time, each where it was listed last.
+        """
+        return in_pages(self._kept())
+
+    async def _kept(self) -> AsyncIterator[LegacyEntry]:
+        async for n, entry in _entries(self._body, self._clock):
+            if entry is not None and self._last.get(entry.path, n) == n:
+                yield entry
+
+
+async def read_files(body: IO[bytes], max_entries: int, clock: IReactorTime) -> StreamedFiles:
+    """
+    Check the legacy body in C{body}, item by item, giving the reactor a
+    turn now and then.
+
+    @raise ProtocolError: if it is not of the legacy shape, or lists over
+        C{max_entries} files.
+    """
+    listed = PathSet()
+    last: dict[str, int] = {}
+    files = refused = 0
+    async for n, entry in _entries(body, clock):
+        if n >= max_entries:
+            raise ProtocolError(f"over {max_entries} files")
+        if entry is None:
+            refused += 1
+            continue
+        files += 1
+        if not listed.add(entry.path):
+            last[entry.path] = n
+    return StreamedFiles(files, refused, listed, last, body, clock)
+
+
 async def legacy_plan(
-    index: IIndex, account: str, entries: Sequence[LegacyEntry], upto: int
+    index: IIndex, account: str, entries: StreamedFiles, upto: int
 ) -> AsyncIterator[Event]:
     """
     The plan of a legacy client, by the old server's rule: a listed file is
@@ -142,8 +230,8 @@ async def legacy_plan(
     live file up to seq C{upto} that is not listed is to download.
     Tombstones never show: legacy clients know no delete.
     """
-    listed = {entry.path for entry in entries}
-    async for entry, row in listed_rows(index, account, entries):
+    listed = entries.listed
+    async for entry, row in listed_rows(index, account, entries.pages()):
         if row is None or row.deleted or row.mtime_ns // 10**9 < entry.last_update:
             yield Upload(entry.path, 0 if row is None else row.seq)
     async for row in rows_since(index, account, 0, upto):
@@ -177,18 +265,20 @@ class LegacyAdapter:
     boxes: Callable[[str], Box]
     hub: Hub
     max_entries: int = MAX_MANIFEST_ENTRIES
+    #: Gives the reactor a turn while a large body is read.
+    clock: IReactorTime = field(kw_only=True)
     log = Logger()
 
     async def sync(self, request: IRequest, principal: Principal) -> None:
-        entries, refused = parse_files(request.content.read(), self.max_entries)
+        entries = await read_files(request.content, self.max_entries, self.clock)
         box = self.boxes(principal.account)
         client = header(request, CLIENT_HEADER) or principal.client or "a legacy client"
         stream = EventStream(cast(Request, request), uuid.uuid4().hex, client, LEGACY)
         self.log.info(
             "{client} connected with the legacy protocol: {files} files, {refused} refused",
             client=client,
-            files=len(entries),
-            refused=refused,
+            files=entries.files,
+            refused=entries.refused,
         )
         await stream.serve(
             self.hub,

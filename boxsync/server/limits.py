@@ -17,6 +17,12 @@ rate nor as silence.
 
 Headers over the limits get C{431} with a JSON body (twisted.web alone
 answers a bare C{400}, or for one overlong line closes without a word).
+
+A request with a body is shown to the site's L{LimitedSite.admit} as soon as
+its headers are in, before a byte of the body is read: one the site refuses
+(no credential, a wrong one) is answered at once, nothing more is read from
+its connection, and the connection is closed a moment later (L{LINGER}, time
+for the answer to reach the peer before the close resets the connection).
 """
 
 from __future__ import annotations
@@ -35,19 +41,54 @@ from twisted.web.server import Site
 __all__ = [
     "MAX_MANIFEST_BYTES",
     "MAX_MANIFEST_ENTRIES",
+    "MAX_OTHER_BODY",
+    "MAX_UPLOAD",
     "ConnectionLimits",
     "LimitedChannel",
     "LimitedSite",
+    "Refused",
 ]
 
 #: The largest manifest (C{POST /sync} body) taken by default: room for
-#: C{MAX_MANIFEST_ENTRIES} entries of ~250 bytes each.
+#: C{MAX_MANIFEST_ENTRIES} entries of ~250 bytes each (a client's entry is
+#: ~150-180 bytes: a million files make ~150-175 MiB). It is read a piece at
+#: a time (L{boxsync.server.manifest}), never held in memory whole.
 MAX_MANIFEST_BYTES = 256 * 2**20
 
 #: The most files one manifest may list by default.
 MAX_MANIFEST_ENTRIES = 1_000_000
 
-_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+#: The largest body of any other request that is not an upload (a batch,
+#: which is held in memory while it is parsed), by default: a client's
+#: batch carries at most 4 MiB of files.
+MAX_OTHER_BODY = 32 * 2**20
+
+#: The largest upload taken by default (C{--max-upload}).
+MAX_UPLOAD = 16 * 2**30
+
+_REASONS = {
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+}
+
+#: Seconds a refused connection stays open, reading nothing, after its
+#: answer: closing it with unread bytes resets it, and a reset can destroy
+#: an answer the peer has not read yet.
+LINGER = 1.0
+
+
+class Refused(Exception):
+    """
+    A request the site will not read the body of.
+
+    @ivar status: what the request is answered with (401 or 403).
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @frozen
@@ -56,14 +97,16 @@ class ConnectionLimits:
     @ivar idle_timeout: seconds a connection may send nothing before or
         inside a request (C{None}: forever).
     @ivar min_rate: bytes per second a request must arrive at, on average
-        over each C{window} (0: no minimum).
+        over each C{window} (0: no minimum). By default 512: a link of
+        1 KiB/s still gets through, a trickle of 200 bytes/s is cut within
+        one window.
     @ivar window: seconds over which C{min_rate} is measured.
     @ivar max_header_bytes: the most bytes of request line and headers.
     @ivar max_headers: the most header fields in one request.
     """
 
     idle_timeout: float | None = 60.0
-    min_rate: int = 100
+    min_rate: int = 512
     window: float = 20.0
     max_header_bytes: int = 16384
     max_headers: int = 100
@@ -93,9 +136,14 @@ class LimitedChannel(HTTPChannel):
     _held = False
     #: What was left of the rate check's window when reading was paused.
     _rate_left: float | None = None
+    #: The request was refused: what else comes is never looked at.
+    _refused = False
+    _closing: IDelayedCall | None = None
     log = Logger()
 
     def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
         self._received += len(data)
         if data and not self._pending and not self._busy:
             self._pending = True
@@ -120,6 +168,31 @@ class LimitedChannel(HTTPChannel):
             self._refuse(431, f"over {self.limits.max_headers} request headers")
             return False
         return bool(super().headerReceived(line))
+
+    def allHeadersReceived(self) -> None:
+        # self.length: 0 when no body comes, None for a chunked one.
+        admit = getattr(self.site, "admit", None)  # type: ignore[attr-defined]
+        if self.length != 0 and admit is not None:
+            try:
+                admit(self.requests[-1])
+            except Refused as e:
+                self._refuse_body(e.status, str(e))
+                return
+        super().allHeadersReceived()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().rawDataReceived(data)
+
+    def _refuse_body(self, status: int, message: str) -> None:
+        """
+        Answer a request whose body is refused, read nothing more from the
+        peer, and close the connection after L{LINGER} seconds.
+        """
+        self._refused = True
+        self._answer(status, message)
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+        self._closing = self.callLater(LINGER, self.loseConnection)
 
     def allContentReceived(self) -> None:
         self._pending = False
@@ -173,6 +246,8 @@ class LimitedChannel(HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stop_rate_check()
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
         super().connectionLost(reason)
 
     def _check_rate(self) -> None:
@@ -225,6 +300,14 @@ class LimitedSite(Site):
     def __init__(self, resource: Any, limits: ConnectionLimits = ConnectionLimits(), **kwargs: Any) -> None:
         super().__init__(resource, timeout=limits.idle_timeout, **kwargs)
         self.limits = limits
+
+    def admit(self, request: Any) -> None:
+        """
+        Let the body of C{request}, whose headers have arrived, be read: by
+        default every body is.
+
+        @raise Refused: if it must not be.
+        """
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)

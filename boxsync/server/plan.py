@@ -3,13 +3,14 @@ The plan: what one client must do to be in sync, from its manifest and the
 index, by the three-way rules of ``docs/protocol.md``.
 
 L{decide} is the rule for one path, pure and total. L{plan} applies it to a
-whole manifest and the index, reading the index a page at a time and yielding
-events one by one, so a plan of any size is produced as the client drains it.
+whole manifest and the index, reading the manifest (a L{StreamedManifest},
+from its body) and the index a page at a time and yielding events one by
+one, so a plan of any size is produced as the client drains it.
 """
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Protocol, Sequence, TypeVar
+from typing import AsyncIterable, AsyncIterator, Container, Protocol, Sequence, TypeVar
 
 from ..protocol import (
     Conflict,
@@ -24,10 +25,9 @@ from ..protocol import (
     Upload,
 )
 from .index import FileRecord, IIndex
+from .manifest import PAGE, StreamedManifest
 
 __all__ = ["decide", "unlisted", "plan", "listed_rows", "rows_since", "PAGE"]
-
-PAGE = 500
 
 
 def decide(entry: FileEntry | DeletedEntry, row: FileRecord | None) -> Event | None:
@@ -79,15 +79,22 @@ class HasPath(Protocol):
 _Entry = TypeVar("_Entry", bound=HasPath)
 
 
-async def listed_rows(
-    index: IIndex, account: str, entries: Sequence[_Entry]
-) -> AsyncIterator[tuple[_Entry, FileRecord | None]]:
+async def _chunks(entries: Sequence[_Entry]) -> AsyncIterator[Sequence[_Entry]]:
     """
-    Each of C{entries} with the server's row for its path (C{None}: none),
-    the index read a page at a time.
+    C{entries}, L{PAGE} at a time.
     """
     for start in range(0, len(entries), PAGE):
-        chunk = entries[start : start + PAGE]
+        yield entries[start : start + PAGE]
+
+
+async def listed_rows(
+    index: IIndex, account: str, pages: AsyncIterable[Sequence[_Entry]]
+) -> AsyncIterator[tuple[_Entry, FileRecord | None]]:
+    """
+    Each entry of C{pages} with the server's row for its path (C{None}:
+    none), the index read a page at a time.
+    """
+    async for chunk in pages:
         rows = await index.get_many(account, [entry.path for entry in chunk])
         for entry in chunk:
             yield entry, rows.get(entry.path)
@@ -113,15 +120,20 @@ async def rows_since(
 
 
 async def plan(
-    index: IIndex, account: str, manifest: Manifest, upto: int
+    index: IIndex, account: str, manifest: Manifest | StreamedManifest, upto: int
 ) -> AsyncIterator[Event]:
     """
     Every event of the plan for C{manifest}, covering the index up to seq
     C{upto} (later commits reach the client live).
     """
-    entries: Sequence[FileEntry | DeletedEntry] = (*manifest.files, *manifest.deleted)
-    listed = {entry.path for entry in entries}
-    async for entry, row in listed_rows(index, account, entries):
+    pages: AsyncIterable[Sequence[FileEntry | DeletedEntry]]
+    listed: Container[str]
+    if isinstance(manifest, Manifest):
+        entries: Sequence[FileEntry | DeletedEntry] = (*manifest.files, *manifest.deleted)
+        pages, listed = _chunks(entries), {entry.path for entry in entries}
+    else:
+        pages, listed = manifest.pages(), manifest.listed
+    async for entry, row in listed_rows(index, account, pages):
         event = decide(entry, row)
         if event is not None:
             yield event

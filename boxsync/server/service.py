@@ -32,12 +32,12 @@ from .box import Box
 from .hub import MAX_STREAMS_PER_TOKEN, Hub
 from .index import SQLiteIndex, Stats
 from .legacy import LegacyAdapter
-from .limits import MAX_MANIFEST_BYTES, MAX_MANIFEST_ENTRIES, ConnectionLimits
+from .limits import MAX_MANIFEST_BYTES, MAX_MANIFEST_ENTRIES, MAX_UPLOAD, ConnectionLimits
 from .registry import REGISTRY_FILE
 from .storage import BoxStorage
 from .tokens import load_secret
 from .uploads import UploadSite
-from .web import Sessions, WebPage
+from .web import SIGN_IN, Sessions, WebPage
 
 __all__ = ["BoxInUse", "BoxsyncService", "ServerConfig", "claim"]
 
@@ -57,7 +57,7 @@ class ServerConfig:
     box: Path
     listen: list[str]
     auth: IAuthenticator | None = None
-    max_upload: int | None = None
+    max_upload: int | None = MAX_UPLOAD
     status_seconds: float = 60.0
     keepalive_seconds: float = 15.0
     max_manifest: int | None = MAX_MANIFEST_BYTES
@@ -298,7 +298,7 @@ class BoxsyncService(MultiService):
             boxes,
             self.hub,
             max_manifest_entries=config.max_manifest_entries,
-            legacy=LegacyAdapter(boxes, self.hub, config.max_manifest_entries),
+            legacy=LegacyAdapter(boxes, self.hub, config.max_manifest_entries, clock=reactor),
             max_upload=config.max_upload,
             sessions=sessions,
         )
@@ -308,6 +308,7 @@ class BoxsyncService(MultiService):
             self.storage.new_staging,
             max_upload=config.max_upload,
             authorize=self.app.principal,
+            public=[(b"POST", SIGN_IN.encode())],
             max_body=config.max_manifest,
             limits=config.connections,
             reactor=reactor,

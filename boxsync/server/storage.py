@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, BinaryIO, Callable, Iterator, Sequence, TypeVar
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
@@ -23,9 +23,10 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from .. import libc
-from ..fs import fsync_dir, prune
-from ..paths import HIDDEN_DIR, BadPath, from_local, to_local
+from ..fs import hash_file
+from ..paths import HIDDEN_DIR, BadPath, from_local
 from ..writer import HashingWriter, Runner
+from .beneath import folder, open_regular, open_regular_fd, parent_of, segments
 
 __all__ = ["BoxStorage", "Change", "StagingFile", "DiskFull", "LocalFile", "as_disk_full", "discarding", "start_write_back"]
 
@@ -219,14 +220,15 @@ class LocalFile:
 class Change:
     """
     A change made in the box whose commit is not yet known: a file moved to
-    C{target} (C{placed}), or the file there taken away. Whatever was there
-    before is kept, under the name C{previous} in the staging folder, until
-    L{BoxStorage.settle} drops it or L{BoxStorage.undo} puts it back.
+    wire path C{path} (C{placed}), or the file there taken away. Whatever
+    was there before is kept, under the name C{previous} in the staging
+    folder, until L{BoxStorage.settle} drops it or L{BoxStorage.undo} puts
+    it back.
 
     @ivar ctime_ns: the placed file's ctime once in place (0 for a removal).
     """
 
-    target: Path
+    path: str
     placed: bool
     previous: Path | None
     ctime_ns: int = 0
@@ -235,7 +237,9 @@ class Change:
 @define
 class BoxStorage:
     """
-    The files of one box, below C{root}.
+    The files of one box, below C{root}. Every file of the box is reached
+    one segment at a time from the root's descriptor (L{beneath}): a
+    symbolic link in the box is never followed, whenever it appears.
 
     @ivar reactor: runs blocking disk work in its thread pool.
     """
@@ -269,28 +273,41 @@ class BoxStorage:
         fd, name = tempfile.mkstemp(dir=self.staging, prefix="up-")
         return StagingFile(Path(name), fd)
 
-    def local(self, path: str) -> Path:
+    def open_file(self, path: str) -> BinaryIO | None:
         """
-        The file of wire path C{path}, checked to stay inside the box.
+        The regular file at C{path}, open for reading, or C{None} if there
+        is none there (a symbolic link is never followed).
+        """
+        return open_regular(self.root, path)
 
-        @raise BadPath: if the path is not acceptable or leads out of the box.
+    def hash(self, path: str) -> str | None:
         """
-        # The root is a real path, and to_local refuses a path through any
-        # link or file below it: the parent can only be inside the box.
-        return to_local(self.root, path)
+        The sha256 of the regular file at C{path}, or C{None} if there is
+        none (a symbolic link is never followed). Blocking.
+        """
+        opened = open_regular_fd(self.root, path)
+        if opened is None:
+            return None
+        fd, _ = opened
+        sha256, _ = hash_file(fd)
+        return sha256
 
-    def readable(self, path: str) -> Path | None:
+    def link(self, path: str, to: Path) -> bool:
         """
-        The file to send for C{path}, or C{None} if there is no regular file
-        there (a symbolic link is never followed).
+        Give the regular file at C{path} the second name C{to} (a new name
+        on the box's file system); C{False} if there is no regular file
+        there (a symbolic link is never followed). Blocking.
         """
         try:
-            target = self.local(path)
-        except BadPath:
-            return None
-        if target.is_symlink() or not target.is_file():
-            return None
-        return target
+            with parent_of(self.root, path) as (parent, name):
+                os.link(name, to, src_dir_fd=parent, follow_symlinks=False)
+        except (BadPath, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+            return False  # PermissionError: a folder (Linux answers EPERM)
+        # What was linked is checked under its new name, which only we use.
+        if not stat.S_ISREG(os.lstat(to).st_mode):
+            to.unlink()
+            return False
+        return True
 
     def read_small(self, path: str, limit: int) -> bytes | None:
         """
@@ -298,15 +315,11 @@ class BoxStorage:
         if there is none (a symbolic link is never followed): one open and
         one C{fstat}, for the many small files of a batch.
         """
-        try:
-            # O_NONBLOCK: opening a FIFO must not wait for a writer.
-            fd = os.open(self.local(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except (BadPath, OSError):
+        opened = open_regular_fd(self.root, path)
+        if opened is None:
             return None
+        fd, st = opened
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                return None
             # os.read rather than a file object: three system calls fewer.
             want = min(st.st_size, limit) + 1
             pieces = []
@@ -332,21 +345,42 @@ class BoxStorage:
 
         return self.in_thread(work)
 
-    def _keep(self, target: Path) -> Path | None:
+    def _keep(self, parent: int, name: str) -> Path | None:
         """
-        Keep the file at C{target}, if there is one, under a second name in
-        the staging folder (a hard link: it costs no room).
+        Keep the file C{name} in the folder open as C{parent}, if there is
+        one, under a second name in the staging folder (a hard link: it
+        costs no room).
 
         @return: that name, or C{None} if there is no file to keep.
         """
         kept = self.staging / f"keep-{os.urandom(8).hex()}"
         try:
-            os.link(target, kept, follow_symlinks=False)
+            os.link(name, kept, src_dir_fd=parent, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except (IsADirectoryError, PermissionError):
             return None  # a folder (Linux answers EPERM): the move refuses it
         return kept
+
+    def _place(self, staged: StagingFile, parent: int, name: str, path: str) -> Change | BaseException:
+        """
+        Rename C{staged} to C{name} in the folder open as C{parent}, keeping
+        what was there (see L{_keep}).
+
+        @return: the change, or the exception it met (C{staged} is then
+            discarded).
+        """
+        previous = None
+        try:
+            previous = self._keep(parent, name)
+            _replace(staged.path, parent, name, path)
+            ctime_ns = os.stat(name, dir_fd=parent, follow_symlinks=False).st_ctime_ns
+        except Exception as e:
+            staged.discard()
+            if previous is not None:
+                previous.unlink()
+            return as_disk_full(e)
+        return Change(path, True, previous, ctime_ns)
 
     def place_many(self, moves: Sequence[tuple[StagingFile, str]]) -> Any:
         """
@@ -362,33 +396,37 @@ class BoxStorage:
         """
 
         def work() -> list[Change | BaseException]:
-            outcomes: list[Change | BaseException] = []
-            folders: dict[Path, list[int]] = {}
-            for staged, path in moves:
-                previous = None
+            outcomes: dict[int, Change | BaseException] = {}
+            # The moves by folder: each folder is opened once and fsynced
+            # once, after its moves, one folder open at a time.
+            into: dict[tuple[str, ...], list[tuple[int, str]]] = {}
+            for i, (staged, path) in enumerate(moves):
                 try:
-                    target = self.local(path)
-                    previous = self._keep(target)
-                    _replace(staged.path, target, path)
-                    ctime_ns = os.lstat(target).st_ctime_ns
-                except Exception as e:
+                    *above, name = segments(self.root, path)
+                except BadPath as e:
                     staged.discard()
-                    if previous is not None:
-                        previous.unlink()
-                    outcomes.append(as_disk_full(e))
+                    outcomes[i] = e
                     continue
-                folders.setdefault(target.parent, []).append(len(outcomes))
-                outcomes.append(Change(target, True, previous, ctime_ns))
-            for folder, placed in folders.items():
+                into.setdefault(tuple(above), []).append((i, name))
+            for names, group in into.items():
                 try:
-                    fsync_dir(folder)
-                except OSError as e:
-                    for i in placed:
-                        change = outcomes[i]
-                        assert isinstance(change, Change)
-                        _undo(change)
-                        outcomes[i] = as_disk_full(e)
-            return outcomes
+                    with folder(self.root, names, create=True) as parent:
+                        for i, name in group:
+                            staged, path = moves[i]
+                            outcomes[i] = self._place(staged, parent, name, path)
+                        os.fsync(parent)
+                except Exception as e:
+                    error = as_disk_full(e)
+                    for i, _ in group:
+                        outcome = outcomes.get(i)
+                        if isinstance(outcome, Change):
+                            self._undo(outcome)
+                        elif outcome is None:
+                            moves[i][0].discard()
+                        else:
+                            continue  # it failed on its own
+                        outcomes[i] = error
+            return [outcomes[i] for i in range(len(moves))]
 
         return self.in_thread(work)
 
@@ -414,17 +452,48 @@ class BoxStorage:
         def work() -> None:
             for change in reversed(changes):
                 try:
-                    _undo(change)
-                    prune(self.root, change.target.parent)
-                except OSError:
-                    self.log.failure("cannot undo a change of {target}", target=str(change.target))
-            for folder in {change.target.parent for change in changes}:
+                    self._undo(change)
+                    self._prune(change.path)
+                except (OSError, BadPath):
+                    self.log.failure("cannot undo a change of {path}", path=change.path)
+            for names in {tuple(segments(self.root, change.path)[:-1]) for change in changes}:
                 try:
-                    fsync_dir(folder)
-                except OSError:
+                    with folder(self.root, names) as fd:
+                        os.fsync(fd)
+                except (OSError, BadPath):
                     pass  # pruned, or the disk: the next start adopts the box
 
         return self.in_thread(work)
+
+    def _undo(self, change: Change) -> None:
+        """
+        Put back what C{change} replaced or took away; take away what it
+        placed.
+        """
+        putting_back = change.previous is not None
+        try:
+            with parent_of(self.root, change.path, create=putting_back) as (parent, name):
+                if change.previous is not None:
+                    os.replace(change.previous, name, dst_dir_fd=parent)
+                elif change.placed:
+                    os.unlink(name, dir_fd=parent)
+        except FileNotFoundError:
+            if putting_back:
+                raise
+
+    def _prune(self, path: str) -> None:
+        """
+        Remove the folders of C{path}, deepest first, while they are empty.
+        """
+        names = segments(self.root, path)[:-1]
+        while names:
+            *above, name = names
+            try:
+                with folder(self.root, above) as fd:
+                    os.rmdir(name, dir_fd=fd)
+            except (OSError, BadPath):
+                return
+            names = above
 
     def remove(self, path: str) -> Any:
         """
@@ -436,15 +505,19 @@ class BoxStorage:
         """
 
         def work() -> Change:
-            target = self.local(path)
             previous = None
-            if target.is_symlink() or target.is_file():
-                previous = self.staging / f"keep-{os.urandom(8).hex()}"
-                os.rename(target, previous)
-            elif target.is_dir():
-                shutil.rmtree(target)
-            prune(self.root, target.parent)
-            return Change(target, False, previous)
+            try:
+                with parent_of(self.root, path) as (parent, name):
+                    mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+                    if stat.S_ISDIR(mode):
+                        shutil.rmtree(name, dir_fd=parent)
+                    else:
+                        previous = self.staging / f"keep-{os.urandom(8).hex()}"
+                        os.rename(name, previous, src_dir_fd=parent)
+            except FileNotFoundError:
+                pass  # nothing there, or no folder on the way
+            self._prune(path)
+            return Change(path, False, previous)
 
         return self.in_thread(work)
 
@@ -476,31 +549,14 @@ class BoxStorage:
                     yield LocalFile(path, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _replace(source: Path, target: Path, path: str) -> None:
+def _replace(source: Path, parent: int, name: str, path: str) -> None:
     """
-    Rename C{source} over C{target}, making its missing folders first.
+    Rename the staging file C{source} over C{name} in the folder open as
+    C{parent}.
 
-    @raise BadPath: if C{target} is a folder.
+    @raise BadPath: if C{name} is a folder.
     """
     try:
-        try:
-            os.replace(source, target)
-        except FileNotFoundError:
-            if not source.exists():
-                raise
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, target)
+        os.replace(source, name, dst_dir_fd=parent)
     except IsADirectoryError:
-        # Either rename: a folder may appear in the target's place meanwhile.
         raise BadPath(f"{path!r} is a folder in the box") from None
-
-
-def _undo(change: Change) -> None:
-    """
-    Put back what C{change} replaced or took away; take away what it placed.
-    """
-    if change.previous is not None:
-        change.target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(change.previous, change.target)
-    elif change.placed:
-        change.target.unlink(missing_ok=True)

@@ -19,7 +19,7 @@ from ..paths import HIDDEN_DIR
 from .auth import ApiKeyAuth
 from .hub import MAX_STREAMS_PER_TOKEN
 from .tokens import SecretError, load_secret, secret_path
-from .limits import MAX_MANIFEST_BYTES, MAX_MANIFEST_ENTRIES, ConnectionLimits
+from .limits import MAX_MANIFEST_BYTES, MAX_MANIFEST_ENTRIES, MAX_UPLOAD, ConnectionLimits
 
 __all__ = ["Options", "makeService"]
 
@@ -82,7 +82,7 @@ SETTINGS = [
         env=("BOXSYNC_API_KEY", "API_KEY"),
         short="k",
     ),
-    Setting("max-upload", None, "Largest upload accepted, e.g. 50G.", _size),
+    Setting("max-upload", MAX_UPLOAD, "Largest upload accepted, e.g. 50G.", _size),
     Setting("status-interval", 60.0, "Seconds between status lines in the log (0: none).", float),
     Setting("keepalive", 15.0, "Seconds between keep-alive comments on idle event streams.", _seconds),
     Setting("max-manifest", MAX_MANIFEST_BYTES, "Largest POST /sync body (manifest) accepted, e.g. 64M.", _size),

@@ -20,7 +20,7 @@ fails with L{BodyTooLarge}.
 from __future__ import annotations
 
 from io import BytesIO
-from typing import Any, Callable, cast
+from typing import Any, Callable, Collection, cast
 
 from attrs import define
 from twisted.internet.defer import Deferred
@@ -34,10 +34,14 @@ from zope.interface import implementer
 
 from ..protocol import SHA256_TRAILER, TRAILER_HEADER, ProtocolError, sha256_header
 from ..writer import HashingWriter, Runner
-from .limits import LimitedChannel, LimitedSite
+from .auth import Forbidden, Unauthorized
+from .limits import MAX_OTHER_BODY, LimitedChannel, LimitedSite, Refused
 from .storage import StagingFile, as_disk_full, discarding
 
 __all__ = ["StreamingRequest", "UploadSite", "take_upload", "check_body", "trailer_sha256", "BodyTooLarge"]
+
+#: The largest body read without credentials (see L{UploadSite.public}).
+PUBLIC_BODY = 16 * 1024
 
 #: How many bytes the connection of an upload reads at a time (Twisted reads
 #: 64 KiB): fewer, larger reads leave more of the reactor thread free.
@@ -67,11 +71,16 @@ class UploadSite(LimitedSite):
     @ivar new_staging: makes the staging file for an upload.
     @ivar max_upload: the largest upload body accepted, in bytes (C{None}:
         no limit).
-    @ivar max_body: the largest body of any other request (a manifest)
-        accepted, in bytes (C{None}: no limit).
-    @ivar authorize: checks the request's credentials (its C{Authorization}
-        header or session cookie) before a byte of the body is stored,
-        raising if they do not let the caller in.
+    @ivar max_body: the largest manifest (C{POST /sync} body) accepted, in
+        bytes (C{None}: no limit); the body of any other request is held to
+        L{MAX_OTHER_BODY} too.
+    @ivar authorize: checks the credentials (its C{Authorization} header or
+        session cookie) of every request with a body before a byte of it is
+        stored, raising L{Unauthorized} or L{Forbidden} if they do not let
+        the caller in (see L{admit}).
+    @ivar public: the (method, path) of the requests whose body is read
+        without credentials, because it holds them (a sign-in); each such
+        body is held to L{PUBLIC_BODY} bytes.
     @ivar run: runs the writing and hashing of each batch of an upload
         (by default in the reactor's thread pool).
     """
@@ -84,6 +93,7 @@ class UploadSite(LimitedSite):
         authorize: Callable[[Request], object] = lambda request: None,
         max_body: int | None = None,
         run: Runner | None = None,
+        public: Collection[tuple[bytes, bytes]] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(resource, requestFactory=StreamingRequest, **kwargs)
@@ -91,7 +101,30 @@ class UploadSite(LimitedSite):
         self.max_upload = max_upload
         self.max_body = max_body
         self.authorize = authorize
+        self.public = frozenset(public)
         self.run: Runner = run or self._in_thread
+
+    def is_public(self, method: bytes, uri: bytes) -> bool:
+        """
+        Whether the body of a request is read without credentials.
+        """
+        return (method, uri.split(b"?", 1)[0]) in self.public
+
+    def admit(self, request: Any) -> None:
+        """
+        Read the body of C{request} only if its credentials let the caller
+        in (or it is L{public}): every other route's body is refused (401,
+        403) before a byte of it is stored.
+        """
+        channel = request.channel
+        if self.is_public(channel._command, channel._path):
+            return
+        try:
+            self.authorize(request)
+        except Unauthorized as e:
+            raise Refused(401, str(e)) from None
+        except Forbidden as e:
+            raise Refused(403, str(e)) from None
 
     def _in_thread(self, work: Callable[[], None]) -> Deferred[None]:
         reactor: Any = self.reactor
@@ -132,8 +165,8 @@ class StreamingRequest(Request):
 
     @ivar staged: the staging file of an upload, until the route claims it.
     @ivar writer: what feeds C{staged}, with it.
-    @ivar body_error: what went wrong with the body on its way in (refused
-        credentials, too large, a full disk), for the route to raise.
+    @ivar body_error: what went wrong with the body on its way in (too
+        large, a full disk), for the route to raise.
     @ivar trailer: the last bytes of an upload body that ends with its
         sha256 (so far: at most its length); C{None} for any other body.
     """
@@ -156,16 +189,15 @@ class StreamingRequest(Request):
         upload = is_upload(channel._command, channel._path)  # type: ignore[attr-defined]
         if not upload:
             self._limit = site.max_body
+            if site.is_public(channel._command, channel._path):  # type: ignore[attr-defined]
+                self._limit = PUBLIC_BODY
+            elif channel._path.split(b"?", 1)[0] != b"/sync":  # type: ignore[attr-defined]
+                self._limit = min(self._limit or MAX_OTHER_BODY, MAX_OTHER_BODY)
             if self._refused(length, "request body"):
                 return
             super().gotLength(length)
             return
         self.content = BytesIO()
-        try:
-            site.authorize(self)
-        except Exception as e:
-            self.body_error = e
-            return
         self._limit = site.max_upload
         if self._refused(length, "upload"):
             return
@@ -285,7 +317,7 @@ class StreamingRequest(Request):
 def check_body(request: object) -> None:
     """
     @raise Exception: the error the body of C{request} met on its way in
-        (refused credentials, too large, a full disk), if any.
+        (too large, a full disk), if any.
     """
     error = getattr(request, "body_error", None)
     if error is not None:

@@ -24,7 +24,6 @@ import hmac
 import json
 import os
 import secrets
-import stat
 import time
 import zipfile
 from collections import Counter
@@ -116,6 +115,11 @@ def static_files() -> dict[str, tuple[bytes, str]]:
         if kind is not None and entry.is_file():
             found[entry.name] = (entry.read_bytes(), kind)
     return found
+
+
+#: Where a browser signs in: the body of a C{POST} there is the credential,
+#: read without one (see L{boxsync.server.uploads.UploadSite.public}).
+SIGN_IN = "/web/session"
 
 
 def _secure_headers(request: IRequest, policy: str) -> None:
@@ -459,7 +463,7 @@ class WebPage:
         routes: list[tuple[str, str, Any]] = [
             ("/", "GET", self.index),
             ("/static/<name>", "GET", self.static),
-            ("/web/session", "POST", self.sign_in),
+            (SIGN_IN, "POST", self.sign_in),
             ("/web/session", "GET", authorized(self.whoami)),
             ("/web/session", "DELETE", self.sign_out),
             ("/web/clients", "GET", authorized(self.clients)),
@@ -642,17 +646,7 @@ def _open_regular(box: Box, path: str) -> BinaryIO | None:
     The regular file at C{path}, open to read; C{None} if there is none
     (never through a link, never waiting on a FIFO). Blocking.
     """
-    local = box.storage.readable(path)
-    if local is None:
-        return None
-    try:
-        fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        return None
-    return os.fdopen(fd, "rb")
+    return box.storage.open_file(path)
 
 
 def _link(box: Box, record: FileRecord) -> _Linked:
@@ -661,11 +655,9 @@ def _link(box: Box, record: FileRecord) -> _Linked:
 
     @raise NotFound: if it is gone.
     """
-    local = box.storage.readable(record.path)
-    if local is None:
-        raise NotFound(f"{record.path!r} is not in the box")
     staged = box.storage.staging / f"mv-{secrets.token_hex(8)}"
-    os.link(local, staged)
+    if not box.storage.link(record.path, staged):
+        raise NotFound(f"{record.path!r} is not in the box")
     return _Linked(Path(staged), None, size=record.size, digest=record.sha256)
 
 
