@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from boxsync.protocol import SHA256_HEADER
+from boxsync.wire import SHA256_HEADER
 from boxsync.testing import Client, Server
 
 from .measure import median

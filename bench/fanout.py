@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from boxsync.protocol import CLIENT_HEADER, SHA256_HEADER
+from boxsync.wire import CLIENT_HEADER, SHA256_HEADER
 from boxsync.testing import Server
 
 from .measure import median

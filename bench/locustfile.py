@@ -42,7 +42,7 @@ import gevent.event
 import requests
 from locust import HttpUser, between, events, task
 
-from boxsync.protocol import (
+from boxsync.wire import (
     BASE_HEADER,
     CLIENT_HEADER,
     EVENT_STREAM,

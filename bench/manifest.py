@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from boxsync.protocol import EVENT_STREAM
+from boxsync.wire import EVENT_STREAM
 from boxsync.testing import Server
 
 from .measure import PeakRSS, mib, percentile

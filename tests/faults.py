@@ -26,7 +26,7 @@ from typing import Iterator
 import pytest
 from attrs import define, field, frozen
 
-from boxsync.protocol import (
+from boxsync.wire import (
     EVENT_STREAM,
     Delete,
     Download,

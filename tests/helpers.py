@@ -24,7 +24,7 @@ from boxsync.client.engine import Engine
 from boxsync.client.ignore import IgnoreRules
 from boxsync.client.progress import LogReporter
 from boxsync.client.state import LocalState
-from boxsync.protocol import (
+from boxsync.wire import (
     EVENT_STREAM,
     Event,
     Manifest,

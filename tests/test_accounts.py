@@ -25,7 +25,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from boxsync.admin import mint_token
-from boxsync.protocol import BatchFile, Delete, Download, FileEntry, Manifest, encode_part, parse_parts
+from boxsync.wire import BatchFile, Delete, Download, FileEntry, Manifest, encode_part, parse_parts
 from boxsync.server.auth import TOKEN_REFUSED
 from boxsync.server.service import BoxsyncService, ServerConfig
 from boxsync.server.tokens import TokenClaims, load_secret, mint, new_token_id

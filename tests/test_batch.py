@@ -30,7 +30,7 @@ from boxsync.client.api import (
     error_for,
 )
 from boxsync.client.batch import Batcher
-from boxsync.protocol import BATCH, BATCH_FILE_LIMIT, BatchFile, Download, Manifest, encode_part
+from boxsync.wire import BATCH, BATCH_FILE_LIMIT, BatchFile, Download, Manifest, encode_part
 from tests.conftest import KEY
 from tests.helpers import RunningServer, http_client, open_stream, timed
 
@@ -433,7 +433,7 @@ async def test_a_full_download_batch_answers_ask_again(env: Env) -> None:
     Past 16 MiB of files, the files of a batch download are answered 503
     (ask again) and carry no bytes; those before are whole.
     """
-    from boxsync.protocol import BATCH_MAX_BYTES
+    from boxsync.wire import BATCH_MAX_BYTES
 
     count = BATCH_MAX_BYTES // BATCH_FILE_LIMIT + 2
     files = [_file(f"m{i}", os.urandom(BATCH_FILE_LIMIT)) for i in range(count)]

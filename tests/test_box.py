@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from zope.interface import implementer
 
 from boxsync.paths import BadPath
-from boxsync.protocol import Download, Event
+from boxsync.wire import Download, Event
 from boxsync.server.box import Box, DigestMismatch, StaleBase
 from boxsync.server.hub import Hub
 from boxsync.server.index import FileRecord, IIndex, SQLiteIndex

@@ -42,7 +42,7 @@ from boxsync.client.api import (
     _read_more,
 )
 from boxsync.writer import BATCH_SIZE
-from boxsync.protocol import (
+from boxsync.wire import (
     Download,
     FileEntry,
     Hello,

@@ -260,7 +260,7 @@ async def test_many_identical_files_download_at_once(folders: Any, server: Runni
 async def test_insync_for_a_file_edited_since_the_manifest_keeps_the_edit(
     folders: Any, server: RunningServer, http: Any
 ) -> None:
-    from boxsync.protocol import InSync
+    from boxsync.wire import InSync
 
     a = folders("a")
     (a.root / "f.txt").write_text("the server's version")
@@ -583,7 +583,7 @@ async def test_a_long_queue_of_jobs_that_finish_at_once_all_run(folders: Any, re
 @pytest_twisted.ensureDeferred
 async def test_a_download_is_never_placed_over_a_folder(folders: Any, reactor: Any) -> None:
     from boxsync.paths import BadPath
-    from boxsync.protocol import Download
+    from boxsync.wire import Download
 
     a = folders("a")
     engine = a.engine()

@@ -24,7 +24,7 @@ from boxsync.client.scanner import (
 )
 from boxsync.fs import CHUNK_SIZE, hash_file
 from boxsync.client.state import UNKNOWN_CTIME, Base
-from boxsync.protocol import DeletedEntry
+from boxsync.wire import DeletedEntry
 from tests.helpers import edit_keeping_stamps
 
 NO_RULES = IgnoreRules()

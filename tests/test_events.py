@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator
 import pytest_twisted
 from twisted.internet.defer import Deferred
 
-from boxsync.protocol import Download, InSync, SSEParser, decode_event
+from boxsync.wire import Download, InSync, SSEParser, decode_event
 from boxsync.server.events import EventStream
 
 SHA = "d" * 64

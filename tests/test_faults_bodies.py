@@ -20,7 +20,7 @@ import pytest
 
 from bench.manifest import healthz, legacy_manifest, manifest, sync
 from bench.measure import PeakRSS
-from boxsync.protocol import EVENT_STREAM
+from boxsync.wire import EVENT_STREAM
 from boxsync.server.web import CSRF_HEADER, SIGN_IN
 from boxsync.testing import Server
 from tests.faults import record, staged

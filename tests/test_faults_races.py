@@ -27,7 +27,7 @@ from boxsync.client.placing import swap
 from boxsync.fs import exchange
 from boxsync.client.scanner import scan_one
 from boxsync.paths import BadPath
-from boxsync.protocol import Conflict, Delete, Download, InSync, Upload
+from boxsync.wire import Conflict, Delete, Download, InSync, Upload
 from boxsync.testing import Client, Server, tree, wait_until
 from tests.conftest import KEY
 from tests.faults import Observer, converged, output, record, sha, staged, temp_files

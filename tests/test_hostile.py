@@ -30,7 +30,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from boxsync.paths import LOCAL_PATH_MAX, MAX_PATH_BYTES, MAX_SEGMENT_BYTES
-from boxsync.protocol import Download, Manifest
+from boxsync.wire import Download, Manifest
 from boxsync.server.limits import ConnectionLimits, LimitedSite
 from tests.conftest import KEY
 from tests.helpers import RunningServer, json_of, open_stream, put, running_server, sha, timed

@@ -24,10 +24,11 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 
-from boxsync.protocol import Download, Event, Hello, InSync, Manifest, ProtocolError, Ready, Upload
+from boxsync.wire import Download, Event, Hello, InSync, Manifest, ProtocolError, Ready, Upload
 from boxsync.server.auth import ApiKeyAuth, Forbidden
 from boxsync.server import manifest
-from boxsync.server.legacy import LegacyEntry, StreamedFiles, encode_action, parse_files, read_files
+from boxsync.server.legacy import StreamedFiles, read_files
+from boxsync.wire.legacy import LegacyEntry, encode_action, parse_files
 from boxsync.server.tap import Options, makeService
 from tests.helpers import (
     TIMEOUT,

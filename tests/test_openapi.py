@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from twisted.internet.threads import deferToThread
 
-from boxsync.protocol import BATCH, EVENT_STREAM
+from boxsync.wire import BATCH, EVENT_STREAM
 from tests.conftest import KEY
 from tests.helpers import RunningServer, put, running_server
 from tests.test_properties import record

@@ -11,7 +11,7 @@ from typing import Any, AsyncIterator
 import pytest
 import pytest_twisted
 
-from boxsync.protocol import (
+from boxsync.wire import (
     Conflict,
     Delete,
     DeletedEntry,

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from twisted.internet.threads import deferToThread
 
 from boxsync.paths import HIDDEN_DIR, MAX_PATH_BYTES, BadPath, from_local, normalize, to_local
-from boxsync.protocol import (
+from boxsync.wire import (
     MAX_COUNT,
     ProtocolError,
     count_header,
@@ -34,7 +34,7 @@ from boxsync.protocol import (
     parse_manifest,
     sha256_header,
 )
-from boxsync.server.legacy import parse_files
+from boxsync.wire.legacy import parse_files
 from boxsync.server.limits import ConnectionLimits
 from boxsync.testing import tree
 from tests.helpers import running_server

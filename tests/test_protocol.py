@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from boxsync.paths import BadPath, from_local, normalize, to_local
-from boxsync.protocol import (
+from boxsync.wire import (
     Conflict,
     Delete,
     DeletedEntry,

@@ -21,7 +21,7 @@ from boxsync.client.reconcile import (
 )
 from boxsync.client.scanner import LocalFile
 from boxsync.client.state import Base
-from boxsync.protocol import Download, Upload
+from boxsync.wire import Download, Upload
 
 OURS = "a" * 64
 THEIRS = "b" * 64

@@ -12,7 +12,7 @@ import pytest
 import pytest_twisted
 from treq import content
 
-from boxsync.protocol import Delete, Download, FileEntry, InSync, Manifest, Upload
+from boxsync.wire import Delete, Download, FileEntry, InSync, Manifest, Upload
 from boxsync.server.storage import BoxStorage, LocalFile
 from tests.helpers import RunningServer, json_of, open_stream, put, sha, timed
 

@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.web.resource import Resource
 
-from boxsync.protocol import EVENT_STREAM, FileEntry, Manifest, encode_manifest
+from boxsync.wire import EVENT_STREAM, FileEntry, Manifest, encode_manifest
 from boxsync.server.auth import Forbidden, Unauthorized
 from boxsync.server.limits import LINGER, ConnectionLimits
 from boxsync.server.storage import StagingFile

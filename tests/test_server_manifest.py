@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from boxsync.protocol import DeletedEntry, FileEntry, Manifest, ProtocolError, encode_manifest, parse_manifest
+from boxsync.wire import DeletedEntry, FileEntry, Manifest, ProtocolError, encode_manifest, parse_manifest
 from boxsync.server import manifest as streamed
 from boxsync.server.manifest import PAGE, YIELD_EVERY, PathSet, StreamedManifest, read_manifest
 

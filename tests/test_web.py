@@ -34,7 +34,7 @@ from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
 from boxsync.admin import run as admin
 from boxsync.paths import HIDDEN_DIR
-from boxsync.protocol import EVENT_STREAM, Manifest, encode_manifest
+from boxsync.wire import EVENT_STREAM, Manifest, encode_manifest
 from boxsync.server.auth import ApiKeyAuth, Forbidden, Principal, TokenAuth, Unauthorized
 from boxsync.server.hub import Hub
 from boxsync.server.index import FileRecord

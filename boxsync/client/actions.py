@@ -17,7 +17,7 @@ from twisted.logger import Logger
 
 from ..fs import prune
 from ..paths import BadPath, to_local
-from ..protocol import Download
+from ..wire import Download
 from . import reconcile
 from .api import APIError, BoxsyncAPI, NotFound, StaleBase
 from .placing import conflict_name, placed_base, swap

@@ -53,7 +53,7 @@ from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
 from ..paths import normalize
-from ..protocol import (
+from ..wire import (
     BATCH,
     BATCH_MAX_BYTES,
     BASE_HEADER,
@@ -66,8 +66,12 @@ from ..protocol import (
     SHA256_TRAILER,
     STREAM_HEADER,
     TRAILER_HEADER,
+    CommitResult,
+    ErrorAnswer,
     Event,
     Manifest,
+    Refusal,
+    RemoteFile,
     ProtocolError,
     BatchFile,
     SSEParser,
@@ -75,6 +79,10 @@ from ..protocol import (
     decode_event,
     encode_manifest,
     encode_part,
+    encode_path_list,
+    parse_batch_results,
+    parse_health,
+    parse_listing,
     parse_parts,
 )
 from ..writer import HashingWriter, inline
@@ -176,13 +184,14 @@ class ServerFull(APIError):
     """
 
 
+#: The exception for each refusal (but L{StaleBase}, which carries a seq).
 _ERRORS: dict[int, type[APIError]] = {
-    400: BadRequest,
-    401: AuthError,
-    403: AuthError,
-    404: NotFound,
-    413: TooLarge,
-    507: ServerFull,
+    Refusal.BAD_REQUEST: BadRequest,
+    Refusal.UNAUTHORIZED: AuthError,
+    Refusal.FORBIDDEN: AuthError,
+    Refusal.NOT_FOUND: NotFound,
+    Refusal.TOO_LARGE: TooLarge,
+    Refusal.DISK_FULL: ServerFull,
 }
 
 
@@ -217,43 +226,6 @@ class DigestMismatch(Exception):
 
 
 @frozen
-class CommitResult:
-    """
-    The version a C{PUT} or C{DELETE} committed.
-    """
-
-    path: str
-    seq: int
-    sha256: str | None
-    size: int
-    mtime_ns: int | None
-    deleted: bool
-
-    @classmethod
-    def from_json(cls, data: object) -> CommitResult:
-        """
-        Read the server's answer to a commit.
-
-        @raise ProtocolError: if it is not one.
-        """
-        if not isinstance(data, dict):
-            raise ProtocolError("a commit answer must be a JSON object")
-        sha256 = data.get("sha256")
-        mtime_ns = data.get("mtime_ns")
-        try:
-            return cls(
-                path=str(data["path"]),
-                seq=int(data["seq"]),
-                sha256=sha256 if isinstance(sha256, str) and sha256 else None,
-                size=int(data.get("size") or 0),
-                mtime_ns=None if mtime_ns is None else int(mtime_ns),
-                deleted=bool(data.get("deleted", False)),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise ProtocolError(f"bad commit answer: {e!r}") from None
-
-
-@frozen
 class DownloadResult:
     """
     A file downloaded completely: its sha256 and size, and the seq of the
@@ -266,41 +238,6 @@ class DownloadResult:
     #: The downloaded file's stat once its mtime was set, if the download
     #: set it (a batch does, in its thread).
     placed: os.stat_result | None = None
-
-
-@frozen
-class RemoteFile:
-    """
-    A live file in the box, as C{GET /files} lists it.
-
-    @ivar origin: the name of the client that committed this version.
-    """
-
-    path: str
-    size: int
-    sha256: str
-    seq: int
-    mtime_ns: int | None
-    origin: str
-
-    @classmethod
-    def from_json(cls, data: object) -> RemoteFile:
-        """
-        @raise ProtocolError: if C{data} is not a listed file.
-        """
-        try:
-            assert isinstance(data, dict)
-            mtime_ns = data.get("mtime_ns")
-            return cls(
-                path=str(data["path"]),
-                size=int(data["size"]),
-                sha256=str(data["sha256"]),
-                seq=int(data["seq"]),
-                mtime_ns=None if mtime_ns is None else int(mtime_ns),
-                origin=str(data.get("origin") or ""),
-            )
-        except (AssertionError, KeyError, TypeError, ValueError) as e:
-            raise ProtocolError(f"bad file entry: {data!r:.200}") from e
 
 
 @define
@@ -641,19 +578,16 @@ def error_for(status: int, body: bytes) -> APIError:
     """
     The exception for an error answer with the given C{{"error": ...}} body.
     """
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        message = data["error"]
-    else:
-        message = body[:200].decode("utf-8", "replace") or f"HTTP {status}"
-    if status == 412:
-        seq = data.get("seq") if isinstance(data, dict) else None
-        valid = isinstance(seq, int) and not isinstance(seq, bool)
-        return StaleBase(status, message, seq if valid else None)
-    return _ERRORS.get(status, APIError)(status, message)
+    return error_from(ErrorAnswer.parse(status, body))
+
+
+def error_from(answer: ErrorAnswer) -> APIError:
+    """
+    The exception for an error answer.
+    """
+    if answer.status == Refusal.STALE_BASE:
+        return StaleBase(answer.status, answer.message, answer.seq)
+    return _ERRORS.get(answer.status, APIError)(answer.status, answer.message)
 
 
 @define
@@ -709,15 +643,11 @@ class BoxsyncAPI:
         What the server can do beyond the first protocol, as its liveness
         probe tells (nothing, if it does not answer).
         """
-        body = await self._health()
-        features = body.get("features") if body is not None else None
-        if not isinstance(features, list):
-            return frozenset()
-        return frozenset(name for name in features if isinstance(name, str))
+        return await self._health() or frozenset()
 
-    async def _health(self) -> dict[str, Any] | None:
+    async def _health(self) -> frozenset[str] | None:
         """
-        The answer to the liveness probe, if the server is healthy.
+        The features the liveness probe lists, if the server is healthy.
         """
         try:
             response = await self._request("GET", "/healthz", self._headers())
@@ -727,9 +657,9 @@ class BoxsyncAPI:
         except Exception as e:
             self.log.info("{url} is not healthy: {error}", url=self.base_url, error=e)
             return None
-        if response.code != 200 or not isinstance(body, dict) or body.get("status") != "ok":
+        if response.code != 200:
             return None
-        return body
+        return parse_health(body)
 
     async def list_files(self, after: str = "", limit: int = 1000) -> list[RemoteFile]:
         """
@@ -741,13 +671,7 @@ class BoxsyncAPI:
         await self._check(response, 200)
         chunks: list[bytes] = []
         await self._read(response, chunks.append).done
-        try:
-            entries = json.loads(b"".join(chunks))
-        except ValueError as e:
-            raise ProtocolError(f"answer is not JSON: {e}") from None
-        if not isinstance(entries, list):
-            raise ProtocolError("a file list must be a JSON array")
-        return [RemoteFile.from_json(entry) for entry in entries]
+        return parse_listing(b"".join(chunks))
 
     async def open_stream(
         self,
@@ -866,19 +790,10 @@ class BoxsyncAPI:
         response = await self._request("POST", "/batch/upload", headers, producer)
         await self._check(response, 200)
         answer = await self._json(response, _MAX_JSON + len(files) * _MAX_RESULT)
-        results = answer.get("results") if isinstance(answer, dict) else None
-        if not isinstance(results, list) or len(results) != len(files):
-            raise ProtocolError("a batch answer must list one result per file")
-        outcomes: list[CommitResult | APIError] = []
-        for result in results:
-            status = result.get("status") if isinstance(result, dict) else None
-            if not isinstance(status, int):
-                raise ProtocolError("each result of a batch must have a status")
-            if status == 201:
-                outcomes.append(CommitResult.from_json(result))
-            else:
-                outcomes.append(error_for(status, json.dumps(result).encode("utf-8")))
-        return outcomes
+        return [
+            outcome if isinstance(outcome, CommitResult) else error_from(outcome)
+            for outcome in parse_batch_results(answer, len(files))
+        ]
 
     async def download_batch(self, paths: Sequence[str]) -> list[tuple[dict[str, Any], bytes]]:
         """
@@ -891,7 +806,7 @@ class BoxsyncAPI:
             without batches answers 404 or 405).
         @raise ProtocolError: if the answer is malformed or too long.
         """
-        body = json.dumps({"paths": list(paths)}).encode("utf-8")
+        body = encode_path_list(list(paths))
         headers = self._headers({"Content-Type": JSON})
         producer = FileBodyProducer(BytesIO(body), self.cooperator)
         response = await self._request("POST", "/batch/download", headers, producer)

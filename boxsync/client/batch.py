@@ -18,7 +18,6 @@ own from then on.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import deque
 from pathlib import Path
@@ -30,8 +29,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..fs import write_small
-from ..protocol import BATCH_MAX_FILES, BatchFile, ProtocolError
-from .api import APIError, BoxsyncAPI, CommitResult, DigestMismatch, DownloadResult, error_for
+from ..wire import BATCH_MAX_FILES, BatchFile, ErrorAnswer, ProtocolError, Refusal
+from .api import APIError, BoxsyncAPI, CommitResult, DigestMismatch, DownloadResult, error_from
 
 __all__ = ["Batcher", "BATCH_BYTES"]
 
@@ -293,11 +292,11 @@ def _write_all(
         status = header.get("status")
         if status == 200:
             outcomes.append(_write(item, header, data))
-        elif status in (413, 503):
+        elif status in (Refusal.TOO_LARGE, Refusal.ASK_AGAIN):
             outcomes.append(_Alone())
         else:
             code = status if isinstance(status, int) else 500
-            outcomes.append(error_for(code, json.dumps(header).encode("utf-8")))
+            outcomes.append(error_from(ErrorAnswer.from_json(code, header)))
     return outcomes
 
 

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..paths import HIDDEN_DIR, BadPath, to_local
-from ..protocol import (
+from ..wire import (
     SHA256_TRAILER_FEATURE,
     Conflict,
     Delete,

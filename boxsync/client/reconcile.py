@@ -16,7 +16,7 @@ from typing import Union
 
 from attrs import frozen
 
-from ..protocol import Download, Upload
+from ..wire import Download, Upload
 from .scanner import LocalFile
 from .state import Base
 

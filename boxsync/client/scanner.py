@@ -28,7 +28,7 @@ from twisted.logger import Logger
 
 from .. import fs
 from ..paths import BadPath, to_local
-from ..protocol import DeletedEntry, FileEntry, Manifest
+from ..wire import DeletedEntry, FileEntry, Manifest
 from .ignore import IgnoreRules
 from .walk import Skipped, walk
 from .state import UNKNOWN_CTIME, Base

@@ -14,7 +14,7 @@ from typing import Awaitable, Callable, TypeVar
 
 from attrs import define, field
 
-from ..protocol import BATCH_FILE_LIMIT, Download
+from ..wire import BATCH_FILE_LIMIT, Download
 from .api import APIError, BoxsyncAPI, CommitResult, DigestMismatch, DownloadResult, NotFound, StaleBase
 from .batch import Batcher
 from .jobs import Jobs

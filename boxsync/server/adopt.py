@@ -14,7 +14,7 @@ from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ..protocol import Delete, Download, Event
+from ..wire import Delete, Download, Event
 from .box import Box
 from .index import FileRecord
 from .plan import PAGE

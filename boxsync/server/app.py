@@ -8,10 +8,8 @@ exceptions through to one handler that maps each to a status and a JSON body.
 from __future__ import annotations
 
 import functools
-import json
-import os
 import uuid
-from typing import TYPE_CHECKING, Any, BinaryIO, Awaitable, Callable, Concatenate, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Concatenate, ParamSpec, TypeVar, cast
 
 from attrs import define, evolve, field
 from klein import Klein
@@ -20,14 +18,19 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import static
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException
 
 from ..paths import BadPath, normalize
-from ..protocol import (
+from ..wire import (
     BATCH,
+    CommitResult,
+    ErrorAnswer,
+    Refusal,
+    RemoteFile,
+    encode_batch_results,
+    health_json,
     BASE_HEADER,
     CLIENT_HEADER,
     EVENT_STREAM,
@@ -47,8 +50,11 @@ from .auth import Forbidden, IAuthenticator, Principal, Unauthorized
 from .batch import download_batch, upload_batch
 from .box import Box, DigestMismatch, NotFound, StaleBase
 from .events import EventStream
+from .files import box_file
+from .http import committed, header, json_body, listed, query
 from .hub import Hub, TooManyStreams
 from .index import FileRecord
+from .legacy import LegacyAdapter
 from .limits import MAX_MANIFEST_ENTRIES
 from .manifest import read_manifest
 from .plan import plan
@@ -56,96 +62,26 @@ from .storage import DiskFull
 from .uploads import BodyTooLarge, check_body, take_upload, trailer_sha256
 
 if TYPE_CHECKING:
-    from .legacy import LegacyAdapter
     from .web import Sessions
 
-__all__ = ["BoxsyncApp", "box_file", "header", "json_body"]
+__all__ = ["BoxsyncApp"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-#: Exceptions a client can cause, and the status each gets.
-_STATUS: list[tuple[type[BaseException], int]] = [
-    (BadPath, 400),
-    (ProtocolError, 400),
-    (DigestMismatch, 400),
-    (Unauthorized, 401),
-    (Forbidden, 403),
-    (NotFound, 404),
-    (StaleBase, 412),
-    (TooManyStreams, 429),
-    (BodyTooLarge, 413),
-    (DiskFull, 507),
+#: Exceptions a client can cause, and the refusal each gets.
+_REFUSALS: list[tuple[type[BaseException], Refusal]] = [
+    (BadPath, Refusal.BAD_REQUEST),
+    (ProtocolError, Refusal.BAD_REQUEST),
+    (DigestMismatch, Refusal.BAD_REQUEST),
+    (Unauthorized, Refusal.UNAUTHORIZED),
+    (Forbidden, Refusal.FORBIDDEN),
+    (NotFound, Refusal.NOT_FOUND),
+    (StaleBase, Refusal.STALE_BASE),
+    (TooManyStreams, Refusal.TOO_MANY_STREAMS),
+    (BodyTooLarge, Refusal.TOO_LARGE),
+    (DiskFull, Refusal.DISK_FULL),
 ]
-
-
-def header(request: IRequest, name: str) -> str | None:
-    value = request.getHeader(name)
-    if value is None:
-        return None
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def json_body(request: IRequest, status: int, body: dict[str, Any]) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader(b"Content-Type", b"application/json")
-    return json.dumps(body).encode("utf-8") + b"\n"
-
-
-class BoxFile(static.File):
-    """
-    One file of the box, sent by C{static.File} (HEAD, Range, Last-Modified)
-    with larger reads, an C{ETag} of its sha256 and its seq: sent from the
-    file opened when it was found, never opened again by name.
-    """
-
-    isLeaf = True
-
-    def __init__(self, opened: BinaryIO, name: str, record: FileRecord) -> None:
-        super().__init__(name, defaultType="application/octet-stream")
-        self.opened = opened
-        self.record = record
-
-    def restat(self, reraise: bool = True) -> None:
-        self._statinfo = os.fstat(self.opened.fileno())
-
-    def openForReading(self) -> BinaryIO:
-        return self.opened
-
-    def render_GET(self, request: IRequest) -> Any:
-        etag = f'"{self.record.sha256}"'
-        request.setHeader(b"ETag", etag.encode())
-        request.setHeader(SEQ_HEADER.encode(), str(self.record.seq).encode())
-        if_range = header(request, "If-Range")
-        if if_range is not None and if_range.strip() != etag:
-            request.requestHeaders.removeHeader(b"Range")
-        return super().render_GET(request)
-
-    render_HEAD = render_GET
-
-    def _rangeToOffsetAndSize(self, start: int | None, end: int | None) -> tuple[int, int]:
-        # static.File turns a suffix range longer than the file ("bytes=-333"
-        # of 10 bytes) into a negative offset and fails mid-response; it
-        # means the whole file (RFC 9110, 14.1.2).
-        if start is None and end is not None:
-            end = min(end, self.getFileSize())
-        offset, size = super()._rangeToOffsetAndSize(start, end)
-        return offset, size
-
-    def _doMultipleRangeRequest(self, request: IRequest, byteRanges: list[Any]) -> Any:
-        parts = super()._doMultipleRangeRequest(request, byteRanges)
-        if parts == ([], b""):
-            # static.File sets up a 416 when no range of several is in the
-            # file, but returns this instead of a list of parts, and its
-            # producer fails on it: send no part at all.
-            request.setHeader(b"Content-Type", b"application/octet-stream")
-            return [(b"", 0, 0)]
-        return parts
-
-    def makeProducer(self, request: IRequest, fileForReading: Any) -> Any:
-        producer = super().makeProducer(request, fileForReading)
-        producer.bufferSize = 256 * 1024
-        return producer
 
 
 class _Resource(KleinResource):
@@ -161,21 +97,6 @@ class _Resource(KleinResource):
         except UnicodeDecodeError:
             return json_body(request, 400, {"error": "the path in the URL is not UTF-8"})
         return super().render(request)
-
-
-async def box_file(box: Box, path: str) -> BoxFile:
-    """
-    The live file at C{path}, ready to send.
-
-    @raise BadPath: if C{path} is not acceptable.
-    @raise NotFound: if the box has no live file there.
-    """
-    path = normalize(path)
-    record: FileRecord | None = await box.index.get(box.account, path)
-    opened = None if record is None or record.deleted else box.storage.open_file(path)
-    if record is None or opened is None:
-        raise NotFound(f"{path!r} is not in the box")
-    return BoxFile(opened, path.rsplit("/", 1)[-1], record)
 
 
 @define
@@ -254,13 +175,13 @@ class BoxsyncApp:
             error: HTTPException = failure.value  # type: ignore[assignment]
             return json_body(request, error.code or 500, {"error": error.description or ""})
         known = _answer(cast(BaseException, failure.value))
-        if known is not None:
-            return json_body(request, *known)
-        self.log.failure("unhandled error in {uri}", failure, uri=request.uri)
-        return json_body(request, 500, {"error": "internal server error"})
+        if known is None:
+            self.log.failure("unhandled error in {uri}", failure, uri=request.uri)
+            known = _INTERNAL
+        return json_body(request, known.status, known.to_json())
 
     def healthz(self, request: IRequest) -> bytes:
-        return json_body(request, 200, {"status": "ok", "features": [SHA256_TRAILER_FEATURE]})
+        return json_body(request, 200, health_json([SHA256_TRAILER_FEATURE]))
 
     async def sync(self, request: IRequest, principal: Principal) -> None:
         # boxsync's clients ask for an event stream; the legacy ones do not.
@@ -295,22 +216,20 @@ class BoxsyncApp:
         most C{?limit=} (1 to 1000, by default 1000) of them: fewer means
         there are no more.
         """
-        after = _query(request, "after") or ""
-        limit = count_header(_query(request, "limit"), "limit")
+        after = query(request, "after") or ""
+        limit = count_header(query(request, "limit"), "limit")
         limit = _LIST_LIMIT if limit is None else limit
         if not 1 <= limit <= _LIST_LIMIT:
             raise ProtocolError(f"limit must be from 1 to {_LIST_LIMIT}")
         box = self.boxes(principal.account)
-        found: list[dict[str, Any]] = []
+        found: list[RemoteFile] = []
         while len(found) < limit:
             page: list[FileRecord] = await box.index.page(principal.account, after, limit)
-            found += [_listed(record) for record in page if not record.deleted]
+            found += [listed(record) for record in page if not record.deleted]
             if len(page) < limit:
                 break
             after = page[-1].path
-        request.setResponseCode(200)
-        request.setHeader(b"Content-Type", b"application/json")
-        return json.dumps(found[:limit]).encode("utf-8") + b"\n"
+        return json_body(request, 200, [file.to_json() for file in found[:limit]])
 
     async def download(self, request: IRequest, principal: Principal, path: str) -> Any:
         return await box_file(self.boxes(principal.account), path)
@@ -339,7 +258,7 @@ class BoxsyncApp:
             origin=header(request, CLIENT_HEADER) or principal.client,
             stream=header(request, STREAM_HEADER),
         )
-        return json_body(request, 201, _record_json(record))
+        return json_body(request, 201, committed(record).to_json())
 
     async def delete(self, request: IRequest, principal: Principal, path: str) -> bytes:
         path = normalize(path)
@@ -352,7 +271,7 @@ class BoxsyncApp:
             origin=header(request, CLIENT_HEADER) or principal.client,
             stream=header(request, STREAM_HEADER),
         )
-        return json_body(request, 200, _record_json(record))
+        return json_body(request, 200, committed(record).to_json())
 
 
     async def batch_upload(self, request: IRequest, principal: Principal) -> bytes:
@@ -368,18 +287,17 @@ class BoxsyncApp:
             stream=header(request, STREAM_HEADER),
             max_upload=self.max_upload,
         )
-        results = []
+        results: list[CommitResult | ErrorAnswer] = []
         for outcome in outcomes:
             if isinstance(outcome, FileRecord):
-                results.append({"status": 201, **_record_json(outcome)})
+                results.append(committed(outcome))
                 continue
             known = _answer(outcome)
             if known is None:
                 self.log.failure("unhandled error in a batch", Failure(outcome))
-                known = 500, {"error": "internal server error"}
-            status, body = known
-            results.append({"status": status, **body})
-        return json_body(request, 200, {"results": results})
+                known = _INTERNAL
+            results.append(known)
+        return json_body(request, 200, encode_batch_results(results))
 
     async def batch_download(self, request: IRequest, principal: Principal) -> bytes:
         """
@@ -396,38 +314,17 @@ class BoxsyncApp:
 _LIST_LIMIT = 1000
 
 
-def _answer(error: BaseException) -> tuple[int, dict[str, Any]] | None:
+#: The answer to an error no client can cause.
+_INTERNAL = ErrorAnswer(500, "internal server error")
+
+
+def _answer(error: BaseException) -> ErrorAnswer | None:
     """
-    The status and JSON body that tell a client about C{error}, if it is one
-    of those the protocol names.
+    The answer that tells a client about C{error}, if it is one of those the
+    protocol names.
     """
-    for kind, status in _STATUS:
+    for kind, refusal in _REFUSALS:
         if isinstance(error, kind):
-            body: dict[str, Any] = {"error": str(error)}
-            if isinstance(error, StaleBase):
-                body["seq"] = error.current
-            return status, body
+            seq = error.current if isinstance(error, StaleBase) else None
+            return ErrorAnswer(int(refusal), str(error), seq)
     return None
-
-
-def _query(request: IRequest, name: str) -> str | None:
-    values = request.args.get(name.encode(), [])
-    return values[0].decode("utf-8", "replace") if values else None
-
-
-def _listed(record: FileRecord) -> dict[str, Any]:
-    listed = _record_json(record)
-    del listed["deleted"]
-    listed["origin"] = record.origin
-    return listed
-
-
-def _record_json(record: FileRecord) -> dict[str, Any]:
-    return {
-        "path": record.path,
-        "seq": record.seq,
-        "sha256": record.sha256,
-        "size": record.size,
-        "mtime_ns": record.mtime_ns,
-        "deleted": record.deleted,
-    }

@@ -23,8 +23,8 @@ from typing import Any, Sequence
 from twisted.logger import Logger
 
 from .. import libc
-from ..protocol import BATCH_FILE_LIMIT, BATCH_MAX_BYTES, BatchFile, encode_part
 from ..fs import write_small
+from ..wire import BATCH_FILE_LIMIT, BATCH_MAX_BYTES, BatchFile, ErrorAnswer, Refusal, encode_part
 from .box import Box, DigestMismatch
 from .index import FileRecord
 from .storage import StagingFile, as_disk_full
@@ -191,14 +191,14 @@ async def download_batch(box: Box, paths: Sequence[str]) -> list[bytes]:
             data = None
             if row is not None and not row.deleted:
                 if row.size > BATCH_FILE_LIMIT:
-                    parts += _refusal(path, 413, f"{path!r} is too large for a batch: download it on its own")
+                    parts += _refusal(path, Refusal.TOO_LARGE, f"{path!r} is too large for a batch: download it on its own")
                     continue
                 data = box.storage.read_small(path, BATCH_FILE_LIMIT)
             if row is None or data is None:
-                parts += _refusal(path, 404, f"{path!r} is not in the box")
+                parts += _refusal(path, Refusal.NOT_FOUND, f"{path!r} is not in the box")
                 continue
             if total + len(data) > BATCH_MAX_BYTES:
-                parts += _refusal(path, 503, "the batch is full: ask again")
+                parts += _refusal(path, Refusal.ASK_AGAIN, "the batch is full: ask again")
                 continue
             total += len(data)
             header: dict[str, Any] = {
@@ -216,5 +216,5 @@ async def download_batch(box: Box, paths: Sequence[str]) -> list[bytes]:
     return result
 
 
-def _refusal(path: str, status: int, error: str) -> list[bytes]:
-    return encode_part({"path": path, "status": status, "error": error})
+def _refusal(path: str, refusal: Refusal, error: str) -> list[bytes]:
+    return encode_part({"path": path, "status": int(refusal), **ErrorAnswer(refusal, error).to_json()})

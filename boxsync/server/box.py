@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
-from ..protocol import Delete, Download
+from ..wire import Delete, Download
 from .hub import Hub
 from .index import FileRecord, IIndex
 from .storage import BoxStorage, Change, StagingFile

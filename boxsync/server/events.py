@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from ..protocol import EVENT_STREAM, Event, Hello, Ready, encode_comment, encode_event
+from ..wire import EVENT_STREAM, Event, Hello, Ready, encode_comment, encode_event
 from .auth import Principal
 from .hub import Hub
 from .index import IIndex

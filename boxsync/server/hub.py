@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from ..protocol import Event
+from ..wire import Event
 
 __all__ = ["Hub", "Listener", "TooManyStreams"]
 

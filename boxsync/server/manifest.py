@@ -32,7 +32,7 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
-from ..protocol import (
+from ..wire import (
     DeletedEntry,
     FileEntry,
     ProtocolError,

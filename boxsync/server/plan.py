@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import AsyncIterable, AsyncIterator, Container, Protocol, Sequence, TypeVar
 
-from ..protocol import (
+from ..wire import (
     Conflict,
     DeletedEntry,
     Delete,

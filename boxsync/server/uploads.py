@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from ..protocol import SHA256_TRAILER, TRAILER_HEADER, ProtocolError, sha256_header
+from ..wire import SHA256_TRAILER, TRAILER_HEADER, ProtocolError, sha256_header
 from ..writer import HashingWriter, Runner
 from .auth import Forbidden, Unauthorized
 from .limits import MAX_OTHER_BODY, LimitedChannel, LimitedSite, Refused

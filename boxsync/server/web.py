@@ -44,11 +44,12 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from ..paths import BadPath, normalize
-from ..protocol import CLIENT_HEADER, ProtocolError
-from .app import BoxsyncApp, box_file, header, json_body
-from .app import _listed as listed  # a record as GET /files lists it
+from ..wire import CLIENT_HEADER, ProtocolError
+from .app import BoxsyncApp
 from .auth import TOKEN_REFUSED, Forbidden, IAuthenticator, Principal, Unauthorized
 from .box import Box, NotFound
+from .files import box_file
+from .http import header, json_body, listed
 from .hub import Hub
 from .index import FileRecord
 from .storage import StagingFile
@@ -553,7 +554,7 @@ class WebPage:
         record: FileRecord | None = await box.index.get(principal.account, path)
         if record is None or record.deleted:
             raise NotFound(f"{path!r} is not in the box")
-        return json_body(request, 200, listed(record))
+        return json_body(request, 200, listed(record).to_json())
 
     async def download(self, request: IRequest, principal: Principal, path: str) -> Any:
         """

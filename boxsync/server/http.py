@@ -1,0 +1,71 @@
+"""
+What every route does with a request: read a header or a query argument,
+answer in JSON, give a file's record as the wire carries it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from ..wire import JSON, CommitResult, RemoteFile
+from .index import FileRecord
+
+__all__ = ["header", "query", "json_body", "committed", "listed"]
+
+
+def header(request: IRequest, name: str) -> str | None:
+    """
+    The value of the request's header C{name}, if it has one.
+    """
+    value = request.getHeader(name)
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def query(request: IRequest, name: str) -> str | None:
+    """
+    The first value of the query argument C{name}, if there is one.
+    """
+    values = request.args.get(name.encode(), [])
+    return values[0].decode("utf-8", "replace") if values else None
+
+
+def json_body(request: IRequest, status: int, body: Any) -> bytes:
+    """
+    Answer C{request} with C{status} and C{body} as JSON.
+    """
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", JSON.encode("ascii"))
+    return json.dumps(body).encode("utf-8") + b"\n"
+
+
+def committed(record: FileRecord) -> CommitResult:
+    """
+    C{record} as the answer to the commit that made it.
+    """
+    return CommitResult(
+        path=record.path,
+        seq=record.seq,
+        sha256=record.sha256,
+        size=record.size,
+        mtime_ns=record.mtime_ns,
+        deleted=record.deleted,
+    )
+
+
+def listed(record: FileRecord) -> RemoteFile:
+    """
+    C{record} as C{GET /files} lists it.
+    """
+    return RemoteFile(
+        path=record.path,
+        size=record.size,
+        sha256=record.sha256,
+        seq=record.seq,
+        mtime_ns=record.mtime_ns,
+        origin=record.origin,
+    )

@@ -1,0 +1,138 @@
+"""
+The events the server sends a client on its event stream.
+
+Each has a wire name (the SSE C{event:} field); those that report a commit
+carry its seq, which becomes the SSE C{id:}. L{boxsync.wire.sse} frames them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+from attrs import frozen
+
+__all__ = [
+    "Hello",
+    "Upload",
+    "Download",
+    "Delete",
+    "Remove",
+    "Conflict",
+    "InSync",
+    "Ready",
+    "Event",
+    "EVENT_TYPES",
+    "event_id",
+]
+
+
+@frozen
+class Hello:
+    """
+    The first event of every stream: the stream's id and the current seq.
+    """
+
+    name = "hello"
+    stream: str
+    seq: int
+
+
+@frozen
+class Upload:
+    """
+    Plan: send your copy of C{path}, stating C{base} as its base.
+    """
+
+    name = "upload"
+    path: str
+    base: int
+
+
+@frozen
+class Download:
+    """
+    Fetch version C{seq} of C{path} (plan, or a live commit by another client).
+    """
+
+    name = "download"
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    seq: int
+
+
+@frozen
+class Delete:
+    """
+    C{path} was deleted at C{seq}: delete the local copy if it is unchanged.
+    """
+
+    name = "delete"
+    path: str
+    seq: int
+
+
+@frozen
+class Remove:
+    """
+    Plan: your deletion of C{path} can be committed; send it with C{base}.
+    """
+
+    name = "remove"
+    path: str
+    base: int
+
+
+@frozen
+class Conflict:
+    """
+    Plan: both sides changed C{path}. Keep the local copy under a conflict
+    name (and upload it as a new file), then download version C{seq}.
+    """
+
+    name = "conflict"
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    seq: int
+
+
+@frozen
+class InSync:
+    """
+    Plan: your copy of C{path} is the server's version C{seq}; record it.
+    """
+
+    name = "insync"
+    path: str
+    seq: int
+
+
+@frozen
+class Ready:
+    """
+    The plan is complete; everything up to C{seq} is covered by it.
+    """
+
+    name = "ready"
+    seq: int
+
+
+Event = Union[Hello, Upload, Download, Delete, Remove, Conflict, InSync, Ready]
+
+#: The class of each event, by its wire name.
+EVENT_TYPES: dict[str, type[Any]] = {
+    cls.name: cls
+    for cls in (Hello, Upload, Download, Delete, Remove, Conflict, InSync, Ready)
+}
+
+
+def event_id(event: Event) -> int | None:
+    """
+    The seq an event carries as its SSE id: that of a commit or of C{ready}.
+    """
+    if isinstance(event, (Download, Delete, Ready)):
+        return event.seq
+    return None

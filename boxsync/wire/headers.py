@@ -1,0 +1,74 @@
+"""
+The media types and header names of the protocol, and the checks of the
+headers' values.
+"""
+
+from __future__ import annotations
+
+from .values import ProtocolError, check_count, check_sha256
+
+__all__ = [
+    "EVENT_STREAM",
+    "JSON",
+    "BASE_HEADER",
+    "SHA256_HEADER",
+    "TRAILER_HEADER",
+    "SHA256_TRAILER",
+    "SHA256_TRAILER_FEATURE",
+    "MTIME_HEADER",
+    "CLIENT_HEADER",
+    "STREAM_HEADER",
+    "SEQ_HEADER",
+    "LAST_EVENT_ID",
+    "sha256_header",
+    "count_header",
+]
+
+EVENT_STREAM = "text/event-stream"
+JSON = "application/json"
+
+#: The seq of the version an upload or a delete started from (0: none).
+BASE_HEADER = "X-Boxsync-Base"
+#: The sha256 (hex) the client computed for an upload body.
+SHA256_HEADER = "X-Boxsync-Sha256"
+#: On an upload, C{sha256}: the body ends with the sha256 (64 hex digits)
+#: of the file's bytes, which come before it. A client hashes a large file
+#: as it sends it rather than reading it twice.
+TRAILER_HEADER = "X-Boxsync-Trailer"
+#: The length of that trailer.
+SHA256_TRAILER = 64
+#: What a server that takes that trailer, and manifest entries of new files
+#: without their sha256, lists among its C{features} (C{GET /healthz}).
+SHA256_TRAILER_FEATURE = "sha256-trailer"
+#: The modification time of an uploaded file, in nanoseconds.
+MTIME_HEADER = "X-Boxsync-Mtime"
+#: The name of the client making a request (shown in logs, conflict names).
+CLIENT_HEADER = "X-Boxsync-Client"
+#: The id of the client's open event stream, so its own commits are not
+#: echoed back to it.
+STREAM_HEADER = "X-Boxsync-Stream"
+#: On a download: the seq of the version being sent.
+SEQ_HEADER = "X-Boxsync-Seq"
+#: The standard SSE header a reconnecting client sends its cursor in.
+LAST_EVENT_ID = "Last-Event-ID"
+
+
+def sha256_header(value: str | None) -> str | None:
+    """
+    Check the value of an optional sha256 header.
+    """
+    if value is None:
+        return None
+    return check_sha256(value.strip().lower())
+
+
+def count_header(value: str | None, what: str) -> int | None:
+    """
+    Check the value of an optional non-negative integer header.
+    """
+    if value is None:
+        return None
+    try:
+        return check_count(int(value.strip()), what)
+    except ValueError:
+        raise ProtocolError(f"{what} must be a non-negative integer") from None

@@ -1,0 +1,184 @@
+"""
+The manifest: what a client sends to C{POST /sync} about its files, and its
+JSON codec.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+from attrs import field, frozen
+
+from .values import ProtocolError, check_count, check_path, check_sha256, json_object
+
+__all__ = [
+    "FileEntry",
+    "DeletedEntry",
+    "Manifest",
+    "encode_manifest",
+    "parse_manifest",
+    "file_entry",
+    "deleted_entry",
+    "manifest_client",
+    "manifest_cursor",
+]
+
+
+@frozen
+class FileEntry:
+    """
+    One file a client has.
+
+    @ivar base: the seq of the server version the file was last in sync with;
+        0 if it never was.
+    @ivar changed: whether the file differs from that base version.
+    @ivar sha256: C{None} for a changed file the client has not hashed (it
+        hashes a large file as it uploads it): it then matches no version.
+    """
+
+    path: str
+    sha256: str | None
+    size: int
+    mtime_ns: int
+    base: int = 0
+    changed: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "base": self.base,
+            "changed": self.changed,
+        }
+
+
+@frozen
+class DeletedEntry:
+    """
+    A file the client deleted since it was in sync with version C{base}.
+    """
+
+    path: str
+    base: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "base": self.base}
+
+
+def _files(items: Iterable[FileEntry]) -> tuple[FileEntry, ...]:
+    return tuple(items)
+
+
+def _deleted(items: Iterable[DeletedEntry]) -> tuple[DeletedEntry, ...]:
+    return tuple(items)
+
+
+@frozen
+class Manifest:
+    """
+    What a client tells the server when it opens its event stream.
+
+    A client lists at least every file it changed (or never synced) and every
+    file it deleted since C{cursor}, the highest seq it has applied; it may
+    list unchanged files too. The server then needs nothing else to plan.
+    """
+
+    client: str = ""
+    cursor: int = 0
+    files: tuple[FileEntry, ...] = field(default=(), converter=_files)
+    deleted: tuple[DeletedEntry, ...] = field(default=(), converter=_deleted)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "client": self.client,
+            "cursor": self.cursor,
+            "files": [f.to_json() for f in self.files],
+            "deleted": [d.to_json() for d in self.deleted],
+        }
+
+
+def encode_manifest(manifest: Manifest) -> bytes:
+    return json.dumps(manifest.to_json(), separators=(",", ":")).encode("utf-8")
+
+
+def file_entry(item: object) -> FileEntry:
+    """
+    One item of a manifest's C{files}, checked.
+
+    @raise ProtocolError: if it is malformed.
+    """
+    if not isinstance(item, dict):
+        raise ProtocolError("each file must be a JSON object")
+    changed = item.get("changed", True)
+    if not isinstance(changed, bool):
+        raise ProtocolError("changed must be true or false")
+    sha256 = item.get("sha256")
+    if sha256 is None and not changed:
+        raise ProtocolError("a file listed without its sha256 must be changed")
+    return FileEntry(
+        path=check_path(item.get("path")),
+        sha256=None if sha256 is None else check_sha256(sha256),
+        size=check_count(item.get("size"), "size"),
+        mtime_ns=check_count(item.get("mtime_ns", 0), "mtime_ns"),
+        base=check_count(item.get("base", 0), "base"),
+        changed=changed,
+    )
+
+
+def deleted_entry(item: object) -> DeletedEntry:
+    """
+    One item of a manifest's C{deleted}, checked.
+
+    @raise ProtocolError: if it is malformed.
+    """
+    if not isinstance(item, dict):
+        raise ProtocolError("each deleted entry must be a JSON object")
+    return DeletedEntry(path=check_path(item.get("path")), base=check_count(item.get("base", 0), "base"))
+
+
+def manifest_client(value: object) -> str:
+    """
+    The C{client} of a manifest, checked.
+
+    @raise ProtocolError: if it is not a string of at most 200 characters.
+    """
+    if not isinstance(value, str) or len(value) > 200:
+        raise ProtocolError("client must be a string of at most 200 characters")
+    return value
+
+
+def manifest_cursor(value: object) -> int:
+    """
+    The C{cursor} of a manifest, checked.
+    """
+    return check_count(value, "cursor")
+
+
+def parse_manifest(body: bytes, max_entries: int = 1_000_000) -> Manifest:
+    """
+    Parse and check a manifest.
+
+    @raise ProtocolError: if anything in it is malformed, a path is not
+        acceptable, a path is listed twice, or it has over C{max_entries}
+        entries.
+    """
+    raw = json_object(body or b"{}", "manifest")
+    client = manifest_client(raw.get("client", ""))
+    files_raw = raw.get("files", [])
+    deleted_raw = raw.get("deleted", [])
+    if not isinstance(files_raw, list) or not isinstance(deleted_raw, list):
+        raise ProtocolError("files and deleted must be lists")
+    if len(files_raw) + len(deleted_raw) > max_entries:
+        raise ProtocolError(f"manifest has over {max_entries} entries")
+    files = [file_entry(item) for item in files_raw]
+    deleted = [deleted_entry(item) for item in deleted_raw]
+    seen: set[str] = set()
+    entries: list[FileEntry | DeletedEntry] = [*files, *deleted]
+    for entry in entries:
+        if entry.path in seen:
+            raise ProtocolError(f"{entry.path!r} is listed twice")
+        seen.add(entry.path)
+    return Manifest(client=client, cursor=manifest_cursor(raw.get("cursor", 0)), files=files, deleted=deleted)

@@ -1,0 +1,74 @@
+"""
+The checks every message of the protocol makes of its values: paths, counts
+(seqs, sizes, mtimes), sha256 digests and JSON objects, and the error a
+message that fails them raises.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..paths import BadPath, normalize
+
+__all__ = ["ProtocolError", "MAX_COUNT", "check_path", "check_count", "check_sha256", "json_object"]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+#: The largest count (seq, size, mtime) on the wire: SQLite's largest integer.
+MAX_COUNT = 2**63 - 1
+
+
+class ProtocolError(ValueError):
+    """
+    A message that does not follow the protocol.
+    """
+
+
+def check_path(value: object) -> str:
+    """
+    C{value} as a normalized wire path.
+
+    @raise ProtocolError: if it is not a string or not an acceptable path.
+    """
+    if not isinstance(value, str):
+        raise ProtocolError("path must be a string")
+    try:
+        return normalize(value)
+    except BadPath as e:
+        raise ProtocolError(str(e)) from None
+
+
+def check_count(value: object, what: str) -> int:
+    """
+    C{value}, which must be an integer from 0 to L{MAX_COUNT}.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise ProtocolError(f"{what} must be an integer from 0 to {MAX_COUNT}")
+    return value
+
+
+def check_sha256(value: object) -> str:
+    """
+    C{value}, which must be a sha256 in 64 lowercase hex digits.
+    """
+    if not isinstance(value, str) or not _SHA256.match(value):
+        raise ProtocolError("sha256 must be 64 lowercase hex digits")
+    return value
+
+
+def json_object(text: bytes, what: str) -> dict[str, Any]:
+    """
+    C{text} parsed as a JSON object.
+
+    @raise ProtocolError: if it is not one.
+    """
+    try:
+        raw = json.loads(text)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        # RecursionError: nested too deep (e.g. a body of 100,000 "[").
+        raise ProtocolError(f"{what} is not JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"{what} must be a JSON object")
+    return raw
