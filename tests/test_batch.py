@@ -18,17 +18,9 @@ from attrs import define, field
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.threads import deferToThread
 
-from boxsync.client.api import (
-    BadRequest,
-    BoxsyncAPI,
-    CommitResult,
-    DigestMismatch,
-    DownloadResult,
-    NotFound,
-    StaleBase,
-    TooLarge,
-    error_for,
-)
+from boxsync.client.api import BoxsyncAPI
+from boxsync.client.errors import BadRequest, DigestMismatch, NotFound, StaleBase, TooLarge, error_for
+from boxsync.client.results import CommitResult, DownloadResult
 from boxsync.client.batch import Batcher
 from boxsync.wire import BATCH, BATCH_FILE_LIMIT, BatchFile, Download, Manifest, encode_part
 from tests.conftest import KEY

@@ -25,22 +25,20 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from boxsync.client.api import (
-    _READ_SIZE,
+from boxsync.client.api import BoxsyncAPI
+from boxsync.client.errors import (
     APIError,
     AuthError,
     BadRequest,
-    BoxsyncAPI,
-    CommitResult,
     DigestMismatch,
-    DownloadResult,
     NotFound,
     ServerFull,
     StaleBase,
     StreamIdle,
     TooLarge,
-    _read_more,
 )
+from boxsync.client.results import CommitResult, DownloadResult
+from boxsync.client.sockets import READ_SIZE, read_more
 from boxsync.writer import BATCH_SIZE
 from boxsync.wire import (
     Download,
@@ -740,7 +738,7 @@ async def test_download_large(env: Env, tmp_path: Path) -> None:
     assert result == DownloadResult(sha256=sha256(BIG), size=len(BIG), seq=1)
     assert dest.read_bytes() == BIG
     assert sum(progress) == len(BIG)
-    assert max(progress) < BATCH_SIZE + _READ_SIZE
+    assert max(progress) < BATCH_SIZE + READ_SIZE
 
 
 @pytest_twisted.ensureDeferred
@@ -786,20 +784,20 @@ async def test_download_disk_full(env: Env, tmp_path: Path) -> None:
     assert result.size == len(DATA)
 
 
-def test_read_more() -> None:
+def testread_more() -> None:
     """
     The TCP connection under a response body, or under its TLS, reads
-    C{_READ_SIZE} bytes at a time; other transports are left alone.
+    C{READ_SIZE} bytes at a time; other transports are left alone.
     """
     from types import SimpleNamespace
 
     from twisted.internet.tcp import Connection
 
     plain, under_tls = Connection.__new__(Connection), Connection.__new__(Connection)
-    _read_more(SimpleNamespace(_producer=plain))
-    _read_more(SimpleNamespace(_producer=SimpleNamespace(transport=under_tls)))
-    assert plain.bufferSize == under_tls.bufferSize == _READ_SIZE
+    read_more(SimpleNamespace(_producer=plain))
+    read_more(SimpleNamespace(_producer=SimpleNamespace(transport=under_tls)))
+    assert plain.bufferSize == under_tls.bufferSize == READ_SIZE
     other = SimpleNamespace(bufferSize=1)
-    _read_more(SimpleNamespace(_producer=other))
-    _read_more(object())
+    read_more(SimpleNamespace(_producer=other))
+    read_more(object())
     assert other.bufferSize == 1

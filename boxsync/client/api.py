@@ -7,9 +7,9 @@ server's error answers into the exceptions below. It does not decide what to
 transfer (the engine does) and it does not limit how many transfers run at
 once.
 
-Every body it reads has its own silence watchdog: treq's C{timeout=} covers
-only the wait for the response headers, and an event stream or a large
-download can stall for good after them.
+Every request and every body it reads has its own silence watchdog
+(L{boxsync.client.transport}); upload bodies are read from disk by
+L{boxsync.client.sources}.
 
 A download is written to disk and hashed in batches in a worker thread
 (L{boxsync.writer}), so that the reactor thread only reads the socket.
@@ -17,63 +17,42 @@ A download is written to disk and hashed in batches in a worker thread
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
-import os
-import socket
-import sys
-import termios
 import urllib.parse
 from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Sequence
 
-from attrs import define, field, frozen
+from attrs import define, field
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import (
-    IConsumer,
-    IDelayedCall,
-    IProducer,
-    IPushProducer,
-    IReactorThreads,
-    IReactorTime,
-)
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.internet.task import Cooperator, LoopingCall
-from twisted.internet.tcp import Connection
+from twisted.internet.interfaces import IPushProducer, IReactorThreads, IReactorTime
+from twisted.internet.task import Cooperator
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.client import FileBodyProducer, ResponseDone
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import FileBodyProducer
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IResponse
-from zope.interface import implementer
+from twisted.web.iweb import IResponse
 
 from ..paths import normalize
 from ..wire import (
+    BASE_HEADER,
     BATCH,
     BATCH_MAX_BYTES,
-    BASE_HEADER,
     CLIENT_HEADER,
     EVENT_STREAM,
     JSON,
     MTIME_HEADER,
     SEQ_HEADER,
     SHA256_HEADER,
-    SHA256_TRAILER,
     STREAM_HEADER,
     TRAILER_HEADER,
+    BatchFile,
     CommitResult,
-    ErrorAnswer,
     Event,
     Manifest,
-    Refusal,
-    RemoteFile,
     ProtocolError,
-    BatchFile,
+    RemoteFile,
     SSEParser,
     count_header,
     decode_event,
@@ -86,372 +65,21 @@ from ..wire import (
     parse_parts,
 )
 from ..writer import HashingWriter, inline
+from .errors import APIError, DigestMismatch, error_from
+from .results import DownloadResult
+from .resume import etag_sha256, hash_prefix, range_start
+from .sockets import read_more
+from .sources import file_body
+from .transport import DEFAULT_IDLE_TIMEOUT, MAX_JSON, BodyReader, Transport, response_header
 
-__all__ = [
-    "APIError",
-    "BadRequest",
-    "AuthError",
-    "NotFound",
-    "StaleBase",
-    "TooLarge",
-    "ServerFull",
-    "StreamIdle",
-    "DigestMismatch",
-    "error_for",
-    "CommitResult",
-    "DownloadResult",
-    "RemoteFile",
-    "EventStream",
-    "BoxsyncAPI",
-]
+# Imported from here by the engine, from before these had modules of their own.
+from .errors import AuthError, NotFound, StaleBase  # noqa: F401, E402
 
-#: How many seconds a response may stay silent before it is given up.
-DEFAULT_IDLE_TIMEOUT = 45.0
-
-#: The most bytes of a JSON answer (an error or a commit) this client reads.
-_MAX_JSON = 64 * 1024
+__all__ = ["EventStream", "BoxsyncAPI"]
 
 #: The most bytes of one file's result in the answer to a batch, besides
 #: the file itself (its path, digest and error).
 _MAX_RESULT = 8 * 1024
-
-#: How much of a partial download is read at a time to seed its hash.
-_HASH_BLOCK = 1024 * 1024
-
-#: How many bytes a download reads from its socket at a time (Twisted's TCP
-#: transports read 64 KiB), and an upload from its file (C{FileBodyProducer}
-#: reads 64 KiB): fewer, larger reads cost the reactor thread less (an
-#: upload of 1 GiB, hashed as it is sent: 2.3 CPU-s at 64 KiB, 2.0 at this).
-_READ_SIZE = 256 * 1024
-
-
-class APIError(Exception):
-    """
-    The server answered a request with an error status.
-
-    @ivar status: the HTTP status code.
-    @ivar message: the C{error} of the JSON body, or what the body said.
-    """
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(status, message)
-        self.status = status
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"HTTP {self.status}: {self.message}"
-
-
-class BadRequest(APIError):
-    """
-    C{400}: the request was malformed (a bad path, manifest or sha256).
-    """
-
-
-class AuthError(APIError):
-    """
-    C{401} (no key) or C{403} (a wrong key).
-    """
-
-
-class NotFound(APIError):
-    """
-    C{404}: no such file, or it is deleted.
-    """
-
-
-class StaleBase(APIError):
-    """
-    C{412}: the path is no longer at the base the request stated.
-
-    @ivar current_seq: the path's current seq, as the server named it.
-    """
-
-    def __init__(self, status: int, message: str, current_seq: int | None) -> None:
-        super().__init__(status, message)
-        self.current_seq = current_seq
-
-
-class TooLarge(APIError):
-    """
-    C{413}: the server refuses a body this large.
-    """
-
-
-class ServerFull(APIError):
-    """
-    C{507}: the server's disk is full; nothing was committed, try again later.
-    """
-
-
-#: The exception for each refusal (but L{StaleBase}, which carries a seq).
-_ERRORS: dict[int, type[APIError]] = {
-    Refusal.BAD_REQUEST: BadRequest,
-    Refusal.UNAUTHORIZED: AuthError,
-    Refusal.FORBIDDEN: AuthError,
-    Refusal.NOT_FOUND: NotFound,
-    Refusal.TOO_LARGE: TooLarge,
-    Refusal.DISK_FULL: ServerFull,
-}
-
-
-class StreamIdle(Exception):
-    """
-    Nothing moved on a connection for C{seconds} seconds (not a byte of a
-    body, not an event-stream keep-alive), so it was closed.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(seconds)
-        self.seconds = seconds
-
-    def __str__(self) -> str:
-        return f"nothing received or sent for {self.seconds:g} seconds"
-
-
-class DigestMismatch(Exception):
-    """
-    A download did not have the sha256 it was expected to have; the partial
-    file was deleted.
-    """
-
-    def __init__(self, path: str, expected: str, actual: str) -> None:
-        super().__init__(path, expected, actual)
-        self.path = path
-        self.expected = expected
-        self.actual = actual
-
-    def __str__(self) -> str:
-        return f"{self.path}: expected sha256 {self.expected}, got {self.actual}"
-
-
-@frozen
-class DownloadResult:
-    """
-    A file downloaded completely: its sha256 and size, and the seq of the
-    version the server sent.
-    """
-
-    sha256: str
-    size: int
-    seq: int
-    #: The downloaded file's stat once its mtime was set, if the download
-    #: set it (a batch does, in its thread).
-    placed: os.stat_result | None = None
-
-
-@define
-class _Watchdog:
-    """
-    Call C{on_idle} once if L{poke} is not called for C{timeout} seconds.
-    """
-
-    clock: IReactorTime
-    timeout: float
-    on_idle: Callable[[], object]
-    fired: bool = False
-    _call: IDelayedCall | None = None
-
-    def poke(self) -> None:
-        """
-        Something happened: start the countdown again.
-        """
-        if self._call is not None and self._call.active():
-            self._call.reset(self.timeout)
-        elif not self.fired:
-            self._call = self.clock.callLater(self.timeout, self._fire)
-
-    def stop(self) -> None:
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-
-    def _fire(self) -> None:
-        self._call = None
-        self.fired = True
-        self.on_idle()
-
-
-class _BodyReader(Protocol):
-    """
-    Hand a response body to C{sink} a chunk at a time, as it arrives, and give
-    up on it when nothing arrives for C{idle_timeout} seconds.
-
-    @ivar done: fires with C{None} once the whole body was delivered. It fails
-        with L{StreamIdle} after a silence, with what C{sink} raised, or with
-        the reason the connection was lost. Cancelling it closes the
-        connection. Nothing reaches C{sink} after it has fired.
-    """
-
-    def __init__(
-        self, clock: IReactorTime, idle_timeout: float, sink: Callable[[bytes], object]
-    ) -> None:
-        self._sink = sink
-        self._watchdog = _Watchdog(clock, idle_timeout, self._idle)
-        self.done: Deferred[None] = Deferred(lambda _: self._abort())
-
-    def connectionMade(self) -> None:
-        self._watchdog.poke()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.done.called:
-            return
-        self._watchdog.poke()
-        try:
-            self._sink(data)
-        except Exception:
-            self._fail(Failure())
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._watchdog.stop()
-        if self.done.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(None)
-        else:
-            self.done.errback(reason)
-
-    def _idle(self) -> None:
-        self._fail(Failure(StreamIdle(self._watchdog.timeout)))
-
-    def _fail(self, reason: Failure) -> None:
-        if not self.done.called:
-            self.done.errback(reason)
-        self._abort()
-
-    def _abort(self) -> None:
-        self._watchdog.stop()
-        if self.transport is not None:
-            # The transport of a response body is a push producer; stopping it
-            # closes the connection (there is no public "abort" for a body).
-            IPushProducer(self.transport).stopProducing()
-
-
-@define
-class _Prefix:
-    """
-    The first C{left} bytes of a file open for reading, for a
-    C{FileBodyProducer} (which would otherwise read on to whatever end the
-    file has by then).
-    """
-
-    file: BinaryIO
-    left: int
-
-    def read(self, size: int) -> bytes:
-        data = self.file.read(min(size, self.left))
-        self.left -= len(data)
-        return data
-
-    def close(self) -> None:
-        self.file.close()
-
-
-@define
-class _Hashing:
-    """
-    A file being sent, hashed as it is read: once C{size} bytes are read,
-    their sha256 (hex) follows, or, if they are fewer or C{unchanged} says
-    the file changed meanwhile, a digest of no file.
-    """
-
-    file: _Prefix
-    size: int
-    unchanged: Callable[[], bool]
-    _digest: hashlib._Hash = field(factory=hashlib.sha256)
-    _read: int = 0
-    _ended: bool = False
-
-    def read(self, size: int) -> bytes:
-        data = self.file.read(size)
-        if data:
-            self._digest.update(data)
-            self._read += len(data)
-            return data
-        if self._ended:
-            return b""
-        self._ended = True
-        if self._read != self.size or not self.unchanged():
-            return b"0" * SHA256_TRAILER
-        return self._digest.hexdigest().encode("ascii")
-
-    def close(self) -> None:
-        self.file.close()
-
-
-@implementer(IConsumer)
-@define
-class _CountingConsumer:
-    """
-    Pass writes on to C{consumer}, telling C{on_write} how many bytes each one
-    carried.
-    """
-
-    consumer: IConsumer
-    on_write: Callable[[int], object]
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        self.consumer.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        self.consumer.unregisterProducer()
-
-    def write(self, data: bytes) -> None:
-        self.on_write(len(data))
-        self.consumer.write(data)
-
-
-@implementer(IBodyProducer)
-@define
-class _CountingProducer:
-    """
-    A request body that reports every piece of itself it sends.
-    """
-
-    producer: IBodyProducer
-    on_write: Callable[[int], object]
-    consumer: IConsumer | None = None
-
-    @property
-    def length(self) -> int:
-        length: int = self.producer.length
-        return length
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        self.consumer = consumer
-        started: Deferred[None] = self.producer.startProducing(
-            _CountingConsumer(consumer, self.on_write)
-        )
-        return started
-
-    def unsent(self) -> int | None:
-        """
-        How many bytes of the body the connection has not delivered yet (sent
-        but not acknowledged by the peer, or not sent): Linux's C{SIOCOUTQ}
-        of its socket. C{None} if that cannot be told.
-        """
-        # Twisted hands a body producer a private wrapper of the transport.
-        transport = getattr(self.consumer, "_consumer", self.consumer)
-        for _ in range(3):  # TLS wraps the TCP transport
-            get_handle = getattr(transport, "getHandle", None)
-            handle = get_handle() if callable(get_handle) else None
-            if isinstance(handle, socket.socket):
-                try:
-                    raw = fcntl.ioctl(handle.fileno(), termios.TIOCOUTQ, bytes(4))
-                except OSError:
-                    return None
-                return int.from_bytes(raw, sys.byteorder, signed=True)
-            transport = getattr(transport, "transport", None)
-        return None
-
-    def pauseProducing(self) -> None:
-        self.producer.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self.producer.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self.producer.stopProducing()
 
 
 @define(eq=False)
@@ -469,7 +97,7 @@ class EventStream:
         connection was lost. Nothing is delivered after it has fired.
     """
 
-    _reader: _BodyReader
+    _reader: BodyReader
     _parser: SSEParser
 
     @property
@@ -504,90 +132,6 @@ def _file_path(path: str) -> str:
     """
     segments = normalize(path).split("/")
     return "/files/" + "/".join(urllib.parse.quote(s, safe="") for s in segments)
-
-
-def _header(response: IResponse, name: str) -> str | None:
-    values = response.headers.getRawHeaders(name)
-    if not values:
-        return None
-    value: bytes | str = values[-1]
-    return value.decode("latin-1") if isinstance(value, bytes) else value
-
-
-def _etag_sha256(response: IResponse) -> str | None:
-    """
-    The sha256 a response's C{ETag} names, if it has one.
-    """
-    etag = _header(response, "ETag")
-    if etag is None:
-        return None
-    etag = etag.strip()
-    if etag.startswith("W/"):
-        etag = etag[2:]
-    return etag.strip('"').lower()
-
-
-def _range_start(response: IResponse) -> int | None:
-    """
-    Where the part in a C{206} answer starts, from its C{Content-Range}.
-    """
-    value = _header(response, "Content-Range")
-    if value is None:
-        return None
-    unit, _, rest = value.strip().partition(" ")
-    first, _, _ = rest.partition("-")
-    if unit != "bytes" or not first.isdigit():
-        return None
-    return int(first)
-
-
-def _hash_prefix(dest: Path, size: int) -> hashlib._Hash:
-    """
-    A sha256 of the first C{size} bytes of C{dest}, read a block at a time.
-    """
-    digest = hashlib.sha256()
-    with dest.open("rb") as f:
-        remaining = size
-        while remaining > 0:
-            block = f.read(min(_HASH_BLOCK, remaining))
-            if not block:
-                raise ProtocolError(f"{dest} shrank while being resumed")
-            digest.update(block)
-            remaining -= len(block)
-    return digest
-
-
-def _read_more(body_transport: object) -> None:
-    """
-    Have the TCP connection under a response body read C{_READ_SIZE} bytes
-    at a time (and buffer as much before it pauses a producer). Other
-    transports are left alone.
-    """
-    # A response body's transport is Twisted's private proxy of the
-    # connection's transport, which is TCP or TLS over TCP. The size stays
-    # for the later requests of a pooled connection.
-    transport = getattr(body_transport, "_producer", None)
-    for _ in range(2):
-        if isinstance(transport, Connection):
-            transport.bufferSize = max(transport.bufferSize, _READ_SIZE)
-            return
-        transport = getattr(transport, "transport", None)
-
-
-def error_for(status: int, body: bytes) -> APIError:
-    """
-    The exception for an error answer with the given C{{"error": ...}} body.
-    """
-    return error_from(ErrorAnswer.parse(status, body))
-
-
-def error_from(answer: ErrorAnswer) -> APIError:
-    """
-    The exception for an error answer.
-    """
-    if answer.status == Refusal.STALE_BASE:
-        return StaleBase(answer.status, answer.message, answer.seq)
-    return _ERRORS.get(answer.status, APIError)(answer.status, answer.message)
 
 
 @define
@@ -632,6 +176,10 @@ class BoxsyncAPI:
     def _threads(self) -> IReactorThreads | None:
         return self.clock if IReactorThreads.providedBy(self.clock) else None
 
+    @property
+    def _transport(self) -> Transport:
+        return Transport(self.http, self.clock, self.base_url, self.idle_timeout)
+
     async def healthz(self) -> bool:
         """
         Whether the server answers its liveness probe.
@@ -650,8 +198,8 @@ class BoxsyncAPI:
         The features the liveness probe lists, if the server is healthy.
         """
         try:
-            response = await self._request("GET", "/healthz", self._headers())
-            body = await self._json(response)
+            response = await self._transport.request("GET", "/healthz", self._headers())
+            body = await self._transport.json_answer(response)
         except CancelledError:
             raise
         except Exception as e:
@@ -667,10 +215,10 @@ class BoxsyncAPI:
         most C{limit}; fewer than C{limit} means there are no more.
         """
         query = urllib.parse.urlencode({"after": after, "limit": limit})
-        response = await self._request("GET", f"/files?{query}", self._headers())
-        await self._check(response, 200)
+        response = await self._transport.request("GET", f"/files?{query}", self._headers())
+        await self._transport.check(response, 200)
         chunks: list[bytes] = []
-        await self._read(response, chunks.append).done
+        await self._transport.read(response, chunks.append).done
         return parse_listing(b"".join(chunks))
 
     async def open_stream(
@@ -692,11 +240,11 @@ class BoxsyncAPI:
         if last_event_id is not None:
             headers.setRawHeaders("Last-Event-ID", [str(last_event_id)])
         body = FileBodyProducer(BytesIO(encode_manifest(manifest)), self.cooperator)
-        response = await self._request("POST", "/sync", headers, body)
-        await self._check(response, 200)
-        content_type = _header(response, "Content-Type") or ""
+        response = await self._transport.request("POST", "/sync", headers, body)
+        await self._transport.check(response, 200)
+        content_type = response_header(response, "Content-Type") or ""
         if content_type.split(";")[0].strip() != EVENT_STREAM:
-            self._abandon(response)
+            self._transport.abandon(response)
             raise ProtocolError(f"expected an event stream, got {content_type!r}")
         parser = SSEParser()
 
@@ -708,7 +256,7 @@ class BoxsyncAPI:
                 else:
                     on_event(event)
 
-        return EventStream(self._read(response, received), parser)
+        return EventStream(self._transport.read(response, received), parser)
 
     async def upload(
         self,
@@ -756,21 +304,12 @@ class BoxsyncAPI:
             commit=True,
         )
         with local.open("rb") as f:
-            source: BinaryIO | _Prefix | _Hashing = f if size is None else _Prefix(f, size)
-            length = size
-            if trailer:
-                if size is None:
-                    size = os.fstat(f.fileno()).st_size
-                source = _Hashing(_Prefix(f, size), size, unchanged or (lambda: True))
-                length = size + SHA256_TRAILER
-            body = FileBodyProducer(source, self.cooperator, readSize=_READ_SIZE)
-            if length is not None:
-                body.length = length
-            response = await self._request(
+            body = file_body(f, self.cooperator, size, trailer, unchanged)
+            response = await self._transport.request(
                 "PUT", _file_path(path), headers, body, on_progress
             )
-        await self._check(response, 201)
-        return CommitResult.from_json(await self._json(response))
+        await self._transport.check(response, 201)
+        return CommitResult.from_json(await self._transport.json_answer(response))
 
     async def upload_batch(
         self, files: Sequence[tuple[BatchFile, bytes]]
@@ -787,9 +326,9 @@ class BoxsyncAPI:
         body = b"".join(piece for file, data in files for piece in encode_part(file.to_json(), data))
         headers = self._headers({"Content-Type": BATCH}, commit=True)
         producer = FileBodyProducer(BytesIO(body), self.cooperator)
-        response = await self._request("POST", "/batch/upload", headers, producer)
-        await self._check(response, 200)
-        answer = await self._json(response, _MAX_JSON + len(files) * _MAX_RESULT)
+        response = await self._transport.request("POST", "/batch/upload", headers, producer)
+        await self._transport.check(response, 200)
+        answer = await self._transport.json_answer(response, MAX_JSON + len(files) * _MAX_RESULT)
         return [
             outcome if isinstance(outcome, CommitResult) else error_from(outcome)
             for outcome in parse_batch_results(answer, len(files))
@@ -809,9 +348,9 @@ class BoxsyncAPI:
         body = encode_path_list(list(paths))
         headers = self._headers({"Content-Type": JSON})
         producer = FileBodyProducer(BytesIO(body), self.cooperator)
-        response = await self._request("POST", "/batch/download", headers, producer)
-        await self._check(response, 200)
-        answer = await self._small_body(response, BATCH_MAX_BYTES + len(paths) * _MAX_RESULT)
+        response = await self._transport.request("POST", "/batch/download", headers, producer)
+        await self._transport.check(response, 200)
+        answer = await self._transport.small_body(response, BATCH_MAX_BYTES + len(paths) * _MAX_RESULT)
         return parse_parts(answer, len(paths))
 
     async def delete(self, path: str, base: int) -> CommitResult:
@@ -822,9 +361,9 @@ class BoxsyncAPI:
         @raise NotFound: if there is no such file.
         """
         headers = self._headers({BASE_HEADER: base}, commit=True)
-        response = await self._request("DELETE", _file_path(path), headers)
-        await self._check(response, 200)
-        return CommitResult.from_json(await self._json(response))
+        response = await self._transport.request("DELETE", _file_path(path), headers)
+        await self._transport.check(response, 200)
+        return CommitResult.from_json(await self._transport.json_answer(response))
 
     async def download(
         self,
@@ -854,30 +393,30 @@ class BoxsyncAPI:
         if offset:
             headers.setRawHeaders("Range", [f"bytes={offset}-"])
             headers.setRawHeaders("If-Range", [f'"{expected_sha256}"'])
-        response = await self._request("GET", _file_path(path), headers)
+        response = await self._transport.request("GET", _file_path(path), headers)
         if response.code == 416 and offset:
             # More than the whole file is there already: start over.
-            self._abandon(response)
+            self._transport.abandon(response)
             dest.unlink(missing_ok=True)
             return await self.download(path, dest, expected_sha256, on_progress)
-        await self._check(response, 200, 206)
+        await self._transport.check(response, 200, 206)
         try:
-            seq = count_header(_header(response, SEQ_HEADER), SEQ_HEADER)
+            seq = count_header(response_header(response, SEQ_HEADER), SEQ_HEADER)
             if seq is None:
                 raise ProtocolError(f"download of {path!r} has no {SEQ_HEADER}")
-            etag = _etag_sha256(response)
+            etag = etag_sha256(response)
             if expected_sha256 and etag is not None and etag != expected_sha256:
                 dest.unlink(missing_ok=True)
                 raise DigestMismatch(path, expected_sha256, etag)
             if response.code == 206:
-                if _range_start(response) != offset:
+                if range_start(response) != offset:
                     raise ProtocolError(f"{path!r} resumed at the wrong place")
-                digest = _hash_prefix(dest, offset)
+                digest = hash_prefix(dest, offset)
             else:
                 offset, digest = 0, hashlib.sha256()
             f = dest.open("ab" if offset else "wb", buffering=0)
         except BaseException:
-            self._abandon(response)
+            self._transport.abandon(response)
             raise
         if offset and on_progress is not None:
             on_progress(offset)
@@ -906,8 +445,8 @@ class BoxsyncAPI:
             arrive whole; either way, only once all that arrived is written.
         """
         writer = HashingWriter(file, digest, self._in_thread, on_progress)
-        reader = self._read(response, writer.write)
-        _read_more(reader.transport)
+        reader = self._transport.read(response, writer.write)
+        read_more(reader.transport)
         writer.registerProducer(IPushProducer(reader.transport), True)
         try:
             await reader.done
@@ -940,123 +479,3 @@ class BoxsyncAPI:
             if value is not None:
                 headers.setRawHeaders(name, [str(value)])
         return headers
-
-    async def _request(
-        self,
-        method: str,
-        url_path: str,
-        headers: Headers,
-        body: IBodyProducer | None = None,
-        on_write: Callable[[int], object] | None = None,
-    ) -> IResponse:
-        """
-        Send a request and wait for the headers of its response, giving up
-        with L{StreamIdle} when nothing is sent or received for
-        C{idle_timeout} seconds (a large upload takes as long as it takes, as
-        long as it moves).
-        """
-        requested: Deferred[Any]
-
-        def idle() -> None:
-            requested.cancel()
-
-        watchdog = _Watchdog(self.clock, self.idle_timeout, idle)
-        draining: LoopingCall | None = None
-        if body is not None:
-
-            def wrote(count: int) -> None:
-                watchdog.poke()
-                if on_write is not None:
-                    on_write(count)
-
-            counting = body = _CountingProducer(body, wrote)
-            queued: int | None = None
-
-            def moving() -> None:
-                # Once the whole body is written it can take a long while to
-                # drain (the socket's send buffer, a slow link): as long as
-                # it does, the connection is not silent.
-                nonlocal queued
-                before, queued = queued, counting.unsent()
-                if before is not None and queued is not None and queued < before:
-                    watchdog.poke()
-
-            draining = LoopingCall(moving)
-            draining.clock = self.clock
-            draining.start(min(1.0, self.idle_timeout / 4), now=False)
-        requested = self.http.request(
-            method,
-            self.base_url.rstrip("/") + url_path,
-            headers=headers,
-            data=body,
-            unbuffered=True,
-            allow_redirects=False,
-        )
-        watchdog.poke()
-        try:
-            response: IResponse = await requested
-            return response
-        except Exception as e:
-            if watchdog.fired:
-                raise StreamIdle(self.idle_timeout) from e
-            raise
-        finally:
-            watchdog.stop()
-            if draining is not None and draining.running:
-                draining.stop()
-
-    def _read(
-        self, response: IResponse, sink: Callable[[bytes], object]
-    ) -> _BodyReader:
-        """
-        Start handing the body of C{response} to C{sink}.
-        """
-        reader = _BodyReader(self.clock, self.idle_timeout, sink)
-        response.deliverBody(reader)
-        return reader
-
-    def _abandon(self, response: IResponse) -> None:
-        """
-        Close the connection of a response whose body is not wanted.
-        """
-        reader = self._read(response, lambda chunk: None)
-        reader.done.addErrback(lambda reason: None)
-        reader.done.cancel()
-
-    async def _small_body(self, response: IResponse, limit: int = _MAX_JSON) -> bytes:
-        """
-        The whole body of a short answer (an error, a commit, a batch).
-
-        @raise ProtocolError: if it is longer than C{limit} bytes.
-        """
-        chunks: list[bytes] = []
-        size = 0
-
-        def received(chunk: bytes) -> None:
-            nonlocal size
-            size += len(chunk)
-            if size > limit:
-                raise ProtocolError(f"answer longer than {limit} bytes")
-            chunks.append(chunk)
-
-        await self._read(response, received).done
-        return b"".join(chunks)
-
-    async def _json(self, response: IResponse, limit: int = _MAX_JSON) -> Any:
-        """
-        The JSON body of a short answer.
-
-        @raise ProtocolError: if it is not JSON, or too long.
-        """
-        try:
-            return json.loads(await self._small_body(response, limit))
-        except ValueError as e:
-            raise ProtocolError(f"answer is not JSON: {e}") from None
-
-    async def _check(self, response: IResponse, *expected: int) -> None:
-        """
-        Raise the L{APIError} for a response whose status is not one of
-        C{expected}, having read its body.
-        """
-        if response.code not in expected:
-            raise error_for(response.code, await self._small_body(response))

@@ -30,7 +30,9 @@ from twisted.logger import Logger
 
 from ..fs import write_small
 from ..wire import BATCH_MAX_FILES, BatchFile, ErrorAnswer, ProtocolError, Refusal
-from .api import APIError, BoxsyncAPI, CommitResult, DigestMismatch, DownloadResult, error_from
+from .api import BoxsyncAPI
+from .errors import APIError, DigestMismatch, error_from
+from .results import CommitResult, DownloadResult
 
 __all__ = ["Batcher", "BATCH_BYTES"]
 

@@ -32,14 +32,16 @@ from ..lock import FolderLock, Locked
 from ..logs import text_observer
 from ..paths import HIDDEN_DIR
 from . import commands
-from .api import DEFAULT_IDLE_TIMEOUT, APIError, AuthError, BoxsyncAPI
+from .api import BoxsyncAPI
 from .connect import ConnectionSettingsError, connect, describe_failure
 from .engine import Engine, NotInSync
+from .errors import APIError, AuthError
 from .ignore import IgnoreRules
 from .progress import reporter_for
 from .state import LocalState
 from .status import StatusFile, status_path
 from .service import sync_service
+from .transport import DEFAULT_IDLE_TIMEOUT
 from .watcher import FolderWatcher
 
 __all__ = ["main", "parse", "Options", "run"]

@@ -17,8 +17,8 @@ from attrs import asdict
 
 from ..lock import FolderLock, Locked
 from ..paths import HIDDEN_DIR
-
-from .api import BoxsyncAPI, RemoteFile
+from ..wire import RemoteFile
+from .api import BoxsyncAPI
 from .connect import connect
 from .status import describe, facts, human_size
 

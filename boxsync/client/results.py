@@ -1,0 +1,29 @@
+"""
+What the client's calls give back: the server's answers to commits and
+listings (as the wire reads them) and the result of a download.
+"""
+
+from __future__ import annotations
+
+import os
+
+from attrs import frozen
+
+from ..wire import CommitResult, RemoteFile
+
+__all__ = ["CommitResult", "RemoteFile", "DownloadResult"]
+
+
+@frozen
+class DownloadResult:
+    """
+    A file downloaded completely: its sha256 and size, and the seq of the
+    version the server sent.
+    """
+
+    sha256: str
+    size: int
+    seq: int
+    #: The downloaded file's stat once its mtime was set, if the download
+    #: set it (a batch does, in its thread).
+    placed: os.stat_result | None = None
