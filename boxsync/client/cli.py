@@ -11,7 +11,7 @@ import socket
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Awaitable, Callable, Mapping, Sequence
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
@@ -31,6 +31,7 @@ from ..config import ConfigError, Setting, config_home, find_config, load, resol
 from ..lock import FolderLock, Locked
 from ..logs import text_observer
 from ..paths import HIDDEN_DIR
+from ..reactors import IClientReactor
 from . import commands
 from .api import BoxsyncAPI
 from .connect import ConnectionSettingsError, connect, describe_failure
@@ -328,7 +329,7 @@ async def _friendly(work: Awaitable[None], server: str) -> None:
         raise UserError(f"cannot talk to {server}: {describe_failure(e)}") from e
 
 
-async def run(reactor: Any, options: Options) -> None:
+async def run(reactor: IClientReactor, options: Options) -> None:
     """
     Sync C{options.folder} until stopped (or until in sync, with C{once}).
 
@@ -402,13 +403,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(2) from None
     _start_logging(options.verbosity)
     if options.command == "ls":
-        work: Callable[[Any], Awaitable[None]] = lambda reactor: _friendly(
+        work: Callable[[IClientReactor], Awaitable[None]] = lambda reactor: _friendly(
             commands.ls(reactor, options, sys.stdout), options.server
         )
     else:
         work = lambda reactor: run(reactor, options)
 
-    async def _main(reactor: Any) -> None:
+    async def _main(reactor: IClientReactor) -> None:
         try:
             await work(reactor)
         except (UserError, ConnectionSettingsError) as e:

@@ -17,6 +17,7 @@ from attrs import asdict
 
 from ..lock import FolderLock, Locked
 from ..paths import HIDDEN_DIR
+from ..reactors import IClientReactor
 from ..wire import RemoteFile
 from .api import BoxsyncAPI
 from .connect import connect
@@ -107,7 +108,7 @@ def listing(files: list[RemoteFile]) -> list[str]:
     return lines
 
 
-async def ls(reactor: Any, options: Any, out: TextIO, page: int = 1000) -> None:
+async def ls(reactor: IClientReactor, options: Any, out: TextIO, page: int = 1000) -> None:
     """
     Print what the box of C{options.server} holds.
 

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL.SSL import Error as TLSError
 from service_identity import VerificationError
 from treq.client import HTTPClient
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
@@ -123,7 +124,7 @@ def load_trust_root(path: Path) -> Any:
     return trustRootFromCertificates([Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in found])
 
 
-def connect(reactor: Any, server: str, cacert: Path | None = None, insecure: bool = False) -> Connection:
+def connect(reactor: IReactorTime, server: str, cacert: Path | None = None, insecure: bool = False) -> Connection:
     """
     An HTTP client for C{server} (nothing is connected yet). An C{https://}
     server's certificate must be signed by an authority the system trusts

@@ -21,6 +21,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from ..reactors import IServerReactor
 from .adopt import adopt
 from .auth import TOKEN_REFUSED, Forbidden
 from .box import Box
@@ -66,7 +67,7 @@ class Accounts:
     @ivar revoked: the ids of every revoked token, updated in place.
     """
 
-    reactor: Any
+    reactor: IServerReactor
     root: Path
     index: IIndex
     hub: Hub

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 
 from ..lock import FolderLock, Locked
+from ..reactors import IServerReactor
 from .accounts import POLL_SECONDS, Accounts
 from .adopt import adopt
 from .app import BoxsyncApp
@@ -262,7 +263,7 @@ class BoxsyncService(MultiService):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, config: ServerConfig) -> None:
+    def __init__(self, reactor: IServerReactor, config: ServerConfig) -> None:
         super().__init__()
         self.reactor = reactor
         self.config = config

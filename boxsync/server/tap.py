@@ -8,10 +8,11 @@ import atexit
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
 from ..config import ConfigError, Setting, config_home, find_config, load, resolve, usage_flags
@@ -233,6 +234,7 @@ def _check_token_mode(options: Options) -> None:
 def makeService(options: Options) -> Any:
     from twisted.internet import reactor
 
+    from ..reactors import IServerReactor
     from .service import BoxsyncService, ServerConfig
 
     auth = None
@@ -252,7 +254,9 @@ def makeService(options: Options) -> Any:
         max_manifest_entries=options["max-manifest-entries"],
         connections=ConnectionLimits(idle_timeout=options["idle-timeout"], min_rate=options["min-rate"]),
     )
-    service = BoxsyncService(reactor, config)
+    # Twisted types the global reactor by its common interfaces only; it has
+    # all those the server uses (its thread pool too).
+    service = BoxsyncService(cast(IServerReactor, reactor), config)
     service.ready.addErrback(lambda failure: exit_failed(reactor))
     return service
 
@@ -261,7 +265,7 @@ def makeService(options: Options) -> Any:
 START_FAILED = 70
 
 
-def exit_failed(reactor: Any, status: int = START_FAILED) -> None:
+def exit_failed(reactor: IReactorCore, status: int = START_FAILED) -> None:
     """
     End a server that cannot start (a port in use, an unreadable key or box)
     with a failing exit status, so a supervisor such as systemd sees the

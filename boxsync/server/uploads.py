@@ -24,7 +24,7 @@ from typing import Any, Callable, Collection, cast
 
 from attrs import define
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, IReactorThreads
 from twisted.internet.tcp import Connection
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -127,7 +127,8 @@ class UploadSite(LimitedSite):
             raise Refused(403, str(e)) from None
 
     def _in_thread(self, work: Callable[[], None]) -> Deferred[None]:
-        reactor: Any = self.reactor
+        # The site's reactor: a real one, whose threads do the disk work.
+        reactor = cast(IReactorThreads, self.reactor)
         return deferToThreadPool(reactor, reactor.getThreadPool(), work)
 
 
