@@ -437,7 +437,7 @@ async def test_a_file_that_changed_as_it_was_hashed_and_sent_is_refused(
     """
     from twisted.web._newclient import RequestGenerationFailed, WrongBodyLength
 
-    from boxsync.client.api import APIError
+    from boxsync.client.errors import APIError
 
     a = folders("a")
     local = a.root / "big.bin"

@@ -11,7 +11,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from boxsync.client.api import AuthError
+from boxsync.client.errors import AuthError
 from boxsync.client.session import NotInSync, Phase, Sessions
 
 

@@ -19,7 +19,8 @@ from ..fs import prune
 from ..paths import BadPath, to_local
 from ..wire import Download
 from . import reconcile
-from .api import APIError, BoxsyncAPI, NotFound, StaleBase
+from .api import BoxsyncAPI
+from .errors import APIError, NotFound, StaleBase
 from .placing import conflict_name, placed_base, swap
 from .progress import Reporter
 from .scanner import FileChanging, LocalFile

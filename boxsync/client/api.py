@@ -72,9 +72,6 @@ from .sockets import read_more
 from .sources import file_body
 from .transport import DEFAULT_IDLE_TIMEOUT, MAX_JSON, BodyReader, Transport, response_header
 
-# Imported from here by the engine, from before these had modules of their own.
-from .errors import AuthError, NotFound, StaleBase  # noqa: F401, E402
-
 __all__ = ["EventStream", "BoxsyncAPI"]
 
 #: The most bytes of one file's result in the answer to a batch, besides

@@ -22,8 +22,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from .api import AuthError
 from .connect import describe_failure, unwrap
+from .errors import AuthError
 
 __all__ = ["Attempt", "Fatal", "NotInSync", "Phase", "Sessions", "describe"]
 

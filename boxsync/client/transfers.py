@@ -15,10 +15,12 @@ from typing import Awaitable, Callable, TypeVar
 from attrs import define, field
 
 from ..wire import BATCH_FILE_LIMIT, Download
-from .api import APIError, BoxsyncAPI, CommitResult, DigestMismatch, DownloadResult, NotFound, StaleBase
+from .api import BoxsyncAPI
 from .batch import Batcher
+from .errors import APIError, DigestMismatch, NotFound, StaleBase
 from .jobs import Jobs
 from .progress import Reporter
+from .results import CommitResult, DownloadResult
 from .scanner import LocalFile
 
 __all__ = ["SMALL_FILE", "Transfers", "changed_while_sent"]

@@ -198,7 +198,9 @@ class _ListenService(Service):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, listen: list[str], factory: WrappingFactory, after: Deferred[object]) -> None:
+    def __init__(
+        self, reactor: IServerReactor, listen: list[str], factory: WrappingFactory, after: Deferred[object]
+    ) -> None:
         self.reactor = reactor
         self.listen = listen
         self.factory = factory
