@@ -3,9 +3,9 @@ The client's side of the HTTP API that C{docs/protocol.md} describes.
 
 L{BoxsyncAPI} makes one request per method: it opens the event stream, uploads,
 deletes and downloads files, streaming every body in pieces, and turns the
-server's error answers into the exceptions below. It does not decide what to
-transfer (the engine does) and it does not limit how many transfers run at
-once.
+server's error answers into the exceptions of L{boxsync.client.errors}. It
+does not decide what to transfer (the engine does) and it does not limit
+how many transfers run at once.
 
 Every request and every body it reads has its own silence watchdog
 (L{boxsync.client.transport}); upload bodies are read from disk by

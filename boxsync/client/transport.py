@@ -290,9 +290,7 @@ class Transport:
         draining.start(min(1.0, self.idle_timeout / 4), now=False)
         return draining
 
-    def read(
-        self, response: IResponse, sink: Callable[[bytes], object]
-    ) -> BodyReader:
+    def read(self, response: IResponse, sink: Callable[[bytes], object]) -> BodyReader:
         """
         Start handing the body of C{response} to C{sink}.
         """
@@ -362,6 +360,9 @@ def _poking(watchdog: Watchdog, on_write: Callable[[int], object] | None) -> Cal
 
 
 def response_header(response: IResponse, name: str) -> str | None:
+    """
+    The last value of the header C{name} of C{response}, if it has one.
+    """
     values = response.headers.getRawHeaders(name)
     if not values:
         return None
