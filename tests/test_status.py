@@ -19,7 +19,6 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel
 
 from boxsync.client import cli, commands
-from boxsync.client.api import BoxsyncAPI
 from boxsync.wire import ProtocolError, RemoteFile
 from boxsync.client.progress import LogReporter
 from boxsync.client.status import StatusFile, describe, read_status, status_path
