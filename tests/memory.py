@@ -35,7 +35,7 @@ from boxsync.server.storage import BoxStorage
 from boxsync.server.uploads import UploadSite
 from boxsync.writer import inline
 
-__all__ = ["KEY", "InlineReactor", "MemoryServer", "result_of"]
+__all__ = ["KEY", "InlineReactor", "InMemory", "MemoryServer", "result_of"]
 
 KEY = "memory-key-0123456789"
 
@@ -129,7 +129,10 @@ class _SocketLike:
         lost = channel.connectionLost
 
         def connectionLost(reason: Failure) -> None:
-            channel.stopProducing()
+            # A plain Site's channel (HTTP/1 or 2, chosen later) has none.
+            stop = getattr(channel, "stopProducing", None)
+            if stop is not None:
+                stop()
             lost(reason)
 
         channel.connectionLost = connectionLost
@@ -154,78 +157,20 @@ class Recording(Resource):
 
 
 @define
-class MemoryServer:
+class InMemory:
     """
-    One account's box served in memory, with an API key.
+    Clients of a site served in memory, and the clock of both.
     """
 
-    root: Path
-    max_upload: int | None = None
-    keepalive_seconds: float = 15.0
-    reactor: InlineReactor = field(factory=InlineReactor)
-    storage: BoxStorage = field(init=False)
-    index: SQLiteIndex = field(init=False)
-    hub: Hub = field(init=False)
-    box: Box = field(init=False)
-    site: UploadSite = field(init=False)
-    recording: Recording = field(init=False)
+    reactor: InlineReactor = field(init=False, factory=InlineReactor)
     agent: SiteAgent = field(init=False)
-    cooperator: Cooperator = field(init=False)
 
-    def __attrs_post_init__(self) -> None:
-        clock = self.reactor
-        self.cooperator = Cooperator(scheduler=lambda work: clock.callLater(0, work))
-        self.storage = BoxStorage(clock, self.root)
-        self.index = SQLiteIndex(clock, self.storage.hidden / "index.sqlite", pool=cast(ThreadPool, clock.threads))
-        self.index.start()
-        self.hub = Hub(clock, self.keepalive_seconds)
-        self.hub.start()
-        self.box = Box(DEFAULT_ACCOUNT, self.index, self.storage, self.hub)
-        auth = ApiKeyAuth(KEY)
-        app = BoxsyncApp(clock, auth, lambda account: self.box, self.hub, max_upload=self.max_upload)
-        self.recording = Recording(app.resource())
-        self.site = UploadSite(
-            self.recording,
-            self.storage.new_staging,
-            max_upload=self.max_upload,
-            authorize=app.principal,
-            run=inline,
-            reactor=clock,
-        )
-        self.agent = SiteAgent(self.site)
-
-    @property
-    def requests(self) -> list[Request]:
+    def serve(self, site: Site) -> HTTPClient:
         """
-        The requests served so far, in order.
+        Serve C{site}; a client of it.
         """
-        return self.recording.requests
-
-    def close(self) -> None:
-        self.hub.stop()
-        self.index.stop()
-        self.cooperator.stop()
-
-    def patch(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """
-        Have Twisted's HTTP channel drive pull producers (C{static.File}'s,
-        which send downloads) on this server's clock: it does so through the
-        global cooperator, which runs on the global reactor.
-        """
-        monkeypatch.setattr(_producer_helpers, "cooperate", self.cooperator.cooperate)
-
-    def api(self, token: str | None = KEY, idle_timeout: float = 5.0, name: str = "laptop") -> BoxsyncAPI:
-        """
-        A client of this server, on its clock.
-        """
-        return BoxsyncAPI(
-            http=HTTPClient(self.agent),
-            clock=self.reactor,
-            base_url="http://box.example",
-            token=token,
-            client_name=name,
-            idle_timeout=idle_timeout,
-        )
+        self.agent = SiteAgent(site)
+        return HTTPClient(self.agent)
 
     def settle(self) -> None:
         """
@@ -264,6 +209,80 @@ class MemoryServer:
         The result of a call that completes without time passing.
         """
         return result_of(self.start(coroutine))
+
+
+@define
+class MemoryServer(InMemory):
+    """
+    One account's box served in memory, with an API key.
+    """
+
+    root: Path
+    max_upload: int | None = None
+    keepalive_seconds: float = 15.0
+    storage: BoxStorage = field(init=False)
+    index: SQLiteIndex = field(init=False)
+    hub: Hub = field(init=False)
+    box: Box = field(init=False)
+    site: UploadSite = field(init=False)
+    recording: Recording = field(init=False)
+    http: HTTPClient = field(init=False)
+    cooperator: Cooperator = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        clock = self.reactor
+        self.cooperator = Cooperator(scheduler=lambda work: clock.callLater(0, work))
+        self.storage = BoxStorage(clock, self.root)
+        self.index = SQLiteIndex(clock, self.storage.hidden / "index.sqlite", pool=cast(ThreadPool, clock.threads))
+        self.index.start()
+        self.hub = Hub(clock, self.keepalive_seconds)
+        self.hub.start()
+        self.box = Box(DEFAULT_ACCOUNT, self.index, self.storage, self.hub)
+        auth = ApiKeyAuth(KEY)
+        app = BoxsyncApp(clock, auth, lambda account: self.box, self.hub, max_upload=self.max_upload)
+        self.recording = Recording(app.resource())
+        self.site = UploadSite(
+            self.recording,
+            self.storage.new_staging,
+            max_upload=self.max_upload,
+            authorize=app.principal,
+            run=inline,
+            reactor=clock,
+        )
+        self.http = self.serve(self.site)
+
+    @property
+    def requests(self) -> list[Request]:
+        """
+        The requests served so far, in order.
+        """
+        return self.recording.requests
+
+    def close(self) -> None:
+        self.hub.stop()
+        self.index.stop()
+        self.cooperator.stop()
+
+    def patch(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """
+        Have Twisted's HTTP channel drive pull producers (C{static.File}'s,
+        which send downloads) on this server's clock: it does so through the
+        global cooperator, which runs on the global reactor.
+        """
+        monkeypatch.setattr(_producer_helpers, "cooperate", self.cooperator.cooperate)
+
+    def api(self, token: str | None = KEY, idle_timeout: float = 5.0, name: str = "laptop") -> BoxsyncAPI:
+        """
+        A client of this server, on its clock.
+        """
+        return BoxsyncAPI(
+            http=self.http,
+            clock=self.reactor,
+            base_url="http://box.example",
+            token=token,
+            client_name=name,
+            idle_timeout=idle_timeout,
+        )
 
 
 def result_of(d: Deferred[T]) -> T:

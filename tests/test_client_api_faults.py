@@ -1,9 +1,10 @@
 """
-Tests for L{boxsync.client.api} where the server misbehaves, or where the
-socket matters: the real client, through treq and the real reactor, against
-a small faulty server on 127.0.0.1 that stalls, hangs, corrupts, ignores
-ranges and sends frames in pieces. Everything else is tested against the
-real server in memory, in L{tests.test_client_api}.
+Tests for L{boxsync.client.api} where the server misbehaves: the real client
+against a small faulty server that corrupts, ignores ranges and sends frames
+in pieces (in memory), and that stalls and hangs (on 127.0.0.1, through the
+real reactor: silences, dropped connections and how a socket cuts a body
+are a socket's). Everything else is tested against the real server in
+memory, in L{tests.test_client_api}.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from boxsync.client.errors import DigestMismatch, StreamIdle
 from boxsync.client.results import DownloadResult
 from boxsync.client.sockets import READ_SIZE, read_more
 from boxsync.writer import BATCH_SIZE
+from tests.memory import InMemory, result_of
 from boxsync.wire import (
     Download,
+    Event,
     FileEntry,
     Hello,
     Manifest,
@@ -220,9 +223,6 @@ class Env:
             await self.call(coroutine)
         return info.value
 
-    def later(self, seconds: float, f: Callable[..., object], *args: object) -> None:
-        self.reactor.callLater(seconds, f, *args)
-
 
 def hello(request: Request) -> None:
     request.write(b"retry: 2000\n\n" + encode_event(Hello(stream="s1", seq=41)))
@@ -249,32 +249,6 @@ async def env(reactor: Any) -> AsyncIterator[Env]:
         await environment.wait(maybeDeferred(port.stopListening))
 
 
-class Events:
-    """
-    An C{on_event} callback that keeps the events and says when there are
-    enough of them.
-    """
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-        self._waiting: list[tuple[int, Deferred[None]]] = []
-
-    def __call__(self, event: Any) -> None:
-        self.events.append(event)
-        for count, d in list(self._waiting):
-            if len(self.events) >= count:
-                self._waiting.remove((count, d))
-                d.callback(None)
-
-    def until(self, count: int) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self._waiting.append((count, d))
-        if len(self.events) >= count:
-            self._waiting.remove((count, d))
-            d.callback(None)
-        return d
-
-
 MANIFEST = Manifest(
     client="laptop",
     cursor=41,
@@ -283,27 +257,41 @@ MANIFEST = Manifest(
 
 DOWNLOAD = Download(path="docs/a.pdf", sha256="a" * 64, size=1048576, mtime_ns=17, seq=42)
 
-
-@pytest_twisted.ensureDeferred
-async def test_healthz_nobody_there(env: Env) -> None:
-    api = env.api()
-    await env.wait(maybeDeferred(env.port.stopListening))
-    assert await env.call(api.healthz()) is False
+DATA = bytes(range(256)) * 2000  # 512,000 bytes
 
 
-@pytest_twisted.ensureDeferred
-async def test_stream_events(env: Env) -> None:
+@define
+class Faulty(InMemory):
+    """
+    The faulty server, in memory: for the faults that need no socket.
+    """
+
+    box: FaultyBox = field(factory=lambda: FaultyBox(on_stream=hello))
+    http: HTTPClient = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.http = self.serve(Site(self.box))
+
+    def api(self) -> BoxsyncAPI:
+        return BoxsyncAPI(self.http, self.reactor, "http://box.example", TOKEN, "laptop")
+
+
+@pytest.fixture
+def faulty() -> Faulty:
+    return Faulty()
+
+
+def test_stream_events(faulty: Faulty) -> None:
     """
     The stream sends the manifest with the right headers and delivers the
     known events in order, however the frames are cut into chunks, skipping
     keep-alives and unknown events; C{done} fires when the server ends it.
     """
-    events = Events()
-    stream = await env.call(env.api().open_stream(MANIFEST, 41, events))
-    await env.wait(events.until(1))
-    assert events.events == [Hello(stream="s1", seq=41)]
+    events: list[Event] = []
+    stream = faulty.run(faulty.api().open_stream(MANIFEST, 41, events.append))
+    assert events == [Hello(stream="s1", seq=41)]
 
-    [seen] = env.box.seen
+    [seen] = faulty.box.seen
     assert (seen.method, seen.path) == ("POST", "/sync")
     assert seen.body == encode_manifest(MANIFEST)
     assert seen.header("Accept") == "text/event-stream"
@@ -313,35 +301,73 @@ async def test_stream_events(env: Env) -> None:
 
     frame = encode_event(DOWNLOAD) + encode_comment("keepalive")
     frame += b"event: from-the-future\ndata: {}\n\n" + encode_event(Ready(seq=42))
-    for i, start in enumerate(range(0, len(frame), 7)):
-        env.later(0.005 * i, seen.request.write, frame[start : start + 7])
-    await env.wait(events.until(3))
-    assert events.events == [Hello(stream="s1", seq=41), DOWNLOAD, Ready(seq=42)]
+    for start in range(0, len(frame), 7):
+        seen.request.write(frame[start : start + 7])
+        faulty.settle()
+    assert events == [Hello(stream="s1", seq=41), DOWNLOAD, Ready(seq=42)]
     assert stream.last_event_id == "42"
     assert stream.retry == 2000
 
     seen.request.finish()
-    assert await env.wait(stream.done) is None
+    faulty.settle()
+    assert result_of(stream.done) is None
 
 
-@pytest_twisted.ensureDeferred
-async def test_stream_bad_event(env: Env) -> None:
+def test_stream_bad_event(faulty: Faulty) -> None:
     """
     A malformed event ends the stream with a L{ProtocolError}, and so does an
     exception from C{on_event}.
     """
-    env.box.on_stream = lambda request: request.write(b"event: hello\ndata: [1]\n\n")
-    stream = await env.call(env.api().open_stream(MANIFEST, None, Events()))
+    faulty.box.on_stream = lambda request: request.write(b"event: hello\ndata: [1]\n\n")
+    stream = faulty.run(faulty.api().open_stream(MANIFEST, None, lambda event: None))
     with pytest.raises(ProtocolError):
-        await env.wait(stream.done)
+        result_of(stream.done)
 
     def refuse(event: object) -> None:
         raise ZeroDivisionError()
 
-    env.box.on_stream = hello
-    stream = await env.call(env.api().open_stream(MANIFEST, None, refuse))
+    faulty.box.on_stream = hello
+    stream = faulty.run(faulty.api().open_stream(MANIFEST, None, refuse))
     with pytest.raises(ZeroDivisionError):
-        await env.wait(stream.done)
+        result_of(stream.done)
+
+
+def test_download_resume_refused(faulty: Faulty, tmp_path: Path) -> None:
+    """
+    When the server sends the whole file rather than the rest, C{dest}
+    starts over.
+    """
+    faulty.box.commit("a", DATA)
+    faulty.box.ranges = False
+    dest = tmp_path / "dest"
+    dest.write_bytes(b"junk" * 1000)
+    result = faulty.run(faulty.api().download("a", dest, sha256(DATA), None))
+    assert (result.size, dest.read_bytes()) == (len(DATA), DATA)
+    assert faulty.box.seen[0].header("Range") == "bytes=4000-"
+
+
+def test_download_digest_mismatch(faulty: Faulty, tmp_path: Path) -> None:
+    """
+    Bytes that do not hash to the expected sha256 are deleted.
+    """
+    faulty.box.commit("a", DATA)
+    faulty.box.corrupt = True
+    dest = tmp_path / "dest"
+    with pytest.raises(DigestMismatch) as info:
+        faulty.run(faulty.api().download("a", dest, sha256(DATA), None))
+    assert info.value.actual == sha256(bytes([DATA[0] ^ 1]) + DATA[1:])
+    assert not dest.exists()
+
+
+# What needs a socket: connections refused, dropped and silent, and how a
+# body is cut into reads.
+
+
+@pytest_twisted.ensureDeferred
+async def test_healthz_nobody_there(env: Env) -> None:
+    api = env.api()
+    await env.wait(maybeDeferred(env.port.stopListening))
+    assert await env.call(api.healthz()) is False
 
 
 @pytest_twisted.ensureDeferred
@@ -358,37 +384,6 @@ async def test_upload_unanswered(env: Env, tmp_path: Path) -> None:
     await env.fails(api.upload("a", local, 0, None, None, progress.append), StreamIdle)
     assert sum(progress) == 200_000
     assert await env.wait(env.box.seen[0].gone) is False
-
-
-DATA = bytes(range(256)) * 2000  # 512,000 bytes
-
-
-@pytest_twisted.ensureDeferred
-async def test_download_resume_refused(env: Env, tmp_path: Path) -> None:
-    """
-    When the server sends the whole file rather than the rest, C{dest}
-    starts over.
-    """
-    env.box.commit("a", DATA)
-    env.box.ranges = False
-    dest = tmp_path / "dest"
-    dest.write_bytes(b"junk" * 1000)
-    result = await env.call(env.api().download("a", dest, sha256(DATA), None))
-    assert (result.size, dest.read_bytes()) == (len(DATA), DATA)
-    assert env.box.seen[0].header("Range") == "bytes=4000-"
-
-
-@pytest_twisted.ensureDeferred
-async def test_download_digest_mismatch(env: Env, tmp_path: Path) -> None:
-    """
-    Bytes that do not hash to the expected sha256 are deleted.
-    """
-    env.box.commit("a", DATA)
-    env.box.corrupt = True
-    dest = tmp_path / "dest"
-    error = await env.fails(env.api().download("a", dest, sha256(DATA), None), DigestMismatch)
-    assert error.actual == sha256(bytes([DATA[0] ^ 1]) + DATA[1:])
-    assert not dest.exists()
 
 
 @pytest_twisted.ensureDeferred
