@@ -156,13 +156,12 @@ def encode_batch_results(outcomes: Sequence[BatchOutcome]) -> dict[str, Any]:
     The answer to a batch upload: each file's commit (status 201) or why it
     was refused, in order.
     """
-    results = []
-    for outcome in outcomes:
-        if isinstance(outcome, CommitResult):
-            results.append({"status": 201, **outcome.to_json()})
-        else:
-            results.append({"status": outcome.status, **outcome.to_json()})
-    return {"results": results}
+    return {
+        "results": [
+            {"status": 201 if isinstance(outcome, CommitResult) else outcome.status, **outcome.to_json()}
+            for outcome in outcomes
+        ]
+    }
 
 
 def parse_batch_results(answer: object, count: int) -> list[BatchOutcome]:
