@@ -15,8 +15,8 @@ import pytest
 from attrs import define, field
 from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import Deferred
 from twisted.internet import _producer_helpers
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import Clock, Cooperator
 from twisted.python.failure import Failure
