@@ -332,6 +332,25 @@ def test_stream_bad_event(faulty: Faulty) -> None:
         result_of(stream.done)
 
 
+def test_an_event_about_a_path_out_of_the_folder_is_refused_alone(faulty: Faulty) -> None:
+    """
+    An event whose path no client may act on (C{../../x}) is refused and
+    logged; the events around it still arrive, and the stream goes on.
+    """
+    events: list[object] = []
+    bad = encode_event(DOWNLOAD).replace(DOWNLOAD.path.encode(), b"../../x")
+    good = Download("good.txt", "0" * 64, 1, 1, 8)
+
+    def stream(request: Any) -> None:
+        hello(request)
+        request.write(encode_event(DOWNLOAD) + bad + encode_event(good) + encode_event(Ready(seq=9)))
+
+    faulty.box.on_stream = stream
+    opened = faulty.run(faulty.api().open_stream(MANIFEST, None, events.append))
+    assert events[1:] == [DOWNLOAD, good, Ready(seq=9)]
+    assert not opened.done.called
+
+
 def test_download_resume_refused(faulty: Faulty, tmp_path: Path) -> None:
     """
     When the server sends the whole file rather than the rest, C{dest}

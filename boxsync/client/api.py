@@ -55,6 +55,7 @@ from ..wire import (
     RemoteFile,
     SSEParser,
     count_header,
+    RefusedEvent,
     decode_event,
     encode_manifest,
     encode_part,
@@ -247,7 +248,12 @@ class BoxsyncAPI:
 
         def received(chunk: bytes) -> None:
             for message in parser.feed(chunk):
-                event = decode_event(message)
+                try:
+                    event = decode_event(message)
+                except RefusedEvent as e:
+                    # That event alone: the rest of the plan still applies.
+                    self.log.warn("{refusal}", refusal=str(e))
+                    continue
                 if event is None:
                     self.log.debug("skipping unknown event {name}", name=message.event)
                 else:

@@ -13,7 +13,7 @@ from attrs import asdict, frozen
 from .events import EVENT_TYPES, Event, event_id
 from .values import ProtocolError, check_path
 
-__all__ = ["encode_event", "encode_comment", "SSEMessage", "decode_event", "SSEParser"]
+__all__ = ["encode_event", "encode_comment", "RefusedEvent", "SSEMessage", "decode_event", "SSEParser"]
 
 
 def encode_event(event: Event, with_id: bool = True) -> bytes:
@@ -65,8 +65,26 @@ def decode_event(message: SSEMessage) -> Event | None:
     except (ValueError, TypeError) as e:
         raise ProtocolError(f"bad {message.event} event: {e}") from None
     if hasattr(event, "path"):
-        check_path(event.path)
+        try:
+            check_path(event.path)
+        except ProtocolError as e:
+            raise RefusedEvent(message.event, str(event.path), str(e)) from None
     return event
+
+
+class RefusedEvent(ProtocolError):
+    """
+    A well-formed event about a path no client may act on (one that leads
+    out of the folder, say): that event alone is refused, and the stream
+    goes on.
+
+    @ivar event: its type; @ivar path: the path, as sent.
+    """
+
+    def __init__(self, event: str, path: str, reason: str) -> None:
+        super().__init__(f"refused the server's {event} of {path!r}: {reason}")
+        self.event = event
+        self.path = path
 
 
 class SSEParser:
