@@ -1,5 +1,5 @@
 """
-Tools for the fault-injection tests (``tests/test_faults*.py``): a TCP proxy
+Tools for the fault-injection tests (``tests/system/test_faults*.py``): a TCP proxy
 that can sever, freeze or slow the link, an observer that records every
 version the box commits, and checks of the server's index against its box.
 

@@ -30,7 +30,7 @@ from typing import IO, Callable, Iterator
 import pytest
 from attrs import frozen
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 FENCED = re.compile(r"^```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)
 #: How long installing from the package registry may take.

@@ -5,7 +5,7 @@ import { test } from "node:test";
 
 import {
   BoxModel, SSEParser, fileUrl, formatAgo, formatSize, parentOf, plural, sortEntries,
-} from "../boxsync/server/static/model.js";
+} from "../../boxsync/server/static/model.js";
 
 function record(path, seq, size = 1, origin = "laptop") {
   return { path, seq, size, mtime_ns: seq * 1e9, sha256: "0".repeat(64), origin };

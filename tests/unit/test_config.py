@@ -19,7 +19,7 @@ from boxsync.client import cli
 from boxsync.config import ConfigError, Setting, load, resolve, usage_flags
 from boxsync.server import tap
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CONTRIB = REPO / "contrib"
 
 SETTINGS = [

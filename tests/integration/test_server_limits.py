@@ -29,7 +29,7 @@ from boxsync.server.storage import StagingFile
 from boxsync.server.uploads import PUBLIC_BODY, BodyTooLarge, UploadSite
 from tests.helpers import RunningServer, file_sha, json_of, open_stream, put, random_file, running_server, sha, timed
 from tests.conftest import KEY
-from tests.test_legacy import http_request, send
+from tests.integration.test_legacy import http_request, send
 
 
 @pytest_twisted.ensureDeferred

@@ -34,7 +34,7 @@ from boxsync.wire import Download, Manifest
 from boxsync.server.limits import ConnectionLimits, LimitedSite
 from tests.conftest import KEY
 from tests.helpers import RunningServer, json_of, open_stream, put, running_server, sha, timed
-from tests.test_legacy import http_request, legacy_upload, send
+from tests.integration.test_legacy import http_request, legacy_upload, send
 
 LIMITS = ConnectionLimits(idle_timeout=30.0, min_rate=10, window=10.0, max_header_bytes=1000, max_headers=10)
 

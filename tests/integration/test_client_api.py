@@ -1,7 +1,7 @@
 """
 Tests for L{boxsync.client.api}: the real client against the real server's
 resource, in memory (see L{tests.memory}), time moved by hand. What needs a
-misbehaving server or a socket is in L{tests.test_client_api_faults}.
+misbehaving server or a socket is in L{tests.integration.test_client_api_faults}.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ against a small faulty server that corrupts, ignores ranges and sends frames
 in pieces (in memory), and that stalls and hangs (on 127.0.0.1, through the
 real reactor: silences, dropped connections and how a socket cuts a body
 are a socket's). Everything else is tested against the real server in
-memory, in L{tests.test_client_api}.
+memory, in L{tests.integration.test_client_api}.
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ from twisted.internet.threads import deferToThread
 from boxsync.wire import BATCH, EVENT_STREAM
 from tests.conftest import KEY
 from tests.helpers import RunningServer, put, running_server
-from tests.test_properties import record
+from tests.system.test_properties import record
 
-SPEC = Path(__file__).parent.parent / "docs" / "openapi.yaml"
+SPEC = Path(__file__).parents[2] / "docs" / "openapi.yaml"
 
 # A batch body is bytes, as an upload's is: what schemathesis makes of it is
 # mostly malformed, which is what the server must refuse cleanly.

@@ -21,7 +21,7 @@ import pytest
 
 from boxsync.testing import KEY, Process, free_port, wait_until
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 HTTP_TIMEOUT = 10.0
 

@@ -34,8 +34,8 @@ from boxsync.server.uploads import BodyTooLarge, StreamingRequest, UploadSite
 from boxsync.writer import BATCH_SIZE, MAX_PENDING
 from tests.conftest import KEY
 from tests.helpers import RunningServer, file_sha, json_of, running_server, timed
-from tests.test_legacy import http_request, send
-from tests.test_writer import Later
+from tests.integration.test_legacy import http_request, send
+from tests.unit.test_writer import Later
 
 MiB = 2**20
 

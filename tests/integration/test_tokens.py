@@ -40,7 +40,7 @@ from boxsync.server.tokens import (
     secret_path,
     verify,
 )
-from tests.test_tap import clean_environment, parse  # noqa: F401 (an autouse fixture)
+from tests.integration.test_tap import clean_environment, parse  # noqa: F401 (an autouse fixture)
 
 SECRET = b"s" * 32
 NOW = 1_800_000_000

@@ -745,7 +745,7 @@ def test_old_deployment_environment(
     """
     A deployment of the old server sets only C{API_KEY} and
     C{SERVER_ADDRESS}; the service made from them takes the raw key.
-    (``tests/test_tap.py`` covers the options in detail.)
+    (``tests/integration/test_tap.py`` covers the options in detail.)
     """
     for name in ["BOXSYNC_API_KEY", "SERVER_ADDRESS"]:
         monkeypatch.delenv(name, raising=False)
