@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..paths import HIDDEN_DIR, BadPath, to_local
+from ..reactors import IClientReactor
 from ..wire import (
     SHA256_TRAILER_FEATURE,
     Conflict,
@@ -69,7 +70,7 @@ class Engine:
         files moves this many at a time.
     """
 
-    reactor: Any
+    reactor: IClientReactor
     root: Path
     api: BoxsyncAPI
     state: LocalState

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Sequence, TypeVar
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -244,7 +245,7 @@ class BoxStorage:
     @ivar reactor: runs blocking disk work in its thread pool.
     """
 
-    reactor: Any
+    reactor: IReactorThreads
     root: Path
     hidden: Path = field(init=False)
     staging: Path = field(init=False)
