@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Sequence, Union
 
-from attrs import frozen
+from attrs import asdict, frozen
 
 from .errors import ErrorAnswer
 from .values import ProtocolError
@@ -45,14 +45,7 @@ class CommitResult:
     deleted: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "seq": self.seq,
-            "sha256": self.sha256,
-            "size": self.size,
-            "mtime_ns": self.mtime_ns,
-            "deleted": self.deleted,
-        }
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: object) -> CommitResult:
@@ -94,14 +87,7 @@ class RemoteFile:
     origin: str
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "seq": self.seq,
-            "sha256": self.sha256,
-            "size": self.size,
-            "mtime_ns": self.mtime_ns,
-            "origin": self.origin,
-        }
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: object) -> RemoteFile:
