@@ -24,7 +24,7 @@ from typing import Callable, NoReturn, Sequence, TextIO
 from .paths import HIDDEN_DIR
 from .server.accounts import BadAccountFolder, account_folder
 from .server.registry import REGISTRY_FILE, TokenRecord, TokenRegistry
-from .server.web import LINK_CLIENT, LINK_SECONDS
+from .server.sessions import LINK_CLIENT, LINK_SECONDS
 from .server.tokens import (
     BadName,
     SecretError,

@@ -61,7 +61,7 @@ from .storage import DiskFull
 from .uploads import BodyTooLarge, check_body, take_upload, trailer_sha256
 
 if TYPE_CHECKING:
-    from .web import Sessions
+    from .sessions import Sessions
 
 __all__ = ["BoxsyncApp"]
 

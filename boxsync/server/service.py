@@ -38,7 +38,8 @@ from .registry import REGISTRY_FILE
 from .storage import BoxStorage
 from .tokens import load_secret
 from .uploads import UploadSite
-from .web import SIGN_IN, Sessions, WebPage
+from .sessions import SIGN_IN, Sessions
+from .web import WebPage
 
 __all__ = ["BoxInUse", "BoxsyncService", "ServerConfig", "claim"]
 

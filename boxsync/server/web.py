@@ -6,12 +6,8 @@ routes the clients use: C{GET /files} to list, C{POST /sync} for the live
 event stream, C{PUT}/C{DELETE /files/...} to change the box. What the page
 adds is here:
 
- - L{Sessions}: signing in with a token (or a one-time link made by
-   C{boxsync-admin web-link}) gives an C{HttpOnly}, C{SameSite=Strict}
-   cookie (C{Secure} over TLS), which L{BoxsyncApp.principal} accepts in
-   place of an C{Authorization} header. A request that is not C{GET} or
-   C{HEAD} must also carry the session's CSRF token in L{CSRF_HEADER}; a
-   revoked token ends its sessions.
+ - L{Sessions <boxsync.server.sessions.Sessions>} (in L{sessions
+   <boxsync.server.sessions>}): signing in, the session cookie, CSRF.
  - L{WebPage}: the routes only the page needs (sign-in and sign-out, the
    static files under a strict Content-Security-Policy, a file's record, a
    download as an attachment, a folder as a zip streamed on the fly, moving
@@ -20,25 +16,20 @@ adds is here:
 
 from __future__ import annotations
 
-import hmac
-import json
 import os
 import secrets
 import time
 import zipfile
 from collections import Counter
-from http.cookies import CookieError, SimpleCookie
 from importlib import resources
 from pathlib import Path
-from typing import Any, AsyncIterator, BinaryIO, Container, cast
-from urllib.parse import quote, urlsplit
+from typing import Any, AsyncIterator, BinaryIO, cast
+from urllib.parse import quote
 
-import jwt
-from attrs import define, field, frozen
+from attrs import define, field
 from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
-from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from zope.interface import implementer
@@ -46,51 +37,32 @@ from zope.interface import implementer
 from ..paths import BadPath, normalize
 from ..wire import CLIENT_HEADER, ProtocolError
 from .app import BoxsyncApp
-from .auth import TOKEN_REFUSED, Forbidden, IAuthenticator, Principal, Unauthorized
+from .auth import Principal, Unauthorized
 from .box import Box, NotFound
 from .files import box_file
 from .http import header, json_body, listed
 from .hub import Hub
 from .index import FileRecord
+from .sessions import (
+    API_POLICY,
+    PAGE_POLICY,
+    SIGN_IN,
+    Session,
+    Sessions,
+    check_csrf,
+    json_request,
+    same_origin,
+    secure_headers,
+    set_cookie,
+)
 from .storage import StagingFile
 
 __all__ = [
-    "CSRF_HEADER",
-    "LINK_CLIENT",
-    "LINK_SECONDS",
-    "SESSION_COOKIE",
-    "Session",
-    "Sessions",
     "WebPage",
     "static_files",
     "zip_member",
 ]
 
-#: The cookie that holds a browser's session id.
-SESSION_COOKIE = "boxsync_session"
-#: The header that carries a session's CSRF token on every request that is
-#: not a GET or a HEAD.
-CSRF_HEADER = "X-Boxsync-CSRF"
-#: The client id of the tokens C{boxsync-admin web-link} makes: each signs in
-#: once only.
-LINK_CLIENT = "web-link"
-#: How long a one-time sign-in link works.
-LINK_SECONDS = 5 * 60
-#: How long a session lasts (less if its token expires sooner).
-SESSION_SECONDS = 12 * 3600
-#: The most sessions one token may have at once: signing in once more ends
-#: the oldest.
-MAX_SESSIONS_PER_TOKEN = 50
-
-#: What every page response may load: its own scripts, styles and images,
-#: nothing inline, nothing from elsewhere, never in a frame.
-PAGE_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
-#: What any other answer to a session gets: nothing in it runs, even a file
-#: named .html opened by mistake.
-API_POLICY = "default-src 'none'; sandbox; frame-ancestors 'none'"
 
 _TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -116,226 +88,6 @@ def static_files() -> dict[str, tuple[bytes, str]]:
         if kind is not None and entry.is_file():
             found[entry.name] = (entry.read_bytes(), kind)
     return found
-
-
-#: Where a browser signs in: the body of a C{POST} there is the credential,
-#: read without one (see L{boxsync.server.uploads.UploadSite.public}).
-SIGN_IN = "/web/session"
-
-
-def _secure_headers(request: IRequest, policy: str) -> None:
-    request.setHeader(b"Content-Security-Policy", policy.encode())
-    request.setHeader(b"X-Content-Type-Options", b"nosniff")
-    request.setHeader(b"Referrer-Policy", b"no-referrer")
-    request.setHeader(b"X-Frame-Options", b"DENY")
-    request.setHeader(b"Cache-Control", b"no-store")
-
-
-def _session_id(request: IRequest) -> str | None:
-    """
-    The session id in the request's C{Cookie} header, if any. Read from the
-    header (not Twisted's parsed cookies): this runs, for uploads, before
-    the request line is parsed.
-    """
-    for raw in request.requestHeaders.getRawHeaders(b"Cookie", []):
-        try:
-            cookie = SimpleCookie(raw.decode("latin-1"))
-        except CookieError:
-            continue
-        morsel = cookie.get(SESSION_COOKIE)
-        if morsel is not None and morsel.value:
-            return morsel.value
-    return None
-
-
-def _token_expiry(token: str) -> int | None:
-    """
-    When a token that was just verified expires, if it says (a shared key
-    is no JWT and never expires).
-    """
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return None
-    expires = claims.get("exp")
-    return expires if isinstance(expires, int) else None
-
-
-@frozen
-class Session:
-    """
-    One signed-in browser.
-
-    @ivar csrf: what its state-changing requests carry in L{CSRF_HEADER}.
-    @ivar expires: when it ends, in seconds since the epoch.
-    """
-
-    session_id: str
-    csrf: str
-    principal: Principal
-    expires: float
-
-
-@define
-class Sessions:
-    """
-    The signed-in browsers, in memory: a restarted server signs everyone
-    out.
-
-    @ivar auth: checks the token a browser signs in with.
-    @ivar revoked: the ids of revoked tokens, kept up to date by the server:
-        a session of a revoked token ends.
-    @ivar _links: the one-time links used so far, until they expire.
-    """
-
-    clock: IReactorTime
-    auth: IAuthenticator
-    revoked: Container[str] = frozenset()
-    _sessions: dict[str, Session] = field(factory=dict)
-    _links: dict[str, float] = field(factory=dict)
-    log = Logger()
-
-    def sign_in(self, token: str) -> Session:
-        """
-        A new session for the holder of C{token}.
-
-        @raise Forbidden: if the token opens nothing, or is a one-time link
-            used before.
-        """
-        principal = self.auth.authenticate(b"Bearer " + token.strip().encode("utf-8", "replace"))
-        now = self.clock.seconds()
-        self._forget(now)
-        expires = now + SESSION_SECONDS
-        if principal.client == LINK_CLIENT:
-            if principal.token in self._links:
-                raise Forbidden(TOKEN_REFUSED)
-            self._links[principal.token] = now + LINK_SECONDS
-        else:
-            token_expires = _token_expiry(token)
-            if token_expires is not None:
-                expires = min(expires, token_expires)
-        same = sorted(
-            (each for each in self._sessions.values() if each.principal.token == principal.token),
-            key=lambda each: each.expires,
-        )
-        for oldest in same[: max(0, len(same) + 1 - MAX_SESSIONS_PER_TOKEN)]:
-            self.sign_out(oldest)
-        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), principal, expires)
-        self._sessions[session.session_id] = session
-        self.log.info(
-            "{client} of {account} signed in to the web page",
-            client=principal.client or "a browser",
-            account=principal.account,
-        )
-        return session
-
-    def _forget(self, now: float) -> None:
-        """
-        Drop the sessions and used links that have expired.
-        """
-        for session_id, session in list(self._sessions.items()):
-            if session.expires <= now:
-                del self._sessions[session_id]
-        for token_id, until in list(self._links.items()):
-            if until <= now:
-                del self._links[token_id]
-
-    def sign_out(self, session: Session) -> None:
-        self._sessions.pop(session.session_id, None)
-
-    def session(self, request: IRequest) -> Session | None:
-        """
-        The live session of C{request}'s cookie, if it has one.
-        """
-        session_id = _session_id(request)
-        session = None if session_id is None else self._sessions.get(session_id)
-        if session is None:
-            return None
-        if session.expires <= self.clock.seconds() or session.principal.token in self.revoked:
-            self.sign_out(session)
-            return None
-        return session
-
-    def principal(self, request: IRequest) -> Principal | None:
-        """
-        Who signed in C{request}'s session; C{None} if it has no session
-        cookie at all.
-
-        @raise Unauthorized: if the session is over.
-        @raise Forbidden: if the request changes something without the
-            session's CSRF token.
-        """
-        if _session_id(request) is None:
-            return None
-        session = self.session(request)
-        if session is None:
-            raise Unauthorized("the session is over: sign in again")
-        check_csrf(request, session)
-        _secure_headers(request, API_POLICY)
-        return session.principal
-
-
-def check_csrf(request: IRequest, session: Session) -> None:
-    """
-    @raise Forbidden: if C{request} may change something (it is not a GET or
-        a HEAD; an upload is checked before its method is even read) and
-        does not carry the CSRF token of C{session}.
-    """
-    if request.method in (b"GET", b"HEAD"):
-        return
-    given = (header(request, CSRF_HEADER) or "").encode()
-    if not hmac.compare_digest(given, session.csrf.encode()):
-        raise Forbidden(f"a request that changes something needs the page's {CSRF_HEADER}")
-
-
-def _cookie(request: IRequest, value: str, max_age: int) -> None:
-    """
-    Set the session cookie: never readable by scripts, never sent with a
-    request started by another site, over TLS only when served over TLS.
-    """
-    cast(Request, request).addCookie(
-        SESSION_COOKIE.encode(),
-        value.encode(),
-        path=b"/",
-        max_age=str(max_age).encode(),
-        httpOnly=True,
-        sameSite="strict",
-        secure=request.isSecure(),
-    )
-
-
-def _json_request(request: IRequest) -> dict[str, Any]:
-    """
-    The JSON object a page request sends. Only a script of the same origin
-    can send C{application/json} (a form of another site cannot, nor can a
-    script there without a CORS preflight, which this server never allows).
-
-    @raise ProtocolError: if the request is not such JSON.
-    """
-    kind = (header(request, "Content-Type") or "").split(";")[0].strip().lower()
-    if kind != "application/json":
-        raise ProtocolError("send JSON (Content-Type: application/json)")
-    try:
-        body = json.loads(request.content.read() or b"{}")
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ProtocolError("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise ProtocolError("the body must be a JSON object")
-    return body
-
-
-def _same_origin(request: IRequest) -> None:
-    """
-    @raise Forbidden: if the browser says the request comes from a page of
-        another host. The scheme is not compared: behind a proxy that ends
-        TLS, the server itself is asked over plain HTTP.
-    """
-    origin = header(request, "Origin")
-    if origin is None:
-        return
-    hosts = {header(request, "Host"), header(request, "X-Forwarded-Host")}
-    if urlsplit(origin).netloc.lower() not in {host.lower() for host in hosts if host}:
-        raise Forbidden("requests from other sites are refused")
 
 
 async def records_under(box: Box, folder: str) -> AsyncIterator[FileRecord]:
@@ -482,7 +234,7 @@ class WebPage:
         if found is None:
             raise NotFound(f"{name!r} is not a file of the page")
         content, kind = found
-        _secure_headers(request, PAGE_POLICY)
+        secure_headers(request, PAGE_POLICY)
         request.setHeader(b"Content-Type", kind.encode())
         request.setHeader(b"Cache-Control", b"no-cache")
         return content
@@ -494,13 +246,13 @@ class WebPage:
         return self._page(request, name)
 
     def sign_in(self, request: IRequest) -> bytes:
-        _same_origin(request)
-        token = _json_request(request).get("token")
+        same_origin(request)
+        token = json_request(request).get("token")
         if not isinstance(token, str) or not token.strip():
             raise ProtocolError("give the token to sign in with")
         session = self.sessions.sign_in(token)
-        _cookie(request, session.session_id, int(session.expires - self.clock.seconds()))
-        _secure_headers(request, API_POLICY)
+        set_cookie(request, session.session_id, int(session.expires - self.clock.seconds()))
+        secure_headers(request, API_POLICY)
         return json_body(request, 200, self._who(session))
 
     def sign_out(self, request: IRequest) -> bytes:
@@ -508,8 +260,8 @@ class WebPage:
         if session is not None:
             check_csrf(request, session)
             self.sessions.sign_out(session)
-        _cookie(request, "", 0)
-        _secure_headers(request, API_POLICY)
+        set_cookie(request, "", 0)
+        secure_headers(request, API_POLICY)
         return json_body(request, 200, {"signed_out": True})
 
     @staticmethod
@@ -622,7 +374,7 @@ class WebPage:
         same bytes (nothing is copied), then deleted at the old one; every
         client sees the new file and the deletion.
         """
-        body = _json_request(request)
+        body = json_request(request)
         source, target = normalize(_text(body, "from")), normalize(_text(body, "to"))
         if target == source or target.startswith(source + "/"):
             raise BadPath(f"{source!r} cannot move into itself")

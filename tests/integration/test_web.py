@@ -41,7 +41,7 @@ from boxsync.server.index import FileRecord
 from boxsync.server.registry import REGISTRY_FILE, TokenRegistry
 from boxsync.server.service import BoxsyncService, ServerConfig
 from boxsync.server.tokens import load_secret
-from boxsync.server.web import (
+from boxsync.server.sessions import (
     CSRF_HEADER,
     LINK_CLIENT,
     LINK_SECONDS,
@@ -49,11 +49,9 @@ from boxsync.server.web import (
     SESSION_COOKIE,
     SESSION_SECONDS,
     Sessions,
-    _cookie,
-    _Drain,
-    static_files,
-    zip_member,
+    set_cookie,
 )
+from boxsync.server.web import _Drain, static_files, zip_member
 from tests.helpers import RunningServer, StreamReader, timed
 
 KEY = "web-key-0123456789"
@@ -116,7 +114,7 @@ def test_a_session_ends() -> None:
 def test_secure_over_tls(tls: bool) -> None:
     made = Request(DummyChannel())
     made.isSecure = lambda: tls  # type: ignore[method-assign]
-    _cookie(made, "value", 60)
+    set_cookie(made, "value", 60)
     (cookie,) = made.cookies
     assert cookie.endswith(b"; HttpOnly; SameSite=strict")
     assert (b"; Secure" in cookie) == tls
@@ -468,7 +466,7 @@ async def _sign_in(http: Any, server: RunningServer) -> dict[str, str]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_uploads_with_the_cookie(server: RunningServer, http: Any) -> None:
+async def test_uploads_with_thecookie(server: RunningServer, http: Any) -> None:
     headers = await _sign_in(http, server)
     url = server.file_url("new/one.txt")
     # Refused before the body is stored: no CSRF token, no cookie.
@@ -485,7 +483,7 @@ async def test_uploads_with_the_cookie(server: RunningServer, http: Any) -> None
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_event_stream_with_the_cookie(server: RunningServer, http: Any) -> None:
+async def test_the_event_stream_with_thecookie(server: RunningServer, http: Any) -> None:
     headers = await _sign_in(http, server)
     response = await timed(
         http.post(

@@ -21,7 +21,7 @@ import pytest
 from bench.manifest import healthz, legacy_manifest, manifest, sync
 from bench.measure import PeakRSS
 from boxsync.wire import EVENT_STREAM
-from boxsync.server.web import CSRF_HEADER, SIGN_IN
+from boxsync.server.sessions import CSRF_HEADER, SIGN_IN
 from boxsync.testing import Server
 from tests.faults import record, staged
 from tests.faults import server  # noqa: F401 (the fixture)

@@ -1,0 +1,297 @@
+"""
+Signing in to the web page: a token (or a one-time link made by
+C{boxsync-admin web-link}) is turned into an C{HttpOnly},
+C{SameSite=Strict} session cookie (C{Secure} over TLS), which
+L{BoxsyncApp.principal <boxsync.server.app.BoxsyncApp.principal>} accepts
+in place of an C{Authorization} header. A request that is not C{GET} or
+C{HEAD} must also carry the session's CSRF token in L{CSRF_HEADER}; a
+revoked token ends its sessions. Every answer to a session carries a strict
+Content-Security-Policy.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+from http.cookies import CookieError, SimpleCookie
+from typing import Any, Container, cast
+from urllib.parse import urlsplit
+
+import jwt
+from attrs import define, field, frozen
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request
+
+from ..wire import ProtocolError
+from .auth import TOKEN_REFUSED, Forbidden, IAuthenticator, Principal, Unauthorized
+from .http import header
+
+__all__ = [
+    "API_POLICY",
+    "CSRF_HEADER",
+    "LINK_CLIENT",
+    "LINK_SECONDS",
+    "MAX_SESSIONS_PER_TOKEN",
+    "PAGE_POLICY",
+    "SESSION_COOKIE",
+    "SESSION_SECONDS",
+    "SIGN_IN",
+    "Session",
+    "Sessions",
+    "check_csrf",
+    "set_cookie",
+    "json_request",
+    "same_origin",
+    "secure_headers",
+]
+
+#: What every page response may load: its own scripts, styles and images,
+#: nothing inline, nothing from elsewhere, never in a frame.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+#: What any other answer to a session gets: nothing in it runs, even a file
+#: named .html opened by mistake.
+API_POLICY = "default-src 'none'; sandbox; frame-ancestors 'none'"
+
+#: The cookie that holds a browser's session id.
+SESSION_COOKIE = "boxsync_session"
+#: The header that carries a session's CSRF token on every request that is
+#: not a GET or a HEAD.
+CSRF_HEADER = "X-Boxsync-CSRF"
+#: The client id of the tokens C{boxsync-admin web-link} makes: each signs in
+#: once only.
+LINK_CLIENT = "web-link"
+#: How long a one-time sign-in link works.
+LINK_SECONDS = 5 * 60
+#: How long a session lasts (less if its token expires sooner).
+SESSION_SECONDS = 12 * 3600
+#: The most sessions one token may have at once: signing in once more ends
+#: the oldest.
+MAX_SESSIONS_PER_TOKEN = 50
+
+def secure_headers(request: IRequest, policy: str) -> None:
+    request.setHeader(b"Content-Security-Policy", policy.encode())
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
+    request.setHeader(b"Referrer-Policy", b"no-referrer")
+    request.setHeader(b"X-Frame-Options", b"DENY")
+    request.setHeader(b"Cache-Control", b"no-store")
+
+
+
+#: Where a browser signs in: the body of a C{POST} there is the credential,
+#: read without one (see L{boxsync.server.uploads.UploadSite.public}).
+SIGN_IN = "/web/session"
+
+
+def _session_id(request: IRequest) -> str | None:
+    """
+    The session id in the request's C{Cookie} header, if any. Read from the
+    header (not Twisted's parsed cookies): this runs, for uploads, before
+    the request line is parsed.
+    """
+    for raw in request.requestHeaders.getRawHeaders(b"Cookie", []):
+        try:
+            cookie = SimpleCookie(raw.decode("latin-1"))
+        except CookieError:
+            continue
+        morsel = cookie.get(SESSION_COOKIE)
+        if morsel is not None and morsel.value:
+            return morsel.value
+    return None
+
+
+def _token_expiry(token: str) -> int | None:
+    """
+    When a token that was just verified expires, if it says (a shared key
+    is no JWT and never expires).
+    """
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    expires = claims.get("exp")
+    return expires if isinstance(expires, int) else None
+
+
+@frozen
+class Session:
+    """
+    One signed-in browser.
+
+    @ivar csrf: what its state-changing requests carry in L{CSRF_HEADER}.
+    @ivar expires: when it ends, in seconds since the epoch.
+    """
+
+    session_id: str
+    csrf: str
+    principal: Principal
+    expires: float
+
+
+@define
+class Sessions:
+    """
+    The signed-in browsers, in memory: a restarted server signs everyone
+    out.
+
+    @ivar auth: checks the token a browser signs in with.
+    @ivar revoked: the ids of revoked tokens, kept up to date by the server:
+        a session of a revoked token ends.
+    @ivar _links: the one-time links used so far, until they expire.
+    """
+
+    clock: IReactorTime
+    auth: IAuthenticator
+    revoked: Container[str] = frozenset()
+    _sessions: dict[str, Session] = field(factory=dict)
+    _links: dict[str, float] = field(factory=dict)
+    log = Logger()
+
+    def sign_in(self, token: str) -> Session:
+        """
+        A new session for the holder of C{token}.
+
+        @raise Forbidden: if the token opens nothing, or is a one-time link
+            used before.
+        """
+        principal = self.auth.authenticate(b"Bearer " + token.strip().encode("utf-8", "replace"))
+        now = self.clock.seconds()
+        self._forget(now)
+        expires = now + SESSION_SECONDS
+        if principal.client == LINK_CLIENT:
+            if principal.token in self._links:
+                raise Forbidden(TOKEN_REFUSED)
+            self._links[principal.token] = now + LINK_SECONDS
+        else:
+            token_expires = _token_expiry(token)
+            if token_expires is not None:
+                expires = min(expires, token_expires)
+        same = sorted(
+            (each for each in self._sessions.values() if each.principal.token == principal.token),
+            key=lambda each: each.expires,
+        )
+        for oldest in same[: max(0, len(same) + 1 - MAX_SESSIONS_PER_TOKEN)]:
+            self.sign_out(oldest)
+        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), principal, expires)
+        self._sessions[session.session_id] = session
+        self.log.info(
+            "{client} of {account} signed in to the web page",
+            client=principal.client or "a browser",
+            account=principal.account,
+        )
+        return session
+
+    def _forget(self, now: float) -> None:
+        """
+        Drop the sessions and used links that have expired.
+        """
+        for session_id, session in list(self._sessions.items()):
+            if session.expires <= now:
+                del self._sessions[session_id]
+        for token_id, until in list(self._links.items()):
+            if until <= now:
+                del self._links[token_id]
+
+    def sign_out(self, session: Session) -> None:
+        self._sessions.pop(session.session_id, None)
+
+    def session(self, request: IRequest) -> Session | None:
+        """
+        The live session of C{request}'s cookie, if it has one.
+        """
+        session_id = _session_id(request)
+        session = None if session_id is None else self._sessions.get(session_id)
+        if session is None:
+            return None
+        if session.expires <= self.clock.seconds() or session.principal.token in self.revoked:
+            self.sign_out(session)
+            return None
+        return session
+
+    def principal(self, request: IRequest) -> Principal | None:
+        """
+        Who signed in C{request}'s session; C{None} if it has no session
+        cookie at all.
+
+        @raise Unauthorized: if the session is over.
+        @raise Forbidden: if the request changes something without the
+            session's CSRF token.
+        """
+        if _session_id(request) is None:
+            return None
+        session = self.session(request)
+        if session is None:
+            raise Unauthorized("the session is over: sign in again")
+        check_csrf(request, session)
+        secure_headers(request, API_POLICY)
+        return session.principal
+
+
+def check_csrf(request: IRequest, session: Session) -> None:
+    """
+    @raise Forbidden: if C{request} may change something (it is not a GET or
+        a HEAD; an upload is checked before its method is even read) and
+        does not carry the CSRF token of C{session}.
+    """
+    if request.method in (b"GET", b"HEAD"):
+        return
+    given = (header(request, CSRF_HEADER) or "").encode()
+    if not hmac.compare_digest(given, session.csrf.encode()):
+        raise Forbidden(f"a request that changes something needs the page's {CSRF_HEADER}")
+
+
+def set_cookie(request: IRequest, value: str, max_age: int) -> None:
+    """
+    Set the session cookie: never readable by scripts, never sent with a
+    request started by another site, over TLS only when served over TLS.
+    """
+    cast(Request, request).addCookie(
+        SESSION_COOKIE.encode(),
+        value.encode(),
+        path=b"/",
+        max_age=str(max_age).encode(),
+        httpOnly=True,
+        sameSite="strict",
+        secure=request.isSecure(),
+    )
+
+
+def json_request(request: IRequest) -> dict[str, Any]:
+    """
+    The JSON object a page request sends. Only a script of the same origin
+    can send C{application/json} (a form of another site cannot, nor can a
+    script there without a CORS preflight, which this server never allows).
+
+    @raise ProtocolError: if the request is not such JSON.
+    """
+    kind = (header(request, "Content-Type") or "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise ProtocolError("send JSON (Content-Type: application/json)")
+    try:
+        body = json.loads(request.content.read() or b"{}")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ProtocolError("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("the body must be a JSON object")
+    return body
+
+
+def same_origin(request: IRequest) -> None:
+    """
+    @raise Forbidden: if the browser says the request comes from a page of
+        another host. The scheme is not compared: behind a proxy that ends
+        TLS, the server itself is asked over plain HTTP.
+    """
+    origin = header(request, "Origin")
+    if origin is None:
+        return
+    hosts = {header(request, "Host"), header(request, "X-Forwarded-Host")}
+    if urlsplit(origin).netloc.lower() not in {host.lower() for host in hosts if host}:
+        raise Forbidden("requests from other sites are refused")
+
+
