@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import functools
 import uuid
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Concatenate, ParamSpec, TypeVar, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Awaitable,
+    Callable,
+    Concatenate,
+    ParamSpec,
+    TypeVar,
+    cast,
+)
 
 from attrs import define, evolve, field
 from klein import Klein
@@ -57,7 +66,7 @@ from .legacy import LegacyAdapter
 from .limits import MAX_MANIFEST_ENTRIES
 from .manifest import read_manifest
 from .plan import plan
-from .storage import DiskFull
+from .staging import DiskFull
 from .uploads import BodyTooLarge, check_body, take_upload, trailer_sha256
 
 if TYPE_CHECKING:

@@ -24,10 +24,17 @@ from twisted.logger import Logger
 
 from .. import libc
 from ..fs import write_small
-from ..wire import BATCH_FILE_LIMIT, BATCH_MAX_BYTES, BatchFile, ErrorAnswer, Refusal, encode_part
+from ..wire import (
+    BATCH_FILE_LIMIT,
+    BATCH_MAX_BYTES,
+    BatchFile,
+    ErrorAnswer,
+    Refusal,
+    encode_part,
+)
 from .box import Box, DigestMismatch
 from .index import FileRecord
-from .storage import StagingFile, as_disk_full
+from .staging import StagingFile, as_disk_full
 from .uploads import BodyTooLarge
 
 __all__ = ["upload_batch", "download_batch"]

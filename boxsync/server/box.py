@@ -20,7 +20,8 @@ from twisted.python.failure import Failure
 from ..wire import Delete, Download
 from .hub import Hub
 from .index import FileRecord, IIndex
-from .storage import BoxStorage, Change, StagingFile
+from .staging import StagingFile
+from .storage import BoxStorage, Change
 
 __all__ = ["Box", "StaleBase", "NotFound", "DigestMismatch"]
 

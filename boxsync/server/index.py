@@ -20,7 +20,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
-from .storage import DiskFull
+from .staging import DiskFull
 
 __all__ = ["FileRecord", "IIndex", "SQLiteIndex", "Stats"]
 

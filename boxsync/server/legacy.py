@@ -21,7 +21,13 @@ from twisted.web.server import Request
 
 from ..paths import BadPath, normalize
 from ..wire import CLIENT_HEADER, Event, ProtocolError, Upload
-from ..wire.legacy import FILE_PATH_HEADER, NDJSON, LegacyEntry, encode_action, legacy_entry
+from ..wire.legacy import (
+    FILE_PATH_HEADER,
+    NDJSON,
+    LegacyEntry,
+    encode_action,
+    legacy_entry,
+)
 from .auth import Principal
 from .box import Box
 from .events import EventStream, Framing

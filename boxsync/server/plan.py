@@ -14,8 +14,8 @@ from typing import AsyncIterable, AsyncIterator, Container, Protocol, Sequence, 
 
 from ..wire import (
     Conflict,
-    DeletedEntry,
     Delete,
+    DeletedEntry,
     Download,
     Event,
     FileEntry,

@@ -33,12 +33,17 @@ from .box import Box
 from .hub import MAX_STREAMS_PER_TOKEN, Hub
 from .index import SQLiteIndex, Stats
 from .legacy import LegacyAdapter
-from .limits import MAX_MANIFEST_BYTES, MAX_MANIFEST_ENTRIES, MAX_UPLOAD, ConnectionLimits
+from .limits import (
+    MAX_MANIFEST_BYTES,
+    MAX_MANIFEST_ENTRIES,
+    MAX_UPLOAD,
+    ConnectionLimits,
+)
 from .registry import REGISTRY_FILE
+from .sessions import SIGN_IN, Sessions
 from .storage import BoxStorage
 from .tokens import load_secret
 from .uploads import UploadSite
-from .sessions import SIGN_IN, Sessions
 from .web import WebPage
 
 __all__ = ["BoxInUse", "BoxsyncService", "ServerConfig", "claim"]

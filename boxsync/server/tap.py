@@ -10,17 +10,29 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, cast
 
-from twisted.internet.endpoints import quoteStringArgument
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
-from ..config import ConfigError, Setting, config_home, find_config, load, resolve, usage_flags
+from ..config import (
+    ConfigError,
+    Setting,
+    config_home,
+    find_config,
+    load,
+    resolve,
+    usage_flags,
+)
 from ..paths import HIDDEN_DIR
 from .auth import ApiKeyAuth
 from .hub import MAX_STREAMS_PER_TOKEN
+from .limits import (
+    MAX_MANIFEST_BYTES,
+    MAX_MANIFEST_ENTRIES,
+    MAX_UPLOAD,
+    ConnectionLimits,
+)
 from .tokens import SecretError, load_secret, secret_path
-from .limits import MAX_MANIFEST_BYTES, MAX_MANIFEST_ENTRIES, MAX_UPLOAD, ConnectionLimits
 
 __all__ = ["Options", "makeService"]
 

@@ -36,7 +36,7 @@ from ..wire import SHA256_TRAILER, TRAILER_HEADER, ProtocolError, sha256_header
 from ..writer import HashingWriter, Runner
 from .auth import Forbidden, Unauthorized
 from .limits import MAX_OTHER_BODY, LimitedChannel, LimitedSite, Refused
-from .storage import StagingFile, as_disk_full, discarding
+from .staging import StagingFile, as_disk_full, discarding
 
 __all__ = ["StreamingRequest", "UploadSite", "take_upload", "check_body", "trailer_sha256", "BodyTooLarge"]
 

@@ -55,7 +55,7 @@ from .sessions import (
     secure_headers,
     set_cookie,
 )
-from .storage import StagingFile
+from .staging import StagingFile
 
 __all__ = [
     "WebPage",

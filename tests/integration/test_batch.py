@@ -448,7 +448,7 @@ def test_a_full_disk_fails_the_files_it_stops(tmp_path: Path, monkeypatch: pytes
     import errno
 
     from boxsync.server import batch
-    from boxsync.server.storage import DiskFull
+    from boxsync.server.staging import DiskFull
 
     files = [_file(f"f{i}", bytes([i]) * 10) for i in range(3)]
     real = batch.write_small

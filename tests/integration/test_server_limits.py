@@ -25,7 +25,7 @@ from twisted.web.resource import Resource
 from boxsync.wire import EVENT_STREAM, FileEntry, Manifest, encode_manifest
 from boxsync.server.auth import Forbidden, Unauthorized
 from boxsync.server.limits import LINGER, ConnectionLimits
-from boxsync.server.storage import StagingFile
+from boxsync.server.staging import StagingFile
 from boxsync.server.uploads import PUBLIC_BODY, BodyTooLarge, UploadSite
 from tests.helpers import RunningServer, file_sha, json_of, open_stream, put, random_file, running_server, sha, timed
 from tests.conftest import KEY

@@ -29,7 +29,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from boxsync.server.limits import ConnectionLimits, LimitedChannel
-from boxsync.server.storage import BoxStorage, StagingFile
+from boxsync.server.staging import StagingFile
+from boxsync.server.storage import BoxStorage
 from boxsync.server.uploads import BodyTooLarge, StreamingRequest, UploadSite
 from boxsync.writer import BATCH_SIZE, MAX_PENDING
 from tests.conftest import KEY
@@ -447,21 +448,21 @@ def test_write_back_is_started_as_batches_are_written(tmp_path: Path, monkeypatc
     Every C{WRITE_BACK_BYTES} written, the disk is asked to start on them,
     in order and with nothing left out; the bytes and digest are those sent.
     """
-    import boxsync.server.storage as storage_module
+    import boxsync.server.staging as staging_module
     from boxsync.writer import inline
 
     assert hasattr(ctypes.CDLL(None), "sync_file_range")  # Linux
     ranges: list[tuple[int, int]] = []
-    real = storage_module.start_write_back
+    real = staging_module.start_write_back
 
     def record(fd: int, offset: int, length: int) -> None:
         ranges.append((offset, length))
         real(fd, offset, length)
 
-    monkeypatch.setattr(storage_module, "start_write_back", record)
+    monkeypatch.setattr(staging_module, "start_write_back", record)
     staged = BoxStorage(Clock(), tmp_path / "box").new_staging()
     writer = staged.writer(inline)
-    data = os.urandom(3 * storage_module.WRITE_BACK_BYTES + 12345)
+    data = os.urandom(3 * staging_module.WRITE_BACK_BYTES + 12345)
     for at in range(0, len(data), 100_003):
         writer.write(data[at : at + 100_003])
     done: list[object] = []
@@ -472,10 +473,10 @@ def test_write_back_is_started_as_batches_are_written(tmp_path: Path, monkeypatc
     assert len(ranges) >= 2 and ranges[0][0] == 0
     for (offset, length), (following, _) in zip(ranges, ranges[1:]):
         assert offset + length == following
-    assert all(length >= storage_module.WRITE_BACK_BYTES for _, length in ranges)
+    assert all(length >= staging_module.WRITE_BACK_BYTES for _, length in ranges)
     # Less than that is left for the final fsync.
     offset, length = ranges[-1]
-    assert len(data) - (offset + length) < storage_module.WRITE_BACK_BYTES
+    assert len(data) - (offset + length) < staging_module.WRITE_BACK_BYTES
     staged.discard()
 
 

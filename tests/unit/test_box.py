@@ -18,11 +18,12 @@ from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from zope.interface import implementer
 
 from boxsync.paths import BadPath
-from boxsync.wire import Download, Event
 from boxsync.server.box import Box, DigestMismatch, StaleBase
 from boxsync.server.hub import Hub
 from boxsync.server.index import FileRecord, IIndex, SQLiteIndex
-from boxsync.server.storage import BoxStorage, DiskFull, StagingFile
+from boxsync.server.staging import DiskFull, StagingFile
+from boxsync.server.storage import BoxStorage
+from boxsync.wire import Download, Event
 from tests.helpers import sha, timed
 
 ACCOUNT = "acct"
