@@ -269,6 +269,8 @@ def _start_logging(verbosity: int) -> None:
     # Every new connection of the HTTP client would log a line at info.
     levels.setLogLevelForNamespace("twisted.web.client", max(level, LogLevel.warn))
     levels.setLogLevelForNamespace("twisted.internet.base", max(level, LogLevel.warn))
+    # Nor should each "102 Processing" a long upload hears (see transport).
+    levels.setLogLevelForNamespace("twisted.web._newclient", max(level, LogLevel.warn))
     observer = FilteringLogObserver(text_observer(sys.stderr), [levels])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 

@@ -5,7 +5,10 @@ they arrive, each with its own silence watchdog.
 
 treq's C{timeout=} covers only the wait for the response headers, and an
 event stream or a large download can stall for good after them; a large
-upload can take as long as it takes, as long as it moves.
+upload can take as long as it takes, as long as it moves: while its bytes
+leave the socket, and, once they all have (into a proxy that takes the
+whole body and trickles it on), while the server says it is still getting
+them (C{102 Processing}, asked for with L{PROGRESS_HEADER}).
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
 from ..wire import ProtocolError
+from ..wire.headers import PROGRESS_HEADER, PROGRESS_PROCESSING
 from .errors import StreamIdle, error_for
-from .sockets import unsent
+from .sockets import received, unsent
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -192,6 +196,13 @@ class CountingProducer:
         """
         return unsent(self.consumer)
 
+    def received(self) -> int | None:
+        """
+        How many bytes the connection has received while the body is sent,
+        if that can be told (see L{boxsync.client.sockets.received}).
+        """
+        return received(self.consumer)
+
     def pauseProducing(self) -> None:
         self.producer.pauseProducing()
 
@@ -206,19 +217,27 @@ class CountingProducer:
 class _Draining:
     """
     Once the whole of a request body is written it can take a long while to
-    drain (the socket's send buffer, a slow link): as long as it does, the
-    connection is not silent. Called now and then, this pokes C{watchdog}
-    whenever fewer bytes of C{body} are queued than the time before.
+    drain (the socket's send buffer, a slow link) and to reach the server
+    (through a proxy that holds it): as long as it does, the connection is
+    not silent. Called now and then, this pokes C{watchdog} whenever fewer
+    bytes of C{body} are queued than the time before, or more bytes have
+    come back (the server's C{102 Processing}).
     """
 
     body: CountingProducer
     watchdog: Watchdog
     queued: int | None = None
+    heard: int | None = None
 
     def __call__(self) -> None:
         before, self.queued = self.queued, self.body.unsent()
-        if before is not None and self.queued is not None and self.queued < before:
+        heard_before, self.heard = self.heard, self.body.received()
+        if _less(self.queued, before) or _less(heard_before, self.heard):
             self.watchdog.poke()
+
+
+def _less(one: int | None, other: int | None) -> bool:
+    return one is not None and other is not None and one < other
 
 
 @frozen
@@ -260,6 +279,8 @@ class Transport:
         if body is not None:
             body = CountingProducer(body, _poking(watchdog, on_write))
             draining = self._watch_draining(body, watchdog)
+            headers = headers.copy()
+            headers.setRawHeaders(PROGRESS_HEADER, [PROGRESS_PROCESSING])
         requested = self.http.request(
             method,
             self.base_url.rstrip("/") + url_path,

@@ -15,6 +15,14 @@ server itself stopped reading from (L{LimitedChannel.pause_reading}, while
 the disk catches up with an upload): that time counts neither against the
 rate nor as silence.
 
+A client whose request body may take long to arrive (a large upload on a
+slow link, behind a proxy that takes the whole body at once and trickles
+it on) asks for word that it is still coming (L{PROGRESS_HEADER}): while
+bytes of its body keep arriving, the server answers C{102 Processing}
+every C{progress_interval} seconds, so the client can tell a slow link from
+a dead one. HTTP/1.1 lets a server send any number of 1xx answers before
+the final one; clients that did not ask are never sent any.
+
 Headers over the limits get C{431} with a JSON body (twisted.web alone
 answers a bare C{400}, or for one overlong line closes without a word).
 
@@ -38,6 +46,8 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Site
 
+from ..wire.headers import PROGRESS_HEADER, PROGRESS_PROCESSING
+
 __all__ = [
     "MAX_MANIFEST_BYTES",
     "MAX_MANIFEST_ENTRIES",
@@ -46,6 +56,7 @@ __all__ = [
     "ConnectionLimits",
     "LimitedChannel",
     "LimitedSite",
+    "PROCESSING",
     "Refused",
 ]
 
@@ -78,6 +89,10 @@ _REASONS = {
 #: an answer the peer has not read yet.
 LINGER = 1.0
 
+#: The interim answer that tells a client its request body is still
+#: arriving.
+PROCESSING = b"HTTP/1.1 102 Processing\r\n\r\n"
+
 
 class Refused(Exception):
     """
@@ -103,6 +118,8 @@ class ConnectionLimits:
     @ivar window: seconds over which C{min_rate} is measured.
     @ivar max_header_bytes: the most bytes of request line and headers.
     @ivar max_headers: the most header fields in one request.
+    @ivar progress_interval: how often, in seconds, a request whose body is
+        still arriving is told so (C{102 Processing}), if it asked.
     """
 
     idle_timeout: float | None = 60.0
@@ -110,6 +127,7 @@ class ConnectionLimits:
     window: float = 20.0
     max_header_bytes: int = 16384
     max_headers: int = 100
+    progress_interval: float = 10.0
 
 
 class LimitedChannel(HTTPChannel):
@@ -139,6 +157,10 @@ class LimitedChannel(HTTPChannel):
     #: The request was refused: what else comes is never looked at.
     _refused = False
     _closing: IDelayedCall | None = None
+    #: The next C{102 Processing}, while a body that asked for them arrives.
+    _progress: IDelayedCall | None = None
+    #: How many bytes had come at the last one.
+    _progress_mark = 0
     log = Logger()
 
     def dataReceived(self, data: bytes) -> None:
@@ -178,7 +200,36 @@ class LimitedChannel(HTTPChannel):
             except Refused as e:
                 self._refuse_body(e.status, str(e))
                 return
+        if self.length != 0 and self._wants_progress():
+            self._progress_mark = self._received
+            self._progress = self.callLater(self.limits.progress_interval, self._tell_progress)
         super().allHeadersReceived()
+
+    def _wants_progress(self) -> bool:
+        request = self.requests[-1]
+        asked = request.requestHeaders.getRawHeaders(PROGRESS_HEADER, [""])[-1]
+        return bool(
+            self._version == b"HTTP/1.1"  # type: ignore[attr-defined]
+            and asked.strip() == PROGRESS_PROCESSING
+        )
+
+    def _tell_progress(self) -> None:
+        """
+        Tell the client its request body is still arriving, if any of it came
+        since the last time.
+        """
+        self._progress = None
+        if not self._pending or self._refused:
+            return
+        if self._received > self._progress_mark or self._held:
+            self.transport.write(PROCESSING)  # type: ignore[union-attr]
+        self._progress_mark = self._received
+        self._progress = self.callLater(self.limits.progress_interval, self._tell_progress)
+
+    def _stop_progress(self) -> None:
+        if self._progress is not None and self._progress.active():
+            self._progress.cancel()
+        self._progress = None
 
     def rawDataReceived(self, data: bytes) -> None:
         if not self._refused:
@@ -199,6 +250,7 @@ class LimitedChannel(HTTPChannel):
         self._busy = True
         self._header_bytes = self._header_count = 0
         self._stop_rate_check()
+        self._stop_progress()
         super().allContentReceived()
 
     def requestDone(self, request: Any) -> None:
@@ -246,6 +298,7 @@ class LimitedChannel(HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stop_rate_check()
+        self._stop_progress()
         if self._closing is not None and self._closing.active():
             self._closing.cancel()
         super().connectionLost(reason)
@@ -278,6 +331,7 @@ class LimitedChannel(HTTPChannel):
         """
         self._pending = False
         self._stop_rate_check()
+        self._stop_progress()
         body = json.dumps({"error": message}).encode() + b"\n"
         head = (
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"

@@ -113,6 +113,12 @@ SETTINGS = [
         "(0: no minimum).",
         _count,
     ),
+    Setting(
+        "progress-interval",
+        ConnectionLimits().progress_interval,
+        "Seconds between the 102 Processing answers that tell a client its upload is still arriving.",
+        _seconds,
+    ),
     Setting("insecure-no-auth", False, "Serve without any key: everyone gets in.", flag=True),
     Setting(
         "tokens",
@@ -264,7 +270,11 @@ def makeService(options: Options) -> Any:
         keepalive_seconds=options["keepalive"],
         max_manifest=options["max-manifest"],
         max_manifest_entries=options["max-manifest-entries"],
-        connections=ConnectionLimits(idle_timeout=options["idle-timeout"], min_rate=options["min-rate"]),
+        connections=ConnectionLimits(
+            idle_timeout=options["idle-timeout"],
+            min_rate=options["min-rate"],
+            progress_interval=options["progress-interval"],
+        ),
     )
     # Twisted types the global reactor by its common interfaces only; it has
     # all those the server uses (its thread pool too).

@@ -20,6 +20,8 @@ __all__ = [
     "STREAM_HEADER",
     "SEQ_HEADER",
     "LAST_EVENT_ID",
+    "PROGRESS_HEADER",
+    "PROGRESS_PROCESSING",
     "sha256_header",
     "count_header",
 ]
@@ -49,6 +51,10 @@ CLIENT_HEADER = "X-Boxsync-Client"
 STREAM_HEADER = "X-Boxsync-Stream"
 #: On a download: the seq of the version being sent.
 SEQ_HEADER = "X-Boxsync-Seq"
+#: On a request with a body: C{102}, asking the server to answer
+#: C{102 Processing} now and then while the body is still arriving.
+PROGRESS_HEADER = "X-Boxsync-Progress"
+PROGRESS_PROCESSING = "102"
 #: The standard SSE header a reconnecting client sends its cursor in.
 LAST_EVENT_ID = "Last-Event-ID"
 

@@ -24,7 +24,7 @@ from twisted.web.resource import Resource
 
 from boxsync.wire import EVENT_STREAM, FileEntry, Manifest, encode_manifest
 from boxsync.server.auth import Forbidden, Unauthorized
-from boxsync.server.limits import LINGER, ConnectionLimits
+from boxsync.server.limits import LINGER, PROCESSING, ConnectionLimits
 from boxsync.server.staging import StagingFile
 from boxsync.server.uploads import PUBLIC_BODY, BodyTooLarge, UploadSite
 from tests.helpers import RunningServer, file_sha, json_of, open_stream, put, random_file, running_server, sha, timed
@@ -342,6 +342,39 @@ def test_a_public_body_is_read_without_a_credential_up_to_its_limit() -> None:
         channel.connectionLost(Failure(ConnectionDone()))
 
 
+@pytest.mark.parametrize(
+    "version, asked, told",
+    [(b"HTTP/1.1", b"X-Boxsync-Progress: 102\r\n", True),
+     (b"HTTP/1.1", b"", False),
+     (b"HTTP/1.0", b"X-Boxsync-Progress: 102\r\n", False)],
+)
+def test_a_body_still_arriving_is_told_so_if_it_asked(version: bytes, asked: bytes, told: bool) -> None:
+    """
+    While the body of a request that asked arrives, the client hears
+    C{102 Processing} once per interval in which some of it came, and no
+    more once it is all in; an HTTP/1.0 client or one that did not ask
+    hears nothing before its answer.
+    """
+    clock = Clock()
+    limits = ConnectionLimits(progress_interval=5.0)
+    site = UploadSite(Resource(), lambda: pytest.fail("not an upload"), reactor=clock, limits=limits)
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"POST /sync " + version + b"\r\nHost: x\r\n" + asked + b"Content-Length: 30000\r\n\r\n")
+    for _ in range(3):
+        channel.dataReceived(b"x" * 10000 if _ < 2 else b"x" * 9999)
+        clock.advance(5.0)
+    # An interval in which nothing came: nothing is said.
+    clock.advance(5.0)
+    assert transport.value() == (PROCESSING * 3 if told else b"")
+    channel.dataReceived(b"x")
+    clock.advance(20.0)
+    assert transport.value().count(PROCESSING) == (3 if told else 0)
+    channel.connectionLost(Failure(ConnectionDone()))
+    assert not [call for call in clock.getDelayedCalls() if call.active() and call.func.__name__ == "_tell_progress"]
+
+
 def test_limits_from_the_command_line(monkeypatch: Any) -> None:
     from boxsync.server.tap import Options, makeService
 
@@ -350,11 +383,11 @@ def test_limits_from_the_command_line(monkeypatch: Any) -> None:
     options = Options()
     options.parseOptions(
         ["--api-key", "k", "--max-manifest", "1M", "--max-manifest-entries", "500",
-         "--idle-timeout", "5", "--min-rate", "0"]
+         "--idle-timeout", "5", "--min-rate", "0", "--progress-interval", "2.5"]
     )
     config = makeService(options).config
     assert config.max_manifest == 2**20 and config.max_manifest_entries == 500
-    assert config.connections == ConnectionLimits(idle_timeout=5.0, min_rate=0)
+    assert config.connections == ConnectionLimits(idle_timeout=5.0, min_rate=0, progress_interval=2.5)
     assert config.connections.max_header_bytes == 16384
     with pytest.raises(UsageError):
         Options().parseOptions(["--api-key", "k", "--min-rate", "-1"])

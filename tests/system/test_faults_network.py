@@ -35,7 +35,10 @@ from tests.helpers import running_server, timed
 #: and 15 s by default): a frozen link must be noticed within IDLE seconds.
 KEEPALIVE = 0.5
 IDLE = 2.0
-SERVER_OPTIONS = ["--keepalive", str(KEEPALIVE)]
+#: How often the server tells an upload still arriving that it is (10 s by
+#: default, against the clients' 45 s).
+PROGRESS = 0.5
+SERVER_OPTIONS = ["--keepalive", str(KEEPALIVE), "--progress-interval", str(PROGRESS)]
 
 
 @pytest.fixture
@@ -160,6 +163,40 @@ async def test_an_upload_draining_slowly_is_not_silent(reactor: Any, tmp_path: P
             proxy.stop()
             await pool.closeCachedConnections()
     assert result.sha256 == sha(data)
+
+
+def test_an_upload_through_a_proxy_that_trickles_it_on_finishes(
+    tmp_path: Path, server: Server
+) -> None:
+    """
+    A slow link behind a proxy that takes the whole body at once: the
+    client's socket is empty long before the server has the upload, and
+    for much longer than the client's idle timeout. The server's word that
+    it is still getting the body keeps the upload going to its end, on its
+    first connection, instead of restarting it from byte 0 every time the
+    client would have taken the wait for a dead link.
+    """
+    proxy = Proxy(server.port, rate=8192).start()
+    data = os.urandom(64 * 1024)  # 8 s through the proxy, four idle timeouts
+    a = Client(server, tmp_path / "a", "a", url=proxy.url, options=["--idle-timeout", str(IDLE)]).start()
+    try:
+        wait_until(lambda: proxy.accepted > 0, what="the client to connect")
+        connections = proxy.accepted
+        (a.folder / "slow.bin").write_bytes(data)
+        wait_until(
+            lambda: sha_of(server.box / "slow.bin") == sha(data), timeout=40, what="the upload to finish"
+        )
+        # The event stream and at most one upload connection, none of them
+        # made again after a silence.
+        assert proxy.accepted - connections <= 1
+    finally:
+        a.kill()
+        proxy.stop()
+    record("upload through a trickling proxy", faults=1, files=1)
+
+
+def sha_of(path: Path) -> str | None:
+    return sha(path.read_bytes()) if path.exists() else None
 
 
 def test_wrapped_connection_errors_are_described_plainly() -> None:
