@@ -23,6 +23,8 @@ setup(
         "rich>=13",
         "psutil>=5.9",
         "pyjwt>=2.8",
+        "pyfastcdc>=0.3",
+        "zstandard>=0.22",
     ],
     extras_require={
         "bench": ["matplotlib>=3.8", "locust>=2.20"],

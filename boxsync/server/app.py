@@ -31,6 +31,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from werkzeug.exceptions import HTTPException
 
+from .. import coding
+from ..blocks import BLOCK_MAX, Block
 from ..paths import BadPath, normalize
 from ..wire import (
     BASE_HEADER,
@@ -54,9 +56,12 @@ from ..wire import (
     parse_upload_batch,
     sha256_header,
 )
+from ..wire.blocks import BLOCKS_FEATURE, BlockCommit, missing_json, recipe_json
+from ..wire.values import check_sha256, json_object
 from .auth import Forbidden, IAuthenticator, Principal, Unauthorized
 from .batch import download_batch, upload_batch
-from .box import Box, DigestMismatch, NotFound, StaleBase
+from .blockstore import BadBlock
+from .box import Box, DigestMismatch, MissingBlocks, NotFound, StaleBase
 from .events import EventStream
 from .files import box_file
 from .http import committed, header, json_body, listed, query
@@ -82,6 +87,8 @@ _REFUSALS: list[tuple[type[BaseException], Refusal]] = [
     (BadPath, Refusal.BAD_REQUEST),
     (ProtocolError, Refusal.BAD_REQUEST),
     (DigestMismatch, Refusal.BAD_REQUEST),
+    (BadBlock, Refusal.BAD_REQUEST),
+    (coding.DecodeError, Refusal.BAD_REQUEST),
     (Unauthorized, Refusal.UNAUTHORIZED),
     (Forbidden, Refusal.FORBIDDEN),
     (NotFound, Refusal.NOT_FOUND),
@@ -144,6 +151,10 @@ class BoxsyncApp:
         app.route(files, methods=["DELETE"])(self._authorized(self.delete))
         app.route("/batch/upload", methods=["POST"])(self._authorized(self.batch_upload))
         app.route("/batch/download", methods=["POST"])(self._authorized(self.batch_download))
+        app.route("/blocks/commit", methods=["POST"])(self._authorized(self.commit_blocks))
+        app.route("/blocks/of/<path:path>", methods=["GET"])(self._authorized(self.recipe))
+        app.route("/blocks/<sha256>", methods=["PUT"])(self._authorized(self.put_block))
+        app.route("/blocks/<sha256>", methods=["GET"])(self._authorized(self.get_block))
         if self.legacy is not None:
             # Klein names an endpoint after its function: these need names of their own.
             app.route("/upload", methods=["POST"], endpoint="legacy_upload")(
@@ -182,6 +193,9 @@ class BoxsyncApp:
         if failure.check(HTTPException):
             error: HTTPException = failure.value  # type: ignore[assignment]
             return json_body(request, error.code or 500, {"error": error.description or ""})
+        if failure.check(MissingBlocks):
+            missing: MissingBlocks = failure.value  # type: ignore[assignment]
+            return json_body(request, int(Refusal.MISSING_BLOCKS), missing_json(missing.missing))
         known = _answer(cast(BaseException, failure.value))
         if known is None:
             self.log.failure("unhandled error in {uri}", failure, uri=request.uri)
@@ -189,7 +203,7 @@ class BoxsyncApp:
         return json_body(request, known.status, known.to_json())
 
     def healthz(self, request: IRequest) -> bytes:
-        return json_body(request, 200, health_json([SHA256_TRAILER_FEATURE]))
+        return json_body(request, 200, health_json([SHA256_TRAILER_FEATURE, BLOCKS_FEATURE]))
 
     async def sync(self, request: IRequest, principal: Principal) -> None:
         # boxsync's clients ask for an event stream; the legacy ones do not.
@@ -281,6 +295,56 @@ class BoxsyncApp:
         )
         return json_body(request, 200, committed(record).to_json())
 
+    async def commit_blocks(self, request: IRequest, principal: Principal) -> bytes:
+        """
+        Commit a version by its recipe (C{POST /blocks/commit}): C{201} with
+        the commit, or C{409} naming the blocks the account lacks.
+        """
+        commit = BlockCommit.from_json(json_object(request.content.read(), "a commit"))
+        record = await self.boxes(principal.account).commit_recipe(
+            commit,
+            origin=header(request, CLIENT_HEADER) or principal.client,
+            stream=header(request, STREAM_HEADER),
+        )
+        return json_body(request, 201, committed(record).to_json())
+
+    async def recipe(self, request: IRequest, principal: Principal, path: str) -> bytes:
+        """
+        The recipe of the live version of C{path}, with its seq.
+        """
+        row, recipe = await self.boxes(principal.account).recipe(normalize(path))
+        return json_body(request, 200, {"path": row.path, "seq": row.seq, **recipe_json(recipe)})
+
+    async def put_block(self, request: IRequest, principal: Principal, sha256: str) -> bytes:
+        """
+        Keep a block for a commit to come (C{PUT /blocks/<sha256>}), sent
+        as it is or in a content coding.
+        """
+        sha256 = check_sha256(sha256)
+        data = coding.decode(request.content.read(), header(request, "Content-Encoding"), BLOCK_MAX)
+        await self.boxes(principal.account).blocks.put(Block(sha256, len(data)), data)
+        return json_body(request, 201, {"sha256": sha256, "size": len(data)})
+
+    async def get_block(self, request: IRequest, principal: Principal, sha256: str) -> bytes:
+        """
+        A block of a file or a kept version of the account, or one sent
+        ahead of its commit, in the best content coding the client takes
+        that shrinks it.
+        """
+        sha256 = check_sha256(sha256)
+        data = await self.boxes(principal.account).blocks.read(sha256)
+        if data is None:
+            raise NotFound(f"no block {sha256}")
+        # Every Accept-Encoding field counts (treq's client adds its own).
+        accept = b",".join(request.requestHeaders.getRawHeaders(b"Accept-Encoding", []))
+        used, body = coding.encode(data, coding.accepted(accept.decode("latin-1")))
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", b"application/octet-stream")
+        request.setHeader(b"ETag", f'"{sha256}"'.encode())
+        request.setHeader(b"Vary", b"Accept-Encoding")
+        if used is not None:
+            request.setHeader(b"Content-Encoding", used.encode("ascii"))
+        return body
 
     async def batch_upload(self, request: IRequest, principal: Principal) -> bytes:
         """

@@ -9,21 +9,25 @@ these and nothing lower.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Sequence
 
-from attrs import define, field, frozen
+from attrs import Factory, define, field, frozen
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from ..blocks import BLOCK_MIN, Recipe, recipe_of
 from ..wire import Delete, Download
+from ..wire.blocks import BlockCommit
+from .blockstore import IBlockStore, LocalBlockStore
 from .hub import Hub
 from .index import FileRecord, IIndex
 from .staging import StagingFile
 from .storage import BoxStorage, Change
 
-__all__ = ["Box", "StaleBase", "NotFound", "DigestMismatch"]
+__all__ = ["Box", "StaleBase", "NotFound", "DigestMismatch", "MissingBlocks"]
 
 
 class StaleBase(Exception):
@@ -48,8 +52,27 @@ class DigestMismatch(ValueError):
     """
 
 
+class MissingBlocks(Exception):
+    """
+    A commit by recipe names blocks the account has nowhere.
+
+    @ivar missing: their sha256s.
+    """
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(f"{len(missing)} blocks are missing")
+        self.missing = missing
+
+
 def _row_seq(row: FileRecord | None) -> int:
     return 0 if row is None else row.seq
+
+
+def _live_seq(row: FileRecord | None) -> int | None:
+    """
+    The seq of the live version C{row} is, if it is one.
+    """
+    return None if row is None or row.deleted else row.seq
 
 
 def _check(path: str, base: int | None, row: FileRecord | None) -> None:
@@ -120,6 +143,9 @@ class Box:
     index: IIndex
     storage: BoxStorage
     hub: Hub
+    blocks: IBlockStore = field(
+        default=Factory(lambda self: LocalBlockStore(self.account, self.index, self.storage), takes_self=True)
+    )
     _lock: DeferredLock = field(factory=DeferredLock)
     _queue: list[_Pending] = field(factory=list)
     _committing: bool = False
@@ -163,6 +189,74 @@ class Box:
             mtime_ns = time.time_ns()
         await self.storage.finish(staged, mtime_ns)
         return await self.commit(path, staged, base, mtime_ns, origin, stream)
+
+    async def commit_recipe(self, commit: BlockCommit, origin: str = "", stream: str | None = None) -> FileRecord:
+        """
+        Commit a new version of C{commit.path} made of the blocks of its
+        recipe: assembled in staging from the blocks the account has, its
+        sha256 checked, then committed as an upload is.
+
+        @raise MissingBlocks: if some of the blocks are nowhere.
+        @raise StaleBase: if the path has moved on from C{commit.base}.
+        @raise DigestMismatch: if the blocks do not make the sha256 said.
+        """
+        recipe = commit.recipe
+        # A stale base is refused before a byte is read; a commit of the
+        # very bytes the path holds (sent again) is not a conflict.
+        row: FileRecord | None = await self.index.get(self.account, commit.path)
+        try:
+            _check(commit.path, commit.base, row)
+        except StaleBase:
+            if row is not None and not row.deleted and row.sha256 == recipe.sha256:
+                return row
+            raise
+        staged = self.storage.new_staging()
+        try:
+            missing = await self.blocks.assemble(recipe, staged)
+        except BaseException:
+            staged.discard()
+            raise
+        if missing:
+            staged.discard()
+            raise MissingBlocks(missing)
+        record = await self.upload(
+            commit.path, staged, commit.base, recipe.sha256, commit.mtime_ns, origin, stream
+        )
+        if record.sha256 == recipe.sha256 and recipe.size > BLOCK_MIN:
+            await self.index.set_recipe(self.account, record.seq, recipe)
+        await self.blocks.used(recipe)
+        return record
+
+    async def recipe(self, path: str) -> tuple[FileRecord, Recipe]:
+        """
+        The live version of C{path} and its recipe (cut from the box file
+        the first time it is asked for, and kept in the index).
+
+        @raise NotFound: if there is no live file at C{path}, or the box
+            file is no longer the version the index has (changed by hand:
+            the next start-up adopts it).
+        """
+        row: FileRecord | None = await self.index.get(self.account, path)
+        if row is None or row.deleted:
+            raise NotFound(path)
+        recipe: Recipe | None = await self.index.recipe(self.account, row.seq)
+        if recipe is not None:
+            return row, recipe
+
+        def cut() -> Recipe | None:
+            opened = self.storage.open_fd(path)
+            if opened is None:
+                return None
+            try:
+                return recipe_of(opened)
+            finally:
+                os.close(opened)
+
+        recipe = await self.storage.in_thread(cut)
+        if recipe is None or recipe.sha256 != row.sha256:
+            raise NotFound(path)
+        await self.index.set_recipe(self.account, row.seq, recipe)
+        return row, recipe
 
     async def commit(
         self,
@@ -297,6 +391,7 @@ class Box:
             return [outcomes[i] for i in range(len(group))]
         records = await self._commit_changes(
             list(changes.values()),
+            [_live_seq(rows.get(group[i].path)) for i in changes],
             [
                 FileRecord(
                     group[i].path,
@@ -314,10 +409,13 @@ class Box:
         outcomes.update(zip(changes, records))
         return [outcomes[i] for i in range(len(group))]
 
-    async def _commit_changes(self, changes: list[Change], records: list[FileRecord]) -> list[FileRecord]:
+    async def _commit_changes(
+        self, changes: list[Change], replaced: list[int | None], records: list[FileRecord]
+    ) -> list[FileRecord]:
         """
         Commit C{records}, the rows of C{changes} made in the box: all of
         them or, if the commit fails, none, with the box put back as it was.
+        What each change replaced is kept as the version C{replaced} names.
 
         @raise DiskFull: if the index's disk is full.
         """
@@ -326,7 +424,7 @@ class Box:
         except BaseException:
             await self.storage.undo(changes)
             raise
-        await self.storage.settle(changes)
+        await self.storage.settle(changes, replaced)
         return stored
 
     async def delete(
@@ -344,7 +442,7 @@ class Box:
                 raise NotFound(path)
             change = await self.storage.remove(path)
             (record,) = await self._commit_changes(
-                [change], [FileRecord(path, 0, row.sha256, time.time_ns(), 0, True, origin)]
+                [change], [row.seq], [FileRecord(path, 0, row.sha256, time.time_ns(), 0, True, origin)]
             )
         self.log.info(
             "{origin} deleted {path} as seq {seq}",

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from attrs import define, evolve, field, frozen
+
+from ..blocks import BLOCK_MIN, Block, Recipe
 from twisted.internet.defer import fail
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
@@ -22,7 +25,7 @@ from zope.interface import Interface, implementer
 
 from .staging import DiskFull
 
-__all__ = ["FileRecord", "IIndex", "SQLiteIndex", "Stats"]
+__all__ = ["BlockSource", "FileRecord", "IIndex", "SQLiteIndex", "Stats", "VersionRecord"]
 
 _T = TypeVar("_T")
 
@@ -44,6 +47,39 @@ class FileRecord:
     #: The ctime of the box file once placed (0: not known): with its size
     #: and mtime, how the start-up adoption knows it is still that file.
     ctime_ns: int = 0
+
+
+@frozen
+class VersionRecord:
+    """
+    A version of a path that was overwritten or deleted, kept (its file is
+    the storage's, under its C{seq}).
+
+    @ivar ended_seq: the seq of the commit that overwrote or deleted it.
+    @ivar ended_ns: when that was, in ns since the epoch.
+    """
+
+    path: str
+    size: int
+    sha256: str
+    mtime_ns: int
+    seq: int
+    origin: str
+    ended_seq: int
+    ended_ns: int
+
+
+@frozen
+class BlockSource:
+    """
+    Where a block can be read: at C{offset} in the version C{seq}, which is
+    the live file at C{path}, or a kept version if C{path} is C{None}.
+    """
+
+    block: Block
+    seq: int
+    offset: int
+    path: str | None
 
 
 @frozen
@@ -101,6 +137,34 @@ class IIndex(Interface):
         The account's latest seq (0 if it has none).
         """
 
+    def set_recipe(account: str, seq: int, recipe: Recipe) -> Any:
+        """
+        Record the blocks of version C{seq} (live or kept).
+        """
+
+    def recipe(account: str, seq: int) -> Any:
+        """
+        The L{Recipe} of version C{seq}, or C{None} if its blocks are not
+        recorded.
+        """
+
+    def find_blocks(account: str, hashes: Sequence[str]) -> Any:
+        """
+        A C{dict} from each of C{hashes} that some live file or kept version
+        of the account holds to a L{BlockSource} of it.
+        """
+
+    def versions(account: str, path: str) -> Any:
+        """
+        The kept versions of C{path}, newest first, as L{VersionRecord}s.
+        """
+
+    def forget_versions(account: str, ended_before_ns: int) -> Any:
+        """
+        Forget the kept versions that ended before C{ended_before_ns} (and
+        their blocks); return them, for their files to be removed.
+        """
+
     def stats(account: str) -> Any:
         """
         A L{Stats} of the account's live files.
@@ -130,6 +194,39 @@ _SCHEMA: list[list[str]] = [
     # version 2: the box file's ctime (0 for rows from before: the next
     # adoption hashes those files once and records it).
     ["ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0"],
+    # version 3: the versions overwritten or deleted since, kept; and the
+    # blocks of versions, live or kept, where they are known.
+    [
+        """CREATE TABLE versions (
+            account TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            origin TEXT NOT NULL,
+            ended_seq INTEGER NOT NULL,
+            ended_ns INTEGER NOT NULL,
+            PRIMARY KEY (account, seq)
+        )""",
+        "CREATE INDEX versions_by_path ON versions (account, path, seq)",
+        "CREATE INDEX versions_by_end ON versions (account, ended_ns)",
+        """CREATE TABLE blocks (
+            account TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            offset INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            PRIMARY KEY (account, seq, n)
+        )""",
+        "CREATE INDEX blocks_by_hash ON blocks (account, sha256)",
+        "CREATE TABLE recipes (account TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (account, seq))",
+        # A file of one block (up to BLOCK_MIN bytes) is found by its own
+        # sha256, with no row in blocks.
+        "CREATE INDEX files_by_sha256 ON files (account, sha256)",
+        "CREATE INDEX versions_by_sha256 ON versions (account, sha256)",
+    ],
 ]
 
 _COLUMNS = "path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns"
@@ -233,9 +330,7 @@ class SQLiteIndex:
     def get_many(self, account: str, paths: Sequence[str]) -> Any:
         def q(db: sqlite3.Connection) -> dict[str, FileRecord]:
             found: dict[str, FileRecord] = {}
-            for start in range(0, len(paths), 500):
-                chunk = list(paths[start : start + 500])
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in _in_chunks(paths, 500):
                 for row in db.execute(
                     f"SELECT {_COLUMNS} FROM files WHERE account=? AND path IN ({marks})",
                     [account, *chunk],
@@ -281,6 +376,97 @@ class SQLiteIndex:
     def current_seq(self, account: str) -> Any:
         return self._run(lambda db: _current_seq(db, account))
 
+    def set_recipe(self, account: str, seq: int, recipe: Recipe) -> Any:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM blocks WHERE account=? AND seq=?", (account, seq))
+            db.executemany(
+                "INSERT INTO blocks (account, seq, n, sha256, offset, size) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (account, seq, n, block.sha256, offset, block.size)
+                    for n, (offset, block) in enumerate(recipe.placed())
+                ],
+            )
+            db.execute("INSERT OR IGNORE INTO recipes (account, seq) VALUES (?, ?)", (account, seq))
+
+        return self._run(lambda db: _transaction(db, lambda: work(db)))
+
+    def recipe(self, account: str, seq: int) -> Any:
+        def q(db: sqlite3.Connection) -> Recipe | None:
+            whole = db.execute(
+                "SELECT sha256, size FROM files WHERE account=? AND seq=? AND deleted=0 UNION ALL "
+                "SELECT sha256, size FROM versions WHERE account=? AND seq=?",
+                (account, seq, account, seq),
+            ).fetchone()
+            if whole is None:
+                return None
+            sha256, size = whole
+            if size <= BLOCK_MIN:
+                return Recipe(sha256, size, (Block(sha256, size),) if size else ())
+            if db.execute("SELECT 1 FROM recipes WHERE account=? AND seq=?", (account, seq)).fetchone() is None:
+                return None
+            blocks = tuple(
+                Block(block, block_size)
+                for block, block_size in db.execute(
+                    "SELECT sha256, size FROM blocks WHERE account=? AND seq=? ORDER BY n", (account, seq)
+                )
+            )
+            return Recipe(sha256, size, blocks)
+
+        return self._run(q)
+
+    def find_blocks(self, account: str, hashes: Sequence[str]) -> Any:
+        def q(db: sqlite3.Connection) -> dict[str, BlockSource]:
+            found: dict[str, BlockSource] = {}
+            for chunk, marks in _in_chunks(hashes, 250):
+                # Live files first: a kept version is read only if no live
+                # file has the block.
+                for sha256, size, seq, offset, path in db.execute(
+                    "SELECT b.sha256, b.size, b.seq, b.offset, f.path FROM blocks b "
+                    "JOIN files f ON f.account=b.account AND f.seq=b.seq AND f.deleted=0 "
+                    f"WHERE b.account=? AND b.sha256 IN ({marks}) "
+                    "UNION ALL SELECT sha256, size, seq, 0, path FROM files "
+                    f"WHERE account=? AND deleted=0 AND size BETWEEN 1 AND ? AND sha256 IN ({marks}) "
+                    "UNION ALL SELECT b.sha256, b.size, b.seq, b.offset, NULL FROM blocks b "
+                    "JOIN versions v ON v.account=b.account AND v.seq=b.seq "
+                    f"WHERE b.account=? AND b.sha256 IN ({marks}) "
+                    "UNION ALL SELECT sha256, size, seq, 0, NULL FROM versions "
+                    f"WHERE account=? AND size BETWEEN 1 AND ? AND sha256 IN ({marks})",
+                    [account, *chunk, account, BLOCK_MIN, *chunk, account, *chunk, account, BLOCK_MIN, *chunk],
+                ):
+                    if sha256 not in found:
+                        found[sha256] = BlockSource(Block(sha256, size), seq, offset, path)
+            return found
+
+        return self._run(q)
+
+    def versions(self, account: str, path: str) -> Any:
+        def q(db: sqlite3.Connection) -> list[VersionRecord]:
+            return [
+                VersionRecord(*row)
+                for row in db.execute(
+                    f"SELECT {_VERSION_COLUMNS} FROM versions WHERE account=? AND path=? ORDER BY seq DESC",
+                    (account, path),
+                )
+            ]
+
+        return self._run(q)
+
+    def forget_versions(self, account: str, ended_before_ns: int) -> Any:
+        def work(db: sqlite3.Connection) -> list[VersionRecord]:
+            old = [
+                VersionRecord(*row)
+                for row in db.execute(
+                    f"SELECT {_VERSION_COLUMNS} FROM versions WHERE account=? AND ended_ns<?",
+                    (account, ended_before_ns),
+                )
+            ]
+            for version in old:
+                db.execute("DELETE FROM versions WHERE account=? AND seq=?", (account, version.seq))
+                _forget_blocks(db, account, version.seq)
+            return old
+
+        return self._run(lambda db: _transaction(db, lambda: work(db)))
+
     def stats(self, account: str) -> Any:
         def q(db: sqlite3.Connection) -> Stats:
             files, size = db.execute(
@@ -293,9 +479,40 @@ class SQLiteIndex:
         return self._run(q)
 
 
+def _in_chunks(values: Sequence[str], size: int) -> Iterator[tuple[list[str], str]]:
+    """
+    C{values}, C{size} at a time, each run with the placeholders of an
+    C{IN (...)} that lists it.
+    """
+    for start in range(0, len(values), size):
+        chunk = list(values[start : start + size])
+        yield chunk, ",".join("?" * len(chunk))
+
+
 def _current_seq(db: sqlite3.Connection, account: str) -> int:
     row = db.execute("SELECT seq FROM accounts WHERE account=?", (account,)).fetchone()
     return 0 if row is None else int(row[0])
+
+
+_VERSION_COLUMNS = "path, size, sha256, mtime_ns, seq, origin, ended_seq, ended_ns"
+
+
+def _forget_blocks(db: sqlite3.Connection, account: str, seq: int) -> None:
+    db.execute("DELETE FROM blocks WHERE account=? AND seq=?", (account, seq))
+    db.execute("DELETE FROM recipes WHERE account=? AND seq=?", (account, seq))
+
+
+def _keep_version(db: sqlite3.Connection, account: str, path: str, ended_seq: int) -> None:
+    """
+    Keep the live version of C{path}, if any, as overwritten or deleted by
+    the commit C{ended_seq}.
+    """
+    db.execute(
+        "INSERT OR IGNORE INTO versions (account, seq, path, size, sha256, mtime_ns, origin, ended_seq, ended_ns) "
+        "SELECT account, seq, path, size, sha256, mtime_ns, origin, ?, ? FROM files "
+        "WHERE account=? AND path=? AND deleted=0",
+        (ended_seq, time.time_ns(), account, path),
+    )
 
 
 def _commit_all(
@@ -304,6 +521,7 @@ def _commit_all(
     seq = _current_seq(db, account)
     for record in records:
         seq += 1
+        _keep_version(db, account, record.path, seq)
         db.execute(
             "INSERT INTO files (account, path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "

@@ -1,11 +1,14 @@
 """
 The box on disk: files under their real paths, and beside them, in the hidden
 folder on the same file system, the staging area where uploads are written
-before they are renamed into place.
+before they are renamed into place, and the versions overwritten or deleted
+since, each kept under its seq (C{.boxsync/versions/<seq>}) until the
+retention drops it.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import stat
@@ -72,13 +75,43 @@ class BoxStorage:
     root: Path
     hidden: Path = field(init=False)
     staging: Path = field(init=False)
+    versions: Path = field(init=False)
     log = Logger()
 
     def __attrs_post_init__(self) -> None:
         self.root = Path(os.path.realpath(self.root))
         self.hidden = self.root / HIDDEN_DIR
         self.staging = self.hidden / "staging"
+        self.versions = self.hidden / "versions"
         self.staging.mkdir(parents=True, exist_ok=True)
+        self.versions.mkdir(exist_ok=True)
+
+    def version_path(self, seq: int) -> Path:
+        """
+        Where the kept version C{seq} is.
+        """
+        return self.versions / str(seq)
+
+    def open_version(self, seq: int) -> int | None:
+        """
+        The kept version C{seq}, open for reading (a descriptor), or C{None}
+        if it is not kept. Blocking.
+        """
+        try:
+            return os.open(self.version_path(seq), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return None
+
+    def drop_versions(self, seqs: Sequence[int]) -> Any:
+        """
+        Remove the files of the kept versions C{seqs}.
+        """
+
+        def work() -> None:
+            for seq in seqs:
+                self.version_path(seq).unlink(missing_ok=True)
+
+        return self.in_thread(work)
 
     def in_thread(self, fn: Callable[[], _T]) -> Any:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn)
@@ -103,6 +136,15 @@ class BoxStorage:
         is none there (a symbolic link is never followed).
         """
         return open_regular(self.root, path)
+
+    def open_fd(self, path: str) -> int | None:
+        """
+        The regular file at C{path}, open for reading (a raw descriptor, for
+        the caller to close), or C{None} if there is none there (a symbolic
+        link is never followed).
+        """
+        opened = open_regular_fd(self.root, path)
+        return None if opened is None else opened[0]
 
     def hash(self, path: str) -> str | None:
         """
@@ -254,15 +296,20 @@ class BoxStorage:
 
         return self.in_thread(work)
 
-    def settle(self, changes: Sequence[Change]) -> Any:
+    def settle(self, changes: Sequence[Change], kept: Sequence[int | None] = ()) -> Any:
         """
-        The commit of C{changes} is durable: drop what they replaced.
+        The commit of C{changes} is durable: keep what each replaced as the
+        version whose seq C{kept} gives for it (dropping it if C{None}).
         """
 
         def work() -> None:
-            for change in changes:
-                if change.previous is not None:
+            for change, seq in itertools.zip_longest(changes, kept[: len(changes)]):
+                if change.previous is None:
+                    continue
+                if seq is None:
                     change.previous.unlink(missing_ok=True)
+                else:
+                    os.replace(change.previous, self.version_path(seq))
 
         return self.in_thread(work)
 

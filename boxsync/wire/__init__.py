@@ -10,13 +10,14 @@ on, one module per concept, imported by both sides.
   - L{batch}: the bodies of batch uploads and downloads;
   - L{answers}: the JSON answers to commits, listings, batches, the probe;
   - L{errors}: the statuses of refusals and the body that says why;
+  - L{blocks}: recipes, the commit by recipe, the missing blocks;
   - L{legacy}: the format of the clients boxsync replaces.
 
 ``docs/protocol.md`` describes the same things for people writing other
 clients.
 """
 
-from . import answers, batch, errors, events, headers, legacy, manifest, sse, values
+from . import answers, batch, blocks, errors, events, headers, legacy, manifest, sse, values
 from .answers import *  # noqa: F403
 from .batch import *  # noqa: F403
 from .errors import *  # noqa: F403

@@ -31,6 +31,8 @@ class Refusal(IntEnum):
     FORBIDDEN = 403
     #: No such file, or it is deleted.
     NOT_FOUND = 404
+    #: A commit by recipe names blocks the server lacks (with C{missing}).
+    MISSING_BLOCKS = 409
     #: The path is no longer at the base the request stated (with its C{seq}).
     STALE_BASE = 412
     #: A body larger than the server takes.

@@ -550,7 +550,11 @@ async def test_moving_files_and_folders(server: RunningServer, http: Any) -> Non
     found = sorted(p.relative_to(server.box).as_posix() for p in server.box.rglob("*") if p.is_file() and HIDDEN_DIR not in p.parts)
     assert found == ["papers/docs/a.txt", "papers/docs/sub/b.txt", "renamed.txt"]
     assert (server.box / "papers/docs/sub/b.txt").read_text() == "docs/sub/b.txt"
-    assert (server.box / "papers/docs/a.txt").stat().st_nlink == 1
+    # The file is linked, not copied: its only other name is the version
+    # its old path had, kept in the history.
+    moved = (server.box / "papers/docs/a.txt").stat()
+    kept = [p.stat() for p in (server.box / HIDDEN_DIR / "versions").iterdir()]
+    assert moved.st_nlink == 2 and [k.st_ino for k in kept].count(moved.st_ino) == 1
     assert list((server.box / HIDDEN_DIR / "staging").iterdir()) == []
     listed = await (await timed(http.get(f"{server.url}/files", headers=auth), server.reactor)).json()
     assert [r["path"] for r in listed] == found

@@ -1,0 +1,163 @@
+"""
+What a file is made of: its blocks, cut where its content says (FastCDC,
+from C{pyfastcdc}), each named by its sha256, and the sha256 of the whole.
+
+A file's L{Recipe} is the same wherever it is computed: an insert or a
+delete in the middle of a file changes the one or two blocks around it and
+no other, and a renamed, copied or moved file keeps all of its blocks. Both
+programs cut and hash here and nowhere else, in one pass over the file.
+
+Everything here is synchronous and blocking: callers run it in a thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+from attrs import frozen
+from pyfastcdc import FastCDC
+
+__all__ = [
+    "BLOCK_AVERAGE",
+    "BLOCK_MAX",
+    "BLOCK_MIN",
+    "Block",
+    "Recipe",
+    "recipe_of",
+    "recipe_of_bytes",
+    "block_of",
+    "read_block",
+]
+
+#: The smallest block (but a file's last): a file up to this size is one
+#: block, whose sha256 is the file's.
+BLOCK_MIN = 256 * 1024
+#: FastCDC's target: blocks come out at ~1.25 MiB on average (its average
+#: plus the minimum), some 800 to a GiB.
+BLOCK_AVERAGE = 1024 * 1024
+#: The largest block: an edit changes at most two blocks of this size.
+BLOCK_MAX = 4 * 1024 * 1024
+
+#: How much of a file is read at a time while it is cut.
+_READ_SIZE = 8 * 1024 * 1024
+
+
+def _chunker() -> FastCDC:
+    return FastCDC(BLOCK_AVERAGE, min_size=BLOCK_MIN, max_size=BLOCK_MAX)
+
+
+@frozen
+class Block:
+    """
+    One block of a file: its sha256 (hex) and its size.
+    """
+
+    sha256: str
+    size: int
+
+
+@frozen
+class Recipe:
+    """
+    A file's content: its sha256 and size, and the blocks it is made of, in
+    order.
+    """
+
+    sha256: str
+    size: int
+    blocks: tuple[Block, ...]
+
+    def placed(self) -> Iterator[tuple[int, Block]]:
+        """
+        Each block with its offset in the file.
+        """
+        offset = 0
+        for block in self.blocks:
+            yield offset, block
+            offset += block.size
+
+
+def block_of(data: bytes | memoryview) -> Block:
+    """
+    The L{Block} that C{data} is.
+    """
+    return Block(hashlib.sha256(data).hexdigest(), len(data))
+
+
+def recipe_of_bytes(data: bytes) -> Recipe:
+    """
+    The L{Recipe} of a file whose bytes are C{data}.
+    """
+    whole = hashlib.sha256(data).hexdigest()
+    if len(data) <= BLOCK_MIN:
+        return Recipe(whole, len(data), (Block(whole, len(data)),) if data else ())
+    return Recipe(whole, len(data), tuple(block_of(chunk.data) for chunk in _chunker().cut_buf(data)))
+
+
+class _Limited:
+    """
+    The first C{limit} bytes of a file, for L{FastCDC.cut_stream}, fed to
+    the whole file's hash as they are read.
+    """
+
+    def __init__(self, fd: int, limit: int | None) -> None:
+        self._fd = fd
+        self._left = limit
+        self.whole = hashlib.sha256()
+        self.size = 0
+
+    def readinto(self, buffer: memoryview) -> int:
+        want = len(buffer) if self._left is None else min(len(buffer), self._left)
+        if want <= 0:
+            return 0
+        count = os.readv(self._fd, [buffer[:want]])
+        self.whole.update(buffer[:count])
+        self.size += count
+        if self._left is not None:
+            self._left -= count
+        return count
+
+
+def recipe_of(path: str | Path | int, limit: int | None = None) -> Recipe:
+    """
+    The L{Recipe} of a file (given as an open descriptor, it is left open
+    and read from where it stands), read once.
+
+    @param limit: read no more than this many bytes of it.
+    """
+    fd = path if isinstance(path, int) else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size if limit is None else limit
+        if size <= BLOCK_MIN:
+            # One block, whose hash is the whole file's (unless it grew
+            # meanwhile: what was read is cut as any other bytes).
+            return recipe_of_bytes(_read_up_to(fd, BLOCK_MAX if limit is None else limit))
+        source = _Limited(fd, limit)
+        blocks = tuple(block_of(chunk.data) for chunk in _chunker().cut_stream(source))
+    finally:
+        if not isinstance(path, int):
+            os.close(fd)
+    return Recipe(source.whole.hexdigest(), source.size, blocks)
+
+
+def _read_up_to(fd: int, count: int) -> bytes:
+    pieces = []
+    while count > 0 and (piece := os.read(fd, count)):
+        pieces.append(piece)
+        count -= len(piece)
+    return b"".join(pieces)
+
+
+def read_block(fd: int, offset: int, block: Block) -> bytes | None:
+    """
+    The bytes of C{block} at C{offset} in the open file C{fd}, if they are
+    still there (a file changed since its blocks were listed gives
+    C{None}).
+    """
+    data = os.pread(fd, block.size, offset)
+    if len(data) != block.size or hashlib.sha256(data).hexdigest() != block.sha256:
+        return None
+    return data

@@ -1,0 +1,114 @@
+"""
+The content codings a block travels in: zstd (C{zstandard}) where both sides
+have it, gzip otherwise, nothing for bytes that do not shrink.
+
+Whether a block shrinks is judged from a sample of it before the whole is
+compressed, so a video or an archive costs one small compression, not one
+of 4 MiB. Decoding is bounded: a block never decodes to more than the
+caller's limit, whatever the sender claims (a "zip bomb" is refused after
+the limit, never held).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Iterable
+
+import zstandard
+
+__all__ = ["ACCEPTED", "DecodeError", "accepted", "encode", "decode"]
+
+#: What this side takes, best first, as an C{Accept-Encoding} value.
+ACCEPTED = "zstd, gzip"
+
+_KNOWN = ("zstd", "gzip")
+
+#: How much of a block is compressed to judge whether the rest would
+#: shrink, and the least it must shrink to be sent compressed.
+_SAMPLE = 64 * 1024
+_WORTH = 0.9
+
+_ZSTD_LEVEL = 3
+_GZIP_LEVEL = 1
+
+
+class DecodeError(ValueError):
+    """
+    Bytes that are not what their coding says, or decode past the limit.
+    """
+
+
+def accepted(header: str | None) -> list[str]:
+    """
+    The codings an C{Accept-Encoding} header accepts that this side knows,
+    best first (ours: zstd, then gzip), leaving out any with C{q=0}.
+    """
+    taken: set[str] = set()
+    for item in (header or "").split(","):
+        name, _, params = item.strip().partition(";")
+        name = name.strip().lower()
+        if params.replace(" ", "").lower() in ("q=0", "q=0.0", "q=0.00", "q=0.000"):
+            continue
+        taken.add(name)
+    return [name for name in _KNOWN if name in taken]
+
+
+def _compress(coding: str, data: bytes | memoryview) -> bytes:
+    if coding == "zstd":
+        return zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(data)
+    compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+def encode(data: bytes, codings: Iterable[str]) -> tuple[str | None, bytes]:
+    """
+    C{data} in the best of C{codings} if it shrinks enough for that to pay,
+    else as it is.
+
+    @return: the coding used (C{None}: none) and the bytes to send.
+    """
+    coding = next(iter(codings), None)
+    if coding is None or len(data) < 1024:
+        return None, data
+    sample = memoryview(data)[:_SAMPLE]
+    if len(_compress(coding, sample)) > len(sample) * _WORTH:
+        return None, data
+    packed = _compress(coding, data)
+    if len(packed) > len(data) * _WORTH:
+        return None, data
+    return coding, packed
+
+
+def decode(data: bytes, coding: str | None, limit: int) -> bytes:
+    """
+    The bytes C{data} stands for in C{coding}.
+
+    @raise DecodeError: if C{coding} is unknown, C{data} is not in it, or
+        it decodes to more than C{limit} bytes.
+    """
+    if coding is None or coding == "identity":
+        result = data
+    elif coding == "zstd":
+        try:
+            reader = zstandard.ZstdDecompressor().stream_reader(data)
+            pieces: list[bytes] = []
+            left = limit + 1
+            while left > 0 and (piece := reader.read(left)):
+                pieces.append(piece)
+                left -= len(piece)
+            result = b"".join(pieces)
+        except zstandard.ZstdError as e:
+            raise DecodeError(f"not zstd: {e}") from None
+    elif coding == "gzip":
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            result = inflater.decompress(data, limit + 1)
+        except zlib.error as e:
+            raise DecodeError(f"not gzip: {e}") from None
+        if len(result) <= limit and not inflater.eof:
+            raise DecodeError("gzip data is cut short")
+    else:
+        raise DecodeError(f"unknown content coding {coding!r}")
+    if len(result) > limit:
+        raise DecodeError(f"decodes to more than {limit} bytes")
+    return result

@@ -1,0 +1,223 @@
+"""
+Where an account's blocks are found, and how a file is made of them.
+
+L{IBlockStore} is what the routes use. L{LocalBlockStore}, the embedded
+one, keeps no second copy of anything the box holds: a block is read from
+a live file of the box or a kept version (the index knows which, and at
+what offset), and only blocks that no file holds yet, sent ahead of a
+commit, are kept on their own, each in a file named by its sha256 in
+C{.boxsync/blocks/}. Every block read is checked against its sha256, so a
+file changed by hand in the box is never taken for what it was.
+
+A commit by recipe assembles the new file in staging from those blocks, in
+a thread, checks the whole file's sha256, and is then committed as any
+upload. The blocks sent for it are removed once it is: they are in the box
+now. Blocks sent for a commit that never came are removed after
+L{PENDING_HOURS}.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from attrs import define, field
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from ..blocks import Block, Recipe, block_of, read_block
+from ..fs import fsync_dir
+from .index import BlockSource, IIndex
+from .staging import StagingFile, as_disk_full
+from .storage import BoxStorage
+
+__all__ = ["IBlockStore", "LocalBlockStore", "PENDING_HOURS", "BadBlock"]
+
+#: How long a block sent ahead of a commit that never came is kept.
+PENDING_HOURS = 24
+
+
+class BadBlock(ValueError):
+    """
+    A block's bytes are not what its sha256 says.
+    """
+
+
+class IBlockStore(Interface):
+    """
+    The blocks of one account. All methods return Deferreds.
+    """
+
+    def missing(hashes: Sequence[str]) -> Any:
+        """
+        Those of C{hashes} the account has nowhere, in their order.
+        """
+
+    def put(block: Block, data: bytes) -> Any:
+        """
+        Keep C{data}, the bytes of C{block}, until a commit uses them.
+
+        @raise BadBlock: if they are not.
+        """
+
+    def read(sha256: str) -> Any:
+        """
+        The bytes of the block C{sha256}, or C{None} if the account has it
+        nowhere.
+        """
+
+    def assemble(recipe: Recipe, staged: StagingFile) -> Any:
+        """
+        Write the blocks of C{recipe}, in order, into C{staged}.
+
+        @return: the sha256s of the blocks it could not find (nothing was
+            written then), or an empty list.
+        """
+
+    def used(recipe: Recipe) -> Any:
+        """
+        A commit of C{recipe} is durable: the blocks sent for it are no
+        longer needed on their own.
+        """
+
+    def sweep(older_than_ns: int) -> Any:
+        """
+        Remove the blocks sent ahead of commits before C{older_than_ns} that
+        never came; return how many.
+        """
+
+
+@implementer(IBlockStore)
+@define
+class LocalBlockStore:
+    """
+    L{IBlockStore} in the box itself (see the module's description).
+    """
+
+    account: str
+    index: IIndex
+    storage: BoxStorage
+    pending: Path = field(init=False)
+    log = Logger()
+
+    def __attrs_post_init__(self) -> None:
+        self.pending = self.storage.hidden / "blocks"
+        self.pending.mkdir(exist_ok=True)
+
+    def _pending_path(self, sha256: str) -> Path:
+        return self.pending / sha256
+
+    async def missing(self, hashes: Sequence[str]) -> list[str]:
+        unique = list(dict.fromkeys(hashes))
+        found: dict[str, BlockSource] = await self.index.find_blocks(self.account, unique)
+        rest = [sha256 for sha256 in unique if sha256 not in found]
+        if not rest:
+            return []
+        held: set[str] = await self.storage.in_thread(
+            lambda: {sha256 for sha256 in rest if self._pending_path(sha256).exists()}
+        )
+        return [sha256 for sha256 in rest if sha256 not in held]
+
+    async def put(self, block: Block, data: bytes) -> None:
+        def work() -> None:
+            if block_of(data) != block:
+                raise BadBlock(f"the bytes sent are not block {block.sha256}")
+            temp = self.pending / f".{block.sha256}.{os.urandom(4).hex()}"
+            try:
+                with open(temp, "xb") as f:
+                    f.write(data)
+                os.replace(temp, self._pending_path(block.sha256))
+            except OSError as e:
+                temp.unlink(missing_ok=True)
+                raise as_disk_full(e) from e
+
+        await self.storage.in_thread(work)
+
+    async def read(self, sha256: str) -> bytes | None:
+        found: dict[str, BlockSource] = await self.index.find_blocks(self.account, [sha256])
+        source = found.get(sha256)
+        data: bytes | None = await self.storage.in_thread(lambda: self._read(sha256, source))
+        return data
+
+    def _read(self, sha256: str, source: BlockSource | None) -> bytes | None:
+        """
+        The block C{sha256}, from C{source} or, failing that, from the
+        blocks sent ahead. Blocking.
+        """
+        if source is not None:
+            data = self._read_source(source)
+            if data is not None:
+                return data
+        try:
+            fd = os.open(self._pending_path(sha256), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            return read_block(fd, 0, Block(sha256, size))
+        finally:
+            os.close(fd)
+
+    def _read_source(self, source: BlockSource) -> bytes | None:
+        if source.path is not None:
+            fd = self.storage.open_fd(source.path)
+        else:
+            fd = self.storage.open_version(source.seq)
+        if fd is None:
+            return None
+        try:
+            return read_block(fd, source.offset, source.block)
+        finally:
+            os.close(fd)
+
+    async def assemble(self, recipe: Recipe, staged: StagingFile) -> list[str]:
+        hashes = [block.sha256 for block in recipe.blocks]
+        found: dict[str, BlockSource] = await self.index.find_blocks(self.account, list(dict.fromkeys(hashes)))
+
+        def work() -> list[str]:
+            missing: list[str] = []
+            for block in recipe.blocks:
+                data = self._read(block.sha256, found.get(block.sha256))
+                if data is None or len(data) != block.size:
+                    missing.append(block.sha256)
+                elif not missing:
+                    staged.write(data)
+                    if staged.error is not None:
+                        raise staged.error
+            return list(dict.fromkeys(missing))
+
+        result: list[str] = await self.storage.in_thread(work)
+        return result
+
+    async def used(self, recipe: Recipe) -> None:
+        def work() -> None:
+            for block in recipe.blocks:
+                self._pending_path(block.sha256).unlink(missing_ok=True)
+
+        await self.storage.in_thread(work)
+
+    async def sweep(self, older_than_ns: int) -> int:
+        def work() -> int:
+            count = 0
+            for entry in os.scandir(self.pending):
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime_ns < older_than_ns:
+                        os.unlink(entry.path)
+                        count += 1
+                except FileNotFoundError:
+                    pass
+            if count:
+                fsync_dir(self.pending)
+            return count
+
+        swept: int = await self.storage.in_thread(work)
+        return swept
+
+
+def pending_deadline(now: float | None = None) -> int:
+    """
+    The time before which a block sent ahead of a commit is swept.
+    """
+    return int(((time.time() if now is None else now) - PENDING_HOURS * 3600) * 1e9)

@@ -1,0 +1,128 @@
+"""
+The wire side of blocks: a file's recipe as JSON, the commit of a version
+by its recipe (C{POST /blocks/commit}), the answer naming the blocks the
+server lacks, and the content codings a block travels in.
+
+A client that speaks blocks commits a file by its recipe; the server answers
+C{201} with the commit if it has every block (in this account: in any file,
+any version it keeps, or sent earlier), else C{409} naming those it lacks.
+The client sends those (C{PUT /blocks/<sha256>}, any order, several at
+once; a block sent once stays until it is used or a day has passed) and
+commits again. A block is fetched with C{GET /blocks/<sha256>}, and a
+version's recipe with C{GET /blocks/of/<path>}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import frozen
+
+from ..blocks import BLOCK_MAX, Block, Recipe
+from .values import ProtocolError, check_count, check_path, check_sha256
+
+__all__ = [
+    "BLOCKS_FEATURE",
+    "MAX_BLOCKS",
+    "BlockCommit",
+    "ENCODINGS",
+    "recipe_json",
+    "parse_recipe",
+    "missing_json",
+    "parse_missing",
+]
+
+#: What a server that speaks blocks lists among its C{features}.
+BLOCKS_FEATURE = "blocks"
+
+#: The most blocks one recipe may list: a file of 64 GiB of the largest
+#: blocks.
+MAX_BLOCKS = 16384
+
+#: The content codings a block may travel in, best first: zstd where both
+#: sides have it, gzip (the standard library's) otherwise.
+ENCODINGS = ("zstd", "gzip")
+
+
+def recipe_json(recipe: Recipe) -> dict[str, Any]:
+    return {
+        "sha256": recipe.sha256,
+        "size": recipe.size,
+        "blocks": [[block.sha256, block.size] for block in recipe.blocks],
+    }
+
+
+def parse_recipe(data: object) -> Recipe:
+    """
+    Read a recipe.
+
+    @raise ProtocolError: if it is not one, or its blocks do not add up to
+        its size.
+    """
+    if not isinstance(data, dict):
+        raise ProtocolError("a recipe must be a JSON object")
+    sha256 = check_sha256(data.get("sha256"))
+    size = check_count(data.get("size"), "size")
+    listed = data.get("blocks")
+    if not isinstance(listed, list) or len(listed) > MAX_BLOCKS:
+        raise ProtocolError(f"blocks must be a list of at most {MAX_BLOCKS} [sha256, size] pairs")
+    blocks = []
+    for item in listed:
+        if not isinstance(item, list) or len(item) != 2:
+            raise ProtocolError("each block must be a [sha256, size] pair")
+        block_size = check_count(item[1], "block size")
+        if not 0 < block_size <= BLOCK_MAX:
+            raise ProtocolError(f"a block must have 1 to {BLOCK_MAX} bytes")
+        blocks.append(Block(check_sha256(item[0]), block_size))
+    if sum(block.size for block in blocks) != size:
+        raise ProtocolError("the blocks do not add up to the file's size")
+    return Recipe(sha256, size, tuple(blocks))
+
+
+@frozen
+class BlockCommit:
+    """
+    A new version of C{path}, made of the blocks of C{recipe}.
+
+    @ivar base: the seq it starts from (0: the path must be free); C{None}
+        for last writer wins.
+    """
+
+    path: str
+    base: int | None
+    mtime_ns: int
+    recipe: Recipe
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "base": self.base, "mtime_ns": self.mtime_ns, **recipe_json(self.recipe)}
+
+    @classmethod
+    def from_json(cls, data: object) -> BlockCommit:
+        """
+        @raise ProtocolError: if C{data} is not a commit by recipe.
+        """
+        if not isinstance(data, dict):
+            raise ProtocolError("a commit must be a JSON object")
+        base = data.get("base")
+        return cls(
+            check_path(data.get("path")),
+            None if base is None else check_count(base, "base"),
+            check_count(data.get("mtime_ns"), "mtime_ns"),
+            parse_recipe(data),
+        )
+
+
+def missing_json(missing: list[str]) -> dict[str, Any]:
+    """
+    The answer (C{409}) to a commit whose blocks are not all there.
+    """
+    return {"error": f"{len(missing)} blocks are missing", "missing": missing}
+
+
+def parse_missing(data: object) -> list[str]:
+    """
+    @raise ProtocolError: if C{data} is not an answer naming missing blocks.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("missing"), list):
+        raise ProtocolError("a 409 answer must name the missing blocks")
+    return [check_sha256(sha256) for sha256 in data["missing"]]

@@ -1,0 +1,172 @@
+"""
+The server's block routes over real HTTP: a commit by recipe names the
+blocks it lacks, takes them, assembles the file and commits it as any
+upload; blocks are found in live files, kept versions and blocks sent
+ahead; a block that is not what its name says is refused; blocks travel
+compressed where that pays.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from typing import Any
+
+import pytest_twisted
+import zstandard
+
+from boxsync.blocks import BLOCK_MIN, recipe_of_bytes
+from boxsync.wire.blocks import BlockCommit, parse_recipe
+from tests.helpers import RunningServer, json_of, put, sha, timed
+
+MiB = 2**20
+
+
+async def commit(http: Any, server: RunningServer, path: str, data: bytes, base: int | None = 0) -> Any:
+    body = BlockCommit(path, base, 1_700_000_000 * 10**9, recipe_of_bytes(data)).to_json()
+    return await timed(
+        http.post(f"{server.url}/blocks/commit", data=json.dumps(body).encode(), headers=server.headers()),
+        server.reactor,
+    )
+
+
+async def put_block(http: Any, server: RunningServer, data: bytes, name: str | None = None, **headers: str) -> Any:
+    return await timed(
+        http.put(f"{server.url}/blocks/{name or sha(data)}", data=data, headers=server.headers(**headers)),
+        server.reactor,
+    )
+
+
+def blocks_of(data: bytes) -> dict[str, bytes]:
+    recipe = recipe_of_bytes(data)
+    return {block.sha256: data[offset : offset + block.size] for offset, block in recipe.placed()}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_commit_names_the_missing_blocks_then_takes_them(server: RunningServer, http: Any) -> None:
+    data = os.urandom(6 * MiB)
+    pieces = blocks_of(data)
+    assert len(pieces) > 1
+    response = await commit(http, server, "big.bin", data)
+    assert response.code == 409
+    missing = (await json_of(response))["missing"]
+    assert sorted(missing) == sorted(pieces)
+    first, *rest = missing
+    assert (await put_block(http, server, pieces[first])).code == 201
+    response = await commit(http, server, "big.bin", data)
+    assert response.code == 409 and sorted((await json_of(response))["missing"]) == sorted(rest)
+    for name in rest:
+        assert (await put_block(http, server, pieces[name])).code == 201
+    response = await commit(http, server, "big.bin", data)
+    assert response.code == 201, await response.text()
+    answer = await json_of(response)
+    assert answer["sha256"] == sha(data) and answer["seq"] == 1
+    assert (server.box / "big.bin").read_bytes() == data
+    # The blocks sent ahead are gone: the box file holds them now.
+    assert list((server.box / ".boxsync/blocks").iterdir()) == []
+    assert list((server.box / ".boxsync/staging").iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_and_an_edit_need_only_new_blocks(server: RunningServer, http: Any) -> None:
+    data = os.urandom(8 * MiB)
+    assert (await put(http, server, "a.bin", data, base=0)).code == 201
+    # A whole-file upload's recipe is cut when first asked for.
+    response = await timed(http.get(f"{server.url}/blocks/of/a.bin", headers=server.headers()), server.reactor)
+    assert response.code == 200
+    listed = await json_of(response)
+    assert parse_recipe(listed) == recipe_of_bytes(data) and listed["seq"] == 1
+    # A copy: nothing is missing.
+    assert (await commit(http, server, "copy.bin", data)).code == 201
+    assert (server.box / "copy.bin").read_bytes() == data
+    # An insert in the middle: one or two blocks.
+    edited = data[: 4 * MiB] + b"inserted" + data[4 * MiB :]
+    response = await commit(http, server, "copy.bin", edited, base=2)
+    assert response.code == 409
+    missing = (await json_of(response))["missing"]
+    assert 1 <= len(missing) <= 2
+    for name in missing:
+        assert (await put_block(http, server, blocks_of(edited)[name])).code == 201
+    assert (await commit(http, server, "copy.bin", edited, base=2)).code == 201
+    assert (server.box / "copy.bin").read_bytes() == edited
+
+
+@pytest_twisted.ensureDeferred
+async def test_blocks_of_a_deleted_file_are_kept_for_a_rename(server: RunningServer, http: Any) -> None:
+    data = os.urandom(3 * MiB)
+    pieces = blocks_of(data)
+    for piece in pieces.values():
+        await put_block(http, server, piece)
+    assert (await commit(http, server, "old.bin", data)).code == 201
+    response = await timed(
+        http.delete(f"{server.url}/files/old.bin", headers=server.headers(**{"X-Boxsync-Base": "1"})), server.reactor
+    )
+    assert response.code == 200
+    # The delete came first (as a rename may): its blocks are in the kept version.
+    assert (await commit(http, server, "new.bin", data)).code == 201
+    assert (server.box / "new.bin").read_bytes() == data
+    for name, piece in pieces.items():
+        got = await timed(http.get(f"{server.url}/blocks/{name}", headers=server.headers()), server.reactor)
+        assert got.code == 200 and await got.content() == piece
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_small_file_is_its_own_block(server: RunningServer, http: Any) -> None:
+    data = b"small" * 1000
+    assert len(data) <= BLOCK_MIN
+    assert (await put(http, server, "s.txt", data, base=0)).code == 201
+    assert (await commit(http, server, "t.txt", data)).code == 201
+    assert (server.box / "t.txt").read_bytes() == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_block_that_is_not_its_name_is_refused(server: RunningServer, http: Any) -> None:
+    data = os.urandom(1000)
+    response = await put_block(http, server, data, name=sha(b"something else"))
+    assert response.code == 400
+    assert list((server.box / ".boxsync/blocks").iterdir()) == []
+    assert (await put_block(http, server, data, name="not-a-sha")).code == 400
+    # A block that decodes to more than the largest block is refused.
+    bomb = zstandard.ZstdCompressor().compress(b"\0" * (5 * MiB))
+    response = await put_block(http, server, bomb, name=sha(b"\0" * (5 * MiB)), **{"Content-Encoding": "zstd"})
+    assert response.code == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_blocks_travel_compressed_where_it_pays(server: RunningServer, http: Any) -> None:
+    text = b"".join(b"2026-12-05 12:00:%02d INFO line %d of the log\n" % (n % 60, n) for n in range(20000))
+    noise = os.urandom(500_000)
+    for data in (text, noise):
+        gz = gzip.compress(data)
+        assert (await put_block(http, server, gz, name=sha(data), **{"Content-Encoding": "gzip"})).code == 201
+    for data, shrinks in ((text, True), (noise, False)):
+        # treq asks for gzip on every request, and decodes it on the way.
+        for accept, expected in (("zstd, gzip", "zstd"), ("gzip", None)):
+            response = await timed(
+                http.get(
+                    f"{server.url}/blocks/{sha(data)}",
+                    headers=server.headers(**{"Accept-Encoding": accept}),
+                ),
+                server.reactor,
+            )
+            assert response.code == 200
+            body = await response.content()
+            used = response.headers.getRawHeaders("Content-Encoding", [""])[0] or None
+            assert used == (expected if shrinks else None)
+            if used == "zstd":
+                assert zstandard.ZstdDecompressor().decompress(body) == data and len(body) < len(data) / 10
+            else:
+                assert body == data
+    missing = await timed(http.get(f"{server.url}/blocks/{sha(b'none')}", headers=server.headers()), server.reactor)
+    assert missing.code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stale_commit_is_refused_before_anything_is_read(server: RunningServer, http: Any) -> None:
+    assert (await put(http, server, "x.bin", b"one", base=0)).code == 201
+    response = await commit(http, server, "x.bin", os.urandom(2 * MiB), base=0)
+    assert response.code == 412
+    # The same bytes again (an answer lost on the way) are not a conflict.
+    response = await commit(http, server, "x.bin", b"one", base=0)
+    assert response.code == 201 and (await json_of(response))["seq"] == 1
