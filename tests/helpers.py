@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from attrs import define, field
 from treq.client import HTTPClient
+from twisted.internet.task import deferLater
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -235,6 +236,17 @@ def file_sha(path: Path) -> str:
         while block := f.read(2**20):
             h.update(block)
     return h.hexdigest()
+
+
+async def eventually(reactor: Any, condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """
+    Wait, in steps of 50 ms up to C{seconds}, until C{condition} holds.
+    """
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await deferLater(reactor, 0.05)
+    assert condition()
 
 
 class Folder:

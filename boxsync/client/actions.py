@@ -21,11 +21,12 @@ from ..wire import Download
 from . import reconcile
 from .api import BoxsyncAPI
 from .errors import APIError, NotFound, StaleBase
-from .placing import conflict_name, placed_base, swap
+from .placing import conflict_name, placed_base, set_aside, swap
 from .progress import Reporter
 from .scanner import FileChanging, LocalFile
 from .state import UNKNOWN_CTIME, Base, LocalState
-from .transfers import Transfers, changed_while_sent
+from .blockwise import ChangedWhileSent
+from .transfers import SMALL_FILE, Transfers, changed_while_sent
 
 __all__ = ["Actions"]
 
@@ -79,7 +80,11 @@ class Actions:
             await self.upload(file, action.seq)
         elif isinstance(action, reconcile.DeleteHere):
             local = self._local(path)
-            local.unlink()
+            base = self.state.get(path)
+            if base is not None and base.size > SMALL_FILE:
+                set_aside(local, self.transfers.tmp, base.sha256)
+            else:
+                local.unlink()
             prune(self.root, local.parent)
             self.state.forget(path)
             self.reporter.message(f"deleted {path}")
@@ -90,7 +95,7 @@ class Actions:
         except StaleBase:
             await self._resolve_stale(file.path)
             return
-        except APIError as e:
+        except (APIError, ChangedWhileSent) as e:
             if not changed_while_sent(e):
                 raise
             if file.sha256 is None:

@@ -18,6 +18,7 @@ A download is written to disk and hashed in batches in a worker thread
 from __future__ import annotations
 
 import hashlib
+import json
 import urllib.parse
 from io import BytesIO
 from pathlib import Path
@@ -34,6 +35,8 @@ from twisted.web.client import FileBodyProducer
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
+from .. import coding
+from ..blocks import BLOCK_MAX, Block, Recipe
 from ..paths import normalize
 from ..wire import (
     BASE_HEADER,
@@ -65,8 +68,9 @@ from ..wire import (
     parse_listing,
     parse_parts,
 )
+from ..wire.blocks import BlockCommit, parse_missing, parse_recipe
 from ..writer import HashingWriter, inline
-from .errors import APIError, DigestMismatch, error_from
+from .errors import APIError, CorruptBlock, DigestMismatch, MissingBlocks, error_from
 from .results import DownloadResult
 from .resume import etag_sha256, hash_prefix, range_start
 from .sockets import read_more
@@ -336,6 +340,73 @@ class BoxsyncAPI:
             outcome if isinstance(outcome, CommitResult) else error_from(outcome)
             for outcome in parse_batch_results(answer, len(files))
         ]
+
+    async def commit_blocks(self, commit: BlockCommit) -> CommitResult:
+        """
+        Commit a version by its recipe (C{POST /blocks/commit}).
+
+        @raise MissingBlocks: naming the blocks the server lacks.
+        @raise StaleBase: if the path is no longer at C{commit.base}.
+        """
+        body = json.dumps(commit.to_json()).encode("utf-8")
+        headers = self._headers({"Content-Type": JSON}, commit=True)
+        producer = FileBodyProducer(BytesIO(body), self.cooperator)
+        response = await self._transport.request("POST", "/blocks/commit", headers, producer)
+        if response.code == 409:
+            answer = await self._transport.json_answer(response)
+            raise MissingBlocks(409, str(answer.get("error", "")), parse_missing(answer))
+        await self._transport.check(response, 201)
+        return CommitResult.from_json(await self._transport.json_answer(response))
+
+    async def put_block(self, block: Block, data: bytes, codings: Sequence[str] = ()) -> int:
+        """
+        Send the bytes of C{block} ahead of the commit that needs them, in
+        the first of C{codings} if that shrinks them.
+
+        @return: how many bytes went on the wire.
+        """
+        used, body = coding.encode(data, codings)
+        headers = self._headers({"Content-Type": "application/octet-stream", "Content-Encoding": used})
+        producer = FileBodyProducer(BytesIO(body), self.cooperator)
+        response = await self._transport.request("PUT", f"/blocks/{block.sha256}", headers, producer)
+        await self._transport.check(response, 201)
+        await self._transport.small_body(response)
+        return len(body)
+
+    async def get_block(self, block: Block) -> bytes:
+        """
+        The bytes of C{block}, checked against its sha256.
+
+        @raise NotFound: if the server has it nowhere.
+        @raise CorruptBlock: if what came is not that block.
+        """
+        headers = self._headers({"Accept-Encoding": coding.ACCEPTED})
+        response = await self._transport.request("GET", f"/blocks/{block.sha256}", headers)
+        await self._transport.check(response, 200)
+        # A block travels whole, at most BLOCK_MAX bytes in whatever coding.
+        body = await self._transport.small_body(response, BLOCK_MAX + 1024)
+        encoding = response_header(response, "Content-Encoding") or None
+        try:
+            data = coding.decode(body, encoding, BLOCK_MAX)
+        except coding.DecodeError as e:
+            raise ProtocolError(f"block {block.sha256}: {e}") from None
+        if hashlib.sha256(data).hexdigest() != block.sha256 or len(data) != block.size:
+            raise CorruptBlock(block.sha256)
+        return data
+
+    async def recipe(self, path: str) -> tuple[int, Recipe]:
+        """
+        The seq and the recipe of the live version of C{path}.
+
+        @raise NotFound: if there is none.
+        """
+        response = await self._transport.request("GET", "/blocks/of" + _file_path(path)[len("/files"):], self._headers())
+        await self._transport.check(response, 200)
+        answer = await self._transport.json_answer(response, MAX_JSON + 128 * 16384)
+        seq = answer.get("seq") if isinstance(answer, dict) else None
+        if not isinstance(seq, int):
+            raise ProtocolError(f"the recipe of {path!r} has no seq")
+        return seq, parse_recipe(answer)
 
     async def download_batch(self, paths: Sequence[str]) -> list[tuple[dict[str, Any], bytes]]:
         """

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 from ..paths import HIDDEN_DIR, BadPath, to_local
 from ..reactors import IClientReactor
+from ..wire.blocks import BLOCKS_FEATURE, ENCODINGS
 from ..wire import (
     SHA256_TRAILER_FEATURE,
     Conflict,
@@ -44,6 +45,7 @@ from .batch import Batcher
 from .ignore import IGNORE_FILE, IgnoreRules
 from .jobs import Jobs, this_path_only
 from .looks import Looks
+from .blockwise import Blockwise
 from .placing import TMP_DAYS, remove_older
 from .progress import Reporter
 from .scanner import (
@@ -122,6 +124,7 @@ class Engine:
             self.reporter,
             tmp,
             {name.split("-")[1] for name in kept if name.startswith("dl-")},
+            sources=self._sources,
         )
         self._looks = Looks(self.root, self.reactor, self.state, self._thread)
         self._actions = Actions(
@@ -196,7 +199,13 @@ class Engine:
         @return: whether it ended in sync.
         """
         attempt = self.sessions.begin()
-        self._trailers = SHA256_TRAILER_FEATURE in await self.api.features()
+        features = await self.api.features()
+        self._trailers = SHA256_TRAILER_FEATURE in features
+        self._transfers.blockwise = (
+            Blockwise(self.api, self._thread, [name for name in ENCODINGS if name in features])
+            if BLOCKS_FEATURE in features
+            else None
+        )
         result = await self.scan()
         if self.state.rules != self.ignore.fingerprint:
             if self.state.rules is not None and self.state.cursor:
@@ -296,6 +305,20 @@ class Engine:
         as it is sent, if the server takes that (files that move alone).
         """
         return SMALL_FILE if self._trailers else None
+
+    def _sources(self, event: Download) -> list[Path]:
+        """
+        The local files that may hold blocks of the download C{event}: the
+        file it replaces, and files known to have its content.
+        """
+        paths = [event.path] + [base.path for base in self.state.with_sha256(event.sha256) if base.path != event.path]
+        found = []
+        for path in paths:
+            try:
+                found.append(self._local(path))
+            except BadPath:
+                continue
+        return found
 
     def _thread(self, fn: Callable[[], Any]) -> Deferred[Any]:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn)

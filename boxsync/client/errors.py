@@ -93,6 +93,32 @@ _ERRORS: dict[int, type[APIError]] = {
 }
 
 
+class MissingBlocks(APIError):
+    """
+    C{409}: a commit by recipe named blocks the server lacks.
+
+    @ivar missing: their sha256s.
+    """
+
+    def __init__(self, status: int, message: str, missing: list[str]) -> None:
+        super().__init__(status, message)
+        self.missing = missing
+
+
+class CorruptBlock(Exception):
+    """
+    A block arrived with bytes that are not its own (its sha256 differs):
+    it is refused, and fetched again on the next try.
+    """
+
+    def __init__(self, sha256: str) -> None:
+        super().__init__(sha256)
+        self.sha256 = sha256
+
+    def __str__(self) -> str:
+        return f"block {self.sha256[:16]}… arrived corrupted"
+
+
 class StreamIdle(Exception):
     """
     Nothing moved on a connection for C{seconds} seconds (not a byte of a

@@ -17,7 +17,16 @@ from ..fs import CANNOT, exchange, move_new
 from .scanner import LocalFile, stat_key
 from .state import UNKNOWN_CTIME, Base
 
-__all__ = ["TMP_DAYS", "conflict_name", "placed_base", "remove_older", "swap"]
+__all__ = [
+    "SET_ASIDE_SECONDS",
+    "TMP_DAYS",
+    "conflict_name",
+    "placed_base",
+    "remove_older",
+    "set_aside",
+    "set_aside_path",
+    "swap",
+]
 
 
 def conflict_name(path: str, client: str, when: float) -> str:
@@ -127,6 +136,37 @@ def remove_older(folder: Path, before: float) -> list[str]:
         except FileNotFoundError:
             pass
     return kept
+
+
+#: How long a large file deleted by another client is set aside, in case
+#: the same content comes back under another name (a rename there).
+SET_ASIDE_SECONDS = 600
+
+
+def set_aside_path(tmp: Path, sha256: str) -> Path:
+    """
+    Where a deleted file with the content C{sha256} is set aside in C{tmp}.
+    """
+    return tmp / f"del-{sha256[:32]}"
+
+
+def set_aside(local: Path, tmp: Path, sha256: str) -> None:
+    """
+    Take the file C{local}, whose content has the sha256 C{sha256}, out of
+    the folder into C{tmp} for L{SET_ASIDE_SECONDS}: a rename elsewhere
+    arrives as a delete and a new file with the same content, which is
+    then moved back in place instead of sent again. Files set aside longer
+    ago are removed.
+    """
+    os.replace(local, set_aside_path(tmp, sha256))
+    before = time.time() - SET_ASIDE_SECONDS
+    for entry in os.scandir(tmp):
+        try:
+            # The move set its ctime: when it was set aside.
+            if entry.name.startswith("del-") and entry.stat(follow_symlinks=False).st_ctime < before:
+                os.unlink(entry.path)
+        except FileNotFoundError:
+            pass
 
 
 def _aside(temp: Path, target: Path) -> Path:

@@ -112,6 +112,9 @@ _UPGRADES: list[_Upgrade] = [
     # The ctime joins the stamps: a base recorded before it is read once
     # more at its next look.
     _Upgrade(("ALTER TABLE bases ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT -1",)),
+    # Files are found by their content: where the blocks of a download may
+    # be found here already.
+    _Upgrade(("CREATE INDEX bases_by_sha256 ON bases (sha256)",)),
 ]
 
 
@@ -303,6 +306,12 @@ class LocalState:
             path + "0",
         )
         return [_base(row) for row in rows]
+
+    def with_sha256(self, sha256: str, limit: int = 8) -> list[Base]:
+        """
+        Up to C{limit} bases whose content has the sha256 C{sha256}.
+        """
+        return [_base(row) for row in self._query(_SELECT + " WHERE sha256 = ? LIMIT ?", sha256, limit)]
 
     def __len__(self) -> int:
         return int(self._query("SELECT count(*) FROM bases")[0][0])

@@ -9,16 +9,20 @@ resumes; the engine then places it.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Awaitable, Callable, TypeVar
 
 from attrs import define, field
 
+from ..fs import hash_file
 from ..wire import BATCH_FILE_LIMIT, Download
 from .api import BoxsyncAPI
 from .batch import Batcher
+from .blockwise import Blockwise, ChangedWhileSent
 from .errors import APIError, DigestMismatch, NotFound, StaleBase
 from .jobs import Jobs
+from .placing import set_aside_path
 from .progress import Reporter
 from .results import CommitResult, DownloadResult
 from .scanner import LocalFile
@@ -32,18 +36,21 @@ SMALL_FILE = BATCH_FILE_LIMIT
 _T = TypeVar("_T")
 
 
-def changed_while_sent(error: APIError) -> bool:
+def changed_while_sent(error: BaseException) -> bool:
     """
-    Whether the server refused an upload because its bytes did not have
-    the sha256 sent with them: the file changed while it was read.
+    Whether an upload failed because the file changed while it was read:
+    the server refused bytes that did not have the sha256 sent with them,
+    or a block read again was no longer the block it was.
     """
-    return error.status == 400 and "sha256" in error.message
+    if isinstance(error, ChangedWhileSent):
+        return True
+    return isinstance(error, APIError) and error.status == 400 and "sha256" in error.message
 
 
 def _upload_note(error: BaseException, unhashed: bool) -> str:
     if isinstance(error, StaleBase):
         return "changed on the server"
-    if isinstance(error, APIError) and changed_while_sent(error):
+    if changed_while_sent(error):
         return "changed while sent; hashing it first" if unhashed else "changed while sent"
     if isinstance(error, APIError):
         return f"failed: {error.message}"
@@ -56,6 +63,9 @@ class Transfers:
     @ivar tmp: the folder of unfinished downloads.
     @ivar partial: the paths (hashed, as in the names of their downloads)
         that may have an unfinished download of another version in C{tmp}.
+    @ivar blockwise: how large files move when the server speaks blocks
+        (C{None}: whole).
+    @ivar sources: the local files that may hold blocks of a download.
     """
 
     root: Path
@@ -65,6 +75,8 @@ class Transfers:
     reporter: Reporter
     tmp: Path
     partial: set[str] = field(factory=set)
+    blockwise: Blockwise | None = None
+    sources: Callable[[Download], list[Path]] = lambda event: []
 
     async def _move(
         self, size: int, batched: Callable[[], Awaitable[_T]], alone: Callable[[], Awaitable[_T]]
@@ -95,27 +107,56 @@ class Transfers:
                 file.path, local, base, file.sha256, file.mtime_ns, file.size, file.data
             )
 
-        try:
-            result = await self._move(
+        blockwise = self.blockwise
+        if blockwise is not None and file.size > SMALL_FILE:
+            alone = lambda: blockwise.upload(  # noqa: E731
+                file.path,
+                local,
+                base,
+                file.mtime_ns,
                 file.size,
-                batched,
-                lambda: self.api.upload(
-                    file.path,
-                    local,
-                    base,
-                    file.sha256,
-                    file.mtime_ns,
-                    on_progress=lambda n: self.reporter.progress(file.path, n),
-                    size=file.size,
-                    hash_as_sent=file.sha256 is None,
-                    unchanged=lambda: file.is_still(local),
-                ),
+                file.sha256,
+                lambda n: self.reporter.progress(file.path, n),
             )
+        else:
+            alone = lambda: self.api.upload(  # noqa: E731
+                file.path,
+                local,
+                base,
+                file.sha256,
+                file.mtime_ns,
+                on_progress=lambda n: self.reporter.progress(file.path, n),
+                size=file.size,
+                hash_as_sent=file.sha256 is None,
+                unchanged=lambda: file.is_still(local),
+            )
+        try:
+            result = await self._move(file.size, batched, alone)
         except BaseException as e:
             self.reporter.finished(file.path, _upload_note(e, file.sha256 is None))
             raise
         self.reporter.finished(file.path)
         return result
+
+    async def _take_aside(self, blockwise: Blockwise, event: Download, temp: Path) -> bool:
+        """
+        Take as the download of C{event} the file with its content that a
+        delete here set aside (a rename elsewhere), if there is one.
+        """
+        aside = set_aside_path(self.tmp, event.sha256)
+
+        def take() -> bool:
+            try:
+                os.replace(aside, temp)
+            except FileNotFoundError:
+                return False
+            if hash_file(temp) == (event.sha256, event.size):
+                return True
+            temp.unlink(missing_ok=True)
+            return False
+
+        taken: bool = await blockwise.run(take)
+        return taken
 
     async def download(self, event: Download) -> tuple[Path, DownloadResult] | None:
         """
@@ -131,14 +172,25 @@ class Transfers:
         where = hashlib.sha256(path.encode()).hexdigest()[:16]
         temp = self.tmp / f"dl-{where}-{event.sha256[:32]}"
         self.reporter.started("download", path, event.size)
+        blockwise = self.blockwise
+        on_progress = lambda n: self.reporter.progress(path, n)  # noqa: E731
+        if blockwise is not None and event.size > SMALL_FILE and await self._take_aside(blockwise, event, temp):
+            self.reporter.finished(path, "moved back in place")
+            return temp, DownloadResult(sha256=event.sha256, size=event.size, seq=event.seq)
+        if blockwise is not None and event.size > SMALL_FILE:
+            alone = lambda: blockwise.download(  # noqa: E731
+                path, temp, event.sha256, self.sources(event), on_progress
+            )
+        else:
+            alone = lambda: self.api.download(path, temp, event.sha256, on_progress=on_progress)  # noqa: E731
         try:
             result = await self._move(
                 event.size,
                 lambda: self.batcher.download(path, temp, event.sha256, event.size, event.mtime_ns),
-                lambda: self.api.download(
-                    path, temp, event.sha256, on_progress=lambda n: self.reporter.progress(path, n)
-                ),
+                alone,
             )
+            if result is None:
+                raise NotFound(404, "a newer version came meanwhile")
         except (NotFound, DigestMismatch):
             # Deleted or replaced meanwhile: what came of this version is of
             # no more use.

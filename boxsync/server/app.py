@@ -56,7 +56,7 @@ from ..wire import (
     parse_upload_batch,
     sha256_header,
 )
-from ..wire.blocks import BLOCKS_FEATURE, BlockCommit, missing_json, recipe_json
+from ..wire.blocks import BLOCKS_FEATURE, ENCODINGS, BlockCommit, missing_json, recipe_json
 from ..wire.values import check_sha256, json_object
 from .auth import Forbidden, IAuthenticator, Principal, Unauthorized
 from .batch import download_batch, upload_batch
@@ -203,7 +203,7 @@ class BoxsyncApp:
         return json_body(request, known.status, known.to_json())
 
     def healthz(self, request: IRequest) -> bytes:
-        return json_body(request, 200, health_json([SHA256_TRAILER_FEATURE, BLOCKS_FEATURE]))
+        return json_body(request, 200, health_json([SHA256_TRAILER_FEATURE, BLOCKS_FEATURE, *ENCODINGS]))
 
     async def sync(self, request: IRequest, principal: Principal) -> None:
         # boxsync's clients ask for an event stream; the legacy ones do not.

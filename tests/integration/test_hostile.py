@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 
 import pytest
 import pytest_twisted
@@ -33,7 +33,7 @@ from boxsync.paths import LOCAL_PATH_MAX, MAX_PATH_BYTES, MAX_SEGMENT_BYTES
 from boxsync.wire import Download, Manifest
 from boxsync.server.limits import ConnectionLimits, LimitedSite
 from tests.conftest import KEY
-from tests.helpers import RunningServer, json_of, open_stream, put, running_server, sha, timed
+from tests.helpers import eventually, RunningServer, json_of, open_stream, put, running_server, sha, timed
 from tests.integration.test_legacy import http_request, legacy_upload, send
 
 LIMITS = ConnectionLimits(idle_timeout=30.0, min_rate=10, window=10.0, max_header_bytes=1000, max_headers=10)
@@ -236,14 +236,6 @@ def upload_head(server: RunningServer, path: str, body: bytes) -> bytes:
     """
     headers: list[tuple[str, bytes | str]] = [("Authorization", f"Bearer {server.key}"), ("Connection", "close")]
     return http_request(server, "PUT", "/files/" + path, headers, body)[: -len(body)]
-
-
-async def eventually(reactor: Any, condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        await deferLater(reactor, 0.05)
-    assert condition()
 
 
 def staging(server: RunningServer) -> list[Path]:

@@ -21,7 +21,10 @@ from tests.helpers import RunningServer, json_of, open_stream, put, sha, timed
 async def test_healthz_needs_no_key(server: RunningServer, http: Any) -> None:
     response = await timed(http.get(f"{server.url}/healthz"), server.reactor)
     assert response.code == 200
-    assert (await json_of(response)) == {"status": "ok", "features": ["sha256-trailer"]}
+    assert (await json_of(response)) == {
+        "status": "ok",
+        "features": ["sha256-trailer", "blocks", "zstd", "gzip"],
+    }
 
 
 @pytest.mark.parametrize(

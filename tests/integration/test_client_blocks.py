@@ -1,0 +1,180 @@
+"""
+The real client over the real server, moving large files by their blocks:
+an edit in the middle moves a block or two each way, an interrupted upload
+resumes with what the server kept, a rename elsewhere is moved back in
+place without a byte fetched, a copy is taken from the local file, and a
+block that arrives corrupted is refused.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from boxsync.blocks import Block, recipe_of_bytes
+from boxsync.client.api import BoxsyncAPI
+from boxsync.client.errors import CorruptBlock
+from twisted.internet.defer import Deferred
+
+from tests.helpers import Folder, RunningServer, file_sha, sha, eventually, timed
+
+MiB = 2**20
+
+
+@pytest.fixture
+def moved(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:
+    """
+    The sizes of the blocks each client sends and fetches, as they pass
+    through its API.
+    """
+    seen: dict[str, list[int]] = {}
+    real_put, real_get = BoxsyncAPI.put_block, BoxsyncAPI.get_block
+
+    async def put_block(self: BoxsyncAPI, block: Block, data: bytes, codings: Any = ()) -> int:
+        seen.setdefault(f"{self.client_name} up", []).append(len(data))
+        return await real_put(self, block, data, codings)
+
+    async def get_block(self: BoxsyncAPI, block: Block) -> bytes:
+        data = await real_get(self, block)
+        seen.setdefault(f"{self.client_name} down", []).append(len(data))
+        return data
+
+    monkeypatch.setattr(BoxsyncAPI, "put_block", put_block)
+    monkeypatch.setattr(BoxsyncAPI, "get_block", get_block)
+    return seen
+
+
+async def pair(folders: Any, name: str, size: int) -> tuple[Folder, Folder, bytes]:
+    """
+    Clients a and b, both with the file C{name} of C{size} random bytes.
+    """
+    a, b = folders("a"), folders("b")
+    data = os.urandom(size)
+    (a.root / name).write_bytes(data)
+    await a.sync()
+    await b.sync()
+    return a, b, data
+
+
+def blocks_in(data: bytes) -> int:
+    return len(recipe_of_bytes(data).blocks)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_edit_in_the_middle_moves_a_block_or_two(
+    folders: Any, server: RunningServer, moved: dict[str, list[int]]
+) -> None:
+    a, b = folders("a"), folders("b")
+    data = os.urandom(12 * MiB)
+    (a.root / "big.bin").write_bytes(data)
+    await a.sync()
+    assert (server.box / "big.bin").read_bytes() == data
+    assert len(moved["a up"]) == blocks_in(data)
+    await b.sync()
+    assert (b.root / "big.bin").read_bytes() == data
+    assert sum(moved["b down"]) == len(data)
+    moved.clear()
+    edited = data[: 6 * MiB] + b"a few new bytes" + data[6 * MiB + 5 :]
+    (a.root / "big.bin").write_bytes(edited)
+    await a.sync()
+    await b.sync()
+    assert (b.root / "big.bin").read_bytes() == edited
+    assert file_sha(server.box / "big.bin") == sha(edited)
+    assert 1 <= len(moved["a up"]) <= 2 and sum(moved["a up"]) < 9 * MiB
+    assert 1 <= len(moved["b down"]) <= 2 and sum(moved["b down"]) < 9 * MiB
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_resumed_upload_sends_only_the_rest(
+    folders: Any, server: RunningServer, moved: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = folders("a")
+    data = os.urandom(16 * MiB)
+    (a.root / "big.bin").write_bytes(data)
+    total = blocks_in(data)
+    real_put = BoxsyncAPI.put_block
+    sent: list[int] = []
+
+    async def cut_off(self: BoxsyncAPI, block: Block, data: bytes, codings: Any = ()) -> int:
+        if len(sent) >= total // 2:
+            raise ConnectionError("the link went down")
+        sent.append(len(data))
+        return await real_put(self, block, data, codings)
+
+    monkeypatch.setattr(BoxsyncAPI, "put_block", cut_off)
+    engine = a.engine()  # not --once: it would retry for good
+    running = Deferred.fromCoroutine(engine.run())
+    await eventually(a.reactor, lambda: engine.last_error is not None)
+    engine.stop()
+    await timed(running, a.reactor)
+    assert not (server.box / "big.bin").exists()
+    assert len(sent) == total // 2
+    monkeypatch.setattr(BoxsyncAPI, "put_block", real_put)
+    moved.clear()
+    await a.sync()
+    assert (server.box / "big.bin").read_bytes() == data
+    assert len(moved.get("a up", [])) == total - total // 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_rename_elsewhere_moves_the_file_back_in_place(
+    folders: Any, server: RunningServer, moved: dict[str, list[int]]
+) -> None:
+    a, b, data = await pair(folders, "old.bin", 10 * MiB)
+    moved.clear()
+    os.rename(a.root / "old.bin", a.root / "new.bin")
+    await a.sync()
+    assert "a up" not in moved  # the server had every block
+    assert (server.box / "new.bin").read_bytes() == data and not (server.box / "old.bin").exists()
+    inode = (b.root / "old.bin").stat().st_ino
+    await b.sync()
+    assert "b down" not in moved
+    assert (b.root / "new.bin").read_bytes() == data and not (b.root / "old.bin").exists()
+    assert (b.root / "new.bin").stat().st_ino == inode
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_is_taken_from_the_local_file(
+    folders: Any, server: RunningServer, moved: dict[str, list[int]]
+) -> None:
+    a, b, data = await pair(folders, "one.bin", 6 * MiB)
+    moved.clear()
+    (a.root / "two.bin").write_bytes(data)
+    await a.sync()
+    await b.sync()
+    assert "a up" not in moved and "b down" not in moved
+    assert (b.root / "two.bin").read_bytes() == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_block_that_arrives_corrupted_is_refused_and_fetched_again(
+    folders: Any, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from boxsync.client import api
+
+    a, b = folders("a"), folders("b")
+    data = os.urandom(3 * MiB)
+    (a.root / "big.bin").write_bytes(data)
+    await a.sync()
+    real_decode = api.coding.decode
+    spoiled: list[int] = []
+
+    def decode(body: bytes, coding: str | None, limit: int) -> bytes:
+        decoded = real_decode(body, coding, limit)
+        if not spoiled:
+            spoiled.append(len(decoded))
+            return bytes([decoded[0] ^ 1]) + decoded[1:]
+        return decoded
+
+    monkeypatch.setattr(api.coding, "decode", decode)
+    with pytest.raises(CorruptBlock):
+        block = recipe_of_bytes(data).blocks[0]
+        await b.api.get_block(block)
+    spoiled.clear()
+    engine = b.engine(once=True, max_backoff=0.05)
+    await b.sync(engine)
+    assert spoiled and (b.root / "big.bin").read_bytes() == data
+    assert not [p for p in (b.root / ".boxsync/tmp").iterdir() if p.name.startswith("dl-")]
