@@ -103,6 +103,12 @@ class Accounts:
             self._registry.close()
             self._registry = None
 
+    def boxes(self) -> list[Box]:
+        """
+        The boxes of the accounts adopted so far.
+        """
+        return list(self._boxes.values())
+
     def names(self) -> list[str]:
         return sorted(self._boxes)
 

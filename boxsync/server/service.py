@@ -27,6 +27,7 @@ from ..lock import FolderLock, Locked
 from ..reactors import IServerReactor
 from .accounts import POLL_SECONDS, Accounts
 from .adopt import adopt
+from .retention import KEEP_VERSIONS, TIDY_SECONDS, tidy
 from .app import BoxsyncApp
 from .auth import DEFAULT_ACCOUNT, IAuthenticator, TokenAuth
 from .box import Box
@@ -57,6 +58,10 @@ class ServerConfig:
         signed tokens (L{boxsync.server.tokens}) instead.
     @ivar max_streams_per_token: the most event streams one token may hold
         open at once.
+    @ivar keep_versions_seconds: how long an overwritten or deleted version
+        is kept (C{--keep-versions}).
+    @ivar tidy_seconds: how often old versions and unused blocks are
+        removed.
     @ivar revocation_seconds: how often, in token mode, the token registry
         is checked for revocations and new accounts.
     """
@@ -73,6 +78,8 @@ class ServerConfig:
     tokens: bool = False
     max_streams_per_token: int = MAX_STREAMS_PER_TOKEN
     revocation_seconds: float = POLL_SECONDS
+    keep_versions_seconds: float = KEEP_VERSIONS
+    tidy_seconds: float = TIDY_SECONDS
 
     def __attrs_post_init__(self) -> None:
         if (self.auth is None) != self.tokens:
@@ -236,17 +243,26 @@ class _ListenService(Service):
         return gatherResults(stopping, consumeErrors=True)
 
 
-class _StatusService(Service):
+class _Periodic(Service):
     """
-    A status line in the log every C{seconds}, from one period after the
-    server is ready; a status that fails is logged and the next comes.
+    Some work every C{seconds}, from one period after the server is ready
+    (the status line in the log, the tidying of the boxes); work that fails
+    is logged and the next comes.
     """
 
-    def __init__(self, clock: Any, seconds: float, status: Callable[[], Coroutine[Any, Any, None]], after: Deferred[None]) -> None:
-        self._loop = LoopingCall(lambda: Deferred.fromCoroutine(status()))
+    log = Logger()
+
+    def __init__(self, clock: Any, seconds: float, work: Callable[[], Coroutine[Any, Any, object]], after: Deferred[None]) -> None:
+        self._loop = LoopingCall(lambda: Deferred.fromCoroutine(self._run(work)))
         self._loop.clock = clock
         self.seconds = seconds
         self.after = after
+
+    async def _run(self, work: Callable[[], Coroutine[Any, Any, object]]) -> None:
+        try:
+            await work()
+        except Exception:
+            self.log.failure("periodic work failed")
 
     def startService(self) -> None:
         super().startService()
@@ -334,9 +350,17 @@ class BoxsyncService(MultiService):
         self.ready: Deferred[None] = Deferred()
         self._listeners.ready.addCallbacks(self._started, self._failed)
         if config.status_seconds > 0:
-            after: Deferred[None] = Deferred()
-            self.ready.addCallback(lambda result: after.callback(None))
-            _StatusService(reactor, config.status_seconds, self._log_status, after).setServiceParent(self)
+            _Periodic(reactor, config.status_seconds, self._log_status, self._after_ready()).setServiceParent(self)
+        _Periodic(reactor, config.tidy_seconds, self._tidy, self._after_ready()).setServiceParent(self)
+
+    def _after_ready(self) -> Deferred[None]:
+        after: Deferred[None] = Deferred()
+        self.ready.addCallback(lambda result: after.callback(None))
+        return after
+
+    async def _tidy(self) -> None:
+        boxes = [self.box] if self.box is not None else self.accounts.boxes() if self.accounts is not None else []
+        await tidy(boxes, self.config.keep_versions_seconds, self.reactor.seconds())
 
     @property
     def ports(self) -> list[IListeningPort]:

@@ -26,6 +26,7 @@ from ..config import (
 from ..paths import HIDDEN_DIR
 from .auth import ApiKeyAuth
 from .hub import MAX_STREAMS_PER_TOKEN
+from .retention import KEEP_VERSIONS, parse_duration
 from .limits import (
     MAX_MANIFEST_BYTES,
     MAX_MANIFEST_ENTRIES,
@@ -118,6 +119,12 @@ SETTINGS = [
         ConnectionLimits().progress_interval,
         "Seconds between the 102 Processing answers that tell a client its upload is still arriving.",
         _seconds,
+    ),
+    Setting(
+        "keep-versions",
+        KEEP_VERSIONS,
+        "How long an overwritten or deleted version is kept, e.g. 30d, 12h (0: not kept).",
+        parse_duration,
     ),
     Setting("insecure-no-auth", False, "Serve without any key: everyone gets in.", flag=True),
     Setting(
@@ -275,6 +282,7 @@ def makeService(options: Options) -> Any:
             min_rate=options["min-rate"],
             progress_interval=options["progress-interval"],
         ),
+        keep_versions_seconds=options["keep-versions"],
     )
     # Twisted types the global reactor by its common interfaces only; it has
     # all those the server uses (its thread pool too).

@@ -11,12 +11,16 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import time
 from typing import Any
 
+import pytest
 import pytest_twisted
 import zstandard
 
 from boxsync.blocks import BLOCK_MIN, recipe_of_bytes
+from boxsync.server.blockstore import PENDING_HOURS
+from boxsync.server.retention import Tidied, parse_duration, tidy
 from boxsync.wire.blocks import BlockCommit, parse_recipe
 from tests.helpers import RunningServer, json_of, put, sha, timed
 
@@ -170,3 +174,37 @@ async def test_a_stale_commit_is_refused_before_anything_is_read(server: Running
     # The same bytes again (an answer lost on the way) are not a conflict.
     response = await commit(http, server, "x.bin", b"one", base=0)
     assert response.code == 201 and (await json_of(response))["seq"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_old_versions_and_unused_blocks_are_tidied_away(server: RunningServer, http: Any) -> None:
+    """
+    Versions are kept for --keep-versions after they end, blocks sent for a
+    commit that never came for a day; then both are removed, and what the
+    box shows is never touched.
+    """
+    assert server.service is not None and server.service.box is not None
+    box = server.service.box
+    for content, base in ((b"one", 0), (b"two", 1), (b"three", 2)):
+        assert (await put(http, server, "f.txt", content, base=base)).code == 201
+    assert await put_block(http, server, os.urandom(1000)) is not None
+    versions = server.box / ".boxsync/versions"
+    assert sorted(p.name for p in versions.iterdir()) == ["1", "2"]
+    kept = await box.index.versions(box.account, "f.txt")
+    assert [(v.seq, v.ended_seq) for v in kept] == [(2, 3), (1, 2)]
+    now = time.time()
+    assert await tidy([box], keep_seconds=3600, now=now) == Tidied(0, 0)
+    assert await tidy([box], keep_seconds=3600, now=now + 3601) == Tidied(2, 0)
+    assert list(versions.iterdir()) == [] and await box.index.versions(box.account, "f.txt") == []
+    assert await tidy([box], keep_seconds=3600, now=now + PENDING_HOURS * 3600 + 1) == Tidied(0, 1)
+    assert list((server.box / ".boxsync/blocks").iterdir()) == []
+    assert (server.box / "f.txt").read_bytes() == b"three"
+
+
+def test_durations() -> None:
+    assert [parse_duration(text) for text in ("30d", "12h", "90m", "45s", "3600", "1.5h", "2w")] == [
+        30 * 86400, 12 * 3600, 90 * 60, 45, 3600, 5400, 14 * 86400,
+    ]
+    for bad in ("", "d", "-1d", "3y", "1 d 2h"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
