@@ -311,6 +311,9 @@ class Proxy:
     rate: float | None = None
     refusing: bool = False
     accepted: int = 0
+    #: The bytes carried so far from the clients to the server, and back.
+    up: int = 0
+    down: int = 0
     _open: threading.Event = field(factory=threading.Event)
     _listener: socket.socket | None = None
     _sockets: set[socket.socket] = field(factory=set)
@@ -350,10 +353,10 @@ class Proxy:
             with self._lock:
                 self.accepted += 1
                 self._sockets.update((downstream, upstream))
-            for source, sink in ((downstream, upstream), (upstream, downstream)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, upward in ((downstream, upstream, True), (upstream, downstream, False)):
+                threading.Thread(target=self._pump, args=(source, sink, upward), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, upward: bool) -> None:
         try:
             while True:
                 data = source.recv(16384 if self.rate is None else 4096)
@@ -365,11 +368,24 @@ class Proxy:
                 if not data:
                     break
                 sink.sendall(data)
+                with self._lock:
+                    if upward:
+                        self.up += len(data)
+                    else:
+                        self.down += len(data)
                 if self.rate is not None:
                     time.sleep(len(data) / self.rate)
             sink.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+    def carried(self) -> tuple[int, int]:
+        """
+        The bytes carried so far, up and down; and start counting again.
+        """
+        with self._lock:
+            carried, self.up, self.down = (self.up, self.down), 0, 0
+        return carried
 
     def connections(self) -> int:
         with self._lock:

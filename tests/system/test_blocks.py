@@ -1,0 +1,118 @@
+"""
+Blocks with real processes, the bytes on the wire counted by the proxy
+each client goes through (not by the code's own counters): a rename, a
+copy, an edit in the middle and a folder of text move almost nothing; an
+upload cut off by a kill -9 of the client or of the server resumes with
+the blocks the server kept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from boxsync.blocks import recipe_of_bytes
+from boxsync.testing import Client, Server, tree, wait_until
+from tests.faults import Proxy, converged, sha
+from tests.faults import server  # noqa: F401 (the fixture)
+
+MiB = 2**20
+
+
+@pytest.fixture
+def pair(tmp_path: Path, server: Server) -> Iterator[tuple[Client, Proxy, Client, Proxy]]:
+    """
+    Clients a and b, each through a proxy of its own that counts its bytes.
+    """
+    proxies = [Proxy(server.port).start(), Proxy(server.port).start()]
+    a = Client(server, tmp_path / "a", "a", url=proxies[0].url)
+    b = Client(server, tmp_path / "b", "b", url=proxies[1].url)
+    try:
+        yield a, proxies[0], b, proxies[1]
+    finally:
+        for client in (a, b):
+            client.kill()
+        for proxy in proxies:
+            proxy.stop()
+
+
+def sync_both(a: Client, b: Client) -> None:
+    a.once()
+    b.once()
+    assert converged(a.folder, b.folder)
+
+
+def test_a_rename_a_copy_and_an_edit_move_almost_nothing(
+    server: Server, pair: tuple[Client, Proxy, Client, Proxy]
+) -> None:
+    a, up, b, down = pair
+    a.folder.mkdir(parents=True)
+    data = os.urandom(64 * MiB)
+    (a.folder / "video.bin").write_bytes(data)
+    sync_both(a, b)
+    assert up.carried()[0] > 64 * MiB and down.carried()[1] > 64 * MiB
+    # A rename: the server has every block, b moves its own file in place.
+    mtime = (b.folder / "video.bin").stat().st_mtime_ns
+    os.rename(a.folder / "video.bin", a.folder / "renamed.bin")
+    sync_both(a, b)
+    assert up.carried()[0] < MiB and down.carried()[1] < MiB
+    assert set(tree(b.folder)) == {"renamed.bin"}
+    assert (b.folder / "renamed.bin").stat().st_mtime_ns == mtime
+    # A copy: nothing new either way.
+    shutil.copyfile(a.folder / "renamed.bin", a.folder / "copy.bin")
+    sync_both(a, b)
+    assert up.carried()[0] < MiB and down.carried()[1] < MiB
+    # An edit in the middle: a block or two each way.
+    edited = data[: 32 * MiB] + b"edited" + data[32 * MiB + 6 :]
+    (a.folder / "copy.bin").write_bytes(edited)
+    sync_both(a, b)
+    assert up.carried()[0] < 10 * MiB and down.carried()[1] < 10 * MiB
+    assert sha((b.folder / "copy.bin").read_bytes()) == sha(edited)
+    assert converged(a.folder, b.folder, server.box)
+
+
+def test_text_travels_compressed(server: Server, pair: tuple[Client, Proxy, Client, Proxy]) -> None:
+    a, up, b, down = pair
+    (a.folder / "logs").mkdir(parents=True)
+    with open(a.folder / "logs/app.log", "wb") as f:
+        for n in range(400_000):
+            f.write(b"2026-12-05T12:%02d:%02d INFO request %d served in %d ms\n" % (n // 60 % 60, n % 60, n, n % 97))
+    size = (a.folder / "logs/app.log").stat().st_size
+    assert size > 20 * MiB
+    sync_both(a, b)
+    sent, fetched = up.carried()[0], down.carried()[1]
+    assert sent < size / 10 and fetched < size / 10, (sent, fetched, size)
+
+
+def test_an_upload_killed_midway_resumes(tmp_path: Path, server: Server) -> None:
+    """
+    A kill -9 of the client once half the blocks are on the server, then of
+    the server itself: each time, what came before is not sent again.
+    """
+    proxy = Proxy(server.port, rate=40 * MiB).start()
+    a = Client(server, tmp_path / "a", "a", url=proxy.url)
+    try:
+        a.folder.mkdir(parents=True)
+        data = os.urandom(160 * MiB)
+        (a.folder / "big.bin").write_bytes(data)
+        blocks = len(recipe_of_bytes(data).blocks)
+        sent = server.box / ".boxsync/blocks"
+        a.start()
+        wait_until(lambda: len(list(sent.iterdir())) >= blocks // 3, timeout=60, what="a third of the blocks")
+        a.kill()
+        server.kill()
+        server.start()
+        kept = len(list(sent.iterdir()))
+        assert blocks // 3 <= kept < blocks
+        proxy.carried()
+        a.once(timeout=120)
+        assert sha((server.box / "big.bin").read_bytes()) == sha(data)
+        # What the server kept was not sent again.
+        assert proxy.carried()[0] < len(data) * (blocks - kept + 2) / blocks
+    finally:
+        a.kill()
+        proxy.stop()
