@@ -31,7 +31,7 @@ from ..blocks import Block, Recipe, read_block, recipe_of
 from ..fs import CHUNK_SIZE
 from ..wire.blocks import BlockCommit
 from .api import BoxsyncAPI
-from .errors import DigestMismatch, MissingBlocks
+from .errors import BadRequest, DigestMismatch, MissingBlocks
 from .results import CommitResult, DownloadResult
 
 __all__ = ["Blockwise", "ChangedWhileSent", "IN_FLIGHT"]
@@ -124,10 +124,15 @@ class Blockwise:
             block = blocks[sha256]
 
             async def sending() -> None:
-                data = await self.run(lambda: read_block(fd, offsets[sha256], block))
+                # The server checks each block against its name: one that
+                # changed since the recipe was cut is refused there.
+                data = await self.run(lambda: read_block(fd, offsets[sha256], block, check=False))
                 if data is None:
                     raise ChangedWhileSent(str(local))
-                await self.api.put_block(block, data, self.codings)
+                try:
+                    await self.api.put_block(block, data, self.codings)
+                except BadRequest as e:
+                    raise ChangedWhileSent(str(local)) from e
                 on_progress(block.size)
 
             return sending

@@ -210,15 +210,23 @@ class Box:
             if row is not None and not row.deleted and row.sha256 == recipe.sha256:
                 return row
             raise
-        staged = self.storage.new_staging()
-        try:
-            missing = await self.blocks.assemble(recipe, staged)
-        except BaseException:
-            staged.discard()
-            raise
-        if missing:
-            staged.discard()
-            raise MissingBlocks(missing)
+        # A kept version with this content (a rename: its delete came
+        # first) becomes the new file under a second name; else the file
+        # is made of its blocks.
+        kept: int | None = await self.index.find_kept(self.account, recipe.sha256, recipe.size)
+        staged = None
+        if kept is not None:
+            staged = await self.storage.in_thread(lambda: self.storage.stage_version(kept, recipe.sha256, recipe.size))
+        if staged is None:
+            staged = self.storage.new_staging()
+            try:
+                missing = await self.blocks.assemble(recipe, staged)
+            except BaseException:
+                staged.discard()
+                raise
+            if missing:
+                staged.discard()
+                raise MissingBlocks(missing)
         record = await self.upload(
             commit.path, staged, commit.base, recipe.sha256, commit.mtime_ns, origin, stream
         )

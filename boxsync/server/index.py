@@ -154,6 +154,12 @@ class IIndex(Interface):
         of the account holds to a L{BlockSource} of it.
         """
 
+    def find_kept(account: str, sha256: str, size: int) -> Any:
+        """
+        The seq of the newest kept version with the content C{sha256} and
+        C{size}, or C{None}.
+        """
+
     def versions(account: str, path: str) -> Any:
         """
         The kept versions of C{path}, newest first, as L{VersionRecord}s.
@@ -436,6 +442,15 @@ class SQLiteIndex:
                     if sha256 not in found:
                         found[sha256] = BlockSource(Block(sha256, size), seq, offset, path)
             return found
+
+        return self._run(q)
+
+    def find_kept(self, account: str, sha256: str, size: int) -> Any:
+        def q(db: sqlite3.Connection) -> int | None:
+            row = db.execute(
+                "SELECT MAX(seq) FROM versions WHERE account=? AND sha256=? AND size=?", (account, sha256, size)
+            ).fetchone()
+            return None if row is None or row[0] is None else int(row[0])
 
         return self._run(q)
 

@@ -102,6 +102,24 @@ class BoxStorage:
         except OSError:
             return None
 
+    def stage_version(self, seq: int, sha256: str, size: int) -> StagingFile | None:
+        """
+        The kept version C{seq}, whose sha256 and size the index gives, as a
+        staging file (a second name of it: nothing is copied), or C{None}
+        if it is not kept. Blocking.
+        """
+        staged = self.staging / f"up-{os.urandom(8).hex()}"
+        try:
+            os.link(self.version_path(seq), staged, follow_symlinks=False)
+        except OSError:
+            return None
+        fd = os.open(staged, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        if os.fstat(fd).st_size != size:
+            os.close(fd)
+            staged.unlink()
+            return None
+        return StagingFile.holding(staged, fd, sha256, size)
+
     def drop_versions(self, seqs: Sequence[int]) -> Any:
         """
         Remove the files of the kept versions C{seqs}.
