@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 from attrs import Factory, define, field, frozen
 from twisted.internet.defer import Deferred, DeferredLock
@@ -23,7 +23,7 @@ from ..wire import Delete, Download
 from ..wire.blocks import BlockCommit
 from .blockstore import IBlockStore, LocalBlockStore
 from .hub import Hub
-from .index import FileRecord, IIndex
+from .index import FileRecord, IIndex, VersionRecord
 from .staging import StagingFile
 from .storage import BoxStorage, Change
 
@@ -234,6 +234,49 @@ class Box:
             await self.index.set_recipe(self.account, record.seq, recipe)
         await self.blocks.used(recipe)
         return record
+
+    async def version_file(self, seq: int) -> tuple[BinaryIO, FileRecord | VersionRecord] | None:
+        """
+        Version C{seq}, open for reading, with its record: the live file if
+        it is the live version of its path, else the kept one; C{None} if
+        it is neither.
+        """
+        version: FileRecord | VersionRecord | None = await self.index.version(self.account, seq)
+        if version is None:
+            return None
+
+        def opened() -> BinaryIO | None:
+            if isinstance(version, FileRecord):
+                return self.storage.open_file(version.path)
+            fd = self.storage.open_version(seq)
+            return None if fd is None else os.fdopen(fd, "rb")
+
+        found: BinaryIO | None = await self.storage.in_thread(opened)
+        return None if found is None else (found, version)
+
+    async def restore(
+        self, path: str, seq: int, base: int | None, origin: str = "", stream: str | None = None
+    ) -> FileRecord:
+        """
+        Make version C{seq} of C{path} the current one, as a new commit (its
+        file becomes the live one under a second name: nothing is copied).
+        The live version is kept, as any overwritten one.
+
+        @param base: the seq the caller saw C{path} at (0: none or deleted);
+            C{None}: whatever it is at now.
+        @raise NotFound: if C{seq} is not a kept version of C{path}.
+        @raise StaleBase: if C{path} moved on from C{base}.
+        """
+        version: FileRecord | VersionRecord | None = await self.index.version(self.account, seq)
+        if version is None or version.path != path:
+            raise NotFound(f"version {seq} of {path!r} is not kept")
+        if isinstance(version, FileRecord):
+            await self._check_base(path, base)
+            return version  # the live version already
+        staged = await self.storage.in_thread(lambda: self.storage.stage_version(seq, version.sha256, version.size))
+        if staged is None:
+            raise NotFound(f"version {seq} of {path!r} is not kept")
+        return await self.upload(path, staged, base, version.sha256, version.mtime_ns, origin, stream)
 
     async def recipe(self, path: str) -> tuple[FileRecord, Recipe]:
         """

@@ -47,6 +47,8 @@ class FileRecord:
     #: The ctime of the box file once placed (0: not known): with its size
     #: and mtime, how the start-up adoption knows it is still that file.
     ctime_ns: int = 0
+    #: When it was committed, in ns since the epoch (0: before that was kept).
+    committed_ns: int = 0
 
 
 @frozen
@@ -67,6 +69,7 @@ class VersionRecord:
     origin: str
     ended_seq: int
     ended_ns: int
+    committed_ns: int = 0
 
 
 @frozen
@@ -165,6 +168,26 @@ class IIndex(Interface):
         The kept versions of C{path}, newest first, as L{VersionRecord}s.
         """
 
+    def version(account: str, seq: int) -> Any:
+        """
+        Version C{seq} of any path, live (a L{FileRecord}) or kept (a
+        L{VersionRecord}), or C{None}.
+        """
+
+    def trash(account: str, under: str, limit: int) -> Any:
+        """
+        The files deleted under the folder C{under} ("" for all) and not
+        back since, newest deletion first, at most C{limit}: for each, the
+        L{VersionRecord} of its last version (its C{ended_seq} is the
+        deletion's).
+        """
+
+    def at(account: str, under: str, when_ns: int) -> Any:
+        """
+        The versions (L{FileRecord}s or L{VersionRecord}s) the paths under
+        the folder C{under} had at C{when_ns}, in path order.
+        """
+
     def forget_versions(account: str, ended_before_ns: int) -> Any:
         """
         Forget the kept versions that ended before C{ended_before_ns} (and
@@ -233,14 +256,19 @@ _SCHEMA: list[list[str]] = [
         "CREATE INDEX files_by_sha256 ON files (account, sha256)",
         "CREATE INDEX versions_by_sha256 ON versions (account, sha256)",
     ],
+    # version 4: when each version was committed (0 for those from before).
+    [
+        "ALTER TABLE files ADD COLUMN committed_ns INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE versions ADD COLUMN committed_ns INTEGER NOT NULL DEFAULT 0",
+    ],
 ]
 
-_COLUMNS = "path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns"
+_COLUMNS = "path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns, committed_ns"
 
 
 def _record(row: tuple[Any, ...]) -> FileRecord:
-    path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns = row
-    return FileRecord(path, size, sha256, mtime_ns, seq, bool(deleted), origin, ctime_ns)
+    path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns, committed_ns = row
+    return FileRecord(path, size, sha256, mtime_ns, seq, bool(deleted), origin, ctime_ns, committed_ns)
 
 
 def _full(e: sqlite3.Error) -> BaseException:
@@ -466,6 +494,56 @@ class SQLiteIndex:
 
         return self._run(q)
 
+    def version(self, account: str, seq: int) -> Any:
+        def q(db: sqlite3.Connection) -> FileRecord | VersionRecord | None:
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM files WHERE account=? AND seq=? AND deleted=0", (account, seq)
+            ).fetchone()
+            if row is not None:
+                return _record(row)
+            row = db.execute(f"SELECT {_VERSION_COLUMNS} FROM versions WHERE account=? AND seq=?", (account, seq)).fetchone()
+            return None if row is None else VersionRecord(*row)
+
+        return self._run(q)
+
+    def trash(self, account: str, under: str, limit: int) -> Any:
+        def q(db: sqlite3.Connection) -> list[VersionRecord]:
+            low, high = _folder_range(under)
+            return [
+                VersionRecord(*row)
+                for row in db.execute(
+                    f"SELECT {', '.join('v.' + c.strip() for c in _VERSION_COLUMNS.split(','))} "
+                    "FROM files f JOIN versions v ON v.account=f.account AND v.path=f.path AND v.ended_seq=f.seq "
+                    "WHERE f.account=? AND f.deleted=1 AND f.path>=? AND f.path<? ORDER BY f.seq DESC LIMIT ?",
+                    (account, low, high, limit),
+                )
+            ]
+
+        return self._run(q)
+
+    def at(self, account: str, under: str, when_ns: int) -> Any:
+        def q(db: sqlite3.Connection) -> list[FileRecord | VersionRecord]:
+            low, high = _folder_range(under)
+            found: list[FileRecord | VersionRecord] = [
+                VersionRecord(*row)
+                for row in db.execute(
+                    f"SELECT {_VERSION_COLUMNS} FROM versions WHERE account=? AND path>=? AND path<? "
+                    "AND committed_ns<=? AND ended_ns>?",
+                    (account, low, high, when_ns, when_ns),
+                )
+            ]
+            found += [
+                _record(row)
+                for row in db.execute(
+                    f"SELECT {_COLUMNS} FROM files WHERE account=? AND path>=? AND path<? "
+                    "AND deleted=0 AND committed_ns<=?",
+                    (account, low, high, when_ns),
+                )
+            ]
+            return sorted(found, key=lambda version: version.path)
+
+        return self._run(q)
+
     def forget_versions(self, account: str, ended_before_ns: int) -> Any:
         def work(db: sqlite3.Connection) -> list[VersionRecord]:
             old = [
@@ -494,6 +572,16 @@ class SQLiteIndex:
         return self._run(q)
 
 
+def _folder_range(under: str) -> tuple[str, str]:
+    """
+    The range of paths below the folder C{under} ("" for every path): from
+    C{under/} up to C{under0} ("0" follows "/").
+    """
+    if not under:
+        return "", "\U0010ffff"
+    return under + "/", under + "0"
+
+
 def _in_chunks(values: Sequence[str], size: int) -> Iterator[tuple[list[str], str]]:
     """
     C{values}, C{size} at a time, each run with the placeholders of an
@@ -509,7 +597,7 @@ def _current_seq(db: sqlite3.Connection, account: str) -> int:
     return 0 if row is None else int(row[0])
 
 
-_VERSION_COLUMNS = "path, size, sha256, mtime_ns, seq, origin, ended_seq, ended_ns"
+_VERSION_COLUMNS = "path, size, sha256, mtime_ns, seq, origin, ended_seq, ended_ns, committed_ns"
 
 
 def _forget_blocks(db: sqlite3.Connection, account: str, seq: int) -> None:
@@ -517,16 +605,17 @@ def _forget_blocks(db: sqlite3.Connection, account: str, seq: int) -> None:
     db.execute("DELETE FROM recipes WHERE account=? AND seq=?", (account, seq))
 
 
-def _keep_version(db: sqlite3.Connection, account: str, path: str, ended_seq: int) -> None:
+def _keep_version(db: sqlite3.Connection, account: str, path: str, ended_seq: int, now: int) -> None:
     """
     Keep the live version of C{path}, if any, as overwritten or deleted by
-    the commit C{ended_seq}.
+    the commit C{ended_seq} at C{now}.
     """
     db.execute(
-        "INSERT OR IGNORE INTO versions (account, seq, path, size, sha256, mtime_ns, origin, ended_seq, ended_ns) "
-        "SELECT account, seq, path, size, sha256, mtime_ns, origin, ?, ? FROM files "
+        "INSERT OR IGNORE INTO versions "
+        "(account, seq, path, size, sha256, mtime_ns, origin, ended_seq, ended_ns, committed_ns) "
+        "SELECT account, seq, path, size, sha256, mtime_ns, origin, ?, ?, committed_ns FROM files "
         "WHERE account=? AND path=? AND deleted=0",
-        (ended_seq, time.time_ns(), account, path),
+        (ended_seq, now, account, path),
     )
 
 
@@ -534,15 +623,17 @@ def _commit_all(
     db: sqlite3.Connection, account: str, records: Iterable[FileRecord]
 ) -> Iterable[FileRecord]:
     seq = _current_seq(db, account)
+    now = time.time_ns()
     for record in records:
         seq += 1
-        _keep_version(db, account, record.path, seq)
+        _keep_version(db, account, record.path, seq, now)
         db.execute(
-            "INSERT INTO files (account, path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "INSERT INTO files (account, path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns, committed_ns) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (account, path) DO UPDATE SET size=excluded.size, "
             "sha256=excluded.sha256, mtime_ns=excluded.mtime_ns, seq=excluded.seq, "
-            "deleted=excluded.deleted, origin=excluded.origin, ctime_ns=excluded.ctime_ns",
+            "deleted=excluded.deleted, origin=excluded.origin, ctime_ns=excluded.ctime_ns, "
+            "committed_ns=excluded.committed_ns",
             (
                 account,
                 record.path,
@@ -553,9 +644,10 @@ def _commit_all(
                 int(record.deleted),
                 record.origin,
                 record.ctime_ns,
+                now,
             ),
         )
-        yield evolve(record, seq=seq)
+        yield evolve(record, seq=seq, committed_ns=now)
     db.execute(
         "INSERT INTO accounts (account, seq) VALUES (?, ?) "
         "ON CONFLICT (account) DO UPDATE SET seq=excluded.seq",

@@ -27,6 +27,7 @@ from ..lock import FolderLock, Locked
 from ..reactors import IServerReactor
 from .accounts import POLL_SECONDS, Accounts
 from .adopt import adopt
+from .history import HistoryRoutes
 from .retention import KEEP_VERSIONS, TIDY_SECONDS, tidy
 from .app import BoxsyncApp
 from .auth import DEFAULT_ACCOUNT, IAuthenticator, TokenAuth
@@ -328,6 +329,7 @@ class BoxsyncService(MultiService):
             sessions=sessions,
         )
         WebPage(reactor, self.app, sessions, self.hub).install(self.app.app)
+        HistoryRoutes(self.app).install(self.app.app)
         self.site = UploadSite(
             self.app.resource(),
             self.storage.new_staging,

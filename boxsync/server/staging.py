@@ -116,6 +116,9 @@ class StagingFile:
     size: int = 0
     error: OSError | None = None
     _hash: Any = field(factory=hashlib.sha256)
+    #: A second name of a file of the box (L{holding}): renamed over a name
+    #: of that same file, it stays (POSIX: the rename does nothing).
+    linked: bool = False
     #: How much of the file was handed to L{start_write_back}.
     _written_back: int = field(default=0, init=False)
 
@@ -125,7 +128,7 @@ class StagingFile:
         A staging file that is already whole: a second name of a file whose
         sha256 and size are known.
         """
-        return cls(path, fd, size, hash=_Known(sha256))
+        return cls(path, fd, size, hash=_Known(sha256), linked=True)
 
     def fileno(self) -> int:
         """

@@ -258,6 +258,8 @@ class BoxStorage:
         try:
             previous = self._keep(parent, name)
             _replace(staged.path, parent, name, path)
+            if staged.linked:
+                staged.path.unlink(missing_ok=True)
             ctime_ns = os.stat(name, dir_fd=parent, follow_symlinks=False).st_ctime_ns
         except Exception as e:
             staged.discard()

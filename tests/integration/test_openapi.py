@@ -68,9 +68,11 @@ def test_the_description_covers_every_route() -> None:
     """
     from boxsync.server.app import BoxsyncApp
     from boxsync.server.auth import ApiKeyAuth
+    from boxsync.server.history import HistoryRoutes
     from boxsync.server.legacy import LegacyAdapter
 
     app = BoxsyncApp(None, ApiKeyAuth(None), lambda account: None, None, legacy=LegacyAdapter(None, None, clock=None))  # type: ignore[arg-type]
+    HistoryRoutes(app).install(app.app)
     routes = set()
     for rule in app.app.url_map.iter_rules():
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", str(rule.rule))
@@ -138,7 +140,7 @@ async def test_schemathesis(live: RunningServer, examples: int) -> None:
         counts[operation.label] = await deferToThread(run, operation, live.url, examples, statuses)
     record("schemathesis", sum(counts.values()), operations=len(counts))
     print(json.dumps(counts), json.dumps(statuses))
-    assert len(counts) == 16
+    assert len(counts) == 21
     assert all(count >= 1 for count in counts.values()), json.dumps(counts)
     # The run reached past the checks of the input, too.
     assert {200, 201, 400, 404} <= set(statuses), statuses
