@@ -69,6 +69,7 @@ from ..wire import (
     parse_parts,
 )
 from ..wire.blocks import BlockCommit, parse_missing, parse_recipe
+from ..wire.history import Restore, VersionEntry
 from ..writer import HashingWriter, inline
 from .errors import APIError, CorruptBlock, DigestMismatch, MissingBlocks, error_from
 from .results import DownloadResult
@@ -134,6 +135,15 @@ def _file_path(path: str) -> str:
     """
     segments = normalize(path).split("/")
     return "/files/" + "/".join(urllib.parse.quote(s, safe="") for s in segments)
+
+
+def _entries(answer: object) -> list[VersionEntry]:
+    """
+    The versions listed under C{files} in a history answer.
+    """
+    if not isinstance(answer, dict) or not isinstance(answer.get("files"), list):
+        raise ProtocolError("the answer must list files")
+    return [VersionEntry.from_json(entry) for entry in answer["files"]]
 
 
 @define
@@ -407,6 +417,54 @@ class BoxsyncAPI:
         if not isinstance(seq, int):
             raise ProtocolError(f"the recipe of {path!r} has no seq")
         return seq, parse_recipe(answer)
+
+    async def history(self, path: str) -> tuple[bool, list[VersionEntry]]:
+        """
+        Whether C{path} is deleted, and every version of it kept: the live
+        one first, then newest first.
+
+        @raise NotFound: if it has no history.
+        """
+        answer = await self._get_json("/history" + _file_path(path)[len("/files"):])
+        if not isinstance(answer, dict) or not isinstance(answer.get("versions"), list):
+            raise ProtocolError("a history must list versions")
+        return bool(answer.get("deleted")), [VersionEntry.from_json(v) for v in answer["versions"]]
+
+    async def trash(self, under: str = "", limit: int = 1000) -> list[VersionEntry]:
+        """
+        The files deleted under the folder C{under} and not back since,
+        newest deletion first, each as its last version.
+        """
+        query = urllib.parse.urlencode({"under": under, "limit": limit})
+        return _entries(await self._get_json(f"/trash?{query}"))
+
+    async def snapshot(self, under: str, at: str) -> list[VersionEntry]:
+        """
+        The versions the files under the folder C{under} had at C{at}
+        (ISO 8601, or ns since the epoch).
+        """
+        query = urllib.parse.urlencode({"under": under, "at": at})
+        return _entries(await self._get_json(f"/snapshot?{query}"))
+
+    async def restore(self, path: str, seq: int, base: int | None) -> CommitResult:
+        """
+        Make version C{seq} of C{path} the current one again.
+
+        @param base: the seq this client saw C{path} at (0: deleted).
+        @raise StaleBase: if it moved on since.
+        @raise NotFound: if that version is not kept.
+        """
+        body = json.dumps(Restore(path, seq, base).to_json()).encode("utf-8")
+        headers = self._headers({"Content-Type": JSON}, commit=True)
+        producer = FileBodyProducer(BytesIO(body), self.cooperator)
+        response = await self._transport.request("POST", "/restore", headers, producer)
+        await self._transport.check(response, 201)
+        return CommitResult.from_json(await self._transport.json_answer(response))
+
+    async def _get_json(self, url_path: str) -> Any:
+        response = await self._transport.request("GET", url_path, self._headers())
+        await self._transport.check(response, 200)
+        return await self._transport.json_answer(response, MAX_JSON + 512 * 100_000)
 
     async def download_batch(self, paths: Sequence[str]) -> list[tuple[dict[str, Any], bytes]]:
         """

@@ -1,0 +1,220 @@
+"""
+The history commands of C{boxsync-client}: C{history PATH} (the versions of
+a file), C{trash [FOLDER]} (the files deleted there) and C{restore PATH}
+(a version, a deleted file, or a whole folder as it was at a time, made
+current again).
+
+A restore is a new commit, made from the version the server keeps (no byte
+goes up): it reaches every client like any change. Each is made from the
+seq this command saw the path at, so an edit made meanwhile is never
+overwritten: that path is reported as changed, and left as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TextIO
+
+from attrs import frozen
+
+from ..paths import normalize
+from ..reactors import IClientReactor
+from ..wire import RemoteFile
+from ..wire.history import VersionEntry, parse_time
+from .api import BoxsyncAPI
+from .connect import connect
+from .errors import NotFound, StaleBase
+from .status import human_size
+
+__all__ = ["history", "trash", "restore", "UserError"]
+
+
+class UserError(Exception):
+    """
+    A misused history command, said in one line.
+    """
+
+
+def _when(entry: VersionEntry) -> str:
+    return (entry.time or "-").replace("T", " ")[:19]
+
+
+def _table(entries: list[VersionEntry], first: str, marks: list[str]) -> list[str]:
+    rows = [(first, "SEQ", "TIME (UTC)", "SIZE", "SHA256", "CLIENT", "")]
+    for entry, mark in zip(entries, marks):
+        rows.append(
+            (entry.path, str(entry.seq), _when(entry), human_size(entry.size), entry.sha256[:12], entry.client or "-", mark)
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(6)]
+    return [
+        "  ".join(f"{cell:<{widths[n]}}" if n < 6 else cell for n, cell in enumerate(row)).rstrip()
+        for row in rows
+    ]
+
+
+async def _with_api(reactor: IClientReactor, options: Any, work: Any) -> Any:
+    connection = connect(reactor, options.server, options.cacert, options.insecure)
+    api = BoxsyncAPI(
+        connection.http, reactor, options.server, options.token, options.name, idle_timeout=options.idle_timeout
+    )
+    try:
+        return await work(api)
+    finally:
+        await connection.close()
+
+
+async def history(reactor: IClientReactor, options: Any, path: str, out: TextIO) -> None:
+    """
+    Print the versions of C{path} the server keeps, newest first.
+    """
+    path = normalize(path)
+
+    async def work(api: BoxsyncAPI) -> tuple[bool, list[VersionEntry]]:
+        try:
+            found: tuple[bool, list[VersionEntry]] = await api.history(path)
+        except NotFound:
+            raise UserError(f"{path}: no such file, and none in the history") from None
+        return found
+
+    deleted, versions = await _with_api(reactor, options, work)
+    if options.json:
+        print(json.dumps({"path": path, "deleted": deleted, "versions": [v.to_json() for v in versions]}, indent=1), file=out)
+        return
+    marks = ["deleted" if v.deleted else "current" if v.ended_seq is None else "" for v in versions]
+    for line in _table(versions, "PATH", marks):
+        print(line, file=out)
+    print(f"{len(versions)} versions" + (" (deleted: restore brings back the newest)" if deleted else ""), file=out)
+
+
+async def trash(reactor: IClientReactor, options: Any, folder: str, out: TextIO) -> None:
+    """
+    Print the files deleted under C{folder} ("" for the whole box), newest
+    deletion first.
+    """
+    under = normalize(folder) if folder.strip("/.") else ""
+    found: list[VersionEntry] = await _with_api(reactor, options, lambda api: api.trash(under, 100_000))
+    if options.json:
+        print(
+            json.dumps([{**v.to_json(), "deleted_seq": v.ended_seq} for v in found], indent=1), file=out
+        )
+        return
+    for line in _table(found, "DELETED FILE", [f"deleted {(v.ended_time or '-')[:19].replace('T', ' ')}" for v in found]):
+        print(line, file=out)
+    print(f"{len(found)} deleted files", file=out)
+
+
+@frozen
+class _Outcome:
+    path: str
+    seq: int | None
+    result: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "seq": self.seq, "result": self.result}
+
+
+async def restore(
+    reactor: IClientReactor,
+    options: Any,
+    path: str,
+    seq: int | None,
+    at: str | None,
+    exact: bool,
+    out: TextIO,
+) -> int:
+    """
+    Make a version current again: version C{seq} of the file C{path}; the
+    last version of the deleted file C{path}; or (with C{at}) every file
+    under the folder or file C{path} as it was then (C{exact}: deleting
+    those made since, too).
+
+    @return: 0 if all was restored, 1 if a path had changed meanwhile.
+    """
+    target = normalize(path) if path.strip("/.") else ""
+    if seq is not None and at is not None:
+        raise UserError("give --seq or --at, not both")
+    if exact and at is None:
+        raise UserError("--exact goes with --at")
+    when = None if at is None else str(parse_time(at))
+
+    async def work(api: BoxsyncAPI) -> list[_Outcome]:
+        if when is None:
+            return [await _restore_file(api, target, seq)]
+        return await _restore_at(api, target, when, exact)
+
+    outcomes: list[_Outcome] = await _with_api(reactor, options, work)
+    if options.json:
+        print(json.dumps([outcome.to_json() for outcome in outcomes], indent=1), file=out)
+    else:
+        for outcome in outcomes:
+            print(f"{outcome.path}: {outcome.result}", file=out)
+        if not outcomes:
+            print(f"{target or 'the box'}: nothing to restore", file=out)
+    return 1 if any(outcome.result.startswith("changed") for outcome in outcomes) else 0
+
+
+async def _restore_file(api: BoxsyncAPI, path: str, seq: int | None) -> _Outcome:
+    try:
+        deleted, versions = await api.history(path)
+    except NotFound:
+        raise UserError(f"{path}: no such file, and none in the history") from None
+    current = next((v for v in versions if v.ended_seq is None), None)
+    if seq is None:
+        if not deleted:
+            raise UserError(f"{path} is not deleted: give --seq N (see boxsync-client history {path}) or --at TIME")
+        seq = versions[0].seq
+    if current is not None and current.seq == seq:
+        return _Outcome(path, seq, f"already at seq {seq}")
+    if not any(v.seq == seq for v in versions):
+        raise UserError(f"{path} has no version {seq} (see boxsync-client history {path})")
+    return await _one(api, path, seq, 0 if current is None else current.seq)
+
+
+async def _one(api: BoxsyncAPI, path: str, seq: int, base: int) -> _Outcome:
+    try:
+        result = await api.restore(path, seq, base)
+    except StaleBase:
+        return _Outcome(path, seq, "changed meanwhile: left as it is")
+    except NotFound:
+        return _Outcome(path, seq, "that version is no longer kept")
+    return _Outcome(path, seq, f"restored version {seq} as seq {result.seq}")
+
+
+async def _restore_at(api: BoxsyncAPI, target: str, when: str, exact: bool) -> list[_Outcome]:
+    then = {v.path: v for v in await api.snapshot(target, when) if _within(v.path, target)}
+    if target and not then and not await _is_folder(api, target):
+        # A file: its version at that time.
+        then = {v.path: v for v in await api.snapshot(target.rsplit("/", 1)[0] if "/" in target else "", when) if v.path == target}
+    now = {file.path: file for file in await _listing(api) if _within(file.path, target)}
+    outcomes = []
+    for path, version in sorted(then.items()):
+        current = now.get(path)
+        if current is not None and current.sha256 == version.sha256:
+            continue
+        outcomes.append(await _one(api, path, version.seq, 0 if current is None else current.seq))
+    if exact:
+        for path, current in sorted(now.items()):
+            if path not in then:
+                try:
+                    await api.delete(path, current.seq)
+                    outcomes.append(_Outcome(path, None, "deleted (made since)"))
+                except StaleBase:
+                    outcomes.append(_Outcome(path, None, "changed meanwhile: left as it is"))
+    return outcomes
+
+
+def _within(path: str, target: str) -> bool:
+    return not target or path == target or path.startswith(target + "/")
+
+
+async def _is_folder(api: BoxsyncAPI, target: str) -> bool:
+    return any(file.path.startswith(target + "/") for file in await _listing(api))
+
+
+async def _listing(api: BoxsyncAPI, page: int = 1000) -> list[RemoteFile]:
+    files: list[RemoteFile] = []
+    while True:
+        found = await api.list_files(files[-1].path if files else "", page)
+        files += found
+        if len(found) < page:
+            return files
