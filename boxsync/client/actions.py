@@ -1,7 +1,8 @@
 """
-What the client does to carry out a decision of L{reconcile}: upload a file,
-delete a path on the server, record a base, delete a local file, keep a
-conflict copy, and move a verified download into place.
+What the client does to carry out a decision of L{reconcile}: upload a file
+(or only its being executable), delete a path on the server, record a base,
+delete a local file, keep a conflict copy, make a file executable or not,
+and move a verified download into place.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from ..wire import Download
 from . import reconcile
 from .api import BoxsyncAPI
 from .errors import APIError, NotFound, StaleBase
-from .placing import conflict_name, placed_base, swap
+from .placing import conflict_name, placed_base, prepare, set_executable, swap
 from .progress import Reporter
+from .results import DownloadResult
 from .scanner import FileChanging, LocalFile
 from .state import UNKNOWN_CTIME, Base, LocalState
 from .transfers import Transfers, changed_while_sent
@@ -66,8 +68,14 @@ class Actions:
         elif isinstance(action, reconcile.Send):
             assert file is not None
             await self.upload(file, action.base)
+        elif isinstance(action, reconcile.SendMode):
+            assert file is not None
+            await self.send_mode(file, action.base)
+        elif isinstance(action, reconcile.TakeMode):
+            assert file is not None
+            self.take_mode(file, action.seq, action.executable)
         elif isinstance(action, reconcile.SendEdit):
-            self.state.put(Base(path, action.sha256, -1, -1, -1, action.seq, UNKNOWN_CTIME))
+            self.state.put(Base(path, action.sha256, -1, -1, -1, action.seq, UNKNOWN_CTIME, action.executable))
             self.changed(path)
         elif isinstance(action, reconcile.Remove):
             await self.remove(path, action.base)
@@ -106,6 +114,44 @@ class Actions:
             self.resync(f"{file.path} changed while it was sent")
             return
         self.state.put(file.as_base(result.seq, result.sha256))
+
+    async def send_mode(self, file: LocalFile, base: int) -> None:
+        """
+        Commit C{file}, whose bytes are those of version C{base}, as made
+        executable or not, without sending them again.
+        """
+        assert file.sha256 is not None
+        try:
+            result = await self.api.set_executable(file.path, base, file.sha256, file.executable)
+        except (StaleBase, NotFound):
+            # Another change came first: the next plan weighs this one
+            # against it (a mode alone is no reason for a conflict copy).
+            self.resync(None)
+            return
+        except APIError as e:
+            if e.status != 405:
+                raise
+            # A server without the route keeps no modes: the whole file
+            # goes up, as a new version of the same bytes.
+            await self.upload(file, base)
+            return
+        self.state.put(file.as_base(result.seq))
+        self.reporter.message(f"made {file.path} {_executable(file.executable)} on the server")
+
+    def take_mode(self, file: LocalFile, seq: int, executable: bool) -> None:
+        """
+        Make C{file}, which has the bytes of version C{seq}, C{executable}
+        or not as that version is, in place, and record it as its base.
+
+        @raise FileChanging: if it changed since the look.
+        """
+        local = self._local(file.path)
+        if not file.is_still(local):
+            raise FileChanging(f"{file.path} changed while it was made executable or not")
+        placed = set_executable(local, executable)
+        assert file.sha256 is not None
+        self.state.put(placed_base(local, file.path, file.sha256, placed, seq))
+        self.reporter.message(f"made {file.path} {_executable(executable)}")
 
     async def remove(self, path: str, base: int) -> None:
         try:
@@ -163,14 +209,15 @@ class Actions:
         temp: Path,
         target: Path,
         event: Download,
-        seq: int,
-        placed: os.stat_result | None,
+        result: DownloadResult,
         seen: LocalFile | None,
     ) -> None:
         """
-        Move a verified download of version C{seq} into place over C{seen},
-        what the look before the download found there (unchanged since its
-        base); C{placed} is its stat, if the download took it.
+        Move a verified download (C{result}) of C{event} into place over
+        C{seen}, what the look before the download found there (unchanged
+        since its base), with the version's mtime and mode: executable or
+        not as the download said, else as the event said, else as C{seen}
+        was.
 
         The move itself is atomic (L{swap}): an edit saved since that look
         is what the move takes out of the way, and is kept as a conflict
@@ -178,10 +225,14 @@ class Actions:
         again.
         """
         path = event.path
+        executable = result.executable
+        if executable is None:
+            executable = event.executable
+        if executable is None and seen is not None:
+            # A server that does not say: as the file it replaces.
+            executable = seen.executable
         # Taken before the move: the file keeps its inode, size and mtime.
-        if placed is None:
-            os.utime(temp, ns=(event.mtime_ns, event.mtime_ns))
-            placed = os.stat(temp)
+        placed = prepare(temp, event.mtime_ns, executable, result.placed)
         for attempt in range(3):
             if attempt:
                 seen = await self.look(path)
@@ -199,4 +250,8 @@ class Actions:
             raise FileChanging(f"{path} keeps appearing while a download is placed")
         if displaced is not None:
             self.keep_as_conflict(path, displaced)
-        self.state.put(placed_base(target, path, event.sha256, placed, seq))
+        self.state.put(placed_base(target, path, event.sha256, placed, result.seq))
+
+
+def _executable(executable: bool) -> str:
+    return "executable" if executable else "not executable"

@@ -41,6 +41,7 @@ from ..wire import (
     BATCH_MAX_BYTES,
     CLIENT_HEADER,
     EVENT_STREAM,
+    EXECUTABLE_HEADER,
     JSON,
     MTIME_HEADER,
     SEQ_HEADER,
@@ -55,6 +56,7 @@ from ..wire import (
     RemoteFile,
     SSEParser,
     count_header,
+    flag_header,
     RefusedEvent,
     decode_event,
     encode_manifest,
@@ -122,6 +124,13 @@ class EventStream:
         Close the stream; C{done} fails with C{CancelledError}.
         """
         self._reader.done.cancel()
+
+
+def _flag(value: bool | None) -> str | None:
+    """
+    C{value} as a flag header carries it (C{None}: no header).
+    """
+    return None if value is None else str(int(value))
 
 
 def _file_path(path: str) -> str:
@@ -272,6 +281,7 @@ class BoxsyncAPI:
         size: int | None = None,
         hash_as_sent: bool = False,
         unchanged: Callable[[], bool] | None = None,
+        executable: bool | None = None,
     ) -> CommitResult:
         """
         Commit the file C{local} as C{path}, streaming it from disk.
@@ -292,6 +302,8 @@ class BoxsyncAPI:
             read whether it is still as it was when C{size} was taken: if
             not, the server is sent a sha256 that refuses the upload, as it
             refuses a file that changed after it was hashed.
+        @param executable: whether the file is executable (C{None}: not
+            said; the server keeps the mode of the version it replaces).
         @raise StaleBase: if the path is no longer at C{base}.
         @raise APIError: for any other refusal.
         """
@@ -303,6 +315,7 @@ class BoxsyncAPI:
                 SHA256_HEADER: sha256,
                 TRAILER_HEADER: "sha256" if trailer else None,
                 MTIME_HEADER: mtime_ns,
+                EXECUTABLE_HEADER: _flag(executable),
             },
             commit=True,
         )
@@ -313,6 +326,25 @@ class BoxsyncAPI:
             )
         await self._transport.check(response, 201)
         return CommitResult.from_json(await self._transport.json_answer(response))
+
+    async def set_executable(self, path: str, base: int, sha256: str, executable: bool) -> CommitResult:
+        """
+        Commit version C{base} of C{path}, whose bytes are C{sha256}, made
+        C{executable} or not, without sending the bytes again
+        (C{PATCH /files/<path>}).
+
+        @raise StaleBase: if the path is no longer at C{base}, or its bytes
+            are not C{sha256}.
+        @raise NotFound: if there is no such file.
+        @raise APIError: for any other refusal (C{405}: a server without
+            the route).
+        """
+        fields: dict[str, str | int | None] = {
+            BASE_HEADER: base,
+            SHA256_HEADER: sha256,
+            EXECUTABLE_HEADER: _flag(executable),
+        }
+        return await self._commit("PATCH", _file_path(path), fields)
 
     async def upload_batch(
         self, files: Sequence[tuple[BatchFile, bytes]]
@@ -363,8 +395,13 @@ class BoxsyncAPI:
         @raise StaleBase: if it is not.
         @raise NotFound: if there is no such file.
         """
-        headers = self._headers({BASE_HEADER: base}, commit=True)
-        response = await self._transport.request("DELETE", _file_path(path), headers)
+        return await self._commit("DELETE", _file_path(path), {BASE_HEADER: base})
+
+    async def _commit(self, method: str, url: str, fields: dict[str, str | int | None]) -> CommitResult:
+        """
+        Make a commit without a body (C{200}), with the headers C{fields}.
+        """
+        response = await self._transport.request(method, url, self._headers(fields, commit=True))
         await self._transport.check(response, 200)
         return CommitResult.from_json(await self._transport.json_answer(response))
 
@@ -407,6 +444,7 @@ class BoxsyncAPI:
             seq = count_header(response_header(response, SEQ_HEADER), SEQ_HEADER)
             if seq is None:
                 raise ProtocolError(f"download of {path!r} has no {SEQ_HEADER}")
+            executable = flag_header(response_header(response, EXECUTABLE_HEADER), EXECUTABLE_HEADER)
             etag = etag_sha256(response)
             if expected_sha256 and etag is not None and etag != expected_sha256:
                 dest.unlink(missing_ok=True)
@@ -429,7 +467,7 @@ class BoxsyncAPI:
         if expected_sha256 and actual != expected_sha256:
             dest.unlink(missing_ok=True)
             raise DigestMismatch(path, expected_sha256, actual)
-        return DownloadResult(sha256=actual, size=size, seq=seq)
+        return DownloadResult(sha256=actual, size=size, seq=seq, executable=executable)
 
     async def _receive(
         self,

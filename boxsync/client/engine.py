@@ -93,8 +93,9 @@ class Engine:
     _queued: set[str] = field(factory=set)
     _seen_seq: int = 0
     _stream: Any = None
-    # The sha256 of each file as this session's manifest reported it.
-    _sent: dict[str, str] = field(factory=dict)
+    # The sha256 of each file as this session's manifest reported it, and
+    # whether it was executable.
+    _sent: dict[str, tuple[str, bool]] = field(factory=dict)
     # The files this session's scan hashed, until first looked at again.
     #: Whether the server takes an upload's sha256 after its bytes.
     _trailers: bool = False
@@ -207,7 +208,7 @@ class Engine:
             self.state.rules = self.ignore.fingerprint
         cursor = self.state.cursor
         manifest = result.to_manifest(self.name, cursor, only_changed=cursor > 0)
-        self._sent = {e.path: e.sha256 for e in manifest.files if e.sha256 is not None}
+        self._sent = {e.path: (e.sha256, bool(e.executable)) for e in manifest.files if e.sha256 is not None}
         self._looks.hashed = {
             path: file for path, file in result.files.items() if file.changed or file.base == 0
         }
@@ -477,13 +478,13 @@ class Engine:
         fetched = await self._transfers.download(event)
         if fetched is not None:
             temp, result = fetched
-            await self._actions.place(temp, target, event, result.seq, result.placed, file)
+            await self._actions.place(temp, target, event, result, file)
             if path == IGNORE_FILE:
                 self._rules_changed()
 
     async def _conflict_event(self, event: Conflict) -> None:
         await self._download(
-            Download(event.path, event.sha256, event.size, event.mtime_ns, event.seq)
+            Download(event.path, event.sha256, event.size, event.mtime_ns, event.seq, event.executable)
         )
 
     async def _delete_local(self, event: Delete) -> None:

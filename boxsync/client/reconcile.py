@@ -31,6 +31,8 @@ __all__ = [
     "Revive",
     "Send",
     "SendEdit",
+    "SendMode",
+    "TakeMode",
     "on_delete",
     "on_download",
     "on_insync",
@@ -76,15 +78,37 @@ class Send:
 
 
 @frozen
+class SendMode:
+    """
+    The file's bytes are those of its base, version C{base}: only whether
+    it is executable changed. Commit that alone, without the bytes.
+    """
+
+    base: int
+
+
+@frozen
+class TakeMode:
+    """
+    The file's bytes are those of version C{seq}, which differs from it only
+    in being C{executable} or not: make the file so, and record the base.
+    """
+
+    seq: int
+    executable: bool
+
+
+@frozen
 class SendEdit:
     """
     The file was edited since the manifest reported it as the server's
-    version C{seq} (with sha256 C{sha256}): that is its base, and the edit
-    goes up from it.
+    version C{seq} (with sha256 C{sha256}, executable or not): that is its
+    base, and the edit goes up from it.
     """
 
     sha256: str
     seq: int
+    executable: bool = False
 
 
 @frozen
@@ -120,7 +144,7 @@ class DeleteHere:
     """
 
 
-Action = Union[Nothing, Record, Fetch, Send, SendEdit, Remove, Forget, Revive, DeleteHere]
+Action = Union[Nothing, Record, Fetch, Send, SendMode, TakeMode, SendEdit, Remove, Forget, Revive, DeleteHere]
 
 
 def outdated(base: Base | None, seq: int) -> bool:
@@ -132,12 +156,27 @@ def outdated(base: Base | None, seq: int) -> bool:
     return base is not None and base.seq >= seq
 
 
+def _send(seq: int, base: Base | None, file: LocalFile) -> Send | SendMode:
+    """
+    Send C{file} as the version after C{seq}: only its mode if its bytes are
+    those of its base and that base is C{seq}.
+    """
+    if base is not None and base.seq == seq and file.sha256 == base.sha256:
+        return SendMode(seq)
+    return Send(seq)
+
+
 def on_download(event: Download, file: LocalFile | None) -> Action:
     """
     The server has version C{event}; the file here is C{file}.
     """
     if file is not None and file.sha256 == event.sha256:
-        return Record(event.seq)
+        if event.executable in (None, file.executable):
+            return Record(event.seq)
+        if file.changed and file.base > 0:
+            # Made executable (or not) here since its base: that goes up.
+            return SendMode(event.seq)
+        return TakeMode(event.seq, event.executable)
     return Fetch(keep_local=file is not None and file.changed)
 
 
@@ -152,16 +191,18 @@ def on_delete(seq: int, base: Base | None, file: LocalFile | None) -> Action:
     return DeleteHere()
 
 
-def on_insync(seq: int, sent: str | None, file: LocalFile | None) -> Action:
+def on_insync(seq: int, sent: tuple[str, bool] | None, file: LocalFile | None) -> Action:
     """
     The server has, as version C{seq}, what the manifest reported for the
-    path (C{sent}: the sha256 it reported, if any); the file is C{file} now.
+    path (C{sent}: the sha256 it reported and whether the file was
+    executable, if it reported them); the file is C{file} now.
     """
     if file is None:
         return Nothing()
-    if sent is None or file.sha256 == sent:
+    if sent is None or (file.sha256, file.executable) == sent:
         return Record(seq)
-    return SendEdit(sent, seq)
+    sha256, executable = sent
+    return SendEdit(sha256, seq, executable)
 
 
 def on_local_change(base: Base | None, file: LocalFile | None) -> Action:
@@ -171,7 +212,7 @@ def on_local_change(base: Base | None, file: LocalFile | None) -> Action:
     if file is None:
         return Remove(base.seq) if base is not None else Nothing()
     if file.changed or base is None:
-        return Send(base.seq if base is not None else 0)
+        return _send(base.seq if base is not None else 0, base, file)
     return Nothing()
 
 
@@ -184,5 +225,5 @@ def on_upload(event: Upload, base: Base | None, file: LocalFile | None) -> Actio
     if base is not None and base.seq > event.base:
         # Uploaded by this client since the plan was made (a change the
         # watcher reported): only what changed after that goes up.
-        return Send(base.seq) if file.changed else Nothing()
-    return Send(event.base)
+        return _send(base.seq, base, file) if file.changed else Nothing()
+    return _send(event.base, base, file)

@@ -67,6 +67,7 @@ class Base:
         it is not known or could not be trusted (see
         L{boxsync.client.scanner.RACY_NS}): the file is then read at its
         next look, whatever its other stamps say.
+    @ivar executable: whether the file (and that version) was executable.
     """
 
     path: str
@@ -76,6 +77,7 @@ class Base:
     inode: int
     seq: int
     ctime_ns: int = UNKNOWN_CTIME
+    executable: bool = False
 
 
 @frozen
@@ -112,6 +114,9 @@ _UPGRADES: list[_Upgrade] = [
     # The ctime joins the stamps: a base recorded before it is read once
     # more at its next look.
     _Upgrade(("ALTER TABLE bases ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT -1",)),
+    # The executable bit joins the base: a file recorded before was synced
+    # as not executable, so one that is goes up as that change.
+    _Upgrade(("ALTER TABLE bases ADD COLUMN executable INTEGER NOT NULL DEFAULT 0",)),
 ]
 
 
@@ -124,8 +129,8 @@ def _from_sql(inode: int) -> int:
 
 
 def _base(row: tuple[Any, ...]) -> Base:
-    path, sha256, size, mtime_ns, inode, seq, ctime_ns = row
-    return Base(path, sha256, size, mtime_ns, _from_sql(inode), seq, ctime_ns)
+    path, sha256, size, mtime_ns, inode, seq, ctime_ns, executable = row
+    return Base(path, sha256, size, mtime_ns, _from_sql(inode), seq, ctime_ns, bool(executable))
 
 
 def _row(base: Base) -> tuple[Any, ...]:
@@ -137,10 +142,12 @@ def _row(base: Base) -> tuple[Any, ...]:
         _to_sql(base.inode),
         base.seq,
         base.ctime_ns,
+        int(base.executable),
     )
 
 
-_SELECT = "SELECT path, sha256, size, mtime_ns, inode, seq, ctime_ns FROM bases"
+_COLUMNS = "path, sha256, size, mtime_ns, inode, seq, ctime_ns, executable"
+_SELECT = f"SELECT {_COLUMNS} FROM bases"
 
 
 def _write(db: sqlite3.Connection, changes: dict[str, Base | None]) -> None:
@@ -148,8 +155,7 @@ def _write(db: sqlite3.Connection, changes: dict[str, Base | None]) -> None:
     Record each path's new base, or (C{None}) drop its base.
     """
     db.executemany(
-        "INSERT OR REPLACE INTO bases (path, sha256, size, mtime_ns, inode, seq, ctime_ns) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT OR REPLACE INTO bases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [_row(base) for base in changes.values() if base is not None],
     )
     db.executemany(

@@ -14,7 +14,7 @@ from typing import Awaitable, Callable, TypeVar
 
 from attrs import define, field
 
-from ..wire import BATCH_FILE_LIMIT, Download
+from ..wire import BATCH_FILE_LIMIT, BatchFile, Download
 from .api import BoxsyncAPI
 from .batch import Batcher
 from .errors import APIError, DigestMismatch, NotFound, StaleBase
@@ -92,7 +92,9 @@ class Transfers:
             # Only files that move alone are left unhashed.
             assert file.sha256 is not None
             return self.batcher.upload(
-                file.path, local, base, file.sha256, file.mtime_ns, file.size, file.data
+                BatchFile(file.path, file.size, file.sha256, file.mtime_ns, base, file.executable),
+                local,
+                file.data,
             )
 
         try:
@@ -109,6 +111,7 @@ class Transfers:
                     size=file.size,
                     hash_as_sent=file.sha256 is None,
                     unchanged=lambda: file.is_still(local),
+                    executable=file.executable,
                 ),
             )
         except BaseException as e:

@@ -14,8 +14,9 @@ from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ..wire import Delete, Download, Event
+from ..wire import Delete, Event
 from .box import Box
+from .http import as_download
 from .index import FileRecord
 from .plan import PAGE
 
@@ -50,7 +51,7 @@ async def _all_rows(box: Box) -> dict[str, FileRecord]:
 def _event(record: FileRecord) -> Event:
     if record.deleted:
         return Delete(record.path, record.seq)
-    return Download(record.path, record.sha256, record.size, record.mtime_ns, record.seq)
+    return as_download(record)
 
 
 async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) -> Adopted:
@@ -58,6 +59,7 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
     Bring the index of C{box} in line with its files, hashing (off the
     reactor thread) only files whose size, mtime or ctime differ from their
     row: a same-size edit whose mtime was set back still moved the ctime.
+    A file made executable (or not) by hand is a new version too.
     """
     storage = box.storage
 
@@ -77,8 +79,8 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
     for done, file in enumerate(files, start=1):
         row = rows.pop(file.path, None)
         live = row if row is not None and not row.deleted else None
-        stamps = (file.size, file.mtime_ns)
-        if live is not None and (live.size, live.mtime_ns, live.ctime_ns) == (*stamps, file.ctime_ns):
+        stamps = (file.size, file.mtime_ns, file.executable)
+        if live is not None and (live.size, live.mtime_ns, live.executable, live.ctime_ns) == (*stamps, file.ctime_ns):
             continue
         sha256 = await storage.in_thread(lambda: storage.hash(file.path))
         if sha256 is None:
@@ -87,7 +89,7 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
             if row is not None:
                 rows[file.path] = row
             continue
-        if live is not None and (live.size, live.mtime_ns, live.sha256) == (*stamps, sha256):
+        if live is not None and (live.size, live.mtime_ns, live.executable, live.sha256) == (*stamps, sha256):
             # Only its ctime moved (or was not known yet): the same file.
             restamped.append((file.path, file.ctime_ns))
             continue
@@ -95,7 +97,9 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
             changed += 1
         else:
             added += 1
-        pending.append(FileRecord(file.path, file.size, sha256, file.mtime_ns, 0, False, "box", file.ctime_ns))
+        pending.append(
+            FileRecord(file.path, file.size, sha256, file.mtime_ns, 0, False, "box", file.ctime_ns, file.executable)
+        )
         if len(pending) >= _BATCH:
             await flush()
         if clock.seconds() - last_report >= progress_seconds:

@@ -37,6 +37,8 @@ from ..wire import (
     BATCH,
     CLIENT_HEADER,
     EVENT_STREAM,
+    EXECUTABLE_FEATURE,
+    EXECUTABLE_HEADER,
     LAST_EVENT_ID,
     MTIME_HEADER,
     SHA256_HEADER,
@@ -49,6 +51,7 @@ from ..wire import (
     RemoteFile,
     count_header,
     encode_batch_results,
+    flag_header,
     health_json,
     parse_path_list,
     parse_upload_batch,
@@ -57,7 +60,7 @@ from ..wire import (
 from .auth import Forbidden, IAuthenticator, Principal, Unauthorized
 from .batch import download_batch, upload_batch
 from .box import Box, DigestMismatch, NotFound, StaleBase
-from .events import EventStream
+from .events import EventStream, sse_for
 from .files import box_file
 from .http import committed, header, json_body, listed, query
 from .hub import Hub, TooManyStreams
@@ -141,6 +144,7 @@ class BoxsyncApp:
         files = "/files/<path:path>"
         app.route(files, methods=["GET", "HEAD"])(self._authorized(self.download))
         app.route(files, methods=["PUT"])(self._authorized(self.upload))
+        app.route(files, methods=["PATCH"])(self._authorized(self.set_executable))
         app.route(files, methods=["DELETE"])(self._authorized(self.delete))
         app.route("/batch/upload", methods=["POST"])(self._authorized(self.batch_upload))
         app.route("/batch/download", methods=["POST"])(self._authorized(self.batch_download))
@@ -189,7 +193,7 @@ class BoxsyncApp:
         return json_body(request, known.status, known.to_json())
 
     def healthz(self, request: IRequest) -> bytes:
-        return json_body(request, 200, health_json([SHA256_TRAILER_FEATURE]))
+        return json_body(request, 200, health_json([SHA256_TRAILER_FEATURE, EXECUTABLE_FEATURE]))
 
     async def sync(self, request: IRequest, principal: Principal) -> None:
         # boxsync's clients ask for an event stream; the legacy ones do not.
@@ -203,7 +207,7 @@ class BoxsyncApp:
                 manifest = evolve(manifest, cursor=last_id)
         box = self.boxes(principal.account)
         client = manifest.client or header(request, CLIENT_HEADER) or ""
-        stream = EventStream(cast(Request, request), uuid.uuid4().hex, client)
+        stream = EventStream(cast(Request, request), uuid.uuid4().hex, client, sse_for(manifest.features))
         self.log.info(
             "{client} connected: {files} files, {deleted} deleted, cursor {cursor}",
             client=client or "a client",
@@ -254,6 +258,7 @@ class BoxsyncApp:
                     raise ProtocolError(f"{SHA256_HEADER} and a sha256 trailer: give one")
                 sha256 = trailer
             mtime_ns = count_header(header(request, MTIME_HEADER), MTIME_HEADER)
+            executable = flag_header(header(request, EXECUTABLE_HEADER), EXECUTABLE_HEADER)
         except BaseException:
             staged.discard()
             raise
@@ -265,8 +270,31 @@ class BoxsyncApp:
             mtime_ns=mtime_ns,
             origin=header(request, CLIENT_HEADER) or principal.client,
             stream=header(request, STREAM_HEADER),
+            executable=executable,
         )
         return json_body(request, 201, committed(record).to_json())
+
+    async def set_executable(self, request: IRequest, principal: Principal, path: str) -> bytes:
+        """
+        Commit a version that differs from the one at C{X-Boxsync-Base} only
+        in being executable or not (C{X-Boxsync-Executable}); the bytes the
+        client has are C{X-Boxsync-Sha256}.
+        """
+        path = normalize(path)
+        base = count_header(header(request, BASE_HEADER), BASE_HEADER)
+        sha256 = sha256_header(header(request, SHA256_HEADER))
+        executable = flag_header(header(request, EXECUTABLE_HEADER), EXECUTABLE_HEADER)
+        if base is None or sha256 is None or executable is None:
+            raise ProtocolError(f"a PATCH needs {BASE_HEADER}, {SHA256_HEADER} and {EXECUTABLE_HEADER}")
+        record = await self.boxes(principal.account).set_executable(
+            path,
+            base,
+            sha256,
+            executable,
+            origin=header(request, CLIENT_HEADER) or principal.client,
+            stream=header(request, STREAM_HEADER),
+        )
+        return json_body(request, 200, committed(record).to_json())
 
     async def delete(self, request: IRequest, principal: Principal, path: str) -> bytes:
         path = normalize(path)

@@ -1,8 +1,9 @@
 """
 One account's box: where its storage, its index rows and its listeners meet.
 
-Every change of the box goes through L{Box.upload} or L{Box.delete}: check the
-base, move the bytes, commit the row under the next seq, tell the listeners.
+Every change of the box goes through L{Box.upload}, L{Box.set_executable} or
+L{Box.delete}: check the base, move the bytes (or change the file's mode),
+commit the row under the next seq, tell the listeners.
 The HTTP routes of every protocol (boxsync's own and the legacy one) call
 these and nothing lower.
 """
@@ -12,12 +13,13 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
-from ..wire import Delete, Download
+from ..wire import Delete
+from .http import as_download
 from .hub import Hub
 from .index import FileRecord, IIndex
 from .staging import StagingFile
@@ -95,6 +97,9 @@ class _Unchanged:
 class _Pending:
     """
     An upload whose bytes are durable, waiting for its group's commit.
+
+    @ivar executable: whether the new version is executable; C{None}: as the
+        version it replaces (not, for a new file).
     """
 
     path: str
@@ -105,7 +110,28 @@ class _Pending:
     stream: str | None
     # Part of a batch, whose upload is logged as a whole.
     batched: bool = False
+    executable: bool | None = None
     done: Deferred[FileRecord] = field(factory=Deferred)
+
+    def same_as(self, row: FileRecord) -> bool:
+        """
+        Whether this upload is the version C{row} already: its bytes, and
+        its mode if it states one.
+        """
+        return (
+            not row.deleted
+            and row.sha256 == self.staged.sha256
+            and self.executable in (None, row.executable)
+        )
+
+    def mode_over(self, row: FileRecord | None) -> bool:
+        """
+        Whether the new version is executable, over C{row}, the version
+        it replaces.
+        """
+        if self.executable is not None:
+            return self.executable
+        return row is not None and not row.deleted and row.executable
 
 
 @define
@@ -139,6 +165,7 @@ class Box:
         mtime_ns: int | None,
         origin: str = "",
         stream: str | None = None,
+        executable: bool | None = None,
     ) -> FileRecord:
         """
         Commit C{staged} as the new version of C{path}.
@@ -151,6 +178,8 @@ class Box:
         @param base: the seq the upload started from; C{None} for last
             writer wins.
         @param sha256: the digest the client announced, if any.
+        @param executable: whether the new version is executable; C{None}
+            (a client that does not say): as the version it replaces.
         @raise StaleBase: if C{path} has moved on from C{base}.
         @raise DigestMismatch: if the bytes do not match C{sha256}.
         """
@@ -162,7 +191,7 @@ class Box:
         if mtime_ns is None:
             mtime_ns = time.time_ns()
         await self.storage.finish(staged, mtime_ns)
-        return await self.commit(path, staged, base, mtime_ns, origin, stream)
+        return await self.commit(path, staged, base, mtime_ns, origin, stream, executable)
 
     async def commit(
         self,
@@ -172,35 +201,41 @@ class Box:
         mtime_ns: int,
         origin: str = "",
         stream: str | None = None,
+        executable: bool | None = None,
     ) -> FileRecord:
         """
         Commit C{staged}, whose bytes are durable already and have their
-        final mode and mtime (C{mtime_ns}), as the new version of C{path},
-        in the next group commit.
+        final mtime (C{mtime_ns}), as the new version of C{path}, in the
+        next group commit; it gets its mode as it is placed.
 
         @param base: the seq the upload started from; C{None} for last
             writer wins.
+        @param executable: as for L{upload}.
         @raise StaleBase: if C{path} has moved on from C{base}.
         """
-        record: FileRecord = await self._enqueue([_Pending(path, staged, base, mtime_ns, origin, stream)])[0]
+        pending = _Pending(path, staged, base, mtime_ns, origin, stream, executable=executable)
+        record: FileRecord = await self._enqueue([pending])[0]
         return record
 
     def commit_batch(
         self,
-        uploads: Sequence[tuple[str, StagingFile, int | None, int]],
+        uploads: Sequence[tuple[str, StagingFile, int | None, int, bool | None]],
         origin: str = "",
         stream: str | None = None,
     ) -> list[Deferred[FileRecord]]:
         """
-        Commit each of C{uploads} (path, staged file, base, mtime) as
-        L{commit} does, all in the same group; each is logged at debug level
-        only (the batch is logged as a whole).
+        Commit each of C{uploads} (path, staged file, base, mtime, whether
+        executable) as L{commit} does, all in the same group; each is logged
+        at debug level only (the batch is logged as a whole).
 
         @return: for each, a Deferred that fires with its stored record or
             fails with why it was refused.
         """
         return self._enqueue(
-            [_Pending(path, staged, base, mtime_ns, origin, stream, batched=True) for path, staged, base, mtime_ns in uploads]
+            [
+                _Pending(path, staged, base, mtime_ns, origin, stream, batched=True, executable=executable)
+                for path, staged, base, mtime_ns, executable in uploads
+            ]
         )
 
     def _enqueue(self, pending: list[_Pending]) -> list[Deferred[FileRecord]]:
@@ -251,11 +286,7 @@ class Box:
             size=record.size,
             seq=record.seq,
         )
-        self.hub.publish(
-            self.account,
-            Download(record.path, record.sha256, record.size, record.mtime_ns, record.seq),
-            exclude=pending.stream,
-        )
+        self.hub.publish(self.account, as_download(record), exclude=pending.stream)
 
     async def _commit_group(self, group: list[_Pending]) -> list[FileRecord | _Unchanged | Exception]:
         """
@@ -275,7 +306,7 @@ class Box:
                 _check(pending.path, pending.base, row)
             except StaleBase as e:
                 pending.staged.discard()
-                if row is not None and not row.deleted and row.sha256 == pending.staged.sha256:
+                if row is not None and pending.same_as(row):
                     # The path already holds these very bytes: most often
                     # this client's own commit, whose answer it never got
                     # (the server went down), sent again. Not a conflict.
@@ -284,8 +315,9 @@ class Box:
                     outcomes[i] = e
             else:
                 accepted.append(i)
+        modes = {i: group[i].mode_over(rows.get(group[i].path)) for i in accepted}
         placed = await self.storage.place_many(
-            [(group[i].staged, group[i].path) for i in accepted]
+            [(group[i].staged, group[i].path, modes[i]) for i in accepted]
         )
         changes: dict[int, Change] = {}
         for i, outcome in zip(accepted, placed):
@@ -307,6 +339,7 @@ class Box:
                     False,
                     group[i].origin,
                     change.ctime_ns,
+                    modes[i],
                 )
                 for i, change in changes.items()
             ],
@@ -328,6 +361,54 @@ class Box:
             raise
         await self.storage.settle(changes)
         return stored
+
+    async def set_executable(
+        self,
+        path: str,
+        base: int,
+        sha256: str,
+        executable: bool,
+        origin: str = "",
+        stream: str | None = None,
+    ) -> FileRecord:
+        """
+        Commit a new version of C{path} that differs from the current one,
+        at C{base}, only in being executable or not: its bytes stay where
+        they are, the box file's mode changes.
+
+        @param sha256: the sha256 of the bytes the client has.
+        @raise NotFound: if there is no live file at C{path}.
+        @raise StaleBase: if C{path} has moved on from C{base}, or its bytes
+            are not C{sha256}.
+        """
+        async with self._lock:
+            row = await self._check_base(path, base)
+            if row is None or row.deleted:
+                raise NotFound(path)
+            if row.sha256 != sha256:
+                raise StaleBase(path, row.seq)
+            if row.executable == executable:
+                return row
+            try:
+                ctime_ns = await self.storage.set_executable(path, executable)
+            except FileNotFoundError:
+                raise NotFound(path) from None
+            try:
+                (record,) = await self.index.commit_many(
+                    self.account, [evolve(row, origin=origin, ctime_ns=ctime_ns, executable=executable)]
+                )
+            except BaseException:
+                await self.storage.set_executable(path, row.executable)
+                raise
+        self.log.info(
+            "{origin} made {path} {mode} as seq {seq}",
+            origin=origin or "a client",
+            path=path,
+            mode="executable" if executable else "not executable",
+            seq=record.seq,
+        )
+        self.hub.publish(self.account, as_download(record), exclude=stream)
+        return record
 
     async def delete(
         self, path: str, base: int | None, origin: str = "", stream: str | None = None

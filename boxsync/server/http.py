@@ -10,10 +10,10 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from ..wire import JSON, CommitResult, RemoteFile
+from ..wire import JSON, CommitResult, Download, RemoteFile
 from .index import FileRecord
 
-__all__ = ["header", "query", "json_body", "committed", "listed"]
+__all__ = ["header", "query", "json_body", "committed", "listed", "as_download"]
 
 
 def header(request: IRequest, name: str) -> str | None:
@@ -54,6 +54,7 @@ def committed(record: FileRecord) -> CommitResult:
         size=record.size,
         mtime_ns=record.mtime_ns,
         deleted=record.deleted,
+        executable=record.executable,
     )
 
 
@@ -68,4 +69,12 @@ def listed(record: FileRecord) -> RemoteFile:
         seq=record.seq,
         mtime_ns=record.mtime_ns,
         origin=record.origin,
+        executable=record.executable,
     )
+
+
+def as_download(record: FileRecord) -> Download:
+    """
+    The event that has a client fetch C{record}, a live version.
+    """
+    return Download(record.path, record.sha256, record.size, record.mtime_ns, record.seq, record.executable)

@@ -44,6 +44,8 @@ class FileRecord:
     #: The ctime of the box file once placed (0: not known): with its size
     #: and mtime, how the start-up adoption knows it is still that file.
     ctime_ns: int = 0
+    #: Whether this version is executable.
+    executable: bool = False
 
 
 @frozen
@@ -130,14 +132,16 @@ _SCHEMA: list[list[str]] = [
     # version 2: the box file's ctime (0 for rows from before: the next
     # adoption hashes those files once and records it).
     ["ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0"],
+    # version 3: the executable bit (rows from before were written 0644).
+    ["ALTER TABLE files ADD COLUMN executable INTEGER NOT NULL DEFAULT 0"],
 ]
 
-_COLUMNS = "path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns"
+_COLUMNS = "path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns, executable"
 
 
 def _record(row: tuple[Any, ...]) -> FileRecord:
-    path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns = row
-    return FileRecord(path, size, sha256, mtime_ns, seq, bool(deleted), origin, ctime_ns)
+    path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns, executable = row
+    return FileRecord(path, size, sha256, mtime_ns, seq, bool(deleted), origin, ctime_ns, bool(executable))
 
 
 def _full(e: sqlite3.Error) -> BaseException:
@@ -305,11 +309,12 @@ def _commit_all(
     for record in records:
         seq += 1
         db.execute(
-            "INSERT INTO files (account, path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO files (account, {_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (account, path) DO UPDATE SET size=excluded.size, "
             "sha256=excluded.sha256, mtime_ns=excluded.mtime_ns, seq=excluded.seq, "
-            "deleted=excluded.deleted, origin=excluded.origin, ctime_ns=excluded.ctime_ns",
+            "deleted=excluded.deleted, origin=excluded.origin, ctime_ns=excluded.ctime_ns, "
+            "executable=excluded.executable",
             (
                 account,
                 record.path,
@@ -320,6 +325,7 @@ def _commit_all(
                 int(record.deleted),
                 record.origin,
                 record.ctime_ns,
+                int(record.executable),
             ),
         )
         yield evolve(record, seq=seq)

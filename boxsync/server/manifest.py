@@ -40,6 +40,7 @@ from ..wire import (
     file_entry,
     manifest_client,
     manifest_cursor,
+    manifest_features,
 )
 
 __all__ = ["StreamedManifest", "PathSet", "in_pages", "members", "read_manifest", "YIELD_EVERY", "READ_SIZE", "MAX_VALUE"]
@@ -265,6 +266,7 @@ class StreamedManifest:
     @ivar files: how many files it lists.
     @ivar deleted: how many deleted files it lists.
     @ivar listed: the paths it lists.
+    @ivar features: what the client reads beyond the first protocol.
     """
 
     client: str
@@ -274,6 +276,7 @@ class StreamedManifest:
     listed: PathSet
     _body: IO[bytes]
     _clock: IReactorTime
+    features: frozenset[str] = frozenset()
 
     def pages(self) -> AsyncIterator[list[FileEntry | DeletedEntry]]:
         """
@@ -327,6 +330,7 @@ async def read_manifest(body: IO[bytes], max_entries: int, clock: IReactorTime) 
         listed,
         body,
         clock,
+        manifest_features(scalars.get("features", [])),
     )
 
 

@@ -16,7 +16,6 @@ from ..wire import (
     Conflict,
     Delete,
     DeletedEntry,
-    Download,
     Event,
     FileEntry,
     InSync,
@@ -24,6 +23,7 @@ from ..wire import (
     Remove,
     Upload,
 )
+from .http import as_download
 from .index import FileRecord, IIndex
 from .manifest import PAGE, StreamedManifest
 
@@ -39,7 +39,7 @@ def decide(entry: FileEntry | DeletedEntry, row: FileRecord | None) -> Event | N
             return None
         if row.seq == entry.base:
             return Remove(entry.path, row.seq)
-        return _download(row)
+        return as_download(row)
     if row is None:
         return Upload(entry.path, 0)
     if row.deleted:
@@ -47,12 +47,19 @@ def decide(entry: FileEntry | DeletedEntry, row: FileRecord | None) -> Event | N
             return Upload(entry.path, row.seq)
         return Delete(entry.path, row.seq)
     if row.sha256 == entry.sha256:
-        return None if row.seq == entry.base else InSync(entry.path, row.seq)
+        if entry.executable in (None, row.executable):
+            return None if row.seq == entry.base else InSync(entry.path, row.seq)
+        # The same bytes, another mode: a change of the client's goes up;
+        # a client that did not change it (or never had a version) takes
+        # the server's.
+        if entry.changed and entry.base > 0:
+            return Upload(entry.path, row.seq)
+        return as_download(row)
     if row.seq == entry.base:
         return Upload(entry.path, row.seq) if entry.changed else None
     if entry.changed:
-        return Conflict(row.path, row.sha256, row.size, row.mtime_ns, row.seq)
-    return _download(row)
+        return Conflict(row.path, row.sha256, row.size, row.mtime_ns, row.seq, row.executable)
+    return as_download(row)
 
 
 def unlisted(row: FileRecord, cursor: int) -> Event | None:
@@ -64,11 +71,7 @@ def unlisted(row: FileRecord, cursor: int) -> Event | None:
         return None
     if row.deleted:
         return None if cursor == 0 else Delete(row.path, row.seq)
-    return _download(row)
-
-
-def _download(row: FileRecord) -> Download:
-    return Download(row.path, row.sha256, row.size, row.mtime_ns, row.seq)
+    return as_download(row)
 
 
 class HasPath(Protocol):

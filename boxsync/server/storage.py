@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from ..fs import hash_file
+from ..fs import hash_file, is_executable, mode_for
 from ..paths import HIDDEN_DIR, BadPath, from_local
 from .beneath import folder, open_regular, open_regular_fd, parent_of, segments
 from .staging import StagingFile, as_disk_full, discarding
@@ -26,6 +26,10 @@ from .staging import StagingFile, as_disk_full, discarding
 __all__ = ["BoxStorage", "Change", "LocalFile"]
 
 _T = TypeVar("_T")
+
+#: The mode of a file in the box that is not executable; an executable one
+#: has an x bit wherever this has an r bit (0755).
+_FILE_MODE = 0o644
 
 @define(frozen=True)
 class LocalFile:
@@ -38,6 +42,7 @@ class LocalFile:
     size: int
     mtime_ns: int
     ctime_ns: int
+    executable: bool = False
 
 
 @define(frozen=True)
@@ -186,16 +191,20 @@ class BoxStorage:
             return None  # a folder (Linux answers EPERM): the move refuses it
         return kept
 
-    def _place(self, staged: StagingFile, parent: int, name: str, path: str) -> Change | BaseException:
+    def _place(
+        self, staged: StagingFile, parent: int, name: str, path: str, executable: bool
+    ) -> Change | BaseException:
         """
-        Rename C{staged} to C{name} in the folder open as C{parent}, keeping
-        what was there (see L{_keep}).
+        Give C{staged} its mode (L{mode_for} C{executable}) and rename it to
+        C{name} in the folder open as C{parent}, keeping what was there (see
+        L{_keep}).
 
         @return: the change, or the exception it met (C{staged} is then
             discarded).
         """
         previous = None
         try:
+            os.chmod(staged.path, mode_for(_FILE_MODE, executable))
             previous = self._keep(parent, name)
             _replace(staged.path, parent, name, path)
             ctime_ns = os.stat(name, dir_fd=parent, follow_symlinks=False).st_ctime_ns
@@ -206,9 +215,10 @@ class BoxStorage:
             return as_disk_full(e)
         return Change(path, True, previous, ctime_ns)
 
-    def place_many(self, moves: Sequence[tuple[StagingFile, str]]) -> Any:
+    def place_many(self, moves: Sequence[tuple[StagingFile, str, bool]]) -> Any:
         """
-        Rename each finished staging file of C{moves} to its path, then
+        Rename each finished staging file of C{moves} to its path, with its
+        mode (executable or not), then
         fsync each folder that got a new name once: a whole group of uploads
         costs one thread hop and one fsync per folder. What each replaces is
         kept until the group's commit is known: L{settle} or L{undo} the
@@ -224,7 +234,7 @@ class BoxStorage:
             # The moves by folder: each folder is opened once and fsynced
             # once, after its moves, one folder open at a time.
             into: dict[tuple[str, ...], list[tuple[int, str]]] = {}
-            for i, (staged, path) in enumerate(moves):
+            for i, (staged, path, _) in enumerate(moves):
                 try:
                     *above, name = segments(self.root, path)
                 except BadPath as e:
@@ -236,8 +246,8 @@ class BoxStorage:
                 try:
                     with folder(self.root, names, create=True) as parent:
                         for i, name in group:
-                            staged, path = moves[i]
-                            outcomes[i] = self._place(staged, parent, name, path)
+                            staged, path, executable = moves[i]
+                            outcomes[i] = self._place(staged, parent, name, path, executable)
                         os.fsync(parent)
                 except Exception as e:
                     error = as_disk_full(e)
@@ -251,6 +261,28 @@ class BoxStorage:
                             continue  # it failed on its own
                         outcomes[i] = error
             return [outcomes[i] for i in range(len(moves))]
+
+        return self.in_thread(work)
+
+    def set_executable(self, path: str, executable: bool) -> Any:
+        """
+        Make the regular file at C{path} executable or not (a symbolic link
+        is never followed).
+
+        @return: a Deferred that fires with its ctime once changed.
+        @raise NotFound: if there is no regular file at C{path}.
+        """
+
+        def work() -> int:
+            opened = open_regular_fd(self.root, path)
+            if opened is None:
+                raise FileNotFoundError(f"{path!r} is not a file in the box")
+            fd, _ = opened
+            try:
+                os.fchmod(fd, mode_for(_FILE_MODE, executable))
+                return os.fstat(fd).st_ctime_ns
+            finally:
+                os.close(fd)
 
         return self.in_thread(work)
 
@@ -370,7 +402,9 @@ class BoxStorage:
                         self.log.warn("skipping {name}: {e}", name=entry.path, e=e)
                         continue
                     st = entry.stat(follow_symlinks=False)
-                    yield LocalFile(path, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                    yield LocalFile(
+                        path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, is_executable(st.st_mode)
+                    )
 
 
 def _replace(source: Path, parent: int, name: str, path: str) -> None:

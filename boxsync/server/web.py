@@ -121,7 +121,7 @@ def zip_member(record: FileRecord, folder: str) -> zipfile.ZipInfo:
     when = time.localtime(record.mtime_ns / 1e9)
     info = zipfile.ZipInfo(name, date_time=max(when[:6], (1980, 1, 1, 0, 0, 0)))
     info.compress_type = zipfile.ZIP_STORED
-    info.external_attr = 0o644 << 16
+    info.external_attr = (0o755 if record.executable else 0o644) << 16
     return info
 
 
@@ -389,7 +389,7 @@ class WebPage:
             raise NotFound(f"{source!r} is not in the box")
         for old, new in moves:
             linked = await box.storage.in_thread(lambda: _link(box, old))
-            await box.commit(new, linked, 0, old.mtime_ns, origin=origin)
+            await box.commit(new, linked, 0, old.mtime_ns, origin=origin, executable=old.executable)
             await box.delete(old.path, old.seq, origin=origin)
         return json_body(request, 200, {"moved": len(moves)})
 

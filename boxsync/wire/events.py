@@ -7,9 +7,11 @@ carry its seq, which becomes the SSE C{id:}. L{boxsync.wire.sse} frames them.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Collection, Union
 
-from attrs import frozen
+from attrs import evolve, frozen
+
+from .headers import EXECUTABLE_FEATURE
 
 __all__ = [
     "Hello",
@@ -23,6 +25,7 @@ __all__ = [
     "Event",
     "EVENT_TYPES",
     "event_id",
+    "as_read_by",
 ]
 
 
@@ -52,6 +55,10 @@ class Upload:
 class Download:
     """
     Fetch version C{seq} of C{path} (plan, or a live commit by another client).
+
+    @ivar executable: whether that version is executable; C{None} if the
+        server does not say (it does not keep the bit, or the client does
+        not read it).
     """
 
     name = "download"
@@ -60,6 +67,7 @@ class Download:
     size: int
     mtime_ns: int
     seq: int
+    executable: bool | None = None
 
 
 @frozen
@@ -97,6 +105,7 @@ class Conflict:
     size: int
     mtime_ns: int
     seq: int
+    executable: bool | None = None
 
 
 @frozen
@@ -136,3 +145,15 @@ def event_id(event: Event) -> int | None:
     if isinstance(event, (Download, Delete, Ready)):
         return event.seq
     return None
+
+
+def as_read_by(event: Event, features: Collection[str]) -> Event | None:
+    """
+    C{event} as it goes to a client that reads C{features}: without what
+    that client would not read (an older one refuses an event with a field
+    it does not know), or C{None} if it is not to be sent at all.
+    """
+    if EXECUTABLE_FEATURE not in features and isinstance(event, (Download, Conflict)):
+        if event.executable is not None:
+            return evolve(event, executable=None)
+    return event

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from attrs import field, frozen
 
-from .values import ProtocolError, check_count, check_path, check_sha256, json_object
+from .values import ProtocolError, check_count, check_flag, check_path, check_sha256, json_object
 
 __all__ = [
     "FileEntry",
@@ -22,6 +22,7 @@ __all__ = [
     "deleted_entry",
     "manifest_client",
     "manifest_cursor",
+    "manifest_features",
 ]
 
 
@@ -35,6 +36,8 @@ class FileEntry:
     @ivar changed: whether the file differs from that base version.
     @ivar sha256: C{None} for a changed file the client has not hashed (it
         hashes a large file as it uploads it): it then matches no version.
+    @ivar executable: whether the file is executable; C{None} from a client
+        that does not say (its plan then ignores the bit).
     """
 
     path: str
@@ -43,9 +46,10 @@ class FileEntry:
     mtime_ns: int
     base: int = 0
     changed: bool = True
+    executable: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        entry: dict[str, Any] = {
             "path": self.path,
             "sha256": self.sha256,
             "size": self.size,
@@ -53,6 +57,9 @@ class FileEntry:
             "base": self.base,
             "changed": self.changed,
         }
+        if self.executable is not None:
+            entry["executable"] = self.executable
+        return entry
 
 
 @frozen
@@ -76,6 +83,10 @@ def _deleted(items: Iterable[DeletedEntry]) -> tuple[DeletedEntry, ...]:
     return tuple(items)
 
 
+def _features(items: Iterable[str]) -> frozenset[str]:
+    return frozenset(items)
+
+
 @frozen
 class Manifest:
     """
@@ -84,20 +95,29 @@ class Manifest:
     A client lists at least every file it changed (or never synced) and every
     file it deleted since C{cursor}, the highest seq it has applied; it may
     list unchanged files too. The server then needs nothing else to plan.
+
+    @ivar features: what the client reads on its event stream beyond the
+        first protocol (e.g. L{EXECUTABLE_FEATURE
+        <boxsync.wire.headers.EXECUTABLE_FEATURE>}): the server sends it
+        nothing else.
     """
 
     client: str = ""
     cursor: int = 0
     files: tuple[FileEntry, ...] = field(default=(), converter=_files)
     deleted: tuple[DeletedEntry, ...] = field(default=(), converter=_deleted)
+    features: frozenset[str] = field(default=frozenset(), converter=_features)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        manifest: dict[str, Any] = {
             "client": self.client,
             "cursor": self.cursor,
             "files": [f.to_json() for f in self.files],
             "deleted": [d.to_json() for d in self.deleted],
         }
+        if self.features:
+            manifest["features"] = sorted(self.features)
+        return manifest
 
 
 def encode_manifest(manifest: Manifest) -> bytes:
@@ -118,6 +138,7 @@ def file_entry(item: object) -> FileEntry:
     sha256 = item.get("sha256")
     if sha256 is None and not changed:
         raise ProtocolError("a file listed without its sha256 must be changed")
+    executable = item.get("executable")
     return FileEntry(
         path=check_path(item.get("path")),
         sha256=None if sha256 is None else check_sha256(sha256),
@@ -125,6 +146,7 @@ def file_entry(item: object) -> FileEntry:
         mtime_ns=check_count(item.get("mtime_ns", 0), "mtime_ns"),
         base=check_count(item.get("base", 0), "base"),
         changed=changed,
+        executable=None if executable is None else check_flag(executable, "executable"),
     )
 
 
@@ -157,6 +179,23 @@ def manifest_cursor(value: object) -> int:
     return check_count(value, "cursor")
 
 
+def manifest_features(value: object) -> frozenset[str]:
+    """
+    The C{features} of a manifest, checked: the names a client reads, of
+    which the server uses those it knows.
+
+    @raise ProtocolError: if it is not a list of at most 100 strings of at
+        most 100 characters.
+    """
+    if (
+        not isinstance(value, list)
+        or len(value) > 100
+        or not all(isinstance(name, str) and len(name) <= 100 for name in value)
+    ):
+        raise ProtocolError("features must be a list of at most 100 short strings")
+    return frozenset(value)
+
+
 def parse_manifest(body: bytes, max_entries: int = 1_000_000) -> Manifest:
     """
     Parse and check a manifest.
@@ -181,4 +220,10 @@ def parse_manifest(body: bytes, max_entries: int = 1_000_000) -> Manifest:
         if entry.path in seen:
             raise ProtocolError(f"{entry.path!r} is listed twice")
         seen.add(entry.path)
-    return Manifest(client=client, cursor=manifest_cursor(raw.get("cursor", 0)), files=files, deleted=deleted)
+    return Manifest(
+        client=client,
+        cursor=manifest_cursor(raw.get("cursor", 0)),
+        files=files,
+        deleted=deleted,
+        features=manifest_features(raw.get("features", [])),
+    )

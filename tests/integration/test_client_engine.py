@@ -16,6 +16,7 @@ import pytest_twisted
 from boxsync.client.cli import Options, UserError, parse, run
 from boxsync.client.engine import SMALL_FILE, Engine
 from boxsync.client.placing import conflict_name
+from boxsync.client.results import DownloadResult
 from boxsync.client.ignore import IgnoreRules
 from boxsync.client.scanner import SETTLED_NS
 from boxsync.client.progress import NOTED_START, LogReporter, RichReporter, reporter_for
@@ -73,6 +74,53 @@ async def test_two_folders_converge(folders: Any, reactor: Any, server: RunningS
     engine = a.engine(once=True)
     await a.sync(engine)
     assert a.state.get("b.bin") is not None and a.state.get("b.bin").seq == 2
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_executable_bit_is_synced_and_a_chmod_alone_too(
+    folders: Any, reactor: Any, server: RunningServer
+) -> None:
+    """
+    A file made executable reaches the box and the other folder so; one
+    whose mode alone changes sends no bytes (the box keeps its file, and
+    gives it the new mode) and the other folder follows. A file too large
+    for a batch goes the same way (its mode in the download's headers).
+    """
+    a, b = folders("a"), folders("b")
+    (a.root / "run.sh").write_bytes(b"#!/bin/sh\necho hi\n")
+    (a.root / "run.sh").chmod(0o755)
+    (a.root / "notes.txt").write_text("plain")
+    (a.root / "notes.txt").chmod(0o644)
+    (a.root / "big.bin").write_bytes(os.urandom(SMALL_FILE + 1))
+    (a.root / "big.bin").chmod(0o750)
+    await a.sync()
+    await b.sync()
+    for folder in (server.box, b.root):
+        assert (_mode(folder / "run.sh"), _mode(folder / "notes.txt")) == (0o755, 0o644)
+    assert _mode(server.box / "big.bin") == 0o755 and _mode(b.root / "big.bin") & 0o111
+    inode = (server.box / "run.sh").stat().st_ino
+    seq = a.state.get("run.sh").seq
+
+    (a.root / "run.sh").chmod(0o644)
+    (a.root / "notes.txt").chmod(0o755)
+    await a.sync()
+    assert (_mode(server.box / "run.sh"), _mode(server.box / "notes.txt")) == (0o644, 0o755)
+    # Not sent again: the box file is the one that was there.
+    assert (server.box / "run.sh").stat().st_ino == inode
+    assert a.state.get("run.sh").seq > seq and a.state.get("run.sh").executable is False
+    await b.sync()
+    assert (_mode(b.root / "run.sh"), _mode(b.root / "notes.txt")) == (0o644, 0o755)
+    assert b.state.get("notes.txt").executable is True
+    assert tree(a.root) == tree(b.root) == tree(server.box)
+    # In sync, the next run has nothing to do on either side.
+    seq = await server.service.index.current_seq("default")  # type: ignore[union-attr]
+    await a.sync()
+    await b.sync()
+    assert await server.service.index.current_seq("default") == seq  # type: ignore[union-attr]
 
 
 @pytest_twisted.ensureDeferred
@@ -442,7 +490,7 @@ async def test_a_file_that_changed_as_it_was_hashed_and_sent_is_refused(
     a = folders("a")
     local = a.root / "big.bin"
     local.write_bytes(os.urandom(3 * SMALL_FILE))
-    assert await a.api.features() == {"sha256-trailer"}
+    assert await a.api.features() == {"sha256-trailer", "executable"}
     with pytest.raises(APIError) as refused:
         await a.api.upload("big.bin", local, 0, None, None, hash_as_sent=True, unchanged=lambda: False)
     assert refused.value.status == 400 and "sha256" in refused.value.message
@@ -592,6 +640,8 @@ async def test_a_download_is_never_placed_over_a_folder(folders: Any, reactor: A
     temp = a.root / ".boxsync/tmp/dl-test"
     temp.write_text("server's x")
     with pytest.raises(BadPath, match="x is a folder here"):
-        await engine._actions.place(temp, a.root / "x", Download("x", "0" * 64, 10, 1, 5), 5, None, None)
+        await engine._actions.place(
+                temp, a.root / "x", Download("x", "0" * 64, 10, 1, 5), DownloadResult("0" * 64, 10, 5), None
+            )
     assert (a.root / "x/inside.txt").read_text() == "kept" and temp.exists()
     assert a.state.get("x") is None

@@ -12,7 +12,7 @@ import pytest
 import pytest_twisted
 from treq import content
 
-from boxsync.wire import Delete, Download, FileEntry, InSync, Manifest, Upload
+from boxsync.wire import EXECUTABLE_FEATURE, Delete, Download, FileEntry, InSync, Manifest, Upload
 from boxsync.server.storage import BoxStorage, LocalFile
 from tests.helpers import RunningServer, json_of, open_stream, put, sha, timed
 
@@ -21,7 +21,7 @@ from tests.helpers import RunningServer, json_of, open_stream, put, sha, timed
 async def test_healthz_needs_no_key(server: RunningServer, http: Any) -> None:
     response = await timed(http.get(f"{server.url}/healthz"), server.reactor)
     assert response.code == 200
-    assert (await json_of(response)) == {"status": "ok", "features": ["sha256-trailer"]}
+    assert (await json_of(response)) == {"status": "ok", "features": ["sha256-trailer", "executable"]}
 
 
 @pytest.mark.parametrize(
@@ -64,6 +64,56 @@ async def test_upload_download_round_trip(server: RunningServer, http: Any) -> N
         f"{server.url}/files/dir%2Fsub%2Ffile%20name%20%C3%A9.bin", headers=server.headers()
     )
     assert await content(response) == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_executable_bit_over_http(server: RunningServer, http: Any) -> None:
+    """
+    Each version is executable or not: as its upload says (a client that
+    does not say keeps the mode of the version it replaces), or as a
+    C{PATCH} of that alone says; downloads, listings and the events of a
+    client that reads it tell it, and no one else's events carry it.
+    """
+    old = await open_stream(http, server, Manifest(cursor=0))
+    new = await open_stream(http, server, Manifest(cursor=0, features={EXECUTABLE_FEATURE}))
+    await old.ready()
+    await new.ready()
+    script = b"#!/bin/sh\n"
+    first = await json_of(await put(http, server, "run.sh", script, base=0, X_Boxsync_Executable="1"))
+    assert first["executable"] is True
+    assert (server.box / "run.sh").stat().st_mode & 0o777 == 0o755
+    second = await json_of(await put(http, server, "run.sh", script * 2, base=first["seq"]))
+    assert second["executable"] is True
+    response = await http.get(server.file_url("run.sh"), headers=server.headers())
+    assert response.headers.getRawHeaders("X-Boxsync-Executable") == ["1"]
+    await content(response)
+
+    def patch(**headers: str) -> Any:
+        return timed(http.patch(server.file_url("run.sh"), headers=server.headers(**headers)), server.reactor)
+
+    for bad in [
+        {"X_Boxsync_Base": "2", "X_Boxsync_Sha256": sha(script * 2)},
+        {"X_Boxsync_Base": "2", "X_Boxsync_Executable": "0"},
+        {"X_Boxsync_Base": "2", "X_Boxsync_Sha256": sha(script * 2), "X_Boxsync_Executable": "no"},
+    ]:
+        response = await patch(**bad)
+        assert response.code == 400, bad
+        await json_of(response)
+    response = await patch(X_Boxsync_Base="1", X_Boxsync_Sha256=sha(script * 2), X_Boxsync_Executable="0")
+    assert response.code == 412 and (await json_of(response))["seq"] == 2
+    response = await patch(X_Boxsync_Base="2", X_Boxsync_Sha256=sha(script * 2), X_Boxsync_Executable="0")
+    assert response.code == 200
+    third = await json_of(response)
+    assert (third["seq"], third["sha256"], third["executable"]) == (3, sha(script * 2), False)
+    assert (server.box / "run.sh").stat().st_mode & 0o777 == 0o644
+    listed = await json_of(await http.get(f"{server.url}/files", headers=server.headers()))
+    assert [(f["path"], f["seq"], f["executable"]) for f in listed] == [("run.sh", 3, False)]
+    await new.wait(lambda events: len(events) >= 5)
+    await old.wait(lambda events: len(events) >= 5)
+    assert [e.executable for e in new.events if isinstance(e, Download)] == [True, True, False]
+    assert [e.executable for e in old.events if isinstance(e, Download)] == [None, None, None]
+    old.close()
+    new.close()
 
 
 @pytest_twisted.ensureDeferred

@@ -98,6 +98,24 @@ def refuse(
     monkeypatch.setattr(owner, name, refusing)
 
 
+@pytest.mark.parametrize(
+    "mode, executable, expected",
+    [
+        (0o644, True, 0o755),
+        (0o600, True, 0o700),
+        (0o640, True, 0o750),
+        (0o755, True, 0o755),
+        (0o755, False, 0o644),
+        (0o711, False, 0o600),
+        (0o100644, True, 0o755),  # the file type is dropped
+        (0o4755, False, 0o4644),  # other bits are kept
+    ],
+)
+def test_mode_for(mode: int, executable: bool, expected: int) -> None:
+    assert fs.mode_for(mode, executable) == expected
+    assert fs.is_executable(expected) is executable
+
+
 def test_hash_file(tmp_path: Path) -> None:
     data = os.urandom(CHUNK_SIZE * 2 + 123)
     path = write(tmp_path, "big", data)
@@ -190,6 +208,38 @@ def test_touched_but_identical(tmp_path: Path, hashed: list[Path]) -> None:
     hashed.clear()
     scan(tmp_path, {**state, "a": result.refreshed[0]}, NO_RULES)
     assert hashed == []
+
+
+@pytest.mark.usefixtures("stamps_trusted")
+def test_a_change_of_mode_alone_is_a_change(tmp_path: Path, hashed: list[Path]) -> None:
+    """
+    A file made executable (or not), its bytes unchanged, is a change: its
+    ctime moved, so it is read, found to be the same bytes, and listed as
+    changed and executable; synced, it is not read again.
+    """
+    target = write(tmp_path, "run.sh", b"#!/bin/sh\n")
+    target.chmod(0o644)
+    state = synced(scan(tmp_path, {}, NO_RULES), seq=2)
+    assert state["run.sh"].executable is False
+    hashed.clear()
+
+    target.chmod(0o755)
+    result = scan(tmp_path, state, NO_RULES)
+    assert hashed == [target]
+    found = result.files["run.sh"]
+    assert (found.sha256, found.changed, found.executable) == (sha(b"#!/bin/sh\n"), True, True)
+    assert found.to_entry().executable is True
+    assert result.refreshed == ()
+    hashed.clear()
+    state = synced(result, seq=3)
+    assert state["run.sh"].executable is True
+    assert scan(tmp_path, state, NO_RULES).files["run.sh"].changed is False
+    assert hashed == []
+    # Any x bit makes a file executable; taking them all away is a change back.
+    target.chmod(0o744)
+    assert scan(tmp_path, state, NO_RULES).files["run.sh"].changed is False
+    target.chmod(0o644)
+    assert scan(tmp_path, state, NO_RULES).files["run.sh"].changed is True
 
 
 @pytest.mark.usefixtures("stamps_trusted")

@@ -28,16 +28,16 @@ from boxsync.server.plan import decide, plan, unlisted
 A, B = "a" * 64, "b" * 64
 
 
-def live(seq: int, sha: str = A) -> FileRecord:
-    return FileRecord("f", 1, sha, 0, seq)
+def live(seq: int, sha: str = A, executable: bool = False) -> FileRecord:
+    return FileRecord("f", 1, sha, 0, seq, executable=executable)
 
 
 def tomb(seq: int) -> FileRecord:
     return FileRecord("f", 0, A, 0, seq, deleted=True)
 
 
-def mine(base: int, changed: bool, sha: str = B) -> FileEntry:
-    return FileEntry("f", sha, 1, 0, base, changed)
+def mine(base: int, changed: bool, sha: str = B, executable: bool | None = None) -> FileEntry:
+    return FileEntry("f", sha, 1, 0, base, changed, executable)
 
 
 @pytest.mark.parametrize(
@@ -50,24 +50,37 @@ def mine(base: int, changed: bool, sha: str = B) -> FileEntry:
         (mine(5, False, A), live(5), None),
         (mine(0, True, A), live(5), InSync("f", 5)),
         (mine(2, True, A), live(5), InSync("f", 5)),
+        # same sha256, another mode: the client's change of it goes up...
+        (mine(5, True, A, True), live(5), Upload("f", 5)),
+        (mine(4, True, A, True), live(5), Upload("f", 5)),
+        (mine(5, True, A, False), live(5, A, True), Upload("f", 5)),
+        # ... else the server's comes down
+        (mine(4, False, A, True), live(5), Download("f", A, 1, 0, 5, False)),
+        (mine(0, True, A, True), live(5), Download("f", A, 1, 0, 5, False)),
+        (mine(0, True, A, False), live(5, A, True), Download("f", A, 1, 0, 5, True)),
+        # a client that does not tell the mode plans as before
+        (mine(5, False, A), live(5, A, True), None),
+        (mine(2, True, A), live(5, A, True), InSync("f", 5)),
+        (mine(5, False, A, True), live(5, A, True), None),
         # seq == base
         (mine(5, True), live(5), Upload("f", 5)),
         (mine(5, False), live(5), None),
         # seq != base
-        (mine(4, False), live(5), Download("f", A, 1, 0, 5)),
-        (mine(4, True), live(5), Conflict("f", A, 1, 0, 5)),
-        (mine(0, True), live(5), Conflict("f", A, 1, 0, 5)),
+        (mine(4, False), live(5), Download("f", A, 1, 0, 5, False)),
+        (mine(4, True), live(5), Conflict("f", A, 1, 0, 5, False)),
+        (mine(4, True, B, False), live(5, A, True), Conflict("f", A, 1, 0, 5, True)),
+        (mine(0, True), live(5), Conflict("f", A, 1, 0, 5, False)),
         # tombstone
         (mine(4, False), tomb(6), Delete("f", 6)),
         (mine(4, True), tomb(6), Upload("f", 6)),
         (mine(0, True), tomb(6), Upload("f", 6)),
         # a new file the client has not hashed (it hashes it as it uploads)
         (FileEntry("f", None, 1, 0, 0, True), None, Upload("f", 0)),
-        (FileEntry("f", None, 1, 0, 0, True), live(5), Conflict("f", A, 1, 0, 5)),
+        (FileEntry("f", None, 1, 0, 0, True), live(5), Conflict("f", A, 1, 0, 5, False)),
         (FileEntry("f", None, 1, 0, 0, True), tomb(6), Upload("f", 6)),
         # the client deleted the file
         (DeletedEntry("f", 5), live(5), Remove("f", 5)),
-        (DeletedEntry("f", 4), live(5), Download("f", A, 1, 0, 5)),
+        (DeletedEntry("f", 4), live(5), Download("f", A, 1, 0, 5, False)),
         (DeletedEntry("f", 4), tomb(6), None),
         (DeletedEntry("f", 4), None, None),
     ],
@@ -77,7 +90,7 @@ def test_decide(entry: Any, row: FileRecord | None, expected: Any) -> None:
 
 
 def test_unlisted() -> None:
-    assert unlisted(live(5), cursor=4) == Download("f", A, 1, 0, 5)
+    assert unlisted(live(5), cursor=4) == Download("f", A, 1, 0, 5, False)
     assert unlisted(live(5), cursor=5) is None
     assert unlisted(tomb(6), cursor=4) == Delete("f", 6)
     # A client with no cursor has nothing to delete.
