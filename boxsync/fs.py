@@ -17,6 +17,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
+from typing import Callable
 
 from . import libc
 from .paths import BadPath
@@ -29,6 +30,7 @@ __all__ = [
     "fsync_dir",
     "hash_file",
     "is_executable",
+    "make_folder",
     "make_parents",
     "mode_for",
     "move_new",
@@ -153,8 +155,18 @@ def make_parents(root: Path, target: Path) -> None:
 
     @raise BadPath: if one of them is a link or a file.
     """
+    make_folder(root, target.parent)
+
+
+def make_folder(root: Path, folder: Path) -> None:
+    """
+    Make the folder C{folder} below C{root}, and the missing ones above it,
+    one at a time, so that none is made through a link.
+
+    @raise BadPath: if it, or one above it, is a link or a file.
+    """
     current = root
-    for segment in target.parent.relative_to(root).parts:
+    for segment in folder.relative_to(root).parts:
         current = current / segment
         try:
             os.mkdir(current)
@@ -163,11 +175,12 @@ def make_parents(root: Path, target: Path) -> None:
                 raise BadPath(f"{current} is a link or a file, not a folder") from None
 
 
-def prune(root: Path, folder: Path) -> None:
+def prune(root: Path, folder: Path, keep: Callable[[Path], bool] | None = None) -> None:
     """
-    Remove empty folders from C{folder} up to (not including) C{root}.
+    Remove empty folders from C{folder} up to (not including) C{root}, or
+    up to one C{keep} says to keep.
     """
-    while folder != root and root in folder.parents:
+    while folder != root and root in folder.parents and not (keep is not None and keep(folder)):
         try:
             folder.rmdir()
         except OSError:

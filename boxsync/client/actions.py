@@ -2,11 +2,13 @@
 What the client does to carry out a decision of L{reconcile}: upload a file
 (or only its being executable), delete a path on the server, record a base,
 delete a local file, keep a conflict copy, make a file executable or not,
-and move a verified download into place.
+move a verified download into place, and make, commit, remove or keep a
+folder synced as a folder of its own.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -16,8 +18,8 @@ from attrs import define
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ..fs import prune
-from ..paths import BadPath, to_local
+from ..fs import make_folder, prune
+from ..paths import BadPath, from_local, to_local
 from ..wire import Download
 from . import reconcile
 from .api import BoxsyncAPI
@@ -26,7 +28,7 @@ from .placing import conflict_name, placed_base, prepare, set_executable, swap
 from .progress import Reporter
 from .results import DownloadResult
 from .scanner import FileChanging, LocalFile
-from .state import UNKNOWN_CTIME, Base, LocalState
+from .state import UNKNOWN_CTIME, Base, LocalState, folder_base
 from .transfers import Transfers, changed_while_sent
 
 __all__ = ["Actions"]
@@ -88,9 +90,101 @@ class Actions:
         elif isinstance(action, reconcile.DeleteHere):
             local = self._local(path)
             local.unlink()
-            prune(self.root, local.parent)
+            self._prune(local.parent)
             self.state.forget(path)
             self.reporter.message(f"deleted {path}")
+        else:
+            await self._carry_out_folder(action, path)
+
+    async def _carry_out_folder(self, action: reconcile.Action, path: str) -> None:
+        """
+        Do what L{reconcile} decided about the folder C{path}.
+        """
+        if isinstance(action, reconcile.MakeFolder):
+            if action.over_file:
+                # The server put the folder in the place of the file here.
+                if action.keep_local:
+                    self.keep_as_conflict(path)
+                else:
+                    self._local(path).unlink()
+                self.state.forget(path)
+            make_folder(self.root, self._local(path))
+            self.state.put(folder_base(path, action.seq))
+            self.reporter.message(f"made the folder {path}")
+        elif isinstance(action, reconcile.RecordFolder):
+            self.state.put(folder_base(path, action.seq))
+        elif isinstance(action, reconcile.SendFolder):
+            await self._send_folder(path, action.base)
+        elif isinstance(action, reconcile.RemoveFolder):
+            await self._remove_folder(path, action.base)
+        elif isinstance(action, reconcile.DeleteFolderHere):
+            local = self._local(path)
+            try:
+                local.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                # Something came into it since the look.
+                await self._carry_out_folder(reconcile.KeepFolder(), path)
+                return
+            self.state.forget(path)
+            self._prune(local.parent)
+            self.reporter.message(f"deleted the folder {path}")
+        elif isinstance(action, reconcile.KeepFolder):
+            self.state.forget(path)
+            self.log.info(
+                "{path} was deleted on the server; kept here, as something is in it", path=path
+            )
+        elif isinstance(action, reconcile.Clash):
+            raise BadPath(f"{path}: {action.reason}")
+
+    def _folder_gives_way(self, path: str, local: Path) -> bool:
+        """
+        Remove the folder C{local}, synced as a folder of its own, for the
+        file the server has put in its place: only if nothing is in it.
+
+        @return: whether it is gone.
+        """
+        base = self.state.get(path)
+        if base is None or not base.folder:
+            return False
+        try:
+            local.rmdir()
+        except OSError:
+            return False
+        self.state.forget(path)
+        return True
+
+    def _prune(self, folder: Path) -> None:
+        """
+        Remove C{folder} and the folders above it while they are empty,
+        but not one synced as a folder of its own (it has a base).
+        """
+        prune(self.root, folder, lambda local: self.state.get(from_local(self.root, local)) is not None)
+
+    async def _send_folder(self, path: str, base: int) -> None:
+        try:
+            result = await self.api.make_folder(path, base)
+        except StaleBase:
+            # Changed on the server meanwhile: the next plan says how.
+            self.resync(None)
+            return
+        self.state.put(folder_base(path, result.seq))
+        self.reporter.message(f"made the folder {path} on the server")
+
+    async def _remove_folder(self, path: str, base: int) -> None:
+        try:
+            await self.api.delete_folder(path, base)
+        except NotFound:
+            pass
+        except StaleBase:
+            # Made again on the server meanwhile: the next plan brings it.
+            self.resync(None)
+            return
+        self.state.forget(path)
+        self.reporter.message(f"deleted the folder {path} on the server")
 
     async def upload(self, file: LocalFile, base: int) -> None:
         try:
@@ -243,7 +337,7 @@ class Actions:
                 displaced = swap(temp, target, seen, self.root)
                 break
             except FileExistsError:
-                if target.is_dir() and not target.is_symlink():
+                if target.is_dir() and not target.is_symlink() and not self._folder_gives_way(path, target):
                     raise BadPath(f"{path} is a folder here") from None
                 continue  # a new file appeared since the look: look again
         else:

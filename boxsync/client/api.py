@@ -137,8 +137,16 @@ def _file_path(path: str) -> str:
     """
     The URL path of a file, quoted one segment at a time.
     """
+    return _url("/files/", path)
+
+
+def _url(prefix: str, path: str) -> str:
+    """
+    The URL path of wire path C{path} below C{prefix}, quoted one segment
+    at a time.
+    """
     segments = normalize(path).split("/")
-    return "/files/" + "/".join(urllib.parse.quote(s, safe="") for s in segments)
+    return prefix + "/".join(urllib.parse.quote(s, safe="") for s in segments)
 
 
 @define
@@ -397,12 +405,35 @@ class BoxsyncAPI:
         """
         return await self._commit("DELETE", _file_path(path), {BASE_HEADER: base})
 
-    async def _commit(self, method: str, url: str, fields: dict[str, str | int | None]) -> CommitResult:
+    async def make_folder(self, path: str, base: int) -> CommitResult:
         """
-        Make a commit without a body (C{200}), with the headers C{fields}.
+        Commit the folder C{path} (C{PUT /folders/<path>}), as the version
+        after C{base} (0: nothing is there).
+
+        @raise StaleBase: if the path is no longer at C{base}.
+        @raise BadRequest: if the box has a file there.
+        """
+        return await self._commit("PUT", _url("/folders/", path), {BASE_HEADER: base}, 201)
+
+    async def delete_folder(self, path: str, base: int) -> CommitResult:
+        """
+        Commit the deletion of the folder C{path}, which must still be at
+        C{base} (C{DELETE /folders/<path>}).
+
+        @raise StaleBase: if it is not.
+        @raise NotFound: if there is no such folder.
+        """
+        return await self._commit("DELETE", _url("/folders/", path), {BASE_HEADER: base})
+
+    async def _commit(
+        self, method: str, url: str, fields: dict[str, str | int | None], status: int = 200
+    ) -> CommitResult:
+        """
+        Make a commit without a body, answered with C{status}, with the
+        headers C{fields}.
         """
         response = await self._transport.request(method, url, self._headers(fields, commit=True))
-        await self._transport.check(response, 200)
+        await self._transport.check(response, status)
         return CommitResult.from_json(await self._transport.json_answer(response))
 
     async def download(

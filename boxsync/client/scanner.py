@@ -22,6 +22,7 @@ import hashlib
 import os
 import stat
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
@@ -30,7 +31,7 @@ from twisted.logger import Logger
 
 from .. import fs
 from ..paths import BadPath, to_local
-from ..wire import EXECUTABLE_FEATURE, DeletedEntry, FileEntry, Manifest
+from ..wire import EXECUTABLE_FEATURE, FOLDERS_FEATURE, DeletedEntry, FileEntry, FolderEntry, Manifest
 from .ignore import IgnoreRules
 from .walk import Skipped, walk
 from .state import UNKNOWN_CTIME, Base
@@ -39,6 +40,7 @@ _T = TypeVar("_T")
 
 __all__ = [
     "FileChanging",
+    "Here",
     "LocalFile",
     "RACY_NS",
     "READS",
@@ -48,6 +50,7 @@ __all__ = [
     "StatKey",
     "changed_since",
     "is_racy",
+    "look_here",
     "scan",
     "scan_one",
     "stat_key",
@@ -57,7 +60,7 @@ __all__ = [
 log = Logger()
 
 #: What this client reads on its event stream beyond the first protocol.
-READS = frozenset({EXECUTABLE_FEATURE})
+READS = frozenset({EXECUTABLE_FEATURE, FOLDERS_FEATURE})
 
 #: How many times a file that changes while it is hashed is hashed again.
 _ATTEMPTS = 3
@@ -208,14 +211,48 @@ class LocalFile:
         return stat_key(st) == self.stamps
 
 
+class Here(Enum):
+    """
+    What a path of the folder holds now, as far as folders go.
+    """
+
+    NOTHING = "nothing"
+    EMPTY = "an empty folder"
+    FOLDER = "a folder"
+    FILE = "a file"
+    OTHER = "a link or a special file"
+
+
+def look_here(root: Path, path: str) -> Here:
+    """
+    What the wire path C{path} below C{root} holds now (C{NOTHING} if it
+    cannot be reached without going through a link or a file).
+    """
+    try:
+        local = to_local(root, path)
+        st = os.lstat(local)
+    except (BadPath, FileNotFoundError, NotADirectoryError):
+        return Here.NOTHING
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            with os.scandir(local) as entries:
+                return Here.FOLDER if next(entries, None) is not None else Here.EMPTY
+        except FileNotFoundError:
+            return Here.NOTHING
+    return Here.FILE if stat.S_ISREG(st.st_mode) else Here.OTHER
+
+
 @frozen
 class ScanResult:
     """
     The outcome of a scan.
 
     @ivar files: every file found, by path.
-    @ivar deleted: the paths with a base that are no longer files, with the
-        seq of their base.
+    @ivar folders: every folder synced as a folder of its own (see
+        C{docs/protocol.md}, "Folders"), by path, with the seq of its base:
+        one with a base, or a new one (seq 0) with nothing at all in it.
+    @ivar deleted: the paths with a base that are no longer what the base
+        is of (a file, a folder), with the seq of their base.
     @ivar skipped: what was passed over, and why.
     @ivar refreshed: the bases of files that were read again because their
         stat changed, and found identical to the base: record them so the
@@ -226,6 +263,7 @@ class ScanResult:
     deleted: tuple[DeletedEntry, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     refreshed: tuple[Base, ...] = ()
+    folders: dict[str, int] = field(factory=dict)
 
     def to_manifest(self, client: str, cursor: int, only_changed: bool) -> Manifest:
         """
@@ -240,8 +278,11 @@ class ScanResult:
             for f in self.files.values()
             if not only_changed or f.changed or f.base == 0
         )
+        folders = tuple(
+            FolderEntry(path, seq) for path, seq in self.folders.items() if not only_changed or seq == 0
+        )
         return Manifest(
-            client=client, cursor=cursor, files=files, deleted=self.deleted, features=READS
+            client=client, cursor=cursor, files=files, deleted=self.deleted, features=READS, folders=folders
         )
 
 
@@ -343,11 +384,13 @@ def scan(
     root: Path, state: Mapping[str, Base], ignore: IgnoreRules, unhashed_over: int | None = None
 ) -> ScanResult:
     """
-    Find every synced file below C{root} and compare it with its base.
+    Find every synced file below C{root} and compare it with its base, and
+    every folder synced as a folder of its own.
 
-    A path with a base that is not found as a regular file is reported
-    deleted unless it is ignored now or lies at or below something that
-    could not be read (a file that cannot be read is not a deleted file).
+    A path with a base that is not found as a regular file (or, for a
+    folder's base, as a folder) is reported deleted unless it is ignored
+    now or lies at or below something that could not be read (a file that
+    cannot be read is not a deleted file).
 
     @param state: the bases, by path (a snapshot of L{LocalState.all}).
     @param unhashed_over: new files (with no base) larger than this, and
@@ -358,10 +401,17 @@ def scan(
     files: dict[str, LocalFile] = {}
     skipped: list[Skipped] = []
     refreshed: list[Base] = []
-    for path, entry in walk(root, ignore, skipped=skipped):
+    empty: set[str] = set()
+    directories: list[str] = []
+    for path, entry in walk(root, ignore, skipped=skipped, empty=empty):
         if entry.is_dir(follow_symlinks=False):
+            directories.append(path)
             continue
         base = state.get(path)
+        if base is not None and base.folder:
+            # A file where a folder was: the folder's delete goes first,
+            # the file is new once it has.
+            continue
         try:
             found, same = _examine(
                 entry.path, path, entry.stat(follow_symlinks=False), base, None, unhashed_over
@@ -375,22 +425,31 @@ def scan(
         files[path] = found
         if same:
             refreshed.append(found.as_base(found.base))
+    folders: dict[str, int] = {}
+    for path in directories:
+        base = state.get(path)
+        if base is not None and base.folder:
+            folders[path] = base.seq
+        elif base is None and path in empty:
+            folders[path] = 0
+        # A folder where a file with a base was: likewise.
     blind = {s.path for s in skipped if s.unreadable}
     deleted = [
         DeletedEntry(path, base.seq)
         for path, base in state.items()
-        if path not in files
-        and not ignore.ignored(path)
+        if path not in (folders if base.folder else files)
+        and not ignore.ignored(path, base.folder)
         and not (blind and _below_any(path, blind))
     ]
     log.debug(
-        "Scanned {root}: {files} files, {deleted} deleted, {skipped} skipped",
+        "Scanned {root}: {files} files, {folders} folders of their own, {deleted} deleted, {skipped} skipped",
         root=str(root),
         files=len(files),
+        folders=len(folders),
         deleted=len(deleted),
         skipped=len(skipped),
     )
-    return ScanResult(files, tuple(deleted), tuple(skipped), tuple(refreshed))
+    return ScanResult(files, tuple(deleted), tuple(skipped), tuple(refreshed), folders)
 
 
 def scan_one(

@@ -34,7 +34,7 @@ from twisted.logger import Logger
 
 from ..paths import HIDDEN_DIR
 
-__all__ = ["Base", "LocalState", "STATE_FILE", "RECENT", "UNKNOWN_CTIME"]
+__all__ = ["Base", "LocalState", "STATE_FILE", "RECENT", "UNKNOWN_CTIME", "folder_base"]
 
 #: How many paths' bases are remembered after they are read or written: a
 #: burst (a tree moved into the folder, a batch of events) asks for each of
@@ -68,6 +68,8 @@ class Base:
         L{boxsync.client.scanner.RACY_NS}): the file is then read at its
         next look, whatever its other stamps say.
     @ivar executable: whether the file (and that version) was executable.
+    @ivar folder: whether this is the base of a folder synced as a folder of
+        its own (see L{folder_base}), not of a file.
     """
 
     path: str
@@ -78,6 +80,15 @@ class Base:
     seq: int
     ctime_ns: int = UNKNOWN_CTIME
     executable: bool = False
+    folder: bool = False
+
+
+def folder_base(path: str, seq: int) -> Base:
+    """
+    The base of the folder C{path}, in sync with the server's version
+    C{seq}: a folder has no bytes and no stamps, only a life.
+    """
+    return Base(path, "", 0, 0, 0, seq, UNKNOWN_CTIME, folder=True)
 
 
 @frozen
@@ -117,6 +128,8 @@ _UPGRADES: list[_Upgrade] = [
     # The executable bit joins the base: a file recorded before was synced
     # as not executable, so one that is goes up as that change.
     _Upgrade(("ALTER TABLE bases ADD COLUMN executable INTEGER NOT NULL DEFAULT 0",)),
+    # Folders synced as folders of their own have bases too.
+    _Upgrade(("ALTER TABLE bases ADD COLUMN folder INTEGER NOT NULL DEFAULT 0",)),
 ]
 
 
@@ -129,8 +142,8 @@ def _from_sql(inode: int) -> int:
 
 
 def _base(row: tuple[Any, ...]) -> Base:
-    path, sha256, size, mtime_ns, inode, seq, ctime_ns, executable = row
-    return Base(path, sha256, size, mtime_ns, _from_sql(inode), seq, ctime_ns, bool(executable))
+    path, sha256, size, mtime_ns, inode, seq, ctime_ns, executable, folder = row
+    return Base(path, sha256, size, mtime_ns, _from_sql(inode), seq, ctime_ns, bool(executable), bool(folder))
 
 
 def _row(base: Base) -> tuple[Any, ...]:
@@ -143,10 +156,11 @@ def _row(base: Base) -> tuple[Any, ...]:
         base.seq,
         base.ctime_ns,
         int(base.executable),
+        int(base.folder),
     )
 
 
-_COLUMNS = "path, sha256, size, mtime_ns, inode, seq, ctime_ns, executable"
+_COLUMNS = "path, sha256, size, mtime_ns, inode, seq, ctime_ns, executable, folder"
 _SELECT = f"SELECT {_COLUMNS} FROM bases"
 
 
@@ -155,7 +169,7 @@ def _write(db: sqlite3.Connection, changes: dict[str, Base | None]) -> None:
     Record each path's new base, or (C{None}) drop its base.
     """
     db.executemany(
-        f"INSERT OR REPLACE INTO bases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT OR REPLACE INTO bases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [_row(base) for base in changes.values() if base is not None],
     )
     db.executemany(

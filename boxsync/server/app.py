@@ -39,6 +39,7 @@ from ..wire import (
     EVENT_STREAM,
     EXECUTABLE_FEATURE,
     EXECUTABLE_HEADER,
+    FOLDERS_FEATURE,
     LAST_EVENT_ID,
     MTIME_HEADER,
     SHA256_HEADER,
@@ -146,6 +147,9 @@ class BoxsyncApp:
         app.route(files, methods=["PUT"])(self._authorized(self.upload))
         app.route(files, methods=["PATCH"])(self._authorized(self.set_executable))
         app.route(files, methods=["DELETE"])(self._authorized(self.delete))
+        folders = "/folders/<path:path>"
+        app.route(folders, methods=["PUT"])(self._authorized(self.make_folder))
+        app.route(folders, methods=["DELETE"])(self._authorized(self.delete_folder))
         app.route("/batch/upload", methods=["POST"])(self._authorized(self.batch_upload))
         app.route("/batch/download", methods=["POST"])(self._authorized(self.batch_download))
         if self.legacy is not None:
@@ -193,7 +197,9 @@ class BoxsyncApp:
         return json_body(request, known.status, known.to_json())
 
     def healthz(self, request: IRequest) -> bytes:
-        return json_body(request, 200, health_json([SHA256_TRAILER_FEATURE, EXECUTABLE_FEATURE]))
+        return json_body(
+            request, 200, health_json([SHA256_TRAILER_FEATURE, EXECUTABLE_FEATURE, FOLDERS_FEATURE])
+        )
 
     async def sync(self, request: IRequest, principal: Principal) -> None:
         # boxsync's clients ask for an event stream; the legacy ones do not.
@@ -237,7 +243,7 @@ class BoxsyncApp:
         found: list[RemoteFile] = []
         while len(found) < limit:
             page: list[FileRecord] = await box.index.page(principal.account, after, limit)
-            found += [listed(record) for record in page if not record.deleted]
+            found += [listed(record) for record in page if not (record.deleted or record.folder)]
             if len(page) < limit:
                 break
             after = page[-1].path
@@ -265,11 +271,10 @@ class BoxsyncApp:
         record = await self.boxes(principal.account).upload(
             path,
             staged,
-            base=base,
-            sha256=sha256,
-            mtime_ns=mtime_ns,
-            origin=header(request, CLIENT_HEADER) or principal.client,
-            stream=header(request, STREAM_HEADER),
+            base,
+            sha256,
+            mtime_ns,
+            *_committer(request, principal),
             executable=executable,
         )
         return json_body(request, 201, committed(record).to_json())
@@ -291,21 +296,49 @@ class BoxsyncApp:
             base,
             sha256,
             executable,
-            origin=header(request, CLIENT_HEADER) or principal.client,
-            stream=header(request, STREAM_HEADER),
+            *_committer(request, principal),
         )
         return json_body(request, 200, committed(record).to_json())
 
     async def delete(self, request: IRequest, principal: Principal, path: str) -> bytes:
+        box = self.boxes(principal.account)
+        return await self._delete(request, principal, path, box.delete)
+
+    async def make_folder(self, request: IRequest, principal: Principal, path: str) -> bytes:
+        """
+        Commit the folder C{path}, synced as a folder of its own (made in
+        the box if it is not there), from C{X-Boxsync-Base} if given.
+        """
+        record = await self.boxes(principal.account).make_folder(
+            normalize(path),
+            count_header(header(request, BASE_HEADER), BASE_HEADER),
+            *_committer(request, principal),
+        )
+        return json_body(request, 201, committed(record).to_json())
+
+    async def delete_folder(self, request: IRequest, principal: Principal, path: str) -> bytes:
+        box = self.boxes(principal.account)
+        return await self._delete(request, principal, path, box.delete_folder)
+
+    async def _delete(
+        self,
+        request: IRequest,
+        principal: Principal,
+        path: str,
+        delete: Callable[..., Awaitable[FileRecord]],
+    ) -> bytes:
+        """
+        Commit the tombstone of C{path} with C{delete} (L{Box.delete} or
+        L{Box.delete_folder}), from C{X-Boxsync-Base}, which it needs.
+        """
         path = normalize(path)
         base = count_header(header(request, BASE_HEADER), BASE_HEADER)
         if base is None:
             raise ProtocolError(f"a delete needs {BASE_HEADER}")
-        record = await self.boxes(principal.account).delete(
+        record = await delete(
             path,
             base,
-            origin=header(request, CLIENT_HEADER) or principal.client,
-            stream=header(request, STREAM_HEADER),
+            *_committer(request, principal),
         )
         return json_body(request, 200, committed(record).to_json())
 
@@ -319,8 +352,7 @@ class BoxsyncApp:
         outcomes = await upload_batch(
             self.boxes(principal.account),
             files,
-            origin=header(request, CLIENT_HEADER) or principal.client,
-            stream=header(request, STREAM_HEADER),
+            *_committer(request, principal),
             max_upload=self.max_upload,
         )
         results: list[CommitResult | ErrorAnswer] = []
@@ -352,6 +384,14 @@ _LIST_LIMIT = 1000
 
 #: The answer to an error no client can cause.
 _INTERNAL = ErrorAnswer(500, "internal server error")
+
+
+def _committer(request: IRequest, principal: Principal) -> tuple[str, str | None]:
+    """
+    Who commits with C{request}: the client's name (its header's, else its
+    token's), and the event stream the commit is not echoed on, if any.
+    """
+    return header(request, CLIENT_HEADER) or principal.client, header(request, STREAM_HEADER)
 
 
 def _answer(error: BaseException) -> ErrorAnswer | None:

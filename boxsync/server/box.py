@@ -1,8 +1,9 @@
 """
 One account's box: where its storage, its index rows and its listeners meet.
 
-Every change of the box goes through L{Box.upload}, L{Box.set_executable} or
-L{Box.delete}: check the base, move the bytes (or change the file's mode),
+Every change of the box goes through L{Box.upload}, L{Box.set_executable},
+L{Box.delete}, L{Box.make_folder} or L{Box.delete_folder}: check the base,
+move the bytes (or change the file's mode, or make or remove the folder),
 commit the row under the next seq, tell the listeners.
 The HTTP routes of every protocol (boxsync's own and the legacy one) call
 these and nothing lower.
@@ -11,15 +12,14 @@ these and nothing lower.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Awaitable, Callable, Sequence
 
 from attrs import define, evolve, field, frozen
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
-from ..wire import Delete
-from .http import as_download
+from .http import as_download, as_event
 from .hub import Hub
 from .index import FileRecord, IIndex
 from .staging import StagingFile
@@ -400,14 +400,7 @@ class Box:
             except BaseException:
                 await self.storage.set_executable(path, row.executable)
                 raise
-        self.log.info(
-            "{origin} made {path} {mode} as seq {seq}",
-            origin=origin or "a client",
-            path=path,
-            mode="executable" if executable else "not executable",
-            seq=record.seq,
-        )
-        self.hub.publish(self.account, as_download(record), exclude=stream)
+        self._announce("made executable" if executable else "made not executable", record, origin, stream)
         return record
 
     async def delete(
@@ -421,17 +414,97 @@ class Box:
         """
         async with self._lock:
             row = await self._check_base(path, base)
-            if row is None or row.deleted:
+            if row is None or row.deleted or row.folder:
                 raise NotFound(path)
-            change = await self.storage.remove(path)
+            change = await self.storage.remove(path, await self._folders_above(path))
             (record,) = await self._commit_changes(
                 [change], [FileRecord(path, 0, row.sha256, time.time_ns(), 0, True, origin)]
             )
+        self._announce("deleted", record, origin, stream)
+        return record
+
+    async def make_folder(
+        self, path: str, base: int | None, origin: str = "", stream: str | None = None
+    ) -> FileRecord:
+        """
+        Commit the folder C{path}, synced as a folder of its own, and make it
+        in the box if it is not there. A folder that is there already is
+        the version that holds it: nothing new is committed.
+
+        @param base: the seq the change starts from (0: nothing live at
+            C{path}); C{None}: whatever is there.
+        @raise StaleBase: if C{path} has moved on from C{base}.
+        @raise BadPath: if a file is at C{path} (or on the way) in the box.
+        """
+        async with self._lock:
+            row = await self.index.get(self.account, path)
+            if row is not None and row.folder and not row.deleted:
+                await self.storage.make_folder(path)
+                return row
+            _check(path, base, row)
+            made = await self.storage.make_folder(path)
+            record = await self._commit_folder(path, False, origin, self.storage.remove_folder if made else None)
+        self._announce("made the folder", record, origin, stream)
+        return record
+
+    async def delete_folder(
+        self, path: str, base: int, origin: str = "", stream: str | None = None
+    ) -> FileRecord:
+        """
+        Delete the folder C{path}: commit its tombstone, and remove it from
+        the box if nothing is in it (what is in it has entries of its own,
+        whose deletes remove it).
+
+        @raise NotFound: if there is no live folder at C{path}.
+        @raise StaleBase: if C{path} has moved on from C{base}.
+        """
+        async with self._lock:
+            row = await self._check_base(path, base)
+            if row is None or row.deleted or not row.folder:
+                raise NotFound(path)
+            gone = await self.storage.remove_folder(path, await self._folders_above(path))
+            record = await self._commit_folder(path, True, origin, self.storage.make_folder if gone else None)
+        self._announce("deleted the folder", record, origin, stream)
+        return record
+
+    async def _commit_folder(
+        self, path: str, deleted: bool, origin: str, undo: Callable[[str], Awaitable[object]] | None
+    ) -> FileRecord:
+        """
+        Commit the folder C{path} (its tombstone if C{deleted}), made (or
+        removed) in the box already; if the commit fails, C{undo} of the
+        path puts the box back as it was.
+        """
+        try:
+            (record,) = await self.index.commit_many(
+                self.account, [FileRecord(path, 0, "", time.time_ns(), 0, deleted, origin, folder=True)]
+            )
+        except BaseException:
+            if undo is not None:
+                await undo(path)
+            raise
+        stored: FileRecord = record
+        return stored
+
+    async def _folders_above(self, path: str) -> set[str]:
+        """
+        The folders above C{path} that are synced as folders of their own:
+        a removal below them leaves them in place.
+        """
+        parts = path.split("/")
+        above = ["/".join(parts[:n]) for n in range(1, len(parts))]
+        rows: dict[str, FileRecord] = await self.index.get_many(self.account, above) if above else {}
+        return {folder for folder, row in rows.items() if row.folder and not row.deleted}
+
+    def _announce(self, what: str, record: FileRecord, origin: str, stream: str | None) -> None:
+        """
+        Log the commit of C{record}, and tell every stream but C{stream}.
+        """
         self.log.info(
-            "{origin} deleted {path} as seq {seq}",
+            "{origin} {what} {path} as seq {seq}",
             origin=origin or "a client",
-            path=path,
+            what=what,
+            path=record.path,
             seq=record.seq,
         )
-        self.hub.publish(self.account, Delete(path, record.seq), exclude=stream)
-        return record
+        self.hub.publish(self.account, as_event(record), exclude=stream)

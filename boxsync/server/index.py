@@ -1,5 +1,6 @@
 """
-The index: one row per path and account — what the box holds, at which seq.
+The index: one row per path and account — what the box holds (a file, or a
+folder synced as one of its own), at which seq.
 
 L{IIndex} is what the rest of the server uses; L{SQLiteIndex} is the embedded
 implementation, on the standard library's SQLite, with every query run in one
@@ -46,6 +47,9 @@ class FileRecord:
     ctime_ns: int = 0
     #: Whether this version is executable.
     executable: bool = False
+    #: Whether this is a folder (synced as one of its own: see
+    #: C{docs/protocol.md}, "Folders"), with no bytes (C{sha256} empty).
+    folder: bool = False
 
 
 @frozen
@@ -105,7 +109,7 @@ class IIndex(Interface):
 
     def stats(account: str) -> Any:
         """
-        A L{Stats} of the account's live files.
+        A L{Stats} of the account's live files (not its folders).
         """
 
 
@@ -134,14 +138,18 @@ _SCHEMA: list[list[str]] = [
     ["ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0"],
     # version 3: the executable bit (rows from before were written 0644).
     ["ALTER TABLE files ADD COLUMN executable INTEGER NOT NULL DEFAULT 0"],
+    # version 4: folders synced as folders of their own.
+    ["ALTER TABLE files ADD COLUMN folder INTEGER NOT NULL DEFAULT 0"],
 ]
 
-_COLUMNS = "path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns, executable"
+_COLUMNS = "path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns, executable, folder"
 
 
 def _record(row: tuple[Any, ...]) -> FileRecord:
-    path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns, executable = row
-    return FileRecord(path, size, sha256, mtime_ns, seq, bool(deleted), origin, ctime_ns, bool(executable))
+    path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns, executable, folder = row
+    return FileRecord(
+        path, size, sha256, mtime_ns, seq, bool(deleted), origin, ctime_ns, bool(executable), bool(folder)
+    )
 
 
 def _full(e: sqlite3.Error) -> BaseException:
@@ -289,7 +297,7 @@ class SQLiteIndex:
         def q(db: sqlite3.Connection) -> Stats:
             files, size = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files "
-                "WHERE account=? AND deleted=0",
+                "WHERE account=? AND deleted=0 AND folder=0",
                 (account,),
             ).fetchone()
             return Stats(files=files, bytes=size, seq=_current_seq(db, account))
@@ -310,11 +318,11 @@ def _commit_all(
         seq += 1
         db.execute(
             f"INSERT INTO files (account, {_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (account, path) DO UPDATE SET size=excluded.size, "
             "sha256=excluded.sha256, mtime_ns=excluded.mtime_ns, seq=excluded.seq, "
             "deleted=excluded.deleted, origin=excluded.origin, ctime_ns=excluded.ctime_ns, "
-            "executable=excluded.executable",
+            "executable=excluded.executable, folder=excluded.folder",
             (
                 account,
                 record.path,
@@ -326,6 +334,7 @@ def _commit_all(
                 record.origin,
                 record.ctime_ns,
                 int(record.executable),
+                int(record.folder),
             ),
         )
         yield evolve(record, seq=seq)

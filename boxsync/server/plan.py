@@ -18,19 +18,20 @@ from ..wire import (
     DeletedEntry,
     Event,
     FileEntry,
+    FolderEntry,
     InSync,
     Manifest,
     Remove,
     Upload,
 )
-from .http import as_download
+from .http import as_download, as_event
 from .index import FileRecord, IIndex
-from .manifest import PAGE, StreamedManifest
+from .manifest import PAGE, Entry, StreamedManifest
 
 __all__ = ["decide", "unlisted", "plan", "listed_rows", "rows_since", "PAGE"]
 
 
-def decide(entry: FileEntry | DeletedEntry, row: FileRecord | None) -> Event | None:
+def decide(entry: Entry, row: FileRecord | None) -> Event | None:
     """
     What a client with C{entry} must do about the server's C{row}.
     """
@@ -39,13 +40,19 @@ def decide(entry: FileEntry | DeletedEntry, row: FileRecord | None) -> Event | N
             return None
         if row.seq == entry.base:
             return Remove(entry.path, row.seq)
-        return as_download(row)
+        return as_event(row)
+    if isinstance(entry, FolderEntry):
+        return _decide_folder(entry, row)
     if row is None:
         return Upload(entry.path, 0)
     if row.deleted:
         if entry.changed or entry.base == 0:
             return Upload(entry.path, row.seq)
         return Delete(entry.path, row.seq)
+    if row.folder:
+        # A folder in the box where the client has a file: the client is
+        # told, and says why it cannot make it.
+        return as_event(row)
     if row.sha256 == entry.sha256:
         if entry.executable in (None, row.executable):
             return None if row.seq == entry.base else InSync(entry.path, row.seq)
@@ -62,6 +69,22 @@ def decide(entry: FileEntry | DeletedEntry, row: FileRecord | None) -> Event | N
     return as_download(row)
 
 
+def _decide_folder(entry: FolderEntry, row: FileRecord | None) -> Event | None:
+    """
+    What a client that syncs the folder C{entry} must do about C{row}: a
+    folder has no content, only a life, so the client's is new (base 0) or
+    unchanged.
+    """
+    if row is None:
+        return Upload(entry.path, 0)
+    if row.deleted:
+        return Upload(entry.path, row.seq) if entry.base == 0 else Delete(entry.path, row.seq)
+    if not row.folder:
+        # A file in the box where the client has a folder: as above.
+        return as_event(row)
+    return None if row.seq == entry.base else InSync(entry.path, row.seq)
+
+
 def unlisted(row: FileRecord, cursor: int) -> Event | None:
     """
     What a client must do about a path it did not list (so it has not
@@ -69,9 +92,9 @@ def unlisted(row: FileRecord, cursor: int) -> Event | None:
     """
     if row.seq <= cursor:
         return None
-    if row.deleted:
-        return None if cursor == 0 else Delete(row.path, row.seq)
-    return as_download(row)
+    if row.deleted and cursor == 0:
+        return None
+    return as_event(row)
 
 
 class HasPath(Protocol):
@@ -129,10 +152,10 @@ async def plan(
     Every event of the plan for C{manifest}, covering the index up to seq
     C{upto} (later commits reach the client live).
     """
-    pages: AsyncIterable[Sequence[FileEntry | DeletedEntry]]
+    pages: AsyncIterable[Sequence[Entry]]
     listed: Container[str]
     if isinstance(manifest, Manifest):
-        entries: Sequence[FileEntry | DeletedEntry] = (*manifest.files, *manifest.deleted)
+        entries: Sequence[Entry] = (*manifest.files, *manifest.deleted, *manifest.folders)
         pages, listed = _chunks(entries), {entry.path for entry in entries}
     else:
         pages, listed = manifest.pages(), manifest.listed

@@ -6,12 +6,13 @@ before they are renamed into place.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Sequence, TypeVar
+from typing import Any, BinaryIO, Callable, Container, Iterator, Sequence, TypeVar
 
 from attrs import define, field
 from twisted.internet.interfaces import IReactorThreads
@@ -23,7 +24,7 @@ from ..paths import HIDDEN_DIR, BadPath, from_local
 from .beneath import folder, open_regular, open_regular_fd, parent_of, segments
 from .staging import StagingFile, as_disk_full, discarding
 
-__all__ = ["BoxStorage", "Change", "LocalFile"]
+__all__ = ["BoxStorage", "Change", "LocalFile", "LocalFolder"]
 
 _T = TypeVar("_T")
 
@@ -43,6 +44,19 @@ class LocalFile:
     mtime_ns: int
     ctime_ns: int
     executable: bool = False
+
+
+@define(frozen=True)
+class LocalFolder:
+    """
+    A folder found in the box by L{BoxStorage.walk}.
+
+    @ivar empty: whether nothing at all is in it.
+    """
+
+    path: str
+    mtime_ns: int
+    empty: bool
 
 
 @define(frozen=True)
@@ -337,12 +351,13 @@ class BoxStorage:
             if putting_back:
                 raise
 
-    def _prune(self, path: str) -> None:
+    def _prune(self, path: str, keep: Container[str] = ()) -> None:
         """
-        Remove the folders of C{path}, deepest first, while they are empty.
+        Remove the folders of C{path}, deepest first, while they are empty
+        and not one of C{keep} (folders synced as folders of their own).
         """
         names = segments(self.root, path)[:-1]
-        while names:
+        while names and "/".join(names) not in keep:
             *above, name = names
             try:
                 with folder(self.root, above) as fd:
@@ -351,11 +366,11 @@ class BoxStorage:
                 return
             names = above
 
-    def remove(self, path: str) -> Any:
+    def remove(self, path: str, keep: Container[str] = ()) -> Any:
         """
         Take the file (or folder) at C{path}, if any, out of the box, and
-        the folders it leaves empty; what is taken away is kept until the
-        commit is known, as for L{place_many}.
+        the folders it leaves empty up to one of C{keep}; what is taken away
+        is kept until the commit is known, as for L{place_many}.
 
         @return: a Deferred that fires with the L{Change}.
         """
@@ -372,22 +387,72 @@ class BoxStorage:
                         os.rename(name, previous, src_dir_fd=parent)
             except FileNotFoundError:
                 pass  # nothing there, or no folder on the way
-            self._prune(path)
+            self._prune(path, keep)
             return Change(path, False, previous)
 
         return self.in_thread(work)
 
-    def walk(self) -> Iterator[LocalFile]:
+    def make_folder(self, path: str) -> Any:
         """
-        Every regular file in the box (not the hidden folder, no links).
-        Blocking: run it in a thread.
+        Make the folder at C{path}, and the missing ones above it, one
+        segment at a time (never through a link).
+
+        @return: a Deferred that fires with whether it was made (C{False}:
+            it was there already).
+        @raise BadPath: if a file or a link is there, or on the way.
+        """
+
+        def work() -> bool:
+            with parent_of(self.root, path, create=True) as (parent, name):
+                try:
+                    os.mkdir(name, 0o755, dir_fd=parent)
+                except FileExistsError:
+                    if not stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+                        raise BadPath(f"{path!r} is a file in the box") from None
+                    return False
+                os.fsync(parent)
+                return True
+
+        return self.in_thread(work)
+
+    def remove_folder(self, path: str, keep: Container[str] = ()) -> Any:
+        """
+        Remove the folder at C{path} if nothing is in it, and the folders
+        above it that it leaves empty, up to one of C{keep}. A folder that
+        still holds something stays: what it holds has entries of its own.
+
+        @return: a Deferred that fires with whether it is gone.
+        """
+
+        def work() -> bool:
+            try:
+                with parent_of(self.root, path) as (parent, name):
+                    os.rmdir(name, dir_fd=parent)
+            except (BadPath, FileNotFoundError):
+                pass  # gone already, with a folder on the way
+            except OSError as e:
+                if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                    return False
+                raise
+            self._prune(path, keep)
+            return True
+
+        return self.in_thread(work)
+
+    def walk(self) -> Iterator[LocalFile | LocalFolder]:
+        """
+        Every regular file and folder in the box (not the box itself, not
+        the hidden folder, no links). Blocking: run it in a thread.
         """
         stack = [self.root]
         while stack:
             folder = stack.pop()
             try:
                 entries = list(os.scandir(folder))
-            except OSError as e:
+                if folder != self.root:
+                    mtime_ns = os.stat(folder, follow_symlinks=False).st_mtime_ns
+                    yield LocalFolder(from_local(self.root, folder), mtime_ns, not entries)
+            except (OSError, BadPath) as e:
                 self.log.warn("cannot read {folder}: {e}", folder=folder, e=e)
                 continue
             for entry in entries:

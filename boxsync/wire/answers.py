@@ -38,6 +38,8 @@ class CommitResult:
 
     @ivar executable: whether it is executable (C{None}: the server does not
         say).
+    @ivar folder: whether it is a folder (C{PUT} or C{DELETE} of
+        C{/folders/<path>}).
     """
 
     path: str
@@ -47,6 +49,7 @@ class CommitResult:
     mtime_ns: int | None
     deleted: bool
     executable: bool | None = None
+    folder: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +75,7 @@ class CommitResult:
                 mtime_ns=None if mtime_ns is None else int(mtime_ns),
                 deleted=bool(data.get("deleted", False)),
                 executable=executable if isinstance(executable, bool) else None,
+                folder=data.get("folder") is True,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ProtocolError(f"bad commit answer: {e!r}") from None

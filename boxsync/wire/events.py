@@ -11,12 +11,13 @@ from typing import Any, Collection, Union
 
 from attrs import evolve, frozen
 
-from .headers import EXECUTABLE_FEATURE
+from .headers import EXECUTABLE_FEATURE, FOLDERS_FEATURE
 
 __all__ = [
     "Hello",
     "Upload",
     "Download",
+    "Folder",
     "Delete",
     "Remove",
     "Conflict",
@@ -71,9 +72,22 @@ class Download:
 
 
 @frozen
+class Folder:
+    """
+    The box has the folder C{path}, as version C{seq}: make it (plan, or a
+    live commit by another client).
+    """
+
+    name = "folder"
+    path: str
+    seq: int
+
+
+@frozen
 class Delete:
     """
-    C{path} was deleted at C{seq}: delete the local copy if it is unchanged.
+    C{path} was deleted at C{seq}: delete the local copy if it is unchanged
+    (a folder, if nothing is left in it).
     """
 
     name = "delete"
@@ -129,12 +143,12 @@ class Ready:
     seq: int
 
 
-Event = Union[Hello, Upload, Download, Delete, Remove, Conflict, InSync, Ready]
+Event = Union[Hello, Upload, Download, Folder, Delete, Remove, Conflict, InSync, Ready]
 
 #: The class of each event, by its wire name.
 EVENT_TYPES: dict[str, type[Any]] = {
     cls.name: cls
-    for cls in (Hello, Upload, Download, Delete, Remove, Conflict, InSync, Ready)
+    for cls in (Hello, Upload, Download, Folder, Delete, Remove, Conflict, InSync, Ready)
 }
 
 
@@ -142,7 +156,7 @@ def event_id(event: Event) -> int | None:
     """
     The seq an event carries as its SSE id: that of a commit or of C{ready}.
     """
-    if isinstance(event, (Download, Delete, Ready)):
+    if isinstance(event, (Download, Folder, Delete, Ready)):
         return event.seq
     return None
 
@@ -156,4 +170,6 @@ def as_read_by(event: Event, features: Collection[str]) -> Event | None:
     if EXECUTABLE_FEATURE not in features and isinstance(event, (Download, Conflict)):
         if event.executable is not None:
             return evolve(event, executable=None)
+    if FOLDERS_FEATURE not in features and isinstance(event, Folder):
+        return None
     return event

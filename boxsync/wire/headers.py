@@ -18,6 +18,7 @@ __all__ = [
     "MTIME_HEADER",
     "EXECUTABLE_HEADER",
     "EXECUTABLE_FEATURE",
+    "FOLDERS_FEATURE",
     "CLIENT_HEADER",
     "STREAM_HEADER",
     "SEQ_HEADER",
@@ -54,6 +55,10 @@ EXECUTABLE_HEADER = "X-Boxsync-Executable"
 #: its C{features}, and a client that reads it on events lists in its
 #: manifest's.
 EXECUTABLE_FEATURE = "executable"
+#: What a server that keeps folders (C{/folders/<path>}) lists among its
+#: C{features}, and a client that reads the C{folder} event lists in its
+#: manifest's.
+FOLDERS_FEATURE = "folders"
 #: The name of the client making a request (shown in logs, conflict names).
 CLIENT_HEADER = "X-Boxsync-Client"
 #: The id of the client's open event stream, so its own commits are not

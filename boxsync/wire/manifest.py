@@ -15,11 +15,13 @@ from .values import ProtocolError, check_count, check_flag, check_path, check_sh
 __all__ = [
     "FileEntry",
     "DeletedEntry",
+    "FolderEntry",
     "Manifest",
     "encode_manifest",
     "parse_manifest",
     "file_entry",
     "deleted_entry",
+    "folder_entry",
     "manifest_client",
     "manifest_cursor",
     "manifest_features",
@@ -63,6 +65,21 @@ class FileEntry:
 
 
 @frozen
+class FolderEntry:
+    """
+    A folder a client syncs as a folder of its own (see
+    C{docs/protocol.md}, "Folders"): one it had in sync with version C{base},
+    or (C{base} 0) a new, empty one.
+    """
+
+    path: str
+    base: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "base": self.base}
+
+
+@frozen
 class DeletedEntry:
     """
     A file the client deleted since it was in sync with version C{base}.
@@ -83,6 +100,10 @@ def _deleted(items: Iterable[DeletedEntry]) -> tuple[DeletedEntry, ...]:
     return tuple(items)
 
 
+def _folders(items: Iterable[FolderEntry]) -> tuple[FolderEntry, ...]:
+    return tuple(items)
+
+
 def _features(items: Iterable[str]) -> frozenset[str]:
     return frozenset(items)
 
@@ -95,6 +116,8 @@ class Manifest:
     A client lists at least every file it changed (or never synced) and every
     file it deleted since C{cursor}, the highest seq it has applied; it may
     list unchanged files too. The server then needs nothing else to plan.
+    The same goes for the folders it syncs (C{folders}; a deleted one is
+    among C{deleted}).
 
     @ivar features: what the client reads on its event stream beyond the
         first protocol (e.g. L{EXECUTABLE_FEATURE
@@ -107,6 +130,7 @@ class Manifest:
     files: tuple[FileEntry, ...] = field(default=(), converter=_files)
     deleted: tuple[DeletedEntry, ...] = field(default=(), converter=_deleted)
     features: frozenset[str] = field(default=frozenset(), converter=_features)
+    folders: tuple[FolderEntry, ...] = field(default=(), converter=_folders)
 
     def to_json(self) -> dict[str, Any]:
         manifest: dict[str, Any] = {
@@ -117,6 +141,8 @@ class Manifest:
         }
         if self.features:
             manifest["features"] = sorted(self.features)
+        if self.folders:
+            manifest["folders"] = [f.to_json() for f in self.folders]
         return manifest
 
 
@@ -156,9 +182,27 @@ def deleted_entry(item: object) -> DeletedEntry:
 
     @raise ProtocolError: if it is malformed.
     """
+    return DeletedEntry(*_path_and_base(item, "deleted entry"))
+
+
+def folder_entry(item: object) -> FolderEntry:
+    """
+    One item of a manifest's C{folders}, checked.
+
+    @raise ProtocolError: if it is malformed.
+    """
+    return FolderEntry(*_path_and_base(item, "folder"))
+
+
+def _path_and_base(item: object, what: str) -> tuple[str, int]:
+    """
+    The C{path} and C{base} of an entry, checked.
+
+    @raise ProtocolError: if it is malformed.
+    """
     if not isinstance(item, dict):
-        raise ProtocolError("each deleted entry must be a JSON object")
-    return DeletedEntry(path=check_path(item.get("path")), base=check_count(item.get("base", 0), "base"))
+        raise ProtocolError(f"each {what} must be a JSON object")
+    return check_path(item.get("path")), check_count(item.get("base", 0), "base")
 
 
 def manifest_client(value: object) -> str:
@@ -208,14 +252,16 @@ def parse_manifest(body: bytes, max_entries: int = 1_000_000) -> Manifest:
     client = manifest_client(raw.get("client", ""))
     files_raw = raw.get("files", [])
     deleted_raw = raw.get("deleted", [])
-    if not isinstance(files_raw, list) or not isinstance(deleted_raw, list):
-        raise ProtocolError("files and deleted must be lists")
-    if len(files_raw) + len(deleted_raw) > max_entries:
+    folders_raw = raw.get("folders", [])
+    if not all(isinstance(items, list) for items in (files_raw, deleted_raw, folders_raw)):
+        raise ProtocolError("files, deleted and folders must be lists")
+    if len(files_raw) + len(deleted_raw) + len(folders_raw) > max_entries:
         raise ProtocolError(f"manifest has over {max_entries} entries")
     files = [file_entry(item) for item in files_raw]
     deleted = [deleted_entry(item) for item in deleted_raw]
+    folders = [folder_entry(item) for item in folders_raw]
     seen: set[str] = set()
-    entries: list[FileEntry | DeletedEntry] = [*files, *deleted]
+    entries: list[FileEntry | DeletedEntry | FolderEntry] = [*files, *deleted, *folders]
     for entry in entries:
         if entry.path in seen:
             raise ProtocolError(f"{entry.path!r} is listed twice")
@@ -226,4 +272,5 @@ def parse_manifest(body: bytes, max_entries: int = 1_000_000) -> Manifest:
         files=files,
         deleted=deleted,
         features=manifest_features(raw.get("features", [])),
+        folders=folders,
     )

@@ -124,6 +124,74 @@ async def test_the_executable_bit_is_synced_and_a_chmod_alone_too(
 
 
 @pytest_twisted.ensureDeferred
+async def test_empty_folders_are_synced(folders: Any, reactor: Any, server: RunningServer) -> None:
+    """
+    An empty folder made on one side is made on the other (and in the box);
+    removed, it is removed there too, but never while something is in it
+    there: a file not synced yet (which then goes up), or an ignored one.
+    """
+    a, b = folders("a"), folders("b")
+    (a.root / "empty/deeper").mkdir(parents=True)
+    (a.root / "plain").mkdir()
+    (a.root / "plain/f.txt").write_text("f")
+    for name in ("keep-new", "keep-ignored", "gone"):
+        (a.root / name).mkdir()
+    await a.sync()
+    await b.sync()
+    for root in (b.root, server.box):
+        assert all((root / name).is_dir() for name in ("empty/deeper", "keep-new", "keep-ignored", "gone"))
+    assert b.state.get("empty/deeper").folder and b.state.get("empty") is None
+
+    (b.root / "keep-new/new.txt").write_text("not synced yet")
+    (b.root / ".boxsync/ignore").write_text("*.tmp\n")
+    (b.root / "keep-ignored/x.tmp").write_text("ignored")
+    for name in ("empty/deeper", "keep-new", "keep-ignored", "gone"):
+        (a.root / name).rmdir()
+    await a.sync()
+    assert not (server.box / "gone").exists() and not (server.box / "empty/deeper").exists()
+    # What is left empty is a folder of its own now.
+    assert (server.box / "empty").is_dir() and a.state.get("empty").folder
+    await b.sync()
+    assert not (b.root / "gone").exists() and not (b.root / "empty/deeper").exists()
+    assert (b.root / "empty").is_dir()
+    assert (b.root / "keep-new/new.txt").read_text() == "not synced yet"
+    assert (b.root / "keep-ignored/x.tmp").read_text() == "ignored"
+    assert b.state.get("keep-ignored") is None
+    await a.sync()
+    assert (a.root / "keep-new/new.txt").read_text() == "not synced yet"
+    assert not (a.root / "keep-ignored").exists()
+    synced = {path: digest for path, digest in tree(b.root).items() if not path.endswith(".tmp")}
+    assert tree(a.root) == synced == tree(server.box)
+    # In sync: nothing more to do on either side.
+    seq = await server.service.index.current_seq("default")  # type: ignore[union-attr]
+    await b.sync()
+    await a.sync()
+    assert await server.service.index.current_seq("default") == seq  # type: ignore[union-attr]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_becomes_a_folder_and_a_folder_a_file(folders: Any, server: RunningServer) -> None:
+    """
+    What was at a path is deleted first; what is there now is new after.
+    """
+    a, b = folders("a"), folders("b")
+    (a.root / "x").write_text("a file")
+    (a.root / "y").mkdir()
+    await a.sync()
+    await b.sync()
+    assert (b.root / "x").is_file() and (b.root / "y").is_dir()
+    (a.root / "x").unlink()
+    (a.root / "x").mkdir()
+    (a.root / "y").rmdir()
+    (a.root / "y").write_text("a file now")
+    await a.sync()
+    assert (server.box / "x").is_dir() and (server.box / "y").read_text() == "a file now"
+    await b.sync()
+    assert (b.root / "x").is_dir() and (b.root / "y").read_text() == "a file now"
+    assert b.state.get("x").folder and not b.state.get("y").folder
+
+
+@pytest_twisted.ensureDeferred
 async def test_download_over_a_local_edit_keeps_a_conflict_copy(
     folders: Any, reactor: Any, server: RunningServer, http: Any
 ) -> None:
@@ -490,7 +558,7 @@ async def test_a_file_that_changed_as_it_was_hashed_and_sent_is_refused(
     a = folders("a")
     local = a.root / "big.bin"
     local.write_bytes(os.urandom(3 * SMALL_FILE))
-    assert await a.api.features() == {"sha256-trailer", "executable"}
+    assert await a.api.features() == {"sha256-trailer", "executable", "folders"}
     with pytest.raises(APIError) as refused:
         await a.api.upload("big.bin", local, 0, None, None, hash_as_sent=True, unchanged=lambda: False)
     assert refused.value.status == 400 and "sha256" in refused.value.message

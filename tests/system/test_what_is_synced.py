@@ -1,6 +1,8 @@
 """
 What is synced besides a file's bytes, on real processes: whether a file is
-executable (a change of that alone too, without sending the bytes again).
+executable (a change of that alone too, without sending the bytes again),
+and empty folders (made and removed on the other side, never removed there
+while something not synced is in them).
 """
 
 from __future__ import annotations
@@ -51,3 +53,42 @@ def test_the_executable_bit_travels_and_a_chmod_alone_too(tmp_path: Path, server
         a.kill()
         b.kill()
     stop_and_check(server, "executable bits", 2, a.folder, b.folder)
+
+
+@pytest.mark.slow
+def test_empty_folders_come_and_go_but_never_with_what_is_in_them(tmp_path: Path, server: Server) -> None:
+    a = Client(server, tmp_path / "a", "a").start()
+    b = Client(server, tmp_path / "b", "b")
+    (b.folder / ".boxsync").mkdir(parents=True)
+    (b.folder / ".boxsync/ignore").write_text("*.tmp\n")
+    b.start()
+    names = ["empty/deeper", "holds-new", "holds-ignored"]
+    try:
+        for name in names:
+            (a.folder / name).mkdir(parents=True)
+        wait_until(lambda: all((b.folder / name).is_dir() for name in names), what="the empty folders on b")
+        assert all((server.box / name).is_dir() for name in names)
+
+        # While b is away, what it does not sync yet goes into two of them,
+        # and a removes them all.
+        b.stop()
+        (b.folder / "holds-new/new.txt").write_text("not synced yet")
+        (b.folder / "holds-ignored/x.tmp").write_text("ignored")
+        for name in names:
+            (a.folder / name).rmdir()
+        wait_until(
+            lambda: not any((server.box / name).exists() for name in names), what="the folders gone from the box"
+        )
+        b = Client(server, b.folder, "b").start()
+        wait_until(lambda: not (b.folder / "empty/deeper").exists(), what="empty/deeper gone from b")
+        wait_until(lambda: (a.folder / "holds-new/new.txt").exists(), what="b's new file on a")
+        # The folder a left empty is one of its own now, on every side.
+        wait_until(lambda: (b.folder / "empty").is_dir(), what="empty on b")
+        assert (a.folder / "empty").is_dir() and (server.box / "empty").is_dir()
+        assert (b.folder / "holds-new/new.txt").read_text() == "not synced yet"
+        assert (b.folder / "holds-ignored/x.tmp").read_text() == "ignored"
+        assert not (a.folder / "holds-ignored").exists() and not (server.box / "holds-ignored").exists()
+    finally:
+        a.kill()
+        b.kill()
+    stop_and_check(server, "empty folders", 2, a.folder, b.folder)

@@ -23,8 +23,8 @@ from boxsync.client.scanner import (
     scan_one,
 )
 from boxsync.fs import CHUNK_SIZE, hash_file
-from boxsync.client.state import UNKNOWN_CTIME, Base
-from boxsync.wire import DeletedEntry
+from boxsync.client.state import UNKNOWN_CTIME, Base, folder_base
+from boxsync.wire import DeletedEntry, FolderEntry
 from tests.helpers import edit_keeping_stamps
 
 NO_RULES = IgnoreRules()
@@ -311,6 +311,64 @@ def test_deleted(tmp_path: Path) -> None:
         DeletedEntry("became-dir", 9),
         DeletedEntry("became-link", 9),
     }
+
+
+def test_folders_of_their_own(tmp_path: Path) -> None:
+    """
+    A new folder is synced as a folder of its own while nothing at all is
+    in it (a folder with files comes with them; one that holds only what is
+    not synced is not synced); once synced, it stays one whatever comes
+    into it, until it is gone or something else is at its path.
+    """
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a/b/c").mkdir(parents=True)
+    write(tmp_path, "full/f", b"f")
+    (tmp_path / "only-a-link").mkdir()
+    (tmp_path / "only-a-link/link").symlink_to("/")
+    rules = IgnoreRules.from_lines(["*.tmp"])
+    write(tmp_path, "only-ignored/x.tmp", b"")
+    result = scan(tmp_path, {}, rules)
+    assert result.folders == {"empty": 0, "a/b/c": 0}
+    manifest = result.to_manifest("c", 0, only_changed=False)
+    assert set(manifest.folders) == {FolderEntry("a/b/c", 0), FolderEntry("empty", 0)}
+
+    state = {**synced(result), "empty": folder_base("empty", 5), "a/b/c": folder_base("a/b/c", 6)}
+    write(tmp_path, "empty/new", b"x")
+    result = scan(tmp_path, {**state, "empty/new": synced(scan(tmp_path, {}, rules))["empty/new"]}, rules)
+    assert result.folders == {"empty": 5, "a/b/c": 6}
+    assert result.to_manifest("c", 9, only_changed=True).folders == ()
+    assert set(result.to_manifest("c", 0, only_changed=False).folders) == {
+        FolderEntry("empty", 5),
+        FolderEntry("a/b/c", 6),
+    }
+
+    # Removed, it is deleted (and the folder it leaves empty is new); a
+    # file in its place is new once the folder's delete is committed.
+    (tmp_path / "a/b/c").rmdir()
+    (tmp_path / "empty/new").unlink()
+    (tmp_path / "empty").rmdir()
+    write(tmp_path, "empty", b"a file now")
+    result = scan(tmp_path, state, rules)
+    assert result.folders == {"a/b": 0}
+    assert set(result.deleted) == {DeletedEntry("a/b/c", 6), DeletedEntry("empty", 5)}
+    assert "empty" not in result.files
+    # An ignored folder with a base is not deleted.
+    ignoring = IgnoreRules.from_lines(["b/"])
+    assert scan(tmp_path, {"a/b": folder_base("a/b", 7)}, ignoring).deleted == ()
+
+
+def test_look_here(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    write(tmp_path, "full/f", b"f")
+    (tmp_path / "link").symlink_to("full")
+    assert [scanner.look_here(tmp_path, path) for path in ["empty", "full", "full/f", "link", "link/f", "no"]] == [
+        scanner.Here.EMPTY,
+        scanner.Here.FOLDER,
+        scanner.Here.FILE,
+        scanner.Here.OTHER,
+        scanner.Here.NOTHING,  # never through a link
+        scanner.Here.NOTHING,
+    ]
 
 
 def test_ignored(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from boxsync.wire import (
     DeletedEntry,
     Download,
     FileEntry,
+    Folder,
+    FolderEntry,
     InSync,
     Manifest,
     Remove,
@@ -89,10 +91,41 @@ def test_decide(entry: Any, row: FileRecord | None, expected: Any) -> None:
     assert decide(entry, row) == expected
 
 
+def folder(seq: int, deleted: bool = False) -> FileRecord:
+    return FileRecord("f", 0, "", 0, seq, deleted, folder=True)
+
+
+@pytest.mark.parametrize(
+    "entry, row, expected",
+    [
+        # a folder the client has
+        (FolderEntry("f", 0), None, Upload("f", 0)),
+        (FolderEntry("f", 0), folder(5), InSync("f", 5)),
+        (FolderEntry("f", 5), folder(5), None),
+        (FolderEntry("f", 4), folder(5), InSync("f", 5)),
+        (FolderEntry("f", 0), folder(6, deleted=True), Upload("f", 6)),
+        (FolderEntry("f", 5), folder(6, deleted=True), Delete("f", 6)),
+        # a file in the box where the client has a folder, and the other way round
+        (FolderEntry("f", 0), live(5), Download("f", A, 1, 0, 5, False)),
+        (mine(0, True), folder(5), Folder("f", 5)),
+        (mine(4, True), folder(6, deleted=True), Upload("f", 6)),
+        # a folder the client deleted
+        (DeletedEntry("f", 5), folder(5), Remove("f", 5)),
+        (DeletedEntry("f", 4), folder(5), Folder("f", 5)),
+        (DeletedEntry("f", 5), folder(6, deleted=True), None),
+    ],
+)
+def test_decide_folders(entry: Any, row: FileRecord | None, expected: Any) -> None:
+    assert decide(entry, row) == expected
+
+
 def test_unlisted() -> None:
     assert unlisted(live(5), cursor=4) == Download("f", A, 1, 0, 5, False)
     assert unlisted(live(5), cursor=5) is None
     assert unlisted(tomb(6), cursor=4) == Delete("f", 6)
+    assert unlisted(folder(6), cursor=4) == Folder("f", 6)
+    assert unlisted(folder(6, deleted=True), cursor=4) == Delete("f", 6)
+    assert unlisted(folder(6, deleted=True), cursor=0) is None
     # A client with no cursor has nothing to delete.
     assert unlisted(tomb(6), cursor=0) is None
 

@@ -13,12 +13,15 @@ from hypothesis import strategies as st
 from boxsync.paths import BadPath, from_local, normalize, to_local
 from boxsync.wire import (
     EXECUTABLE_FEATURE,
+    FOLDERS_FEATURE,
     BatchFile,
     Conflict,
     Delete,
     DeletedEntry,
     Download,
     FileEntry,
+    Folder,
+    FolderEntry,
     Hello,
     InSync,
     Manifest,
@@ -101,6 +104,7 @@ EVENTS = [
     Remove("y", 2),
     Conflict("c", SHA, 1, 2, 9),
     Download("x", SHA, 1, 2, 10, True),
+    Folder("empty/folder", 12),
     Conflict("y", SHA, 1, 2, 11, False),
     InSync("i", 4),
     Ready(9),
@@ -154,6 +158,10 @@ def test_manifest_round_trip() -> None:
         features={EXECUTABLE_FEATURE, "some-later-feature"},
     )
     assert parse_manifest(encode_manifest(moded)) == moded
+    with_folders = Manifest(
+        "laptop", 3, deleted=[DeletedEntry("gone", 2)], folders=[FolderEntry("new", 0), FolderEntry("old/one", 2)]
+    )
+    assert parse_manifest(encode_manifest(with_folders)) == with_folders
     # A client that does not say leaves both out.
     said = json.loads(encode_manifest(manifest))
     assert "features" not in said and "executable" not in said["files"][0]
@@ -166,6 +174,12 @@ def test_the_executable_bit_goes_only_to_clients_that_read_it() -> None:
     assert b"executable" not in encode_event(Download("run.sh", SHA, 1, 2, 7))
     assert as_read_by(Conflict("c", SHA, 1, 2, 9, False), ()) == Conflict("c", SHA, 1, 2, 9)
     assert as_read_by(Upload("u", 0), ()) == Upload("u", 0)
+
+
+def test_folders_go_only_to_clients_that_read_them() -> None:
+    assert as_read_by(Folder("f", 3), {FOLDERS_FEATURE}) == Folder("f", 3)
+    assert as_read_by(Folder("f", 3), {EXECUTABLE_FEATURE}) is None
+    assert encode_event(Folder("f", 3)) == b'id: 3\nevent: folder\ndata: {"path":"f","seq":3}\n\n'
 
 
 def test_fields_a_client_does_not_know_are_left_out() -> None:
@@ -204,6 +218,9 @@ def test_a_batch_file_says_whether_it_is_executable() -> None:
         b'{"cursor": "1"}',
         b'{"features": "executable"}',
         b'{"features": [1]}',
+        b'{"folders": {}}',
+        b'{"folders": [{"path": "a", "base": -1}]}',
+        b'{"folders": [{"path": "a"}], "deleted": [{"path": "a", "base": 1}]}',
         b'{"files": [{"path": "a", "sha256": "' + SHA.encode() + b'", "size": 1, "executable": 1}]}',
         b"\xff\xfe",
     ],

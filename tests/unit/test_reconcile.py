@@ -21,6 +21,8 @@ from boxsync.client.reconcile import (
     SendMode,
     TakeMode,
 )
+from boxsync.client.scanner import Here
+from boxsync.client.state import folder_base
 from boxsync.client.scanner import LocalFile
 from boxsync.client.state import Base
 from boxsync.wire import Download, Upload
@@ -148,3 +150,92 @@ def test_on_local_change(had: Base | None, found: LocalFile | None, expected: re
 )
 def test_on_upload(had: Base | None, found: LocalFile | None, expected: reconcile.Action) -> None:
     assert reconcile.on_upload(Upload("f", 2), had, found) == expected
+
+
+EMPTY, FOLDER, NOTHING, FILE, OTHER = Here.EMPTY, Here.FOLDER, Here.NOTHING, Here.FILE, Here.OTHER
+
+
+def test_what_concerns_a_folder() -> None:
+    assert reconcile.is_folder(folder_base("f", 3), NOTHING)
+    assert reconcile.is_folder(folder_base("f", 3), FILE)
+    assert reconcile.is_folder(None, EMPTY) and reconcile.is_folder(base(), FOLDER)
+    assert not reconcile.is_folder(None, NOTHING) and not reconcile.is_folder(base(), FILE)
+
+
+@pytest.mark.parametrize(
+    "here, expected",
+    [
+        (NOTHING, reconcile.MakeFolder(7)),
+        (EMPTY, reconcile.RecordFolder(7)),
+        (FOLDER, reconcile.RecordFolder(7)),
+        (FILE, reconcile.Clash("the box has a folder where this folder has a file")),
+        (OTHER, reconcile.Clash("the box has a folder where this folder has a link or a special file")),
+    ],
+)
+def test_on_folder(here: Here, expected: reconcile.Action) -> None:
+    assert reconcile.on_folder(7, here) == expected
+
+
+def test_a_folder_in_the_place_of_a_file() -> None:
+    assert reconcile.on_folder(7, FILE, file()) == reconcile.MakeFolder(7, over_file=True)
+    # An edit the server has not seen (or a file never synced) is kept.
+    assert reconcile.on_folder(7, FILE, edited()) == reconcile.MakeFolder(7, over_file=True, keep_local=True)
+    assert reconcile.on_folder(7, FILE, file(changed=True, seq=0)) == reconcile.MakeFolder(7, True, True)
+
+
+@pytest.mark.parametrize(
+    "had, here, expected",
+    [
+        (folder_base("f", 3), EMPTY, reconcile.DeleteFolderHere()),
+        # Never a folder that holds anything: what is in it may not be synced.
+        (folder_base("f", 3), FOLDER, reconcile.KeepFolder()),
+        (folder_base("f", 3), NOTHING, Forget()),
+        (folder_base("f", 3), FILE, Forget()),
+        # A folder that was never synced here is not the one deleted.
+        (None, EMPTY, Nothing()),
+        (None, FOLDER, Nothing()),
+        (base(), EMPTY, Forget()),  # a file here that became a folder
+    ],
+)
+def test_on_folder_delete(had: Base | None, here: Here, expected: reconcile.Action) -> None:
+    assert reconcile.on_folder_delete(had, here) == expected
+
+
+@pytest.mark.parametrize(
+    "had, here, expected",
+    [
+        (None, EMPTY, reconcile.SendFolder(0)),
+        (None, FOLDER, Nothing()),  # comes with what it holds
+        (folder_base("f", 3), EMPTY, Nothing()),
+        (folder_base("f", 3), FOLDER, Nothing()),  # stays a folder of its own
+        (folder_base("f", 3), NOTHING, reconcile.RemoveFolder(3)),
+        (folder_base("f", 3), FILE, reconcile.RemoveFolder(3)),  # the file is new after
+        (base(), EMPTY, Remove(3)),  # the folder is new after
+    ],
+)
+def test_on_folder_change(had: Base | None, here: Here, expected: reconcile.Action) -> None:
+    assert reconcile.on_folder_change(had, here) == expected
+
+
+@pytest.mark.parametrize(
+    "had, here, expected",
+    [
+        (None, EMPTY, reconcile.SendFolder(2)),
+        (folder_base("f", 2), FOLDER, reconcile.SendFolder(2)),
+        (folder_base("f", 5), EMPTY, Nothing()),  # sent since the plan was made
+        (None, NOTHING, Nothing()),
+        (base(), EMPTY, Nothing()),
+    ],
+)
+def test_on_folder_upload(had: Base | None, here: Here, expected: reconcile.Action) -> None:
+    assert reconcile.on_folder_upload(Upload("f", 2), had, here) == expected
+
+
+def test_on_folder_remove_and_insync() -> None:
+    had = folder_base("f", 4)
+    assert reconcile.on_folder_remove(4, had, NOTHING) == reconcile.RemoveFolder(4)
+    assert reconcile.on_folder_remove(4, had, FILE) == reconcile.RemoveFolder(4)
+    assert reconcile.on_folder_remove(4, had, EMPTY) == Nothing()  # made again since
+    assert reconcile.on_folder_remove(4, base(4), FOLDER) == Remove(4)  # a file that became a folder
+    assert reconcile.on_folder_insync(4, FOLDER) == reconcile.RecordFolder(4)
+    assert reconcile.on_folder_insync(4, NOTHING) == Nothing()
