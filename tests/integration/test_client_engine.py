@@ -124,6 +124,31 @@ async def test_the_executable_bit_is_synced_and_a_chmod_alone_too(
 
 
 @pytest_twisted.ensureDeferred
+async def test_without_the_patch_route_a_chmod_alone_sends_the_file(
+    folders: Any, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A server without C{PATCH /files/<path>} (it answers 405) gets the whole
+    file again for a change of its executable bit alone.
+    """
+    from boxsync.client.api import BoxsyncAPI
+    from boxsync.client.errors import APIError
+
+    async def no_route(*args: Any) -> Any:
+        raise APIError(405, "Method Not Allowed")
+
+    a = folders("a")
+    (a.root / "run.sh").write_bytes(b"#!/bin/sh\n")
+    await a.sync()
+    inode = (server.box / "run.sh").stat().st_ino
+    monkeypatch.setattr(BoxsyncAPI, "set_executable", no_route)
+    (a.root / "run.sh").chmod(0o755)
+    await a.sync()
+    assert _mode(server.box / "run.sh") == 0o755 and (server.box / "run.sh").stat().st_ino != inode
+    assert a.state.get("run.sh").executable and a.state.get("run.sh").seq == 2
+
+
+@pytest_twisted.ensureDeferred
 async def test_empty_folders_are_synced(folders: Any, reactor: Any, server: RunningServer) -> None:
     """
     An empty folder made on one side is made on the other (and in the box);
