@@ -1,6 +1,7 @@
 """
 The file-system operations both programs share: hashing a file, writing a
-small one whole, and placing files atomically below a root (C{renameat2}'s
+small one whole, the executable bit of a mode, and placing files atomically
+below a root (C{renameat2}'s
 no-replace and exchange moves, making missing folders without following a
 link, pruning the folders a removal leaves empty, fsyncing a folder).
 
@@ -16,6 +17,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
+from typing import Callable
 
 from . import libc
 from .paths import BadPath
@@ -27,7 +29,10 @@ __all__ = [
     "exchange",
     "fsync_dir",
     "hash_file",
+    "is_executable",
+    "make_folder",
     "make_parents",
+    "mode_for",
     "move_new",
     "prune",
     "write_small",
@@ -57,6 +62,29 @@ def hash_file(path: str | Path | int) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+def is_executable(mode: int) -> bool:
+    """
+    Whether a file of C{mode} is executable, as boxsync syncs it: one bit,
+    set if any of the owner's, the group's or the others' x bits is (as git
+    and Syncthing see it).
+    """
+    return bool(mode & 0o111)
+
+
+def mode_for(mode: int, executable: bool) -> int:
+    """
+    The permission bits C{mode} (those a file has, or would have) made
+    executable or not: an executable file gets an x bit wherever it has an
+    r bit (0644 becomes 0755, 0600 becomes 0700), one that is not loses
+    them all. The rest is left as it is, so the umask a file was made
+    under still shows.
+    """
+    mode &= 0o7777
+    if executable:
+        return mode | (mode & 0o444) >> 2
+    return mode & ~0o111
 
 
 def write_small(fd: int, data: bytes, mtime_ns: int) -> None:
@@ -127,8 +155,18 @@ def make_parents(root: Path, target: Path) -> None:
 
     @raise BadPath: if one of them is a link or a file.
     """
+    make_folder(root, target.parent)
+
+
+def make_folder(root: Path, folder: Path) -> None:
+    """
+    Make the folder C{folder} below C{root}, and the missing ones above it,
+    one at a time, so that none is made through a link.
+
+    @raise BadPath: if it, or one above it, is a link or a file.
+    """
     current = root
-    for segment in target.parent.relative_to(root).parts:
+    for segment in folder.relative_to(root).parts:
         current = current / segment
         try:
             os.mkdir(current)
@@ -137,11 +175,12 @@ def make_parents(root: Path, target: Path) -> None:
                 raise BadPath(f"{current} is a link or a file, not a folder") from None
 
 
-def prune(root: Path, folder: Path) -> None:
+def prune(root: Path, folder: Path, keep: Callable[[Path], bool] | None = None) -> None:
     """
-    Remove empty folders from C{folder} up to (not including) C{root}.
+    Remove empty folders from C{folder} up to (not including) C{root}, or
+    up to one C{keep} says to keep.
     """
-    while folder != root and root in folder.parents:
+    while folder != root and root in folder.parents and not (keep is not None and keep(folder)):
         try:
             folder.rmdir()
         except OSError:

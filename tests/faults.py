@@ -172,6 +172,7 @@ class Row:
     sha256: str
     seq: int
     deleted: bool
+    folder: bool = False
 
 
 def index_rows(box: Path) -> tuple[list[Row], int]:
@@ -181,8 +182,10 @@ def index_rows(box: Path) -> tuple[list[Row], int]:
     db = sqlite3.connect(f"file:{box / '.boxsync/index.sqlite'}?mode=ro", uri=True)
     try:
         rows = [
-            Row(path, sha256, seq, bool(deleted))
-            for path, sha256, seq, deleted in db.execute("SELECT path, sha256, seq, deleted FROM files")
+            Row(path, sha256, seq, bool(deleted), bool(folder))
+            for path, sha256, seq, deleted, folder in db.execute(
+                "SELECT path, sha256, seq, deleted, folder FROM files"
+            )
         ]
         latest = max([seq for (seq,) in db.execute("SELECT seq FROM accounts")], default=0)
     finally:
@@ -193,12 +196,15 @@ def index_rows(box: Path) -> tuple[list[Row], int]:
 def check_index(box: Path) -> int:
     """
     Check a stopped server's index against its box: the live rows are
-    exactly the box's files with their sha256, no two rows share a seq, and
+    exactly the box's files with their sha256 (and folders there), no two
+    rows share a seq, and
     the account's seq is at least every row's. Return how many files.
     """
     rows, latest = index_rows(box)
-    live = {row.path: row.sha256 for row in rows if not row.deleted}
+    live = {row.path: row.sha256 for row in rows if not row.deleted and not row.folder}
     assert live == tree(box), "the index does not match the box"
+    folders = [row.path for row in rows if row.folder and not row.deleted]
+    assert all((box / path).is_dir() for path in folders), "a folder of the index is not in the box"
     seqs = [row.seq for row in rows]
     assert len(seqs) == len(set(seqs)), f"a seq is used twice: {sorted(seqs)}"
     assert all(seq <= latest for seq in seqs)

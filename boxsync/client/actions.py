@@ -1,11 +1,14 @@
 """
-What the client does to carry out a decision of L{reconcile}: upload a file,
-delete a path on the server, record a base, delete a local file, keep a
-conflict copy, and move a verified download into place.
+What the client does to carry out a decision of L{reconcile}: upload a file
+(or only its being executable), delete a path on the server, record a base,
+delete a local file, keep a conflict copy, make a file executable or not,
+move a verified download into place, and make, commit, remove or keep a
+folder synced as a folder of its own.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -15,16 +18,17 @@ from attrs import define
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ..fs import prune
-from ..paths import BadPath, to_local
+from ..fs import make_folder, prune
+from ..paths import BadPath, from_local, to_local
 from ..wire import Download
 from . import reconcile
 from .api import BoxsyncAPI
 from .errors import APIError, NotFound, StaleBase
-from .placing import conflict_name, placed_base, set_aside, swap
+from .placing import conflict_name, placed_base, prepare, set_aside, set_executable, swap
 from .progress import Reporter
+from .results import DownloadResult
 from .scanner import FileChanging, LocalFile
-from .state import UNKNOWN_CTIME, Base, LocalState
+from .state import UNKNOWN_CTIME, Base, LocalState, folder_base
 from .blockwise import ChangedWhileSent
 from .transfers import SMALL_FILE, Transfers, changed_while_sent
 
@@ -67,8 +71,14 @@ class Actions:
         elif isinstance(action, reconcile.Send):
             assert file is not None
             await self.upload(file, action.base)
+        elif isinstance(action, reconcile.SendMode):
+            assert file is not None
+            await self.send_mode(file, action.base)
+        elif isinstance(action, reconcile.TakeMode):
+            assert file is not None
+            self.take_mode(file, action.seq, action.executable)
         elif isinstance(action, reconcile.SendEdit):
-            self.state.put(Base(path, action.sha256, -1, -1, -1, action.seq, UNKNOWN_CTIME))
+            self.state.put(Base(path, action.sha256, -1, -1, -1, action.seq, UNKNOWN_CTIME, action.executable))
             self.changed(path)
         elif isinstance(action, reconcile.Remove):
             await self.remove(path, action.base)
@@ -85,9 +95,101 @@ class Actions:
                 set_aside(local, self.transfers.tmp, base.sha256)
             else:
                 local.unlink()
-            prune(self.root, local.parent)
+            self._prune(local.parent)
             self.state.forget(path)
             self.reporter.message(f"deleted {path}")
+        else:
+            await self._carry_out_folder(action, path)
+
+    async def _carry_out_folder(self, action: reconcile.Action, path: str) -> None:
+        """
+        Do what L{reconcile} decided about the folder C{path}.
+        """
+        if isinstance(action, reconcile.MakeFolder):
+            if action.over_file:
+                # The server put the folder in the place of the file here.
+                if action.keep_local:
+                    self.keep_as_conflict(path)
+                else:
+                    self._local(path).unlink()
+                self.state.forget(path)
+            make_folder(self.root, self._local(path))
+            self.state.put(folder_base(path, action.seq))
+            self.reporter.message(f"made the folder {path}")
+        elif isinstance(action, reconcile.RecordFolder):
+            self.state.put(folder_base(path, action.seq))
+        elif isinstance(action, reconcile.SendFolder):
+            await self._send_folder(path, action.base)
+        elif isinstance(action, reconcile.RemoveFolder):
+            await self._remove_folder(path, action.base)
+        elif isinstance(action, reconcile.DeleteFolderHere):
+            local = self._local(path)
+            try:
+                local.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                # Something came into it since the look.
+                await self._carry_out_folder(reconcile.KeepFolder(), path)
+                return
+            self.state.forget(path)
+            self._prune(local.parent)
+            self.reporter.message(f"deleted the folder {path}")
+        elif isinstance(action, reconcile.KeepFolder):
+            self.state.forget(path)
+            self.log.info(
+                "{path} was deleted on the server; kept here, as something is in it", path=path
+            )
+        elif isinstance(action, reconcile.Clash):
+            raise BadPath(f"{path}: {action.reason}")
+
+    def _folder_gives_way(self, path: str, local: Path) -> bool:
+        """
+        Remove the folder C{local}, synced as a folder of its own, for the
+        file the server has put in its place: only if nothing is in it.
+
+        @return: whether it is gone.
+        """
+        base = self.state.get(path)
+        if base is None or not base.folder:
+            return False
+        try:
+            local.rmdir()
+        except OSError:
+            return False
+        self.state.forget(path)
+        return True
+
+    def _prune(self, folder: Path) -> None:
+        """
+        Remove C{folder} and the folders above it while they are empty,
+        but not one synced as a folder of its own (it has a base).
+        """
+        prune(self.root, folder, lambda local: self.state.get(from_local(self.root, local)) is not None)
+
+    async def _send_folder(self, path: str, base: int) -> None:
+        try:
+            result = await self.api.make_folder(path, base)
+        except StaleBase:
+            # Changed on the server meanwhile: the next plan says how.
+            self.resync(None)
+            return
+        self.state.put(folder_base(path, result.seq))
+        self.reporter.message(f"made the folder {path} on the server")
+
+    async def _remove_folder(self, path: str, base: int) -> None:
+        try:
+            await self.api.delete_folder(path, base)
+        except NotFound:
+            pass
+        except StaleBase:
+            # Made again on the server meanwhile: the next plan brings it.
+            self.resync(None)
+            return
+        self.state.forget(path)
+        self.reporter.message(f"deleted the folder {path} on the server")
 
     async def upload(self, file: LocalFile, base: int) -> None:
         try:
@@ -111,6 +213,44 @@ class Actions:
             self.resync(f"{file.path} changed while it was sent")
             return
         self.state.put(file.as_base(result.seq, result.sha256))
+
+    async def send_mode(self, file: LocalFile, base: int) -> None:
+        """
+        Commit C{file}, whose bytes are those of version C{base}, as made
+        executable or not, without sending them again.
+        """
+        assert file.sha256 is not None
+        try:
+            result = await self.api.set_executable(file.path, base, file.sha256, file.executable)
+        except (StaleBase, NotFound):
+            # Another change came first: the next plan weighs this one
+            # against it (a mode alone is no reason for a conflict copy).
+            self.resync(None)
+            return
+        except APIError as e:
+            if e.status != 405:
+                raise
+            # A server without the route keeps no modes: the whole file
+            # goes up, as a new version of the same bytes.
+            await self.upload(file, base)
+            return
+        self.state.put(file.as_base(result.seq))
+        self.reporter.message(f"made {file.path} {_executable(file.executable)} on the server")
+
+    def take_mode(self, file: LocalFile, seq: int, executable: bool) -> None:
+        """
+        Make C{file}, which has the bytes of version C{seq}, C{executable}
+        or not as that version is, in place, and record it as its base.
+
+        @raise FileChanging: if it changed since the look.
+        """
+        local = self._local(file.path)
+        if not file.is_still(local):
+            raise FileChanging(f"{file.path} changed while it was made executable or not")
+        placed = set_executable(local, executable)
+        assert file.sha256 is not None
+        self.state.put(placed_base(local, file.path, file.sha256, placed, seq))
+        self.reporter.message(f"made {file.path} {_executable(executable)}")
 
     async def remove(self, path: str, base: int) -> None:
         try:
@@ -168,14 +308,15 @@ class Actions:
         temp: Path,
         target: Path,
         event: Download,
-        seq: int,
-        placed: os.stat_result | None,
+        result: DownloadResult,
         seen: LocalFile | None,
     ) -> None:
         """
-        Move a verified download of version C{seq} into place over C{seen},
-        what the look before the download found there (unchanged since its
-        base); C{placed} is its stat, if the download took it.
+        Move a verified download (C{result}) of C{event} into place over
+        C{seen}, what the look before the download found there (unchanged
+        since its base), with the version's mtime and mode: executable or
+        not as the download said, else as the event said, else as C{seen}
+        was.
 
         The move itself is atomic (L{swap}): an edit saved since that look
         is what the move takes out of the way, and is kept as a conflict
@@ -183,10 +324,14 @@ class Actions:
         again.
         """
         path = event.path
+        executable = result.executable
+        if executable is None:
+            executable = event.executable
+        if executable is None and seen is not None:
+            # A server that does not say: as the file it replaces.
+            executable = seen.executable
         # Taken before the move: the file keeps its inode, size and mtime.
-        if placed is None:
-            os.utime(temp, ns=(event.mtime_ns, event.mtime_ns))
-            placed = os.stat(temp)
+        placed = prepare(temp, event.mtime_ns, executable, result.placed)
         for attempt in range(3):
             if attempt:
                 seen = await self.look(path)
@@ -197,11 +342,15 @@ class Actions:
                 displaced = swap(temp, target, seen, self.root)
                 break
             except FileExistsError:
-                if target.is_dir() and not target.is_symlink():
+                if target.is_dir() and not target.is_symlink() and not self._folder_gives_way(path, target):
                     raise BadPath(f"{path} is a folder here") from None
                 continue  # a new file appeared since the look: look again
         else:
             raise FileChanging(f"{path} keeps appearing while a download is placed")
         if displaced is not None:
             self.keep_as_conflict(path, displaced)
-        self.state.put(placed_base(target, path, event.sha256, placed, seq))
+        self.state.put(placed_base(target, path, event.sha256, placed, result.seq))
+
+
+def _executable(executable: bool) -> str:
+    return "executable" if executable else "not executable"

@@ -44,6 +44,7 @@ from ..wire import (
     BATCH_MAX_BYTES,
     CLIENT_HEADER,
     EVENT_STREAM,
+    EXECUTABLE_HEADER,
     JSON,
     MTIME_HEADER,
     SEQ_HEADER,
@@ -58,6 +59,7 @@ from ..wire import (
     RemoteFile,
     SSEParser,
     count_header,
+    flag_header,
     RefusedEvent,
     decode_event,
     encode_manifest,
@@ -129,12 +131,27 @@ class EventStream:
         self._reader.done.cancel()
 
 
+def _flag(value: bool | None) -> str | None:
+    """
+    C{value} as a flag header carries it (C{None}: no header).
+    """
+    return None if value is None else str(int(value))
+
+
 def _file_path(path: str) -> str:
     """
     The URL path of a file, quoted one segment at a time.
     """
+    return _url("/files/", path)
+
+
+def _url(prefix: str, path: str) -> str:
+    """
+    The URL path of wire path C{path} below C{prefix}, quoted one segment
+    at a time.
+    """
     segments = normalize(path).split("/")
-    return "/files/" + "/".join(urllib.parse.quote(s, safe="") for s in segments)
+    return prefix + "/".join(urllib.parse.quote(s, safe="") for s in segments)
 
 
 def _entries(answer: object) -> list[VersionEntry]:
@@ -286,6 +303,7 @@ class BoxsyncAPI:
         size: int | None = None,
         hash_as_sent: bool = False,
         unchanged: Callable[[], bool] | None = None,
+        executable: bool | None = None,
     ) -> CommitResult:
         """
         Commit the file C{local} as C{path}, streaming it from disk.
@@ -306,6 +324,8 @@ class BoxsyncAPI:
             read whether it is still as it was when C{size} was taken: if
             not, the server is sent a sha256 that refuses the upload, as it
             refuses a file that changed after it was hashed.
+        @param executable: whether the file is executable (C{None}: not
+            said; the server keeps the mode of the version it replaces).
         @raise StaleBase: if the path is no longer at C{base}.
         @raise APIError: for any other refusal.
         """
@@ -317,6 +337,7 @@ class BoxsyncAPI:
                 SHA256_HEADER: sha256,
                 TRAILER_HEADER: "sha256" if trailer else None,
                 MTIME_HEADER: mtime_ns,
+                EXECUTABLE_HEADER: _flag(executable),
             },
             commit=True,
         )
@@ -327,6 +348,25 @@ class BoxsyncAPI:
             )
         await self._transport.check(response, 201)
         return CommitResult.from_json(await self._transport.json_answer(response))
+
+    async def set_executable(self, path: str, base: int, sha256: str, executable: bool) -> CommitResult:
+        """
+        Commit version C{base} of C{path}, whose bytes are C{sha256}, made
+        C{executable} or not, without sending the bytes again
+        (C{PATCH /files/<path>}).
+
+        @raise StaleBase: if the path is no longer at C{base}, or its bytes
+            are not C{sha256}.
+        @raise NotFound: if there is no such file.
+        @raise APIError: for any other refusal (C{405}: a server without
+            the route).
+        """
+        fields: dict[str, str | int | None] = {
+            BASE_HEADER: base,
+            SHA256_HEADER: sha256,
+            EXECUTABLE_HEADER: _flag(executable),
+        }
+        return await self._commit("PATCH", _file_path(path), fields)
 
     async def upload_batch(
         self, files: Sequence[tuple[BatchFile, bytes]]
@@ -492,9 +532,37 @@ class BoxsyncAPI:
         @raise StaleBase: if it is not.
         @raise NotFound: if there is no such file.
         """
-        headers = self._headers({BASE_HEADER: base}, commit=True)
-        response = await self._transport.request("DELETE", _file_path(path), headers)
-        await self._transport.check(response, 200)
+        return await self._commit("DELETE", _file_path(path), {BASE_HEADER: base})
+
+    async def make_folder(self, path: str, base: int) -> CommitResult:
+        """
+        Commit the folder C{path} (C{PUT /folders/<path>}), as the version
+        after C{base} (0: nothing is there).
+
+        @raise StaleBase: if the path is no longer at C{base}.
+        @raise BadRequest: if the box has a file there.
+        """
+        return await self._commit("PUT", _url("/folders/", path), {BASE_HEADER: base}, 201)
+
+    async def delete_folder(self, path: str, base: int) -> CommitResult:
+        """
+        Commit the deletion of the folder C{path}, which must still be at
+        C{base} (C{DELETE /folders/<path>}).
+
+        @raise StaleBase: if it is not.
+        @raise NotFound: if there is no such folder.
+        """
+        return await self._commit("DELETE", _url("/folders/", path), {BASE_HEADER: base})
+
+    async def _commit(
+        self, method: str, url: str, fields: dict[str, str | int | None], status: int = 200
+    ) -> CommitResult:
+        """
+        Make a commit without a body, answered with C{status}, with the
+        headers C{fields}.
+        """
+        response = await self._transport.request(method, url, self._headers(fields, commit=True))
+        await self._transport.check(response, status)
         return CommitResult.from_json(await self._transport.json_answer(response))
 
     async def download(
@@ -536,6 +604,7 @@ class BoxsyncAPI:
             seq = count_header(response_header(response, SEQ_HEADER), SEQ_HEADER)
             if seq is None:
                 raise ProtocolError(f"download of {path!r} has no {SEQ_HEADER}")
+            executable = flag_header(response_header(response, EXECUTABLE_HEADER), EXECUTABLE_HEADER)
             etag = etag_sha256(response)
             if expected_sha256 and etag is not None and etag != expected_sha256:
                 dest.unlink(missing_ok=True)
@@ -558,7 +627,7 @@ class BoxsyncAPI:
         if expected_sha256 and actual != expected_sha256:
             dest.unlink(missing_ok=True)
             raise DigestMismatch(path, expected_sha256, actual)
-        return DownloadResult(sha256=actual, size=size, seq=seq)
+        return DownloadResult(sha256=actual, size=size, seq=seq, executable=executable)
 
     async def _receive(
         self,

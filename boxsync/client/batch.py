@@ -147,22 +147,13 @@ class Batcher:
         self._uploads = _Lane(self.clock, self._send_uploads, lambda item: item.file.size)
         self._downloads = _Lane(self.clock, self._send_downloads, lambda item: item.size)
 
-    def upload(
-        self,
-        path: str,
-        local: Path,
-        base: int | None,
-        sha256: str,
-        mtime_ns: int,
-        size: int,
-        data: bytes | None = None,
-    ) -> Deferred[CommitResult]:
+    def upload(self, file: BatchFile, local: Path, data: bytes | None = None) -> Deferred[CommitResult]:
         """
-        Commit C{data} (if given, else the first C{size} bytes of C{local})
-        as C{path}, in the next batch; the same outcomes as
+        Commit C{data} (if given, else the first C{file.size} bytes of
+        C{local}) as C{file} says, in the next batch; the same outcomes as
         L{BoxsyncAPI.upload}.
         """
-        return self._uploads.add(_Upload(BatchFile(path, size, sha256, mtime_ns, base), local, data))
+        return self._uploads.add(_Upload(file, local, data))
 
     def download(
         self, path: str, dest: Path, sha256: str, size: int, mtime_ns: int
@@ -201,7 +192,7 @@ class Batcher:
     async def _upload_alone(self, item: _Upload) -> CommitResult:
         file = item.file
         return await self.api.upload(
-            file.path, item.local, file.base, file.sha256, file.mtime_ns, size=file.size
+            file.path, item.local, file.base, file.sha256, file.mtime_ns, size=file.size, executable=file.executable
         )
 
     async def _send_downloads(self, items: list[_Download]) -> list[DownloadResult | BaseException]:
@@ -320,4 +311,11 @@ def _write(item: _Download, header: dict[str, Any], data: bytes) -> DownloadResu
             os.close(fd)
     except OSError as e:
         return e
-    return DownloadResult(sha256=actual, size=len(data), seq=seq, placed=placed)
+    executable = header.get("executable")
+    return DownloadResult(
+        sha256=actual,
+        size=len(data),
+        seq=seq,
+        placed=placed,
+        executable=executable if isinstance(executable, bool) else None,
+    )

@@ -77,6 +77,7 @@ class Blockwise:
         mtime_ns: int,
         size: int,
         expected_sha256: str | None,
+        executable: bool,
         on_progress: Callable[[int], object],
     ) -> CommitResult:
         """
@@ -91,7 +92,7 @@ class Blockwise:
         recipe = await self.run(lambda: recipe_of(local, limit=size))
         if recipe.size != size or (expected_sha256 is not None and recipe.sha256 != expected_sha256):
             raise ChangedWhileSent(path)
-        commit = BlockCommit(path, base, mtime_ns, recipe)
+        commit = BlockCommit(path, base, mtime_ns, recipe, executable)
         offsets = {block.sha256: offset for offset, block in recipe.placed()}
         sent: set[str] = set()
         for _ in range(_ROUNDS):

@@ -27,11 +27,13 @@ from ..paths import HIDDEN_DIR, BadPath, to_local
 from ..reactors import IClientReactor
 from ..wire.blocks import BLOCKS_FEATURE, ENCODINGS
 from ..wire import (
+    FOLDERS_FEATURE,
     SHA256_TRAILER_FEATURE,
     Conflict,
     Delete,
     Download,
     Event,
+    Folder,
     Hello,
     InSync,
     Ready,
@@ -49,13 +51,15 @@ from .blockwise import Blockwise
 from .placing import TMP_DAYS, remove_older
 from .progress import Reporter
 from .scanner import (
+    Here,
     LocalFile,
     ScanResult,
+    look_here,
     scan,
     unchanged,
 )
 from .session import Attempt, Fatal, NotInSync, Phase, Sessions, describe
-from .state import LocalState
+from .state import Base, LocalState
 from .transfers import SMALL_FILE, Transfers
 
 __all__ = ["Engine", "Fatal", "NotInSync", "SMALL_FILE"]
@@ -95,11 +99,14 @@ class Engine:
     _queued: set[str] = field(factory=set)
     _seen_seq: int = 0
     _stream: Any = None
-    # The sha256 of each file as this session's manifest reported it.
-    _sent: dict[str, str] = field(factory=dict)
+    # The sha256 of each file as this session's manifest reported it, and
+    # whether it was executable.
+    _sent: dict[str, tuple[str, bool]] = field(factory=dict)
     # The files this session's scan hashed, until first looked at again.
     #: Whether the server takes an upload's sha256 after its bytes.
     _trailers: bool = False
+    #: Whether the server keeps folders as folders of their own.
+    _folders: bool = False
     _idle_waiters: list[Deferred[None]] = field(factory=list)
     #: What the last scan passed over (links, special files, names the wire
     #: cannot carry, what could not be read), each with why; each is logged
@@ -206,6 +213,7 @@ class Engine:
             if BLOCKS_FEATURE in features
             else None
         )
+        self._folders = FOLDERS_FEATURE in features
         result = await self.scan()
         if self.state.rules != self.ignore.fingerprint:
             if self.state.rules is not None and self.state.cursor:
@@ -216,7 +224,7 @@ class Engine:
             self.state.rules = self.ignore.fingerprint
         cursor = self.state.cursor
         manifest = result.to_manifest(self.name, cursor, only_changed=cursor > 0)
-        self._sent = {e.path: e.sha256 for e in manifest.files if e.sha256 is not None}
+        self._sent = {e.path: (e.sha256, bool(e.executable)) for e in manifest.files if e.sha256 is not None}
         self._looks.hashed = {
             path: file for path, file in result.files.items() if file.changed or file.base == 0
         }
@@ -336,11 +344,12 @@ class Engine:
             self.log.info("plan received; up to seq {seq}", seq=event.seq)
             self._check_idle()
             return
-        if isinstance(event, (Download, Delete)) and self._attempt.plan_seq is not None:
+        if isinstance(event, (Download, Folder, Delete)) and self._attempt.plan_seq is not None:
             self._seen_seq = max(self._seen_seq, event.seq)
         handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
             Upload: self._upload_event,
             Download: self._download,
+            Folder: self._folder_event,
             Delete: self._delete_local,
             Remove: self._remove_event,
             Conflict: self._conflict_event,
@@ -373,6 +382,10 @@ class Engine:
     def deleted(self, path: str) -> None:
         for base in self.state.under(path):
             self.changed(base.path)
+        # The folder it was in may be empty now: a folder of its own.
+        parent = path.rpartition("/")[0]
+        if parent:
+            self.changed(parent)
 
     def rescan(self) -> None:
         Deferred.fromCoroutine(self._rescan()).addErrback(
@@ -388,6 +401,9 @@ class Engine:
                 self.changed(file.path)
         for deleted in result.deleted:
             self.changed(deleted.path)
+        for path, seq in result.folders.items():
+            if seq == 0:
+                self.changed(path)
 
     def _rules_changed(self) -> bool:
         """
@@ -461,7 +477,35 @@ class Engine:
         """
         return Deferred.fromCoroutine(self._looks.look(path, self._unhashed_over() if to_upload else None))
 
+    def _as_folder(self, path: str) -> tuple[Base | None, Here] | None:
+        """
+        The base of C{path} and what it holds now, if what happens there
+        concerns a folder (L{reconcile.is_folder}) and the server keeps
+        folders; else C{None}: a file's rules apply.
+        """
+        if not self._folders:
+            return None
+        base, here = self.state.get(path), look_here(self.root, path)
+        return (base, here) if reconcile.is_folder(base, here) else None
+
+    async def _folder_action(self, action: reconcile.Action, path: str, here: Here) -> None:
+        """
+        Carry out C{action} about a path that holds C{here} and concerns a
+        folder.
+        """
+        await self._actions.carry_out(action, path, None)
+        if isinstance(action, (reconcile.Remove, reconcile.RemoveFolder)) and here is not Here.NOTHING:
+            # A file became a folder, or the other way round: what is there
+            # is new once the delete is committed.
+            self.changed(path)
+
     async def _local_change(self, path: str) -> None:
+        folder = self._as_folder(path)
+        if folder is not None:
+            base, here = folder
+            if not self.ignore.ignored(path, here in (Here.EMPTY, Here.FOLDER)):
+                await self._folder_action(reconcile.on_folder_change(base, here), path, here)
+            return
         if self.ignore.ignored(path):
             return
         file = await self._look(path, to_upload=True)
@@ -470,11 +514,20 @@ class Engine:
             self._rules_changed()
 
     async def _upload_event(self, event: Upload) -> None:
+        folder = self._as_folder(event.path)
+        if folder is not None:
+            await self._actions.carry_out(reconcile.on_folder_upload(event, *folder), event.path, None)
+            return
         file = await self._look(event.path, to_upload=True)
         await self._actions.carry_out(reconcile.on_upload(event, self.state.get(event.path), file), event.path, file)
 
     async def _insync(self, event: InSync) -> None:
         if self._outdated(event.path, event.seq):
+            return
+        folder = self._as_folder(event.path)
+        if folder is not None:
+            _, here = folder
+            await self._actions.carry_out(reconcile.on_folder_insync(event.seq, here), event.path, None)
             return
         file = await self._look(event.path)
         action = reconcile.on_insync(event.seq, self._sent.get(event.path), file)
@@ -500,22 +553,38 @@ class Engine:
         fetched = await self._transfers.download(event)
         if fetched is not None:
             temp, result = fetched
-            await self._actions.place(temp, target, event, result.seq, result.placed, file)
+            await self._actions.place(temp, target, event, result, file)
             if path == IGNORE_FILE:
                 self._rules_changed()
 
     async def _conflict_event(self, event: Conflict) -> None:
         await self._download(
-            Download(event.path, event.sha256, event.size, event.mtime_ns, event.seq)
+            Download(event.path, event.sha256, event.size, event.mtime_ns, event.seq, event.executable)
         )
+
+    async def _folder_event(self, event: Folder) -> None:
+        if self.ignore.ignored(event.path, True) or self._outdated(event.path, event.seq):
+            return
+        here = look_here(self.root, event.path)
+        file = await self._look(event.path) if here is Here.FILE else None
+        await self._actions.carry_out(reconcile.on_folder(event.seq, here, file), event.path, None)
 
     async def _delete_local(self, event: Delete) -> None:
         if self._outdated(event.path, event.seq):
+            return
+        folder = self._as_folder(event.path)
+        if folder is not None:
+            await self._actions.carry_out(reconcile.on_folder_delete(*folder), event.path, None)
             return
         file = await self._look(event.path)
         await self._actions.carry_out(reconcile.on_delete(event.seq, self.state.get(event.path), file), event.path, file)
 
     async def _remove_event(self, event: Remove) -> None:
+        folder = self._as_folder(event.path)
+        if folder is not None:
+            base, here = folder
+            await self._folder_action(reconcile.on_folder_remove(event.base, base, here), event.path, here)
+            return
         if await self._look(event.path) is None:
             await self._actions.remove(event.path, event.base)
 

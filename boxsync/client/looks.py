@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
 from ..paths import BadPath, to_local
-from .scanner import FileChanging, LocalFile, ReadElsewhere, scan_one
+from .scanner import FileChanging, LocalFile, ReadElsewhere, changed_since, scan_one
 from .state import Base, LocalState
 
 __all__ = ["INLINE_READ", "Looks"]
@@ -79,5 +79,5 @@ class Looks:
             return None
         if not hashed.is_still(local) or (hashed.sha256 is None and base is not None):
             return None
-        changed = base is None or hashed.sha256 != base.sha256
+        changed = changed_since(base, hashed.sha256, hashed.executable)
         return evolve(hashed, base=base.seq if base is not None else 0, changed=changed)

@@ -1,8 +1,10 @@
 """
-Where the client puts files in its folder: a verified download moved into
-place in one atomic step that never overwrites an edit it has not seen, the
-base recorded for it, the name a conflicting copy is kept under, and the
-unfinished downloads that are kept for resuming (and for how long).
+Where the client puts files in its folder: a verified download given its
+mtime and mode and moved into place in one atomic step that never
+overwrites an edit it has not seen, a file made executable (or not) in
+place, the base recorded for either, the name a conflicting copy is kept
+under, and the unfinished downloads that are kept for resuming (and for how
+long).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import stat
 import time
 from pathlib import Path
 
-from ..fs import CANNOT, exchange, move_new
+from ..fs import CANNOT, exchange, is_executable, mode_for, move_new
 from .scanner import LocalFile, stat_key
 from .state import UNKNOWN_CTIME, Base
 
@@ -22,9 +24,11 @@ __all__ = [
     "TMP_DAYS",
     "conflict_name",
     "placed_base",
+    "prepare",
     "remove_older",
     "set_aside",
     "set_aside_path",
+    "set_executable",
     "swap",
 ]
 
@@ -43,6 +47,41 @@ def conflict_name(path: str, client: str, when: float) -> str:
     client = "".join(c if c.isalnum() or c in "-_" else "_" for c in client) or "client"
     return f"{folder}{slash}{stem}.conflict-{client}-{stamp}{dot}{suffix}"
 
+
+
+def prepare(temp: Path, mtime_ns: int, executable: bool | None, placed: os.stat_result | None) -> os.stat_result:
+    """
+    Give the verified download C{temp} its mtime and mode before it is moved
+    into place.
+
+    @param executable: whether it is to be executable (L{mode_for}); C{None}:
+        as it was made (under the umask).
+    @param placed: its stat once it has its mtime, if the download gave it
+        already (C{None}: not yet).
+    @return: its stat once it has both.
+    """
+    if placed is None:
+        os.utime(temp, ns=(mtime_ns, mtime_ns))
+        placed = os.stat(temp)
+    if executable is None or is_executable(placed.st_mode) == executable:
+        return placed
+    return set_executable(temp, executable, placed)
+
+
+def set_executable(local: Path, executable: bool, st: os.stat_result | None = None) -> os.stat_result:
+    """
+    Make the file at C{local} executable or not, as L{mode_for} says, and
+    return its stat then.
+
+    @param st: its stat now, if known.
+    """
+    mode = (st or os.stat(local, follow_symlinks=False)).st_mode
+    try:
+        os.chmod(local, mode_for(mode, executable), follow_symlinks=False)
+    except NotImplementedError:
+        # What Linux answers for a link: never followed.
+        raise OSError(errno.ELOOP, "a link, not a file", str(local)) from None
+    return os.stat(local, follow_symlinks=False)
 
 
 def placed_base(target: Path, path: str, sha256: str, placed: os.stat_result, seq: int) -> Base:
@@ -65,7 +104,16 @@ def placed_base(target: Path, path: str, sha256: str, placed: os.stat_result, se
     else:
         if stat_key(now)[:3] == stat_key(placed)[:3]:
             ctime_ns = now.st_ctime_ns
-    return Base(path, sha256, placed.st_size, placed.st_mtime_ns, placed.st_ino, seq, ctime_ns)
+    return Base(
+        path,
+        sha256,
+        placed.st_size,
+        placed.st_mtime_ns,
+        placed.st_ino,
+        seq,
+        ctime_ns,
+        is_executable(placed.st_mode),
+    )
 
 
 

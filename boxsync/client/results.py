@@ -18,7 +18,7 @@ __all__ = ["CommitResult", "RemoteFile", "DownloadResult"]
 class DownloadResult:
     """
     A file downloaded completely: its sha256 and size, and the seq of the
-    version the server sent.
+    version the server sent (and whether it is executable).
     """
 
     sha256: str
@@ -27,3 +27,5 @@ class DownloadResult:
     #: The downloaded file's stat once its mtime was set, if the download
     #: set it (a batch does, in its thread).
     placed: os.stat_result | None = None
+    #: Whether the version sent is executable, if the server said.
+    executable: bool | None = None

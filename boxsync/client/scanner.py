@@ -1,10 +1,12 @@
 """
 What a synced folder holds now, compared with the state of the last sync.
 
-A scan walks the folder and, for every file, tells its sha256 and whether it
-changed since its base. It reads a file only when its stamps (size, mtime,
-inode and ctime) differ from those recorded with the base, so a scan of an
-unchanged folder costs one C{stat} per file. The ctime is what makes this
+A scan walks the folder and, for every file, tells its sha256, whether it is
+executable, and whether either changed since its base. It reads a file only
+when its stamps (size, mtime, inode, ctime and executable bit) differ from
+those recorded with the base, so a scan of an unchanged folder costs one
+C{stat} per file; a file whose mode alone changed is read (its ctime moved)
+and found to be the same bytes, made executable or not. The ctime is what makes this
 safe: an edit whose mtime is set back (C{cp -p}, C{rsync -t}, C{tar x}) still
 moves it, and no tool can set it back. A base recorded from stamps too close
 to the moment they were read is not trusted (git's "racy clean" rule: a
@@ -20,6 +22,7 @@ import hashlib
 import os
 import stat
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
@@ -28,7 +31,7 @@ from twisted.logger import Logger
 
 from .. import fs
 from ..paths import BadPath, to_local
-from ..wire import DeletedEntry, FileEntry, Manifest
+from ..wire import EXECUTABLE_FEATURE, FOLDERS_FEATURE, DeletedEntry, FileEntry, FolderEntry, Manifest
 from .ignore import IgnoreRules
 from .walk import Skipped, walk
 from .state import UNKNOWN_CTIME, Base
@@ -37,13 +40,17 @@ _T = TypeVar("_T")
 
 __all__ = [
     "FileChanging",
+    "Here",
     "LocalFile",
     "RACY_NS",
+    "READS",
     "ReadElsewhere",
     "SETTLED_NS",
     "ScanResult",
     "StatKey",
+    "changed_since",
     "is_racy",
+    "look_here",
     "scan",
     "scan_one",
     "stat_key",
@@ -51,6 +58,9 @@ __all__ = [
 ]
 
 log = Logger()
+
+#: What this client reads on its event stream beyond the first protocol.
+READS = frozenset({EXECUTABLE_FEATURE, FOLDERS_FEATURE})
 
 #: How many times a file that changes while it is hashed is hashed again.
 _ATTEMPTS = 3
@@ -66,9 +76,9 @@ SETTLED_NS = 1_000_000_000
 #: stamps. Such a file is read again at its next look.
 RACY_NS = 50_000_000
 
-#: A file's size, mtime, inode and ctime (ns): if none changed, its bytes
-#: did not.
-StatKey = tuple[int, int, int, int]
+#: A file's size, mtime, inode and ctime (ns), and whether it is executable:
+#: if none changed, its bytes did not, nor its mode.
+StatKey = tuple[int, int, int, int, bool]
 
 
 class FileChanging(Exception):
@@ -88,7 +98,15 @@ def stat_key(st: os.stat_result) -> StatKey:
     """
     The L{StatKey} of a file's C{stat}.
     """
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, fs.is_executable(st.st_mode))
+
+
+def changed_since(base: Base | None, sha256: str | None, executable: bool) -> bool:
+    """
+    Whether a file of C{sha256} (C{None}: not hashed), executable or not, is
+    another version than C{base} (C{None}: it has no base).
+    """
+    return base is None or sha256 != base.sha256 or executable != base.executable
 
 
 def is_racy(st: os.stat_result, now_ns: int) -> bool:
@@ -104,7 +122,7 @@ def _matches(st: os.stat_result, base: Base) -> bool:
     Whether C{st} is the stat C{base} recorded: the file is taken to be
     unchanged since.
     """
-    return stat_key(st) == (base.size, base.mtime_ns, base.inode, base.ctime_ns)
+    return stat_key(st) == (base.size, base.mtime_ns, base.inode, base.ctime_ns, base.executable)
 
 
 def unchanged(root: Path, path: str, base: Base) -> bool:
@@ -128,11 +146,13 @@ class LocalFile:
     @ivar sha256: C{None} for a new file left unread (see C{unhashed_over}
         in L{scan}): it is hashed as it is uploaded.
     @ivar base: the seq of the base (0 if the file has none).
-    @ivar changed: whether the file differs from its base.
+    @ivar changed: whether the file differs from its base, in its bytes or
+        in being executable.
     @ivar data: the bytes hashed, for a small file read on the reactor's
         thread (L{scan_one} with C{max_read}); else C{None}.
     @ivar racy: whether the stamps were too fresh when the file was read
         to be trusted in a base (L{is_racy}).
+    @ivar executable: whether it is executable (L{fs.is_executable}).
     """
 
     path: str
@@ -145,13 +165,14 @@ class LocalFile:
     changed: bool
     data: bytes | None = field(default=None, eq=False, repr=False)
     racy: bool = field(default=False, eq=False)
+    executable: bool = False
 
     def to_entry(self) -> FileEntry:
         """
         The file's line in a manifest.
         """
         return FileEntry(
-            self.path, self.sha256, self.size, self.mtime_ns, self.base, self.changed
+            self.path, self.sha256, self.size, self.mtime_ns, self.base, self.changed, self.executable
         )
 
     def as_base(self, seq: int, sha256: str | None = None) -> Base:
@@ -165,11 +186,11 @@ class LocalFile:
         if digest is None:
             raise ValueError(f"{self.path} was not hashed")
         ctime_ns = UNKNOWN_CTIME if self.racy else self.ctime_ns
-        return Base(self.path, digest, self.size, self.mtime_ns, self.inode, seq, ctime_ns)
+        return Base(self.path, digest, self.size, self.mtime_ns, self.inode, seq, ctime_ns, self.executable)
 
     @property
     def stamps(self) -> StatKey:
-        return (self.size, self.mtime_ns, self.inode, self.ctime_ns)
+        return (self.size, self.mtime_ns, self.inode, self.ctime_ns, self.executable)
 
     def is_still(self, local: str | Path, renamed: bool = False) -> bool:
         """
@@ -190,14 +211,48 @@ class LocalFile:
         return stat_key(st) == self.stamps
 
 
+class Here(Enum):
+    """
+    What a path of the folder holds now, as far as folders go.
+    """
+
+    NOTHING = "nothing"
+    EMPTY = "an empty folder"
+    FOLDER = "a folder"
+    FILE = "a file"
+    OTHER = "a link or a special file"
+
+
+def look_here(root: Path, path: str) -> Here:
+    """
+    What the wire path C{path} below C{root} holds now (C{NOTHING} if it
+    cannot be reached without going through a link or a file).
+    """
+    try:
+        local = to_local(root, path)
+        st = os.lstat(local)
+    except (BadPath, FileNotFoundError, NotADirectoryError):
+        return Here.NOTHING
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            with os.scandir(local) as entries:
+                return Here.FOLDER if next(entries, None) is not None else Here.EMPTY
+        except FileNotFoundError:
+            return Here.NOTHING
+    return Here.FILE if stat.S_ISREG(st.st_mode) else Here.OTHER
+
+
 @frozen
 class ScanResult:
     """
     The outcome of a scan.
 
     @ivar files: every file found, by path.
-    @ivar deleted: the paths with a base that are no longer files, with the
-        seq of their base.
+    @ivar folders: every folder synced as a folder of its own (see
+        C{docs/protocol.md}, "Folders"), by path, with the seq of its base:
+        one with a base, or a new one (seq 0) with nothing at all in it.
+    @ivar deleted: the paths with a base that are no longer what the base
+        is of (a file, a folder), with the seq of their base.
     @ivar skipped: what was passed over, and why.
     @ivar refreshed: the bases of files that were read again because their
         stat changed, and found identical to the base: record them so the
@@ -208,6 +263,7 @@ class ScanResult:
     deleted: tuple[DeletedEntry, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     refreshed: tuple[Base, ...] = ()
+    folders: dict[str, int] = field(factory=dict)
 
     def to_manifest(self, client: str, cursor: int, only_changed: bool) -> Manifest:
         """
@@ -222,7 +278,12 @@ class ScanResult:
             for f in self.files.values()
             if not only_changed or f.changed or f.base == 0
         )
-        return Manifest(client=client, cursor=cursor, files=files, deleted=self.deleted)
+        folders = tuple(
+            FolderEntry(path, seq) for path, seq in self.folders.items() if not only_changed or seq == 0
+        )
+        return Manifest(
+            client=client, cursor=cursor, files=files, deleted=self.deleted, features=READS, folders=folders
+        )
 
 
 def _stable(local: str | Path, read: Callable[[str | Path], tuple[_T, int]]) -> tuple[_T, os.stat_result]:
@@ -300,12 +361,12 @@ def _examine(
             # Small: its bytes are kept, and an upload sends what was hashed.
             data, st = _stable(local, _read_whole)
             sha256 = hashlib.sha256(data).hexdigest()
-        changed = base is None or sha256 != base.sha256
+        changed = changed_since(base, sha256, fs.is_executable(st.st_mode))
         racy = is_racy(st, time.time_ns())
         # A racy file found identical is left to be read again next time.
         refreshed = not changed and not racy
-    size, mtime_ns, inode, ctime_ns = stat_key(st)
-    found = LocalFile(path, sha256, size, mtime_ns, inode, ctime_ns, seq, changed, data, racy)
+    size, mtime_ns, inode, ctime_ns, executable = stat_key(st)
+    found = LocalFile(path, sha256, size, mtime_ns, inode, ctime_ns, seq, changed, data, racy, executable)
     return found, refreshed
 
 
@@ -323,11 +384,13 @@ def scan(
     root: Path, state: Mapping[str, Base], ignore: IgnoreRules, unhashed_over: int | None = None
 ) -> ScanResult:
     """
-    Find every synced file below C{root} and compare it with its base.
+    Find every synced file below C{root} and compare it with its base, and
+    every folder synced as a folder of its own.
 
-    A path with a base that is not found as a regular file is reported
-    deleted unless it is ignored now or lies at or below something that
-    could not be read (a file that cannot be read is not a deleted file).
+    A path with a base that is not found as a regular file (or, for a
+    folder's base, as a folder) is reported deleted unless it is ignored
+    now or lies at or below something that could not be read (a file that
+    cannot be read is not a deleted file).
 
     @param state: the bases, by path (a snapshot of L{LocalState.all}).
     @param unhashed_over: new files (with no base) larger than this, and
@@ -338,10 +401,17 @@ def scan(
     files: dict[str, LocalFile] = {}
     skipped: list[Skipped] = []
     refreshed: list[Base] = []
-    for path, entry in walk(root, ignore, skipped=skipped):
+    empty: set[str] = set()
+    directories: list[str] = []
+    for path, entry in walk(root, ignore, skipped=skipped, empty=empty):
         if entry.is_dir(follow_symlinks=False):
+            directories.append(path)
             continue
         base = state.get(path)
+        if base is not None and base.folder:
+            # A file where a folder was: the folder's delete goes first,
+            # the file is new once it has.
+            continue
         try:
             found, same = _examine(
                 entry.path, path, entry.stat(follow_symlinks=False), base, None, unhashed_over
@@ -355,22 +425,31 @@ def scan(
         files[path] = found
         if same:
             refreshed.append(found.as_base(found.base))
+    folders: dict[str, int] = {}
+    for path in directories:
+        base = state.get(path)
+        if base is not None and base.folder:
+            folders[path] = base.seq
+        elif base is None and path in empty:
+            folders[path] = 0
+        # A folder where a file with a base was: likewise.
     blind = {s.path for s in skipped if s.unreadable}
     deleted = [
         DeletedEntry(path, base.seq)
         for path, base in state.items()
-        if path not in files
-        and not ignore.ignored(path)
+        if path not in (folders if base.folder else files)
+        and not ignore.ignored(path, base.folder)
         and not (blind and _below_any(path, blind))
     ]
     log.debug(
-        "Scanned {root}: {files} files, {deleted} deleted, {skipped} skipped",
+        "Scanned {root}: {files} files, {folders} folders of their own, {deleted} deleted, {skipped} skipped",
         root=str(root),
         files=len(files),
+        folders=len(folders),
         deleted=len(deleted),
         skipped=len(skipped),
     )
-    return ScanResult(files, tuple(deleted), tuple(skipped), tuple(refreshed))
+    return ScanResult(files, tuple(deleted), tuple(skipped), tuple(refreshed), folders)
 
 
 def scan_one(

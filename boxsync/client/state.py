@@ -34,7 +34,7 @@ from twisted.logger import Logger
 
 from ..paths import HIDDEN_DIR
 
-__all__ = ["Base", "LocalState", "STATE_FILE", "RECENT", "UNKNOWN_CTIME"]
+__all__ = ["Base", "LocalState", "STATE_FILE", "RECENT", "UNKNOWN_CTIME", "folder_base"]
 
 #: How many paths' bases are remembered after they are read or written: a
 #: burst (a tree moved into the folder, a batch of events) asks for each of
@@ -67,6 +67,9 @@ class Base:
         it is not known or could not be trusted (see
         L{boxsync.client.scanner.RACY_NS}): the file is then read at its
         next look, whatever its other stamps say.
+    @ivar executable: whether the file (and that version) was executable.
+    @ivar folder: whether this is the base of a folder synced as a folder of
+        its own (see L{folder_base}), not of a file.
     """
 
     path: str
@@ -76,6 +79,16 @@ class Base:
     inode: int
     seq: int
     ctime_ns: int = UNKNOWN_CTIME
+    executable: bool = False
+    folder: bool = False
+
+
+def folder_base(path: str, seq: int) -> Base:
+    """
+    The base of the folder C{path}, in sync with the server's version
+    C{seq}: a folder has no bytes and no stamps, only a life.
+    """
+    return Base(path, "", 0, 0, 0, seq, UNKNOWN_CTIME, folder=True)
 
 
 @frozen
@@ -112,6 +125,11 @@ _UPGRADES: list[_Upgrade] = [
     # The ctime joins the stamps: a base recorded before it is read once
     # more at its next look.
     _Upgrade(("ALTER TABLE bases ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT -1",)),
+    # The executable bit joins the base: a file recorded before was synced
+    # as not executable, so one that is goes up as that change.
+    _Upgrade(("ALTER TABLE bases ADD COLUMN executable INTEGER NOT NULL DEFAULT 0",)),
+    # Folders synced as folders of their own have bases too.
+    _Upgrade(("ALTER TABLE bases ADD COLUMN folder INTEGER NOT NULL DEFAULT 0",)),
     # Files are found by their content: where the blocks of a download may
     # be found here already.
     _Upgrade(("CREATE INDEX bases_by_sha256 ON bases (sha256)",)),
@@ -127,8 +145,8 @@ def _from_sql(inode: int) -> int:
 
 
 def _base(row: tuple[Any, ...]) -> Base:
-    path, sha256, size, mtime_ns, inode, seq, ctime_ns = row
-    return Base(path, sha256, size, mtime_ns, _from_sql(inode), seq, ctime_ns)
+    path, sha256, size, mtime_ns, inode, seq, ctime_ns, executable, folder = row
+    return Base(path, sha256, size, mtime_ns, _from_sql(inode), seq, ctime_ns, bool(executable), bool(folder))
 
 
 def _row(base: Base) -> tuple[Any, ...]:
@@ -140,10 +158,13 @@ def _row(base: Base) -> tuple[Any, ...]:
         _to_sql(base.inode),
         base.seq,
         base.ctime_ns,
+        int(base.executable),
+        int(base.folder),
     )
 
 
-_SELECT = "SELECT path, sha256, size, mtime_ns, inode, seq, ctime_ns FROM bases"
+_COLUMNS = "path, sha256, size, mtime_ns, inode, seq, ctime_ns, executable, folder"
+_SELECT = f"SELECT {_COLUMNS} FROM bases"
 
 
 def _write(db: sqlite3.Connection, changes: dict[str, Base | None]) -> None:
@@ -151,8 +172,7 @@ def _write(db: sqlite3.Connection, changes: dict[str, Base | None]) -> None:
     Record each path's new base, or (C{None}) drop its base.
     """
     db.executemany(
-        "INSERT OR REPLACE INTO bases (path, sha256, size, mtime_ns, inode, seq, ctime_ns) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT OR REPLACE INTO bases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [_row(base) for base in changes.values() if base is not None],
     )
     db.executemany(

@@ -16,7 +16,7 @@ from typing import Awaitable, Callable, TypeVar
 from attrs import define, field
 
 from ..fs import hash_file
-from ..wire import BATCH_FILE_LIMIT, Download
+from ..wire import BATCH_FILE_LIMIT, BatchFile, Download
 from .api import BoxsyncAPI
 from .batch import Batcher
 from .blockwise import Blockwise, ChangedWhileSent
@@ -104,7 +104,9 @@ class Transfers:
             # Only files that move alone are left unhashed.
             assert file.sha256 is not None
             return self.batcher.upload(
-                file.path, local, base, file.sha256, file.mtime_ns, file.size, file.data
+                BatchFile(file.path, file.size, file.sha256, file.mtime_ns, base, file.executable),
+                local,
+                file.data,
             )
 
         blockwise = self.blockwise
@@ -116,6 +118,7 @@ class Transfers:
                 file.mtime_ns,
                 file.size,
                 file.sha256,
+                file.executable,
                 lambda n: self.reporter.progress(file.path, n),
             )
         else:
@@ -129,6 +132,7 @@ class Transfers:
                 size=file.size,
                 hash_as_sent=file.sha256 is None,
                 unchanged=lambda: file.is_still(local),
+                executable=file.executable,
             )
         try:
             result = await self._move(file.size, batched, alone)

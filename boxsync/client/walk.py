@@ -58,6 +58,7 @@ def walk(
     ignore: IgnoreRules,
     top: str = "",
     skipped: list[Skipped] | None = None,
+    empty: set[str] | None = None,
 ) -> Iterator[tuple[str, os.DirEntry[str]]]:
     """
     The regular files and directories below C{root/top} that are synced, with
@@ -71,6 +72,8 @@ def walk(
 
     @param top: the wire path of the directory to walk (C{""}: all of
         C{root}); it is not yielded itself.
+    @param empty: gets the directories below C{top} that hold nothing at
+        all (not even what is ignored or skipped) when they are listed.
     @raise OSError: if C{top} cannot be listed (a folder that is not there
         is not an empty folder).
     """
@@ -79,13 +82,16 @@ def walk(
         directory = stack.pop()
         try:
             with os.scandir(root / directory if directory else root) as entries:
-                for entry in entries:
+                listed = 0
+                for listed, entry in enumerate(entries, start=1):
                     found = _classify(directory, entry, ignore, skipped)
                     if found is None:
                         continue
                     yield found, entry
                     if entry.is_dir(follow_symlinks=False):
                         stack.append(found)
+                if not listed and directory != top and empty is not None:
+                    empty.add(directory)
         except OSError as e:
             if directory == top:
                 raise

@@ -414,15 +414,18 @@ class FolderWatcher:
     def _watch_tree(self, top: str, report: bool) -> None:
         """
         Watch the directory C{top} and every directory below it, each before
-        it is listed; if C{report}, report every file found as changed.
+        it is listed; if C{report}, report C{top} and every file and
+        directory found as changed (an empty one is a folder of its own).
         """
         if top and not self._add_watch(top):
             return
+        if report and top:
+            self._report(CHANGED, top)
         try:
             for path, entry in walk(self.root, self.ignore, top):
                 if entry.is_dir(follow_symlinks=False):
                     self._add_watch(path)
-                elif report:
+                if report:
                     self._report(CHANGED, path)
         except OSError as e:
             # Gone (or replaced) since it was watched: its parent says so.

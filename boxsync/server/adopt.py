@@ -2,7 +2,8 @@
 Start-up reconciliation: make the index agree with what is really in the box.
 
 Files put into the box by hand while the server was down become new versions;
-files removed by hand become deletions; a file whose upload was renamed into
+files removed by hand become deletions (and so do folders synced as folders
+of their own); an empty folder made by hand becomes such a folder; a file whose upload was renamed into
 place just before a crash (but not committed) is committed now. Whatever it
 commits is published, for the streams of an account adopted while the server
 runs.
@@ -14,9 +15,10 @@ from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ..wire import Delete, Download, Event
 from .box import Box
+from .http import as_event
 from .index import FileRecord
+from .storage import LocalFile, LocalFolder
 from .plan import PAGE
 
 __all__ = ["adopt", "Adopted"]
@@ -47,22 +49,18 @@ async def _all_rows(box: Box) -> dict[str, FileRecord]:
         after = page[-1].path
 
 
-def _event(record: FileRecord) -> Event:
-    if record.deleted:
-        return Delete(record.path, record.seq)
-    return Download(record.path, record.sha256, record.size, record.mtime_ns, record.seq)
-
-
 async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) -> Adopted:
     """
     Bring the index of C{box} in line with its files, hashing (off the
     reactor thread) only files whose size, mtime or ctime differ from their
     row: a same-size edit whose mtime was set back still moved the ctime.
+    A file made executable (or not) by hand is a new version too.
     """
     storage = box.storage
 
     rows = await _all_rows(box)
-    files = await storage.in_thread(lambda: list(storage.walk()))
+    found = await storage.in_thread(lambda: list(storage.walk()))
+    files = [file for file in found if isinstance(file, LocalFile)]
     pending: list[FileRecord] = []
     restamped: list[tuple[str, int]] = []
     added = changed = 0
@@ -71,14 +69,14 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
     async def flush() -> None:
         if pending:
             for record in await box.index.commit_many(box.account, list(pending)):
-                box.hub.publish(box.account, _event(record))
+                box.hub.publish(box.account, as_event(record))
             pending.clear()
 
     for done, file in enumerate(files, start=1):
         row = rows.pop(file.path, None)
         live = row if row is not None and not row.deleted else None
-        stamps = (file.size, file.mtime_ns)
-        if live is not None and (live.size, live.mtime_ns, live.ctime_ns) == (*stamps, file.ctime_ns):
+        stamps = (file.size, file.mtime_ns, file.executable)
+        if live is not None and (live.size, live.mtime_ns, live.executable, live.ctime_ns) == (*stamps, file.ctime_ns):
             continue
         sha256 = await storage.in_thread(lambda: storage.hash(file.path))
         if sha256 is None:
@@ -87,7 +85,7 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
             if row is not None:
                 rows[file.path] = row
             continue
-        if live is not None and (live.size, live.mtime_ns, live.sha256) == (*stamps, sha256):
+        if live is not None and (live.size, live.mtime_ns, live.executable, live.sha256) == (*stamps, sha256):
             # Only its ctime moved (or was not known yet): the same file.
             restamped.append((file.path, file.ctime_ns))
             continue
@@ -95,15 +93,29 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
             changed += 1
         else:
             added += 1
-        pending.append(FileRecord(file.path, file.size, sha256, file.mtime_ns, 0, False, "box", file.ctime_ns))
+        pending.append(
+            FileRecord(file.path, file.size, sha256, file.mtime_ns, 0, False, "box", file.ctime_ns, file.executable)
+        )
         if len(pending) >= _BATCH:
             await flush()
         if clock.seconds() - last_report >= progress_seconds:
             last_report = clock.seconds()
             log.info("adopting the box: {done}/{total} files checked", done=done, total=len(files))
+    for folder in found:
+        if not isinstance(folder, LocalFolder):
+            continue
+        row = rows.get(folder.path)
+        if row is not None and row.folder and not row.deleted:
+            del rows[folder.path]  # still there
+        elif folder.empty:
+            # Made by hand, or left empty by files removed by hand: a
+            # folder of its own, as a client's scan would find it.
+            rows.pop(folder.path, None)
+            added += 1
+            pending.append(FileRecord(folder.path, 0, "", folder.mtime_ns, 0, False, "box", folder=True))
     removed = [row for row in rows.values() if not row.deleted]
     pending.extend(
-        FileRecord(row.path, 0, row.sha256, row.mtime_ns, 0, True, "box") for row in removed
+        FileRecord(row.path, 0, row.sha256, row.mtime_ns, 0, True, "box", folder=row.folder) for row in removed
     )
     await flush()
     if restamped:

@@ -39,6 +39,9 @@ from ..wire import (
     BATCH,
     CLIENT_HEADER,
     EVENT_STREAM,
+    EXECUTABLE_FEATURE,
+    EXECUTABLE_HEADER,
+    FOLDERS_FEATURE,
     LAST_EVENT_ID,
     MTIME_HEADER,
     SHA256_HEADER,
@@ -51,6 +54,7 @@ from ..wire import (
     RemoteFile,
     count_header,
     encode_batch_results,
+    flag_header,
     health_json,
     parse_path_list,
     parse_upload_batch,
@@ -62,7 +66,7 @@ from .auth import Forbidden, IAuthenticator, Principal, Unauthorized
 from .batch import download_batch, upload_batch
 from .blockstore import BadBlock
 from .box import Box, DigestMismatch, MissingBlocks, NotFound, StaleBase
-from .events import EventStream
+from .events import EventStream, sse_for
 from .files import box_file
 from .http import committed, header, json_body, listed, query
 from .hub import Hub, TooManyStreams
@@ -148,7 +152,11 @@ class BoxsyncApp:
         files = "/files/<path:path>"
         app.route(files, methods=["GET", "HEAD"])(self._authorized(self.download))
         app.route(files, methods=["PUT"])(self._authorized(self.upload))
+        app.route(files, methods=["PATCH"])(self._authorized(self.set_executable))
         app.route(files, methods=["DELETE"])(self._authorized(self.delete))
+        folders = "/folders/<path:path>"
+        app.route(folders, methods=["PUT"])(self._authorized(self.make_folder))
+        app.route(folders, methods=["DELETE"])(self._authorized(self.delete_folder))
         app.route("/batch/upload", methods=["POST"])(self._authorized(self.batch_upload))
         app.route("/batch/download", methods=["POST"])(self._authorized(self.batch_download))
         app.route("/blocks/commit", methods=["POST"])(self._authorized(self.commit_blocks))
@@ -203,7 +211,11 @@ class BoxsyncApp:
         return json_body(request, known.status, known.to_json())
 
     def healthz(self, request: IRequest) -> bytes:
-        return json_body(request, 200, health_json([SHA256_TRAILER_FEATURE, BLOCKS_FEATURE, *ENCODINGS]))
+        return json_body(
+            request,
+            200,
+            health_json([SHA256_TRAILER_FEATURE, EXECUTABLE_FEATURE, FOLDERS_FEATURE, BLOCKS_FEATURE, *ENCODINGS]),
+        )
 
     async def sync(self, request: IRequest, principal: Principal) -> None:
         # boxsync's clients ask for an event stream; the legacy ones do not.
@@ -217,7 +229,7 @@ class BoxsyncApp:
                 manifest = evolve(manifest, cursor=last_id)
         box = self.boxes(principal.account)
         client = manifest.client or header(request, CLIENT_HEADER) or ""
-        stream = EventStream(cast(Request, request), uuid.uuid4().hex, client)
+        stream = EventStream(cast(Request, request), uuid.uuid4().hex, client, sse_for(manifest.features))
         self.log.info(
             "{client} connected: {files} files, {deleted} deleted, cursor {cursor}",
             client=client or "a client",
@@ -247,7 +259,7 @@ class BoxsyncApp:
         found: list[RemoteFile] = []
         while len(found) < limit:
             page: list[FileRecord] = await box.index.page(principal.account, after, limit)
-            found += [listed(record) for record in page if not record.deleted]
+            found += [listed(record) for record in page if not (record.deleted or record.folder)]
             if len(page) < limit:
                 break
             after = page[-1].path
@@ -268,30 +280,81 @@ class BoxsyncApp:
                     raise ProtocolError(f"{SHA256_HEADER} and a sha256 trailer: give one")
                 sha256 = trailer
             mtime_ns = count_header(header(request, MTIME_HEADER), MTIME_HEADER)
+            executable = flag_header(header(request, EXECUTABLE_HEADER), EXECUTABLE_HEADER)
         except BaseException:
             staged.discard()
             raise
         record = await self.boxes(principal.account).upload(
             path,
             staged,
-            base=base,
-            sha256=sha256,
-            mtime_ns=mtime_ns,
-            origin=header(request, CLIENT_HEADER) or principal.client,
-            stream=header(request, STREAM_HEADER),
+            base,
+            sha256,
+            mtime_ns,
+            *_committer(request, principal),
+            executable=executable,
         )
         return json_body(request, 201, committed(record).to_json())
 
+    async def set_executable(self, request: IRequest, principal: Principal, path: str) -> bytes:
+        """
+        Commit a version that differs from the one at C{X-Boxsync-Base} only
+        in being executable or not (C{X-Boxsync-Executable}); the bytes the
+        client has are C{X-Boxsync-Sha256}.
+        """
+        path = normalize(path)
+        base = count_header(header(request, BASE_HEADER), BASE_HEADER)
+        sha256 = sha256_header(header(request, SHA256_HEADER))
+        executable = flag_header(header(request, EXECUTABLE_HEADER), EXECUTABLE_HEADER)
+        if base is None or sha256 is None or executable is None:
+            raise ProtocolError(f"a PATCH needs {BASE_HEADER}, {SHA256_HEADER} and {EXECUTABLE_HEADER}")
+        record = await self.boxes(principal.account).set_executable(
+            path,
+            base,
+            sha256,
+            executable,
+            *_committer(request, principal),
+        )
+        return json_body(request, 200, committed(record).to_json())
+
     async def delete(self, request: IRequest, principal: Principal, path: str) -> bytes:
+        box = self.boxes(principal.account)
+        return await self._delete(request, principal, path, box.delete)
+
+    async def make_folder(self, request: IRequest, principal: Principal, path: str) -> bytes:
+        """
+        Commit the folder C{path}, synced as a folder of its own (made in
+        the box if it is not there), from C{X-Boxsync-Base} if given.
+        """
+        record = await self.boxes(principal.account).make_folder(
+            normalize(path),
+            count_header(header(request, BASE_HEADER), BASE_HEADER),
+            *_committer(request, principal),
+        )
+        return json_body(request, 201, committed(record).to_json())
+
+    async def delete_folder(self, request: IRequest, principal: Principal, path: str) -> bytes:
+        box = self.boxes(principal.account)
+        return await self._delete(request, principal, path, box.delete_folder)
+
+    async def _delete(
+        self,
+        request: IRequest,
+        principal: Principal,
+        path: str,
+        delete: Callable[..., Awaitable[FileRecord]],
+    ) -> bytes:
+        """
+        Commit the tombstone of C{path} with C{delete} (L{Box.delete} or
+        L{Box.delete_folder}), from C{X-Boxsync-Base}, which it needs.
+        """
         path = normalize(path)
         base = count_header(header(request, BASE_HEADER), BASE_HEADER)
         if base is None:
             raise ProtocolError(f"a delete needs {BASE_HEADER}")
-        record = await self.boxes(principal.account).delete(
+        record = await delete(
             path,
             base,
-            origin=header(request, CLIENT_HEADER) or principal.client,
-            stream=header(request, STREAM_HEADER),
+            *_committer(request, principal),
         )
         return json_body(request, 200, committed(record).to_json())
 
@@ -355,8 +418,7 @@ class BoxsyncApp:
         outcomes = await upload_batch(
             self.boxes(principal.account),
             files,
-            origin=header(request, CLIENT_HEADER) or principal.client,
-            stream=header(request, STREAM_HEADER),
+            *_committer(request, principal),
             max_upload=self.max_upload,
         )
         results: list[CommitResult | ErrorAnswer] = []
@@ -388,6 +450,14 @@ _LIST_LIMIT = 1000
 
 #: The answer to an error no client can cause.
 _INTERNAL = ErrorAnswer(500, "internal server error")
+
+
+def _committer(request: IRequest, principal: Principal) -> tuple[str, str | None]:
+    """
+    Who commits with C{request}: the client's name (its header's, else its
+    token's), and the event stream the commit is not echoed on, if any.
+    """
+    return header(request, CLIENT_HEADER) or principal.client, header(request, STREAM_HEADER)
 
 
 def _answer(error: BaseException) -> ErrorAnswer | None:

@@ -68,8 +68,9 @@ def _stage(
     staging: Path, files: Sequence[tuple[BatchFile, bytes]], max_upload: int | None
 ) -> list[StagingFile | BaseException]:
     """
-    Write each file of a batch to a new staging file with its final mode
-    and mtime, then make them all durable at once (in a thread).
+    Write each file of a batch to a new staging file with its final mtime,
+    then make them all durable at once (in a thread); each gets its mode
+    as it is placed.
 
     @return: for each file, its staging file, or why it could not be
         staged (its sha256 is not the one announced, the disk is full).
@@ -144,7 +145,7 @@ async def upload_batch(
     committing = iter(
         box.commit_batch(
             [
-                (file.path, outcome, file.base, file.mtime_ns)
+                (file.path, outcome, file.base, file.mtime_ns, file.executable)
                 for (file, _), outcome in zip(files, staged)
                 if isinstance(outcome, StagingFile)
             ],
@@ -183,7 +184,8 @@ def _log_batch(origin: str, results: Sequence[FileRecord | BaseException]) -> No
 async def download_batch(box: Box, paths: Sequence[str]) -> list[bytes]:
     """
     The parts of the answer to a batch download: for each path, a header
-    with the file's seq, sha256, size and mtime and then its bytes, or a
+    with the file's seq, sha256, size, mtime and whether it is executable,
+    and then its bytes, or a
     header with the C{status} and C{error} of why it is not there (404: no
     such file; 413: too large for a batch; 503: the batch is full, ask
     again).
@@ -215,6 +217,7 @@ async def download_batch(box: Box, paths: Sequence[str]) -> list[bytes]:
                 "sha256": row.sha256,
                 "mtime_ns": row.mtime_ns,
                 "size": len(data),
+                "executable": row.executable,
             }
             parts += encode_part(header, data)
         return parts

@@ -1,8 +1,10 @@
 """
 One account's box: where its storage, its index rows and its listeners meet.
 
-Every change of the box goes through L{Box.upload} or L{Box.delete}: check the
-base, move the bytes, commit the row under the next seq, tell the listeners.
+Every change of the box goes through L{Box.upload}, L{Box.set_executable},
+L{Box.delete}, L{Box.make_folder} or L{Box.delete_folder}: check the base,
+move the bytes (or change the file's mode, or make or remove the folder),
+commit the row under the next seq, tell the listeners.
 The HTTP routes of every protocol (boxsync's own and the legacy one) call
 these and nothing lower.
 """
@@ -11,17 +13,17 @@ from __future__ import annotations
 
 import os
 import time
-from typing import BinaryIO, Sequence
+from typing import Awaitable, BinaryIO, Callable, Sequence
 
-from attrs import Factory, define, field, frozen
+from attrs import Factory, define, evolve, field, frozen
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from ..blocks import BLOCK_MIN, Recipe, recipe_of
-from ..wire import Delete, Download
 from ..wire.blocks import BlockCommit
 from .blockstore import IBlockStore, LocalBlockStore
+from .http import as_download, as_event
 from .hub import Hub
 from .index import FileRecord, IIndex, VersionRecord
 from .staging import StagingFile
@@ -118,6 +120,9 @@ class _Unchanged:
 class _Pending:
     """
     An upload whose bytes are durable, waiting for its group's commit.
+
+    @ivar executable: whether the new version is executable; C{None}: as the
+        version it replaces (not, for a new file).
     """
 
     path: str
@@ -128,7 +133,28 @@ class _Pending:
     stream: str | None
     # Part of a batch, whose upload is logged as a whole.
     batched: bool = False
+    executable: bool | None = None
     done: Deferred[FileRecord] = field(factory=Deferred)
+
+    def same_as(self, row: FileRecord) -> bool:
+        """
+        Whether this upload is the version C{row} already: its bytes, and
+        its mode if it states one.
+        """
+        return (
+            not row.deleted
+            and row.sha256 == self.staged.sha256
+            and self.executable in (None, row.executable)
+        )
+
+    def mode_over(self, row: FileRecord | None) -> bool:
+        """
+        Whether the new version is executable, over C{row}, the version
+        it replaces.
+        """
+        if self.executable is not None:
+            return self.executable
+        return row is not None and not row.deleted and row.executable
 
 
 @define
@@ -165,6 +191,7 @@ class Box:
         mtime_ns: int | None,
         origin: str = "",
         stream: str | None = None,
+        executable: bool | None = None,
     ) -> FileRecord:
         """
         Commit C{staged} as the new version of C{path}.
@@ -177,6 +204,8 @@ class Box:
         @param base: the seq the upload started from; C{None} for last
             writer wins.
         @param sha256: the digest the client announced, if any.
+        @param executable: whether the new version is executable; C{None}
+            (a client that does not say): as the version it replaces.
         @raise StaleBase: if C{path} has moved on from C{base}.
         @raise DigestMismatch: if the bytes do not match C{sha256}.
         """
@@ -188,7 +217,7 @@ class Box:
         if mtime_ns is None:
             mtime_ns = time.time_ns()
         await self.storage.finish(staged, mtime_ns)
-        return await self.commit(path, staged, base, mtime_ns, origin, stream)
+        return await self.commit(path, staged, base, mtime_ns, origin, stream, executable)
 
     async def commit_recipe(self, commit: BlockCommit, origin: str = "", stream: str | None = None) -> FileRecord:
         """
@@ -228,7 +257,7 @@ class Box:
                 staged.discard()
                 raise MissingBlocks(missing)
         record = await self.upload(
-            commit.path, staged, commit.base, recipe.sha256, commit.mtime_ns, origin, stream
+            commit.path, staged, commit.base, recipe.sha256, commit.mtime_ns, origin, stream, commit.executable
         )
         if record.sha256 == recipe.sha256 and recipe.size > BLOCK_MIN:
             await self.index.set_recipe(self.account, record.seq, recipe)
@@ -276,7 +305,9 @@ class Box:
         staged = await self.storage.in_thread(lambda: self.storage.stage_version(seq, version.sha256, version.size))
         if staged is None:
             raise NotFound(f"version {seq} of {path!r} is not kept")
-        return await self.upload(path, staged, base, version.sha256, version.mtime_ns, origin, stream)
+        return await self.upload(
+            path, staged, base, version.sha256, version.mtime_ns, origin, stream, version.executable
+        )
 
     async def recipe(self, path: str) -> tuple[FileRecord, Recipe]:
         """
@@ -288,7 +319,7 @@ class Box:
             the next start-up adopts it).
         """
         row: FileRecord | None = await self.index.get(self.account, path)
-        if row is None or row.deleted:
+        if row is None or row.deleted or row.folder:
             raise NotFound(path)
         recipe: Recipe | None = await self.index.recipe(self.account, row.seq)
         if recipe is not None:
@@ -317,35 +348,41 @@ class Box:
         mtime_ns: int,
         origin: str = "",
         stream: str | None = None,
+        executable: bool | None = None,
     ) -> FileRecord:
         """
         Commit C{staged}, whose bytes are durable already and have their
-        final mode and mtime (C{mtime_ns}), as the new version of C{path},
-        in the next group commit.
+        final mtime (C{mtime_ns}), as the new version of C{path}, in the
+        next group commit; it gets its mode as it is placed.
 
         @param base: the seq the upload started from; C{None} for last
             writer wins.
+        @param executable: as for L{upload}.
         @raise StaleBase: if C{path} has moved on from C{base}.
         """
-        record: FileRecord = await self._enqueue([_Pending(path, staged, base, mtime_ns, origin, stream)])[0]
+        pending = _Pending(path, staged, base, mtime_ns, origin, stream, executable=executable)
+        record: FileRecord = await self._enqueue([pending])[0]
         return record
 
     def commit_batch(
         self,
-        uploads: Sequence[tuple[str, StagingFile, int | None, int]],
+        uploads: Sequence[tuple[str, StagingFile, int | None, int, bool | None]],
         origin: str = "",
         stream: str | None = None,
     ) -> list[Deferred[FileRecord]]:
         """
-        Commit each of C{uploads} (path, staged file, base, mtime) as
-        L{commit} does, all in the same group; each is logged at debug level
-        only (the batch is logged as a whole).
+        Commit each of C{uploads} (path, staged file, base, mtime, whether
+        executable) as L{commit} does, all in the same group; each is logged
+        at debug level only (the batch is logged as a whole).
 
         @return: for each, a Deferred that fires with its stored record or
             fails with why it was refused.
         """
         return self._enqueue(
-            [_Pending(path, staged, base, mtime_ns, origin, stream, batched=True) for path, staged, base, mtime_ns in uploads]
+            [
+                _Pending(path, staged, base, mtime_ns, origin, stream, batched=True, executable=executable)
+                for path, staged, base, mtime_ns, executable in uploads
+            ]
         )
 
     def _enqueue(self, pending: list[_Pending]) -> list[Deferred[FileRecord]]:
@@ -396,11 +433,7 @@ class Box:
             size=record.size,
             seq=record.seq,
         )
-        self.hub.publish(
-            self.account,
-            Download(record.path, record.sha256, record.size, record.mtime_ns, record.seq),
-            exclude=pending.stream,
-        )
+        self.hub.publish(self.account, as_download(record), exclude=pending.stream)
 
     async def _commit_group(self, group: list[_Pending]) -> list[FileRecord | _Unchanged | Exception]:
         """
@@ -420,7 +453,7 @@ class Box:
                 _check(pending.path, pending.base, row)
             except StaleBase as e:
                 pending.staged.discard()
-                if row is not None and not row.deleted and row.sha256 == pending.staged.sha256:
+                if row is not None and pending.same_as(row):
                     # The path already holds these very bytes: most often
                     # this client's own commit, whose answer it never got
                     # (the server went down), sent again. Not a conflict.
@@ -429,8 +462,9 @@ class Box:
                     outcomes[i] = e
             else:
                 accepted.append(i)
+        modes = {i: group[i].mode_over(rows.get(group[i].path)) for i in accepted}
         placed = await self.storage.place_many(
-            [(group[i].staged, group[i].path) for i in accepted]
+            [(group[i].staged, group[i].path, modes[i]) for i in accepted]
         )
         changes: dict[int, Change] = {}
         for i, outcome in zip(accepted, placed):
@@ -453,6 +487,7 @@ class Box:
                     False,
                     group[i].origin,
                     change.ctime_ns,
+                    modes[i],
                 )
                 for i, change in changes.items()
             ],
@@ -478,6 +513,47 @@ class Box:
         await self.storage.settle(changes, replaced)
         return stored
 
+    async def set_executable(
+        self,
+        path: str,
+        base: int,
+        sha256: str,
+        executable: bool,
+        origin: str = "",
+        stream: str | None = None,
+    ) -> FileRecord:
+        """
+        Commit a new version of C{path} that differs from the current one,
+        at C{base}, only in being executable or not: its bytes stay where
+        they are, the box file's mode changes.
+
+        @param sha256: the sha256 of the bytes the client has.
+        @raise NotFound: if there is no live file at C{path}.
+        @raise StaleBase: if C{path} has moved on from C{base}, or its bytes
+            are not C{sha256}.
+        """
+        async with self._lock:
+            row = await self._check_base(path, base)
+            if row is None or row.deleted:
+                raise NotFound(path)
+            if row.sha256 != sha256:
+                raise StaleBase(path, row.seq)
+            if row.executable == executable:
+                return row
+            try:
+                ctime_ns = await self.storage.set_executable(path, executable)
+            except FileNotFoundError:
+                raise NotFound(path) from None
+            try:
+                (record,) = await self.index.commit_many(
+                    self.account, [evolve(row, origin=origin, ctime_ns=ctime_ns, executable=executable)]
+                )
+            except BaseException:
+                await self.storage.set_executable(path, row.executable)
+                raise
+        self._announce("made executable" if executable else "made not executable", record, origin, stream)
+        return record
+
     async def delete(
         self, path: str, base: int | None, origin: str = "", stream: str | None = None
     ) -> FileRecord:
@@ -489,17 +565,97 @@ class Box:
         """
         async with self._lock:
             row = await self._check_base(path, base)
-            if row is None or row.deleted:
+            if row is None or row.deleted or row.folder:
                 raise NotFound(path)
-            change = await self.storage.remove(path)
+            change = await self.storage.remove(path, await self._folders_above(path))
             (record,) = await self._commit_changes(
                 [change], [row.seq], [FileRecord(path, 0, row.sha256, time.time_ns(), 0, True, origin)]
             )
+        self._announce("deleted", record, origin, stream)
+        return record
+
+    async def make_folder(
+        self, path: str, base: int | None, origin: str = "", stream: str | None = None
+    ) -> FileRecord:
+        """
+        Commit the folder C{path}, synced as a folder of its own, and make it
+        in the box if it is not there. A folder that is there already is
+        the version that holds it: nothing new is committed.
+
+        @param base: the seq the change starts from (0: nothing live at
+            C{path}); C{None}: whatever is there.
+        @raise StaleBase: if C{path} has moved on from C{base}.
+        @raise BadPath: if a file is at C{path} (or on the way) in the box.
+        """
+        async with self._lock:
+            row = await self.index.get(self.account, path)
+            if row is not None and row.folder and not row.deleted:
+                await self.storage.make_folder(path)
+                return row
+            _check(path, base, row)
+            made = await self.storage.make_folder(path)
+            record = await self._commit_folder(path, False, origin, self.storage.remove_folder if made else None)
+        self._announce("made the folder", record, origin, stream)
+        return record
+
+    async def delete_folder(
+        self, path: str, base: int, origin: str = "", stream: str | None = None
+    ) -> FileRecord:
+        """
+        Delete the folder C{path}: commit its tombstone, and remove it from
+        the box if nothing is in it (what is in it has entries of its own,
+        whose deletes remove it).
+
+        @raise NotFound: if there is no live folder at C{path}.
+        @raise StaleBase: if C{path} has moved on from C{base}.
+        """
+        async with self._lock:
+            row = await self._check_base(path, base)
+            if row is None or row.deleted or not row.folder:
+                raise NotFound(path)
+            gone = await self.storage.remove_folder(path, await self._folders_above(path))
+            record = await self._commit_folder(path, True, origin, self.storage.make_folder if gone else None)
+        self._announce("deleted the folder", record, origin, stream)
+        return record
+
+    async def _commit_folder(
+        self, path: str, deleted: bool, origin: str, undo: Callable[[str], Awaitable[object]] | None
+    ) -> FileRecord:
+        """
+        Commit the folder C{path} (its tombstone if C{deleted}), made (or
+        removed) in the box already; if the commit fails, C{undo} of the
+        path puts the box back as it was.
+        """
+        try:
+            (record,) = await self.index.commit_many(
+                self.account, [FileRecord(path, 0, "", time.time_ns(), 0, deleted, origin, folder=True)]
+            )
+        except BaseException:
+            if undo is not None:
+                await undo(path)
+            raise
+        stored: FileRecord = record
+        return stored
+
+    async def _folders_above(self, path: str) -> set[str]:
+        """
+        The folders above C{path} that are synced as folders of their own:
+        a removal below them leaves them in place.
+        """
+        parts = path.split("/")
+        above = ["/".join(parts[:n]) for n in range(1, len(parts))]
+        rows: dict[str, FileRecord] = await self.index.get_many(self.account, above) if above else {}
+        return {folder for folder, row in rows.items() if row.folder and not row.deleted}
+
+    def _announce(self, what: str, record: FileRecord, origin: str, stream: str | None) -> None:
+        """
+        Log the commit of C{record}, and tell every stream but C{stream}.
+        """
         self.log.info(
-            "{origin} deleted {path} as seq {seq}",
+            "{origin} {what} {path} as seq {seq}",
             origin=origin or "a client",
-            path=path,
+            what=what,
+            path=record.path,
             seq=record.seq,
         )
-        self.hub.publish(self.account, Delete(path, record.seq), exclude=stream)
-        return record
+        self.hub.publish(self.account, as_event(record), exclude=stream)

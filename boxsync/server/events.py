@@ -5,7 +5,7 @@ drains it, then live events as the hub publishes them.
 
 from __future__ import annotations
 
-from typing import AsyncIterable, Callable
+from typing import AsyncIterable, Callable, Collection
 
 from attrs import define, field, frozen
 from twisted.internet.defer import CancelledError, Deferred
@@ -15,12 +15,12 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from ..wire import EVENT_STREAM, Event, Hello, Ready, encode_comment, encode_event
+from ..wire import EVENT_STREAM, Event, Hello, Ready, as_read_by, encode_comment, encode_event
 from .auth import Principal
 from .hub import Hub
 from .index import IIndex
 
-__all__ = ["EventStream", "Framing", "SSE", "RETRY_MS"]
+__all__ = ["EventStream", "Framing", "SSE", "RETRY_MS", "sse_for"]
 
 #: What clients are told to wait before reconnecting (SSE "retry:").
 RETRY_MS = 2000
@@ -45,13 +45,26 @@ class Framing:
     keepalive: bytes = b""
 
 
-#: Server-Sent Events, as boxsync's own clients read them.
-SSE = Framing(
-    EVENT_STREAM,
-    encode_event,
-    preamble=f"retry: {RETRY_MS}\n\n".encode(),
-    keepalive=encode_comment("keepalive"),
-)
+def sse_for(features: Collection[str]) -> Framing:
+    """
+    Server-Sent Events, as boxsync's own clients read them: for a client
+    that reads C{features}, each event as L{as_read_by} leaves it.
+    """
+
+    def encode(event: Event, with_id: bool) -> bytes:
+        sent = as_read_by(event, features)
+        return b"" if sent is None else encode_event(sent, with_id)
+
+    return Framing(
+        EVENT_STREAM,
+        encode,
+        preamble=f"retry: {RETRY_MS}\n\n".encode(),
+        keepalive=encode_comment("keepalive"),
+    )
+
+
+#: Server-Sent Events, for a client of the first protocol.
+SSE = sse_for(())
 
 
 @implementer(IPushProducer)

@@ -1,6 +1,6 @@
 """
 Sending one file of the box: C{static.File} (HEAD, Range, Last-Modified)
-with the file's sha256 as its C{ETag} and its seq.
+with the file's sha256 as its C{ETag}, its seq and whether it is executable.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from twisted.web import static
 from twisted.web.iweb import IRequest
 
 from ..paths import normalize
-from ..wire import SEQ_HEADER
+from ..wire import EXECUTABLE_HEADER, SEQ_HEADER
 from .box import Box, NotFound
 from .http import header
 from .index import FileRecord
@@ -23,7 +23,8 @@ __all__ = ["BoxFile", "box_file"]
 class BoxFile(static.File):
     """
     One file of the box, sent by C{static.File} (HEAD, Range, Last-Modified)
-    with larger reads, an C{ETag} of its sha256 and its seq: sent from the
+    with larger reads, an C{ETag} of its sha256, its seq and whether it is
+    executable: sent from the
     file opened when it was found, never opened again by name.
     """
 
@@ -44,6 +45,7 @@ class BoxFile(static.File):
         etag = f'"{self.record.sha256}"'
         request.setHeader(b"ETag", etag.encode())
         request.setHeader(SEQ_HEADER.encode(), str(self.record.seq).encode())
+        request.setHeader(EXECUTABLE_HEADER.encode(), b"1" if self.record.executable else b"0")
         if_range = header(request, "If-Range")
         if if_range is not None and if_range.strip() != etag:
             request.requestHeaders.removeHeader(b"Range")

@@ -85,6 +85,8 @@ class HistoryRoutes:
         path = normalize(path)
         current: FileRecord | None = await box.index.get(box.account, path)
         kept: list[VersionRecord] = await box.index.versions(box.account, path)
+        if current is not None and current.folder:
+            current = None  # a folder has no versions
         versions = [entry(current)] if current is not None and not current.deleted else []
         deleted_at = current.seq if current is not None and current.deleted else None
         for version in kept:

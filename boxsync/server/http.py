@@ -10,10 +10,10 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from ..wire import JSON, CommitResult, RemoteFile
+from ..wire import JSON, CommitResult, Delete, Download, Event, Folder, RemoteFile
 from .index import FileRecord
 
-__all__ = ["header", "query", "json_body", "committed", "listed"]
+__all__ = ["header", "query", "json_body", "committed", "listed", "as_download", "as_event"]
 
 
 def header(request: IRequest, name: str) -> str | None:
@@ -54,6 +54,8 @@ def committed(record: FileRecord) -> CommitResult:
         size=record.size,
         mtime_ns=record.mtime_ns,
         deleted=record.deleted,
+        executable=record.executable,
+        folder=record.folder,
     )
 
 
@@ -68,4 +70,24 @@ def listed(record: FileRecord) -> RemoteFile:
         seq=record.seq,
         mtime_ns=record.mtime_ns,
         origin=record.origin,
+        executable=record.executable,
     )
+
+
+def as_download(record: FileRecord) -> Download:
+    """
+    The event that has a client fetch C{record}, a live version.
+    """
+    return Download(record.path, record.sha256, record.size, record.mtime_ns, record.seq, record.executable)
+
+
+def as_event(record: FileRecord) -> Event:
+    """
+    The event that tells a client of C{record}: a file to fetch, a folder
+    to make, or a path deleted.
+    """
+    if record.deleted:
+        return Delete(record.path, record.seq)
+    if record.folder:
+        return Folder(record.path, record.seq)
+    return as_download(record)

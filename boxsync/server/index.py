@@ -1,5 +1,6 @@
 """
-The index: one row per path and account — what the box holds, at which seq.
+The index: one row per path and account — what the box holds (a file, or a
+folder synced as one of its own), at which seq.
 
 L{IIndex} is what the rest of the server uses; L{SQLiteIndex} is the embedded
 implementation, on the standard library's SQLite, with every query run in one
@@ -47,8 +48,14 @@ class FileRecord:
     #: The ctime of the box file once placed (0: not known): with its size
     #: and mtime, how the start-up adoption knows it is still that file.
     ctime_ns: int = 0
+    #: Whether this version is executable.
+    executable: bool = False
+    #: Whether this is a folder (synced as one of its own: see
+    #: C{docs/protocol.md}, "Folders"), with no bytes (C{sha256} empty).
+    folder: bool = False
     #: When it was committed, in ns since the epoch (0: before that was kept).
     committed_ns: int = 0
+
 
 
 @frozen
@@ -70,6 +77,7 @@ class VersionRecord:
     ended_seq: int
     ended_ns: int
     committed_ns: int = 0
+    executable: bool = field(default=False, converter=bool)
 
 
 @frozen
@@ -196,7 +204,7 @@ class IIndex(Interface):
 
     def stats(account: str) -> Any:
         """
-        A L{Stats} of the account's live files.
+        A L{Stats} of the account's live files (not its folders).
         """
 
 
@@ -261,14 +269,24 @@ _SCHEMA: list[list[str]] = [
         "ALTER TABLE files ADD COLUMN committed_ns INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE versions ADD COLUMN committed_ns INTEGER NOT NULL DEFAULT 0",
     ],
+    # version 5: the executable bit (rows from before were written 0644).
+    [
+        "ALTER TABLE files ADD COLUMN executable INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE versions ADD COLUMN executable INTEGER NOT NULL DEFAULT 0",
+    ],
+    # version 6: folders synced as folders of their own.
+    ["ALTER TABLE files ADD COLUMN folder INTEGER NOT NULL DEFAULT 0"],
 ]
 
-_COLUMNS = "path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns, committed_ns"
+_COLUMNS = "path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns, executable, folder, committed_ns"
 
 
 def _record(row: tuple[Any, ...]) -> FileRecord:
-    path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns, committed_ns = row
-    return FileRecord(path, size, sha256, mtime_ns, seq, bool(deleted), origin, ctime_ns, committed_ns)
+    path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns, executable, folder, committed_ns = row
+    return FileRecord(
+        path, size, sha256, mtime_ns, seq, bool(deleted), origin, ctime_ns, bool(executable), bool(folder),
+        committed_ns,
+    )
 
 
 def _full(e: sqlite3.Error) -> BaseException:
@@ -427,7 +445,7 @@ class SQLiteIndex:
     def recipe(self, account: str, seq: int) -> Any:
         def q(db: sqlite3.Connection) -> Recipe | None:
             whole = db.execute(
-                "SELECT sha256, size FROM files WHERE account=? AND seq=? AND deleted=0 UNION ALL "
+                "SELECT sha256, size FROM files WHERE account=? AND seq=? AND deleted=0 AND folder=0 UNION ALL "
                 "SELECT sha256, size FROM versions WHERE account=? AND seq=?",
                 (account, seq, account, seq),
             ).fetchone()
@@ -497,7 +515,7 @@ class SQLiteIndex:
     def version(self, account: str, seq: int) -> Any:
         def q(db: sqlite3.Connection) -> FileRecord | VersionRecord | None:
             row = db.execute(
-                f"SELECT {_COLUMNS} FROM files WHERE account=? AND seq=? AND deleted=0", (account, seq)
+                f"SELECT {_COLUMNS} FROM files WHERE account=? AND seq=? AND deleted=0 AND folder=0", (account, seq)
             ).fetchone()
             if row is not None:
                 return _record(row)
@@ -536,7 +554,7 @@ class SQLiteIndex:
                 _record(row)
                 for row in db.execute(
                     f"SELECT {_COLUMNS} FROM files WHERE account=? AND path>=? AND path<? "
-                    "AND deleted=0 AND committed_ns<=?",
+                    "AND deleted=0 AND folder=0 AND committed_ns<=?",
                     (account, low, high, when_ns),
                 )
             ]
@@ -564,7 +582,7 @@ class SQLiteIndex:
         def q(db: sqlite3.Connection) -> Stats:
             files, size = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files "
-                "WHERE account=? AND deleted=0",
+                "WHERE account=? AND deleted=0 AND folder=0",
                 (account,),
             ).fetchone()
             return Stats(files=files, bytes=size, seq=_current_seq(db, account))
@@ -597,7 +615,7 @@ def _current_seq(db: sqlite3.Connection, account: str) -> int:
     return 0 if row is None else int(row[0])
 
 
-_VERSION_COLUMNS = "path, size, sha256, mtime_ns, seq, origin, ended_seq, ended_ns, committed_ns"
+_VERSION_COLUMNS = "path, size, sha256, mtime_ns, seq, origin, ended_seq, ended_ns, committed_ns, executable"
 
 
 def _forget_blocks(db: sqlite3.Connection, account: str, seq: int) -> None:
@@ -612,9 +630,9 @@ def _keep_version(db: sqlite3.Connection, account: str, path: str, ended_seq: in
     """
     db.execute(
         "INSERT OR IGNORE INTO versions "
-        "(account, seq, path, size, sha256, mtime_ns, origin, ended_seq, ended_ns, committed_ns) "
-        "SELECT account, seq, path, size, sha256, mtime_ns, origin, ?, ?, committed_ns FROM files "
-        "WHERE account=? AND path=? AND deleted=0",
+        "(account, seq, path, size, sha256, mtime_ns, origin, ended_seq, ended_ns, committed_ns, executable) "
+        "SELECT account, seq, path, size, sha256, mtime_ns, origin, ?, ?, committed_ns, executable FROM files "
+        "WHERE account=? AND path=? AND deleted=0 AND folder=0",
         (ended_seq, now, account, path),
     )
 
@@ -628,12 +646,12 @@ def _commit_all(
         seq += 1
         _keep_version(db, account, record.path, seq, now)
         db.execute(
-            "INSERT INTO files (account, path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns, committed_ns) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO files (account, {_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (account, path) DO UPDATE SET size=excluded.size, "
             "sha256=excluded.sha256, mtime_ns=excluded.mtime_ns, seq=excluded.seq, "
             "deleted=excluded.deleted, origin=excluded.origin, ctime_ns=excluded.ctime_ns, "
-            "committed_ns=excluded.committed_ns",
+            "executable=excluded.executable, folder=excluded.folder, committed_ns=excluded.committed_ns",
             (
                 account,
                 record.path,
@@ -644,6 +662,8 @@ def _commit_all(
                 int(record.deleted),
                 record.origin,
                 record.ctime_ns,
+                int(record.executable),
+                int(record.folder),
                 now,
             ),
         )

@@ -25,7 +25,7 @@ import json
 import os
 from array import array
 from hashlib import blake2b
-from typing import IO, Any, AsyncIterable, AsyncIterator, Iterator, TypeVar
+from typing import IO, Any, AsyncIterable, AsyncIterator, Callable, Iterator, TypeVar
 
 from attrs import define, field
 from twisted.internet.defer import CancelledError
@@ -35,14 +35,27 @@ from twisted.internet.task import deferLater
 from ..wire import (
     DeletedEntry,
     FileEntry,
+    FolderEntry,
     ProtocolError,
     deleted_entry,
     file_entry,
+    folder_entry,
     manifest_client,
     manifest_cursor,
+    manifest_features,
 )
 
-__all__ = ["StreamedManifest", "PathSet", "in_pages", "members", "read_manifest", "YIELD_EVERY", "READ_SIZE", "MAX_VALUE"]
+__all__ = [
+    "Entry",
+    "StreamedManifest",
+    "PathSet",
+    "in_pages",
+    "members",
+    "read_manifest",
+    "YIELD_EVERY",
+    "READ_SIZE",
+    "MAX_VALUE",
+]
 
 _T = TypeVar("_T")
 
@@ -59,7 +72,10 @@ MAX_VALUE = 64 * 1024
 #: Entries per page of the plan (one index read each).
 PAGE = 500
 
-_LISTS = ("files", "deleted")
+_LISTS = ("files", "deleted", "folders")
+
+#: An entry of a manifest.
+Entry = FileEntry | DeletedEntry | FolderEntry
 _SPACE = " \t\n\r"
 
 
@@ -237,9 +253,17 @@ async def members(
                 await deferLater(clock, 0, lambda: None)
 
 
+#: How each list's items are read.
+_READERS: dict[str, Callable[[object], Entry]] = {
+    "files": file_entry,
+    "deleted": deleted_entry,
+    "folders": folder_entry,
+}
+
+
 async def _entries(
     body: IO[bytes], clock: IReactorTime, scalars: dict[str, Any] | None = None
-) -> AsyncIterator[FileEntry | DeletedEntry]:
+) -> AsyncIterator[Entry]:
     """
     Every entry of the manifest in C{body}, checked, from its start; the
     other members go to C{scalars}.
@@ -247,13 +271,11 @@ async def _entries(
     async for name, value, item in members(body, clock, _LISTS):
         if not item:
             if name in _LISTS:
-                raise ProtocolError("files and deleted must be lists")
+                raise ProtocolError("files, deleted and folders must be lists")
             if scalars is not None:
                 scalars[name] = value
-        elif name == "files":
-            yield file_entry(value)
         else:
-            yield deleted_entry(value)
+            yield _READERS[name](value)
 
 
 @define
@@ -263,8 +285,9 @@ class StreamedManifest:
     when the plan needs them.
 
     @ivar files: how many files it lists.
-    @ivar deleted: how many deleted files it lists.
+    @ivar deleted: how many deleted files (and folders) it lists.
     @ivar listed: the paths it lists.
+    @ivar features: what the client reads beyond the first protocol.
     """
 
     client: str
@@ -274,8 +297,11 @@ class StreamedManifest:
     listed: PathSet
     _body: IO[bytes]
     _clock: IReactorTime
+    features: frozenset[str] = frozenset()
+    #: How many folders it lists.
+    folders: int = 0
 
-    def pages(self) -> AsyncIterator[list[FileEntry | DeletedEntry]]:
+    def pages(self) -> AsyncIterator[list[Entry]]:
         """
         The entries, L{PAGE} at a time, in the order the body lists them.
         """
@@ -307,13 +333,13 @@ async def read_manifest(body: IO[bytes], max_entries: int, clock: IReactorTime) 
     """
     scalars: dict[str, Any] = {}
     listed = PathSet()
-    counts = {FileEntry: 0, DeletedEntry: 0}
+    counts = {FileEntry: 0, DeletedEntry: 0, FolderEntry: 0}
     # The hashes added twice: a path listed twice, or (a chance of 1 in 2⁶⁴
     # a pair) two paths with one hash.
     twice: set[int] = set()
     async for entry in _entries(body, clock, scalars):
         counts[type(entry)] += 1
-        if counts[FileEntry] + counts[DeletedEntry] > max_entries:
+        if sum(counts.values()) > max_entries:
             raise ProtocolError(f"manifest has over {max_entries} entries")
         if not listed.add(entry.path):
             twice.add(listed.hash(entry.path))
@@ -327,6 +353,8 @@ async def read_manifest(body: IO[bytes], max_entries: int, clock: IReactorTime) 
         listed,
         body,
         clock,
+        manifest_features(scalars.get("features", [])),
+        counts[FolderEntry],
     )
 
 

@@ -16,21 +16,22 @@ from ..wire import (
     Conflict,
     Delete,
     DeletedEntry,
-    Download,
     Event,
     FileEntry,
+    FolderEntry,
     InSync,
     Manifest,
     Remove,
     Upload,
 )
+from .http import as_download, as_event
 from .index import FileRecord, IIndex
-from .manifest import PAGE, StreamedManifest
+from .manifest import PAGE, Entry, StreamedManifest
 
 __all__ = ["decide", "unlisted", "plan", "listed_rows", "rows_since", "PAGE"]
 
 
-def decide(entry: FileEntry | DeletedEntry, row: FileRecord | None) -> Event | None:
+def decide(entry: Entry, row: FileRecord | None) -> Event | None:
     """
     What a client with C{entry} must do about the server's C{row}.
     """
@@ -39,20 +40,49 @@ def decide(entry: FileEntry | DeletedEntry, row: FileRecord | None) -> Event | N
             return None
         if row.seq == entry.base:
             return Remove(entry.path, row.seq)
-        return _download(row)
+        return as_event(row)
+    if isinstance(entry, FolderEntry):
+        return _decide_folder(entry, row)
     if row is None:
         return Upload(entry.path, 0)
     if row.deleted:
         if entry.changed or entry.base == 0:
             return Upload(entry.path, row.seq)
         return Delete(entry.path, row.seq)
+    if row.folder:
+        # A folder in the box where the client has a file: the client is
+        # told, and says why it cannot make it.
+        return as_event(row)
     if row.sha256 == entry.sha256:
-        return None if row.seq == entry.base else InSync(entry.path, row.seq)
+        if entry.executable in (None, row.executable):
+            return None if row.seq == entry.base else InSync(entry.path, row.seq)
+        # The same bytes, another mode: a change of the client's goes up;
+        # a client that did not change it (or never had a version) takes
+        # the server's.
+        if entry.changed and entry.base > 0:
+            return Upload(entry.path, row.seq)
+        return as_download(row)
     if row.seq == entry.base:
         return Upload(entry.path, row.seq) if entry.changed else None
     if entry.changed:
-        return Conflict(row.path, row.sha256, row.size, row.mtime_ns, row.seq)
-    return _download(row)
+        return Conflict(row.path, row.sha256, row.size, row.mtime_ns, row.seq, row.executable)
+    return as_download(row)
+
+
+def _decide_folder(entry: FolderEntry, row: FileRecord | None) -> Event | None:
+    """
+    What a client that syncs the folder C{entry} must do about C{row}: a
+    folder has no content, only a life, so the client's is new (base 0) or
+    unchanged.
+    """
+    if row is None:
+        return Upload(entry.path, 0)
+    if row.deleted:
+        return Upload(entry.path, row.seq) if entry.base == 0 else Delete(entry.path, row.seq)
+    if not row.folder:
+        # A file in the box where the client has a folder: as above.
+        return as_event(row)
+    return None if row.seq == entry.base else InSync(entry.path, row.seq)
 
 
 def unlisted(row: FileRecord, cursor: int) -> Event | None:
@@ -62,13 +92,9 @@ def unlisted(row: FileRecord, cursor: int) -> Event | None:
     """
     if row.seq <= cursor:
         return None
-    if row.deleted:
-        return None if cursor == 0 else Delete(row.path, row.seq)
-    return _download(row)
-
-
-def _download(row: FileRecord) -> Download:
-    return Download(row.path, row.sha256, row.size, row.mtime_ns, row.seq)
+    if row.deleted and cursor == 0:
+        return None
+    return as_event(row)
 
 
 class HasPath(Protocol):
@@ -126,10 +152,10 @@ async def plan(
     Every event of the plan for C{manifest}, covering the index up to seq
     C{upto} (later commits reach the client live).
     """
-    pages: AsyncIterable[Sequence[FileEntry | DeletedEntry]]
+    pages: AsyncIterable[Sequence[Entry]]
     listed: Container[str]
     if isinstance(manifest, Manifest):
-        entries: Sequence[FileEntry | DeletedEntry] = (*manifest.files, *manifest.deleted)
+        entries: Sequence[Entry] = (*manifest.files, *manifest.deleted, *manifest.folders)
         pages, listed = _chunks(entries), {entry.path for entry in entries}
     else:
         pages, listed = manifest.pages(), manifest.listed

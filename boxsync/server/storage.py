@@ -8,27 +8,32 @@ retention drops it.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Sequence, TypeVar
+from typing import Any, BinaryIO, Callable, Container, Iterator, Sequence, TypeVar
 
 from attrs import define, field
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from ..fs import hash_file
+from ..fs import hash_file, is_executable, mode_for
 from ..paths import HIDDEN_DIR, BadPath, from_local
 from .beneath import folder, open_regular, open_regular_fd, parent_of, segments
 from .staging import StagingFile, as_disk_full, discarding
 
-__all__ = ["BoxStorage", "Change", "LocalFile"]
+__all__ = ["BoxStorage", "Change", "LocalFile", "LocalFolder"]
 
 _T = TypeVar("_T")
+
+#: The mode of a file in the box that is not executable; an executable one
+#: has an x bit wherever this has an r bit (0755).
+_FILE_MODE = 0o644
 
 @define(frozen=True)
 class LocalFile:
@@ -41,6 +46,20 @@ class LocalFile:
     size: int
     mtime_ns: int
     ctime_ns: int
+    executable: bool = False
+
+
+@define(frozen=True)
+class LocalFolder:
+    """
+    A folder found in the box by L{BoxStorage.walk}.
+
+    @ivar empty: whether nothing at all is in it.
+    """
+
+    path: str
+    mtime_ns: int
+    empty: bool
 
 
 @define(frozen=True)
@@ -246,16 +265,20 @@ class BoxStorage:
             return None  # a folder (Linux answers EPERM): the move refuses it
         return kept
 
-    def _place(self, staged: StagingFile, parent: int, name: str, path: str) -> Change | BaseException:
+    def _place(
+        self, staged: StagingFile, parent: int, name: str, path: str, executable: bool
+    ) -> Change | BaseException:
         """
-        Rename C{staged} to C{name} in the folder open as C{parent}, keeping
-        what was there (see L{_keep}).
+        Give C{staged} its mode (L{mode_for} C{executable}) and rename it to
+        C{name} in the folder open as C{parent}, keeping what was there (see
+        L{_keep}).
 
         @return: the change, or the exception it met (C{staged} is then
             discarded).
         """
         previous = None
         try:
+            os.chmod(staged.path, mode_for(_FILE_MODE, executable))
             previous = self._keep(parent, name)
             _replace(staged.path, parent, name, path)
             if staged.linked:
@@ -268,9 +291,10 @@ class BoxStorage:
             return as_disk_full(e)
         return Change(path, True, previous, ctime_ns)
 
-    def place_many(self, moves: Sequence[tuple[StagingFile, str]]) -> Any:
+    def place_many(self, moves: Sequence[tuple[StagingFile, str, bool]]) -> Any:
         """
-        Rename each finished staging file of C{moves} to its path, then
+        Rename each finished staging file of C{moves} to its path, with its
+        mode (executable or not), then
         fsync each folder that got a new name once: a whole group of uploads
         costs one thread hop and one fsync per folder. What each replaces is
         kept until the group's commit is known: L{settle} or L{undo} the
@@ -286,7 +310,7 @@ class BoxStorage:
             # The moves by folder: each folder is opened once and fsynced
             # once, after its moves, one folder open at a time.
             into: dict[tuple[str, ...], list[tuple[int, str]]] = {}
-            for i, (staged, path) in enumerate(moves):
+            for i, (staged, path, _) in enumerate(moves):
                 try:
                     *above, name = segments(self.root, path)
                 except BadPath as e:
@@ -298,8 +322,8 @@ class BoxStorage:
                 try:
                     with folder(self.root, names, create=True) as parent:
                         for i, name in group:
-                            staged, path = moves[i]
-                            outcomes[i] = self._place(staged, parent, name, path)
+                            staged, path, executable = moves[i]
+                            outcomes[i] = self._place(staged, parent, name, path, executable)
                         os.fsync(parent)
                 except Exception as e:
                     error = as_disk_full(e)
@@ -313,6 +337,28 @@ class BoxStorage:
                             continue  # it failed on its own
                         outcomes[i] = error
             return [outcomes[i] for i in range(len(moves))]
+
+        return self.in_thread(work)
+
+    def set_executable(self, path: str, executable: bool) -> Any:
+        """
+        Make the regular file at C{path} executable or not (a symbolic link
+        is never followed).
+
+        @return: a Deferred that fires with its ctime once changed.
+        @raise NotFound: if there is no regular file at C{path}.
+        """
+
+        def work() -> int:
+            opened = open_regular_fd(self.root, path)
+            if opened is None:
+                raise FileNotFoundError(f"{path!r} is not a file in the box")
+            fd, _ = opened
+            try:
+                os.fchmod(fd, mode_for(_FILE_MODE, executable))
+                return os.fstat(fd).st_ctime_ns
+            finally:
+                os.close(fd)
 
         return self.in_thread(work)
 
@@ -372,12 +418,13 @@ class BoxStorage:
             if putting_back:
                 raise
 
-    def _prune(self, path: str) -> None:
+    def _prune(self, path: str, keep: Container[str] = ()) -> None:
         """
-        Remove the folders of C{path}, deepest first, while they are empty.
+        Remove the folders of C{path}, deepest first, while they are empty
+        and not one of C{keep} (folders synced as folders of their own).
         """
         names = segments(self.root, path)[:-1]
-        while names:
+        while names and "/".join(names) not in keep:
             *above, name = names
             try:
                 with folder(self.root, above) as fd:
@@ -386,11 +433,11 @@ class BoxStorage:
                 return
             names = above
 
-    def remove(self, path: str) -> Any:
+    def remove(self, path: str, keep: Container[str] = ()) -> Any:
         """
         Take the file (or folder) at C{path}, if any, out of the box, and
-        the folders it leaves empty; what is taken away is kept until the
-        commit is known, as for L{place_many}.
+        the folders it leaves empty up to one of C{keep}; what is taken away
+        is kept until the commit is known, as for L{place_many}.
 
         @return: a Deferred that fires with the L{Change}.
         """
@@ -407,22 +454,72 @@ class BoxStorage:
                         os.rename(name, previous, src_dir_fd=parent)
             except FileNotFoundError:
                 pass  # nothing there, or no folder on the way
-            self._prune(path)
+            self._prune(path, keep)
             return Change(path, False, previous)
 
         return self.in_thread(work)
 
-    def walk(self) -> Iterator[LocalFile]:
+    def make_folder(self, path: str) -> Any:
         """
-        Every regular file in the box (not the hidden folder, no links).
-        Blocking: run it in a thread.
+        Make the folder at C{path}, and the missing ones above it, one
+        segment at a time (never through a link).
+
+        @return: a Deferred that fires with whether it was made (C{False}:
+            it was there already).
+        @raise BadPath: if a file or a link is there, or on the way.
+        """
+
+        def work() -> bool:
+            with parent_of(self.root, path, create=True) as (parent, name):
+                try:
+                    os.mkdir(name, 0o755, dir_fd=parent)
+                except FileExistsError:
+                    if not stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+                        raise BadPath(f"{path!r} is a file in the box") from None
+                    return False
+                os.fsync(parent)
+                return True
+
+        return self.in_thread(work)
+
+    def remove_folder(self, path: str, keep: Container[str] = ()) -> Any:
+        """
+        Remove the folder at C{path} if nothing is in it, and the folders
+        above it that it leaves empty, up to one of C{keep}. A folder that
+        still holds something stays: what it holds has entries of its own.
+
+        @return: a Deferred that fires with whether it is gone.
+        """
+
+        def work() -> bool:
+            try:
+                with parent_of(self.root, path) as (parent, name):
+                    os.rmdir(name, dir_fd=parent)
+            except (BadPath, FileNotFoundError):
+                pass  # gone already, with a folder on the way
+            except OSError as e:
+                if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                    return False
+                raise
+            self._prune(path, keep)
+            return True
+
+        return self.in_thread(work)
+
+    def walk(self) -> Iterator[LocalFile | LocalFolder]:
+        """
+        Every regular file and folder in the box (not the box itself, not
+        the hidden folder, no links). Blocking: run it in a thread.
         """
         stack = [self.root]
         while stack:
             folder = stack.pop()
             try:
                 entries = list(os.scandir(folder))
-            except OSError as e:
+                if folder != self.root:
+                    mtime_ns = os.stat(folder, follow_symlinks=False).st_mtime_ns
+                    yield LocalFolder(from_local(self.root, folder), mtime_ns, not entries)
+            except (OSError, BadPath) as e:
                 self.log.warn("cannot read {folder}: {e}", folder=folder, e=e)
                 continue
             for entry in entries:
@@ -437,7 +534,9 @@ class BoxStorage:
                         self.log.warn("skipping {name}: {e}", name=entry.path, e=e)
                         continue
                     st = entry.stat(follow_symlinks=False)
-                    yield LocalFile(path, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                    yield LocalFile(
+                        path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, is_executable(st.st_mode)
+                    )
 
 
 def _replace(source: Path, parent: int, name: str, path: str) -> None:

@@ -92,8 +92,9 @@ def static_files() -> dict[str, tuple[bytes, str]]:
 
 async def records_under(box: Box, folder: str) -> AsyncIterator[FileRecord]:
     """
-    The live files below C{folder} (the whole box if C{""}), in path order,
-    the index read a page at a time.
+    The live files below C{folder} (the whole box if C{""}), and the
+    folders synced as folders of their own, in path order, the index read a
+    page at a time.
     """
     prefix = f"{normalize(folder)}/" if folder else ""
     after = prefix
@@ -119,9 +120,14 @@ def zip_member(record: FileRecord, folder: str) -> zipfile.ZipInfo:
     if parent:
         name = name[len(parent) + 1 :]
     when = time.localtime(record.mtime_ns / 1e9)
+    if record.folder:
+        name += "/"
     info = zipfile.ZipInfo(name, date_time=max(when[:6], (1980, 1, 1, 0, 0, 0)))
     info.compress_type = zipfile.ZIP_STORED
-    info.external_attr = 0o644 << 16
+    if record.folder:
+        info.external_attr = 0o40755 << 16 | 0x10  # and MS-DOS's folder flag
+    else:
+        info.external_attr = (0o755 if record.executable else 0o644) << 16
     return info
 
 
@@ -304,7 +310,7 @@ class WebPage:
         box = self.api.boxes(principal.account)
         path = normalize(path)
         record: FileRecord | None = await box.index.get(principal.account, path)
-        if record is None or record.deleted:
+        if record is None or record.deleted or record.folder:
             raise NotFound(f"{path!r} is not in the box")
         return json_body(request, 200, listed(record).to_json())
 
@@ -357,6 +363,10 @@ class WebPage:
         request: IRequest,
         drain: _Drain,
     ) -> None:
+        if record.folder:
+            archive.writestr(zip_member(record, folder), b"")
+            request.write(sink.take())
+            return
         source = await box.storage.in_thread(lambda: _open_regular(box, record.path))
         if source is None:
             return  # deleted meanwhile: left out
@@ -381,16 +391,25 @@ class WebPage:
         box = self.api.boxes(principal.account)
         origin = header(request, CLIENT_HEADER) or principal.client
         record: FileRecord | None = await box.index.get(principal.account, source)
-        if record is not None and not record.deleted:
+        if record is not None and not record.deleted and not record.folder:
             moves = [(record, target)]
         else:
             moves = [(each, target + each.path[len(source) :]) async for each in records_under(box, source)]
+            if record is not None and not record.deleted:
+                moves.insert(0, (record, target))
         if not moves:
             raise NotFound(f"{source!r} is not in the box")
         for old, new in moves:
+            if old.folder:
+                await box.make_folder(new, 0, origin=origin)
+                continue
             linked = await box.storage.in_thread(lambda: _link(box, old))
-            await box.commit(new, linked, 0, old.mtime_ns, origin=origin)
+            await box.commit(new, linked, 0, old.mtime_ns, origin=origin, executable=old.executable)
             await box.delete(old.path, old.seq, origin=origin)
+        # The folders go once what was in them has: the deepest first.
+        for old, _ in reversed(moves):
+            if old.folder:
+                await box.delete_folder(old.path, old.seq, origin=origin)
         return json_body(request, 200, {"moved": len(moves)})
 
 

@@ -34,7 +34,12 @@ __all__ = [
 @frozen
 class CommitResult:
     """
-    The version a C{PUT} or C{DELETE} committed.
+    The version a C{PUT}, C{PATCH} or C{DELETE} committed.
+
+    @ivar executable: whether it is executable (C{None}: the server does not
+        say).
+    @ivar folder: whether it is a folder (C{PUT} or C{DELETE} of
+        C{/folders/<path>}).
     """
 
     path: str
@@ -43,6 +48,8 @@ class CommitResult:
     size: int
     mtime_ns: int | None
     deleted: bool
+    executable: bool | None = None
+    folder: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +65,7 @@ class CommitResult:
             raise ProtocolError("a commit answer must be a JSON object")
         sha256 = data.get("sha256")
         mtime_ns = data.get("mtime_ns")
+        executable = data.get("executable")
         try:
             return cls(
                 path=str(data["path"]),
@@ -66,6 +74,8 @@ class CommitResult:
                 size=int(data.get("size") or 0),
                 mtime_ns=None if mtime_ns is None else int(mtime_ns),
                 deleted=bool(data.get("deleted", False)),
+                executable=executable if isinstance(executable, bool) else None,
+                folder=data.get("folder") is True,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ProtocolError(f"bad commit answer: {e!r}") from None
@@ -77,6 +87,7 @@ class RemoteFile:
     A live file in the box, as C{GET /files} lists it.
 
     @ivar origin: the name of the client that committed this version.
+    @ivar executable: whether it is executable.
     """
 
     path: str
@@ -85,6 +96,7 @@ class RemoteFile:
     seq: int
     mtime_ns: int | None
     origin: str
+    executable: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +116,7 @@ class RemoteFile:
                 seq=int(data["seq"]),
                 mtime_ns=None if mtime_ns is None else int(mtime_ns),
                 origin=str(data.get("origin") or ""),
+                executable=data.get("executable") is True,
             )
         except (AssertionError, KeyError, TypeError, ValueError) as e:
             raise ProtocolError(f"bad file entry: {data!r:.200}") from e

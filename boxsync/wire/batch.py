@@ -14,7 +14,7 @@ from typing import Any
 
 from attrs import frozen
 
-from .values import ProtocolError, check_count, check_path, check_sha256, json_object
+from .values import ProtocolError, check_count, check_flag, check_path, check_sha256, json_object
 
 __all__ = [
     "BATCH",
@@ -50,6 +50,8 @@ class BatchFile:
 
     @ivar base: the seq the change starts from (0: the path must not exist);
         C{None} for last writer wins.
+    @ivar executable: whether the file is executable; C{None}: as the
+        version it replaces is (not, for a new file).
     """
 
     path: str
@@ -57,6 +59,7 @@ class BatchFile:
     sha256: str
     mtime_ns: int
     base: int | None = None
+    executable: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         header: dict[str, Any] = {
@@ -67,6 +70,8 @@ class BatchFile:
         }
         if self.base is not None:
             header["base"] = self.base
+        if self.executable is not None:
+            header["executable"] = self.executable
         return header
 
 
@@ -123,12 +128,14 @@ def parse_upload_batch(body: bytes, max_files: int = BATCH_MAX_FILES) -> list[tu
         if len(data) > BATCH_FILE_LIMIT:
             raise ProtocolError(f"{path!r} is over {BATCH_FILE_LIMIT} bytes: upload it on its own")
         base = header.get("base")
+        executable = header.get("executable")
         entry = BatchFile(
             path=path,
             size=len(data),
             sha256=check_sha256(header.get("sha256")),
             mtime_ns=check_count(header.get("mtime_ns"), "mtime_ns"),
             base=None if base is None else check_count(base, "base"),
+            executable=None if executable is None else check_flag(executable, "executable"),
         )
         files.append((entry, data))
     return files

@@ -86,15 +86,24 @@ class BlockCommit:
 
     @ivar base: the seq it starts from (0: the path must be free); C{None}
         for last writer wins.
+    @ivar executable: whether the version is executable; C{None}: as the
+        version it replaces.
     """
 
     path: str
     base: int | None
     mtime_ns: int
     recipe: Recipe
+    executable: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "base": self.base, "mtime_ns": self.mtime_ns, **recipe_json(self.recipe)}
+        return {
+            "path": self.path,
+            "base": self.base,
+            "mtime_ns": self.mtime_ns,
+            "executable": self.executable,
+            **recipe_json(self.recipe),
+        }
 
     @classmethod
     def from_json(cls, data: object) -> BlockCommit:
@@ -104,11 +113,15 @@ class BlockCommit:
         if not isinstance(data, dict):
             raise ProtocolError("a commit must be a JSON object")
         base = data.get("base")
+        executable = data.get("executable")
+        if executable is not None and not isinstance(executable, bool):
+            raise ProtocolError("executable must be true, false or null")
         return cls(
             check_path(data.get("path")),
             None if base is None else check_count(base, "base"),
             check_count(data.get("mtime_ns"), "mtime_ns"),
             parse_recipe(data),
+            executable,
         )
 
 

@@ -7,14 +7,17 @@ carry its seq, which becomes the SSE C{id:}. L{boxsync.wire.sse} frames them.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Collection, Union
 
-from attrs import frozen
+from attrs import evolve, frozen
+
+from .headers import EXECUTABLE_FEATURE, FOLDERS_FEATURE
 
 __all__ = [
     "Hello",
     "Upload",
     "Download",
+    "Folder",
     "Delete",
     "Remove",
     "Conflict",
@@ -23,6 +26,7 @@ __all__ = [
     "Event",
     "EVENT_TYPES",
     "event_id",
+    "as_read_by",
 ]
 
 
@@ -52,6 +56,10 @@ class Upload:
 class Download:
     """
     Fetch version C{seq} of C{path} (plan, or a live commit by another client).
+
+    @ivar executable: whether that version is executable; C{None} if the
+        server does not say (it does not keep the bit, or the client does
+        not read it).
     """
 
     name = "download"
@@ -60,12 +68,26 @@ class Download:
     size: int
     mtime_ns: int
     seq: int
+    executable: bool | None = None
+
+
+@frozen
+class Folder:
+    """
+    The box has the folder C{path}, as version C{seq}: make it (plan, or a
+    live commit by another client).
+    """
+
+    name = "folder"
+    path: str
+    seq: int
 
 
 @frozen
 class Delete:
     """
-    C{path} was deleted at C{seq}: delete the local copy if it is unchanged.
+    C{path} was deleted at C{seq}: delete the local copy if it is unchanged
+    (a folder, if nothing is left in it).
     """
 
     name = "delete"
@@ -97,6 +119,7 @@ class Conflict:
     size: int
     mtime_ns: int
     seq: int
+    executable: bool | None = None
 
 
 @frozen
@@ -120,12 +143,12 @@ class Ready:
     seq: int
 
 
-Event = Union[Hello, Upload, Download, Delete, Remove, Conflict, InSync, Ready]
+Event = Union[Hello, Upload, Download, Folder, Delete, Remove, Conflict, InSync, Ready]
 
 #: The class of each event, by its wire name.
 EVENT_TYPES: dict[str, type[Any]] = {
     cls.name: cls
-    for cls in (Hello, Upload, Download, Delete, Remove, Conflict, InSync, Ready)
+    for cls in (Hello, Upload, Download, Folder, Delete, Remove, Conflict, InSync, Ready)
 }
 
 
@@ -133,6 +156,20 @@ def event_id(event: Event) -> int | None:
     """
     The seq an event carries as its SSE id: that of a commit or of C{ready}.
     """
-    if isinstance(event, (Download, Delete, Ready)):
+    if isinstance(event, (Download, Folder, Delete, Ready)):
         return event.seq
     return None
+
+
+def as_read_by(event: Event, features: Collection[str]) -> Event | None:
+    """
+    C{event} as it goes to a client that reads C{features}: without what
+    that client would not read (an older one refuses an event with a field
+    it does not know), or C{None} if it is not to be sent at all.
+    """
+    if EXECUTABLE_FEATURE not in features and isinstance(event, (Download, Conflict)):
+        if event.executable is not None:
+            return evolve(event, executable=None)
+    if FOLDERS_FEATURE not in features and isinstance(event, Folder):
+        return None
+    return event

@@ -16,6 +16,9 @@ __all__ = [
     "SHA256_TRAILER",
     "SHA256_TRAILER_FEATURE",
     "MTIME_HEADER",
+    "EXECUTABLE_HEADER",
+    "EXECUTABLE_FEATURE",
+    "FOLDERS_FEATURE",
     "CLIENT_HEADER",
     "STREAM_HEADER",
     "SEQ_HEADER",
@@ -24,6 +27,7 @@ __all__ = [
     "PROGRESS_PROCESSING",
     "sha256_header",
     "count_header",
+    "flag_header",
 ]
 
 EVENT_STREAM = "text/event-stream"
@@ -44,6 +48,17 @@ SHA256_TRAILER = 64
 SHA256_TRAILER_FEATURE = "sha256-trailer"
 #: The modification time of an uploaded file, in nanoseconds.
 MTIME_HEADER = "X-Boxsync-Mtime"
+#: Whether a file is executable (C{1}) or not (C{0}): on an upload, on
+#: C{PATCH /files/<path>} (a change of that alone), on a download.
+EXECUTABLE_HEADER = "X-Boxsync-Executable"
+#: What a server that keeps the executable bit of each version lists among
+#: its C{features}, and a client that reads it on events lists in its
+#: manifest's.
+EXECUTABLE_FEATURE = "executable"
+#: What a server that keeps folders (C{/folders/<path>}) lists among its
+#: C{features}, and a client that reads the C{folder} event lists in its
+#: manifest's.
+FOLDERS_FEATURE = "folders"
 #: The name of the client making a request (shown in logs, conflict names).
 CLIENT_HEADER = "X-Boxsync-Client"
 #: The id of the client's open event stream, so its own commits are not
@@ -78,3 +93,15 @@ def count_header(value: str | None, what: str) -> int | None:
         return check_count(int(value.strip()), what)
     except ValueError:
         raise ProtocolError(f"{what} must be a non-negative integer") from None
+
+
+def flag_header(value: str | None, what: str) -> bool | None:
+    """
+    Check the value of an optional flag header: C{1} or C{0}.
+    """
+    if value is None:
+        return None
+    flag = value.strip()
+    if flag not in ("0", "1"):
+        raise ProtocolError(f"{what} must be 1 or 0")
+    return flag == "1"

@@ -10,18 +10,21 @@ from typing import Any, Iterable
 
 from attrs import field, frozen
 
-from .values import ProtocolError, check_count, check_path, check_sha256, json_object
+from .values import ProtocolError, check_count, check_flag, check_path, check_sha256, json_object
 
 __all__ = [
     "FileEntry",
     "DeletedEntry",
+    "FolderEntry",
     "Manifest",
     "encode_manifest",
     "parse_manifest",
     "file_entry",
     "deleted_entry",
+    "folder_entry",
     "manifest_client",
     "manifest_cursor",
+    "manifest_features",
 ]
 
 
@@ -35,6 +38,8 @@ class FileEntry:
     @ivar changed: whether the file differs from that base version.
     @ivar sha256: C{None} for a changed file the client has not hashed (it
         hashes a large file as it uploads it): it then matches no version.
+    @ivar executable: whether the file is executable; C{None} from a client
+        that does not say (its plan then ignores the bit).
     """
 
     path: str
@@ -43,9 +48,10 @@ class FileEntry:
     mtime_ns: int
     base: int = 0
     changed: bool = True
+    executable: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        entry: dict[str, Any] = {
             "path": self.path,
             "sha256": self.sha256,
             "size": self.size,
@@ -53,6 +59,24 @@ class FileEntry:
             "base": self.base,
             "changed": self.changed,
         }
+        if self.executable is not None:
+            entry["executable"] = self.executable
+        return entry
+
+
+@frozen
+class FolderEntry:
+    """
+    A folder a client syncs as a folder of its own (see
+    C{docs/protocol.md}, "Folders"): one it had in sync with version C{base},
+    or (C{base} 0) a new, empty one.
+    """
+
+    path: str
+    base: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "base": self.base}
 
 
 @frozen
@@ -76,6 +100,14 @@ def _deleted(items: Iterable[DeletedEntry]) -> tuple[DeletedEntry, ...]:
     return tuple(items)
 
 
+def _folders(items: Iterable[FolderEntry]) -> tuple[FolderEntry, ...]:
+    return tuple(items)
+
+
+def _features(items: Iterable[str]) -> frozenset[str]:
+    return frozenset(items)
+
+
 @frozen
 class Manifest:
     """
@@ -84,20 +116,34 @@ class Manifest:
     A client lists at least every file it changed (or never synced) and every
     file it deleted since C{cursor}, the highest seq it has applied; it may
     list unchanged files too. The server then needs nothing else to plan.
+    The same goes for the folders it syncs (C{folders}; a deleted one is
+    among C{deleted}).
+
+    @ivar features: what the client reads on its event stream beyond the
+        first protocol (e.g. L{EXECUTABLE_FEATURE
+        <boxsync.wire.headers.EXECUTABLE_FEATURE>}): the server sends it
+        nothing else.
     """
 
     client: str = ""
     cursor: int = 0
     files: tuple[FileEntry, ...] = field(default=(), converter=_files)
     deleted: tuple[DeletedEntry, ...] = field(default=(), converter=_deleted)
+    features: frozenset[str] = field(default=frozenset(), converter=_features)
+    folders: tuple[FolderEntry, ...] = field(default=(), converter=_folders)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        manifest: dict[str, Any] = {
             "client": self.client,
             "cursor": self.cursor,
             "files": [f.to_json() for f in self.files],
             "deleted": [d.to_json() for d in self.deleted],
         }
+        if self.features:
+            manifest["features"] = sorted(self.features)
+        if self.folders:
+            manifest["folders"] = [f.to_json() for f in self.folders]
+        return manifest
 
 
 def encode_manifest(manifest: Manifest) -> bytes:
@@ -118,6 +164,7 @@ def file_entry(item: object) -> FileEntry:
     sha256 = item.get("sha256")
     if sha256 is None and not changed:
         raise ProtocolError("a file listed without its sha256 must be changed")
+    executable = item.get("executable")
     return FileEntry(
         path=check_path(item.get("path")),
         sha256=None if sha256 is None else check_sha256(sha256),
@@ -125,6 +172,7 @@ def file_entry(item: object) -> FileEntry:
         mtime_ns=check_count(item.get("mtime_ns", 0), "mtime_ns"),
         base=check_count(item.get("base", 0), "base"),
         changed=changed,
+        executable=None if executable is None else check_flag(executable, "executable"),
     )
 
 
@@ -134,9 +182,27 @@ def deleted_entry(item: object) -> DeletedEntry:
 
     @raise ProtocolError: if it is malformed.
     """
+    return DeletedEntry(*_path_and_base(item, "deleted entry"))
+
+
+def folder_entry(item: object) -> FolderEntry:
+    """
+    One item of a manifest's C{folders}, checked.
+
+    @raise ProtocolError: if it is malformed.
+    """
+    return FolderEntry(*_path_and_base(item, "folder"))
+
+
+def _path_and_base(item: object, what: str) -> tuple[str, int]:
+    """
+    The C{path} and C{base} of an entry, checked.
+
+    @raise ProtocolError: if it is malformed.
+    """
     if not isinstance(item, dict):
-        raise ProtocolError("each deleted entry must be a JSON object")
-    return DeletedEntry(path=check_path(item.get("path")), base=check_count(item.get("base", 0), "base"))
+        raise ProtocolError(f"each {what} must be a JSON object")
+    return check_path(item.get("path")), check_count(item.get("base", 0), "base")
 
 
 def manifest_client(value: object) -> str:
@@ -157,6 +223,23 @@ def manifest_cursor(value: object) -> int:
     return check_count(value, "cursor")
 
 
+def manifest_features(value: object) -> frozenset[str]:
+    """
+    The C{features} of a manifest, checked: the names a client reads, of
+    which the server uses those it knows.
+
+    @raise ProtocolError: if it is not a list of at most 100 strings of at
+        most 100 characters.
+    """
+    if (
+        not isinstance(value, list)
+        or len(value) > 100
+        or not all(isinstance(name, str) and len(name) <= 100 for name in value)
+    ):
+        raise ProtocolError("features must be a list of at most 100 short strings")
+    return frozenset(value)
+
+
 def parse_manifest(body: bytes, max_entries: int = 1_000_000) -> Manifest:
     """
     Parse and check a manifest.
@@ -169,16 +252,25 @@ def parse_manifest(body: bytes, max_entries: int = 1_000_000) -> Manifest:
     client = manifest_client(raw.get("client", ""))
     files_raw = raw.get("files", [])
     deleted_raw = raw.get("deleted", [])
-    if not isinstance(files_raw, list) or not isinstance(deleted_raw, list):
-        raise ProtocolError("files and deleted must be lists")
-    if len(files_raw) + len(deleted_raw) > max_entries:
+    folders_raw = raw.get("folders", [])
+    if not all(isinstance(items, list) for items in (files_raw, deleted_raw, folders_raw)):
+        raise ProtocolError("files, deleted and folders must be lists")
+    if len(files_raw) + len(deleted_raw) + len(folders_raw) > max_entries:
         raise ProtocolError(f"manifest has over {max_entries} entries")
     files = [file_entry(item) for item in files_raw]
     deleted = [deleted_entry(item) for item in deleted_raw]
+    folders = [folder_entry(item) for item in folders_raw]
     seen: set[str] = set()
-    entries: list[FileEntry | DeletedEntry] = [*files, *deleted]
+    entries: list[FileEntry | DeletedEntry | FolderEntry] = [*files, *deleted, *folders]
     for entry in entries:
         if entry.path in seen:
             raise ProtocolError(f"{entry.path!r} is listed twice")
         seen.add(entry.path)
-    return Manifest(client=client, cursor=manifest_cursor(raw.get("cursor", 0)), files=files, deleted=deleted)
+    return Manifest(
+        client=client,
+        cursor=manifest_cursor(raw.get("cursor", 0)),
+        files=files,
+        deleted=deleted,
+        features=manifest_features(raw.get("features", [])),
+        folders=folders,
+    )

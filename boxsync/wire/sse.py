@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import attrs
 from attrs import asdict, frozen
 
 from .events import EVENT_TYPES, Event, event_id
@@ -20,9 +21,9 @@ def encode_event(event: Event, with_id: bool = True) -> bytes:
     """
     One SSE frame for C{event}. Commits and C{ready} carry their seq as the
     frame's id (unless C{with_id} is false, as for plan entries, whose order
-    is not that of their seqs).
+    is not that of their seqs). A field that is C{None} is left out.
     """
-    data = asdict(event)
+    data = {name: value for name, value in asdict(event).items() if value is not None}
     lines = []
     seq = event_id(event)
     if with_id and seq is not None:
@@ -50,7 +51,8 @@ class SSEMessage:
 def decode_event(message: SSEMessage) -> Event | None:
     """
     The protocol event of an SSE message; C{None} for an event type this
-    version does not know (newer servers may add some).
+    version does not know (newer servers may add some). Fields it does not
+    know are left out, for the same reason.
 
     @raise ProtocolError: if a known event's data is malformed.
     """
@@ -61,7 +63,11 @@ def decode_event(message: SSEMessage) -> Event | None:
         data = json.loads(message.data)
         if not isinstance(data, dict):
             raise ValueError("not an object")
-        event: Event = cls(**data)
+        known = attrs.fields_dict(cls)
+        event: Event = cls(**{name: value for name, value in data.items() if name in known})
+        executable = getattr(event, "executable", None)
+        if executable is not None and not isinstance(executable, bool):
+            raise ValueError("executable must be true or false")
     except (ValueError, TypeError) as e:
         raise ProtocolError(f"bad {message.event} event: {e}") from None
     if hasattr(event, "path"):

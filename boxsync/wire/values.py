@@ -12,7 +12,15 @@ from typing import Any
 
 from ..paths import BadPath, normalize
 
-__all__ = ["ProtocolError", "MAX_COUNT", "check_path", "check_count", "check_sha256", "json_object"]
+__all__ = [
+    "ProtocolError",
+    "MAX_COUNT",
+    "check_path",
+    "check_count",
+    "check_sha256",
+    "check_flag",
+    "json_object",
+]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -55,6 +63,15 @@ def check_sha256(value: object) -> str:
     """
     if not isinstance(value, str) or not _SHA256.match(value):
         raise ProtocolError("sha256 must be 64 lowercase hex digits")
+    return value
+
+
+def check_flag(value: object, what: str) -> bool:
+    """
+    C{value}, which must be C{true} or C{false}.
+    """
+    if not isinstance(value, bool):
+        raise ProtocolError(f"{what} must be true or false")
     return value
 
 

@@ -255,7 +255,9 @@ async def test_batcher_gathers_many_files(env: Env) -> None:
         (source / path).parent.mkdir(exist_ok=True)
         (source / path).write_bytes(data)
     uploads = [
-        batcher.upload(path, source / path, 0, sha(data), 1_600_000_000_000_000_000, len(data))
+        batcher.upload(
+            BatchFile(path, len(data), sha(data), 1_600_000_000_000_000_000, 0, len(data) % 2 == 1), source / path
+        )
         for path, data in contents.items()
     ]
     results = await timed(gatherResults(uploads), env.reactor)
@@ -272,6 +274,7 @@ async def test_batcher_gathers_many_files(env: Env) -> None:
         assert isinstance(result, DownloadResult)
         assert (dest / f"t{i}").read_bytes() == data
         assert result.sha256 == sha(data)
+        assert result.executable is (len(data) % 2 == 1)
         # Those a batch wrote have their mtime, and the stat taken of them.
         written = (dest / f"t{i}").stat()
         if result.placed is not None:
@@ -291,16 +294,16 @@ async def test_batcher_outcomes_per_file(env: Env) -> None:
     batcher = env.batcher()
     local = env.tmp / "x"
     local.write_bytes(b"local")
-    ok = batcher.upload("ok", local, 0, sha(b"local"), 1, 5)
+    ok = batcher.upload(BatchFile("ok", 5, sha(b"local"), 1, 0), local)
     assert isinstance(await timed(ok, env.reactor), CommitResult)
     # The same bytes sent again from the same base are not a conflict: the
     # answer is the version that holds them.
-    again = await timed(batcher.upload("ok", local, 0, sha(b"local"), 1, 5), env.reactor)
+    again = await timed(batcher.upload(BatchFile("ok", 5, sha(b"local"), 1, 0), local), env.reactor)
     assert isinstance(again, CommitResult)
     other = env.tmp / "y"
     other.write_bytes(b"other")
-    stale = batcher.upload("ok", other, 0, sha(b"other"), 1, 5)
-    changed = batcher.upload("changed", local, 0, sha(b"other"), 1, 5)
+    stale = batcher.upload(BatchFile("ok", 5, sha(b"other"), 1, 0), other)
+    changed = batcher.upload(BatchFile("changed", 5, sha(b"other"), 1, 0), local)
     with pytest.raises(StaleBase):
         await timed(stale, env.reactor)
     with pytest.raises(BadRequest, match="sha256"):
@@ -324,7 +327,7 @@ async def test_batcher_without_batches(env: Env) -> None:
     batcher = Batcher(api, env.reactor, deferToThread)
     for name in ("one", "two"):
         (env.tmp / name).write_bytes(name.encode())
-    uploads = [batcher.upload(name, env.tmp / name, 0, sha(name.encode()), 1, 3) for name in ("one", "two")]
+    uploads = [batcher.upload(BatchFile(name, 3, sha(name.encode()), 1, 0), env.tmp / name) for name in ("one", "two")]
     results = await timed(gatherResults(uploads), env.reactor)
     assert [r.path for r in results] == ["one", "two"] and batcher.supported is False
     downloads = [batcher.download(name, env.tmp / f"t-{name}", sha(name.encode()), 3, 1) for name in ("one", "two")]
@@ -342,7 +345,7 @@ async def test_a_lone_transfer_goes_in_a_request_of_its_own(env: Env) -> None:
     api = CountingAPI(env.api.http, env.reactor, env.server.url, KEY, "tester")
     batcher = Batcher(api, env.reactor, deferToThread)
     (env.tmp / "lone").write_bytes(b"lone")
-    result = await timed(batcher.upload("lone", env.tmp / "lone", 0, sha(b"lone"), 1, 4), env.reactor)
+    result = await timed(batcher.upload(BatchFile("lone", 4, sha(b"lone"), 1, 0), env.tmp / "lone"), env.reactor)
     assert result.path == "lone" and api.sent == [] and batcher.supported is None
     got = await timed(batcher.download("lone", env.tmp / "t", sha(b"lone"), 4, 1), env.reactor)
     assert got.size == 4 and (env.tmp / "t").read_bytes() == b"lone"
@@ -361,8 +364,8 @@ async def test_a_batch_sends_the_bytes_the_engine_hashed(env: Env) -> None:
     outcomes = await timed(
         gatherResults(
             [
-                batcher.upload("kept", env.tmp / "kept", 0, sha(b"hashed"), 1, 6, b"hashed"),
-                batcher.upload("read", env.tmp / "read", 0, sha(b"read now"), 1, 8),
+                batcher.upload(BatchFile("kept", 6, sha(b"hashed"), 1, 0), env.tmp / "kept", b"hashed"),
+                batcher.upload(BatchFile("read", 8, sha(b"read now"), 1, 0), env.tmp / "read"),
             ]
         ),
         env.reactor,

@@ -198,7 +198,7 @@ def test_upload(server: MemoryServer, tmp_path: Path) -> None:
     path = "dir one/naïve 100%.txt"
     result = server.run(server.api().upload(path, local, 0, sha256(data), 17, progress.append))
     assert result == CommitResult(
-        path=path, seq=1, sha256=sha256(data), size=len(data), mtime_ns=17, deleted=False
+        path=path, seq=1, sha256=sha256(data), size=len(data), mtime_ns=17, deleted=False, executable=False
     )
     assert sum(progress) == len(data)
     assert len(progress) > 1
@@ -207,6 +207,30 @@ def test_upload(server: MemoryServer, tmp_path: Path) -> None:
     assert (server.storage.root / "dir one" / "naïve 100%.txt").read_bytes() == data
     listed = server.run(server.api().list_files())
     assert listed == [RemoteFile(path, len(data), sha256(data), 1, 17, "laptop")]
+
+
+def test_executable(server: MemoryServer, tmp_path: Path) -> None:
+    """
+    An upload says whether the file is executable; a change of that alone
+    goes up without the bytes (C{PATCH}); a download and the listing say it.
+    """
+    data = b"#!/bin/sh\n"
+    local = tmp_path / "run.sh"
+    local.write_bytes(data)
+    api = server.api()
+    first = server.run(api.upload("run.sh", local, 0, sha256(data), 17, executable=True))
+    assert first.executable is True and header(server, -1, "X-Boxsync-Executable") == "1"
+    assert server.run(api.list_files())[0].executable is True
+    second = server.run(api.set_executable("run.sh", first.seq, sha256(data), False))
+    assert (second.seq, second.sha256, second.size, second.executable) == (2, sha256(data), len(data), False)
+    assert server.requests[-1].method == b"PATCH"
+    assert header(server, -1, "X-Boxsync-Base") == "1" and header(server, -1, "X-Boxsync-Executable") == "0"
+    result = server.run(api.download("run.sh", tmp_path / "down", sha256(data)))
+    assert (result.seq, result.executable) == (2, False)
+    with pytest.raises(StaleBase):
+        server.run(api.set_executable("run.sh", first.seq, sha256(data), True))
+    with pytest.raises(NotFound):
+        server.run(api.set_executable("nothing", 0, sha256(data), True))
 
 
 def test_upload_hashed_as_sent(server: MemoryServer, tmp_path: Path) -> None:
@@ -328,7 +352,7 @@ def test_download(server: MemoryServer, tmp_path: Path, path: str, data: bytes, 
     dest = tmp_path / "dest"
     progress: list[int] = []
     result = server.run(server.api().download(path, dest, sha256(data), progress.append))
-    assert result == DownloadResult(sha256=sha256(data), size=len(data), seq=1)
+    assert result == DownloadResult(sha256=sha256(data), size=len(data), seq=1, executable=False)
     assert dest.read_bytes() == data
     assert sum(progress) == len(data)
     assert server.requests[-1].uri == uri
@@ -345,7 +369,7 @@ def test_download_resume(server: MemoryServer, tmp_path: Path) -> None:
     dest.write_bytes(DATA[:100_000])
     progress: list[int] = []
     result = server.run(server.api().download("a", dest, sha256(DATA), progress.append))
-    assert result == DownloadResult(sha256=sha256(DATA), size=len(DATA), seq=1)
+    assert result == DownloadResult(sha256=sha256(DATA), size=len(DATA), seq=1, executable=False)
     assert dest.read_bytes() == DATA
     assert progress[0] == 100_000
     assert sum(progress) == len(DATA)

@@ -16,6 +16,7 @@ import pytest_twisted
 from boxsync.client.cli import Options, UserError, parse, run
 from boxsync.client.engine import SMALL_FILE, Engine
 from boxsync.client.placing import conflict_name
+from boxsync.client.results import DownloadResult
 from boxsync.client.ignore import IgnoreRules
 from boxsync.client.scanner import SETTLED_NS
 from boxsync.client.progress import NOTED_START, LogReporter, RichReporter, reporter_for
@@ -57,6 +58,146 @@ async def test_two_folders_converge(folders: Any, reactor: Any, server: RunningS
     engine = a.engine(once=True)
     await a.sync(engine)
     assert a.state.get("b.bin") is not None and a.state.get("b.bin").seq == 2
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_executable_bit_is_synced_and_a_chmod_alone_too(
+    folders: Any, reactor: Any, server: RunningServer
+) -> None:
+    """
+    A file made executable reaches the box and the other folder so; one
+    whose mode alone changes sends no bytes (the box keeps its file, and
+    gives it the new mode) and the other folder follows. A file too large
+    for a batch goes the same way (its mode in the download's headers).
+    """
+    a, b = folders("a"), folders("b")
+    (a.root / "run.sh").write_bytes(b"#!/bin/sh\necho hi\n")
+    (a.root / "run.sh").chmod(0o755)
+    (a.root / "notes.txt").write_text("plain")
+    (a.root / "notes.txt").chmod(0o644)
+    (a.root / "big.bin").write_bytes(os.urandom(SMALL_FILE + 1))
+    (a.root / "big.bin").chmod(0o750)
+    await a.sync()
+    await b.sync()
+    for folder in (server.box, b.root):
+        assert (_mode(folder / "run.sh"), _mode(folder / "notes.txt")) == (0o755, 0o644)
+    assert _mode(server.box / "big.bin") == 0o755 and _mode(b.root / "big.bin") & 0o111
+    inode = (server.box / "run.sh").stat().st_ino
+    seq = a.state.get("run.sh").seq
+
+    (a.root / "run.sh").chmod(0o644)
+    (a.root / "notes.txt").chmod(0o755)
+    await a.sync()
+    assert (_mode(server.box / "run.sh"), _mode(server.box / "notes.txt")) == (0o644, 0o755)
+    # Not sent again: the box file is the one that was there.
+    assert (server.box / "run.sh").stat().st_ino == inode
+    assert a.state.get("run.sh").seq > seq and a.state.get("run.sh").executable is False
+    await b.sync()
+    assert (_mode(b.root / "run.sh"), _mode(b.root / "notes.txt")) == (0o644, 0o755)
+    assert b.state.get("notes.txt").executable is True
+    assert tree(a.root) == tree(b.root) == tree(server.box)
+    # In sync, the next run has nothing to do on either side.
+    seq = await server.service.index.current_seq("default")  # type: ignore[union-attr]
+    await a.sync()
+    await b.sync()
+    assert await server.service.index.current_seq("default") == seq  # type: ignore[union-attr]
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_the_patch_route_a_chmod_alone_sends_the_file(
+    folders: Any, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A server without C{PATCH /files/<path>} (it answers 405) gets the whole
+    file again for a change of its executable bit alone.
+    """
+    from boxsync.client.api import BoxsyncAPI
+    from boxsync.client.errors import APIError
+
+    async def no_route(*args: Any) -> Any:
+        raise APIError(405, "Method Not Allowed")
+
+    a = folders("a")
+    (a.root / "run.sh").write_bytes(b"#!/bin/sh\n")
+    await a.sync()
+    inode = (server.box / "run.sh").stat().st_ino
+    monkeypatch.setattr(BoxsyncAPI, "set_executable", no_route)
+    (a.root / "run.sh").chmod(0o755)
+    await a.sync()
+    assert _mode(server.box / "run.sh") == 0o755 and (server.box / "run.sh").stat().st_ino != inode
+    assert a.state.get("run.sh").executable and a.state.get("run.sh").seq == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_empty_folders_are_synced(folders: Any, reactor: Any, server: RunningServer) -> None:
+    """
+    An empty folder made on one side is made on the other (and in the box);
+    removed, it is removed there too, but never while something is in it
+    there: a file not synced yet (which then goes up), or an ignored one.
+    """
+    a, b = folders("a"), folders("b")
+    (a.root / "empty/deeper").mkdir(parents=True)
+    (a.root / "plain").mkdir()
+    (a.root / "plain/f.txt").write_text("f")
+    for name in ("keep-new", "keep-ignored", "gone"):
+        (a.root / name).mkdir()
+    await a.sync()
+    await b.sync()
+    for root in (b.root, server.box):
+        assert all((root / name).is_dir() for name in ("empty/deeper", "keep-new", "keep-ignored", "gone"))
+    assert b.state.get("empty/deeper").folder and b.state.get("empty") is None
+
+    (b.root / "keep-new/new.txt").write_text("not synced yet")
+    (b.root / ".boxsync/ignore").write_text("*.tmp\n")
+    (b.root / "keep-ignored/x.tmp").write_text("ignored")
+    for name in ("empty/deeper", "keep-new", "keep-ignored", "gone"):
+        (a.root / name).rmdir()
+    await a.sync()
+    assert not (server.box / "gone").exists() and not (server.box / "empty/deeper").exists()
+    # What is left empty is a folder of its own now.
+    assert (server.box / "empty").is_dir() and a.state.get("empty").folder
+    await b.sync()
+    assert not (b.root / "gone").exists() and not (b.root / "empty/deeper").exists()
+    assert (b.root / "empty").is_dir()
+    assert (b.root / "keep-new/new.txt").read_text() == "not synced yet"
+    assert (b.root / "keep-ignored/x.tmp").read_text() == "ignored"
+    assert b.state.get("keep-ignored") is None
+    await a.sync()
+    assert (a.root / "keep-new/new.txt").read_text() == "not synced yet"
+    assert not (a.root / "keep-ignored").exists()
+    synced = {path: digest for path, digest in tree(b.root).items() if not path.endswith(".tmp")}
+    assert tree(a.root) == synced == tree(server.box)
+    # In sync: nothing more to do on either side.
+    seq = await server.service.index.current_seq("default")  # type: ignore[union-attr]
+    await b.sync()
+    await a.sync()
+    assert await server.service.index.current_seq("default") == seq  # type: ignore[union-attr]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_becomes_a_folder_and_a_folder_a_file(folders: Any, server: RunningServer) -> None:
+    """
+    What was at a path is deleted first; what is there now is new after.
+    """
+    a, b = folders("a"), folders("b")
+    (a.root / "x").write_text("a file")
+    (a.root / "y").mkdir()
+    await a.sync()
+    await b.sync()
+    assert (b.root / "x").is_file() and (b.root / "y").is_dir()
+    (a.root / "x").unlink()
+    (a.root / "x").mkdir()
+    (a.root / "y").rmdir()
+    (a.root / "y").write_text("a file now")
+    await a.sync()
+    assert (server.box / "x").is_dir() and (server.box / "y").read_text() == "a file now"
+    await b.sync()
+    assert (b.root / "x").is_dir() and (b.root / "y").read_text() == "a file now"
+    assert b.state.get("x").folder and not b.state.get("y").folder
 
 
 @pytest_twisted.ensureDeferred
@@ -426,7 +567,7 @@ async def test_a_file_that_changed_as_it_was_hashed_and_sent_is_refused(
     a = folders("a")
     local = a.root / "big.bin"
     local.write_bytes(os.urandom(3 * SMALL_FILE))
-    assert "sha256-trailer" in await a.api.features()
+    assert {"sha256-trailer", "executable", "folders"} <= await a.api.features()
     with pytest.raises(APIError) as refused:
         await a.api.upload("big.bin", local, 0, None, None, hash_as_sent=True, unchanged=lambda: False)
     assert refused.value.status == 400 and "sha256" in refused.value.message
@@ -583,6 +724,8 @@ async def test_a_download_is_never_placed_over_a_folder(folders: Any, reactor: A
     temp = a.root / ".boxsync/tmp/dl-test"
     temp.write_text("server's x")
     with pytest.raises(BadPath, match="x is a folder here"):
-        await engine._actions.place(temp, a.root / "x", Download("x", "0" * 64, 10, 1, 5), 5, None, None)
+        await engine._actions.place(
+                temp, a.root / "x", Download("x", "0" * 64, 10, 1, 5), DownloadResult("0" * 64, 10, 5), None
+            )
     assert (a.root / "x/inside.txt").read_text() == "kept" and temp.exists()
     assert a.state.get("x") is None

@@ -12,7 +12,17 @@ import pytest
 import pytest_twisted
 from treq import content
 
-from boxsync.wire import Delete, Download, FileEntry, InSync, Manifest, Upload
+from boxsync.wire import (
+    EXECUTABLE_FEATURE,
+    FOLDERS_FEATURE,
+    Delete,
+    Download,
+    FileEntry,
+    Folder,
+    InSync,
+    Manifest,
+    Upload,
+)
 from boxsync.server.storage import BoxStorage, LocalFile
 from tests.helpers import RunningServer, json_of, open_stream, put, sha, timed
 
@@ -23,7 +33,7 @@ async def test_healthz_needs_no_key(server: RunningServer, http: Any) -> None:
     assert response.code == 200
     assert (await json_of(response)) == {
         "status": "ok",
-        "features": ["sha256-trailer", "blocks", "zstd", "gzip"],
+        "features": ["sha256-trailer", "executable", "folders", "blocks", "zstd", "gzip"],
     }
 
 
@@ -67,6 +77,113 @@ async def test_upload_download_round_trip(server: RunningServer, http: Any) -> N
         f"{server.url}/files/dir%2Fsub%2Ffile%20name%20%C3%A9.bin", headers=server.headers()
     )
     assert await content(response) == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_executable_bit_over_http(server: RunningServer, http: Any) -> None:
+    """
+    Each version is executable or not: as its upload says (a client that
+    does not say keeps the mode of the version it replaces), or as a
+    C{PATCH} of that alone says; downloads, listings and the events of a
+    client that reads it tell it, and no one else's events carry it.
+    """
+    old = await open_stream(http, server, Manifest(cursor=0))
+    new = await open_stream(http, server, Manifest(cursor=0, features={EXECUTABLE_FEATURE}))
+    await old.ready()
+    await new.ready()
+    script = b"#!/bin/sh\n"
+    first = await json_of(await put(http, server, "run.sh", script, base=0, X_Boxsync_Executable="1"))
+    assert first["executable"] is True
+    assert (server.box / "run.sh").stat().st_mode & 0o777 == 0o755
+    second = await json_of(await put(http, server, "run.sh", script * 2, base=first["seq"]))
+    assert second["executable"] is True
+    response = await http.get(server.file_url("run.sh"), headers=server.headers())
+    assert response.headers.getRawHeaders("X-Boxsync-Executable") == ["1"]
+    await content(response)
+
+    def patch(**headers: str) -> Any:
+        return timed(http.patch(server.file_url("run.sh"), headers=server.headers(**headers)), server.reactor)
+
+    for bad in [
+        {"X_Boxsync_Base": "2", "X_Boxsync_Sha256": sha(script * 2)},
+        {"X_Boxsync_Base": "2", "X_Boxsync_Executable": "0"},
+        {"X_Boxsync_Base": "2", "X_Boxsync_Sha256": sha(script * 2), "X_Boxsync_Executable": "no"},
+    ]:
+        response = await patch(**bad)
+        assert response.code == 400, bad
+        await json_of(response)
+    response = await patch(X_Boxsync_Base="1", X_Boxsync_Sha256=sha(script * 2), X_Boxsync_Executable="0")
+    assert response.code == 412 and (await json_of(response))["seq"] == 2
+    response = await patch(X_Boxsync_Base="2", X_Boxsync_Sha256=sha(script * 2), X_Boxsync_Executable="0")
+    assert response.code == 200
+    third = await json_of(response)
+    assert (third["seq"], third["sha256"], third["executable"]) == (3, sha(script * 2), False)
+    assert (server.box / "run.sh").stat().st_mode & 0o777 == 0o644
+    listed = await json_of(await http.get(f"{server.url}/files", headers=server.headers()))
+    assert [(f["path"], f["seq"], f["executable"]) for f in listed] == [("run.sh", 3, False)]
+    await new.wait(lambda events: len(events) >= 5)
+    await old.wait(lambda events: len(events) >= 5)
+    assert [e.executable for e in new.events if isinstance(e, Download)] == [True, True, False]
+    assert [e.executable for e in old.events if isinstance(e, Download)] == [None, None, None]
+    old.close()
+    new.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_folders_over_http(server: RunningServer, http: Any) -> None:
+    """
+    A folder synced as one of its own is committed (and made in the box)
+    with C{PUT /folders/<path>} and deleted with C{DELETE}; the box keeps it
+    while it holds nothing, and removes it only once nothing is in it. Only
+    clients that read folders hear of them; C{GET /files} lists files.
+    """
+    old = await open_stream(http, server, Manifest(cursor=0))
+    new = await open_stream(http, server, Manifest(cursor=0, features={FOLDERS_FEATURE}))
+    await old.ready()
+    await new.ready()
+
+    def folder_url(path: str) -> str:
+        return server.file_url(path).replace("/files/", "/folders/", 1)
+
+    async def call(method: str, path: str, **headers: str) -> tuple[int, Any]:
+        response = await timed(
+            http.request(method, folder_url(path), headers=server.headers(**headers)), server.reactor
+        )
+        return response.code, await json_of(response)
+
+    code, made = await call("PUT", "a/b/empty", X_Boxsync_Base="0")
+    assert code == 201 and (made["path"], made["seq"], made["folder"], made["deleted"]) == ("a/b/empty", 1, True, False)
+    assert (server.box / "a/b/empty").is_dir()
+    # Made again: the version that has it, nothing new.
+    assert await call("PUT", "a/b/empty", X_Boxsync_Base="0") == (201, made)
+    # A file in it, then deleted: the folder stays, as a folder of its own.
+    file = await json_of(await put(http, server, "a/b/empty/f", b"f", base=0))
+    response = await http.delete(server.file_url("a/b/empty/f"), headers=server.headers(X_Boxsync_Base=str(file["seq"])))
+    assert response.code == 200
+    await response.text()
+    assert (server.box / "a/b/empty").is_dir()
+    assert await json_of(await http.get(f"{server.url}/files", headers=server.headers())) == []
+    # A file's routes are not a folder's.
+    response = await http.delete(server.file_url("a/b/empty"), headers=server.headers(X_Boxsync_Base="1"))
+    assert response.code == 404
+    await response.text()
+    assert (await call("DELETE", "a/b/empty"))[0] == 400
+    assert (await call("DELETE", "a/b/empty", X_Boxsync_Base="2"))[0] == 412
+    code, gone = await call("DELETE", "a/b/empty", X_Boxsync_Base="1")
+    assert code == 200 and (gone["seq"], gone["folder"], gone["deleted"]) == (4, True, True)
+    assert not (server.box / "a").exists()
+    assert (await call("DELETE", "a/b/empty", X_Boxsync_Base="4"))[0] == 404
+    # A file where a folder would be.
+    await put(http, server, "x", b"a file", base=0)
+    assert (await call("PUT", "x", X_Boxsync_Base="0"))[0] == 412
+    assert (await call("PUT", "x"))[0] == 400
+    assert (await call("PUT", "x/y"))[0] == 400
+    await new.wait(lambda events: any(isinstance(e, Delete) and e.path == "a/b/empty" for e in events))
+    await old.wait(lambda events: any(isinstance(e, Delete) and e.path == "a/b/empty" for e in events))
+    assert Folder("a/b/empty", 1) in new.events
+    assert not any(isinstance(e, Folder) for e in old.events)
+    old.close()
+    new.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -326,6 +443,40 @@ async def test_adoption_never_hashes_through_a_link(
     listing = await json_of(await http.get(server.url + "/files", headers=server.headers()))
     assert listing == []
     assert (await http.get(server.file_url("swapped.txt"), headers=server.headers())).code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_adopts_folders_and_modes_changed_by_hand(server: RunningServer, http: Any) -> None:
+    """
+    At start-up, a folder of its own removed from the box by hand is
+    deleted, an empty folder made by hand is one of its own (a folder with
+    files is not), and a file made executable by hand is a new version.
+    """
+    await put(http, server, "run.sh", b"#!/bin/sh\n", base=0)
+    for path in ("kept", "gone"):
+        response = await http.put(
+            server.file_url(path).replace("/files/", "/folders/", 1), headers=server.headers(X_Boxsync_Base="0")
+        )
+        assert response.code == 201
+        await response.text()
+    await server.stop()
+    (server.box / "run.sh").chmod(0o755)
+    (server.box / "gone").rmdir()
+    (server.box / "new/empty").mkdir(parents=True)
+    (server.box / "full").mkdir()
+    (server.box / "full/f").write_bytes(b"f")
+    await server.start()
+    index = server.service.index  # type: ignore[union-attr]
+    rows = {path: await index.get("default", path) for path in ("run.sh", "kept", "gone", "new", "new/empty", "full")}
+    assert rows["run.sh"].executable and rows["run.sh"].seq == 4
+    assert rows["kept"].folder and not rows["kept"].deleted and rows["kept"].seq == 2
+    assert rows["gone"].folder and rows["gone"].deleted
+    assert rows["new/empty"].folder and not rows["new/empty"].deleted
+    assert rows["new"] is None and rows["full"] is None
+    # Checked again, nothing more changes.
+    seq = await index.current_seq("default")
+    await server.restart()
+    assert await server.service.index.current_seq("default") == seq  # type: ignore[union-attr]
 
 
 @pytest_twisted.ensureDeferred

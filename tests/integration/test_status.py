@@ -44,7 +44,7 @@ async def test_listing_route(server: RunningServer, http: Any) -> None:
     assert [f["path"] for f in files] == ["a.txt", "b.txt", "c/d.txt"]
     assert files[0] == {
         "path": "a.txt", "size": 5, "sha256": sha(b"a.txt"), "seq": files[0]["seq"],
-        "mtime_ns": files[0]["mtime_ns"], "origin": "alice",
+        "mtime_ns": files[0]["mtime_ns"], "origin": "alice", "executable": False,
     }
     # Tombstones are skipped without ending a page early.
     response = await timed(http.get(f"{server.url}/files?after=c/d.txt&limit=1", headers=server.headers()), server.reactor)

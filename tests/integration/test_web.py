@@ -286,6 +286,7 @@ async def service(tmp_path: Path, reactor: Any) -> AsyncIterator[BoxsyncService]
     (box / "docs/a.txt").write_text("first")
     (box / "docs/<img src=x onerror=alert(1)>.txt").write_text("second")
     (box / "top.txt").write_text("third")
+    (box / "docs/empty").mkdir()
     # No listener: the tests reach its resource in memory.
     running = BoxsyncService(reactor, ServerConfig(box, [], auth=ApiKeyAuth(KEY), status_seconds=0))
     running.startService()
@@ -359,7 +360,7 @@ async def test_signing_in_and_out(service: BoxsyncService, reactor: Any) -> None
     headers = await signed_in(stub, reactor)
     response, body = await call(stub, reactor, "GET", "/web/session", headers=headers)
     who = json.loads(body)
-    assert response.code == 200 and who["account"] == "default" and who["seq"] == 3
+    assert response.code == 200 and who["account"] == "default" and who["seq"] == 4  # three files and an empty folder
     # The existing routes take the cookie instead of the Authorization header.
     response, body = await call(stub, reactor, "GET", "/files", headers={"Cookie": headers["Cookie"]})
     assert sorted(r["path"] for r in json.loads(body)) == [
@@ -410,11 +411,12 @@ async def test_a_folder_as_a_zip(service: BoxsyncService, reactor: Any) -> None:
     archive = zipfile.ZipFile(io.BytesIO(body))
     assert archive.testzip() is None
     assert {name: archive.read(name) for name in archive.namelist()} == {
-        "docs/a.txt": b"first", "docs/<img src=x onerror=alert(1)>.txt": b"second"
+        "docs/a.txt": b"first", "docs/<img src=x onerror=alert(1)>.txt": b"second", "docs/empty/": b""
     }
+    assert archive.getinfo("docs/empty/").is_dir()
     response, body = await call(stub, reactor, "GET", "/web/zip", headers=headers)
     assert sorted(zipfile.ZipFile(io.BytesIO(body)).namelist()) == [
-        "docs/<img src=x onerror=alert(1)>.txt", "docs/a.txt", "top.txt"
+        "docs/<img src=x onerror=alert(1)>.txt", "docs/a.txt", "docs/empty/", "top.txt"
     ]
     for missing in ("/web/zip/nothing", "/web/zip/do"):
         response, _ = await call(stub, reactor, "GET", missing, headers=headers)
@@ -518,6 +520,11 @@ async def test_moving_files_and_folders(server: RunningServer, http: Any) -> Non
     for path in ("docs/a.txt", "docs/sub/b.txt", "other.txt"):
         response = await timed(http.put(server.file_url(path), data=path.encode(), headers=auth), server.reactor)
         assert response.code == 201
+    # An empty folder synced as one of its own moves with its folder.
+    folder = server.file_url("docs/empty").replace("/files/", "/folders/", 1)
+    response = await timed(http.put(folder, headers={**auth, "X-Boxsync-Base": "0"}), server.reactor)
+    assert response.code == 201
+    await response.text()
     headers = await _sign_in(http, server)
 
     async def move(source: str, target: str, sent: dict[str, str] = headers) -> int:
@@ -558,3 +565,7 @@ async def test_moving_files_and_folders(server: RunningServer, http: Any) -> Non
     assert list((server.box / HIDDEN_DIR / "staging").iterdir()) == []
     listed = await (await timed(http.get(f"{server.url}/files", headers=auth), server.reactor)).json()
     assert [r["path"] for r in listed] == found
+    assert (server.box / "papers/docs/empty").is_dir() and not (server.box / "docs").exists()
+    index = server.service.index  # type: ignore[union-attr]
+    moved, left = await index.get("default", "papers/docs/empty"), await index.get("default", "docs/empty")
+    assert moved.folder and not moved.deleted and left.folder and left.deleted

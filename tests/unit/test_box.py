@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
@@ -20,7 +21,7 @@ from zope.interface import implementer
 from boxsync.paths import BadPath
 from boxsync.server.box import Box, DigestMismatch, StaleBase
 from boxsync.server.hub import Hub
-from boxsync.server.index import FileRecord, IIndex, SQLiteIndex
+from boxsync.server.index import _COLUMNS, _SCHEMA, FileRecord, IIndex, SQLiteIndex, _record, open_database
 from boxsync.server.staging import DiskFull, StagingFile
 from boxsync.server.storage import BoxStorage
 from boxsync.wire import Download, Event
@@ -198,6 +199,43 @@ async def test_two_uploads_of_one_path_in_a_burst_are_checked_one_after_the_othe
     assert fx.staging_left() == []
 
 
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_box_keeps_whether_each_version_is_executable(fx: Fixture, reactor: Any) -> None:
+    script, target = b"#!/bin/sh\n", fx.root / "run.sh"
+    first = await timed(fx.upload("run.sh", script, executable=True), reactor)
+    assert first.executable and _mode(target) == 0o755
+    # An upload that does not say keeps the mode of the version it replaces;
+    # a new file is not executable.
+    second = await timed(fx.upload("run.sh", script + b"echo\n", base=first.seq), reactor)
+    plain = await timed(fx.upload("plain.txt", b"text"), reactor)
+    assert second.executable and _mode(target) == 0o755
+    assert not plain.executable and _mode(fx.root / "plain.txt") == 0o644
+    # The mode alone: a new version of the same bytes, which stay in place.
+    inode = target.stat().st_ino
+    third = await timed(
+        Deferred.fromCoroutine(fx.box.set_executable("run.sh", second.seq, second.sha256, False)), reactor
+    )
+    assert (third.seq, third.sha256, third.executable) == (plain.seq + 1, second.sha256, False)
+    assert _mode(target) == 0o644 and target.stat().st_ino == inode
+    assert third == await fx.index.get(ACCOUNT, "run.sh")
+    assert fx.listener.events[-1] == Download("run.sh", second.sha256, second.size, second.mtime_ns, third.seq, False)
+    # From a stale base, or with bytes the box does not have: refused.
+    for base, digest in [(second.seq, second.sha256), (third.seq, sha(b"other bytes"))]:
+        with pytest.raises(StaleBase):
+            await timed(Deferred.fromCoroutine(fx.box.set_executable("run.sh", base, digest, True)), reactor)
+    assert _mode(target) == 0o644 and (await fx.index.current_seq(ACCOUNT)) == third.seq
+    # The same upload sent again (its answer lost) is not a conflict, but
+    # the same bytes in another mode are.
+    again = await timed(fx.upload("run.sh", script + b"echo\n", base=second.seq, executable=False), reactor)
+    assert again == third
+    with pytest.raises(StaleBase):
+        await timed(fx.upload("run.sh", script + b"echo\n", base=second.seq, executable=True), reactor)
+
+
 @pytest_twisted.ensureDeferred
 async def test_an_upload_that_cannot_be_placed_fails_alone(fx: Fixture, reactor: Any) -> None:
     (fx.root / "folder").mkdir()
@@ -365,7 +403,7 @@ async def test_nothing_is_placed_or_removed_through_a_link(tmp_path: Path, react
     (storage.root / "d").symlink_to(outside)
     staged = storage.new_staging()
     staged.write(b"new")
-    [outcome] = await timed(storage.place_many([(staged, "d/old.txt")]), reactor)
+    [outcome] = await timed(storage.place_many([(staged, "d/old.txt", False)]), reactor)
     assert isinstance(outcome, BadPath)
     with pytest.raises(BadPath):
         await timed(storage.remove("d/old.txt"), reactor)
@@ -380,7 +418,7 @@ async def test_an_undone_placement_makes_and_prunes_its_folders(tmp_path: Path, 
     storage = BoxStorage(reactor, tmp_path / "box")
     staged = storage.new_staging()
     staged.write(b"new")
-    [change] = await timed(storage.place_many([(staged, "a/b/c.txt")]), reactor)
+    [change] = await timed(storage.place_many([(staged, "a/b/c.txt", False)]), reactor)
     assert (storage.root / "a/b/c.txt").read_bytes() == b"new"
     await timed(storage.undo([change]), reactor)
     assert not (storage.root / "a").exists()
@@ -401,7 +439,7 @@ async def test_a_group_into_many_folders_holds_one_folder_open_at_a_time(tmp_pat
         staged = storage.new_staging()
         staged.write(b"%d" % n)
         staged.close()
-        moves.append((staged, f"f{n}/g/file.txt"))
+        moves.append((staged, f"f{n}/g/file.txt", False))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 32, hard))
     try:
@@ -419,3 +457,30 @@ def test_link_gives_only_a_regular_file_of_the_box_a_second_name(tmp_path: Path,
     for n, path in enumerate(NOT_FILES):
         assert not storage.link(path, storage.staging / f"not-{n}"), path
     assert sorted(p.name for p in storage.staging.iterdir()) == ["second"]
+
+
+def test_an_index_from_before_modes_were_kept_has_no_executable_file(tmp_path: Path) -> None:
+    """
+    Schema 3 adds whether each version is executable: the rows from before
+    were written 0644, and are read as not executable.
+    """
+    path = tmp_path / "index.sqlite"
+    db = sqlite3.connect(path)
+    for number, steps in enumerate(_SCHEMA[:2], start=1):
+        for statement in steps:
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version={number}")
+    db.execute(
+        "INSERT INTO files (account, path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns) "
+        "VALUES ('acct', 'run.sh', 1, ?, 2, 3, 0, 'laptop', 4)",
+        (sha(b"x"),),
+    )
+    db.commit()
+    db.close()
+    db = open_database(path)
+    try:
+        rows = [_record(row) for row in db.execute(f"SELECT {_COLUMNS} FROM files")]
+        assert rows == [FileRecord("run.sh", 1, sha(b"x"), 2, 3, False, "laptop", 4, executable=False)]
+        assert db.execute("PRAGMA user_version").fetchone() == (len(_SCHEMA),)
+    finally:
+        db.close()

@@ -23,8 +23,8 @@ from boxsync.client.scanner import (
     scan_one,
 )
 from boxsync.fs import CHUNK_SIZE, hash_file
-from boxsync.client.state import UNKNOWN_CTIME, Base
-from boxsync.wire import DeletedEntry
+from boxsync.client.state import UNKNOWN_CTIME, Base, folder_base
+from boxsync.wire import DeletedEntry, FolderEntry
 from tests.helpers import edit_keeping_stamps
 
 NO_RULES = IgnoreRules()
@@ -96,6 +96,24 @@ def refuse(
         return real(path)
 
     monkeypatch.setattr(owner, name, refusing)
+
+
+@pytest.mark.parametrize(
+    "mode, executable, expected",
+    [
+        (0o644, True, 0o755),
+        (0o600, True, 0o700),
+        (0o640, True, 0o750),
+        (0o755, True, 0o755),
+        (0o755, False, 0o644),
+        (0o711, False, 0o600),
+        (0o100644, True, 0o755),  # the file type is dropped
+        (0o4755, False, 0o4644),  # other bits are kept
+    ],
+)
+def test_mode_for(mode: int, executable: bool, expected: int) -> None:
+    assert fs.mode_for(mode, executable) == expected
+    assert fs.is_executable(expected) is executable
 
 
 def test_hash_file(tmp_path: Path) -> None:
@@ -193,6 +211,38 @@ def test_touched_but_identical(tmp_path: Path, hashed: list[Path]) -> None:
 
 
 @pytest.mark.usefixtures("stamps_trusted")
+def test_a_change_of_mode_alone_is_a_change(tmp_path: Path, hashed: list[Path]) -> None:
+    """
+    A file made executable (or not), its bytes unchanged, is a change: its
+    ctime moved, so it is read, found to be the same bytes, and listed as
+    changed and executable; synced, it is not read again.
+    """
+    target = write(tmp_path, "run.sh", b"#!/bin/sh\n")
+    target.chmod(0o644)
+    state = synced(scan(tmp_path, {}, NO_RULES), seq=2)
+    assert state["run.sh"].executable is False
+    hashed.clear()
+
+    target.chmod(0o755)
+    result = scan(tmp_path, state, NO_RULES)
+    assert hashed == [target]
+    found = result.files["run.sh"]
+    assert (found.sha256, found.changed, found.executable) == (sha(b"#!/bin/sh\n"), True, True)
+    assert found.to_entry().executable is True
+    assert result.refreshed == ()
+    hashed.clear()
+    state = synced(result, seq=3)
+    assert state["run.sh"].executable is True
+    assert scan(tmp_path, state, NO_RULES).files["run.sh"].changed is False
+    assert hashed == []
+    # Any x bit makes a file executable; taking them all away is a change back.
+    target.chmod(0o744)
+    assert scan(tmp_path, state, NO_RULES).files["run.sh"].changed is False
+    target.chmod(0o644)
+    assert scan(tmp_path, state, NO_RULES).files["run.sh"].changed is True
+
+
+@pytest.mark.usefixtures("stamps_trusted")
 def test_edit_with_its_mtime_set_back(tmp_path: Path, hashed: list[Path]) -> None:
     """
     A same-size edit in place whose mtime is set back (as C{cp -p},
@@ -261,6 +311,64 @@ def test_deleted(tmp_path: Path) -> None:
         DeletedEntry("became-dir", 9),
         DeletedEntry("became-link", 9),
     }
+
+
+def test_folders_of_their_own(tmp_path: Path) -> None:
+    """
+    A new folder is synced as a folder of its own while nothing at all is
+    in it (a folder with files comes with them; one that holds only what is
+    not synced is not synced); once synced, it stays one whatever comes
+    into it, until it is gone or something else is at its path.
+    """
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a/b/c").mkdir(parents=True)
+    write(tmp_path, "full/f", b"f")
+    (tmp_path / "only-a-link").mkdir()
+    (tmp_path / "only-a-link/link").symlink_to("/")
+    rules = IgnoreRules.from_lines(["*.tmp"])
+    write(tmp_path, "only-ignored/x.tmp", b"")
+    result = scan(tmp_path, {}, rules)
+    assert result.folders == {"empty": 0, "a/b/c": 0}
+    manifest = result.to_manifest("c", 0, only_changed=False)
+    assert set(manifest.folders) == {FolderEntry("a/b/c", 0), FolderEntry("empty", 0)}
+
+    state = {**synced(result), "empty": folder_base("empty", 5), "a/b/c": folder_base("a/b/c", 6)}
+    write(tmp_path, "empty/new", b"x")
+    result = scan(tmp_path, {**state, "empty/new": synced(scan(tmp_path, {}, rules))["empty/new"]}, rules)
+    assert result.folders == {"empty": 5, "a/b/c": 6}
+    assert result.to_manifest("c", 9, only_changed=True).folders == ()
+    assert set(result.to_manifest("c", 0, only_changed=False).folders) == {
+        FolderEntry("empty", 5),
+        FolderEntry("a/b/c", 6),
+    }
+
+    # Removed, it is deleted (and the folder it leaves empty is new); a
+    # file in its place is new once the folder's delete is committed.
+    (tmp_path / "a/b/c").rmdir()
+    (tmp_path / "empty/new").unlink()
+    (tmp_path / "empty").rmdir()
+    write(tmp_path, "empty", b"a file now")
+    result = scan(tmp_path, state, rules)
+    assert result.folders == {"a/b": 0}
+    assert set(result.deleted) == {DeletedEntry("a/b/c", 6), DeletedEntry("empty", 5)}
+    assert "empty" not in result.files
+    # An ignored folder with a base is not deleted.
+    ignoring = IgnoreRules.from_lines(["b/"])
+    assert scan(tmp_path, {"a/b": folder_base("a/b", 7)}, ignoring).deleted == ()
+
+
+def test_look_here(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    write(tmp_path, "full/f", b"f")
+    (tmp_path / "link").symlink_to("full")
+    assert [scanner.look_here(tmp_path, path) for path in ["empty", "full", "full/f", "link", "link/f", "no"]] == [
+        scanner.Here.EMPTY,
+        scanner.Here.FOLDER,
+        scanner.Here.FILE,
+        scanner.Here.OTHER,
+        scanner.Here.NOTHING,  # never through a link
+        scanner.Here.NOTHING,
+    ]
 
 
 def test_ignored(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from hypothesis import given
@@ -109,21 +109,43 @@ def test_meta_persists(tmp_path: Path) -> None:
         state.close()
 
 
+def state_from_before(root: Path, version: int, row: tuple[Any, ...]) -> LocalState:
+    """
+    The state of C{root} as a boxsync of schema C{version} left it, with the
+    one base C{row}, opened (so brought up to date) now.
+    """
+    folder = root / ".boxsync"
+    folder.mkdir()
+    db = sqlite3.connect(folder / STATE_FILE)
+    for number, upgrade in enumerate(_UPGRADES[:version], start=1):
+        upgrade.run(db, number)
+    db.execute(f"INSERT INTO bases VALUES ({', '.join('?' * len(row))})", row)
+    db.commit()
+    db.close()
+    return LocalState.open(root)
+
+
 def test_bases_from_before_ctimes_are_read_again(tmp_path: Path) -> None:
     """
     A state written before bases kept the ctime upgrades in place: its
     bases come back with the ctime unknown, so each file is read once more.
     """
-    folder = tmp_path / ".boxsync"
-    folder.mkdir()
-    db = sqlite3.connect(folder / STATE_FILE)
-    _UPGRADES[0].run(db, 1)
-    db.execute("INSERT INTO bases VALUES ('x', ?, 10, 5, 7, 3)", ("a" * 64,))
-    db.commit()
-    db.close()
-    state = LocalState.open(tmp_path)
+    state = state_from_before(tmp_path, 1, ("x", "a" * 64, 10, 5, 7, 3))
     try:
         assert state.get("x") == Base("x", "a" * 64, 10, 5, 7, 3, UNKNOWN_CTIME)
+    finally:
+        state.close()
+
+
+def test_bases_from_before_modes_were_kept_are_not_executable(tmp_path: Path) -> None:
+    """
+    A base recorded before the executable bit was synced is of a version
+    that was not executable (what the box held): a file here that is gets
+    sent up as that change.
+    """
+    state = state_from_before(tmp_path, 2, ("x", "a" * 64, 10, 5, 7, 3, 11))
+    try:
+        assert state.get("x") == Base("x", "a" * 64, 10, 5, 7, 3, 11, executable=False)
     finally:
         state.close()
 
@@ -174,6 +196,7 @@ def shared_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStat
         mtime_ns=st.integers(0, 2**63 - 1),
         inode=st.integers(0, 2**64 - 1),
         seq=st.integers(0, 2**63 - 1),
+        executable=st.booleans(),
     )
 )
 def test_round_trip(shared_state: LocalState, record: Base) -> None:

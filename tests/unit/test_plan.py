@@ -17,6 +17,8 @@ from boxsync.wire import (
     DeletedEntry,
     Download,
     FileEntry,
+    Folder,
+    FolderEntry,
     InSync,
     Manifest,
     Remove,
@@ -28,16 +30,16 @@ from boxsync.server.plan import decide, plan, unlisted
 A, B = "a" * 64, "b" * 64
 
 
-def live(seq: int, sha: str = A) -> FileRecord:
-    return FileRecord("f", 1, sha, 0, seq)
+def live(seq: int, sha: str = A, executable: bool = False) -> FileRecord:
+    return FileRecord("f", 1, sha, 0, seq, executable=executable)
 
 
 def tomb(seq: int) -> FileRecord:
     return FileRecord("f", 0, A, 0, seq, deleted=True)
 
 
-def mine(base: int, changed: bool, sha: str = B) -> FileEntry:
-    return FileEntry("f", sha, 1, 0, base, changed)
+def mine(base: int, changed: bool, sha: str = B, executable: bool | None = None) -> FileEntry:
+    return FileEntry("f", sha, 1, 0, base, changed, executable)
 
 
 @pytest.mark.parametrize(
@@ -50,24 +52,37 @@ def mine(base: int, changed: bool, sha: str = B) -> FileEntry:
         (mine(5, False, A), live(5), None),
         (mine(0, True, A), live(5), InSync("f", 5)),
         (mine(2, True, A), live(5), InSync("f", 5)),
+        # same sha256, another mode: the client's change of it goes up...
+        (mine(5, True, A, True), live(5), Upload("f", 5)),
+        (mine(4, True, A, True), live(5), Upload("f", 5)),
+        (mine(5, True, A, False), live(5, A, True), Upload("f", 5)),
+        # ... else the server's comes down
+        (mine(4, False, A, True), live(5), Download("f", A, 1, 0, 5, False)),
+        (mine(0, True, A, True), live(5), Download("f", A, 1, 0, 5, False)),
+        (mine(0, True, A, False), live(5, A, True), Download("f", A, 1, 0, 5, True)),
+        # a client that does not tell the mode plans as before
+        (mine(5, False, A), live(5, A, True), None),
+        (mine(2, True, A), live(5, A, True), InSync("f", 5)),
+        (mine(5, False, A, True), live(5, A, True), None),
         # seq == base
         (mine(5, True), live(5), Upload("f", 5)),
         (mine(5, False), live(5), None),
         # seq != base
-        (mine(4, False), live(5), Download("f", A, 1, 0, 5)),
-        (mine(4, True), live(5), Conflict("f", A, 1, 0, 5)),
-        (mine(0, True), live(5), Conflict("f", A, 1, 0, 5)),
+        (mine(4, False), live(5), Download("f", A, 1, 0, 5, False)),
+        (mine(4, True), live(5), Conflict("f", A, 1, 0, 5, False)),
+        (mine(4, True, B, False), live(5, A, True), Conflict("f", A, 1, 0, 5, True)),
+        (mine(0, True), live(5), Conflict("f", A, 1, 0, 5, False)),
         # tombstone
         (mine(4, False), tomb(6), Delete("f", 6)),
         (mine(4, True), tomb(6), Upload("f", 6)),
         (mine(0, True), tomb(6), Upload("f", 6)),
         # a new file the client has not hashed (it hashes it as it uploads)
         (FileEntry("f", None, 1, 0, 0, True), None, Upload("f", 0)),
-        (FileEntry("f", None, 1, 0, 0, True), live(5), Conflict("f", A, 1, 0, 5)),
+        (FileEntry("f", None, 1, 0, 0, True), live(5), Conflict("f", A, 1, 0, 5, False)),
         (FileEntry("f", None, 1, 0, 0, True), tomb(6), Upload("f", 6)),
         # the client deleted the file
         (DeletedEntry("f", 5), live(5), Remove("f", 5)),
-        (DeletedEntry("f", 4), live(5), Download("f", A, 1, 0, 5)),
+        (DeletedEntry("f", 4), live(5), Download("f", A, 1, 0, 5, False)),
         (DeletedEntry("f", 4), tomb(6), None),
         (DeletedEntry("f", 4), None, None),
     ],
@@ -76,10 +91,41 @@ def test_decide(entry: Any, row: FileRecord | None, expected: Any) -> None:
     assert decide(entry, row) == expected
 
 
+def folder(seq: int, deleted: bool = False) -> FileRecord:
+    return FileRecord("f", 0, "", 0, seq, deleted, folder=True)
+
+
+@pytest.mark.parametrize(
+    "entry, row, expected",
+    [
+        # a folder the client has
+        (FolderEntry("f", 0), None, Upload("f", 0)),
+        (FolderEntry("f", 0), folder(5), InSync("f", 5)),
+        (FolderEntry("f", 5), folder(5), None),
+        (FolderEntry("f", 4), folder(5), InSync("f", 5)),
+        (FolderEntry("f", 0), folder(6, deleted=True), Upload("f", 6)),
+        (FolderEntry("f", 5), folder(6, deleted=True), Delete("f", 6)),
+        # a file in the box where the client has a folder, and the other way round
+        (FolderEntry("f", 0), live(5), Download("f", A, 1, 0, 5, False)),
+        (mine(0, True), folder(5), Folder("f", 5)),
+        (mine(4, True), folder(6, deleted=True), Upload("f", 6)),
+        # a folder the client deleted
+        (DeletedEntry("f", 5), folder(5), Remove("f", 5)),
+        (DeletedEntry("f", 4), folder(5), Folder("f", 5)),
+        (DeletedEntry("f", 5), folder(6, deleted=True), None),
+    ],
+)
+def test_decide_folders(entry: Any, row: FileRecord | None, expected: Any) -> None:
+    assert decide(entry, row) == expected
+
+
 def test_unlisted() -> None:
-    assert unlisted(live(5), cursor=4) == Download("f", A, 1, 0, 5)
+    assert unlisted(live(5), cursor=4) == Download("f", A, 1, 0, 5, False)
     assert unlisted(live(5), cursor=5) is None
     assert unlisted(tomb(6), cursor=4) == Delete("f", 6)
+    assert unlisted(folder(6), cursor=4) == Folder("f", 6)
+    assert unlisted(folder(6, deleted=True), cursor=4) == Delete("f", 6)
+    assert unlisted(folder(6, deleted=True), cursor=0) is None
     # A client with no cursor has nothing to delete.
     assert unlisted(tomb(6), cursor=0) is None
 

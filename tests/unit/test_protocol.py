@@ -12,11 +12,16 @@ from hypothesis import strategies as st
 
 from boxsync.paths import BadPath, from_local, normalize, to_local
 from boxsync.wire import (
+    EXECUTABLE_FEATURE,
+    FOLDERS_FEATURE,
+    BatchFile,
     Conflict,
     Delete,
     DeletedEntry,
     Download,
     FileEntry,
+    Folder,
+    FolderEntry,
     Hello,
     InSync,
     Manifest,
@@ -24,13 +29,18 @@ from boxsync.wire import (
     Ready,
     Remove,
     SSEParser,
+    SSEMessage,
     Upload,
+    as_read_by,
     count_header,
     decode_event,
     encode_comment,
     encode_event,
     encode_manifest,
+    encode_part,
+    flag_header,
     parse_manifest,
+    parse_upload_batch,
     sha256_header,
 )
 
@@ -93,6 +103,9 @@ EVENTS = [
     Delete("x", 8),
     Remove("y", 2),
     Conflict("c", SHA, 1, 2, 9),
+    Download("x", SHA, 1, 2, 10, True),
+    Folder("empty/folder", 12),
+    Conflict("y", SHA, 1, 2, 11, False),
     InSync("i", 4),
     Ready(9),
 ]
@@ -138,6 +151,51 @@ def test_manifest_round_trip() -> None:
     assert parse_manifest(b"") == Manifest()
     unhashed = Manifest("laptop", 0, [FileEntry("big", None, 2**30, 2, 0, True)])
     assert parse_manifest(encode_manifest(unhashed)) == unhashed
+    moded = Manifest(
+        "laptop",
+        1,
+        [FileEntry("run.sh", SHA, 1, 2, 3, True, True), FileEntry("a", SHA, 1, 2, 3, False, False)],
+        features={EXECUTABLE_FEATURE, "some-later-feature"},
+    )
+    assert parse_manifest(encode_manifest(moded)) == moded
+    with_folders = Manifest(
+        "laptop", 3, deleted=[DeletedEntry("gone", 2)], folders=[FolderEntry("new", 0), FolderEntry("old/one", 2)]
+    )
+    assert parse_manifest(encode_manifest(with_folders)) == with_folders
+    # A client that does not say leaves both out.
+    said = json.loads(encode_manifest(manifest))
+    assert "features" not in said and "executable" not in said["files"][0]
+
+
+def test_the_executable_bit_goes_only_to_clients_that_read_it() -> None:
+    download = Download("run.sh", SHA, 1, 2, 7, True)
+    assert as_read_by(download, {EXECUTABLE_FEATURE}) == download
+    assert as_read_by(download, ()) == Download("run.sh", SHA, 1, 2, 7)
+    assert b"executable" not in encode_event(Download("run.sh", SHA, 1, 2, 7))
+    assert as_read_by(Conflict("c", SHA, 1, 2, 9, False), ()) == Conflict("c", SHA, 1, 2, 9)
+    assert as_read_by(Upload("u", 0), ()) == Upload("u", 0)
+
+
+def test_folders_go_only_to_clients_that_read_them() -> None:
+    assert as_read_by(Folder("f", 3), {FOLDERS_FEATURE}) == Folder("f", 3)
+    assert as_read_by(Folder("f", 3), {EXECUTABLE_FEATURE}) is None
+    assert encode_event(Folder("f", 3)) == b'id: 3\nevent: folder\ndata: {"path":"f","seq":3}\n\n'
+
+
+def test_fields_a_client_does_not_know_are_left_out() -> None:
+    # What a later server may add does not make this client refuse the event.
+    data = '{"path": "p", "sha256": "%s", "size": 1, "mtime_ns": 2, "seq": 3, "later": [1]}' % SHA
+    assert decode_event(SSEMessage("download", data, "3")) == Download("p", SHA, 1, 2, 3)
+    with pytest.raises(ProtocolError):
+        decode_event(SSEMessage("download", data.replace('"later"', '"executable": 1, "x"'), "3"))
+
+
+def test_a_batch_file_says_whether_it_is_executable() -> None:
+    files = [BatchFile("a", 1, SHA, 2, 0, True), BatchFile("b", 1, SHA, 2, None, False), BatchFile("c", 1, SHA, 2)]
+    body = b"".join(piece for file in files for piece in encode_part(file.to_json(), b"x"))
+    assert [file for file, _ in parse_upload_batch(body)] == files
+    with pytest.raises(ProtocolError):
+        parse_upload_batch(b"".join(encode_part({**files[0].to_json(), "executable": "yes"}, b"x")))
 
 
 @pytest.mark.parametrize(
@@ -158,6 +216,12 @@ def test_manifest_round_trip() -> None:
         b'{"files": [{"path": "a", "sha256": "' + SHA.encode() + b'", "size": 1}], "deleted": [{"path": "a"}]}',
         b'{"files": [{"path": 5, "sha256": "' + SHA.encode() + b'", "size": 1}]}',
         b'{"cursor": "1"}',
+        b'{"features": "executable"}',
+        b'{"features": [1]}',
+        b'{"folders": {}}',
+        b'{"folders": [{"path": "a", "base": -1}]}',
+        b'{"folders": [{"path": "a"}], "deleted": [{"path": "a", "base": 1}]}',
+        b'{"files": [{"path": "a", "sha256": "' + SHA.encode() + b'", "size": 1, "executable": 1}]}',
         b"\xff\xfe",
     ],
 )
@@ -193,3 +257,7 @@ def test_headers() -> None:
             count_header(bad, "x")
     with pytest.raises(ProtocolError):
         sha256_header("abc")
+    assert (flag_header("1", "x"), flag_header(" 0 ", "x"), flag_header(None, "x")) == (True, False, None)
+    for bad in ["true", "2", ""]:
+        with pytest.raises(ProtocolError):
+            flag_header(bad, "x")

@@ -15,7 +15,16 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from boxsync.wire import DeletedEntry, FileEntry, Manifest, ProtocolError, encode_manifest, parse_manifest
+from boxsync.wire import (
+    DeletedEntry,
+    FileEntry,
+    FolderEntry,
+    Manifest,
+    ProtocolError,
+    encode_manifest,
+    parse_manifest,
+)
+from boxsync.server.manifest import Entry
 from boxsync.server import manifest as streamed
 from boxsync.server.manifest import PAGE, YIELD_EVERY, PathSet, StreamedManifest, read_manifest
 
@@ -50,8 +59,8 @@ def run(coroutine: Coroutine[Any, Any, _T], clock: Clock) -> _T:
     return results[0]
 
 
-async def entries_of(m: StreamedManifest) -> list[FileEntry | DeletedEntry]:
-    found: list[FileEntry | DeletedEntry] = []
+async def entries_of(m: StreamedManifest) -> list[Entry]:
+    found: list[Entry] = []
     async for page in m.pages():
         assert 0 < len(page) <= PAGE
         found += page
@@ -67,10 +76,11 @@ def read(body: bytes, max_entries: int = 1_000_000) -> Manifest:
     found = run(entries_of(m), clock)
     files = [e for e in found if isinstance(e, FileEntry)]
     deleted = [e for e in found if isinstance(e, DeletedEntry)]
-    assert (m.files, m.deleted) == (len(files), len(deleted))
+    folders = [e for e in found if isinstance(e, FolderEntry)]
+    assert (m.files, m.deleted, m.folders) == (len(files), len(deleted), len(folders))
     for entry in found:
         assert entry.path in m.listed
-    return Manifest(m.client, m.cursor, files, deleted)
+    return Manifest(m.client, m.cursor, files, deleted, m.features, folders)
 
 
 def sample(n: int) -> Manifest:
@@ -79,6 +89,8 @@ def sample(n: int) -> Manifest:
         cursor=7,
         files=[FileEntry(f"d/é {i}.txt", SHA if i % 2 else None, i, i * 3, i % 5, True) for i in range(n)],
         deleted=[DeletedEntry(f"gone/{i}", i) for i in range(n // 3)],
+        features={"executable", "folders"},
+        folders=[FolderEntry(f"empty/{i}", i) for i in range(n // 4)],
     )
 
 
@@ -115,6 +127,9 @@ def test_a_streamed_manifest_is_the_parsed_one(read_size: int, monkeypatch: pyte
         b'{"client": 5}',
         b'{"files": [], "files": []}',
         b'{"cursor": 1, "cursor": 2}',
+        b'{"folders": [{"path": "a"}], "files": [{"path": "a", "size": 1}]}',
+        b'{"folders": 1}',
+        b'{"features": "folders"}',
         b"\xff\xfe",
         b'{"client": "' + b"x" * 70000 + b'"}',
         b"[" * 100000,
@@ -127,9 +142,9 @@ def test_bad_manifests_are_refused(body: bytes) -> None:
 
 def test_the_entry_limit() -> None:
     body = encode_manifest(sample(30))
-    assert read(body, max_entries=40).files
-    with pytest.raises(ProtocolError, match="over 39"):
-        read(body, max_entries=39)
+    assert read(body, max_entries=47).files
+    with pytest.raises(ProtocolError, match="over 46"):
+        read(body, max_entries=46)
 
 
 def test_two_paths_with_one_hash_are_not_listed_twice(monkeypatch: pytest.MonkeyPatch) -> None:

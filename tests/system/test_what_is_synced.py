@@ -1,0 +1,94 @@
+"""
+What is synced besides a file's bytes, on real processes: whether a file is
+executable (a change of that alone too, without sending the bytes again),
+and empty folders (made and removed on the other side, never removed there
+while something not synced is in them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from boxsync.testing import Client, Server, tree, wait_until
+from tests.faults import stop_and_check
+from tests.faults import server  # noqa: F401 (the fixture)
+
+
+def mode(path: Path) -> int | None:
+    """
+    The permission bits of the file at C{path}, or C{None} if there is none.
+    """
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return None
+
+
+@pytest.mark.slow
+def test_the_executable_bit_travels_and_a_chmod_alone_too(tmp_path: Path, server: Server) -> None:
+    a = Client(server, tmp_path / "a", "a").start()
+    b = Client(server, tmp_path / "b", "b").start()
+    try:
+        script = a.folder / "run.sh"
+        script.write_bytes(b"#!/bin/sh\necho synced\n")
+        script.chmod(0o755)
+        (a.folder / "notes.txt").write_text("not a program")
+        (a.folder / "notes.txt").chmod(0o644)
+        wait_until(
+            lambda: mode(b.folder / "run.sh") == 0o755 and mode(b.folder / "notes.txt") == 0o644,
+            what="run.sh executable on b",
+        )
+        assert (mode(server.box / "run.sh"), mode(server.box / "notes.txt")) == (0o755, 0o644)
+        in_box = (server.box / "run.sh").stat().st_ino
+
+        script.chmod(0o644)
+        wait_until(lambda: mode(b.folder / "run.sh") == 0o644, what="b's run.sh to lose its x bits")
+        assert mode(server.box / "run.sh") == 0o644
+        # The bytes were not sent again: the box changed the mode of its file.
+        assert (server.box / "run.sh").stat().st_ino == in_box
+        assert tree(a.folder) == tree(b.folder) == tree(server.box)
+    finally:
+        a.kill()
+        b.kill()
+    stop_and_check(server, "executable bits", 2, a.folder, b.folder)
+
+
+@pytest.mark.slow
+def test_empty_folders_come_and_go_but_never_with_what_is_in_them(tmp_path: Path, server: Server) -> None:
+    a = Client(server, tmp_path / "a", "a").start()
+    b = Client(server, tmp_path / "b", "b")
+    (b.folder / ".boxsync").mkdir(parents=True)
+    (b.folder / ".boxsync/ignore").write_text("*.tmp\n")
+    b.start()
+    names = ["empty/deeper", "holds-new", "holds-ignored"]
+    try:
+        for name in names:
+            (a.folder / name).mkdir(parents=True)
+        wait_until(lambda: all((b.folder / name).is_dir() for name in names), what="the empty folders on b")
+        assert all((server.box / name).is_dir() for name in names)
+
+        # While b is away, what it does not sync yet goes into two of them,
+        # and a removes them all.
+        b.stop()
+        (b.folder / "holds-new/new.txt").write_text("not synced yet")
+        (b.folder / "holds-ignored/x.tmp").write_text("ignored")
+        for name in names:
+            (a.folder / name).rmdir()
+        wait_until(
+            lambda: not any((server.box / name).exists() for name in names), what="the folders gone from the box"
+        )
+        b = Client(server, b.folder, "b").start()
+        wait_until(lambda: not (b.folder / "empty/deeper").exists(), what="empty/deeper gone from b")
+        wait_until(lambda: (a.folder / "holds-new/new.txt").exists(), what="b's new file on a")
+        # The folder a left empty is one of its own now, on every side.
+        wait_until(lambda: (b.folder / "empty").is_dir(), what="empty on b")
+        assert (a.folder / "empty").is_dir() and (server.box / "empty").is_dir()
+        assert (b.folder / "holds-new/new.txt").read_text() == "not synced yet"
+        assert (b.folder / "holds-ignored/x.tmp").read_text() == "ignored"
+        assert not (a.folder / "holds-ignored").exists() and not (server.box / "holds-ignored").exists()
+    finally:
+        a.kill()
+        b.kill()
+    stop_and_check(server, "empty folders", 2, a.folder, b.folder)
