@@ -1,0 +1,124 @@
+"""
+The client's history commands against a real server: the versions of a
+file, the trash, and restores of a version, of a deleted file and of a
+folder as it was at a time (with and without --exact), each a new commit
+that leaves a path changed meanwhile as it is.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from boxsync.client import history
+from boxsync.client.history import UserError
+from tests.helpers import RunningServer, put, timed
+
+
+def options(server: RunningServer, json_out: bool = False) -> Any:
+    return SimpleNamespace(
+        server=server.url, token=server.key, cacert=None, insecure=False, name="tester",
+        idle_timeout=10.0, json=json_out,
+    )
+
+
+async def delete(http: Any, server: RunningServer, path: str, base: int) -> None:
+    response = await timed(
+        http.delete(server.file_url(path), headers=server.headers(X_Boxsync_Base=str(base))), server.reactor
+    )
+    assert response.code == 200
+    await response.content()
+
+
+async def run(work: Any, server: RunningServer) -> str:
+    out = io.StringIO()
+    await timed(_deferred(work(out)), server.reactor)
+    return out.getvalue()
+
+
+def _deferred(coroutine: Any) -> Any:
+    from twisted.internet.defer import Deferred
+
+    return Deferred.fromCoroutine(coroutine)
+
+
+@pytest_twisted.ensureDeferred
+async def test_history_and_restore_of_a_version(server: RunningServer, http: Any) -> None:
+    for content, base in ((b"v1", 0), (b"v2 longer", 1), (b"v3", 2)):
+        assert (await put(http, server, "notes.txt", content, base=base)).code == 201
+    shown = await run(lambda out: history.history(server.reactor, options(server), "notes.txt", out), server)
+    lines = shown.splitlines()
+    assert lines[0].split()[:2] == ["PATH", "SEQ"] and "current" in lines[1] and lines[-1] == "3 versions"
+    as_json = json.loads(
+        await run(lambda out: history.history(server.reactor, options(server, True), "notes.txt", out), server)
+    )
+    assert [v["seq"] for v in as_json["versions"]] == [3, 2, 1] and as_json["deleted"] is False
+    assert {"path", "seq", "time", "size", "sha256", "client"} <= set(as_json["versions"][0])
+    said = await run(
+        lambda out: history.restore(server.reactor, options(server), "notes.txt", 1, None, False, out), server
+    )
+    assert "restored version 1 as seq 4" in said
+    assert (server.box / "notes.txt").read_bytes() == b"v1"
+    with pytest.raises(UserError):
+        await run(lambda out: history.restore(server.reactor, options(server), "notes.txt", None, None, False, out), server)
+    with pytest.raises(UserError):
+        await run(lambda out: history.restore(server.reactor, options(server), "notes.txt", 77, None, False, out), server)
+    with pytest.raises(UserError):
+        await run(lambda out: history.history(server.reactor, options(server), "nothing.txt", out), server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_trash_and_restore_of_a_deleted_file(server: RunningServer, http: Any) -> None:
+    assert (await put(http, server, "docs/old-plan.txt", b"the plan", base=0)).code == 201
+    assert (await put(http, server, "docs/keep.txt", b"kept", base=0)).code == 201
+    await delete(http, server, "docs/old-plan.txt", 1)
+    listed = json.loads(await run(lambda out: history.trash(server.reactor, options(server, True), "docs", out), server))
+    assert [(f["path"], f["deleted_seq"]) for f in listed] == [("docs/old-plan.txt", 3)]
+    shown = await run(lambda out: history.trash(server.reactor, options(server), "", out), server)
+    assert "docs/old-plan.txt" in shown and shown.splitlines()[-1] == "1 deleted files"
+    said = await run(
+        lambda out: history.restore(server.reactor, options(server), "docs/old-plan.txt", None, None, False, out),
+        server,
+    )
+    assert "restored version 1" in said and (server.box / "docs/old-plan.txt").read_bytes() == b"the plan"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_folder_restored_as_it_was(server: RunningServer, http: Any) -> None:
+    assert (await put(http, server, "d/a.txt", b"a1", base=0)).code == 201
+    assert (await put(http, server, "d/b.txt", b"b1", base=0)).code == 201
+    assert (await put(http, server, "elsewhere.txt", b"e1", base=0)).code == 201
+    then = str(time.time_ns())
+    await timed(_deferred(_pause(server)), server.reactor)
+    assert (await put(http, server, "d/a.txt", b"a2", base=1)).code == 201
+    await delete(http, server, "d/b.txt", 2)
+    assert (await put(http, server, "d/new.txt", b"made since", base=0)).code == 201
+    assert (await put(http, server, "elsewhere.txt", b"e2", base=3)).code == 201
+    said = json.loads(
+        await run(lambda out: history.restore(server.reactor, options(server, True), "d", None, then, False, out), server)
+    )
+    assert [(o["path"], o["result"].split()[0]) for o in said] == [("d/a.txt", "restored"), ("d/b.txt", "restored")]
+    assert (server.box / "d/a.txt").read_bytes() == b"a1" and (server.box / "d/b.txt").read_bytes() == b"b1"
+    assert (server.box / "d/new.txt").exists() and (server.box / "elsewhere.txt").read_bytes() == b"e2"
+    # Again, exactly: what was made since goes too (into the history).
+    said = json.loads(
+        await run(lambda out: history.restore(server.reactor, options(server, True), "d", None, then, True, out), server)
+    )
+    assert [(o["path"], o["result"]) for o in said] == [("d/new.txt", "deleted (made since)")]
+    assert not (server.box / "d/new.txt").exists()
+    with pytest.raises(UserError):
+        await run(lambda out: history.restore(server.reactor, options(server), "d", 3, then, False, out), server)
+    with pytest.raises(UserError):
+        await run(lambda out: history.restore(server.reactor, options(server), "d", None, None, True, out), server)
+
+
+async def _pause(server: RunningServer) -> None:
+    from twisted.internet.task import deferLater
+
+    await deferLater(server.reactor, 0.01, lambda: None)
