@@ -16,9 +16,7 @@ import os
 import re
 import socket
 import sqlite3
-import struct
 import threading
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Iterator
@@ -35,7 +33,7 @@ from boxsync.wire import (
     decode_event,
     encode_manifest,
 )
-from boxsync.testing import Client, Server, tree
+from boxsync.testing import Client, Proxy, Server, tree
 
 # Figures for docs/reliability.md: with BOXSYNC_FAULT_FIGURES=<file>, every
 # fault test appends one JSON line of what it injected and checked.
@@ -290,134 +288,6 @@ class Observer:
 # A TCP proxy between the clients and the server
 
 
-def _reset(sock: socket.socket) -> None:
-    """
-    Close C{sock} with a reset, as a cut cable or a dying middlebox would.
-    """
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        # Wakes the thread blocked reading it (a bare close would not).
-        sock.shutdown(socket.SHUT_RD)
-    except OSError:
-        pass
-    sock.close()
-
-
-@define
-class Proxy:
-    """
-    Forwards 127.0.0.1:C{port} to the server, one pair of threads per
-    connection. The link can be severed (every connection reset), refused
-    (new connections reset at once), frozen (nothing moves either way, but
-    nothing is closed) or slowed to C{rate} bytes per second each way.
-    """
-
-    target: int
-    port: int = 0
-    rate: float | None = None
-    refusing: bool = False
-    accepted: int = 0
-    #: The bytes carried so far from the clients to the server, and back.
-    up: int = 0
-    down: int = 0
-    _open: threading.Event = field(factory=threading.Event)
-    _listener: socket.socket | None = None
-    _sockets: set[socket.socket] = field(factory=set)
-    _lock: threading.Lock = field(factory=threading.Lock)
-    _stopping: bool = False
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Proxy:
-        self._open.set()
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(128)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    def _accept(self) -> None:
-        assert self._listener is not None
-        while not self._stopping:
-            try:
-                downstream, _ = self._listener.accept()
-            except OSError:
-                return
-            if self.refusing:
-                _reset(downstream)
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                _reset(downstream)
-                continue
-            with self._lock:
-                self.accepted += 1
-                self._sockets.update((downstream, upstream))
-            for source, sink, upward in ((downstream, upstream, True), (upstream, downstream, False)):
-                threading.Thread(target=self._pump, args=(source, sink, upward), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, upward: bool) -> None:
-        try:
-            while True:
-                data = source.recv(16384 if self.rate is None else 4096)
-                # A frozen link holds what it has (an end of stream too) and
-                # delivers it later.
-                while not self._open.wait(0.1):
-                    if self._stopping:
-                        return
-                if not data:
-                    break
-                sink.sendall(data)
-                with self._lock:
-                    if upward:
-                        self.up += len(data)
-                    else:
-                        self.down += len(data)
-                if self.rate is not None:
-                    time.sleep(len(data) / self.rate)
-            sink.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def carried(self) -> tuple[int, int]:
-        """
-        The bytes carried so far, up and down; and start counting again.
-        """
-        with self._lock:
-            carried, self.up, self.down = (self.up, self.down), 0, 0
-        return carried
-
-    def connections(self) -> int:
-        with self._lock:
-            return sum(1 for s in self._sockets if s.fileno() != -1) // 2
-
-    def sever(self) -> None:
-        """
-        Reset every open connection, both ways.
-        """
-        with self._lock:
-            sockets, self._sockets = self._sockets, set()
-        for sock in sockets:
-            _reset(sock)
-
-    def freeze(self) -> None:
-        self._open.clear()
-
-    def thaw(self) -> None:
-        self._open.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        if self._listener is not None:
-            self._listener.close()
-        self.sever()
-        self._open.set()
 
 
 def staged(box: Path) -> list[Path]:
