@@ -9,7 +9,8 @@
 Benchmarks: bulk (1 GiB up/down vs nginx+curl), e2e (A → empty B), latency
 (single small changes), fanout (N open event streams, one event), memory
 (peak RSS vs file size), restart (an in-sync client with a large tree), load
-(Locust: many clients with open event streams uploading and downloading).
+(Locust: many clients with open event streams uploading and downloading),
+blocks (renames, edits, resumes and text, bytes counted by a proxy).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import bulk, e2e, fanout, latency, load, memory, report, restart
+from . import blocks, bulk, e2e, fanout, latency, load, memory, report, restart
 
-ALL = ["bulk", "e2e", "latency", "fanout", "memory", "restart", "load"]
+ALL = ["bulk", "e2e", "latency", "fanout", "memory", "restart", "load", "blocks"]
 
 _TITLES = {
     "bulk": "1. Bulk transfer vs nginx + curl (target: up ≥ 0.9x, down ≥ 0.95x)",
@@ -32,6 +33,8 @@ _TITLES = {
     "memory": "5. Peak RSS vs file size (target: flat; server < 80 MB, client < 120 MB at 4 GiB)",
     "restart": "6. Restart of an in-sync client (target: 100,000 files < 5 s, 0 bytes sent)",
     "load": "7. Load test (Locust): clients with open event streams (target: 0 failures)",
+    "blocks": "8. Blocks, A → B, bytes counted by a proxy (targets: rename < 1 MiB, 4 KiB edit "
+    "< 16 MiB each way, resume < 10 % re-sent, text < 10 %, new file ≥ 1.0x nginx PUT+GET)",
 }
 
 
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         "latency": lambda: latency.run(changes),
         "fanout": lambda: fanout.run(streams),
         "memory": lambda: memory.run(sizes),
+        "blocks": lambda: blocks.run(args.bulk_size or (64 if quick else 1024), 16 if quick else 100),
         "restart": lambda: restart.run(files, args.runs),
         "load": lambda: load.run(users, duration),
     }

@@ -1,0 +1,146 @@
+"""
+Blocks: what a rename, an edit in the middle, a cut-off upload and a file of
+text cost, in bytes on the wire and in time, A → B.
+
+Each client goes through a TCP proxy of its own (``boxsync.testing.Proxy``)
+that counts the bytes it carries each way, so the figures do not trust the
+code's own counters. Each row is a whole ``boxsync-client --once`` on A and
+then on B, process start-up included. The reference for a new file is curl
+``PUT`` then ``GET`` of the same file through nginx, in the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from boxsync.blocks import recipe_of
+from boxsync.testing import Client, Proxy, Server, wait_until
+
+from .measure import mib
+from .reference import Nginx, curl, ensure_nginx
+
+
+def _random(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        for _ in range(size // 2**20):
+            f.write(os.urandom(2**20))
+
+
+def _text(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        n = 0
+        while f.tell() < size:
+            f.write(b"2026-12-05T12:%02d:%02d INFO request %d served in %d ms\n" % (n // 60 % 60, n % 60, n, n % 97))
+            n += 1
+
+
+def _both(a: Client, b: Client, up: Proxy, down: Proxy) -> tuple[float, int, int]:
+    """
+    A then B, each once: the seconds, and the bytes A sent up and B fetched.
+    """
+    up.carried()
+    down.carried()
+    start = time.perf_counter()
+    a.once(timeout=3600)
+    b.once(timeout=3600)
+    seconds = time.perf_counter() - start
+    return seconds, sum(up.carried()), sum(down.carried())
+
+
+def _row(work: str, size: int, seconds: float, sent: int, fetched: int, **more: object) -> dict[str, object]:
+    return {
+        "work": work,
+        "size": mib(size),
+        "A→B s": f"{seconds:.2f}",
+        "up": mib(sent),
+        "down": mib(fetched),
+        **more,
+    }
+
+
+def run(size_mib: int, text_mib: int, use_nginx: bool = True) -> list[dict[str, object]]:
+    size = size_mib * 2**20
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="boxsync-bench-", dir=os.environ.get("BENCH_DIR")) as tmp:
+        root = Path(tmp)
+        server = Server(root / "box").start()
+        up, down = Proxy(server.port).start(), Proxy(server.port).start()
+        a = Client(server, root / "a", "a", url=up.url, verbose=False)
+        b = Client(server, root / "b", "b", url=down.url, verbose=False)
+        a.folder.mkdir()
+        b.folder.mkdir()
+        try:
+            source = root / "big.bin"
+            _random(source, size)
+            reference = "n/a"
+            if use_nginx and ensure_nginx() is not None:
+                with Nginx(root / "www", root / "nginx") as nginx:
+                    put = curl("-T", str(source), f"{nginx.url}/big.bin")
+                    get = curl("-o", str(root / "got.bin"), f"{nginx.url}/big.bin")
+                    reference = f"{put + get:.2f} s"
+                (root / "got.bin").unlink(missing_ok=True)
+            shutil.move(source, a.folder / "big.bin")
+            seconds, sent, fetched = _both(a, b, up, down)
+            rows.append(_row("new file", size, seconds, sent, fetched, reference=f"nginx PUT+GET {reference}"))
+            os.rename(a.folder / "big.bin", a.folder / "renamed.bin")
+            rows.append(_row("rename", size, *_both(a, b, up, down)))
+            with open(a.folder / "renamed.bin", "r+b") as f:
+                f.seek(size // 2)
+                f.write(os.urandom(4096))
+            rows.append(_row("4 KiB overwritten in the middle", size, *_both(a, b, up, down)))
+            _text(a.folder / "app.log", text_mib * 2**20)
+            rows.append(_row("log text", text_mib * 2**20, *_both(a, b, up, down)))
+            folder = a.folder / "photos"
+            folder.mkdir()
+            for n in range(1000):
+                (folder / f"{n:04d}.txt").write_bytes(os.urandom(4096))
+            _both(a, b, up, down)
+            os.rename(folder, a.folder / "renamed-photos")
+            rows.append(_row("rename of a folder of 1,000 × 4 KiB", 1000 * 4096, *_both(a, b, up, down)))
+            rows.append(_resumed(root, server, size))
+        finally:
+            up.stop()
+            down.stop()
+            server.kill()
+    return rows
+
+
+def _resumed(root: Path, server: Server, size: int) -> dict[str, object]:
+    """
+    A new file whose upload is killed (kill -9) once half its blocks are on
+    the server, then sent again: how much of it goes up the second time. The
+    first try goes through a link slowed to take ~10 s, so the kill lands
+    halfway at any size.
+    """
+    proxy = Proxy(server.port, rate=max(size / 10, 2**20)).start()
+    c = Client(server, root / "c", "c", url=proxy.url, verbose=False)
+    c.folder.mkdir()
+    data = c.folder / "cut.bin"
+    _random(data, size)
+    blocks = len(recipe_of(data).blocks)
+    sent = server.box / ".boxsync" / "blocks"
+    try:
+        c.start()
+        wait_until(lambda: len(list(sent.iterdir())) >= blocks // 2, timeout=3600, what="half the blocks")
+        c.kill()
+        kept = sum(entry.stat().st_size for entry in sent.iterdir() if not entry.name.startswith("."))
+        proxy.rate = None
+        proxy.carried()
+        start = time.perf_counter()
+        c.once(timeout=3600)
+        seconds = time.perf_counter() - start
+        # Up only: c also fetches what the box holds.
+        again = proxy.carried()[0]
+    finally:
+        c.kill()
+        proxy.stop()
+    # What went up again beyond what the server did not have yet.
+    resent = max(0, again - (size - kept))
+    return _row(
+        "upload killed at 50 %, then resumed (the resume)", size, seconds, again, 0,
+        reference=f"{100 * kept / size:.0f} % kept, {100 * resent / size:.1f} % re-sent",
+    )
