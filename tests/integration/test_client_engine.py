@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -19,6 +20,7 @@ from boxsync.client.placing import conflict_name
 from boxsync.client.ignore import IgnoreRules
 from boxsync.client.scanner import SETTLED_NS
 from boxsync.client.progress import NOTED_START, LogReporter, RichReporter, reporter_for
+from tests.faults import sha
 from tests.helpers import Folder, RunningServer, json_of, put, timed
 from boxsync.testing import tree
 
@@ -144,6 +146,41 @@ async def test_ignored_files_stay_local(folders: Any, reactor: Any, server: Runn
     await a.sync()
     assert set(tree(server.box)) == {".boxsyncignore", "kept.txt"}
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_name_in_nfd_keeps_its_form_here_and_is_nfc_on_the_wire(
+    folders: Any, server: RunningServer, http: Any
+) -> None:
+    """
+    A file and a folder named in NFD (as from a Mac) reach the box under
+    their NFC names; a new version comes back into the NFD-named file (no
+    second copy), an edit made meanwhile is kept as a conflict copy, and a
+    new file arrives in NFC.
+    """
+    nfd = unicodedata.normalize("NFD", "café")
+    a = folders("a")
+    (a.root / nfd).mkdir()
+    (a.root / nfd / f"{nfd}.txt").write_text("from a Mac")
+    await a.sync()
+    assert tree(server.box) == {"café/café.txt": sha(b"from a Mac")}
+    base = a.state.get("café/café.txt").seq
+    await put(http, server, "café/café.txt", b"edited elsewhere", base=base)
+    await put(http, server, "café/über.txt", b"new", base=0)
+    await a.sync()
+    assert sorted(os.listdir(a.root / nfd)) == sorted([f"{nfd}.txt", "über.txt"])
+    assert (a.root / nfd / f"{nfd}.txt").read_text() == "edited elsewhere"
+    # Both sides changed it: the local edit is kept, the server's version
+    # takes the NFD name.
+    base = a.state.get("café/café.txt").seq
+    await put(http, server, "café/café.txt", b"theirs", base=base)
+    (a.root / nfd / f"{nfd}.txt").write_text("mine")
+    await a.sync()
+    assert (a.root / nfd / f"{nfd}.txt").read_text() == "theirs"
+    copies = [name for name in os.listdir(a.root / nfd) if ".conflict-a-" in name]
+    assert len(copies) == 1 and (a.root / nfd / copies[0]).read_text() == "mine"
+    assert tree(server.box)[f"café/{copies[0]}"] == sha(b"mine")
+    assert not (a.root / "café").exists()
 
 @pytest_twisted.ensureDeferred
 async def test_cli_run_once(tmp_path: Path, reactor: Any, server: RunningServer, http: Any) -> None:
