@@ -59,7 +59,10 @@ class UserError(Exception):
 #: What C{boxsync-client COMMAND ...} can do besides syncing.
 COMMANDS = {
     "status": "Show whether a folder is in sync, what is pending and the last error.",
-    "ls": "List the files in the box, with their sizes and who changed them last.",
+    "ls": (
+        "List the files in the box (or in one of its folders, or one file), with their "
+        "sizes and who changed them last."
+    ),
     "pause": "Pause syncing a folder (its running client stops moving files until resumed).",
     "resume": "Resume syncing a folder paused with 'pause'.",
 }
@@ -154,6 +157,8 @@ class Options:
     cacert: Path | None = None
     insecure: bool = False
     json: bool = False
+    #: What C{ls} lists: a folder or a file of the box (C{None}: all of it).
+    path: str | None = None
 
 
 def default_config(environ: Mapping[str, str]) -> Path:
@@ -208,6 +213,8 @@ def _parser(command: str, environ: Mapping[str, str], config: Path) -> argparse.
             parser.add_argument(
                 f"--{setting.negation}", action="store_true", default=None, help=setting.describe_negation()
             )
+    if command == "ls":
+        parser.add_argument("path", nargs="?", help="a folder or a file in the box [default: all of it]")
     if sync:
         parser.add_argument("--version", action="version", version=f"boxsync {__version__}")
     return parser
@@ -232,15 +239,16 @@ def parse(
     default = config or default_config(env)
     parser = _parser(command, env, default)
     given = {name.replace("_", "-"): value for name, value in vars(parser.parse_args(args)).items()}
+    path = given.pop("path", None)
     if command == "sync" and given.get("folder") in COMMANDS:
         parser.error(
             f"to sync a folder named {given['folder']!r}, give it as ./{given['folder']}; "
             f"for the command, put it first: boxsync-client {given['folder']} ..."
         )
     try:
-        path = find_config(given.pop("config"), CONFIG_VARIABLE, env, [default])
-        file = {} if path is None else load(path, SETTINGS)
-        values = resolve(SETTINGS, given, env, file, path)
+        config_file = find_config(given.pop("config"), CONFIG_VARIABLE, env, [default])
+        file = {} if config_file is None else load(config_file, SETTINGS)
+        values = resolve(SETTINGS, given, env, file, config_file)
     except ConfigError as e:
         parser.error(str(e))
     return Options(
@@ -254,10 +262,11 @@ def parse(
         rescan_seconds=values["rescan"],
         idle_timeout=values["idle-timeout"],
         command=command,
-        config=path,
+        config=config_file,
         cacert=values["cacert"],
         insecure=values["insecure"],
         json=values["json"],
+        path=path,
     )
 
 
@@ -323,6 +332,8 @@ async def _friendly(work: Awaitable[None], server: str) -> None:
         raise UserError(f"the server refused the token: {e.message}") from e
     except NotInSync as e:
         raise UserError(f"could not sync everything: {e}") from e
+    except commands.NotInBox as e:
+        raise UserError(str(e)) from e
     except APIError as e:
         raise UserError(f"the server said: {e.message} ({e.status})") from e
     except (ConnectError, DNSLookupError, ConnectionError) as e:

@@ -232,8 +232,11 @@ def test_client_commands_and_folders_named_like_them(tmp_path: Path, capsys: pyt
     with pytest.raises(SystemExit):
         cli.parse(["--once", "ls"], {}, config=absent)
     assert "give it as ./ls" in capsys.readouterr().err
+    # ls takes a path in the box, not a folder here.
+    assert cli.parse(["ls", "somewhere"], {}, config=absent).path == "somewhere"
+    assert cli.parse(["ls"], {}, config=absent).path is None
     with pytest.raises(SystemExit):
-        cli.parse(["ls", "somewhere"], {}, config=absent)
+        cli.parse(["ls", "one", "two"], {}, config=absent)
 
 
 @pytest.mark.parametrize("command", ["", "status", "ls"])
