@@ -26,13 +26,13 @@ from typing import Any, BinaryIO, Callable, Sequence
 from attrs import define, field
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IPushProducer, IReactorThreads, IReactorTime
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.task import Cooperator
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.web.client import FileBodyProducer
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
+from twisted.web.iweb import IBodyProducer, IResponse
 
 from ..paths import normalize
 from ..wire import (
@@ -71,6 +71,7 @@ from .results import DownloadResult
 from .resume import etag_sha256, hash_prefix, range_start
 from .sockets import read_more
 from .sources import file_body
+from .throttle import Throttled, TokenBucket
 from .transport import DEFAULT_IDLE_TIMEOUT, MAX_JSON, BodyReader, Transport, response_header
 
 __all__ = ["EventStream", "BoxsyncAPI"]
@@ -152,6 +153,8 @@ class BoxsyncAPI:
     @ivar threads: where downloads are written to disk and hashed; by
         default the clock, if it is a reactor with a thread pool. Without
         one they are written on the reactor thread.
+    @ivar up: the bandwidth limit of the files sent, if any.
+    @ivar down: the bandwidth limit of the files received, if any.
     """
 
     log = Logger()
@@ -165,6 +168,8 @@ class BoxsyncAPI:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     cooperator: Cooperator = field()
     threads: IReactorThreads | None = field()
+    up: TokenBucket | None = None
+    down: TokenBucket | None = None
 
     @cooperator.default
     def _cooperator(self) -> Cooperator:
@@ -307,7 +312,7 @@ class BoxsyncAPI:
             commit=True,
         )
         with local.open("rb") as f:
-            body = file_body(f, self.cooperator, size, trailer, unchanged)
+            body = self._sent(file_body(f, self.cooperator, size, trailer, unchanged))
             response = await self._transport.request(
                 "PUT", _file_path(path), headers, body, on_progress
             )
@@ -328,7 +333,7 @@ class BoxsyncAPI:
         """
         body = b"".join(piece for file, data in files for piece in encode_part(file.to_json(), data))
         headers = self._headers({"Content-Type": BATCH}, commit=True)
-        producer = FileBodyProducer(BytesIO(body), self.cooperator)
+        producer = self._sent(FileBodyProducer(BytesIO(body), self.cooperator))
         response = await self._transport.request("POST", "/batch/upload", headers, producer)
         await self._transport.check(response, 200)
         answer = await self._transport.json_answer(response, MAX_JSON + len(files) * _MAX_RESULT)
@@ -353,7 +358,9 @@ class BoxsyncAPI:
         producer = FileBodyProducer(BytesIO(body), self.cooperator)
         response = await self._transport.request("POST", "/batch/download", headers, producer)
         await self._transport.check(response, 200)
-        answer = await self._transport.small_body(response, BATCH_MAX_BYTES + len(paths) * _MAX_RESULT)
+        answer = await self._transport.small_body(
+            response, BATCH_MAX_BYTES + len(paths) * _MAX_RESULT, self.down
+        )
         return parse_parts(answer, len(paths))
 
     async def delete(self, path: str, base: int) -> CommitResult:
@@ -448,14 +455,20 @@ class BoxsyncAPI:
             arrive whole; either way, only once all that arrived is written.
         """
         writer = HashingWriter(file, digest, self._in_thread, on_progress)
-        reader = self._transport.read(response, writer.write)
+        reader = self._transport.read(response, writer.write, self.down)
         read_more(reader.transport)
-        writer.registerProducer(IPushProducer(reader.transport), True)
+        writer.registerProducer(reader.gate, True)
         try:
             await reader.done
         finally:
             await writer.close()
         return writer.received
+
+    def _sent(self, body: IBodyProducer) -> IBodyProducer:
+        """
+        The body of a file (or of files) to send, within the limit.
+        """
+        return body if self.up is None else Throttled(body, self.up)
 
     def _in_thread(self, work: Callable[[], None]) -> Deferred[None]:
         """

@@ -27,13 +27,12 @@ from twisted.logger import (
 from twisted.web.client import RequestTransmissionFailed, ResponseFailed
 
 from .. import __version__
-from ..config import ConfigError, Setting, config_home, find_config, load, resolve
+from ..config import ConfigError, Setting, config_home, find_config, load, resolve, size
 from ..lock import FolderLock, Locked
 from ..logs import text_observer
 from ..paths import HIDDEN_DIR
 from ..reactors import IClientReactor
 from . import commands
-from .api import BoxsyncAPI
 from .connect import ConnectionSettingsError, connect, describe_failure
 from .engine import Engine, NotInSync
 from .errors import APIError, AuthError
@@ -81,6 +80,15 @@ def _transfers(value: str) -> int:
     return number
 
 
+def _limit(value: str) -> int | None:
+    """
+    A bandwidth limit in bytes a second, such as C{500K} (C{0}: none).
+    """
+    if value.strip() == "0":
+        return None
+    return size(value)
+
+
 def _positive(value: str) -> float:
     seconds = float(value)
     if not 0 < seconds < float("inf"):
@@ -117,6 +125,20 @@ SETTINGS = [
     Setting("once", False, "sync until the folder and the box agree, then exit", flag=True),
     Setting("transfers", 4, "transfers at once", _transfers),
     Setting("rescan", 300.0, "seconds between full rescans of the folder", _positive),
+    Setting(
+        "limit-up",
+        None,
+        "the most bytes a second the files sent may take, all together, e.g. 500K or 2M "
+        "(K, M, G: multiples of 1024; 0: no limit)",
+        _limit,
+    ),
+    Setting(
+        "limit-down",
+        None,
+        "the most bytes a second the files received may take, all together, e.g. 500K or 2M "
+        "(K, M, G: multiples of 1024; 0: no limit)",
+        _limit,
+    ),
     Setting(
         "idle-timeout",
         DEFAULT_IDLE_TIMEOUT,
@@ -159,6 +181,9 @@ class Options:
     json: bool = False
     #: What C{ls} lists: a folder or a file of the box (C{None}: all of it).
     path: str | None = None
+    #: The bandwidth limits, in bytes a second (C{None}: none).
+    limit_up: int | None = None
+    limit_down: int | None = None
 
 
 def default_config(environ: Mapping[str, str]) -> Path:
@@ -267,6 +292,8 @@ def parse(
         insecure=values["insecure"],
         json=values["json"],
         path=path,
+        limit_up=values["limit-up"],
+        limit_down=values["limit-down"],
     )
 
 
@@ -354,9 +381,7 @@ async def run(reactor: IClientReactor, options: Options) -> None:
     # Told to look at whether it is paused only once it can (below).
     signal.signal(commands.PAUSE_SIGNAL, signal.SIG_IGN)
     state, lock = _open_folder(root)
-    api = BoxsyncAPI(
-        connection.http, reactor, options.server, options.token, options.name, idle_timeout=options.idle_timeout
-    )
+    api = commands.client_api(reactor, connection, options)
     reporter = StatusFile(
         reporter_for(sys.stderr, options.verbosity < 0, reactor, every_file=options.verbosity > 0),
         status_path(root),

@@ -21,8 +21,9 @@ from ..paths import HIDDEN_DIR, BadPath, normalize
 from ..reactors import IClientReactor
 from ..wire import RemoteFile
 from .api import BoxsyncAPI
-from .connect import connect
+from .connect import Connection, connect
 from .status import describe, facts, human_size
+from .throttle import bucket
 
 __all__ = [
     "LOCK_FILE",
@@ -30,6 +31,7 @@ __all__ = [
     "PAUSED_FILE",
     "PAUSE_SIGNAL",
     "box_path",
+    "client_api",
     "listing",
     "ls",
     "pause",
@@ -120,6 +122,24 @@ def listing(files: list[RemoteFile]) -> list[str]:
     return lines
 
 
+def client_api(reactor: IClientReactor, connection: Connection, options: Any) -> BoxsyncAPI:
+    """
+    The API of C{options.server} over C{connection}, as the options set it
+    up: the token, this client's name, the silence allowed, the bandwidth
+    limits.
+    """
+    return BoxsyncAPI(
+        connection.http,
+        reactor,
+        options.server,
+        options.token,
+        options.name,
+        idle_timeout=options.idle_timeout,
+        up=bucket(reactor, options.limit_up),
+        down=bucket(reactor, options.limit_down),
+    )
+
+
 class NotInBox(LookupError):
     """
     C{ls PATH} of a path that is neither a file nor a folder of the box.
@@ -203,14 +223,7 @@ async def ls(reactor: IClientReactor, options: Any, out: TextIO, page: int = 100
     """
     path = box_path(options.path)
     connection = connect(reactor, options.server, options.cacert, options.insecure)
-    api = BoxsyncAPI(
-        connection.http,
-        reactor,
-        options.server,
-        options.token,
-        options.name,
-        idle_timeout=options.idle_timeout,
-    )
+    api = client_api(reactor, connection, options)
     try:
         files = await files_at(api, path, page)
     finally:
