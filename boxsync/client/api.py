@@ -66,7 +66,8 @@ from ..wire import (
     parse_parts,
 )
 from ..writer import HashingWriter, inline
-from .errors import APIError, DigestMismatch, error_from
+from .errors import APIError, DigestMismatch, WrongScheme, error_from
+from .probe import SchemeCheck
 from .results import DownloadResult
 from .resume import etag_sha256, hash_prefix, range_start
 from .sockets import read_more
@@ -153,6 +154,8 @@ class BoxsyncAPI:
     @ivar threads: where downloads are written to disk and hashed; by
         default the clock, if it is a reactor with a thread pool. Without
         one they are written on the reactor thread.
+    @ivar diagnose: asked about a request that failed without an answer
+        (see L{Transport.diagnose}).
     @ivar up: the bandwidth limit of the files sent, if any.
     @ivar down: the bandwidth limit of the files received, if any.
     """
@@ -168,6 +171,7 @@ class BoxsyncAPI:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     cooperator: Cooperator = field()
     threads: IReactorThreads | None = field()
+    diagnose: SchemeCheck | None = None
     up: TokenBucket | None = None
     down: TokenBucket | None = None
 
@@ -181,7 +185,7 @@ class BoxsyncAPI:
 
     @property
     def _transport(self) -> Transport:
-        return Transport(self.http, self.clock, self.base_url, self.idle_timeout)
+        return Transport(self.http, self.clock, self.base_url, self.idle_timeout, self.diagnose)
 
     async def healthz(self) -> bool:
         """
@@ -203,7 +207,7 @@ class BoxsyncAPI:
         try:
             response = await self._transport.request("GET", "/healthz", self._headers())
             body = await self._transport.json_answer(response)
-        except CancelledError:
+        except (CancelledError, WrongScheme):
             raise
         except Exception as e:
             self.log.info("{url} is not healthy: {error}", url=self.base_url, error=e)

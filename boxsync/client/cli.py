@@ -35,7 +35,7 @@ from ..reactors import IClientReactor
 from . import commands
 from .connect import ConnectionSettingsError, connect, describe_failure
 from .engine import Engine, NotInSync
-from .errors import APIError, AuthError
+from .errors import APIError, AuthError, WrongScheme
 from .ignore import IgnoreRules
 from .progress import reporter_for
 from .state import LocalState
@@ -359,7 +359,7 @@ async def _friendly(work: Awaitable[None], server: str) -> None:
         raise UserError(f"the server refused the token: {e.message}") from e
     except NotInSync as e:
         raise UserError(f"could not sync everything: {e}") from e
-    except commands.NotInBox as e:
+    except (commands.NotInBox, WrongScheme) as e:
         raise UserError(str(e)) from e
     except APIError as e:
         raise UserError(f"the server said: {e.message} ({e.status})") from e

@@ -125,8 +125,9 @@ def listing(files: list[RemoteFile]) -> list[str]:
 def client_api(reactor: IClientReactor, connection: Connection, options: Any) -> BoxsyncAPI:
     """
     The API of C{options.server} over C{connection}, as the options set it
-    up: the token, this client's name, the silence allowed, the bandwidth
-    limits.
+    up: the token, this client's name, the silence allowed, what a request
+    that got no answer is checked for (a URL with the wrong scheme), the
+    bandwidth limits.
     """
     return BoxsyncAPI(
         connection.http,
@@ -135,6 +136,7 @@ def client_api(reactor: IClientReactor, connection: Connection, options: Any) ->
         options.token,
         options.name,
         idle_timeout=options.idle_timeout,
+        diagnose=connection.check,
         up=bucket(reactor, options.limit_up),
         down=bucket(reactor, options.limit_down),
     )

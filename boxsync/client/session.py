@@ -23,12 +23,12 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from .connect import describe_failure, unwrap
-from .errors import AuthError
+from .errors import AuthError, WrongScheme
 
 __all__ = ["Attempt", "Fatal", "NotInSync", "Phase", "Sessions", "describe"]
 
 #: Errors that stop the client: retrying would not help.
-Fatal = (AuthError,)
+Fatal = (AuthError, WrongScheme)
 
 #: What writing to a full disk (or past a quota or a size limit) fails with.
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

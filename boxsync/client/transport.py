@@ -38,6 +38,7 @@ from zope.interface import implementer
 from ..wire import ProtocolError
 from ..wire.headers import PROGRESS_HEADER, PROGRESS_PROCESSING
 from .errors import StreamIdle, error_for
+from .probe import SchemeCheck
 from .sockets import received, unsent
 from .throttle import Gate, TokenBucket
 
@@ -306,12 +307,16 @@ class Transport:
     @ivar base_url: the server's URL, such as C{"http://127.0.0.1:8080"}.
     @ivar idle_timeout: how many seconds a request may send nothing and
         receive nothing before it is given up with L{StreamIdle}.
+    @ivar diagnose: asked about a request that failed without an answer,
+        gives the error to raise instead, if any (a L{WrongScheme}); told
+        when the server answers.
     """
 
     http: HTTPClient
     clock: IReactorTime
     base_url: str
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    diagnose: SchemeCheck | None = None
 
     async def request(
         self,
@@ -347,10 +352,16 @@ class Transport:
         watchdog.poke()
         try:
             response: IResponse = await requested
+            if self.diagnose is not None:
+                self.diagnose.answered()
             return response
         except Exception as e:
-            if watchdog.fired:
-                raise StreamIdle(self.idle_timeout) from e
+            error: Exception = StreamIdle(self.idle_timeout) if watchdog.fired else e
+            instead = None if self.diagnose is None else await self.diagnose(error)
+            if instead is not None:
+                raise instead from e
+            if error is not e:
+                raise error from e
             raise
         finally:
             watchdog.stop()
