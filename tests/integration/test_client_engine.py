@@ -78,6 +78,21 @@ async def test_two_folders_converge(folders: Any, reactor: Any, server: RunningS
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_cursor_moves_past_the_clients_own_commits(
+    folders: Any, server: RunningServer, http: Any
+) -> None:
+    a = folders("a")
+    for name in ("one", "two", "three"):
+        (a.root / name).write_text(name)
+    await a.sync()
+    assert a.state.cursor == 3
+    # Its own delete too; then another client's commit, which it hears.
+    (a.root / "one").unlink()
+    await put(http, server, "other", b"other", base=0)
+    await a.sync()
+    assert a.state.cursor == 5 and (a.root / "other").read_text() == "other"
+
+@pytest_twisted.ensureDeferred
 async def test_download_over_a_local_edit_keeps_a_conflict_copy(
     folders: Any, reactor: Any, server: RunningServer, http: Any
 ) -> None:

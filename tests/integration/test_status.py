@@ -230,6 +230,8 @@ def test_status_command(tmp_path: Path) -> None:
         assert f"running (pid {client.process.popen.pid})" in result.stdout  # type: ignore[union-attr]
         assert "in sync:    yes" in result.stdout and "tracked:    1 files" in result.stdout
         assert "last error: none" in result.stdout
+        # Its own commit (seq 1) is applied: the cursor is past it.
+        assert "cursor:     1\n" in result.stdout
         server.stop()
         wait_until(lambda: "last error: none" not in status_of(client.folder).stdout, what="the lost server to show")
         result = status_of(client.folder)
