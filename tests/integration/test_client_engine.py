@@ -255,6 +255,31 @@ def test_reporters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ]
 
 
+def test_the_terminal_counts_what_batches_move() -> None:
+    """
+    A transfer in a batch reports no bytes as they move: once it ends well,
+    it counts whole in the total all the same (not "0/22 bytes"), and the
+    total counts the files; one that fails leaves the total.
+    """
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    rich = RichReporter(Console(file=out, force_terminal=True, width=120))
+    rich.started("upload", "small.txt", 22)
+    rich.started("upload", "other.txt", 10)
+    rich.started("download", "big.bin", 1000)
+    rich.progress("big.bin", 400)
+    rich.finished("small.txt")
+    rich.finished("other.txt")
+    rich.finished("big.bin", "failed")
+    total = rich._progress.tasks[0]
+    assert (total.completed, total.total) == (432, 432)
+    assert total.description == "all transfers: 2 of 2 files"
+    rich.close()
+    assert "all transfers: 2 of 2 files" in out.getvalue()
+
 def test_log_reporter_sums_up_a_burst(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     Past its burst of lines in a second, the log reporter sums up the
