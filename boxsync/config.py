@@ -27,6 +27,7 @@ __all__ = [
     "find_config",
     "load",
     "resolve",
+    "size",
     "usage_flags",
 ]
 
@@ -39,6 +40,24 @@ class ConfigError(Exception):
     A setting or a configuration file that cannot be used: one line saying
     where and why.
     """
+
+
+def size(value: str) -> int:
+    """
+    A number of bytes, such as C{500}, C{500K}, C{1.5M}, C{50G}, C{2T} (with
+    or without C{iB} or C{B}: multiples of 1024).
+
+    @raise ValueError: if it is not a positive size.
+    """
+    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+    value = value.strip().lower().removesuffix("b").removesuffix("i")
+    if value and value[-1] in units:
+        number = int(float(value[:-1]) * units[value[-1]])
+    else:
+        number = int(value)
+    if number <= 0:
+        raise ValueError(f"a size must be positive, not {value!r}")
+    return number
 
 
 def _env_name(name: str) -> str:

@@ -4,6 +4,11 @@ The rules for paths on the wire, shared by the server and the client.
 A wire path is relative, ``/``-separated and NFC-normalised. It is mapped to a
 file below a root one checked segment at a time, so that no input can name a
 file outside that root.
+
+A name is matched by its NFC form: a file keeps the form its name has on the
+local file system (a Mac's files come in NFD), and its wire path is that
+name's NFC form. Of two names here with the same NFC form, one is synced
+(L{preferred}); the other is a conflict, never merged with it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import re
 import stat
 import unicodedata
 from pathlib import Path
+from typing import Iterable
 
 __all__ = [
     "HIDDEN_DIR",
@@ -20,7 +26,9 @@ __all__ = [
     "MAX_SEGMENT_BYTES",
     "LOCAL_PATH_MAX",
     "BadPath",
+    "has_other_forms",
     "normalize",
+    "preferred",
     "to_local",
     "from_local",
 ]
@@ -40,6 +48,10 @@ LOCAL_PATH_MAX = 4096
 
 #: A NUL or other control character.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+#: The ASCII characters that are also the NFC form of another character
+#: (KELVIN SIGN, GREEK QUESTION MARK, GREEK VARIA).
+_ASCII_IMAGES = frozenset("K;`")
 
 
 class BadPath(ValueError):
@@ -82,35 +94,93 @@ def normalize(path: str) -> str:
     return path
 
 
+def has_other_forms(segment: str) -> bool:
+    """
+    Whether a name other than C{segment} may have it as its NFC form (an
+    ASCII name has none, but for three characters).
+    """
+    return not segment.isascii() or not _ASCII_IMAGES.isdisjoint(segment)
+
+
+def preferred(names: Iterable[str]) -> str:
+    """
+    Of names in one folder that have the same NFC form, the one that is
+    synced: the one in NFC form, else the first in code point order. The
+    others are conflicts.
+    """
+    ordered = sorted(names)
+    return next((name for name in ordered if unicodedata.is_normalized("NFC", name)), ordered[0])
+
+
+def _other_form(folder: str, segment: str) -> str | None:
+    """
+    The name in C{folder} other than C{segment} whose NFC form it is, if
+    there is one (the L{preferred} of several).
+    """
+    if not has_other_forms(segment):
+        return None
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    found = [
+        name for name in names if not name.isascii() and unicodedata.normalize("NFC", name) == segment
+    ]
+    return preferred(found) if found else None
+
+
 def to_local(root: Path, path: str) -> Path:
     """
     Map a wire path to a file below C{root}.
 
-    The path is normalised first; then every existing parent segment must be
-    a real directory (not a symbolic link), so the result never escapes
-    C{root}.
+    The path is normalised first; then each segment is the name in its
+    folder whose NFC form it is (the form the file system has), or, for a
+    name not there yet, the wire's own; every existing parent must be a real
+    directory (not a symbolic link), so the result never escapes C{root}.
 
     @raise BadPath: if the path is not acceptable, is too long for the file
         system below C{root}, or a parent is a link or a file.
     """
     wire = normalize(path)
     top = os.path.abspath(root)
-    local = os.path.join(top, wire)
-    if len(os.fsencode(local)) >= LOCAL_PATH_MAX:
+    if len(os.fsencode(os.path.join(top, wire))) >= LOCAL_PATH_MAX:
         raise BadPath("path longer than the file system takes here")
-    # One lstat per parent, on plain strings (this runs for every file an
-    # engine looks at).
-    end = len(top)
-    while (end := local.find("/", end + 1)) >= 0:
+    segments = wire.split("/")
+    folder = top
+    names: list[str] = []
+    # One lstat per parent (and per name that may have other forms), on
+    # plain strings: this runs for every file an engine looks at.
+    for n, segment in enumerate(segments):
+        last = n == len(segments) - 1
+        if last and not has_other_forms(segment):
+            names.append(segment)
+            break
         try:
-            mode = os.lstat(local[:end]).st_mode
+            mode = os.lstat(os.path.join(folder, segment)).st_mode
+            name = segment
         except FileNotFoundError:
-            break  # nor is anything below it there
+            other = _other_form(folder, segment)
+            if other is None:
+                names += segments[n:]  # nor is anything below it there
+                break
+            name = other
+            try:
+                mode = os.lstat(os.path.join(folder, name)).st_mode
+            except FileNotFoundError:
+                names += segments[n:]
+                break
+        names.append(name)
+        if last:
+            break
         if stat.S_ISLNK(mode):
             raise BadPath(f"{path!r} goes through a symbolic link")
         if not stat.S_ISDIR(mode):
             raise BadPath(f"{path!r} goes through a file")
-    return Path(os.path.join(root, wire))
+        folder = os.path.join(folder, name)
+    local = "/".join(names)
+    if local != wire and len(os.fsencode(os.path.join(top, local))) >= LOCAL_PATH_MAX:
+        raise BadPath("path longer than the file system takes here")
+    return Path(os.path.join(root, local))
 
 
 def from_local(root: Path, local: Path) -> str:

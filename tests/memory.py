@@ -9,7 +9,7 @@ advances the L{Clock}.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Coroutine, TypeVar, cast
+from typing import Any, Callable, Coroutine, Iterator, TypeVar, cast
 
 import pytest
 from attrs import define, field
@@ -35,7 +35,7 @@ from boxsync.server.storage import BoxStorage
 from boxsync.server.uploads import UploadSite
 from boxsync.writer import inline
 
-__all__ = ["KEY", "InlineReactor", "InMemory", "MemoryServer", "result_of"]
+__all__ = ["KEY", "InlineReactor", "InMemory", "MemoryServer", "result_of", "server"]
 
 KEY = "memory-key-0123456789"
 
@@ -283,6 +283,20 @@ class MemoryServer(InMemory):
             client_name=name,
             idle_timeout=idle_timeout,
         )
+
+
+@pytest.fixture
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MemoryServer]:
+    """
+    A server in memory on a new box, closed when the test ends. Test modules
+    import it.
+    """
+    running = MemoryServer(tmp_path / "box")
+    running.patch(monkeypatch)
+    try:
+        yield running
+    finally:
+        running.close()
 
 
 def result_of(d: Deferred[T]) -> T:

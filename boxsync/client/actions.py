@@ -43,6 +43,8 @@ class Actions:
     @ivar changed: reports a path changed here, as the watcher does.
     @ivar resync: ends the session for a fresh scan and plan, with the
         reason, if there is one more to say than the failure itself.
+    @ivar committed: told the seq of each commit this client makes (the
+        server does not echo them), so the cursor can pass them.
     """
 
     root: Path
@@ -55,6 +57,7 @@ class Actions:
     look: Callable[[str], Awaitable[LocalFile | None]]
     changed: Callable[[str], None]
     resync: Callable[[str | None], None]
+    committed: Callable[[int], None] = lambda seq: None
     log = Logger()
 
     def _local(self, path: str) -> Path:
@@ -213,6 +216,7 @@ class Actions:
             self.resync(f"{file.path} changed while it was sent")
             return
         self.state.put(file.as_base(result.seq, result.sha256))
+        self.committed(result.seq)
 
     async def send_mode(self, file: LocalFile, base: int) -> None:
         """
@@ -254,7 +258,7 @@ class Actions:
 
     async def remove(self, path: str, base: int) -> None:
         try:
-            await self.api.delete(path, base)
+            self.committed((await self.api.delete(path, base)).seq)
         except NotFound:
             pass
         except StaleBase:

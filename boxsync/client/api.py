@@ -27,13 +27,13 @@ from typing import Any, BinaryIO, Callable, Sequence
 from attrs import define, field
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IPushProducer, IReactorThreads, IReactorTime
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.task import Cooperator
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.web.client import FileBodyProducer
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
+from twisted.web.iweb import IBodyProducer, IResponse
 
 from .. import coding
 from ..blocks import BLOCK_MAX, Block, Recipe
@@ -73,11 +73,13 @@ from ..wire import (
 from ..wire.blocks import BlockCommit, parse_missing, parse_recipe
 from ..wire.history import Restore, VersionEntry
 from ..writer import HashingWriter, inline
-from .errors import APIError, CorruptBlock, DigestMismatch, MissingBlocks, error_from
+from .errors import APIError, CorruptBlock, DigestMismatch, MissingBlocks, WrongScheme, error_from
+from .probe import SchemeCheck
 from .results import DownloadResult
 from .resume import etag_sha256, hash_prefix, range_start
 from .sockets import read_more
 from .sources import file_body
+from .throttle import Throttled, TokenBucket
 from .transport import DEFAULT_IDLE_TIMEOUT, MAX_JSON, BodyReader, Transport, response_header
 
 __all__ = ["EventStream", "BoxsyncAPI"]
@@ -183,6 +185,10 @@ class BoxsyncAPI:
     @ivar threads: where downloads are written to disk and hashed; by
         default the clock, if it is a reactor with a thread pool. Without
         one they are written on the reactor thread.
+    @ivar diagnose: asked about a request that failed without an answer
+        (see L{Transport.diagnose}).
+    @ivar up: the bandwidth limit of the files sent, if any.
+    @ivar down: the bandwidth limit of the files received, if any.
     """
 
     log = Logger()
@@ -196,6 +202,9 @@ class BoxsyncAPI:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     cooperator: Cooperator = field()
     threads: IReactorThreads | None = field()
+    diagnose: SchemeCheck | None = None
+    up: TokenBucket | None = None
+    down: TokenBucket | None = None
 
     @cooperator.default
     def _cooperator(self) -> Cooperator:
@@ -207,7 +216,7 @@ class BoxsyncAPI:
 
     @property
     def _transport(self) -> Transport:
-        return Transport(self.http, self.clock, self.base_url, self.idle_timeout)
+        return Transport(self.http, self.clock, self.base_url, self.idle_timeout, self.diagnose)
 
     async def healthz(self) -> bool:
         """
@@ -229,7 +238,7 @@ class BoxsyncAPI:
         try:
             response = await self._transport.request("GET", "/healthz", self._headers())
             body = await self._transport.json_answer(response)
-        except CancelledError:
+        except (CancelledError, WrongScheme):
             raise
         except Exception as e:
             self.log.info("{url} is not healthy: {error}", url=self.base_url, error=e)
@@ -342,7 +351,7 @@ class BoxsyncAPI:
             commit=True,
         )
         with local.open("rb") as f:
-            body = file_body(f, self.cooperator, size, trailer, unchanged)
+            body = self._sent(file_body(f, self.cooperator, size, trailer, unchanged))
             response = await self._transport.request(
                 "PUT", _file_path(path), headers, body, on_progress
             )
@@ -382,7 +391,7 @@ class BoxsyncAPI:
         """
         body = b"".join(piece for file, data in files for piece in encode_part(file.to_json(), data))
         headers = self._headers({"Content-Type": BATCH}, commit=True)
-        producer = FileBodyProducer(BytesIO(body), self.cooperator)
+        producer = self._sent(FileBodyProducer(BytesIO(body), self.cooperator))
         response = await self._transport.request("POST", "/batch/upload", headers, producer)
         await self._transport.check(response, 200)
         answer = await self._transport.json_answer(response, MAX_JSON + len(files) * _MAX_RESULT)
@@ -522,7 +531,9 @@ class BoxsyncAPI:
         producer = FileBodyProducer(BytesIO(body), self.cooperator)
         response = await self._transport.request("POST", "/batch/download", headers, producer)
         await self._transport.check(response, 200)
-        answer = await self._transport.small_body(response, BATCH_MAX_BYTES + len(paths) * _MAX_RESULT)
+        answer = await self._transport.small_body(
+            response, BATCH_MAX_BYTES + len(paths) * _MAX_RESULT, self.down
+        )
         return parse_parts(answer, len(paths))
 
     async def delete(self, path: str, base: int) -> CommitResult:
@@ -646,14 +657,20 @@ class BoxsyncAPI:
             arrive whole; either way, only once all that arrived is written.
         """
         writer = HashingWriter(file, digest, self._in_thread, on_progress)
-        reader = self._transport.read(response, writer.write)
+        reader = self._transport.read(response, writer.write, self.down)
         read_more(reader.transport)
-        writer.registerProducer(IPushProducer(reader.transport), True)
+        writer.registerProducer(reader.gate, True)
         try:
             await reader.done
         finally:
             await writer.close()
         return writer.received
+
+    def _sent(self, body: IBodyProducer) -> IBodyProducer:
+        """
+        The body of a file (or of files) to send, within the limit.
+        """
+        return body if self.up is None else Throttled(body, self.up)
 
     def _in_thread(self, work: Callable[[], None]) -> Deferred[None]:
         """

@@ -27,16 +27,15 @@ from twisted.logger import (
 from twisted.web.client import RequestTransmissionFailed, ResponseFailed
 
 from .. import __version__
-from ..config import ConfigError, Setting, config_home, find_config, load, resolve
+from ..config import ConfigError, Setting, config_home, find_config, load, resolve, size
 from ..lock import FolderLock, Locked
 from ..logs import text_observer
 from ..paths import HIDDEN_DIR
 from ..reactors import IClientReactor
 from . import commands
-from .api import BoxsyncAPI
 from .connect import ConnectionSettingsError, connect, describe_failure
 from .engine import Engine, NotInSync
-from .errors import APIError, AuthError
+from .errors import APIError, AuthError, WrongScheme
 from .ignore import IgnoreRules
 from .progress import reporter_for
 from .state import LocalState
@@ -59,7 +58,10 @@ class UserError(Exception):
 #: What C{boxsync-client COMMAND ...} can do besides syncing.
 COMMANDS = {
     "status": "Show whether a folder is in sync, what is pending and the last error.",
-    "ls": "List the files in the box, with their sizes and who changed them last.",
+    "ls": (
+        "List the files in the box (or in one of its folders, or one file), with their "
+        "sizes and who changed them last."
+    ),
     "pause": "Pause syncing a folder (its running client stops moving files until resumed).",
     "resume": "Resume syncing a folder paused with 'pause'.",
 }
@@ -76,6 +78,15 @@ def _transfers(value: str) -> int:
     if number < 1:
         raise ValueError("must be at least 1")
     return number
+
+
+def _limit(value: str) -> int | None:
+    """
+    A bandwidth limit in bytes a second, such as C{500K} (C{0}: none).
+    """
+    if value.strip() == "0":
+        return None
+    return size(value)
 
 
 def _positive(value: str) -> float:
@@ -114,6 +125,20 @@ SETTINGS = [
     Setting("once", False, "sync until the folder and the box agree, then exit", flag=True),
     Setting("transfers", 4, "transfers at once", _transfers),
     Setting("rescan", 300.0, "seconds between full rescans of the folder", _positive),
+    Setting(
+        "limit-up",
+        None,
+        "the most bytes a second the files sent may take, all together, e.g. 500K or 2M "
+        "(K, M, G: multiples of 1024; 0: no limit)",
+        _limit,
+    ),
+    Setting(
+        "limit-down",
+        None,
+        "the most bytes a second the files received may take, all together, e.g. 500K or 2M "
+        "(K, M, G: multiples of 1024; 0: no limit)",
+        _limit,
+    ),
     Setting(
         "idle-timeout",
         DEFAULT_IDLE_TIMEOUT,
@@ -154,6 +179,11 @@ class Options:
     cacert: Path | None = None
     insecure: bool = False
     json: bool = False
+    #: What C{ls} lists: a folder or a file of the box (C{None}: all of it).
+    path: str | None = None
+    #: The bandwidth limits, in bytes a second (C{None}: none).
+    limit_up: int | None = None
+    limit_down: int | None = None
 
 
 def default_config(environ: Mapping[str, str]) -> Path:
@@ -208,6 +238,8 @@ def _parser(command: str, environ: Mapping[str, str], config: Path) -> argparse.
             parser.add_argument(
                 f"--{setting.negation}", action="store_true", default=None, help=setting.describe_negation()
             )
+    if command == "ls":
+        parser.add_argument("path", nargs="?", help="a folder or a file in the box [default: all of it]")
     if sync:
         parser.add_argument("--version", action="version", version=f"boxsync {__version__}")
     return parser
@@ -232,15 +264,16 @@ def parse(
     default = config or default_config(env)
     parser = _parser(command, env, default)
     given = {name.replace("_", "-"): value for name, value in vars(parser.parse_args(args)).items()}
+    path = given.pop("path", None)
     if command == "sync" and given.get("folder") in COMMANDS:
         parser.error(
             f"to sync a folder named {given['folder']!r}, give it as ./{given['folder']}; "
             f"for the command, put it first: boxsync-client {given['folder']} ..."
         )
     try:
-        path = find_config(given.pop("config"), CONFIG_VARIABLE, env, [default])
-        file = {} if path is None else load(path, SETTINGS)
-        values = resolve(SETTINGS, given, env, file, path)
+        config_file = find_config(given.pop("config"), CONFIG_VARIABLE, env, [default])
+        file = {} if config_file is None else load(config_file, SETTINGS)
+        values = resolve(SETTINGS, given, env, file, config_file)
     except ConfigError as e:
         parser.error(str(e))
     return Options(
@@ -254,10 +287,13 @@ def parse(
         rescan_seconds=values["rescan"],
         idle_timeout=values["idle-timeout"],
         command=command,
-        config=path,
+        config=config_file,
         cacert=values["cacert"],
         insecure=values["insecure"],
         json=values["json"],
+        path=path,
+        limit_up=values["limit-up"],
+        limit_down=values["limit-down"],
     )
 
 
@@ -323,6 +359,8 @@ async def _friendly(work: Awaitable[None], server: str) -> None:
         raise UserError(f"the server refused the token: {e.message}") from e
     except NotInSync as e:
         raise UserError(f"could not sync everything: {e}") from e
+    except (commands.NotInBox, WrongScheme) as e:
+        raise UserError(str(e)) from e
     except APIError as e:
         raise UserError(f"the server said: {e.message} ({e.status})") from e
     except (ConnectError, DNSLookupError, ConnectionError) as e:
@@ -343,9 +381,7 @@ async def run(reactor: IClientReactor, options: Options) -> None:
     # Told to look at whether it is paused only once it can (below).
     signal.signal(commands.PAUSE_SIGNAL, signal.SIG_IGN)
     state, lock = _open_folder(root)
-    api = BoxsyncAPI(
-        connection.http, reactor, options.server, options.token, options.name, idle_timeout=options.idle_timeout
-    )
+    api = commands.client_api(reactor, connection, options)
     reporter = StatusFile(
         reporter_for(sys.stderr, options.verbosity < 0, reactor, every_file=options.verbosity > 0),
         status_path(root),

@@ -1,7 +1,7 @@
 """
 The commands of C{boxsync-client} other than syncing: C{status} (what a
 folder's client is doing), C{pause} and C{resume} (its syncing) and C{ls}
-(what the box holds).
+(what the box holds, or a folder or a file of it).
 """
 
 from __future__ import annotations
@@ -11,19 +11,33 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from itertools import takewhile
+from typing import Any, Callable, TextIO
 
 from attrs import asdict
 
 from ..lock import FolderLock, Locked
-from ..paths import HIDDEN_DIR
+from ..paths import HIDDEN_DIR, BadPath, normalize
 from ..reactors import IClientReactor
 from ..wire import RemoteFile
 from .api import BoxsyncAPI
-from .connect import connect
+from .connect import Connection, connect
 from .status import describe, facts, human_size
+from .throttle import bucket
 
-__all__ = ["LOCK_FILE", "PAUSED_FILE", "PAUSE_SIGNAL", "listing", "ls", "pause", "paused", "status"]
+__all__ = [
+    "LOCK_FILE",
+    "NotInBox",
+    "PAUSED_FILE",
+    "PAUSE_SIGNAL",
+    "box_path",
+    "client_api",
+    "listing",
+    "ls",
+    "pause",
+    "paused",
+    "status",
+]
 
 #: A paused folder has this file in its hidden folder.
 PAUSED_FILE = "paused"
@@ -108,30 +122,112 @@ def listing(files: list[RemoteFile]) -> list[str]:
     return lines
 
 
-async def ls(reactor: IClientReactor, options: Any, out: TextIO, page: int = 1000) -> None:
+def client_api(reactor: IClientReactor, connection: Connection, options: Any) -> BoxsyncAPI:
     """
-    Print what the box of C{options.server} holds.
-
-    @raise APIError: if the server refuses.
-    @raise ConnectionSettingsError: before connecting, if the server's URL or
-        C{options.cacert} cannot be used.
+    The API of C{options.server} over C{connection}, as the options set it
+    up: the token, this client's name, the silence allowed, what a request
+    that got no answer is checked for (a URL with the wrong scheme), the
+    bandwidth limits.
     """
-    connection = connect(reactor, options.server, options.cacert, options.insecure)
-    api = BoxsyncAPI(
+    return BoxsyncAPI(
         connection.http,
         reactor,
         options.server,
         options.token,
         options.name,
         idle_timeout=options.idle_timeout,
+        diagnose=connection.check,
+        up=bucket(reactor, options.limit_up),
+        down=bucket(reactor, options.limit_down),
     )
-    files: list[RemoteFile] = []
+
+
+class NotInBox(LookupError):
+    """
+    C{ls PATH} of a path that is neither a file nor a folder of the box.
+    """
+
+
+def box_path(given: str | None) -> str:
+    """
+    The wire path C{ls} is given (C{""}: the whole box), its slashes at
+    either end dropped.
+
+    @raise NotInBox: if it cannot be a path in the box.
+    """
+    path = (given or "").strip("/")
+    if path in ("", "."):
+        return ""
     try:
-        while True:
-            found = await api.list_files(files[-1].path if files else "", page)
-            files += found
-            if len(found) < page:
-                break
+        return normalize(path)
+    except BadPath as e:
+        raise NotInBox(f"{given!r} is not a path in the box: {e}") from None
+
+
+def _just_before(path: str) -> str:
+    """
+    A text that sorts (by its UTF-8 bytes, as the server sorts paths) just
+    before C{path}: between the two lie only paths with the character
+    U+10FFFF in them, never seen in a name. Listing after it starts at
+    C{path}.
+    """
+    last = ord(path[-1]) - 1
+    if 0xD800 <= last <= 0xDFFF:
+        last = 0xD7FF  # no path holds a surrogate
+    return f"{path[:-1]}{chr(last)}\U0010ffff"
+
+
+async def _range(api: BoxsyncAPI, after: str, keep: Callable[[str], bool], page: int) -> list[RemoteFile]:
+    """
+    The files listed after C{after}, in path order, as long as C{keep}
+    holds for their paths.
+    """
+    files: list[RemoteFile] = []
+    while True:
+        found = await api.list_files(after, page)
+        kept = list(takewhile(lambda file: keep(file.path), found))
+        files += kept
+        if len(found) < page or len(kept) < len(found):
+            return files
+        after = found[-1].path
+
+
+async def files_at(api: BoxsyncAPI, path: str, page: int = 1000) -> list[RemoteFile]:
+    """
+    The files of the box at C{path}: the file of that path, if there is one,
+    and every file below it, in path order (C{""}: all of them). The files
+    below a folder are one range of the listing (C{after=FOLDER/}), so only
+    they are asked for.
+
+    @raise NotInBox: if there is nothing at C{path}.
+    """
+    if not path:
+        return await _range(api, "", lambda _: True, page)
+    below = await _range(api, f"{path}/", lambda found: found.startswith(f"{path}/"), page)
+    # The file itself sorts before the folder's range, after what is just
+    # before it; paths in between (the character U+10FFFF) are passed over.
+    itself = await _range(api, _just_before(path), lambda found: found <= path, 1)
+    files = [file for file in itself if file.path == path] + below
+    if not files:
+        raise NotInBox(f"nothing in the box at {path}")
+    return files
+
+
+async def ls(reactor: IClientReactor, options: Any, out: TextIO, page: int = 1000) -> None:
+    """
+    Print what the box of C{options.server} holds at C{options.path} (a
+    folder or a file; C{None}: all of it).
+
+    @raise NotInBox: if there is nothing at that path.
+    @raise APIError: if the server refuses.
+    @raise ConnectionSettingsError: before connecting, if the server's URL or
+        C{options.cacert} cannot be used.
+    """
+    path = box_path(options.path)
+    connection = connect(reactor, options.server, options.cacert, options.insecure)
+    api = client_api(reactor, connection, options)
+    try:
+        files = await files_at(api, path, page)
     finally:
         await connection.close()
     if options.json:

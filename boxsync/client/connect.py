@@ -28,6 +28,8 @@ from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
+from .probe import SchemeCheck
+
 __all__ = [
     "Connection",
     "ConnectionSettingsError",
@@ -51,10 +53,14 @@ class ConnectionSettingsError(Exception):
 class Connection:
     """
     An HTTP client for the server and the pool its connections stay in.
+
+    @ivar check: tells whether a request failed because the server's URL
+        has the wrong scheme for its port.
     """
 
     http: HTTPClient
     pool: HTTPConnectionPool
+    check: SchemeCheck
 
     async def close(self) -> None:
         """
@@ -142,7 +148,7 @@ def connect(reactor: IReactorTime, server: str, cacert: Path | None = None, inse
     # each keeps its connection rather than opening one per file.
     pool.maxPersistentPerHost = 32
     agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trust_root), pool=pool)
-    return Connection(HTTPClient(agent), pool)
+    return Connection(HTTPClient(agent), pool, SchemeCheck(reactor, server))
 
 
 def unwrap(error: BaseException) -> BaseException:

@@ -97,7 +97,6 @@ class Engine:
     _looks: Looks = field(init=False)
     # The paths with a local change queued whose job has not started yet.
     _queued: set[str] = field(factory=set)
-    _seen_seq: int = 0
     _stream: Any = None
     # The sha256 of each file as this session's manifest reported it, and
     # whether it was executable.
@@ -145,6 +144,7 @@ class Engine:
             self._look,
             self.changed,
             self._resync_for,
+            lambda seq: self._attempt.own.add(seq),
         )
 
     @property
@@ -276,13 +276,12 @@ class Engine:
         )
 
     def _check_idle(self) -> None:
-        plan_seq = self._attempt.plan_seq
-        if self._jobs.active or plan_seq is None:
+        if self._jobs.active or self._attempt.plan_seq is None:
             return
         if not (self._attempt.failed or self._jobs.problems):
             self._attempt.synced = True
-            seq = max(plan_seq, self._seen_seq)
-            if seq > self.state.cursor:
+            seq = self._attempt.reached()
+            if seq is not None and seq > self.state.cursor:
                 self.state.cursor = seq
         waiters, self._idle_waiters = self._idle_waiters, []
         for d in waiters:
@@ -340,12 +339,11 @@ class Engine:
         if isinstance(event, Ready):
             self._attempt.plan_seq = event.seq
             self.sessions.phase = Phase.LIVE
-            self._seen_seq = max(self._seen_seq, event.seq)
             self.log.info("plan received; up to seq {seq}", seq=event.seq)
             self._check_idle()
             return
         if isinstance(event, (Download, Folder, Delete)) and self._attempt.plan_seq is not None:
-            self._seen_seq = max(self._seen_seq, event.seq)
+            self._attempt.seen = max(self._attempt.seen, event.seq)
         handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
             Upload: self._upload_event,
             Download: self._download,

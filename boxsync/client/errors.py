@@ -18,6 +18,7 @@ __all__ = [
     "ServerFull",
     "StreamIdle",
     "DigestMismatch",
+    "WrongScheme",
     "error_for",
     "error_from",
 ]
@@ -147,6 +148,15 @@ class DigestMismatch(Exception):
 
     def __str__(self) -> str:
         return f"{self.path}: expected sha256 {self.expected}, got {self.actual}"
+
+
+class WrongScheme(Exception):
+    """
+    The server's URL names the wrong protocol for its port: C{http://} for
+    one that speaks TLS, or C{https://} for one that does not (see
+    L{boxsync.client.probe}). Retrying will not help; the message says what
+    to write instead.
+    """
 
 
 def error_for(status: int, body: bytes) -> APIError:

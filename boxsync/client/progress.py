@@ -143,12 +143,19 @@ class LogReporter:
 class RichReporter:
     """
     A live display: a bar per transfer, and a total with rate and ETA.
+
+    A transfer that ends well counts whole in the total, whether or not its
+    bytes were reported as they moved (those of a batch are not); one that
+    fails takes what did not move out of the total. The total's line counts
+    the files too.
     """
 
     console: Any
     _progress: Any = None
     _tasks: dict[str, Any] = field(factory=dict)
     _total: Any = None
+    _started: int = 0
+    _done: int = 0
 
     def __attrs_post_init__(self) -> None:
         from rich.progress import (
@@ -169,14 +176,21 @@ class RichReporter:
             console=self.console,
             transient=False,
         )
-        self._total = self._progress.add_task("all transfers", total=0)
+        self._total = self._progress.add_task(self._counted(), total=0)
         self._progress.start()
+
+    def _counted(self) -> str:
+        return f"all transfers: {self._done} of {self._started} files"
+
+    def _task(self, task: Any) -> Any:
+        return next(each for each in self._progress.tasks if each.id == task)
 
     def started(self, kind: str, path: str, size: int) -> None:
         arrow = "↑" if kind == "upload" else "↓"
         self._tasks[path] = self._progress.add_task(f"{arrow} {path}", total=size)
-        total = self._progress.tasks[self._total].total or 0
-        self._progress.update(self._total, total=total + size)
+        self._started += 1
+        total = self._task(self._total).total or 0
+        self._progress.update(self._total, total=total + size, description=self._counted())
 
     def progress(self, path: str, count: int) -> None:
         task = self._tasks.get(path)
@@ -186,10 +200,20 @@ class RichReporter:
 
     def finished(self, path: str, note: str | None = None) -> None:
         task = self._tasks.pop(path, None)
-        if task is not None:
-            self._progress.remove_task(task)
-            if note:
-                self.message(f"{path}: {note}")
+        if task is None:
+            return
+        ended = self._task(task)
+        left = max(0, (ended.total or 0) - ended.completed)
+        self._progress.remove_task(task)
+        total = self._task(self._total)
+        if note:
+            # What did not move is no longer to move.
+            self._started -= 1
+            self._progress.update(self._total, total=(total.total or 0) - left, description=self._counted())
+            self.message(f"{path}: {note}")
+        else:
+            self._done += 1
+            self._progress.update(self._total, advance=left, description=self._counted())
 
     def message(self, text: str) -> None:
         self._progress.console.print(text)

@@ -22,6 +22,7 @@ import hashlib
 import os
 import stat
 import time
+import unicodedata
 from enum import Enum
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
@@ -133,6 +134,12 @@ def unchanged(root: Path, path: str, base: Base) -> bool:
     """
     try:
         st = os.lstat(os.path.join(root, path))
+    except FileNotFoundError:
+        # Perhaps its name here is in another form than the wire's.
+        try:
+            st = os.lstat(to_local(root, path))
+        except (OSError, BadPath):
+            return False
     except (OSError, ValueError):
         return False
     return stat.S_ISREG(st.st_mode) and _matches(st, base)
@@ -420,7 +427,8 @@ def scan(
             continue
         except (OSError, FileChanging) as e:
             reason = e.strerror if isinstance(e, OSError) else "changes while read"
-            skipped.append(Skipped(path, f"cannot read: {reason}", unreadable=True))
+            here = os.path.relpath(entry.path, root)
+            skipped.append(Skipped(here, f"cannot read: {reason}", unreadable=True))
             continue
         files[path] = found
         if same:
@@ -433,7 +441,8 @@ def scan(
         elif base is None and path in empty:
             folders[path] = 0
         # A folder where a file with a base was: likewise.
-    blind = {s.path for s in skipped if s.unreadable}
+    # By wire path: a base is recorded under it.
+    blind = {unicodedata.normalize("NFC", s.path) for s in skipped if s.unreadable}
     deleted = [
         DeletedEntry(path, base.seq)
         for path, base in state.items()

@@ -23,12 +23,12 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from .connect import describe_failure, unwrap
-from .errors import AuthError
+from .errors import AuthError, WrongScheme
 
 __all__ = ["Attempt", "Fatal", "NotInSync", "Phase", "Sessions", "describe"]
 
 #: Errors that stop the client: retrying would not help.
-Fatal = (AuthError,)
+Fatal = (AuthError, WrongScheme)
 
 #: What writing to a full disk (or past a quota or a size limit) fails with.
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -72,6 +72,10 @@ class Attempt:
         scan and plan.
     @ivar synced: whether the folder was in sync at some point.
     @ivar error: the last failure, for the log and the status.
+    @ivar seen: the highest seq of the events that came after the plan (in
+        seq order: the commits of other clients up to it all came).
+    @ivar own: the seqs of this client's own commits in this session, which
+        the stream does not echo, once past C{seen}.
     """
 
     plan_seq: int | None = None
@@ -79,6 +83,23 @@ class Attempt:
     resync: bool = False
     synced: bool = False
     error: str | None = None
+    seen: int = 0
+    own: set[int] = field(factory=set)
+
+    def reached(self) -> int | None:
+        """
+        The seq the folder is at once every job is done (C{None} before the
+        whole plan came): the plan's, or the last event's, and then this
+        client's own commits that follow them without a gap. A seq in a gap
+        may be another client's commit whose event is still on its way.
+        """
+        if self.plan_seq is None:
+            return None
+        seq = max(self.plan_seq, self.seen)
+        while seq + 1 in self.own:
+            seq += 1
+        self.own = {each for each in self.own if each > seq}
+        return seq
 
 
 def describe(error: BaseException) -> str:

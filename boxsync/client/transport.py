@@ -38,7 +38,9 @@ from zope.interface import implementer
 from ..wire import ProtocolError
 from ..wire.headers import PROGRESS_HEADER, PROGRESS_PROCESSING
 from .errors import StreamIdle, error_for
+from .probe import SchemeCheck
 from .sockets import received, unsent
+from .throttle import Gate, TokenBucket
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -94,20 +96,38 @@ class BodyReader(Protocol):
     Hand a response body to C{sink} a chunk at a time, as it arrives, and give
     up on it when nothing arrives for C{idle_timeout} seconds.
 
+    With a C{bucket} (a bandwidth limit) every chunk is spent from it, and
+    the connection is not read until the bucket is out of debt again: that
+    wait is not silence, and the body is done only once it is over, so a
+    body takes as long as its size at that rate.
+
     @ivar done: fires with C{None} once the whole body was delivered. It fails
         with L{StreamIdle} after a silence, with what C{sink} raised, or with
         the reason the connection was lost. Cancelling it closes the
         connection. Nothing reaches C{sink} after it has fired.
+    @ivar gate: what pauses the connection, for a consumer of the body to
+        register (once the body is delivered to this reader).
     """
 
+    gate: Gate
+
     def __init__(
-        self, clock: IReactorTime, idle_timeout: float, sink: Callable[[bytes], object]
+        self,
+        clock: IReactorTime,
+        idle_timeout: float,
+        sink: Callable[[bytes], object],
+        bucket: TokenBucket | None = None,
     ) -> None:
         self._sink = sink
+        self._clock = clock
+        self._bucket = bucket
+        self._slowed: IDelayedCall | None = None
+        self._ended: Failure | None = None
         self._watchdog = Watchdog(clock, idle_timeout, self._idle)
         self.done: Deferred[None] = Deferred(lambda _: self._abort())
 
     def connectionMade(self) -> None:
+        self.gate = Gate(IPushProducer(self.transport))
         self._watchdog.poke()
 
     def dataReceived(self, data: bytes) -> None:
@@ -118,11 +138,44 @@ class BodyReader(Protocol):
             self._sink(data)
         except Exception:
             self._fail(Failure())
+            return
+        if self._bucket is not None:
+            self._slow_down(self._bucket.spend(len(data)))
+
+    def _slow_down(self, delay: float) -> None:
+        """
+        Read nothing more for C{delay} seconds (the bandwidth limit's debt).
+        """
+        if delay <= 0 or self._slowed is not None:
+            return
+        self._watchdog.stop()
+        self.gate.hold(self)
+        self._slowed = self._clock.callLater(delay, self._speed_up)
+
+    def _speed_up(self) -> None:
+        self._slowed = None
+        if self._ended is not None:
+            self._end(self._ended)
+            return
+        self._watchdog.poke()
+        self.gate.release(self)
+        assert self._bucket is not None
+        # What arrived meanwhile (a transport may hand over what it had).
+        self._slow_down(self._bucket.spend(0))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._watchdog.stop()
         if self.done.called:
             return
+        if self._slowed is not None:
+            if reason.check(ResponseDone, PotentialDataLoss):
+                self._ended = reason  # done once the limit's debt is paid
+                return
+            self._slowed.cancel()
+            self._slowed = None
+        self._end(reason)
+
+    def _end(self, reason: Failure) -> None:
         if reason.check(ResponseDone, PotentialDataLoss):
             self.done.callback(None)
         else:
@@ -138,6 +191,9 @@ class BodyReader(Protocol):
 
     def _abort(self) -> None:
         self._watchdog.stop()
+        if self._slowed is not None:
+            self._slowed.cancel()
+            self._slowed = None
         if self.transport is not None:
             # The transport of a response body is a push producer; stopping it
             # closes the connection (there is no public "abort" for a body).
@@ -251,12 +307,16 @@ class Transport:
     @ivar base_url: the server's URL, such as C{"http://127.0.0.1:8080"}.
     @ivar idle_timeout: how many seconds a request may send nothing and
         receive nothing before it is given up with L{StreamIdle}.
+    @ivar diagnose: asked about a request that failed without an answer,
+        gives the error to raise instead, if any (a L{WrongScheme}); told
+        when the server answers.
     """
 
     http: HTTPClient
     clock: IReactorTime
     base_url: str
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    diagnose: SchemeCheck | None = None
 
     async def request(
         self,
@@ -292,10 +352,16 @@ class Transport:
         watchdog.poke()
         try:
             response: IResponse = await requested
+            if self.diagnose is not None:
+                self.diagnose.answered()
             return response
         except Exception as e:
-            if watchdog.fired:
-                raise StreamIdle(self.idle_timeout) from e
+            error: Exception = StreamIdle(self.idle_timeout) if watchdog.fired else e
+            instead = None if self.diagnose is None else await self.diagnose(error)
+            if instead is not None:
+                raise instead from e
+            if error is not e:
+                raise error from e
             raise
         finally:
             watchdog.stop()
@@ -311,11 +377,14 @@ class Transport:
         draining.start(min(1.0, self.idle_timeout / 4), now=False)
         return draining
 
-    def read(self, response: IResponse, sink: Callable[[bytes], object]) -> BodyReader:
+    def read(
+        self, response: IResponse, sink: Callable[[bytes], object], bucket: TokenBucket | None = None
+    ) -> BodyReader:
         """
-        Start handing the body of C{response} to C{sink}.
+        Start handing the body of C{response} to C{sink}, no faster than
+        C{bucket} allows, if given.
         """
-        reader = BodyReader(self.clock, self.idle_timeout, sink)
+        reader = BodyReader(self.clock, self.idle_timeout, sink, bucket)
         response.deliverBody(reader)
         return reader
 
@@ -327,9 +396,12 @@ class Transport:
         reader.done.addErrback(lambda reason: None)
         reader.done.cancel()
 
-    async def small_body(self, response: IResponse, limit: int = MAX_JSON) -> bytes:
+    async def small_body(
+        self, response: IResponse, limit: int = MAX_JSON, bucket: TokenBucket | None = None
+    ) -> bytes:
         """
-        The whole body of a short answer (an error, a commit, a batch).
+        The whole body of a short answer (an error, a commit, a batch), read
+        no faster than C{bucket} allows, if given.
 
         @raise ProtocolError: if it is longer than C{limit} bytes.
         """
@@ -343,7 +415,7 @@ class Transport:
                 raise ProtocolError(f"answer longer than {limit} bytes")
             chunks.append(chunk)
 
-        await self.read(response, received).done
+        await self.read(response, received, bucket).done
         return b"".join(chunks)
 
     async def json_answer(self, response: IResponse, limit: int = MAX_JSON) -> Any:

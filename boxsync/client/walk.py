@@ -1,19 +1,23 @@
 """
 What in a synced folder is synced: its regular files and folders, by wire
-path. Links, other special files and names the wire cannot carry are passed
-over, each with the reason (L{Skipped}); ignored paths and the hidden folder
-are left out.
+path (the NFC form of their names here). Links, other special files, names
+the wire cannot carry and names that have the same wire path as another
+(they differ only in their Unicode normalisation) are passed over, each
+with the reason (L{Skipped}); ignored paths and the hidden folder are left
+out.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import unicodedata
 from pathlib import Path
 from typing import Iterator
 
 from attrs import frozen
 
-from ..paths import HIDDEN_DIR, BadPath, normalize
+from ..paths import HIDDEN_DIR, BadPath, normalize, preferred, to_local
 from .ignore import IgnoreRules
 
 __all__ = ["Skipped", "walk", "wire_path"]
@@ -22,18 +26,15 @@ __all__ = ["Skipped", "walk", "wire_path"]
 def wire_path(relative: str) -> str:
     """
     The wire path of a file, given by its path relative to the folder, with
-    C{/} between segments.
-
-    A name the wire cannot carry as it is, including one not in NFC form
-    (the file could not be found again under the normalised name), is
-    refused.
+    C{/} between segments: its NFC form.
 
     @raise BadPath: if the path is not acceptable.
     """
-    path = normalize(relative)
-    if path != relative:
-        raise BadPath(f"{relative!r} is not in NFC form")
-    return path
+    return normalize(relative)
+
+
+def _nfc(name: str) -> str:
+    return name if name.isascii() else unicodedata.normalize("NFC", name)
 
 
 @frozen
@@ -41,7 +42,8 @@ class Skipped:
     """
     Something in the folder that is not synced although no rule ignores it.
 
-    @ivar path: its path relative to the folder (not always a wire path).
+    @ivar path: its path relative to the folder, as the folder has it (not
+        always a wire path).
     @ivar reason: why it is skipped.
     @ivar unreadable: whether it could not be read (rather than it being
         something boxsync does not sync): what has a base at or below it is
@@ -65,8 +67,9 @@ def walk(
     their wire paths, depth first.
 
     A directory is yielded before it is listed, so a caller may act on it
-    first (the watcher watches it). Symbolic links, other special files and
-    names the wire cannot carry go to C{skipped}; ignored paths and the
+    first (the watcher watches it). Symbolic links, other special files,
+    names the wire cannot carry and all but one (L{preferred}) of the names
+    that have the same wire path go to C{skipped}; ignored paths and the
     hidden folder are left out silently, and so is a directory below C{top}
     that vanishes while it is walked.
 
@@ -77,51 +80,74 @@ def walk(
     @raise OSError: if C{top} cannot be listed (a folder that is not there
         is not an empty folder).
     """
-    stack = [top]
+    try:
+        here = os.path.relpath(to_local(root, top), root) if top else ""
+    except BadPath as e:
+        raise NotADirectoryError(errno.ENOTDIR, str(e), top) from None
+    # Each directory by its wire path and by its path here.
+    stack = [(top, here)]
     while stack:
-        directory = stack.pop()
+        directory, local = stack.pop()
         try:
-            with os.scandir(root / directory if directory else root) as entries:
-                listed = 0
-                for listed, entry in enumerate(entries, start=1):
-                    found = _classify(directory, entry, ignore, skipped)
-                    if found is None:
-                        continue
-                    yield found, entry
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(found)
-                if not listed and directory != top and empty is not None:
-                    empty.add(directory)
+            with os.scandir(root / local if local else root) as listing:
+                entries = list(listing)
         except OSError as e:
             if directory == top:
                 raise
             if skipped is not None and not isinstance(e, FileNotFoundError):
-                skipped.append(
-                    Skipped(directory, f"cannot list: {e.strerror}", unreadable=True)
-                )
+                skipped.append(Skipped(local, f"cannot list: {e.strerror}", unreadable=True))
+            continue
+        if not entries and directory != top and empty is not None:
+            empty.add(directory)
+        same: dict[str, list[str]] = {}
+        for entry in entries:
+            same.setdefault(_nfc(entry.name), []).append(entry.name)
+        for entry in entries:
+            names = same[_nfc(entry.name)]
+            kept = preferred(names) if len(names) > 1 else None
+            found = _classify(directory, local, entry, kept, ignore, skipped)
+            if found is None:
+                continue
+            yield found, entry
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((found, f"{local}/{entry.name}" if local else entry.name))
 
 
 def _classify(
     directory: str,
+    local: str,
     entry: os.DirEntry[str],
+    kept: str | None,
     ignore: IgnoreRules,
     skipped: list[Skipped] | None,
 ) -> str | None:
     """
-    The wire path of C{entry} if it is a synced file or directory.
+    The wire path of C{entry}, in the directory whose wire path is
+    C{directory} and whose path here is C{local}, if it is a synced file or
+    directory.
+
+    @param kept: of the names in the directory that have the same wire path
+        as C{entry}'s, the one synced; C{None} if there are no others.
     """
-    relative = f"{directory}/{entry.name}" if directory else entry.name
+    relative = f"{local}/{entry.name}" if local else entry.name
     if relative == HIDDEN_DIR:
         return None
     reason = None
     try:
-        path = wire_path(relative)
+        path = wire_path(f"{directory}/{entry.name}" if directory else entry.name)
     except BadPath as e:
         reason = str(e)
+        path = relative
     else:
         try:
             is_dir = entry.is_dir(follow_symlinks=False)
-            if entry.is_symlink():
+            if kept is not None and entry.name != kept:
+                other = f"{local}/{kept}" if local else kept
+                reason = (
+                    f"conflict: {other} has the same name on the wire "
+                    "(the two differ only in Unicode normalisation)"
+                )
+            elif entry.is_symlink():
                 reason = "symbolic link"
             elif not is_dir and not entry.is_file(follow_symlinks=False):
                 reason = "not a regular file"
@@ -129,6 +155,6 @@ def _classify(
             return None
         if reason is None:
             return None if ignore.ignored(path, is_dir) else path
-    if skipped is not None and not ignore.ignored(relative):
+    if skipped is not None and not ignore.ignored(path):
         skipped.append(Skipped(relative, reason))
     return None

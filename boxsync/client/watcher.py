@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import libc
-from ..paths import BadPath
+from ..paths import BadPath, to_local
 from .ignore import IGNORE_FILE, IgnoreRules
 from .walk import walk, wire_path
 
@@ -424,22 +424,29 @@ class FolderWatcher:
         try:
             for path, entry in walk(self.root, self.ignore, top):
                 if entry.is_dir(follow_symlinks=False):
-                    self._add_watch(path)
+                    self._add_watch(path, entry.path)
                 if report:
                     self._report(CHANGED, path)
         except OSError as e:
             # Gone (or replaced) since it was watched: its parent says so.
             self.log.debug("Cannot list {top!r}: {error}", top=top, error=e)
 
-    def _add_watch(self, path: str, strict: bool = False) -> bool:
+    def _add_watch(self, path: str, local: str | None = None, strict: bool = False) -> bool:
         """
         Watch the directory at the wire path C{path}.
 
+        @param local: the directory's file name, if known (its name here
+            may be in another form than the wire's).
         @param strict: raise errors instead of logging them.
         @return: whether it is watched.
         """
         # The root may be a link to the folder; nothing below it is followed.
-        local, mask = (self.root / path, MASK) if path else (self.root, _ROOT_MASK)
+        mask = MASK if path else _ROOT_MASK
+        if local is None:
+            try:
+                local = str(to_local(self.root, path)) if path else str(self.root)
+            except BadPath:
+                return False
         try:
             wd = _check(
                 _inotify("inotify_add_watch", ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)(

@@ -21,6 +21,7 @@ from ..config import (
     find_config,
     load,
     resolve,
+    size,
     usage_flags,
 )
 from ..paths import HIDDEN_DIR
@@ -38,18 +39,6 @@ from .tokens import SecretError, load_secret, secret_path
 __all__ = ["Options", "makeService"]
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1:backlog=4096"
-
-
-def _size(value: str) -> int:
-    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-    value = value.strip().lower().removesuffix("b").removesuffix("i")
-    if value and value[-1] in units:
-        size = int(float(value[:-1]) * units[value[-1]])
-    else:
-        size = int(value)
-    if size <= 0:
-        raise ValueError(f"a size must be positive, not {value!r}")
-    return size
 
 
 def _seconds(value: str) -> float:
@@ -96,11 +85,11 @@ SETTINGS = [
         env=("BOXSYNC_API_KEY", "API_KEY"),
         short="k",
     ),
-    Setting("max-upload", MAX_UPLOAD, "Largest upload accepted, e.g. 50G.", _size),
+    Setting("max-upload", MAX_UPLOAD, "Largest upload accepted, e.g. 50G.", size),
     Setting("status-interval", 60.0, "Seconds between status lines in the log (0: none).", float),
     Setting("keepalive", 15.0, "Seconds between keep-alive comments on idle event streams.", _seconds),
-    Setting("max-manifest", MAX_MANIFEST_BYTES, "Largest POST /sync body (manifest) accepted, e.g. 64M.", _size),
-    Setting("max-manifest-entries", MAX_MANIFEST_ENTRIES, "Most files one manifest may list.", _size),
+    Setting("max-manifest", MAX_MANIFEST_BYTES, "Largest POST /sync body (manifest) accepted, e.g. 64M.", size),
+    Setting("max-manifest-entries", MAX_MANIFEST_ENTRIES, "Most files one manifest may list.", size),
     Setting(
         "idle-timeout",
         ConnectionLimits().idle_timeout,
@@ -138,7 +127,7 @@ SETTINGS = [
         "max-streams-per-token",
         MAX_STREAMS_PER_TOKEN,
         "Most event streams one token may hold open at once.",
-        _size,
+        size,
     ),
     Setting(
         "listen",

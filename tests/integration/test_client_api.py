@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from twisted.internet.defer import CancelledError
@@ -41,6 +40,7 @@ from boxsync.wire import (
 )
 from boxsync.writer import BATCH_SIZE
 from tests.memory import KEY, MemoryServer, result_of
+from tests.memory import server  # noqa: F401 (the fixture)
 
 DATA = bytes(range(256)) * 2000  # 512,000 bytes
 
@@ -50,16 +50,6 @@ BIG = os.urandom(2**16) * (2 * BATCH_SIZE // 2**16 + 3)
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MemoryServer]:
-    running = MemoryServer(tmp_path / "box")
-    running.patch(monkeypatch)
-    try:
-        yield running
-    finally:
-        running.close()
 
 
 def commit(server: MemoryServer, tmp_path: Path, path: str, data: bytes, base: int | None = None) -> CommitResult:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from boxsync.client.results import DownloadResult
 from boxsync.client.ignore import IgnoreRules
 from boxsync.client.scanner import SETTLED_NS
 from boxsync.client.progress import NOTED_START, LogReporter, RichReporter, reporter_for
+from tests.faults import sha
 from tests.helpers import RunningServer, json_of, put, timed
 from boxsync.testing import tree
 
@@ -201,6 +203,21 @@ async def test_a_file_becomes_a_folder_and_a_folder_a_file(folders: Any, server:
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_cursor_moves_past_the_clients_own_commits(
+    folders: Any, server: RunningServer, http: Any
+) -> None:
+    a = folders("a")
+    for name in ("one", "two", "three"):
+        (a.root / name).write_text(name)
+    await a.sync()
+    assert a.state.cursor == 3
+    # Its own delete too; then another client's commit, which it hears.
+    (a.root / "one").unlink()
+    await put(http, server, "other", b"other", base=0)
+    await a.sync()
+    assert a.state.cursor == 5 and (a.root / "other").read_text() == "other"
+
+@pytest_twisted.ensureDeferred
 async def test_download_over_a_local_edit_keeps_a_conflict_copy(
     folders: Any, reactor: Any, server: RunningServer, http: Any
 ) -> None:
@@ -270,6 +287,41 @@ async def test_ignored_files_stay_local(folders: Any, reactor: Any, server: Runn
     assert set(tree(server.box)) == {".boxsyncignore", "kept.txt"}
 
 
+
+@pytest_twisted.ensureDeferred
+async def test_a_name_in_nfd_keeps_its_form_here_and_is_nfc_on_the_wire(
+    folders: Any, server: RunningServer, http: Any
+) -> None:
+    """
+    A file and a folder named in NFD (as from a Mac) reach the box under
+    their NFC names; a new version comes back into the NFD-named file (no
+    second copy), an edit made meanwhile is kept as a conflict copy, and a
+    new file arrives in NFC.
+    """
+    nfd = unicodedata.normalize("NFD", "café")
+    a = folders("a")
+    (a.root / nfd).mkdir()
+    (a.root / nfd / f"{nfd}.txt").write_text("from a Mac")
+    await a.sync()
+    assert tree(server.box) == {"café/café.txt": sha(b"from a Mac")}
+    base = a.state.get("café/café.txt").seq
+    await put(http, server, "café/café.txt", b"edited elsewhere", base=base)
+    await put(http, server, "café/über.txt", b"new", base=0)
+    await a.sync()
+    assert sorted(os.listdir(a.root / nfd)) == sorted([f"{nfd}.txt", "über.txt"])
+    assert (a.root / nfd / f"{nfd}.txt").read_text() == "edited elsewhere"
+    # Both sides changed it: the local edit is kept, the server's version
+    # takes the NFD name.
+    base = a.state.get("café/café.txt").seq
+    await put(http, server, "café/café.txt", b"theirs", base=base)
+    (a.root / nfd / f"{nfd}.txt").write_text("mine")
+    await a.sync()
+    assert (a.root / nfd / f"{nfd}.txt").read_text() == "theirs"
+    copies = [name for name in os.listdir(a.root / nfd) if ".conflict-a-" in name]
+    assert len(copies) == 1 and (a.root / nfd / copies[0]).read_text() == "mine"
+    assert tree(server.box)[f"café/{copies[0]}"] == sha(b"mine")
+    assert not (a.root / "café").exists()
+
 @pytest_twisted.ensureDeferred
 async def test_cli_run_once(tmp_path: Path, reactor: Any, server: RunningServer, http: Any) -> None:
     await put(http, server, "from-server.txt", b"hello", base=0)
@@ -327,6 +379,31 @@ def test_reporters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         f"downloaded big.iso ({big} bytes): changed on the server meanwhile",
     ]
 
+
+def test_the_terminal_counts_what_batches_move() -> None:
+    """
+    A transfer in a batch reports no bytes as they move: once it ends well,
+    it counts whole in the total all the same (not "0/22 bytes"), and the
+    total counts the files; one that fails leaves the total.
+    """
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    rich = RichReporter(Console(file=out, force_terminal=True, width=120))
+    rich.started("upload", "small.txt", 22)
+    rich.started("upload", "other.txt", 10)
+    rich.started("download", "big.bin", 1000)
+    rich.progress("big.bin", 400)
+    rich.finished("small.txt")
+    rich.finished("other.txt")
+    rich.finished("big.bin", "failed")
+    total = rich._progress.tasks[0]
+    assert (total.completed, total.total) == (432, 432)
+    assert total.description == "all transfers: 2 of 2 files"
+    rich.close()
+    assert "all transfers: 2 of 2 files" in out.getvalue()
 
 def test_log_reporter_sums_up_a_burst(monkeypatch: pytest.MonkeyPatch) -> None:
     """

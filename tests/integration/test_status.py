@@ -10,11 +10,13 @@ import json
 import os
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel
 
@@ -72,6 +74,51 @@ async def test_ls(server: RunningServer, http: Any, reactor: Any) -> None:
     assert "1.4 KiB" in lines[3] and "client2" in lines[3]
     assert lines[-1] == "5 files, 6.8 KiB"
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_ls_of_a_folder_or_a_file(server: RunningServer, http: Any, reactor: Any) -> None:
+    """
+    C{ls PATH} lists the folder at PATH (its whole subtree) or the file at
+    PATH, and nothing that merely starts with the same letters; a path with
+    nothing there is one line of error.
+    """
+    paths = [
+        "a.txt", "docs/a.txt", "docs/sub/b.txt", "docs/sub/é.txt", "docs-old/x.txt",
+        "docs.txt", "docs0/y.txt", "w", "wz", "x", "x-1", "x.1", "zeta.txt",
+    ]
+    for path in paths:
+        await put(http, server, path, path.encode(), base=0)
+
+    async def listed(*argv: str) -> list[str]:
+        options = cli.parse(["ls", "--server", server.url, "--token", server.key or "", *argv], {}, config=Path("/nonexistent"))
+        out = io.StringIO()
+        await timed(_ls(reactor, options, out), reactor)
+        return [line.split()[0] for line in out.getvalue().splitlines()[1:-1]]
+
+    below = ["docs/a.txt", "docs/sub/b.txt", "docs/sub/é.txt"]
+    assert await listed("docs") == below
+    assert await listed("/docs/") == below
+    assert await listed("docs/sub") == below[1:]
+    assert await listed("docs/sub/b.txt") == ["docs/sub/b.txt"]
+    assert await listed(unicodedata.normalize("NFD", "docs/sub/é.txt")) == ["docs/sub/é.txt"]
+    assert await listed("docs.txt") == ["docs.txt"]
+    assert await listed("x") == ["x"]
+    assert await listed("w") == ["w"]
+    assert await listed(".") == paths_sorted(paths)
+    assert len(await listed()) == len(paths)
+    options = cli.parse(["ls", "--json", "--server", server.url, "--token", server.key or "", "docs/sub"], {}, config=Path("/nonexistent"))
+    out = io.StringIO()
+    await timed(_ls(reactor, options, out), reactor)
+    assert [file["path"] for file in json.loads(out.getvalue())] == below[1:]
+    for nothing in ("a", "docs/s", "nope/x.txt", "../x"):
+        options = cli.parse(["ls", "--server", server.url, "--token", server.key or "", nothing], {}, config=Path("/nonexistent"))
+        with pytest.raises(cli.UserError, match="box"):
+            await timed(Deferred.fromCoroutine(cli._friendly(commands.ls(reactor, options, io.StringIO()), server.url)), reactor)
+
+
+def paths_sorted(paths: list[str]) -> list[str]:
+    return sorted(paths, key=lambda path: path.encode())
 
 def _ls(reactor: Any, options: cli.Options, out: io.StringIO) -> Any:
     from twisted.internet.defer import Deferred
@@ -183,6 +230,8 @@ def test_status_command(tmp_path: Path) -> None:
         assert f"running (pid {client.process.popen.pid})" in result.stdout  # type: ignore[union-attr]
         assert "in sync:    yes" in result.stdout and "tracked:    1 files" in result.stdout
         assert "last error: none" in result.stdout
+        # Its own commit (seq 1) is applied: the cursor is past it.
+        assert "cursor:     1\n" in result.stdout
         server.stop()
         wait_until(lambda: "last error: none" not in status_of(client.folder).stdout, what="the lost server to show")
         result = status_of(client.folder)

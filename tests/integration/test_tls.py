@@ -266,6 +266,21 @@ async def test_a_chain_and_a_bundle(reactor: Any, tmp_path: Path, tls: Files) ->
             await ls(reactor, url, "--cacert", str(bundle))
 
 
+@asynccontextmanager
+async def listening(reactor: Any, protocol: type[Protocol]) -> AsyncIterator[int]:
+    """
+    A server of C{protocol} on a port of 127.0.0.1, while in the block: its
+    port.
+    """
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(Factory.forProtocol(protocol))
+    address = port.getHost()
+    assert isinstance(address, IPv4Address)
+    try:
+        yield address.port
+    finally:
+        await port.stopListening()
+
+
 class PlainHTTP(Protocol):
     """
     Answers anything with a plain HTTP error, as a server without TLS does.
@@ -278,15 +293,74 @@ class PlainHTTP(Protocol):
 
 
 @pytest_twisted.ensureDeferred
-async def test_https_to_a_plain_server(reactor: Any, tls: Files) -> None:
-    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(Factory.forProtocol(PlainHTTP))
-    address = port.getHost()
-    assert isinstance(address, IPv4Address)
-    try:
-        with pytest.raises(cli.UserError, match=r"the TLS connection failed \(.*\); is it an https:// server\?"):
-            await ls(reactor, f"https://127.0.0.1:{address.port}", "--cacert", str(tls.ca))
-    finally:
-        await port.stopListening()
+async def test_https_to_a_plain_server(reactor: Any, tmp_path: Path, tls: Files) -> None:
+    """
+    C{https://} to a port that does not speak TLS (boxsync's server on a
+    C{tcp:} endpoint, another HTTP server) is one line saying so.
+    """
+    async with tls_server(reactor, tmp_path / "box", "tcp:0:interface=127.0.0.1") as url:
+        # It waits for the end of a line that the ClientHello does not have:
+        # the request is given up as silent, then the probe tells why.
+        with pytest.raises(cli.UserError, match=rf"^the server at {url} does not speak TLS: use http://$"):
+            await ls(reactor, url, "--cacert", str(tls.ca), "--idle-timeout", "1")
+        # Over http://, all is well.
+        assert (await ls(reactor, url.replace("https://", "http://"))).endswith("0 files, 0 B\n")
+    async with listening(reactor, PlainHTTP) as port:
+        with pytest.raises(cli.UserError, match=r"does not speak TLS: use http://$"):
+            await ls(reactor, f"https://127.0.0.1:{port}", "--cacert", str(tls.ca))
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_to_a_tls_server(reactor: Any, tmp_path: Path, tls: Files) -> None:
+    """
+    C{http://} to a port that speaks TLS (boxsync's server on an C{ssl:}
+    endpoint) is one line saying so, whatever that server does with plain
+    HTTP (close at once, or answer with a TLS alert).
+    """
+    async with tls_server(reactor, tmp_path / "box", tls.endpoint()) as url:
+        plain = url.replace("https://", "http://")
+        with pytest.raises(cli.UserError, match=rf"^the server at {plain} speaks TLS: use https://$"):
+            await ls(reactor, plain)
+    async with listening(reactor, TLSAlert) as port:
+        with pytest.raises(cli.UserError, match=r"speaks TLS: use https://$"):
+            await ls(reactor, f"http://127.0.0.1:{port}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failure_of_the_right_scheme_is_told_as_it_is(reactor: Any, tmp_path: Path, tls: Files) -> None:
+    """
+    A TLS server whose certificate is not trusted, a plain server that
+    closes without an answer: the probe finds the scheme right, and the
+    error is the one that happened.
+    """
+    async with tls_server(reactor, tmp_path / "box", tls.endpoint()) as url:
+        with pytest.raises(cli.UserError, match="certificate verify failed"):
+            await ls(reactor, url)
+    async with listening(reactor, Closing) as port:
+        with pytest.raises(cli.UserError, match=r"^cannot talk to http://127.0.0.1:\d+: "):
+            await ls(reactor, f"http://127.0.0.1:{port}")
+
+
+class TLSAlert(Protocol):
+    """
+    Answers anything with a TLS alert (a fatal "protocol version"), then
+    closes, as some TLS servers answer plain HTTP.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(b"\x15\x03\x01\x00\x02\x02\x46")
+        self.transport.loseConnection()
+
+
+class Closing(Protocol):
+    """
+    Closes every connection at once, saying nothing.
+    """
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.loseConnection()
 
 
 # Real processes: twistd on an ssl: endpoint, clients syncing through it
@@ -349,3 +423,15 @@ def test_sync_over_tls(tmp_path: Path, tls: Files, tls_twistd: Server) -> None:
     assert "certificate verify failed" in error and "--cacert FILE" in error and "Traceback" not in refused.stderr
     assert sorted(tree(eve.folder)) == ["eve.txt"]
     assert sorted(p.name for p in tls_twistd.box.iterdir() if not p.name.startswith(".")) == ["hello.txt"]
+
+
+def test_a_client_given_http_for_a_tls_port_stops_saying_so(tmp_path: Path, tls_twistd: Server) -> None:
+    port = tls_twistd.port
+    for extra in (["--once"], []):
+        client = Client(tls_twistd, tmp_path / "folder", "c", url=f"http://127.0.0.1:{port}")
+        # A live client stops too: retrying would not help.
+        ran = subprocess.run(client.args(*extra), capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 1, ran.stderr
+        error = ran.stderr.strip().splitlines()[-1]
+        assert error == f"boxsync-client: the server at http://127.0.0.1:{port} speaks TLS: use https://"
+        assert "Traceback" not in ran.stderr

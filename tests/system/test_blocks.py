@@ -93,7 +93,7 @@ def test_an_upload_killed_midway_resumes(tmp_path: Path, server: Server) -> None
     A kill -9 of the client once half the blocks are on the server, then of
     the server itself: each time, what came before is not sent again.
     """
-    proxy = Proxy(server.port, rate=40 * MiB).start()
+    proxy = Proxy(server.port, rate=16 * MiB).start()
     a = Client(server, tmp_path / "a", "a", url=proxy.url)
     try:
         a.folder.mkdir(parents=True)

@@ -1,7 +1,9 @@
 """
 Nothing skipped in silence, on real processes: what a client cannot sync as
-it is (a symbolic link, a FIFO, a name the wire cannot carry) is logged once
-and listed, with why, by C{boxsync-client status}.
+it is (a symbolic link, a FIFO, a name the wire cannot carry, two names that
+differ only in their Unicode normalisation) is logged once and listed, with
+why, by C{boxsync-client status}; a name in NFD (a Mac's) is synced by its
+NFC form and keeps its own.
 """
 
 from __future__ import annotations
@@ -15,8 +17,21 @@ from pathlib import Path
 import pytest
 
 from boxsync.testing import Client, Server, tree, wait_until
-from tests.faults import output, stop_and_check
+from tests.faults import output, sha, stop_and_check
 from tests.faults import server  # noqa: F401 (the fixture)
+
+
+def shown(client: Client) -> str:
+    """
+    What C{boxsync-client status} prints about C{client}'s folder.
+    """
+    ran = subprocess.run(
+        [sys.executable, "-m", "boxsync.client", "status", str(client.folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return ran.stdout
 
 
 @pytest.mark.slow
@@ -26,29 +41,53 @@ def test_what_is_skipped_is_listed_and_logged_once(tmp_path: Path, server: Serve
     (a.folder / "plain.txt").write_text("synced")
     (a.folder / "link").symlink_to(a.folder / "plain.txt")
     os.mkfifo(a.folder / "pipe")
-    nfd = unicodedata.normalize("NFD", "café.txt")
-    (a.folder / nfd).write_text("a Mac's name")
+    bad = "back\\slash.txt"
+    (a.folder / bad).write_text("a name the wire cannot carry")
     a.start()
     try:
         wait_until(lambda: "plain.txt" in tree(server.box), what="plain.txt in the box")
-
-        def shown() -> str:
-            ran = subprocess.run(
-                [sys.executable, "-m", "boxsync.client", "status", str(a.folder)],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            return ran.stdout
-
-        wait_until(lambda: "skipped:    3 paths" in shown(), what="the skipped paths in the status")
-        lines = shown().splitlines()
+        wait_until(lambda: "skipped:    3 paths" in shown(a), what="the skipped paths in the status")
+        lines = shown(a).splitlines()
         assert any(line.startswith("  link: symbolic link") for line in lines), lines
         assert any(line.startswith("  pipe: not a regular file") for line in lines), lines
-        assert any(line.startswith(f"  {nfd}: ") and "NFC" in line for line in lines), lines
+        assert any(line.startswith(f"  {bad}: ") and "backslash" in line for line in lines), lines
         # Several rescans later, each was logged once.
         wait_until(lambda: output(a).count("Scanned ") >= 4, what="a few rescans")
         assert output(a).count("not syncing link: symbolic link") == 1
     finally:
         a.kill()
     stop_and_check(server, "skipped paths listed", 3, a.folder)
+
+
+@pytest.mark.slow
+def test_a_name_in_nfd_is_synced_by_its_nfc_form_and_keeps_its_own(tmp_path: Path, server: Server) -> None:
+    nfd = unicodedata.normalize("NFD", "café.txt")
+    a = Client(server, tmp_path / "a", "a", rescan=0.5)
+    b = Client(server, tmp_path / "b", "b")
+    a.folder.mkdir()
+    (a.folder / nfd).write_text("from a Mac")
+    a.start()
+    b.start()
+    try:
+        wait_until(
+            lambda: tree(b.folder).get("café.txt") == sha(b"from a Mac"), what="the file on b, in NFC"
+        )
+        assert tree(server.box) == {"café.txt": sha(b"from a Mac")}
+        (b.folder / "café.txt").write_text("edited on b")
+        wait_until(lambda: (a.folder / nfd).read_text() == "edited on b", what="b's edit on a")
+        assert sorted(os.listdir(a.folder)) == [".boxsync", nfd]
+        # Two names on a that differ only in normalisation: both stay, the
+        # NFC one is synced, the other is listed as a conflict.
+        twin = unicodedata.normalize("NFD", "naïve.txt")
+        (a.folder / twin).write_text("decomposed")
+        (a.folder / "naïve.txt").write_text("composed")
+        wait_until(lambda: f"  {twin}: conflict: naïve.txt " in shown(a), what="the conflict in the status")
+        wait_until(lambda: tree(b.folder).get("naïve.txt") == sha(b"composed"), what="the NFC twin on b")
+        assert (a.folder / twin).read_text() == "decomposed"
+        assert (a.folder / "naïve.txt").read_text() == "composed"
+        assert sorted(tree(server.box)) == ["café.txt", "naïve.txt"]
+        assert "skipped:    1 paths" in shown(a)
+    finally:
+        a.kill()
+        b.kill()
+    stop_and_check(server, "names in NFD", 2, a.folder, b.folder)

@@ -395,9 +395,7 @@ def test_bad_names_skipped(tmp_path: Path) -> None:
     Names the wire cannot carry, links and special files are skipped and
     reported; they never make a synced file look deleted.
     """
-    nfd = unicodedata.normalize("NFD", "café")
     write(tmp_path, "ok", b"ok")
-    write(tmp_path, nfd, b"nfd")
     write(tmp_path, "ctl\x01", b"c")
     write(tmp_path, "back\\slash", b"b")
     write(tmp_path, "sub/x", b"x")
@@ -413,7 +411,6 @@ def test_bad_names_skipped(tmp_path: Path) -> None:
     assert sorted(result.files) == ["ok", "sub/x"]
     reasons = {s.path: s.reason for s in result.skipped}
     assert set(reasons) == {
-        nfd,
         "ctl\x01",
         "back\\slash",
         "link",
@@ -423,7 +420,46 @@ def test_bad_names_skipped(tmp_path: Path) -> None:
     }
     assert reasons["link"] == "symbolic link"
     assert reasons["fifo"] == "not a regular file"
-    assert "NFC" in reasons[nfd]
+
+
+def test_names_by_their_nfc_form(tmp_path: Path) -> None:
+    """
+    A name in another form than NFC (a Mac's NFD) is synced under its NFC
+    form, and read where it is, folders included.
+    """
+    nfd = unicodedata.normalize("NFD", "café")
+    write(tmp_path, f"{nfd}/{nfd}.txt", b"nfd")
+    result = scan(tmp_path, {}, NO_RULES)
+    assert list(result.files) == ["café/café.txt"]
+    assert result.files["café/café.txt"].sha256 == sha(b"nfd")
+    assert result.skipped == ()
+    # Looked at alone, by its wire path, it is the same file.
+    one = scan_one(tmp_path, "café/café.txt", None)
+    assert one is not None and one.sha256 == sha(b"nfd")
+    # And it is not deleted once synced.
+    again = scan(tmp_path, synced(result), NO_RULES)
+    assert again.deleted == () and not again.files["café/café.txt"].changed
+
+
+@pytest.mark.parametrize("nfc_too", [True, False])
+def test_names_that_normalise_alike_are_a_conflict(tmp_path: Path, nfc_too: bool) -> None:
+    """
+    Of two names in a folder with the same NFC form, the one in NFC form (or
+    else the first) is synced; the other is skipped as a conflict, and
+    neither is merged into the other.
+    """
+    nfd = unicodedata.normalize("NFD", "é.txt")
+    # Another form: the acute accent as U+0341, which NFC makes U+0301.
+    other = "e\u0341.txt"
+    write(tmp_path, nfd, b"nfd")
+    write(tmp_path, "é.txt" if nfc_too else other, b"second")
+    result = scan(tmp_path, {}, NO_RULES)
+    assert list(result.files) == ["é.txt"]
+    kept, passed = ("é.txt", nfd) if nfc_too else (nfd, other)
+    assert result.files["é.txt"].sha256 == sha((tmp_path / kept).read_bytes())
+    assert [s.path for s in result.skipped] == [passed]
+    assert result.skipped[0].reason.startswith(f"conflict: {kept} ")
+    assert scan_one(tmp_path, "é.txt", None) == result.files["é.txt"]
 
 
 def test_unreadable_file_is_not_deleted(

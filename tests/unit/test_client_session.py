@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from boxsync.client.errors import AuthError
-from boxsync.client.session import NotInSync, Phase, Sessions
+from boxsync.client.session import Attempt, NotInSync, Phase, Sessions
 
 
 @pytest.fixture(autouse=True)
@@ -124,3 +124,22 @@ def test_pause_ends_the_session_and_resume_starts_one() -> None:
     sessions.stop()
     assert done.called and sessions.phase is Phase.STOPPED
     assert not clock.getDelayedCalls()
+
+
+def test_the_cursor_passes_the_clients_own_commits_but_no_gap() -> None:
+    """
+    The stream does not echo this client's commits: the seq reached goes
+    through them, but not past a seq whose event may still be on its way.
+    """
+    attempt = Attempt()
+    attempt.own.add(1)
+    assert attempt.reached() is None  # the plan has not all come
+    attempt.plan_seq = 0
+    attempt.own |= {2, 3, 5}
+    assert attempt.reached() == 3  # 4: another client's, not heard yet
+    attempt.seen = 4
+    assert attempt.reached() == 5
+    assert attempt.own == set()
+    attempt.own.add(7)
+    attempt.seen = 8  # events come in seq order: 6 was heard
+    assert attempt.reached() == 8

@@ -155,6 +155,18 @@ def test_client_precedence(tmp_path: Path) -> None:
     assert (options.token, options.transfers, options.folder) == ("cli", 5, Path("here"))
 
 
+def test_client_bandwidth_limits(tmp_path: Path) -> None:
+    absent = tmp_path / "absent.toml"
+    options = cli.parse([], {}, config=absent)
+    assert (options.limit_up, options.limit_down) == (None, None)
+    options = cli.parse(["--limit-up", "500K"], {"BOXSYNC_LIMIT_DOWN": "2MiB"}, config=absent)
+    assert (options.limit_up, options.limit_down) == (500 * 1024, 2 * 2**20)
+    file = write(tmp_path / "client.toml", 'limit-up = "1.5M"\nlimit_down = 300000\n')
+    options = cli.parse([], {}, config=file)
+    assert (options.limit_up, options.limit_down) == (int(1.5 * 2**20), 300_000)
+    # 0 turns off a limit the environment or a file sets.
+    assert cli.parse(["--limit-up", "0"], {}, config=file).limit_up is None
+
 def test_client_switches_off_on_the_command_line(tmp_path: Path) -> None:
     config = write(tmp_path / "client.toml", "once = true\ninsecure = true\nquiet = 1\n")
     environ = {"BOXSYNC_VERBOSE": "1", "BOXSYNC_ONCE": "1"}
@@ -208,6 +220,8 @@ def test_client_config_named(tmp_path: Path) -> None:
         ([], "rescan = -1", "rescan: must be a positive number"),
         ([], "speed = 1", "unknown key 'speed'"),
         (["--idle-timeout", "inf"], "", "--idle-timeout: must be a positive number"),
+        (["--limit-up", "fast"], "", "--limit-up: "),
+        ([], 'limit-down = "-1K"', "limit-down: a size must be positive"),
     ],
 )
 def test_client_bad_configuration(
@@ -232,8 +246,11 @@ def test_client_commands_and_folders_named_like_them(tmp_path: Path, capsys: pyt
     with pytest.raises(SystemExit):
         cli.parse(["--once", "ls"], {}, config=absent)
     assert "give it as ./ls" in capsys.readouterr().err
+    # ls takes a path in the box, not a folder here.
+    assert cli.parse(["ls", "somewhere"], {}, config=absent).path == "somewhere"
+    assert cli.parse(["ls"], {}, config=absent).path is None
     with pytest.raises(SystemExit):
-        cli.parse(["ls", "somewhere"], {}, config=absent)
+        cli.parse(["ls", "one", "two"], {}, config=absent)
 
 
 @pytest.mark.parametrize("command", ["", "status", "ls"])

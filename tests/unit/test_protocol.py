@@ -5,6 +5,8 @@ The shared protocol: paths, manifests, events and the SSE framing.
 from __future__ import annotations
 
 import json
+import unicodedata
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -82,6 +84,28 @@ def test_paths_are_nfc(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert to_local(tmp_path, "d/new/deeper/x") == tmp_path / "d/new/deeper/x"
     assert to_local(tmp_path, "d/e/up") == tmp_path / "d/e/up"
 
+
+
+def test_local_names_keep_their_form(tmp_path: Path) -> None:
+    """
+    A wire path maps to the names the folder has, whatever their Unicode
+    form (a folder in NFD, a file in NFD, a KELVIN SIGN for a K); a name
+    not there yet takes the wire's form; of two forms, the NFC one wins.
+    """
+    nfd = unicodedata.normalize("NFD", "été")
+    (tmp_path / nfd).mkdir()
+    (tmp_path / nfd / f"{nfd}.txt").write_text("")
+    (tmp_path / "\u212a.txt").write_text("")
+    assert to_local(tmp_path, "été/été.txt") == tmp_path / nfd / f"{nfd}.txt"
+    assert to_local(tmp_path, "été/new/été.txt") == tmp_path / nfd / "new/été.txt"
+    assert to_local(tmp_path, "été") == tmp_path / nfd
+    assert to_local(tmp_path, "K.txt") == tmp_path / "\u212a.txt"
+    assert from_local(tmp_path, tmp_path / nfd / f"{nfd}.txt") == "été/été.txt"
+    (tmp_path / nfd / "link").symlink_to(tmp_path)
+    with pytest.raises(BadPath, match="symbolic link"):
+        to_local(tmp_path, "été/link/x")
+    (tmp_path / "été").mkdir()
+    assert to_local(tmp_path, "été/x") == tmp_path / "été/x"
 
 @given(st.text(max_size=300))
 @settings(max_examples=500, deadline=None)
