@@ -11,7 +11,7 @@ import socket
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Awaitable, Callable, Mapping, Sequence
+from typing import Awaitable, Callable, Mapping, Sequence, TypeVar
 
 from attrs import frozen
 from twisted.internet.defer import Deferred
@@ -32,7 +32,7 @@ from ..lock import FolderLock, Locked
 from ..logs import text_observer
 from ..paths import HIDDEN_DIR
 from ..reactors import IClientReactor
-from . import commands
+from . import commands, history
 from .connect import ConnectionSettingsError, connect, describe_failure
 from .engine import Engine, NotInSync
 from .errors import APIError, AuthError, WrongScheme
@@ -55,6 +55,8 @@ class UserError(Exception):
     """
 
 
+_T = TypeVar("_T")
+
 #: What C{boxsync-client COMMAND ...} can do besides syncing.
 COMMANDS = {
     "status": "Show whether a folder is in sync, what is pending and the last error.",
@@ -64,7 +66,17 @@ COMMANDS = {
     ),
     "pause": "Pause syncing a folder (its running client stops moving files until resumed).",
     "resume": "Resume syncing a folder paused with 'pause'.",
+    "history": "List the versions of a file the server keeps (overwritten or deleted ones too).",
+    "trash": "List the files deleted in the box (or in one of its folders), newest first.",
+    "restore": (
+        "Make a version current again: --seq N of a file, the last version of a deleted file, "
+        "or a whole folder as it was --at a time."
+    ),
 }
+
+#: The server and how to reach it: what every command that asks the server
+#: takes.
+_REMOTE = ["server", "token", "cacert", "insecure", "name", "idle-timeout", "json", "verbose", "quiet"]
 
 #: The environment variable that names the configuration file.
 CONFIG_VARIABLE = "BOXSYNC_CONFIG"
@@ -87,6 +99,16 @@ def _limit(value: str) -> int | None:
     if value.strip() == "0":
         return None
     return size(value)
+
+
+def _seq(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
 
 
 def _positive(value: str) -> float:
@@ -159,7 +181,10 @@ _TAKES = {
     "status": ["folder", "json", "verbose", "quiet"],
     "pause": ["folder", "verbose", "quiet"],
     "resume": ["folder", "verbose", "quiet"],
-    "ls": ["server", "token", "cacert", "insecure", "name", "idle-timeout", "json", "verbose", "quiet"],
+    "ls": _REMOTE,
+    "history": _REMOTE,
+    "trash": _REMOTE,
+    "restore": _REMOTE,
 }
 
 
@@ -184,6 +209,11 @@ class Options:
     #: The bandwidth limits, in bytes a second (C{None}: none).
     limit_up: int | None = None
     limit_down: int | None = None
+    #: What C{restore} brings back: version C{seq}, or everything as it
+    #: was C{at} a time (C{exact}: deleting what was made since).
+    seq: int | None = None
+    at: str | None = None
+    exact: bool = False
 
 
 def default_config(environ: Mapping[str, str]) -> Path:
@@ -238,8 +268,21 @@ def _parser(command: str, environ: Mapping[str, str], config: Path) -> argparse.
             parser.add_argument(
                 f"--{setting.negation}", action="store_true", default=None, help=setting.describe_negation()
             )
-    if command == "ls":
+    if command in ("ls", "trash"):
         parser.add_argument("path", nargs="?", help="a folder or a file in the box [default: all of it]")
+    elif command in ("history", "restore"):
+        parser.add_argument("path", help="a file (or, with --at, a folder) in the box")
+    if command == "restore":
+        parser.add_argument("--seq", type=_seq, help="the version to restore (see boxsync-client history PATH)")
+        parser.add_argument(
+            "--at", metavar="TIME",
+            help="restore what PATH held at TIME: ISO 8601, e.g. '2026-12-01 09:00' (this machine's time zone) "
+            "or 2026-12-01T08:00Z",
+        )
+        parser.add_argument(
+            "--exact", action="store_true", default=False,
+            help="with --at: also delete what was made under PATH since (it stays in the history)",
+        )
     if sync:
         parser.add_argument("--version", action="version", version=f"boxsync {__version__}")
     return parser
@@ -265,6 +308,7 @@ def parse(
     parser = _parser(command, env, default)
     given = {name.replace("_", "-"): value for name, value in vars(parser.parse_args(args)).items()}
     path = given.pop("path", None)
+    seq, at, exact = given.pop("seq", None), given.pop("at", None), bool(given.pop("exact", False))
     if command == "sync" and given.get("folder") in COMMANDS:
         parser.error(
             f"to sync a folder named {given['folder']!r}, give it as ./{given['folder']}; "
@@ -294,6 +338,9 @@ def parse(
         path=path,
         limit_up=values["limit-up"],
         limit_down=values["limit-down"],
+        seq=seq,
+        at=at,
+        exact=exact,
     )
 
 
@@ -348,13 +395,13 @@ def _open_folder(folder: Path) -> tuple[LocalState, FolderLock]:
     return state, lock
 
 
-async def _friendly(work: Awaitable[None], server: str) -> None:
+async def _friendly(work: Awaitable[_T], server: str) -> _T:
     """
     Await C{work}, turning the errors a user can do something about into
     L{UserError}s.
     """
     try:
-        await work
+        return await work
     except AuthError as e:
         raise UserError(f"the server refused the token: {e.message}") from e
     except NotInSync as e:
@@ -429,6 +476,20 @@ async def run(reactor: IClientReactor, options: Options) -> None:
         log.info("{folder} is in sync", folder=str(root))
 
 
+async def _history(reactor: IClientReactor, options: Options) -> int:
+    """
+    Run C{history}, C{trash} or C{restore}; their exit code.
+    """
+    path = options.path or ""
+    if options.command == "history":
+        await history.history(reactor, options, path, sys.stdout)
+        return 0
+    if options.command == "trash":
+        await history.trash(reactor, options, path, sys.stdout)
+        return 0
+    return await history.restore(reactor, options, path, options.seq, options.at, options.exact, sys.stdout)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse(sys.argv[1:] if argv is None else argv)
     if options.command in ("status", "pause", "resume"):
@@ -440,18 +501,21 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"boxsync-client: {e}", file=sys.stderr)
             raise SystemExit(2) from None
     _start_logging(options.verbosity)
+    work: Callable[[IClientReactor], Awaitable[object]]
     if options.command == "ls":
-        work: Callable[[IClientReactor], Awaitable[None]] = lambda reactor: _friendly(
-            commands.ls(reactor, options, sys.stdout), options.server
-        )
+        work = lambda reactor: _friendly(commands.ls(reactor, options, sys.stdout), options.server)
+    elif options.command in ("history", "trash", "restore"):
+        work = lambda reactor: _friendly(_history(reactor, options), options.server)
     else:
         work = lambda reactor: run(reactor, options)
 
     async def _main(reactor: IClientReactor) -> None:
         try:
-            await work(reactor)
-        except (UserError, ConnectionSettingsError) as e:
+            code = await work(reactor)
+        except (UserError, history.UserError, ConnectionSettingsError) as e:
             print(f"boxsync-client: {e}", file=sys.stderr)
             raise SystemExit(1) from None
+        if code:
+            raise SystemExit(code)
 
     react(lambda reactor: Deferred.fromCoroutine(_main(reactor)))

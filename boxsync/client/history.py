@@ -19,7 +19,7 @@ from attrs import frozen
 
 from ..paths import normalize
 from ..reactors import IClientReactor
-from ..wire import RemoteFile
+from ..wire import ProtocolError, RemoteFile
 from ..wire.history import VersionEntry, parse_time
 from .api import BoxsyncAPI
 from .connect import connect
@@ -135,7 +135,10 @@ async def restore(
         raise UserError("give --seq or --at, not both")
     if exact and at is None:
         raise UserError("--exact goes with --at")
-    when = None if at is None else str(parse_time(at))
+    try:
+        when = None if at is None else str(parse_time(at))
+    except ProtocolError as e:
+        raise UserError(f"--at: {e}") from None
 
     async def work(api: BoxsyncAPI) -> list[_Outcome]:
         if when is None:

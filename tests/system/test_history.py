@@ -1,0 +1,76 @@
+"""
+History with real processes: a file overwritten and one deleted on A are
+brought back from B with the commands a user types (history, trash,
+restore), and the restored content reaches A; a folder is restored as it
+was at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from boxsync.testing import Client, Server
+from tests.faults import server  # noqa: F401 (the fixture)
+
+
+def command(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "boxsync.client", *args[:1], "--server", server.url, f"--token={server.key}",
+         "--name", "b", *args[1:]],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_overwritten_and_deleted_files_come_back_from_another_client(tmp_path: Path, server: Server) -> None:
+    a = Client(server, tmp_path / "a", "a")
+    a.folder.mkdir()
+    (a.folder / "docs").mkdir()
+    report = a.folder / "docs/report.txt"
+    report.write_text("the first draft")
+    (a.folder / "docs/old-plan.txt").write_text("the old plan")
+    a.once()
+    report.write_text("a bad save")
+    (a.folder / "docs/old-plan.txt").unlink()
+    a.once()
+    listed = command(server, "history", "docs/report.txt", "--json")
+    assert listed.returncode == 0, listed.stderr
+    versions = json.loads(listed.stdout)["versions"]
+    assert [v["size"] for v in versions] == [len("a bad save"), len("the first draft")]
+    assert {"path", "seq", "time", "size", "sha256", "client"} <= set(versions[1]) and versions[1]["client"] == "a"
+    trash = json.loads(command(server, "trash", "docs", "--json").stdout)
+    assert [(f["path"], f["deleted_seq"] > f["seq"]) for f in trash] == [("docs/old-plan.txt", True)]
+    restored = command(server, "restore", "docs/report.txt", "--seq", str(versions[1]["seq"]))
+    assert restored.returncode == 0 and "restored version" in restored.stdout, restored.stderr
+    back = command(server, "restore", "docs/old-plan.txt")
+    assert back.returncode == 0 and "restored version" in back.stdout, back.stderr
+    a.once()
+    assert report.read_text() == "the first draft"
+    assert (a.folder / "docs/old-plan.txt").read_text() == "the old plan"
+    # Misuse gets one line and a non-zero exit.
+    for args in (("restore", "docs/report.txt"), ("restore", "docs", "--at", "not a time"),
+                 ("restore", "docs", "--exact"), ("history", "nothing.txt")):
+        wrong = command(server, *args)
+        assert wrong.returncode != 0 and len(wrong.stderr.strip().splitlines()) == 1, (args, wrong.stderr)
+
+
+def test_a_folder_comes_back_as_it_was(tmp_path: Path, server: Server) -> None:
+    a = Client(server, tmp_path / "a", "a")
+    (a.folder / "photos").mkdir(parents=True)
+    for n in range(5):
+        (a.folder / f"photos/{n}.jpg").write_bytes(b"photo %d" % n)
+    a.once()
+    # Every commit of that sync is before this, every one of the next after.
+    then = datetime.now().isoformat()
+    for n in range(5):
+        (a.folder / f"photos/{n}.jpg").write_bytes(b"encrypted %d" % n)
+    (a.folder / "photos/README-ransom.txt").write_text("pay")
+    a.once()
+    restored = command(server, "restore", "photos", "--at", then, "--exact")
+    assert restored.returncode == 0, restored.stderr
+    a.once()
+    assert sorted(p.name for p in (a.folder / "photos").iterdir()) == [f"{n}.jpg" for n in range(5)]
+    assert all((a.folder / f"photos/{n}.jpg").read_bytes() == b"photo %d" % n for n in range(5))
