@@ -13,6 +13,7 @@ Everything here is synchronous and blocking: callers run it in a thread.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "BLOCK_MAX",
     "BLOCK_MIN",
     "Block",
+    "Cutter",
     "Recipe",
     "recipe_of",
     "recipe_of_bytes",
@@ -130,35 +132,95 @@ def _whole(fd: int, start: int, limit: int) -> str:
     return digest.hexdigest()
 
 
+class Cutter:
+    """
+    A file being cut into its blocks, a few at a time (so what is cut can
+    be sent while the rest is cut): L{take} the next blocks, then L{finish}
+    for the whole L{Recipe}. The whole file's sha256 is computed in a
+    second thread meanwhile (SHA-256 lets go of the GIL): on two cores this
+    takes ~2/3 of the time of one pass doing both. If the file changes
+    meanwhile, the two do not agree, and the server refuses the recipe.
+
+    Blocking: use it from one thread at a time. The descriptor is the
+    caller's to close, after L{finish}.
+    """
+
+    def __init__(self, fd: int, limit: int | None = None) -> None:
+        start = os.lseek(fd, 0, os.SEEK_CUR)
+        size = os.fstat(fd).st_size - start if limit is None else limit
+        self._small: Recipe | None = None
+        self._blocks: list[Block] = []
+        self._offset = 0
+        self._pool: ThreadPoolExecutor | None = None
+        if size <= BLOCK_MIN:
+            # One block, whose hash is the whole file's (unless it grew
+            # meanwhile: what was read is cut as any other bytes).
+            self._small = recipe_of_bytes(_read_up_to(fd, BLOCK_MAX if limit is None else limit))
+            self._pending = list(self._small.placed())
+            return
+        self._pending = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="boxsync-hash")
+        self._whole = self._pool.submit(_whole, fd, start, size)
+        self._source = _Limited(fd, size)
+        self._chunks = _chunker().cut_stream(self._source)
+
+    def take(self, count: int) -> list[tuple[int, Block]]:
+        """
+        Up to C{count} more blocks, each with its offset; none once all
+        were taken.
+        """
+        if self._small is not None:
+            taken, self._pending = self._pending[:count], self._pending[count:]
+            return taken
+        taken = []
+        for chunk in itertools.islice(self._chunks, count):
+            block = block_of(chunk.data)
+            taken.append((self._offset, block))
+            self._blocks.append(block)
+            self._offset += block.size
+        return taken
+
+    def finish(self) -> Recipe:
+        """
+        The recipe of what was cut (all of it: call L{take} until it gives
+        nothing first).
+        """
+        if self._small is not None:
+            return self._small
+        assert self._pool is not None
+        try:
+            sha256 = self._whole.result()
+        finally:
+            self._pool.shutdown()
+        return Recipe(sha256, self._source.size, tuple(self._blocks))
+
+    def close(self) -> None:
+        """
+        Stop, if it was not finished (the second thread is waited for).
+        """
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+
 def recipe_of(path: str | Path | int, limit: int | None = None) -> Recipe:
     """
     The L{Recipe} of a file (given as an open descriptor, it is left open
     and read from where it stands).
 
-    The whole file's sha256 is computed in a second thread while the file
-    is cut and its blocks hashed (SHA-256 lets go of the GIL): on two cores
-    this takes ~2/3 of the time of one pass doing both. If the file changes
-    meanwhile, the two do not agree and the server refuses the recipe.
-
     @param limit: read no more than this many bytes of it.
     """
     fd = path if isinstance(path, int) else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        start = os.lseek(fd, 0, os.SEEK_CUR)
-        size = os.fstat(fd).st_size - start if limit is None else limit
-        if size <= BLOCK_MIN:
-            # One block, whose hash is the whole file's (unless it grew
-            # meanwhile: what was read is cut as any other bytes).
-            return recipe_of_bytes(_read_up_to(fd, BLOCK_MAX if limit is None else limit))
-        with ThreadPoolExecutor(1, thread_name_prefix="boxsync-hash") as pool:
-            whole = pool.submit(_whole, fd, start, size)
-            source = _Limited(fd, size)
-            blocks = tuple(block_of(chunk.data) for chunk in _chunker().cut_stream(source))
-            sha256 = whole.result()
+        cutter = Cutter(fd, limit)
+        try:
+            while cutter.take(1024):
+                pass
+            return cutter.finish()
+        finally:
+            cutter.close()
     finally:
         if not isinstance(path, int):
             os.close(fd)
-    return Recipe(sha256, source.size, blocks)
 
 
 def _read_up_to(fd: int, count: int) -> bytes:

@@ -70,7 +70,7 @@ from ..wire import (
     parse_listing,
     parse_parts,
 )
-from ..wire.blocks import BlockCommit, parse_missing, parse_recipe
+from ..wire.blocks import BlockCommit, blocks_json, parse_missing, parse_recipe
 from ..wire.history import Restore, VersionEntry
 from ..writer import HashingWriter, inline
 from .errors import APIError, CorruptBlock, DigestMismatch, MissingBlocks, WrongScheme, error_from
@@ -416,6 +416,16 @@ class BoxsyncAPI:
             raise MissingBlocks(409, str(answer.get("error", "")), parse_missing(answer))
         await self._transport.check(response, 201)
         return CommitResult.from_json(await self._transport.json_answer(response))
+
+    async def missing_blocks(self, hashes: list[str]) -> set[str]:
+        """
+        Those of C{hashes} the server lacks.
+        """
+        body = json.dumps(blocks_json(hashes)).encode("utf-8")
+        producer = FileBodyProducer(BytesIO(body), self.cooperator)
+        response = await self._transport.request("POST", "/blocks/missing", self._headers({"Content-Type": JSON}), producer)
+        await self._transport.check(response, 200)
+        return set(parse_missing(await self._transport.json_answer(response, MAX_JSON + 80 * len(hashes))))
 
     async def put_block(self, block: Block, data: bytes, codings: Sequence[str] = ()) -> int:
         """

@@ -2,13 +2,14 @@
 A large file moved by its blocks: only the blocks the other side lacks go on
 the wire, several at once, each checked against its sha256.
 
-Up: the file is cut into its recipe (one read, in a thread), the server is
-asked to commit it, and answers with the blocks it lacks; those are read
-again from the file (each checked: a file that changed meanwhile is not
-sent as a mix of two versions), sent, and the commit is asked again. Blocks
-the server already has (in any file or kept version of the account, or sent
-by an upload that was cut off) never move: a copy, a rename or a resumed
-upload sends next to nothing.
+Up: the file is cut into blocks in a thread, a few at a time; the server is
+asked which of those it lacks, and they are read again (from the page
+cache) and sent while the next are cut; then the version is committed by
+its recipe. The server checks each block against its name, and the whole
+file's sha256: a file that changed meanwhile is never committed as a mix
+of two versions. Blocks the server already has (in any file or kept
+version of the account, or sent by an upload that was cut off) never move:
+a copy, a rename or a resumed upload sends next to nothing.
 
 Down: the version's recipe comes from the server; each block is taken from
 the temporary file of an earlier try, if it holds it at its place, or from
@@ -27,7 +28,7 @@ from typing import Awaitable, Callable, Iterable, Sequence
 from attrs import define
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 
-from ..blocks import Block, Recipe, read_block, recipe_of
+from ..blocks import Block, Cutter, Recipe, read_block, recipe_of
 from ..fs import CHUNK_SIZE
 from ..wire.blocks import BlockCommit
 from .api import BoxsyncAPI
@@ -38,6 +39,10 @@ __all__ = ["Blockwise", "ChangedWhileSent", "IN_FLIGHT"]
 
 #: How many blocks move at once each way.
 IN_FLIGHT = 4
+
+#: How many blocks are cut before the server is asked which it lacks (some
+#: 20 MiB): those are sent while the next are cut.
+CUT_AT_ONCE = 16
 
 #: How many times a commit is asked again after sending what was missing
 #: (blocks sent can be swept meanwhile, or a kept version dropped).
@@ -84,64 +89,84 @@ class Blockwise:
         Commit the first C{size} bytes of C{local} as C{path}, sending only
         the blocks the server lacks.
 
+        The file is cut L{CUT_AT_ONCE} blocks at a time, in a thread; the
+        server is asked which of those it lacks, and they are sent while
+        the next are cut. Then the version is committed by its recipe (and
+        whatever the server names as missing then, after a sweep, is sent
+        and the commit asked again).
+
         @param expected_sha256: what the file's sha256 was when it was
             looked at, if known.
         @raise ChangedWhileSent: if the file is no longer what it was.
         @raise StaleBase: if the path is no longer at C{base}.
         """
-        recipe = await self.run(lambda: recipe_of(local, limit=size))
-        if recipe.size != size or (expected_sha256 is not None and recipe.sha256 != expected_sha256):
-            raise ChangedWhileSent(path)
-        commit = BlockCommit(path, base, mtime_ns, recipe, executable)
-        offsets = {block.sha256: offset for offset, block in recipe.placed()}
-        sent: set[str] = set()
-        for _ in range(_ROUNDS):
-            try:
-                return await self.api.commit_blocks(commit)
-            except MissingBlocks as e:
-                missing = [sha256 for sha256 in e.missing if sha256 in offsets]
-                if len(missing) != len(e.missing):
-                    raise
-            if not sent:
-                # What the server has already counts as done.
-                have = sum(block.size for block in recipe.blocks if block.sha256 not in missing)
-                on_progress(have)
-            await self._send(local, recipe, missing, offsets, on_progress)
-            sent.update(missing)
-        return await self.api.commit_blocks(commit)
-
-    async def _send(
-        self,
-        local: Path,
-        recipe: Recipe,
-        missing: list[str],
-        offsets: dict[str, int],
-        on_progress: Callable[[int], object],
-    ) -> None:
-        blocks = {block.sha256: block for block in recipe.blocks}
         fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            recipe = await self._cut_and_send(fd, size, on_progress)
+            if recipe.size != size or (expected_sha256 is not None and recipe.sha256 != expected_sha256):
+                raise ChangedWhileSent(path)
+            commit = BlockCommit(path, base, mtime_ns, recipe, executable)
+            offsets = {block.sha256: offset for offset, block in recipe.placed()}
+            for _ in range(_ROUNDS):
+                try:
+                    return await self.api.commit_blocks(commit)
+                except MissingBlocks as e:
+                    if not set(e.missing) <= offsets.keys():
+                        raise
+                    await self._send(fd, [(offsets[sha256], _block(recipe, sha256)) for sha256 in e.missing], on_progress)
+            return await self.api.commit_blocks(commit)
+        finally:
+            os.close(fd)
 
-        def send(sha256: str) -> Callable[[], Awaitable[None]]:
-            block = blocks[sha256]
+    async def _cut_and_send(self, fd: int, size: int, on_progress: Callable[[int], object]) -> Recipe:
+        """
+        Cut the first C{size} bytes of C{fd} into blocks, sending those the
+        server lacks as they are cut; its recipe.
+        """
+        cutter: Cutter = await self.run(lambda: Cutter(fd, size))
+        sending: Deferred[None] | None = None
+        try:
+            while taken := await self.run(lambda: cutter.take(CUT_AT_ONCE)):
+                missing = await self.api.missing_blocks([block.sha256 for _, block in taken])
+                # What the server has already counts as done.
+                on_progress(sum(block.size for _, block in taken if block.sha256 not in missing))
+                if sending is not None:
+                    await sending
+                wanted = [(offset, block) for offset, block in taken if block.sha256 in missing]
+                sending = Deferred.fromCoroutine(self._send(fd, wanted, on_progress))
+            if sending is not None:
+                await sending
+                sending = None
+            recipe: Recipe = await self.run(cutter.finish)
+            return recipe
+        finally:
+            if sending is not None:
+                sending.addErrback(lambda failure: None)
+                await sending
+            await self.run(cutter.close)
 
+    async def _send(self, fd: int, blocks: list[tuple[int, Block]], on_progress: Callable[[int], object]) -> None:
+        """
+        Send C{blocks}, each read from C{fd} at its offset, L{IN_FLIGHT} at
+        once.
+        """
+
+        def send(offset: int, block: Block) -> Callable[[], Awaitable[None]]:
             async def sending() -> None:
                 # The server checks each block against its name: one that
-                # changed since the recipe was cut is refused there.
-                data = await self.run(lambda: read_block(fd, offsets[sha256], block, check=False))
+                # changed since it was cut is refused there.
+                data = await self.run(lambda: read_block(fd, offset, block, check=False))
                 if data is None:
-                    raise ChangedWhileSent(str(local))
+                    raise ChangedWhileSent(f"block at {offset}")
                 try:
                     await self.api.put_block(block, data, self.codings)
                 except BadRequest as e:
-                    raise ChangedWhileSent(str(local)) from e
+                    raise ChangedWhileSent(f"block at {offset}") from e
                 on_progress(block.size)
 
             return sending
 
-        try:
-            await _all([send(sha256) for sha256 in missing])
-        finally:
-            os.close(fd)
+        await _all([send(offset, block) for offset, block in blocks])
 
     async def download(
         self,
@@ -207,6 +232,10 @@ async def _all(work: Sequence[Callable[[], Awaitable[None]]]) -> None:
     await DeferredList([Deferred.fromCoroutine(one(each)) for each in work])
     if failed:
         raise failed[0]
+
+
+def _block(recipe: Recipe, sha256: str) -> Block:
+    return next(block for block in recipe.blocks if block.sha256 == sha256)
 
 
 def _fill_locally(fd: int, recipe: Recipe, sources: list[Path]) -> list[tuple[int, Block]]:

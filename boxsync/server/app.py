@@ -60,7 +60,7 @@ from ..wire import (
     parse_upload_batch,
     sha256_header,
 )
-from ..wire.blocks import BLOCKS_FEATURE, ENCODINGS, BlockCommit, missing_json, recipe_json
+from ..wire.blocks import BLOCKS_FEATURE, ENCODINGS, BlockCommit, missing_json, parse_blocks, recipe_json
 from ..wire.values import check_sha256, json_object
 from .auth import Forbidden, IAuthenticator, Principal, Unauthorized
 from .batch import download_batch, upload_batch
@@ -160,6 +160,7 @@ class BoxsyncApp:
         app.route("/batch/upload", methods=["POST"])(self._authorized(self.batch_upload))
         app.route("/batch/download", methods=["POST"])(self._authorized(self.batch_download))
         app.route("/blocks/commit", methods=["POST"])(self._authorized(self.commit_blocks))
+        app.route("/blocks/missing", methods=["POST"])(self._authorized(self.missing_blocks))
         app.route("/blocks/of/<path:path>", methods=["GET"])(self._authorized(self.recipe))
         app.route("/blocks/<sha256>", methods=["PUT"])(self._authorized(self.put_block))
         app.route("/blocks/<sha256>", methods=["GET"])(self._authorized(self.get_block))
@@ -370,6 +371,14 @@ class BoxsyncApp:
             stream=header(request, STREAM_HEADER),
         )
         return json_body(request, 201, committed(record).to_json())
+
+    async def missing_blocks(self, request: IRequest, principal: Principal) -> bytes:
+        """
+        Which of the blocks listed the account lacks (C{POST /blocks/missing}).
+        """
+        hashes = parse_blocks(json_object(request.content.read(), "a list of blocks"))
+        missing = await self.boxes(principal.account).blocks.missing(hashes)
+        return json_body(request, 200, missing_json(missing))
 
     async def recipe(self, request: IRequest, principal: Principal, path: str) -> bytes:
         """

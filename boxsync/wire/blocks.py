@@ -8,7 +8,9 @@ C{201} with the commit if it has every block (in this account: in any file,
 any version it keeps, or sent earlier), else C{409} naming those it lacks.
 The client sends those (C{PUT /blocks/<sha256>}, any order, several at
 once; a block sent once stays until it is used or a day has passed) and
-commits again. A block is fetched with C{GET /blocks/<sha256>}, and a
+commits again. A client cutting a file as it sends it asks which of the
+blocks cut so far the server lacks (C{POST /blocks/missing}) and sends
+those while it cuts the rest. A block is fetched with C{GET /blocks/<sha256>}, and a
 version's recipe with C{GET /blocks/of/<path>}.
 """
 
@@ -28,6 +30,8 @@ __all__ = [
     "ENCODINGS",
     "recipe_json",
     "parse_recipe",
+    "blocks_json",
+    "parse_blocks",
     "missing_json",
     "parse_missing",
 ]
@@ -123,6 +127,23 @@ class BlockCommit:
             parse_recipe(data),
             executable,
         )
+
+
+def blocks_json(hashes: list[str]) -> dict[str, Any]:
+    """
+    The body of C{POST /blocks/missing}: the blocks a client may send.
+    """
+    return {"blocks": hashes}
+
+
+def parse_blocks(data: object) -> list[str]:
+    """
+    @raise ProtocolError: if C{data} is not a list of at most L{MAX_BLOCKS}
+        blocks.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("blocks"), list) or len(data["blocks"]) > MAX_BLOCKS:
+        raise ProtocolError(f"blocks must list at most {MAX_BLOCKS} sha256s")
+    return [check_sha256(sha256) for sha256 in data["blocks"]]
 
 
 def missing_json(missing: list[str]) -> dict[str, Any]:

@@ -73,6 +73,25 @@ async def test_a_commit_names_the_missing_blocks_then_takes_them(server: Running
 
 
 @pytest_twisted.ensureDeferred
+async def test_which_blocks_are_missing(server: RunningServer, http: Any) -> None:
+    data = os.urandom(3 * MiB)
+    pieces = blocks_of(data)
+    first, *rest = pieces
+    assert (await put_block(http, server, pieces[first])).code == 201
+
+    async def missing(body: Any) -> Any:
+        return await timed(
+            http.post(f"{server.url}/blocks/missing", data=json.dumps(body).encode(), headers=server.headers()),
+            server.reactor,
+        )
+
+    response = await missing({"blocks": list(pieces)})
+    assert response.code == 200 and sorted((await json_of(response))["missing"]) == sorted(rest)
+    for bad in ({"blocks": ["nothex"]}, {"blocks": "x"}, [], {"blocks": ["0" * 64] * 16385}):
+        assert (await missing(bad)).code == 400
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_copy_and_an_edit_need_only_new_blocks(server: RunningServer, http: Any) -> None:
     data = os.urandom(8 * MiB)
     assert (await put(http, server, "a.bin", data, base=0)).code == 201
