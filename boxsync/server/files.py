@@ -47,7 +47,10 @@ class BoxFile(static.File):
         request.setHeader(SEQ_HEADER.encode(), str(self.record.seq).encode())
         request.setHeader(EXECUTABLE_HEADER.encode(), b"1" if self.record.executable else b"0")
         if_range = header(request, "If-Range")
-        if if_range is not None and if_range.strip() != etag:
+        ranges = request.requestHeaders.getRawHeaders(b"Range", [b""])[-1]
+        if (if_range is not None and if_range.strip() != etag) or not ranges.isascii():
+            # A range of another version, or one that is not even ASCII (a
+            # malformed Range is ignored: RFC 9110, 14.2): the whole file.
             request.requestHeaders.removeHeader(b"Range")
         return super().render_GET(request)
 

@@ -501,3 +501,19 @@ async def test_adopts_files_changed_by_hand(server: RunningServer, http: Any) ->
     assert downloads["edited.txt"].sha256 == sha(b"edited by hand")
     assert downloads["deep/er/new.txt"].seq > 2
     assert (await http.get(server.file_url("gone.txt"), headers=server.headers())).code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_range_that_is_not_even_text_is_ignored(server: RunningServer, http: Any) -> None:
+    """
+    A Range header of bytes that are not UTF-8 is malformed: the whole file
+    is sent, on every route that sends one (it was a 500).
+    """
+    from tests.integration.test_legacy import http_request, send
+
+    assert (await put(http, server, "r.txt", b"0123456789", base=0)).code == 201
+    for target in ("/files/r.txt", "/download/r.txt", "/versions/1"):
+        headers: list[tuple[str, bytes | str]] = [("Authorization", f"Bearer {server.key}"), ("Range", b"\xb7")]
+        raw = await send(server, http_request(server, "GET", target, headers))
+        await raw.response()
+        assert raw.status == 200 and raw.body == b"0123456789", target
