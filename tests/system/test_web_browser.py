@@ -426,7 +426,7 @@ def test_history_trash_and_restore(site: Site, browser: Any, tmp_path: Path) -> 
 
     # Changed by another client while the history is open: a restore from
     # what the page shows is refused, and says so; nothing is overwritten.
-    change(site, "PUT", "notes.txt", b"third, by the laptop")
+    third = change(site, "PUT", "notes.txt", b"third, by the laptop")
     row_button(browser, f"{second['seq']} of notes.txt", "Restore version")
     until(browser, lambda d: panel_status(d) == "notes.txt changed meanwhile: not restored.", "the refusal")
     assert (account / "notes.txt").read_bytes() == b"third, by the laptop"
@@ -472,6 +472,14 @@ def test_history_trash_and_restore(site: Site, browser: Any, tmp_path: Path) -> 
     assert (account / "docs/b.txt").read_bytes() == b"b as it was"
     assert not (account / "docs/c.txt").exists()
     until(browser, lambda d: sorted(rows(d)) == ["a.txt", "b.txt"], "the folder as it was on the page")
+
+    # The trash of the folder shown, or of the whole box.
+    change(site, "DELETE", "notes.txt", base=third["seq"])
+    click(browser, "#panel-close")
+    click(browser, "#open-trash")
+    until(browser, lambda d: [row[0] for row in panel_rows(d)] == ["docs/c.txt"], "the trash of docs")
+    click(browser, "#trash-whole")
+    until(browser, lambda d: [row[0] for row in panel_rows(d)] == ["notes.txt", "docs/c.txt"], "the whole trash")
 
     # On a phone, the dialog fits the screen.
     browser.set_window_size(390, 844)
