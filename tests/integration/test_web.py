@@ -569,3 +569,39 @@ async def test_moving_files_and_folders(server: RunningServer, http: Any) -> Non
     index = server.service.index  # type: ignore[union-attr]
     moved, left = await index.get("default", "papers/docs/empty"), await index.get("default", "docs/empty")
     assert moved.folder and not moved.deleted and left.folder and left.deleted
+
+
+@pytest_twisted.ensureDeferred
+async def test_restoring_with_thecookie(server: RunningServer, http: Any) -> None:
+    auth = server.headers()
+    for content in (b"first", b"second"):
+        response = await timed(http.put(server.file_url("a.txt"), data=content, headers=auth), server.reactor)
+        assert response.code == 201
+        live = await response.json()
+    headers = await _sign_in(http, server)
+    # Reading the history takes the cookie alone, as any GET.
+    response = await timed(http.get(f"{server.url}/history/a.txt", headers={"Cookie": headers["Cookie"]}), server.reactor)
+    versions = (await response.json())["versions"]
+    assert [v["size"] for v in versions] == [6, 5]
+    first = versions[1]["seq"]
+
+    async def restore(sent: dict[str, str], base: int) -> int:
+        response = await timed(
+            http.post(f"{server.url}/restore", json={"path": "a.txt", "seq": first, "base": base}, headers=sent),
+            server.reactor,
+        )
+        await response.content()
+        return int(response.code)
+
+    # A cookie without the page's CSRF proof (what another site could make a
+    # browser send) restores nothing, nor does a guessed proof.
+    assert await restore({"Cookie": headers["Cookie"]}, live["seq"]) == 403
+    assert await restore({"Cookie": headers["Cookie"], CSRF_HEADER: "guess"}, live["seq"]) == 403
+    assert (server.box / "a.txt").read_bytes() == b"second"
+    # From a base the file moved on from: refused, nothing overwritten.
+    assert await restore(headers, live["seq"] - 1) == 412
+    assert (server.box / "a.txt").read_bytes() == b"second"
+    assert await restore({**headers, "X-Boxsync-Client": "web"}, live["seq"]) == 201
+    assert (server.box / "a.txt").read_bytes() == b"first"
+    listed = await (await timed(http.get(f"{server.url}/files", headers=auth), server.reactor)).json()
+    assert [(r["path"], r["origin"]) for r in listed] == [("a.txt", "web")]

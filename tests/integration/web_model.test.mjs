@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
-  BoxModel, SSEParser, fileUrl, formatAgo, formatSize, parentOf, plural, sortEntries,
+  BoxModel, SSEParser, fileUrl, formatAgo, formatSize, historyBase, parentOf, plural, snapshotPlan, sortEntries,
 } from "../../boxsync/server/static/model.js";
 
 function record(path, seq, size = 1, origin = "laptop") {
@@ -95,4 +95,23 @@ test("sizes, times, paths", () => {
   assert.equal(parentOf("a/b/c"), "a/b");
   assert.equal(parentOf("a"), "");
   assert.equal(fileUrl("/files/", "docs/a b/#?.txt"), "/files/docs/a%20b/%23%3F.txt");
+});
+
+test("restoring a folder as it was: what differs comes back, what is new goes with exact", () => {
+  const version = (path, seq, sha) => ({ path, seq, sha256: sha.repeat(64), size: 1 });
+  const then = [version("d/same", 2, "a"), version("d/edited", 3, "b"), version("d/deleted", 4, "c")];
+  const now = [version("d/same", 2, "a"), version("d/edited", 9, "e"), version("d/new", 10, "f")];
+  assert.deepEqual(snapshotPlan(then, now), {
+    restore: [{ path: "d/edited", seq: 3, base: 9 }, { path: "d/deleted", seq: 4, base: 0 }],
+    remove: [],
+  });
+  assert.deepEqual(snapshotPlan(then, now, true).remove, [{ path: "d/new", base: 10 }]);
+  // Put back to the same bytes since: nothing to do.
+  assert.deepEqual(snapshotPlan([version("x", 1, "a")], [version("x", 5, "a")]), { restore: [], remove: [] });
+});
+
+test("a restore from a history is based on the version it shows live", () => {
+  const versions = [{ seq: 7, ended_seq: null }, { seq: 3, ended_seq: 7 }];
+  assert.equal(historyBase({ deleted: false, versions }), 7);
+  assert.equal(historyBase({ deleted: true, versions: [{ seq: 3, ended_seq: 8, deleted: true }] }), 0);
 });

@@ -10,13 +10,17 @@ way (that is how those in docs/ are made).
 from __future__ import annotations
 
 import io
+import json
+import math
 import os
 import shutil
 import socket
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import quote
 
 import pytest
 
@@ -346,3 +350,141 @@ def test_a_revoked_token_loses_the_page(site: Site, browser: Any) -> None:
     until(browser, visible(browser, "sign-in"), "the page to sign out")
     assert "sign in again" in browser.find_element(By.ID, "sign-in-error").text
     assert browser.execute_script("return fetch('/files').then(r => r.status)") == 401
+
+
+def change(site: Site, method: str, path: str, data: bytes | None = None, base: int | None = None) -> dict[str, Any]:
+    """
+    Change the box through the server, as client C{laptop} would: the
+    committed record.
+    """
+    headers = {"Authorization": f"Bearer {site.laptop_token}", "X-Boxsync-Client": "laptop"}
+    if base is not None:
+        headers["X-Boxsync-Base"] = str(base)
+    asked = urllib.request.Request(f"{site.url}/files/{quote(path)}", data=data, method=method, headers=headers)
+    with urllib.request.urlopen(asked, timeout=WAIT) as answer:
+        return json.load(answer)
+
+
+def panel_rows(driver: Any) -> list[list[str]]:
+    """
+    The rows of the table in the dialog, each as the text of its cells.
+    """
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#panel-body tbody tr')].map(r => [...r.cells].map(c => c.textContent))"
+    )
+
+
+def panel_open(driver: Any) -> bool:
+    return bool(driver.execute_script("return document.getElementById('panel').open"))
+
+
+def panel_status(driver: Any) -> str:
+    return driver.execute_script("return document.getElementById('panel-status').textContent")
+
+
+def test_history_trash_and_restore(site: Site, browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    account = site.box / "alice"
+    first = change(site, "PUT", "notes.txt", b"first version")
+    second = change(site, "PUT", "notes.txt", b"second, longer version")
+    gone = change(site, "PUT", "gone.txt", b"deleted soon")
+    change(site, "DELETE", "gone.txt", base=gone["seq"])
+    a = change(site, "PUT", "docs/a.txt", b"a as it was")
+    b = change(site, "PUT", "docs/b.txt", b"b as it was")
+
+    browser.get(site.url + "/")
+    until(browser, visible(browser, "sign-in"), "the sign-in form")
+    browser.find_element(By.ID, "token").send_keys(site.browser_token)
+    browser.find_element(By.ID, "token").submit()
+    until(browser, lambda d: d.find_element(By.ID, "live").text == "Live", "the event stream")
+    until(browser, lambda d: size_of(d, "notes.txt") == "22 B", "the file as it is")
+
+    # The history: newest first, the live version marked; any version downloads.
+    row_button(browser, "notes.txt", "History of")
+    until(browser, lambda d: len(panel_rows(d)) == 2, "the two versions")
+    versions = panel_rows(browser)
+    assert versions[0][0] == f"{second['seq']}current" and versions[0][2] == "22 B" and versions[0][3] == "laptop"
+    assert versions[1][0] == str(first["seq"]) and versions[1][2] == "13 B"
+    assert browser.find_elements(By.CSS_SELECTOR, f"button[aria-label='Restore version {second['seq']} of notes.txt']") == []
+    link = browser.find_element(By.CSS_SELECTOR, f"a[aria-label='Download version {first['seq']} of notes.txt']")
+    assert link.get_attribute("download") == "notes.txt"
+    assert browser.execute_script(
+        "return fetch(arguments[0]).then(r => r.text())", link.get_attribute("href")
+    ) == "first version"
+    screenshot(browser, tmp_path, "web-history.png")
+
+    # Restore the first version: on the page, in the box, at the client.
+    row_button(browser, f"{first['seq']} of notes.txt", "Restore version")
+    until(browser, lambda d: panel_status(d) == f"Restored notes.txt (version {first['seq']}).", "the restore")
+    until(browser, lambda d: size_of(d, "notes.txt") == "13 B", "the restored file on the page")
+    assert (account / "notes.txt").read_bytes() == b"first version"
+    wait_until(lambda: (site.client.folder / "notes.txt").read_bytes() == b"first version", WAIT, "the restore at the client")
+    # The history shown again: the restored version is the live one.
+    until(browser, lambda d: len(panel_rows(d)) == 3 and panel_rows(d)[0][3] == "web", "the history after the restore")
+
+    # Changed by another client while the history is open: a restore from
+    # what the page shows is refused, and says so; nothing is overwritten.
+    third = change(site, "PUT", "notes.txt", b"third, by the laptop")
+    row_button(browser, f"{second['seq']} of notes.txt", "Restore version")
+    until(browser, lambda d: panel_status(d) == "notes.txt changed meanwhile: not restored.", "the refusal")
+    assert (account / "notes.txt").read_bytes() == b"third, by the laptop"
+    until(browser, lambda d: len(panel_rows(d)) == 4, "the history with the laptop's change")
+
+    # Escape closes the dialog, by keyboard.
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+    until(browser, lambda d: not panel_open(d), "the dialog to close")
+
+    # The trash: what was deleted, newest deletion first; restored from there.
+    click(browser, "#open-trash")
+    until(browser, lambda d: [row[0] for row in panel_rows(d)] == ["gone.txt"], "the trash")
+    click(browser, "button[aria-label='Restore gone.txt']")
+    until(browser, shown(browser, "gone.txt"), "the file back on the page")
+    assert (account / "gone.txt").read_bytes() == b"deleted soon"
+    until(browser, lambda d: panel_rows(d) == [], "the trash emptied")
+    click(browser, "#panel-close")
+
+    # A folder as it was at a time: edited, deleted and new files since.
+    at = math.ceil(time.time())
+    wait_until(lambda: time.time() > at, WAIT, "the clock to pass the time to restore")
+    change(site, "PUT", "docs/a.txt", b"a edited since", base=a["seq"])
+    change(site, "DELETE", "docs/b.txt", base=b["seq"])
+    change(site, "PUT", "docs/c.txt", b"made since")
+    click(browser, "tr[data-path='docs'] button.folder")
+    until(browser, lambda d: sorted(rows(d)) == ["a.txt", "c.txt"], "the docs folder as it is")
+    click(browser, "#open-restore")
+    until(browser, panel_open, "the dialog")
+    browser.execute_script(
+        """const at = new Date(arguments[0] * 1000);
+        const local = new Date(at - at.getTimezoneOffset() * 60000).toISOString().slice(0, 19);
+        document.getElementById('restore-at').value = local;""",
+        at,
+    )
+    click(browser, "#restore-exact")
+    click(browser, ".restore-form button[type=submit]")
+    until(browser, lambda d: d.find_element(By.ID, "restore-plan").text.count("\n") >= 3, "what changes")
+    plan = browser.find_element(By.ID, "restore-plan").text
+    assert "Restore docs/a.txt" in plan and "Bring back docs/b.txt" in plan and "Delete docs/c.txt" in plan
+    click(browser, "#restore-apply")
+    until(browser, lambda d: panel_status(d) == "Restored 3 changes.", "the folder restored")
+    assert (account / "docs/a.txt").read_bytes() == b"a as it was"
+    assert (account / "docs/b.txt").read_bytes() == b"b as it was"
+    assert not (account / "docs/c.txt").exists()
+    until(browser, lambda d: sorted(rows(d)) == ["a.txt", "b.txt"], "the folder as it was on the page")
+
+    # The trash of the folder shown, or of the whole box.
+    change(site, "DELETE", "notes.txt", base=third["seq"])
+    click(browser, "#panel-close")
+    click(browser, "#open-trash")
+    until(browser, lambda d: [row[0] for row in panel_rows(d)] == ["docs/c.txt"], "the trash of docs")
+    click(browser, "#trash-whole")
+    until(browser, lambda d: [row[0] for row in panel_rows(d)] == ["notes.txt", "docs/c.txt"], "the whole trash")
+
+    # On a phone, the dialog fits the screen.
+    browser.set_window_size(390, 844)
+    until(browser, lambda d: d.execute_script("return innerWidth") <= 400, "the phone's width")
+    assert browser.execute_script("return document.getElementById('panel').getBoundingClientRect().right <= innerWidth")
+
+    console = [entry["message"] for entry in browser.get_log("browser")]
+    assert not [m for m in console if "Content Security Policy" in m or "Uncaught" in m], console

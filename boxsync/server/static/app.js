@@ -3,7 +3,8 @@
 // goes in as text (textContent), never as HTML.
 
 import {
-  BoxModel, SSEParser, fileUrl, formatAgo, formatSize, parentOf, plural, sortEntries,
+  BoxModel, SSEParser, baseName, fileUrl, formatAgo, formatSize, historyBase, parentOf, plural, snapshotPlan,
+  sortEntries,
 } from "./model.js";
 
 const CSRF = "X-Boxsync-CSRF";
@@ -63,7 +64,9 @@ async function api(method, url, { body, headers = {}, signal } = {}) {
     try {
       reason = (await response.json()).error || reason;
     } catch (e) { /* not JSON */ }
-    throw new Error(reason);
+    const error = new Error(reason);
+    error.status = response.status;
+    throw error;
   }
   return response;
 }
@@ -138,6 +141,7 @@ function closed() {
 
 function signedOut(message) {
   closed();
+  closePanel();
   state.session = null;
   $("box").hidden = true;
   $("sign-in").hidden = false;
@@ -340,6 +344,9 @@ function row(entry) {
       class: "action", href: entry.folder ? fileUrl("/web/zip/", entry.path) : fileUrl("/web/download/", entry.path),
       text: entry.folder ? "Zip" : "Download", "aria-label": `Download ${entry.name}`,
     }),
+    entry.folder ? "" : element("button", {
+      type: "button", class: "action", text: "History", "aria-label": `History of ${entry.name}`, onclick: () => showHistory(entry.path),
+    }),
     element("button", { type: "button", class: "action", text: "Move", "aria-label": `Move or rename ${entry.name}`, onclick: () => move(entry) }),
     element("button", { type: "button", class: "action danger", text: "Delete", "aria-label": `Delete ${entry.name}`, onclick: () => remove(entry) }),
   );
@@ -361,8 +368,7 @@ async function remove(entry) {
   let done = 0;
   for (const file of files) {
     try {
-      const response = await api("DELETE", fileUrl("/files/", file.path), { headers: { "X-Boxsync-Base": String(file.seq), "X-Boxsync-Client": CLIENT } });
-      if (state.model.remove(await response.json())) render();
+      await deleteFile(file.path, file.seq);
       done += 1;
     } catch (e) {
       say(`Could not delete ${file.path}: ${e.message}`);
@@ -370,6 +376,12 @@ async function remove(entry) {
     }
   }
   say(`Deleted ${done === 1 ? files[0].path : plural(done, "file")}.`);
+}
+
+// Delete the file at `path`, as the page shows it at `seq` (412 if it changed).
+async function deleteFile(path, seq) {
+  const response = await api("DELETE", fileUrl("/files/", path), { headers: { "X-Boxsync-Base": String(seq), "X-Boxsync-Client": CLIENT } });
+  if (state.model.remove(await response.json())) render();
 }
 
 async function move(entry) {
@@ -458,6 +470,9 @@ async function dropped(dataTransfer) {
 
 function wireUp() {
   $("filter").addEventListener("input", () => render());
+  $("panel-close").addEventListener("click", () => closePanel());
+  $("open-trash").addEventListener("click", () => showTrash(false));
+  $("open-restore").addEventListener("click", () => showRestoreFolder());
   for (const th of document.querySelectorAll("th[data-sort]")) {
     th.querySelector("button").addEventListener("click", () => {
       const key = th.dataset.sort;
@@ -488,6 +503,184 @@ function wireUp() {
     $("box").classList.remove("dragging");
     uploadAll(await dropped(event.dataTransfer));
   });
+}
+
+// ---- history, trash and restoring
+
+// One dialog at a time (modal: the keyboard stays in it; Escape closes it).
+function openPanel(title, ...content) {
+  $("panel-title").textContent = title;
+  $("panel-body").replaceChildren(...content);
+  const panel = $("panel");
+  if (!panel.open) {
+    $("panel-status").textContent = "";
+    panel.showModal();
+  }
+}
+
+function closePanel() {
+  if ($("panel").open) $("panel").close();
+}
+
+function tell(text) {
+  $("panel-status").textContent = text;
+  say(text);
+}
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString() : "";
+}
+
+function table(headings, rows, empty) {
+  if (!rows.length) return element("p", { class: "muted", text: empty });
+  return element("div", { class: "panel-table" }, element("table", { class: "versions" },
+    element("thead", {}, element("tr", {}, ...headings.map((text) => element("th", { scope: "col", text })))),
+    element("tbody", {}, ...rows)));
+}
+
+/**
+ * Make version `seq` of `path` the current one, from `base` (the seq the page
+ * showed the file at, 0 if deleted). True if restored, false if the file
+ * changed meanwhile (412): nothing is overwritten then.
+ */
+async function restoreVersion(path, seq, base) {
+  try {
+    const response = await api("POST", "/restore", { body: { path, seq, base }, headers: { "X-Boxsync-Client": CLIENT } });
+    if (state.model.put({ ...(await response.json()), origin: CLIENT })) render();
+    return true;
+  } catch (e) {
+    if (e.status === 412) return false;
+    throw e;
+  }
+}
+
+async function restoreOne(path, seq, base, again) {
+  try {
+    tell(await restoreVersion(path, seq, base)
+      ? `Restored ${path} (version ${seq}).`
+      : `${path} changed meanwhile: not restored.`);
+  } catch (e) {
+    tell(`Could not restore ${path}: ${e.message}`);
+  }
+  await again();
+}
+
+async function showHistory(path) {
+  let history;
+  try {
+    history = await (await api("GET", fileUrl("/history/", path))).json();
+  } catch (e) {
+    say(`No history of ${path}: ${e.message}`);
+    return;
+  }
+  const base = historyBase(history);
+  const rows = history.versions.map((version) => {
+    const live = !history.deleted && version.seq === base;
+    const label = `version ${version.seq} of ${baseName(path)}`;
+    return element("tr", { "data-seq": String(version.seq), class: live ? "current" : "" },
+      element("td", { text: String(version.seq) }, live ? element("span", { class: "badge", text: "current" }) : ""),
+      element("td", { text: when(version.time), title: version.time || "" }),
+      element("td", { text: formatSize(version.size) }),
+      element("td", { text: version.client }),
+      element("td", { class: "actions" },
+        element("a", { class: "action", href: `/versions/${version.seq}`, download: baseName(path), text: "Download", "aria-label": `Download ${label}` }),
+        live ? "" : element("button", {
+          type: "button", class: "action", text: "Restore", "aria-label": `Restore ${label}`,
+          onclick: () => restoreOne(path, version.seq, base, () => showHistory(path)),
+        })));
+  });
+  openPanel(`History of ${path}${history.deleted ? " (deleted)" : ""}`,
+    table(["Version", "Time", "Size", "By", ""], rows, "No version is kept."));
+}
+
+async function showTrash(whole) {
+  const under = whole ? "" : state.folder;
+  let trash;
+  try {
+    trash = await (await api("GET", `/trash?under=${encodeURIComponent(under)}`)).json();
+  } catch (e) {
+    say(`Could not open the trash: ${e.message}`);
+    return;
+  }
+  const scope = element("label", { class: "check" },
+    element("input", { type: "checkbox", id: "trash-whole", onchange: (event) => showTrash(event.target.checked) }),
+    "The whole box");
+  scope.querySelector("input").checked = whole || !state.folder;
+  scope.querySelector("input").disabled = !state.folder;
+  const rows = trash.files.map((file) => element("tr", { "data-path": file.path },
+    element("td", { class: "cell-name", text: file.path }),
+    element("td", { text: when(file.ended_time), title: file.ended_time || "" }),
+    element("td", { text: formatSize(file.size) }),
+    element("td", { text: file.client }),
+    element("td", { class: "actions" },
+      element("button", { type: "button", class: "action", text: "History", "aria-label": `History of ${file.path}`, onclick: () => showHistory(file.path) }),
+      element("button", {
+        type: "button", class: "action", text: "Restore", "aria-label": `Restore ${file.path}`,
+        onclick: () => restoreOne(file.path, file.seq, 0, () => showTrash(whole)),
+      }))));
+  openPanel(`Trash${under ? ` of ${under}` : ""}`, scope,
+    table(["Deleted file", "Deleted", "Size", "By", ""], rows, "Nothing deleted here is kept."));
+}
+
+function showRestoreFolder() {
+  const folder = state.folder;
+  const plan = element("div", { id: "restore-plan" });
+  const form = element("form", { class: "restore-form" },
+    element("label", { for: "restore-at", text: "As it was at" }),
+    element("input", { id: "restore-at", type: "datetime-local", step: "1", required: "" }),
+    element("label", { class: "check" }, element("input", { id: "restore-exact", type: "checkbox" }), "Exact: also delete the files made since"),
+    element("button", { type: "submit", text: "Show what changes" }));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    planSnapshot(folder, $("restore-at").value, $("restore-exact").checked, plan);
+  });
+  openPanel(`Restore ${folder || "the box"} as it was`, form, plan);
+}
+
+async function planSnapshot(folder, local, exact, shown) {
+  const at = new Date(local);
+  if (Number.isNaN(at.getTime())) return;
+  let snapshot;
+  try {
+    snapshot = await (await api("GET", `/snapshot?under=${encodeURIComponent(folder)}&at=${encodeURIComponent(at.toISOString())}`)).json();
+  } catch (e) {
+    tell(`Could not read the folder as it was: ${e.message}`);
+    return;
+  }
+  const { restore, remove } = snapshotPlan(snapshot.files, state.model.under(folder), exact);
+  const items = [
+    ...restore.map((each) => element("li", { text: `${each.base ? "Restore" : "Bring back"} ${each.path} (version ${each.seq})` })),
+    ...remove.map((each) => element("li", { text: `Delete ${each.path} (made since)` })),
+  ];
+  if (!items.length) {
+    shown.replaceChildren(element("p", { class: "muted", text: "Nothing differs: the folder is as it was." }));
+    return;
+  }
+  shown.replaceChildren(element("ul", { class: "plan" }, ...items), element("button", {
+    type: "button", class: "primary", id: "restore-apply", text: `Restore ${plural(items.length, "change")}`,
+    onclick: (event) => { event.target.disabled = true; applySnapshot(restore, remove); },
+  }));
+}
+
+async function applySnapshot(restore, remove) {
+  let done = 0;
+  const changed = [];
+  const failed = [];
+  const attempt = async (path, step) => {
+    try {
+      if (await step()) done += 1;
+      else changed.push(path);
+    } catch (e) {
+      if (e.status === 412) changed.push(path);
+      else failed.push(`${path} (${e.message})`);
+    }
+  };
+  for (const each of restore) await attempt(each.path, () => restoreVersion(each.path, each.seq, each.base));
+  for (const each of remove) await attempt(each.path, async () => { await deleteFile(each.path, each.base); return true; });
+  const parts = [`Restored ${plural(done, "change")}.`];
+  if (changed.length) parts.push(`Changed meanwhile: not restored: ${changed.join(", ")}.`);
+  if (failed.length) parts.push(`Could not restore ${failed.join(", ")}.`);
+  tell(parts.join(" "));
 }
 
 start();

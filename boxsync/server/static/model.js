@@ -165,6 +165,37 @@ export function formatAgo(seconds, now) {
   return `${Math.floor(ago / 86400)} d ago`;
 }
 
+/**
+ * What restoring a folder as it was takes: `then` are the versions its files
+ * had (GET /snapshot), `now` its live files. Each file that is missing or
+ * holds other bytes is restored from its version, from the seq it is at now
+ * (0: not there); with `exact`, each file made since is deleted too.
+ */
+export function snapshotPlan(then, now, exact = false) {
+  const live = new Map([...now].map((file) => [file.path, file]));
+  const restore = [];
+  for (const version of then) {
+    const current = live.get(version.path);
+    live.delete(version.path);
+    if (current && current.sha256 === version.sha256) continue;
+    restore.push({ path: version.path, seq: version.seq, base: current ? current.seq : 0 });
+  }
+  const remove = exact
+    ? [...live.values()].map((file) => ({ path: file.path, base: file.seq })).sort((a, b) => (a.path < b.path ? -1 : 1))
+    : [];
+  return { restore, remove };
+}
+
+/**
+ * The seq a file's history shows it at (its live version), 0 if it is
+ * deleted: the base of a restore from that history.
+ */
+export function historyBase(history) {
+  if (history.deleted) return 0;
+  const live = history.versions.find((version) => version.ended_seq === null || version.ended_seq === undefined);
+  return live ? live.seq : 0;
+}
+
 /** The URL path of box path `path` below `prefix` ("/files/", ...). */
 export function fileUrl(prefix, path) {
   return prefix + path.split("/").map(encodeURIComponent).join("/");
