@@ -20,7 +20,7 @@ from typing import (
     cast,
 )
 
-from attrs import define, evolve, field
+from attrs import Factory, define, evolve, field
 from klein import Klein
 from klein.resource import KleinResource
 from twisted.internet.defer import CancelledError, Deferred
@@ -67,7 +67,7 @@ from .batch import download_batch, upload_batch
 from .blockstore import BadBlock
 from .box import Box, DigestMismatch, MissingBlocks, NotFound, StaleBase
 from .events import EventStream, sse_for
-from .files import box_file
+from .files import BoxFile, box_file
 from .http import committed, header, json_body, listed, query
 from .hub import Hub, TooManyStreams
 from .index import FileRecord
@@ -76,6 +76,7 @@ from .limits import MAX_MANIFEST_ENTRIES
 from .manifest import read_manifest
 from .plan import plan
 from .staging import DiskFull
+from .transfers import Transfers
 from .uploads import BodyTooLarge, check_body, take_upload, trailer_sha256
 
 if TYPE_CHECKING:
@@ -128,6 +129,8 @@ class BoxsyncApp:
         the site checks it for single uploads, the batch route for batches.
     @ivar sessions: the web page's signed-in browsers, whose session cookie
         stands in for an C{Authorization} header (L{boxsync.server.web}).
+    @ivar transfers: the transfers under way; every file a route sends is
+        counted in it while it is sent.
     """
 
     clock: IReactorTime
@@ -138,6 +141,7 @@ class BoxsyncApp:
     legacy: LegacyAdapter | None = None
     max_upload: int | None = None
     sessions: Sessions | None = None
+    transfers: Transfers = field(default=Factory(lambda self: Transfers(self.clock), takes_self=True))
     app: Klein = field(factory=Klein, init=False)
     log = Logger()
 
@@ -192,9 +196,25 @@ class BoxsyncApp:
         def wrapper(request: IRequest, *args: _P.args, **kwargs: _P.kwargs) -> Deferred[_T]:
             principal = self.principal(request)
             check_body(request)
-            return Deferred.fromCoroutine(route(request, principal, *args, **kwargs))  # type: ignore[arg-type]
+            answer: Deferred[_T] = Deferred.fromCoroutine(route(request, principal, *args, **kwargs))  # type: ignore[arg-type]
+            return answer.addCallback(self._counted, request, principal)
 
         return wrapper
+
+    def _counted(self, answer: _T, request: IRequest, principal: Principal) -> _T:
+        """
+        Count the bytes of C{answer}, if it is a file to send, as a download
+        by the client of C{request}.
+        """
+        if isinstance(answer, BoxFile):
+            account, client = principal.account, _committer(request, principal)[0]
+            path = answer.record.path
+
+            def sending(request: IRequest, producer: Any) -> None:
+                self.transfers.sending(request, producer, account, client, path)
+
+            answer.sending = sending
+        return answer
 
     def _error(self, request: IRequest, failure: Failure) -> bytes | None:
         if failure.check(CancelledError):

@@ -6,7 +6,7 @@ with the file's sha256 as its C{ETag}, its seq and whether it is executable.
 from __future__ import annotations
 
 import os
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from twisted.web import static
 from twisted.web.iweb import IRequest
@@ -26,9 +26,13 @@ class BoxFile(static.File):
     with larger reads, an C{ETag} of its sha256, its seq and whether it is
     executable: sent from the
     file opened when it was found, never opened again by name.
+
+    @ivar sending: told of each response about to send the file (the
+        request, and the producer that writes it), if set.
     """
 
     isLeaf = True
+    sending: Callable[[IRequest, Any], None] | None = None
 
     def __init__(self, opened: BinaryIO, name: str, record: FileRecord) -> None:
         super().__init__(name, defaultType="application/octet-stream")
@@ -78,6 +82,8 @@ class BoxFile(static.File):
     def makeProducer(self, request: IRequest, fileForReading: Any) -> Any:
         producer = super().makeProducer(request, fileForReading)
         producer.bufferSize = 256 * 1024
+        if self.sending is not None:
+            self.sending(request, producer)
         return producer
 
 

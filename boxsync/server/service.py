@@ -336,6 +336,7 @@ class BoxsyncService(MultiService):
             max_upload=config.max_upload,
             authorize=self.app.principal,
             public=[(b"POST", SIGN_IN.encode())],
+            transfers=self.app.transfers,
             max_body=config.max_manifest,
             limits=config.connections,
             reactor=reactor,

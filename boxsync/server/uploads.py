@@ -32,11 +32,12 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from ..wire import SHA256_TRAILER, TRAILER_HEADER, ProtocolError, sha256_header
+from ..wire import CLIENT_HEADER, SHA256_TRAILER, TRAILER_HEADER, ProtocolError, sha256_header
 from ..writer import HashingWriter, Runner
-from .auth import Forbidden, Unauthorized
+from .auth import Forbidden, Principal, Unauthorized
 from .limits import MAX_OTHER_BODY, LimitedChannel, LimitedSite, Refused
 from .staging import StagingFile, as_disk_full, discarding
+from .transfers import Transfer, Transfers
 
 __all__ = ["StreamingRequest", "UploadSite", "take_upload", "check_body", "trailer_sha256", "BodyTooLarge"]
 
@@ -83,6 +84,8 @@ class UploadSite(LimitedSite):
         body is held to L{PUBLIC_BODY} bytes.
     @ivar run: runs the writing and hashing of each batch of an upload
         (by default in the reactor's thread pool).
+    @ivar transfers: where each upload (a file, a block, a batch) let in is
+        registered until its request ends, if given.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class UploadSite(LimitedSite):
         max_body: int | None = None,
         run: Runner | None = None,
         public: Collection[tuple[bytes, bytes]] = (),
+        transfers: Transfers | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(resource, requestFactory=StreamingRequest, **kwargs)
@@ -103,6 +107,7 @@ class UploadSite(LimitedSite):
         self.authorize = authorize
         self.public = frozenset(public)
         self.run: Runner = run or self._in_thread
+        self.transfers = transfers
 
     def is_public(self, method: bytes, uri: bytes) -> bool:
         """
@@ -120,11 +125,21 @@ class UploadSite(LimitedSite):
         if self.is_public(channel._command, channel._path):
             return
         try:
-            self.authorize(request)
+            principal = self.authorize(request)
         except Unauthorized as e:
             raise Refused(401, str(e)) from None
         except Forbidden as e:
             raise Refused(403, str(e)) from None
+        if self.transfers is not None and isinstance(principal, Principal):
+            client = request.getHeader(CLIENT_HEADER.encode())
+            request.transfer = self.transfers.receiving(
+                request,
+                channel._command,
+                channel._path,
+                principal.account,
+                client.decode("utf-8", "replace") if client else principal.client,
+                channel.length,
+            )
 
     def _in_thread(self, work: Callable[[], None]) -> Deferred[None]:
         # The site's reactor: a real one, whose threads do the disk work.
@@ -170,9 +185,12 @@ class StreamingRequest(Request):
         large, a full disk), for the route to raise.
     @ivar trailer: the last bytes of an upload body that ends with its
         sha256 (so far: at most its length); C{None} for any other body.
+    @ivar transfer: where the bytes of an upload received so far are
+        counted (see L{UploadSite.transfers}).
     """
 
     staged: StagingFile | None = None
+    transfer: Transfer | None = None
     trailer: bytes | None = None
     writer: HashingWriter | None = None
     _reading: _Reading | None = None
@@ -234,6 +252,8 @@ class StreamingRequest(Request):
         if self.body_error is not None:
             return
         self._received += len(data)
+        if self.transfer is not None:
+            self.transfer.moved += len(data)
         if self._limit is not None and self._received > self._limit:
             # The rest of the body is read and dropped, so the client gets
             # the answer instead of a reset connection.

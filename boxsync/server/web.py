@@ -11,7 +11,7 @@ adds is here:
  - L{WebPage}: the routes only the page needs (sign-in and sign-out, the
    static files under a strict Content-Security-Policy, a file's record, a
    download as an attachment, a folder as a zip streamed on the fly, moving
-   and renaming, the account's clients).
+   and renaming, the account's clients and their transfers under way).
 """
 
 from __future__ import annotations
@@ -291,17 +291,27 @@ class WebPage:
     async def clients(self, request: IRequest, principal: Principal) -> bytes:
         """
         The clients of the account that had an event stream open since the
-        server started: how many each has open now, and when it was last
-        connected.
+        server started, or have a transfer under way: how many streams each
+        has open now, when it was last connected (now, while it transfers),
+        and its transfers.
         """
         account = principal.account
         connected = Counter(listener.client for listener in self.hub.listeners(account))
+        transfers = self.api.transfers.of(account)
+        seen = self.hub.last_seen(account)
+        now = self.clock.seconds()
+        seen.update(dict.fromkeys(transfers, now))
         found = [
-            {"client": client, "streams": connected.get(client, 0), "last_seen": when}
-            for client, when in sorted(self.hub.last_seen(account).items())
+            {
+                "client": client,
+                "streams": connected.get(client, 0),
+                "last_seen": when,
+                "transfers": [transfer.to_json() for transfer in transfers.get(client, ())],
+            }
+            for client, when in sorted(seen.items())
             if client
         ]
-        return json_body(request, 200, {"now": self.clock.seconds(), "clients": found})
+        return json_body(request, 200, {"now": now, "clients": found})
 
     async def record(self, request: IRequest, principal: Principal, path: str) -> bytes:
         """

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
-  BoxModel, SSEParser, fileUrl, formatAgo, formatSize, historyBase, parentOf, plural, snapshotPlan, sortEntries,
+  BoxModel, SSEParser, describeTransfer, fileUrl, formatAgo, formatSize, historyBase, parentOf, plural, snapshotPlan, sortEntries,
 } from "../../boxsync/server/static/model.js";
 
 function record(path, seq, size = 1, origin = "laptop") {
@@ -114,4 +114,11 @@ test("a restore from a history is based on the version it shows live", () => {
   const versions = [{ seq: 7, ended_seq: null }, { seq: 3, ended_seq: 7 }];
   assert.equal(historyBase({ deleted: false, versions }), 7);
   assert.equal(historyBase({ deleted: true, versions: [{ seq: 3, ended_seq: 8, deleted: true }] }), 0);
+});
+
+test("a transfer under way, as the clients panel shows it", () => {
+  assert.equal(describeTransfer({ direction: "up", size: 1000, moved: 300 }), "↑ uploading: 300 B of 1 KB (30%)");
+  assert.equal(describeTransfer({ direction: "down", size: 3, moved: 3 }), "↓ downloading: 3 B of 3 B (100%)");
+  assert.equal(describeTransfer({ direction: "down", size: 0, moved: 0 }), "↓ downloading: 0 B of 0 B (100%)");
+  assert.equal(describeTransfer({ direction: "up", size: null, moved: 2500 }), "↑ uploading: 2.5 KB");
 });

@@ -3,7 +3,7 @@
 // goes in as text (textContent), never as HTML.
 
 import {
-  BoxModel, SSEParser, baseName, fileUrl, formatAgo, formatSize, historyBase, parentOf, plural, snapshotPlan,
+  BoxModel, SSEParser, baseName, describeTransfer, fileUrl, formatAgo, formatSize, historyBase, parentOf, plural, snapshotPlan,
   sortEntries,
 } from "./model.js";
 
@@ -158,7 +158,7 @@ function opened(who) {
   navigate(folderFromUrl());
   load(who.seq, state.generation).catch((e) => say(`Could not list the box: ${e.message}`));
   clients();
-  state.clientsTimer = setInterval(clients, 5000);
+  state.clientsTimer = setInterval(clients, CLIENTS_EVERY);
 }
 
 // ---- the box, live
@@ -254,15 +254,18 @@ async function askOrigins(generation) {
   }
 }
 
+// Asked again this often (ms) while the panel is on screen, so transfers move.
+const CLIENTS_EVERY = 1500;
+
 async function clients() {
-  if (!state.session) return;
+  const list = $("clients-list");
+  if (!state.session || document.hidden || !list.offsetParent) return;
   let answer;
   try {
     answer = await (await api("GET", "/web/clients")).json();
   } catch (e) {
     return;
   }
-  const list = $("clients-list");
   list.replaceChildren(...answer.clients.map((client) => element(
     "li", { class: client.streams ? "client on" : "client" },
     element("span", { class: "dot", "aria-hidden": "true" }),
@@ -271,8 +274,23 @@ async function clients() {
       class: "client-seen",
       text: client.streams ? "connected" : `last seen ${formatAgo(client.last_seen, answer.now)}`,
     }),
+    ...(client.transfers.length ? [element("ul", { class: "transfers" }, ...client.transfers.map(transferItem))] : []),
   )));
   if (!answer.clients.length) list.append(element("li", { class: "muted", text: "No client has connected since the server started." }));
+}
+
+function transferItem(transfer) {
+  const bar = element("progress", { "aria-label": `${transfer.path}: ${transfer.direction}` });
+  if (transfer.size !== null) {
+    bar.max = Math.max(transfer.size, 1);
+    bar.value = Math.min(transfer.moved, bar.max);
+  }
+  return element(
+    "li", { class: `transfer ${transfer.direction}` },
+    element("span", { class: "transfer-path", text: transfer.path }),
+    bar,
+    element("span", { class: "transfer-text", text: describeTransfer(transfer) }),
+  );
 }
 
 // ---- showing a folder

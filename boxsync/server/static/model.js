@@ -166,6 +166,18 @@ export function formatAgo(seconds, now) {
 }
 
 /**
+ * A transfer under way (one of `GET /web/clients`'s), as the clients panel
+ * shows it: which way, how far (bytes, and percent when its size is known).
+ */
+export function describeTransfer(transfer) {
+  const arrow = transfer.direction === "up" ? "↑ uploading" : "↓ downloading";
+  const { size, moved } = transfer;
+  if (size === null || size === undefined) return `${arrow}: ${formatSize(moved)}`;
+  const percent = size > 0 ? Math.min(100, Math.floor((moved * 100) / size)) : 100;
+  return `${arrow}: ${formatSize(moved)} of ${formatSize(size)} (${percent}%)`;
+}
+
+/**
  * What restoring a folder as it was takes: `then` are the versions its files
  * had (GET /snapshot), `now` its live files. Each file that is missing or
  * holds other bytes is restored from its version, from the seq it is at now
