@@ -9,6 +9,7 @@ way (that is how those in docs/ are made).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -166,6 +167,31 @@ def visible(driver: Any, element_id: str) -> Callable[[Any], bool]:
     return lambda d: d.execute_script(f"return !document.getElementById('{element_id}').hidden")
 
 
+@contextlib.contextmanager
+def held_upload(site: Site, path: str, size: int, first: int) -> Iterator[Callable[[], None]]:
+    """
+    An upload of C{size} bytes to C{path} by client C{camera}, its first
+    C{first} bytes sent; the function it gives sends the rest and checks the
+    answer. The connection is closed on the way out.
+    """
+    with socket.create_connection(("127.0.0.1", int(site.url.rsplit(":", 1)[1])), timeout=WAIT) as sock:
+        head = (
+            f"PUT /files/{quote(path)} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            f"Authorization: Bearer {site.laptop_token}\r\nX-Boxsync-Client: camera\r\n"
+            f"Content-Length: {size}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + b"x" * first)
+
+        def finish() -> None:
+            sock.sendall(b"x" * (size - first))
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 201"), answer
+
+        yield finish
+
+
 def screenshot(driver: Any, tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     driver.save_screenshot(str(path))
@@ -317,6 +343,16 @@ def test_the_page_follows_the_box(site: Site, browser: Any, tmp_path: Path) -> N
     # The client is listed as connected.
     until(browser, lambda d: "laptop" in d.find_element(By.ID, "clients-list").text, "the clients")
     assert "connected" in browser.find_element(By.ID, "clients-list").text
+
+    # A slow upload, held halfway through its body, is shown with its path
+    # and how far it is; it is gone once it is all sent and committed.
+    listed = lambda d: d.find_element(By.ID, "clients-list").text  # noqa: E731
+    with held_upload(site, "slow/held.bin", 4000, 1000) as finish:
+        until(browser, lambda d: "slow/held.bin" in listed(d) and "1 KB of 4 KB (25%)" in listed(d), "the upload on the page")
+        assert "camera" in listed(browser)
+        finish()
+    until(browser, lambda d: "slow/held.bin" not in listed(d), "the finished upload to leave the page")
+    assert "uploading" not in listed(browser)
 
     # Nothing the page does was blocked, nothing failed in its scripts.
     console = [entry["message"] for entry in browser.get_log("browser")]
