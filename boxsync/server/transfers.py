@@ -21,7 +21,7 @@ from twisted.web.server import Request
 
 from ..wire.legacy import FILE_PATH_HEADER
 
-__all__ = ["Transfer", "Transfers", "UP", "DOWN", "BLOCKS", "BATCH", "upload_path"]
+__all__ = ["BATCH", "BLOCKS", "DOWN", "UP", "Transfer", "Transfers", "upload_path"]
 
 UP = "up"
 DOWN = "down"

@@ -8,6 +8,7 @@ gone once it is committed, sent, or its connection dropped.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
@@ -18,7 +19,11 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from boxsync.server.transfers import BATCH, BLOCKS, DOWN, UP, Transfers, upload_path
 from tests.helpers import RunningServer, eventually, json_of, timed
-from tests.integration.test_accounts import TokenServer, accounts  # noqa: F401 (a fixture)
+from tests.integration import test_accounts
+from tests.integration.test_accounts import TokenServer
+
+#: A token-mode server with accounts alice (client laptop) and bob (desk).
+accounts = test_accounts.accounts
 
 
 def test_the_registry_by_account_and_client() -> None:
@@ -171,8 +176,8 @@ async def test_a_download_shows_while_it_is_sent(accounts: TokenServer, reactor:
     alice, bob = accounts.as_("laptop"), accounts.as_("desk")
     size = 64 * 2**20
     (accounts.box / "alice").mkdir(exist_ok=True)
-    with open(accounts.box / "alice/large.bin", "wb") as f:
-        f.truncate(size)
+    (accounts.box / "alice/large.bin").touch()
+    os.truncate(accounts.box / "alice/large.bin", size)
     # Found by the server (adopted at start: restart it).
     await accounts.stop()
     await accounts.start()
