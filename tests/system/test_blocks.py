@@ -116,3 +116,36 @@ def test_an_upload_killed_midway_resumes(tmp_path: Path, server: Server) -> None
     finally:
         a.kill()
         proxy.stop()
+
+
+def test_a_download_killed_midway_resumes(tmp_path: Path, server: Server) -> None:
+    """
+    A kill -9 of the client halfway through a download by blocks: started
+    again, it keeps the blocks already in its temporary file and fetches
+    only the rest.
+    """
+    a = Client(server, tmp_path / "a", "a")
+    a.folder.mkdir(parents=True)
+    data = os.urandom(96 * MiB)
+    (a.folder / "big.bin").write_bytes(data)
+    a.once()
+    proxy = Proxy(server.port, rate=12 * MiB).start()
+    b = Client(server, tmp_path / "b", "b", url=proxy.url)
+    try:
+        b.start()
+        temp = b.folder / ".boxsync/tmp"
+        wait_until(
+            lambda: any(p.name.startswith("dl-") and p.stat().st_size > 40 * MiB for p in temp.glob("dl-*")),
+            timeout=60,
+            what="half the download",
+        )
+        b.kill()
+        proxy.rate = None
+        proxy.carried()
+        b.once(timeout=120)
+        assert sha((b.folder / "big.bin").read_bytes()) == sha(data)
+        # What came before the kill was not fetched again.
+        assert proxy.carried()[1] < len(data) * 0.7
+    finally:
+        b.kill()
+        proxy.stop()
