@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Awaitable, Callable, Iterable, Sequence
 
 from attrs import define
-from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
+from twisted.internet.defer import Deferred, DeferredList
 
 from ..blocks import Block, Cutter, Recipe, read_block, recipe_of
 from ..fs import CHUNK_SIZE
@@ -213,23 +213,24 @@ class Blockwise:
 
 async def _all(work: Sequence[Callable[[], Awaitable[None]]]) -> None:
     """
-    Run each of C{work}, L{IN_FLIGHT} at a time; once one fails, start no
-    more, and raise its failure when those under way have ended.
+    Run each of C{work}, L{IN_FLIGHT} at a time (as many workers, each
+    taking the next as it is done); once one fails, start no more, and
+    raise its failure when those under way have ended.
     """
-    limit = DeferredSemaphore(IN_FLIGHT)
+    pending = iter(work)
     failed: list[BaseException] = []
 
-    async def one(each: Callable[[], Awaitable[None]]) -> None:
-        await limit.acquire()
-        try:
-            if not failed:
+    async def worker() -> None:
+        for each in pending:
+            if failed:
+                return
+            try:
                 await each()
-        except BaseException as e:
-            failed.append(e)
-        finally:
-            limit.release()
+            except BaseException as e:
+                failed.append(e)
+                return
 
-    await DeferredList([Deferred.fromCoroutine(one(each)) for each in work])
+    await DeferredList([Deferred.fromCoroutine(worker()) for _ in range(IN_FLIGHT)])
     if failed:
         raise failed[0]
 

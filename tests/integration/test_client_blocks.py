@@ -178,3 +178,58 @@ async def test_a_block_that_arrives_corrupted_is_refused_and_fetched_again(
     await b.sync(engine)
     assert spoiled and (b.root / "big.bin").read_bytes() == data
     assert not [p for p in (b.root / ".boxsync/tmp").iterdir() if p.name.startswith("dl-")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failure_among_many_blocks_ends_the_transfer(reactor: Any) -> None:
+    """
+    Thousands of blocks, the first of which fails at once (a refused
+    connection): the rest are not started, and the failure comes back.
+    """
+    from boxsync.client.blockwise import IN_FLIGHT, _all
+
+    started: list[int] = []
+
+    def work(n: int) -> Any:
+        async def one() -> None:
+            started.append(n)
+            if n == 0:
+                raise ConnectionRefusedError("refused")
+
+        return one
+
+    with pytest.raises(ConnectionRefusedError):
+        await timed(Deferred.fromCoroutine(_all([work(n) for n in range(5000)])), reactor)
+    assert started[0] == 0 and len(started) <= IN_FLIGHT
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_download_cut_off_keeps_the_blocks_it_wrote(
+    folders: Any, server: RunningServer, moved: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = folders("a"), folders("b")
+    data = os.urandom(16 * MiB)
+    (a.root / "big.bin").write_bytes(data)
+    await a.sync()
+    total = blocks_in(data)
+    real_get = BoxsyncAPI.get_block
+    got: list[int] = []
+
+    async def cut_off(self: BoxsyncAPI, block: Block) -> bytes:
+        if len(got) >= total // 2:
+            raise ConnectionError("the link went down")
+        got.append(block.size)
+        return await real_get(self, block)
+
+    monkeypatch.setattr(BoxsyncAPI, "get_block", cut_off)
+    engine = b.engine()
+    running = Deferred.fromCoroutine(engine.run())
+    await eventually(b.reactor, lambda: engine.last_error is not None)
+    engine.stop()
+    await timed(running, b.reactor)
+    assert not (b.root / "big.bin").exists() and len(got) == total // 2
+    monkeypatch.setattr(BoxsyncAPI, "get_block", real_get)
+    moved.clear()
+    await b.sync()
+    assert (b.root / "big.bin").read_bytes() == data
+    assert len(moved["b down"]) == total - total // 2

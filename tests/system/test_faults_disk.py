@@ -20,6 +20,7 @@ from typing import Iterator
 
 import pytest
 
+from boxsync.blocks import recipe_of
 from boxsync.testing import Client, Server, tree, wait_until
 from tests.faults import (
     backing_off,
@@ -28,7 +29,6 @@ from tests.faults import (
     output,
     put,
     record,
-    requests_in_log,
     sha,
     staged,
     stop_and_check,
@@ -42,6 +42,13 @@ ROOM = 4 * 2**20
 #: No periodic rescan during the test: every try the client makes comes
 #: from its back-off, and is counted as such.
 NO_RESCAN = ["--rescan", "600"]
+
+
+def commits(server: Server) -> int:
+    """
+    How many times the server was asked to commit a file by its blocks.
+    """
+    return output(server).count('"POST /blocks/commit HTTP/1.1"')
 
 
 def tries(client: Client) -> int:
@@ -71,14 +78,15 @@ def test_server_disk_full_during_an_upload(tmp_path: Path, server: Server) -> No
     (a.folder / "small.txt").write_text("fits")
     a.start()
     try:
-        wait_until(lambda: requests_in_log(server, "PUT", "big.bin") >= 4, timeout=60, what="four tries")
-        assert output(server).count('"PUT /files/big.bin HTTP/1.1" 507') == requests_in_log(server, "PUT", "big.bin")
+        # big.bin moves by blocks: they fit, the file they make does not.
+        wait_until(lambda: commits(server) >= 4, timeout=60, what="four tries")
+        assert output(server).count('"POST /blocks/commit HTTP/1.1" 507') == commits(server)
         # Nothing of it committed, nothing left in staging; the rest synced.
         assert tree(server.box) == {"small.txt": tree(a.folder)["small.txt"]}
         assert not staged(server.box)
         assert "big.bin: HTTP 507: no space left in the box" in output(a)
         assert "resyncing in" in output(a) and "a change raced" not in output(a)
-        check_backing_off(a, requests_in_log(server, "PUT", "big.bin"))
+        check_backing_off(a, commits(server))
         # The server keeps serving.
         status, _ = put(server, "other.txt", b"still serving", base=0)
         assert status == 201
@@ -88,7 +96,7 @@ def test_server_disk_full_during_an_upload(tmp_path: Path, server: Server) -> No
         wait_until(lambda: tree(a.folder) == tree(server.box), what="a to be in sync")
     finally:
         a.kill()
-    stop_and_check(server, "server disk full", requests_in_log(server, "PUT", "big.bin") - 1)
+    stop_and_check(server, "server disk full", commits(server) - 1)
 
 
 @pytest.mark.slow
@@ -108,11 +116,17 @@ def test_client_disk_full_during_a_download(tmp_path: Path, server: Server) -> N
         check_backing_off(b, tries(b))
         reasons = re.findall(r"resyncing in [\d.]+ s: (.*)", output(b))
         assert set(reasons) == {"big.bin: no space left on this disk (File too large)"}
-        # Room again: b goes on from what it had, and finishes.
+        # Room again: b goes on from what it had (the blocks it wrote are
+        # not fetched again), and finishes.
+        # Counted once the try under way has failed too (the next waits
+        # for the back-off).
+        wait_until(lambda: output(b).count("bytes): failed") >= tries(b), what="the last try to fail")
+        fetched = output(server).count('"GET /blocks/')
         b.process.set_file_size_limit(None)  # type: ignore[union-attr]
         wait_until(lambda: tree(b.folder) == tree(a.folder), timeout=60, what="the download once there is room")
         assert not temp_files(b.folder)
-        assert '"GET /files/big.bin HTTP/1.1" 206' in output(server)
+        blocks = len(recipe_of(a.folder / "big.bin").blocks)
+        assert output(server).count('"GET /blocks/') - fetched < blocks
     finally:
         b.kill()
     record("client disk full", faults=tries(b) - 1, files=len(tree(b.folder)))

@@ -30,6 +30,8 @@ from typing import IO, Callable, Iterator
 import pytest
 from attrs import frozen
 
+from boxsync.client.cli import COMMANDS
+
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 FENCED = re.compile(r"^```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -65,11 +67,7 @@ class Step:
     @property
     def is_live_client(self) -> bool:
         words = self.words
-        return (
-            words[0] == "boxsync-client"
-            and words[1] not in ("status", "ls")
-            and "--once" not in words
-        )
+        return words[0] == "boxsync-client" and words[1] not in COMMANDS and "--once" not in words
 
     @property
     def port(self) -> int:
