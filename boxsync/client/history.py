@@ -17,11 +17,11 @@ from typing import Any, TextIO
 
 from attrs import frozen
 
-from ..paths import normalize
 from ..reactors import IClientReactor
-from ..wire import ProtocolError, RemoteFile
+from ..wire import ProtocolError
 from ..wire.history import VersionEntry, parse_time
 from .api import BoxsyncAPI
+from .commands import NotInBox, box_path, client_api, files_at
 from .connect import connect
 from .errors import NotFound, StaleBase
 from .status import human_size
@@ -54,9 +54,7 @@ def _table(entries: list[VersionEntry], first: str, marks: list[str]) -> list[st
 
 async def _with_api(reactor: IClientReactor, options: Any, work: Any) -> Any:
     connection = connect(reactor, options.server, options.cacert, options.insecure)
-    api = BoxsyncAPI(
-        connection.http, reactor, options.server, options.token, options.name, idle_timeout=options.idle_timeout
-    )
+    api = client_api(reactor, connection, options)
     try:
         return await work(api)
     finally:
@@ -67,7 +65,7 @@ async def history(reactor: IClientReactor, options: Any, path: str, out: TextIO)
     """
     Print the versions of C{path} the server keeps, newest first.
     """
-    path = normalize(path)
+    path = _file(path)
 
     async def work(api: BoxsyncAPI) -> tuple[bool, list[VersionEntry]]:
         try:
@@ -91,7 +89,7 @@ async def trash(reactor: IClientReactor, options: Any, folder: str, out: TextIO)
     Print the files deleted under C{folder} ("" for the whole box), newest
     deletion first.
     """
-    under = normalize(folder) if folder.strip("/.") else ""
+    under = box_path(folder)
     found: list[VersionEntry] = await _with_api(reactor, options, lambda api: api.trash(under, 100_000))
     if options.json:
         print(
@@ -130,7 +128,7 @@ async def restore(
 
     @return: 0 if all was restored, 1 if a path had changed meanwhile.
     """
-    target = normalize(path) if path.strip("/.") else ""
+    target = box_path(path) if at is not None else _file(path)
     if seq is not None and at is not None:
         raise UserError("give --seq or --at, not both")
     if exact and at is None:
@@ -184,11 +182,15 @@ async def _one(api: BoxsyncAPI, path: str, seq: int, base: int) -> _Outcome:
 
 
 async def _restore_at(api: BoxsyncAPI, target: str, when: str, exact: bool) -> list[_Outcome]:
-    then = {v.path: v for v in await api.snapshot(target, when) if _within(v.path, target)}
-    if target and not then and not await _is_folder(api, target):
-        # A file: its version at that time.
-        then = {v.path: v for v in await api.snapshot(target.rsplit("/", 1)[0] if "/" in target else "", when) if v.path == target}
-    now = {file.path: file for file in await _listing(api) if _within(file.path, target)}
+    then = {v.path: v for v in await api.snapshot(target, when)}
+    if target and not then:
+        # Not a folder then: a file, as its folder had it.
+        parent = target.rsplit("/", 1)[0] if "/" in target else ""
+        then = {v.path: v for v in await api.snapshot(parent, when) if v.path == target}
+    try:
+        now = {file.path: file for file in await files_at(api, target)}
+    except NotInBox:
+        now = {}
     outcomes = []
     for path, version in sorted(then.items()):
         current = now.get(path)
@@ -206,18 +208,13 @@ async def _restore_at(api: BoxsyncAPI, target: str, when: str, exact: bool) -> l
     return outcomes
 
 
-def _within(path: str, target: str) -> bool:
-    return not target or path == target or path.startswith(target + "/")
+def _file(path: str) -> str:
+    """
+    The wire path of the file a command names.
 
-
-async def _is_folder(api: BoxsyncAPI, target: str) -> bool:
-    return any(file.path.startswith(target + "/") for file in await _listing(api))
-
-
-async def _listing(api: BoxsyncAPI, page: int = 1000) -> list[RemoteFile]:
-    files: list[RemoteFile] = []
-    while True:
-        found = await api.list_files(files[-1].path if files else "", page)
-        files += found
-        if len(found) < page:
-            return files
+    @raise UserError: if it names the whole box.
+    """
+    found = box_path(path)
+    if not found:
+        raise UserError("name a file in the box (or, with --at, a folder)")
+    return found

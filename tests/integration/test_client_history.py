@@ -24,7 +24,7 @@ from tests.helpers import RunningServer, put, timed
 def options(server: RunningServer, json_out: bool = False) -> Any:
     return SimpleNamespace(
         server=server.url, token=server.key, cacert=None, insecure=False, name="tester",
-        idle_timeout=10.0, json=json_out,
+        idle_timeout=10.0, json=json_out, limit_up=None, limit_down=None,
     )
 
 
