@@ -106,14 +106,14 @@ class Blockwise:
             if recipe.size != size or (expected_sha256 is not None and recipe.sha256 != expected_sha256):
                 raise ChangedWhileSent(path)
             commit = BlockCommit(path, base, mtime_ns, recipe, executable)
-            offsets = {block.sha256: offset for offset, block in recipe.placed()}
+            placed = {block.sha256: (offset, block) for offset, block in recipe.placed()}
             for _ in range(_ROUNDS):
                 try:
                     return await self.api.commit_blocks(commit)
                 except MissingBlocks as e:
-                    if not set(e.missing) <= offsets.keys():
+                    if not set(e.missing) <= placed.keys():
                         raise
-                    await self._send(fd, [(offsets[sha256], _block(recipe, sha256)) for sha256 in e.missing], on_progress)
+                    await self._send(fd, [placed[sha256] for sha256 in e.missing], on_progress)
             return await self.api.commit_blocks(commit)
         finally:
             os.close(fd)
@@ -233,10 +233,6 @@ async def _all(work: Sequence[Callable[[], Awaitable[None]]]) -> None:
     await DeferredList([Deferred.fromCoroutine(worker()) for _ in range(IN_FLIGHT)])
     if failed:
         raise failed[0]
-
-
-def _block(recipe: Recipe, sha256: str) -> Block:
-    return next(block for block in recipe.blocks if block.sha256 == sha256)
 
 
 def _fill_locally(fd: int, recipe: Recipe, sources: list[Path]) -> list[tuple[int, Block]]:
