@@ -16,9 +16,12 @@ from typing import Any
 import pytest
 import pytest_twisted
 
+from twisted.internet.defer import Deferred
+
 from boxsync.client import history
 from boxsync.client.history import UserError
 from tests.helpers import RunningServer, put, timed
+from tests.integration.test_history import a_moment
 
 
 def options(server: RunningServer, json_out: bool = False) -> Any:
@@ -38,14 +41,8 @@ async def delete(http: Any, server: RunningServer, path: str, base: int) -> None
 
 async def run(work: Any, server: RunningServer) -> str:
     out = io.StringIO()
-    await timed(_deferred(work(out)), server.reactor)
+    await timed(Deferred.fromCoroutine(work(out)), server.reactor)
     return out.getvalue()
-
-
-def _deferred(coroutine: Any) -> Any:
-    from twisted.internet.defer import Deferred
-
-    return Deferred.fromCoroutine(coroutine)
 
 
 @pytest_twisted.ensureDeferred
@@ -95,7 +92,7 @@ async def test_a_folder_restored_as_it_was(server: RunningServer, http: Any) -> 
     assert (await put(http, server, "d/b.txt", b"b1", base=0)).code == 201
     assert (await put(http, server, "elsewhere.txt", b"e1", base=0)).code == 201
     then = str(time.time_ns())
-    await timed(_deferred(_pause(server)), server.reactor)
+    await timed(a_moment(server), server.reactor)
     assert (await put(http, server, "d/a.txt", b"a2", base=1)).code == 201
     await delete(http, server, "d/b.txt", 2)
     assert (await put(http, server, "d/new.txt", b"made since", base=0)).code == 201
@@ -116,9 +113,3 @@ async def test_a_folder_restored_as_it_was(server: RunningServer, http: Any) -> 
         await run(lambda out: history.restore(server.reactor, options(server), "d", 3, then, False, out), server)
     with pytest.raises(UserError):
         await run(lambda out: history.restore(server.reactor, options(server), "d", None, None, True, out), server)
-
-
-async def _pause(server: RunningServer) -> None:
-    from twisted.internet.task import deferLater
-
-    await deferLater(server.reactor, 0.01, lambda: None)

@@ -96,7 +96,7 @@ async def test_a_folder_as_it_was_at_a_time(server: RunningServer, http: Any) ->
     assert (await put(http, server, "d/a.txt", b"a1", base=0)).code == 201
     assert (await put(http, server, "d/b.txt", b"b1", base=0)).code == 201
     then = time.time_ns()
-    await timed(_later(server), server.reactor)
+    await timed(a_moment(server), server.reactor)
     assert (await put(http, server, "d/a.txt", b"a2", base=1)).code == 201
     assert (await delete(http, server, "d/b.txt", 2)).code == 200
     assert (await put(http, server, "d/c.txt", b"c new", base=0)).code == 201
@@ -109,7 +109,7 @@ async def test_a_folder_as_it_was_at_a_time(server: RunningServer, http: Any) ->
     assert (await get(http, server, "/snapshot?under=d&at=yesterday-ish")).code == 400
 
 
-def _later(server: RunningServer) -> Any:
+def a_moment(server: RunningServer) -> Any:
     from twisted.internet.task import deferLater
 
     return deferLater(server.reactor, 0.01, lambda: None)
