@@ -38,14 +38,10 @@ def entry(version: FileRecord | VersionRecord) -> VersionEntry:
     """
     A live or kept version as the history lists it.
     """
-    if isinstance(version, FileRecord):
-        return VersionEntry(
-            version.path, version.seq, iso_time(version.committed_ns), version.size, version.sha256,
-            version.mtime_ns, version.origin,
-        )
+    ended = (None, None) if isinstance(version, FileRecord) else (version.ended_seq, iso_time(version.ended_ns))
     return VersionEntry(
         version.path, version.seq, iso_time(version.committed_ns), version.size, version.sha256,
-        version.mtime_ns, version.origin, version.ended_seq, iso_time(version.ended_ns),
+        version.mtime_ns, version.origin, *ended,
     )
 
 
