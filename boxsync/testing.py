@@ -47,15 +47,56 @@ def wait_until(condition: Callable[[], bool], timeout: float = DEADLINE, what: s
 
 def tree(folder: Path) -> dict[str, str]:
     """
-    The synced content of C{folder}: path to sha256, hidden folder left out.
+    The synced content of C{folder}: path to sha256, hidden folder left out,
+    in path order.
+
+    A box may hold paths of 2,000 folders, longer than the system takes in
+    one name (C{PATH_MAX}) and deeper than Python's recursion: the walk goes
+    one folder at a time from a descriptor, with a stack of its own, and
+    holds one descriptor open at a time.
     """
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder).as_posix()
-        if relative.split("/")[0] == ".boxsync" or not path.is_file() or path.is_symlink():
-            continue
-        found[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return found
+    found: dict[str, str] = {}
+    parts: list[str] = []
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        pending = [_list(fd, parts, found)]
+        while pending:
+            if pending[-1]:
+                name = pending[-1].pop()
+                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = child
+                parts.append(name)
+                pending.append(_list(fd, parts, found))
+            else:
+                pending.pop()
+                if parts:
+                    parent = os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                    os.close(fd)
+                    fd = parent
+                    parts.pop()
+    finally:
+        os.close(fd)
+    return {path: found[path] for path in sorted(found, key=lambda path: path.split("/"))}
+
+
+def _list(fd: int, parts: list[str], found: dict[str, str]) -> list[str]:
+    """
+    Hash the regular files of the folder open as C{fd} (at C{parts}) into
+    C{found}; its folders' names.
+    """
+    folders = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if not parts and entry.name == ".boxsync":
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(entry.name)
+            elif entry.is_file(follow_symlinks=False):
+                opened = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+                with os.fdopen(opened, "rb") as f:
+                    found["/".join([*parts, entry.name])] = hashlib.file_digest(f, "sha256").hexdigest()
+    return folders
 
 
 @define
