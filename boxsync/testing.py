@@ -49,17 +49,66 @@ def tree(folder: Path) -> dict[str, str]:
     """
     The synced content of C{folder}: path to sha256, hidden folder left out,
     in path order.
+    """
+    found: dict[str, str] = {}
+
+    def visit(fd: int, parts: list[str]) -> list[str]:
+        folders = []
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if not parts and entry.name == ".boxsync":
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.name)
+                elif entry.is_file(follow_symlinks=False):
+                    opened = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+                    with os.fdopen(opened, "rb") as f:
+                        found["/".join([*parts, entry.name])] = hashlib.file_digest(f, "sha256").hexdigest()
+        return folders
+
+    _descend(folder, visit)
+    return {path: found[path] for path in sorted(found, key=lambda path: path.split("/"))}
+
+
+def remove_tree(folder: Path) -> None:
+    """
+    Remove C{folder} and everything in it, however deep (Python's own
+    C{shutil.rmtree} recurses, and fails on a path of 2,000 folders).
+    """
+
+    def visit(fd: int, parts: list[str]) -> list[str]:
+        folders = []
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.name)
+                else:
+                    os.unlink(entry.name, dir_fd=fd)
+        return folders
+
+    _descend(folder, visit, leave=lambda fd, name: os.rmdir(name, dir_fd=fd))
+    os.rmdir(folder)
+
+
+def _descend(
+    folder: Path,
+    visit: Callable[[int, list[str]], list[str]],
+    leave: Callable[[int, str], None] = lambda fd, name: None,
+) -> None:
+    """
+    Call C{visit} on every folder under C{folder}, with the folder open as a
+    descriptor and its path as parts; it returns the names of the folders to
+    go into. C{leave} is called in the parent once a folder is done.
 
     A box may hold paths of 2,000 folders, longer than the system takes in
     one name (C{PATH_MAX}) and deeper than Python's recursion: the walk goes
     one folder at a time from a descriptor, with a stack of its own, and
     holds one descriptor open at a time.
     """
-    found: dict[str, str] = {}
     parts: list[str] = []
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        pending = [_list(fd, parts, found)]
+        pending = [visit(fd, parts)]
         while pending:
             if pending[-1]:
                 name = pending[-1].pop()
@@ -67,36 +116,16 @@ def tree(folder: Path) -> dict[str, str]:
                 os.close(fd)
                 fd = child
                 parts.append(name)
-                pending.append(_list(fd, parts, found))
+                pending.append(visit(fd, parts))
             else:
                 pending.pop()
                 if parts:
                     parent = os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
                     os.close(fd)
                     fd = parent
-                    parts.pop()
+                    leave(fd, parts.pop())
     finally:
         os.close(fd)
-    return {path: found[path] for path in sorted(found, key=lambda path: path.split("/"))}
-
-
-def _list(fd: int, parts: list[str], found: dict[str, str]) -> list[str]:
-    """
-    Hash the regular files of the folder open as C{fd} (at C{parts}) into
-    C{found}; its folders' names.
-    """
-    folders = []
-    with os.scandir(fd) as entries:
-        for entry in entries:
-            if not parts and entry.name == ".boxsync":
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                folders.append(entry.name)
-            elif entry.is_file(follow_symlinks=False):
-                opened = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
-                with os.fdopen(opened, "rb") as f:
-                    found["/".join([*parts, entry.name])] = hashlib.file_digest(f, "sha256").hexdigest()
-    return folders
 
 
 @define

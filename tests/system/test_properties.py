@@ -36,7 +36,7 @@ from boxsync.wire import (
 )
 from boxsync.wire.legacy import parse_files
 from boxsync.server.limits import ConnectionLimits
-from boxsync.testing import tree
+from boxsync.testing import remove_tree, tree
 from tests.helpers import running_server
 
 FIGURES = os.environ.get("BOXSYNC_FUZZ_FIGURES")
@@ -297,43 +297,48 @@ async def test_http_routes(tmp_path: Path, reactor: Any, examples: int) -> None:
     (outside / "canary").write_text("canary")
     statuses: dict[int, int] = {}
     auth = {"Authorization": b"Bearer key"}
-    async with running_server(reactor, tmp_path / "box", "key") as server:
+    try:
+        async with running_server(reactor, tmp_path / "box", "key") as server:
 
-        def prop(path: str, method: str, encoding: str, base: int | None, body: bytes) -> None:
-            raw = path.encode("utf-8", "surrogatepass")
-            headers = dict(auth)
-            if base is not None:
-                headers["X-Boxsync-Base"] = str(base).encode()
-            if method == "legacy upload":
-                # http.client refuses CR, LF and NUL in a header; so would any proxy.
-                assume(not any(c in raw for c in b"\r\n\x00") and raw.strip() == raw)
-                headers["File-Path"] = raw
-                status = request(server.port, "POST", b"/upload", headers, body)
-            elif method == "legacy download":
-                status = request(server.port, "GET", b"/download/" + ENCODINGS[encoding](raw), headers, None)
-            else:
-                target = b"/files/" + ENCODINGS[encoding](raw)
-                status = request(server.port, method, target, headers, body if method == "PUT" else None)
-            statuses[status] = statuses.get(status, 0) + 1
-            assert status < 500, (method, path)
+            def prop(path: str, method: str, encoding: str, base: int | None, body: bytes) -> None:
+                raw = path.encode("utf-8", "surrogatepass")
+                headers = dict(auth)
+                if base is not None:
+                    headers["X-Boxsync-Base"] = str(base).encode()
+                if method == "legacy upload":
+                    # http.client refuses CR, LF and NUL in a header; so would any proxy.
+                    assume(not any(c in raw for c in b"\r\n\x00") and raw.strip() == raw)
+                    headers["File-Path"] = raw
+                    status = request(server.port, "POST", b"/upload", headers, body)
+                elif method == "legacy download":
+                    status = request(server.port, "GET", b"/download/" + ENCODINGS[encoding](raw), headers, None)
+                else:
+                    target = b"/files/" + ENCODINGS[encoding](raw)
+                    status = request(server.port, method, target, headers, body if method == "PUT" else None)
+                statuses[status] = statuses.get(status, 0) + 1
+                assert status < 500, (method, path)
 
-        await deferToThread(
-            check,
-            examples,
-            "http",
-            prop,
-            paths,
-            st.sampled_from(METHODS),
-            st.sampled_from(list(ENCODINGS)),
-            st.none() | st.integers(0, 3),
-            st.binary(max_size=64),
-        )
-        # Nothing outside the box; nothing half done inside it.
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["box", "outside"]
-        assert [p.name for p in outside.iterdir()] == ["canary"]
-        assert list((server.box / ".boxsync" / "staging").iterdir()) == []
-        listing = await deferToThread(_listing, server.port)
-        assert set(tree(server.box)) == {entry["path"] for entry in listing}
+            await deferToThread(
+                check,
+                examples,
+                "http",
+                prop,
+                paths,
+                st.sampled_from(METHODS),
+                st.sampled_from(list(ENCODINGS)),
+                st.none() | st.integers(0, 3),
+                st.binary(max_size=64),
+            )
+            # Nothing outside the box; nothing half done inside it.
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["box", "outside"]
+            assert [p.name for p in outside.iterdir()] == ["canary"]
+            assert list((server.box / ".boxsync" / "staging").iterdir()) == []
+            listing = await deferToThread(_listing, server.port)
+            assert set(tree(server.box)) == {entry["path"] for entry in listing}
+    finally:
+        # The box may hold a path deeper than pytest's own clean-up can
+        # remove (it recurses).
+        remove_tree(tmp_path / "box")
     assert sum(statuses.values()) >= examples // 2
     assert any(200 <= status < 300 for status in statuses) and 400 in statuses
 
