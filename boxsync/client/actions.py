@@ -24,13 +24,13 @@ from ..wire import Download
 from . import reconcile
 from .api import BoxsyncAPI
 from .errors import APIError, NotFound, StaleBase
-from .placing import conflict_name, placed_base, prepare, set_aside, set_executable, swap
+from .placing import conflict_name, placed_base, prepare, set_executable, swap
 from .progress import Reporter
 from .results import DownloadResult
 from .scanner import FileChanging, LocalFile
 from .state import UNKNOWN_CTIME, Base, LocalState, folder_base
 from .blockwise import ChangedWhileSent
-from .transfers import SMALL_FILE, Transfers, changed_while_sent
+from .transfers import Transfers, changed_while_sent
 
 __all__ = ["Actions"]
 
@@ -94,8 +94,8 @@ class Actions:
         elif isinstance(action, reconcile.DeleteHere):
             local = self._local(path)
             base = self.state.get(path)
-            if base is not None and base.size > SMALL_FILE:
-                set_aside(local, self.transfers.tmp, base.sha256)
+            if base is not None and base.size:
+                self.transfers.set_aside(local, base.sha256)
             else:
                 local.unlink()
             self._prune(local.parent)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections import deque
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
@@ -34,7 +35,7 @@ from .api import BoxsyncAPI
 from .errors import APIError, DigestMismatch, error_from
 from .results import CommitResult, DownloadResult
 
-__all__ = ["Batcher", "BATCH_BYTES"]
+__all__ = ["Batcher", "BATCH_BYTES", "write_download"]
 
 #: How many file bytes a batch gathers at most.
 BATCH_BYTES = 4 * 1024 * 1024
@@ -61,6 +62,10 @@ class _Download:
     sha256: str
     size: int
     mtime_ns: int
+    # Local files that may have the content, and the version it is.
+    sources: Sequence[Path] = ()
+    seq: int = 0
+    executable: bool | None = None
 
 
 @define(eq=False)
@@ -133,12 +138,16 @@ class Batcher:
     @ivar in_thread: runs the reading and writing of files off the reactor
         thread.
     @ivar supported: whether the server has batches (C{None}: not known yet).
+    @ivar blocks: whether the server speaks blocks: a batch then asks it
+        which of its files' contents it has already (a file renamed, copied
+        or brought back), and sends those as stored parts, without bytes.
     """
 
     api: BoxsyncAPI
     clock: IReactorTime
     in_thread: InThread
     supported: bool | None = None
+    blocks: bool = False
     log = Logger()
     _uploads: _Lane[_Upload, CommitResult] = field(init=False)
     _downloads: _Lane[_Download, DownloadResult] = field(init=False)
@@ -156,14 +165,26 @@ class Batcher:
         return self._uploads.add(_Upload(file, local, data))
 
     def download(
-        self, path: str, dest: Path, sha256: str, size: int, mtime_ns: int
+        self,
+        path: str,
+        dest: Path,
+        sha256: str,
+        size: int,
+        mtime_ns: int,
+        sources: Sequence[Path] = (),
+        seq: int = 0,
+        executable: bool | None = None,
     ) -> Deferred[DownloadResult]:
         """
         Fetch C{path} into C{dest}, in the next batch; the same outcomes as
         L{BoxsyncAPI.download} with C{sha256} expected. A file written by
         the batch gets C{mtime_ns}, and its result the stat of it.
+
+        @param sources: local files that may have the content already (a
+            file renamed or copied elsewhere): the first that has it is
+            copied instead, as version C{seq} (C{executable} or not).
         """
-        return self._downloads.add(_Download(path, dest, sha256, size, mtime_ns))
+        return self._downloads.add(_Download(path, dest, sha256, size, mtime_ns, sources, seq, executable))
 
     def _unsupported(self, error: APIError) -> bool:
         if error.status in (404, 405) and self.supported is None:
@@ -175,19 +196,44 @@ class Batcher:
     async def _send_uploads(self, items: list[_Upload]) -> list[CommitResult | BaseException]:
         if self.supported is False or len(items) == 1:
             return await _each(items, self._upload_alone)
+        sent = await self._stored(items) if self.blocks else items
         files: list[tuple[BatchFile, bytes]]
-        if all(item.data is not None for item in items):
-            files = _read_all(items)  # nothing to read: no thread hop
+        if all(item.data is not None for item in sent):
+            files = _read_all(sent)  # nothing to read: no thread hop
         else:
-            files = await self.in_thread(lambda: _read_all(items))
+            files = await self.in_thread(lambda: _read_all(sent))
         try:
-            outcomes = await self.api.upload_batch(files)
+            outcomes: list[CommitResult | BaseException] = list(await self.api.upload_batch(files))
         except APIError as e:
             if not self._unsupported(e):
                 raise
             return await _each(items, self._upload_alone)
         self.supported = True
-        return list(outcomes)
+        for i, (item, outcome) in enumerate(zip(sent, outcomes)):
+            if item.file.stored and isinstance(outcome, APIError) and outcome.status == Refusal.MISSING_BLOCKS:
+                # Gone from the server since it was asked: sent with its bytes.
+                try:
+                    outcomes[i] = await self._upload_alone(items[i])
+                except Exception as e:
+                    outcomes[i] = e
+        return outcomes
+
+    async def _stored(self, items: list[_Upload]) -> list[_Upload]:
+        """
+        C{items}, those whose content the server has already marked as
+        stored (sent without their bytes).
+        """
+        hashes = list(dict.fromkeys(item.file.sha256 for item in items if item.file.size))
+        try:
+            missing = await self.api.missing_blocks(hashes)
+        except APIError:
+            return items
+        return [
+            evolve(item, file=evolve(item.file, size=0, stored=True), data=b"")
+            if item.file.size and item.file.sha256 not in missing
+            else item
+            for item in items
+        ]
 
     async def _upload_alone(self, item: _Upload) -> CommitResult:
         file = item.file
@@ -196,6 +242,16 @@ class Batcher:
         )
 
     async def _send_downloads(self, items: list[_Download]) -> list[DownloadResult | BaseException]:
+        if not any(item.sources for item in items):
+            return await self._fetch(items)
+        # Those whose content is here already are copied, in one thread hop.
+        copies = await self.in_thread(lambda: [_copy_here(item) for item in items])
+        fetched = iter(await self._fetch([item for item, copy in zip(items, copies) if copy is None]))
+        return [next(fetched) if copy is None else copy for copy in copies]
+
+    async def _fetch(self, items: list[_Download]) -> list[DownloadResult | BaseException]:
+        if not items:
+            return []
         if self.supported is False or len(items) == 1:
             return await _each(items, self._download_alone)
         try:
@@ -293,29 +349,63 @@ def _write_all(
     return outcomes
 
 
+def _copy_here(item: _Download) -> DownloadResult | None:
+    """
+    Copy to C{item.dest} the first of its sources that has its content, if
+    one has (blocking).
+    """
+    for source in item.sources:
+        try:
+            # Not blocking on a FIFO that took the file's place.
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue
+        with os.fdopen(fd, "rb") as f:
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue
+                data = f.read(item.size + 1)
+            except OSError:
+                continue
+        if len(data) != item.size:
+            continue
+        copied = write_download(item.path, item.dest, item.sha256, item.mtime_ns, item.seq, data, item.executable)
+        if isinstance(copied, DownloadResult):
+            return copied
+    return None
+
+
 def _write(item: _Download, header: dict[str, Any], data: bytes) -> DownloadResult | BaseException:
     seq = header.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool):
         return ProtocolError(f"the batch sent {item.path!r} without its seq")
+    executable = header.get("executable")
+    return write_download(
+        item.path, item.dest, item.sha256, item.mtime_ns, seq, data, executable if isinstance(executable, bool) else None
+    )
+
+
+def write_download(
+    path: str, dest: Path, sha256: str, mtime_ns: int, seq: int, data: bytes, executable: bool | None = None
+) -> DownloadResult | BaseException:
+    """
+    Write C{data}, version C{seq} of C{path}, to C{dest} with the mtime
+    C{mtime_ns}, if it has the sha256 C{sha256} (blocking).
+
+    @return: the download's result, or why it was not written.
+    """
     actual = hashlib.sha256(data).hexdigest()
-    if actual != item.sha256:
-        return DigestMismatch(item.path, item.sha256, actual)
+    if actual != sha256:
+        return DigestMismatch(path, sha256, actual)
     try:
         # Not open(): a Python file object costs three system calls more,
         # and a batch writes hundreds of files.
-        fd = os.open(item.dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            write_small(fd, data, item.mtime_ns)
+            write_small(fd, data, mtime_ns)
             placed = os.fstat(fd)
         finally:
             os.close(fd)
     except OSError as e:
         return e
-    executable = header.get("executable")
-    return DownloadResult(
-        sha256=actual,
-        size=len(data),
-        seq=seq,
-        placed=placed,
-        executable=executable if isinstance(executable, bool) else None,
-    )
+    return DownloadResult(sha256=actual, size=len(data), seq=seq, placed=placed, executable=executable)

@@ -131,6 +131,8 @@ class Engine:
             tmp,
             {name.split("-")[1] for name in kept if name.startswith("dl-")},
             sources=self._sources,
+            aside={name[4:] for name in kept if name.startswith("del-")},
+            clock=self.reactor,
         )
         self._looks = Looks(self.root, self.reactor, self.state, self._thread)
         self._actions = Actions(
@@ -213,6 +215,7 @@ class Engine:
             if BLOCKS_FEATURE in features
             else None
         )
+        self._transfers.batcher.blocks = BLOCKS_FEATURE in features
         self._folders = FOLDERS_FEATURE in features
         result = await self.scan()
         if self.state.rules != self.ignore.fingerprint:

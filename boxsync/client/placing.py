@@ -28,6 +28,7 @@ __all__ = [
     "remove_older",
     "set_aside",
     "set_aside_path",
+    "remove_set_aside",
     "set_executable",
     "swap",
 ]
@@ -186,7 +187,7 @@ def remove_older(folder: Path, before: float) -> list[str]:
     return kept
 
 
-#: How long a large file deleted by another client is set aside, in case
+#: How long a file deleted by another client is set aside, in case
 #: the same content comes back under another name (a rename there).
 SET_ASIDE_SECONDS = 600
 
@@ -201,12 +202,18 @@ def set_aside_path(tmp: Path, sha256: str) -> Path:
 def set_aside(local: Path, tmp: Path, sha256: str) -> None:
     """
     Take the file C{local}, whose content has the sha256 C{sha256}, out of
-    the folder into C{tmp} for L{SET_ASIDE_SECONDS}: a rename elsewhere
-    arrives as a delete and a new file with the same content, which is
-    then moved back in place instead of sent again. Files set aside longer
-    ago are removed.
+    the folder into C{tmp} for L{SET_ASIDE_SECONDS} (see
+    L{remove_set_aside}): a rename elsewhere arrives as a delete and a new
+    file with the same content, which is then taken from here instead of
+    sent again.
     """
     os.replace(local, set_aside_path(tmp, sha256))
+
+
+def remove_set_aside(tmp: Path) -> None:
+    """
+    Remove the files set aside in C{tmp} over L{SET_ASIDE_SECONDS} ago.
+    """
     before = time.time() - SET_ASIDE_SECONDS
     for entry in os.scandir(tmp):
         try:

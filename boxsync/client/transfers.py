@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Awaitable, Callable, TypeVar
 
 from attrs import define, field
+from twisted.internet.interfaces import IReactorTime
 
 from ..fs import hash_file
 from ..wire import BATCH_FILE_LIMIT, BatchFile, Download
@@ -22,7 +23,7 @@ from .batch import Batcher
 from .blockwise import Blockwise, ChangedWhileSent
 from .errors import APIError, DigestMismatch, NotFound, StaleBase
 from .jobs import Jobs
-from .placing import set_aside_path
+from .placing import SET_ASIDE_SECONDS, remove_set_aside, set_aside, set_aside_path
 from .progress import Reporter
 from .results import CommitResult, DownloadResult
 from .scanner import LocalFile
@@ -65,7 +66,10 @@ class Transfers:
         that may have an unfinished download of another version in C{tmp}.
     @ivar blockwise: how large files move when the server speaks blocks
         (C{None}: whole).
-    @ivar sources: the local files that may hold blocks of a download.
+    @ivar sources: the local files that may hold blocks of a download:
+        the file it replaces first, then files known to have its content.
+    @ivar aside: the sha256s (their first 32 digits) of the files set aside
+        in C{tmp} (see L{set_aside}).
     """
 
     root: Path
@@ -77,6 +81,22 @@ class Transfers:
     partial: set[str] = field(factory=set)
     blockwise: Blockwise | None = None
     sources: Callable[[Download], list[Path]] = lambda event: []
+    aside: set[str] = field(factory=set)
+    clock: IReactorTime | None = None
+    _swept: float | None = None
+
+    def set_aside(self, local: Path, sha256: str) -> None:
+        """
+        Take the file C{local}, with the content C{sha256}, that another
+        client deleted, out of the folder for a while: if it was a rename
+        there, the file under its new name is taken from here.
+        """
+        set_aside(local, self.tmp, sha256)
+        self.aside.add(sha256[:32])
+        now = None if self.clock is None else self.clock.seconds()
+        if now is None or self._swept is None or now - self._swept > SET_ASIDE_SECONDS / 10:
+            self._swept = now
+            remove_set_aside(self.tmp)
 
     async def _move(
         self, size: int, batched: Callable[[], Awaitable[_T]], alone: Callable[[], Awaitable[_T]]
@@ -187,10 +207,15 @@ class Transfers:
             )
         else:
             alone = lambda: self.api.download(path, temp, event.sha256, on_progress=on_progress)  # noqa: E731
+        here = self.sources(event)[1:]
+        if event.sha256[:32] in self.aside:
+            here.insert(0, set_aside_path(self.tmp, event.sha256))
         try:
             result = await self._move(
                 event.size,
-                lambda: self.batcher.download(path, temp, event.sha256, event.size, event.mtime_ns),
+                lambda: self.batcher.download(
+                    path, temp, event.sha256, event.size, event.mtime_ns, here, event.seq, event.executable
+                ),
                 alone,
             )
             if result is None:

@@ -98,6 +98,7 @@ _REFUSALS: list[tuple[type[BaseException], Refusal]] = [
     (Forbidden, Refusal.FORBIDDEN),
     (NotFound, Refusal.NOT_FOUND),
     (StaleBase, Refusal.STALE_BASE),
+    (MissingBlocks, Refusal.MISSING_BLOCKS),
     (TooManyStreams, Refusal.TOO_MANY_STREAMS),
     (BodyTooLarge, Refusal.TOO_LARGE),
     (DiskFull, Refusal.DISK_FULL),

@@ -32,7 +32,7 @@ from ..wire import (
     Refusal,
     encode_part,
 )
-from .box import Box, DigestMismatch
+from .box import Box, DigestMismatch, MissingBlocks
 from .index import FileRecord
 from .staging import StagingFile, as_disk_full
 from .uploads import BodyTooLarge
@@ -138,10 +138,11 @@ async def upload_batch(
     @return: for each file, its stored record or why it failed (a stale
         base, a sha256 that is not the one announced, a full disk...).
     """
+    files, refused = await _take_stored(box, files)
     staging = box.storage.staging
-    staged: list[StagingFile | BaseException] = await box.storage.in_thread(
-        lambda: _stage(staging, files, max_upload)
-    )
+    to_stage = [file for i, file in enumerate(files) if i not in refused]
+    written = iter(await box.storage.in_thread(lambda: _stage(staging, to_stage, max_upload)))
+    staged = [refused[i] if i in refused else next(written) for i in range(len(files))]
     committing = iter(
         box.commit_batch(
             [
@@ -164,6 +165,30 @@ async def upload_batch(
             results.append(e)
     _log_batch(origin, results)
     return results
+
+
+async def _take_stored(
+    box: Box, files: Sequence[tuple[BatchFile, bytes]]
+) -> tuple[list[tuple[BatchFile, bytes]], dict[int, BaseException]]:
+    """
+    The files of a batch with the bytes of its stored parts (those the
+    client did not send, as the account has their content) taken from the
+    block store; and, by their place in the batch, the stored parts whose
+    content the account no longer has.
+    """
+    wanted = [file.sha256 for file, _ in files if file.stored]
+    if not wanted:
+        return list(files), {}
+    contents: dict[str, bytes] = await box.blocks.read_many(wanted)
+    taken: list[tuple[BatchFile, bytes]] = []
+    refused: dict[int, BaseException] = {}
+    for i, (file, data) in enumerate(files):
+        if file.stored:
+            data = contents.get(file.sha256, b"")
+            if file.sha256 not in contents:
+                refused[i] = MissingBlocks([file.sha256])
+        taken.append((file, data))
+    return taken, refused
 
 
 def _log_batch(origin: str, results: Sequence[FileRecord | BaseException]) -> None:

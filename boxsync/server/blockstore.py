@@ -68,6 +68,12 @@ class IBlockStore(Interface):
         nowhere.
         """
 
+    def read_many(hashes: Sequence[str]) -> Any:
+        """
+        The bytes of each of the blocks C{hashes} the account has: a C{dict}
+        from sha256 to bytes, without those it has nowhere.
+        """
+
     def assemble(recipe: Recipe, staged: StagingFile) -> Any:
         """
         Write the blocks of C{recipe}, in order, into C{staged}.
@@ -136,10 +142,18 @@ class LocalBlockStore:
         await self.storage.in_thread(work)
 
     async def read(self, sha256: str) -> bytes | None:
-        found: dict[str, BlockSource] = await self.index.find_blocks(self.account, [sha256])
-        source = found.get(sha256)
-        data: bytes | None = await self.storage.in_thread(lambda: self._read(sha256, source))
-        return data
+        return (await self.read_many([sha256])).get(sha256)
+
+    async def read_many(self, hashes: Sequence[str]) -> dict[str, bytes]:
+        unique = list(dict.fromkeys(hashes))
+        found: dict[str, BlockSource] = await self.index.find_blocks(self.account, unique)
+
+        def work() -> dict[str, bytes]:
+            blocks = {sha256: self._read(sha256, found.get(sha256)) for sha256 in unique}
+            return {sha256: data for sha256, data in blocks.items() if data is not None}
+
+        read: dict[str, bytes] = await self.storage.in_thread(work)
+        return read
 
     def _read(self, sha256: str, source: BlockSource | None, check: bool = True) -> bytes | None:
         """

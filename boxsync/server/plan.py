@@ -17,7 +17,6 @@ from ..wire import (
     Delete,
     DeletedEntry,
     Event,
-    FileEntry,
     FolderEntry,
     InSync,
     Manifest,

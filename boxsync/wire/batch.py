@@ -52,6 +52,10 @@ class BatchFile:
         C{None} for last writer wins.
     @ivar executable: whether the file is executable; C{None}: as the
         version it replaces is (not, for a new file).
+    @ivar stored: the part carries no bytes: the server has the content
+        already (as a file, a kept version or a block; C{POST
+        /blocks/missing} says so), and takes it from there; C{size} is then
+        0, the part's length.
     """
 
     path: str
@@ -60,6 +64,7 @@ class BatchFile:
     mtime_ns: int
     base: int | None = None
     executable: bool | None = None
+    stored: bool = False
 
     def to_json(self) -> dict[str, Any]:
         header: dict[str, Any] = {
@@ -72,6 +77,8 @@ class BatchFile:
             header["base"] = self.base
         if self.executable is not None:
             header["executable"] = self.executable
+        if self.stored:
+            header["stored"] = True
         return header
 
 
@@ -129,6 +136,9 @@ def parse_upload_batch(body: bytes, max_files: int = BATCH_MAX_FILES) -> list[tu
             raise ProtocolError(f"{path!r} is over {BATCH_FILE_LIMIT} bytes: upload it on its own")
         base = header.get("base")
         executable = header.get("executable")
+        stored = check_flag(header.get("stored", False), "stored")
+        if stored and data:
+            raise ProtocolError(f"{path!r} is stored: its part carries no bytes")
         entry = BatchFile(
             path=path,
             size=len(data),
@@ -136,6 +146,7 @@ def parse_upload_batch(body: bytes, max_files: int = BATCH_MAX_FILES) -> list[tu
             mtime_ns=check_count(header.get("mtime_ns"), "mtime_ns"),
             base=None if base is None else check_count(base, "base"),
             executable=None if executable is None else check_flag(executable, "executable"),
+            stored=stored,
         )
         files.append((entry, data))
     return files

@@ -10,16 +10,16 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import pytest
 import pytest_twisted
-from attrs import define, field
+from attrs import define, evolve, field
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.threads import deferToThread
 
 from boxsync.client.api import BoxsyncAPI
-from boxsync.client.errors import BadRequest, DigestMismatch, NotFound, StaleBase, TooLarge, error_for
+from boxsync.client.errors import APIError, BadRequest, DigestMismatch, NotFound, StaleBase, TooLarge, error_for
 from boxsync.client.results import CommitResult, DownloadResult
 from boxsync.client.batch import Batcher
 from boxsync.wire import BATCH, BATCH_FILE_LIMIT, BatchFile, Download, Manifest, encode_part
@@ -56,6 +56,27 @@ class CountingAPI(BoxsyncAPI):
     async def upload_batch(self, files: Any) -> Any:
         self.sent.append(len(files))
         return await super().upload_batch(files)
+
+
+@define
+class RecordingAPI(BoxsyncAPI):
+    """
+    Records the files of each batch upload and the paths of each batch
+    download; C{before_upload} runs before each batch upload.
+    """
+
+    uploaded: list[tuple[BatchFile, bytes]] = field(factory=list)
+    fetched: list[str] = field(factory=list)
+    before_upload: Callable[[], None] = lambda: None
+
+    async def upload_batch(self, files: Any) -> Any:
+        self.uploaded.extend(files)
+        self.before_upload()
+        return await super().upload_batch(files)
+
+    async def download_batch(self, paths: Any) -> Any:
+        self.fetched.extend(paths)
+        return await super().download_batch(paths)
 
 
 @define
@@ -170,6 +191,102 @@ async def test_upload_batch_files_fail_alone(env: Env) -> None:
     assert env.staged() == []
 
 
+@pytest_twisted.ensureDeferred
+async def test_stored_parts_take_the_content_the_account_has(env: Env) -> None:
+    """
+    A stored part carries no bytes: the server takes its content from a
+    file or a kept version of the account, and refuses it (409, that file
+    only) when the account has it nowhere.
+    """
+    live, gone, unknown = os.urandom(3000), os.urandom(2000), os.urandom(1000)
+    first = await env.api.upload_batch([_file("live.bin", live), _file("gone.bin", gone)])
+    await env.api.delete("gone.bin", first[1].seq)  # type: ignore[union-attr]
+    assert await env.api.missing_blocks([sha(live), sha(gone), sha(unknown)]) == {sha(unknown)}
+
+    def stored(path: str, data: bytes) -> tuple[BatchFile, bytes]:
+        return evolve(_file(path, data)[0], size=0, stored=True), b""
+
+    outcomes = await timed(
+        Deferred.fromCoroutine(
+            env.api.upload_batch([stored("copy.bin", live), stored("back.bin", gone), stored("nowhere.bin", unknown)])
+        ),
+        env.reactor,
+    )
+    assert [type(o) for o in outcomes[:2]] == [CommitResult, CommitResult]
+    assert isinstance(outcomes[2], APIError) and outcomes[2].status == 409
+    assert (env.server.box / "copy.bin").read_bytes() == live
+    assert (env.server.box / "back.bin").read_bytes() == gone
+    assert (env.server.box / "copy.bin").stat().st_mtime_ns == 1_700_000_000_000_000_000
+    assert not (env.server.box / "nowhere.bin").exists()
+    assert env.staged() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_batcher_sends_only_content_the_server_lacks(env: Env) -> None:
+    """
+    A batch asks the server which of its contents it has, and sends those
+    without their bytes; what it lacks goes with its bytes, and a content
+    that went missing after the question is sent again with its bytes.
+    """
+    api = RecordingAPI(env.api.http, env.reactor, env.server.url, KEY, "tester")
+    batcher = Batcher(api, env.reactor, deferToThread, blocks=True)
+    source = env.tmp / "source"
+    source.mkdir()
+    old = {f"old{i}": os.urandom(4000) for i in range(10)}
+    await env.api.upload_batch([_file(path, data) for path, data in old.items()])
+    # One content goes from the server after the question (the index
+    # still names the file).
+    api.before_upload = lambda: (env.server.box / "old0").unlink(missing_ok=True)
+    new = {f"new{i}": data for i, data in enumerate(old.values())} | {"fresh": os.urandom(4000)}
+    for path, data in new.items():
+        (source / path).write_bytes(data)
+    outcomes = await timed(
+        gatherResults(
+            [batcher.upload(BatchFile(path, len(data), sha(data), 1, 0), source / path) for path, data in new.items()]
+        ),
+        env.reactor,
+    )
+    assert all(isinstance(outcome, CommitResult) for outcome in outcomes)
+    stored = {file.path for file, data in api.uploaded if file.stored}
+    assert stored == {f"new{i}" for i in range(10)}
+    assert all(data == b"" for file, data in api.uploaded if file.stored)
+    for path, data in new.items():
+        assert (env.server.box / path).read_bytes() == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_batcher_copies_content_it_has_here(env: Env) -> None:
+    """
+    A download whose content a local file has is copied from it (checked
+    against its sha256) and not fetched; a source that no longer has it is
+    passed over.
+    """
+    api = RecordingAPI(env.api.http, env.reactor, env.server.url, KEY, "tester")
+    batcher = Batcher(api, env.reactor, deferToThread)
+    here = env.tmp / "here"
+    here.mkdir()
+    files = {f"f{i}": os.urandom(3000) for i in range(4)}
+    committed = await env.api.upload_batch([_file(path, data) for path, data in files.items()])
+    (here / "f0").write_bytes(files["f0"])
+    (here / "f1").write_bytes(b"changed since")
+    os.mkfifo(here / "fifo")
+    outcomes = await timed(
+        gatherResults(
+            [
+                batcher.download(
+                    path, env.tmp / f"t-{path}", sha(data), len(data), 7, [here / "fifo", here / path], result.seq  # type: ignore[union-attr]
+                )
+                for (path, data), result in zip(files.items(), committed)
+            ]
+        ),
+        env.reactor,
+    )
+    assert sorted(api.fetched) == ["f1", "f2", "f3"]
+    for path, data in files.items():
+        assert (env.tmp / f"t-{path}").read_bytes() == data
+    assert outcomes[0].seq == committed[0].seq and outcomes[0].placed.st_mtime_ns == 7  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -178,6 +295,7 @@ async def test_upload_batch_files_fail_alone(env: Env) -> None:
         b'{"path": "../up", "size": 1, "sha256": "' + b"0" * 64 + b'", "mtime_ns": 1}\nx',
         b'{"path": "a", "size": 1, "sha256": "xyz", "mtime_ns": 1}\nx',
         b"[1]\n",
+        b"".join(encode_part({**_file("stored", b"1")[0].to_json(), "stored": True}, b"1")),
         b"".join(encode_part(_file("twice", b"1")[0].to_json(), b"1") * 2),
         b"".join(
             encode_part(BatchFile("big", BATCH_FILE_LIMIT + 1, "0" * 64, 1).to_json(), b"x" * (BATCH_FILE_LIMIT + 1))

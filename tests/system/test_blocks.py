@@ -46,6 +46,25 @@ def sync_both(a: Client, b: Client) -> None:
     assert converged(a.folder, b.folder)
 
 
+def carried(up: Proxy, down: Proxy) -> tuple[int, int]:
+    """
+    The bytes a sent up and b fetched since the last call.
+    """
+    return up.carried()[0], down.carried()[1]
+
+
+def renamed_in_place(a: Client, b: Client, up: Proxy, down: Proxy, old: str, new: str, inside: str = "") -> None:
+    """
+    Rename C{old} to C{new} on a: under a MiB moves either way, and b's
+    file (C{inside} the folder renamed) keeps its mtime: moved, not fetched.
+    """
+    mtime = (b.folder / old / inside).stat().st_mtime_ns
+    os.rename(a.folder / old, a.folder / new)
+    sync_both(a, b)
+    assert max(carried(up, down)) < MiB
+    assert (b.folder / new / inside).stat().st_mtime_ns == mtime
+
+
 def test_a_rename_a_copy_and_an_edit_move_almost_nothing(
     server: Server, pair: tuple[Client, Proxy, Client, Proxy]
 ) -> None:
@@ -54,24 +73,42 @@ def test_a_rename_a_copy_and_an_edit_move_almost_nothing(
     data = os.urandom(64 * MiB)
     (a.folder / "video.bin").write_bytes(data)
     sync_both(a, b)
-    assert up.carried()[0] > 64 * MiB and down.carried()[1] > 64 * MiB
+    assert min(carried(up, down)) > 64 * MiB
     # A rename: the server has every block, b moves its own file in place.
-    mtime = (b.folder / "video.bin").stat().st_mtime_ns
-    os.rename(a.folder / "video.bin", a.folder / "renamed.bin")
-    sync_both(a, b)
-    assert up.carried()[0] < MiB and down.carried()[1] < MiB
+    renamed_in_place(a, b, up, down, "video.bin", "renamed.bin")
     assert set(tree(b.folder)) == {"renamed.bin"}
-    assert (b.folder / "renamed.bin").stat().st_mtime_ns == mtime
     # A copy: nothing new either way.
     shutil.copyfile(a.folder / "renamed.bin", a.folder / "copy.bin")
     sync_both(a, b)
-    assert up.carried()[0] < MiB and down.carried()[1] < MiB
+    assert max(carried(up, down)) < MiB
     # An edit in the middle: a block or two each way.
     edited = data[: 32 * MiB] + b"edited" + data[32 * MiB + 6 :]
     (a.folder / "copy.bin").write_bytes(edited)
     sync_both(a, b)
-    assert up.carried()[0] < 10 * MiB and down.carried()[1] < 10 * MiB
+    assert max(carried(up, down)) < 10 * MiB
     assert sha((b.folder / "copy.bin").read_bytes()) == sha(edited)
+    assert converged(a.folder, b.folder, server.box)
+
+
+def test_a_folder_of_small_files_renamed_or_copied_moves_almost_nothing(
+    server: Server, pair: tuple[Client, Proxy, Client, Proxy]
+) -> None:
+    """
+    A folder of 1,000 small files renamed, then copied: the server takes
+    their content from the files it has, b from the files it has.
+    """
+    a, up, b, down = pair
+    (a.folder / "docs/deeper").mkdir(parents=True)
+    for n in range(1000):
+        (a.folder / f"docs/{'deeper/' if n % 2 else ''}{n}.txt").write_bytes(os.urandom(4096))
+    sync_both(a, b)
+    assert min(carried(up, down)) > 4 * MiB
+    renamed_in_place(a, b, up, down, "docs", "papers", "deeper/1.txt")
+    assert {path.split("/")[0] for path in tree(b.folder)} == {"papers"}
+    shutil.copytree(a.folder / "papers", a.folder / "copy")
+    sync_both(a, b)
+    assert max(carried(up, down)) < MiB
+    assert len(tree(b.folder)) == 2000
     assert converged(a.folder, b.folder, server.box)
 
 
@@ -84,7 +121,7 @@ def test_text_travels_compressed(server: Server, pair: tuple[Client, Proxy, Clie
     size = (a.folder / "logs/app.log").stat().st_size
     assert size > 20 * MiB
     sync_both(a, b)
-    sent, fetched = up.carried()[0], down.carried()[1]
+    sent, fetched = carried(up, down)
     assert sent < size / 10 and fetched < size / 10, (sent, fetched, size)
 
 
