@@ -196,10 +196,16 @@ class IIndex(Interface):
         the folder C{under} had at C{when_ns}, in path order.
         """
 
-    def forget_versions(account: str, ended_before_ns: int) -> Any:
+    def kept_versions(account: str) -> Any:
         """
-        Forget the kept versions that ended before C{ended_before_ns} (and
-        their blocks); return them, for their files to be removed.
+        Every kept version of the account, as L{VersionRecord}s, oldest
+        ending first.
+        """
+
+    def forget_versions(account: str, seqs: Sequence[int]) -> Any:
+        """
+        Forget the kept versions C{seqs} (and their blocks); return those
+        it had, for their files to be removed.
         """
 
     def stats(account: str) -> Any:
@@ -562,18 +568,29 @@ class SQLiteIndex:
 
         return self._run(q)
 
-    def forget_versions(self, account: str, ended_before_ns: int) -> Any:
-        def work(db: sqlite3.Connection) -> list[VersionRecord]:
-            old = [
+    def kept_versions(self, account: str) -> Any:
+        def q(db: sqlite3.Connection) -> list[VersionRecord]:
+            return [
                 VersionRecord(*row)
                 for row in db.execute(
-                    f"SELECT {_VERSION_COLUMNS} FROM versions WHERE account=? AND ended_ns<?",
-                    (account, ended_before_ns),
+                    f"SELECT {_VERSION_COLUMNS} FROM versions WHERE account=? ORDER BY ended_ns, seq", (account,)
                 )
             ]
-            for version in old:
-                db.execute("DELETE FROM versions WHERE account=? AND seq=?", (account, version.seq))
-                _forget_blocks(db, account, version.seq)
+
+        return self._run(q)
+
+    def forget_versions(self, account: str, seqs: Sequence[int]) -> Any:
+        def work(db: sqlite3.Connection) -> list[VersionRecord]:
+            old = []
+            for seq in seqs:
+                row = db.execute(
+                    f"SELECT {_VERSION_COLUMNS} FROM versions WHERE account=? AND seq=?", (account, seq)
+                ).fetchone()
+                if row is None:
+                    continue
+                old.append(VersionRecord(*row))
+                db.execute("DELETE FROM versions WHERE account=? AND seq=?", (account, seq))
+                _forget_blocks(db, account, seq)
             return old
 
         return self._run(lambda db: _transaction(db, lambda: work(db)))

@@ -1,26 +1,51 @@
 """
-How long what a box no longer shows is kept: the versions overwritten or
-deleted (C{--keep-versions}, 30 days by default), and the blocks sent
-ahead of a commit that never came (a day). Both are tidied away once an
-hour while the server runs.
+How long what a box no longer shows is kept.
+
+The versions overwritten or deleted are kept for C{--keep-versions} (30
+days by default), thinned as they age (C{--thin-versions}, like Syncthing's
+staggered versioning: every version for the first hour but one per 30
+seconds, then one per hour for a day, then one per day), and the oldest
+go first once the history is over C{--history-max} (a size or a share of
+the disk). The newest kept version of each path stays whatever the
+thinning: it is the file as it was when it was last overwritten or deleted.
+The blocks sent ahead of a commit that never came are kept a day. All of
+it is tidied away once an hour while the server runs, or at once with
+C{boxsync-admin prune}.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Iterable
+from pathlib import Path
+from typing import Iterable, Sequence
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.logger import Logger
 
+from ..config import size
 from .blockstore import pending_deadline
 from .box import Box
 from .index import VersionRecord
 
-__all__ = ["KEEP_VERSIONS", "TIDY_SECONDS", "Tidied", "parse_duration", "tidy"]
+__all__ = [
+    "KEEP_VERSIONS",
+    "THIN_VERSIONS",
+    "TIDY_SECONDS",
+    "HistoryMax",
+    "Retention",
+    "Thinning",
+    "Tidied",
+    "parse_duration",
+    "tidy",
+]
 
 #: How long an overwritten or deleted version is kept by default: 30 days.
 KEEP_VERSIONS = 30 * 86400.0
+
+#: How versions are thinned by default: up to an hour old, one per 30
+#: seconds; up to a day, one per hour; older, one per day.
+THIN_VERSIONS = "1h:30s,1d:1h,30d:1d"
 
 #: How often the boxes are tidied.
 TIDY_SECONDS = 3600.0
@@ -44,22 +69,175 @@ def parse_duration(text: str) -> float:
 
 
 @frozen
+class Thinning:
+    """
+    Which of a path's kept versions stay as they age.
+
+    @ivar steps: (age, every) pairs, youngest first: of the versions that
+        ended up to C{age} seconds ago (and after the previous step's age),
+        the newest of each C{every} seconds stays. Past the last age, the
+        last C{every} goes on. No steps: every version stays.
+    """
+
+    steps: tuple[tuple[float, float], ...] = ()
+    text: str = field(default="off", eq=False)
+
+    def __str__(self) -> str:
+        return self.text
+
+    @classmethod
+    def parse(cls, text: str) -> Thinning:
+        """
+        A thinning such as C{1h:30s,1d:1h,30d:1d}; C{off} (or C{none}) for
+        none.
+
+        @raise ValueError: if C{text} is not one.
+        """
+        if text.strip().lower() in ("off", "none", ""):
+            return cls()
+        steps = []
+        for part in text.split(","):
+            age, sep, every = part.partition(":")
+            if not sep:
+                raise ValueError(f"{part.strip()!r} is not AGE:EVERY, such as 1d:1h")
+            steps.append((parse_duration(age), parse_duration(every)))
+        if any(every <= 0 for _, every in steps) or [age for age, _ in steps] != sorted({age for age, _ in steps}):
+            raise ValueError(f"{text!r}: each step needs a longer age than the one before and EVERY over 0")
+        return cls(tuple(steps), text.strip())
+
+    def _every(self, age: float) -> tuple[int, float] | None:
+        """
+        The step a version of C{age} seconds falls in, and its interval.
+        """
+        if not self.steps:
+            return None
+        for i, (limit, every) in enumerate(self.steps):
+            if age <= limit:
+                return i, every
+        return len(self.steps) - 1, self.steps[-1][1]
+
+    def thinned(self, versions: Iterable[VersionRecord], now_ns: int) -> list[VersionRecord]:
+        """
+        Those of C{versions} that thinning removes.
+        """
+        by_path: dict[str, list[VersionRecord]] = {}
+        for version in versions:
+            by_path.setdefault(version.path, []).append(version)
+        gone = []
+        for kept in by_path.values():
+            kept.sort(key=lambda version: (version.ended_ns, version.seq), reverse=True)
+            taken: set[tuple[int, int]] = set()
+            for n, version in enumerate(kept):
+                step = self._every((now_ns - version.ended_ns) / 1e9)
+                if step is None:
+                    continue
+                bucket = (step[0], version.ended_ns // int(step[1] * 1e9))
+                if bucket in taken and n > 0:
+                    gone.append(version)
+                taken.add(bucket)
+        return gone
+
+
+@frozen
+class HistoryMax:
+    """
+    The most the kept versions of all accounts may take: C{size} bytes, or a
+    C{share} of the box's disk. Neither: no limit.
+    """
+
+    size: int | None = None
+    share: float | None = None
+    text: str = field(default="none", eq=False)
+
+    def __str__(self) -> str:
+        return self.text
+
+    @classmethod
+    def parse(cls, text: str) -> HistoryMax:
+        """
+        A limit such as C{50G}, C{800M}, C{10%}; C{0} or C{none} for none.
+
+        @raise ValueError: if C{text} is not one.
+        """
+        text = text.strip()
+        if text.lower() in ("", "0", "none", "off"):
+            return cls()
+        share = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", text)
+        if share is not None:
+            if not 0 < float(share.group(1)) <= 100:
+                raise ValueError(f"{text!r}: a share of the disk is over 0 % and at most 100 %")
+            return cls(share=float(share.group(1)) / 100, text=text)
+        try:
+            return cls(size=size(text), text=text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a size such as 50G or 800M, or a share of the disk such as 10%") from None
+
+    def bytes_for(self, disk: Path) -> int | None:
+        """
+        The limit in bytes for a box on the file system of C{disk}.
+        """
+        if self.share is not None:
+            stat = os.statvfs(disk)
+            return int(stat.f_blocks * stat.f_frsize * self.share)
+        return self.size
+
+
+@frozen
+class Retention:
+    """
+    What of the history is kept: see the module's description.
+    """
+
+    keep_seconds: float = KEEP_VERSIONS
+    thinning: Thinning = field(factory=lambda: Thinning.parse(THIN_VERSIONS))
+    history_max: HistoryMax = field(factory=HistoryMax)
+
+    def doomed(self, versions: dict[str, Sequence[VersionRecord]], now: float, disk: Path) -> dict[str, set[int]]:
+        """
+        The seqs of the versions to forget, by account, of the kept
+        C{versions} of each account.
+        """
+        now_ns = int(now * 1e9)
+        oldest_kept = now_ns - int(self.keep_seconds * 1e9)
+        doomed: dict[str, set[int]] = {account: set() for account in versions}
+        left: list[tuple[int, str, VersionRecord]] = []
+        for account, kept in versions.items():
+            expired = [version for version in kept if version.ended_ns < oldest_kept]
+            doomed[account].update(version.seq for version in expired)
+            young = [version for version in kept if version.ended_ns >= oldest_kept]
+            doomed[account].update(version.seq for version in self.thinning.thinned(young, now_ns))
+            left.extend((version.ended_ns, account, version) for version in young if version.seq not in doomed[account])
+        limit = self.history_max.bytes_for(disk)
+        if limit is not None:
+            total = sum(version.size for _, _, version in left)
+            for _, account, version in sorted(left, key=lambda entry: (entry[0], entry[2].seq)):
+                if total <= limit:
+                    break
+                doomed[account].add(version.seq)
+                total -= version.size
+        return doomed
+
+
+@frozen
 class Tidied:
     versions: int
     blocks: int
 
 
-async def tidy(boxes: Iterable[Box], keep_seconds: float, now: float) -> Tidied:
+async def tidy(boxes: Iterable[Box], retention: Retention, now: float) -> Tidied:
     """
-    Forget the versions of C{boxes} that ended more than C{keep_seconds}
-    before C{now}, remove their files, and sweep the blocks sent ahead of
-    commits that never came.
+    Forget the versions of C{boxes} that C{retention} no longer keeps at
+    C{now}, remove their files, and sweep the blocks sent ahead of commits
+    that never came.
     """
+    boxes = list(boxes)
+    if not boxes:
+        return Tidied(0, 0)
+    kept = {box.account: await box.index.kept_versions(box.account) for box in boxes}
+    doomed = retention.doomed(kept, now, boxes[0].storage.root)
     versions = blocks = 0
     for box in boxes:
-        forgotten: list[VersionRecord] = await box.index.forget_versions(
-            box.account, int((now - keep_seconds) * 1e9)
-        )
+        forgotten: list[VersionRecord] = await box.index.forget_versions(box.account, sorted(doomed[box.account]))
         await box.storage.drop_versions([version.seq for version in forgotten])
         versions += len(forgotten)
         blocks += await box.blocks.sweep(pending_deadline(now))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Coroutine
 
 import psutil
-from attrs import define
+from attrs import define, field
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
@@ -28,7 +28,7 @@ from ..reactors import IServerReactor
 from .accounts import POLL_SECONDS, Accounts
 from .adopt import adopt
 from .history import HistoryRoutes
-from .retention import KEEP_VERSIONS, TIDY_SECONDS, tidy
+from .retention import TIDY_SECONDS, Retention, tidy
 from .app import BoxsyncApp
 from .auth import DEFAULT_ACCOUNT, IAuthenticator, TokenAuth
 from .box import Box
@@ -59,8 +59,8 @@ class ServerConfig:
         signed tokens (L{boxsync.server.tokens}) instead.
     @ivar max_streams_per_token: the most event streams one token may hold
         open at once.
-    @ivar keep_versions_seconds: how long an overwritten or deleted version
-        is kept (C{--keep-versions}).
+    @ivar retention: what of the overwritten and deleted versions is kept
+        (C{--keep-versions}, C{--thin-versions}, C{--history-max}).
     @ivar tidy_seconds: how often old versions and unused blocks are
         removed.
     @ivar revocation_seconds: how often, in token mode, the token registry
@@ -79,7 +79,7 @@ class ServerConfig:
     tokens: bool = False
     max_streams_per_token: int = MAX_STREAMS_PER_TOKEN
     revocation_seconds: float = POLL_SECONDS
-    keep_versions_seconds: float = KEEP_VERSIONS
+    retention: Retention = field(factory=Retention)
     tidy_seconds: float = TIDY_SECONDS
 
     def __attrs_post_init__(self) -> None:
@@ -363,7 +363,7 @@ class BoxsyncService(MultiService):
 
     async def _tidy(self) -> None:
         boxes = [self.box] if self.box is not None else self.accounts.boxes() if self.accounts is not None else []
-        await tidy(boxes, self.config.keep_versions_seconds, self.reactor.seconds())
+        await tidy(boxes, self.config.retention, self.reactor.seconds())
 
     @property
     def ports(self) -> list[IListeningPort]:

@@ -27,7 +27,7 @@ from ..config import (
 from ..paths import HIDDEN_DIR
 from .auth import ApiKeyAuth
 from .hub import MAX_STREAMS_PER_TOKEN
-from .retention import KEEP_VERSIONS, parse_duration
+from .retention import KEEP_VERSIONS, THIN_VERSIONS, HistoryMax, Retention, Thinning, parse_duration
 from .limits import (
     MAX_MANIFEST_BYTES,
     MAX_MANIFEST_ENTRIES,
@@ -114,6 +114,20 @@ SETTINGS = [
         KEEP_VERSIONS,
         "How long an overwritten or deleted version is kept, e.g. 30d, 12h (0: not kept).",
         parse_duration,
+    ),
+    Setting(
+        "thin-versions",
+        Thinning.parse(THIN_VERSIONS),
+        f"How kept versions thin out as they age: AGE:EVERY steps, e.g. {THIN_VERSIONS} (one per 30 s "
+        "for an hour, one per hour for a day, then one per day); off: keep every one.",
+        Thinning.parse,
+    ),
+    Setting(
+        "history-max",
+        HistoryMax(),
+        "The most the kept versions may take, as a size (50G) or a share of the disk (10%); "
+        "the oldest go first. Default: no limit but --keep-versions.",
+        HistoryMax.parse,
     ),
     Setting("insecure-no-auth", False, "Serve without any key: everyone gets in.", flag=True),
     Setting(
@@ -271,7 +285,7 @@ def makeService(options: Options) -> Any:
             min_rate=options["min-rate"],
             progress_interval=options["progress-interval"],
         ),
-        keep_versions_seconds=options["keep-versions"],
+        retention=Retention(options["keep-versions"], options["thin-versions"], options["history-max"]),
     )
     # Twisted types the global reactor by its common interfaces only; it has
     # all those the server uses (its thread pool too).

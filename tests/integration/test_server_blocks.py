@@ -20,7 +20,7 @@ import zstandard
 
 from boxsync.blocks import BLOCK_MIN, recipe_of_bytes
 from boxsync.server.blockstore import PENDING_HOURS
-from boxsync.server.retention import Tidied, parse_duration, tidy
+from boxsync.server.retention import Retention, Thinning, Tidied, parse_duration, tidy
 from boxsync.wire.blocks import BlockCommit, parse_recipe
 from tests.helpers import RunningServer, json_of, put, sha, timed
 
@@ -212,10 +212,11 @@ async def test_old_versions_and_unused_blocks_are_tidied_away(server: RunningSer
     kept = await box.index.versions(box.account, "f.txt")
     assert [(v.seq, v.ended_seq) for v in kept] == [(2, 3), (1, 2)]
     now = time.time()
-    assert await tidy([box], keep_seconds=3600, now=now) == Tidied(0, 0)
-    assert await tidy([box], keep_seconds=3600, now=now + 3601) == Tidied(2, 0)
+    hour = Retention(keep_seconds=3600, thinning=Thinning())
+    assert await tidy([box], hour, now=now) == Tidied(0, 0)
+    assert await tidy([box], hour, now=now + 3601) == Tidied(2, 0)
     assert list(versions.iterdir()) == [] and await box.index.versions(box.account, "f.txt") == []
-    assert await tidy([box], keep_seconds=3600, now=now + PENDING_HOURS * 3600 + 1) == Tidied(0, 1)
+    assert await tidy([box], hour, now=now + PENDING_HOURS * 3600 + 1) == Tidied(0, 1)
     assert list((server.box / ".boxsync/blocks").iterdir()) == []
     assert (server.box / "f.txt").read_bytes() == b"three"
 
