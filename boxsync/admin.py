@@ -4,7 +4,9 @@
 ``token`` mints one (and makes its account on first use) and prints it, and
 nothing else, on standard output; ``tokens`` lists them (never their values);
 ``revoke`` revokes one, which a running server notices at once; ``web-link``
-prints a link that signs a browser in to the web page, once, within minutes.
+prints a link that signs a browser in to the web page, once, within minutes;
+``history`` shows what the kept versions take, and ``prune`` removes those
+the history no longer keeps, now.
 Each command
 works on the box folder directly, so it runs on the server's machine, as the
 user the server runs as.
@@ -19,9 +21,21 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence, TextIO
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable, Coroutine, NoReturn, Sequence, TextIO, TypeVar, cast
+
+from twisted.internet.defer import Deferred
+from twisted.internet.selectreactor import SelectReactor
+from twisted.python.failure import Failure
 
 from .paths import HIDDEN_DIR
+from .reactors import IServerReactor
+from .server import retention
+from .server.auth import DEFAULT_ACCOUNT
+from .server.box import Box
+from .server.hub import Hub
+from .server.index import SQLiteIndex, VersionRecord
+from .server.storage import BoxStorage
 from .server.accounts import BadAccountFolder, account_folder
 from .server.registry import REGISTRY_FILE, TokenRecord, TokenRegistry
 from .server.sessions import LINK_CLIENT, LINK_SECONDS
@@ -40,6 +54,8 @@ from .server.tokens import (
 __all__ = ["main", "run", "AdminError"]
 
 PROGRAM = "boxsync-admin"
+
+_T = TypeVar("_T")
 
 
 class AdminError(Exception):
@@ -113,6 +129,32 @@ def _parser(environ: dict[str, str]) -> argparse.ArgumentParser:
     link.add_argument(
         "--server", required=True, metavar="URL",
         help="the server's address as the browser reaches it, e.g. https://box.example.org:8443",
+    )
+    history = commands.add_parser(
+        "history", help="show how much the kept versions take, per account",
+        description="Show the overwritten and deleted versions the server keeps, per account: "
+        "how many, their size, and the oldest.",
+    )
+    history.add_argument("--box", default=default_box, help=box_help)
+
+    prune = commands.add_parser(
+        "prune", help="remove the versions the history no longer keeps, now",
+        description="Remove now what the server's hourly tidying would: the versions past "
+        "--keep-versions, thinned by --thin-versions, over --history-max. Give the values the "
+        "server runs with (stricter ones free more). Safe while the server runs.",
+    )
+    prune.add_argument("--box", default=default_box, help=box_help)
+    prune.add_argument(
+        "--keep-versions", type=_checked(retention.parse_duration), default=None, metavar="DURATION",
+        help="how long a version is kept, e.g. 30d, 12h, 0 [default: 30d]",
+    )
+    prune.add_argument(
+        "--thin-versions", type=_checked(retention.Thinning.parse), default=retention.THIN_VERSIONS,
+        metavar="STEPS", help=f"how versions thin out as they age, or off [default: {retention.THIN_VERSIONS}]",
+    )
+    prune.add_argument(
+        "--history-max", type=_checked(retention.HistoryMax.parse), default="none", metavar="SIZE",
+        help="the most the versions may take, e.g. 50G or 10%% [default: none]",
     )
     return parser
 
@@ -194,6 +236,13 @@ def _tokens(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> Non
         (r.token_id, r.account, r.client, _when(r.issued), _when(r.expires), r.status(now))
         for r in records
     ]
+    _table(rows, out)
+
+
+def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    """
+    Write C{rows}, the first one the titles, in aligned columns.
+    """
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
@@ -255,7 +304,103 @@ def _accounts(box: Path) -> set[str]:
         registry.close()
 
 
-_COMMANDS = {"token": _token, "tokens": _tokens, "revoke": _revoke, "web-link": _web_link}
+def _history(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> None:
+    kept = _in_own_reactor(lambda reactor: _kept_versions(reactor, _box(args.box)))
+    rows = [("ACCOUNT", "VERSIONS", "SIZE", "OLDEST")]
+    for account, versions in sorted(kept.items()):
+        oldest = min((version.ended_ns for version in versions), default=None)
+        rows.append(
+            (
+                account,
+                str(len(versions)),
+                _size(sum(version.size for version in versions)),
+                "-" if oldest is None else _when(oldest // 10**9),
+            )
+        )
+    _table(rows, out)
+
+
+def _prune(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> None:
+    keep = retention.KEEP_VERSIONS if args.keep_versions is None else retention.parse_duration(args.keep_versions)
+    rules = retention.Retention(
+        keep, retention.Thinning.parse(args.thin_versions), retention.HistoryMax.parse(args.history_max)
+    )
+    box = _box(args.box)
+
+    async def work(reactor: IServerReactor) -> retention.Tidied:
+        async with _opened(reactor, box) as boxes:
+            return await retention.tidy(boxes, rules, now)
+
+    tidied = _in_own_reactor(work)
+    out.write(f"removed {tidied.versions} versions and {tidied.blocks} unused blocks\n")
+
+
+async def _kept_versions(reactor: IServerReactor, box: Path) -> dict[str, list[VersionRecord]]:
+    async with _opened(reactor, box) as boxes:
+        return {each.account: await each.index.kept_versions(each.account) for each in boxes}
+
+
+@asynccontextmanager
+async def _opened(reactor: IServerReactor, box: Path) -> AsyncIterator[list[Box]]:
+    """
+    The boxes of the accounts of the box folder C{box} (one, for a box
+    served to a shared key), with its index open.
+    """
+    hidden = box / HIDDEN_DIR
+    if not (hidden / "index.sqlite").exists():
+        raise AdminError(f"{box} has never been served: there is no history")
+    index = SQLiteIndex(reactor, hidden / "index.sqlite")
+    index.start()
+    try:
+        hub = Hub(reactor)
+        if (hidden / REGISTRY_FILE).exists():
+            accounts = sorted(_accounts(box))
+            roots = [(account, account_folder(box, account)) for account in accounts]
+        else:
+            roots = [(DEFAULT_ACCOUNT, box)]
+        yield [Box(account, index, BoxStorage(reactor, root), hub) for account, root in roots]
+    finally:
+        index.stop()
+
+
+def _in_own_reactor(work: Callable[[IServerReactor], Coroutine[Any, Any, _T]]) -> _T:
+    """
+    Run C{work} to its end on a reactor of its own (not the global one: a
+    command runs in a process, or a test, that may have one running), and
+    return what it returned or raise what it raised.
+    """
+    reactor = SelectReactor()
+    outcome: list[_T | Failure] = []
+
+    def start() -> None:
+        done = Deferred.fromCoroutine(work(cast(IServerReactor, reactor)))
+        done.addBoth(outcome.append)
+        done.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(start)
+    reactor.run(installSignalHandlers=False)
+    result = outcome[0]
+    if isinstance(result, Failure):
+        result.raiseException()
+    return result  # type: ignore[return-value]
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+_COMMANDS = {
+    "token": _token,
+    "tokens": _tokens,
+    "revoke": _revoke,
+    "web-link": _web_link,
+    "history": _history,
+    "prune": _prune,
+}
 
 
 def run(

@@ -202,9 +202,10 @@ class Retention:
         doomed: dict[str, set[int]] = {account: set() for account in versions}
         left: list[tuple[int, str, VersionRecord]] = []
         for account, kept in versions.items():
-            expired = [version for version in kept if version.ended_ns < oldest_kept]
-            doomed[account].update(version.seq for version in expired)
-            young = [version for version in kept if version.ended_ns >= oldest_kept]
+            # Nothing is kept for 0 seconds, whatever the clock's resolution.
+            young = [version for version in kept if version.ended_ns >= oldest_kept and self.keep_seconds > 0]
+            staying = {version.seq for version in young}
+            doomed[account].update(version.seq for version in kept if version.seq not in staying)
             doomed[account].update(version.seq for version in self.thinning.thinned(young, now_ns))
             left.extend((version.ended_ns, account, version) for version in young if version.seq not in doomed[account])
         limit = self.history_max.bytes_for(disk)

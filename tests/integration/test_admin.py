@@ -11,20 +11,24 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import pytest_twisted
 
 from boxsync.admin import main, run
 from boxsync.server.registry import TokenRegistry
 from boxsync.server.tokens import load_secret, verify
+from tests.helpers import put, running_server
 
 NOW = 1_800_000_000
 
 
-def admin(*argv: str, environ: dict[str, str] | None = None) -> tuple[int, str, str]:
+def admin(*argv: str, environ: dict[str, str] | None = None, now: float = NOW) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    status = run(list(argv), out, err, environ=environ or {}, now=lambda: NOW)
+    status = run(list(argv), out, err, environ=environ or {}, now=lambda: now)
     return status, out.getvalue(), err.getvalue()
 
 
@@ -233,3 +237,41 @@ def test_the_real_command(box: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert failed.returncode == 1 and failed.stderr.startswith("boxsync-admin: error:")
+
+
+@pytest_twisted.ensureDeferred
+async def test_history_and_prune(tmp_path: Path, reactor: Any, http: Any) -> None:
+    """
+    history shows what the kept versions take; prune removes what the
+    rules given no longer keep, while the server runs, and never a live file.
+    """
+    async with running_server(reactor, tmp_path / "box", "key") as server:
+        for base, content in enumerate((b"one", b"two!", b"three")):
+            assert (await put(http, server, "f.txt", content, base=base)).code == 201
+        assert (await put(http, server, "g.txt", b"gone", base=0)).code == 201
+        response = await http.delete(server.file_url("g.txt"), headers=server.headers(X_Boxsync_Base="4"))
+        assert response.code == 200, await response.text()
+        box = str(server.box)
+        status, out, err = admin("history", "--box", box)
+        assert status == 0, err
+        assert out.splitlines()[1].split()[:4] == ["default", "3", "11", "bytes"]
+        # Thinned to one version a day, the newest of each path stays.
+        status, out, err = admin("prune", "--box", box, "--thin-versions", "1d:1d", now=time.time())
+        assert (status, out) == (0, "removed 1 versions and 0 unused blocks\n"), err
+        assert sorted(p.name for p in (server.box / ".boxsync/versions").iterdir()) == ["2", "4"]
+        status, out, err = admin("prune", "--box", box, "--keep-versions", "0", now=time.time())
+        assert (status, out) == (0, "removed 2 versions and 0 unused blocks\n"), err
+        status, out, err = admin("history", "--box", box)
+        assert out.splitlines()[1].split() == ["default", "0", "0", "bytes", "-"]
+        assert (server.box / "f.txt").read_bytes() == b"three"
+        listed = await http.get(f"{server.url}/history/f.txt", headers=server.headers())
+        # Only the live version is left.
+        assert listed.code == 200 and [v["seq"] for v in (await listed.json())["versions"]] == [3]
+
+
+def test_history_of_a_box_never_served(box: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = admin("history", "--box", str(box))
+    assert status == 1 and out == "" and "never been served" in err
+    with pytest.raises(SystemExit) as exited:
+        admin("prune", "--box", str(box), "--history-max", "lots")
+    assert exited.value.code == 2 and "'lots' is not a size" in capsys.readouterr().err
