@@ -54,6 +54,7 @@ from ..wire import (
     BatchFile,
     CommitResult,
     Event,
+    Incoming,
     Manifest,
     ProtocolError,
     RemoteFile,
@@ -417,13 +418,19 @@ class BoxsyncAPI:
         await self._transport.check(response, 201)
         return CommitResult.from_json(await self._transport.json_answer(response))
 
-    async def missing_blocks(self, hashes: list[str]) -> set[str]:
+    async def missing_blocks(self, hashes: list[str], incoming: Incoming | None = None) -> set[str]:
         """
         Those of C{hashes} the server lacks.
+
+        @param incoming: if they are blocks of a file being sent, what the
+            account's other clients are told of them (they may fetch them
+            as they come).
         """
-        body = json.dumps(blocks_json(hashes)).encode("utf-8")
+        body = json.dumps(blocks_json(hashes, incoming)).encode("utf-8")
         producer = FileBodyProducer(BytesIO(body), self.cooperator)
-        response = await self._transport.request("POST", "/blocks/missing", self._headers({"Content-Type": JSON}), producer)
+        # As a commit's: the server tells the other clients, not this one.
+        headers = self._headers({"Content-Type": JSON}, commit=True)
+        response = await self._transport.request("POST", "/blocks/missing", headers, producer)
         await self._transport.check(response, 200)
         return set(parse_missing(await self._transport.json_answer(response, MAX_JSON + 80 * len(hashes))))
 
@@ -442,15 +449,18 @@ class BoxsyncAPI:
         await self._transport.small_body(response)
         return len(body)
 
-    async def get_block(self, block: Block) -> bytes:
+    async def get_block(self, block: Block, wait: float = 0) -> bytes:
         """
         The bytes of C{block}, checked against its sha256.
 
-        @raise NotFound: if the server has it nowhere.
+        @param wait: how long the server may wait for the block to arrive,
+            if it has it nowhere yet (a block of a file still being sent).
+        @raise NotFound: if the server has it nowhere (after C{wait}).
         @raise CorruptBlock: if what came is not that block.
         """
         headers = self._headers({"Accept-Encoding": coding.ACCEPTED})
-        response = await self._transport.request("GET", f"/blocks/{block.sha256}", headers)
+        query = f"?wait={wait:g}" if wait else ""
+        response = await self._transport.request("GET", f"/blocks/{block.sha256}{query}", headers)
         await self._transport.check(response, 200)
         # A block travels whole, at most BLOCK_MAX bytes in whatever coding.
         body = await self._transport.small_body(response, BLOCK_MAX + 1024)

@@ -30,6 +30,7 @@ from twisted.internet.defer import Deferred, DeferredList
 
 from ..blocks import Block, Cutter, Recipe, read_block, recipe_of
 from ..fs import CHUNK_SIZE
+from ..wire import Incoming
 from ..wire.blocks import BlockCommit
 from .api import BoxsyncAPI
 from .errors import BadRequest, DigestMismatch, MissingBlocks
@@ -102,7 +103,7 @@ class Blockwise:
         """
         fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            recipe = await self._cut_and_send(fd, size, on_progress)
+            recipe = await self._cut_and_send(path, fd, size, on_progress)
             if recipe.size != size or (expected_sha256 is not None and recipe.sha256 != expected_sha256):
                 raise ChangedWhileSent(path)
             commit = BlockCommit(path, base, mtime_ns, recipe, executable)
@@ -118,16 +119,18 @@ class Blockwise:
         finally:
             os.close(fd)
 
-    async def _cut_and_send(self, fd: int, size: int, on_progress: Callable[[int], object]) -> Recipe:
+    async def _cut_and_send(self, path: str, fd: int, size: int, on_progress: Callable[[int], object]) -> Recipe:
         """
         Cut the first C{size} bytes of C{fd} into blocks, sending those the
-        server lacks as they are cut; its recipe.
+        server lacks as they are cut (and telling the other clients, that
+        may fetch them as they arrive, which make C{path}); its recipe.
         """
         cutter: Cutter = await self.run(lambda: Cutter(fd, size))
         sending: Deferred[None] | None = None
         try:
             while taken := await self.run(lambda: cutter.take(CUT_AT_ONCE)):
-                missing = await self.api.missing_blocks([block.sha256 for _, block in taken])
+                incoming = Incoming(path, size, taken[0][0], [(block.sha256, block.size) for _, block in taken])
+                missing = await self.api.missing_blocks([block.sha256 for _, block in taken], incoming)
                 # What the server has already counts as done.
                 on_progress(sum(block.size for _, block in taken if block.sha256 not in missing))
                 if sending is not None:

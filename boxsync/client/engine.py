@@ -25,7 +25,6 @@ from twisted.python.failure import Failure
 
 from ..paths import HIDDEN_DIR, BadPath, to_local
 from ..reactors import IClientReactor
-from ..wire.blocks import BLOCKS_FEATURE, ENCODINGS
 from ..wire import (
     FOLDERS_FEATURE,
     SHA256_TRAILER_FEATURE,
@@ -35,20 +34,23 @@ from ..wire import (
     Event,
     Folder,
     Hello,
+    Incoming,
     InSync,
     Ready,
     Remove,
     Upload,
 )
+from ..wire.blocks import BLOCKS_FEATURE, ENCODINGS
 from . import reconcile
 from .actions import Actions
 from .api import BoxsyncAPI
 from .batch import Batcher
+from .blockwise import Blockwise
 from .ignore import IGNORE_FILE, IgnoreRules
 from .jobs import Jobs, this_path_only
 from .looks import Looks
-from .blockwise import Blockwise
 from .placing import TMP_DAYS, remove_older
+from .prefetch import Prefetch
 from .progress import Reporter
 from .scanner import (
     Here,
@@ -122,6 +124,10 @@ class Engine:
         tmp = self.root / HIDDEN_DIR / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
         kept = remove_older(tmp, time.time() - TMP_DAYS * 86400)
+        for name in kept:
+            if name.startswith("in-"):
+                # Fetched ahead by an earlier run: of no use without it.
+                (tmp / name).unlink(missing_ok=True)
         self._transfers = Transfers(
             self.root,
             self.api,
@@ -133,6 +139,7 @@ class Engine:
             sources=self._sources,
             aside={name[4:] for name in kept if name.startswith("del-")},
             clock=self.reactor,
+            prefetch=Prefetch(self.api, self.reactor, self._thread, tmp),
         )
         self._looks = Looks(self.root, self.reactor, self.state, self._thread)
         self._actions = Actions(
@@ -345,6 +352,9 @@ class Engine:
             self.log.info("plan received; up to seq {seq}", seq=event.seq)
             self._check_idle()
             return
+        if isinstance(event, Incoming):
+            self._incoming(event)
+            return
         if isinstance(event, (Download, Folder, Delete)) and self._attempt.plan_seq is not None:
             self._attempt.seen = max(self._attempt.seen, event.seq)
         handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
@@ -358,6 +368,26 @@ class Engine:
         }
         handler = handlers[type(event)]
         self.submit(event.path, lambda: handler(event))  # type: ignore[union-attr]
+
+    def _incoming(self, event: Incoming) -> None:
+        """
+        Fetch ahead the blocks of a large file another client is sending,
+        if it is to come here.
+        """
+        prefetch = self._transfers.prefetch
+        if (
+            prefetch is None
+            or self._transfers.blockwise is None
+            or event.size <= SMALL_FILE
+            or self.sessions.paused
+            or self.ignore.ignored(event.path)
+        ):
+            return
+        try:
+            self._local(event.path)
+        except BadPath:
+            return
+        prefetch.announced(event)
 
     # Local changes (from the watcher)
 

@@ -32,7 +32,7 @@ from twisted.logger import Logger
 
 from .. import fs
 from ..paths import BadPath, to_local
-from ..wire import EXECUTABLE_FEATURE, FOLDERS_FEATURE, DeletedEntry, FileEntry, FolderEntry, Manifest
+from ..wire import EXECUTABLE_FEATURE, FOLDERS_FEATURE, INCOMING_FEATURE, DeletedEntry, FileEntry, FolderEntry, Manifest
 from .ignore import IgnoreRules
 from .walk import Skipped, walk
 from .state import UNKNOWN_CTIME, Base
@@ -61,7 +61,7 @@ __all__ = [
 log = Logger()
 
 #: What this client reads on its event stream beyond the first protocol.
-READS = frozenset({EXECUTABLE_FEATURE, FOLDERS_FEATURE})
+READS = frozenset({EXECUTABLE_FEATURE, FOLDERS_FEATURE, INCOMING_FEATURE})
 
 #: How many times a file that changes while it is hashed is hashed again.
 _ATTEMPTS = 3

@@ -24,6 +24,7 @@ from .blockwise import Blockwise, ChangedWhileSent
 from .errors import APIError, DigestMismatch, NotFound, StaleBase
 from .jobs import Jobs
 from .placing import SET_ASIDE_SECONDS, remove_set_aside, set_aside, set_aside_path
+from .prefetch import Prefetch
 from .progress import Reporter
 from .results import CommitResult, DownloadResult
 from .scanner import LocalFile
@@ -68,6 +69,8 @@ class Transfers:
         (C{None}: whole).
     @ivar sources: the local files that may hold blocks of a download:
         the file it replaces first, then files known to have its content.
+    @ivar prefetch: the blocks of large files still being sent, fetched
+        ahead of their commits.
     @ivar aside: the sha256s (their first 32 digits) of the files set aside
         in C{tmp} (see L{set_aside}).
     """
@@ -83,6 +86,7 @@ class Transfers:
     sources: Callable[[Download], list[Path]] = lambda event: []
     aside: set[str] = field(factory=set)
     clock: IReactorTime | None = None
+    prefetch: Prefetch | None = None
     _swept: float | None = None
 
     def set_aside(self, local: Path, sha256: str) -> None:
@@ -202,6 +206,8 @@ class Transfers:
             self.reporter.finished(path, "moved back in place")
             return temp, DownloadResult(sha256=event.sha256, size=event.size, seq=event.seq)
         if blockwise is not None and event.size > SMALL_FILE:
+            if self.prefetch is not None:
+                await self.prefetch.take(path, temp)
             alone = lambda: blockwise.download(  # noqa: E731
                 path, temp, event.sha256, self.sources(event), on_progress
             )

@@ -23,6 +23,7 @@ from typing import (
 from attrs import Factory, define, evolve, field
 from klein import Klein
 from klein.resource import KleinResource
+from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -60,7 +61,15 @@ from ..wire import (
     parse_upload_batch,
     sha256_header,
 )
-from ..wire.blocks import BLOCKS_FEATURE, ENCODINGS, BlockCommit, missing_json, parse_blocks, recipe_json
+from ..wire.blocks import (
+    BLOCKS_FEATURE,
+    ENCODINGS,
+    BlockCommit,
+    missing_json,
+    parse_blocks,
+    parse_incoming,
+    recipe_json,
+)
 from ..wire.values import check_sha256, json_object
 from .auth import Forbidden, IAuthenticator, Principal, Unauthorized
 from .batch import download_batch, upload_batch
@@ -397,8 +406,13 @@ class BoxsyncApp:
         """
         Which of the blocks listed the account lacks (C{POST /blocks/missing}).
         """
-        hashes = parse_blocks(json_object(request.content.read(), "a list of blocks"))
+        body = json_object(request.content.read(), "a list of blocks")
+        hashes = parse_blocks(body)
+        incoming = parse_incoming(body)
         missing = await self.boxes(principal.account).blocks.missing(hashes)
+        if incoming is not None:
+            # The account's other clients may fetch them as they come.
+            self.hub.publish(principal.account, incoming, exclude=header(request, STREAM_HEADER))
         return json_body(request, 200, missing_json(missing))
 
     async def recipe(self, request: IRequest, principal: Principal, path: str) -> bytes:
@@ -425,7 +439,17 @@ class BoxsyncApp:
         that shrinks it.
         """
         sha256 = check_sha256(sha256)
-        data = await self.boxes(principal.account).blocks.read(sha256)
+        blocks = self.boxes(principal.account).blocks
+        data = await blocks.read(sha256)
+        wait = _wait(request)
+        if data is None and wait:
+            # A block of a file still being sent: it may come.
+            try:
+                await blocks.arrival(sha256).addTimeout(wait, self.clock)
+            except defer.TimeoutError:
+                pass
+            else:
+                data = await blocks.read(sha256)
         if data is None:
             raise NotFound(f"no block {sha256}")
         # Every Accept-Encoding field counts (treq's client adds its own).
@@ -480,6 +504,23 @@ _LIST_LIMIT = 1000
 
 #: The answer to an error no client can cause.
 _INTERNAL = ErrorAnswer(500, "internal server error")
+
+
+#: The longest a C{GET /blocks/<sha256>?wait=S} waits for its block.
+MAX_BLOCK_WAIT = 30.0
+
+
+def _wait(request: IRequest) -> float:
+    """
+    How long a request for a block may wait for it to arrive: its C{wait}
+    argument, in seconds, up to L{MAX_BLOCK_WAIT} (0 if none, or not a
+    number).
+    """
+    try:
+        wait = float(request.args.get(b"wait", [b"0"])[0])
+    except ValueError:
+        return 0.0
+    return min(max(wait, 0.0), MAX_BLOCK_WAIT) if wait == wait else 0.0
 
 
 def _committer(request: IRequest, principal: Principal) -> tuple[str, str | None]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from attrs import define, field
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
@@ -68,6 +69,13 @@ class IBlockStore(Interface):
         nowhere.
         """
 
+    def arrival(sha256: str) -> Any:
+        """
+        A Deferred that fires once the block C{sha256} is put (for a client
+        that fetches the blocks of a file still being sent); cancel it to
+        stop waiting.
+        """
+
     def read_many(hashes: Sequence[str]) -> Any:
         """
         The bytes of each of the blocks C{hashes} the account has: a C{dict}
@@ -106,6 +114,7 @@ class LocalBlockStore:
     index: IIndex
     storage: BoxStorage
     pending: Path = field(init=False)
+    _arrivals: dict[str, list[Deferred[None]]] = field(init=False, factory=dict)
     log = Logger()
 
     def __attrs_post_init__(self) -> None:
@@ -126,6 +135,19 @@ class LocalBlockStore:
         )
         return [sha256 for sha256 in rest if sha256 not in held]
 
+    def arrival(self, sha256: str) -> Deferred[None]:
+        waiting = self._arrivals.setdefault(sha256, [])
+
+        def cancel(arrived: Deferred[None]) -> None:
+            if arrived in waiting:
+                waiting.remove(arrived)
+            if not waiting:
+                self._arrivals.pop(sha256, None)
+
+        arrived: Deferred[None] = Deferred(cancel)
+        waiting.append(arrived)
+        return arrived
+
     async def put(self, block: Block, data: bytes) -> None:
         def work() -> None:
             if block_of(data) != block:
@@ -140,6 +162,8 @@ class LocalBlockStore:
                 raise as_disk_full(e) from e
 
         await self.storage.in_thread(work)
+        for arrived in self._arrivals.pop(block.sha256, []):
+            arrived.callback(None)
 
     async def read(self, sha256: str) -> bytes | None:
         return (await self.read_many([sha256])).get(sha256)

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from attrs import frozen
+from attrs import asdict, frozen
 
 from ..blocks import BLOCK_MAX, Block, Recipe
+from .events import Incoming
 from .values import ProtocolError, check_count, check_path, check_sha256
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "parse_recipe",
     "blocks_json",
     "parse_blocks",
+    "parse_incoming",
     "missing_json",
     "parse_missing",
 ]
@@ -129,11 +131,37 @@ class BlockCommit:
         )
 
 
-def blocks_json(hashes: list[str]) -> dict[str, Any]:
+def blocks_json(hashes: list[str], incoming: Incoming | None = None) -> dict[str, Any]:
     """
-    The body of C{POST /blocks/missing}: the blocks a client may send.
+    The body of C{POST /blocks/missing}: the blocks a client may send, and,
+    if they are those of a file it is sending, what the server tells the
+    account's other clients of it.
     """
-    return {"blocks": hashes}
+    body: dict[str, Any] = {"blocks": hashes}
+    if incoming is not None:
+        body["incoming"] = {name: value for name, value in asdict(incoming).items()}
+    return body
+
+
+def parse_incoming(data: dict[str, Any]) -> Incoming | None:
+    """
+    The C{incoming} announcement of a body of C{POST /blocks/missing}, if
+    it has one.
+
+    @raise ProtocolError: if it is malformed.
+    """
+    raw = data.get("incoming")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ProtocolError("incoming must be an object")
+    try:
+        incoming = Incoming(check_path(raw.get("path")), raw.get("size"), raw.get("offset"), raw.get("blocks"))
+    except TypeError as e:
+        raise ProtocolError(f"bad incoming: {e}") from None
+    if incoming.offset + sum(size for _, size in incoming.blocks) > incoming.size:
+        raise ProtocolError("incoming blocks go past the file's size")
+    return incoming
 
 
 def parse_blocks(data: object) -> list[str]:

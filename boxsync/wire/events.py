@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Collection, Union
 
-from attrs import evolve, frozen
+from attrs import evolve, field, frozen
 
-from .headers import EXECUTABLE_FEATURE, FOLDERS_FEATURE
+from .headers import EXECUTABLE_FEATURE, FOLDERS_FEATURE, INCOMING_FEATURE
+from .values import ProtocolError, check_count, check_sha256
 
 __all__ = [
     "Hello",
@@ -23,6 +24,8 @@ __all__ = [
     "Conflict",
     "InSync",
     "Ready",
+    "Incoming",
+    "MAX_INCOMING",
     "Event",
     "EVENT_TYPES",
     "event_id",
@@ -143,12 +146,61 @@ class Ready:
     seq: int
 
 
-Event = Union[Hello, Upload, Download, Folder, Delete, Remove, Conflict, InSync, Ready]
+#: The most blocks one C{incoming} event names.
+MAX_INCOMING = 1024
+
+
+def _blocks(value: object) -> tuple[tuple[str, int], ...]:
+    """
+    A list of blocks as C{[sha256, size]} pairs, checked.
+    """
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, list) or len(value) > MAX_INCOMING:
+        raise ProtocolError(f"blocks must list at most {MAX_INCOMING} [sha256, size] pairs")
+    pairs = []
+    for pair in value:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ProtocolError("a block is a [sha256, size] pair")
+        pairs.append((check_sha256(pair[0]), check_count(pair[1], "a block's size")))
+    return tuple(pairs)
+
+
+@frozen
+class Incoming:
+    """
+    Live: another client is sending a new version of C{path}, of C{size}
+    bytes, by its blocks; these are its C{blocks} from C{offset} on, in
+    order. Each can be fetched (C{GET /blocks/<sha256>?wait=S}) as soon as
+    it reaches the server, ahead of the commit, which comes as a
+    C{download} event as usual. Also what the sending client says, along
+    with C{POST /blocks/missing}.
+    """
+
+    name = "incoming"
+    path: str
+    size: int = field(converter=lambda value: check_count(value, "size"))
+    offset: int = field(converter=lambda value: check_count(value, "offset"))
+    blocks: tuple[tuple[str, int], ...] = field(converter=_blocks)
+
+    def placed(self) -> list[tuple[int, str, int]]:
+        """
+        Each block with its offset in the file: (offset, sha256, size).
+        """
+        placed = []
+        offset = self.offset
+        for sha256, size in self.blocks:
+            placed.append((offset, sha256, size))
+            offset += size
+        return placed
+
+
+Event = Union[Hello, Upload, Download, Folder, Delete, Remove, Conflict, InSync, Ready, Incoming]
 
 #: The class of each event, by its wire name.
 EVENT_TYPES: dict[str, type[Any]] = {
     cls.name: cls
-    for cls in (Hello, Upload, Download, Folder, Delete, Remove, Conflict, InSync, Ready)
+    for cls in (Hello, Upload, Download, Folder, Delete, Remove, Conflict, InSync, Ready, Incoming)
 }
 
 
@@ -171,5 +223,7 @@ def as_read_by(event: Event, features: Collection[str]) -> Event | None:
         if event.executable is not None:
             return evolve(event, executable=None)
     if FOLDERS_FEATURE not in features and isinstance(event, Folder):
+        return None
+    if INCOMING_FEATURE not in features and isinstance(event, Incoming):
         return None
     return event

@@ -19,6 +19,7 @@ __all__ = [
     "EXECUTABLE_HEADER",
     "EXECUTABLE_FEATURE",
     "FOLDERS_FEATURE",
+    "INCOMING_FEATURE",
     "CLIENT_HEADER",
     "STREAM_HEADER",
     "SEQ_HEADER",
@@ -59,6 +60,10 @@ EXECUTABLE_FEATURE = "executable"
 #: C{features}, and a client that reads the C{folder} event lists in its
 #: manifest's.
 FOLDERS_FEATURE = "folders"
+#: What a client that reads the C{incoming} event (the blocks of a large
+#: file another client is still sending) lists in its manifest's
+#: C{features}.
+INCOMING_FEATURE = "incoming"
 #: The name of the client making a request (shown in logs, conflict names).
 CLIENT_HEADER = "X-Boxsync-Client"
 #: The id of the client's open event stream, so its own commits are not

@@ -9,6 +9,7 @@ block that arrives corrupted is refused.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,11 @@ import pytest_twisted
 from boxsync.blocks import Block, recipe_of_bytes
 from boxsync.client.api import BoxsyncAPI
 from boxsync.client.errors import CorruptBlock
+from boxsync.client.prefetch import IDLE_SECONDS, Prefetch
+from boxsync.wire import Incoming
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.threads import deferToThread
 
 from tests.helpers import Folder, RunningServer, file_sha, sha, eventually, timed
 
@@ -37,8 +42,8 @@ def moved(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:
         seen.setdefault(f"{self.client_name} up", []).append(len(data))
         return await real_put(self, block, data, codings)
 
-    async def get_block(self: BoxsyncAPI, block: Block) -> bytes:
-        data = await real_get(self, block)
+    async def get_block(self: BoxsyncAPI, block: Block, wait: float = 0) -> bytes:
+        data = await real_get(self, block, wait)
         seen.setdefault(f"{self.client_name} down", []).append(len(data))
         return data
 
@@ -233,3 +238,40 @@ async def test_a_download_cut_off_keeps_the_blocks_it_wrote(
     await b.sync()
     assert (b.root / "big.bin").read_bytes() == data
     assert len(moved["b down"]) == total - total // 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_blocks_of_a_file_on_its_way_are_fetched_as_they_arrive(
+    reactor: Any, server: RunningServer, folders: Any, http: Any, tmp_path: Path
+) -> None:
+    """
+    Announced blocks are fetched as each reaches the server and written at
+    their place; the download then takes them. A file whose blocks stop
+    coming is dropped after a while.
+    """
+    api = folders("b").api
+    clock = Clock()
+    tmp_path = tmp_path / "ahead"
+    tmp_path.mkdir()
+    prefetch = Prefetch(api, clock, deferToThread, tmp_path)
+    data = os.urandom(3 * MiB)
+    placed = list(recipe_of_bytes(data).placed())
+    assert len(placed) > 1
+    prefetch.announced(Incoming("big.bin", len(data), 0, [(block.sha256, block.size) for _, block in placed]))
+    (ahead,) = tmp_path.iterdir()
+    for offset, block in placed:
+        part = data[offset : offset + block.size]
+        response = await http.put(f"{server.url}/blocks/{block.sha256}", data=part, headers=server.headers())
+        assert response.code == 201
+        await response.content()
+        await eventually(reactor, lambda: ahead.read_bytes()[offset : offset + block.size] == part)
+    await prefetch.take("big.bin", tmp_path / "dl")
+    assert (tmp_path / "dl").read_bytes() == data and not ahead.exists()
+
+    # Announced, and nothing comes.
+    prefetch.announced(Incoming("never.bin", 5 * MiB, 0, [("0" * 64, 5 * MiB)]))
+    assert len(list(tmp_path.glob("in-*"))) == 1
+    clock.advance(IDLE_SECONDS)
+    await eventually(reactor, lambda: list(tmp_path.glob("in-*")) == [])
+    await prefetch.take("never.bin", tmp_path / "dl2")
+    assert not (tmp_path / "dl2").exists()

@@ -31,6 +31,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from twisted.internet.threads import deferToThread
 
+from boxsync.server import app
 from boxsync.wire import BATCH, EVENT_STREAM
 from tests.conftest import KEY
 from tests.helpers import RunningServer, put, running_server
@@ -87,7 +88,12 @@ def test_the_description_covers_every_route() -> None:
 
 
 @pytest_twisted.async_yield_fixture
-async def live(tmp_path: Path, reactor: Any, http: Any) -> AsyncIterator[RunningServer]:
+async def live(
+    tmp_path: Path, reactor: Any, http: Any, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[RunningServer]:
+    # A block asked for with a wait is waited for a moment only: the cases
+    # generated ask for blocks that never come.
+    monkeypatch.setattr(app, "MAX_BLOCK_WAIT", 0.01)
     async with running_server(reactor, tmp_path / "box", KEY, max_upload=2**20) as running:
         # Something to find for the generated paths that happen to match.
         for path in ("0", "a", "b/0"):

@@ -21,8 +21,9 @@ import zstandard
 from boxsync.blocks import BLOCK_MIN, recipe_of_bytes
 from boxsync.server.blockstore import PENDING_HOURS
 from boxsync.server.retention import Retention, Thinning, Tidied, parse_duration, tidy
-from boxsync.wire.blocks import BlockCommit, parse_recipe
-from tests.helpers import RunningServer, json_of, put, sha, timed
+from boxsync.wire import INCOMING_FEATURE, Download, Hello, Incoming, Manifest
+from boxsync.wire.blocks import BlockCommit, blocks_json, parse_recipe
+from tests.helpers import RunningServer, eventually, json_of, open_stream, put, sha, timed
 
 MiB = 2**20
 
@@ -228,3 +229,88 @@ def test_durations() -> None:
     for bad in ("", "d", "-1d", "3y", "1 d 2h"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_block_still_being_sent_can_be_waited_for(server: RunningServer, http: Any) -> None:
+    """
+    C{GET /blocks/<sha256>?wait=S} answers once the block arrives, or 404
+    after the wait (at once without one).
+    """
+    assert server.service is not None and server.service.box is not None
+    store = server.service.box.blocks
+    data = os.urandom(1000)
+    url = f"{server.url}/blocks/{sha(data)}"
+    for query in ("", "?wait=0.1", "?wait=nonsense", "?wait=-5"):
+        response = await timed(http.get(url + query, headers=server.headers()), server.reactor)
+        assert response.code == 404, query
+        await response.content()
+    waiting = http.get(url + "?wait=20", headers=server.headers())
+    await eventually(server.reactor, lambda: sha(data) in store._arrivals)
+    assert (await put_block(http, server, data)).code == 201
+    response = await timed(waiting, server.reactor)
+    assert response.code == 200 and await response.content() == data
+    assert store._arrivals == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_blocks_of_a_file_being_sent_are_told_to_the_other_clients(
+    server: RunningServer, http: Any
+) -> None:
+    """
+    A question about missing blocks that says they make a file being sent
+    reaches the account's other clients that read it, as an incoming event,
+    and not the sender's own stream.
+    """
+    sender = await open_stream(http, server, Manifest(client="sender", features=[INCOMING_FEATURE]))
+    other = await open_stream(http, server, Manifest(client="other", features=[INCOMING_FEATURE]))
+    older = await open_stream(http, server, Manifest(client="older"))
+    for stream in (sender, other, older):
+        await stream.ready()
+    hello = next(event for event in sender.events if isinstance(event, Hello))
+    data = os.urandom(3 * MiB)
+    recipe = recipe_of_bytes(data)
+    incoming = Incoming("big.bin", len(data), 0, [(block.sha256, block.size) for block in recipe.blocks])
+    response = await timed(
+        http.post(
+            f"{server.url}/blocks/missing",
+            data=json.dumps(blocks_json([block.sha256 for block in recipe.blocks], incoming)).encode(),
+            headers=server.headers(X_Boxsync_Stream=hello.stream),
+        ),
+        server.reactor,
+    )
+    assert response.code == 200 and len((await json_of(response))["missing"]) == len(recipe.blocks)
+    told = await other.wait(lambda events: any(isinstance(event, Incoming) for event in events))
+    assert [event for event in told if isinstance(event, Incoming)] == [incoming]
+    # The sender's stream had it no more than a client that does not read it.
+    await put(http, server, "after.txt", b"after", base=0)
+    for stream in (sender, older):
+        events = await stream.wait(lambda events: any(isinstance(event, Download) for event in events))
+        assert not any(isinstance(event, Incoming) for event in events)
+    for stream in (sender, other, older):
+        stream.close()
+
+
+@pytest.mark.parametrize(
+    "incoming",
+    [
+        "no",
+        {"path": "../out", "size": 1, "offset": 0, "blocks": []},
+        {"path": "a", "size": 1, "offset": 0, "blocks": [["0" * 64, 2]]},
+        {"path": "a", "size": 5, "offset": 0, "blocks": [["zz", 2]]},
+        {"path": "a", "size": 5, "offset": 0, "blocks": [["0" * 64]]},
+        {"path": "a", "size": 5, "offset": -1, "blocks": []},
+        {"path": "a", "size": 5, "blocks": []},
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_bad_announcement_is_refused(server: RunningServer, http: Any, incoming: Any) -> None:
+    response = await timed(
+        http.post(
+            f"{server.url}/blocks/missing",
+            data=json.dumps({"blocks": [], "incoming": incoming}).encode(),
+            headers=server.headers(),
+        ),
+        server.reactor,
+    )
+    assert response.code == 400 and (await json_of(response))["error"]
