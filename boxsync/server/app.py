@@ -84,6 +84,7 @@ from .legacy import LegacyAdapter
 from .limits import MAX_MANIFEST_ENTRIES
 from .manifest import read_manifest
 from .plan import plan
+from .sharing import VersionDamaged
 from .staging import DiskFull
 from .transfers import Transfers
 from .uploads import BodyTooLarge, check_body, take_upload, trailer_sha256
@@ -106,6 +107,7 @@ _REFUSALS: list[tuple[type[BaseException], Refusal]] = [
     (Unauthorized, Refusal.UNAUTHORIZED),
     (Forbidden, Refusal.FORBIDDEN),
     (NotFound, Refusal.NOT_FOUND),
+    (VersionDamaged, Refusal.NOT_FOUND),
     (StaleBase, Refusal.STALE_BASE),
     (MissingBlocks, Refusal.MISSING_BLOCKS),
     (TooManyStreams, Refusal.TOO_MANY_STREAMS),

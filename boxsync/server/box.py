@@ -26,6 +26,7 @@ from .blockstore import IBlockStore, LocalBlockStore
 from .http import as_download, as_event
 from .hub import Hub
 from .index import FileRecord, IIndex, VersionRecord
+from .sharing import SharedVersions, VersionDamaged
 from .staging import StagingFile
 from .storage import BoxStorage, Change
 
@@ -172,6 +173,11 @@ class Box:
     blocks: IBlockStore = field(
         default=Factory(lambda self: LocalBlockStore(self.account, self.index, self.storage), takes_self=True)
     )
+    shared: SharedVersions = field(
+        default=Factory(
+            lambda self: SharedVersions(self.account, self.index, self.storage, self.blocks), takes_self=True
+        )
+    )
     _lock: DeferredLock = field(factory=DeferredLock)
     _queue: list[_Pending] = field(factory=list)
     _committing: bool = False
@@ -245,7 +251,10 @@ class Box:
         kept: int | None = await self.index.find_kept(self.account, recipe.sha256, recipe.size)
         staged = None
         if kept is not None:
-            staged = await self.storage.in_thread(lambda: self.storage.stage_version(kept, recipe.sha256, recipe.size))
+            try:
+                staged = await self.shared.staged(kept, recipe.sha256, recipe.size)
+            except VersionDamaged:
+                staged = None
         if staged is None:
             staged = self.storage.new_staging()
             try:
@@ -274,13 +283,11 @@ class Box:
         if version is None:
             return None
 
-        def opened() -> BinaryIO | None:
-            if isinstance(version, FileRecord):
-                return self.storage.open_file(version.path)
-            fd = self.storage.open_version(seq)
-            return None if fd is None else os.fdopen(fd, "rb")
-
-        found: BinaryIO | None = await self.storage.in_thread(opened)
+        found: BinaryIO | None
+        if isinstance(version, FileRecord):
+            found = await self.storage.in_thread(lambda: self.storage.open_file(version.path))
+        else:
+            found = await self.shared.open(seq)
         return None if found is None else (found, version)
 
     async def restore(
@@ -302,7 +309,7 @@ class Box:
         if isinstance(version, FileRecord):
             await self._check_base(path, base)
             return version  # the live version already
-        staged = await self.storage.in_thread(lambda: self.storage.stage_version(seq, version.sha256, version.size))
+        staged = await self.shared.staged(seq, version.sha256, version.size)
         if staged is None:
             raise NotFound(f"version {seq} of {path!r} is not kept")
         return await self.upload(

@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from attrs import define, evolve, field, frozen
-
-from ..blocks import BLOCK_MIN, Block, Recipe
-from twisted.internet.defer import fail
+from twisted.internet.defer import fail, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
+from ..blocks import BLOCK_MIN, Block, Recipe
 from .staging import DiskFull
 
 __all__ = ["BlockSource", "FileRecord", "IIndex", "SQLiteIndex", "Stats", "VersionRecord"]
@@ -196,6 +195,31 @@ class IIndex(Interface):
         the folder C{under} had at C{when_ns}, in path order.
         """
 
+    def shared_blocks(account: str) -> Any:
+        """
+        The blocks a kept version's file holds that a kept version with a
+        higher seq holds too: C{(seq, offset, size)} each.
+        """
+
+    def holes(account: str, seq: int, only_in: Sequence[int] = ()) -> Any:
+        """
+        The blocks of kept version C{seq} its file does not hold, as
+        C{(offset, Block)} pairs; with C{only_in}, only those that no kept
+        version but those C{only_in} holds.
+        """
+
+    def orphans(account: str, going: Sequence[int]) -> Any:
+        """
+        The kept versions, other than C{going}, with holes whose blocks only
+        versions C{going} hold.
+        """
+
+    def set_held(account: str, seq: int, offsets: Sequence[int], held: bool) -> Any:
+        """
+        Record whether the file of kept version C{seq} holds its blocks at
+        C{offsets}.
+        """
+
     def kept_versions(account: str) -> Any:
         """
         Every kept version of the account, as L{VersionRecord}s, oldest
@@ -282,6 +306,9 @@ _SCHEMA: list[list[str]] = [
     ],
     # version 6: folders synced as folders of their own.
     ["ALTER TABLE files ADD COLUMN folder INTEGER NOT NULL DEFAULT 0"],
+    # version 7: whether a kept version's file holds each of its blocks
+    # (0: a hole punched there, as a newer version holds the same block).
+    ["ALTER TABLE blocks ADD COLUMN held INTEGER NOT NULL DEFAULT 1"],
 ]
 
 _COLUMNS = "path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns, executable, folder, committed_ns"
@@ -486,7 +513,7 @@ class SQLiteIndex:
                     f"WHERE account=? AND deleted=0 AND size BETWEEN 1 AND ? AND sha256 IN ({marks}) "
                     "UNION ALL SELECT b.sha256, b.size, b.seq, b.offset, NULL FROM blocks b "
                     "JOIN versions v ON v.account=b.account AND v.seq=b.seq "
-                    f"WHERE b.account=? AND b.sha256 IN ({marks}) "
+                    f"WHERE b.account=? AND b.held=1 AND b.sha256 IN ({marks}) "
                     "UNION ALL SELECT sha256, size, seq, 0, NULL FROM versions "
                     f"WHERE account=? AND size BETWEEN 1 AND ? AND sha256 IN ({marks})",
                     [account, *chunk, account, BLOCK_MIN, *chunk, account, *chunk, account, BLOCK_MIN, *chunk],
@@ -568,6 +595,67 @@ class SQLiteIndex:
 
         return self._run(q)
 
+    def shared_blocks(self, account: str) -> Any:
+        def q(db: sqlite3.Connection) -> list[tuple[int, int, int]]:
+            return [
+                (seq, offset, size)
+                for seq, offset, size in db.execute(
+                    f"SELECT b.seq, b.offset, b.size FROM {_kept_blocks('b')} WHERE b.account=? AND b.held=1 "
+                    f"AND EXISTS (SELECT 1 FROM {_kept_blocks('c')} "
+                    "WHERE c.account=b.account AND c.sha256=b.sha256 AND c.held=1 AND c.seq>b.seq) "
+                    "ORDER BY b.seq, b.offset",
+                    (account,),
+                )
+            ]
+
+        return self._run(q)
+
+    def holes(self, account: str, seq: int, only_in: Sequence[int] = ()) -> Any:
+        def q(db: sqlite3.Connection) -> list[tuple[int, Block]]:
+            rows = db.execute(
+                "SELECT offset, sha256, size FROM blocks WHERE account=? AND seq=? AND held=0 ORDER BY n",
+                (account, seq),
+            ).fetchall()
+            if only_in:
+                marks = ",".join("?" * len(only_in))
+                rows = [
+                    (offset, sha256, size)
+                    for offset, sha256, size in rows
+                    if db.execute(
+                        f"SELECT 1 FROM {_kept_blocks('b')} WHERE b.account=? AND b.sha256=? AND b.held=1 "
+                        f"AND b.seq NOT IN ({marks}) LIMIT 1",
+                        (account, sha256, *only_in),
+                    ).fetchone()
+                    is None
+                ]
+            return [(offset, Block(sha256, size)) for offset, sha256, size in rows]
+
+        return self._run(q)
+
+    def orphans(self, account: str, going: Sequence[int]) -> Any:
+        def q(db: sqlite3.Connection) -> list[int]:
+            marks = ",".join("?" * len(going))
+            return [
+                seq
+                for (seq,) in db.execute(
+                    f"SELECT DISTINCT b.seq FROM {_kept_blocks('b')} WHERE b.account=? AND b.held=0 "
+                    f"AND b.seq NOT IN ({marks}) AND b.sha256 IN (SELECT c.sha256 FROM blocks c "
+                    f"WHERE c.account=b.account AND c.held=1 AND c.seq IN ({marks}))",
+                    (account, *going, *going),
+                )
+            ]
+
+        return self._run(q) if going else succeed([])
+
+    def set_held(self, account: str, seq: int, offsets: Sequence[int], held: bool) -> Any:
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "UPDATE blocks SET held=? WHERE account=? AND seq=? AND offset=?",
+                [(int(held), account, seq, offset) for offset in offsets],
+            )
+
+        return self._run(lambda db: _transaction(db, lambda: work(db)))
+
     def kept_versions(self, account: str) -> Any:
         def q(db: sqlite3.Connection) -> list[VersionRecord]:
             return [
@@ -630,6 +718,13 @@ def _in_chunks(values: Sequence[str], size: int) -> Iterator[tuple[list[str], st
 def _current_seq(db: sqlite3.Connection, account: str) -> int:
     row = db.execute("SELECT seq FROM accounts WHERE account=?", (account,)).fetchone()
     return 0 if row is None else int(row[0])
+
+
+def _kept_blocks(alias: str) -> str:
+    """
+    The blocks of kept versions, as C{alias}, to select from.
+    """
+    return f"blocks {alias} JOIN versions {alias}v ON {alias}v.account={alias}.account AND {alias}v.seq={alias}.seq"
 
 
 _VERSION_COLUMNS = "path, size, sha256, mtime_ns, seq, origin, ended_seq, ended_ns, committed_ns, executable"

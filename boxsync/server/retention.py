@@ -10,7 +10,8 @@ the disk). The newest kept version of each path stays whatever the
 thinning: it is the file as it was when it was last overwritten or deleted.
 The blocks sent ahead of a commit that never came are kept a day. All of
 it is tidied away once an hour while the server runs, or at once with
-C{boxsync-admin prune}.
+C{boxsync-admin prune}, and the versions kept then share the disk space of
+their common blocks (L{boxsync.server.sharing}).
 """
 
 from __future__ import annotations
@@ -228,8 +229,8 @@ class Tidied:
 async def tidy(boxes: Iterable[Box], retention: Retention, now: float) -> Tidied:
     """
     Forget the versions of C{boxes} that C{retention} no longer keeps at
-    C{now}, remove their files, and sweep the blocks sent ahead of commits
-    that never came.
+    C{now} and remove their files, make those kept share their common
+    blocks, and sweep the blocks sent ahead of commits that never came.
     """
     boxes = list(boxes)
     if not boxes:
@@ -238,9 +239,9 @@ async def tidy(boxes: Iterable[Box], retention: Retention, now: float) -> Tidied
     doomed = retention.doomed(kept, now, boxes[0].storage.root)
     versions = blocks = 0
     for box in boxes:
-        forgotten: list[VersionRecord] = await box.index.forget_versions(box.account, sorted(doomed[box.account]))
-        await box.storage.drop_versions([version.seq for version in forgotten])
+        forgotten: list[VersionRecord] = await box.shared.forget(sorted(doomed[box.account]))
         versions += len(forgotten)
+        await box.shared.share()
         blocks += await box.blocks.sweep(pending_deadline(now))
     if versions or blocks:
         log.info(

@@ -314,3 +314,71 @@ async def test_a_bad_announcement_is_refused(server: RunningServer, http: Any, i
         server.reactor,
     )
     assert response.code == 400 and (await json_of(response))["error"]
+
+
+async def commit_whole(http: Any, server: RunningServer, path: str, data: bytes, base: int) -> int:
+    """
+    Commit C{data} as C{path} by its recipe, sending the blocks the server
+    names as missing; its seq.
+    """
+    response = await commit(http, server, path, data, base)
+    if response.code == 409:
+        pieces = blocks_of(data)
+        for name in (await json_of(response))["missing"]:
+            assert (await put_block(http, server, pieces[name])).code == 201
+        response = await commit(http, server, path, data, base)
+    assert response.code == 201, await response.text()
+    return int((await json_of(response))["seq"])
+
+
+def on_disk(path: Any) -> int:
+    return int(path.stat().st_blocks) * 512
+
+
+@pytest_twisted.ensureDeferred
+async def test_kept_versions_share_the_blocks_they_have_in_common(server: RunningServer, http: Any) -> None:
+    """
+    Six versions of a file, each an edit of the one before: once tidied,
+    the kept versions take little more than what changed, and each is still
+    read, restored and kept whole when a version it shares blocks with is
+    forgotten.
+    """
+    assert server.service is not None and server.service.box is not None
+    box = server.service.box
+    data = os.urandom(8 * MiB)
+    contents, seqs = [], []
+    seq = 0
+    for n in range(6):
+        data = data[: n * MiB] + os.urandom(4096) + data[n * MiB + 4096 :]
+        seq = await commit_whole(http, server, "image.bin", data, seq)
+        contents.append(data)
+        seqs.append(seq)
+    versions = server.box / ".boxsync/versions"
+    before = sum(on_disk(versions / str(seq)) for seq in seqs[:-1])
+    assert before >= 5 * 8 * MiB
+    freed = await box.shared.share()
+    after = sum(on_disk(versions / str(seq)) for seq in seqs[:-1])
+    assert freed == before - after and after < 8 * MiB + 4 * 2 * 4 * MiB, (before, after)
+    # Read: each version whole, as it was.
+    for seq, content in zip(seqs[:-1], contents):
+        response = await timed(http.get(f"{server.url}/versions/{seq}", headers=server.headers()), server.reactor)
+        assert response.code == 200 and sha(await response.content()) == sha(content), seq
+    await box.shared.share()
+    # Forgotten: the newest kept versions go, the oldest stays readable.
+    assert len(await box.shared.forget(seqs[1:-1])) == 4
+    await box.shared.share()
+    response = await timed(http.get(f"{server.url}/versions/{seqs[0]}", headers=server.headers()), server.reactor)
+    assert response.code == 200 and sha(await response.content()) == sha(contents[0])
+    # Restored: the live file is the version, whole.
+    response = await timed(
+        http.post(
+            f"{server.url}/restore",
+            data=json.dumps({"path": "image.bin", "seq": seqs[0], "base": seqs[-1]}).encode(),
+            headers=server.headers(),
+        ),
+        server.reactor,
+    )
+    assert response.code == 201, await response.text()
+    assert sha((server.box / "image.bin").read_bytes()) == sha(contents[0])
+    await box.shared.share()
+    assert sha((server.box / "image.bin").read_bytes()) == sha(contents[0])
