@@ -10,7 +10,8 @@ Benchmarks: bulk (1 GiB up/down vs nginx+curl), e2e (A → empty B), latency
 (single small changes), fanout (N open event streams, one event), memory
 (peak RSS vs file size), restart (an in-sync client with a large tree), load
 (Locust: many clients with open event streams uploading and downloading),
-blocks (renames, edits, resumes and text, bytes counted by a proxy).
+blocks (renames, edits, resumes and text, bytes counted by a proxy),
+history (what kept versions take on disk, a restore, the trash).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import blocks, bulk, e2e, fanout, latency, load, memory, report, restart
+from . import blocks, bulk, e2e, fanout, history, latency, load, memory, report, restart
 
-ALL = ["bulk", "e2e", "latency", "fanout", "memory", "restart", "load", "blocks"]
+ALL = ["bulk", "e2e", "latency", "fanout", "memory", "restart", "load", "blocks", "history"]
 
 _TITLES = {
     "bulk": "1. Bulk transfer vs nginx + curl (target: up ≥ 0.9x, down ≥ 0.95x)",
@@ -35,6 +36,8 @@ _TITLES = {
     "load": "7. Load test (Locust): clients with open event streams (target: 0 failures)",
     "blocks": "8. Blocks, A → B, bytes counted by a proxy (targets: rename < 1 MiB, 4 KiB edit "
     "< 16 MiB each way, resume < 10 % re-sent, text < 10 %, new file ≥ 1.0x nginx PUT+GET)",
+    "history": "9. History: what kept versions cost (targets: the disk grows by what changed; restore of "
+    "1 GiB < 2 s; 100,000 deleted files listed < 1 s)",
 }
 
 
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         "fanout": lambda: fanout.run(streams),
         "memory": lambda: memory.run(sizes),
         "blocks": lambda: blocks.run(args.bulk_size or (64 if quick else 1024), 16 if quick else 100),
+        "history": lambda: history.run(args.bulk_size or (64 if quick else 1024), 2000 if quick else 100_000),
         "restart": lambda: restart.run(files, args.runs),
         "load": lambda: load.run(users, duration),
     }

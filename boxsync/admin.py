@@ -28,6 +28,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.selectreactor import SelectReactor
 from twisted.python.failure import Failure
 
+from .lock import FolderLock, Locked
 from .paths import HIDDEN_DIR
 from .reactors import IServerReactor
 from .server import retention
@@ -35,6 +36,7 @@ from .server.auth import DEFAULT_ACCOUNT
 from .server.box import Box
 from .server.hub import Hub
 from .server.index import SQLiteIndex, VersionRecord
+from .server.service import LOCK_FILE
 from .server.storage import BoxStorage
 from .server.accounts import BadAccountFolder, account_folder
 from .server.registry import REGISTRY_FILE, TokenRecord, TokenRegistry
@@ -140,8 +142,8 @@ def _parser(environ: dict[str, str]) -> argparse.ArgumentParser:
     prune = commands.add_parser(
         "prune", help="remove the versions the history no longer keeps, now",
         description="Remove now what the server's hourly tidying would: the versions past "
-        "--keep-versions, thinned by --thin-versions, over --history-max. Give the values the "
-        "server runs with (stricter ones free more). Safe while the server runs.",
+        "--keep-versions, thinned by --thin-versions, over --history-max, with the server "
+        "stopped. Give the values the server runs with (stricter ones free more).",
     )
     prune.add_argument("--box", default=default_box, help=box_help)
     prune.add_argument(
@@ -331,7 +333,19 @@ def _prune(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> None
         async with _opened(reactor, box) as boxes:
             return await retention.tidy(boxes, rules, now)
 
-    tidied = _in_own_reactor(work)
+    # The server's lock: the versions' files are rewritten, which only one
+    # process may do at a time.
+    try:
+        lock = FolderLock.acquire(box / HIDDEN_DIR / LOCK_FILE)
+    except Locked as e:
+        raise AdminError(
+            f"{box} is being served (pid {e.pid}): the server prunes its history hourly by its own "
+            "--keep-versions, --thin-versions and --history-max; stop it to prune now by others"
+        ) from None
+    try:
+        tidied = _in_own_reactor(work)
+    finally:
+        lock.release()
     out.write(f"removed {tidied.versions} versions and {tidied.blocks} unused blocks\n")
 
 

@@ -242,8 +242,9 @@ def test_the_real_command(box: Path) -> None:
 @pytest_twisted.ensureDeferred
 async def test_history_and_prune(tmp_path: Path, reactor: Any, http: Any) -> None:
     """
-    history shows what the kept versions take; prune removes what the
-    rules given no longer keep, while the server runs, and never a live file.
+    history shows what the kept versions take, also while the server runs;
+    prune, with the server stopped, removes what the rules given no longer
+    keep, and never a live file.
     """
     async with running_server(reactor, tmp_path / "box", "key") as server:
         for base, content in enumerate((b"one", b"two!", b"three")):
@@ -255,14 +256,17 @@ async def test_history_and_prune(tmp_path: Path, reactor: Any, http: Any) -> Non
         status, out, err = admin("history", "--box", box)
         assert status == 0, err
         assert out.splitlines()[1].split()[:4] == ["default", "3", "11", "bytes"]
-        # Thinned to one version a day, the newest of each path stays.
-        status, out, err = admin("prune", "--box", box, "--thin-versions", "1d:1d", now=time.time())
-        assert (status, out) == (0, "removed 1 versions and 0 unused blocks\n"), err
-        assert sorted(p.name for p in (server.box / ".boxsync/versions").iterdir()) == ["2", "4"]
-        status, out, err = admin("prune", "--box", box, "--keep-versions", "0", now=time.time())
-        assert (status, out) == (0, "removed 2 versions and 0 unused blocks\n"), err
-        status, out, err = admin("history", "--box", box)
-        assert out.splitlines()[1].split() == ["default", "0", "0", "bytes", "-"]
+        status, out, err = admin("prune", "--box", box, now=time.time())
+        assert (status, out) == (1, "") and "is being served" in err
+    # Thinned to one version a day, the newest of each path stays.
+    status, out, err = admin("prune", "--box", box, "--thin-versions", "1d:1d", now=time.time())
+    assert (status, out) == (0, "removed 1 versions and 0 unused blocks\n"), err
+    assert sorted(p.name for p in (server.box / ".boxsync/versions").iterdir()) == ["2", "4"]
+    status, out, err = admin("prune", "--box", box, "--keep-versions", "0", now=time.time())
+    assert (status, out) == (0, "removed 2 versions and 0 unused blocks\n"), err
+    status, out, err = admin("history", "--box", box)
+    assert out.splitlines()[1].split() == ["default", "0", "0", "bytes", "-"]
+    async with running_server(reactor, tmp_path / "box", "key") as server:
         assert (server.box / "f.txt").read_bytes() == b"three"
         listed = await http.get(f"{server.url}/history/f.txt", headers=server.headers())
         # Only the live version is left.

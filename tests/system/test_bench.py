@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import bulk, e2e, fanout, latency, load, memory, report, restart
+from bench import bulk, e2e, fanout, history, latency, load, memory, report, restart
 from bench.__main__ import _table
 from boxsync.testing import Server
 
@@ -67,6 +67,15 @@ def test_bulk_e2e_fanout_restart_smoke(tmp_path: Path) -> None:
     assert "python -m bench --smoke" in text and "## restart" in text
     if report._pyplot() is not None:
         assert (tmp_path / "docs" / "performance-memory.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_history_smoke() -> None:
+    shared, restored, trash = history.run(8, 50)
+    before, after = (_number(part) for part in str(shared["figure"]).split("→"))
+    assert 0 < after < before / 2, shared
+    assert "10 versions kept" in str(shared["reference"])
+    assert _number(restored["figure"]) > 0 and "50 files" in str(trash["work"])
 
 
 _STATS = """\
