@@ -91,7 +91,7 @@ def run(size_mib: int, deletions: int) -> list[dict[str, object]]:
                 "work": f"{OVERWRITES} overwrites of {CHANGE // 1024} KiB: the kept versions on disk",
                 "size": mib(size),
                 "figure": f"{mib(before)} → {mib(after)}",
-                "reference": f"{len(kept)} versions kept; {mib(OVERWRITES * CHANGE)} changed; "
+                "reference": f"{len(kept)} versions kept; {OVERWRITES * CHANGE // 1024} KiB changed; "
                 f"sharing took {shared:.1f} s",
             }
         )

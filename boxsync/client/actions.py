@@ -258,7 +258,7 @@ class Actions:
 
     async def remove(self, path: str, base: int) -> None:
         try:
-            self.committed((await self.api.delete(path, base)).seq)
+            self.committed((await self.transfers.batcher.delete(path, base)).seq)
         except NotFound:
             pass
         except StaleBase:

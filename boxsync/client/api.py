@@ -64,6 +64,7 @@ from ..wire import (
     RefusedEvent,
     decode_event,
     encode_manifest,
+    encode_delete_list,
     encode_part,
     encode_path_list,
     parse_batch_results,
@@ -391,15 +392,34 @@ class BoxsyncAPI:
             without batches answers 404 or 405).
         """
         body = b"".join(piece for file, data in files for piece in encode_part(file.to_json(), data))
-        headers = self._headers({"Content-Type": BATCH}, commit=True)
+        return await self._batch("/batch/upload", BATCH, body, len(files))
+
+    async def _batch(self, route: str, content_type: str, body: bytes, count: int) -> list[CommitResult | APIError]:
+        """
+        Send the batch C{body} of C{count} commits to C{route}; each one's
+        commit or error, in order.
+        """
+        headers = self._headers({"Content-Type": content_type}, commit=True)
         producer = self._sent(FileBodyProducer(BytesIO(body), self.cooperator))
-        response = await self._transport.request("POST", "/batch/upload", headers, producer)
+        response = await self._transport.request("POST", route, headers, producer)
         await self._transport.check(response, 200)
-        answer = await self._transport.json_answer(response, MAX_JSON + len(files) * _MAX_RESULT)
+        answer = await self._transport.json_answer(response, MAX_JSON + count * _MAX_RESULT)
         return [
             outcome if isinstance(outcome, CommitResult) else error_from(outcome)
-            for outcome in parse_batch_results(answer, len(files))
+            for outcome in parse_batch_results(answer, count)
         ]
+
+    async def delete_batch(self, deletes: Sequence[tuple[str, int]]) -> list[CommitResult | APIError]:
+        """
+        Commit the deletion of several files in one request (C{POST
+        /batch/delete}), each at the seq it must still be at.
+
+        @return: for each, in order, its commit or the L{APIError} it met (a
+            L{StaleBase}, a L{NotFound}), as if it had been deleted alone.
+        @raise APIError: if the server refused the whole batch (a server
+            without batch deletes answers 404 or 405).
+        """
+        return await self._batch("/batch/delete", JSON, encode_delete_list(list(deletes)), len(deletes))
 
     async def commit_blocks(self, commit: BlockCommit) -> CommitResult:
         """

@@ -138,6 +138,8 @@ class Batcher:
     @ivar in_thread: runs the reading and writing of files off the reactor
         thread.
     @ivar supported: whether the server has batches (C{None}: not known yet).
+    @ivar deletes_supported: whether the server has batch deletes (C{None}:
+        not known yet).
     @ivar blocks: whether the server speaks blocks: a batch then asks it
         which of its files' contents it has already (a file renamed, copied
         or brought back), and sends those as stored parts, without bytes.
@@ -149,12 +151,39 @@ class Batcher:
     supported: bool | None = None
     blocks: bool = False
     log = Logger()
+    deletes_supported: bool | None = None
     _uploads: _Lane[_Upload, CommitResult] = field(init=False)
     _downloads: _Lane[_Download, DownloadResult] = field(init=False)
+    _deletes: _Lane[tuple[str, int], CommitResult] = field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._uploads = _Lane(self.clock, self._send_uploads, lambda item: item.file.size)
         self._downloads = _Lane(self.clock, self._send_downloads, lambda item: item.size)
+        self._deletes = _Lane(self.clock, self._send_deletes, lambda item: 0)
+
+    def delete(self, path: str, base: int) -> Deferred[CommitResult]:
+        """
+        Commit the deletion of C{path} at C{base}, in the next batch; the
+        same outcomes as L{BoxsyncAPI.delete}.
+        """
+        return self._deletes.add((path, base))
+
+    async def _send_deletes(self, items: list[tuple[str, int]]) -> list[CommitResult | BaseException]:
+        if self.deletes_supported is False or len(items) == 1:
+            return await _each(items, self._delete_alone)
+        try:
+            outcomes: list[CommitResult | BaseException] = list(await self.api.delete_batch(items))
+        except APIError as e:
+            if e.status not in (404, 405) or self.deletes_supported is not None:
+                raise
+            self.log.info("the server has no batch deletes: files are deleted one at a time")
+            self.deletes_supported = False
+            return await _each(items, self._delete_alone)
+        self.deletes_supported = True
+        return outcomes
+
+    async def _delete_alone(self, item: tuple[str, int]) -> CommitResult:
+        return await self.api.delete(*item)
 
     def upload(self, file: BatchFile, local: Path, data: bytes | None = None) -> Deferred[CommitResult]:
         """

@@ -16,6 +16,7 @@ from typing import (
     Callable,
     Concatenate,
     ParamSpec,
+    Sequence,
     TypeVar,
     cast,
 )
@@ -58,6 +59,7 @@ from ..wire import (
     flag_header,
     health_json,
     parse_path_list,
+    parse_delete_list,
     parse_upload_batch,
     sha256_header,
 )
@@ -175,6 +177,7 @@ class BoxsyncApp:
         app.route(folders, methods=["DELETE"])(self._authorized(self.delete_folder))
         app.route("/batch/upload", methods=["POST"])(self._authorized(self.batch_upload))
         app.route("/batch/download", methods=["POST"])(self._authorized(self.batch_download))
+        app.route("/batch/delete", methods=["POST"])(self._authorized(self.batch_delete))
         app.route("/blocks/commit", methods=["POST"])(self._authorized(self.commit_blocks))
         app.route("/blocks/missing", methods=["POST"])(self._authorized(self.missing_blocks))
         app.route("/blocks/of/<path:path>", methods=["GET"])(self._authorized(self.recipe))
@@ -477,6 +480,21 @@ class BoxsyncApp:
             *_committer(request, principal),
             max_upload=self.max_upload,
         )
+        return self._batch_results(request, outcomes)
+
+    async def batch_delete(self, request: IRequest, principal: Principal) -> bytes:
+        """
+        Delete each file a batch names, at the seq it gives; the answer
+        lists, in order, each tombstone (status 201) or why it was not.
+        """
+        deletes = parse_delete_list(request.content.read())
+        outcomes = await self.boxes(principal.account).delete_many(deletes, *_committer(request, principal))
+        return self._batch_results(request, outcomes)
+
+    def _batch_results(self, request: IRequest, outcomes: Sequence[FileRecord | BaseException]) -> bytes:
+        """
+        The answer to a batch: each file's record or its error, in order.
+        """
         results: list[CommitResult | ErrorAnswer] = []
         for outcome in outcomes:
             if isinstance(outcome, FileRecord):

@@ -581,6 +581,43 @@ class Box:
         self._announce("deleted", record, origin, stream)
         return record
 
+    async def delete_many(
+        self, deletes: Sequence[tuple[str, int]], origin: str = "", stream: str | None = None
+    ) -> list[FileRecord | BaseException]:
+        """
+        Delete each of C{deletes} (a path and the seq it must still be at)
+        as L{delete} would, all in one commit; each succeeds or fails on its
+        own.
+
+        @return: for each, its tombstone or why it was not deleted
+            (L{NotFound}, L{StaleBase}).
+        """
+        outcomes: list[FileRecord | BaseException] = []
+        async with self._lock:
+            rows: dict[str, FileRecord] = await self.index.get_many(self.account, [path for path, _ in deletes])
+            going: list[tuple[int, FileRecord]] = []
+            for path, base in deletes:
+                row = rows.get(path)
+                try:
+                    _check(path, base, row)
+                    if row is None or row.deleted or row.folder:
+                        raise NotFound(path)
+                except (NotFound, StaleBase) as e:
+                    outcomes.append(e)
+                    continue
+                going.append((len(outcomes), row))
+                outcomes.append(NotFound(path))
+            changes = [await self.storage.remove(row.path, await self._folders_above(row.path)) for _, row in going]
+            records = await self._commit_changes(
+                changes,
+                [row.seq for _, row in going],
+                [FileRecord(row.path, 0, row.sha256, time.time_ns(), 0, True, origin) for _, row in going],
+            )
+        for (place, _), record in zip(going, records):
+            outcomes[place] = record
+            self._announce("deleted", record, origin, stream)
+        return outcomes
+
     async def make_folder(
         self, path: str, base: int | None, origin: str = "", stream: str | None = None
     ) -> FileRecord:

@@ -40,6 +40,10 @@ from .storage import BoxStorage
 
 __all__ = ["SharedVersions", "VersionDamaged"]
 
+#: How many blocks are read and written back at a time as a version is
+#: made whole (some 16 MiB).
+FILL_AT_ONCE = 16
+
 #: C{FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE}.
 _PUNCH_HOLE = 0x01 | 0x02
 
@@ -67,28 +71,29 @@ class SharedVersions:
 
     async def _fill(self, seq: int, holes: Sequence[tuple[int, Block]]) -> None:
         """
-        Write the blocks C{holes} into kept version C{seq}'s file again.
+        Write the blocks C{holes} into kept version C{seq}'s file again, a
+        few at a time (memory stays flat whatever the file's size).
 
         @raise VersionDamaged: if one of them is nowhere.
         """
-        if not holes:
-            return
-        contents: dict[str, bytes] = await self.blocks.read_many([block.sha256 for _, block in holes])
-        lost = [block.sha256 for _, block in holes if block.sha256 not in contents]
-        if lost:
-            raise VersionDamaged(f"version {seq} lacks {len(lost)} blocks that are nowhere any more")
+        for start in range(0, len(holes), FILL_AT_ONCE):
+            some = holes[start : start + FILL_AT_ONCE]
+            contents: dict[str, bytes] = await self.blocks.read_many([block.sha256 for _, block in some])
+            lost = [block.sha256 for _, block in some if block.sha256 not in contents]
+            if lost:
+                raise VersionDamaged(f"version {seq} lacks {len(lost)} blocks that are nowhere any more")
 
-        def work() -> None:
-            fd = os.open(self.storage.version_path(seq), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            try:
-                for offset, block in holes:
-                    os.pwrite(fd, contents[block.sha256], offset)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            def work() -> None:
+                fd = os.open(self.storage.version_path(seq), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                try:
+                    for offset, block in some:
+                        os.pwrite(fd, contents[block.sha256], offset)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
 
-        await self.storage.in_thread(work)
-        await self.index.set_held(self.account, seq, [offset for offset, _ in holes], True)
+            await self.storage.in_thread(work)
+            await self.index.set_held(self.account, seq, [offset for offset, _ in some], True)
 
     async def _whole(self, seq: int) -> None:
         await self._fill(seq, await self.index.holes(self.account, seq))

@@ -27,6 +27,8 @@ __all__ = [
     "parse_upload_batch",
     "encode_path_list",
     "parse_path_list",
+    "encode_delete_list",
+    "parse_delete_list",
 ]
 
 #: The media type of a batch body.
@@ -166,10 +168,46 @@ def parse_path_list(body: bytes, max_paths: int = BATCH_MAX_FILES) -> list[str]:
     @raise ProtocolError: if it is malformed, a path is not acceptable or
         there are over C{max_paths}.
     """
-    raw = json_object(body, "a batch download")
-    paths = raw.get("paths")
-    if not isinstance(paths, list):
-        raise ProtocolError("paths must be a list")
-    if len(paths) > max_paths:
-        raise ProtocolError(f"a batch has at most {max_paths} files")
+    paths = _listed(body, "a batch download", "paths", max_paths)
     return list(dict.fromkeys(check_path(path) for path in paths))
+
+
+def _listed(body: bytes, what: str, key: str, most: int) -> list[Any]:
+    """
+    The list C{key} of the JSON object C{body}, C{what} it is.
+
+    @raise ProtocolError: if there is none, or it has over C{most} items.
+    """
+    items = json_object(body, what).get(key)
+    if not isinstance(items, list):
+        raise ProtocolError(f"{key} must be a list")
+    if len(items) > most:
+        raise ProtocolError(f"a batch has at most {most} files")
+    return items
+
+
+def encode_delete_list(deletes: list[tuple[str, int]]) -> bytes:
+    """
+    The body of a batch delete of C{deletes}, each a path and the seq it
+    must still be at.
+    """
+    return json.dumps({"files": [{"path": path, "base": base} for path, base in deletes]}).encode("utf-8")
+
+
+def parse_delete_list(body: bytes, max_files: int = BATCH_MAX_FILES) -> list[tuple[str, int]]:
+    """
+    Parse and check the body of a batch delete: C{{"files": [{"path",
+    "base"}, ...]}}.
+
+    @raise ProtocolError: if it is malformed, a path is not acceptable or
+        listed twice, or there are over C{max_files}.
+    """
+    deletes: dict[str, int] = {}
+    for entry in _listed(body, "a batch delete", "files", max_files):
+        if not isinstance(entry, dict):
+            raise ProtocolError("each file of a batch delete is an object with its path and base")
+        path = check_path(entry.get("path"))
+        if path in deletes:
+            raise ProtocolError(f"{path!r} is in the batch twice")
+        deletes[path] = check_count(entry.get("base"), "base")
+    return list(deletes.items())

@@ -22,7 +22,7 @@ from boxsync.client.api import BoxsyncAPI
 from boxsync.client.errors import APIError, BadRequest, DigestMismatch, NotFound, StaleBase, TooLarge, error_for
 from boxsync.client.results import CommitResult, DownloadResult
 from boxsync.client.batch import Batcher
-from boxsync.wire import BATCH, BATCH_FILE_LIMIT, BatchFile, Download, Manifest, encode_part
+from boxsync.wire import BATCH, BATCH_FILE_LIMIT, BatchFile, Delete, Download, Manifest, encode_part
 from tests.conftest import KEY
 from tests.helpers import RunningServer, http_client, open_stream, timed
 
@@ -67,6 +67,7 @@ class RecordingAPI(BoxsyncAPI):
 
     uploaded: list[tuple[BatchFile, bytes]] = field(factory=list)
     fetched: list[str] = field(factory=list)
+    deleted: list[int] = field(factory=list)
     before_upload: Callable[[], None] = lambda: None
 
     async def upload_batch(self, files: Any) -> Any:
@@ -77,6 +78,10 @@ class RecordingAPI(BoxsyncAPI):
     async def download_batch(self, paths: Any) -> Any:
         self.fetched.extend(paths)
         return await super().download_batch(paths)
+
+    async def delete_batch(self, deletes: Any) -> Any:
+        self.deleted.append(len(deletes))
+        return await super().delete_batch(deletes)
 
 
 @define
@@ -89,6 +94,9 @@ class OlderServerAPI(BoxsyncAPI):
         raise error_for(404, b'{"error": "no such route"}')
 
     async def download_batch(self, paths: Any) -> Any:
+        raise error_for(404, b'{"error": "no such route"}')
+
+    async def delete_batch(self, deletes: Any) -> Any:
         raise error_for(404, b'{"error": "no such route"}')
 
 
@@ -452,6 +460,9 @@ async def test_batcher_without_batches(env: Env) -> None:
     got = await timed(gatherResults(downloads), env.reactor)
     assert [g.sha256 for g in got] == [sha(b"one"), sha(b"two")]
     assert (env.tmp / "t-two").read_bytes() == b"two"
+    deleted = await timed(gatherResults([batcher.delete(r.path, r.seq) for r in results]), env.reactor)
+    assert [d.path for d in deleted] == ["one", "two"] and batcher.deletes_supported is False
+    assert not (env.server.box / "one").exists() and not (env.server.box / "two").exists()
 
 
 @pytest_twisted.ensureDeferred
@@ -593,3 +604,57 @@ def test_a_full_disk_fails_the_files_it_stops(tmp_path: Path, monkeypatch: pytes
         leftover.unlink()
     outcomes = batch._stage(tmp_path, files, None)
     assert all(isinstance(o, DiskFull) for o in outcomes) and list(tmp_path.iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_batch_deletes_each_file_alone(env: Env, http: Any) -> None:
+    """
+    Each file of a batch delete is deleted, or refused as a DELETE of it
+    would be (a stale base, no such file), and each deletion is announced.
+    """
+    watcher = await open_stream(http, env.server, Manifest(client="watcher"))
+    await watcher.ready()
+    committed = await env.api.upload_batch([_file(f"d/f{i}", b"%d" % i) for i in range(4)] + [_file("keep", b"k")])
+    seqs = [outcome.seq for outcome in committed]  # type: ignore[union-attr]
+    outcomes = await timed(
+        Deferred.fromCoroutine(
+            env.api.delete_batch([("d/f0", seqs[0]), ("d/f1", seqs[1] + 100), ("nothing", 0), ("d/f2", seqs[2])])
+        ),
+        env.reactor,
+    )
+    assert isinstance(outcomes[0], CommitResult) and isinstance(outcomes[3], CommitResult)
+    assert isinstance(outcomes[1], StaleBase) and outcomes[1].current_seq == seqs[1]
+    assert isinstance(outcomes[2], NotFound)
+    assert sorted(p.name for p in (env.server.box / "d").iterdir()) == ["f1", "f3"]
+    events = await watcher.wait(lambda e: len([x for x in e if isinstance(x, Delete)]) >= 2)
+    assert sorted(e.path for e in events if isinstance(e, Delete)) == ["d/f0", "d/f2"]
+    watcher.close()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[]", b'{"files": "a"}', b'{"files": [{"path": "../x", "base": 1}]}', b'{"files": [{"path": "a"}]}',
+     b'{"files": [{"path": "a", "base": 1}, {"path": "a", "base": 2}]}', b'{"files": [1]}'],
+)
+@pytest_twisted.ensureDeferred
+async def test_delete_batch_refused_whole(env: Env, http: Any, body: bytes) -> None:
+    (first,) = await env.api.upload_batch([_file("a", b"a")])
+    response = await http.post(env.server.url + "/batch/delete", data=body, headers=env.server.headers())
+    assert response.code == 400 and json.loads(await response.content())["error"]
+    assert (env.server.box / "a").read_bytes() == b"a"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_batcher_gathers_deletes(env: Env) -> None:
+    """
+    Many deletes asked for at once go in far fewer requests than files.
+    """
+    api = RecordingAPI(env.api.http, env.reactor, env.server.url, KEY, "tester")
+    batcher = Batcher(api, env.reactor, deferToThread)
+    committed = await env.api.upload_batch([_file(f"f{i}", b"%d" % i) for i in range(300)])
+    deleted = await timed(
+        gatherResults([batcher.delete(c.path, c.seq) for c in committed]), env.reactor  # type: ignore[union-attr]
+    )
+    assert len(deleted) == 300 and batcher.deletes_supported is True
+    assert api.deleted == [300]
+    assert [p.name for p in env.server.box.iterdir()] == [".boxsync"]

@@ -146,7 +146,7 @@ async def test_schemathesis(live: RunningServer, examples: int) -> None:
         counts[operation.label] = await deferToThread(run, operation, live.url, examples, statuses)
     record("schemathesis", sum(counts.values()), operations=len(counts))
     print(json.dumps(counts), json.dumps(statuses))
-    assert len(counts) == 25
+    assert len(counts) == 26
     assert all(count >= 1 for count in counts.values()), json.dumps(counts)
     # The run reached past the checks of the input, too.
     assert {200, 201, 400, 404} <= set(statuses), statuses
