@@ -231,7 +231,16 @@ async def ls(reactor: IClientReactor, options: Any, out: TextIO, page: int = 100
     finally:
         await connection.close()
     if options.json:
-        print(json.dumps([asdict(file) for file in files], indent=1), file=out)
+        print_json_list([asdict(file) for file in files], out)
         return
     for line in listing(files):
         print(line, file=out)
+
+
+def print_json_list(items: list[Any], out: TextIO) -> None:
+    """
+    Print C{items} as one JSON document, a list with an item a line: as easy
+    to read as to parse, and quick for 100,000 items (an indented dump goes
+    through Python's slow encoder).
+    """
+    out.write("[\n" + ",\n".join(json.dumps(item, ensure_ascii=False) for item in items) + "\n]\n")

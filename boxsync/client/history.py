@@ -21,7 +21,7 @@ from ..reactors import IClientReactor
 from ..wire import ProtocolError
 from ..wire.history import VersionEntry, parse_time
 from .api import BoxsyncAPI
-from .commands import NotInBox, box_path, client_api, files_at
+from .commands import NotInBox, box_path, client_api, files_at, print_json_list
 from .connect import connect
 from .errors import NotFound, StaleBase
 from .status import human_size
@@ -92,9 +92,7 @@ async def trash(reactor: IClientReactor, options: Any, folder: str, out: TextIO)
     under = box_path(folder)
     found: list[VersionEntry] = await _with_api(reactor, options, lambda api: api.trash(under, 100_000))
     if options.json:
-        print(
-            json.dumps([{**v.to_json(), "deleted_seq": v.ended_seq} for v in found], indent=1), file=out
-        )
+        print_json_list([{**v.to_json(), "deleted_seq": v.ended_seq} for v in found], out)
         return
     for line in _table(found, "DELETED FILE", [f"deleted {(v.ended_time or '-')[:19].replace('T', ' ')}" for v in found]):
         print(line, file=out)
@@ -145,7 +143,7 @@ async def restore(
 
     outcomes: list[_Outcome] = await _with_api(reactor, options, work)
     if options.json:
-        print(json.dumps([outcome.to_json() for outcome in outcomes], indent=1), file=out)
+        print_json_list([outcome.to_json() for outcome in outcomes], out)
     else:
         for outcome in outcomes:
             print(f"{outcome.path}: {outcome.result}", file=out)

@@ -72,28 +72,30 @@ class SharedVersions:
     async def _fill(self, seq: int, holes: Sequence[tuple[int, Block]]) -> None:
         """
         Write the blocks C{holes} into kept version C{seq}'s file again, a
-        few at a time (memory stays flat whatever the file's size).
+        few at a time (memory stays flat whatever the file's size), then
+        make them durable and record them, all at once.
 
         @raise VersionDamaged: if one of them is nowhere.
         """
-        for start in range(0, len(holes), FILL_AT_ONCE):
-            some = holes[start : start + FILL_AT_ONCE]
-            contents: dict[str, bytes] = await self.blocks.read_many([block.sha256 for _, block in some])
-            lost = [block.sha256 for _, block in some if block.sha256 not in contents]
-            if lost:
-                raise VersionDamaged(f"version {seq} lacks {len(lost)} blocks that are nowhere any more")
-
-            def work() -> None:
-                fd = os.open(self.storage.version_path(seq), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-                try:
-                    for offset, block in some:
-                        os.pwrite(fd, contents[block.sha256], offset)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-
-            await self.storage.in_thread(work)
-            await self.index.set_held(self.account, seq, [offset for offset, _ in some], True)
+        if not holes:
+            return
+        fd = await self.storage.in_thread(
+            lambda: os.open(self.storage.version_path(seq), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        )
+        try:
+            for start in range(0, len(holes), FILL_AT_ONCE):
+                some = holes[start : start + FILL_AT_ONCE]
+                contents: dict[str, bytes] = await self.blocks.read_many([block.sha256 for _, block in some])
+                lost = [block.sha256 for _, block in some if block.sha256 not in contents]
+                if lost:
+                    raise VersionDamaged(f"version {seq} lacks {len(lost)} blocks that are nowhere any more")
+                await self.storage.in_thread(
+                    lambda: [os.pwrite(fd, contents[block.sha256], offset) for offset, block in some]
+                )
+            await self.storage.in_thread(lambda: os.fsync(fd))
+        finally:
+            os.close(fd)
+        await self.index.set_held(self.account, seq, [offset for offset, _ in holes], True)
 
     async def _whole(self, seq: int) -> None:
         await self._fill(seq, await self.index.holes(self.account, seq))

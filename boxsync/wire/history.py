@@ -79,7 +79,19 @@ class VersionEntry:
     deleted: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not attrs' asdict: a trash lists 100,000 of them.
+        return {
+            "path": self.path,
+            "seq": self.seq,
+            "time": self.time,
+            "size": self.size,
+            "sha256": self.sha256,
+            "mtime_ns": self.mtime_ns,
+            "client": self.client,
+            "ended_seq": self.ended_seq,
+            "ended_time": self.ended_time,
+            "deleted": self.deleted,
+        }
 
     @classmethod
     def from_json(cls, data: object) -> VersionEntry:
