@@ -11,8 +11,9 @@ versions of a 1 GiB file take 1 GiB and what changed between them. The
 index records which blocks each version's file still holds.
 
 Before a version is read (downloaded, restored, or made the new file of a
-rename), its holes are filled again from the copies that remain, every block
-checked against its sha256; a version being read or linked elsewhere is
+rename), its holes are filled again from the copies that remain: copied by
+the kernel from another kept version's file, or read and checked against
+its sha256 from anywhere else; a version being read or linked elsewhere is
 never punched. Before versions are forgotten, the holes of the others whose
 blocks only those versions hold are filled from them. All of it happens
 under one lock per box.
@@ -34,7 +35,7 @@ from twisted.logger import Logger
 from .. import libc
 from ..blocks import Block
 from .blockstore import IBlockStore
-from .index import IIndex, VersionRecord
+from .index import BlockSource, IIndex, VersionRecord
 from .staging import StagingFile
 from .storage import BoxStorage
 
@@ -85,17 +86,47 @@ class SharedVersions:
         try:
             for start in range(0, len(holes), FILL_AT_ONCE):
                 some = holes[start : start + FILL_AT_ONCE]
-                contents: dict[str, bytes] = await self.blocks.read_many([block.sha256 for _, block in some])
-                lost = [block.sha256 for _, block in some if block.sha256 not in contents]
+                found: dict[str, BlockSource] = await self.index.find_blocks(
+                    self.account, [block.sha256 for _, block in some]
+                )
+                # A block another kept version holds is copied by the kernel
+                # (those files are the server's own, as the version itself);
+                # the rest is read and checked: a live file may have been
+                # changed by hand.
+                kept = [(offset, found[block.sha256]) for offset, block in some if _kept(found.get(block.sha256))]
+                copied = await self.storage.in_thread(lambda: self._copy(fd, kept))
+                rest = [(offset, block) for offset, block in some if offset not in copied]
+                contents: dict[str, bytes] = await self.blocks.read_many([block.sha256 for _, block in rest])
+                lost = [block.sha256 for _, block in rest if block.sha256 not in contents]
                 if lost:
                     raise VersionDamaged(f"version {seq} lacks {len(lost)} blocks that are nowhere any more")
                 await self.storage.in_thread(
-                    lambda: [os.pwrite(fd, contents[block.sha256], offset) for offset, block in some]
+                    lambda: [os.pwrite(fd, contents[block.sha256], offset) for offset, block in rest]
                 )
             await self.storage.in_thread(lambda: os.fsync(fd))
         finally:
             os.close(fd)
         await self.index.set_held(self.account, seq, [offset for offset, _ in holes], True)
+
+    def _copy(self, fd: int, kept: Sequence[tuple[int, BlockSource]]) -> set[int]:
+        """
+        Copy into C{fd}, at each offset, the block its source (another kept
+        version) holds; the offsets copied (blocking).
+        """
+        copied: set[int] = set()
+        opened: dict[int, int | None] = {}
+        try:
+            for offset, source in kept:
+                if source.seq not in opened:
+                    opened[source.seq] = self.storage.open_version(source.seq)
+                from_fd = opened[source.seq]
+                if from_fd is not None and _copy_range(from_fd, source.offset, fd, offset, source.block.size):
+                    copied.add(offset)
+        finally:
+            for each in opened.values():
+                if each is not None:
+                    os.close(each)
+        return copied
 
     async def _whole(self, seq: int) -> None:
         await self._fill(seq, await self.index.holes(self.account, seq))
@@ -196,6 +227,29 @@ class _Reading(io.BufferedReader):
             on_close, self._on_close = self._on_close, None
             on_close()
         super().close()
+
+
+def _kept(source: BlockSource | None) -> bool:
+    """
+    Whether C{source} is a kept version (not a live file).
+    """
+    return source is not None and source.path is None
+
+
+def _copy_range(source: int, at: int, target: int, to: int, size: int) -> bool:
+    """
+    Copy C{size} bytes at C{at} in C{source} to C{to} in C{target}, in the
+    kernel; whether they were all there.
+    """
+    while size:
+        try:
+            done = os.copy_file_range(source, target, size, at, to)
+        except OSError:
+            return False
+        if done == 0:
+            return False
+        at, to, size = at + done, to + done, size - done
+    return True
 
 
 def _alone(path: os.PathLike[str]) -> bool:
