@@ -11,7 +11,8 @@ its subtree only; a created or moved-in directory is watched (and listed, so
 nothing written into it before the watch was added is missed).
 
 Reports are hints: events are coalesced per path until the path has been
-quiet for a short delay, and the consumer checks the file itself. When
+quiet for a short delay (a file closed after writing, or moved in whole, is
+due at once), and the consumer checks the file itself. When
 events were lost (the kernel queue overflowed) or the watcher is in trouble,
 it asks for a rescan.
 """
@@ -172,18 +173,23 @@ class Debouncer:
     _pending: dict[str, tuple[str, float, float]] = field(factory=dict)
     _call: IDelayedCall | None = None
 
-    def add(self, kind: str, path: str, quiet: bool = True) -> None:
+    def add(self, kind: str, path: str, quiet: bool = True, settled: bool = False) -> None:
         """
         Note an event of C{kind} on C{path}.
 
         @param quiet: whether the path is due once quiet for C{delay}; else
             (a write to a file still open) the event only holds the path
             back, up to C{max_wait} from its first held event.
+        @param settled: the path is due at once (a file closed after it was
+            written, or moved in whole): only the other events read with
+            this one join it.
         """
         now = self.clock.seconds()
         held = self._pending.pop(path, None)
         first = now if held is None else held[2]
-        if quiet:
+        if settled:
+            deadline = now
+        elif quiet:
             deadline = min(now + self.delay, first + self.max_wait)
         else:
             deadline = first + self.max_wait if held is None else held[1]
@@ -370,7 +376,10 @@ class FolderWatcher:
             elif mask & (IN_DELETE | IN_MOVED_FROM):
                 self._forget(path)
                 self._report(DELETED, path)
-        elif mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE):
+        elif mask & (IN_CLOSE_WRITE | IN_MOVED_TO):
+            # Closed after writing, or moved in whole: ready now.
+            self._report(CHANGED, path, settled=True)
+        elif mask & IN_CREATE:
             self._report(CHANGED, path)
         elif mask & IN_MODIFY:
             # Written to, and still open: synced once closed, or after
@@ -394,9 +403,9 @@ class FolderWatcher:
             self.log.error("{root} was moved or deleted", root=str(self.root))
             self._report(RESCAN, _RESCAN_KEY)
 
-    def _report(self, kind: str, path: str, quiet: bool = True) -> None:
+    def _report(self, kind: str, path: str, quiet: bool = True, settled: bool = False) -> None:
         if self._debouncer is not None:
-            self._debouncer.add(kind, path, quiet)
+            self._debouncer.add(kind, path, quiet, settled)
 
     def _emit(self, kind: str, path: str) -> None:
         try:
