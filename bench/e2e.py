@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 from boxsync.testing import tree
 
 from .measure import live_pair, median
+from .reference import ensure_rsync, rsync_push_pull
 from .memory import _write
 
 
@@ -76,10 +77,13 @@ def small_tree(folder: Path, count: int, size: int, nested: bool) -> None:
         (parent / f"f{i}.bin").write_bytes(os.urandom(size))
 
 
-def scenario(root: Path, name: str, make: Callable[[Path], None], timeout: float) -> tuple[float, float]:
+def scenario(
+    root: Path, name: str, make: Callable[[Path], None], timeout: float, use_rsync: bool = True
+) -> tuple[float, float, float | None]:
     """
     One run: (seconds from the first byte landing in A to all of it in B,
-    seconds ``cp -a`` takes for the same files).
+    seconds ``cp -a`` takes for the same files, seconds an rsync daemon's
+    push then pull of them take, if rsync can be had).
     """
     work = root / name
     source = work / "source"
@@ -118,15 +122,17 @@ def scenario(root: Path, name: str, make: Callable[[Path], None], timeout: float
     subprocess.run(["cp", "-a", str(a.folder), str(copy)], check=True)
     subprocess.run(["sync", "-f", str(copy)], check=True)
     cp_seconds = time.perf_counter() - start
+    rsync_seconds = rsync_push_pull(a.folder, work / "rsync") if use_rsync and ensure_rsync() else None
     shutil.rmtree(work)
-    return elapsed, cp_seconds
+    return elapsed, cp_seconds, rsync_seconds
 
 
-def run(big_mib: int, small: list[tuple[int, bool]], runs: int = 3) -> list[dict[str, object]]:
+def run(big_mib: int, small: list[tuple[int, bool]], runs: int = 3, use_rsync: bool = True) -> list[dict[str, object]]:
     """
     @param big_mib: the size of the one large file (0: none).
     @param small: how many 4 KiB files, and whether in nested folders, for
         each small-file scenario.
+    @param use_rsync: measure an rsync daemon's push then pull beside it.
     """
     plans: list[tuple[str, Callable[[Path], None], float]] = []
     if big_mib:
@@ -147,12 +153,14 @@ def run(big_mib: int, small: list[tuple[int, bool]], runs: int = 3) -> list[dict
     with tempfile.TemporaryDirectory(prefix="boxsync-bench-", dir=os.environ.get("BENCH_DIR")) as tmp:
         root = Path(tmp)
         for label, make, timeout in plans:
-            syncs, copies = [], []
+            syncs, copies, rsyncs = [], [], []
             for i in range(runs):
                 print(f"  e2e {label}: run {i + 1}/{runs}", file=sys.stderr, flush=True)
-                elapsed, cp_seconds = scenario(root, f"run{i}", make, timeout)
+                elapsed, cp_seconds, rsync_seconds = scenario(root, f"run{i}", make, timeout, use_rsync)
                 syncs.append(elapsed)
                 copies.append(cp_seconds)
+                if rsync_seconds is not None:
+                    rsyncs.append(rsync_seconds)
             rows.append(
                 {
                     "what moves A → empty B": label,
@@ -160,6 +168,8 @@ def run(big_mib: int, small: list[tuple[int, bool]], runs: int = 3) -> list[dict
                     "min–max s": f"{min(syncs):.2f}–{max(syncs):.2f}",
                     "cp -a + sync s (reference)": f"{median(copies):.2f}",
                     "ratio": f"{median(syncs) / median(copies):.2g}x",
+                    "rsync push+pull s (reference)": f"{median(rsyncs):.2f}" if rsyncs else "n/a",
+                    "vs rsync": f"{median(syncs) / median(rsyncs):.2g}x" if rsyncs else "n/a",
                     "runs": runs,
                 }
             )

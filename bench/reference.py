@@ -2,7 +2,8 @@
 The references the benchmarks measure boxsync against, in the same run on the
 same machine: nginx (Debian's package, installed here if missing) serving a
 folder on 127.0.0.1 with ``sendfile`` for GET and WebDAV ``PUT`` for uploads,
-driven by curl.
+driven by curl; and an rsync daemon (Debian's package too) that a tree is
+pushed to and pulled from.
 """
 
 from __future__ import annotations
@@ -52,22 +53,39 @@ def ensure_nginx() -> str | None:
     The path of an nginx with the WebDAV module, installing Debian's package
     when there is none and we may (root, apt-get). C{None} if it cannot be had.
     """
-    if not os.path.exists(NGINX) and shutil.which("apt-get") and os.geteuid() == 0:
-        print("installing nginx (apt-get)...", file=sys.stderr, flush=True)
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "nginx-light"], env=env, capture_output=True
-        )
+    if not os.path.exists(NGINX):
+        _install("nginx-light")
     if not os.path.exists(NGINX):
         return None
     version = subprocess.run([NGINX, "-V"], capture_output=True, text=True).stderr
     return NGINX if "http_dav_module" in version else None
 
 
-class Nginx:
+def _install(package: str) -> None:
     """
-    An nginx child process serving C{root} on 127.0.0.1, for one benchmark.
+    Install Debian's C{package}, if we may (root, apt-get).
+    """
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        print(f"installing {package} (apt-get)...", file=sys.stderr, flush=True)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", package], env=env, capture_output=True)
+
+
+def ensure_rsync() -> str | None:
+    """
+    The path of rsync, installing Debian's package when there is none and
+    we may. C{None} if it cannot be had.
+    """
+    if shutil.which("rsync") is None:
+        _install("rsync")
+    return shutil.which("rsync")
+
+
+class _Child:
+    """
+    A reference server run as a child process on 127.0.0.1 for one
+    benchmark, serving the folder C{root}, its own files in C{prefix}.
     """
 
     def __init__(self, root: Path, prefix: Path) -> None:
@@ -75,6 +93,77 @@ class Nginx:
         self.prefix = prefix
         self.port = free_port()
         self.popen: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RsyncDaemon(_Child):
+    """
+    An rsync daemon serving C{root} as the module C{box}.
+    """
+
+    @property
+    def url(self) -> str:
+        return f"rsync://127.0.0.1:{self.port}/box/"
+
+    def __enter__(self) -> RsyncDaemon:
+        binary = ensure_rsync()
+        if binary is None:
+            raise RuntimeError("rsync is not available")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        config = self.prefix / "rsyncd.conf"
+        owner = "uid = 0\ngid = 0\n" if os.geteuid() == 0 else ""
+        config.write_text(
+            f"use chroot = no\npid file = {self.prefix}/rsyncd.pid\n{owner}"
+            f"[box]\npath = {self.root}\nread only = no\n"
+        )
+        self.popen = subprocess.Popen(
+            [binary, "--daemon", "--no-detach", "--address=127.0.0.1", f"--port={self.port}", f"--config={config}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def listening() -> bool:
+            assert self.popen is not None
+            if self.popen.poll() is not None:
+                raise RuntimeError("the rsync daemon exited")
+            return subprocess.run([binary, self.url], capture_output=True).returncode == 0
+
+        wait_until(listening, timeout=10, what="rsync to listen")
+        return self
+
+
+def rsync_push_pull(source: Path, work: Path) -> float:
+    """
+    Push the tree C{source} to an rsync daemon, then pull it into a new
+    folder (what boxsync's A → B does with two copies), from a quiet disk:
+    the seconds both took.
+    """
+    os.sync()
+    with RsyncDaemon(work / "daemon-box", work / "daemon") as daemon:
+        start = time.perf_counter()
+        subprocess.run(["rsync", "-a", "--exclude=/.boxsync", f"{source}/", daemon.url], check=True)
+        subprocess.run(["rsync", "-a", daemon.url, f"{work / 'pulled'}/"], check=True)
+        seconds = time.perf_counter() - start
+    shutil.rmtree(work)
+    return seconds
+
+
+class Nginx(_Child):
+    """
+    nginx serving C{root}.
+    """
 
     @property
     def url(self) -> str:
@@ -115,20 +204,8 @@ class Nginx:
         wait_until(listening, timeout=10, what="nginx to listen")
         return self
 
-    def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
-
     def __enter__(self) -> Nginx:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def curl(*args: str, durable: bool = False) -> float:

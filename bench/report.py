@@ -130,8 +130,8 @@ these machines are noisy (±30 % between runs), so read the ratios, not the
 lone timings. Each table names its target.
 
 Reproduce: `pip install -e '.[bench]'` (or `pip install matplotlib locust`),
-then `python -m bench` (everything, full sizes; installs nginx with apt-get if
-it is missing and it runs as root) or `python -m bench --quick` (a few
+then `python -m bench` (everything, full sizes; installs nginx and rsync with
+apt-get if they are missing and it runs as root) or `python -m bench --quick` (a few
 minutes). `python -m bench --help` lists the benchmarks and their options;
 `BENCH_DIR=/some/disk` puts the temporary files elsewhere than `/tmp`.
 
