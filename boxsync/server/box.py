@@ -570,53 +570,48 @@ class Box:
         @raise NotFound: if there is no live file at C{path}.
         @raise StaleBase: if C{path} has moved on from C{base}.
         """
-        async with self._lock:
-            row = await self._check_base(path, base)
-            if row is None or row.deleted or row.folder:
-                raise NotFound(path)
-            change = await self.storage.remove(path, await self._folders_above(path))
-            (record,) = await self._commit_changes(
-                [change], [row.seq], [FileRecord(path, 0, row.sha256, time.time_ns(), 0, True, origin)]
-            )
-        self._announce("deleted", record, origin, stream)
-        return record
+        (outcome,) = await self.delete_many([(path, base)], origin, stream)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     async def delete_many(
-        self, deletes: Sequence[tuple[str, int]], origin: str = "", stream: str | None = None
+        self, deletes: Sequence[tuple[str, int | None]], origin: str = "", stream: str | None = None
     ) -> list[FileRecord | BaseException]:
         """
-        Delete each of C{deletes} (a path and the seq it must still be at)
-        as L{delete} would, all in one commit; each succeeds or fails on its
-        own.
+        Delete each of C{deletes} (a path and the seq it must still be at,
+        or C{None} for whatever it is at) as L{delete} would, all in one
+        commit; each succeeds or fails on its own.
 
         @return: for each, its tombstone or why it was not deleted
             (L{NotFound}, L{StaleBase}).
         """
-        outcomes: list[FileRecord | BaseException] = []
+        refused: dict[int, BaseException] = {}
         async with self._lock:
             rows: dict[str, FileRecord] = await self.index.get_many(self.account, [path for path, _ in deletes])
             going: list[tuple[int, FileRecord]] = []
-            for path, base in deletes:
+            for place, (path, base) in enumerate(deletes):
                 row = rows.get(path)
                 try:
                     _check(path, base, row)
                     if row is None or row.deleted or row.folder:
                         raise NotFound(path)
                 except (NotFound, StaleBase) as e:
-                    outcomes.append(e)
+                    refused[place] = e
                     continue
-                going.append((len(outcomes), row))
-                outcomes.append(NotFound(path))
-            changes = [await self.storage.remove(row.path, await self._folders_above(row.path)) for _, row in going]
+                going.append((place, row))
+            # Removals below these folders leave them in place.
+            keep = await self._folders_above(*(row.path for _, row in going))
+            changes = [await self.storage.remove(row.path, keep) for _, row in going]
             records = await self._commit_changes(
                 changes,
                 [row.seq for _, row in going],
                 [FileRecord(row.path, 0, row.sha256, time.time_ns(), 0, True, origin) for _, row in going],
             )
-        for (place, _), record in zip(going, records):
-            outcomes[place] = record
+        committed = {place: record for (place, _), record in zip(going, records)}
+        for record in records:
             self._announce("deleted", record, origin, stream)
-        return outcomes
+        return [refused[place] if place in refused else committed[place] for place in range(len(deletes))]
 
     async def make_folder(
         self, path: str, base: int | None, origin: str = "", stream: str | None = None
@@ -681,14 +676,16 @@ class Box:
         stored: FileRecord = record
         return stored
 
-    async def _folders_above(self, path: str) -> set[str]:
+    async def _folders_above(self, *paths: str) -> set[str]:
         """
-        The folders above C{path} that are synced as folders of their own:
+        The folders above C{paths} that are synced as folders of their own:
         a removal below them leaves them in place.
         """
-        parts = path.split("/")
-        above = ["/".join(parts[:n]) for n in range(1, len(parts))]
-        rows: dict[str, FileRecord] = await self.index.get_many(self.account, above) if above else {}
+        above: dict[str, None] = {}
+        for path in paths:
+            parts = path.split("/")
+            above.update(dict.fromkeys("/".join(parts[:n]) for n in range(1, len(parts))))
+        rows: dict[str, FileRecord] = await self.index.get_many(self.account, list(above)) if above else {}
         return {folder for folder, row in rows.items() if row.folder and not row.deleted}
 
     def _announce(self, what: str, record: FileRecord, origin: str, stream: str | None) -> None:
