@@ -10,6 +10,7 @@ long).
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 import time
@@ -28,6 +29,7 @@ __all__ = [
     "remove_older",
     "set_aside",
     "set_aside_path",
+    "path_tag",
     "remove_set_aside",
     "set_executable",
     "swap",
@@ -190,6 +192,14 @@ def remove_older(folder: Path, before: float) -> list[str]:
 #: How long a file deleted by another client is set aside, in case
 #: the same content comes back under another name (a rename there).
 SET_ASIDE_SECONDS = 600
+
+
+def path_tag(path: str) -> str:
+    """
+    The tag of a box path in the names of temporary files: a download of
+    it, the blocks of it fetched ahead.
+    """
+    return hashlib.sha256(path.encode()).hexdigest()[:16]
 
 
 def set_aside_path(tmp: Path, sha256: str) -> Path:

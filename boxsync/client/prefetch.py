@@ -15,7 +15,6 @@ file whose sender goes quiet is dropped after L{IDLE_SECONDS}.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import deque
 from pathlib import Path
@@ -30,6 +29,7 @@ from ..wire import Incoming
 from .api import BoxsyncAPI
 from .blockwise import Runner
 from .errors import NotFound
+from .placing import path_tag
 
 __all__ = ["Prefetch", "IDLE_SECONDS", "WORKERS"]
 
@@ -82,7 +82,7 @@ class Prefetch:
         """
         file = self._files.get(event.path)
         if file is None:
-            temp = self.tmp / f"in-{hashlib.sha256(event.path.encode()).hexdigest()[:16]}"
+            temp = self.tmp / f"in-{path_tag(event.path)}"
             fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             file = self._files[event.path] = _File(event.path, temp, fd)
             self.log.info("{path} is on its way: fetching its blocks as they come", path=event.path)

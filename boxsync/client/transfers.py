@@ -8,7 +8,6 @@ resumes; the engine then places it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Awaitable, Callable, TypeVar
@@ -23,7 +22,13 @@ from .batch import Batcher
 from .blockwise import Blockwise, ChangedWhileSent
 from .errors import APIError, DigestMismatch, NotFound, StaleBase
 from .jobs import Jobs
-from .placing import SET_ASIDE_SECONDS, remove_set_aside, set_aside, set_aside_path
+from .placing import (
+    SET_ASIDE_SECONDS,
+    path_tag,
+    remove_set_aside,
+    set_aside,
+    set_aside_path,
+)
 from .prefetch import Prefetch
 from .progress import Reporter
 from .results import CommitResult, DownloadResult
@@ -197,7 +202,7 @@ class Transfers:
         # Named after the path and the version: an interrupted download of
         # the same version resumes, and two paths with the same content
         # never share a temporary file.
-        where = hashlib.sha256(path.encode()).hexdigest()[:16]
+        where = path_tag(path)
         temp = self.tmp / f"dl-{where}-{event.sha256[:32]}"
         self.reporter.started("download", path, event.size)
         blockwise = self.blockwise
@@ -213,17 +218,18 @@ class Transfers:
             )
         else:
             alone = lambda: self.api.download(path, temp, event.sha256, on_progress=on_progress)  # noqa: E731
-        here = self.sources(event)[1:]
-        if event.sha256[:32] in self.aside:
-            here.insert(0, set_aside_path(self.tmp, event.sha256))
-        try:
-            result = await self._move(
-                event.size,
-                lambda: self.batcher.download(
-                    path, temp, event.sha256, event.size, event.mtime_ns, here, event.seq, event.executable
-                ),
-                alone,
+
+        def batched() -> Awaitable[DownloadResult]:
+            # Local files that may have the content: one set aside, then
+            # those known to have it (not the file it replaces).
+            aside = [set_aside_path(self.tmp, event.sha256)] if event.sha256[:32] in self.aside else []
+            here = aside + self.sources(event)[1:]
+            return self.batcher.download(
+                path, temp, event.sha256, event.size, event.mtime_ns, here, event.seq, event.executable
             )
+
+        try:
+            result = await self._move(event.size, batched, alone)
             if result is None:
                 raise NotFound(404, "a newer version came meanwhile")
         except (NotFound, DigestMismatch):

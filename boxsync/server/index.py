@@ -612,23 +612,21 @@ class SQLiteIndex:
 
     def holes(self, account: str, seq: int, only_in: Sequence[int] = ()) -> Any:
         def q(db: sqlite3.Connection) -> list[tuple[int, Block]]:
-            rows = db.execute(
-                "SELECT offset, sha256, size FROM blocks WHERE account=? AND seq=? AND held=0 ORDER BY n",
-                (account, seq),
-            ).fetchall()
-            if only_in:
-                marks = ",".join("?" * len(only_in))
-                rows = [
-                    (offset, sha256, size)
-                    for offset, sha256, size in rows
-                    if db.execute(
-                        f"SELECT 1 FROM {_kept_blocks('b')} WHERE b.account=? AND b.sha256=? AND b.held=1 "
-                        f"AND b.seq NOT IN ({marks}) LIMIT 1",
-                        (account, sha256, *only_in),
-                    ).fetchone()
-                    is None
-                ]
-            return [(offset, Block(sha256, size)) for offset, sha256, size in rows]
+            # With only_in: none held by a kept version outside it.
+            outside = (
+                f" AND NOT EXISTS (SELECT 1 FROM {_kept_blocks('c')} WHERE c.account=b.account "
+                f"AND c.sha256=b.sha256 AND c.held=1 AND c.seq NOT IN ({','.join('?' * len(only_in))}))"
+                if only_in
+                else ""
+            )
+            return [
+                (offset, Block(sha256, size))
+                for offset, sha256, size in db.execute(
+                    "SELECT b.offset, b.sha256, b.size FROM blocks b WHERE b.account=? AND b.seq=? AND b.held=0"
+                    f"{outside} ORDER BY b.n",
+                    (account, seq, *only_in),
+                )
+            ]
 
         return self._run(q)
 

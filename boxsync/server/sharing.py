@@ -96,6 +96,8 @@ class SharedVersions:
                 kept = [(offset, found[block.sha256]) for offset, block in some if _kept(found.get(block.sha256))]
                 copied = await self.storage.in_thread(lambda: self._copy(fd, kept))
                 rest = [(offset, block) for offset, block in some if offset not in copied]
+                if not rest:
+                    continue
                 contents: dict[str, bytes] = await self.blocks.read_many([block.sha256 for _, block in rest])
                 lost = [block.sha256 for _, block in rest if block.sha256 not in contents]
                 if lost:
