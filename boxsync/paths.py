@@ -71,27 +71,58 @@ def normalize(path: str) -> str:
     if not isinstance(path, str) or not path:
         raise BadPath("empty path")
     path = unicodedata.normalize("NFC", path)
+    _check_length(path)
+    if path.startswith("/"):
+        raise BadPath("absolute path")
+    for segment in path.split("/"):
+        _check_segment(segment, path)
+    _check_top(path)
+    return path
+
+
+def child(parent: str, name: str) -> str:
+    """
+    The wire path of C{name}, one segment as a folder lists it, below the
+    wire path C{parent} (C{""}: the top), which is taken as already checked:
+    only the new segment is (the same rules as L{normalize}).
+
+    @raise BadPath: if C{name} cannot be a segment of a wire path, or the
+        path it makes is not acceptable.
+    """
+    segment = name if name.isascii() else unicodedata.normalize("NFC", name)
+    path = f"{parent}/{segment}" if parent else segment
+    _check_length(path)
+    if "/" in segment:
+        raise BadPath(f"slash in the name {segment!r}")
+    _check_segment(segment, path)
+    if not parent:
+        _check_top(path)
+    return path
+
+
+def _check_length(path: str) -> None:
     if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
         raise BadPath("path longer than 4096 bytes")
     if _CONTROL.search(path):
         raise BadPath("control character in path")
     if "\\" in path:
         raise BadPath("backslash in path")
-    if path.startswith("/"):
-        raise BadPath("absolute path")
-    segments = path.split("/")
-    for segment in segments:
-        if segment in ("", ".", ".."):
-            raise BadPath(f"empty, '.' or '..' segment in {path!r}")
-        try:
-            encoded = segment.encode("utf-8")
-        except UnicodeEncodeError:
-            raise BadPath("path is not valid UTF-8") from None
-        if len(encoded) > MAX_SEGMENT_BYTES:
-            raise BadPath("path segment longer than 255 bytes")
-    if segments[0] == HIDDEN_DIR:
+
+
+def _check_segment(segment: str, path: str) -> None:
+    if segment in ("", ".", ".."):
+        raise BadPath(f"empty, '.' or '..' segment in {path!r}")
+    try:
+        encoded = segment.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadPath("path is not valid UTF-8") from None
+    if len(encoded) > MAX_SEGMENT_BYTES:
+        raise BadPath("path segment longer than 255 bytes")
+
+
+def _check_top(path: str) -> None:
+    if path == HIDDEN_DIR or path.startswith(HIDDEN_DIR + "/"):
         raise BadPath(f"{HIDDEN_DIR}/ is reserved")
-    return path
 
 
 def has_other_forms(segment: str) -> bool:
