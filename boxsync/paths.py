@@ -13,6 +13,7 @@ name's NFC form. Of two names here with the same NFC form, one is synced
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
@@ -70,6 +71,15 @@ def normalize(path: str) -> str:
     """
     if not isinstance(path, str) or not path:
         raise BadPath("empty path")
+    return _normalized(path)
+
+
+@functools.lru_cache(maxsize=8192)
+def _normalized(path: str) -> str:
+    """
+    L{normalize} of a non-empty string, remembered: an engine looks at the
+    same paths again and again while it works on them.
+    """
     path = unicodedata.normalize("NFC", path)
     _check_length(path)
     if path.startswith("/"):
@@ -174,20 +184,21 @@ def to_local(root: Path, path: str) -> Path:
     """
     wire = normalize(path)
     top = os.path.abspath(root)
-    if len(os.fsencode(os.path.join(top, wire))) >= LOCAL_PATH_MAX:
+    room = LOCAL_PATH_MAX - len(os.fsencode(top)) - 1
+    if len(wire.encode("utf-8", "surrogateescape")) >= room:
         raise BadPath("path longer than the file system takes here")
     segments = wire.split("/")
     folder = top
     names: list[str] = []
     # One lstat per parent (and per name that may have other forms), on
     # plain strings: this runs for every file an engine looks at.
+    last = len(segments) - 1
     for n, segment in enumerate(segments):
-        last = n == len(segments) - 1
-        if last and not has_other_forms(segment):
+        if n == last and not has_other_forms(segment):
             names.append(segment)
             break
         try:
-            mode = os.lstat(os.path.join(folder, segment)).st_mode
+            mode = os.lstat(f"{folder}/{segment}").st_mode
             name = segment
         except FileNotFoundError:
             other = _other_form(folder, segment)
@@ -196,22 +207,22 @@ def to_local(root: Path, path: str) -> Path:
                 break
             name = other
             try:
-                mode = os.lstat(os.path.join(folder, name)).st_mode
+                mode = os.lstat(f"{folder}/{name}").st_mode
             except FileNotFoundError:
                 names += segments[n:]
                 break
         names.append(name)
-        if last:
+        if n == last:
             break
         if stat.S_ISLNK(mode):
             raise BadPath(f"{path!r} goes through a symbolic link")
         if not stat.S_ISDIR(mode):
             raise BadPath(f"{path!r} goes through a file")
-        folder = os.path.join(folder, name)
+        folder = f"{folder}/{name}"
     local = "/".join(names)
-    if local != wire and len(os.fsencode(os.path.join(top, local))) >= LOCAL_PATH_MAX:
+    if local != wire and len(os.fsencode(local)) >= room:
         raise BadPath("path longer than the file system takes here")
-    return Path(os.path.join(root, local))
+    return root / local
 
 
 def from_local(root: Path, local: Path) -> str:
