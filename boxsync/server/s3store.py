@@ -224,6 +224,7 @@ class S3BlockStore:
     L{IBlockStore} in an S3 bucket (see the module's description).
 
     @ivar window: how many blocks an assembly has in flight.
+    @ivar page: how many names a listing of the bucket takes at a time.
     """
 
     account: str
@@ -231,6 +232,7 @@ class S3BlockStore:
     bucket: S3Bucket
     reactor: IReactorThreads
     window: int = ASSEMBLE_WINDOW
+    page: int = 1000
     _arrivals: Arrivals = field(init=False, factory=Arrivals)
     log = Logger()
 
@@ -352,7 +354,7 @@ class S3BlockStore:
         page (C{None}: this was the last).
         """
         more = {"ContinuationToken": token} if token is not None else {}
-        page = self.bucket.client.list_objects_v2(Bucket=self.bucket.name, Prefix=prefix, **more)
+        page = self.bucket.client.list_objects_v2(Bucket=self.bucket.name, Prefix=prefix, MaxKeys=self.page, **more)
         found = [(item["Key"].rsplit("/", 1)[-1], _ns(item["LastModified"])) for item in page.get("Contents", [])]
         return found, page.get("NextContinuationToken") if page.get("IsTruncated") else None
 

@@ -375,6 +375,23 @@ async def test_a_claim_keeps_an_old_block_an_upload_asked_for(bucket: Bucket, re
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_sweep_goes_through_every_page_of_the_bucket(bucket: Bucket) -> None:
+    store = bucket.store
+    store.page = 2
+    pieces = {sha(data): data for data in (data_of(200 + seed, 1000) for seed in range(5))}
+    for sha256, data in pieces.items():
+        await store.put(Block(sha256, len(data)), data)
+    # Each is claimed, as an upload that finds it there would.
+    assert await store.missing(list(pieces)) == []
+    assert all(bucket.written(store.claim_key(sha256)) is not None for sha256 in pieces)
+    assert await store.sweep(time.time_ns() + HOUR_NS) == len(pieces)
+    assert await store.read_many(list(pieces)) == {}
+    assert all(bucket.written(store.claim_key(sha256)) is None for sha256 in pieces)
+    listings = [what for what in bucket.client.calls if what[0] == "list_objects_v2"]
+    assert len(listings) > 3
+
+
+@pytest_twisted.ensureDeferred
 async def test_assembling_a_large_file_keeps_memory_flat(bucket: Bucket, tmp_path: Path) -> None:
     """
     64 MiB, from 64 blocks in the bucket: the process grows by a few
