@@ -293,13 +293,15 @@ class SeaweedFS:
             ]
         }
         args = [
-            self.weed, "mini", f"-dir={self.folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            self.weed, "-logtostderr", "mini", f"-dir={self.folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.port={self.port}", f"-bucket={self.bucket}", "-admin.ui=false", "-webdav=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
             f"-filer.localSocket={self.folder / 'filer.sock'}", f"-s3.localSocket={self.folder / 's3.sock'}",
             *(f"-{name}={port}" for name, port in ports.items()),
         ]
-        self.process = Process(args, self.folder / "weed.log", env=self.credentials).start()
+        # Its gRPC sockets go in TMPDIR.
+        env = {**self.credentials, "TMPDIR": str(self.folder)}
+        self.process = Process(args, self.folder / "weed.log", env=env).start()
         bucket = S3Bucket.connect(parse_store_url(self.url), self.credentials)
         wait_until(lambda: self._answers(bucket), timeout, what="SeaweedFS's S3 gateway to answer")
         return self

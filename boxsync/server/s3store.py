@@ -261,7 +261,7 @@ class S3BlockStore:
     # Blocking calls, each run in a thread.
 
     def _in_thread(self, fn: Callable[[], _T]) -> Deferred[_T]:
-        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn)  # type: ignore[arg-type]
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn)
 
     async def _map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
         """
