@@ -42,7 +42,7 @@ def test_bulk_e2e_fanout_restart_smoke(tmp_path: Path) -> None:
     assert all(_number(r["MB/s"]) > 0 for r in rows[:5])
     sections.append(("bulk", "bulk", rows))
 
-    rows = e2e.run(1, [(10, True)], runs=1, use_rsync=False)
+    rows = e2e.run(1, [(10, True)], runs=1, use_rsync=False, use_syncthing=False)
     assert len(rows) == 2 and all(_number(r["boxsync s (median)"]) > 0 for r in rows)
     sections.append(("e2e", "e2e", rows))
 
