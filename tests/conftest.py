@@ -9,12 +9,13 @@ pytest-twisted installs the reactor it was asked for first.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
 import pytest_twisted
 
 from tests.helpers import RunningServer, http_client
+from tests.postgres import PostgreSQL, missing
 
 KEY = "test-key-0123456789"
 
@@ -24,6 +25,22 @@ def reactor() -> Any:
     from twisted.internet import reactor
 
     return reactor
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgreSQL]:
+    """
+    A real PostgreSQL for the whole run, started by the first test that
+    asks for it; the tests that do are skipped if it cannot run here.
+    """
+    why = missing()
+    if why is not None:
+        pytest.skip(why)
+    running = PostgreSQL().start()
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 @pytest_twisted.async_yield_fixture
