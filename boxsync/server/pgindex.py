@@ -30,6 +30,7 @@ from psycopg_pool import ConnectionPool
 from twisted.internet.defer import fail
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -64,13 +65,24 @@ def check_url(url: str) -> str:
 
     @raise BadIndexURL: if it is not one.
     """
+    # (The URL itself is not repeated: it may hold a password.)
     if not url.startswith(("postgresql://", "postgres://")):
-        raise BadIndexURL(f"{url!r} is not a postgresql:// URL")
+        raise BadIndexURL("not a postgresql:// URL")
     try:
         conninfo_to_dict(url)
     except psycopg.ProgrammingError as e:
-        raise BadIndexURL(f"{url!r}: {str(e).strip()}") from None
+        raise BadIndexURL(str(e).strip()) from None
     return url
+
+
+def where(url: str) -> str:
+    """
+    The database C{url} names, as C{host:port/database} with what it gives
+    of them (no user, no password), to say in the log.
+    """
+    parts = conninfo_to_dict(url)
+    host = f"{parts.get('host', '')}:{parts['port']}" if "port" in parts else str(parts.get("host", ""))
+    return f"{host}/{parts.get('dbname', '')}"
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -166,6 +178,7 @@ class PostgresIndex(SQLIndex):
     _pool: ConnectionPool | None = None
     _migrated: bool = False
     _migrating: threading.Lock = field(factory=threading.Lock)
+    log = Logger()
 
     def __attrs_post_init__(self) -> None:
         self._threads = ThreadPool(1, self.connections, "boxsync-pgindex")
@@ -184,6 +197,7 @@ class PostgresIndex(SQLIndex):
             open=False,
         )
         self._pool.open(wait=False)
+        self.log.info("index in PostgreSQL at {where}", where=where(self.url))
 
     def stop(self) -> None:
         self._threads.stop()
