@@ -6,6 +6,8 @@ test).
 
 from __future__ import annotations
 
+import errno
+import threading
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
@@ -16,6 +18,7 @@ from twisted.internet.defer import gatherResults
 
 from boxsync.blocks import Block, Recipe
 from boxsync.server.index import BlockSource, FileRecord, IIndex, SQLiteIndex, Stats, VersionRecord
+from boxsync.server.staging import DiskFull
 from tests.helpers import sha, timed
 
 A = "acct"
@@ -332,3 +335,88 @@ async def test_an_index_not_started_refuses(opener: Opener) -> None:
     index = opener(start=False)
     with pytest.raises(RuntimeError):
         await index.get(A, "a")
+
+
+def test_servers_starting_at_once_apply_the_schema_once(postgres: Any) -> None:
+    import psycopg
+
+    from boxsync.server.pgindex import migrate, migrations
+
+    url = postgres.new_database()
+    versions: list[int] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            with psycopg.connect(url) as connection:
+                versions.append(migrate(connection))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    latest = migrations()[-1][0]
+    assert errors == [] and versions == [latest] * 4
+    with psycopg.connect(url) as connection:
+        steps = connection.execute("SELECT version, name FROM schema_version ORDER BY version").fetchall()
+        assert steps == [(number, name) for number, name, _ in migrations()]
+        # Started again: nothing to do.
+        assert migrate(connection) == latest
+        assert connection.execute("SELECT COUNT(*) FROM schema_version").fetchone() == (len(steps),)
+
+
+def test_a_schema_newer_than_this_boxsync_is_refused(postgres: Any) -> None:
+    import psycopg
+
+    from boxsync.server.pgindex import SchemaTooNew, migrate
+
+    with psycopg.connect(postgres.new_database()) as connection:
+        latest = migrate(connection)
+        connection.execute("INSERT INTO schema_version (version, name) VALUES (%s, 'later')", (latest + 1,))
+        connection.commit()
+        with pytest.raises(SchemaTooNew, match=f"version {latest + 1}, newer than this boxsync knows"):
+            migrate(connection)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_index_on_a_newer_schema_fails_its_queries(postgres: Any, reactor: Any) -> None:
+    import psycopg
+
+    from boxsync.server.pgindex import PostgresIndex, SchemaTooNew, migrate
+
+    url = postgres.new_database()
+    with psycopg.connect(url) as connection:
+        connection.execute("INSERT INTO schema_version (version, name) VALUES (%s, 'later')", (migrate(connection) + 1,))
+    index = PostgresIndex(reactor, url)
+    index.start()
+    try:
+        with pytest.raises(SchemaTooNew):
+            await timed(index.current_seq(A), reactor)
+    finally:
+        index.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_disk_under_postgresql_is_disk_full(postgres: Any, reactor: Any) -> None:
+    import psycopg
+
+    from boxsync.server.pgindex import PostgresIndex
+
+    def full(db: Any) -> None:
+        # What PostgreSQL says when it cannot extend a file.
+        db.execute("DO $$ BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$")
+
+    index = PostgresIndex(reactor, postgres.new_database())
+    index.start()
+    try:
+        with pytest.raises(DiskFull) as raised:
+            await timed(index._write(full), reactor)
+        assert raised.value.errno == errno.ENOSPC
+        assert isinstance(raised.value.__cause__, psycopg.errors.DiskFull)
+        # Nothing of it stays: the next call works.
+        assert await timed(index.current_seq(A), reactor) == 0
+    finally:
+        index.stop()
