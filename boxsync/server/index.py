@@ -28,7 +28,7 @@ from zope.interface import Interface, implementer
 from ..blocks import BLOCK_MIN, Block, Recipe
 from .staging import DiskFull
 
-__all__ = ["BlockSource", "Database", "FileRecord", "IIndex", "SQLIndex", "SQLiteIndex", "Stats", "VersionRecord"]
+__all__ = ["BlockSource", "Database", "FileRecord", "IIndex", "Moved", "SQLIndex", "SQLiteIndex", "Stats", "VersionRecord"]
 
 _T = TypeVar("_T")
 
@@ -96,6 +96,17 @@ class BlockSource:
 
 
 @frozen
+class Moved:
+    """
+    A record of L{IIndex.commit_many} that was not committed: its path's
+    row is no longer the one expected, but C{row}.
+    """
+
+    path: str
+    row: FileRecord | None
+
+
+@frozen
 class Stats:
     files: int
     bytes: int
@@ -134,9 +145,17 @@ class IIndex(Interface):
         is ignored) and return the stored record.
         """
 
-    def commit_many(account: str, records: Sequence[FileRecord]) -> Any:
+    def commit_many(
+        account: str, records: Sequence[FileRecord], expected: Sequence[int | None] | None = None
+    ) -> Any:
         """
         Commit several records in one transaction, in order.
+
+        @param expected: for each record, the seq its path's row had when
+            the caller read it (C{None}: no row). A record whose path has
+            moved on since (a commit by another server on the same index)
+            is not committed: its place in the result holds a L{Moved}
+            instead. No commit comes between this check and this one's.
         """
 
     def restamp(account: str, stamps: Sequence[tuple[str, int]]) -> Any:
@@ -409,17 +428,7 @@ class SQLIndex:
         return self._run(q)
 
     def get_many(self, account: str, paths: Sequence[str]) -> Any:
-        def q(db: Database) -> dict[str, FileRecord]:
-            found: dict[str, FileRecord] = {}
-            for chunk, marks in _in_chunks(paths, 500):
-                for row in db.execute(
-                    f"SELECT {_COLUMNS} FROM files WHERE account=? AND path IN ({marks})",
-                    [account, *chunk],
-                ):
-                    found[row[0]] = _record(row)
-            return found
-
-        return self._run(q)
+        return self._run(lambda db: _get_many(db, account, paths))
 
     def _select(self, condition: str, order: str, *args: object) -> Any:
         sql = f"SELECT {_COLUMNS} FROM files WHERE account=? AND {condition} ORDER BY {order} LIMIT ?"
@@ -436,8 +445,10 @@ class SQLIndex:
         d.addCallback(lambda records: records[0])
         return d
 
-    def commit_many(self, account: str, records: Sequence[FileRecord]) -> Any:
-        return self._write(lambda db: list(_commit_all(db, account, records)))
+    def commit_many(
+        self, account: str, records: Sequence[FileRecord], expected: Sequence[int | None] | None = None
+    ) -> Any:
+        return self._write(lambda db: _commit_all(db, account, records, expected))
 
     def restamp(self, account: str, stamps: Sequence[tuple[str, int]]) -> Any:
         def work(db: Database) -> None:
@@ -731,6 +742,17 @@ def _folder_range(under: str) -> tuple[str, str]:
     return under + "/", under + "0"
 
 
+def _get_many(db: Database, account: str, paths: Sequence[str]) -> dict[str, FileRecord]:
+    found: dict[str, FileRecord] = {}
+    for chunk, marks in _in_chunks(paths, 500):
+        for row in db.execute(
+            f"SELECT {_COLUMNS} FROM files WHERE account=? AND path IN ({marks})",
+            [account, *chunk],
+        ):
+            found[row[0]] = _record(row)
+    return found
+
+
 def _in_chunks(values: Sequence[str], size: int) -> Iterator[tuple[list[str], str]]:
     """
     C{values}, C{size} at a time, each run with the placeholders of an
@@ -776,20 +798,26 @@ def _keep_version(db: Database, account: str, path: str, ended_seq: int, now: in
 
 
 def _commit_all(
-    db: Database, account: str, records: Iterable[FileRecord]
-) -> Iterable[FileRecord]:
-    records = list(records)
-    # The account's seq moves on by the records' count in its own row, which
-    # stays locked until the transaction ends: a commit elsewhere (another
-    # server on the same PostgreSQL) waits, then counts on from there.
-    (end,) = db.execute(
-        "INSERT INTO accounts (account, seq) VALUES (?, ?) "
-        "ON CONFLICT (account) DO UPDATE SET seq=accounts.seq+excluded.seq RETURNING seq",
-        (account, len(records)),
+    db: Database, account: str, records: Sequence[FileRecord], expected: Sequence[int | None] | None
+) -> list[FileRecord | Moved]:
+    # The account's row is locked first, until the transaction ends: a
+    # commit elsewhere (another server on the same PostgreSQL) waits for
+    # this one, then counts on from its seq and sees its rows.
+    (seq,) = db.execute(
+        "INSERT INTO accounts (account, seq) VALUES (?, 0) "
+        "ON CONFLICT (account) DO UPDATE SET seq=accounts.seq RETURNING seq",
+        (account,),
     ).fetchone()
-    seq = int(end) - len(records)
+    seq = int(seq)
+    rows = {} if expected is None else _get_many(db, account, [record.path for record in records])
     now = time.time_ns()
-    for record in records:
+    stored: list[FileRecord | Moved] = []
+    for n, record in enumerate(records):
+        if expected is not None:
+            row = rows.get(record.path)
+            if (None if row is None else row.seq) != expected[n]:
+                stored.append(Moved(record.path, row))
+                continue
         seq += 1
         _keep_version(db, account, record.path, seq, now)
         db.execute(
@@ -814,4 +842,6 @@ def _commit_all(
                 now,
             ),
         )
-        yield evolve(record, seq=seq, committed_ns=now)
+        stored.append(evolve(record, seq=seq, committed_ns=now))
+    db.execute("UPDATE accounts SET seq=? WHERE account=?", (seq, account))
+    return stored

@@ -14,11 +14,14 @@ from typing import Any, AsyncIterator, Callable
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 
 from boxsync.blocks import Block, Recipe
-from boxsync.server.index import BlockSource, FileRecord, IIndex, SQLiteIndex, Stats, VersionRecord
+from boxsync.server.box import Box, StaleBase
+from boxsync.server.hub import Hub
+from boxsync.server.index import BlockSource, FileRecord, IIndex, Moved, SQLiteIndex, Stats, VersionRecord
 from boxsync.server.staging import DiskFull
+from boxsync.server.storage import BoxStorage
 from tests.helpers import sha, timed
 
 A = "acct"
@@ -420,3 +423,69 @@ async def test_a_full_disk_under_postgresql_is_disk_full(postgres: Any, reactor:
         assert await timed(index.current_seq(A), reactor) == 0
     finally:
         index.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_commit_expecting_rows_skips_the_paths_that_moved_on(index: Any) -> None:
+    a, b = await index.commit_many(A, [rec("a"), rec("b")])
+    stored = await index.commit_many(
+        A, [rec("a", b"2"), rec("b", b"2"), rec("new"), rec("c")], [a.seq, b.seq - 1, None, 1]
+    )
+    assert stored[0] == await index.get(A, "a") and stored[0].seq == 3
+    assert stored[1] == Moved("b", b) and (await index.get(A, "b")) == b
+    assert stored[2] == await index.get(A, "new") and stored[2].seq == 4
+    assert stored[3] == Moved("c", None) and await index.get(A, "c") is None
+    # What was not committed took no seq.
+    assert await index.current_seq(A) == 4
+
+
+async def _upload(box: Box, path: str, data: bytes, base: int | None) -> FileRecord:
+    staged = box.storage.new_staging()
+    staged.write(data)
+    record: FileRecord = await box.upload(path, staged, base, None, None)
+    return record
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_servers_changing_one_path_at_once_one_wins(
+    opener: Opener, tmp_path: Path, reactor: Any
+) -> None:
+    """
+    Two servers (their boxes, each with its own index object) change one
+    path from the same base at once: one commits, the other is refused as
+    a stale base and its change is undone in its box.
+    """
+    boxes = [
+        Box(A, opener(), BoxStorage(reactor, tmp_path / name), Hub(reactor)) for name in ("one", "two")
+    ]
+    results = await timed(
+        DeferredList(
+            [Deferred.fromCoroutine(_upload(box, "f.txt", name, 0)) for box, name in zip(boxes, (b"one", b"two"))],
+            consumeErrors=True,
+        ),
+        reactor,
+    )
+    (won,) = [n for n, (ok, _) in enumerate(results) if ok]
+    (lost,) = [n for n, (ok, _) in enumerate(results) if not ok]
+    failure = results[lost][1]
+    assert failure.check(StaleBase) and failure.value.current == results[won][1].seq == 1
+    assert (tmp_path / ("one", "two")[won] / "f.txt").exists()
+    assert not (tmp_path / ("one", "two")[lost] / "f.txt").exists()
+    # Deleting a file at once, from the seq both saw: one tombstone.
+    seq = (await _upload(boxes[0], "g.txt", b"g", None)).seq
+    (tmp_path / "two" / "g.txt").write_bytes(b"g")
+    deletes = await timed(
+        gatherResults([Deferred.fromCoroutine(box.delete_many([("g.txt", seq)])) for box in boxes]), reactor
+    )
+    outcomes = [outcome for (outcome,) in deletes]
+    assert sorted(type(outcome).__name__ for outcome in outcomes) == ["FileRecord", "StaleBase"]
+    assert (await boxes[1].index.get(A, "g.txt")).deleted
+    assert await boxes[1].index.current_seq(A) == seq + 1
+    # Making a folder at once, where there was none: one folder.
+    made = await timed(
+        DeferredList([Deferred.fromCoroutine(box.make_folder("d", 0)) for box in boxes], consumeErrors=True),
+        reactor,
+    )
+    assert sorted(ok for ok, _ in made) == [False, True]
+    (refused,) = [outcome for ok, outcome in made if not ok]
+    assert refused.check(StaleBase)
