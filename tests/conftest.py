@@ -36,9 +36,9 @@ def postgres() -> Iterator[PostgreSQL]:
     why = missing()
     if why is not None:
         pytest.skip(why)
-    running = PostgreSQL().start()
+    running = PostgreSQL()
     try:
-        yield running
+        yield running.start()
     finally:
         running.stop()
 

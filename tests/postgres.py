@@ -75,8 +75,7 @@ class PostgreSQL:
         if os.geteuid() == 0:
             for path in (self.folder, self.sockets):
                 shutil.chown(path, USER, USER)
-        log = open(self.folder / "postgres.log", "wb")
-        try:
+        with open(self.folder / "postgres.log", "ab") as log:
             subprocess.run(
                 [
                     str(BINARIES / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
@@ -84,6 +83,10 @@ class PostgreSQL:
                 ],
                 check=True, stdout=log, stderr=log, timeout=120, **self._as_user(),  # type: ignore[call-overload]
             )
+        return self._run()
+
+    def _run(self) -> PostgreSQL:
+        with open(self.folder / "postgres.log", "ab") as log:
             # Durability is not what these tests are about: no fsync.
             self.process = subprocess.Popen(
                 [
@@ -93,8 +96,6 @@ class PostgreSQL:
                 ],
                 stdout=log, stderr=log, **self._as_user(),  # type: ignore[call-overload]
             )
-        finally:
-            log.close()
         wait_until(self._ready, 60, what="PostgreSQL to accept connections")
         return self
 
@@ -124,10 +125,24 @@ class PostgreSQL:
             connection.execute(f"CREATE DATABASE {name}".encode())
         return self.url(name)
 
+    def restart(self) -> None:
+        """
+        Stop the server and start it again on the same data: every
+        connection to it is cut.
+        """
+        self._stop_server()
+        self._run()
+
     def stop(self) -> None:
         """
-        Stop the server (a fast shutdown: its clients are disconnected) and
-        remove its folder.
+        Stop the server and remove its folder.
+        """
+        self._stop_server()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _stop_server(self) -> None:
+        """
+        A fast shutdown: its clients are disconnected.
         """
         if self.process is not None:
             self.process.send_signal(signal.SIGINT)
@@ -137,4 +152,3 @@ class PostgreSQL:
                 self.process.kill()
                 self.process.wait(10)
             self.process = None
-        shutil.rmtree(self.folder, ignore_errors=True)

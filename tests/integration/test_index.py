@@ -489,3 +489,20 @@ async def test_two_servers_changing_one_path_at_once_one_wins(
     assert sorted(ok for ok, _ in made) == [False, True]
     (refused,) = [outcome for ok, outcome in made if not ok]
     assert refused.check(StaleBase)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_index_carries_on_after_postgresql_restarts(postgres: Any, reactor: Any) -> None:
+    from boxsync.server.pgindex import PostgresIndex
+
+    index = PostgresIndex(reactor, postgres.new_database(), connections=2)
+    index.start()
+    try:
+        # Both connections in use once.
+        await timed(gatherResults([index.commit(A, rec("a")), index.commit(A, rec("b"))]), reactor)
+        postgres.restart()
+        # The connections it had died with the server: new ones are made.
+        batches = await timed(gatherResults([index.commit(A, rec("c")), index.commit(A, rec("d"))]), reactor)
+        assert sorted(record.seq for record in batches) == [3, 4]
+    finally:
+        index.stop()
