@@ -28,7 +28,7 @@ from zope.interface import Interface, implementer
 from ..blocks import BLOCK_MIN, Block, Recipe
 from .staging import DiskFull
 
-__all__ = ["BlockSource", "Database", "FileRecord", "IIndex", "Moved", "SQLIndex", "SQLiteIndex", "Stats", "VersionRecord"]
+__all__ = ["BlockSource", "Database", "FileRecord", "IIndex", "IndexUnavailable", "Moved", "SQLIndex", "SQLiteIndex", "Stats", "VersionRecord"]
 
 _T = TypeVar("_T")
 
@@ -93,6 +93,13 @@ class BlockSource:
     seq: int
     offset: int
     path: str | None
+
+
+class IndexUnavailable(Exception):
+    """
+    The index cannot be used: its database cannot be reached, or was made
+    by a newer boxsync.
+    """
 
 
 @frozen

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, TypeVar
 import psycopg
 from attrs import define, field
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from twisted.internet.defer import fail
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
@@ -34,7 +34,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from .index import Database, IIndex, SQLIndex
+from .index import Database, IIndex, IndexUnavailable, SQLIndex
 from .staging import DiskFull
 
 __all__ = ["BadIndexURL", "PostgresIndex", "check_url", "migrate", "migrations"]
@@ -97,7 +97,7 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-class SchemaTooNew(Exception):
+class SchemaTooNew(IndexUnavailable):
     """
     The index was made by a newer boxsync than this one.
     """
@@ -217,6 +217,10 @@ class PostgresIndex(SQLIndex):
                     return fn(_Connection(connection))
             except psycopg.errors.DiskFull as e:
                 raise DiskFull(errno.ENOSPC, "no space left for the index") from e
+            except PoolTimeout as e:
+                raise IndexUnavailable(
+                    f"cannot reach the index in PostgreSQL at {where(self.url)} within {self.timeout:g} s"
+                ) from e
 
         return deferToThreadPool(self.reactor, self._threads, work)
 

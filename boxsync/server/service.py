@@ -33,7 +33,7 @@ from .app import BoxsyncApp
 from .auth import DEFAULT_ACCOUNT, IAuthenticator, TokenAuth
 from .box import Box
 from .hub import MAX_STREAMS_PER_TOKEN, Hub
-from .index import SQLiteIndex, Stats
+from .index import IndexUnavailable, SQLiteIndex, Stats
 from .legacy import LegacyAdapter
 from .limits import (
     MAX_MANIFEST_BYTES,
@@ -406,7 +406,7 @@ class BoxsyncService(MultiService):
         self.ready.callback(None)
 
     def _failed(self, failure: Any) -> None:
-        if failure.check(BoxInUse, CannotListenError, OSError):
+        if failure.check(BoxInUse, CannotListenError, OSError, IndexUnavailable):
             # Nothing unexpected: one line says it all.
             self.log.error("the server could not start: {error}", error=_one_line(failure.value))
         else:

@@ -7,6 +7,7 @@ test).
 from __future__ import annotations
 
 import errno
+import socket
 import threading
 import time
 from pathlib import Path
@@ -19,7 +20,9 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from boxsync.blocks import Block, Recipe
 from boxsync.server.box import Box, StaleBase
 from boxsync.server.hub import Hub
-from boxsync.server.index import BlockSource, FileRecord, IIndex, Moved, SQLiteIndex, Stats, VersionRecord
+from boxsync.server.index import (
+    BlockSource, FileRecord, IIndex, IndexUnavailable, Moved, SQLiteIndex, Stats, VersionRecord,
+)
 from boxsync.server.staging import DiskFull
 from boxsync.server.storage import BoxStorage
 from tests.helpers import sha, timed
@@ -506,3 +509,21 @@ async def test_the_index_carries_on_after_postgresql_restarts(postgres: Any, rea
         assert sorted(record.seq for record in batches) == [3, 4]
     finally:
         index.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unreachable_postgresql_is_said_in_one_line(reactor: Any) -> None:
+    pytest.importorskip("psycopg")
+    from boxsync.server.pgindex import PostgresIndex
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        index = PostgresIndex(reactor, f"postgresql://boxsync:secret@127.0.0.1:{port}/boxsync", timeout=0.5)
+        index.start()
+        try:
+            with pytest.raises(IndexUnavailable) as raised:
+                await timed(index.current_seq(A), reactor)
+        finally:
+            index.stop()
+    assert str(raised.value) == f"cannot reach the index in PostgreSQL at 127.0.0.1:{port}/boxsync within 0.5 s"
