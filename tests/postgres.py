@@ -15,6 +15,7 @@ import signal
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from attrs import define, field
 
@@ -63,10 +64,11 @@ class PostgreSQL:
     def sockets(self) -> Path:
         return self.folder / "sockets"
 
-    def _as_user(self) -> dict[str, object]:
+    def _as_user(self) -> dict[str, Any]:
         """
         The arguments of L{subprocess.Popen} that run a program as the
-        server's user.
+        server's user (as C{runuser -u postgres} would, with its own
+        process id, so it is signalled and waited for directly).
         """
         return {"user": USER, "group": USER, "extra_groups": []} if os.geteuid() == 0 else {}
 
@@ -81,7 +83,7 @@ class PostgreSQL:
                     str(BINARIES / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
                     "--encoding=UTF8", "--locale=C", "--no-sync",
                 ],
-                check=True, stdout=log, stderr=log, timeout=120, **self._as_user(),  # type: ignore[call-overload]
+                check=True, stdout=log, stderr=log, timeout=120, **self._as_user(),
             )
         return self._run()
 
@@ -94,7 +96,7 @@ class PostgreSQL:
                     "-h", "127.0.0.1", "-k", str(self.sockets), "-c", "fsync=off",
                     "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
                 ],
-                stdout=log, stderr=log, **self._as_user(),  # type: ignore[call-overload]
+                stdout=log, stderr=log, **self._as_user(),
             )
         wait_until(self._ready, 60, what="PostgreSQL to accept connections")
         return self
