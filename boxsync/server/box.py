@@ -79,13 +79,23 @@ def _read_seq(row: FileRecord | None) -> int | None:
     return None if row is None else row.seq
 
 
-def _stale(outcome: FileRecord | Moved) -> FileRecord:
+def _or_stale(outcome: FileRecord | Moved) -> FileRecord | StaleBase:
     """
     The record committed, or the stale base of a path that moved on.
     """
-    if isinstance(outcome, Moved):
-        raise StaleBase(outcome.path, _row_seq(outcome.row))
-    return outcome
+    return StaleBase(outcome.path, _row_seq(outcome.row)) if isinstance(outcome, Moved) else outcome
+
+
+def _stale(outcome: FileRecord | Moved) -> FileRecord:
+    """
+    The record committed.
+
+    @raise StaleBase: if its path moved on.
+    """
+    record = _or_stale(outcome)
+    if isinstance(record, StaleBase):
+        raise record
+    return record
 
 
 def _live_seq(row: FileRecord | None) -> int | None:
@@ -548,13 +558,7 @@ class Box:
             await self.storage.undo(moved)
         done = [n for n, outcome in enumerate(stored) if not isinstance(outcome, Moved)]
         await self.storage.settle([changes[n] for n in done], [replaced[n] for n in done])
-        outcomes: list[FileRecord | StaleBase] = []
-        for outcome in stored:
-            try:
-                outcomes.append(_stale(outcome))
-            except StaleBase as e:
-                outcomes.append(e)
-        return outcomes
+        return [_or_stale(outcome) for outcome in stored]
 
     async def set_executable(
         self,
