@@ -28,7 +28,18 @@ from zope.interface import Interface, implementer
 from ..blocks import BLOCK_MIN, Block, Recipe
 from .staging import DiskFull
 
-__all__ = ["BlockSource", "Database", "FileRecord", "IIndex", "IndexUnavailable", "Moved", "SQLIndex", "SQLiteIndex", "Stats", "VersionRecord"]
+__all__ = [
+    "BlockSource",
+    "Database",
+    "FileRecord",
+    "IIndex",
+    "IndexUnavailable",
+    "Moved",
+    "SQLIndex",
+    "SQLiteIndex",
+    "Stats",
+    "VersionRecord",
+]
 
 _T = TypeVar("_T")
 

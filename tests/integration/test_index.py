@@ -395,7 +395,8 @@ async def test_an_index_on_a_newer_schema_fails_its_queries(postgres: Any, react
 
     url = postgres.new_database()
     with psycopg.connect(url) as connection:
-        connection.execute("INSERT INTO schema_version (version, name) VALUES (%s, 'later')", (migrate(connection) + 1,))
+        later = migrate(connection) + 1
+        connection.execute("INSERT INTO schema_version (version, name) VALUES (%s, 'later')", (later,))
     index = PostgresIndex(reactor, url)
     index.start()
     try:
