@@ -103,6 +103,12 @@ class SchemaTooNew(IndexUnavailable):
     """
 
 
+class NotUTF8(IndexUnavailable):
+    """
+    A database whose text is not UTF-8 cannot hold every path.
+    """
+
+
 def migrate(connection: psycopg.Connection[Any]) -> int:
     """
     Bring the schema up to date in one transaction, under an advisory lock:
@@ -111,9 +117,16 @@ def migrate(connection: psycopg.Connection[Any]) -> int:
 
     @return: the schema's version.
     @raise SchemaTooNew: if the database has steps this boxsync does not know.
+    @raise NotUTF8: if the database's encoding is not UTF-8.
     """
     steps = migrations()
     with connection.transaction():
+        encoding = connection.execute("SHOW server_encoding").fetchone()
+        if encoding is None or encoding[0] != "UTF8":
+            raise NotUTF8(
+                f"the index's database is in {encoding and encoding[0]}, not UTF8: "
+                "make it with createdb --encoding UTF8"
+            )
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         connection.execute(
             "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "

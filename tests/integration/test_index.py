@@ -528,3 +528,15 @@ async def test_an_unreachable_postgresql_is_said_in_one_line(reactor: Any) -> No
         finally:
             index.stop()
     assert str(raised.value) == f"cannot reach the index in PostgreSQL at 127.0.0.1:{port}/boxsync within 0.5 s"
+
+
+def test_a_database_not_in_utf8_is_refused(postgres: Any) -> None:
+    import psycopg
+
+    from boxsync.server.pgindex import NotUTF8, migrate
+
+    with psycopg.connect(postgres.url("postgres"), autocommit=True) as connection:
+        connection.execute("CREATE DATABASE latin1 ENCODING 'LATIN1' TEMPLATE template0")
+    with psycopg.connect(postgres.url("latin1")) as connection:
+        with pytest.raises(NotUTF8, match="in LATIN1, not UTF8: make it with createdb --encoding UTF8"):
+            migrate(connection)
