@@ -37,13 +37,22 @@ from zope.interface import implementer
 from .index import Database, IIndex, IndexUnavailable, SQLIndex
 from .staging import DiskFull
 
-__all__ = ["BadIndexURL", "PostgresIndex", "check_url", "migrate", "migrations"]
+__all__ = [
+    "BadIndexURL",
+    "NotUTF8",
+    "PostgresIndex",
+    "SchemaTooNew",
+    "check_url",
+    "migrate",
+    "migrations",
+    "where",
+]
 
 _T = TypeVar("_T")
 
 #: The key of the advisory lock the schema is changed under: servers that
 #: start at once take turns, and all but the first find nothing to do.
-MIGRATION_LOCK = 0x626F78737963  # "boxsyc"
+MIGRATION_LOCK = 0x626F78737963  # "boxsyc" in ASCII
 
 #: How many connections (and threads) one server uses at most.
 CONNECTIONS = 4
