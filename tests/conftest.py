@@ -16,6 +16,7 @@ import pytest_twisted
 
 from boxsync.testing import SeaweedFS, weed_binary
 from tests.helpers import RunningServer, http_client
+from tests.postgres import PostgreSQL, missing
 
 KEY = "test-key-0123456789"
 
@@ -25,6 +26,22 @@ def reactor() -> Any:
     from twisted.internet import reactor
 
     return reactor
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgreSQL]:
+    """
+    A real PostgreSQL for the whole run, started by the first test that
+    asks for it; the tests that do are skipped if it cannot run here.
+    """
+    why = missing()
+    if why is not None:
+        pytest.skip(why)
+    running = PostgreSQL()
+    try:
+        yield running.start()
+    finally:
+        running.stop()
 
 
 @pytest_twisted.async_yield_fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Protocol
 
 import psutil
 from attrs import define, field
@@ -33,7 +33,7 @@ from .app import BoxsyncApp
 from .auth import DEFAULT_ACCOUNT, IAuthenticator, TokenAuth
 from .box import Box
 from .hub import MAX_STREAMS_PER_TOKEN, Hub
-from .index import SQLiteIndex, Stats
+from .index import IndexUnavailable, SQLiteIndex, Stats
 from .legacy import LegacyAdapter
 from .limits import (
     MAX_MANIFEST_BYTES,
@@ -48,7 +48,10 @@ from .tokens import load_secret
 from .uploads import UploadSite
 from .web import WebPage
 
-__all__ = ["BoxInUse", "BoxsyncService", "ServerConfig", "claim"]
+if TYPE_CHECKING:
+    from .pgindex import PostgresIndex
+
+__all__ = ["BoxInUse", "BoxsyncService", "ServerConfig", "claim", "open_index"]
 
 
 @define
@@ -57,6 +60,8 @@ class ServerConfig:
     @ivar auth: who gets in, with one account; C{None} with C{tokens}.
     @ivar tokens: serve many accounts, one folder each, to clients with
         signed tokens (L{boxsync.server.tokens}) instead.
+    @ivar index: the PostgreSQL database the index is in (a
+        C{postgresql://} URL); C{None}: SQLite, in the box's hidden folder.
     @ivar max_streams_per_token: the most event streams one token may hold
         open at once.
     @ivar retention: what of the overwritten and deleted versions is kept
@@ -77,6 +82,7 @@ class ServerConfig:
     max_manifest_entries: int = MAX_MANIFEST_ENTRIES
     connections: ConnectionLimits = ConnectionLimits()
     tokens: bool = False
+    index: str | None = None
     max_streams_per_token: int = MAX_STREAMS_PER_TOKEN
     revocation_seconds: float = POLL_SECONDS
     retention: Retention = field(factory=Retention)
@@ -131,12 +137,30 @@ def claim(hidden: Path, tokens: bool) -> FolderLock:
     return lock
 
 
+def open_index(reactor: IServerReactor, url: str | None, hidden: Path) -> SQLiteIndex | PostgresIndex:
+    """
+    The index: in the PostgreSQL database at C{url}, else in SQLite in the
+    box's hidden folder C{hidden}. Not started.
+    """
+    if url is None:
+        return SQLiteIndex(reactor, hidden / "index.sqlite")
+    from .pgindex import PostgresIndex
+
+    return PostgresIndex(reactor, url)
+
+
+class _Startable(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class _IndexService(Service):
     """
     The index, open while the server runs.
     """
 
-    def __init__(self, index: SQLiteIndex) -> None:
+    def __init__(self, index: _Startable) -> None:
         self.index = index
 
     def startService(self) -> None:
@@ -293,7 +317,7 @@ class BoxsyncService(MultiService):
         self.reactor = reactor
         self.config = config
         self.storage = BoxStorage(reactor, config.box)
-        self.index = SQLiteIndex(reactor, self.storage.hidden / "index.sqlite")
+        self.index = open_index(reactor, config.index, self.storage.hidden)
         self.hub = Hub(reactor, config.keepalive_seconds, config.max_streams_per_token)
         self.box: Box | None = None
         self.accounts: Accounts | None = None
@@ -382,7 +406,7 @@ class BoxsyncService(MultiService):
         self.ready.callback(None)
 
     def _failed(self, failure: Any) -> None:
-        if failure.check(BoxInUse, CannotListenError, OSError):
+        if failure.check(BoxInUse, CannotListenError, OSError, IndexUnavailable):
             # Nothing unexpected: one line says it all.
             self.log.error("the server could not start: {error}", error=_one_line(failure.value))
         else:

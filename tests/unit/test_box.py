@@ -61,11 +61,13 @@ class CountingIndex:
     def commit(self, account: str, record: FileRecord) -> Any:
         return self.real.commit(account, record)
 
-    def commit_many(self, account: str, records: Sequence[FileRecord]) -> Any:
+    def commit_many(
+        self, account: str, records: Sequence[FileRecord], expected: Sequence[int | None] | None = None
+    ) -> Any:
         self.commits.append(len(records))
         if self.broken:
             return fail(RuntimeError("the index is broken"))
-        return self.real.commit_many(account, records)
+        return self.real.commit_many(account, records, expected)
 
     def since(self, account: str, seq: int, limit: int) -> Any:
         return self.real.since(account, seq, limit)
