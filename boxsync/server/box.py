@@ -23,9 +23,10 @@ from twisted.python.failure import Failure
 from ..blocks import BLOCK_MIN, Recipe, recipe_of
 from ..wire.blocks import BlockCommit
 from .blockstore import IBlockStore, LocalBlockStore
-from .http import as_download, as_event
+from .http import as_event
 from .hub import Hub
 from .index import FileRecord, IIndex, Moved, VersionRecord
+from .relay import Commit, Relay, Seen
 from .sharing import SharedVersions, VersionDamaged
 from .staging import StagingFile
 from .storage import BoxStorage, Change
@@ -205,9 +206,12 @@ class Box:
             lambda self: SharedVersions(self.account, self.index, self.storage, self.blocks), takes_self=True
         )
     )
+    relay: Relay | None = None
     _lock: DeferredLock = field(factory=DeferredLock)
     _queue: list[_Pending] = field(factory=list)
     _committing: bool = False
+    _seen: Seen = field(factory=Seen)
+    _following: DeferredLock = field(factory=DeferredLock)
     log = Logger()
 
     async def _check_base(self, path: str, base: int | None) -> FileRecord | None:
@@ -467,7 +471,7 @@ class Box:
             size=record.size,
             seq=record.seq,
         )
-        self.hub.publish(self.account, as_download(record), exclude=pending.stream)
+        self._publish(record, pending.stream)
 
     async def _commit_group(self, group: list[_Pending]) -> list[FileRecord | _Unchanged | Exception]:
         """
@@ -751,4 +755,49 @@ class Box:
             path=record.path,
             seq=record.seq,
         )
+        self._publish(record, stream)
+
+    def _publish(self, record: FileRecord, stream: str | None) -> None:
+        """
+        Tell every stream but C{stream} of the commit of C{record}, here and,
+        through the relay, on the other servers.
+        """
+        self._seen.fresh(record.seq)
         self.hub.publish(self.account, as_event(record), exclude=stream)
+        if self.relay is not None:
+            self.relay.tell(self.account, record.seq, stream)
+
+    async def remote(self, commit: Commit) -> None:
+        """
+        Publish here what another server committed (C{commit}), but for what
+        was published already.
+        """
+        async with self._following:
+            count = commit.last - commit.first + 1
+            records: list[FileRecord] = await self.index.since(self.account, commit.first - 1, count)
+            if self._seen.low is None:
+                self._seen.caught_up(commit.first - 1)
+            for record in records:
+                if record.seq <= commit.last and self._seen.fresh(record.seq):
+                    self.hub.publish(self.account, as_event(record), exclude=commit.stream)
+
+    async def catch_up(self, page: int = 1000) -> None:
+        """
+        Publish what the index has past the last seq every earlier one of
+        which was published here: commits whose notification was lost.
+        """
+        async with self._following:
+            if self._seen.low is None:
+                self._seen.caught_up(await self.index.current_seq(self.account))
+                return
+            while True:
+                low = self._seen.low
+                assert low is not None
+                records: list[FileRecord] = await self.index.since(self.account, low, page)
+                for record in records:
+                    if self._seen.fresh(record.seq):
+                        self.hub.publish(self.account, as_event(record))
+                if records:
+                    self._seen.caught_up(records[-1].seq)
+                if len(records) < page:
+                    return

@@ -42,6 +42,7 @@ from .limits import (
     ConnectionLimits,
 )
 from .registry import REGISTRY_FILE
+from .relay import Commit, Receiver, Relay
 from .sessions import SIGN_IN, Sessions
 from .storage import BoxStorage
 from .tokens import load_secret
@@ -147,6 +148,45 @@ def open_index(reactor: IServerReactor, url: str | None, hidden: Path) -> SQLite
     from .pgindex import PostgresIndex
 
     return PostgresIndex(reactor, url)
+
+
+def open_relay(reactor: IServerReactor, url: str | None, receiver: Receiver) -> Relay | None:
+    """
+    With an index in PostgreSQL (at C{url}), the relay that tells the other
+    servers on it of this one's commits and C{receiver} of theirs; else
+    none: a server alone has no one to tell. Not started.
+    """
+    if url is None:
+        return None
+    from .pgrelay import PostgresRelay
+
+    return PostgresRelay(reactor, reactor, url, receiver)
+
+
+@define
+class _Followers:
+    """
+    The boxes of this server, as the relay's L{Receiver}: another server's
+    commit is published by the box of its account, if this server has it.
+    """
+
+    boxes: Callable[[], list[Box]]
+    box_of: Callable[[str], Box | None]
+    log = Logger()
+
+    def committed(self, commit: Commit) -> None:
+        box = self.box_of(commit.account)
+        if box is not None:
+            self._follow(box.remote(commit))
+
+    def catch_up(self) -> None:
+        for box in self.boxes():
+            self._follow(box.catch_up())
+
+    def _follow(self, work: Coroutine[Any, Any, None]) -> None:
+        Deferred.fromCoroutine(work).addErrback(
+            lambda failure: self.log.failure("publishing another server's commits", failure)
+        )
 
 
 class _Startable(Protocol):
@@ -321,6 +361,7 @@ class BoxsyncService(MultiService):
         self.hub = Hub(reactor, config.keepalive_seconds, config.max_streams_per_token)
         self.box: Box | None = None
         self.accounts: Accounts | None = None
+        self.relay = open_relay(reactor, config.index, _Followers(self._boxes, self._box_of))
         auth: IAuthenticator
         boxes: Callable[[str], Box]
         check: Callable[[], Coroutine[Any, Any, object]]
@@ -332,13 +373,14 @@ class BoxsyncService(MultiService):
                 self.hub,
                 self.storage.hidden / REGISTRY_FILE,
                 poll_seconds=config.revocation_seconds,
+                relay=self.relay,
             )
             secret = load_secret(self.storage.hidden, create=True)
             auth = TokenAuth(secret, reactor, self.accounts.revoked, self.accounts.has)
             boxes = self.accounts.box
             check = self.accounts.start
         else:
-            self.box = Box(DEFAULT_ACCOUNT, self.index, self.storage, self.hub)
+            self.box = Box(DEFAULT_ACCOUNT, self.index, self.storage, self.hub, relay=self.relay)
             auth, boxes = config.auth, self._box_for
             check = lambda: adopt(self._box_for(DEFAULT_ACCOUNT), reactor)  # noqa: E731
         sessions = Sessions(reactor, auth, frozenset() if self.accounts is None else self.accounts.revoked)
@@ -372,6 +414,8 @@ class BoxsyncService(MultiService):
         checked = _BoxesService(self.storage, config.tokens, check, self.accounts)
         checked.setServiceParent(self)
         _HubService(self.hub).setServiceParent(self)
+        if isinstance(self.relay, Service):
+            self.relay.setServiceParent(self)
         self._listeners = _ListenService(reactor, config.listen, self.factory, checked.ready)
         self._listeners.setServiceParent(self)
         self.ready: Deferred[None] = Deferred()
@@ -385,9 +429,17 @@ class BoxsyncService(MultiService):
         self.ready.addCallback(lambda result: after.callback(None))
         return after
 
+    def _boxes(self) -> list[Box]:
+        return [self.box] if self.box is not None else self.accounts.boxes() if self.accounts is not None else []
+
+    def _box_of(self, account: str) -> Box | None:
+        for box in self._boxes():
+            if box.account == account:
+                return box
+        return None
+
     async def _tidy(self) -> None:
-        boxes = [self.box] if self.box is not None else self.accounts.boxes() if self.accounts is not None else []
-        await tidy(boxes, self.config.retention, self.reactor.seconds())
+        await tidy(self._boxes(), self.config.retention, self.reactor.seconds())
 
     @property
     def ports(self) -> list[IListeningPort]:

@@ -24,8 +24,8 @@ from boxsync.server.hub import Hub
 from boxsync.server.index import _COLUMNS, _SCHEMA, FileRecord, IIndex, SQLiteIndex, _record, open_database
 from boxsync.server.staging import DiskFull, StagingFile
 from boxsync.server.storage import BoxStorage
-from boxsync.wire import Download, Event
-from tests.helpers import sha, timed
+from boxsync.wire import Download
+from tests.helpers import Recorder, sha, timed
 
 ACCOUNT = "acct"
 
@@ -83,22 +83,6 @@ class CountingIndex:
 
     def stats(self, account: str) -> Any:
         return self.real.stats(account)
-
-
-@define
-class Recorder:
-    stream_id: str = "recorder"
-    client: str = "recorder"
-    events: list[Event] = field(factory=list)
-
-    def send(self, event: Event) -> None:
-        self.events.append(event)
-
-    def keepalive(self) -> None:
-        pass
-
-    def disconnect(self) -> None:
-        pass
 
 
 @define
