@@ -41,17 +41,21 @@ class FolderLock:
     _fd: int | None = None
 
     @classmethod
-    def acquire(cls, path: Path) -> FolderLock:
+    def acquire(cls, path: Path, shared: bool = False, wait: bool = False) -> FolderLock:
         """
-        Take the lock at C{path} (made if missing) and write this process's
-        pid in it.
+        Take the lock at C{path} (made if missing) and, taken alone, write
+        this process's pid in it.
 
-        @raise Locked: if another process holds it.
+        @param shared: take it beside other processes that take it shared
+            (several servers of one box), not alone.
+        @param wait: wait until it can be taken (call it in a thread).
+        @raise Locked: if another process holds it the other way (or at all,
+            to take it alone), and C{wait} is false.
         @raise OSError: if the file cannot be made or opened.
         """
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             pid = _pid(fd)
             os.close(fd)
@@ -59,9 +63,18 @@ class FolderLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if not shared:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return cls(path, fd)
+
+    def share(self) -> None:
+        """
+        Let other processes take it shared too, from now on (this one took
+        it alone).
+        """
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
 
     def release(self) -> None:
         if self._fd is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredLock, gatherResults
@@ -31,6 +31,7 @@ from .registry import TokenRegistry
 from .relay import Relay
 from .storage import BoxStorage
 from .tokens import BadName, check_account
+from .turns import Turns
 
 __all__ = ["Accounts", "BadAccountFolder", "POLL_SECONDS"]
 
@@ -75,6 +76,8 @@ class Accounts:
     registry_path: Path
     poll_seconds: float = POLL_SECONDS
     relay: Relay | None = None
+    turns: Callable[[BoxStorage], Turns] = lambda storage: Turns()
+    adopting: bool = True
     revoked: set[str] = field(factory=set)
     _boxes: dict[str, Box] = field(factory=dict)
     _adopted: dict[str, Deferred[Any]] = field(factory=dict)
@@ -150,7 +153,11 @@ class Accounts:
         except (BadName, BadAccountFolder, OSError) as e:
             self.log.error("account {account} cannot be served: {error}", account=account, error=e)
             return None
-        box = self._boxes[account] = Box(account, self.index, storage, self.hub, relay=self.relay)
+        box = self._boxes[account] = Box(
+            account, self.index, storage, self.hub, relay=self.relay, turns=self.turns(storage)
+        )
+        if not self.adopting:
+            return box
         adopting = Deferred.fromCoroutine(adopt(box, self.reactor))
         adopting.addErrback(
             lambda failure: self.log.failure("adopting account {account}", failure, account=account)

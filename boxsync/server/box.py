@@ -30,6 +30,7 @@ from .relay import Commit, Relay, Seen
 from .sharing import SharedVersions, VersionDamaged
 from .staging import StagingFile
 from .storage import BoxStorage, Change
+from .turns import Turns
 
 __all__ = ["Box", "StaleBase", "NotFound", "DigestMismatch", "MissingBlocks"]
 
@@ -207,7 +208,7 @@ class Box:
         )
     )
     relay: Relay | None = None
-    _lock: DeferredLock = field(factory=DeferredLock)
+    turns: Turns = field(factory=Turns)
     _queue: list[_Pending] = field(factory=list)
     _committing: bool = False
     _seen: Seen = field(factory=Seen)
@@ -439,7 +440,7 @@ class Box:
                 group = _take_group(self._queue)
                 outcomes: list[FileRecord | _Unchanged | Exception | Failure]
                 try:
-                    async with self._lock:
+                    async with self.turns:
                         outcomes = list(await self._commit_group(group))
                 except Exception:
                     failure = Failure()
@@ -583,7 +584,7 @@ class Box:
         @raise StaleBase: if C{path} has moved on from C{base}, or its bytes
             are not C{sha256}.
         """
-        async with self._lock:
+        async with self.turns:
             row = await self._check_base(path, base)
             if row is None or row.deleted:
                 raise NotFound(path)
@@ -632,7 +633,7 @@ class Box:
             (L{NotFound}, L{StaleBase}).
         """
         refused: dict[int, BaseException] = {}
-        async with self._lock:
+        async with self.turns:
             rows: dict[str, FileRecord] = await self.index.get_many(self.account, [path for path, _ in deletes])
             going: list[tuple[int, FileRecord]] = []
             for place, (path, base) in enumerate(deletes):
@@ -673,7 +674,7 @@ class Box:
         @raise StaleBase: if C{path} has moved on from C{base}.
         @raise BadPath: if a file is at C{path} (or on the way) in the box.
         """
-        async with self._lock:
+        async with self.turns:
             row = await self.index.get(self.account, path)
             if row is not None and row.folder and not row.deleted:
                 await self.storage.make_folder(path)
@@ -697,7 +698,7 @@ class Box:
         @raise NotFound: if there is no live folder at C{path}.
         @raise StaleBase: if C{path} has moved on from C{base}.
         """
-        async with self._lock:
+        async with self.turns:
             row = await self._check_base(path, base)
             if row is None or row.deleted or not row.folder:
                 raise NotFound(path)

@@ -226,11 +226,12 @@ class Tidied:
     blocks: int
 
 
-async def tidy(boxes: Iterable[Box], retention: Retention, now: float) -> Tidied:
+async def tidy(boxes: Iterable[Box], retention: Retention, now: float, share: bool = True) -> Tidied:
     """
     Forget the versions of C{boxes} that C{retention} no longer keeps at
     C{now} and remove their files, make those kept share their common
-    blocks, and sweep the blocks sent ahead of commits that never came.
+    blocks (if C{share}), and sweep the blocks sent ahead of commits that
+    never came.
     """
     boxes = list(boxes)
     if not boxes:
@@ -241,7 +242,8 @@ async def tidy(boxes: Iterable[Box], retention: Retention, now: float) -> Tidied
     for box in boxes:
         forgotten: list[VersionRecord] = await box.shared.forget(sorted(doomed[box.account]))
         versions += len(forgotten)
-        await box.shared.share()
+        if share:
+            await box.shared.share()
         blocks += await box.blocks.sweep(pending_deadline(now))
     if versions or blocks:
         log.info(

@@ -45,6 +45,7 @@ from .registry import REGISTRY_FILE
 from .relay import Commit, Receiver, Relay
 from .sessions import SIGN_IN, Sessions
 from .storage import BoxStorage
+from .turns import COMMIT_LOCK, Turns
 from .tokens import load_secret
 from .uploads import UploadSite
 from .web import WebPage
@@ -97,6 +98,11 @@ class ServerConfig:
 #: The server's lock file and the file that says how the box is served,
 #: below the box's hidden folder.
 LOCK_FILE = "server.lock"
+
+log = Logger()
+
+#: The file the servers of one box take turns to tidy it on.
+TIDY_LOCK = "tidy.lock"
 MODE_FILE = "mode"
 
 
@@ -121,6 +127,42 @@ def claim(hidden: Path, tokens: bool) -> FolderLock:
         lock = FolderLock.acquire(hidden / LOCK_FILE)
     except Locked as e:
         raise BoxInUse(f"{hidden.parent} is already served by another boxsync server (pid {e.pid})") from None
+    _check_mode(hidden, tokens, lock)
+    return lock
+
+
+async def claim_shared(
+    hidden: Path, tokens: bool, in_thread: Callable[[Callable[[], FolderLock]], Deferred[FolderLock]]
+) -> tuple[FolderLock, bool]:
+    """
+    Serve the box whose hidden folder is C{hidden} beside the other servers
+    of its index in PostgreSQL: alone if none serves it yet (the lock is
+    then taken alone, for the box to be checked, and L{FolderLock.share}d
+    after), else beside them, once the one checking it is done.
+
+    @return: the lock, and whether this server is alone.
+    @raise BoxInUse: as L{claim}.
+    """
+    try:
+        lock = FolderLock.acquire(hidden / LOCK_FILE)
+        alone = True
+    except Locked as e:
+        log.info(
+            "the box {box} is served already (pid {pid} took it first): waiting to serve it beside",
+            box=str(hidden.parent),
+            pid=e.pid,
+        )
+        lock = await in_thread(lambda: FolderLock.acquire(hidden / LOCK_FILE, shared=True, wait=True))
+        alone = False
+    _check_mode(hidden, tokens, lock)
+    return lock, alone
+
+
+def _check_mode(hidden: Path, tokens: bool, lock: FolderLock) -> None:
+    """
+    @raise BoxInUse: if the box was served the other way (see L{claim});
+        C{lock} is then released.
+    """
     mode = "tokens" if tokens else "key"
     recorded = hidden / MODE_FILE
     try:
@@ -135,7 +177,6 @@ def claim(hidden: Path, tokens: bool) -> FolderLock:
             f"{hidden.parent} was served {served}: serve it the same way, or move its files to a "
             f"new box to change (see docs/deploy.md)"
         )
-    return lock
 
 
 def open_index(reactor: IServerReactor, url: str | None, hidden: Path) -> SQLiteIndex | PostgresIndex:
@@ -226,11 +267,13 @@ class _BoxesService(Service):
         tokens: bool,
         check: Callable[[], Coroutine[Any, Any, object]],
         accounts: Accounts | None,
+        beside_others: bool = False,
     ) -> None:
         self.storage = storage
         self.tokens = tokens
         self._check = check
         self.accounts = accounts
+        self.beside_others = beside_others
         self.ready: Deferred[object] = Deferred()
         self._lock: FolderLock | None = None
 
@@ -241,11 +284,28 @@ class _BoxesService(Service):
     async def _start(self) -> object:
         # Before anything of the box is touched: another server may be
         # writing its staging files.
-        self._lock = claim(self.storage.hidden, self.tokens)
+        if not self.beside_others:
+            self._lock = claim(self.storage.hidden, self.tokens)
+        else:
+            self._lock, alone = await claim_shared(self.storage.hidden, self.tokens, self.storage.in_thread)
+            if not alone:
+                # The others write in the box: it is theirs as much as ours,
+                # and was checked by the first of them.
+                self.log.info("serving the box beside other servers")
+                if self.accounts is not None:
+                    self.accounts.adopting = False
+                    await self.accounts.start()
+                return None
         left = self.storage.clean_staging()
         if left:
             self.log.info("removed {count} unfinished uploads", count=left)
-        return await self._check()
+        checked = await self._check()
+        if self.beside_others:
+            if self.accounts is not None:
+                # Accounts made from now on may be written in by others.
+                self.accounts.adopting = False
+            self._lock.share()
+        return checked
 
     def stopService(self) -> None:
         super().stopService()
@@ -362,6 +422,8 @@ class BoxsyncService(MultiService):
         self.box: Box | None = None
         self.accounts: Accounts | None = None
         self.relay = open_relay(reactor, config.index, _Followers(self._boxes, self._box_of))
+        #: Whether other servers may serve the box too (its index is in PostgreSQL).
+        self.cluster = config.index is not None
         auth: IAuthenticator
         boxes: Callable[[str], Box]
         check: Callable[[], Coroutine[Any, Any, object]]
@@ -374,13 +436,16 @@ class BoxsyncService(MultiService):
                 self.storage.hidden / REGISTRY_FILE,
                 poll_seconds=config.revocation_seconds,
                 relay=self.relay,
+                turns=self._turns,
             )
             secret = load_secret(self.storage.hidden, create=True)
             auth = TokenAuth(secret, reactor, self.accounts.revoked, self.accounts.has)
             boxes = self.accounts.box
             check = self.accounts.start
         else:
-            self.box = Box(DEFAULT_ACCOUNT, self.index, self.storage, self.hub, relay=self.relay)
+            self.box = Box(
+                DEFAULT_ACCOUNT, self.index, self.storage, self.hub, relay=self.relay, turns=self._turns(self.storage)
+            )
             auth, boxes = config.auth, self._box_for
             check = lambda: adopt(self._box_for(DEFAULT_ACCOUNT), reactor)  # noqa: E731
         sessions = Sessions(reactor, auth, frozenset() if self.accounts is None else self.accounts.revoked)
@@ -411,7 +476,7 @@ class BoxsyncService(MultiService):
         # Tracks every open connection, to close them when the service stops.
         self.factory = WrappingFactory(self.site)
         _IndexService(self.index).setServiceParent(self)
-        checked = _BoxesService(self.storage, config.tokens, check, self.accounts)
+        checked = _BoxesService(self.storage, config.tokens, check, self.accounts, self.cluster)
         checked.setServiceParent(self)
         _HubService(self.hub).setServiceParent(self)
         if isinstance(self.relay, Service):
@@ -438,8 +503,30 @@ class BoxsyncService(MultiService):
                 return box
         return None
 
+    def _turns(self, storage: BoxStorage) -> Turns:
+        """
+        How the commits of the box kept in C{storage} take turns: beside
+        those of the other servers, if there may be others.
+        """
+        if not self.cluster:
+            return Turns()
+        return Turns(storage.hidden / COMMIT_LOCK, storage.in_thread)
+
     async def _tidy(self) -> None:
-        await tidy(self._boxes(), self.config.retention, self.reactor.seconds())
+        if not self.cluster:
+            await tidy(self._boxes(), self.config.retention, self.reactor.seconds())
+            return
+        # One server tidies at a time. Kept versions do not share their
+        # blocks (punched out of one, filled back before a read): the
+        # filling on one server could meet the punching on another.
+        try:
+            lock = FolderLock.acquire(self.storage.hidden / TIDY_LOCK)
+        except Locked:
+            return
+        try:
+            await tidy(self._boxes(), self.config.retention, self.reactor.seconds(), share=False)
+        finally:
+            lock.release()
 
     @property
     def ports(self) -> list[IListeningPort]:

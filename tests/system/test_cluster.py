@@ -1,0 +1,85 @@
+"""
+Two real server processes serving one box, on one index in a real
+PostgreSQL, with real clients each on its own server, over 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from boxsync.testing import Client, Server, wait_until
+from tests.faults import converged, get, put
+from tests.postgres import PostgreSQL
+
+
+@pytest.fixture
+def pair(tmp_path: Path, postgres: PostgreSQL) -> Iterator[tuple[Server, Server]]:
+    """
+    Two servers of the box C{tmp_path/box}, on one new database.
+    """
+    url = postgres.new_database()
+    one = Server(tmp_path / "box", options=["--index", url]).start()
+    two = Server(tmp_path / "box", options=["--index", url])
+    try:
+        two.start()
+        yield one, two
+    finally:
+        two.kill()
+        one.kill()
+
+
+def test_clients_on_two_servers_converge_live(tmp_path: Path, pair: tuple[Server, Server]) -> None:
+    one, two = pair
+    assert two.process is not None and "serving the box beside other servers" in two.process.output()
+    a, b = Client(one, tmp_path / "a", "a"), Client(two, tmp_path / "b", "b")
+    a.start()
+    b.start()
+    try:
+        steps = [
+            (a, lambda f: (f / "notes.txt").write_text("made on a, through one")),
+            (b, lambda f: (f / "notes.txt").write_text("edited on b, through two")),
+            (a, lambda f: (f / "big.bin").write_bytes(bytes(range(256)) * 20_000)),
+            (b, lambda f: [(f / f"many-{n}.txt").write_text(str(n)) for n in range(50)]),
+            (a, lambda f: (f / "notes.txt").unlink()),
+        ]
+        for who, change in steps:
+            change(who.folder)
+            wait_until(
+                lambda: converged(a.folder, b.folder, one.box), timeout=30, what=f"sync after a step by {who.name}"
+            )
+        assert not (b.folder / "notes.txt").exists()
+        assert not list(a.folder.glob("*.conflict-*")) and not list(b.folder.glob("*.conflict-*"))
+    finally:
+        assert a.stop() == 0 and b.stop() == 0
+
+
+def test_one_of_two_commits_of_a_path_from_one_base_wins(pair: tuple[Server, Server]) -> None:
+    """
+    The same path from the same base through both servers at once: exactly
+    one is committed, the other refused as a stale base, and the box holds
+    the one committed.
+    """
+    one, two = pair
+    paths = [f"race-{n}.txt" for n in range(20)]
+
+    def race(path: str) -> list[tuple[int, bytes]]:
+        bodies = [f"{path} through {name}".encode() * 100 for name in ("one", "two")]
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda sb: put(sb[0], path, sb[1], base=0), zip((one, two), bodies)))
+        return [(status, body) for (status, _), body in zip(answers, bodies)]
+
+    for path in paths:
+        outcome = race(path)
+        statuses = sorted(status for status, _ in outcome)
+        assert statuses[0] in (200, 201) and statuses[1] == 412, (path, statuses)
+        (won,) = [body for status, body in outcome if status != 412]
+        for server in (one, two):
+            status, headers, body = get(server, path)
+            assert status == 200 and body == won
+            assert headers["ETag"].strip('"') == hashlib.sha256(won).hexdigest()
+        assert (one.box / path).read_bytes() == won
