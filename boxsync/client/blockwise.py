@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Awaitable, Callable, Iterable, Sequence
+from typing import Awaitable, Callable, Collection, Iterable, Sequence
 
 from attrs import define
 from twisted.internet.defer import Deferred, DeferredList
@@ -178,11 +178,16 @@ class Blockwise:
         expected_sha256: str,
         sources: Iterable[Path],
         on_progress: Callable[[int], object],
+        checked: Collection[tuple[int, str]] = (),
     ) -> DownloadResult | None:
         """
         Fetch the live version of C{path} into C{temp}, taking what blocks
         it can from C{temp} itself (an earlier try) and C{sources} (local
         files that may hold some of them).
+
+        @param checked: blocks in C{temp} checked as they were written there
+            (offset, sha256): taken as they are, the whole file's sha256 being
+            checked in the end in any case.
 
         @return: what came, or C{None} if the server's version is no longer
             C{expected_sha256}.
@@ -193,7 +198,7 @@ class Blockwise:
             return None
         fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            wanted = await self.run(lambda: _fill_locally(fd, recipe, list(sources)))
+            wanted = await self.run(lambda: _fill_locally(fd, recipe, list(sources), checked))
             on_progress(recipe.size - sum(block.size for _, block in wanted))
 
             def fetch(offset: int, block: Block) -> Callable[[], Awaitable[None]]:
@@ -238,15 +243,20 @@ async def _all(work: Sequence[Callable[[], Awaitable[None]]]) -> None:
         raise failed[0]
 
 
-def _fill_locally(fd: int, recipe: Recipe, sources: list[Path]) -> list[tuple[int, Block]]:
+def _fill_locally(
+    fd: int, recipe: Recipe, sources: list[Path], checked: Collection[tuple[int, str]] = ()
+) -> list[tuple[int, Block]]:
     """
     Write into C{fd} every block of C{recipe} found locally: in C{fd} at its
-    place already, or in one of C{sources}. Blocking.
+    place already (without reading those C{checked} there), or in one of
+    C{sources}. Blocking.
 
     @return: the blocks still wanted, with their offsets.
     """
     wanted: list[tuple[int, Block]] = []
     for offset, block in recipe.placed():
+        if (offset, block.sha256) in checked:
+            continue
         if read_block(fd, offset, block) is None:
             wanted.append((offset, block))
     if not wanted:

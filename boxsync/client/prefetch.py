@@ -58,6 +58,7 @@ class _File:
     wanted: deque[tuple[int, Block]] = field(factory=deque)
     workers: list[Deferred[None]] = field(factory=list)
     fetching: set[Deferred[bytes]] = field(factory=set)
+    written: set[tuple[int, str]] = field(factory=set)
     idle: IDelayedCall | None = None
     stopped: bool = False
 
@@ -123,6 +124,7 @@ class Prefetch:
             if file.stopped:
                 return
             await self.run(lambda: os.pwrite(file.fd, data, offset))
+            file.written.add((offset, block.sha256))
             self._busy(file)
 
     async def _stop(self, file: _File) -> None:
@@ -140,20 +142,24 @@ class Prefetch:
         await DeferredList(file.workers, consumeErrors=True)
         os.close(file.fd)
 
-    async def take(self, path: str, temp: Path) -> None:
+    async def take(self, path: str, temp: Path) -> frozenset[tuple[int, str]]:
         """
         The download of C{path} to C{temp} starts: stop fetching ahead, and
         give it the blocks fetched (as C{temp}, unless an earlier try left
         one there).
+
+        @return: the blocks in C{temp} that were checked as they came (their
+            offsets and sha256s), none if none was given.
         """
         file = self._files.pop(path, None)
         if file is None:
-            return
+            return frozenset()
         await self._stop(file)
         if temp.exists():
             file.temp.unlink(missing_ok=True)
-        else:
-            os.rename(file.temp, temp)
+            return frozenset()
+        os.rename(file.temp, temp)
+        return frozenset(file.written)
 
     def _drop(self, file: _File) -> None:
         if self._files.get(file.path) is file:

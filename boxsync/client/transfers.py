@@ -211,10 +211,9 @@ class Transfers:
             self.reporter.finished(path, "moved back in place")
             return temp, DownloadResult(sha256=event.sha256, size=event.size, seq=event.seq)
         if blockwise is not None and event.size > SMALL_FILE:
-            if self.prefetch is not None:
-                await self.prefetch.take(path, temp)
+            checked = await self.prefetch.take(path, temp) if self.prefetch is not None else frozenset()
             alone = lambda: blockwise.download(  # noqa: E731
-                path, temp, event.sha256, self.sources(event), on_progress
+                path, temp, event.sha256, self.sources(event), on_progress, checked
             )
         else:
             alone = lambda: self.api.download(path, temp, event.sha256, on_progress=on_progress)  # noqa: E731

@@ -265,13 +265,40 @@ async def test_blocks_of_a_file_on_its_way_are_fetched_as_they_arrive(
         assert response.code == 201
         await response.content()
         await eventually(reactor, lambda: ahead.read_bytes()[offset : offset + block.size] == part)
-    await prefetch.take("big.bin", tmp_path / "dl")
+    checked = await prefetch.take("big.bin", tmp_path / "dl")
     assert (tmp_path / "dl").read_bytes() == data and not ahead.exists()
+    # Each block was checked as it came: the download need not read it again.
+    assert checked == {(offset, block.sha256) for offset, block in placed}
 
     # Announced, and nothing comes.
     prefetch.announced(Incoming("never.bin", 5 * MiB, 0, [("0" * 64, 5 * MiB)]))
     assert len(list(tmp_path.glob("in-*"))) == 1
     clock.advance(IDLE_SECONDS)
     await eventually(reactor, lambda: list(tmp_path.glob("in-*")) == [])
-    await prefetch.take("never.bin", tmp_path / "dl2")
+    assert await prefetch.take("never.bin", tmp_path / "dl2") == frozenset()
     assert not (tmp_path / "dl2").exists()
+
+
+def test_blocks_checked_as_they_came_are_not_read_again(tmp_path: Path) -> None:
+    """
+    A download takes the blocks its temporary file holds: read and checked,
+    but for those checked already as they were written there.
+    """
+    from boxsync.client.blockwise import _fill_locally
+
+    data = os.urandom(3 * MiB)
+    recipe = recipe_of_bytes(data)
+    placed = list(recipe.placed())
+    temp = tmp_path / "dl"
+    temp.write_bytes(data)
+    # The first block is torn since: read, it is wanted again; taken as
+    # checked, it is not (the whole file's sha256 will tell).
+    offset, first = placed[0]
+    with open(temp, "r+b") as f:
+        f.write(b"\0" * 16)
+    fd = os.open(temp, os.O_RDWR)
+    try:
+        assert _fill_locally(fd, recipe, []) == [(offset, first)]
+        assert _fill_locally(fd, recipe, [], {(offset, first.sha256)}) == []
+    finally:
+        os.close(fd)
