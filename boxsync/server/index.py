@@ -226,6 +226,13 @@ class IIndex(Interface):
         ending first.
         """
 
+    def punched(account: str) -> Any:
+        """
+        The bytes punched out of the files of the account's kept versions
+        (their blocks not held: see L{set_held}), as a C{dict} from the seq
+        of each version with holes to their total size.
+        """
+
     def forget_versions(account: str, seqs: Sequence[int]) -> Any:
         """
         Forget the kept versions C{seqs} (and their blocks); return those
@@ -662,6 +669,18 @@ class SQLiteIndex:
                     f"SELECT {_VERSION_COLUMNS} FROM versions WHERE account=? ORDER BY ended_ns, seq", (account,)
                 )
             ]
+
+        return self._run(q)
+
+    def punched(self, account: str) -> Any:
+        def q(db: sqlite3.Connection) -> dict[int, int]:
+            return {
+                seq: size
+                for seq, size in db.execute(
+                    f"SELECT b.seq, SUM(b.size) FROM {_kept_blocks('b')} WHERE b.account=? AND b.held=0 GROUP BY b.seq",
+                    (account,),
+                )
+            }
 
         return self._run(q)
 

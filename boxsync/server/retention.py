@@ -6,8 +6,9 @@ days by default), thinned as they age (C{--thin-versions}, like Syncthing's
 staggered versioning: every version for the first hour but one per 30
 seconds, then one per hour for a day, then one per day), and the oldest
 go first once the history is over C{--history-max} (a size or a share of
-the disk). The newest kept version of each path stays whatever the
-thinning: it is the file as it was when it was last overwritten or deleted.
+the disk, counting what the versions' files take: a version that shares
+most of its blocks with a newer one takes only the rest). The newest kept
+version of each path stays whatever the thinning: it is the file as it was when it was last overwritten or deleted.
 The blocks sent ahead of a commit that never came are kept a day. All of
 it is tidied away once an hour while the server runs, or at once with
 C{boxsync-admin prune}, and the versions kept then share the disk space of
@@ -19,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from attrs import field, frozen
 from twisted.logger import Logger
@@ -193,10 +194,20 @@ class Retention:
     thinning: Thinning = field(factory=lambda: Thinning.parse(THIN_VERSIONS))
     history_max: HistoryMax = field(factory=HistoryMax)
 
-    def doomed(self, versions: dict[str, Sequence[VersionRecord]], now: float, disk: Path) -> dict[str, set[int]]:
+    def doomed(
+        self,
+        versions: dict[str, Sequence[VersionRecord]],
+        now: float,
+        disk: Path,
+        punched: Mapping[str, Mapping[int, int]] | None = None,
+    ) -> dict[str, set[int]]:
         """
         The seqs of the versions to forget, by account, of the kept
         C{versions} of each account.
+
+        @param punched: by account, the bytes punched out of the files of
+            the versions with holes, by seq: the size limit counts what the
+            files take, not the sizes of the versions.
         """
         now_ns = int(now * 1e9)
         oldest_kept = now_ns - int(self.keep_seconds * 1e9)
@@ -211,12 +222,17 @@ class Retention:
             left.extend((version.ended_ns, account, version) for version in young if version.seq not in doomed[account])
         limit = self.history_max.bytes_for(disk)
         if limit is not None:
-            total = sum(version.size for _, _, version in left)
+            holes = punched or {}
+
+            def taken(account: str, version: VersionRecord) -> int:
+                return max(0, version.size - holes.get(account, {}).get(version.seq, 0))
+
+            total = sum(taken(account, version) for _, account, version in left)
             for _, account, version in sorted(left, key=lambda entry: (entry[0], entry[2].seq)):
                 if total <= limit:
                     break
                 doomed[account].add(version.seq)
-                total -= version.size
+                total -= taken(account, version)
         return doomed
 
 
@@ -236,7 +252,8 @@ async def tidy(boxes: Iterable[Box], retention: Retention, now: float) -> Tidied
     if not boxes:
         return Tidied(0, 0)
     kept = {box.account: await box.index.kept_versions(box.account) for box in boxes}
-    doomed = retention.doomed(kept, now, boxes[0].storage.root)
+    punched = {box.account: await box.index.punched(box.account) for box in boxes}
+    doomed = retention.doomed(kept, now, boxes[0].storage.root, punched)
     versions = blocks = 0
     for box in boxes:
         forgotten: list[VersionRecord] = await box.shared.forget(sorted(doomed[box.account]))

@@ -20,7 +20,7 @@ import zstandard
 
 from boxsync.blocks import BLOCK_MIN, recipe_of_bytes
 from boxsync.server.blockstore import PENDING_HOURS
-from boxsync.server.retention import Retention, Thinning, Tidied, parse_duration, tidy
+from boxsync.server.retention import HistoryMax, Retention, Thinning, Tidied, parse_duration, tidy
 from boxsync.wire import INCOMING_FEATURE, Download, Hello, Incoming, Manifest
 from boxsync.wire.blocks import BlockCommit, blocks_json, parse_recipe
 from tests.helpers import RunningServer, eventually, json_of, open_stream, put, sha, timed
@@ -382,3 +382,35 @@ async def test_kept_versions_share_the_blocks_they_have_in_common(server: Runnin
     assert sha((server.box / "image.bin").read_bytes()) == sha(contents[0])
     await box.shared.share()
     assert sha((server.box / "image.bin").read_bytes()) == sha(contents[0])
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_history_limit_counts_what_shared_versions_take(server: RunningServer, http: Any) -> None:
+    """
+    Five kept versions of an 8 MiB file that differ by a few blocks take
+    little more than one of them once they share their blocks: a history
+    limit a little over what they take on disk keeps them all, one below
+    it forgets the oldest first.
+    """
+    assert server.service is not None and server.service.box is not None
+    box = server.service.box
+    data = os.urandom(8 * MiB)
+    seqs, seq = [], 0
+    for n in range(6):
+        data = data[: n * MiB] + os.urandom(4096) + data[n * MiB + 4096 :]
+        seq = await commit_whole(http, server, "image.bin", data, seq)
+        seqs.append(seq)
+    kept = seqs[:-1]
+    await box.shared.share()
+    versions = server.box / ".boxsync/versions"
+    taken = sum(on_disk(versions / str(seq)) for seq in kept)
+    assert taken + MiB < len(kept) * 8 * MiB // 2
+    now = time.time()
+    roomy = Retention(keep_seconds=3600, thinning=Thinning(), history_max=HistoryMax(size=taken + MiB))
+    assert await tidy([box], roomy, now) == Tidied(0, 0)
+    assert sorted(int(name) for name in os.listdir(versions)) == kept
+    oldest = on_disk(versions / str(kept[0]))
+    tight = Retention(keep_seconds=3600, thinning=Thinning(), history_max=HistoryMax(size=taken - oldest // 2))
+    assert (await tidy([box], tight, now)).versions >= 1
+    left = sorted(int(name) for name in os.listdir(versions))
+    assert kept[0] not in left and left == kept[len(kept) - len(left) :] and kept[-1] in left

@@ -98,3 +98,20 @@ def test_parsing() -> None:
     for bad in ("lots", "0%", "150%", "-5G"):
         with pytest.raises(ValueError):
             HistoryMax.parse(bad)
+
+
+def test_the_history_limit_counts_what_shared_versions_take_on_disk(tmp_path: Path) -> None:
+    # Three versions of a 100-byte file, the older two punched down to the
+    # 10 bytes they do not share with the newest: 120 bytes on disk, not 300.
+    retention = Retention(thinning=Thinning(), history_max=HistoryMax.parse("150"))
+    versions = {"acct": [ended("a", seq, ago=400 - 100 * seq, size=100) for seq in (1, 2, 3)]}
+    punched = {"acct": {1: 90, 2: 90}}
+    assert retention.doomed(versions, NOW, tmp_path, punched)["acct"] == set()
+    # Counted whole, the two oldest would go.
+    assert retention.doomed(versions, NOW, tmp_path)["acct"] == {1, 2}
+    # Over the limit still, the oldest go first, each freeing what it takes.
+    tighter = Retention(thinning=Thinning(), history_max=HistoryMax.parse("105"))
+    assert tighter.doomed(versions, NOW, tmp_path, punched)["acct"] == {1, 2}
+    assert Retention(thinning=Thinning(), history_max=HistoryMax.parse("110")).doomed(
+        versions, NOW, tmp_path, punched
+    )["acct"] == {1}
