@@ -70,8 +70,11 @@ def normalize(path: str) -> str:
     """
     if not isinstance(path, str) or not path:
         raise BadPath("empty path")
-    path = unicodedata.normalize("NFC", path)
-    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+    # An ASCII path is its own NFC form, a character a byte.
+    plain = path.isascii()
+    if not plain:
+        path = unicodedata.normalize("NFC", path)
+    if (len(path) if plain else len(path.encode("utf-8", "surrogatepass"))) > MAX_PATH_BYTES:
         raise BadPath("path longer than 4096 bytes")
     if _CONTROL.search(path):
         raise BadPath("control character in path")
@@ -83,11 +86,14 @@ def normalize(path: str) -> str:
     for segment in segments:
         if segment in ("", ".", ".."):
             raise BadPath(f"empty, '.' or '..' segment in {path!r}")
-        try:
-            encoded = segment.encode("utf-8")
-        except UnicodeEncodeError:
-            raise BadPath("path is not valid UTF-8") from None
-        if len(encoded) > MAX_SEGMENT_BYTES:
+        if plain:
+            length = len(segment)
+        else:
+            try:
+                length = len(segment.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise BadPath("path is not valid UTF-8") from None
+        if length > MAX_SEGMENT_BYTES:
             raise BadPath("path segment longer than 255 bytes")
     if segments[0] == HIDDEN_DIR:
         raise BadPath(f"{HIDDEN_DIR}/ is reserved")

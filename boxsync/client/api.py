@@ -73,7 +73,7 @@ from ..wire import (
     parse_parts,
 )
 from ..wire.blocks import BlockCommit, blocks_json, parse_missing, parse_recipe
-from ..wire.history import Restore, VersionEntry
+from ..wire.history import Deleted, Restore, VersionEntry, parse_trash, parse_versions
 from ..writer import HashingWriter, inline
 from .errors import APIError, CorruptBlock, DigestMismatch, MissingBlocks, WrongScheme, error_from
 from .probe import SchemeCheck
@@ -156,15 +156,6 @@ def _url(prefix: str, path: str) -> str:
     """
     segments = normalize(path).split("/")
     return prefix + "/".join(urllib.parse.quote(s, safe="") for s in segments)
-
-
-def _entries(answer: object) -> list[VersionEntry]:
-    """
-    The versions listed under C{files} in a history answer.
-    """
-    if not isinstance(answer, dict) or not isinstance(answer.get("files"), list):
-        raise ProtocolError("the answer must list files")
-    return [VersionEntry.from_json(entry) for entry in answer["files"]]
 
 
 @define
@@ -519,13 +510,14 @@ class BoxsyncAPI:
             raise ProtocolError("a history must list versions")
         return bool(answer.get("deleted")), [VersionEntry.from_json(v) for v in answer["versions"]]
 
-    async def trash(self, under: str = "", limit: int = 1000) -> list[VersionEntry]:
+    async def trash(self, under: str = "", limit: int = 1000) -> list[Deleted]:
         """
         The files deleted under the folder C{under} and not back since,
-        newest deletion first, each as its last version.
+        newest deletion first, each with its last version.
         """
-        query = urllib.parse.urlencode({"under": under, "limit": limit})
-        return _entries(await self._get_json(f"/trash?{query}"))
+        # In rows; a server from before them answers in versions.
+        query = urllib.parse.urlencode({"under": under, "limit": limit, "rows": 1})
+        return parse_trash(await self._get_json(f"/trash?{query}"))
 
     async def snapshot(self, under: str, at: str) -> list[VersionEntry]:
         """
@@ -533,7 +525,7 @@ class BoxsyncAPI:
         (ISO 8601, or ns since the epoch).
         """
         query = urllib.parse.urlencode({"under": under, "at": at})
-        return _entries(await self._get_json(f"/snapshot?{query}"))
+        return parse_versions(await self._get_json(f"/snapshot?{query}"))
 
     async def restore(self, path: str, seq: int, base: int | None) -> CommitResult:
         """

@@ -189,6 +189,14 @@ class IIndex(Interface):
         deletion's).
         """
 
+    def trash_json(account: str, under: str, limit: int) -> Any:
+        """
+        The same files as L{trash}, as the text of a JSON array with, for
+        each, C{[path, seq, committed_ns, size, sha256, origin, ended_seq,
+        ended_ns]} of its last version (made by the database: the quick way
+        to list 100,000).
+        """
+
     def at(account: str, under: str, when_ns: int) -> Any:
         """
         The versions (L{FileRecord}s or L{VersionRecord}s) the paths under
@@ -566,16 +574,22 @@ class SQLiteIndex:
 
     def trash(self, account: str, under: str, limit: int) -> Any:
         def q(db: sqlite3.Connection) -> list[VersionRecord]:
-            low, high = _folder_range(under)
-            return [
-                VersionRecord(*row)
-                for row in db.execute(
-                    f"SELECT {', '.join('v.' + c.strip() for c in _VERSION_COLUMNS.split(','))} "
-                    "FROM files f JOIN versions v ON v.account=f.account AND v.path=f.path AND v.ended_seq=f.seq "
-                    "WHERE f.account=? AND f.deleted=1 AND f.path>=? AND f.path<? ORDER BY f.seq DESC LIMIT ?",
-                    (account, low, high, limit),
-                )
-            ]
+            columns = ", ".join("v." + c.strip() for c in _VERSION_COLUMNS.split(","))
+            return [VersionRecord(*row) for row in db.execute(*_trash_query(columns, account, under, limit))]
+
+        return self._run(q)
+
+    def trash_json(self, account: str, under: str, limit: int) -> Any:
+        def q(db: sqlite3.Connection) -> str:
+            columns = "v.path, v.seq, v.committed_ns, v.size, v.sha256, v.origin, v.ended_seq, v.ended_ns"
+            sql, args = _trash_query(columns, account, under, limit)
+            # The rows come out of the subquery in its order.
+            (text,) = db.execute(
+                "SELECT json_group_array(json_array(path, seq, committed_ns, size, sha256, origin, ended_seq, "
+                f"ended_ns)) FROM ({sql})",
+                args,
+            ).fetchone()
+            return str(text)
 
         return self._run(q)
 
@@ -710,6 +724,24 @@ class SQLiteIndex:
             return Stats(files=files, bytes=size, seq=_current_seq(db, account))
 
         return self._run(q)
+
+
+def _trash_query(columns: str, account: str, under: str, limit: int) -> tuple[str, tuple[Any, ...]]:
+    """
+    The query of C{columns} of the last versions (C{v}) of the files
+    (C{f}) deleted under C{under}, newest deletion first, at most C{limit}.
+    """
+    low, high = _folder_range(under)
+    # Of a folder, the versions below it, then their files; of the whole
+    # box, the files newest first (the first LIMIT deleted are all it
+    # reads), each with its version.
+    join, within = ("JOIN", "f.path") if under else ("CROSS JOIN", "+f.path")
+    return (
+        f"SELECT {columns} FROM files f {join} versions v ON v.account=f.account AND v.path=f.path "
+        f"AND v.ended_seq=f.seq WHERE f.account=? AND f.deleted=1 AND {within}>=? AND {within}<? "
+        "ORDER BY f.seq DESC LIMIT ?",
+        (account, low, high, limit),
+    )
 
 
 def _folder_range(under: str) -> tuple[str, str]:
