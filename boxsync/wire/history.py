@@ -29,6 +29,7 @@ from .values import (
     check_count,
     check_counts,
     check_path,
+    check_paths,
     check_sha256,
     check_sha256s,
 )
@@ -302,7 +303,7 @@ def _rows(rows: list[Any]) -> list[Deleted]:
         map(
             _deleted,
             zip(
-                map(check_path, path),
+                check_paths(path),
                 check_counts(seq, "seq"),
                 check_counts(time_ns, "time_ns"),
                 check_counts(size, "size"),

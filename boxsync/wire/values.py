@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any, Sequence, cast
 
-from ..paths import BadPath, normalize
+from ..paths import BadPath, normalize, normalize_all
 
 __all__ = [
     "ProtocolError",
@@ -19,6 +19,7 @@ __all__ = [
     "check_count",
     "check_sha256",
     "check_counts",
+    "check_paths",
     "check_sha256s",
     "check_flag",
     "json_object",
@@ -67,6 +68,18 @@ def check_sha256(value: object) -> str:
     if not isinstance(value, str) or not _SHA256.match(value):
         raise ProtocolError("sha256 must be 64 lowercase hex digits")
     return value
+
+
+def check_paths(values: Sequence[object]) -> list[str]:
+    """
+    L{check_path} of each of C{values} (a whole column at once).
+    """
+    if set(map(type, values)) - {str}:
+        raise ProtocolError("path must be a string")
+    try:
+        return normalize_all(cast("list[str]", values))
+    except BadPath as e:
+        raise ProtocolError(str(e)) from None
 
 
 def check_counts(values: Sequence[object], what: str) -> list[int]:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from boxsync.paths import BadPath, normalize
+from boxsync.paths import BadPath, normalize, normalize_all
 from boxsync.wire import ProtocolError
 from boxsync.wire.history import Deleted, VersionEntry, iso_time, json_lines, parse_trash, trash_rows
 
@@ -124,3 +124,13 @@ def normalize_or_none(path: str) -> str | None:
         return normalize(path)
     except BadPath:
         return None
+
+
+@given(st.lists(st.text(st.characters(max_codepoint=300), max_size=8), min_size=1, max_size=4))
+def test_paths_checked_together_as_one_by_one(texts: list[str]) -> None:
+    one_by_one = [normalize_or_none(text) for text in texts]
+    if None in one_by_one:
+        with pytest.raises(BadPath):
+            normalize_all(texts)
+    else:
+        assert normalize_all(texts) == one_by_one
