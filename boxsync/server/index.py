@@ -158,10 +158,12 @@ class IIndex(Interface):
         recorded.
         """
 
-    def find_blocks(account: str, hashes: Sequence[str]) -> Any:
+    def find_blocks(account: str, hashes: Sequence[str], kept_first: bool = False) -> Any:
         """
         A C{dict} from each of C{hashes} that some live file or kept version
-        of the account holds to a L{BlockSource} of it.
+        of the account holds to a L{BlockSource} of it: a live file's if
+        there is one, or with C{kept_first} a kept version's if there is
+        one.
         """
 
     def find_kept(account: str, sha256: str, size: int) -> Any:
@@ -514,24 +516,30 @@ class SQLiteIndex:
 
         return self._run(q)
 
-    def find_blocks(self, account: str, hashes: Sequence[str]) -> Any:
+    def find_blocks(self, account: str, hashes: Sequence[str], kept_first: bool = False) -> Any:
         def q(db: sqlite3.Connection) -> dict[str, BlockSource]:
             found: dict[str, BlockSource] = {}
             for chunk, marks in _in_chunks(hashes, 250):
-                # Live files first: a kept version is read only if no live
-                # file has the block.
-                for sha256, size, seq, offset, path in db.execute(
+                # Live files first (unless kept_first): a kept version is
+                # read only if no live file has the block.
+                live = (
                     "SELECT b.sha256, b.size, b.seq, b.offset, f.path FROM blocks b "
                     "JOIN files f ON f.account=b.account AND f.seq=b.seq AND f.deleted=0 "
                     f"WHERE b.account=? AND b.sha256 IN ({marks}) "
                     "UNION ALL SELECT sha256, size, seq, 0, path FROM files "
-                    f"WHERE account=? AND deleted=0 AND size BETWEEN 1 AND ? AND sha256 IN ({marks}) "
-                    "UNION ALL SELECT b.sha256, b.size, b.seq, b.offset, NULL FROM blocks b "
+                    f"WHERE account=? AND deleted=0 AND size BETWEEN 1 AND ? AND sha256 IN ({marks})"
+                )
+                kept = (
+                    "SELECT b.sha256, b.size, b.seq, b.offset, NULL FROM blocks b "
                     "JOIN versions v ON v.account=b.account AND v.seq=b.seq "
                     f"WHERE b.account=? AND b.held=1 AND b.sha256 IN ({marks}) "
                     "UNION ALL SELECT sha256, size, seq, 0, NULL FROM versions "
-                    f"WHERE account=? AND size BETWEEN 1 AND ? AND sha256 IN ({marks})",
-                    [account, *chunk, account, BLOCK_MIN, *chunk, account, *chunk, account, BLOCK_MIN, *chunk],
+                    f"WHERE account=? AND size BETWEEN 1 AND ? AND sha256 IN ({marks})"
+                )
+                first, then = (kept, live) if kept_first else (live, kept)
+                for sha256, size, seq, offset, path in db.execute(
+                    f"{first} UNION ALL {then}",
+                    [account, *chunk, account, BLOCK_MIN, *chunk] * 2,
                 ):
                     if sha256 not in found:
                         found[sha256] = BlockSource(Block(sha256, size), seq, offset, path)

@@ -385,6 +385,40 @@ async def test_kept_versions_share_the_blocks_they_have_in_common(server: Runnin
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_version_is_made_whole_by_the_kernel_from_kept_versions(
+    server: RunningServer, http: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The holes of a kept version are copied back from the other kept
+    versions' files, even where the live file holds the same blocks: no
+    block is read and hashed.
+    """
+    assert server.service is not None and server.service.box is not None
+    box = server.service.box
+    data = os.urandom(12 * MiB)
+    contents, seqs, seq = [], [], 0
+    for n in range(3):
+        data = data[: n * MiB] + os.urandom(4096) + data[n * MiB + 4096 :]
+        seq = await commit_whole(http, server, "image.bin", data, seq)
+        contents.append(data)
+        seqs.append(seq)
+    assert await box.shared.share() > 8 * MiB
+    read: list[str] = []
+    store = type(box.blocks)
+    real_read_many = store.read_many
+
+    def reading(self: Any, hashes: Any) -> Any:
+        read.extend(hashes)
+        return real_read_many(self, hashes)
+
+    monkeypatch.setattr(store, "read_many", reading)
+    response = await timed(http.get(f"{server.url}/versions/{seqs[0]}", headers=server.headers()), server.reactor)
+    assert response.code == 200 and sha(await response.content()) == sha(contents[0])
+    assert read == []
+    assert on_disk(server.box / ".boxsync/versions" / str(seqs[0])) >= len(contents[0])
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_history_limit_counts_what_shared_versions_take(server: RunningServer, http: Any) -> None:
     """
     Five kept versions of an 8 MiB file that differ by a few blocks take
