@@ -236,11 +236,11 @@ class IIndex(Interface):
         ending first.
         """
 
-    def punched(account: str) -> Any:
+    def kept_blocks(account: str) -> Any:
         """
-        The bytes punched out of the files of the account's kept versions
-        (their blocks not held: see L{set_held}), as a C{dict} from the seq
-        of each version with holes to their total size.
+        The blocks of the account's kept versions (those their recipes
+        list), as a C{dict} from the seq of each version with blocks to
+        C{(sha256, size)} pairs.
         """
 
     def forget_versions(account: str, seqs: Sequence[int]) -> Any:
@@ -694,15 +694,14 @@ class SQLiteIndex:
 
         return self._run(q)
 
-    def punched(self, account: str) -> Any:
-        def q(db: sqlite3.Connection) -> dict[int, int]:
-            return {
-                seq: size
-                for seq, size in db.execute(
-                    f"SELECT b.seq, SUM(b.size) FROM {_kept_blocks('b')} WHERE b.account=? AND b.held=0 GROUP BY b.seq",
-                    (account,),
-                )
-            }
+    def kept_blocks(self, account: str) -> Any:
+        def q(db: sqlite3.Connection) -> dict[int, list[tuple[str, int]]]:
+            found: dict[int, list[tuple[str, int]]] = {}
+            for seq, sha256, size in db.execute(
+                f"SELECT b.seq, b.sha256, b.size FROM {_kept_blocks('b')} WHERE b.account=?", (account,)
+            ):
+                found.setdefault(seq, []).append((sha256, size))
+            return found
 
         return self._run(q)
 

@@ -331,6 +331,21 @@ async def commit_whole(http: Any, server: RunningServer, path: str, data: bytes,
     return int((await json_of(response))["seq"])
 
 
+async def edits(http: Any, server: RunningServer, count: int) -> list[tuple[int, bytes]]:
+    """
+    Commit C{count} versions of an 8 MiB C{image.bin}, each the one before
+    with 4 KiB changed a MiB further on: their seqs and contents.
+    """
+    data = os.urandom(8 * MiB)
+    committed: list[tuple[int, bytes]] = []
+    seq = 0
+    for n in range(count):
+        data = data[: n * MiB] + os.urandom(4096) + data[n * MiB + 4096 :]
+        seq = await commit_whole(http, server, "image.bin", data, seq)
+        committed.append((seq, data))
+    return committed
+
+
 def on_disk(path: Any) -> int:
     return int(path.stat().st_blocks) * 512
 
@@ -345,14 +360,7 @@ async def test_kept_versions_share_the_blocks_they_have_in_common(server: Runnin
     """
     assert server.service is not None and server.service.box is not None
     box = server.service.box
-    data = os.urandom(8 * MiB)
-    contents, seqs = [], []
-    seq = 0
-    for n in range(6):
-        data = data[: n * MiB] + os.urandom(4096) + data[n * MiB + 4096 :]
-        seq = await commit_whole(http, server, "image.bin", data, seq)
-        contents.append(data)
-        seqs.append(seq)
+    seqs, contents = map(list, zip(*await edits(http, server, 6)))
     versions = server.box / ".boxsync/versions"
     before = sum(on_disk(versions / str(seq)) for seq in seqs[:-1])
     assert before >= 5 * 8 * MiB
@@ -395,14 +403,8 @@ async def test_a_version_is_made_whole_by_the_kernel_from_kept_versions(
     """
     assert server.service is not None and server.service.box is not None
     box = server.service.box
-    data = os.urandom(12 * MiB)
-    contents, seqs, seq = [], [], 0
-    for n in range(3):
-        data = data[: n * MiB] + os.urandom(4096) + data[n * MiB + 4096 :]
-        seq = await commit_whole(http, server, "image.bin", data, seq)
-        contents.append(data)
-        seqs.append(seq)
-    assert await box.shared.share() > 8 * MiB
+    seqs, contents = map(list, zip(*await edits(http, server, 3)))
+    assert await box.shared.share() > 4 * MiB
     read: list[str] = []
     store = type(box.blocks)
     real_read_many = store.read_many
@@ -428,12 +430,7 @@ async def test_the_history_limit_counts_what_shared_versions_take(server: Runnin
     """
     assert server.service is not None and server.service.box is not None
     box = server.service.box
-    data = os.urandom(8 * MiB)
-    seqs, seq = [], 0
-    for n in range(6):
-        data = data[: n * MiB] + os.urandom(4096) + data[n * MiB + 4096 :]
-        seq = await commit_whole(http, server, "image.bin", data, seq)
-        seqs.append(seq)
+    seqs = [seq for seq, _ in await edits(http, server, 6)]
     kept = seqs[:-1]
     await box.shared.share()
     versions = server.box / ".boxsync/versions"
@@ -448,3 +445,25 @@ async def test_the_history_limit_counts_what_shared_versions_take(server: Runnin
     assert (await tidy([box], tight, now)).versions >= 1
     left = sorted(int(name) for name in os.listdir(versions))
     assert kept[0] not in left and left == kept[len(kept) - len(left) :] and kept[-1] in left
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_history_limit_counts_versions_as_they_will_share(server: RunningServer, http: Any) -> None:
+    """
+    Versions not shared yet (the tidying shares them after it has
+    forgotten those over the limit) are counted as they will take: a limit
+    a little over one version and the edits keeps them all, and they fit
+    in it once shared.
+    """
+    assert server.service is not None and server.service.box is not None
+    box = server.service.box
+    seqs = [seq for seq, _ in await edits(http, server, 6)]
+    kept, versions = seqs[:-1], server.box / ".boxsync/versions"
+    assert sum(on_disk(versions / str(seq)) for seq in kept) >= len(kept) * 8 * MiB
+    # Each older version keeps the block it changed (at most 4 MiB).
+    limit = 8 * MiB + (len(kept) - 1) * 4 * MiB
+    roomy = Retention(keep_seconds=3600, thinning=Thinning(), history_max=HistoryMax(size=limit))
+    assert (await tidy([box], roomy, time.time())).versions == 0
+    assert sorted(int(name) for name in os.listdir(versions)) == kept
+    assert sum(on_disk(versions / str(seq)) for seq in kept) <= limit
+
