@@ -43,7 +43,10 @@ def _table(entries: Sequence[VersionEntry | Deleted], first: str, marks: list[st
     rows = [(first, "SEQ", "TIME (UTC)", "SIZE", "SHA256", "CLIENT", "")]
     for entry, mark in zip(entries, marks):
         rows.append(
-            (entry.path, str(entry.seq), _when(entry.time), human_size(entry.size), entry.sha256[:12], entry.client or "-", mark)
+            (
+                entry.path, str(entry.seq), _when(entry.time), human_size(entry.size), entry.sha256[:12],
+                entry.client or "-", mark,
+            )
         )
     widths = [max(len(row[column]) for row in rows) for column in range(6)]
     return [

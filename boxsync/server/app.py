@@ -252,7 +252,10 @@ class BoxsyncApp:
             request,
             200,
             health_json(
-                [SHA256_TRAILER_FEATURE, EXECUTABLE_FEATURE, FOLDERS_FEATURE, BLOCKS_FEATURE, TRASH_ROWS_FEATURE, *ENCODINGS]
+                [
+                    SHA256_TRAILER_FEATURE, EXECUTABLE_FEATURE, FOLDERS_FEATURE, BLOCKS_FEATURE, TRASH_ROWS_FEATURE,
+                    *ENCODINGS,
+                ]
             ),
         )
 

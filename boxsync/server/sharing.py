@@ -102,7 +102,8 @@ class SharedVersions:
                 lost = [block.sha256 for _, block in rest if block.sha256 not in contents]
                 if lost:
                     raise VersionDamaged(f"version {seq} lacks {len(lost)} blocks that are nowhere any more")
-                await self.storage.in_thread(lambda: _write(fd, [(offset, contents[block.sha256]) for offset, block in rest]))
+                written = [(offset, contents[block.sha256]) for offset, block in rest]
+                await self.storage.in_thread(lambda: _write(fd, written))
             await self.storage.in_thread(lambda: os.fsync(fd))
         finally:
             os.close(fd)

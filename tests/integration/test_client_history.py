@@ -101,8 +101,11 @@ async def test_the_trash_of_an_older_server(
         await delete(http, server, f"old/{n}.txt", 2 * n + 1)
     in_rows = await run(lambda out: history.trash(server.reactor, options(server, True), "", out), server)
     listed = json.loads(in_rows)
-    assert [(f["path"], f["seq"], f["deleted_seq"]) for f in listed] == [("old/2.txt", 5, 6), ("old/1.txt", 3, 4), ("old/0.txt", 1, 2)]
-    assert all(set(f) == {"path", "seq", "time", "size", "sha256", "client", "deleted_seq", "deleted_time"} for f in listed)
+    assert [(f["path"], f["seq"], f["deleted_seq"]) for f in listed] == [
+        ("old/2.txt", 5, 6), ("old/1.txt", 3, 4), ("old/0.txt", 1, 2)
+    ]
+    fields = {"path", "seq", "time", "size", "sha256", "client", "deleted_seq", "deleted_time"}
+    assert all(set(f) == fields for f in listed)
     assert all(f["time"] < f["deleted_time"] <= iso_time(time.time_ns()) for f in listed)
     plain = await run(lambda out: history.trash(server.reactor, options(server), "", out), server)
     real_query = server_history.query
