@@ -11,7 +11,9 @@ setup(
     packages=find_packages(include=["boxsync", "boxsync.*"]) + ["twisted.plugins"],
     package_data={
         "boxsync": ["py.typed"],
-        "boxsync.server": ["static/*.html", "static/*.css", "static/*.js", "static/*.svg"],
+        "boxsync.server": [
+            "static/*.html", "static/*.css", "static/*.js", "static/*.svg", "migrations/pg/*.sql",
+        ],
         "twisted.plugins": ["boxsync_plugin.py"],
     },
     install_requires=[
@@ -28,6 +30,9 @@ setup(
     ],
     extras_require={
         "bench": ["matplotlib>=3.8", "locust>=2.20"],
+        # Several servers on one PostgreSQL (--index postgresql://...), and
+        # the block store on S3.
+        "cluster": ["psycopg[binary,pool]>=3.2", "boto3>=1.36"],
         "test": [
             "pytest>=8",
             "pytest-twisted>=1.14",
@@ -37,6 +42,7 @@ setup(
             "trustme>=1.1",
             "schemathesis>=3.30",
             "selenium>=4.20",
+            "psycopg[binary,pool]>=3.2",
         ],
     },
     entry_points={

@@ -11,7 +11,8 @@ Benchmarks: bulk (1 GiB up/down vs nginx+curl), e2e (A → empty B), latency
 (peak RSS vs file size), restart (an in-sync client with a large tree), load
 (Locust: many clients with open event streams uploading and downloading),
 blocks (renames, edits, resumes and text, bytes counted by a proxy),
-history (what kept versions take on disk, a restore, the trash).
+history (what kept versions take on disk, a restore, the trash), join (a new
+client fills an empty folder with --once, vs an rsync pull).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import blocks, bulk, e2e, fanout, history, latency, load, memory, report, restart
+from . import blocks, bulk, e2e, fanout, history, join, latency, load, memory, report, restart
 
-ALL = ["bulk", "e2e", "latency", "fanout", "memory", "restart", "load", "blocks", "history"]
+ALL = ["bulk", "e2e", "latency", "fanout", "memory", "restart", "load", "blocks", "history", "join"]
 
 _TITLES = {
     "bulk": "1. Bulk transfer vs nginx + curl (target: up ≥ 0.9x, down ≥ 0.95x)",
@@ -38,6 +39,7 @@ _TITLES = {
     "< 16 MiB each way, resume < 10 % re-sent, text < 10 %, new file ≥ 1.0x nginx PUT+GET)",
     "history": "9. History: what kept versions cost (targets: the disk grows by what changed; restore of "
     "1 GiB < 2 s; 100,000 deleted files listed < 1 s)",
+    "join": "10. A new client: --once into an empty folder (target: 10,000 × 4 KiB ≤ rsync pull)",
 }
 
 
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         "blocks": lambda: blocks.run(args.bulk_size or (64 if quick else 1024), 16 if quick else 100),
         "history": lambda: history.run(args.bulk_size or (64 if quick else 1024), 2000 if quick else 100_000),
         "restart": lambda: restart.run(files, args.runs),
+        "join": lambda: join.run(1000 if quick else 10_000, args.runs),
         "load": lambda: load.run(users, duration),
     }
     which = args.which or ALL

@@ -2,7 +2,9 @@
 End to end: the time from files landing in client A's folder to their being
 complete in client B's (which starts with none of them), both clients running
 live against one server; every file is then checked byte for byte. Beside it,
-``cp -a`` of the same files on the same disk (the floor for any sync tool).
+``cp -a`` of the same files on the same disk (the floor for any sync tool),
+an rsync daemon's push then pull of them (bench/reference.py), and two live
+Syncthings carrying them from A to B (bench/syncthing.py).
 
 Each scenario runs against a fresh server and fresh clients, several times;
 the figures are medians.
@@ -25,12 +27,13 @@ from boxsync.testing import tree
 
 from .measure import live_pair, median
 from .reference import ensure_rsync, rsync_push_pull
+from .syncthing import WATCH_DELAY, syncthing_a_to_b
 from .memory import _write
 
 
-def _entries(folder: Path) -> Iterator[os.DirEntry[str]]:
+def _entries(folder: Path, leave_out: str = ".boxsync") -> Iterator[os.DirEntry[str]]:
     """
-    Every file below C{folder}, C{.boxsync/} left out.
+    Every file below C{folder}, its top folder C{leave_out} left out.
     """
     stack = [folder]
     while stack:
@@ -41,17 +44,24 @@ def _entries(folder: Path) -> Iterator[os.DirEntry[str]]:
             continue
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
-                if entry.name != ".boxsync" or current != folder:
+                if entry.name != leave_out or current != folder:
                     stack.append(Path(entry.path))
             elif entry.is_file(follow_symlinks=False):
                 yield entry
 
 
-def _files(folder: Path) -> dict[str, int]:
+def _files(folder: Path, leave_out: str = ".boxsync") -> dict[str, int]:
     """
-    Path to size of every file below C{folder}, C{.boxsync/} left out.
+    Path to size of every file below C{folder}, its top folder C{leave_out}
+    left out (a file gone while it is listed is left out too).
     """
-    return {os.path.relpath(entry.path, folder): entry.stat().st_size for entry in _entries(folder)}
+    found = {}
+    for entry in _entries(folder, leave_out):
+        try:
+            found[os.path.relpath(entry.path, folder)] = entry.stat().st_size
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def _count(folder: Path) -> int:
@@ -78,12 +88,18 @@ def small_tree(folder: Path, count: int, size: int, nested: bool) -> None:
 
 
 def scenario(
-    root: Path, name: str, make: Callable[[Path], None], timeout: float, use_rsync: bool = True
-) -> tuple[float, float, float | None]:
+    root: Path,
+    name: str,
+    make: Callable[[Path], None],
+    timeout: float,
+    use_rsync: bool = True,
+    use_syncthing: bool = True,
+) -> tuple[float, float, float | None, float | None]:
     """
     One run: (seconds from the first byte landing in A to all of it in B,
     seconds ``cp -a`` takes for the same files, seconds an rsync daemon's
-    push then pull of them take, if rsync can be had).
+    push then pull of them take, and seconds two live Syncthings take from A
+    to B, for each if it can be had).
     """
     work = root / name
     source = work / "source"
@@ -123,16 +139,31 @@ def scenario(
     subprocess.run(["sync", "-f", str(copy)], check=True)
     cp_seconds = time.perf_counter() - start
     rsync_seconds = rsync_push_pull(a.folder, work / "rsync") if use_rsync and ensure_rsync() else None
+    syncthing_seconds = None
+    if use_syncthing:
+        # The same files again, as they were before they landed in A.
+        shutil.rmtree(copy / ".boxsync")
+        landed = _files(copy)
+        syncthing_seconds = syncthing_a_to_b(
+            copy, work / "syncthing", lambda folder: _files(folder, ".stfolder") == landed, timeout
+        )
     shutil.rmtree(work)
-    return elapsed, cp_seconds, rsync_seconds
+    return elapsed, cp_seconds, rsync_seconds, syncthing_seconds
 
 
-def run(big_mib: int, small: list[tuple[int, bool]], runs: int = 3, use_rsync: bool = True) -> list[dict[str, object]]:
+def run(
+    big_mib: int,
+    small: list[tuple[int, bool]],
+    runs: int = 3,
+    use_rsync: bool = True,
+    use_syncthing: bool = True,
+) -> list[dict[str, object]]:
     """
     @param big_mib: the size of the one large file (0: none).
     @param small: how many 4 KiB files, and whether in nested folders, for
         each small-file scenario.
     @param use_rsync: measure an rsync daemon's push then pull beside it.
+    @param use_syncthing: measure two live Syncthings beside it.
     """
     plans: list[tuple[str, Callable[[Path], None], float]] = []
     if big_mib:
@@ -153,14 +184,18 @@ def run(big_mib: int, small: list[tuple[int, bool]], runs: int = 3, use_rsync: b
     with tempfile.TemporaryDirectory(prefix="boxsync-bench-", dir=os.environ.get("BENCH_DIR")) as tmp:
         root = Path(tmp)
         for label, make, timeout in plans:
-            syncs, copies, rsyncs = [], [], []
+            syncs, copies, rsyncs, syncthings = [], [], [], []
             for i in range(runs):
                 print(f"  e2e {label}: run {i + 1}/{runs}", file=sys.stderr, flush=True)
-                elapsed, cp_seconds, rsync_seconds = scenario(root, f"run{i}", make, timeout, use_rsync)
+                elapsed, cp_seconds, rsync_seconds, syncthing_seconds = scenario(
+                    root, f"run{i}", make, timeout, use_rsync, use_syncthing
+                )
                 syncs.append(elapsed)
                 copies.append(cp_seconds)
                 if rsync_seconds is not None:
                     rsyncs.append(rsync_seconds)
+                if syncthing_seconds is not None:
+                    syncthings.append(syncthing_seconds)
             rows.append(
                 {
                     "what moves A → empty B": label,
@@ -170,6 +205,8 @@ def run(big_mib: int, small: list[tuple[int, bool]], runs: int = 3, use_rsync: b
                     "ratio": f"{median(syncs) / median(copies):.2g}x",
                     "rsync push+pull s (reference)": f"{median(rsyncs):.2f}" if rsyncs else "n/a",
                     "vs rsync": f"{median(syncs) / median(rsyncs):.2g}x" if rsyncs else "n/a",
+                    f"Syncthing s (its {WATCH_DELAY} s delay in)": f"{median(syncthings):.2f}" if syncthings else "n/a",
+                    "vs Syncthing": f"{median(syncs) / median(syncthings):.2g}x" if syncthings else "n/a",
                     "runs": runs,
                 }
             )

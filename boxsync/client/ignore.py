@@ -127,5 +127,19 @@ class IgnoreRules:
         segments = path.split("/")
         if segments[0] == HIDDEN_DIR or any(map(is_temp_name, segments)):
             return True
-        return self._spec.match_file(path + "/" if is_dir else path)
+        return self._matched(path, is_dir)
+
+    def ignored_in_synced(self, path: str, name: str, is_dir: bool) -> bool:
+        """
+        L{ignored} for a path whose folder is known to be synced (a walk
+        that does not enter ignored folders), by its last segment C{name}.
+        """
+        if path == IGNORE_FILE:
+            return False
+        if path == HIDDEN_DIR or is_temp_name(name):
+            return True
+        return self._matched(path, is_dir)
+
+    def _matched(self, path: str, is_dir: bool) -> bool:
+        return bool(self._spec.patterns) and self._spec.match_file(path + "/" if is_dir else path)
 

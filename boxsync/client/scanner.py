@@ -118,12 +118,12 @@ def is_racy(st: os.stat_result, now_ns: int) -> bool:
     return now_ns - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS
 
 
-def _matches(st: os.stat_result, base: Base) -> bool:
+def _matches(key: StatKey, base: Base) -> bool:
     """
-    Whether C{st} is the stat C{base} recorded: the file is taken to be
-    unchanged since.
+    Whether C{key} is the L{stat_key} C{base} recorded: the file is taken to
+    be unchanged since.
     """
-    return stat_key(st) == (base.size, base.mtime_ns, base.inode, base.ctime_ns, base.executable)
+    return key == (base.size, base.mtime_ns, base.inode, base.ctime_ns, base.executable)
 
 
 def unchanged(root: Path, path: str, base: Base) -> bool:
@@ -142,7 +142,7 @@ def unchanged(root: Path, path: str, base: Base) -> bool:
             return False
     except (OSError, ValueError):
         return False
-    return stat.S_ISREG(st.st_mode) and _matches(st, base)
+    return stat.S_ISREG(st.st_mode) and _matches(stat_key(st), base)
 
 
 @frozen
@@ -349,7 +349,8 @@ def _examine(
     data = None
     sha256: str | None
     racy = False
-    if base is not None and _matches(st, base):
+    key = stat_key(st)
+    if base is not None and _matches(key, base):
         sha256, changed, refreshed = base.sha256, False, False
     elif (
         base is None
@@ -372,7 +373,8 @@ def _examine(
         racy = is_racy(st, time.time_ns())
         # A racy file found identical is left to be read again next time.
         refreshed = not changed and not racy
-    size, mtime_ns, inode, ctime_ns, executable = stat_key(st)
+        key = stat_key(st)
+    size, mtime_ns, inode, ctime_ns, executable = key
     found = LocalFile(path, sha256, size, mtime_ns, inode, ctime_ns, seq, changed, data, racy, executable)
     return found, refreshed
 

@@ -174,7 +174,8 @@ class StatusFile:
         if snapshot == self._written:
             return
         temp = self.path.with_name(f".{self.path.name}.{self.pid}.tmp")
-        temp.write_text(json.dumps(snapshot, indent=1) + "\n", encoding="utf-8")
+        # Compact: the C encoder, while thousands of transfers are listed.
+        temp.write_text(json.dumps(snapshot, separators=(",", ":")) + "\n", encoding="utf-8")
         os.replace(temp, self.path)
         self._written = snapshot
 

@@ -17,7 +17,7 @@ from typing import Iterator
 
 from attrs import frozen
 
-from ..paths import HIDDEN_DIR, BadPath, normalize, preferred, to_local
+from ..paths import HIDDEN_DIR, BadPath, child, normalize, preferred, to_local
 from .ignore import IgnoreRules
 
 __all__ = ["Skipped", "walk", "wire_path"]
@@ -97,6 +97,9 @@ def walk(
             if skipped is not None and not isinstance(e, FileNotFoundError):
                 skipped.append(Skipped(local, f"cannot list: {e.strerror}", unreadable=True))
             continue
+        if directory and directory == top and ignore.ignored(top, True):
+            # What is below is checked by its own name only.
+            return
         if not entries and directory != top and empty is not None:
             empty.add(directory)
         same: dict[str, list[str]] = {}
@@ -134,7 +137,7 @@ def _classify(
         return None
     reason = None
     try:
-        path = wire_path(f"{directory}/{entry.name}" if directory else entry.name)
+        path = child(directory, entry.name)
     except BadPath as e:
         reason = str(e)
         path = relative
@@ -154,7 +157,7 @@ def _classify(
         except OSError:
             return None
         if reason is None:
-            return None if ignore.ignored(path, is_dir) else path
+            return None if ignore.ignored_in_synced(path, entry.name, is_dir) else path
     if skipped is not None and not ignore.ignored(path):
         skipped.append(Skipped(relative, reason))
     return None

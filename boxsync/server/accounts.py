@@ -28,6 +28,7 @@ from .box import Box
 from .hub import Hub
 from .index import IIndex
 from .registry import TokenRegistry
+from .relay import Relay
 from .storage import BoxStorage
 from .tokens import BadName, check_account
 
@@ -73,6 +74,7 @@ class Accounts:
     hub: Hub
     registry_path: Path
     poll_seconds: float = POLL_SECONDS
+    relay: Relay | None = None
     revoked: set[str] = field(factory=set)
     _boxes: dict[str, Box] = field(factory=dict)
     _adopted: dict[str, Deferred[Any]] = field(factory=dict)
@@ -148,7 +150,7 @@ class Accounts:
         except (BadName, BadAccountFolder, OSError) as e:
             self.log.error("account {account} cannot be served: {error}", account=account, error=e)
             return None
-        box = self._boxes[account] = Box(account, self.index, storage, self.hub)
+        box = self._boxes[account] = Box(account, self.index, storage, self.hub, relay=self.relay)
         adopting = Deferred.fromCoroutine(adopt(box, self.reactor))
         adopting.addErrback(
             lambda failure: self.log.failure("adopting account {account}", failure, account=account)

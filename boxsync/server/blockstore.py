@@ -34,7 +34,7 @@ from .index import BlockSource, IIndex
 from .staging import StagingFile, as_disk_full
 from .storage import BoxStorage
 
-__all__ = ["IBlockStore", "LocalBlockStore", "PENDING_HOURS", "BadBlock"]
+__all__ = ["Arrivals", "IBlockStore", "LocalBlockStore", "PENDING_HOURS", "BadBlock", "check_block"]
 
 #: How long a block sent ahead of a commit that never came is kept.
 PENDING_HOURS = 24
@@ -44,6 +44,57 @@ class BadBlock(ValueError):
     """
     A block's bytes are not what its sha256 says.
     """
+
+
+def check_block(block: Block, data: bytes) -> None:
+    """
+    Refuse C{data} as the bytes of C{block} unless they are. Blocking (it
+    hashes them): run it in a thread.
+
+    @raise BadBlock: if they are not.
+    """
+    if block_of(data) != block:
+        raise BadBlock(f"the bytes sent are not block {block.sha256}")
+
+
+@define
+class Arrivals:
+    """
+    Who waits for which block to be put, in this process: a store calls
+    L{arrived} once it holds a block, which fires every L{wait} for it.
+    """
+
+    _waiting: dict[str, list[Deferred[None]]] = field(factory=dict)
+
+    def wait(self, sha256: str) -> Deferred[None]:
+        """
+        A Deferred that fires once the block C{sha256} arrives; cancel it
+        to stop waiting.
+        """
+        waiting = self._waiting.setdefault(sha256, [])
+
+        def cancel(arrived: Deferred[None]) -> None:
+            if arrived in waiting:
+                waiting.remove(arrived)
+            if not waiting:
+                self._waiting.pop(sha256, None)
+
+        arrived: Deferred[None] = Deferred(cancel)
+        waiting.append(arrived)
+        return arrived
+
+    def waited_for(self) -> list[str]:
+        """
+        The blocks someone waits for.
+        """
+        return list(self._waiting)
+
+    def arrived(self, sha256: str) -> None:
+        """
+        The block C{sha256} is held now: fire whatever waits for it.
+        """
+        for arrived in self._waiting.pop(sha256, []):
+            arrived.callback(None)
 
 
 class IBlockStore(Interface):
@@ -114,7 +165,7 @@ class LocalBlockStore:
     index: IIndex
     storage: BoxStorage
     pending: Path = field(init=False)
-    _arrivals: dict[str, list[Deferred[None]]] = field(init=False, factory=dict)
+    _arrivals: Arrivals = field(init=False, factory=Arrivals)
     log = Logger()
 
     def __attrs_post_init__(self) -> None:
@@ -136,22 +187,11 @@ class LocalBlockStore:
         return [sha256 for sha256 in rest if sha256 not in held]
 
     def arrival(self, sha256: str) -> Deferred[None]:
-        waiting = self._arrivals.setdefault(sha256, [])
-
-        def cancel(arrived: Deferred[None]) -> None:
-            if arrived in waiting:
-                waiting.remove(arrived)
-            if not waiting:
-                self._arrivals.pop(sha256, None)
-
-        arrived: Deferred[None] = Deferred(cancel)
-        waiting.append(arrived)
-        return arrived
+        return self._arrivals.wait(sha256)
 
     async def put(self, block: Block, data: bytes) -> None:
         def work() -> None:
-            if block_of(data) != block:
-                raise BadBlock(f"the bytes sent are not block {block.sha256}")
+            check_block(block, data)
             temp = self.pending / f".{block.sha256}.{os.urandom(4).hex()}"
             try:
                 with open(temp, "xb") as f:
@@ -162,8 +202,7 @@ class LocalBlockStore:
                 raise as_disk_full(e) from e
 
         await self.storage.in_thread(work)
-        for arrived in self._arrivals.pop(block.sha256, []):
-            arrived.callback(None)
+        self._arrivals.arrived(block.sha256)
 
     async def read(self, sha256: str) -> bytes | None:
         return (await self.read_many([sha256])).get(sha256)

@@ -23,9 +23,10 @@ from twisted.python.failure import Failure
 from ..blocks import BLOCK_MIN, Recipe, recipe_of
 from ..wire.blocks import BlockCommit
 from .blockstore import IBlockStore, LocalBlockStore
-from .http import as_download, as_event
+from .http import as_event
 from .hub import Hub
-from .index import FileRecord, IIndex, VersionRecord
+from .index import FileRecord, IIndex, Moved, VersionRecord
+from .relay import Commit, Relay, Seen
 from .sharing import SharedVersions, VersionDamaged
 from .staging import StagingFile
 from .storage import BoxStorage, Change
@@ -69,6 +70,33 @@ class MissingBlocks(Exception):
 
 def _row_seq(row: FileRecord | None) -> int:
     return 0 if row is None else row.seq
+
+
+def _read_seq(row: FileRecord | None) -> int | None:
+    """
+    The seq of C{row} as read, for the index to check it is still the
+    path's row as it commits (C{None}: no row).
+    """
+    return None if row is None else row.seq
+
+
+def _or_stale(outcome: FileRecord | Moved) -> FileRecord | StaleBase:
+    """
+    The record committed, or the stale base of a path that moved on.
+    """
+    return StaleBase(outcome.path, _row_seq(outcome.row)) if isinstance(outcome, Moved) else outcome
+
+
+def _stale(outcome: FileRecord | Moved) -> FileRecord:
+    """
+    The record committed.
+
+    @raise StaleBase: if its path moved on.
+    """
+    record = _or_stale(outcome)
+    if isinstance(record, StaleBase):
+        raise record
+    return record
 
 
 def _live_seq(row: FileRecord | None) -> int | None:
@@ -178,9 +206,12 @@ class Box:
             lambda self: SharedVersions(self.account, self.index, self.storage, self.blocks), takes_self=True
         )
     )
+    relay: Relay | None = None
     _lock: DeferredLock = field(factory=DeferredLock)
     _queue: list[_Pending] = field(factory=list)
     _committing: bool = False
+    _seen: Seen = field(factory=Seen)
+    _following: DeferredLock = field(factory=DeferredLock)
     log = Logger()
 
     async def _check_base(self, path: str, base: int | None) -> FileRecord | None:
@@ -440,7 +471,7 @@ class Box:
             size=record.size,
             seq=record.seq,
         )
-        self.hub.publish(self.account, as_download(record), exclude=pending.stream)
+        self._publish(record, pending.stream)
 
     async def _commit_group(self, group: list[_Pending]) -> list[FileRecord | _Unchanged | Exception]:
         """
@@ -484,6 +515,7 @@ class Box:
         records = await self._commit_changes(
             list(changes.values()),
             [_live_seq(rows.get(group[i].path)) for i in changes],
+            [_read_seq(rows.get(group[i].path)) for i in changes],
             [
                 FileRecord(
                     group[i].path,
@@ -503,22 +535,34 @@ class Box:
         return [outcomes[i] for i in range(len(group))]
 
     async def _commit_changes(
-        self, changes: list[Change], replaced: list[int | None], records: list[FileRecord]
-    ) -> list[FileRecord]:
+        self,
+        changes: list[Change],
+        replaced: list[int | None],
+        expected: list[int | None],
+        records: list[FileRecord],
+    ) -> list[FileRecord | StaleBase]:
         """
         Commit C{records}, the rows of C{changes} made in the box: all of
         them or, if the commit fails, none, with the box put back as it was.
         What each change replaced is kept as the version C{replaced} names.
+        Each is committed only if its path's row is still at the seq
+        C{expected} gives (as read when its base was checked): one that
+        moved on meanwhile, through another server on the same index, is
+        undone in the box and refused as a stale base.
 
         @raise DiskFull: if the index's disk is full.
         """
         try:
-            stored: list[FileRecord] = await self.index.commit_many(self.account, records)
+            stored: list[FileRecord | Moved] = await self.index.commit_many(self.account, records, expected)
         except BaseException:
             await self.storage.undo(changes)
             raise
-        await self.storage.settle(changes, replaced)
-        return stored
+        moved = [change for change, outcome in zip(changes, stored) if isinstance(outcome, Moved)]
+        if moved:
+            await self.storage.undo(moved)
+        done = [n for n, outcome in enumerate(stored) if not isinstance(outcome, Moved)]
+        await self.storage.settle([changes[n] for n in done], [replaced[n] for n in done])
+        return [_or_stale(outcome) for outcome in stored]
 
     async def set_executable(
         self,
@@ -552,9 +596,10 @@ class Box:
             except FileNotFoundError:
                 raise NotFound(path) from None
             try:
-                (record,) = await self.index.commit_many(
-                    self.account, [evolve(row, origin=origin, ctime_ns=ctime_ns, executable=executable)]
+                (outcome,) = await self.index.commit_many(
+                    self.account, [evolve(row, origin=origin, ctime_ns=ctime_ns, executable=executable)], [row.seq]
                 )
+                record = _stale(outcome)
             except BaseException:
                 await self.storage.set_executable(path, row.executable)
                 raise
@@ -606,11 +651,13 @@ class Box:
             records = await self._commit_changes(
                 changes,
                 [row.seq for _, row in going],
+                [row.seq for _, row in going],
                 [FileRecord(row.path, 0, row.sha256, time.time_ns(), 0, True, origin) for _, row in going],
             )
         committed = {place: record for (place, _), record in zip(going, records)}
         for record in records:
-            self._announce("deleted", record, origin, stream)
+            if isinstance(record, FileRecord):
+                self._announce("deleted", record, origin, stream)
         return [refused[place] if place in refused else committed[place] for place in range(len(deletes))]
 
     async def make_folder(
@@ -633,7 +680,9 @@ class Box:
                 return row
             _check(path, base, row)
             made = await self.storage.make_folder(path)
-            record = await self._commit_folder(path, False, origin, self.storage.remove_folder if made else None)
+            record = await self._commit_folder(
+                path, False, origin, self.storage.remove_folder if made else None, _read_seq(row)
+            )
         self._announce("made the folder", record, origin, stream)
         return record
 
@@ -653,28 +702,35 @@ class Box:
             if row is None or row.deleted or not row.folder:
                 raise NotFound(path)
             gone = await self.storage.remove_folder(path, await self._folders_above(path))
-            record = await self._commit_folder(path, True, origin, self.storage.make_folder if gone else None)
+            record = await self._commit_folder(path, True, origin, self.storage.make_folder if gone else None, row.seq)
         self._announce("deleted the folder", record, origin, stream)
         return record
 
     async def _commit_folder(
-        self, path: str, deleted: bool, origin: str, undo: Callable[[str], Awaitable[object]] | None
+        self,
+        path: str,
+        deleted: bool,
+        origin: str,
+        undo: Callable[[str], Awaitable[object]] | None,
+        expected: int | None,
     ) -> FileRecord:
         """
         Commit the folder C{path} (its tombstone if C{deleted}), made (or
-        removed) in the box already; if the commit fails, C{undo} of the
-        path puts the box back as it was.
+        removed) in the box already, if its row is still at the seq
+        C{expected}; if the commit fails, C{undo} of the path puts the box
+        back as it was.
+
+        @raise StaleBase: if the path's row moved on from C{expected}.
         """
         try:
-            (record,) = await self.index.commit_many(
-                self.account, [FileRecord(path, 0, "", time.time_ns(), 0, deleted, origin, folder=True)]
+            (outcome,) = await self.index.commit_many(
+                self.account, [FileRecord(path, 0, "", time.time_ns(), 0, deleted, origin, folder=True)], [expected]
             )
+            return _stale(outcome)
         except BaseException:
             if undo is not None:
                 await undo(path)
             raise
-        stored: FileRecord = record
-        return stored
 
     async def _folders_above(self, *paths: str) -> set[str]:
         """
@@ -699,4 +755,49 @@ class Box:
             path=record.path,
             seq=record.seq,
         )
+        self._publish(record, stream)
+
+    def _publish(self, record: FileRecord, stream: str | None) -> None:
+        """
+        Tell every stream but C{stream} of the commit of C{record}, here and,
+        through the relay, on the other servers.
+        """
+        self._seen.fresh(record.seq)
         self.hub.publish(self.account, as_event(record), exclude=stream)
+        if self.relay is not None:
+            self.relay.tell(self.account, record.seq, stream)
+
+    async def remote(self, commit: Commit) -> None:
+        """
+        Publish here what another server committed (C{commit}), but for what
+        was published already.
+        """
+        async with self._following:
+            count = commit.last - commit.first + 1
+            records: list[FileRecord] = await self.index.since(self.account, commit.first - 1, count)
+            if self._seen.low is None:
+                self._seen.caught_up(commit.first - 1)
+            for record in records:
+                if record.seq <= commit.last and self._seen.fresh(record.seq):
+                    self.hub.publish(self.account, as_event(record), exclude=commit.stream)
+
+    async def catch_up(self, page: int = 1000) -> None:
+        """
+        Publish what the index has past the last seq every earlier one of
+        which was published here: commits whose notification was lost.
+        """
+        async with self._following:
+            if self._seen.low is None:
+                self._seen.caught_up(await self.index.current_seq(self.account))
+                return
+            while True:
+                low = self._seen.low
+                assert low is not None
+                records: list[FileRecord] = await self.index.since(self.account, low, page)
+                for record in records:
+                    if self._seen.fresh(record.seq):
+                        self.hub.publish(self.account, as_event(record))
+                if records:
+                    self._seen.caught_up(records[-1].seq)
+                if len(records) < page:
+                    return

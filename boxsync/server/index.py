@@ -2,18 +2,22 @@
 The index: one row per path and account — what the box holds (a file, or a
 folder synced as one of its own), at which seq.
 
-L{IIndex} is what the rest of the server uses; L{SQLiteIndex} is the embedded
-implementation, on the standard library's SQLite, with every query run in one
-dedicated thread so the reactor never waits on the disk.
+L{IIndex} is what the rest of the server uses; L{SQLIndex} its queries, in
+SQL both SQLite and PostgreSQL understand, with the rows mapped to records
+here once. L{SQLiteIndex} is the embedded implementation, on the standard
+library's SQLite, with every query run in one dedicated thread so the
+reactor never waits on the disk; L{boxsync.server.pgindex} the one on
+PostgreSQL, for several servers sharing one index.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Protocol, Sequence, TypeVar, cast
 
 from attrs import define, evolve, field, frozen
 from twisted.internet.defer import fail, succeed
@@ -25,7 +29,18 @@ from zope.interface import Interface, implementer
 from ..blocks import BLOCK_MIN, Block, Recipe
 from .staging import DiskFull
 
-__all__ = ["BlockSource", "FileRecord", "IIndex", "SQLiteIndex", "Stats", "VersionRecord"]
+__all__ = [
+    "BlockSource",
+    "Database",
+    "FileRecord",
+    "IIndex",
+    "IndexUnavailable",
+    "Moved",
+    "SQLIndex",
+    "SQLiteIndex",
+    "Stats",
+    "VersionRecord",
+]
 
 _T = TypeVar("_T")
 
@@ -92,6 +107,24 @@ class BlockSource:
     path: str | None
 
 
+class IndexUnavailable(Exception):
+    """
+    The index cannot be used: its database cannot be reached, or was made
+    by a newer boxsync.
+    """
+
+
+@frozen
+class Moved:
+    """
+    A record of L{IIndex.commit_many} that was not committed: its path's
+    row is no longer the one expected, but C{row}.
+    """
+
+    path: str
+    row: FileRecord | None
+
+
 @frozen
 class Stats:
     files: int
@@ -131,9 +164,17 @@ class IIndex(Interface):
         is ignored) and return the stored record.
         """
 
-    def commit_many(account: str, records: Sequence[FileRecord]) -> Any:
+    def commit_many(
+        account: str, records: Sequence[FileRecord], expected: Sequence[int | None] | None = None
+    ) -> Any:
         """
         Commit several records in one transaction, in order.
+
+        @param expected: for each record, the seq its path's row had when
+            the caller read it (C{None}: no row). A record whose path has
+            moved on since (a commit by another server on the same index)
+            is not committed: its place in the result holds a L{Moved}
+            instead. No commit comes between this check and this one's.
         """
 
     def restamp(account: str, stamps: Sequence[tuple[str, int]]) -> Any:
@@ -240,7 +281,7 @@ class IIndex(Interface):
         """
         The blocks of the account's kept versions (those their recipes
         list), as a C{dict} from the seq of each version with blocks to
-        C{(sha256, size)} pairs.
+        its C{(sha256, size)} pairs in order.
         """
 
     def forget_versions(account: str, seqs: Sequence[int]) -> Any:
@@ -378,49 +419,45 @@ def open_database(path: Path) -> sqlite3.Connection:
     (version,) = db.execute("PRAGMA user_version").fetchone()
     for number, steps in enumerate(_SCHEMA[version:], start=version + 1):
         db.execute("BEGIN IMMEDIATE")
-        for statement in steps:
-            db.execute(statement)
-        db.execute(f"PRAGMA user_version={number}")
+        # Unless another connection took this step meanwhile.
+        if db.execute("PRAGMA user_version").fetchone()[0] < number:
+            for statement in steps:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version={number}")
         db.execute("COMMIT")
     return db
 
 
-@implementer(IIndex)
-@define
-class SQLiteIndex:
+class Database(Protocol):
     """
-    L{IIndex} on one SQLite file, queried from one thread of its own.
-
-    Call L{start} before use and L{stop} when done (L{IndexService} does).
+    The part of a DB-API connection the queries use: SQLite's, or
+    PostgreSQL's (L{boxsync.server.pgindex}) behind a thin adapter. The SQL
+    is written with C{?} placeholders, in what both dialects understand.
     """
 
-    reactor: IReactorFromThreads
-    path: Path
-    _pool: ThreadPool = field(factory=lambda: ThreadPool(1, 1, "boxsync-index"))
-    _db: sqlite3.Connection | None = None
+    def execute(self, sql: str, parameters: Any = (), /) -> Any: ...
 
-    def start(self) -> None:
-        self._pool.start()
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Any: ...
 
-    def stop(self) -> None:
-        self._pool.stop()
-        if self._db is not None:
-            self._db.close()
-            self._db = None
 
-    def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> Any:
-        if not self._pool.started:
-            return fail(RuntimeError("the index is not running"))
+class SQLIndex:
+    """
+    L{IIndex} as SQL queries, for any L{Database}: a subclass runs them,
+    off the reactor thread, with L{_run} (a read) and L{_write} (all of it
+    in one transaction, or none of it).
+    """
 
-        def work() -> _T:
-            if self._db is None:
-                self._db = open_database(self.path)
-            return fn(self._db)
+    #: Whether the database is SQLite, whose planner some queries steer.
+    _sqlite: ClassVar[bool] = False
 
-        return deferToThreadPool(self.reactor, self._pool, work)
+    def _run(self, fn: Callable[[Database], _T]) -> Any:
+        raise NotImplementedError()
+
+    def _write(self, fn: Callable[[Database], _T]) -> Any:
+        raise NotImplementedError()
 
     def get(self, account: str, path: str) -> Any:
-        def q(db: sqlite3.Connection) -> FileRecord | None:
+        def q(db: Database) -> FileRecord | None:
             row = db.execute(
                 f"SELECT {_COLUMNS} FROM files WHERE account=? AND path=?",
                 (account, path),
@@ -430,17 +467,7 @@ class SQLiteIndex:
         return self._run(q)
 
     def get_many(self, account: str, paths: Sequence[str]) -> Any:
-        def q(db: sqlite3.Connection) -> dict[str, FileRecord]:
-            found: dict[str, FileRecord] = {}
-            for chunk, marks in _in_chunks(paths, 500):
-                for row in db.execute(
-                    f"SELECT {_COLUMNS} FROM files WHERE account=? AND path IN ({marks})",
-                    [account, *chunk],
-                ):
-                    found[row[0]] = _record(row)
-            return found
-
-        return self._run(q)
+        return self._run(lambda db: _get_many(db, account, paths))
 
     def _select(self, condition: str, order: str, *args: object) -> Any:
         sql = f"SELECT {_COLUMNS} FROM files WHERE account=? AND {condition} ORDER BY {order} LIMIT ?"
@@ -457,43 +484,39 @@ class SQLiteIndex:
         d.addCallback(lambda records: records[0])
         return d
 
-    def commit_many(self, account: str, records: Sequence[FileRecord]) -> Any:
-        def q(db: sqlite3.Connection) -> list[FileRecord]:
-            return _transaction(db, lambda: list(_commit_all(db, account, records)))
-
-        return self._run(q)
+    def commit_many(
+        self, account: str, records: Sequence[FileRecord], expected: Sequence[int | None] | None = None
+    ) -> Any:
+        return self._write(lambda db: _commit_all(db, account, records, expected))
 
     def restamp(self, account: str, stamps: Sequence[tuple[str, int]]) -> Any:
-        def q(db: sqlite3.Connection) -> None:
-            _transaction(
-                db,
-                lambda: db.executemany(
-                    "UPDATE files SET ctime_ns=? WHERE account=? AND path=? AND deleted=0",
-                    [(ctime_ns, account, path) for path, ctime_ns in stamps],
-                ),
+        def work(db: Database) -> None:
+            db.executemany(
+                "UPDATE files SET ctime_ns=? WHERE account=? AND path=? AND deleted=0",
+                [(ctime_ns, account, path) for path, ctime_ns in stamps],
             )
 
-        return self._run(q)
+        return self._write(work)
 
     def current_seq(self, account: str) -> Any:
         return self._run(lambda db: _current_seq(db, account))
 
     def set_recipe(self, account: str, seq: int, recipe: Recipe) -> Any:
-        def work(db: sqlite3.Connection) -> None:
+        def work(db: Database) -> None:
             db.execute("DELETE FROM blocks WHERE account=? AND seq=?", (account, seq))
             db.executemany(
-                "INSERT INTO blocks (account, seq, n, sha256, offset, size) VALUES (?, ?, ?, ?, ?, ?)",
+                'INSERT INTO blocks (account, seq, n, sha256, "offset", size) VALUES (?, ?, ?, ?, ?, ?)',
                 [
                     (account, seq, n, block.sha256, offset, block.size)
                     for n, (offset, block) in enumerate(recipe.placed())
                 ],
             )
-            db.execute("INSERT OR IGNORE INTO recipes (account, seq) VALUES (?, ?)", (account, seq))
+            db.execute("INSERT INTO recipes (account, seq) VALUES (?, ?) ON CONFLICT DO NOTHING", (account, seq))
 
-        return self._run(lambda db: _transaction(db, lambda: work(db)))
+        return self._write(work)
 
     def recipe(self, account: str, seq: int) -> Any:
-        def q(db: sqlite3.Connection) -> Recipe | None:
+        def q(db: Database) -> Recipe | None:
             whole = db.execute(
                 "SELECT sha256, size FROM files WHERE account=? AND seq=? AND deleted=0 AND folder=0 UNION ALL "
                 "SELECT sha256, size FROM versions WHERE account=? AND seq=?",
@@ -517,7 +540,7 @@ class SQLiteIndex:
         return self._run(q)
 
     def find_blocks(self, account: str, hashes: Sequence[str], kept_first: bool = False) -> Any:
-        def q(db: sqlite3.Connection) -> dict[str, BlockSource]:
+        def q(db: Database) -> dict[str, BlockSource]:
             found: dict[str, BlockSource] = {}
             for chunk, marks in _in_chunks(hashes, 250):
                 # Live files first (unless kept_first): a kept version is
@@ -548,7 +571,7 @@ class SQLiteIndex:
         return self._run(q)
 
     def find_kept(self, account: str, sha256: str, size: int) -> Any:
-        def q(db: sqlite3.Connection) -> int | None:
+        def q(db: Database) -> int | None:
             row = db.execute(
                 "SELECT MAX(seq) FROM versions WHERE account=? AND sha256=? AND size=?", (account, sha256, size)
             ).fetchone()
@@ -557,7 +580,7 @@ class SQLiteIndex:
         return self._run(q)
 
     def versions(self, account: str, path: str) -> Any:
-        def q(db: sqlite3.Connection) -> list[VersionRecord]:
+        def q(db: Database) -> list[VersionRecord]:
             return [
                 VersionRecord(*row)
                 for row in db.execute(
@@ -569,7 +592,7 @@ class SQLiteIndex:
         return self._run(q)
 
     def version(self, account: str, seq: int) -> Any:
-        def q(db: sqlite3.Connection) -> FileRecord | VersionRecord | None:
+        def q(db: Database) -> FileRecord | VersionRecord | None:
             row = db.execute(
                 f"SELECT {_COLUMNS} FROM files WHERE account=? AND seq=? AND deleted=0 AND folder=0", (account, seq)
             ).fetchone()
@@ -581,28 +604,22 @@ class SQLiteIndex:
         return self._run(q)
 
     def trash(self, account: str, under: str, limit: int) -> Any:
-        def q(db: sqlite3.Connection) -> list[VersionRecord]:
+        def q(db: Database) -> list[VersionRecord]:
             columns = ", ".join("v." + c.strip() for c in _VERSION_COLUMNS.split(","))
-            return [VersionRecord(*row) for row in db.execute(*_trash_query(columns, account, under, limit))]
+            query = _trash_query(columns, account, under, limit, self._sqlite)
+            return [VersionRecord(*row) for row in db.execute(*query)]
 
         return self._run(q)
 
     def trash_json(self, account: str, under: str, limit: int) -> Any:
-        def q(db: sqlite3.Connection) -> str:
-            columns = "v.path, v.seq, v.committed_ns, v.size, v.sha256, v.origin, v.ended_seq, v.ended_ns"
-            sql, args = _trash_query(columns, account, under, limit)
-            # The rows come out of the subquery in its order.
-            (text,) = db.execute(
-                "SELECT json_group_array(json_array(path, seq, committed_ns, size, sha256, origin, ended_seq, "
-                f"ended_ns)) FROM ({sql})",
-                args,
-            ).fetchone()
-            return str(text)
+        def q(db: Database) -> str:
+            query = _trash_query(_TRASH_ROW, account, under, limit, self._sqlite)
+            return json.dumps([list(row) for row in db.execute(*query)])
 
         return self._run(q)
 
     def at(self, account: str, under: str, when_ns: int) -> Any:
-        def q(db: sqlite3.Connection) -> list[FileRecord | VersionRecord]:
+        def q(db: Database) -> list[FileRecord | VersionRecord]:
             low, high = _folder_range(under)
             found: list[FileRecord | VersionRecord] = [
                 VersionRecord(*row)
@@ -625,7 +642,7 @@ class SQLiteIndex:
         return self._run(q)
 
     def shared_blocks(self, account: str) -> Any:
-        def q(db: sqlite3.Connection) -> list[tuple[int, int, int]]:
+        def q(db: Database) -> list[tuple[int, int, int]]:
             return [
                 (seq, offset, size)
                 for seq, offset, size in db.execute(
@@ -640,7 +657,7 @@ class SQLiteIndex:
         return self._run(q)
 
     def holes(self, account: str, seq: int, only_in: Sequence[int] = ()) -> Any:
-        def q(db: sqlite3.Connection) -> list[tuple[int, Block]]:
+        def q(db: Database) -> list[tuple[int, Block]]:
             # With only_in: none held by a kept version outside it.
             outside = (
                 f" AND NOT EXISTS (SELECT 1 FROM {_kept_blocks('c')} WHERE c.account=b.account "
@@ -660,7 +677,7 @@ class SQLiteIndex:
         return self._run(q)
 
     def orphans(self, account: str, going: Sequence[int]) -> Any:
-        def q(db: sqlite3.Connection) -> list[int]:
+        def q(db: Database) -> list[int]:
             marks = ",".join("?" * len(going))
             return [
                 seq
@@ -675,16 +692,16 @@ class SQLiteIndex:
         return self._run(q) if going else succeed([])
 
     def set_held(self, account: str, seq: int, offsets: Sequence[int], held: bool) -> Any:
-        def work(db: sqlite3.Connection) -> None:
+        def work(db: Database) -> None:
             db.executemany(
-                "UPDATE blocks SET held=? WHERE account=? AND seq=? AND offset=?",
+                'UPDATE blocks SET held=? WHERE account=? AND seq=? AND "offset"=?',
                 [(int(held), account, seq, offset) for offset in offsets],
             )
 
-        return self._run(lambda db: _transaction(db, lambda: work(db)))
+        return self._write(work)
 
     def kept_versions(self, account: str) -> Any:
-        def q(db: sqlite3.Connection) -> list[VersionRecord]:
+        def q(db: Database) -> list[VersionRecord]:
             return [
                 VersionRecord(*row)
                 for row in db.execute(
@@ -695,10 +712,11 @@ class SQLiteIndex:
         return self._run(q)
 
     def kept_blocks(self, account: str) -> Any:
-        def q(db: sqlite3.Connection) -> dict[int, list[tuple[str, int]]]:
+        def q(db: Database) -> dict[int, list[tuple[str, int]]]:
             found: dict[int, list[tuple[str, int]]] = {}
             for seq, sha256, size in db.execute(
-                f"SELECT b.seq, b.sha256, b.size FROM {_kept_blocks('b')} WHERE b.account=?", (account,)
+                f"SELECT b.seq, b.sha256, b.size FROM {_kept_blocks('b')} WHERE b.account=? ORDER BY b.seq, b.n",
+                (account,),
             ):
                 found.setdefault(seq, []).append((sha256, size))
             return found
@@ -706,7 +724,7 @@ class SQLiteIndex:
         return self._run(q)
 
     def forget_versions(self, account: str, seqs: Sequence[int]) -> Any:
-        def work(db: sqlite3.Connection) -> list[VersionRecord]:
+        def work(db: Database) -> list[VersionRecord]:
             old = []
             for seq in seqs:
                 row = db.execute(
@@ -719,36 +737,97 @@ class SQLiteIndex:
                 _forget_blocks(db, account, seq)
             return old
 
-        return self._run(lambda db: _transaction(db, lambda: work(db)))
+        return self._write(work)
 
     def stats(self, account: str) -> Any:
-        def q(db: sqlite3.Connection) -> Stats:
+        def q(db: Database) -> Stats:
             files, size = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files "
                 "WHERE account=? AND deleted=0 AND folder=0",
                 (account,),
             ).fetchone()
-            return Stats(files=files, bytes=size, seq=_current_seq(db, account))
+            return Stats(files=int(files), bytes=int(size), seq=_current_seq(db, account))
 
         return self._run(q)
 
 
-def _trash_query(columns: str, account: str, under: str, limit: int) -> tuple[str, tuple[Any, ...]]:
+def _trash_query(
+    columns: str, account: str, under: str, limit: int, sqlite: bool = False
+) -> tuple[str, tuple[Any, ...]]:
     """
     The query of C{columns} of the last versions (C{v}) of the files
     (C{f}) deleted under C{under}, newest deletion first, at most C{limit}.
+
+    @param sqlite: whether to steer SQLite's planner (below).
     """
     low, high = _folder_range(under)
     # Of a folder, the versions below it, then their files; of the whole
     # box, the files newest first (the first LIMIT deleted are all it
-    # reads), each with its version.
-    join, within = ("JOIN", "f.path") if under else ("CROSS JOIN", "+f.path")
+    # reads), each with its version: SQLite would walk every version first.
+    join, within = ("CROSS JOIN", "+f.path") if sqlite and not under else ("JOIN", "f.path")
     return (
         f"SELECT {columns} FROM files f {join} versions v ON v.account=f.account AND v.path=f.path "
         f"AND v.ended_seq=f.seq WHERE f.account=? AND f.deleted=1 AND {within}>=? AND {within}<? "
         "ORDER BY f.seq DESC LIMIT ?",
         (account, low, high, limit),
     )
+
+
+#: The columns of a row of L{IIndex.trash_json}.
+_TRASH_ROW = "v.path, v.seq, v.committed_ns, v.size, v.sha256, v.origin, v.ended_seq, v.ended_ns"
+
+
+@implementer(IIndex)
+@define
+class SQLiteIndex(SQLIndex):
+    """
+    L{IIndex} on one SQLite file, queried from one thread of its own.
+
+    Call L{start} before use and L{stop} when done (L{IndexService} does).
+    """
+
+    reactor: IReactorFromThreads
+    path: Path
+    _pool: ThreadPool = field(factory=lambda: ThreadPool(1, 1, "boxsync-index"))
+    _db: sqlite3.Connection | None = None
+    _sqlite: ClassVar[bool] = True
+
+    def start(self) -> None:
+        self._pool.start()
+
+    def stop(self) -> None:
+        self._pool.stop()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _run(self, fn: Callable[[Database], _T]) -> Any:
+        if not self._pool.started:
+            return fail(RuntimeError("the index is not running"))
+
+        def work() -> _T:
+            if self._db is None:
+                self._db = open_database(self.path)
+            return fn(self._db)
+
+        return deferToThreadPool(self.reactor, self._pool, work)
+
+    def _write(self, fn: Callable[[Database], _T]) -> Any:
+        return self._run(lambda db: _transaction(cast(sqlite3.Connection, db), lambda: fn(db)))
+
+    def trash_json(self, account: str, under: str, limit: int) -> Any:
+        def q(db: Database) -> str:
+            sql, args = _trash_query(_TRASH_ROW, account, under, limit, sqlite=True)
+            # Made by SQLite, not row by row in Python; the rows come out
+            # of the subquery in its order.
+            (text,) = db.execute(
+                "SELECT json_group_array(json_array(path, seq, committed_ns, size, sha256, origin, ended_seq, "
+                f"ended_ns)) FROM ({sql})",
+                args,
+            ).fetchone()
+            return str(text)
+
+        return self._run(q)
 
 
 def _folder_range(under: str) -> tuple[str, str]:
@@ -761,6 +840,17 @@ def _folder_range(under: str) -> tuple[str, str]:
     return under + "/", under + "0"
 
 
+def _get_many(db: Database, account: str, paths: Sequence[str]) -> dict[str, FileRecord]:
+    found: dict[str, FileRecord] = {}
+    for chunk, marks in _in_chunks(paths, 500):
+        for row in db.execute(
+            f"SELECT {_COLUMNS} FROM files WHERE account=? AND path IN ({marks})",
+            [account, *chunk],
+        ):
+            found[row[0]] = _record(row)
+    return found
+
+
 def _in_chunks(values: Sequence[str], size: int) -> Iterator[tuple[list[str], str]]:
     """
     C{values}, C{size} at a time, each run with the placeholders of an
@@ -771,7 +861,7 @@ def _in_chunks(values: Sequence[str], size: int) -> Iterator[tuple[list[str], st
         yield chunk, ",".join("?" * len(chunk))
 
 
-def _current_seq(db: sqlite3.Connection, account: str) -> int:
+def _current_seq(db: Database, account: str) -> int:
     row = db.execute("SELECT seq FROM accounts WHERE account=?", (account,)).fetchone()
     return 0 if row is None else int(row[0])
 
@@ -786,31 +876,46 @@ def _kept_blocks(alias: str) -> str:
 _VERSION_COLUMNS = "path, size, sha256, mtime_ns, seq, origin, ended_seq, ended_ns, committed_ns, executable"
 
 
-def _forget_blocks(db: sqlite3.Connection, account: str, seq: int) -> None:
+def _forget_blocks(db: Database, account: str, seq: int) -> None:
     db.execute("DELETE FROM blocks WHERE account=? AND seq=?", (account, seq))
     db.execute("DELETE FROM recipes WHERE account=? AND seq=?", (account, seq))
 
 
-def _keep_version(db: sqlite3.Connection, account: str, path: str, ended_seq: int, now: int) -> None:
+def _keep_version(db: Database, account: str, path: str, ended_seq: int, now: int) -> None:
     """
     Keep the live version of C{path}, if any, as overwritten or deleted by
     the commit C{ended_seq} at C{now}.
     """
     db.execute(
-        "INSERT OR IGNORE INTO versions "
+        "INSERT INTO versions "
         "(account, seq, path, size, sha256, mtime_ns, origin, ended_seq, ended_ns, committed_ns, executable) "
         "SELECT account, seq, path, size, sha256, mtime_ns, origin, ?, ?, committed_ns, executable FROM files "
-        "WHERE account=? AND path=? AND deleted=0 AND folder=0",
+        "WHERE account=? AND path=? AND deleted=0 AND folder=0 ON CONFLICT DO NOTHING",
         (ended_seq, now, account, path),
     )
 
 
 def _commit_all(
-    db: sqlite3.Connection, account: str, records: Iterable[FileRecord]
-) -> Iterable[FileRecord]:
-    seq = _current_seq(db, account)
+    db: Database, account: str, records: Sequence[FileRecord], expected: Sequence[int | None] | None
+) -> list[FileRecord | Moved]:
+    # The account's row is locked first, until the transaction ends: a
+    # commit elsewhere (another server on the same PostgreSQL) waits for
+    # this one, then counts on from its seq and sees its rows.
+    (seq,) = db.execute(
+        "INSERT INTO accounts (account, seq) VALUES (?, 0) "
+        "ON CONFLICT (account) DO UPDATE SET seq=accounts.seq RETURNING seq",
+        (account,),
+    ).fetchone()
+    seq = int(seq)
+    rows = {} if expected is None else _get_many(db, account, [record.path for record in records])
     now = time.time_ns()
-    for record in records:
+    stored: list[FileRecord | Moved] = []
+    for n, record in enumerate(records):
+        if expected is not None:
+            row = rows.get(record.path)
+            if (None if row is None else row.seq) != expected[n]:
+                stored.append(Moved(record.path, row))
+                continue
         seq += 1
         _keep_version(db, account, record.path, seq, now)
         db.execute(
@@ -835,9 +940,6 @@ def _commit_all(
                 now,
             ),
         )
-        yield evolve(record, seq=seq, committed_ns=now)
-    db.execute(
-        "INSERT INTO accounts (account, seq) VALUES (?, ?) "
-        "ON CONFLICT (account) DO UPDATE SET seq=excluded.seq",
-        (account, seq),
-    )
+        stored.append(evolve(record, seq=seq, committed_ns=now))
+    db.execute("UPDATE accounts SET seq=? WHERE account=?", (seq, account))
+    return stored

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Protocol
 
 import psutil
 from attrs import define, field
@@ -33,7 +33,7 @@ from .app import BoxsyncApp
 from .auth import DEFAULT_ACCOUNT, IAuthenticator, TokenAuth
 from .box import Box
 from .hub import MAX_STREAMS_PER_TOKEN, Hub
-from .index import SQLiteIndex, Stats
+from .index import IndexUnavailable, SQLiteIndex, Stats
 from .legacy import LegacyAdapter
 from .limits import (
     MAX_MANIFEST_BYTES,
@@ -42,13 +42,17 @@ from .limits import (
     ConnectionLimits,
 )
 from .registry import REGISTRY_FILE
+from .relay import Commit, Receiver, Relay
 from .sessions import SIGN_IN, Sessions
 from .storage import BoxStorage
 from .tokens import load_secret
 from .uploads import UploadSite
 from .web import WebPage
 
-__all__ = ["BoxInUse", "BoxsyncService", "ServerConfig", "claim"]
+if TYPE_CHECKING:
+    from .pgindex import PostgresIndex
+
+__all__ = ["BoxInUse", "BoxsyncService", "ServerConfig", "claim", "open_index"]
 
 
 @define
@@ -57,6 +61,8 @@ class ServerConfig:
     @ivar auth: who gets in, with one account; C{None} with C{tokens}.
     @ivar tokens: serve many accounts, one folder each, to clients with
         signed tokens (L{boxsync.server.tokens}) instead.
+    @ivar index: the PostgreSQL database the index is in (a
+        C{postgresql://} URL); C{None}: SQLite, in the box's hidden folder.
     @ivar max_streams_per_token: the most event streams one token may hold
         open at once.
     @ivar retention: what of the overwritten and deleted versions is kept
@@ -77,6 +83,7 @@ class ServerConfig:
     max_manifest_entries: int = MAX_MANIFEST_ENTRIES
     connections: ConnectionLimits = ConnectionLimits()
     tokens: bool = False
+    index: str | None = None
     max_streams_per_token: int = MAX_STREAMS_PER_TOKEN
     revocation_seconds: float = POLL_SECONDS
     retention: Retention = field(factory=Retention)
@@ -131,12 +138,69 @@ def claim(hidden: Path, tokens: bool) -> FolderLock:
     return lock
 
 
+def open_index(reactor: IServerReactor, url: str | None, hidden: Path) -> SQLiteIndex | PostgresIndex:
+    """
+    The index: in the PostgreSQL database at C{url}, else in SQLite in the
+    box's hidden folder C{hidden}. Not started.
+    """
+    if url is None:
+        return SQLiteIndex(reactor, hidden / "index.sqlite")
+    from .pgindex import PostgresIndex
+
+    return PostgresIndex(reactor, url)
+
+
+def open_relay(reactor: IServerReactor, url: str | None, receiver: Receiver) -> Relay | None:
+    """
+    With an index in PostgreSQL (at C{url}), the relay that tells the other
+    servers on it of this one's commits and C{receiver} of theirs; else
+    none: a server alone has no one to tell. Not started.
+    """
+    if url is None:
+        return None
+    from .pgrelay import PostgresRelay
+
+    return PostgresRelay(reactor, reactor, url, receiver)
+
+
+@define
+class _Followers:
+    """
+    The boxes of this server, as the relay's L{Receiver}: another server's
+    commit is published by the box of its account, if this server has it.
+    """
+
+    boxes: Callable[[], list[Box]]
+    box_of: Callable[[str], Box | None]
+    log = Logger()
+
+    def committed(self, commit: Commit) -> None:
+        box = self.box_of(commit.account)
+        if box is not None:
+            self._follow(box.remote(commit))
+
+    def catch_up(self) -> None:
+        for box in self.boxes():
+            self._follow(box.catch_up())
+
+    def _follow(self, work: Coroutine[Any, Any, None]) -> None:
+        Deferred.fromCoroutine(work).addErrback(
+            lambda failure: self.log.failure("publishing another server's commits", failure)
+        )
+
+
+class _Startable(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class _IndexService(Service):
     """
     The index, open while the server runs.
     """
 
-    def __init__(self, index: SQLiteIndex) -> None:
+    def __init__(self, index: _Startable) -> None:
         self.index = index
 
     def startService(self) -> None:
@@ -293,10 +357,11 @@ class BoxsyncService(MultiService):
         self.reactor = reactor
         self.config = config
         self.storage = BoxStorage(reactor, config.box)
-        self.index = SQLiteIndex(reactor, self.storage.hidden / "index.sqlite")
+        self.index = open_index(reactor, config.index, self.storage.hidden)
         self.hub = Hub(reactor, config.keepalive_seconds, config.max_streams_per_token)
         self.box: Box | None = None
         self.accounts: Accounts | None = None
+        self.relay = open_relay(reactor, config.index, _Followers(self._boxes, self._box_of))
         auth: IAuthenticator
         boxes: Callable[[str], Box]
         check: Callable[[], Coroutine[Any, Any, object]]
@@ -308,13 +373,14 @@ class BoxsyncService(MultiService):
                 self.hub,
                 self.storage.hidden / REGISTRY_FILE,
                 poll_seconds=config.revocation_seconds,
+                relay=self.relay,
             )
             secret = load_secret(self.storage.hidden, create=True)
             auth = TokenAuth(secret, reactor, self.accounts.revoked, self.accounts.has)
             boxes = self.accounts.box
             check = self.accounts.start
         else:
-            self.box = Box(DEFAULT_ACCOUNT, self.index, self.storage, self.hub)
+            self.box = Box(DEFAULT_ACCOUNT, self.index, self.storage, self.hub, relay=self.relay)
             auth, boxes = config.auth, self._box_for
             check = lambda: adopt(self._box_for(DEFAULT_ACCOUNT), reactor)  # noqa: E731
         sessions = Sessions(reactor, auth, frozenset() if self.accounts is None else self.accounts.revoked)
@@ -348,6 +414,8 @@ class BoxsyncService(MultiService):
         checked = _BoxesService(self.storage, config.tokens, check, self.accounts)
         checked.setServiceParent(self)
         _HubService(self.hub).setServiceParent(self)
+        if isinstance(self.relay, Service):
+            self.relay.setServiceParent(self)
         self._listeners = _ListenService(reactor, config.listen, self.factory, checked.ready)
         self._listeners.setServiceParent(self)
         self.ready: Deferred[None] = Deferred()
@@ -361,9 +429,17 @@ class BoxsyncService(MultiService):
         self.ready.addCallback(lambda result: after.callback(None))
         return after
 
+    def _boxes(self) -> list[Box]:
+        return [self.box] if self.box is not None else self.accounts.boxes() if self.accounts is not None else []
+
+    def _box_of(self, account: str) -> Box | None:
+        for box in self._boxes():
+            if box.account == account:
+                return box
+        return None
+
     async def _tidy(self) -> None:
-        boxes = [self.box] if self.box is not None else self.accounts.boxes() if self.accounts is not None else []
-        await tidy(boxes, self.config.retention, self.reactor.seconds())
+        await tidy(self._boxes(), self.config.retention, self.reactor.seconds())
 
     @property
     def ports(self) -> list[IListeningPort]:
@@ -382,7 +458,7 @@ class BoxsyncService(MultiService):
         self.ready.callback(None)
 
     def _failed(self, failure: Any) -> None:
-        if failure.check(BoxInUse, CannotListenError, OSError):
+        if failure.check(BoxInUse, CannotListenError, OSError, IndexUnavailable):
             # Nothing unexpected: one line says it all.
             self.log.error("the server could not start: {error}", error=_one_line(failure.value))
         else:

@@ -55,6 +55,17 @@ def _count(value: str) -> int:
     return count
 
 
+def _index_url(url: str) -> str:
+    """
+    C{url} if it names a PostgreSQL database the index can be in.
+    """
+    try:
+        from .pgindex import check_url
+    except ImportError:
+        raise ValueError("an index in PostgreSQL needs psycopg: pip install 'boxsync[cluster]'") from None
+    return check_url(url)
+
+
 def _listen_on(address: str) -> str:
     """
     The endpoint for C{SERVER_ADDRESS}, as the old server read it:
@@ -128,6 +139,14 @@ SETTINGS = [
         "The most the kept versions may take, as a size (50G) or a share of the disk (10%); "
         "the oldest go first. Default: no limit but --keep-versions.",
         HistoryMax.parse,
+    ),
+    Setting(
+        "index",
+        None,
+        "Keep the index in PostgreSQL, shared by several servers: postgresql://USER@HOST:PORT/DATABASE "
+        "(what the URL leaves out comes from the PG* environment variables and ~/.pgpass; needs "
+        "boxsync[cluster]). Default: SQLite, in the box.",
+        _index_url,
     ),
     Setting("insecure-no-auth", False, "Serve without any key: everyone gets in.", flag=True),
     Setting(
@@ -274,6 +293,7 @@ def makeService(options: Options) -> Any:
         listen=list(options["listen"]),
         auth=auth,
         tokens=options["tokens"],
+        index=options["index"],
         max_streams_per_token=options["max-streams-per-token"],
         max_upload=options["max-upload"],
         status_seconds=options["status-interval"],

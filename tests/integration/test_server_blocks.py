@@ -246,11 +246,11 @@ async def test_a_block_still_being_sent_can_be_waited_for(server: RunningServer,
         assert response.code == 404, query
         await response.content()
     waiting = http.get(url + "?wait=20", headers=server.headers())
-    await eventually(server.reactor, lambda: sha(data) in store._arrivals)
+    await eventually(server.reactor, lambda: sha(data) in store._arrivals.waited_for())
     assert (await put_block(http, server, data)).code == 201
     response = await timed(waiting, server.reactor)
     assert response.code == 200 and await response.content() == data
-    assert store._arrivals == {}
+    assert store._arrivals.waited_for() == []
 
 
 @pytest_twisted.ensureDeferred

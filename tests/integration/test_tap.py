@@ -22,7 +22,7 @@ from boxsync.server import tap
 from boxsync.server.auth import Forbidden
 from tests.helpers import timed
 
-ENVIRONMENT = ("BOXSYNC_API_KEY", "API_KEY", "SERVER_ADDRESS", "BOXSYNC_LISTEN", tap.CONFIG_VARIABLE)
+ENVIRONMENT = ("BOXSYNC_API_KEY", "API_KEY", "SERVER_ADDRESS", "BOXSYNC_LISTEN", "BOXSYNC_INDEX", tap.CONFIG_VARIABLE)
 
 
 @pytest.fixture(autouse=True)
@@ -271,3 +271,43 @@ def test_a_server_that_cannot_start_exits_with_a_failure(tmp_path: Path, program
         )
     assert ran.returncode == tap.START_FAILED, ran.stdout + ran.stderr
     assert "the server could not start" in ran.stdout + ran.stderr
+
+
+def test_index_defaults_to_sqlite_in_the_box(tmp_path: Path) -> None:
+    service = _service(tmp_path, "--api-key", "k")
+    assert service.config.index is None
+    assert service.index.path == tmp_path / "box" / ".boxsync" / "index.sqlite"
+
+
+def test_index_in_postgresql(tmp_path: Path) -> None:
+    from boxsync.server.pgindex import PostgresIndex
+
+    url = "postgresql://boxsync@db.example:5433/boxsync"
+    service = _service(tmp_path, "--api-key", "k", "--index", url)
+    assert isinstance(service.index, PostgresIndex) and service.index.url == url
+
+
+def test_index_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOXSYNC_INDEX", "postgres:///boxsync")
+    assert parse("--api-key", "k")["index"] == "postgres:///boxsync"
+
+
+@pytest.mark.parametrize(
+    "url, why",
+    [
+        ("sqlite:///srv/index", "not a postgresql:// URL"),
+        ("postgresql://db/boxsync?nonsense=1", "nonsense"),
+        ("postgresql://us%zzer:secret@db/boxsync", "percent"),
+    ],
+)
+def test_bad_index(url: str, why: str) -> None:
+    with pytest.raises(UsageError, match=f"^--index: .*{why}") as raised:
+        parse("--api-key", "k", "--index", url)
+    # A password in it is not repeated.
+    assert "secret" not in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_index_in_postgresql_without_psycopg(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "boxsync.server.pgindex", None)
+    with pytest.raises(UsageError, match=r"needs psycopg: pip install 'boxsync\[cluster\]'"):
+        parse("--api-key", "k", "--index", "postgresql://db/boxsync")

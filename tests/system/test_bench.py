@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import bulk, e2e, fanout, history, latency, load, memory, report, restart
+from bench import bulk, e2e, fanout, history, join, latency, load, memory, report, restart
 from bench.__main__ import _table
 from boxsync.testing import Server
 
@@ -42,7 +42,7 @@ def test_bulk_e2e_fanout_restart_smoke(tmp_path: Path) -> None:
     assert all(_number(r["MB/s"]) > 0 for r in rows[:5])
     sections.append(("bulk", "bulk", rows))
 
-    rows = e2e.run(1, [(10, True)], runs=1, use_rsync=False)
+    rows = e2e.run(1, [(10, True)], runs=1, use_rsync=False, use_syncthing=False)
     assert len(rows) == 2 and all(_number(r["boxsync s (median)"]) > 0 for r in rows)
     sections.append(("e2e", "e2e", rows))
 
@@ -54,6 +54,11 @@ def test_bulk_e2e_fanout_restart_smoke(tmp_path: Path) -> None:
     rows = restart.run(20, runs=1)
     assert rows[0]["file transfers"] == 0
     sections.append(("restart", "restart", rows))
+
+    rows = join.run(20, runs=1, use_rsync=False)
+    assert rows[0]["what an empty B gets with --once"] == "20 files of 4 KiB, nested folders"
+    assert _number(rows[0]["boxsync s (median)"]) > 0 and rows[0]["vs rsync"] == "n/a"
+    sections.append(("join", "join", rows))
 
     sections.append(("memory", "memory", [
         {"size": "4 MiB", "server peak RSS": "50.0 MiB", "client peak RSS (up)": "60.0 MiB",

@@ -139,6 +139,8 @@ def test_wheel_ships_the_plugin(tmp_path: Path) -> None:
     assert "twisted/plugins/__init__.py" not in names
     assert "boxsync/py.typed" in names and "boxsync/server/tap.py" in names
     assert {"boxsync/server/static/index.html", "boxsync/server/static/app.js"} <= names
+    # PostgreSQL's schema, applied as a server starts.
+    assert "boxsync/server/migrations/pg/0001_index.sql" in names
     assert not [name for name in names if name.startswith("tests/") or name.endswith("dropin.cache")]
 
     _run([*pip, "install", "--no-deps", "--no-index", "--target", str(target), str(wheel)], elsewhere)

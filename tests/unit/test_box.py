@@ -24,8 +24,8 @@ from boxsync.server.hub import Hub
 from boxsync.server.index import _COLUMNS, _SCHEMA, FileRecord, IIndex, SQLiteIndex, _record, open_database
 from boxsync.server.staging import DiskFull, StagingFile
 from boxsync.server.storage import BoxStorage
-from boxsync.wire import Download, Event
-from tests.helpers import sha, timed
+from boxsync.wire import Download
+from tests.helpers import Recorder, sha, timed
 
 ACCOUNT = "acct"
 
@@ -61,11 +61,13 @@ class CountingIndex:
     def commit(self, account: str, record: FileRecord) -> Any:
         return self.real.commit(account, record)
 
-    def commit_many(self, account: str, records: Sequence[FileRecord]) -> Any:
+    def commit_many(
+        self, account: str, records: Sequence[FileRecord], expected: Sequence[int | None] | None = None
+    ) -> Any:
         self.commits.append(len(records))
         if self.broken:
             return fail(RuntimeError("the index is broken"))
-        return self.real.commit_many(account, records)
+        return self.real.commit_many(account, records, expected)
 
     def since(self, account: str, seq: int, limit: int) -> Any:
         return self.real.since(account, seq, limit)
@@ -81,22 +83,6 @@ class CountingIndex:
 
     def stats(self, account: str) -> Any:
         return self.real.stats(account)
-
-
-@define
-class Recorder:
-    stream_id: str = "recorder"
-    client: str = "recorder"
-    events: list[Event] = field(factory=list)
-
-    def send(self, event: Event) -> None:
-        self.events.append(event)
-
-    def keepalive(self) -> None:
-        pass
-
-    def disconnect(self) -> None:
-        pass
 
 
 @define

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from boxsync.paths import BadPath, from_local, normalize, to_local
+from boxsync.paths import BadPath, child, from_local, normalize, to_local
 from boxsync.wire import (
     EXECUTABLE_FEATURE,
     FOLDERS_FEATURE,
@@ -118,6 +118,36 @@ def test_no_path_leaves_the_root(text: str) -> None:
     assert ".." not in parts and "." not in parts and "" not in parts
     assert not path.startswith("/") and parts[0] != ".boxsync"
     assert normalize(path) == path
+
+
+_SEGMENTS = st.one_of(
+    st.sampled_from(["", ".", "..", ".boxsync", "a/b", "e\u0301", "\u0301x", "K", "\u212a", "x" * 256, "a\\b", "a\x00"]),
+    st.text(max_size=40),
+)
+
+
+@given(st.lists(_SEGMENTS.filter(lambda s: "/" not in s), max_size=4), _SEGMENTS)
+@settings(max_examples=500, deadline=None)
+def test_a_child_is_checked_as_the_whole_path_is(parents: list[str], name: str) -> None:
+    """
+    The wire path of a name below a checked folder, found by checking the
+    name alone, is the one the whole path's check finds, and each refuses
+    what the other refuses (a name with a slash in it is never one name).
+    """
+    try:
+        parent = normalize("/".join(parents)) if parents else ""
+    except BadPath:
+        return
+    joined = f"{parent}/{name}" if parent else name
+    try:
+        expected: str | None = normalize(joined) if "/" not in name else None
+    except BadPath:
+        expected = None
+    try:
+        found: str | None = child(parent, name)
+    except BadPath:
+        found = None
+    assert found == expected
 
 
 EVENTS = [

@@ -1,0 +1,210 @@
+"""
+Commits made on another server reach this server's event streams: the
+boxes' side on one shared index (as two servers on one PostgreSQL would
+have), and the relay itself over a real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+import pytest_twisted
+from attrs import define, field
+from twisted.internet.defer import Deferred
+
+from boxsync.server.box import Box
+from boxsync.server.hub import Hub
+from boxsync.server.index import SQLiteIndex
+from boxsync.server.relay import Commit, Seen
+from boxsync.server.storage import BoxStorage
+from boxsync.wire import Delete, Download
+from tests.helpers import Recorder, eventually
+
+ACCOUNT = "acct"
+
+
+def seqs(stream: Recorder) -> list[int]:
+    return [event.seq for event in stream.events]  # type: ignore[attr-defined]
+
+
+@define
+class Told:
+    """
+    A relay that keeps what a box tells it.
+    """
+
+    told: list[tuple[str, int, str | None]] = field(factory=list)
+
+    def tell(self, account: str, seq: int, stream: str | None) -> None:
+        self.told.append((account, seq, stream))
+
+
+@define
+class Server:
+    box: Box
+    relay: Told
+    here: Recorder
+    origin: Recorder
+
+    async def upload(self, path: str, data: bytes, stream: str | None = None) -> Any:
+        staged = self.box.storage.new_staging()
+        staged.write(data)
+        return await self.box.upload(path, staged, 0, None, None, stream=stream)
+
+
+@pytest_twisted.async_yield_fixture
+async def servers(tmp_path: Path, reactor: Any) -> AsyncIterator[tuple[Server, Server]]:
+    """
+    Two servers' boxes of one account on one index, each with its own hub:
+    on each, a stream "here" and the stream "origin" uploads come from.
+    """
+    index = SQLiteIndex(reactor, tmp_path / "index.sqlite")
+    index.start()
+    made = []
+    for name in ("one", "two"):
+        relay = Told()
+        hub = Hub(reactor)
+        here, origin = Recorder(f"here-{name}"), Recorder("origin")
+        hub.add(ACCOUNT, here)
+        hub.add(ACCOUNT, origin)
+        box = Box(ACCOUNT, index, BoxStorage(reactor, tmp_path / name), hub, relay=relay)
+        made.append(Server(box, relay, here, origin))
+    try:
+        yield made[0], made[1]
+    finally:
+        index.stop()
+
+
+def test_a_commit_notification_round_trips() -> None:
+    for commit in [Commit("s1", "acct", 3, 9, "stream-1"), Commit("s2", "a b", 1, 1, None)]:
+        assert Commit.decode(commit.encode()) == commit
+    for bad in ["", "s1 3 9 stream", "s1 x 9 - acct", "s1 9 3 - acct", "s1 1 2 - "]:
+        with pytest.raises(ValueError):
+            Commit.decode(bad)
+
+
+def test_each_seq_is_published_once_in_any_order() -> None:
+    seen = Seen()
+    assert seen.fresh(7) and not seen.fresh(7)
+    seen.caught_up(5)
+    assert not seen.fresh(4) and seen.fresh(6) and not seen.fresh(7)
+    seen.caught_up(7)
+    assert seen.above == set() and seen.fresh(8)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_commit_is_told_and_published_by_the_other_server(servers: tuple[Server, Server]) -> None:
+    one, two = servers
+    await one.upload("a.txt", b"A", stream="origin")
+    assert one.relay.told == [(ACCOUNT, 1, "origin")]
+    assert seqs(one.here) == [1] and one.origin.events == []
+    assert two.here.events == []
+
+    commit = Commit("other", ACCOUNT, 1, 1, "origin")
+    await two.box.remote(commit)
+    assert [type(e) for e in two.here.events] == [Download] and seqs(two.here) == [1]
+    # The client it came from has it; it hears it from no server.
+    assert two.origin.events == []
+    # Told twice (a notification, then a catch-up): published once.
+    await two.box.remote(commit)
+    await two.box.catch_up()
+    assert seqs(two.here) == [1]
+    # What the other server publishes it does not tell again.
+    assert two.relay.told == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_was_never_told_is_caught_up_in_seq_order(servers: tuple[Server, Server]) -> None:
+    one, two = servers
+    await two.box.catch_up()  # from here on
+    for name in ("a", "b", "c"):
+        await one.upload(f"{name}.txt", name.encode())
+    await Deferred.fromCoroutine(one.box.delete("b.txt", 2))
+    assert two.here.events == []
+    await two.box.catch_up(page=2)
+    # b's upload (seq 2) is superseded by its delete (seq 4): the index
+    # holds each path's last record.
+    assert seqs(two.here) == [1, 3, 4]
+    assert isinstance(two.here.events[-1], Delete)
+    await two.box.catch_up()
+    assert seqs(two.here) == [1, 3, 4]
+
+
+@pytest_twisted.ensureDeferred
+async def test_commits_of_both_servers_interleave(servers: tuple[Server, Server]) -> None:
+    one, two = servers
+    await two.box.catch_up()
+    await one.upload("a.txt", b"A", stream="origin")  # seq 1, not told yet
+    await two.upload("b.txt", b"B")  # seq 2, published on two
+    assert seqs(two.here) == [2]
+    # One's notification comes late: seq 1 is still published, once.
+    await two.box.remote(Commit("one", ACCOUNT, 1, 1, "origin"))
+    await two.box.catch_up()
+    assert sorted(seqs(two.here)) == [1, 2] and len(seqs(two.here)) == 2
+
+
+@define
+class Heard:
+    commits: list[Commit] = field(factory=list)
+    catch_ups: int = 0
+
+    def committed(self, commit: Commit) -> None:
+        self.commits.append(commit)
+
+    def catch_up(self) -> None:
+        self.catch_ups += 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_servers_hear_each_others_commits_over_postgresql(postgres: Any, reactor: Any) -> None:
+    import psycopg
+
+    from boxsync.server.pgrelay import PostgresRelay
+
+    url = postgres.new_database()
+    heard = [Heard(), Heard()]
+    relays = [PostgresRelay(reactor, reactor, url, h, catch_up_seconds=3600) for h in heard]
+    for relay in relays:
+        relay.startService()
+    try:
+        await eventually(reactor, lambda: _listeners(url) == 2)
+        one, two = relays
+        one.tell(ACCOUNT, 1, "s")
+        one.tell(ACCOUNT, 2, "s")
+        one.tell(ACCOUNT, 3, "t")
+        one.tell("other", 4, None)
+        await eventually(reactor, lambda: len(heard[1].commits) == 3)
+        assert heard[1].commits == [
+            Commit(one.server, ACCOUNT, 1, 2, "s"),
+            Commit(one.server, ACCOUNT, 3, 3, "t"),
+            Commit(one.server, "other", 4, 4, None),
+        ]
+        # A server does not hear itself.
+        assert heard[0].commits == []
+
+        # The listening connections are cut: both connect again and catch up.
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+            )
+        await eventually(reactor, lambda: all(h.catch_ups == 1 for h in heard))
+        await eventually(reactor, lambda: _listeners(url) == 2)
+        two.tell(ACCOUNT, 5, None)
+        await eventually(reactor, lambda: len(heard[0].commits) == 1)
+        assert heard[0].commits == [Commit(two.server, ACCOUNT, 5, 5, None)]
+    finally:
+        for relay in relays:
+            relay.stopService()
+
+
+def _listeners(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
+        ).fetchone()
+    return int(row[0]) if row else 0
