@@ -421,6 +421,30 @@ async def test_a_version_is_made_whole_by_the_kernel_from_kept_versions(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_block_no_kept_version_has_any_more_is_read_from_a_live_file(
+    server: RunningServer, http: Any
+) -> None:
+    """
+    Where the kept version that held a block has lost it (its file cut
+    short by hand), the hole is filled from a live file that has it, read
+    and checked.
+    """
+    assert server.service is not None and server.service.box is not None
+    box = server.service.box
+    first = os.urandom(8 * MiB)
+    seqs = [await commit_whole(http, server, "image.bin", first, 0)]
+    # A copy, made while the first version was live: a file of its own.
+    await commit_whole(http, server, "copy.bin", first, 0)
+    for n in (1, 2):
+        edited = first[: n * MiB] + os.urandom(4096) + first[n * MiB + 4096 :]
+        seqs.append(await commit_whole(http, server, "image.bin", edited, seqs[-1]))
+    assert await box.shared.share() > 4 * MiB
+    os.truncate(server.box / ".boxsync/versions" / str(seqs[1]), 0)
+    response = await timed(http.get(f"{server.url}/versions/{seqs[0]}", headers=server.headers()), server.reactor)
+    assert response.code == 200 and sha(await response.content()) == sha(first)
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_history_limit_counts_what_shared_versions_take(server: RunningServer, http: Any) -> None:
     """
     Five kept versions of an 8 MiB file that differ by a few blocks take
