@@ -112,14 +112,15 @@ class HistoryRoutes:
         """
         The files deleted under C{?under=} and not back since, newest
         deletion first, each as its last version (with C{?rows=1}, as
-        L{Deleted} rows).
+        L{Deleted} rows, and C{?before=SEQ}: only those deleted before).
         """
         box = self._box(principal)
         limit = count_header(query(request, "limit"), "limit") or TRASH_LIMIT
         if limit > MAX_TRASH_LIMIT:
             raise ProtocolError(f"limit must be at most {MAX_TRASH_LIMIT}")
         if query(request, "rows") == "1":
-            rows: str = await box.index.trash_json(box.account, _folder(request), limit)
+            before = count_header(query(request, "before"), "before")
+            rows: str = await box.index.trash_json(box.account, _folder(request), limit, before)
             return encoded_json_body(request, 200, trash_rows(rows))
         found: list[VersionRecord] = await box.index.trash(box.account, _folder(request), limit)
         files = [{**entry(version).to_json(), "deleted": True, "deleted_seq": version.ended_seq} for version in found]

@@ -27,6 +27,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
 from ..blocks import BLOCK_MIN, Block, Recipe
+from ..wire.values import MAX_COUNT
 from .staging import DiskFull
 
 __all__ = [
@@ -232,12 +233,13 @@ class IIndex(Interface):
         deletion's).
         """
 
-    def trash_json(account: str, under: str, limit: int) -> Any:
+    def trash_json(account: str, under: str, limit: int, before: int | None = None) -> Any:
         """
-        The same files as L{trash}, as the text of a JSON array with, for
+        The same files as L{trash} (with C{before}, only those deleted by a
+        commit before that seq), as the text of a JSON array with, for
         each, C{[path, seq, committed_ns, size, sha256, origin, ended_seq,
-        ended_ns]} of its last version (made by the database: the quick way
-        to list 100,000).
+        ended_ns]} of its last version (made by the database where it can:
+        the quick way to list 100,000).
         """
 
     def at(account: str, under: str, when_ns: int) -> Any:
@@ -611,9 +613,9 @@ class SQLIndex:
 
         return self._run(q)
 
-    def trash_json(self, account: str, under: str, limit: int) -> Any:
+    def trash_json(self, account: str, under: str, limit: int, before: int | None = None) -> Any:
         def q(db: Database) -> str:
-            query = _trash_query(_TRASH_ROW, account, under, limit, self._sqlite)
+            query = _trash_query(_TRASH_ROW, account, under, limit, self._sqlite, before)
             return json.dumps([list(row) for row in db.execute(*query)])
 
         return self._run(q)
@@ -752,11 +754,12 @@ class SQLIndex:
 
 
 def _trash_query(
-    columns: str, account: str, under: str, limit: int, sqlite: bool = False
+    columns: str, account: str, under: str, limit: int, sqlite: bool = False, before: int | None = None
 ) -> tuple[str, tuple[Any, ...]]:
     """
     The query of C{columns} of the last versions (C{v}) of the files
-    (C{f}) deleted under C{under}, newest deletion first, at most C{limit}.
+    (C{f}) deleted under C{under} (by a commit before the seq C{before}, if
+    given), newest deletion first, at most C{limit}.
 
     @param sqlite: whether to steer SQLite's planner (below).
     """
@@ -767,9 +770,9 @@ def _trash_query(
     join, within = ("CROSS JOIN", "+f.path") if sqlite and not under else ("JOIN", "f.path")
     return (
         f"SELECT {columns} FROM files f {join} versions v ON v.account=f.account AND v.path=f.path "
-        f"AND v.ended_seq=f.seq WHERE f.account=? AND f.deleted=1 AND {within}>=? AND {within}<? "
+        f"AND v.ended_seq=f.seq WHERE f.account=? AND f.deleted=1 AND {within}>=? AND {within}<? AND f.seq<? "
         "ORDER BY f.seq DESC LIMIT ?",
-        (account, low, high, limit),
+        (account, low, high, MAX_COUNT if before is None else before, limit),
     )
 
 
@@ -815,9 +818,9 @@ class SQLiteIndex(SQLIndex):
     def _write(self, fn: Callable[[Database], _T]) -> Any:
         return self._run(lambda db: _transaction(cast(sqlite3.Connection, db), lambda: fn(db)))
 
-    def trash_json(self, account: str, under: str, limit: int) -> Any:
+    def trash_json(self, account: str, under: str, limit: int, before: int | None = None) -> Any:
         def q(db: Database) -> str:
-            sql, args = _trash_query(_TRASH_ROW, account, under, limit, sqlite=True)
+            sql, args = _trash_query(_TRASH_ROW, account, under, limit, True, before)
             # Made by SQLite, not row by row in Python; the rows come out
             # of the subquery in its order.
             (text,) = db.execute(

@@ -18,9 +18,11 @@ import pytest_twisted
 
 from twisted.internet.defer import Deferred
 
+from boxsync.client import api as client_api
 from boxsync.client import history
 from boxsync.client.history import UserError
 from boxsync.server import history as server_history
+from boxsync.wire import ProtocolError
 from boxsync.wire.history import iso_time
 from tests.helpers import RunningServer, put, timed
 from tests.integration.test_history import a_moment
@@ -93,9 +95,11 @@ async def test_the_trash_of_an_older_server(
     server: RunningServer, http: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """
-    A server from before the trash in rows answers in versions: the
-    command prints the same.
+    The trash comes a page at a time; a server from before the trash in
+    rows answers in versions, a page at first, then all: the command
+    prints the same.
     """
+    monkeypatch.setattr(client_api, "TRASH_PAGE", 2)
     for n in range(3):
         assert (await put(http, server, f"old/{n}.txt", b"%d" % n, base=0)).code == 201
         await delete(http, server, f"old/{n}.txt", 2 * n + 1)
@@ -112,6 +116,20 @@ async def test_the_trash_of_an_older_server(
     monkeypatch.setattr(server_history, "query", lambda request, name: None if name == "rows" else real_query(request, name))
     assert await run(lambda out: history.trash(server.reactor, options(server, True), "", out), server) == in_rows
     assert await run(lambda out: history.trash(server.reactor, options(server), "", out), server) == plain
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bad_page_of_the_trash_is_refused(
+    server: RunningServer, http: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_api, "TRASH_PAGE", 2)
+    for n in range(3):
+        assert (await put(http, server, f"old/{n}.txt", b"%d" % n, base=0)).code == 201
+        await delete(http, server, f"old/{n}.txt", 2 * n + 1)
+    real_rows = server_history.trash_rows
+    monkeypatch.setattr(server_history, "trash_rows", lambda rows: real_rows(rows.upper()))
+    with pytest.raises(ProtocolError):
+        await run(lambda out: history.trash(server.reactor, options(server, True), "", out), server)
 
 
 @pytest_twisted.ensureDeferred

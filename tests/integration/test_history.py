@@ -95,6 +95,11 @@ async def test_deleted_files_are_in_the_trash_and_come_back(server: RunningServe
             for f in versions
         ]
     assert len((await json_of(await get(http, server, "/trash?rows=1&limit=1")))["rows"]) == 1
+    # A page after the first: those deleted before its last.
+    older = (await json_of(await get(http, server, "/trash?rows=1&before=5")))["rows"]
+    assert [(row[0], row[6]) for row in older] == [("old/plan.txt", 4)]
+    assert (await json_of(await get(http, server, "/trash?rows=1&before=4")))["rows"] == []
+    assert (await get(http, server, "/trash?rows=1&before=-1")).code == 400
     assert TRASH_ROWS_FEATURE in (await json_of(await get(http, server, "/healthz")))["features"]
     history = await json_of(await get(http, server, "/history/old/plan.txt"))
     assert history["deleted"] is True and history["versions"][0]["deleted"] is True
