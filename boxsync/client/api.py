@@ -22,11 +22,11 @@ import json
 import urllib.parse
 from io import BytesIO
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Sequence
+from typing import Any, BinaryIO, Callable, Sequence, TypeVar
 
 from attrs import define, field
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.task import Cooperator
 from twisted.internet.threads import deferToThreadPool
@@ -73,8 +73,8 @@ from ..wire import (
     parse_parts,
 )
 from ..wire.blocks import BlockCommit, blocks_json, parse_missing, parse_recipe
-from ..wire.history import Restore, VersionEntry
-from ..writer import HashingWriter, inline
+from ..wire.history import Deleted, Restore, VersionEntry, parse_trash, parse_versions
+from ..writer import HashingWriter
 from .errors import APIError, CorruptBlock, DigestMismatch, MissingBlocks, WrongScheme, error_from
 from .probe import SchemeCheck
 from .results import DownloadResult
@@ -89,6 +89,11 @@ __all__ = ["EventStream", "BoxsyncAPI"]
 #: The most bytes of one file's result in the answer to a batch, besides
 #: the file itself (its path, digest and error).
 _MAX_RESULT = 8 * 1024
+
+#: How many deleted files one request of the trash asks for.
+TRASH_PAGE = 10_000
+
+_T = TypeVar("_T")
 
 
 @define(eq=False)
@@ -156,15 +161,6 @@ def _url(prefix: str, path: str) -> str:
     """
     segments = normalize(path).split("/")
     return prefix + "/".join(urllib.parse.quote(s, safe="") for s in segments)
-
-
-def _entries(answer: object) -> list[VersionEntry]:
-    """
-    The versions listed under C{files} in a history answer.
-    """
-    if not isinstance(answer, dict) or not isinstance(answer.get("files"), list):
-        raise ProtocolError("the answer must list files")
-    return [VersionEntry.from_json(entry) for entry in answer["files"]]
 
 
 @define
@@ -519,13 +515,47 @@ class BoxsyncAPI:
             raise ProtocolError("a history must list versions")
         return bool(answer.get("deleted")), [VersionEntry.from_json(v) for v in answer["versions"]]
 
-    async def trash(self, under: str = "", limit: int = 1000) -> list[VersionEntry]:
+    async def trash(self, under: str = "", limit: int = 1000) -> list[Deleted]:
         """
         The files deleted under the folder C{under} and not back since,
-        newest deletion first, each as its last version.
+        newest deletion first, each with its last version.
+
+        Asked for in rows, L{TRASH_PAGE} at a time: the next page is asked
+        for before the last one is checked (in a thread), so the server
+        looks it up meanwhile. A server from before rows answers in
+        versions, all of them at once.
         """
-        query = urllib.parse.urlencode({"under": under, "limit": limit})
-        return _entries(await self._get_json(f"/trash?{query}"))
+
+        def ask(count: int, before: int | None = None) -> Deferred[Any]:
+            fields = {"under": under, "limit": count, "rows": 1, **({} if before is None else {"before": before})}
+            return Deferred.fromCoroutine(self._get_json(f"/trash?{urllib.parse.urlencode(fields)}"))
+
+        found: list[Deleted] = []
+        asked = min(limit, TRASH_PAGE)
+        answer = await ask(asked)
+        while True:
+            rows = answer.get("rows") if isinstance(answer, dict) else None
+            if not isinstance(rows, list):
+                listed = parse_trash(answer)
+                if asked < limit and len(listed) == asked:
+                    listed = parse_trash(await ask(limit))  # an older server, that pages not
+                return listed
+            following = None
+            last = rows[-1] if rows else None
+            if len(rows) == asked < limit - len(found) and isinstance(last, list) and len(last) > 6:
+                if isinstance(last[6], int):
+                    asked = min(limit - len(found) - len(rows), TRASH_PAGE)
+                    following = ask(asked, last[6])
+            try:
+                found += await self._in_thread(lambda: parse_trash(answer))
+            except Exception:
+                if following is not None:
+                    following.addErrback(lambda _: None)
+                    following.cancel()
+                raise
+            if following is None:
+                return found
+            answer = await following
 
     async def snapshot(self, under: str, at: str) -> list[VersionEntry]:
         """
@@ -533,7 +563,7 @@ class BoxsyncAPI:
         (ISO 8601, or ns since the epoch).
         """
         query = urllib.parse.urlencode({"under": under, "at": at})
-        return _entries(await self._get_json(f"/snapshot?{query}"))
+        return parse_versions(await self._get_json(f"/snapshot?{query}"))
 
     async def restore(self, path: str, seq: int, base: int | None) -> CommitResult:
         """
@@ -712,12 +742,12 @@ class BoxsyncAPI:
         """
         return body if self.up is None else Throttled(body, self.up)
 
-    def _in_thread(self, work: Callable[[], None]) -> Deferred[None]:
+    def _in_thread(self, work: Callable[[], _T]) -> Deferred[_T]:
         """
         Run C{work} in a thread of C{threads}, or right here without them.
         """
         if self.threads is None:
-            return inline(work)
+            return maybeDeferred(work)
         return deferToThreadPool(self.threads, self.threads.getThreadPool(), work)
 
     def _headers(

@@ -34,15 +34,13 @@ from ..paths import HIDDEN_DIR
 from ..reactors import IClientReactor
 from . import commands, history
 from .connect import ConnectionSettingsError, connect, describe_failure
-from .engine import Engine, NotInSync
 from .errors import APIError, AuthError, WrongScheme
 from .ignore import IgnoreRules
 from .progress import reporter_for
+from .session import NotInSync
 from .state import LocalState
 from .status import StatusFile, status_path
-from .service import sync_service
 from .transport import DEFAULT_IDLE_TIMEOUT
-from .watcher import FolderWatcher
 
 __all__ = ["main", "parse", "Options", "run"]
 
@@ -423,6 +421,11 @@ async def run(reactor: IClientReactor, options: Options) -> None:
     @raise ConnectionSettingsError: before anything is written, if the
         server's URL or C{options.cacert} cannot be used.
     """
+    # Here, not above: the other commands start without them.
+    from .engine import Engine
+    from .service import sync_service
+    from .watcher import FolderWatcher
+
     connection = connect(reactor, options.server, options.cacert, options.insecure)
     root = options.folder.resolve()
     # Told to look at whether it is paused only once it can (below).

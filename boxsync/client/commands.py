@@ -243,4 +243,12 @@ def print_json_list(items: list[Any], out: TextIO) -> None:
     to read as to parse, and quick for 100,000 items (an indented dump goes
     through Python's slow encoder).
     """
-    out.write("[\n" + ",\n".join(json.dumps(item, ensure_ascii=False) for item in items) + "\n]\n")
+    print_json_lines([json.dumps(item, ensure_ascii=False) for item in items], out)
+
+
+def print_json_lines(lines: list[str], out: TextIO) -> None:
+    """
+    Print C{lines}, each a JSON value, as one JSON document: a list with an
+    item a line.
+    """
+    out.write("[\n" + ",\n".join(lines) + "\n]\n")

@@ -13,15 +13,15 @@ overwritten: that path is reported as changed, and left as it is.
 from __future__ import annotations
 
 import json
-from typing import Any, TextIO
+from typing import Any, Sequence, TextIO
 
 from attrs import frozen
 
 from ..reactors import IClientReactor
 from ..wire import ProtocolError
-from ..wire.history import VersionEntry, parse_time
+from ..wire.history import Deleted, VersionEntry, json_lines, parse_time
 from .api import BoxsyncAPI
-from .commands import NotInBox, box_path, client_api, files_at, print_json_list
+from .commands import NotInBox, box_path, client_api, files_at, print_json_lines, print_json_list
 from .connect import connect
 from .errors import NotFound, StaleBase
 from .status import human_size
@@ -35,15 +35,18 @@ class UserError(Exception):
     """
 
 
-def _when(entry: VersionEntry) -> str:
-    return (entry.time or "-").replace("T", " ")[:19]
+def _when(time: str | None) -> str:
+    return (time or "-").replace("T", " ")[:19]
 
 
-def _table(entries: list[VersionEntry], first: str, marks: list[str]) -> list[str]:
+def _table(entries: Sequence[VersionEntry | Deleted], first: str, marks: list[str]) -> list[str]:
     rows = [(first, "SEQ", "TIME (UTC)", "SIZE", "SHA256", "CLIENT", "")]
     for entry, mark in zip(entries, marks):
         rows.append(
-            (entry.path, str(entry.seq), _when(entry), human_size(entry.size), entry.sha256[:12], entry.client or "-", mark)
+            (
+                entry.path, str(entry.seq), _when(entry.time), human_size(entry.size), entry.sha256[:12],
+                entry.client or "-", mark,
+            )
         )
     widths = [max(len(row[column]) for row in rows) for column in range(6)]
     return [
@@ -90,11 +93,11 @@ async def trash(reactor: IClientReactor, options: Any, folder: str, out: TextIO)
     deletion first.
     """
     under = box_path(folder)
-    found: list[VersionEntry] = await _with_api(reactor, options, lambda api: api.trash(under, 100_000))
+    found: list[Deleted] = await _with_api(reactor, options, lambda api: api.trash(under, 100_000))
     if options.json:
-        print_json_list([{**v.to_json(), "deleted_seq": v.ended_seq} for v in found], out)
+        print_json_lines(json_lines(found), out)
         return
-    for line in _table(found, "DELETED FILE", [f"deleted {(v.ended_time or '-')[:19].replace('T', ' ')}" for v in found]):
+    for line in _table(found, "DELETED FILE", [f"deleted {_when(v.deleted_time)}" for v in found]):
         print(line, file=out)
     print(f"{len(found)} deleted files", file=out)
 

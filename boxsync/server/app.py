@@ -72,6 +72,7 @@ from ..wire.blocks import (
     parse_incoming,
     recipe_json,
 )
+from ..wire.history import TRASH_ROWS_FEATURE
 from ..wire.values import check_sha256, json_object
 from .auth import Forbidden, IAuthenticator, Principal, Unauthorized
 from .batch import download_batch, upload_batch
@@ -250,7 +251,12 @@ class BoxsyncApp:
         return json_body(
             request,
             200,
-            health_json([SHA256_TRAILER_FEATURE, EXECUTABLE_FEATURE, FOLDERS_FEATURE, BLOCKS_FEATURE, *ENCODINGS]),
+            health_json(
+                [
+                    SHA256_TRAILER_FEATURE, EXECUTABLE_FEATURE, FOLDERS_FEATURE, BLOCKS_FEATURE, TRASH_ROWS_FEATURE,
+                    *ENCODINGS,
+                ]
+            ),
         )
 
     async def sync(self, request: IRequest, principal: Principal) -> None:

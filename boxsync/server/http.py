@@ -13,7 +13,7 @@ from twisted.web.iweb import IRequest
 from ..wire import JSON, CommitResult, Delete, Download, Event, Folder, RemoteFile
 from .index import FileRecord
 
-__all__ = ["header", "query", "json_body", "committed", "listed", "as_download", "as_event"]
+__all__ = ["header", "query", "json_body", "encoded_json_body", "committed", "listed", "as_download", "as_event"]
 
 
 def header(request: IRequest, name: str) -> str | None:
@@ -38,9 +38,16 @@ def json_body(request: IRequest, status: int, body: Any) -> bytes:
     """
     Answer C{request} with C{status} and C{body} as JSON.
     """
+    return encoded_json_body(request, status, json.dumps(body).encode("utf-8") + b"\n")
+
+
+def encoded_json_body(request: IRequest, status: int, body: bytes) -> bytes:
+    """
+    Answer C{request} with C{status} and C{body}, JSON already encoded.
+    """
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", JSON.encode("ascii"))
-    return json.dumps(body).encode("utf-8") + b"\n"
+    return body
 
 
 def committed(record: FileRecord) -> CommitResult:

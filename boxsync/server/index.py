@@ -13,10 +13,11 @@ PostgreSQL, for several servers sharing one index.
 from __future__ import annotations
 
 import errno
+import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar, cast
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Protocol, Sequence, TypeVar, cast
 
 from attrs import define, evolve, field, frozen
 from twisted.internet.defer import fail, succeed
@@ -26,6 +27,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
 from ..blocks import BLOCK_MIN, Block, Recipe
+from ..wire.values import MAX_COUNT
 from .staging import DiskFull
 
 __all__ = [
@@ -198,10 +200,12 @@ class IIndex(Interface):
         recorded.
         """
 
-    def find_blocks(account: str, hashes: Sequence[str]) -> Any:
+    def find_blocks(account: str, hashes: Sequence[str], kept_first: bool = False) -> Any:
         """
         A C{dict} from each of C{hashes} that some live file or kept version
-        of the account holds to a L{BlockSource} of it.
+        of the account holds to a L{BlockSource} of it: a live file's if
+        there is one, or with C{kept_first} a kept version's if there is
+        one.
         """
 
     def find_kept(account: str, sha256: str, size: int) -> Any:
@@ -227,6 +231,15 @@ class IIndex(Interface):
         back since, newest deletion first, at most C{limit}: for each, the
         L{VersionRecord} of its last version (its C{ended_seq} is the
         deletion's).
+        """
+
+    def trash_json(account: str, under: str, limit: int, before: int | None = None) -> Any:
+        """
+        The same files as L{trash} (with C{before}, only those deleted by a
+        commit before that seq), as the text of a JSON array with, for
+        each, C{[path, seq, committed_ns, size, sha256, origin, ended_seq,
+        ended_ns]} of its last version (made by the database where it can:
+        the quick way to list 100,000).
         """
 
     def at(account: str, under: str, when_ns: int) -> Any:
@@ -264,6 +277,13 @@ class IIndex(Interface):
         """
         Every kept version of the account, as L{VersionRecord}s, oldest
         ending first.
+        """
+
+    def kept_blocks(account: str) -> Any:
+        """
+        The blocks of the account's kept versions (those their recipes
+        list), as a C{dict} from the seq of each version with blocks to
+        its C{(sha256, size)} pairs in order.
         """
 
     def forget_versions(account: str, seqs: Sequence[int]) -> Any:
@@ -429,6 +449,9 @@ class SQLIndex:
     in one transaction, or none of it).
     """
 
+    #: Whether the database is SQLite, whose planner some queries steer.
+    _sqlite: ClassVar[bool] = False
+
     def _run(self, fn: Callable[[Database], _T]) -> Any:
         raise NotImplementedError()
 
@@ -518,24 +541,30 @@ class SQLIndex:
 
         return self._run(q)
 
-    def find_blocks(self, account: str, hashes: Sequence[str]) -> Any:
+    def find_blocks(self, account: str, hashes: Sequence[str], kept_first: bool = False) -> Any:
         def q(db: Database) -> dict[str, BlockSource]:
             found: dict[str, BlockSource] = {}
             for chunk, marks in _in_chunks(hashes, 250):
-                # Live files first: a kept version is read only if no live
-                # file has the block.
-                for sha256, size, seq, offset, path in db.execute(
+                # Live files first (unless kept_first): a kept version is
+                # read only if no live file has the block.
+                live = (
                     "SELECT b.sha256, b.size, b.seq, b.offset, f.path FROM blocks b "
                     "JOIN files f ON f.account=b.account AND f.seq=b.seq AND f.deleted=0 "
                     f"WHERE b.account=? AND b.sha256 IN ({marks}) "
                     "UNION ALL SELECT sha256, size, seq, 0, path FROM files "
-                    f"WHERE account=? AND deleted=0 AND size BETWEEN 1 AND ? AND sha256 IN ({marks}) "
-                    "UNION ALL SELECT b.sha256, b.size, b.seq, b.offset, NULL FROM blocks b "
+                    f"WHERE account=? AND deleted=0 AND size BETWEEN 1 AND ? AND sha256 IN ({marks})"
+                )
+                kept = (
+                    "SELECT b.sha256, b.size, b.seq, b.offset, NULL FROM blocks b "
                     "JOIN versions v ON v.account=b.account AND v.seq=b.seq "
                     f"WHERE b.account=? AND b.held=1 AND b.sha256 IN ({marks}) "
                     "UNION ALL SELECT sha256, size, seq, 0, NULL FROM versions "
-                    f"WHERE account=? AND size BETWEEN 1 AND ? AND sha256 IN ({marks})",
-                    [account, *chunk, account, BLOCK_MIN, *chunk, account, *chunk, account, BLOCK_MIN, *chunk],
+                    f"WHERE account=? AND size BETWEEN 1 AND ? AND sha256 IN ({marks})"
+                )
+                first, then = (kept, live) if kept_first else (live, kept)
+                for sha256, size, seq, offset, path in db.execute(
+                    f"{first} UNION ALL {then}",
+                    [account, *chunk, account, BLOCK_MIN, *chunk] * 2,
                 ):
                     if sha256 not in found:
                         found[sha256] = BlockSource(Block(sha256, size), seq, offset, path)
@@ -578,16 +607,16 @@ class SQLIndex:
 
     def trash(self, account: str, under: str, limit: int) -> Any:
         def q(db: Database) -> list[VersionRecord]:
-            low, high = _folder_range(under)
-            return [
-                VersionRecord(*row)
-                for row in db.execute(
-                    f"SELECT {', '.join('v.' + c.strip() for c in _VERSION_COLUMNS.split(','))} "
-                    "FROM files f JOIN versions v ON v.account=f.account AND v.path=f.path AND v.ended_seq=f.seq "
-                    "WHERE f.account=? AND f.deleted=1 AND f.path>=? AND f.path<? ORDER BY f.seq DESC LIMIT ?",
-                    (account, low, high, limit),
-                )
-            ]
+            columns = ", ".join("v." + c.strip() for c in _VERSION_COLUMNS.split(","))
+            query = _trash_query(columns, account, under, limit, self._sqlite)
+            return [VersionRecord(*row) for row in db.execute(*query)]
+
+        return self._run(q)
+
+    def trash_json(self, account: str, under: str, limit: int, before: int | None = None) -> Any:
+        def q(db: Database) -> str:
+            query = _trash_query(_TRASH_ROW, account, under, limit, self._sqlite, before)
+            return json.dumps([list(row) for row in db.execute(*query)])
 
         return self._run(q)
 
@@ -684,6 +713,18 @@ class SQLIndex:
 
         return self._run(q)
 
+    def kept_blocks(self, account: str) -> Any:
+        def q(db: Database) -> dict[int, list[tuple[str, int]]]:
+            found: dict[int, list[tuple[str, int]]] = {}
+            for seq, sha256, size in db.execute(
+                f"SELECT b.seq, b.sha256, b.size FROM {_kept_blocks('b')} WHERE b.account=? ORDER BY b.seq, b.n",
+                (account,),
+            ):
+                found.setdefault(seq, []).append((sha256, size))
+            return found
+
+        return self._run(q)
+
     def forget_versions(self, account: str, seqs: Sequence[int]) -> Any:
         def work(db: Database) -> list[VersionRecord]:
             old = []
@@ -712,6 +753,33 @@ class SQLIndex:
         return self._run(q)
 
 
+def _trash_query(
+    columns: str, account: str, under: str, limit: int, sqlite: bool = False, before: int | None = None
+) -> tuple[str, tuple[Any, ...]]:
+    """
+    The query of C{columns} of the last versions (C{v}) of the files
+    (C{f}) deleted under C{under} (by a commit before the seq C{before}, if
+    given), newest deletion first, at most C{limit}.
+
+    @param sqlite: whether to steer SQLite's planner (below).
+    """
+    low, high = _folder_range(under)
+    # Of a folder, the versions below it, then their files; of the whole
+    # box, the files newest first (the first LIMIT deleted are all it
+    # reads), each with its version: SQLite would walk every version first.
+    join, within = ("CROSS JOIN", "+f.path") if sqlite and not under else ("JOIN", "f.path")
+    return (
+        f"SELECT {columns} FROM files f {join} versions v ON v.account=f.account AND v.path=f.path "
+        f"AND v.ended_seq=f.seq WHERE f.account=? AND f.deleted=1 AND {within}>=? AND {within}<? AND f.seq<? "
+        "ORDER BY f.seq DESC LIMIT ?",
+        (account, low, high, MAX_COUNT if before is None else before, limit),
+    )
+
+
+#: The columns of a row of L{IIndex.trash_json}.
+_TRASH_ROW = "v.path, v.seq, v.committed_ns, v.size, v.sha256, v.origin, v.ended_seq, v.ended_ns"
+
+
 @implementer(IIndex)
 @define
 class SQLiteIndex(SQLIndex):
@@ -725,6 +793,7 @@ class SQLiteIndex(SQLIndex):
     path: Path
     _pool: ThreadPool = field(factory=lambda: ThreadPool(1, 1, "boxsync-index"))
     _db: sqlite3.Connection | None = None
+    _sqlite: ClassVar[bool] = True
 
     def start(self) -> None:
         self._pool.start()
@@ -748,6 +817,20 @@ class SQLiteIndex(SQLIndex):
 
     def _write(self, fn: Callable[[Database], _T]) -> Any:
         return self._run(lambda db: _transaction(cast(sqlite3.Connection, db), lambda: fn(db)))
+
+    def trash_json(self, account: str, under: str, limit: int, before: int | None = None) -> Any:
+        def q(db: Database) -> str:
+            sql, args = _trash_query(_TRASH_ROW, account, under, limit, True, before)
+            # Made by SQLite, not row by row in Python; the rows come out
+            # of the subquery in its order.
+            (text,) = db.execute(
+                "SELECT json_group_array(json_array(path, seq, committed_ns, size, sha256, origin, ended_seq, "
+                f"ended_ns)) FROM ({sql})",
+                args,
+            ).fetchone()
+            return str(text)
+
+        return self._run(q)
 
 
 def _folder_range(under: str) -> tuple[str, str]:

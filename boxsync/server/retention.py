@@ -6,8 +6,10 @@ days by default), thinned as they age (C{--thin-versions}, like Syncthing's
 staggered versioning: every version for the first hour but one per 30
 seconds, then one per hour for a day, then one per day), and the oldest
 go first once the history is over C{--history-max} (a size or a share of
-the disk). The newest kept version of each path stays whatever the
-thinning: it is the file as it was when it was last overwritten or deleted.
+the disk, counting what the versions that stay take once they share
+their blocks: a version that shares most of its blocks with a newer one
+takes only the rest, punched out of its file yet or not). The newest kept
+version of each path stays whatever the thinning: it is the file as it was when it was last overwritten or deleted.
 The blocks sent ahead of a commit that never came are kept a day. All of
 it is tidied away once an hour while the server runs, or at once with
 C{boxsync-admin prune}, and the versions kept then share the disk space of
@@ -19,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from attrs import field, frozen
 from twisted.logger import Logger
@@ -38,6 +40,7 @@ __all__ = [
     "Thinning",
     "Tidied",
     "parse_duration",
+    "shared_sizes",
     "tidy",
 ]
 
@@ -193,10 +196,21 @@ class Retention:
     thinning: Thinning = field(factory=lambda: Thinning.parse(THIN_VERSIONS))
     history_max: HistoryMax = field(factory=HistoryMax)
 
-    def doomed(self, versions: dict[str, Sequence[VersionRecord]], now: float, disk: Path) -> dict[str, set[int]]:
+    def doomed(
+        self,
+        versions: dict[str, Sequence[VersionRecord]],
+        now: float,
+        disk: Path,
+        blocks: Mapping[str, Mapping[int, Sequence[tuple[str, int]]]] | None = None,
+    ) -> dict[str, set[int]]:
         """
         The seqs of the versions to forget, by account, of the kept
         C{versions} of each account.
+
+        @param blocks: by account, the blocks of the versions, by seq (as
+            L{IIndex.kept_blocks} gives them): the size limit counts what
+            the versions that stay take once they share their blocks
+            (L{shared_sizes}), not their sizes.
         """
         now_ns = int(now * 1e9)
         oldest_kept = now_ns - int(self.keep_seconds * 1e9)
@@ -211,13 +225,38 @@ class Retention:
             left.extend((version.ended_ns, account, version) for version in young if version.seq not in doomed[account])
         limit = self.history_max.bytes_for(disk)
         if limit is not None:
-            total = sum(version.size for _, _, version in left)
+            taken: dict[tuple[str, int], int] = {}
+            for account in versions:
+                stay = [version for _, each, version in left if each == account]
+                sizes = shared_sizes(stay, (blocks or {}).get(account, {}))
+                taken.update(((account, seq), size) for seq, size in sizes.items())
+            total = sum(taken.values())
+            # The oldest go first: no version of the same path left is
+            # older, so none of them takes more once it is gone.
             for _, account, version in sorted(left, key=lambda entry: (entry[0], entry[2].seq)):
                 if total <= limit:
                     break
                 doomed[account].add(version.seq)
-                total -= version.size
+                total -= taken[account, version.seq]
         return doomed
+
+
+def shared_sizes(
+    versions: Sequence[VersionRecord], blocks: Mapping[int, Sequence[tuple[str, int]]]
+) -> dict[int, int]:
+    """
+    What each of C{versions} (of one account) takes on disk once they share
+    their blocks (L{boxsync.server.sharing}): its size, less its C{blocks}
+    that a newer one of them (a higher seq) holds too. A version with no
+    blocks known is taken whole.
+    """
+    newer: set[str] = set()
+    taken: dict[int, int] = {}
+    for version in sorted(versions, key=lambda version: version.seq, reverse=True):
+        own = blocks.get(version.seq, ())
+        taken[version.seq] = max(0, version.size - sum(size for sha256, size in own if sha256 in newer))
+        newer.update(sha256 for sha256, _ in own)
+    return taken
 
 
 @frozen
@@ -237,7 +276,8 @@ async def tidy(boxes: Iterable[Box], retention: Retention, now: float, share: bo
     if not boxes:
         return Tidied(0, 0)
     kept = {box.account: await box.index.kept_versions(box.account) for box in boxes}
-    doomed = retention.doomed(kept, now, boxes[0].storage.root)
+    recipes = {box.account: await box.index.kept_blocks(box.account) for box in boxes}
+    doomed = retention.doomed(kept, now, boxes[0].storage.root, recipes)
     versions = blocks = 0
     for box in boxes:
         forgotten: list[VersionRecord] = await box.shared.forget(sorted(doomed[box.account]))

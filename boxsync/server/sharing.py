@@ -36,7 +36,7 @@ from .. import libc
 from ..blocks import Block
 from .blockstore import IBlockStore
 from .index import BlockSource, IIndex, VersionRecord
-from .staging import StagingFile
+from .staging import StagingFile, start_write_back
 from .storage import BoxStorage
 
 __all__ = ["SharedVersions", "VersionDamaged"]
@@ -87,12 +87,12 @@ class SharedVersions:
             for start in range(0, len(holes), FILL_AT_ONCE):
                 some = holes[start : start + FILL_AT_ONCE]
                 found: dict[str, BlockSource] = await self.index.find_blocks(
-                    self.account, [block.sha256 for _, block in some]
+                    self.account, [block.sha256 for _, block in some], kept_first=True
                 )
                 # A block another kept version holds is copied by the kernel
-                # (those files are the server's own, as the version itself);
-                # the rest is read and checked: a live file may have been
-                # changed by hand.
+                # (those files are the server's own, as the version itself),
+                # even when a live file has it too; the rest is read and
+                # checked: a live file may have been changed by hand.
                 kept = [(offset, found[block.sha256]) for offset, block in some if _kept(found.get(block.sha256))]
                 copied = await self.storage.in_thread(lambda: self._copy(fd, kept))
                 rest = [(offset, block) for offset, block in some if offset not in copied]
@@ -102,9 +102,8 @@ class SharedVersions:
                 lost = [block.sha256 for _, block in rest if block.sha256 not in contents]
                 if lost:
                     raise VersionDamaged(f"version {seq} lacks {len(lost)} blocks that are nowhere any more")
-                await self.storage.in_thread(
-                    lambda: [os.pwrite(fd, contents[block.sha256], offset) for offset, block in rest]
-                )
+                written = [(offset, contents[block.sha256]) for offset, block in rest]
+                await self.storage.in_thread(lambda: _write(fd, written))
             await self.storage.in_thread(lambda: os.fsync(fd))
         finally:
             os.close(fd)
@@ -124,6 +123,9 @@ class SharedVersions:
                 from_fd = opened[source.seq]
                 if from_fd is not None and _copy_range(from_fd, source.offset, fd, offset, source.block.size):
                     copied.add(offset)
+                    # The disk writes it while the next is copied: the
+                    # fsync at the end has little left to do.
+                    start_write_back(fd, offset, source.block.size)
         finally:
             for each in opened.values():
                 if each is not None:
@@ -236,6 +238,16 @@ def _kept(source: BlockSource | None) -> bool:
     Whether C{source} is a kept version (not a live file).
     """
     return source is not None and source.path is None
+
+
+def _write(fd: int, blocks: Sequence[tuple[int, bytes]]) -> None:
+    """
+    Write C{blocks} into C{fd}, each at its offset, and have the disk start
+    on them.
+    """
+    for offset, data in blocks:
+        os.pwrite(fd, data, offset)
+        start_write_back(fd, offset, len(data))
 
 
 def _copy_range(source: int, at: int, target: int, to: int, size: int) -> bool:

@@ -6,7 +6,8 @@ the body of a restore.
     live one (if any) first of all;
   - C{GET /versions/<seq>}: the bytes of one version (with C{Range});
   - C{GET /trash?under=FOLDER}: the files deleted there, newest deletion
-    first, each as its last version;
+    first, each as its last version (with C{rows=1}, in rows: see
+    L{Deleted});
   - C{GET /snapshot?under=FOLDER&at=TIME}: the versions the folder's files
     had at a time;
   - C{POST /restore}: a version made the current one again, as a new
@@ -15,24 +16,61 @@ the body of a restore.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
+import functools
+import json
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from typing import Any, Iterable, NamedTuple
 
 from attrs import asdict, frozen
 
-from .values import ProtocolError, check_count, check_path, check_sha256
+from .values import (
+    ProtocolError,
+    check_count,
+    check_counts,
+    check_path,
+    check_paths,
+    check_sha256,
+    check_sha256s,
+)
 
-__all__ = ["VersionEntry", "Restore", "iso_time", "parse_time"]
+__all__ = [
+    "VersionEntry",
+    "Restore",
+    "Deleted",
+    "TRASH_ROWS_FEATURE",
+    "iso_time",
+    "json_lines",
+    "parse_time",
+    "parse_trash",
+    "parse_versions",
+    "trash_rows",
+]
+
+#: What a server that answers C{GET /trash?rows=1} in rows (L{trash_rows})
+#: lists among its C{features} (C{GET /healthz}). An older server leaves
+#: the parameter out and answers a list of versions, which
+#: L{parse_trash} reads as well.
+TRASH_ROWS_FEATURE = "trash-rows"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def iso_time(ns: int) -> str | None:
     """
-    A time in ns since the epoch as ISO 8601 (UTC), or C{None} for 0 (not
-    known).
+    A time in ns since the epoch as ISO 8601 (UTC) to the millisecond, or
+    C{None} for 0 (not known).
     """
     if ns <= 0:
         return None
-    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="milliseconds")
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return f"{_iso_second(seconds)}.{rest // 1_000_000:03d}+00:00"
+
+
+@lru_cache(maxsize=1024)
+def _iso_second(seconds: int) -> str:
+    # The files of a trash were mostly deleted in the same few seconds.
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def parse_time(text: str) -> int:
@@ -52,7 +90,9 @@ def parse_time(text: str) -> int:
         raise ProtocolError(f"{text!r} is not a time such as 2026-12-01T09:00 or 2026-12-01 09:00+01:00") from None
     if when.tzinfo is None:
         when = when.astimezone()
-    return check_count(int(when.timestamp() * 1e9), "time")
+    # Whole microseconds, not a float's seconds (which would lose the last
+    # of the milliseconds iso_time writes).
+    return check_count((when - _EPOCH) // timedelta(microseconds=1) * 1000, "time")
 
 
 @frozen
@@ -145,3 +185,132 @@ class Restore:
             check_count(data.get("seq"), "seq"),
             None if base is None else check_count(base, "base"),
         )
+
+
+class Deleted(NamedTuple):
+    """
+    A file deleted and not back since, as the trash lists it: its last
+    version, and the delete.
+
+    In rows, C{GET /trash?rows=1} answers C{{"columns": [...], "rows":
+    [[...], ...]}}, a row a file with these fields in this order, times
+    in ns since the epoch: some 130 bytes a file, where the versions'
+    form takes 330, and read a column at a time.
+
+    @ivar time_ns: when the last version was committed (0: not known).
+    @ivar client: who committed it.
+    """
+
+    path: str
+    seq: int
+    time_ns: int
+    size: int
+    sha256: str
+    client: str
+    deleted_seq: int
+    deleted_ns: int
+
+    @property
+    def time(self) -> str | None:
+        return iso_time(self.time_ns)
+
+    @property
+    def deleted_time(self) -> str | None:
+        return iso_time(self.deleted_ns)
+
+
+def json_lines(files: Iterable[Deleted]) -> list[str]:
+    """
+    Each of C{files} as a JSON object on one line (for C{--json}): its
+    path, seq, time (ISO 8601), size, sha256, client, deleted_seq and
+    deleted_time.
+    """
+    text, time = _encode_string, _json_time
+    return [
+        f'{{"path": {text(path)}, "seq": {seq}, "time": {time(time_ns)}, "size": {size}, "sha256": "{sha256}", '
+        f'"client": {text(client)}, "deleted_seq": {deleted_seq}, "deleted_time": {time(deleted_ns)}}}'
+        for path, seq, time_ns, size, sha256, client, deleted_seq, deleted_ns in files
+    ]
+
+
+def _json_time(ns: int) -> str:
+    iso = iso_time(ns)
+    return "null" if iso is None else f'"{iso}"'
+
+
+_COLUMNS = list(Deleted._fields)
+
+#: A L{Deleted} of its fields, made in C (a NamedTuple's own constructor is
+#: Python code: 100,000 rows take 0.1 s more).
+_deleted = functools.partial(tuple.__new__, Deleted)
+
+
+#: A string as JSON with its non-ASCII characters as they are (as
+#: C{json.dumps(text, ensure_ascii=False)}, in C).
+_encode_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+def trash_rows(rows: str) -> bytes:
+    """
+    The body of a C{GET /trash?rows=1} answer listing C{rows}, the text of a
+    JSON array of the files' rows (each the fields of a L{Deleted}, in
+    order).
+    """
+    return b'{"columns": ' + json.dumps(_COLUMNS).encode("ascii") + b', "rows": ' + rows.encode("utf-8") + b"}\n"
+
+
+def parse_trash(answer: object) -> list[Deleted]:
+    """
+    The deleted files a C{GET /trash} answer lists, in rows (L{trash_rows})
+    or, from an older server, as versions.
+
+    @raise ProtocolError: if it lists none of either form.
+    """
+    if isinstance(answer, dict) and answer.get("columns") == _COLUMNS and isinstance(answer.get("rows"), list):
+        return _rows(answer["rows"])
+    return [
+        Deleted(
+            v.path, v.seq, parse_time(v.time) if v.time else 0, v.size, v.sha256, v.client,
+            v.ended_seq or 0, parse_time(v.ended_time) if v.ended_time else 0,
+        )
+        for v in parse_versions(answer)
+    ]
+
+
+def parse_versions(answer: object) -> list[VersionEntry]:
+    """
+    The versions listed under C{files} in a history answer.
+
+    @raise ProtocolError: if it lists none.
+    """
+    if not isinstance(answer, dict) or not isinstance(answer.get("files"), list):
+        raise ProtocolError("the answer must list files")
+    return [VersionEntry.from_json(entry) for entry in answer["files"]]
+
+
+def _rows(rows: list[Any]) -> list[Deleted]:
+    """
+    C{rows} checked a column at a time: 100,000 files in a few tens of ms.
+    """
+    if set(map(type, rows)) - {list} or set(map(len, rows)) - {len(_COLUMNS)}:
+        raise ProtocolError(f"each row of the trash must list {len(_COLUMNS)} values")
+    if not rows:
+        return []
+    path, seq, time_ns, size, sha256, client, deleted_seq, deleted_ns = zip(*rows)
+    if set(map(type, client)) - {str}:
+        raise ProtocolError("each client must be a string")
+    return list(
+        map(
+            _deleted,
+            zip(
+                check_paths(path),
+                check_counts(seq, "seq"),
+                check_counts(time_ns, "time_ns"),
+                check_counts(size, "size"),
+                check_sha256s(sha256),
+                client,
+                check_counts(deleted_seq, "deleted_seq"),
+                check_counts(deleted_ns, "deleted_ns"),
+            ),
+        )
+    )

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Sequence, cast
 
-from ..paths import BadPath, normalize
+from ..paths import BadPath, normalize, normalize_all
 
 __all__ = [
     "ProtocolError",
@@ -18,11 +18,15 @@ __all__ = [
     "check_path",
     "check_count",
     "check_sha256",
+    "check_counts",
+    "check_paths",
+    "check_sha256s",
     "check_flag",
     "json_object",
 ]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_HEX = re.compile(r"[0-9a-f]*")
 
 #: The largest count (seq, size, mtime) on the wire: SQLite's largest integer.
 MAX_COUNT = 2**63 - 1
@@ -64,6 +68,40 @@ def check_sha256(value: object) -> str:
     if not isinstance(value, str) or not _SHA256.match(value):
         raise ProtocolError("sha256 must be 64 lowercase hex digits")
     return value
+
+
+def check_paths(values: Sequence[object]) -> list[str]:
+    """
+    L{check_path} of each of C{values} (a whole column at once).
+    """
+    if set(map(type, values)) - {str}:
+        raise ProtocolError("path must be a string")
+    try:
+        return normalize_all(cast("list[str]", values))
+    except BadPath as e:
+        raise ProtocolError(str(e)) from None
+
+
+def check_counts(values: Sequence[object], what: str) -> list[int]:
+    """
+    C{values}, each of which must be an integer from 0 to L{MAX_COUNT}:
+    L{check_count} of a whole column at once (100,000 take a few ms).
+    """
+    counts = cast("list[int]", list(values))
+    if set(map(type, counts)) - {int} or (counts and (min(counts) < 0 or max(counts) > MAX_COUNT)):
+        raise ProtocolError(f"each {what} must be an integer from 0 to {MAX_COUNT}")
+    return counts
+
+
+def check_sha256s(values: Sequence[object]) -> list[str]:
+    """
+    C{values}, each of which must be a sha256 in 64 lowercase hex digits:
+    L{check_sha256} of a whole column at once.
+    """
+    digests = cast("list[str]", list(values))
+    if set(map(type, digests)) - {str} or set(map(len, digests)) - {64} or not _HEX.fullmatch("".join(digests)):
+        raise ProtocolError("each sha256 must be 64 lowercase hex digits")
+    return digests
 
 
 def check_flag(value: object, what: str) -> bool:

@@ -18,8 +18,12 @@ import pytest_twisted
 
 from twisted.internet.defer import Deferred
 
+from boxsync.client import api as client_api
 from boxsync.client import history
 from boxsync.client.history import UserError
+from boxsync.server import history as server_history
+from boxsync.wire import ProtocolError
+from boxsync.wire.history import iso_time
 from tests.helpers import RunningServer, put, timed
 from tests.integration.test_history import a_moment
 
@@ -84,6 +88,48 @@ async def test_trash_and_restore_of_a_deleted_file(server: RunningServer, http: 
         server,
     )
     assert "restored version 1" in said and (server.box / "docs/old-plan.txt").read_bytes() == b"the plan"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_trash_of_an_older_server(
+    server: RunningServer, http: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The trash comes a page at a time; a server from before the trash in
+    rows answers in versions, a page at first, then all: the command
+    prints the same.
+    """
+    monkeypatch.setattr(client_api, "TRASH_PAGE", 2)
+    for n in range(3):
+        assert (await put(http, server, f"old/{n}.txt", b"%d" % n, base=0)).code == 201
+        await delete(http, server, f"old/{n}.txt", 2 * n + 1)
+    in_rows = await run(lambda out: history.trash(server.reactor, options(server, True), "", out), server)
+    listed = json.loads(in_rows)
+    assert [(f["path"], f["seq"], f["deleted_seq"]) for f in listed] == [
+        ("old/2.txt", 5, 6), ("old/1.txt", 3, 4), ("old/0.txt", 1, 2)
+    ]
+    fields = {"path", "seq", "time", "size", "sha256", "client", "deleted_seq", "deleted_time"}
+    assert all(set(f) == fields for f in listed)
+    assert all(f["time"] < f["deleted_time"] <= iso_time(time.time_ns()) for f in listed)
+    plain = await run(lambda out: history.trash(server.reactor, options(server), "", out), server)
+    real_query = server_history.query
+    monkeypatch.setattr(server_history, "query", lambda request, name: None if name == "rows" else real_query(request, name))
+    assert await run(lambda out: history.trash(server.reactor, options(server, True), "", out), server) == in_rows
+    assert await run(lambda out: history.trash(server.reactor, options(server), "", out), server) == plain
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bad_page_of_the_trash_is_refused(
+    server: RunningServer, http: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_api, "TRASH_PAGE", 2)
+    for n in range(3):
+        assert (await put(http, server, f"old/{n}.txt", b"%d" % n, base=0)).code == 201
+        await delete(http, server, f"old/{n}.txt", 2 * n + 1)
+    real_rows = server_history.trash_rows
+    monkeypatch.setattr(server_history, "trash_rows", lambda rows: real_rows(rows.upper()))
+    with pytest.raises(ProtocolError):
+        await run(lambda out: history.trash(server.reactor, options(server, True), "", out), server)
 
 
 @pytest_twisted.ensureDeferred

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest_twisted
 
-from boxsync.wire.history import VersionEntry, iso_time
+from boxsync.wire.history import TRASH_ROWS_FEATURE, VersionEntry, iso_time
 from tests.helpers import RunningServer, json_of, put, timed
 from tests.integration.test_accounts import TokenServer, accounts  # noqa: F401 (the fixture)
 
@@ -82,6 +82,25 @@ async def test_deleted_files_are_in_the_trash_and_come_back(server: RunningServe
     assert [(f["path"], f["seq"], f["deleted_seq"]) for f in trash] == [("old/plan.txt", 1, 4)]
     everything = (await json_of(await get(http, server, "/trash")))["files"]
     assert [f["path"] for f in everything] == ["keep.txt", "old/plan.txt"]
+    # In rows, the same files with the same fields, times in ns.
+    for under in ("", "?under=old", "?under=nowhere"):
+        versions = (await json_of(await get(http, server, "/trash" + under)))["files"]
+        rows = await json_of(await get(http, server, "/trash" + (under + "&" if under else "?") + "rows=1"))
+        assert rows["columns"] == ["path", "seq", "time_ns", "size", "sha256", "client", "deleted_seq", "deleted_ns"]
+        assert [
+            (path, seq, iso_time(time_ns), size, sha256, client, deleted_seq, iso_time(deleted_ns))
+            for path, seq, time_ns, size, sha256, client, deleted_seq, deleted_ns in rows["rows"]
+        ] == [
+            (f["path"], f["seq"], f["time"], f["size"], f["sha256"], f["client"], f["deleted_seq"], f["ended_time"])
+            for f in versions
+        ]
+    assert len((await json_of(await get(http, server, "/trash?rows=1&limit=1")))["rows"]) == 1
+    # A page after the first: those deleted before its last.
+    older = (await json_of(await get(http, server, "/trash?rows=1&before=5")))["rows"]
+    assert [(row[0], row[6]) for row in older] == [("old/plan.txt", 4)]
+    assert (await json_of(await get(http, server, "/trash?rows=1&before=4")))["rows"] == []
+    assert (await get(http, server, "/trash?rows=1&before=-1")).code == 400
+    assert TRASH_ROWS_FEATURE in (await json_of(await get(http, server, "/healthz")))["features"]
     history = await json_of(await get(http, server, "/history/old/plan.txt"))
     assert history["deleted"] is True and history["versions"][0]["deleted"] is True
     response = await restore(http, server, "old/plan.txt", 1, base=0)

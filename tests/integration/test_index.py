@@ -7,6 +7,7 @@ test).
 from __future__ import annotations
 
 import errno
+import json
 import socket
 import threading
 import time
@@ -213,6 +214,11 @@ async def test_find_blocks_and_find_kept(index: Any) -> None:
         blk("old").sha256: BlockSource(blk("old"), old.seq, MiB, None),
         sha(b"small"): BlockSource(Block(sha(b"small"), 5), small.seq, 0, "s"),
     }
+    # Kept versions first when asked: a block a kept version holds is
+    # copied from it, not read and checked from a live file.
+    assert (await index.find_blocks(A, [blk("shared").sha256], kept_first=True)) == {
+        blk("shared").sha256: BlockSource(blk("shared"), old.seq, 0, None)
+    }
     await index.set_held(A, old.seq, [MiB], False)
     assert blk("old").sha256 not in await index.find_blocks(A, [blk("old").sha256])
     # Many at once, more than one query's worth.
@@ -247,6 +253,12 @@ async def test_version_trash_and_at(index: Any) -> None:
     assert [(v.path, v.ended_seq) for v in trash] == [("docsx", gone_x.seq), ("docs/sub/c", gone_c.seq)]
     assert [v.path for v in await index.trash(A, "docs", 10)] == ["docs/sub/c"]
     assert [v.path for v in await index.trash(A, "", 1)] == ["docsx"]
+    # The same, as JSON rows.
+    for under, limit in (("", 10), ("docs", 10), ("", 1), ("nowhere", 10)):
+        assert json.loads(await index.trash_json(A, under, limit)) == [
+            [v.path, v.seq, v.committed_ns, v.size, v.sha256, v.origin, v.ended_seq, v.ended_ns]
+            for v in await index.trash(A, under, limit)
+        ]
     # Back again: not in the trash any more.
     await index.commit(A, rec("docsx", b"back"))
     assert [v.path for v in await index.trash(A, "", 10)] == ["docs/sub/c"]
@@ -290,11 +302,14 @@ async def test_kept_versions_and_forgetting_them(index: Any) -> None:
     await index.commit(A, rec("g", deleted=True))
     kept = await index.kept_versions(A)
     assert [v.seq for v in kept] == [v1.seq, v2.seq, 4]
+    assert await index.kept_blocks(A) == {v1.seq: [(blk("a").sha256, MiB), (blk("b").sha256, MiB)]}
+    assert await index.kept_blocks("other") == {}
     assert await index.kept_versions("other") == []
     forgotten = await index.forget_versions(A, [v1.seq, 99])
     assert forgotten == kept[:1]
     assert [v.seq for v in await index.kept_versions(A)] == [v2.seq, 4]
     # Its blocks went with it.
+    assert await index.kept_blocks(A) == {}
     assert await index.recipe(A, v1.seq) is None
     assert await index.find_blocks(A, [blk("a").sha256]) == {}
     assert await index.forget_versions(A, [v1.seq]) == []

@@ -20,7 +20,7 @@ import zstandard
 
 from boxsync.blocks import BLOCK_MIN, recipe_of_bytes
 from boxsync.server.blockstore import PENDING_HOURS
-from boxsync.server.retention import Retention, Thinning, Tidied, parse_duration, tidy
+from boxsync.server.retention import HistoryMax, Retention, Thinning, Tidied, parse_duration, tidy
 from boxsync.wire import INCOMING_FEATURE, Download, Hello, Incoming, Manifest
 from boxsync.wire.blocks import BlockCommit, blocks_json, parse_recipe
 from tests.helpers import RunningServer, eventually, json_of, open_stream, put, sha, timed
@@ -331,6 +331,21 @@ async def commit_whole(http: Any, server: RunningServer, path: str, data: bytes,
     return int((await json_of(response))["seq"])
 
 
+async def edits(http: Any, server: RunningServer, count: int) -> list[tuple[int, bytes]]:
+    """
+    Commit C{count} versions of an 8 MiB C{image.bin}, each the one before
+    with 4 KiB changed a MiB further on: their seqs and contents.
+    """
+    data = os.urandom(8 * MiB)
+    committed: list[tuple[int, bytes]] = []
+    seq = 0
+    for n in range(count):
+        data = data[: n * MiB] + os.urandom(4096) + data[n * MiB + 4096 :]
+        seq = await commit_whole(http, server, "image.bin", data, seq)
+        committed.append((seq, data))
+    return committed
+
+
 def on_disk(path: Any) -> int:
     return int(path.stat().st_blocks) * 512
 
@@ -345,14 +360,7 @@ async def test_kept_versions_share_the_blocks_they_have_in_common(server: Runnin
     """
     assert server.service is not None and server.service.box is not None
     box = server.service.box
-    data = os.urandom(8 * MiB)
-    contents, seqs = [], []
-    seq = 0
-    for n in range(6):
-        data = data[: n * MiB] + os.urandom(4096) + data[n * MiB + 4096 :]
-        seq = await commit_whole(http, server, "image.bin", data, seq)
-        contents.append(data)
-        seqs.append(seq)
+    seqs, contents = map(list, zip(*await edits(http, server, 6)))
     versions = server.box / ".boxsync/versions"
     before = sum(on_disk(versions / str(seq)) for seq in seqs[:-1])
     assert before >= 5 * 8 * MiB
@@ -382,3 +390,104 @@ async def test_kept_versions_share_the_blocks_they_have_in_common(server: Runnin
     assert sha((server.box / "image.bin").read_bytes()) == sha(contents[0])
     await box.shared.share()
     assert sha((server.box / "image.bin").read_bytes()) == sha(contents[0])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_is_made_whole_by_the_kernel_from_kept_versions(
+    server: RunningServer, http: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The holes of a kept version are copied back from the other kept
+    versions' files, even where the live file holds the same blocks: no
+    block is read and hashed.
+    """
+    assert server.service is not None and server.service.box is not None
+    box = server.service.box
+    seqs, contents = map(list, zip(*await edits(http, server, 3)))
+    assert await box.shared.share() > 4 * MiB
+    read: list[str] = []
+    store = type(box.blocks)
+    real_read_many = store.read_many
+
+    def reading(self: Any, hashes: Any) -> Any:
+        read.extend(hashes)
+        return real_read_many(self, hashes)
+
+    monkeypatch.setattr(store, "read_many", reading)
+    response = await timed(http.get(f"{server.url}/versions/{seqs[0]}", headers=server.headers()), server.reactor)
+    assert response.code == 200 and sha(await response.content()) == sha(contents[0])
+    assert read == []
+    assert on_disk(server.box / ".boxsync/versions" / str(seqs[0])) >= len(contents[0])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_block_no_kept_version_has_any_more_is_read_from_a_live_file(
+    server: RunningServer, http: Any
+) -> None:
+    """
+    Where the kept version that held a block has lost it (its file cut
+    short by hand), the hole is filled from a live file that has it, read
+    and checked.
+    """
+    assert server.service is not None and server.service.box is not None
+    box = server.service.box
+    first = os.urandom(8 * MiB)
+    seqs = [await commit_whole(http, server, "image.bin", first, 0)]
+    # A copy, made while the first version was live: a file of its own.
+    await commit_whole(http, server, "copy.bin", first, 0)
+    for n in (1, 2):
+        edited = first[: n * MiB] + os.urandom(4096) + first[n * MiB + 4096 :]
+        seqs.append(await commit_whole(http, server, "image.bin", edited, seqs[-1]))
+    assert await box.shared.share() > 4 * MiB
+    os.truncate(server.box / ".boxsync/versions" / str(seqs[1]), 0)
+    response = await timed(http.get(f"{server.url}/versions/{seqs[0]}", headers=server.headers()), server.reactor)
+    assert response.code == 200 and sha(await response.content()) == sha(first)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_history_limit_counts_what_shared_versions_take(server: RunningServer, http: Any) -> None:
+    """
+    Five kept versions of an 8 MiB file that differ by a few blocks take
+    little more than one of them once they share their blocks: a history
+    limit a little over what they take on disk keeps them all, one below
+    it forgets the oldest first.
+    """
+    assert server.service is not None and server.service.box is not None
+    box = server.service.box
+    seqs = [seq for seq, _ in await edits(http, server, 6)]
+    kept = seqs[:-1]
+    await box.shared.share()
+    versions = server.box / ".boxsync/versions"
+    taken = sum(on_disk(versions / str(seq)) for seq in kept)
+    assert taken + MiB < len(kept) * 8 * MiB // 2
+    now = time.time()
+    roomy = Retention(keep_seconds=3600, thinning=Thinning(), history_max=HistoryMax(size=taken + MiB))
+    assert await tidy([box], roomy, now) == Tidied(0, 0)
+    assert sorted(int(name) for name in os.listdir(versions)) == kept
+    oldest = on_disk(versions / str(kept[0]))
+    tight = Retention(keep_seconds=3600, thinning=Thinning(), history_max=HistoryMax(size=taken - oldest // 2))
+    assert (await tidy([box], tight, now)).versions >= 1
+    left = sorted(int(name) for name in os.listdir(versions))
+    assert kept[0] not in left and left == kept[len(kept) - len(left) :] and kept[-1] in left
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_history_limit_counts_versions_as_they_will_share(server: RunningServer, http: Any) -> None:
+    """
+    Versions not shared yet (the tidying shares them after it has
+    forgotten those over the limit) are counted as they will take: a limit
+    a little over one version and the edits keeps them all, and they fit
+    in it once shared.
+    """
+    assert server.service is not None and server.service.box is not None
+    box = server.service.box
+    seqs = [seq for seq, _ in await edits(http, server, 6)]
+    kept, versions = seqs[:-1], server.box / ".boxsync/versions"
+    assert sum(on_disk(versions / str(seq)) for seq in kept) >= len(kept) * 8 * MiB
+    # Each older version keeps the block it changed (at most 4 MiB).
+    limit = 8 * MiB + (len(kept) - 1) * 4 * MiB
+    roomy = Retention(keep_seconds=3600, thinning=Thinning(), history_max=HistoryMax(size=limit))
+    assert (await tidy([box], roomy, time.time())).versions == 0
+    assert sorted(int(name) for name in os.listdir(versions)) == kept
+    assert sum(on_disk(versions / str(seq)) for seq in kept) <= limit
+

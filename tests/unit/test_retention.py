@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from boxsync.server.index import VersionRecord
-from boxsync.server.retention import THIN_VERSIONS, HistoryMax, Retention, Thinning
+from boxsync.server.retention import THIN_VERSIONS, HistoryMax, Retention, Thinning, shared_sizes
 
 NOW = 2_000_000_000.0
 HOUR = 3600.0
@@ -98,3 +98,42 @@ def test_parsing() -> None:
     for bad in ("lots", "0%", "150%", "-5G"):
         with pytest.raises(ValueError):
             HistoryMax.parse(bad)
+
+
+def test_the_history_limit_counts_what_shared_versions_take_on_disk(tmp_path: Path) -> None:
+    # Three versions of a 100-byte file of ten 10-byte blocks, each the one
+    # before with one block edited: shared, the older two take the one
+    # block they do not share with a newer one, 120 bytes in all, not 300.
+    versions = {"acct": [ended("a", seq, ago=400 - 100 * seq, size=100) for seq in (1, 2, 3)]}
+    edited = {1: set(), 2: {2}, 3: {2, 3}}
+    blocks = {"acct": {seq: [(f"edit-{n}" if n in edited[seq] else f"base-{n}", 10) for n in range(10)] for seq in edited}}
+    assert shared_sizes(versions["acct"], blocks["acct"]) == {1: 10, 2: 10, 3: 100}
+    retention = Retention(thinning=Thinning(), history_max=HistoryMax.parse("150"))
+    assert retention.doomed(versions, NOW, tmp_path, blocks)["acct"] == set()
+    # Counted whole, the two oldest would go.
+    assert retention.doomed(versions, NOW, tmp_path)["acct"] == {1, 2}
+    # Over the limit still, the oldest go first, each freeing what it takes.
+    tighter = Retention(thinning=Thinning(), history_max=HistoryMax.parse("105"))
+    assert tighter.doomed(versions, NOW, tmp_path, blocks)["acct"] == {1, 2}
+    assert Retention(thinning=Thinning(), history_max=HistoryMax.parse("110")).doomed(
+        versions, NOW, tmp_path, blocks
+    )["acct"] == {1}
+
+
+def test_the_history_limit_counts_what_those_that_stay_share() -> None:
+    # The same block x in versions 1 and 2 of a path and in version 3 of
+    # another: only the newest holding it takes it. A version with no
+    # blocks known (a small file) is taken whole.
+    versions = [ended("a", 1, ago=50, size=30), ended("a", 2, ago=40, size=30), ended("b", 3, ago=30, size=20)]
+    blocks = {1: [("x", 10), ("y", 20)], 2: [("x", 10), ("y", 20)], 3: [("x", 10), ("w", 10)]}
+    assert shared_sizes(versions, blocks) == {1: 0, 2: 20, 3: 20}
+    assert shared_sizes(versions, {}) == {1: 30, 2: 30, 3: 20}
+    # Without version 2, 1 takes y again.
+    assert shared_sizes([versions[0], versions[2]], blocks) == {1: 20, 3: 20}
+    # The limit counts the versions that stay as they will share: thinned
+    # to one an hour, version 1 goes (the newer of the same hour stays),
+    # and 2 and 3 take 40 bytes in all.
+    thinning = Retention(thinning=Thinning.parse("1d:1h"), history_max=HistoryMax(size=40))
+    assert thinning.doomed({"acct": versions}, NOW, Path("/"), {"acct": blocks})["acct"] == {1}
+    tighter = Retention(thinning=Thinning.parse("1d:1h"), history_max=HistoryMax(size=39))
+    assert tighter.doomed({"acct": versions}, NOW, Path("/"), {"acct": blocks})["acct"] == {1, 2}
