@@ -280,9 +280,10 @@ class HAProxy:
 @define
 class Cluster:
     """
-    C{count} servers of the box C{folder/box} on one new database of a
-    PostgreSQL of its own, and HAProxy in front of them; every process's log
-    in C{folder}.
+    C{count} servers of the box C{folder/box} on one new database of
+    C{postgres} (by default, of a PostgreSQL of its own, started and
+    stopped with it), and HAProxy in front of them; every process's log in
+    C{folder}.
     """
 
     folder: Path
@@ -292,6 +293,7 @@ class Cluster:
     postgres: PostgreSQL | None = None
     servers: list[Server] = field(factory=list)
     balancer: HAProxy | None = None
+    _own_postgres: bool = field(init=False, default=False)
 
     @property
     def url(self) -> str:
@@ -311,8 +313,10 @@ class Cluster:
             raise ValueError(f"a cluster needs at least one server, not {self.count}")
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
-            # In a folder of its own in /tmp: as root, its user must reach it.
-            self.postgres = PostgreSQL().start()
+            if self.postgres is None:
+                # In a folder of its own in /tmp: as root, its user must reach it.
+                self.postgres, self._own_postgres = PostgreSQL(), True
+                self.postgres.start()
             index = self.postgres.new_database()
             for _ in range(self.count):
                 server = Server(self.box, key=self.key, options=["--index", index, *self.options])
@@ -324,17 +328,15 @@ class Cluster:
             raise
         return self
 
-    def processes(self) -> Iterator[tuple[Process, signal.Signals]]:
+    def processes(self) -> Iterator[Process]:
         """
-        Its processes, the balancer first, each with the signal that stops
-        it cleanly (HAProxy's SIGUSR1: stop listening, let what is under way
-        finish).
+        Its processes, the balancer first.
         """
         if self.balancer is not None and self.balancer.process is not None:
-            yield self.balancer.process, signal.SIGUSR1
+            yield self.balancer.process
         for server in self.servers:
             if server.process is not None:
-                yield server.process, signal.SIGTERM
+                yield server.process
 
     def info(self) -> dict[str, Any]:
         """
@@ -353,16 +355,16 @@ class Cluster:
 
     def stop(self) -> None:
         """
-        Stop the balancer, then the servers, then PostgreSQL; remove
-        PostgreSQL's folder (the box and the logs stay).
+        Stop the balancer, then the servers, then its own PostgreSQL
+        (removing its folder: the box and the logs stay).
         """
         failed: list[AssertionError] = []
-        for process, sig in self.processes():
+        for process in self.processes():
             try:
-                process.stop(sig)
+                process.stop()
             except AssertionError as error:  # it did not stop, and was killed
                 failed.append(error)
-        if self.postgres is not None:
+        if self.postgres is not None and self._own_postgres:
             self.postgres.stop()
         if failed:
             raise failed[0]

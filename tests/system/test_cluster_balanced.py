@@ -1,0 +1,201 @@
+"""
+Real servers of one box on a real PostgreSQL behind a real HAProxy, with
+real clients that know only the balancer's address: they converge live,
+an upload survives the kill -9 of the server it went through, and a
+rolling restart of every server goes unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from boxsync.cluster import Cluster, PostgreSQL, haproxy_missing
+from boxsync.testing import Client, Server, wait_until
+from tests.faults import converged, sha, two_clients_converge
+
+
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """
+    A cluster of 3 servers (or C{count} from the test's parameters) in
+    C{tmp_path}, on a new database of the tests' PostgreSQL.
+    """
+    why = haproxy_missing()
+    if why is not None:
+        pytest.skip(why)
+    postgres: PostgreSQL = request.getfixturevalue("postgres")
+    running = Cluster(tmp_path, getattr(request, "param", 3), postgres=postgres).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def through(cluster: Cluster, folder: Path, name: str) -> Client:
+    """
+    A live client of the cluster that knows only the balancer's address.
+    """
+    return Client(cluster.servers[0], folder, name, url=cluster.url)
+
+
+def conflicts(*folders: Path) -> list[Path]:
+    return [path for folder in folders for path in folder.rglob("*.conflict-*")]
+
+
+def served(server: Server) -> int:
+    """
+    How many requests other than health checks C{server} answered, from its
+    access log.
+    """
+    assert server.process is not None
+    return sum(1 for line in server.process.output().splitlines() if " HTTP/1.1\" 20" in line and "/healthz" not in line)
+
+
+@pytest.mark.parametrize("cluster", [2], indirect=True)
+def test_clients_through_the_balancer_converge_live(tmp_path: Path, cluster: Cluster) -> None:
+    two_clients_converge(through(cluster, tmp_path / "a", "a"), through(cluster, tmp_path / "b", "b"), cluster.box)
+    # Round robin: both servers answered some of it.
+    assert all(served(server) > 0 for server in cluster.servers)
+
+
+def uploading(server: Server) -> bool:
+    """
+    Whether C{server} has an upload's staging file open (named C{up-*}).
+    """
+    assert server.process is not None and server.process.popen is not None
+    fds = Path(f"/proc/{server.process.popen.pid}/fd")
+    try:
+        return any(os.readlink(fd).rpartition("/")[2].startswith("up-") for fd in fds.iterdir())
+    except (FileNotFoundError, ProcessLookupError):  # a descriptor closed as we looked
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cluster", [2], indirect=True)
+def test_kill_9_of_the_server_an_upload_goes_through(tmp_path: Path, cluster: Cluster) -> None:
+    """
+    A 96 MiB upload at 24 MiB/s takes 4 s: the server it goes through is
+    killed with SIGKILL while it is under way. The client finishes it
+    through the other server, and the other client gets it byte for byte.
+    """
+    a = through(cluster, tmp_path / "a", "a")
+    a.options = ["--limit-up", "24M"]
+    b = through(cluster, tmp_path / "b", "b")
+    a.start()
+    b.start()
+    try:
+        (a.folder / "hello.txt").write_text("both live")
+        wait_until(lambda: (b.folder / "hello.txt").exists(), timeout=30, what="hello.txt on b")
+        data = os.urandom(96 * 2**20)
+        staged = tmp_path / "staged.bin"
+        staged.write_bytes(data)
+        os.rename(staged, a.folder / "big.bin")
+        victims: list[Server] = []
+
+        def one_uploading() -> bool:
+            victims.extend(server for server in cluster.servers if uploading(server))
+            return bool(victims)
+
+        wait_until(one_uploading, timeout=30, what="the upload to start")
+        victim = victims[0]
+        victim.kill()
+        assert not (cluster.box / "big.bin").exists(), "the upload was over before the kill"
+        wait_until(lambda: (b.folder / "big.bin").exists(), timeout=90, what="big.bin on b")
+        assert sha((b.folder / "big.bin").read_bytes()) == sha(data)
+        assert sha((cluster.box / "big.bin").read_bytes()) == sha(data)
+        assert (b.folder / "hello.txt").read_text() == "both live"
+        assert not conflicts(a.folder, b.folder)
+    finally:
+        assert a.stop() == 0 and b.stop() == 0
+
+
+def test_a_rolling_restart_goes_unnoticed(tmp_path: Path, cluster: Cluster) -> None:
+    """
+    Each server in turn is stopped and started again while three clients
+    keep editing files of their own: every client ends with every edit, no
+    conflict copy, and exits cleanly.
+    """
+    clients = [through(cluster, tmp_path / name, name) for name in ("a", "b", "c")]
+    for client in clients:
+        client.start()
+    expected: dict[str, str] = {}
+
+    def edit(round_: int) -> None:
+        for client in clients:
+            for n in range(3):
+                text = f"{client.name}: file {n}, edit {round_}\n"
+                (client.folder / f"{client.name}-{n}.txt").write_text(text)
+                expected[f"{client.name}-{n}.txt"] = text
+            (client.folder / f"{client.name}-round-{round_}.txt").write_text(str(round_))
+            expected[f"{client.name}-round-{round_}.txt"] = str(round_)
+
+    try:
+        round_ = 0
+        for server in cluster.servers:
+            edit(round_ := round_ + 1)
+            server.stop()
+            edit(round_ := round_ + 1)
+            wait_until(lambda: (cluster.box / f"c-round-{round_}.txt").exists(), timeout=30, what="a round's edits")
+            server.start(timeout=60)
+            edit(round_ := round_ + 1)
+        want = {path: sha(text.encode()) for path, text in expected.items()}
+
+        def holds_every_edit(folder: Path) -> bool:
+            return converged(folder, cluster.box) and {p.name: sha(p.read_bytes()) for p in folder.glob("*.txt")} == want
+
+        for client in clients:
+            wait_until(lambda: holds_every_edit(client.folder), timeout=60, what=f"every edit on {client.name}")
+        assert not conflicts(*(client.folder for client in clients), cluster.box)
+    finally:
+        statuses = [client.stop() for client in clients]
+    assert statuses == [0, 0, 0]
+
+
+@pytest.mark.slow
+def test_the_demo_runs_a_cluster(tmp_path: Path) -> None:
+    """
+    C{python -m boxsync.demo --cluster 2 --info FILE}: the file says where
+    the balancer and each server are; a file goes from alice to bob through
+    it; SIGTERM stops every process it started.
+    """
+    why = haproxy_missing()
+    if why is not None:
+        pytest.skip(why)
+    info_file = tmp_path / "info.json"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "boxsync.demo", "--cluster", "2", "--info", str(info_file), str(tmp_path / "demo")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(lambda: info_file.exists() or demo.poll() is not None, timeout=90, what="the demo's info file")
+        assert demo.poll() is None
+        info = json.loads(info_file.read_text())
+        assert len(info["instances"]) == 2
+        for each in [info, *info["instances"]]:
+            with urllib.request.urlopen(each["url"] + "/healthz", timeout=10) as answer:
+                assert answer.status == 200
+        request = urllib.request.Request(
+            info["url"] + "/files/hello.txt", headers={"Authorization": f"Bearer {info['token']}"}
+        )
+        wait_until(lambda: (tmp_path / "demo/bob/hello.txt").exists(), timeout=30, what="hello.txt on bob")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.read().startswith(b"Hello from alice")
+        demo.send_signal(signal.SIGTERM)
+        output, _ = demo.communicate(timeout=60)
+        assert demo.returncode == 0, output
+        assert b"boxsync demo stopped." in output
+        for each in info["instances"]:
+            assert not Path(f"/proc/{each['pid']}").exists()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait(10)
