@@ -199,3 +199,47 @@ def test_the_demo_runs_a_cluster(tmp_path: Path) -> None:
         if demo.poll() is None:
             demo.kill()
             demo.wait(10)
+
+
+def test_a_cluster_that_cannot_start_stops_what_it_started(tmp_path: Path) -> None:
+    """
+    A server that will not start (here: an option it does not know) stops
+    the start: its own PostgreSQL is stopped and removed, and nothing is
+    left running.
+    """
+    why = haproxy_missing()
+    if why is not None:
+        pytest.skip(why)
+    broken = Cluster(tmp_path, 2, options=["--no-such-option"])
+    with pytest.raises(AssertionError, match="server exited"):
+        broken.start()
+    assert broken.postgres is not None and broken.postgres.process is None
+    assert not broken.postgres.folder.exists()
+    assert not any(process.running for process in broken.processes())
+
+
+def test_a_cluster_needs_a_server(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least one server"):
+        Cluster(tmp_path, 0).start()
+
+
+def test_without_haproxy_there_is_no_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from boxsync import cluster, demo
+
+    monkeypatch.setattr(cluster, "HAPROXY", str(tmp_path / "no-haproxy"))
+    assert "HAProxy is not installed" in (haproxy_missing() or "")
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit, match="no cluster here: HAProxy is not installed"):
+            demo.main(["--cluster", "2", str(tmp_path / "demo")])
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_the_demo_refuses_a_negative_cluster(capsys: pytest.CaptureFixture[str]) -> None:
+    from boxsync import demo
+
+    with pytest.raises(SystemExit) as exited:
+        demo.main(["--cluster", "-1"])
+    assert exited.value.code == 2
+    assert "--cluster takes a number of servers" in capsys.readouterr().err
