@@ -223,9 +223,11 @@ backend servers
     http-check expect status 200
     default-server check inter {check_ms}ms fall 2 rise 1 on-marked-down shutdown-sessions
     # The web page's sign-in sessions live in one server's memory: a
-    # browser sticks to the server it signed in on. boxsync's clients send
-    # no cookies, so each of their requests is balanced anew.
-    cookie boxsync_server insert indirect nocache httponly
+    # browser's requests with a session cookie go to the server that made
+    # it. Anything else (boxsync's clients) is balanced request by request.
+    stick-table type string len 64 size 100k expire 12h
+    stick store-response res.cook(boxsync_session)
+    stick match req.cook(boxsync_session)
 {servers}
 """
 
@@ -248,7 +250,7 @@ class HAProxy:
 
     def config(self) -> str:
         servers = "\n".join(
-            f"    server s{n} {address} cookie s{n}" for n, address in enumerate(self.servers, 1)
+            f"    server s{n} {address}" for n, address in enumerate(self.servers, 1)
         )
         return (
             HAPROXY_CONFIG.replace("{port}", str(self.port))
