@@ -57,7 +57,8 @@ def served(server: Server) -> int:
     access log.
     """
     assert server.process is not None
-    return sum(1 for line in server.process.output().splitlines() if " HTTP/1.1\" 20" in line and "/healthz" not in line)
+    lines = server.process.output().splitlines()
+    return sum(1 for line in lines if ' HTTP/1.1" 20' in line and "/healthz" not in line)
 
 
 @pytest.mark.parametrize("cluster", [2], indirect=True)
@@ -151,7 +152,8 @@ def test_a_rolling_restart_goes_unnoticed(tmp_path: Path, cluster: Cluster) -> N
     assert statuses == [0, 0, 0]
     copies = conflicts(*(client.folder for client in clients), cluster.box)
     if copies:
-        pytest.xfail(f"known: an answer cut as its server stopped made conflict copies: {sorted(p.name for p in copies)}")
+        names = sorted(p.name for p in copies)
+        pytest.xfail(f"known: an answer cut as its server stopped made conflict copies: {names}")
 
 
 @pytest.mark.slow
@@ -237,3 +239,29 @@ def test_the_demo_refuses_a_negative_cluster(capsys: pytest.CaptureFixture[str])
         demo.main(["--cluster", "-1"])
     assert exited.value.code == 2
     assert "--cluster takes a number of servers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cluster", [2], indirect=True)
+def test_a_browser_stays_on_the_server_it_signed_in_on(cluster: Cluster) -> None:
+    """
+    Sessions live in one server's memory: every request of a signed-in
+    browser goes to the server that made its session (the other would
+    refuse it), while requests without one are spread over both.
+    """
+    sign_in = urllib.request.Request(
+        cluster.url + "/web/session", data=json.dumps({"token": cluster.key}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST",
+    )
+    with urllib.request.urlopen(sign_in, timeout=10) as answer:
+        cookie = answer.headers["Set-Cookie"].split(";")[0]
+    whoami = urllib.request.Request(cluster.url + "/web/session", headers={"Cookie": cookie})
+    for _ in range(6):
+        with urllib.request.urlopen(whoami, timeout=10) as answer:
+            assert answer.status == 200
+    # With a token instead, requests go to both servers in turn.
+    token = {"Authorization": f"Bearer {cluster.key}"}
+    with_token = urllib.request.Request(cluster.url + "/web/clients", headers=token)
+    for _ in range(4):
+        with urllib.request.urlopen(with_token, timeout=10) as answer:
+            assert answer.status == 200
+    assert all(served(server) > 0 for server in cluster.servers)
