@@ -5,11 +5,18 @@ default, on two demo folders, so a newcomer sees files move in seconds.
 Everything lives under ``./demo`` (or the folder given): the box, and the
 folders ``alice`` and ``bob``. Drop files into one of them and watch them
 appear in the other. Ctrl-C stops all three processes.
+
+``--cluster N`` runs the scaled-out layout instead, all on 127.0.0.1: a
+PostgreSQL of its own, N servers of the one box with their index in it, and
+HAProxy in front; the clients use HAProxy's address. ``--info FILE`` writes
+where it all is as JSON once it is ready.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import secrets
 import signal
 import socket
@@ -17,6 +24,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 __all__ = ["main"]
 
@@ -45,12 +56,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--seconds", type=float, default=0, help="stop after this many seconds (0: at Ctrl-C)"
     )
+    parser.add_argument(
+        "--cluster", type=int, metavar="N", default=0,
+        help="N servers on PostgreSQL behind HAProxy, rather than one server on its own",
+    )
+    parser.add_argument("--info", type=Path, metavar="FILE", help="write where it all is, as JSON, once it is ready")
     args = parser.parse_args(argv)
+    if args.cluster < 0:
+        parser.error("--cluster takes a number of servers, 1 or more")
     root = Path(args.folder).resolve()
     root.mkdir(parents=True, exist_ok=True)
     port, key = _free_port(), secrets.token_urlsafe(16)
     url = f"http://127.0.0.1:{port}"
     processes: list[subprocess.Popen[bytes]] = []
+    cluster = None
 
     def spawn(log: str, *command: str) -> subprocess.Popen[bytes]:
         with open(root / log, "ab") as out:
@@ -66,13 +85,18 @@ def main(argv: list[str] | None = None) -> None:
         processes.append(process)
         return process
 
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
     try:
-        server = spawn(
-            "server.log", sys.executable, "-m", "twisted", "--log-format=text", "boxsync",
-            "--listen", f"tcp:{port}:interface=127.0.0.1",
-            "--box", str(root / "box"), "--api-key", key,
-        )
-        _wait_for_port(port, server)
+        if args.cluster:
+            cluster = _start_cluster(root, args.cluster, key)
+            url = cluster.url
+        else:
+            server = spawn(
+                "server.log", sys.executable, "-m", "twisted", "--log-format=text", "boxsync",
+                "--listen", f"tcp:{port}:interface=127.0.0.1",
+                "--box", str(root / "box"), "--api-key", key,
+            )
+            _wait_for_port(port, server)
         for name in ("alice", "bob"):
             (root / name).mkdir(exist_ok=True)
             spawn(
@@ -82,18 +106,28 @@ def main(argv: list[str] | None = None) -> None:
         hello = root / "alice" / "hello.txt"
         if not hello.exists():
             hello.write_text("Hello from alice! Edit me, or drop files into alice/ or bob/.\n")
-        print(f"boxsync demo: server on {url}, box in {root / 'box'}", flush=True)
+        if cluster is not None:
+            print(f"boxsync demo: {args.cluster} servers behind HAProxy on {url}, box in {cluster.box}", flush=True)
+            for each in cluster.info()["instances"]:
+                print(f"  server {each['url']} (process {each['pid']})", flush=True)
+            print(f"  token: {key}", flush=True)
+            print(f"  logs: {root}/haproxy.log, server-*.log, alice.log, bob.log", flush=True)
+        else:
+            print(f"boxsync demo: server on {url}, box in {root / 'box'}", flush=True)
+            print(f"  logs: {root}/server.log, alice.log, bob.log", flush=True)
         print(f"  folders {root / 'alice'} and {root / 'bob'} are kept in sync, live", flush=True)
-        print(f"  logs: {root}/server.log, alice.log, bob.log", flush=True)
+        if args.info is not None:
+            info = cluster.info() if cluster is not None else {"url": url, "token": key, "instances": []}
+            _write_json(args.info, info)
         deadline = time.monotonic() + args.seconds if args.seconds else None
-        signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
         # Ctrl-C stops the demo even where it was started with SIGINT
         # ignored (a job in the background of a shell starts so, and Python
         # then leaves it ignored).
         signal.signal(signal.SIGINT, signal.default_int_handler)
         moved = False
         while deadline is None or time.monotonic() < deadline:
-            if any(p.poll() is not None for p in processes):
+            others = list(cluster.processes()) if cluster is not None else []
+            if any(p.poll() is not None for p in processes) or not all(p.running for p in others):
                 raise SystemExit("a demo process exited; see the logs in " + str(root))
             if not moved and (root / "bob" / "hello.txt").exists() and hello.exists():
                 print("  hello.txt went from alice to bob: the demo works. Ctrl-C to stop.", flush=True)
@@ -110,7 +144,28 @@ def main(argv: list[str] | None = None) -> None:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
+        if cluster is not None:
+            cluster.stop()
         print("boxsync demo stopped.", flush=True)
+
+
+def _start_cluster(root: Path, count: int, key: str) -> Cluster:
+    from .cluster import Cluster, haproxy_missing
+
+    why = haproxy_missing()
+    if why is not None:
+        raise SystemExit(f"boxsync demo: no cluster here: {why}")
+    print(f"boxsync demo: starting PostgreSQL, {count} servers and HAProxy...", flush=True)
+    return Cluster(root, count, key=key).start()
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """
+    Write C{value} to C{path} in one step: a reader sees all of it or none.
+    """
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(partial, path)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import urllib.parse
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 from attrs import define, field, frozen
@@ -33,7 +33,7 @@ from boxsync.wire import (
     decode_event,
     encode_manifest,
 )
-from boxsync.testing import Client, Proxy, Server, tree
+from boxsync.testing import Client, Proxy, Server, tree, wait_until
 
 # Figures for docs/reliability.md: with BOXSYNC_FAULT_FIGURES=<file>, every
 # fault test appends one JSON line of what it injected and checked.
@@ -305,6 +305,35 @@ def converged(*folders: Path) -> bool:
     return all(tree(folder) == first for folder in folders[1:])
 
 
+def two_clients_converge(a: Client, b: Client, box: Path, timeout: float = 30) -> None:
+    """
+    Start C{a} and C{b}; make a series of changes, each in one of their
+    folders in turn, and wait after each until both and the box hold the
+    same files; check the outcome and that neither made a conflict copy;
+    stop both, which must exit cleanly.
+    """
+    steps: list[tuple[Client, Callable[[Path], object]]] = [
+        (a, lambda f: (f / "notes.txt").write_text(f"made on a, through {a.url or a.server.url}")),
+        (b, lambda f: (f / "notes.txt").write_text(f"edited on b, through {b.url or b.server.url}")),
+        (a, lambda f: (f / "big.bin").write_bytes(bytes(range(256)) * 20_000)),
+        (b, lambda f: [(f / f"many-{n}.txt").write_text(str(n)) for n in range(50)]),
+        (a, lambda f: (f / "notes.txt").unlink()),
+    ]
+    a.start()
+    b.start()
+    try:
+        for who, change in steps:
+            change(who.folder)
+            wait_until(
+                lambda: converged(a.folder, b.folder, box), timeout=timeout, what=f"sync after a step by {who.name}"
+            )
+        assert not (b.folder / "notes.txt").exists()
+        assert (b.folder / "many-49.txt").read_text() == "49"
+        assert not list(a.folder.glob("*.conflict-*")) and not list(b.folder.glob("*.conflict-*"))
+    finally:
+        assert a.stop() == 0 and b.stop() == 0
+
+
 __all__ = [
     "Observer",
     "Proxy",
@@ -323,4 +352,5 @@ __all__ = [
     "staged",
     "stop_and_check",
     "temp_files",
+    "two_clients_converge",
 ]

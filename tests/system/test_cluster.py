@@ -12,8 +12,8 @@ from typing import Iterator
 
 import pytest
 
-from boxsync.testing import Client, Server, wait_until
-from tests.faults import converged, get, put
+from boxsync.testing import Client, Server
+from tests.faults import get, put, two_clients_converge
 from tests.postgres import PostgreSQL
 
 
@@ -36,26 +36,7 @@ def pair(tmp_path: Path, postgres: PostgreSQL) -> Iterator[tuple[Server, Server]
 def test_clients_on_two_servers_converge_live(tmp_path: Path, pair: tuple[Server, Server]) -> None:
     one, two = pair
     assert two.process is not None and "serving the box beside other servers" in two.process.output()
-    a, b = Client(one, tmp_path / "a", "a"), Client(two, tmp_path / "b", "b")
-    a.start()
-    b.start()
-    try:
-        steps = [
-            (a, lambda f: (f / "notes.txt").write_text("made on a, through one")),
-            (b, lambda f: (f / "notes.txt").write_text("edited on b, through two")),
-            (a, lambda f: (f / "big.bin").write_bytes(bytes(range(256)) * 20_000)),
-            (b, lambda f: [(f / f"many-{n}.txt").write_text(str(n)) for n in range(50)]),
-            (a, lambda f: (f / "notes.txt").unlink()),
-        ]
-        for who, change in steps:
-            change(who.folder)
-            wait_until(
-                lambda: converged(a.folder, b.folder, one.box), timeout=30, what=f"sync after a step by {who.name}"
-            )
-        assert not (b.folder / "notes.txt").exists()
-        assert not list(a.folder.glob("*.conflict-*")) and not list(b.folder.glob("*.conflict-*"))
-    finally:
-        assert a.stop() == 0 and b.stop() == 0
+    two_clients_converge(Client(one, tmp_path / "a", "a"), Client(two, tmp_path / "b", "b"), one.box)
 
 
 def test_one_of_two_commits_of_a_path_from_one_base_wins(pair: tuple[Server, Server]) -> None:
