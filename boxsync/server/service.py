@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 
@@ -100,6 +100,12 @@ class ServerConfig:
 LOCK_FILE = "server.lock"
 
 log = Logger()
+
+#: How long a stopping server lets the requests under way end.
+DRAIN_SECONDS = 10.0
+
+#: How often it looks whether they have.
+DRAIN_POLL_SECONDS = 0.05
 
 #: The file the servers of one box take turns to tidy it on.
 TIDY_LOCK = "tidy.lock"
@@ -330,19 +336,30 @@ class _HubService(Service):
 
 class _ListenService(Service):
     """
-    The HTTP listeners, opened once C{after} fires; as the service stops,
-    they close and every open connection is cut.
+    The HTTP listeners, opened once C{after} fires. As the service stops
+    they close, the requests under way are given up to C{drain_seconds} to
+    end (an answer cut short would leave its client unsure whether its
+    commit was made), and then every open connection is cut: event streams
+    at once, since they never end by themselves.
     """
 
     log = Logger()
 
     def __init__(
-        self, reactor: IServerReactor, listen: list[str], factory: WrappingFactory, after: Deferred[object]
+        self,
+        reactor: IServerReactor,
+        listen: list[str],
+        factory: WrappingFactory,
+        after: Deferred[object],
+        site: UploadSite,
+        drain_seconds: float = DRAIN_SECONDS,
     ) -> None:
         self.reactor = reactor
         self.listen = listen
         self.factory = factory
         self.after = after
+        self.site = site
+        self.drain_seconds = drain_seconds
         self.ports: list[IListeningPort] = []
         self.ready: Deferred[None] = Deferred()
 
@@ -361,11 +378,16 @@ class _ListenService(Service):
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
+        return Deferred.fromCoroutine(self._close())
+
+    async def _close(self) -> None:
         ports, self.ports = self.ports, []
-        stopping = [maybeDeferred(port.stopListening) for port in ports]
+        await gatherResults([maybeDeferred(port.stopListening) for port in ports], consumeErrors=True)
+        deadline = self.reactor.seconds() + self.drain_seconds
+        while self.site.answering() and self.reactor.seconds() < deadline:
+            await deferLater(self.reactor, DRAIN_POLL_SECONDS, lambda: None)
         for connection in list(self.factory.protocols):
             connection.transport.abortConnection()
-        return gatherResults(stopping, consumeErrors=True)
 
 
 class _Periodic(Service):
@@ -481,13 +503,22 @@ class BoxsyncService(MultiService):
         _HubService(self.hub).setServiceParent(self)
         if isinstance(self.relay, Service):
             self.relay.setServiceParent(self)
-        self._listeners = _ListenService(reactor, config.listen, self.factory, checked.ready)
+        self._listeners = _ListenService(reactor, config.listen, self.factory, checked.ready, self.site)
         self._listeners.setServiceParent(self)
         self.ready: Deferred[None] = Deferred()
         self._listeners.ready.addCallbacks(self._started, self._failed)
         if config.status_seconds > 0:
             _Periodic(reactor, config.status_seconds, self._log_status, self._after_ready()).setServiceParent(self)
         _Periodic(reactor, config.tidy_seconds, self._tidy, self._after_ready()).setServiceParent(self)
+
+    def stopService(self) -> Deferred[Any]:
+        """
+        Stop answering first, letting the requests under way end; then the
+        rest (the index they need among it).
+        """
+        closed = maybeDeferred(self._listeners.stopService)
+        closed.addBoth(lambda _: MultiService.stopService(self))
+        return closed
 
     def _after_ready(self) -> Deferred[None]:
         after: Deferred[None] = Deferred()

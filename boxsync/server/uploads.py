@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from ..wire import CLIENT_HEADER, SHA256_TRAILER, TRAILER_HEADER, ProtocolError, sha256_header
+from ..wire import CLIENT_HEADER, EVENT_STREAM, SHA256_TRAILER, TRAILER_HEADER, ProtocolError, sha256_header
 from ..writer import HashingWriter, Runner
 from .auth import Forbidden, Principal, Unauthorized
 from .limits import MAX_OTHER_BODY, LimitedChannel, LimitedSite, Refused
@@ -108,6 +108,14 @@ class UploadSite(LimitedSite):
         self.public = frozenset(public)
         self.run: Runner = run or self._in_thread
         self.transfers = transfers
+        self.under_way: set[StreamingRequest] = set()
+
+    def answering(self) -> bool:
+        """
+        Whether a request is under way that will end by itself: any but an
+        event stream and a wait for a block (those end when cut).
+        """
+        return any(not request.lingers() for request in self.under_way)
 
     def is_public(self, method: bytes, uri: bytes) -> bool:
         """
@@ -199,12 +207,23 @@ class StreamingRequest(Request):
     _received = 0
     log = Logger()
 
+    def lingers(self) -> bool:
+        """
+        Whether this request is one that lasts until it is cut: an event
+        stream, or a wait for a block still on its way.
+        """
+        content_type = self.responseHeaders.getRawHeaders(b"content-type") or []
+        if any(value.startswith(EVENT_STREAM.encode()) for value in content_type):
+            return True
+        return bool(self.path and self.path.startswith(b"/blocks/") and b"wait=" in (self.uri or b""))
+
     def gotLength(self, length: int | None) -> None:
         channel = self.channel
         site = getattr(channel, "site", None)
         if not isinstance(site, UploadSite):
             super().gotLength(length)
             return
+        site.under_way.add(self)
         upload = is_upload(channel._command, channel._path)  # type: ignore[attr-defined]
         if not upload:
             self._limit = site.max_body
@@ -328,11 +347,18 @@ class StreamingRequest(Request):
 
     def finish(self) -> object:
         self._drop()
+        self._ended()
         return super().finish()
 
     def connectionLost(self, reason: object) -> None:
         self._drop()
+        self._ended()
         super().connectionLost(reason)
+
+    def _ended(self) -> None:
+        site = getattr(self.channel, "site", None)
+        if isinstance(site, UploadSite):
+            site.under_way.discard(self)
 
 
 def check_body(request: object) -> None:

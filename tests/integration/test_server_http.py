@@ -33,7 +33,7 @@ async def test_healthz_needs_no_key(server: RunningServer, http: Any) -> None:
     assert response.code == 200
     assert (await json_of(response)) == {
         "status": "ok",
-        "features": ["sha256-trailer", "executable", "folders", "blocks", "zstd", "gzip"],
+        "features": ["sha256-trailer", "executable", "folders", "blocks", "trash-rows", "zstd", "gzip"],
     }
 
 

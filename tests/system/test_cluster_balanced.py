@@ -108,13 +108,8 @@ def test_a_rolling_restart_goes_unnoticed(tmp_path: Path, cluster: Cluster) -> N
     """
     Each server in turn is stopped and started again while three clients
     keep editing files of their own: every client ends with every edit, no
-    conflict copy, and exits cleanly.
-
-    Known: a server stopped with SIGTERM cuts every connection at once
-    (C{_ListenService.stopService}), answers to commits it has just made
-    included; the client retries from the old base, is refused (412) and,
-    if the file changed again meanwhile, keeps a conflict copy. The test
-    then reports an expected failure rather than passing.
+    conflict copy, and exits cleanly: a server stopped lets the requests
+    under way end, so no answer to a commit it made is lost.
     """
     clients = [through(cluster, tmp_path / name, name) for name in ("a", "b", "c")]
     for client in clients:
@@ -150,10 +145,7 @@ def test_a_rolling_restart_goes_unnoticed(tmp_path: Path, cluster: Cluster) -> N
     finally:
         statuses = [client.stop() for client in clients]
     assert statuses == [0, 0, 0]
-    copies = conflicts(*(client.folder for client in clients), cluster.box)
-    if copies:
-        names = sorted(p.name for p in copies)
-        pytest.xfail(f"known: an answer cut as its server stopped made conflict copies: {names}")
+    assert not conflicts(*(client.folder for client in clients), cluster.box)
 
 
 @pytest.mark.slow
