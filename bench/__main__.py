@@ -12,7 +12,8 @@ Benchmarks: bulk (1 GiB up/down vs nginx+curl), e2e (A → empty B), latency
 (Locust: many clients with open event streams uploading and downloading),
 blocks (renames, edits, resumes and text, bytes counted by a proxy),
 history (what kept versions take on disk, a restore, the trash), join (a new
-client fills an empty folder with --once, vs an rsync pull).
+client fills an empty folder with --once, vs an rsync pull), cluster (several
+servers of one box on PostgreSQL behind HAProxy, beside one embedded server).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import blocks, bulk, e2e, fanout, history, join, latency, load, memory, report, restart
+from . import blocks, bulk, cluster, e2e, fanout, history, join, latency, load, memory, report, restart
 
-ALL = ["bulk", "e2e", "latency", "fanout", "memory", "restart", "load", "blocks", "history", "join"]
+ALL = ["bulk", "e2e", "latency", "fanout", "memory", "restart", "load", "blocks", "history", "join", "cluster"]
 
 _TITLES = {
     "bulk": "1. Bulk transfer vs nginx + curl (target: up ≥ 0.9x, down ≥ 0.95x)",
@@ -40,6 +41,8 @@ _TITLES = {
     "history": "9. History: what kept versions cost (targets: the disk grows by what changed; restore of "
     "1 GiB < 2 s; 100,000 deleted files listed < 1 s)",
     "join": "10. A new client: --once into an empty folder (target: 10,000 × 4 KiB ≤ rsync pull)",
+    "cluster": "11. Several servers of one box on PostgreSQL (targets: latency across servers p50 < 60 ms, "
+    "p99 < 250 ms; commits/s with 1, 2, 3 servers)",
 }
 
 
@@ -90,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         "history": lambda: history.run(args.bulk_size or (64 if quick else 1024), 2000 if quick else 100_000),
         "restart": lambda: restart.run(files, args.runs),
         "join": lambda: join.run(1000 if quick else 10_000, args.runs),
+        "cluster": lambda: cluster.run(changes, 500 if quick else 3000),
         "load": lambda: load.run(users, duration),
     }
     which = args.which or ALL

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import bulk, e2e, fanout, history, join, latency, load, memory, report, restart
+from bench import bulk, cluster, e2e, fanout, history, join, latency, load, memory, report, restart
 from bench.__main__ import _table
 from boxsync.testing import Server
 
@@ -168,3 +168,17 @@ def test_load_fails_on_failed_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(load, "Server", WrongKey)
     with pytest.raises(SystemExit, match=r"(?s)failed requests.*POST /sync stream.*403"):
         load.run(2, 3)
+
+
+@pytest.mark.slow
+def test_cluster_smoke() -> None:
+    rows = cluster.run(3, 40, sizes=(2,))
+    if len(rows) == 1:
+        pytest.skip(str(rows[0]["figure"]))
+    assert [row["what"] for row in rows] == [
+        "live latency, one embedded server (3 changes)",
+        "live latency, clients on two servers (3 changes)",
+        "commits/s of 4 KiB, 8 writers, one embedded server",
+        "commits/s of 4 KiB, 8 writers over 2 servers (PostgreSQL)",
+    ]
+    assert all(_number(row["median"]) > 0 for row in rows)
