@@ -22,7 +22,7 @@ import json
 import urllib.parse
 from io import BytesIO
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Sequence, TypeVar
+from typing import Any, AsyncIterator, BinaryIO, Callable, Sequence, TypeVar
 
 from attrs import define, field
 from treq.client import HTTPClient
@@ -519,10 +519,19 @@ class BoxsyncAPI:
         """
         The files deleted under the folder C{under} and not back since,
         newest deletion first, each with its last version.
+        """
+        found: list[Deleted] = []
+        async for page in self.trash_pages(under, limit):
+            found += page
+        return found
+
+    async def trash_pages(self, under: str = "", limit: int = 1000) -> AsyncIterator[list[Deleted]]:
+        """
+        The files L{trash} lists, a page at a time.
 
         Asked for in rows, L{TRASH_PAGE} at a time: the next page is asked
-        for before the last one is checked (in a thread), so the server
-        looks it up meanwhile. A server from before rows answers in
+        for before the last one is checked (in a thread) and used, so the
+        server looks it up meanwhile. A server from before rows answers in
         versions, all of them at once.
         """
 
@@ -530,31 +539,34 @@ class BoxsyncAPI:
             fields = {"under": under, "limit": count, "rows": 1, **({} if before is None else {"before": before})}
             return Deferred.fromCoroutine(self._get_json(f"/trash?{urllib.parse.urlencode(fields)}"))
 
-        found: list[Deleted] = []
+        listed = 0
         asked = min(limit, TRASH_PAGE)
         answer = await ask(asked)
         while True:
             rows = answer.get("rows") if isinstance(answer, dict) else None
             if not isinstance(rows, list):
-                listed = parse_trash(answer)
-                if asked < limit and len(listed) == asked:
-                    listed = parse_trash(await ask(limit))  # an older server, that pages not
-                return listed
+                versions = parse_trash(answer)
+                if asked < limit and len(versions) == asked:
+                    versions = parse_trash(await ask(limit))  # an older server, that pages not
+                yield versions
+                return
             following = None
             last = rows[-1] if rows else None
-            if len(rows) == asked < limit - len(found) and isinstance(last, list) and len(last) > 6:
+            if len(rows) == asked < limit - listed and isinstance(last, list) and len(last) > 6:
                 if isinstance(last[6], int):
-                    asked = min(limit - len(found) - len(rows), TRASH_PAGE)
+                    asked = min(limit - listed - len(rows), TRASH_PAGE)
                     following = ask(asked, last[6])
             try:
-                found += await self._in_thread(lambda: parse_trash(answer))
-            except Exception:
+                page = await self._in_thread(lambda: parse_trash(answer))
+                listed += len(page)
+                yield page
+            except BaseException:  # a bad page, or the pages no longer wanted
                 if following is not None:
                     following.addErrback(lambda _: None)
                     following.cancel()
                 raise
             if following is None:
-                return found
+                return
             answer = await following
 
     async def snapshot(self, under: str, at: str) -> list[VersionEntry]:

@@ -21,7 +21,7 @@ from ..reactors import IClientReactor
 from ..wire import ProtocolError
 from ..wire.history import Deleted, VersionEntry, json_lines, parse_time
 from .api import BoxsyncAPI
-from .commands import NotInBox, box_path, client_api, files_at, print_json_lines, print_json_list
+from .commands import JSONList, NotInBox, box_path, client_api, collection_paused, files_at, print_json_list
 from .connect import connect
 from .errors import NotFound, StaleBase
 from .status import human_size
@@ -87,19 +87,30 @@ async def history(reactor: IClientReactor, options: Any, path: str, out: TextIO)
     print(f"{len(versions)} versions" + (" (deleted: restore brings back the newest)" if deleted else ""), file=out)
 
 
+#: The most deleted files C{trash} lists.
+TRASH_LISTED = 100_000
+
+
 async def trash(reactor: IClientReactor, options: Any, folder: str, out: TextIO) -> None:
     """
     Print the files deleted under C{folder} ("" for the whole box), newest
     deletion first.
     """
     under = box_path(folder)
-    found: list[Deleted] = await _with_api(reactor, options, lambda api: api.trash(under, 100_000))
-    if options.json:
-        print_json_lines(json_lines(found), out)
-        return
-    for line in _table(found, "DELETED FILE", [f"deleted {_when(v.deleted_time)}" for v in found]):
-        print(line, file=out)
-    print(f"{len(found)} deleted files", file=out)
+    with collection_paused():
+        if options.json:
+            # Each page printed as it comes, while the server looks up the next.
+            async def listed(api: BoxsyncAPI) -> None:
+                with JSONList(out) as printed:
+                    async for page in api.trash_pages(under, TRASH_LISTED):
+                        printed.add(json_lines(page))
+
+            await _with_api(reactor, options, listed)
+            return
+        found: list[Deleted] = await _with_api(reactor, options, lambda api: api.trash(under, TRASH_LISTED))
+        for line in _table(found, "DELETED FILE", [f"deleted {_when(v.deleted_time)}" for v in found]):
+            print(line, file=out)
+        print(f"{len(found)} deleted files", file=out)
 
 
 @frozen

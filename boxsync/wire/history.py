@@ -225,7 +225,7 @@ def json_lines(files: Iterable[Deleted]) -> list[str]:
     path, seq, time (ISO 8601), size, sha256, client, deleted_seq and
     deleted_time.
     """
-    text, time = _encode_string, _json_time
+    text, time = _encode_string, _JSONTimes().text
     return [
         f'{{"path": {text(path)}, "seq": {seq}, "time": {time(time_ns)}, "size": {size}, "sha256": "{sha256}", '
         f'"client": {text(client)}, "deleted_seq": {deleted_seq}, "deleted_time": {time(deleted_ns)}}}'
@@ -233,9 +233,20 @@ def json_lines(files: Iterable[Deleted]) -> list[str]:
     ]
 
 
-def _json_time(ns: int) -> str:
-    iso = iso_time(ns)
-    return "null" if iso is None else f'"{iso}"'
+class _JSONTimes(dict[int, str]):
+    """
+    Times in ns since the epoch as JSON values (an ISO 8601 string, or
+    C{null} for 0), each millisecond made once: a trash's files were
+    deleted, and mostly made, in a few hundred of them.
+    """
+
+    def text(self, ns: int) -> str:
+        ms = ns // 1_000_000 if ns > 0 else -1
+        found = self.get(ms)
+        if found is None:
+            iso = iso_time(ns)
+            found = self[ms] = "null" if iso is None else f'"{iso}"'
+        return found
 
 
 _COLUMNS = list(Deleted._fields)

@@ -133,6 +133,37 @@ async def test_a_bad_page_of_the_trash_is_refused(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_trash_listing_cut_short_is_not_taken_for_the_whole(
+    server: RunningServer, http: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The trash is printed a page at a time as the pages come: a bad second
+    page ends the command with an error, the first page printed and the
+    JSON list left unclosed.
+    """
+    monkeypatch.setattr(client_api, "TRASH_PAGE", 2)
+    for n in range(3):
+        assert (await put(http, server, f"old/{n}.txt", b"%d" % n, base=0)).code == 201
+        await delete(http, server, f"old/{n}.txt", 2 * n + 1)
+    answered: list[str] = []
+    real_rows = server_history.trash_rows
+
+    def rows(text: str) -> bytes:
+        answered.append(text)
+        return real_rows(text.upper() if len(answered) > 1 else text)
+
+    monkeypatch.setattr(server_history, "trash_rows", rows)
+    out = io.StringIO()
+    with pytest.raises(ProtocolError):
+        await timed(Deferred.fromCoroutine(history.trash(server.reactor, options(server, True), "", out)), server.reactor)
+    printed = out.getvalue()
+    assert len(answered) == 2
+    assert "old/2.txt" in printed and "old/1.txt" in printed and "old/0.txt" not in printed
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(printed)
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_folder_restored_as_it_was(server: RunningServer, http: Any) -> None:
     assert (await put(http, server, "d/a.txt", b"a1", base=0)).code == 201
     assert (await put(http, server, "d/b.txt", b"b1", base=0)).code == 201
