@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable
 
 from attrs import define, field
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -302,11 +302,21 @@ class Engine:
         Scan the folder (in a thread) and record what the scan refreshed.
         """
         self.ignore.reload()
-        bases = self.state.all()
+        # The bases are read in one thread while the folder is walked in
+        # another: the scan waits for them only once it has every file's
+        # stamps.
+        reading: Deferred[dict[str, Base]] = self._thread(self.state.all)
+
+        def bases() -> dict[str, Base]:
+            read: dict[str, Base] = blockingCallFromThread(self.reactor, lambda: reading)
+            return read
+
         unhashed = self._unhashed_over()
-        result: ScanResult = await self._thread(
-            lambda: scan(self.root, bases, self.ignore, unhashed)
-        )
+        try:
+            result: ScanResult = await self._thread(lambda: scan(self.root, bases, self.ignore, unhashed))
+        except BaseException:
+            reading.addErrback(lambda _: None)  # the walk failed first
+            raise
         if result.refreshed:
             self.state.put_many(result.refreshed)
         skipped = {each.path: each.reason for each in result.skipped}

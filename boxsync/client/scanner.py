@@ -326,6 +326,14 @@ def _read_whole(local: str | Path) -> tuple[bytes, int]:
     return data, len(data)
 
 
+def _unchanged(path: str, key: StatKey, base: Base) -> LocalFile:
+    """
+    The file at C{path}, whose stamps C{key} are those C{base} recorded.
+    """
+    size, mtime_ns, inode, ctime_ns, executable = key
+    return LocalFile(path, base.sha256, size, mtime_ns, inode, ctime_ns, base.seq, False, None, False, executable)
+
+
 def _examine(
     local: str | Path,
     path: str,
@@ -345,14 +353,14 @@ def _examine(
         base (whose stat should then be refreshed).
     @raise ReadElsewhere: if it must be read and is larger than C{max_read}.
     """
+    key = stat_key(st)
+    if base is not None and _matches(key, base):
+        return _unchanged(path, key, base), False
     seq = base.seq if base is not None else 0
     data = None
     sha256: str | None
     racy = False
-    key = stat_key(st)
-    if base is not None and _matches(key, base):
-        sha256, changed, refreshed = base.sha256, False, False
-    elif (
+    if (
         base is None
         and unhashed_over is not None
         and st.st_size > unhashed_over
@@ -390,7 +398,10 @@ def _below_any(path: str, directories: set[str]) -> bool:
 
 
 def scan(
-    root: Path, state: Mapping[str, Base], ignore: IgnoreRules, unhashed_over: int | None = None
+    root: Path,
+    state: Mapping[str, Base] | Callable[[], Mapping[str, Base]],
+    ignore: IgnoreRules,
+    unhashed_over: int | None = None,
 ) -> ScanResult:
     """
     Find every synced file below C{root} and compare it with its base, and
@@ -401,36 +412,50 @@ def scan(
     now or lies at or below something that could not be read (a file that
     cannot be read is not a deleted file).
 
-    @param state: the bases, by path (a snapshot of L{LocalState.all}).
+    @param state: the bases, by path (a snapshot of L{LocalState.all}), or
+        a function that gives them, called once every file is found and
+        its stamps read: the bases may be read from the database
+        meanwhile, in another thread.
     @param unhashed_over: new files (with no base) larger than this, and
         not written to for L{SETTLED_NS}, are listed unhashed (C{None}: all
         are hashed); see L{LocalFile.sha256}.
     @raise OSError: if C{root} cannot be listed.
     """
-    files: dict[str, LocalFile] = {}
     skipped: list[Skipped] = []
-    refreshed: list[Base] = []
     empty: set[str] = set()
     directories: list[str] = []
+    # Each file's stamps only (its whole stat would take twice the memory):
+    # one whose stamps are not its base's is looked at again below.
+    stamped: list[tuple[str, str, StatKey]] = []
     for path, entry in walk(root, ignore, skipped=skipped, empty=empty):
         if entry.is_dir(follow_symlinks=False):
             directories.append(path)
             continue
+        try:
+            stamped.append((path, entry.path, stat_key(entry.stat(follow_symlinks=False))))
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            _unreadable(root, entry.path, e.strerror, skipped)
+    if callable(state):
+        state = state()
+    files: dict[str, LocalFile] = {}
+    refreshed: list[Base] = []
+    for path, local, key in stamped:
         base = state.get(path)
         if base is not None and base.folder:
             # A file where a folder was: the folder's delete goes first,
             # the file is new once it has.
             continue
         try:
-            found, same = _examine(
-                entry.path, path, entry.stat(follow_symlinks=False), base, None, unhashed_over
-            )
+            if base is not None and _matches(key, base):
+                files[path] = _unchanged(path, key, base)
+                continue
+            found, same = _examine(local, path, os.lstat(local), base, None, unhashed_over)
         except FileNotFoundError:
             continue
         except (OSError, FileChanging) as e:
-            reason = e.strerror if isinstance(e, OSError) else "changes while read"
-            here = os.path.relpath(entry.path, root)
-            skipped.append(Skipped(here, f"cannot read: {reason}", unreadable=True))
+            _unreadable(root, local, e.strerror if isinstance(e, OSError) else "changes while read", skipped)
             continue
         files[path] = found
         if same:
@@ -461,6 +486,10 @@ def scan(
         skipped=len(skipped),
     )
     return ScanResult(files, tuple(deleted), tuple(skipped), tuple(refreshed), folders)
+
+
+def _unreadable(root: Path, local: str, reason: str | None, skipped: list[Skipped]) -> None:
+    skipped.append(Skipped(os.path.relpath(local, root), f"cannot read: {reason}", unreadable=True))
 
 
 def scan_one(

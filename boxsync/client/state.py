@@ -22,12 +22,13 @@ a file without its base is hashed again and found identical to the server's.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from attrs import define, field, frozen
 from twisted.logger import Logger
@@ -56,11 +57,14 @@ _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
 
 
-@frozen
-class Base:
+class Base(NamedTuple):
     """
     What the local file at C{path} was when it was last identical to the
     server's version C{seq}.
+
+    A named tuple, not an attrs class: a restart reads every base, and
+    100,000 of them are made from the database's rows in a third of the
+    time.
 
     @ivar ctime_ns: the file's ctime then, which no tool can set back (an
         edit whose mtime is put back still moves it); L{UNKNOWN_CTIME} if
@@ -144,9 +148,16 @@ def _from_sql(inode: int) -> int:
     return inode + _U64 if inode < 0 else inode
 
 
+#: A L{Base} of its fields, made in C (a named tuple's own constructor is
+#: Python code).
+_new_base = functools.partial(tuple.__new__, Base)
+
+
 def _base(row: tuple[Any, ...]) -> Base:
     path, sha256, size, mtime_ns, inode, seq, ctime_ns, executable, folder = row
-    return Base(path, sha256, size, mtime_ns, _from_sql(inode), seq, ctime_ns, bool(executable), bool(folder))
+    return _new_base(
+        (path, sha256, size, mtime_ns, _from_sql(inode), seq, ctime_ns, executable == 1, folder == 1)
+    )
 
 
 def _row(base: Base) -> tuple[Any, ...]:

@@ -196,7 +196,9 @@ def shared_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStat
         mtime_ns=st.integers(0, 2**63 - 1),
         inode=st.integers(0, 2**64 - 1),
         seq=st.integers(0, 2**63 - 1),
+        ctime_ns=st.one_of(st.just(UNKNOWN_CTIME), st.integers(0, 2**63 - 1)),
         executable=st.booleans(),
+        folder=st.booleans(),
     )
 )
 def test_round_trip(shared_state: LocalState, record: Base) -> None:
