@@ -459,7 +459,7 @@ class BoxsyncAPI:
         """
         used, body = coding.encode(data, codings)
         headers = self._headers({"Content-Type": "application/octet-stream", "Content-Encoding": used})
-        producer = FileBodyProducer(BytesIO(body), self.cooperator)
+        producer = self._sent(FileBodyProducer(BytesIO(body), self.cooperator))
         response = await self._transport.request("PUT", f"/blocks/{block.sha256}", headers, producer)
         await self._transport.check(response, 201)
         await self._transport.small_body(response)
@@ -479,7 +479,7 @@ class BoxsyncAPI:
         response = await self._transport.request("GET", f"/blocks/{block.sha256}{query}", headers)
         await self._transport.check(response, 200)
         # A block travels whole, at most BLOCK_MAX bytes in whatever coding.
-        body = await self._transport.small_body(response, BLOCK_MAX + 1024)
+        body = await self._transport.small_body(response, BLOCK_MAX + 1024, self.down)
         encoding = response_header(response, "Content-Encoding") or None
         try:
             data = coding.decode(body, encoding, BLOCK_MAX)
