@@ -28,6 +28,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.selectreactor import SelectReactor
 from twisted.python.failure import Failure
 
+from .config import human_size
 from .lock import FolderLock, Locked
 from .paths import HIDDEN_DIR
 from .reactors import IServerReactor
@@ -315,7 +316,7 @@ def _history(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> No
             (
                 account,
                 str(len(versions)),
-                _size(sum(version.size for version in versions)),
+                human_size(sum(version.size for version in versions)),
                 "-" if oldest is None else _when(oldest // 10**9),
             )
         )
@@ -397,14 +398,6 @@ def _in_own_reactor(work: Callable[[IServerReactor], Coroutine[Any, Any, _T]]) -
     if isinstance(result, Failure):
         result.raiseException()
     return result  # type: ignore[return-value]
-
-
-def _size(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    raise AssertionError("unreachable")
 
 
 _COMMANDS = {

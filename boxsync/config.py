@@ -25,6 +25,7 @@ __all__ = [
     "Setting",
     "config_home",
     "find_config",
+    "human_size",
     "load",
     "resolve",
     "size",
@@ -58,6 +59,17 @@ def size(value: str) -> int:
     if number <= 0:
         raise ValueError(f"a size must be positive, not {value!r}")
     return number
+
+
+def human_size(size: float) -> str:
+    """
+    C{size} bytes as people read them: C{512 B}, C{1.5 MiB}, C{2.0 GiB}.
+    """
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
 
 
 def _env_name(name: str) -> str:

@@ -24,7 +24,8 @@ from ..reactors import IClientReactor
 from ..wire import RemoteFile
 from .api import BoxsyncAPI
 from .connect import Connection, connect
-from .status import describe, facts, human_size
+from ..config import human_size
+from .status import describe, facts
 from .throttle import bucket
 
 __all__ = [

@@ -24,7 +24,7 @@ from .api import BoxsyncAPI
 from .commands import JSONList, NotInBox, box_path, client_api, collection_paused, files_at, print_json_list
 from .connect import connect
 from .errors import NotFound, StaleBase
-from .status import human_size
+from ..config import human_size
 
 __all__ = ["history", "trash", "restore", "UserError"]
 

@@ -22,11 +22,12 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, LogLevel, formatEvent
 from zope.interface import implementer
 
+from ..config import human_size
 from ..paths import HIDDEN_DIR
 from .progress import Reporter
 from .state import STATE_FILE, LocalState
 
-__all__ = ["STATUS_FILE", "StatusFile", "describe", "human_size", "read_status", "status_path"]
+__all__ = ["STATUS_FILE", "StatusFile", "describe", "read_status", "status_path"]
 
 #: The status file, below the folder's hidden folder.
 STATUS_FILE = "status.json"
@@ -217,14 +218,6 @@ def read_status(folder: Path) -> dict[str, Any] | None:
         status["in_sync"] = False
         status["crashed"] = True
     return status
-
-
-def human_size(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 def _when(seconds: float) -> str:

@@ -255,7 +255,7 @@ async def test_history_and_prune(tmp_path: Path, reactor: Any, http: Any) -> Non
         box = str(server.box)
         status, out, err = admin("history", "--box", box)
         assert status == 0, err
-        assert out.splitlines()[1].split()[:4] == ["default", "3", "11", "bytes"]
+        assert out.splitlines()[1].split()[:4] == ["default", "3", "11", "B"]
         status, out, err = admin("prune", "--box", box, now=time.time())
         assert (status, out) == (1, "") and "is being served" in err
     # Thinned to one version a day, the newest of each path stays.
@@ -265,7 +265,7 @@ async def test_history_and_prune(tmp_path: Path, reactor: Any, http: Any) -> Non
     status, out, err = admin("prune", "--box", box, "--keep-versions", "0", now=time.time())
     assert (status, out) == (0, "removed 2 versions and 0 unused blocks\n"), err
     status, out, err = admin("history", "--box", box)
-    assert out.splitlines()[1].split() == ["default", "0", "0", "bytes", "-"]
+    assert out.splitlines()[1].split() == ["default", "0", "0", "B", "-"]
     async with running_server(reactor, tmp_path / "box", "key") as server:
         assert (server.box / "f.txt").read_bytes() == b"three"
         listed = await http.get(f"{server.url}/history/f.txt", headers=server.headers())
