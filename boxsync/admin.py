@@ -36,9 +36,10 @@ from .server import retention
 from .server.auth import DEFAULT_ACCOUNT
 from .server.box import Box
 from .server.hub import Hub
-from .server.index import SQLiteIndex, VersionRecord
-from .server.service import LOCK_FILE
+from .server.index import IndexUnavailable, VersionRecord
+from .server.service import LOCK_FILE, open_index
 from .server.storage import BoxStorage
+from .server.tap import index_url
 from .server.accounts import BadAccountFolder, account_folder
 from .server.registry import REGISTRY_FILE, TokenRecord, TokenRegistry
 from .server.sessions import LINK_CLIENT, LINK_SECONDS
@@ -65,6 +66,11 @@ class AdminError(Exception):
     """
     Something the user can fix: said in one line, exit status 1.
     """
+
+
+#: How long a command waits for an index in PostgreSQL before it says it
+#: cannot reach it (the server itself waits longer).
+INDEX_TIMEOUT = 5.0
 
 
 def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
@@ -133,12 +139,17 @@ def _parser(environ: dict[str, str]) -> argparse.ArgumentParser:
         "--server", required=True, metavar="URL",
         help="the server's address as the browser reaches it, e.g. https://box.example.org:8443",
     )
+    index_help = (
+        "the server's --index, if the index is in PostgreSQL: postgresql://USER@HOST:PORT/DATABASE "
+        "[default: SQLite, in the box]"
+    )
     history = commands.add_parser(
         "history", help="show how much the kept versions take, per account",
         description="Show the overwritten and deleted versions the server keeps, per account: "
         "how many, their size, and the oldest.",
     )
     history.add_argument("--box", default=default_box, help=box_help)
+    history.add_argument("--index", type=_checked(index_url), default=None, metavar="URL", help=index_help)
 
     prune = commands.add_parser(
         "prune", help="remove the versions the history no longer keeps, now",
@@ -147,6 +158,7 @@ def _parser(environ: dict[str, str]) -> argparse.ArgumentParser:
         "stopped. Give the values the server runs with (stricter ones free more).",
     )
     prune.add_argument("--box", default=default_box, help=box_help)
+    prune.add_argument("--index", type=_checked(index_url), default=None, metavar="URL", help=index_help)
     prune.add_argument(
         "--keep-versions", type=_checked(retention.parse_duration), default=None, metavar="DURATION",
         help="how long a version is kept, e.g. 30d, 12h, 0 [default: 30d]",
@@ -308,7 +320,7 @@ def _accounts(box: Path) -> set[str]:
 
 
 def _history(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> None:
-    kept = _in_own_reactor(lambda reactor: _kept_versions(reactor, _box(args.box)))
+    kept = _in_own_reactor(lambda reactor: _kept_versions(reactor, _box(args.box), args.index))
     rows = [("ACCOUNT", "VERSIONS", "SIZE", "OLDEST")]
     for account, versions in sorted(kept.items()):
         oldest = min((version.ended_ns for version in versions), default=None)
@@ -331,7 +343,7 @@ def _prune(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> None
     box = _box(args.box)
 
     async def work(reactor: IServerReactor) -> retention.Tidied:
-        async with _opened(reactor, box) as boxes:
+        async with _opened(reactor, box, args.index) as boxes:
             return await retention.tidy(boxes, rules, now)
 
     # The server's lock: the versions' files are rewritten, which only one
@@ -350,21 +362,22 @@ def _prune(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> None
     out.write(f"removed {tidied.versions} versions and {tidied.blocks} unused blocks\n")
 
 
-async def _kept_versions(reactor: IServerReactor, box: Path) -> dict[str, list[VersionRecord]]:
-    async with _opened(reactor, box) as boxes:
+async def _kept_versions(reactor: IServerReactor, box: Path, index: str | None) -> dict[str, list[VersionRecord]]:
+    async with _opened(reactor, box, index) as boxes:
         return {each.account: await each.index.kept_versions(each.account) for each in boxes}
 
 
 @asynccontextmanager
-async def _opened(reactor: IServerReactor, box: Path) -> AsyncIterator[list[Box]]:
+async def _opened(reactor: IServerReactor, box: Path, url: str | None = None) -> AsyncIterator[list[Box]]:
     """
     The boxes of the accounts of the box folder C{box} (one, for a box
-    served to a shared key), with its index open.
+    served to a shared key), with its index open: in the PostgreSQL
+    database at C{url}, or in SQLite in the box.
     """
     hidden = box / HIDDEN_DIR
-    if not (hidden / "index.sqlite").exists():
+    if url is None and not (hidden / "index.sqlite").exists():
         raise AdminError(f"{box} has never been served: there is no history")
-    index = SQLiteIndex(reactor, hidden / "index.sqlite")
+    index = open_index(reactor, url, hidden, timeout=INDEX_TIMEOUT)
     index.start()
     try:
         hub = Hub(reactor)
@@ -424,7 +437,7 @@ def run(
     args = _parser(dict(os.environ) if environ is None else environ).parse_args(list(argv))
     try:
         _COMMANDS[args.command](args, out, err, int(now()))
-    except (AdminError, BadName, BadAccountFolder, SecretError, OSError, sqlite3.Error) as e:
+    except (AdminError, BadName, BadAccountFolder, SecretError, IndexUnavailable, OSError, sqlite3.Error) as e:
         err.write(f"{PROGRAM}: error: {e}\n")
         return 1
     return 0

@@ -185,16 +185,19 @@ def _check_mode(hidden: Path, tokens: bool, lock: FolderLock) -> None:
         )
 
 
-def open_index(reactor: IServerReactor, url: str | None, hidden: Path) -> SQLiteIndex | PostgresIndex:
+def open_index(
+    reactor: IServerReactor, url: str | None, hidden: Path, timeout: float | None = None
+) -> SQLiteIndex | PostgresIndex:
     """
-    The index: in the PostgreSQL database at C{url}, else in SQLite in the
-    box's hidden folder C{hidden}. Not started.
+    The index: in the PostgreSQL database at C{url} (waited for up to
+    C{timeout} seconds, if given, instead of the default), else in SQLite
+    in the box's hidden folder C{hidden}. Not started.
     """
     if url is None:
         return SQLiteIndex(reactor, hidden / "index.sqlite")
     from .pgindex import PostgresIndex
 
-    return PostgresIndex(reactor, url)
+    return PostgresIndex(reactor, url) if timeout is None else PostgresIndex(reactor, url, timeout=timeout)
 
 
 def open_relay(reactor: IServerReactor, url: str | None, receiver: Receiver) -> Relay | None:

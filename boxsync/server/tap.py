@@ -36,7 +36,7 @@ from .limits import (
 )
 from .tokens import SecretError, load_secret, secret_path
 
-__all__ = ["Options", "makeService"]
+__all__ = ["Options", "index_url", "makeService"]
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1:backlog=4096"
 
@@ -55,7 +55,7 @@ def _count(value: str) -> int:
     return count
 
 
-def _index_url(url: str) -> str:
+def index_url(url: str) -> str:
     """
     C{url} if it names a PostgreSQL database the index can be in.
     """
@@ -146,7 +146,7 @@ SETTINGS = [
         "Keep the index in PostgreSQL, shared by several servers: postgresql://USER@HOST:PORT/DATABASE "
         "(what the URL leaves out comes from the PG* environment variables and ~/.pgpass; needs "
         "boxsync[cluster]). Default: SQLite, in the box.",
-        _index_url,
+        index_url,
     ),
     Setting("insecure-no-auth", False, "Serve without any key: everyone gets in.", flag=True),
     Setting(
