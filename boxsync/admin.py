@@ -37,11 +37,11 @@ from .server.auth import DEFAULT_ACCOUNT
 from .server.box import Box
 from .server.hub import Hub
 from .server.index import IndexUnavailable, VersionRecord
-from .server.service import LOCK_FILE, open_index
+from .server.service import LOCK_FILE, indexed_in, open_index, open_registry, served_with
 from .server.storage import BoxStorage
 from .server.tap import index_url
 from .server.accounts import BadAccountFolder, account_folder
-from .server.registry import REGISTRY_FILE, TokenRecord, TokenRegistry
+from .server.registry import REGISTRY_FILE, Registry, TokenRecord
 from .server.sessions import LINK_CLIENT, LINK_SECONDS
 from .server.tokens import (
     BadName,
@@ -94,8 +94,20 @@ def _parser(environ: dict[str, str]) -> argparse.ArgumentParser:
         description="Mint, list and revoke the tokens of a box served with --tokens.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    box_help = "the box folder of the server [default: $BOXSYNC_BOX, else ./box]"
-    default_box = environ.get("BOXSYNC_BOX") or "./box"
+
+    def served(command: argparse.ArgumentParser) -> None:
+        """
+        The options that say which box, and where its index is.
+        """
+        command.add_argument(
+            "--box", default=environ.get("BOXSYNC_BOX") or "./box",
+            help="the box folder of the server [default: $BOXSYNC_BOX, else ./box]",
+        )
+        command.add_argument(
+            "--index", type=_checked(index_url), default=environ.get("BOXSYNC_INDEX"), metavar="URL",
+            help="the server's --index, if its index is in PostgreSQL: postgresql://USER@HOST:PORT/DATABASE "
+            "[default: $BOXSYNC_INDEX, else SQLite, in the box]",
+        )
 
     token = commands.add_parser(
         "token", help="mint a token (printed alone on standard output)", description=(
@@ -103,7 +115,7 @@ def _parser(environ: dict[str, str]) -> argparse.ArgumentParser:
             "The token is printed once, alone on standard output: TOKEN=$(boxsync-admin token ...)"
         )
     )
-    token.add_argument("--box", default=default_box, help=box_help)
+    served(token)
     token.add_argument("--account", required=True, type=_checked(check_account), help="the account")
     token.add_argument("--client", required=True, type=_checked(check_client), help="the client's id, e.g. laptop")
     token.add_argument(
@@ -112,11 +124,11 @@ def _parser(environ: dict[str, str]) -> argparse.ArgumentParser:
     )
 
     tokens = commands.add_parser("tokens", help="list the tokens (not their values)")
-    tokens.add_argument("--box", default=default_box, help=box_help)
+    served(tokens)
     tokens.add_argument("--account", type=_checked(check_account), help="only this account's")
 
     revoke = commands.add_parser("revoke", help="revoke a token, at once, open streams included")
-    revoke.add_argument("--box", default=default_box, help=box_help)
+    served(revoke)
     revoke.add_argument(
         "token_id", metavar="ID", nargs="?", help="the token's id, as listed by 'tokens'"
     )
@@ -133,23 +145,18 @@ def _parser(environ: dict[str, str]) -> argparse.ArgumentParser:
             f"it works once, within {LINK_SECONDS // 60} minutes. The link is the last line of the output."
         ),
     )
-    link.add_argument("--box", default=default_box, help=box_help)
+    served(link)
     link.add_argument("--account", required=True, type=_checked(check_account), help="the account")
     link.add_argument(
         "--server", required=True, metavar="URL",
         help="the server's address as the browser reaches it, e.g. https://box.example.org:8443",
-    )
-    index_help = (
-        "the server's --index, if the index is in PostgreSQL: postgresql://USER@HOST:PORT/DATABASE "
-        "[default: SQLite, in the box]"
     )
     history = commands.add_parser(
         "history", help="show how much the kept versions take, per account",
         description="Show the overwritten and deleted versions the server keeps, per account: "
         "how many, their size, and the oldest.",
     )
-    history.add_argument("--box", default=default_box, help=box_help)
-    history.add_argument("--index", type=_checked(index_url), default=None, metavar="URL", help=index_help)
+    served(history)
 
     prune = commands.add_parser(
         "prune", help="remove the versions the history no longer keeps, now",
@@ -157,8 +164,7 @@ def _parser(environ: dict[str, str]) -> argparse.ArgumentParser:
         "--keep-versions, thinned by --thin-versions, over --history-max, with the server "
         "stopped. Give the values the server runs with (stricter ones free more).",
     )
-    prune.add_argument("--box", default=default_box, help=box_help)
-    prune.add_argument("--index", type=_checked(index_url), default=None, metavar="URL", help=index_help)
+    served(prune)
     prune.add_argument(
         "--keep-versions", type=_checked(retention.parse_duration), default=None, metavar="DURATION",
         help="how long a version is kept, e.g. 30d, 12h, 0 [default: 30d]",
@@ -181,11 +187,36 @@ def _box(path: str) -> Path:
     return Path(os.path.realpath(box))
 
 
-def _registry(box: Path) -> TokenRegistry:
+def _registry(box: Path, index: str | None) -> Registry:
+    """
+    The token registry of C{box}: in PostgreSQL, with C{index}; else the
+    box's SQLite file.
+
+    @raise AdminError: if the box's index is in PostgreSQL but C{index} is
+        not given, or the registry cannot be opened.
+    """
+    _check_index(box, index)
     try:
-        return TokenRegistry(box / HIDDEN_DIR / REGISTRY_FILE)
+        return open_registry(index, box / HIDDEN_DIR, INDEX_TIMEOUT)
     except sqlite3.Error as e:
         raise AdminError(f"cannot open the token registry of {box}: {e}") from None
+
+
+def _check_index(box: Path, index: str | None) -> None:
+    """
+    @raise AdminError: if the index of C{box} is in PostgreSQL (its
+        servers noted where) and C{index} does not say so.
+    """
+    if index is None and (where := indexed_in(box / HIDDEN_DIR)) is not None:
+        raise AdminError(f"the index of {box} is in PostgreSQL ({where}): give its URL with --index")
+
+
+def _has_registry(box: Path, index: str | None) -> bool:
+    """
+    Whether C{box} has a token registry (one in PostgreSQL always has).
+    """
+    _check_index(box, index)
+    return index is not None or (box / HIDDEN_DIR / REGISTRY_FILE).exists()
 
 
 def _when(seconds: int | None) -> str:
@@ -194,7 +225,9 @@ def _when(seconds: int | None) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def mint_token(box: Path, account: str, client: str, expires_in: int | None, now: int) -> tuple[str, TokenRecord]:
+def mint_token(
+    box: Path, account: str, client: str, expires_in: int | None, now: int, index: str | None = None
+) -> tuple[str, TokenRecord]:
     """
     Mint a token for C{client} of C{account} in C{box} (making the secret
     and the account if need be) and register it.
@@ -206,7 +239,7 @@ def mint_token(box: Path, account: str, client: str, expires_in: int | None, now
     record = TokenRecord(
         new_token_id(), account, client, now, None if expires_in is None else now + expires_in
     )
-    registry = _registry(box)
+    registry = _registry(box, index)
     try:
         registry.add(record)
     finally:
@@ -229,7 +262,7 @@ def _new_box(path: str, err: TextIO) -> Path:
 
 def _token(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> None:
     expires_in = None if args.expires is None else parse_duration(args.expires)
-    token, record = mint_token(_new_box(args.box, err), args.account, args.client, expires_in, now)
+    token, record = mint_token(_new_box(args.box, err), args.account, args.client, expires_in, now, args.index)
     out.write(token + "\n")
     err.write(
         f"token {record.token_id} for client {record.client} of account {record.account}, "
@@ -239,10 +272,10 @@ def _token(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> None
 
 def _tokens(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> None:
     box = _box(args.box)
-    if not (box / HIDDEN_DIR / REGISTRY_FILE).exists():
+    if not _has_registry(box, args.index):
         err.write(f"no tokens have been minted for {box}\n")
         return
-    registry = _registry(box)
+    registry = _registry(box, args.index)
     try:
         records = registry.tokens(args.account)
     finally:
@@ -271,8 +304,8 @@ def _revoke(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> Non
     box = _box(args.box)
     records: list[TokenRecord] = []
     revoked: list[bool] = []
-    if (box / HIDDEN_DIR / REGISTRY_FILE).exists():
-        registry = _registry(box)
+    if _has_registry(box, args.index):
+        registry = _registry(box, args.index)
         try:
             if args.token_id is not None:
                 found = registry.get(args.token_id)
@@ -301,9 +334,9 @@ def _web_link(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> N
     if not server.startswith(("https://", "http://")) or len(server) <= len("https://"):
         raise AdminError(f"{args.server!r} is not the server's address: give e.g. https://box.example.org:8443")
     box = _box(args.box)
-    if not (box / HIDDEN_DIR / REGISTRY_FILE).exists() or args.account not in _accounts(box):
+    if not _has_registry(box, args.index) or args.account not in _accounts(box, args.index):
         raise AdminError(f"there is no account {args.account!r} in {box}: mint a token for it first")
-    token, record = mint_token(box, args.account, LINK_CLIENT, LINK_SECONDS, now)
+    token, record = mint_token(box, args.account, LINK_CLIENT, LINK_SECONDS, now, args.index)
     err.write(
         f"sign-in link {record.token_id} for account {record.account}: it works once, "
         f"until {_when(record.expires)}\n"
@@ -311,8 +344,8 @@ def _web_link(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> N
     out.write(f"{server}/#link={token}\n")
 
 
-def _accounts(box: Path) -> set[str]:
-    registry = _registry(box)
+def _accounts(box: Path, index: str | None) -> set[str]:
+    registry = _registry(box, index)
     try:
         return registry.accounts()
     finally:
@@ -375,14 +408,15 @@ async def _opened(reactor: IServerReactor, box: Path, url: str | None = None) ->
     database at C{url}, or in SQLite in the box.
     """
     hidden = box / HIDDEN_DIR
+    _check_index(box, url)
     if url is None and not (hidden / "index.sqlite").exists():
         raise AdminError(f"{box} has never been served: there is no history")
     index = open_index(reactor, url, hidden, timeout=INDEX_TIMEOUT)
     index.start()
     try:
         hub = Hub(reactor)
-        if (hidden / REGISTRY_FILE).exists():
-            accounts = sorted(_accounts(box))
+        if served_with(hidden) == "tokens":
+            accounts = sorted(_accounts(box, url))
             roots = [(account, account_folder(box, account)) for account in accounts]
         else:
             roots = [(DEFAULT_ACCOUNT, box)]

@@ -219,7 +219,9 @@ class Server:
         args = [
             sys.executable, "-m", "twisted", "--log-format=text", "boxsync",
             "--listen", f"tcp:{self.port}:interface=127.0.0.1",
-            "--box", str(self.box), "--api-key", self.key, *self.options,
+            "--box", str(self.box),
+            # Served with tokens, C{key} is the token the requests carry.
+            *([] if "--tokens" in self.options else ["--api-key", self.key]), *self.options,
         ]
         self.process = Process(args, self.box.parent / f"server-{self.port}.log").start()
         wait_until(self._listening, timeout, what="the server to listen")

@@ -27,7 +27,7 @@ from .auth import TOKEN_REFUSED, Forbidden
 from .box import Box
 from .hub import Hub
 from .index import IIndex
-from .registry import TokenRegistry
+from .registry import Registry
 from .relay import Relay
 from .storage import BoxStorage
 from .tokens import BadName, check_account
@@ -65,7 +65,8 @@ def account_folder(root: Path, account: str) -> Path:
 class Accounts:
     """
     @ivar root: the box folder, with one folder per account.
-    @ivar registry_path: the token registry.
+    @ivar open_registry: opens the token registry (called in the
+        registry's thread).
     @ivar revoked: the ids of every revoked token, updated in place.
     """
 
@@ -73,7 +74,7 @@ class Accounts:
     root: Path
     index: IIndex
     hub: Hub
-    registry_path: Path
+    open_registry: Callable[[], Registry]
     poll_seconds: float = POLL_SECONDS
     relay: Relay | None = None
     turns: Callable[[BoxStorage], Turns] = lambda storage: Turns()
@@ -82,7 +83,7 @@ class Accounts:
     _boxes: dict[str, Box] = field(factory=dict)
     _adopted: dict[str, Deferred[Any]] = field(factory=dict)
     _pool: ThreadPool = field(factory=lambda: ThreadPool(1, 1, "boxsync-registry"))
-    _registry: TokenRegistry | None = None
+    _registry: Registry | None = None
     _version: int | None = None
     _loop: LoopingCall | None = None
     _polling: DeferredLock = field(factory=DeferredLock)
@@ -171,7 +172,7 @@ class Accounts:
         last read. Runs in the registry's thread.
         """
         if self._registry is None:
-            self._registry = TokenRegistry(self.registry_path)
+            self._registry = self.open_registry()
         version = self._registry.version()
         if version == self._version:
             return None

@@ -39,8 +39,10 @@ from .staging import DiskFull
 
 __all__ = [
     "BadIndexURL",
+    "CONNECT_TIMEOUT",
     "NotUTF8",
     "PostgresIndex",
+    "PsycopgDatabase",
     "SchemaTooNew",
     "check_url",
     "migrate",
@@ -166,7 +168,7 @@ def _dialect(sql: str) -> str:
 
 
 @define
-class _Connection:
+class PsycopgDatabase:
     """
     A psycopg connection as the L{Database} the queries expect.
     """
@@ -236,7 +238,7 @@ class PostgresIndex(SQLIndex):
             try:
                 with pool.connection() as connection:
                     self._migrate(connection)
-                    return fn(_Connection(connection))
+                    return fn(PsycopgDatabase(connection))
             except psycopg.errors.DiskFull as e:
                 raise DiskFull(errno.ENOSPC, "no space left for the index") from e
             except PoolTimeout as e:

@@ -2,21 +2,26 @@
 The token registry: every token ever minted (never its value), for which
 account and client, and whether it was revoked.
 
-It is one SQLite file in the box's hidden folder, written by
-C{boxsync-admin} and read by the running server, which polls
-C{PRAGMA data_version} to notice another process's commits. The calls
-block: the server makes them from a thread of its own.
+It is one SQLite file in the box's hidden folder (L{TokenRegistry}), or,
+for servers whose index is in PostgreSQL, a table there
+(L{boxsync.server.pgregistry}): written by C{boxsync-admin} and read by
+the running servers, which poll its L{Registry.version} to notice another
+process's commits. The queries (L{SQLRegistry}) are the same for both. The
+calls block: a server makes them from a thread of its own.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Protocol
 
 from attrs import frozen
 
-__all__ = ["REGISTRY_FILE", "TokenRecord", "TokenRegistry"]
+from .index import Database
+
+__all__ = ["REGISTRY_FILE", "Registry", "SQLRegistry", "TokenRecord", "TokenRegistry"]
 
 #: The registry's file in the box's hidden folder.
 REGISTRY_FILE = "tokens.sqlite"
@@ -66,9 +71,99 @@ def _record(row: tuple[Any, ...]) -> TokenRecord:
     return TokenRecord(*row)
 
 
-class TokenRegistry:
+class Registry(Protocol):
     """
-    The registry in C{path}, created or upgraded as it is opened.
+    The token registry, in SQLite or in PostgreSQL.
+    """
+
+    def close(self) -> None: ...
+
+    def add(self, record: TokenRecord) -> None: ...
+
+    def get(self, token_id: str) -> TokenRecord | None: ...
+
+    def tokens(self, account: str | None = None) -> list[TokenRecord]: ...
+
+    def revoke(self, token_id: str, when: int) -> bool: ...
+
+    def revoked(self) -> set[str]: ...
+
+    def accounts(self) -> set[str]: ...
+
+    def version(self) -> int: ...
+
+
+class SQLRegistry:
+    """
+    The registry's queries, for any L{Database}: a subclass runs each call
+    in a transaction of its own (L{_transaction}) and says what a change
+    must also write (L{_changed}).
+    """
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Database]:
+        raise NotImplementedError()
+        yield
+
+    def _changed(self, db: Database) -> None:
+        """
+        Record, in the transaction of C{db}, that the registry changed.
+        """
+
+    def add(self, record: TokenRecord) -> None:
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT INTO tokens ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                (record.token_id, record.account, record.client, record.issued, record.expires, record.revoked),
+            )
+            self._changed(db)
+
+    def get(self, token_id: str) -> TokenRecord | None:
+        with self._transaction() as db:
+            row = db.execute(f"SELECT {_COLUMNS} FROM tokens WHERE id=?", (token_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    def tokens(self, account: str | None = None) -> list[TokenRecord]:
+        """
+        Every token (of C{account}, if given), in the order they were issued.
+        """
+        with self._transaction() as db:
+            if account is None:
+                rows = db.execute(f"SELECT {_COLUMNS} FROM tokens ORDER BY issued, id").fetchall()
+            else:
+                rows = db.execute(
+                    f"SELECT {_COLUMNS} FROM tokens WHERE account=? ORDER BY issued, id", (account,)
+                ).fetchall()
+        return [_record(row) for row in rows]
+
+    def revoke(self, token_id: str, when: int) -> bool:
+        """
+        Revoke C{token_id} as of C{when}; return whether it was a token not
+        revoked yet.
+        """
+        with self._transaction() as db:
+            cursor = db.execute("UPDATE tokens SET revoked=? WHERE id=? AND revoked IS NULL", (when, token_id))
+            done: bool = cursor.rowcount == 1
+            if done:
+                self._changed(db)
+        return done
+
+    def revoked(self) -> set[str]:
+        with self._transaction() as db:
+            return {row[0] for row in db.execute("SELECT id FROM tokens WHERE revoked IS NOT NULL").fetchall()}
+
+    def accounts(self) -> set[str]:
+        """
+        Every account with a token, revoked or not: the accounts there are.
+        """
+        with self._transaction() as db:
+            return {row[0] for row in db.execute("SELECT DISTINCT account FROM tokens").fetchall()}
+
+
+class TokenRegistry(SQLRegistry):
+    """
+    The registry in the SQLite file C{path}, created or upgraded as it is
+    opened.
     """
 
     def __init__(self, path: Path) -> None:
@@ -98,56 +193,13 @@ class TokenRegistry:
             raise
         db.execute("COMMIT")
 
+    @contextmanager
+    def _transaction(self) -> Iterator[Database]:
+        # Each call is one statement, a transaction of its own in SQLite.
+        yield self._db
+
     def close(self) -> None:
         self._db.close()
-
-    def add(self, record: TokenRecord) -> None:
-        self._db.execute(
-            f"INSERT INTO tokens ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                record.token_id,
-                record.account,
-                record.client,
-                record.issued,
-                record.expires,
-                record.revoked,
-            ),
-        )
-
-    def get(self, token_id: str) -> TokenRecord | None:
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM tokens WHERE id=?", (token_id,)).fetchone()
-        return None if row is None else _record(row)
-
-    def tokens(self, account: str | None = None) -> list[TokenRecord]:
-        """
-        Every token (of C{account}, if given), in the order they were issued.
-        """
-        if account is None:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM tokens ORDER BY issued, id")
-        else:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM tokens WHERE account=? ORDER BY issued, id", (account,)
-            )
-        return [_record(row) for row in rows]
-
-    def revoke(self, token_id: str, when: int) -> bool:
-        """
-        Revoke C{token_id} as of C{when}; return whether it was a token not
-        revoked yet.
-        """
-        cursor = self._db.execute(
-            "UPDATE tokens SET revoked=? WHERE id=? AND revoked IS NULL", (when, token_id)
-        )
-        return cursor.rowcount == 1
-
-    def revoked(self) -> set[str]:
-        return {row[0] for row in self._db.execute("SELECT id FROM tokens WHERE revoked IS NOT NULL")}
-
-    def accounts(self) -> set[str]:
-        """
-        Every account with a token, revoked or not: the accounts there are.
-        """
-        return {row[0] for row in self._db.execute("SELECT DISTINCT account FROM tokens")}
 
     def version(self) -> int:
         """

@@ -41,7 +41,7 @@ from .limits import (
     MAX_UPLOAD,
     ConnectionLimits,
 )
-from .registry import REGISTRY_FILE
+from .registry import REGISTRY_FILE, Registry, TokenRegistry
 from .relay import Commit, Receiver, Relay
 from .sessions import SIGN_IN, Sessions
 from .storage import BoxStorage
@@ -53,7 +53,18 @@ from .web import WebPage
 if TYPE_CHECKING:
     from .pgindex import PostgresIndex
 
-__all__ = ["BoxInUse", "BoxsyncService", "ServerConfig", "claim", "open_index"]
+__all__ = [
+    "INDEX_FILE",
+    "BoxInUse",
+    "BoxsyncService",
+    "ServerConfig",
+    "claim",
+    "indexed_in",
+    "open_index",
+    "open_registry",
+    "record_index",
+    "served_with",
+]
 
 
 @define
@@ -164,18 +175,29 @@ async def claim_shared(
     return lock, alone
 
 
+def served_with(hidden: Path) -> str | None:
+    """
+    How the box whose hidden folder is C{hidden} has been served: C{tokens}
+    (an account per folder), C{key} (one shared key), or C{None} if it
+    never was. A box from before this was noted was served with tokens if
+    it has a token registry.
+    """
+    try:
+        return (hidden / MODE_FILE).read_text().strip()
+    except FileNotFoundError:
+        return "tokens" if (hidden / REGISTRY_FILE).exists() else None
+
+
 def _check_mode(hidden: Path, tokens: bool, lock: FolderLock) -> None:
     """
     @raise BoxInUse: if the box was served the other way (see L{claim});
         C{lock} is then released.
     """
     mode = "tokens" if tokens else "key"
-    recorded = hidden / MODE_FILE
-    try:
-        was = recorded.read_text().strip()
-    except FileNotFoundError:
-        was = "tokens" if (hidden / REGISTRY_FILE).exists() else mode
-        recorded.write_text(was + "\n")
+    was = served_with(hidden)
+    if was is None:
+        was = mode
+        (hidden / MODE_FILE).write_text(was + "\n")
     if was != mode:
         lock.release()
         served = "with --tokens (an account per folder)" if was == "tokens" else "to one shared key"
@@ -198,6 +220,58 @@ def open_index(
     from .pgindex import PostgresIndex
 
     return PostgresIndex(reactor, url) if timeout is None else PostgresIndex(reactor, url, timeout=timeout)
+
+
+#: In the box's hidden folder of servers whose index is in PostgreSQL: where
+#: it is (C{postgresql://host:port/database}, no user, no password), for
+#: C{boxsync-admin} to say where to find it.
+INDEX_FILE = "index-in"
+
+
+def record_index(hidden: Path, url: str) -> None:
+    """
+    Note in the box's hidden folder C{hidden} that its index is in the
+    PostgreSQL database at C{url} (L{INDEX_FILE}).
+    """
+    from .pgindex import where
+
+    said = f"postgresql://{where(url)}\n"
+    path = hidden / INDEX_FILE
+    if not path.exists() or path.read_text() != said:
+        path.write_text(said)
+
+
+def indexed_in(hidden: Path) -> str | None:
+    """
+    Where the index of the box whose hidden folder is C{hidden} is, if it is
+    in PostgreSQL (as L{record_index} noted), else C{None}.
+    """
+    try:
+        return (hidden / INDEX_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def open_registry(url: str | None, hidden: Path, timeout: float | None = None) -> Registry:
+    """
+    The token registry: in the PostgreSQL database at C{url} (reached
+    within C{timeout} seconds, if given, instead of the default), with the
+    tokens of the box's own registry (from before its index moved there)
+    copied in; else the box's SQLite file. Blocks: call it from a thread.
+    """
+    own = hidden / REGISTRY_FILE
+    if url is None:
+        return TokenRegistry(own)
+    from .pgregistry import PostgresRegistry
+
+    registry = PostgresRegistry(url) if timeout is None else PostgresRegistry(url, timeout)
+    if own.exists():
+        before = TokenRegistry(own)
+        try:
+            registry.take_in(before)
+        finally:
+            before.close()
+    return registry
 
 
 def open_relay(reactor: IServerReactor, url: str | None, receiver: Receiver) -> Relay | None:
@@ -276,13 +350,15 @@ class _BoxesService(Service):
         tokens: bool,
         check: Callable[[], Coroutine[Any, Any, object]],
         accounts: Accounts | None,
-        beside_others: bool = False,
+        index: str | None = None,
     ) -> None:
         self.storage = storage
         self.tokens = tokens
         self._check = check
         self.accounts = accounts
-        self.beside_others = beside_others
+        self.index = index
+        #: Whether other servers may serve the box too (its index is in PostgreSQL).
+        self.beside_others = index is not None
         self.ready: Deferred[object] = Deferred()
         self._lock: FolderLock | None = None
 
@@ -297,6 +373,8 @@ class _BoxesService(Service):
             self._lock = claim(self.storage.hidden, self.tokens)
         else:
             self._lock, alone = await claim_shared(self.storage.hidden, self.tokens, self.storage.in_thread)
+            assert self.index is not None
+            record_index(self.storage.hidden, self.index)
             if not alone:
                 # The others write in the box: it is theirs as much as ours,
                 # and was checked by the first of them.
@@ -458,7 +536,7 @@ class BoxsyncService(MultiService):
                 self.storage.root,
                 self.index,
                 self.hub,
-                self.storage.hidden / REGISTRY_FILE,
+                lambda: open_registry(config.index, self.storage.hidden),
                 poll_seconds=config.revocation_seconds,
                 relay=self.relay,
                 turns=self._turns,
@@ -501,7 +579,7 @@ class BoxsyncService(MultiService):
         # Tracks every open connection, to close them when the service stops.
         self.factory = WrappingFactory(self.site)
         _IndexService(self.index).setServiceParent(self)
-        checked = _BoxesService(self.storage, config.tokens, check, self.accounts, self.cluster)
+        checked = _BoxesService(self.storage, config.tokens, check, self.accounts, config.index)
         checked.setServiceParent(self)
         _HubService(self.hub).setServiceParent(self)
         if isinstance(self.relay, Service):
