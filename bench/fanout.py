@@ -2,7 +2,8 @@
 Fan-out: N event streams held open against one server (by one raw-socket,
 epoll-driven holder in this process, so the streams cost almost nothing here),
 then one upload; the time from sending the upload to the last stream having
-read its event, and the server's RSS per open stream.
+read its event, and the server's RSS per open stream. The holder
+(L{Holder}) spreads its streams over several servers too (bench/cluster.py).
 
 The file descriptor limit is raised as far as the hard limit allows (as root,
 the hard limit too), for this process and so for the server it starts.
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import psutil
 
@@ -55,24 +57,32 @@ def _request(server: Server, method: str, path: str, body: bytes, headers: dict[
 
 class Holder:
     """
-    Event streams on raw non-blocking sockets, all read by one selector.
+    Event streams on raw non-blocking sockets, all read by one selector,
+    spread over C{servers} in turn.
     """
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self, servers: Sequence[Server]) -> None:
+        if not servers:
+            raise ValueError("streams need at least one server")
+        self.servers = list(servers)
         self.selector = selectors.DefaultSelector()
         self.buffers: dict[socket.socket, bytearray] = {}
         self.ready: set[socket.socket] = set()
         self.got: dict[socket.socket, float] = {}
 
     def open(self, count: int, batch: int = 200, timeout: float = 120.0) -> None:
+        """
+        Open C{count} streams, C{batch} at a time, each batch ready within
+        C{timeout} seconds.
+        """
         manifest = json.dumps({"client": "fanout", "cursor": 0, "files": [], "deleted": []}).encode()
-        deadline = time.monotonic() + timeout
         opened = 0
         while opened < count:
+            deadline = time.monotonic() + timeout
             for _ in range(min(batch, count - opened)):
-                s = socket.create_connection(("127.0.0.1", self.server.port))
-                s.sendall(_request(self.server, "POST", "/sync", manifest, {
+                server = self.servers[opened % len(self.servers)]
+                s = socket.create_connection(("127.0.0.1", server.port))
+                s.sendall(_request(server, "POST", "/sync", manifest, {
                     "Accept": "text/event-stream", "Content-Type": "application/json",
                     CLIENT_HEADER: f"fan{opened}"}))
                 s.setblocking(False)
@@ -106,12 +116,13 @@ class Holder:
 
     def broadcast(self, name: str, timeout: float = 60.0) -> tuple[float, float]:
         """
-        Upload one small file; (seconds until the last stream read its
-        event, median seconds over the streams).
+        Upload one small file through the first server; (seconds until the
+        last stream read its event, median seconds over the streams).
         """
+        server = self.servers[0]
         body = b"fan-out\n"
-        upload = socket.create_connection(("127.0.0.1", self.server.port))
-        request = _request(self.server, "PUT", f"/files/{name}", body, {
+        upload = socket.create_connection(("127.0.0.1", server.port))
+        request = _request(server, "PUT", f"/files/{name}", body, {
             SHA256_HEADER: hashlib.sha256(body).hexdigest(), CLIENT_HEADER: "uploader"})
         marker = f'"path":"{name}"'.encode()
         got: set[socket.socket] = set()
@@ -126,6 +137,18 @@ class Holder:
         upload.close()
         offsets = [t - start for t in times.values()]
         return max(offsets), median(offsets)
+
+    def events(self, count: int) -> tuple[list[float], list[float]]:
+        """
+        L{broadcast} C{count} times: for each, the seconds until the last
+        stream read it, and the median stream's.
+        """
+        lasts, medians = [], []
+        for i in range(count):
+            last, middle = self.broadcast(f"event{i}.txt")
+            lasts.append(last)
+            medians.append(middle)
+        return lasts, medians
 
     def close(self) -> None:
         for s in list(self.buffers):
@@ -147,7 +170,7 @@ def run(counts: list[int], events: int = 3) -> list[dict[str, object]]:
             server = Server(Path(tmp) / "box").start()
             assert server.process is not None and server.process.popen is not None
             proc = psutil.Process(server.process.popen.pid)
-            holder = Holder(server)
+            holder = Holder([server])
             try:
                 time.sleep(0.3)
                 before = proc.memory_info().rss
@@ -156,11 +179,7 @@ def run(counts: list[int], events: int = 3) -> list[dict[str, object]]:
                 connect_seconds = time.perf_counter() - start
                 time.sleep(0.3)
                 after = proc.memory_info().rss
-                lasts, medians = [], []
-                for i in range(events):
-                    last, middle = holder.broadcast(f"event{i}.txt")
-                    lasts.append(last)
-                    medians.append(middle)
+                lasts, medians = holder.events(events)
             finally:
                 holder.close()
                 server.kill()
