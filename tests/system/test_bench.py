@@ -176,7 +176,9 @@ def test_load_fails_on_failed_requests(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.slow
-def test_cluster_smoke() -> None:
+def test_cluster_smoke(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The streams are held by 3 processes, 10 each.
+    monkeypatch.setattr(fanout, "PER_PROCESS", 10)
     rows = cluster.run(3, 40, sizes=(2,), streams=30, big_mib=4, runs=2)
     if len(rows) == 1:
         pytest.skip(str(rows[0]["figure"]))
