@@ -3,7 +3,9 @@ Fan-out: N event streams held open against one server (by one raw-socket,
 epoll-driven holder in this process, so the streams cost almost nothing here),
 then one upload; the time from sending the upload to the last stream having
 read its event, and the server's RSS per open stream. The holder
-(L{Holder}) spreads its streams over several servers too (bench/cluster.py).
+(L{Holder}) spreads its streams over several servers too, and L{spread} over
+several processes of its own, for more streams than one process may open
+(bench/cluster.py).
 
 The file descriptor limit is raised as far as the hard limit allows (as root,
 the hard limit too), for this process and so for the server it starts.
@@ -21,8 +23,8 @@ import socket
 import sys
 import tempfile
 import time
-from pathlib import Path
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Sequence
 
 import psutil
@@ -57,7 +59,6 @@ def _request(server: Server, method: str, path: str, body: bytes, headers: dict[
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-
 def _upload(server: Server, name: str) -> tuple[socket.socket, float]:
     """
     Send the upload of a small file C{name} to C{server}: its connection
@@ -70,6 +71,7 @@ def _upload(server: Server, name: str) -> tuple[socket.socket, float]:
     start = time.perf_counter()
     upload.sendall(request)
     return upload, start
+
 
 class Holder:
     """
@@ -176,7 +178,6 @@ class Holder:
         self.selector.close()
 
 
-
 #: Streams one holding process keeps open at most: a process may be allowed
 #: no more than 20,000 open files, and cannot always raise that.
 PER_PROCESS = 15_000
@@ -263,6 +264,7 @@ def _hold(pipe: Connection, servers: list[Server], count: int, name: str, timeou
         pipe.send((False, str(e.code) if isinstance(e, SystemExit) else f"fan-out: {e}"))
     finally:
         holder.close()
+
 
 def run(counts: list[int], events: int = 3) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
