@@ -52,7 +52,8 @@ def test_postgresql_restarted_under_load(tmp_path: Path, own_cluster: Cluster, i
     edit reaches every client and the box, no conflict copy is made, and
     each client ends in sync with no problem left to show, and exits
     cleanly. (Commits made while it is down wait for a connection to the
-    index, up to its pool's timeout, and then succeed.)
+    index, up to its pool's timeout, and then succeed; one cut off by the
+    shutdown is answered 503, and its client asks again.)
     """
     postgres = own_cluster.postgres
     assert postgres is not None
