@@ -2,7 +2,10 @@
 Fan-out: N event streams held open against one server (by one raw-socket,
 epoll-driven holder in this process, so the streams cost almost nothing here),
 then one upload; the time from sending the upload to the last stream having
-read its event, and the server's RSS per open stream.
+read its event, and the server's RSS per open stream. The holder
+(L{Holder}) spreads its streams over several servers too, and L{spread} over
+several processes of its own, for more streams than one process may open
+(bench/cluster.py).
 
 The file descriptor limit is raised as far as the hard limit allows (as root,
 the hard limit too), for this process and so for the server it starts.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import resource
 import selectors
@@ -19,7 +23,9 @@ import socket
 import sys
 import tempfile
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any, Sequence
 
 import psutil
 
@@ -53,28 +59,50 @@ def _request(server: Server, method: str, path: str, body: bytes, headers: dict[
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+def _upload(server: Server, name: str) -> tuple[socket.socket, float]:
+    """
+    Send the upload of a small file C{name} to C{server}: its connection
+    (to close once it is no longer needed), and when it was sent.
+    """
+    body = b"fan-out\n"
+    upload = socket.create_connection(("127.0.0.1", server.port))
+    request = _request(server, "PUT", f"/files/{name}", body, {
+        SHA256_HEADER: hashlib.sha256(body).hexdigest(), CLIENT_HEADER: "uploader"})
+    start = time.perf_counter()
+    upload.sendall(request)
+    return upload, start
+
+
 class Holder:
     """
-    Event streams on raw non-blocking sockets, all read by one selector.
+    Event streams on raw non-blocking sockets, all read by one selector,
+    spread over C{servers} in turn; C{name} begins their clients' names.
     """
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self, servers: Sequence[Server], name: str = "fan") -> None:
+        if not servers:
+            raise ValueError("streams need at least one server")
+        self.servers = list(servers)
+        self.name = name
         self.selector = selectors.DefaultSelector()
         self.buffers: dict[socket.socket, bytearray] = {}
         self.ready: set[socket.socket] = set()
-        self.got: dict[socket.socket, float] = {}
 
     def open(self, count: int, batch: int = 200, timeout: float = 120.0) -> None:
+        """
+        Open C{count} streams, C{batch} at a time, each batch ready within
+        C{timeout} seconds.
+        """
         manifest = json.dumps({"client": "fanout", "cursor": 0, "files": [], "deleted": []}).encode()
-        deadline = time.monotonic() + timeout
         opened = 0
         while opened < count:
+            deadline = time.monotonic() + timeout
             for _ in range(min(batch, count - opened)):
-                s = socket.create_connection(("127.0.0.1", self.server.port))
-                s.sendall(_request(self.server, "POST", "/sync", manifest, {
+                server = self.servers[opened % len(self.servers)]
+                s = socket.create_connection(("127.0.0.1", server.port))
+                s.sendall(_request(server, "POST", "/sync", manifest, {
                     "Accept": "text/event-stream", "Content-Type": "application/json",
-                    CLIENT_HEADER: f"fan{opened}"}))
+                    CLIENT_HEADER: f"{self.name}{opened}"}))
                 s.setblocking(False)
                 self.buffers[s] = bytearray()
                 self.selector.register(s, selectors.EVENT_READ)
@@ -106,32 +134,136 @@ class Holder:
 
     def broadcast(self, name: str, timeout: float = 60.0) -> tuple[float, float]:
         """
-        Upload one small file; (seconds until the last stream read its
-        event, median seconds over the streams).
+        Upload one small file through the first server; (seconds until the
+        last stream read its event, median seconds over the streams).
         """
-        body = b"fan-out\n"
-        upload = socket.create_connection(("127.0.0.1", self.server.port))
-        request = _request(self.server, "PUT", f"/files/{name}", body, {
-            SHA256_HEADER: hashlib.sha256(body).hexdigest(), CLIENT_HEADER: "uploader"})
+        upload, start = _upload(self.servers[0], name)
+        try:
+            times = self.wait_for(name, start + timeout)
+        finally:
+            upload.close()
+        offsets = [t - start for t in times]
+        return max(offsets), median(offsets)
+
+    def wait_for(self, name: str, deadline: float) -> list[float]:
+        """
+        Read until every stream has the event of file C{name}, by
+        C{deadline} (of C{time.perf_counter}): when each had it.
+        """
         marker = f'"path":"{name}"'.encode()
         got: set[socket.socket] = set()
         times: dict[socket.socket, float] = {}
-        start = time.perf_counter()
-        upload.sendall(request)
-        deadline = start + timeout
         while len(got) < len(self.buffers):
             if time.perf_counter() > deadline:
                 raise SystemExit(f"fan-out: {len(got)} of {len(self.buffers)} streams got the event")
             self._poll(marker, got, times)
-        upload.close()
-        offsets = [t - start for t in times.values()]
-        return max(offsets), median(offsets)
+        return list(times.values())
+
+    def events(self, count: int) -> tuple[list[float], list[float]]:
+        """
+        L{broadcast} C{count} times: for each, the seconds until the last
+        stream read it, and the median stream's.
+        """
+        lasts, medians = [], []
+        for i in range(count):
+            last, middle = self.broadcast(f"event{i}.txt")
+            lasts.append(last)
+            medians.append(middle)
+        return lasts, medians
 
     def close(self) -> None:
         for s in list(self.buffers):
             self.selector.unregister(s)
             s.close()
         self.selector.close()
+
+
+#: Streams one holding process keeps open at most: a process may be allowed
+#: no more than 20,000 open files, and cannot always raise that.
+PER_PROCESS = 15_000
+
+
+def spread(servers: Sequence[Server], count: int, events: int, timeout: float = 60.0) -> tuple[list[float], float]:
+    """
+    Hold C{count} streams over C{servers}, in as many processes as
+    L{PER_PROCESS} asks, then upload C{events} small files through the first
+    server, one after the other: for each, the seconds until the last
+    stream had its event (every process reads its own streams; their clocks
+    are the system's monotonic one); and the seconds opening every stream
+    took.
+    """
+    processes = -(-count // PER_PROCESS)
+    shares = [count // processes + (1 if n < count % processes else 0) for n in range(processes)]
+    context = multiprocessing.get_context("fork")
+    pipes, workers = [], []
+    try:
+        for n, share in enumerate(shares):
+            mine, theirs = context.Pipe()
+            worker = context.Process(
+                target=_hold, args=(theirs, list(servers), share, f"fan{n}-", timeout), daemon=True
+            )
+            worker.start()
+            pipes.append(mine)
+            workers.append(worker)
+        opening = max(_answer(pipe) for pipe in pipes)
+        lasts = []
+        for i in range(events):
+            name = f"event{i}.txt"
+            for pipe in pipes:
+                pipe.send(name)
+            upload, start = _upload(servers[0], name)
+            try:
+                lasts.append(max(max(_answer(pipe)) for pipe in pipes) - start)
+            finally:
+                upload.close()
+        return lasts, opening
+    finally:
+        for pipe in pipes:
+            try:
+                pipe.send(None)
+            except OSError:  # it ended already
+                pass
+            pipe.close()
+        for worker in workers:
+            worker.join(30)
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
+
+
+def _answer(pipe: Connection) -> Any:
+    """
+    What a holding process answered, or its error raised here.
+    """
+    try:
+        if not pipe.poll(3600):
+            raise SystemExit("fan-out: a holding process did not answer")
+        ok, value = pipe.recv()
+    except EOFError:
+        raise SystemExit("fan-out: a holding process ended") from None
+    if not ok:
+        raise SystemExit(value)
+    return value
+
+
+def _hold(pipe: Connection, servers: list[Server], count: int, name: str, timeout: float) -> None:
+    """
+    A holding process: open C{count} streams and answer how long that took;
+    then, for each file name it is sent, when each stream had its event;
+    until it is sent C{None}.
+    """
+    raise_fd_limit(count + 1024)
+    holder = Holder(servers, name)
+    try:
+        start = time.perf_counter()
+        holder.open(count)
+        pipe.send((True, time.perf_counter() - start))
+        while (event := pipe.recv()) is not None:
+            pipe.send((True, holder.wait_for(event, time.perf_counter() + timeout)))
+    except (SystemExit, OSError) as e:
+        pipe.send((False, str(e.code) if isinstance(e, SystemExit) else f"fan-out: {e}"))
+    finally:
+        holder.close()
 
 
 def run(counts: list[int], events: int = 3) -> list[dict[str, object]]:
@@ -147,7 +279,7 @@ def run(counts: list[int], events: int = 3) -> list[dict[str, object]]:
             server = Server(Path(tmp) / "box").start()
             assert server.process is not None and server.process.popen is not None
             proc = psutil.Process(server.process.popen.pid)
-            holder = Holder(server)
+            holder = Holder([server])
             try:
                 time.sleep(0.3)
                 before = proc.memory_info().rss
@@ -156,11 +288,7 @@ def run(counts: list[int], events: int = 3) -> list[dict[str, object]]:
                 connect_seconds = time.perf_counter() - start
                 time.sleep(0.3)
                 after = proc.memory_info().rss
-                lasts, medians = [], []
-                for i in range(events):
-                    last, middle = holder.broadcast(f"event{i}.txt")
-                    lasts.append(last)
-                    medians.append(middle)
+                lasts, medians = holder.events(events)
             finally:
                 holder.close()
                 server.kill()

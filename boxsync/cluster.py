@@ -112,16 +112,23 @@ class PostgreSQL:
                 ],
                 check=True, stdout=log, stderr=log, timeout=120, **self._as_user(),
             )
-        return self._run()
+        return self.resume()
 
-    def _run(self) -> PostgreSQL:
+    def resume(self) -> PostgreSQL:
+        """
+        Start the server on its data (again, after L{halt}), and wait until
+        it accepts connections.
+        """
         with open(self.folder / "postgres.log", "ab") as log:
-            # A throw-away cluster: durability is not what it is for, no fsync.
+            # A throw-away cluster: it need not survive a crash of the
+            # machine, so no fsync; but a commit is in the log (the
+            # system's page cache) before it is acknowledged, so that an
+            # immediate shutdown (L{halt}) loses no acknowledged commit.
             self.process = subprocess.Popen(
                 [
                     str(BINARIES / "postgres"), "-D", str(self.data), "-p", str(self.port),
                     "-h", "127.0.0.1", "-k", str(self.sockets), "-c", "fsync=off",
-                    "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                    "-c", "full_page_writes=off",
                 ],
                 stdout=log, stderr=log, **self._as_user(),
             )
@@ -159,28 +166,31 @@ class PostgreSQL:
         Stop the server and start it again on the same data: every
         connection to it is cut.
         """
-        self._stop_server()
-        self._run()
+        self.halt()
+        self.resume()
 
-    def stop(self) -> None:
+    def halt(self, immediate: bool = False) -> None:
         """
-        Stop the server and remove its folder.
-        """
-        self._stop_server()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    def _stop_server(self) -> None:
-        """
-        A fast shutdown: its clients are disconnected.
+        Stop the server, keeping its data for L{resume}: a fast shutdown
+        (its clients are disconnected, what was committed is written
+        out), or with C{immediate} an immediate one (every process quits
+        at once, as in a crash; the next start recovers from the log).
         """
         if self.process is not None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGQUIT if immediate else signal.SIGINT)
             try:
                 self.process.wait(60)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
             self.process = None
+
+    def stop(self) -> None:
+        """
+        Stop the server and remove its folder.
+        """
+        self.halt()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 #: HAProxy in front of the servers. Event streams stay open for hours and

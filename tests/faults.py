@@ -334,7 +334,48 @@ def two_clients_converge(a: Client, b: Client, box: Path, timeout: float = 30) -
         assert a.stop() == 0 and b.stop() == 0
 
 
+@define
+class Edits:
+    """
+    C{clients} that each keep editing files of their own, in rounds, and
+    what every one of their folders and the C{box} must end with.
+    """
+
+    clients: list[Client]
+    box: Path
+    expected: dict[str, str] = field(factory=dict)
+
+    def make(self, round_: int) -> None:
+        """
+        On each client, rewrite its 3 files and add one for this round.
+        """
+        for client in self.clients:
+            for n in range(3):
+                text = f"{client.name}: file {n}, edit {round_}\n"
+                (client.folder / f"{client.name}-{n}.txt").write_text(text)
+                self.expected[f"{client.name}-{n}.txt"] = text
+            (client.folder / f"{client.name}-round-{round_}.txt").write_text(str(round_))
+            self.expected[f"{client.name}-round-{round_}.txt"] = str(round_)
+
+    def held_by(self, folder: Path) -> bool:
+        """
+        Whether C{folder} holds every edit (and nothing else but conflict
+        copies), as the box does.
+        """
+        want = {path: sha(text.encode()) for path, text in self.expected.items()}
+        edits = {p.name: sha(p.read_bytes()) for p in folder.glob("*.txt") if ".conflict-" not in p.name}
+        return converged(folder, self.box) and edits == want
+
+    def wait_everywhere(self, timeout: float) -> None:
+        """
+        Wait until every client holds every edit.
+        """
+        for client in self.clients:
+            wait_until(lambda: self.held_by(client.folder), timeout=timeout, what=f"every edit on {client.name}")
+
+
 __all__ = [
+    "Edits",
     "Observer",
     "Proxy",
     "Row",

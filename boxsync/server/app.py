@@ -82,7 +82,7 @@ from .events import EventStream, sse_for
 from .files import BoxFile, box_file
 from .http import committed, header, json_body, listed, query
 from .hub import Hub, TooManyStreams
-from .index import FileRecord
+from .index import FileRecord, IndexUnavailable
 from .legacy import LegacyAdapter
 from .limits import MAX_MANIFEST_ENTRIES
 from .manifest import read_manifest
@@ -116,6 +116,8 @@ _REFUSALS: list[tuple[type[BaseException], Refusal]] = [
     (TooManyStreams, Refusal.TOO_MANY_STREAMS),
     (BodyTooLarge, Refusal.TOO_LARGE),
     (DiskFull, Refusal.DISK_FULL),
+    # PostgreSQL cannot be reached for now (a restart): ask again.
+    (IndexUnavailable, Refusal.ASK_AGAIN),
 ]
 
 

@@ -237,8 +237,18 @@ class PostgresIndex(SQLIndex):
         def work() -> _T:
             try:
                 with pool.connection() as connection:
-                    self._migrate(connection)
-                    return fn(PsycopgDatabase(connection))
+                    try:
+                        self._migrate(connection)
+                        return fn(PsycopgDatabase(connection))
+                    except psycopg.OperationalError as e:
+                        if not connection.broken:
+                            raise
+                        # PostgreSQL went away during the call (a restart):
+                        # the client asks again; the pool replaces the
+                        # connection.
+                        raise IndexUnavailable(
+                            f"lost the connection to the index in PostgreSQL at {where(self.url)}"
+                        ) from e
             except psycopg.errors.DiskFull as e:
                 raise DiskFull(errno.ENOSPC, "no space left for the index") from e
             except PoolTimeout as e:

@@ -114,14 +114,21 @@ class PostgresRelay(Service):
         commit = Commit(self.server, account, first, last, stream)
 
         def send() -> None:
-            if self._sending is None or self._sending.closed:
-                self._sending = psycopg.connect(self.url, autocommit=True)
-            try:
-                self._sending.execute("SELECT pg_notify(%s, %s)", (CHANNEL, commit.encode()))
-            except psycopg.OperationalError:
-                self._sending.close()
-                self._sending = None
-                raise
+            # A connection kept from an earlier commit may have died with
+            # its server (PostgreSQL restarted since): then once more, on a
+            # new one.
+            while True:
+                kept = self._sending is not None and not self._sending.closed
+                if self._sending is None or self._sending.closed:
+                    self._sending = psycopg.connect(self.url, autocommit=True)
+                try:
+                    self._sending.execute("SELECT pg_notify(%s, %s)", (CHANNEL, commit.encode()))
+                    return
+                except psycopg.OperationalError:
+                    self._sending.close()
+                    self._sending = None
+                    if not kept:
+                        raise
 
         d = deferToThreadPool(self.reactor, self._announcer, send)
         d.addErrback(lambda f: self.log.warn("cannot announce a commit: {error}", error=f.value))

@@ -39,7 +39,8 @@ class Refusal(IntEnum):
     TOO_LARGE = 413
     #: Too many event streams open for one token.
     TOO_MANY_STREAMS = 429
-    #: A file left out of a full batch download: ask for it again.
+    #: A file left out of a full batch download, or the index out of reach
+    #: for now: ask for it again.
     ASK_AGAIN = 503
     #: The server's disk is full; nothing was committed.
     DISK_FULL = 507

@@ -528,6 +528,32 @@ async def test_the_index_carries_on_after_postgresql_restarts(postgres: Any, rea
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_connection_lost_during_a_call_is_said_in_one_line(postgres: Any, reactor: Any) -> None:
+    """
+    PostgreSQL goes away in the middle of a call (here: its connection is
+    ended from the inside): the call fails with L{IndexUnavailable}, which a
+    client is told to ask again; the next call gets a new connection.
+    """
+    from boxsync.server.app import _answer
+    from boxsync.server.pgindex import PostgresIndex, where
+    from boxsync.wire import ErrorAnswer
+
+    url = postgres.new_database()
+    index = PostgresIndex(reactor, url, connections=1)
+    index.start()
+    try:
+        await timed(index.commit(A, rec("a")), reactor)
+        with pytest.raises(IndexUnavailable) as raised:
+            await timed(index._run(lambda db: db.execute("SELECT pg_terminate_backend(pg_backend_pid())")), reactor)
+        assert (await timed(index.commit(A, rec("b")), reactor)).seq == 2
+    finally:
+        index.stop()
+    assert str(raised.value) == f"lost the connection to the index in PostgreSQL at {where(url)}"
+    # What a client is told: ask again (503), not an internal error.
+    assert _answer(raised.value) == ErrorAnswer(503, str(raised.value))
+
+
+@pytest_twisted.ensureDeferred
 async def test_an_unreachable_postgresql_is_said_in_one_line(reactor: Any) -> None:
     pytest.importorskip("psycopg")
     from boxsync.server.pgindex import PostgresIndex

@@ -157,47 +157,92 @@ class Heard:
         self.catch_ups += 1
 
 
-@pytest_twisted.ensureDeferred
-async def test_servers_hear_each_others_commits_over_postgresql(postgres: Any, reactor: Any) -> None:
-    import psycopg
+@define
+class Relays:
+    """
+    Two servers' relays on one database, each telling its own L{Heard}.
+    """
 
+    url: str
+    relays: list[Any]
+    heard: list[Heard]
+
+
+@pytest_twisted.async_yield_fixture
+async def relays(postgres: Any, reactor: Any) -> AsyncIterator[Relays]:
+    """
+    Two relays over a new database of the tests' PostgreSQL, both listening
+    (catch-ups only when their connection is lost).
+    """
     from boxsync.server.pgrelay import PostgresRelay
 
     url = postgres.new_database()
     heard = [Heard(), Heard()]
-    relays = [PostgresRelay(reactor, reactor, url, h, catch_up_seconds=3600) for h in heard]
-    for relay in relays:
+    made = [PostgresRelay(reactor, reactor, url, h, catch_up_seconds=3600) for h in heard]
+    for relay in made:
         relay.startService()
     try:
         await eventually(reactor, lambda: _listeners(url) == 2)
-        one, two = relays
-        one.tell(ACCOUNT, 1, "s")
-        one.tell(ACCOUNT, 2, "s")
-        one.tell(ACCOUNT, 3, "t")
-        one.tell("other", 4, None)
-        await eventually(reactor, lambda: len(heard[1].commits) == 3)
-        assert heard[1].commits == [
-            Commit(one.server, ACCOUNT, 1, 2, "s"),
-            Commit(one.server, ACCOUNT, 3, 3, "t"),
-            Commit(one.server, "other", 4, 4, None),
-        ]
-        # A server does not hear itself.
-        assert heard[0].commits == []
-
-        # The listening connections are cut: both connect again and catch up.
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
-            )
-        await eventually(reactor, lambda: all(h.catch_ups == 1 for h in heard))
-        await eventually(reactor, lambda: _listeners(url) == 2)
-        two.tell(ACCOUNT, 5, None)
-        await eventually(reactor, lambda: len(heard[0].commits) == 1)
-        assert heard[0].commits == [Commit(two.server, ACCOUNT, 5, 5, None)]
+        yield Relays(url, made, heard)
     finally:
-        for relay in relays:
+        for relay in made:
             relay.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_servers_hear_each_others_commits_over_postgresql(relays: Relays, reactor: Any) -> None:
+    import psycopg
+
+    url, heard = relays.url, relays.heard
+    one, two = relays.relays
+    one.tell(ACCOUNT, 1, "s")
+    one.tell(ACCOUNT, 2, "s")
+    one.tell(ACCOUNT, 3, "t")
+    one.tell("other", 4, None)
+    await eventually(reactor, lambda: len(heard[1].commits) == 3)
+    assert heard[1].commits == [
+        Commit(one.server, ACCOUNT, 1, 2, "s"),
+        Commit(one.server, ACCOUNT, 3, 3, "t"),
+        Commit(one.server, "other", 4, 4, None),
+    ]
+    # A server does not hear itself.
+    assert heard[0].commits == []
+
+    # The listening connections are cut: both connect again and catch up.
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+        )
+    await eventually(reactor, lambda: all(h.catch_ups == 1 for h in heard))
+    await eventually(reactor, lambda: _listeners(url) == 2)
+    two.tell(ACCOUNT, 5, None)
+    await eventually(reactor, lambda: len(heard[0].commits) == 1)
+    assert heard[0].commits == [Commit(two.server, ACCOUNT, 5, 5, None)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_commit_is_announced_after_the_announcing_connection_died(relays: Relays, reactor: Any) -> None:
+    """
+    The connection a server announces its commits on was cut since its last
+    commit (as a restart of PostgreSQL cuts it): the next commit is still
+    announced, at once, on a new connection, not left to the catch-up.
+    """
+    import psycopg
+
+    heard, one = relays.heard, relays.relays[0]
+    await one.announce(ACCOUNT, 1, 1, None)
+    await eventually(reactor, lambda: len(heard[1].commits) == 1)
+    with psycopg.connect(relays.url, autocommit=True) as admin:
+        (cut,) = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'SELECT pg_notify%%' AND pid <> pg_backend_pid()"
+        ).fetchone() or (0,)
+    assert cut == 1
+    await one.announce(ACCOUNT, 2, 2, None)
+    await eventually(reactor, lambda: len(heard[1].commits) == 2)
+    assert heard[1].commits[-1] == Commit(one.server, ACCOUNT, 2, 2, None)
+    assert heard[1].catch_ups == 0
 
 
 def _listeners(url: str) -> int:

@@ -83,6 +83,11 @@ def test_history_smoke() -> None:
     assert _number(restored["figure"]) > 0 and "50 files" in str(trash["work"])
 
 
+def test_streams_need_a_server() -> None:
+    with pytest.raises(ValueError, match="at least one server"):
+        fanout.Holder([])
+
+
 _STATS = """\
 Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,\
 Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,80%,\
@@ -171,8 +176,10 @@ def test_load_fails_on_failed_requests(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.slow
-def test_cluster_smoke() -> None:
-    rows = cluster.run(3, 40, sizes=(2,))
+def test_cluster_smoke(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The streams are held by 3 processes, 10 each.
+    monkeypatch.setattr(fanout, "PER_PROCESS", 10)
+    rows = cluster.run(3, 40, sizes=(2,), streams=30, big_mib=4, runs=2)
     if len(rows) == 1:
         pytest.skip(str(rows[0]["figure"]))
     assert [row["what"] for row in rows] == [
@@ -180,5 +187,14 @@ def test_cluster_smoke() -> None:
         "live latency, clients on two servers (3 changes)",
         "commits/s of 4 KiB, 8 writers, one embedded server",
         "commits/s of 4 KiB, 8 writers over 2 servers (PostgreSQL)",
+        "one event to 30 open streams, one embedded server",
+        "one event to 30 open streams, over 3 servers",
+        "a new file of 4 MiB A → B, one embedded server",
+        "a new file of 4 MiB A → B, A and B on two servers",
     ]
     assert all(_number(row["median"]) > 0 for row in rows)
+    assert all(_number(row["median"]) < 10 for row in rows[4:6])
+    assert "x the embedded server; 2 runs, " in str(rows[-1]["note"]) and _number(rows[-1]["note"]) > 0
+    # The report's section 11 has them as they are.
+    text = report.table("11. cluster", rows)
+    assert "| one event to 30 open streams, over 3 servers " in text and "| note " in text

@@ -20,7 +20,7 @@ import pytest
 
 from boxsync.cluster import Cluster, PostgreSQL, haproxy_missing
 from boxsync.testing import Client, Proxy, Server, wait_until
-from tests.faults import converged, sha, two_clients_converge
+from tests.faults import Edits, sha, two_clients_converge
 
 
 @pytest.fixture
@@ -114,34 +114,17 @@ def test_a_rolling_restart_goes_unnoticed(tmp_path: Path, cluster: Cluster) -> N
     clients = [through(cluster, tmp_path / name, name) for name in ("a", "b", "c")]
     for client in clients:
         client.start()
-    expected: dict[str, str] = {}
-
-    def edit(round_: int) -> None:
-        for client in clients:
-            for n in range(3):
-                text = f"{client.name}: file {n}, edit {round_}\n"
-                (client.folder / f"{client.name}-{n}.txt").write_text(text)
-                expected[f"{client.name}-{n}.txt"] = text
-            (client.folder / f"{client.name}-round-{round_}.txt").write_text(str(round_))
-            expected[f"{client.name}-round-{round_}.txt"] = str(round_)
-
+    edits = Edits(clients, cluster.box)
     try:
         round_ = 0
         for server in cluster.servers:
-            edit(round_ := round_ + 1)
+            edits.make(round_ := round_ + 1)
             server.stop()
-            edit(round_ := round_ + 1)
+            edits.make(round_ := round_ + 1)
             wait_until(lambda: (cluster.box / f"c-round-{round_}.txt").exists(), timeout=30, what="a round's edits")
             server.start(timeout=60)
-            edit(round_ := round_ + 1)
-        want = {path: sha(text.encode()) for path, text in expected.items()}
-
-        def holds_every_edit(folder: Path) -> bool:
-            edits = {p.name: sha(p.read_bytes()) for p in folder.glob("*.txt") if ".conflict-" not in p.name}
-            return converged(folder, cluster.box) and edits == want
-
-        for client in clients:
-            wait_until(lambda: holds_every_edit(client.folder), timeout=60, what=f"every edit on {client.name}")
+            edits.make(round_ := round_ + 1)
+        edits.wait_everywhere(60)
     finally:
         statuses = [client.stop() for client in clients]
     assert statuses == [0, 0, 0]
