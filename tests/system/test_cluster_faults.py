@@ -77,17 +77,18 @@ def test_postgresql_restarted_under_load(tmp_path: Path, own_cluster: Cluster, i
         edits.make(3)
         time.sleep(max(0.0, down + OUTAGE - time.monotonic()))  # the outage itself, not a wait for something
         postgres.resume()
+        for server in own_cluster.servers:
+            wait_until(lambda: _relay_back(server), timeout=30, what="a server to listen to the others again")
         before = [len(output(server)) for server in own_cluster.servers]
         edits.make(4)
         edits.wait_everywhere(120)
-        for server in own_cluster.servers:
-            wait_until(lambda: _relay_back(server), timeout=30, what="a server to listen to the others again")
         for client in clients:
             wait_until(lambda: _settled(client), timeout=30, what=f"{client.name} to show nothing left to do")
         assert all(process.running for process in own_cluster.processes())
         logs = [output(server) for server in own_cluster.servers]
-        # Every commit made since was announced to the other server (none
-        # was left to its catch-up): no connection kept from before failed.
+        # Every commit made once the servers listened again was announced
+        # to the other server (none was left to its catch-up): no
+        # connection kept from before failed.
         assert not [log for log, start in zip(logs, before) if "cannot announce a commit" in log[start:]]
         # A commit cut off by the shutdown was refused as one to ask again.
         assert not [log for log in logs if "unhandled error" in log]
