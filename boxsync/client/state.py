@@ -34,6 +34,7 @@ from attrs import define, field, frozen
 from twisted.logger import Logger
 
 from ..paths import HIDDEN_DIR
+from ..sqlite import transaction
 
 __all__ = ["Base", "LocalState", "STATE_FILE", "RECENT", "UNKNOWN_CTIME", "folder_base"]
 
@@ -265,13 +266,8 @@ class LocalState:
     @contextmanager
     def _locked_transaction(self, recent: Iterable[tuple[str, Base | None]]) -> Iterator[sqlite3.Connection]:
         # The lock must be held.
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with transaction(self._db) as db:
+            yield db
         for path, base in recent:
             self._remember(path, base)
 

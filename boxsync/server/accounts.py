@@ -178,6 +178,20 @@ class Accounts:
             return None
         return version, self._registry.revoked(), self._registry.accounts()
 
+    def use_link(self, token_id: str, until: int, now: int) -> Deferred[bool]:
+        """
+        Record in the registry (in its thread) that the one-time sign-in
+        link C{token_id} signs in now; fires with whether it is the first
+        time, on any server of the registry.
+        """
+
+        def use() -> bool:
+            if self._registry is None:
+                self._registry = self.open_registry()
+            return self._registry.use_once(token_id, until, now)
+
+        return deferToThreadPool(self.reactor, self._pool, use)
+
     async def refresh(self) -> None:
         """
         Take in the registry's changes: refuse newly revoked tokens and end

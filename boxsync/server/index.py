@@ -27,6 +27,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
 from ..blocks import BLOCK_MIN, Block, Recipe
+from ..sqlite import transaction
 from ..wire.values import MAX_COUNT
 from .staging import DiskFull
 
@@ -398,14 +399,11 @@ def _transaction(db: sqlite3.Connection, work: Callable[[], _T]) -> _T:
 
     @raise DiskFull: if the disk is full.
     """
-    db.execute("BEGIN IMMEDIATE")
     try:
-        result = work()
-        db.execute("COMMIT")
-    except BaseException as e:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        if isinstance(e, sqlite3.Error) and (full := _full(e)) is not e:
+        with transaction(db):
+            result = work()
+    except sqlite3.Error as e:
+        if (full := _full(e)) is not e:
             raise full from e
         raise
     return result

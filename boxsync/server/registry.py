@@ -19,6 +19,7 @@ from typing import Any, Iterator, Protocol
 
 from attrs import frozen
 
+from ..sqlite import transaction
 from .index import Database
 
 __all__ = ["REGISTRY_FILE", "Registry", "SQLRegistry", "TokenRecord", "TokenRegistry"]
@@ -39,6 +40,8 @@ _SCHEMA: list[list[str]] = [
         )""",
         "CREATE INDEX tokens_by_account ON tokens (account)",
     ],
+    # version 2: the one-time sign-in links used, until they expire
+    ["CREATE TABLE used_links (id TEXT PRIMARY KEY, until INTEGER NOT NULL)"],
 ]
 
 _COLUMNS = "id, account, client, issued, expires, revoked"
@@ -91,6 +94,8 @@ class Registry(Protocol):
     def accounts(self) -> set[str]: ...
 
     def version(self) -> int: ...
+
+    def use_once(self, token_id: str, until: int, now: int) -> bool: ...
 
 
 class SQLRegistry:
@@ -159,6 +164,22 @@ class SQLRegistry:
         with self._transaction() as db:
             return {row[0] for row in db.execute("SELECT DISTINCT account FROM tokens").fetchall()}
 
+    def use_once(self, token_id: str, until: int, now: int) -> bool:
+        """
+        Record the use of the one-time sign-in link C{token_id}, remembered
+        until C{until}; return whether this is its first (every server of
+        the registry asks it, so a link signs in once whichever it reaches).
+        Uses remembered until before C{now} are forgotten: their links no
+        longer work anyway.
+        """
+        with self._transaction() as db:
+            db.execute("DELETE FROM used_links WHERE until < ?", (now,))
+            cursor = db.execute(
+                "INSERT INTO used_links (id, until) VALUES (?, ?) ON CONFLICT (id) DO NOTHING", (token_id, until)
+            )
+            first: bool = cursor.rowcount == 1
+        return first
+
 
 class TokenRegistry(SQLRegistry):
     """
@@ -180,23 +201,18 @@ class TokenRegistry(SQLRegistry):
         (version,) = db.execute("PRAGMA user_version").fetchone()
         if version >= len(_SCHEMA):
             return
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             # Read again under the lock: another process may have upgraded.
             (version,) = db.execute("PRAGMA user_version").fetchone()
             for number, steps in enumerate(_SCHEMA[version:], start=version + 1):
                 for statement in steps:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version={number}")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     @contextmanager
     def _transaction(self) -> Iterator[Database]:
-        # Each call is one statement, a transaction of its own in SQLite.
-        yield self._db
+        with transaction(self._db, "BEGIN") as db:
+            yield db
 
     def close(self) -> None:
         self._db.close()

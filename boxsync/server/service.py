@@ -551,7 +551,11 @@ class BoxsyncService(MultiService):
             )
             auth, boxes = config.auth, self._box_for
             check = lambda: adopt(self._box_for(DEFAULT_ACCOUNT), reactor)  # noqa: E731
-        sessions = Sessions(reactor, auth, frozenset() if self.accounts is None else self.accounts.revoked)
+        sessions = (
+            Sessions(reactor, auth)
+            if self.accounts is None
+            else Sessions(reactor, auth, self.accounts.revoked, self.accounts.use_link)
+        )
         self.app = BoxsyncApp(
             reactor,
             auth,

@@ -15,7 +15,7 @@ import hmac
 import json
 import secrets
 from http.cookies import CookieError, SimpleCookie
-from typing import Any, Container, cast
+from typing import Any, Awaitable, Callable, Container, cast
 from urllib.parse import urlsplit
 
 import jwt
@@ -133,6 +133,13 @@ class Session:
     expires: float
 
 
+def _bearer(token: str) -> bytes:
+    """
+    The C{Authorization} header that carries C{token}.
+    """
+    return b"Bearer " + token.strip().encode("utf-8", "replace")
+
+
 @define
 class Sessions:
     """
@@ -142,15 +149,36 @@ class Sessions:
     @ivar auth: checks the token a browser signs in with.
     @ivar revoked: the ids of revoked tokens, kept up to date by the server:
         a session of a revoked token ends.
+    @ivar first_use: where the uses of one-time links are recorded for
+        every server to see (the token registry), if anywhere: called with
+        a link's token id, until when to remember it and now, it says
+        whether this is the link's first use. Without it, each server
+        knows only the links used on it (L{_links}).
     @ivar _links: the one-time links used so far, until they expire.
     """
 
     clock: IReactorTime
     auth: IAuthenticator
     revoked: Container[str] = frozenset()
+    first_use: Callable[[str, int, int], Awaitable[bool]] | None = None
     _sessions: dict[str, Session] = field(factory=dict)
     _links: dict[str, float] = field(factory=dict)
     log = Logger()
+
+    async def open(self, token: str) -> Session:
+        """
+        L{sign_in}, a one-time link's use first recorded with L{first_use}.
+
+        @raise Forbidden: as L{sign_in}, and if the link was used on
+            another server.
+        """
+        if self.first_use is not None:
+            principal = self.auth.authenticate(_bearer(token))
+            if principal.client == LINK_CLIENT:
+                now = int(self.clock.seconds())
+                if not await self.first_use(principal.token, now + LINK_SECONDS, now):
+                    raise Forbidden(TOKEN_REFUSED)
+        return self.sign_in(token)
 
     def sign_in(self, token: str) -> Session:
         """
@@ -159,7 +187,7 @@ class Sessions:
         @raise Forbidden: if the token opens nothing, or is a one-time link
             used before.
         """
-        principal = self.auth.authenticate(b"Bearer " + token.strip().encode("utf-8", "replace"))
+        principal = self.auth.authenticate(_bearer(token))
         now = self.clock.seconds()
         self._forget(now)
         expires = now + SESSION_SECONDS

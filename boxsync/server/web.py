@@ -251,12 +251,12 @@ class WebPage:
     def static(self, request: IRequest, name: str) -> bytes:
         return self._page(request, name)
 
-    def sign_in(self, request: IRequest) -> bytes:
+    async def sign_in(self, request: IRequest) -> bytes:
         same_origin(request)
         token = json_request(request).get("token")
         if not isinstance(token, str) or not token.strip():
             raise ProtocolError("give the token to sign in with")
-        session = self.sessions.sign_in(token)
+        session = await self.sessions.open(token)
         set_cookie(request, session.session_id, int(session.expires - self.clock.seconds()))
         secure_headers(request, API_POLICY)
         return json_body(request, 200, self._who(session))

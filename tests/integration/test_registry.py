@@ -151,3 +151,17 @@ def test_a_registry_in_postgresql_comes_back_after_a_restart(tmp_path: Path, pos
         assert found == [token(1)]
     finally:
         registry.close()
+
+
+def test_a_link_is_used_once_on_any_connection(opener: Opener) -> None:
+    """
+    The use of a one-time link is seen by every server of the registry; it
+    is forgotten once past the time it is kept until.
+    """
+    one, two = opener(), opener()
+    assert one.use_once("link1", 2_000, 1_000) is True
+    assert two.use_once("link1", 2_100, 1_100) is False
+    assert one.use_once("link1", 2_200, 1_200) is False
+    assert two.use_once("link2", 2_000, 1_300) is True
+    # Past 2,000, link1's use is forgotten (the link itself no longer works).
+    assert one.use_once("link1", 3_500, 2_001) is True

@@ -145,6 +145,42 @@ def _mint(box: Path, *argv: str, now: float = 1_000_000) -> str:
     return out.getvalue().splitlines()[-1]
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_link_signs_in_once_whichever_server_it_reaches(tmp_path: Path) -> None:
+    """
+    Two servers of one registry (each its own L{Sessions}, as behind a
+    balancer): a link used on one is refused by the other, through the
+    registry; a link never used signs in on either.
+    """
+    clock = Clock()
+    clock.advance(1_000_000)
+    auth, box = _token_auth(tmp_path, clock, set())
+    _mint(box, "token", "--account", "alice", "--client", "laptop")
+    links = [
+        _mint(box, "web-link", "--account", "alice", "--server", "https://box.example.org").split("#link=", 1)[1]
+        for _ in range(2)
+    ]
+    registries = [TokenRegistry(box / HIDDEN_DIR / REGISTRY_FILE) for _ in range(2)]
+
+    def first_use(registry: TokenRegistry) -> Any:
+        async def use(token_id: str, until: int, now: int) -> bool:
+            return registry.use_once(token_id, until, now)
+
+        return use
+
+    try:
+        one, two = (Sessions(clock, auth, first_use=first_use(registry)) for registry in registries)
+        assert (await one.open(links[0])).principal.client == LINK_CLIENT
+        with pytest.raises(Forbidden):
+            await two.open(links[0])
+        assert (await two.open(links[1])).principal.account == "alice"
+        with pytest.raises(Forbidden):
+            await one.open(links[1])
+    finally:
+        for registry in registries:
+            registry.close()
+
+
 def test_revoking_the_token_ends_its_sessions(tmp_path: Path) -> None:
     clock = Clock()
     clock.advance(1_000_000)

@@ -1,6 +1,7 @@
 -- The token registry, for servers whose index is here: every token minted
 -- (never its value), as the box's tokens.sqlite holds them for a server
--- alone; and a count of the changes, for the servers to notice them.
+-- alone; a count of the changes, for the servers to notice them; and the
+-- one-time sign-in links used, until they expire.
 
 CREATE TABLE tokens (
     id TEXT PRIMARY KEY,
@@ -17,3 +18,8 @@ CREATE TABLE token_changes (
     changes BIGINT NOT NULL
 );
 INSERT INTO token_changes (one, changes) VALUES (1, 0);
+
+CREATE TABLE used_links (
+    id TEXT PRIMARY KEY,
+    until BIGINT NOT NULL
+);
