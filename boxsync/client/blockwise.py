@@ -85,6 +85,7 @@ class Blockwise:
         expected_sha256: str | None,
         executable: bool,
         on_progress: Callable[[int], object],
+        known: Recipe | None = None,
     ) -> CommitResult:
         """
         Commit the first C{size} bytes of C{local} as C{path}, sending only
@@ -98,12 +99,19 @@ class Blockwise:
 
         @param expected_sha256: what the file's sha256 was when it was
             looked at, if known.
+        @param known: the file's recipe, if it is known without reading it
+            (a renamed file whose stamps did not change): nothing is cut,
+            and only the blocks the server names as missing are read.
         @raise ChangedWhileSent: if the file is no longer what it was.
         @raise StaleBase: if the path is no longer at C{base}.
         """
         fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            recipe = await self._cut_and_send(path, fd, size, on_progress)
+            if known is not None and (known.size, known.sha256) == (size, expected_sha256):
+                recipe = known
+                on_progress(size)
+            else:
+                recipe = await self._cut_and_send(path, fd, size, on_progress)
             if recipe.size != size or (expected_sha256 is not None and recipe.sha256 != expected_sha256):
                 raise ChangedWhileSent(path)
             commit = BlockCommit(path, base, mtime_ns, recipe, executable)

@@ -616,8 +616,7 @@ class Engine:
             base, here = folder
             await self._folder_action(reconcile.on_folder_remove(event.base, base, here), event.path, here)
             return
-        if await self._look(event.path) is None:
-            await self._actions.remove(event.path, event.base)
+        await self._actions.remove_gone(event.path, event.base)
 
     def _outdated(self, path: str, seq: int) -> bool:
         return reconcile.outdated(self.state.get(path), seq)

@@ -52,6 +52,7 @@ __all__ = [
     "changed_since",
     "is_racy",
     "look_here",
+    "moved_here",
     "scan",
     "scan_one",
     "stat_key",
@@ -160,6 +161,9 @@ class LocalFile:
     @ivar racy: whether the stamps were too fresh when the file was read
         to be trusted in a base (L{is_racy}).
     @ivar executable: whether it is executable (L{fs.is_executable}).
+    @ivar moved_from: the base of the path this file was renamed from (see
+        L{moved_here}), whose sha256 it is taken to have without being
+        read; C{None} if it was not.
     """
 
     path: str
@@ -173,6 +177,7 @@ class LocalFile:
     data: bytes | None = field(default=None, eq=False, repr=False)
     racy: bool = field(default=False, eq=False)
     executable: bool = False
+    moved_from: Base | None = field(default=None, eq=False)
 
     def to_entry(self) -> FileEntry:
         """
@@ -379,6 +384,63 @@ def _examine(
     return found, refreshed
 
 
+#: What identifies a file across a rename: its size, mtime, inode and
+#: whether it is executable (a rename moves its ctime).
+_Identity = tuple[int, int, int, bool]
+
+
+def _identities(state: Mapping[str, Base]) -> dict[_Identity, Base | None]:
+    """
+    The bases a renamed file can be recognised by (see L{moved_here}), by
+    the identity their file had (C{None}: several had it).
+    """
+    found: dict[_Identity, Base | None] = {}
+    for base in state.values():
+        if base.folder or base.ctime_ns == UNKNOWN_CTIME or not base.size:
+            continue
+        key = (base.size, base.mtime_ns, base.inode, base.executable)
+        found[key] = None if key in found else base
+    return found
+
+
+def moved_here(root: Path, path: str, st: os.stat_result, bases: Mapping[_Identity, Base | None]) -> Base | None:
+    """
+    The base of the path the file at C{path} (whose stat is C{st}) was
+    renamed from, if it was: a file with no base of its own whose size,
+    mtime, inode and executable bit are those a trusted base (one whose
+    ctime is known) recorded, whose ctime is not older than that base's,
+    and whose recorded path holds no file now. Its bytes are then that
+    base's, and it need not be read.
+
+    The rename itself moved the ctime, so it cannot be compared: a file
+    written since the base was recorded shows it in its size or its mtime,
+    as a download's swap trusts (see L{LocalFile.is_still}).
+    """
+    size, mtime_ns, inode, ctime_ns, executable = stat_key(st)
+    base = bases.get((size, mtime_ns, inode, executable))
+    if base is None or base.path == path or ctime_ns < base.ctime_ns:
+        return None
+    try:
+        os.lstat(to_local(root, base.path))
+    except (FileNotFoundError, NotADirectoryError, BadPath):
+        return base
+    except OSError:
+        return None
+    # Still there (a hard link, or it came back): not a rename.
+    return None
+
+
+def _moved(path: str, st: os.stat_result, base: Base) -> LocalFile:
+    """
+    The file at C{path} (whose stat is C{st}), renamed from C{base}'s path.
+    """
+    size, mtime_ns, inode, ctime_ns, executable = stat_key(st)
+    racy = is_racy(st, time.time_ns())
+    return LocalFile(
+        path, base.sha256, size, mtime_ns, inode, ctime_ns, 0, True, None, racy, executable, moved_from=base
+    )
+
+
 def _below_any(path: str, directories: set[str]) -> bool:
     """
     Whether C{path} is one of C{directories} or lies below one of them.
@@ -412,6 +474,7 @@ def scan(
     refreshed: list[Base] = []
     empty: set[str] = set()
     directories: list[str] = []
+    identities = _identities(state)
     for path, entry in walk(root, ignore, skipped=skipped, empty=empty):
         if entry.is_dir(follow_symlinks=False):
             directories.append(path)
@@ -422,9 +485,12 @@ def scan(
             # the file is new once it has.
             continue
         try:
-            found, same = _examine(
-                entry.path, path, entry.stat(follow_symlinks=False), base, None, unhashed_over
-            )
+            st = entry.stat(follow_symlinks=False)
+            gone = moved_here(root, path, st, identities) if base is None else None
+            if gone is not None:
+                files[path] = _moved(path, st, gone)
+                continue
+            found, same = _examine(entry.path, path, st, base, None, unhashed_over)
         except FileNotFoundError:
             continue
         except (OSError, FileChanging) as e:

@@ -15,6 +15,7 @@ from typing import Awaitable, Callable, TypeVar
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
 
+from ..blocks import Recipe
 from ..fs import hash_file
 from ..wire import BATCH_FILE_LIMIT, BatchFile, Download
 from .api import BoxsyncAPI
@@ -32,7 +33,7 @@ from .placing import (
 from .prefetch import Prefetch
 from .progress import Reporter
 from .results import CommitResult, DownloadResult
-from .scanner import LocalFile
+from .scanner import LocalFile, StatKey, stat_key
 
 __all__ = ["SMALL_FILE", "Transfers", "changed_while_sent"]
 
@@ -78,6 +79,8 @@ class Transfers:
         ahead of their commits.
     @ivar aside: the sha256s (their first 32 digits) of the files set aside
         in C{tmp} (see L{set_aside}).
+    @ivar trusted: the stamps, by sha256 (its first 32 digits), of files set
+        aside that are known to be their content while they keep them.
     """
 
     root: Path
@@ -90,18 +93,31 @@ class Transfers:
     blockwise: Blockwise | None = None
     sources: Callable[[Download], list[Path]] = lambda event: []
     aside: set[str] = field(factory=set)
+    trusted: dict[str, StatKey] = field(factory=dict)
     clock: IReactorTime | None = None
     prefetch: Prefetch | None = None
     _swept: float | None = None
 
-    def set_aside(self, local: Path, sha256: str) -> None:
+    def set_aside(self, local: Path, sha256: str, seen: LocalFile | None = None) -> None:
         """
         Take the file C{local}, with the content C{sha256}, that another
         client deleted, out of the folder for a while: if it was a rename
         there, the file under its new name is taken from here.
+
+        @param seen: what a look found at C{local} (its stamps those of its
+            base, or its bytes read): if the file set aside is still it, its
+            stamps there are kept, and while they stay the same it is
+            taken back without being read.
         """
         set_aside(local, self.tmp, sha256)
         self.aside.add(sha256[:32])
+        self.trusted.pop(sha256[:32], None)
+        aside = set_aside_path(self.tmp, sha256)
+        if seen is not None and seen.sha256 == sha256 and seen.is_still(aside, renamed=True):
+            try:
+                self.trusted[sha256[:32]] = stat_key(os.lstat(aside))
+            except OSError:
+                pass
         now = None if self.clock is None else self.clock.seconds()
         if now is None or self._swept is None or now - self._swept > SET_ASIDE_SECONDS / 10:
             self._swept = now
@@ -119,9 +135,12 @@ class Transfers:
             return await batched()
         return await self.jobs.alone(alone)
 
-    async def upload(self, file: LocalFile, local: Path, base: int) -> CommitResult:
+    async def upload(self, file: LocalFile, local: Path, base: int, recipe: Recipe | None = None) -> CommitResult:
         """
         Upload C{file}, found at C{local}, as the next version after C{base}.
+
+        @param recipe: its recipe, if known without cutting it (a file
+            renamed here, whose blocks the server has).
 
         @raise StaleBase: if the path is no longer at C{base}.
         @raise APIError: if the server refuses it (L{changed_while_sent}: the
@@ -149,6 +168,7 @@ class Transfers:
                 file.sha256,
                 file.executable,
                 lambda n: self.reporter.progress(file.path, n),
+                recipe,
             )
         else:
             alone = lambda: self.api.upload(  # noqa: E731
@@ -177,12 +197,23 @@ class Transfers:
         delete here set aside (a rename elsewhere), if there is one.
         """
         aside = set_aside_path(self.tmp, event.sha256)
+        trusted = self.trusted.pop(event.sha256[:32], None)
 
         def take() -> bool:
             try:
+                before = stat_key(os.lstat(aside))
                 os.replace(aside, temp)
             except FileNotFoundError:
                 return False
+            # Untouched since it was set aside (no write, which would move
+            # its ctime, before this move; none since, which would move its
+            # size or mtime): it is still the bytes it was.
+            if trusted is not None and before == trusted and trusted[0] == event.size:
+                try:
+                    if stat_key(os.lstat(temp))[:3] == trusted[:3]:
+                        return True
+                except FileNotFoundError:
+                    return False
             if hash_file(temp) == (event.sha256, event.size):
                 return True
             temp.unlink(missing_ok=True)

@@ -16,7 +16,10 @@ import pytest
 import pytest_twisted
 
 from boxsync.blocks import Block, recipe_of_bytes
+from boxsync.client import transfers
 from boxsync.client.api import BoxsyncAPI
+from boxsync.client.placing import set_aside_path
+from boxsync.client.transfers import Transfers
 from boxsync.client.errors import CorruptBlock
 from boxsync.client.prefetch import IDLE_SECONDS, Prefetch
 from boxsync.wire import Incoming
@@ -24,7 +27,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 
-from tests.helpers import Folder, RunningServer, file_sha, sha, eventually, timed
+from tests.helpers import Folder, RunningServer, count_hashing, edit_keeping_stamps, file_sha, sha, eventually, timed
 
 MiB = 2**20
 
@@ -139,6 +142,38 @@ async def test_a_rename_elsewhere_moves_the_file_back_in_place(
     assert "b down" not in moved
     assert (b.root / "new.bin").read_bytes() == data and not (b.root / "old.bin").exists()
     assert (b.root / "new.bin").stat().st_ino == inode
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_set_aside_is_taken_back_unread_only_while_its_stamps_hold(
+    folders: Any, server: RunningServer, moved: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    b takes the file it set aside for a rename back without reading it; one
+    written to while set aside (its size and mtime kept, its ctime moved) is
+    read, found changed, and fetched instead.
+    """
+    read = count_hashing(monkeypatch, transfers)
+    a, b, data = await pair(folders, "old.bin", 10 * MiB)
+    moved.clear()
+    os.rename(a.root / "old.bin", a.root / "new.bin")
+    await a.sync()
+    await b.sync()
+    assert read == [] and "b down" not in moved
+    assert (b.root / "new.bin").read_bytes() == data
+
+    real_set_aside = Transfers.set_aside
+
+    def written_meanwhile(self: Transfers, local: Path, sha256: str, seen: Any = None) -> None:
+        real_set_aside(self, local, sha256, seen)
+        edit_keeping_stamps(set_aside_path(self.tmp, sha256), bytes(len(data)))
+
+    monkeypatch.setattr(Transfers, "set_aside", written_meanwhile)
+    os.rename(a.root / "new.bin", a.root / "third.bin")
+    await a.sync()
+    await b.sync()
+    assert len(read) == 1 and sum(moved["b down"]) == len(data)
+    assert (b.root / "third.bin").read_bytes() == data
 
 
 @pytest_twisted.ensureDeferred
