@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Awaitable, Callable, Collection, Iterable, Sequence
+from typing import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 
 from attrs import define
 from twisted.internet.defer import Deferred, DeferredList
@@ -187,6 +187,7 @@ class Blockwise:
         sources: Iterable[Path],
         on_progress: Callable[[int], object],
         checked: Collection[tuple[int, str]] = (),
+        known: Mapping[Path, Recipe] | None = None,
     ) -> DownloadResult | None:
         """
         Fetch the live version of C{path} into C{temp}, taking what blocks
@@ -196,6 +197,10 @@ class Blockwise:
         @param checked: blocks in C{temp} checked as they were written there
             (offset, sha256): taken as they are, the whole file's sha256 being
             checked in the end in any case.
+        @param known: the recipes of some of C{sources}, known without
+            reading them (their stamps unchanged since they were those
+            versions): their blocks are taken without cutting them, and
+            without checking each, for the same reason.
 
         @return: what came, or C{None} if the server's version is no longer
             C{expected_sha256}.
@@ -206,7 +211,7 @@ class Blockwise:
             return None
         fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            wanted = await self.run(lambda: _fill_locally(fd, recipe, list(sources), checked))
+            wanted = await self.run(lambda: _fill_locally(fd, recipe, list(sources), checked, known))
             on_progress(recipe.size - sum(block.size for _, block in wanted))
 
             def fetch(offset: int, block: Block) -> Callable[[], Awaitable[None]]:
@@ -252,12 +257,17 @@ async def _all(work: Sequence[Callable[[], Awaitable[None]]]) -> None:
 
 
 def _fill_locally(
-    fd: int, recipe: Recipe, sources: list[Path], checked: Collection[tuple[int, str]] = ()
+    fd: int,
+    recipe: Recipe,
+    sources: list[Path],
+    checked: Collection[tuple[int, str]] = (),
+    known: Mapping[Path, Recipe] | None = None,
 ) -> list[tuple[int, Block]]:
     """
     Write into C{fd} every block of C{recipe} found locally: in C{fd} at its
     place already (without reading those C{checked} there), or in one of
-    C{sources}. Blocking.
+    C{sources} (those C{known} not cut, their blocks not checked one by
+    one). Blocking.
 
     @return: the blocks still wanted, with their offsets.
     """
@@ -279,9 +289,12 @@ def _fill_locally(
             source_fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
             continue
+        trusted = known.get(source) if known else None
         try:
-            for offset, block in recipe_of(source_fd).placed():
-                if block.sha256 in places and (data := read_block(source_fd, offset, block)) is not None:
+            for offset, block in (trusted or recipe_of(source_fd)).placed():
+                if block.sha256 in places and (
+                    data := read_block(source_fd, offset, block, check=trusted is None)
+                ) is not None:
                     for place in places.pop(block.sha256):
                         os.pwrite(fd, data, place)
         finally:

@@ -27,10 +27,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 from twisted.logger import Logger
 
 from .. import fs
+from ..blocks import Recipe, recipe_of
 from ..paths import BadPath, to_local
 from ..wire import EXECUTABLE_FEATURE, FOLDERS_FEATURE, INCOMING_FEATURE, DeletedEntry, FileEntry, FolderEntry, Manifest
 from .ignore import IgnoreRules
@@ -164,6 +165,8 @@ class LocalFile:
     @ivar moved_from: the base of the path this file was renamed from (see
         L{moved_here}), whose sha256 it is taken to have without being
         read; C{None} if it was not.
+    @ivar recipe: its blocks, if they were cut as it was hashed (see
+        C{cut_over} in L{scan}); else C{None}.
     """
 
     path: str
@@ -178,6 +181,7 @@ class LocalFile:
     racy: bool = field(default=False, eq=False)
     executable: bool = False
     moved_from: Base | None = field(default=None, eq=False)
+    recipe: Recipe | None = field(default=None, eq=False, repr=False)
 
     def to_entry(self) -> FileEntry:
         """
@@ -325,6 +329,11 @@ def _hash_stable(local: str | Path) -> tuple[str, os.stat_result]:
     return _stable(local, fs.hash_file)
 
 
+def _cut(local: str | Path) -> tuple[Recipe, int]:
+    recipe = recipe_of(local)
+    return recipe, recipe.size
+
+
 def _read_whole(local: str | Path) -> tuple[bytes, int]:
     with open(local, "rb") as f:
         data = f.read()
@@ -338,6 +347,7 @@ def _examine(
     base: Base | None,
     max_read: int | None = None,
     unhashed_over: int | None = None,
+    cut_over: int | None = None,
 ) -> tuple[LocalFile, bool]:
     """
     Compare a file with its base, reading it only if its stat changed.
@@ -346,12 +356,16 @@ def _examine(
     @param unhashed_over: a file with no base larger than this, last
         written over L{SETTLED_NS} ago, is not read (C{None}: every file
         is): it is new, whatever its bytes.
+    @param cut_over: a file larger than this that must be read is cut into
+        its blocks as it is hashed, in the same read (L{LocalFile.recipe}),
+        so an upload of it need not read it all again (C{None}: none is).
     @return: the file, and whether it was read and found identical to its
         base (whose stat should then be refreshed).
     @raise ReadElsewhere: if it must be read and is larger than C{max_read}.
     """
     seq = base.seq if base is not None else 0
     data = None
+    recipe = None
     sha256: str | None
     racy = False
     key = stat_key(st)
@@ -366,7 +380,10 @@ def _examine(
         sha256, changed, refreshed = None, True, False
         racy = is_racy(st, time.time_ns())
     else:
-        if max_read is None:
+        if max_read is None and cut_over is not None and st.st_size > cut_over:
+            recipe, st = _stable(local, _cut)
+            sha256 = recipe.sha256
+        elif max_read is None:
             sha256, st = _hash_stable(local)
         elif st.st_size > max_read:
             raise ReadElsewhere(path)
@@ -380,7 +397,9 @@ def _examine(
         refreshed = not changed and not racy
         key = stat_key(st)
     size, mtime_ns, inode, ctime_ns, executable = key
-    found = LocalFile(path, sha256, size, mtime_ns, inode, ctime_ns, seq, changed, data, racy, executable)
+    found = LocalFile(
+        path, sha256, size, mtime_ns, inode, ctime_ns, seq, changed, data, racy, executable, recipe=recipe
+    )
     return found, refreshed
 
 
@@ -441,6 +460,22 @@ def _moved(path: str, st: os.stat_result, base: Base) -> LocalFile:
     )
 
 
+def _same_content(files: dict[str, LocalFile], gone: list[Base]) -> None:
+    """
+    Mark each new file of C{files} that was read and found to have the
+    content of one of the bases of paths C{gone} as moved from there (a
+    rename not known by its stamps, or a copy and a delete): its upload
+    then follows the old path's delete, and takes the kept version.
+    """
+    by_content = {base.sha256: base for base in gone if not base.folder and base.size}
+    if not by_content:
+        return
+    for path, file in files.items():
+        base = by_content.get(file.sha256 or "") if file.base == 0 and file.moved_from is None else None
+        if base is not None and base.size == file.size:
+            files[path] = evolve(file, moved_from=base)
+
+
 def _below_any(path: str, directories: set[str]) -> bool:
     """
     Whether C{path} is one of C{directories} or lies below one of them.
@@ -452,7 +487,11 @@ def _below_any(path: str, directories: set[str]) -> bool:
 
 
 def scan(
-    root: Path, state: Mapping[str, Base], ignore: IgnoreRules, unhashed_over: int | None = None
+    root: Path,
+    state: Mapping[str, Base],
+    ignore: IgnoreRules,
+    unhashed_over: int | None = None,
+    cut_over: int | None = None,
 ) -> ScanResult:
     """
     Find every synced file below C{root} and compare it with its base, and
@@ -467,6 +506,8 @@ def scan(
     @param unhashed_over: new files (with no base) larger than this, and
         not written to for L{SETTLED_NS}, are listed unhashed (C{None}: all
         are hashed); see L{LocalFile.sha256}.
+    @param cut_over: files larger than this that are read are cut as they
+        are hashed (see L{LocalFile.recipe}).
     @raise OSError: if C{root} cannot be listed.
     """
     files: dict[str, LocalFile] = {}
@@ -490,7 +531,7 @@ def scan(
             if gone is not None:
                 files[path] = _moved(path, st, gone)
                 continue
-            found, same = _examine(entry.path, path, st, base, None, unhashed_over)
+            found, same = _examine(entry.path, path, st, base, None, unhashed_over, cut_over)
         except FileNotFoundError:
             continue
         except (OSError, FileChanging) as e:
@@ -518,6 +559,7 @@ def scan(
         and not ignore.ignored(path, base.folder)
         and not (blind and _below_any(path, blind))
     ]
+    _same_content(files, [state[entry.path] for entry in deleted])
     log.debug(
         "Scanned {root}: {files} files, {folders} folders of their own, {deleted} deleted, {skipped} skipped",
         root=str(root),

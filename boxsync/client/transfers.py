@@ -75,6 +75,8 @@ class Transfers:
         (C{None}: whole).
     @ivar sources: the local files that may hold blocks of a download:
         the file it replaces first, then files known to have its content.
+    @ivar recipes: the recipes of some of those files, known without
+        reading them (by their paths).
     @ivar prefetch: the blocks of large files still being sent, fetched
         ahead of their commits.
     @ivar aside: the sha256s (their first 32 digits) of the files set aside
@@ -92,6 +94,7 @@ class Transfers:
     partial: set[str] = field(factory=set)
     blockwise: Blockwise | None = None
     sources: Callable[[Download], list[Path]] = lambda event: []
+    recipes: Callable[[Download], Awaitable[dict[Path, Recipe]]] | None = None
     aside: set[str] = field(factory=set)
     trusted: dict[str, StatKey] = field(factory=dict)
     clock: IReactorTime | None = None
@@ -168,7 +171,7 @@ class Transfers:
                 file.sha256,
                 file.executable,
                 lambda n: self.reporter.progress(file.path, n),
-                recipe,
+                recipe or file.recipe,
             )
         else:
             alone = lambda: self.api.upload(  # noqa: E731
@@ -243,8 +246,9 @@ class Transfers:
             return temp, DownloadResult(sha256=event.sha256, size=event.size, seq=event.seq)
         if blockwise is not None and event.size > SMALL_FILE:
             checked = await self.prefetch.take(path, temp) if self.prefetch is not None else frozenset()
+            known = await self.recipes(event) if self.recipes is not None else {}
             alone = lambda: blockwise.download(  # noqa: E731
-                path, temp, event.sha256, self.sources(event), on_progress, checked
+                path, temp, event.sha256, self.sources(event), on_progress, checked, known
             )
         else:
             alone = lambda: self.api.download(path, temp, event.sha256, on_progress=on_progress)  # noqa: E731

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import pytest
 import pytest_twisted
 
 from boxsync.blocks import Block, recipe_of_bytes
-from boxsync.client import transfers
+from boxsync import fs
+from boxsync.client import blockwise, scanner, transfers
 from boxsync.client.api import BoxsyncAPI
 from boxsync.client.placing import set_aside_path
 from boxsync.client.transfers import Transfers
@@ -30,6 +31,8 @@ from twisted.internet.threads import deferToThread
 from tests.helpers import Folder, RunningServer, count_hashing, edit_keeping_stamps, file_sha, sha, eventually, timed
 
 MiB = 2**20
+
+_T = TypeVar("_T")
 
 
 @pytest.fixture
@@ -71,9 +74,21 @@ def blocks_in(data: bytes) -> int:
     return len(recipe_of_bytes(data).blocks)
 
 
+def counted(calls: list[object], real: Callable[..., _T]) -> Callable[..., _T]:
+    """
+    C{real}, each of its calls recorded in C{calls}.
+    """
+
+    def counting(*args: Any, **kwargs: Any) -> _T:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    return counting
+
+
 @pytest_twisted.ensureDeferred
 async def test_an_edit_in_the_middle_moves_a_block_or_two(
-    folders: Any, server: RunningServer, moved: dict[str, list[int]]
+    folders: Any, server: RunningServer, moved: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, b = folders("a"), folders("b")
     data = os.urandom(12 * MiB)
@@ -87,8 +102,16 @@ async def test_an_edit_in_the_middle_moves_a_block_or_two(
     moved.clear()
     edited = data[: 6 * MiB] + b"a few new bytes" + data[6 * MiB + 5 :]
     (a.root / "big.bin").write_bytes(edited)
+    # Each side reads the file once: a cuts it as its scan hashes it, and b
+    # takes its old copy's blocks from where the server's recipe of that
+    # version puts them (its stamps unchanged), without cutting it.
+    cut: list[object] = []
+    for module, name in ((scanner, "recipe_of"), (fs, "hash_file"), (blockwise, "recipe_of"), (blockwise, "Cutter")):
+        monkeypatch.setattr(module, name, counted(cut, getattr(module, name)))
     await a.sync()
+    assert len(cut) == 1
     await b.sync()
+    assert len(cut) == 1
     assert (b.root / "big.bin").read_bytes() == edited
     assert file_sha(server.box / "big.bin") == sha(edited)
     assert 1 <= len(moved["a up"]) <= 2 and sum(moved["a up"]) < 9 * MiB

@@ -23,6 +23,7 @@ from boxsync.client.scanner import (
     scan,
     scan_one,
 )
+from boxsync.blocks import recipe_of
 from boxsync.fs import CHUNK_SIZE, hash_file
 from boxsync.client.state import UNKNOWN_CTIME, Base, folder_base
 from boxsync.wire import DeletedEntry, FolderEntry
@@ -285,7 +286,8 @@ def test_a_rename_is_known_by_its_stamps(tmp_path: Path, hashed: list[Path]) -> 
     base's sha256 and says where it came from (the old path is reported
     deleted all the same). A hard link (the old path still there), a
     renamed file whose mtime or size changed, or one renamed from a base
-    with an unknown ctime is read.
+    with an unknown ctime is read (and, found to have a vanished path's
+    content, said to come from there too).
     """
     for name in ("a", "b", "c", "d"):
         write(tmp_path, f"{name}.bin", name.encode() * 4096)
@@ -306,10 +308,28 @@ def test_a_rename_is_known_by_its_stamps(tmp_path: Path, hashed: list[Path]) -> 
         state["a.bin"].sha256, 0, True, state["a.bin"]
     )
     assert sorted(path.name for path in hashed) == ["b.bin", "later.bin", "linked.bin", "unknown.bin"]
-    for path in ("linked.bin", "later.bin", "unknown.bin"):
-        assert result.files[path].moved_from is None
+    assert result.files["linked.bin"].moved_from is None
+    assert result.files["later.bin"].moved_from == state["c.bin"]
+    assert result.files["unknown.bin"].moved_from == state["d.bin"]
     assert {entry.path for entry in result.deleted} == {"a.bin", "c.bin", "d.bin"}
     assert moved.as_base(9) == evolve(state["a.bin"], path="x/a.bin", seq=9, ctime_ns=moved.ctime_ns)
+
+
+@pytest.mark.usefixtures("stamps_trusted")
+def test_large_files_read_are_cut_as_they_are_hashed(tmp_path: Path) -> None:
+    """
+    With C{cut_over}, a file over it that must be read is cut into its
+    blocks in the same read (its recipe kept for its upload); one under it,
+    or one whose stamps are its base's, is not.
+    """
+    big = write(tmp_path, "big.bin", os.urandom(6 * 2**20))
+    write(tmp_path, "small.txt", b"small")
+    result = scan(tmp_path, {}, NO_RULES, cut_over=1024)
+    cut = result.files["big.bin"]
+    assert cut.recipe == recipe_of(big) and cut.sha256 == cut.recipe.sha256 and len(cut.recipe.blocks) > 1
+    assert result.files["small.txt"].recipe is None
+    assert scan(tmp_path, {}, NO_RULES).files["big.bin"].recipe is None
+    assert scan(tmp_path, synced(result), NO_RULES, cut_over=1024).files["big.bin"].recipe is None
 
 
 def test_deleted(tmp_path: Path) -> None:
