@@ -125,6 +125,10 @@ class Transfers:
         if now is None or self._swept is None or now - self._swept > SET_ASIDE_SECONDS / 10:
             self._swept = now
             remove_set_aside(self.tmp)
+            # Those gone (taken back, or removed) are trusted no more.
+            self.trusted = {
+                prefix: stamps for prefix, stamps in self.trusted.items() if set_aside_path(self.tmp, prefix).exists()
+            }
 
     async def _move(
         self, size: int, batched: Callable[[], Awaitable[_T]], alone: Callable[[], Awaitable[_T]]
@@ -197,9 +201,15 @@ class Transfers:
     async def _take_aside(self, blockwise: Blockwise, event: Download, temp: Path) -> bool:
         """
         Take as the download of C{event} the file with its content that a
-        delete here set aside (a rename elsewhere), if there is one.
+        delete here set aside (a rename elsewhere), if there is one: a large
+        one in any case (read if its stamps changed since), a small one
+        only if its stamps did not change (on this thread: nothing is read;
+        else the batch copies it, as it copies any local file).
         """
         aside = set_aside_path(self.tmp, event.sha256)
+        small = event.size <= SMALL_FILE
+        if small and event.sha256[:32] not in self.trusted:
+            return False
         trusted = self.trusted.pop(event.sha256[:32], None)
 
         def take() -> bool:
@@ -222,6 +232,8 @@ class Transfers:
             temp.unlink(missing_ok=True)
             return False
 
+        if small:
+            return take()
         taken: bool = await blockwise.run(take)
         return taken
 
@@ -241,7 +253,7 @@ class Transfers:
         self.reporter.started("download", path, event.size)
         blockwise = self.blockwise
         on_progress = lambda n: self.reporter.progress(path, n)  # noqa: E731
-        if blockwise is not None and event.size > SMALL_FILE and await self._take_aside(blockwise, event, temp):
+        if blockwise is not None and await self._take_aside(blockwise, event, temp):
             self.reporter.finished(path, "moved back in place")
             return temp, DownloadResult(sha256=event.sha256, size=event.size, seq=event.seq)
         if blockwise is not None and event.size > SMALL_FILE:

@@ -23,7 +23,8 @@ from boxsync.client.placing import set_aside_path
 from boxsync.client.transfers import Transfers
 from boxsync.client.errors import CorruptBlock
 from boxsync.client.prefetch import IDLE_SECONDS, Prefetch
-from boxsync.wire import Incoming
+from boxsync.client.blockwise import Blockwise
+from boxsync.wire import Download, Incoming
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
@@ -197,6 +198,45 @@ async def test_a_file_set_aside_is_taken_back_unread_only_while_its_stamps_hold(
     await b.sync()
     assert len(read) == 1 and sum(moved["b down"]) == len(data)
     assert (b.root / "third.bin").read_bytes() == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_small_file_set_aside_is_taken_back_in_place_while_its_stamps_hold(
+    folders: Any, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A small file set aside for a rename is taken back as it is (the same
+    inode, not read), unless it was written to while set aside: then the
+    batch brings the server's bytes instead.
+    """
+    a, b = folders("a"), folders("b")
+    data = os.urandom(4096)
+    (a.root / "new.txt").write_bytes(data)
+    await a.sync()
+    engine = b.engine(once=True)
+    engine._transfers.blockwise = Blockwise(engine.api, engine._thread)
+    event = Download("new.txt", sha(data), len(data), 1_700_000_000 * 10**9, 1, False)
+    read = count_hashing(monkeypatch, transfers)
+
+    async def set_aside_and_take(spoil: bool) -> tuple[Path, int]:
+        (b.root / "old.txt").write_bytes(data)
+        seen = scanner.scan_one(b.root, "old.txt", None)
+        assert seen is not None
+        engine._transfers.set_aside(b.root / "old.txt", seen.sha256 or "", seen)
+        aside = set_aside_path(engine._transfers.tmp, seen.sha256 or "")
+        inode = aside.stat().st_ino
+        if spoil:
+            edit_keeping_stamps(aside, bytes(len(data)))
+        taken = await engine._transfers.download(event)
+        assert taken is not None and taken[0].read_bytes() == data
+        return taken[0], inode
+
+    temp, inode = await set_aside_and_take(spoil=False)
+    assert temp.stat().st_ino == inode and read == []
+    temp.unlink()
+    # Read (and found not to be the version), so the server's bytes came.
+    await set_aside_and_take(spoil=True)
+    assert len(read) == 1
 
 
 @pytest_twisted.ensureDeferred
