@@ -162,6 +162,7 @@ class Transfers:
                 BatchFile(file.path, file.size, file.sha256, file.mtime_ns, base, file.executable),
                 local,
                 file.data,
+                known=file.moved_from is not None,
             )
 
         blockwise = self.blockwise
