@@ -31,7 +31,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from ..blocks import Block, Cutter, Recipe, read_block, recipe_of
 from ..fs import CHUNK_SIZE
 from ..wire import Incoming
-from ..wire.blocks import BlockCommit
+from ..wire.blocks import MAX_BLOCKS, BlockCommit
 from .api import BoxsyncAPI
 from .errors import BadRequest, DigestMismatch, MissingBlocks
 from .results import CommitResult, DownloadResult
@@ -107,15 +107,24 @@ class Blockwise:
         """
         fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
         try:
+            placed: dict[str, tuple[int, Block]]
             if known is not None and (known.size, known.sha256) == (size, expected_sha256):
                 recipe = known
-                on_progress(size)
+                placed = _placed(recipe)
+                # What the server lacks goes first: a commit it cannot make
+                # costs it a read of every block it has.
+                unique = list(placed)
+                for start in range(0, len(unique), MAX_BLOCKS):
+                    asked = unique[start : start + MAX_BLOCKS]
+                    missing = await self.api.missing_blocks(asked)
+                    on_progress(sum(placed[sha256][1].size for sha256 in asked if sha256 not in missing))
+                    await self._send(fd, [placed[sha256] for sha256 in asked if sha256 in missing], on_progress)
             else:
                 recipe = await self._cut_and_send(path, fd, size, on_progress)
+                placed = _placed(recipe)
             if recipe.size != size or (expected_sha256 is not None and recipe.sha256 != expected_sha256):
                 raise ChangedWhileSent(path)
             commit = BlockCommit(path, base, mtime_ns, recipe, executable)
-            placed = {block.sha256: (offset, block) for offset, block in recipe.placed()}
             for _ in range(_ROUNDS):
                 try:
                     return await self.api.commit_blocks(commit)
@@ -230,6 +239,13 @@ class Blockwise:
             temp.unlink(missing_ok=True)
             raise DigestMismatch(path, recipe.sha256, actual)
         return DownloadResult(sha256=actual, size=recipe.size, seq=seq)
+
+
+def _placed(recipe: Recipe) -> dict[str, tuple[int, Block]]:
+    """
+    Each distinct block of C{recipe}, by its sha256, with an offset of it.
+    """
+    return {block.sha256: (offset, block) for offset, block in recipe.placed()}
 
 
 async def _all(work: Sequence[Callable[[], Awaitable[None]]]) -> None:
