@@ -21,7 +21,7 @@ from boxsync.client import blockwise, scanner, transfers
 from boxsync.client.api import BoxsyncAPI
 from boxsync.client.placing import set_aside_path
 from boxsync.client.transfers import Transfers
-from boxsync.client.errors import CorruptBlock
+from boxsync.client.errors import CorruptBlock, NotFound
 from boxsync.client.prefetch import IDLE_SECONDS, Prefetch
 from boxsync.client.blockwise import Blockwise
 from boxsync.server.blockstore import LocalBlockStore
@@ -121,6 +121,34 @@ async def test_an_edit_in_the_middle_moves_a_block_or_two(
     assert file_sha(server.box / "big.bin") == sha(edited)
     assert 1 <= len(moved["a up"]) <= 2 and sum(moved["a up"]) < 9 * MiB
     assert 1 <= len(moved["b down"]) <= 2 and sum(moved["b down"]) < 9 * MiB
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_the_recipe_of_its_version_b_cuts_its_old_copy(
+    folders: Any, server: RunningServer, moved: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    When the server has no recipe of the version b has (a kept version
+    dropped), b finds the blocks of its old copy by cutting it, as before.
+    """
+    a, b, data = await pair(folders, "big.bin", 8 * MiB)
+    real = BoxsyncAPI.recipe
+
+    async def no_kept_recipes(self: BoxsyncAPI, path: str, seq: int | None = None) -> Any:
+        if seq is not None:
+            raise NotFound(404, "no recipe")
+        return await real(self, path)
+
+    monkeypatch.setattr(BoxsyncAPI, "recipe", no_kept_recipes)
+    cut: list[object] = []
+    monkeypatch.setattr(blockwise, "recipe_of", counted(cut, blockwise.recipe_of))
+    edited = data[: 4 * MiB] + b"edited" + data[4 * MiB + 6 :]
+    (a.root / "big.bin").write_bytes(edited)
+    await a.sync()
+    moved.clear()
+    await b.sync()
+    assert (b.root / "big.bin").read_bytes() == edited
+    assert len(cut) == 1 and sum(moved["b down"]) < 9 * MiB
 
 
 @pytest_twisted.ensureDeferred
