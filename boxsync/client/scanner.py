@@ -515,7 +515,8 @@ def scan(
     refreshed: list[Base] = []
     empty: set[str] = set()
     directories: list[str] = []
-    identities = _identities(state)
+    # Made at the first new file: an unchanged folder has none.
+    identities: dict[_Identity, Base | None] | None = None
     for path, entry in walk(root, ignore, skipped=skipped, empty=empty):
         if entry.is_dir(follow_symlinks=False):
             directories.append(path)
@@ -527,7 +528,10 @@ def scan(
             continue
         try:
             st = entry.stat(follow_symlinks=False)
-            gone = moved_here(root, path, st, identities) if base is None else None
+            gone = None
+            if base is None:
+                identities = _identities(state) if identities is None else identities
+                gone = moved_here(root, path, st, identities)
             if gone is not None:
                 files[path] = _moved(path, st, gone)
                 continue
