@@ -88,7 +88,8 @@ class Actions:
             self.state.put(Base(path, action.sha256, -1, -1, -1, action.seq, UNKNOWN_CTIME, action.executable))
             self.changed(path)
         elif isinstance(action, reconcile.Remove):
-            await self.remove(path, action.base)
+            # Perhaps made already by the upload of the file renamed from it.
+            await self.remove_gone(path, action.base)
         elif isinstance(action, reconcile.Forget):
             self.state.forget(path)
         elif isinstance(action, reconcile.Revive):

@@ -25,7 +25,7 @@ import time
 import unicodedata
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Callable, Iterable, Mapping, TypeVar
 
 from attrs import evolve, field, frozen
 from twisted.logger import Logger
@@ -54,6 +54,7 @@ __all__ = [
     "is_racy",
     "look_here",
     "moved_here",
+    "renamed",
     "scan",
     "scan_one",
     "stat_key",
@@ -408,13 +409,13 @@ def _examine(
 _Identity = tuple[int, int, int, bool]
 
 
-def _identities(state: Mapping[str, Base]) -> dict[_Identity, Base | None]:
+def _identities(bases: Iterable[Base]) -> dict[_Identity, Base | None]:
     """
     The bases a renamed file can be recognised by (see L{moved_here}), by
     the identity their file had (C{None}: several had it).
     """
     found: dict[_Identity, Base | None] = {}
-    for base in state.values():
+    for base in bases:
         if base.folder or base.ctime_ns == UNKNOWN_CTIME or not base.size:
             continue
         key = (base.size, base.mtime_ns, base.inode, base.executable)
@@ -447,6 +448,16 @@ def moved_here(root: Path, path: str, st: os.stat_result, bases: Mapping[_Identi
         return None
     # Still there (a hard link, or it came back): not a rename.
     return None
+
+
+def renamed(root: Path, path: str, st: os.stat_result, bases: Iterable[Base]) -> LocalFile | None:
+    """
+    The file at C{path} (whose stat is C{st}, and which has no base of its
+    own), if it is one of C{bases}' renamed (see L{moved_here}); else
+    C{None}.
+    """
+    gone = moved_here(root, path, st, _identities(bases))
+    return None if gone is None else _moved(path, st, gone)
 
 
 def _moved(path: str, st: os.stat_result, base: Base) -> LocalFile:
@@ -530,7 +541,7 @@ def scan(
             st = entry.stat(follow_symlinks=False)
             gone = None
             if base is None:
-                identities = _identities(state) if identities is None else identities
+                identities = _identities(state.values()) if identities is None else identities
                 gone = moved_here(root, path, st, identities)
             if gone is not None:
                 files[path] = _moved(path, st, gone)

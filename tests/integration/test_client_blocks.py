@@ -272,6 +272,38 @@ async def test_a_small_file_set_aside_is_taken_back_in_place_while_its_stamps_ho
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_look_knows_a_rename_by_its_stamps(
+    folders: Any, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A look at a new path (a job the folder watcher started) knows a file
+    renamed from a path in sync by its stamps, without reading it; a hard
+    link, or a renamed file whose mtime changed, is read.
+    """
+    monkeypatch.setattr(scanner, "RACY_NS", 0)
+    a = folders("a")
+    for name in ("old.bin", "kept.bin", "touched.bin"):
+        (a.root / name).write_bytes(os.urandom(MiB))
+    await a.sync()
+    bases = {name: a.state.get(name) for name in ("old.bin", "kept.bin", "touched.bin")}
+    os.rename(a.root / "old.bin", a.root / "new.bin")
+    os.link(a.root / "kept.bin", a.root / "linked.bin")
+    os.rename(a.root / "touched.bin", a.root / "later.bin")
+    os.utime(a.root / "later.bin", ns=(1, 1))
+    read = count_hashing(monkeypatch, fs)
+    looks = a.engine(once=True)._looks
+    new = await looks.look("new.bin")
+    assert new is not None and read == []
+    assert (new.sha256, new.base, new.changed, new.moved_from) == (
+        bases["old.bin"].sha256, 0, True, bases["old.bin"]  # type: ignore[union-attr]
+    )
+    for name in ("linked.bin", "later.bin"):
+        found = await looks.look(name)
+        assert found is not None and found.moved_from is None
+    assert sorted(path.name for path in read) == ["later.bin", "linked.bin"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_copy_is_taken_from_the_local_file(
     folders: Any, server: RunningServer, moved: dict[str, list[int]]
 ) -> None:

@@ -17,6 +17,7 @@ from typing import Iterator
 import pytest
 
 from boxsync.blocks import recipe_of_bytes
+from boxsync.client.status import read_status
 from boxsync.testing import Client, Server, tree, wait_until
 from tests.faults import Proxy, converged, sha
 from tests.faults import server  # noqa: F401 (the fixture)
@@ -151,6 +152,38 @@ def test_a_renamed_file_is_not_read_again_unless_its_stamps_changed(
     b.once()
     assert converged(a.folder, b.folder, server.box)
     assert (b.folder / "again.bin").stat().st_mtime_ns == later
+
+
+def read_by(client: Client) -> int:
+    """
+    How many bytes the running C{client} has read, by the kernel's count.
+    """
+    assert client.process is not None and client.process.popen is not None
+    with open(f"/proc/{client.process.popen.pid}/io") as io:
+        return int(dict(line.split(": ") for line in io.read().splitlines())["rchar"])
+
+
+def test_a_live_client_sends_a_rename_without_reading_the_file(
+    server: Server, pair: tuple[Client, Proxy, Client, Proxy]
+) -> None:
+    """
+    A running client told of a rename by the folder watcher knows it by
+    the file's stamps too: the file is not read again.
+    """
+    a, up, b, down = pair
+    a.folder.mkdir(parents=True)
+    (a.folder / "video.bin").write_bytes(os.urandom(32 * MiB))
+    sync_both(a, b)
+    a.rescan = None  # only the watcher tells it
+    a.start()
+    wait_until(lambda: bool((read_status(a.folder) or {}).get("in_sync")), timeout=30, what="a in sync")
+    before = read_by(a)
+    os.rename(a.folder / "video.bin", a.folder / "renamed.bin")
+    wait_until(lambda: (server.box / "renamed.bin").exists() and not (server.box / "video.bin").exists(),
+               timeout=30, what="the rename on the server")
+    assert read_by(a) - before < 16 * MiB
+    b.once()
+    assert converged(a.folder, b.folder, server.box)
 
 
 def test_a_folder_of_small_files_renamed_or_copied_moves_almost_nothing(
