@@ -280,6 +280,22 @@ class Folder:
         await self.pool.closeCachedConnections()
 
 
+def count_hashing(monkeypatch: Any, module: Any) -> list[Path]:
+    """
+    Record every file C{module}'s C{hash_file} hashes (C{monkeypatch} is
+    pytest's), from now on.
+    """
+    calls: list[Path] = []
+    real = module.hash_file
+
+    def counting(path: Path) -> tuple[str, int]:
+        calls.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(module, "hash_file", counting)
+    return calls
+
+
 def edit_keeping_stamps(target: Path, data: bytes) -> None:
     """
     Rewrite C{target} in place with C{data} (of its own length) and set

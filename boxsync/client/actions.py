@@ -14,10 +14,12 @@ import stat
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from attrs import define
+from attrs import define, field
+from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ..blocks import Recipe
 from ..fs import make_folder, prune
 from ..paths import BadPath, from_local, to_local
 from ..wire import Download
@@ -30,7 +32,7 @@ from .results import DownloadResult
 from .scanner import FileChanging, LocalFile
 from .state import UNKNOWN_CTIME, Base, LocalState, folder_base
 from .blockwise import ChangedWhileSent
-from .transfers import Transfers, changed_while_sent
+from .transfers import SMALL_FILE, Transfers, changed_while_sent
 
 __all__ = ["Actions"]
 
@@ -59,6 +61,8 @@ class Actions:
     resync: Callable[[str | None], None]
     committed: Callable[[int], None] = lambda seq: None
     log = Logger()
+    # The paths whose delete L{remove_gone} is making.
+    _removing: dict[str, DeferredLock] = field(factory=dict)
 
     def _local(self, path: str) -> Path:
         return to_local(self.root, path)
@@ -84,7 +88,8 @@ class Actions:
             self.state.put(Base(path, action.sha256, -1, -1, -1, action.seq, UNKNOWN_CTIME, action.executable))
             self.changed(path)
         elif isinstance(action, reconcile.Remove):
-            await self.remove(path, action.base)
+            # Perhaps made already by the upload of the file renamed from it.
+            await self.remove_gone(path, action.base)
         elif isinstance(action, reconcile.Forget):
             self.state.forget(path)
         elif isinstance(action, reconcile.Revive):
@@ -95,7 +100,7 @@ class Actions:
             local = self._local(path)
             base = self.state.get(path)
             if base is not None and base.size:
-                self.transfers.set_aside(local, base.sha256)
+                self.transfers.set_aside(local, base.sha256, file)
             else:
                 local.unlink()
             self._prune(local.parent)
@@ -194,9 +199,46 @@ class Actions:
         self.state.forget(path)
         self.reporter.message(f"deleted the folder {path} on the server")
 
+    async def remove_gone(self, path: str, base: int) -> None:
+        """
+        Delete C{path}, at C{base}, on the server, if this client still has
+        that base and there is no file at C{path} here; a second call for
+        the same path waits for the first and finds it done (the delete of
+        a renamed file's old path is made by the upload of its new path
+        first, and by its own job too).
+        """
+        lock = self._removing.setdefault(path, DeferredLock())
+        try:
+            async with lock:
+                known = self.state.get(path)
+                if known is not None and known.seq == base and await self.look(path) is None:
+                    await self.remove(path, base)
+        finally:
+            if not lock.locked and not lock.waiting:
+                self._removing.pop(path, None)
+
+    async def _moved_recipe(self, file: LocalFile) -> Recipe | None:
+        """
+        The recipe of C{file}, renamed from a path this client had in sync
+        (L{LocalFile.moved_from}), as the server has it for that version,
+        once the old path's delete is committed (so the server takes the
+        new file from the kept version, with nothing to copy); C{None} if
+        the server has no recipe for it, or it is not what C{file} has.
+        """
+        gone = file.moved_from
+        if gone is None or self.transfers.blockwise is None or file.size <= SMALL_FILE:
+            return None
+        await self.remove_gone(gone.path, gone.seq)
+        try:
+            _, recipe = await self.api.recipe(gone.path, gone.seq)
+        except NotFound:
+            return None
+        return recipe if (recipe.sha256, recipe.size) == (file.sha256, file.size) else None
+
     async def upload(self, file: LocalFile, base: int) -> None:
         try:
-            result = await self.transfers.upload(file, self._local(file.path), base)
+            recipe = await self._moved_recipe(file)
+            result = await self.transfers.upload(file, self._local(file.path), base, recipe)
         except StaleBase:
             await self._resolve_stale(file.path)
             return

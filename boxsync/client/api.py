@@ -489,13 +489,15 @@ class BoxsyncAPI:
             raise CorruptBlock(block.sha256)
         return data
 
-    async def recipe(self, path: str) -> tuple[int, Recipe]:
+    async def recipe(self, path: str, seq: int | None = None) -> tuple[int, Recipe]:
         """
-        The seq and the recipe of the live version of C{path}.
+        The seq and the recipe of the live version of C{path} (or of its
+        version C{seq}, live or kept).
 
         @raise NotFound: if there is none.
         """
-        response = await self._transport.request("GET", "/blocks/of" + _file_path(path)[len("/files"):], self._headers())
+        url = "/blocks/of" + _file_path(path)[len("/files"):] + ("" if seq is None else f"?seq={seq}")
+        response = await self._transport.request("GET", url, self._headers())
         await self._transport.check(response, 200)
         answer = await self._transport.json_answer(response, MAX_JSON + 128 * 16384)
         seq = answer.get("seq") if isinstance(answer, dict) else None

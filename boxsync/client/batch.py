@@ -22,7 +22,7 @@ import os
 import stat
 from collections import deque
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Container, Generic, Sequence, TypeVar
 
 from attrs import define, evolve, field, frozen
 from twisted.internet.defer import CancelledError, Deferred
@@ -53,6 +53,8 @@ class _Upload:
     local: Path
     # The bytes to send, if the engine has them already.
     data: bytes | None = None
+    # Whether the server is known to have the content (a renamed file).
+    known: bool = False
 
 
 @frozen
@@ -185,13 +187,19 @@ class Batcher:
     async def _delete_alone(self, item: tuple[str, int]) -> CommitResult:
         return await self.api.delete(*item)
 
-    def upload(self, file: BatchFile, local: Path, data: bytes | None = None) -> Deferred[CommitResult]:
+    def upload(
+        self, file: BatchFile, local: Path, data: bytes | None = None, known: bool = False
+    ) -> Deferred[CommitResult]:
         """
         Commit C{data} (if given, else the first C{file.size} bytes of
         C{local}) as C{file} says, in the next batch; the same outcomes as
         L{BoxsyncAPI.upload}.
+
+        @param known: the server is known to have the content (a file
+            renamed here): it is sent as stored without asking first (with
+            its bytes after all if the server no longer has it).
         """
-        return self._uploads.add(_Upload(file, local, data))
+        return self._uploads.add(_Upload(file, local, data, known))
 
     def download(
         self,
@@ -252,11 +260,13 @@ class Batcher:
         C{items}, those whose content the server has already marked as
         stored (sent without their bytes).
         """
-        hashes = list(dict.fromkeys(item.file.sha256 for item in items if item.file.size))
-        try:
-            missing = await self.api.missing_blocks(hashes)
-        except APIError:
-            return items
+        hashes = list(dict.fromkeys(item.file.sha256 for item in items if item.file.size and not item.known))
+        missing: Container[str] = ()
+        if hashes:
+            try:
+                missing = await self.api.missing_blocks(hashes)
+            except APIError:
+                missing = hashes
         return [
             evolve(item, file=evolve(item.file, size=0, stored=True), data=b"")
             if item.file.size and item.file.sha256 not in missing

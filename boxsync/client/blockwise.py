@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Awaitable, Callable, Collection, Iterable, Sequence
+from typing import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 
 from attrs import define
 from twisted.internet.defer import Deferred, DeferredList
@@ -31,7 +31,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from ..blocks import Block, Cutter, Recipe, read_block, recipe_of
 from ..fs import CHUNK_SIZE
 from ..wire import Incoming
-from ..wire.blocks import BlockCommit
+from ..wire.blocks import MAX_BLOCKS, BlockCommit
 from .api import BoxsyncAPI
 from .errors import BadRequest, DigestMismatch, MissingBlocks
 from .results import CommitResult, DownloadResult
@@ -85,6 +85,7 @@ class Blockwise:
         expected_sha256: str | None,
         executable: bool,
         on_progress: Callable[[int], object],
+        known: Recipe | None = None,
     ) -> CommitResult:
         """
         Commit the first C{size} bytes of C{local} as C{path}, sending only
@@ -98,16 +99,32 @@ class Blockwise:
 
         @param expected_sha256: what the file's sha256 was when it was
             looked at, if known.
+        @param known: the file's recipe, if it is known without reading it
+            (a renamed file whose stamps did not change): nothing is cut,
+            and only the blocks the server names as missing are read.
         @raise ChangedWhileSent: if the file is no longer what it was.
         @raise StaleBase: if the path is no longer at C{base}.
         """
         fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            recipe = await self._cut_and_send(path, fd, size, on_progress)
+            placed: dict[str, tuple[int, Block]]
+            if known is not None and (known.size, known.sha256) == (size, expected_sha256):
+                recipe = known
+                placed = _placed(recipe)
+                # What the server lacks goes first: a commit it cannot make
+                # costs it a read of every block it has.
+                unique = list(placed)
+                for start in range(0, len(unique), MAX_BLOCKS):
+                    asked = unique[start : start + MAX_BLOCKS]
+                    missing = await self.api.missing_blocks(asked)
+                    on_progress(sum(placed[sha256][1].size for sha256 in asked if sha256 not in missing))
+                    await self._send(fd, [placed[sha256] for sha256 in asked if sha256 in missing], on_progress)
+            else:
+                recipe = await self._cut_and_send(path, fd, size, on_progress)
+                placed = _placed(recipe)
             if recipe.size != size or (expected_sha256 is not None and recipe.sha256 != expected_sha256):
                 raise ChangedWhileSent(path)
             commit = BlockCommit(path, base, mtime_ns, recipe, executable)
-            placed = {block.sha256: (offset, block) for offset, block in recipe.placed()}
             for _ in range(_ROUNDS):
                 try:
                     return await self.api.commit_blocks(commit)
@@ -179,6 +196,7 @@ class Blockwise:
         sources: Iterable[Path],
         on_progress: Callable[[int], object],
         checked: Collection[tuple[int, str]] = (),
+        known: Mapping[Path, Recipe] | None = None,
     ) -> DownloadResult | None:
         """
         Fetch the live version of C{path} into C{temp}, taking what blocks
@@ -188,6 +206,10 @@ class Blockwise:
         @param checked: blocks in C{temp} checked as they were written there
             (offset, sha256): taken as they are, the whole file's sha256 being
             checked in the end in any case.
+        @param known: the recipes of some of C{sources}, known without
+            reading them (their stamps unchanged since they were those
+            versions): their blocks are taken without cutting them, and
+            without checking each, for the same reason.
 
         @return: what came, or C{None} if the server's version is no longer
             C{expected_sha256}.
@@ -198,7 +220,7 @@ class Blockwise:
             return None
         fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            wanted = await self.run(lambda: _fill_locally(fd, recipe, list(sources), checked))
+            wanted = await self.run(lambda: _fill_locally(fd, recipe, list(sources), checked, known))
             on_progress(recipe.size - sum(block.size for _, block in wanted))
 
             def fetch(offset: int, block: Block) -> Callable[[], Awaitable[None]]:
@@ -217,6 +239,13 @@ class Blockwise:
             temp.unlink(missing_ok=True)
             raise DigestMismatch(path, recipe.sha256, actual)
         return DownloadResult(sha256=actual, size=recipe.size, seq=seq)
+
+
+def _placed(recipe: Recipe) -> dict[str, tuple[int, Block]]:
+    """
+    Each distinct block of C{recipe}, by its sha256, with an offset of it.
+    """
+    return {block.sha256: (offset, block) for offset, block in recipe.placed()}
 
 
 async def _all(work: Sequence[Callable[[], Awaitable[None]]]) -> None:
@@ -244,12 +273,17 @@ async def _all(work: Sequence[Callable[[], Awaitable[None]]]) -> None:
 
 
 def _fill_locally(
-    fd: int, recipe: Recipe, sources: list[Path], checked: Collection[tuple[int, str]] = ()
+    fd: int,
+    recipe: Recipe,
+    sources: list[Path],
+    checked: Collection[tuple[int, str]] = (),
+    known: Mapping[Path, Recipe] | None = None,
 ) -> list[tuple[int, Block]]:
     """
     Write into C{fd} every block of C{recipe} found locally: in C{fd} at its
     place already (without reading those C{checked} there), or in one of
-    C{sources}. Blocking.
+    C{sources} (those C{known} not cut, their blocks not checked one by
+    one). Blocking.
 
     @return: the blocks still wanted, with their offsets.
     """
@@ -271,9 +305,12 @@ def _fill_locally(
             source_fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
             continue
+        trusted = known.get(source) if known else None
         try:
-            for offset, block in recipe_of(source_fd).placed():
-                if block.sha256 in places and (data := read_block(source_fd, offset, block)) is not None:
+            for offset, block in (trusted or recipe_of(source_fd)).placed():
+                if block.sha256 in places and (
+                    data := read_block(source_fd, offset, block, check=trusted is None)
+                ) is not None:
                     for place in places.pop(block.sha256):
                         os.pwrite(fd, data, place)
         finally:

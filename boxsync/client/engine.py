@@ -23,6 +23,7 @@ from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..blocks import Recipe
 from ..paths import HIDDEN_DIR, BadPath, to_local
 from ..reactors import IClientReactor
 from ..wire import (
@@ -46,6 +47,7 @@ from .actions import Actions
 from .api import BoxsyncAPI
 from .batch import Batcher
 from .blockwise import Blockwise
+from .errors import NotFound
 from .ignore import IGNORE_FILE, IgnoreRules
 from .jobs import Jobs, this_path_only
 from .looks import Looks
@@ -137,6 +139,7 @@ class Engine:
             tmp,
             {name.split("-")[1] for name in kept if name.startswith("dl-")},
             sources=self._sources,
+            recipes=self._own_recipe,
             aside={name[4:] for name in kept if name.startswith("del-")},
             clock=self.reactor,
             prefetch=Prefetch(self.api, self.reactor, self._thread, tmp),
@@ -312,8 +315,10 @@ class Engine:
             return read
 
         unhashed = self._unhashed_over()
+        # Large files move by their blocks: cut as they are hashed.
+        cut = SMALL_FILE if self._transfers.blockwise is not None else None
         try:
-            result: ScanResult = await self._thread(lambda: scan(self.root, bases, self.ignore, unhashed))
+            result: ScanResult = await self._thread(lambda: scan(self.root, bases, self.ignore, unhashed, cut))
         except BaseException:
             reading.addErrback(lambda _: None)  # the walk failed first
             raise
@@ -346,6 +351,24 @@ class Engine:
             except BadPath:
                 continue
         return found
+
+    async def _own_recipe(self, event: Download) -> dict[Path, Recipe]:
+        """
+        The recipe of the file the download C{event} replaces, as the
+        server has it for the version this client has, if the file's stamps
+        are still those its base recorded (so it need not be cut to find
+        its blocks): by its local path; else nothing.
+        """
+        base = self.state.get(event.path)
+        if base is None or base.folder or base.size <= SMALL_FILE or not unchanged(self.root, event.path, base):
+            return {}
+        try:
+            _, recipe = await self.api.recipe(event.path, base.seq)
+        except NotFound:
+            return {}
+        if (recipe.sha256, recipe.size) != (base.sha256, base.size):
+            return {}
+        return {self._local(event.path): recipe}
 
     def _thread(self, fn: Callable[[], Any]) -> Deferred[Any]:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn)
@@ -626,8 +649,7 @@ class Engine:
             base, here = folder
             await self._folder_action(reconcile.on_folder_remove(event.base, base, here), event.path, here)
             return
-        if await self._look(event.path) is None:
-            await self._actions.remove(event.path, event.base)
+        await self._actions.remove_gone(event.path, event.base)
 
     def _outdated(self, path: str, seq: int) -> bool:
         return reconcile.outdated(self.state.get(path), seq)

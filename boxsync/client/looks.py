@@ -7,6 +7,8 @@ thread; a file being written is waited for.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
 from ..paths import BadPath, to_local
-from .scanner import FileChanging, LocalFile, ReadElsewhere, changed_since, scan_one
+from .scanner import FileChanging, LocalFile, ReadElsewhere, changed_since, renamed, scan_one
 from .state import Base, LocalState
 
 __all__ = ["INLINE_READ", "Looks"]
@@ -54,6 +56,10 @@ class Looks:
             unchanged = self.unchanged_since_scan(hashed, base)
             if unchanged is not None:
                 return unchanged
+        if base is None:
+            moved = self.renamed_here(path)
+            if moved is not None:
+                return moved
         for attempt in range(20):
             try:
                 try:
@@ -66,6 +72,21 @@ class Looks:
             except FileChanging:
                 await deferLater(self.reactor, min(2.0, 0.1 * 2**attempt), lambda: None)
         raise FileChanging(f"{path} keeps changing")
+
+    def renamed_here(self, path: str) -> LocalFile | None:
+        """
+        The file at C{path}, which has no base, if it is a file this client
+        had in sync under another name that holds nothing now (a rename
+        known by its stamps, see L{scanner.moved_here}): not read. Only
+        files too large to read on this thread are looked for.
+        """
+        try:
+            st = os.lstat(to_local(self.root, path))
+        except (OSError, BadPath):
+            return None
+        if not stat.S_ISREG(st.st_mode) or st.st_size <= INLINE_READ:
+            return None
+        return renamed(self.root, path, st, self.state.with_inode(st.st_ino))
 
     def unchanged_since_scan(self, hashed: LocalFile, base: Base | None) -> LocalFile | None:
         """

@@ -25,12 +25,13 @@ import time
 import unicodedata
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Callable, Iterable, Mapping, TypeVar
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 from twisted.logger import Logger
 
 from .. import fs
+from ..blocks import Recipe, recipe_of
 from ..paths import BadPath, to_local
 from ..wire import EXECUTABLE_FEATURE, FOLDERS_FEATURE, INCOMING_FEATURE, DeletedEntry, FileEntry, FolderEntry, Manifest
 from .ignore import IgnoreRules
@@ -52,6 +53,8 @@ __all__ = [
     "changed_since",
     "is_racy",
     "look_here",
+    "moved_here",
+    "renamed",
     "scan",
     "scan_one",
     "stat_key",
@@ -160,6 +163,11 @@ class LocalFile:
     @ivar racy: whether the stamps were too fresh when the file was read
         to be trusted in a base (L{is_racy}).
     @ivar executable: whether it is executable (L{fs.is_executable}).
+    @ivar moved_from: the base of the path this file was renamed from (see
+        L{moved_here}), whose sha256 it is taken to have without being
+        read; C{None} if it was not.
+    @ivar recipe: its blocks, if they were cut as it was hashed (see
+        C{cut_over} in L{scan}); else C{None}.
     """
 
     path: str
@@ -173,6 +181,8 @@ class LocalFile:
     data: bytes | None = field(default=None, eq=False, repr=False)
     racy: bool = field(default=False, eq=False)
     executable: bool = False
+    moved_from: Base | None = field(default=None, eq=False)
+    recipe: Recipe | None = field(default=None, eq=False, repr=False)
 
     def to_entry(self) -> FileEntry:
         """
@@ -320,6 +330,11 @@ def _hash_stable(local: str | Path) -> tuple[str, os.stat_result]:
     return _stable(local, fs.hash_file)
 
 
+def _cut(local: str | Path) -> tuple[Recipe, int]:
+    recipe = recipe_of(local)
+    return recipe, recipe.size
+
+
 def _read_whole(local: str | Path) -> tuple[bytes, int]:
     with open(local, "rb") as f:
         data = f.read()
@@ -341,6 +356,7 @@ def _examine(
     base: Base | None,
     max_read: int | None = None,
     unhashed_over: int | None = None,
+    cut_over: int | None = None,
 ) -> tuple[LocalFile, bool]:
     """
     Compare a file with its base, reading it only if its stat changed.
@@ -349,6 +365,9 @@ def _examine(
     @param unhashed_over: a file with no base larger than this, last
         written over L{SETTLED_NS} ago, is not read (C{None}: every file
         is): it is new, whatever its bytes.
+    @param cut_over: a file larger than this that must be read is cut into
+        its blocks as it is hashed, in the same read (L{LocalFile.recipe}),
+        so an upload of it need not read it all again (C{None}: none is).
     @return: the file, and whether it was read and found identical to its
         base (whose stat should then be refreshed).
     @raise ReadElsewhere: if it must be read and is larger than C{max_read}.
@@ -358,6 +377,7 @@ def _examine(
         return _unchanged(path, key, base), False
     seq = base.seq if base is not None else 0
     data = None
+    recipe = None
     sha256: str | None
     racy = False
     if (
@@ -369,7 +389,10 @@ def _examine(
         sha256, changed, refreshed = None, True, False
         racy = is_racy(st, time.time_ns())
     else:
-        if max_read is None:
+        if max_read is None and cut_over is not None and st.st_size > cut_over:
+            recipe, st = _stable(local, _cut)
+            sha256 = recipe.sha256
+        elif max_read is None:
             sha256, st = _hash_stable(local)
         elif st.st_size > max_read:
             raise ReadElsewhere(path)
@@ -383,8 +406,93 @@ def _examine(
         refreshed = not changed and not racy
         key = stat_key(st)
     size, mtime_ns, inode, ctime_ns, executable = key
-    found = LocalFile(path, sha256, size, mtime_ns, inode, ctime_ns, seq, changed, data, racy, executable)
+    found = LocalFile(
+        path, sha256, size, mtime_ns, inode, ctime_ns, seq, changed, data, racy, executable, recipe=recipe
+    )
     return found, refreshed
+
+
+#: What identifies a file across a rename: its size, mtime, inode and
+#: whether it is executable (a rename moves its ctime).
+_Identity = tuple[int, int, int, bool]
+
+
+def _identities(bases: Iterable[Base]) -> dict[_Identity, Base | None]:
+    """
+    The bases a renamed file can be recognised by (see L{moved_here}), by
+    the identity their file had (C{None}: several had it).
+    """
+    found: dict[_Identity, Base | None] = {}
+    for base in bases:
+        if base.folder or base.ctime_ns == UNKNOWN_CTIME or not base.size:
+            continue
+        key = (base.size, base.mtime_ns, base.inode, base.executable)
+        found[key] = None if key in found else base
+    return found
+
+
+def moved_here(root: Path, path: str, st: os.stat_result, bases: Mapping[_Identity, Base | None]) -> Base | None:
+    """
+    The base of the path the file at C{path} (whose stat is C{st}) was
+    renamed from, if it was: a file with no base of its own whose size,
+    mtime, inode and executable bit are those a trusted base (one whose
+    ctime is known) recorded, whose ctime is not older than that base's,
+    and whose recorded path holds no file now. Its bytes are then that
+    base's, and it need not be read.
+
+    The rename itself moved the ctime, so it cannot be compared: a file
+    written since the base was recorded shows it in its size or its mtime,
+    as a download's swap trusts (see L{LocalFile.is_still}).
+    """
+    size, mtime_ns, inode, ctime_ns, executable = stat_key(st)
+    base = bases.get((size, mtime_ns, inode, executable))
+    if base is None or base.path == path or ctime_ns < base.ctime_ns:
+        return None
+    try:
+        os.lstat(to_local(root, base.path))
+    except (FileNotFoundError, NotADirectoryError, BadPath):
+        return base
+    except OSError:
+        return None
+    # Still there (a hard link, or it came back): not a rename.
+    return None
+
+
+def renamed(root: Path, path: str, st: os.stat_result, bases: Iterable[Base]) -> LocalFile | None:
+    """
+    The file at C{path} (whose stat is C{st}, and which has no base of its
+    own), if it is one of C{bases}' renamed (see L{moved_here}); else
+    C{None}.
+    """
+    gone = moved_here(root, path, st, _identities(bases))
+    return None if gone is None else _moved(path, st, gone)
+
+
+def _moved(path: str, st: os.stat_result, base: Base) -> LocalFile:
+    """
+    The file at C{path} (whose stat is C{st}), renamed from C{base}'s path.
+    """
+    size, mtime_ns, inode, ctime_ns, executable = stat_key(st)
+    racy = is_racy(st, time.time_ns())
+    return LocalFile(
+        path, base.sha256, size, mtime_ns, inode, ctime_ns, 0, True, None, racy, executable, moved_from=base
+    )
+
+
+def _same_content(files: dict[str, LocalFile], gone: list[Base]) -> None:
+    """
+    Mark each new file of C{files} that was read and found to have the
+    content of one of the bases of paths C{gone} as moved from there (a
+    rename not known by its stamps, or a copy and a delete): its upload
+    then follows the old path's delete, and takes the kept version.
+    """
+    by_content = {base.sha256: base for base in gone if not base.folder and base.size}
+    if not by_content:
+        return
+    for path, file in files.items():
+        base = by_content.get(file.sha256 or "") if file.base == 0 and file.moved_from is None else None
+        if base is not None and base.size == file.size:
+            files[path] = evolve(file, moved_from=base)
 
 
 def _below_any(path: str, directories: set[str]) -> bool:
@@ -402,6 +510,7 @@ def scan(
     state: Mapping[str, Base] | Callable[[], Mapping[str, Base]],
     ignore: IgnoreRules,
     unhashed_over: int | None = None,
+    cut_over: int | None = None,
 ) -> ScanResult:
     """
     Find every synced file below C{root} and compare it with its base, and
@@ -419,6 +528,8 @@ def scan(
     @param unhashed_over: new files (with no base) larger than this, and
         not written to for L{SETTLED_NS}, are listed unhashed (C{None}: all
         are hashed); see L{LocalFile.sha256}.
+    @param cut_over: files larger than this that are read are cut as they
+        are hashed (see L{LocalFile.recipe}).
     @raise OSError: if C{root} cannot be listed.
     """
     skipped: list[Skipped] = []
@@ -427,6 +538,8 @@ def scan(
     # Each file's stamps only (its whole stat would take twice the memory):
     # one whose stamps are not its base's is looked at again below.
     stamped: list[tuple[str, str, StatKey]] = []
+    # Made at the first new file: an unchanged folder has none.
+    identities: dict[_Identity, Base | None] | None = None
     for path, entry in walk(root, ignore, skipped=skipped, empty=empty):
         if entry.is_dir(follow_symlinks=False):
             directories.append(path)
@@ -451,7 +564,15 @@ def scan(
             if base is not None and _matches(key, base):
                 files[path] = _unchanged(path, key, base)
                 continue
-            found, same = _examine(local, path, os.lstat(local), base, None, unhashed_over)
+            st = os.lstat(local)
+            gone = None
+            if base is None:
+                identities = _identities(state.values()) if identities is None else identities
+                gone = moved_here(root, path, st, identities)
+            if gone is not None:
+                files[path] = _moved(path, st, gone)
+                continue
+            found, same = _examine(local, path, st, base, None, unhashed_over, cut_over)
         except FileNotFoundError:
             continue
         except (OSError, FileChanging) as e:
@@ -477,6 +598,7 @@ def scan(
         and not ignore.ignored(path, base.folder)
         and not (blind and _below_any(path, blind))
     ]
+    _same_content(files, [state[entry.path] for entry in deleted])
     log.debug(
         "Scanned {root}: {files} files, {folders} folders of their own, {deleted} deleted, {skipped} skipped",
         root=str(root),

@@ -138,6 +138,8 @@ _UPGRADES: list[_Upgrade] = [
     # Files are found by their content: where the blocks of a download may
     # be found here already.
     _Upgrade(("CREATE INDEX bases_by_sha256 ON bases (sha256)",)),
+    # A file renamed here is found by its inode: what it was, unread.
+    _Upgrade(("CREATE INDEX bases_by_inode ON bases (inode)",)),
 ]
 
 
@@ -339,6 +341,12 @@ class LocalState:
         Up to C{limit} bases whose content has the sha256 C{sha256}.
         """
         return [_base(row) for row in self._query(_SELECT + " WHERE sha256 = ? LIMIT ?", sha256, limit)]
+
+    def with_inode(self, inode: int, limit: int = 8) -> list[Base]:
+        """
+        Up to C{limit} bases recorded for a file with the inode C{inode}.
+        """
+        return [_base(row) for row in self._query(_SELECT + " WHERE inode = ? LIMIT ?", _to_sql(inode), limit)]
 
     def __len__(self) -> int:
         return int(self._query("SELECT count(*) FROM bases")[0][0])

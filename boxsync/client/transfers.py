@@ -15,6 +15,7 @@ from typing import Awaitable, Callable, TypeVar
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
 
+from ..blocks import Recipe
 from ..fs import hash_file
 from ..wire import BATCH_FILE_LIMIT, BatchFile, Download
 from .api import BoxsyncAPI
@@ -32,7 +33,7 @@ from .placing import (
 from .prefetch import Prefetch
 from .progress import Reporter
 from .results import CommitResult, DownloadResult
-from .scanner import LocalFile
+from .scanner import LocalFile, StatKey, stat_key
 
 __all__ = ["SMALL_FILE", "Transfers", "changed_while_sent"]
 
@@ -74,10 +75,14 @@ class Transfers:
         (C{None}: whole).
     @ivar sources: the local files that may hold blocks of a download:
         the file it replaces first, then files known to have its content.
+    @ivar recipes: the recipes of some of those files, known without
+        reading them (by their paths).
     @ivar prefetch: the blocks of large files still being sent, fetched
         ahead of their commits.
     @ivar aside: the sha256s (their first 32 digits) of the files set aside
         in C{tmp} (see L{set_aside}).
+    @ivar trusted: the stamps, by sha256 (its first 32 digits), of files set
+        aside that are known to be their content while they keep them.
     """
 
     root: Path
@@ -89,23 +94,41 @@ class Transfers:
     partial: set[str] = field(factory=set)
     blockwise: Blockwise | None = None
     sources: Callable[[Download], list[Path]] = lambda event: []
+    recipes: Callable[[Download], Awaitable[dict[Path, Recipe]]] | None = None
     aside: set[str] = field(factory=set)
+    trusted: dict[str, StatKey] = field(factory=dict)
     clock: IReactorTime | None = None
     prefetch: Prefetch | None = None
     _swept: float | None = None
 
-    def set_aside(self, local: Path, sha256: str) -> None:
+    def set_aside(self, local: Path, sha256: str, seen: LocalFile | None = None) -> None:
         """
         Take the file C{local}, with the content C{sha256}, that another
         client deleted, out of the folder for a while: if it was a rename
         there, the file under its new name is taken from here.
+
+        @param seen: what a look found at C{local} (its stamps those of its
+            base, or its bytes read): if the file set aside is still it, its
+            stamps there are kept, and while they stay the same it is
+            taken back without being read.
         """
         set_aside(local, self.tmp, sha256)
         self.aside.add(sha256[:32])
+        self.trusted.pop(sha256[:32], None)
+        aside = set_aside_path(self.tmp, sha256)
+        if seen is not None and seen.sha256 == sha256 and seen.is_still(aside, renamed=True):
+            try:
+                self.trusted[sha256[:32]] = stat_key(os.lstat(aside))
+            except OSError:
+                pass
         now = None if self.clock is None else self.clock.seconds()
         if now is None or self._swept is None or now - self._swept > SET_ASIDE_SECONDS / 10:
             self._swept = now
             remove_set_aside(self.tmp)
+            # Those gone (taken back, or removed) are trusted no more.
+            self.trusted = {
+                prefix: stamps for prefix, stamps in self.trusted.items() if set_aside_path(self.tmp, prefix).exists()
+            }
 
     async def _move(
         self, size: int, batched: Callable[[], Awaitable[_T]], alone: Callable[[], Awaitable[_T]]
@@ -119,9 +142,12 @@ class Transfers:
             return await batched()
         return await self.jobs.alone(alone)
 
-    async def upload(self, file: LocalFile, local: Path, base: int) -> CommitResult:
+    async def upload(self, file: LocalFile, local: Path, base: int, recipe: Recipe | None = None) -> CommitResult:
         """
         Upload C{file}, found at C{local}, as the next version after C{base}.
+
+        @param recipe: its recipe, if known without cutting it (a file
+            renamed here, whose blocks the server has).
 
         @raise StaleBase: if the path is no longer at C{base}.
         @raise APIError: if the server refuses it (L{changed_while_sent}: the
@@ -136,6 +162,7 @@ class Transfers:
                 BatchFile(file.path, file.size, file.sha256, file.mtime_ns, base, file.executable),
                 local,
                 file.data,
+                known=file.moved_from is not None,
             )
 
         blockwise = self.blockwise
@@ -149,6 +176,7 @@ class Transfers:
                 file.sha256,
                 file.executable,
                 lambda n: self.reporter.progress(file.path, n),
+                recipe or file.recipe,
             )
         else:
             alone = lambda: self.api.upload(  # noqa: E731
@@ -174,20 +202,39 @@ class Transfers:
     async def _take_aside(self, blockwise: Blockwise, event: Download, temp: Path) -> bool:
         """
         Take as the download of C{event} the file with its content that a
-        delete here set aside (a rename elsewhere), if there is one.
+        delete here set aside (a rename elsewhere), if there is one: a large
+        one in any case (read if its stamps changed since), a small one
+        only if its stamps did not change (on this thread: nothing is read;
+        else the batch copies it, as it copies any local file).
         """
         aside = set_aside_path(self.tmp, event.sha256)
+        small = event.size <= SMALL_FILE
+        if small and event.sha256[:32] not in self.trusted:
+            return False
+        trusted = self.trusted.pop(event.sha256[:32], None)
 
         def take() -> bool:
             try:
+                before = stat_key(os.lstat(aside))
                 os.replace(aside, temp)
             except FileNotFoundError:
                 return False
+            # Untouched since it was set aside (no write, which would move
+            # its ctime, before this move; none since, which would move its
+            # size or mtime): it is still the bytes it was.
+            if trusted is not None and before == trusted and trusted[0] == event.size:
+                try:
+                    if stat_key(os.lstat(temp))[:3] == trusted[:3]:
+                        return True
+                except FileNotFoundError:
+                    return False
             if hash_file(temp) == (event.sha256, event.size):
                 return True
             temp.unlink(missing_ok=True)
             return False
 
+        if small:
+            return take()
         taken: bool = await blockwise.run(take)
         return taken
 
@@ -207,13 +254,14 @@ class Transfers:
         self.reporter.started("download", path, event.size)
         blockwise = self.blockwise
         on_progress = lambda n: self.reporter.progress(path, n)  # noqa: E731
-        if blockwise is not None and event.size > SMALL_FILE and await self._take_aside(blockwise, event, temp):
+        if blockwise is not None and await self._take_aside(blockwise, event, temp):
             self.reporter.finished(path, "moved back in place")
             return temp, DownloadResult(sha256=event.sha256, size=event.size, seq=event.seq)
         if blockwise is not None and event.size > SMALL_FILE:
             checked = await self.prefetch.take(path, temp) if self.prefetch is not None else frozenset()
+            known = await self.recipes(event) if self.recipes is not None else {}
             alone = lambda: blockwise.download(  # noqa: E731
-                path, temp, event.sha256, self.sources(event), on_progress, checked
+                path, temp, event.sha256, self.sources(event), on_progress, checked, known
             )
         else:
             alone = lambda: self.api.download(path, temp, event.sha256, on_progress=on_progress)  # noqa: E731

@@ -430,9 +430,11 @@ class BoxsyncApp:
 
     async def recipe(self, request: IRequest, principal: Principal, path: str) -> bytes:
         """
-        The recipe of the live version of C{path}, with its seq.
+        The recipe of the live version of C{path}, with its seq; with
+        C{?seq=}, of that version of C{path}, live or kept.
         """
-        row, recipe = await self.boxes(principal.account).recipe(normalize(path))
+        seq = count_header(query(request, "seq"), "seq")
+        row, recipe = await self.boxes(principal.account).recipe(normalize(path), seq)
         return json_body(request, 200, {"path": row.path, "seq": row.seq, **recipe_json(recipe)})
 
     async def put_block(self, request: IRequest, principal: Principal, sha256: str) -> bytes:

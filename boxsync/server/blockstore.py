@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
@@ -256,16 +256,20 @@ class LocalBlockStore:
 
         def work() -> list[str]:
             missing: list[str] = []
-            for block in recipe.blocks:
-                # Unchecked: the whole file's sha256 is checked once it is
-                # made; only if it is wrong is each block checked.
-                data = self._read(block.sha256, found.get(block.sha256), check=False)
-                if data is None or len(data) != block.size:
-                    missing.append(block.sha256)
-                elif not missing:
-                    staged.write(data)
-                    if staged.error is not None:
-                        raise staged.error
+
+            def pieces() -> Iterator[bytes]:
+                for block in recipe.blocks:
+                    # Unchecked: the whole file's sha256 is checked once it
+                    # is made; only if it is wrong is each block checked.
+                    data = self._read(block.sha256, found.get(block.sha256), check=False)
+                    if data is None or len(data) != block.size:
+                        missing.append(block.sha256)
+                    elif not missing:
+                        yield data
+
+            staged.write_many(pieces())
+            if staged.error is not None:
+                raise staged.error
             if not missing and staged.sha256 != recipe.sha256:
                 missing = self._bad_blocks(recipe, found)
             return list(dict.fromkeys(missing))

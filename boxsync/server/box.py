@@ -348,17 +348,29 @@ class Box:
             path, staged, base, version.sha256, version.mtime_ns, origin, stream, version.executable
         )
 
-    async def recipe(self, path: str) -> tuple[FileRecord, Recipe]:
+    async def recipe(self, path: str, seq: int | None = None) -> tuple[FileRecord | VersionRecord, Recipe]:
         """
         The live version of C{path} and its recipe (cut from the box file
         the first time it is asked for, and kept in the index).
 
+        @param seq: the version of C{path} wanted instead, live or kept (a
+            kept one only if its recipe is in the index).
         @raise NotFound: if there is no live file at C{path}, or the box
             file is no longer the version the index has (changed by hand:
-            the next start-up adopts it).
+            the next start-up adopts it); or if version C{seq} is not one of
+            C{path} with a recipe.
         """
+        if seq is not None:
+            version: FileRecord | VersionRecord | None = await self.index.version(self.account, seq)
+            if version is None or version.path != path:
+                raise NotFound(f"version {seq} of {path!r} is not kept")
+            if isinstance(version, VersionRecord):
+                kept: Recipe | None = await self.index.recipe(self.account, seq)
+                if kept is None:
+                    raise NotFound(f"version {seq} of {path!r} has no recipe")
+                return version, kept
         row: FileRecord | None = await self.index.get(self.account, path)
-        if row is None or row.deleted or row.folder:
+        if row is None or row.deleted or row.folder or seq not in (None, row.seq):
             raise NotFound(path)
         recipe: Recipe | None = await self.index.recipe(self.account, row.seq)
         if recipe is not None:

@@ -263,6 +263,49 @@ async def test_the_batcher_sends_only_content_the_server_lacks(env: Env) -> None
 
 
 @pytest_twisted.ensureDeferred
+async def test_content_known_to_the_server_is_sent_stored_without_asking(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    Files whose content the server is known to have (renamed here) go as
+    stored parts without the question; one it turns out to lack goes again
+    with its bytes.
+    """
+    api = RecordingAPI(env.api.http, env.reactor, env.server.url, KEY, "tester")
+    asked: list[list[str]] = []
+    real = BoxsyncAPI.missing_blocks
+
+    async def missing_blocks(self: BoxsyncAPI, hashes: list[str], incoming: Any = None) -> set[str]:
+        asked.append(hashes)
+        return await real(self, hashes, incoming)
+
+    monkeypatch.setattr(BoxsyncAPI, "missing_blocks", missing_blocks)
+    batcher = Batcher(api, env.reactor, deferToThread, blocks=True)
+    source = env.tmp / "source"
+    source.mkdir()
+    old = {f"old{i}": os.urandom(4000) for i in range(5)}
+    await env.api.upload_batch([_file(path, data) for path, data in old.items()])
+    new = {f"new{i}": data for i, data in enumerate(old.values())} | {"lost": os.urandom(4000)}
+    for path, data in new.items():
+        (source / path).write_bytes(data)
+    outcomes = await timed(
+        gatherResults(
+            [
+                batcher.upload(BatchFile(path, len(data), sha(data), 1, 0), source / path, known=True)
+                for path, data in new.items()
+            ]
+        ),
+        env.reactor,
+    )
+    assert all(isinstance(outcome, CommitResult) for outcome in outcomes)
+    assert asked == []
+    # All went stored; the server refused the one it lacks, sent alone then.
+    assert sorted(file.path for file, data in api.uploaded if file.stored) == sorted(new)
+    for path, data in new.items():
+        assert (env.server.box / path).read_bytes() == data
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_batcher_copies_content_it_has_here(env: Env) -> None:
     """
     A download whose content a local file has is copied from it (checked

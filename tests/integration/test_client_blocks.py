@@ -10,23 +10,31 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import pytest
 import pytest_twisted
 
 from boxsync.blocks import Block, recipe_of_bytes
+from boxsync import fs
+from boxsync.client import blockwise, scanner, transfers
 from boxsync.client.api import BoxsyncAPI
-from boxsync.client.errors import CorruptBlock
+from boxsync.client.placing import set_aside_path
+from boxsync.client.transfers import Transfers
+from boxsync.client.errors import CorruptBlock, NotFound
 from boxsync.client.prefetch import IDLE_SECONDS, Prefetch
-from boxsync.wire import Incoming
+from boxsync.client.blockwise import Blockwise
+from boxsync.server.blockstore import LocalBlockStore
+from boxsync.wire import Download, Incoming
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 
-from tests.helpers import Folder, RunningServer, file_sha, sha, eventually, timed
+from tests.helpers import Folder, RunningServer, count_hashing, edit_keeping_stamps, file_sha, sha, eventually, timed
 
 MiB = 2**20
+
+_T = TypeVar("_T")
 
 
 @pytest.fixture
@@ -68,9 +76,21 @@ def blocks_in(data: bytes) -> int:
     return len(recipe_of_bytes(data).blocks)
 
 
+def counted(calls: list[object], real: Callable[..., _T]) -> Callable[..., _T]:
+    """
+    C{real}, each of its calls recorded in C{calls}.
+    """
+
+    def counting(*args: Any, **kwargs: Any) -> _T:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    return counting
+
+
 @pytest_twisted.ensureDeferred
 async def test_an_edit_in_the_middle_moves_a_block_or_two(
-    folders: Any, server: RunningServer, moved: dict[str, list[int]]
+    folders: Any, server: RunningServer, moved: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, b = folders("a"), folders("b")
     data = os.urandom(12 * MiB)
@@ -84,12 +104,51 @@ async def test_an_edit_in_the_middle_moves_a_block_or_two(
     moved.clear()
     edited = data[: 6 * MiB] + b"a few new bytes" + data[6 * MiB + 5 :]
     (a.root / "big.bin").write_bytes(edited)
+    # Each side reads the file once: a cuts it as its scan hashes it, and b
+    # takes its old copy's blocks from where the server's recipe of that
+    # version puts them (its stamps unchanged), without cutting it.
+    cut: list[object] = []
+    for module, name in ((scanner, "recipe_of"), (fs, "hash_file"), (blockwise, "recipe_of"), (blockwise, "Cutter")):
+        monkeypatch.setattr(module, name, counted(cut, getattr(module, name)))
+    # The server makes the new version once: the new blocks came first.
+    assembled: list[object] = []
+    monkeypatch.setattr(LocalBlockStore, "assemble", counted(assembled, LocalBlockStore.assemble))
     await a.sync()
+    assert len(cut) == 1 and len(assembled) == 1
     await b.sync()
+    assert len(cut) == 1
     assert (b.root / "big.bin").read_bytes() == edited
     assert file_sha(server.box / "big.bin") == sha(edited)
     assert 1 <= len(moved["a up"]) <= 2 and sum(moved["a up"]) < 9 * MiB
     assert 1 <= len(moved["b down"]) <= 2 and sum(moved["b down"]) < 9 * MiB
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_the_recipe_of_its_version_b_cuts_its_old_copy(
+    folders: Any, server: RunningServer, moved: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    When the server has no recipe of the version b has (a kept version
+    dropped), b finds the blocks of its old copy by cutting it, as before.
+    """
+    a, b, data = await pair(folders, "big.bin", 8 * MiB)
+    real = BoxsyncAPI.recipe
+
+    async def no_kept_recipes(self: BoxsyncAPI, path: str, seq: int | None = None) -> Any:
+        if seq is not None:
+            raise NotFound(404, "no recipe")
+        return await real(self, path)
+
+    monkeypatch.setattr(BoxsyncAPI, "recipe", no_kept_recipes)
+    cut: list[object] = []
+    monkeypatch.setattr(blockwise, "recipe_of", counted(cut, blockwise.recipe_of))
+    edited = data[: 4 * MiB] + b"edited" + data[4 * MiB + 6 :]
+    (a.root / "big.bin").write_bytes(edited)
+    await a.sync()
+    moved.clear()
+    await b.sync()
+    assert (b.root / "big.bin").read_bytes() == edited
+    assert len(cut) == 1 and sum(moved["b down"]) < 9 * MiB
 
 
 @pytest_twisted.ensureDeferred
@@ -139,6 +198,109 @@ async def test_a_rename_elsewhere_moves_the_file_back_in_place(
     assert "b down" not in moved
     assert (b.root / "new.bin").read_bytes() == data and not (b.root / "old.bin").exists()
     assert (b.root / "new.bin").stat().st_ino == inode
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_set_aside_is_taken_back_unread_only_while_its_stamps_hold(
+    folders: Any, server: RunningServer, moved: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    b takes the file it set aside for a rename back without reading it; one
+    written to while set aside (its size and mtime kept, its ctime moved) is
+    read, found changed, and fetched instead.
+    """
+    read = count_hashing(monkeypatch, transfers)
+    a, b, data = await pair(folders, "old.bin", 10 * MiB)
+    moved.clear()
+    os.rename(a.root / "old.bin", a.root / "new.bin")
+    await a.sync()
+    await b.sync()
+    assert read == [] and "b down" not in moved
+    assert (b.root / "new.bin").read_bytes() == data
+
+    real_set_aside = Transfers.set_aside
+
+    def written_meanwhile(self: Transfers, local: Path, sha256: str, seen: Any = None) -> None:
+        real_set_aside(self, local, sha256, seen)
+        edit_keeping_stamps(set_aside_path(self.tmp, sha256), bytes(len(data)))
+
+    monkeypatch.setattr(Transfers, "set_aside", written_meanwhile)
+    os.rename(a.root / "new.bin", a.root / "third.bin")
+    await a.sync()
+    await b.sync()
+    assert len(read) == 1 and sum(moved["b down"]) == len(data)
+    assert (b.root / "third.bin").read_bytes() == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_small_file_set_aside_is_taken_back_in_place_while_its_stamps_hold(
+    folders: Any, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A small file set aside for a rename is taken back as it is (the same
+    inode, not read), unless it was written to while set aside: then the
+    batch brings the server's bytes instead.
+    """
+    a, b = folders("a"), folders("b")
+    data = os.urandom(4096)
+    (a.root / "new.txt").write_bytes(data)
+    await a.sync()
+    engine = b.engine(once=True)
+    engine._transfers.blockwise = Blockwise(engine.api, engine._thread)
+    event = Download("new.txt", sha(data), len(data), 1_700_000_000 * 10**9, 1, False)
+    read = count_hashing(monkeypatch, transfers)
+
+    async def set_aside_and_take(spoil: bool) -> tuple[Path, int]:
+        (b.root / "old.txt").write_bytes(data)
+        seen = scanner.scan_one(b.root, "old.txt", None)
+        assert seen is not None
+        engine._transfers.set_aside(b.root / "old.txt", seen.sha256 or "", seen)
+        aside = set_aside_path(engine._transfers.tmp, seen.sha256 or "")
+        inode = aside.stat().st_ino
+        if spoil:
+            edit_keeping_stamps(aside, bytes(len(data)))
+        taken = await engine._transfers.download(event)
+        assert taken is not None and taken[0].read_bytes() == data
+        return taken[0], inode
+
+    temp, inode = await set_aside_and_take(spoil=False)
+    assert temp.stat().st_ino == inode and read == []
+    temp.unlink()
+    # Read (and found not to be the version), so the server's bytes came.
+    await set_aside_and_take(spoil=True)
+    assert len(read) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_look_knows_a_rename_by_its_stamps(
+    folders: Any, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A look at a new path (a job the folder watcher started) knows a file
+    renamed from a path in sync by its stamps, without reading it; a hard
+    link, or a renamed file whose mtime changed, is read.
+    """
+    monkeypatch.setattr(scanner, "RACY_NS", 0)
+    a = folders("a")
+    for name in ("old.bin", "kept.bin", "touched.bin"):
+        (a.root / name).write_bytes(os.urandom(MiB))
+    await a.sync()
+    bases = {name: a.state.get(name) for name in ("old.bin", "kept.bin", "touched.bin")}
+    os.rename(a.root / "old.bin", a.root / "new.bin")
+    os.link(a.root / "kept.bin", a.root / "linked.bin")
+    os.rename(a.root / "touched.bin", a.root / "later.bin")
+    os.utime(a.root / "later.bin", ns=(1, 1))
+    read = count_hashing(monkeypatch, fs)
+    looks = a.engine(once=True)._looks
+    new = await looks.look("new.bin")
+    assert new is not None and read == []
+    assert (new.sha256, new.base, new.changed, new.moved_from) == (
+        bases["old.bin"].sha256, 0, True, bases["old.bin"]  # type: ignore[union-attr]
+    )
+    for name in ("linked.bin", "later.bin"):
+        found = await looks.look(name)
+        assert found is not None and found.moved_from is None
+    assert sorted(path.name for path in read) == ["later.bin", "linked.bin"]
 
 
 @pytest_twisted.ensureDeferred

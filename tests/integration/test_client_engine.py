@@ -591,18 +591,20 @@ def settled(path: Path, size: int) -> bytes:
 @pytest.fixture
 def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """
-    The names of the files the scanner reads to hash them, as it does.
+    The names of the files the scanner reads to hash them (or to cut them
+    into blocks as it hashes them), as it does.
     """
     from boxsync.client import scanner
 
     names: list[str] = []
-    real = scanner._hash_stable
+    for name in ("_hash_stable", "_cut"):
+        real = getattr(scanner, name)
 
-    def counting(local: Any) -> Any:
-        names.append(Path(local).name)
-        return real(local)
+        def counting(local: Any, real: Any = real) -> Any:
+            names.append(Path(local).name)
+            return real(local)
 
-    monkeypatch.setattr(scanner, "_hash_stable", counting)
+        monkeypatch.setattr(scanner, name, counting)
     return names
 
 

@@ -136,6 +136,41 @@ async def test_blocks_of_a_deleted_file_are_kept_for_a_rename(server: RunningSer
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_recipe_of_a_version_live_or_kept(server: RunningServer, http: Any) -> None:
+    """
+    C{?seq=} asks for the recipe of one version of a path: the live one,
+    or a kept one whose recipe is known (a renamed file's client takes it
+    from there instead of cutting its file); any other is not found.
+    """
+    first, second = os.urandom(2 * MiB), os.urandom(2 * MiB)
+    for data in (first, second):
+        for piece in blocks_of(data).values():
+            await put_block(http, server, piece)
+    assert (await commit(http, server, "a.bin", first)).code == 201
+    assert (await commit(http, server, "a.bin", second, base=1)).code == 201
+    assert (await put(http, server, "whole.bin", first, base=0)).code == 201
+
+    async def recipe_at(path: str, seq: int | str) -> tuple[int, Any]:
+        response = await timed(
+            http.get(f"{server.url}/blocks/of/{path}?seq={seq}", headers=server.headers()), server.reactor
+        )
+        return response.code, await json_of(response)
+
+    for seq, data in ((1, first), (2, second)):
+        code, answer = await recipe_at("a.bin", seq)
+        assert (code, answer["path"], answer["seq"], parse_recipe(answer)) == (200, "a.bin", seq, recipe_of_bytes(data))
+    # Not a version of this path, none at all, and not a number.
+    assert (await recipe_at("whole.bin", 1))[0] == 404
+    assert (await recipe_at("a.bin", 3))[0] == 404
+    assert (await recipe_at("a.bin", 99))[0] == 404
+    assert (await recipe_at("a.bin", "one"))[0] == 400
+    # A whole-file upload overwritten before its recipe was asked for: its
+    # kept version has none.
+    assert (await put(http, server, "whole.bin", second, base=3)).code == 201
+    assert (await recipe_at("whole.bin", 3))[0] == 404
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_small_file_is_its_own_block(server: RunningServer, http: Any) -> None:
     data = b"small" * 1000
     assert len(data) <= BLOCK_MIN

@@ -14,7 +14,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, Callable, Iterator, cast
 
 import pytest
 import pytest_twisted
@@ -539,3 +539,33 @@ async def test_a_bad_sha256_trailer_commits_nothing(
     assert error in json.loads(response.body)["error"]
     assert not (server.box / "t.bin").exists()
     await until(server.reactor, lambda: list((server.box / ".boxsync/staging").iterdir()) == [])
+
+
+def test_pieces_are_hashed_beside_their_writing(tmp_path: Path) -> None:
+    """
+    L{StagingFile.write_many} writes each piece in order and hashes it in a
+    second thread: the file and its sha256 are those of the pieces joined.
+    A piece that cannot be written ends it: the file is gone, the error
+    kept, and no later piece is asked for.
+    """
+    storage = BoxStorage(Clock(), tmp_path / "box")
+    pieces = [os.urandom(size) for size in (1, 3 * MiB, 0, 70_000, 2 * MiB)]
+    staged = storage.new_staging()
+    staged.write_many(iter(pieces))
+    whole = b"".join(pieces)
+    assert (staged.sha256, staged.size) == (hashlib.sha256(whole).hexdigest(), len(whole))
+    staged.close()
+    assert staged.path.read_bytes() == whole
+
+    broken = storage.new_staging()
+    os.close(broken.fileno())
+    broken._fd = os.open(broken.path, os.O_RDONLY)
+    asked: list[bytes] = []
+
+    def pieces_asked() -> Iterator[bytes]:
+        for piece in pieces:
+            asked.append(piece)
+            yield piece
+
+    broken.write_many(pieces_asked())
+    assert isinstance(broken.error, OSError) and not broken.path.exists() and asked == pieces[:1]

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from boxsync.blocks import recipe_of_bytes
+from boxsync.client.status import read_status
 from boxsync.testing import Client, Server, tree, wait_until
 from tests.faults import Proxy, converged, sha
 from tests.faults import server  # noqa: F401 (the fixture)
@@ -87,6 +89,100 @@ def test_a_rename_a_copy_and_an_edit_move_almost_nothing(
     sync_both(a, b)
     assert max(carried(up, down)) < 10 * MiB
     assert sha((b.folder / "copy.bin").read_bytes()) == sha(edited)
+    assert converged(a.folder, b.folder, server.box)
+
+
+#: Runs boxsync-client (its arguments follow) and, as it exits, writes how
+#: many bytes it read, as the kernel counts them (/proc/self/io's rchar:
+#: files, sockets, its own modules), to the file named by its environment.
+_COUNTING = """
+import atexit, os, runpy, sys
+
+def count():
+    with open("/proc/self/io") as io:
+        read = dict(line.split(": ") for line in io.read().splitlines())["rchar"]
+    with open(os.environ["BOXSYNC_TEST_READ"], "w") as out:
+        out.write(read)
+
+atexit.register(count)
+sys.argv[0] = "boxsync-client"
+runpy.run_module("boxsync.client", run_name="__main__", alter_sys=True)
+"""
+
+
+def once_reading(client: Client) -> int:
+    """
+    Run C{client} once: how many bytes it read, by the kernel's count.
+    """
+    args = client.args("--once")
+    assert args[1:3] == ["-m", "boxsync.client"]
+    counted = client.folder.parent / f"read-{client.name}"
+    env = {**os.environ, "BOXSYNC_TEST_READ": str(counted)}
+    done = subprocess.run([args[0], "-c", _COUNTING, *args[3:]], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    return int(counted.read_text())
+
+
+def test_a_renamed_file_is_not_read_again_unless_its_stamps_changed(
+    server: Server, pair: tuple[Client, Proxy, Client, Proxy]
+) -> None:
+    """
+    A rename on a, known from the file's stamps, is sent without reading
+    the file, and b takes its own copy back without reading it; a renamed
+    file whose mtime changed too is read (cut and hashed) again.
+    """
+    a, up, b, down = pair
+    a.folder.mkdir(parents=True)
+    (a.folder / "video.bin").write_bytes(os.urandom(32 * MiB))
+    sync_both(a, b)
+    carried(up, down)
+    inode = (b.folder / "video.bin").stat().st_ino
+    os.rename(a.folder / "video.bin", a.folder / "renamed.bin")
+    assert once_reading(a) < 16 * MiB
+    assert once_reading(b) < 16 * MiB
+    assert converged(a.folder, b.folder, server.box)
+    assert max(carried(up, down)) < MiB
+    # b's own file, moved in place.
+    assert (b.folder / "renamed.bin").stat().st_ino == inode
+    # The same bytes under a new name, but a new mtime: not trusted.
+    os.rename(a.folder / "renamed.bin", a.folder / "again.bin")
+    later = (a.folder / "again.bin").stat().st_mtime_ns + 10**9
+    os.utime(a.folder / "again.bin", ns=(later, later))
+    assert once_reading(a) > 32 * MiB
+    b.once()
+    assert converged(a.folder, b.folder, server.box)
+    assert (b.folder / "again.bin").stat().st_mtime_ns == later
+
+
+def read_by(client: Client) -> int:
+    """
+    How many bytes the running C{client} has read, by the kernel's count.
+    """
+    assert client.process is not None and client.process.popen is not None
+    with open(f"/proc/{client.process.popen.pid}/io") as io:
+        return int(dict(line.split(": ") for line in io.read().splitlines())["rchar"])
+
+
+def test_a_live_client_sends_a_rename_without_reading_the_file(
+    server: Server, pair: tuple[Client, Proxy, Client, Proxy]
+) -> None:
+    """
+    A running client told of a rename by the folder watcher knows it by
+    the file's stamps too: the file is not read again.
+    """
+    a, up, b, down = pair
+    a.folder.mkdir(parents=True)
+    (a.folder / "video.bin").write_bytes(os.urandom(32 * MiB))
+    sync_both(a, b)
+    a.rescan = None  # only the watcher tells it
+    a.start()
+    wait_until(lambda: bool((read_status(a.folder) or {}).get("in_sync")), timeout=30, what="a in sync")
+    before = read_by(a)
+    os.rename(a.folder / "video.bin", a.folder / "renamed.bin")
+    wait_until(lambda: (server.box / "renamed.bin").exists() and not (server.box / "video.bin").exists(),
+               timeout=30, what="the rename on the server")
+    assert read_by(a) - before < 16 * MiB
+    b.once()
     assert converged(a.folder, b.folder, server.box)
 
 

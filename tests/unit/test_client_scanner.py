@@ -22,10 +22,11 @@ from boxsync.client.scanner import (
     scan,
     scan_one,
 )
+from boxsync.blocks import recipe_of
 from boxsync.fs import CHUNK_SIZE, hash_file
 from boxsync.client.state import UNKNOWN_CTIME, Base, folder_base
 from boxsync.wire import DeletedEntry, FolderEntry
-from tests.helpers import edit_keeping_stamps
+from tests.helpers import count_hashing, edit_keeping_stamps
 
 NO_RULES = IgnoreRules()
 
@@ -53,15 +54,7 @@ def hashed(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """
     Record every file the scanner hashes.
     """
-    calls: list[Path] = []
-    real = fs.hash_file
-
-    def counting(path: Path) -> tuple[str, int]:
-        calls.append(Path(path))
-        return real(path)
-
-    monkeypatch.setattr(fs, "hash_file", counting)
-    return calls
+    return count_hashing(monkeypatch, fs)
 
 
 @pytest.fixture
@@ -282,6 +275,60 @@ def test_racy_stamps_are_not_trusted(tmp_path: Path, hashed: list[Path]) -> None
     again = scan(tmp_path, {"a": base}, NO_RULES)
     assert hashed == [target]
     assert (again.files["a"].changed, again.refreshed) == (False, ())
+
+
+@pytest.mark.usefixtures("stamps_trusted")
+def test_a_rename_is_known_by_its_stamps(tmp_path: Path, hashed: list[Path]) -> None:
+    """
+    A file with no base whose size, mtime, inode and mode a vanished path's
+    trusted base recorded is that path renamed: not read, it has that
+    base's sha256 and says where it came from (the old path is reported
+    deleted all the same). A hard link (the old path still there), a
+    renamed file whose mtime or size changed, or one renamed from a base
+    with an unknown ctime is read (and, found to have a vanished path's
+    content, said to come from there too).
+    """
+    for name in ("a", "b", "c", "d"):
+        write(tmp_path, f"{name}.bin", name.encode() * 4096)
+    state = synced(scan(tmp_path, {}, NO_RULES), seq=3)
+    state["d.bin"] = state["d.bin"]._replace(ctime_ns=UNKNOWN_CTIME)
+    hashed.clear()
+
+    (tmp_path / "x").mkdir()
+    os.rename(tmp_path / "a.bin", tmp_path / "x/a.bin")
+    os.link(tmp_path / "b.bin", tmp_path / "linked.bin")
+    os.rename(tmp_path / "c.bin", tmp_path / "later.bin")
+    os.utime(tmp_path / "later.bin", ns=(1, 1))
+    os.rename(tmp_path / "d.bin", tmp_path / "unknown.bin")
+    result = scan(tmp_path, state, NO_RULES)
+
+    moved = result.files["x/a.bin"]
+    assert (moved.sha256, moved.base, moved.changed, moved.moved_from) == (
+        state["a.bin"].sha256, 0, True, state["a.bin"]
+    )
+    assert sorted(path.name for path in hashed) == ["b.bin", "later.bin", "linked.bin", "unknown.bin"]
+    assert result.files["linked.bin"].moved_from is None
+    assert result.files["later.bin"].moved_from == state["c.bin"]
+    assert result.files["unknown.bin"].moved_from == state["d.bin"]
+    assert {entry.path for entry in result.deleted} == {"a.bin", "c.bin", "d.bin"}
+    assert moved.as_base(9) == state["a.bin"]._replace(path="x/a.bin", seq=9, ctime_ns=moved.ctime_ns)
+
+
+@pytest.mark.usefixtures("stamps_trusted")
+def test_large_files_read_are_cut_as_they_are_hashed(tmp_path: Path) -> None:
+    """
+    With C{cut_over}, a file over it that must be read is cut into its
+    blocks in the same read (its recipe kept for its upload); one under it,
+    or one whose stamps are its base's, is not.
+    """
+    big = write(tmp_path, "big.bin", os.urandom(6 * 2**20))
+    write(tmp_path, "small.txt", b"small")
+    result = scan(tmp_path, {}, NO_RULES, cut_over=1024)
+    cut = result.files["big.bin"]
+    assert cut.recipe == recipe_of(big) and cut.sha256 == cut.recipe.sha256 and len(cut.recipe.blocks) > 1
+    assert result.files["small.txt"].recipe is None
+    assert scan(tmp_path, {}, NO_RULES).files["big.bin"].recipe is None
+    assert scan(tmp_path, synced(result), NO_RULES, cut_over=1024).files["big.bin"].recipe is None
 
 
 def test_deleted(tmp_path: Path) -> None:
