@@ -57,7 +57,10 @@ class Looks:
             if unchanged is not None:
                 return unchanged
         if base is None:
-            moved = self.renamed_here(path)
+            try:
+                moved: LocalFile | None = await self.thread(lambda: self.renamed_here(path))
+            except FileChanging:
+                moved = None  # looked at below, as it settles
             if moved is not None:
                 return moved
         for attempt in range(20):
@@ -77,8 +80,9 @@ class Looks:
         """
         The file at C{path}, which has no base, if it is a file this client
         had in sync under another name that holds nothing now (a rename
-        known by its stamps, see L{scanner.moved_here}): not read. Only
-        files too large to read on this thread are looked for.
+        known by its stamps and its sha256, see L{scanner.moved_here}): not
+        cut. Only files too large to read on the reactor's thread are looked
+        for; this runs in a thread.
         """
         try:
             st = os.lstat(to_local(self.root, path))

@@ -438,7 +438,7 @@ def moved_here(root: Path, path: str, st: os.stat_result, bases: Mapping[_Identi
     mtime, inode and executable bit are those a trusted base (one whose
     ctime is known) recorded, whose ctime is not older than that base's,
     and whose recorded path holds no file now. Its bytes are then that
-    base's, and it need not be read.
+    base's if they hash to its sha256 (see L{_moved}); it need not be cut.
 
     The rename itself moved the ctime, so it cannot be compared: a file
     written since the base was recorded shows it in its size or its mtime,
@@ -465,13 +465,24 @@ def renamed(root: Path, path: str, st: os.stat_result, bases: Iterable[Base]) ->
     C{None}.
     """
     gone = moved_here(root, path, st, _identities(bases))
-    return None if gone is None else _moved(path, st, gone)
+    return None if gone is None else _moved(to_local(root, path), path, gone)
 
 
-def _moved(path: str, st: os.stat_result, base: Base) -> LocalFile:
+def _moved(local: str | Path, path: str, base: Base) -> LocalFile | None:
     """
-    The file at C{path} (whose stat is C{st}), renamed from C{base}'s path.
+    The file at C{path} (C{local} here), renamed from C{base}'s path, if
+    its bytes are still that base's; else C{None}.
+
+    It is hashed to know: the rename moved its ctime, so nothing else tells
+    a file edited in place with its size and mtime put back (C{cp -p},
+    C{rsync -t}) before it was renamed. It is not cut: its blocks are those
+    of the base's version, which the server has.
+
+    @raise FileChanging: if it changes while it is read.
     """
+    sha256, st = _hash_stable(local)
+    if sha256 != base.sha256:
+        return None
     size, mtime_ns, inode, ctime_ns, executable = stat_key(st)
     racy = is_racy(st, time.time_ns())
     return LocalFile(
@@ -569,10 +580,11 @@ def scan(
             if base is None:
                 identities = _identities(state.values()) if identities is None else identities
                 gone = moved_here(root, path, st, identities)
-            if gone is not None:
-                files[path] = _moved(path, st, gone)
+            moved = None if gone is None else _moved(local, path, gone)
+            if moved is not None:
+                files[path] = moved
                 continue
-            found, same = _examine(local, path, st, base, None, unhashed_over, cut_over)
+            found, same = _examine(local, path, os.lstat(local), base, None, unhashed_over, cut_over)
         except FileNotFoundError:
             continue
         except (OSError, FileChanging) as e:

@@ -20,6 +20,7 @@ from boxsync.blocks import recipe_of_bytes
 from boxsync.client.status import read_status
 from boxsync.testing import Client, Server, tree, wait_until
 from tests.faults import Proxy, converged, sha
+from tests.helpers import edit_keeping_stamps
 from tests.faults import server  # noqa: F401 (the fixture)
 
 MiB = 2**20
@@ -123,13 +124,15 @@ def once_reading(client: Client) -> int:
     return int(counted.read_text())
 
 
-def test_a_renamed_file_is_not_read_again_unless_its_stamps_changed(
+def test_a_renamed_file_is_read_once_and_sent_as_a_rename(
     server: Server, pair: tuple[Client, Proxy, Client, Proxy]
 ) -> None:
     """
-    A rename on a, known from the file's stamps, is sent without reading
-    the file, and b takes its own copy back without reading it; a renamed
-    file whose mtime changed too is read (cut and hashed) again.
+    A rename on a, known from the file's stamps, is hashed once to be sure
+    and sent without its bytes, and b takes its own copy back without
+    reading it; a renamed file whose mtime changed too is read again. A
+    file edited in place with its size and mtime put back, then renamed,
+    reaches b with its new bytes.
     """
     a, up, b, down = pair
     a.folder.mkdir(parents=True)
@@ -138,7 +141,7 @@ def test_a_renamed_file_is_not_read_again_unless_its_stamps_changed(
     carried(up, down)
     inode = (b.folder / "video.bin").stat().st_ino
     os.rename(a.folder / "video.bin", a.folder / "renamed.bin")
-    assert once_reading(a) < 16 * MiB
+    assert 32 * MiB < once_reading(a) < 48 * MiB
     assert once_reading(b) < 16 * MiB
     assert converged(a.folder, b.folder, server.box)
     assert max(carried(up, down)) < MiB
@@ -152,6 +155,14 @@ def test_a_renamed_file_is_not_read_again_unless_its_stamps_changed(
     b.once()
     assert converged(a.folder, b.folder, server.box)
     assert (b.folder / "again.bin").stat().st_mtime_ns == later
+    # Edited in place with its stamps put back, then renamed: new bytes.
+    edited = os.urandom(32 * MiB)
+    edit_keeping_stamps(a.folder / "again.bin", edited)
+    os.rename(a.folder / "again.bin", a.folder / "edited.bin")
+    a.once()
+    b.once()
+    assert converged(a.folder, b.folder, server.box)
+    assert sha((b.folder / "edited.bin").read_bytes()) == sha(edited)
 
 
 def read_by(client: Client) -> int:
@@ -163,12 +174,13 @@ def read_by(client: Client) -> int:
         return int(dict(line.split(": ") for line in io.read().splitlines())["rchar"])
 
 
-def test_a_live_client_sends_a_rename_without_reading_the_file(
+def test_a_live_client_sends_a_rename_as_a_rename(
     server: Server, pair: tuple[Client, Proxy, Client, Proxy]
 ) -> None:
     """
     A running client told of a rename by the folder watcher knows it by
-    the file's stamps too: the file is not read again.
+    the file's stamps too: the file is hashed once, not cut, and its bytes
+    are not sent.
     """
     a, up, b, down = pair
     a.folder.mkdir(parents=True)
@@ -178,10 +190,12 @@ def test_a_live_client_sends_a_rename_without_reading_the_file(
     a.start()
     wait_until(lambda: bool((read_status(a.folder) or {}).get("in_sync")), timeout=30, what="a in sync")
     before = read_by(a)
+    carried(up, down)
     os.rename(a.folder / "video.bin", a.folder / "renamed.bin")
     wait_until(lambda: (server.box / "renamed.bin").exists() and not (server.box / "video.bin").exists(),
                timeout=30, what="the rename on the server")
-    assert read_by(a) - before < 16 * MiB
+    assert read_by(a) - before < 48 * MiB
+    assert max(carried(up, down)) < MiB
     b.once()
     assert converged(a.folder, b.folder, server.box)
 

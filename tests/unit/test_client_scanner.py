@@ -281,14 +281,16 @@ def test_racy_stamps_are_not_trusted(tmp_path: Path, hashed: list[Path]) -> None
 def test_a_rename_is_known_by_its_stamps(tmp_path: Path, hashed: list[Path]) -> None:
     """
     A file with no base whose size, mtime, inode and mode a vanished path's
-    trusted base recorded is that path renamed: not read, it has that
-    base's sha256 and says where it came from (the old path is reported
-    deleted all the same). A hard link (the old path still there), a
-    renamed file whose mtime or size changed, or one renamed from a base
-    with an unknown ctime is read (and, found to have a vanished path's
-    content, said to come from there too).
+    trusted base recorded, and whose bytes hash to that base's sha256, is
+    that path renamed: hashed, not cut, it says where it came from (the
+    old path is reported deleted all the same). A hard link (the old path
+    still there), a renamed file whose mtime or size changed, or one
+    renamed from a base with an unknown ctime is read (and, found to have a
+    vanished path's content, said to come from there too). One edited in
+    place with its size and mtime put back before it was renamed is not
+    taken for the old content.
     """
-    for name in ("a", "b", "c", "d"):
+    for name in ("a", "b", "c", "d", "e"):
         write(tmp_path, f"{name}.bin", name.encode() * 4096)
     state = synced(scan(tmp_path, {}, NO_RULES), seq=3)
     state["d.bin"] = state["d.bin"]._replace(ctime_ns=UNKNOWN_CTIME)
@@ -300,17 +302,25 @@ def test_a_rename_is_known_by_its_stamps(tmp_path: Path, hashed: list[Path]) -> 
     os.rename(tmp_path / "c.bin", tmp_path / "later.bin")
     os.utime(tmp_path / "later.bin", ns=(1, 1))
     os.rename(tmp_path / "d.bin", tmp_path / "unknown.bin")
-    result = scan(tmp_path, state, NO_RULES)
+    edit_keeping_stamps(tmp_path / "e.bin", b"E" * 4096)
+    os.rename(tmp_path / "e.bin", tmp_path / "edited.bin")
+    result = scan(tmp_path, state, NO_RULES, cut_over=1024)
 
     moved = result.files["x/a.bin"]
     assert (moved.sha256, moved.base, moved.changed, moved.moved_from) == (
         state["a.bin"].sha256, 0, True, state["a.bin"]
     )
-    assert sorted(path.name for path in hashed) == ["b.bin", "later.bin", "linked.bin", "unknown.bin"]
+    assert moved.recipe is None
+    # The two renames by their stamps are hashed to be sure; what is read
+    # otherwise is cut (and hashed in the same read).
+    assert sorted(path.name for path in hashed) == ["a.bin", "edited.bin"]
+    assert all(result.files[name].recipe is not None for name in ("linked.bin", "later.bin", "unknown.bin", "edited.bin"))
+    edited = result.files["edited.bin"]
+    assert edited.moved_from is None and edited.sha256 == sha(b"E" * 4096) != state["e.bin"].sha256
     assert result.files["linked.bin"].moved_from is None
     assert result.files["later.bin"].moved_from == state["c.bin"]
     assert result.files["unknown.bin"].moved_from == state["d.bin"]
-    assert {entry.path for entry in result.deleted} == {"a.bin", "c.bin", "d.bin"}
+    assert {entry.path for entry in result.deleted} == {"a.bin", "c.bin", "d.bin", "e.bin"}
     assert moved.as_base(9) == state["a.bin"]._replace(path="x/a.bin", seq=9, ctime_ns=moved.ctime_ns)
 
 
