@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
 from ..paths import BadPath, to_local
-from .scanner import FileChanging, LocalFile, ReadElsewhere, changed_since, renamed, scan_one
+from .scanner import FileChanging, LocalFile, ReadElsewhere, changed_since, moved, renamed_from, scan_one
 from .state import Base, LocalState
 
 __all__ = ["INLINE_READ", "Looks"]
@@ -57,12 +57,9 @@ class Looks:
             if unchanged is not None:
                 return unchanged
         if base is None:
-            try:
-                moved: LocalFile | None = await self.thread(lambda: self.renamed_here(path))
-            except FileChanging:
-                moved = None  # looked at below, as it settles
-            if moved is not None:
-                return moved
+            taken = await self.renamed_here(path)
+            if taken is not None:
+                return taken
         for attempt in range(20):
             try:
                 try:
@@ -76,21 +73,29 @@ class Looks:
                 await deferLater(self.reactor, min(2.0, 0.1 * 2**attempt), lambda: None)
         raise FileChanging(f"{path} keeps changing")
 
-    def renamed_here(self, path: str) -> LocalFile | None:
+    async def renamed_here(self, path: str) -> LocalFile | None:
         """
         The file at C{path}, which has no base, if it is a file this client
         had in sync under another name that holds nothing now (a rename
-        known by its stamps and its sha256, see L{scanner.moved_here}): not
-        cut. Only files too large to read on the reactor's thread are looked
-        for; this runs in a thread.
+        known by its stamps, see L{scanner.moved_here}, and made sure of by
+        its sha256, in a thread): not cut. Only files too large to read on
+        this thread are looked for.
         """
         try:
-            st = os.lstat(to_local(self.root, path))
+            local = to_local(self.root, path)
+            st = os.lstat(local)
         except (OSError, BadPath):
             return None
         if not stat.S_ISREG(st.st_mode) or st.st_size <= INLINE_READ:
             return None
-        return renamed(self.root, path, st, self.state.with_inode(st.st_ino))
+        gone = renamed_from(self.root, path, st, self.state.with_inode(st.st_ino))
+        if gone is None:
+            return None
+        try:
+            taken: LocalFile | None = await self.thread(lambda: moved(local, path, gone))
+        except FileChanging:
+            return None  # looked at as it settles
+        return taken
 
     def unchanged_since_scan(self, hashed: LocalFile, base: Base | None) -> LocalFile | None:
         """

@@ -438,7 +438,7 @@ def moved_here(root: Path, path: str, st: os.stat_result, bases: Mapping[_Identi
     mtime, inode and executable bit are those a trusted base (one whose
     ctime is known) recorded, whose ctime is not older than that base's,
     and whose recorded path holds no file now. Its bytes are then that
-    base's if they hash to its sha256 (see L{_moved}); it need not be cut.
+    base's if they hash to its sha256 (see L{moved}); it need not be cut.
 
     The rename itself moved the ctime, so it cannot be compared: a file
     written since the base was recorded shows it in its size or its mtime,
@@ -458,17 +458,17 @@ def moved_here(root: Path, path: str, st: os.stat_result, bases: Mapping[_Identi
     return None
 
 
-def renamed(root: Path, path: str, st: os.stat_result, bases: Iterable[Base]) -> LocalFile | None:
+def renamed_from(root: Path, path: str, st: os.stat_result, bases: Iterable[Base]) -> Base | None:
     """
-    The file at C{path} (whose stat is C{st}, and which has no base of its
-    own), if it is one of C{bases}' renamed (see L{moved_here}); else
-    C{None}.
+    The one of C{bases} whose path the file at C{path} (whose stat is
+    C{st}, and which has no base of its own) seems renamed from, by its
+    stamps (see L{moved_here}); else C{None}. Nothing is read: L{moved}
+    then makes sure.
     """
-    gone = moved_here(root, path, st, _identities(bases))
-    return None if gone is None else _moved(to_local(root, path), path, gone)
+    return moved_here(root, path, st, _identities(bases))
 
 
-def _moved(local: str | Path, path: str, base: Base) -> LocalFile | None:
+def moved(local: str | Path, path: str, base: Base) -> LocalFile | None:
     """
     The file at C{path} (C{local} here), renamed from C{base}'s path, if
     its bytes are still that base's; else C{None}.
@@ -580,9 +580,9 @@ def scan(
             if base is None:
                 identities = _identities(state.values()) if identities is None else identities
                 gone = moved_here(root, path, st, identities)
-            moved = None if gone is None else _moved(local, path, gone)
-            if moved is not None:
-                files[path] = moved
+            taken = None if gone is None else moved(local, path, gone)
+            if taken is not None:
+                files[path] = taken
                 continue
             found, same = _examine(local, path, os.lstat(local), base, None, unhashed_over, cut_over)
         except FileNotFoundError:
