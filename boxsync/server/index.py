@@ -413,7 +413,10 @@ def open_database(path: Path) -> sqlite3.Connection:
     """
     Open (creating or upgrading) the index database at C{path}.
     """
-    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    # Another process (a second server, boxsync-admin) may be opening or
+    # upgrading it at the same moment: wait for its lock, as long as it takes
+    # on a busy machine, rather than fail.
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30.0)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     (version,) = db.execute("PRAGMA user_version").fetchone()
