@@ -171,12 +171,11 @@ class Accounts:
         The registry's revoked tokens and accounts, if it changed since the
         last read. Runs in the registry's thread.
         """
-        if self._registry is None:
-            self._registry = self.open_registry()
-        version = self._registry.version()
+        registry = self._opened()
+        version = registry.version()
         if version == self._version:
             return None
-        return version, self._registry.revoked(), self._registry.accounts()
+        return version, registry.revoked(), registry.accounts()
 
     def use_link(self, token_id: str, until: int, now: int) -> Deferred[bool]:
         """
@@ -185,12 +184,15 @@ class Accounts:
         time, on any server of the registry.
         """
 
-        def use() -> bool:
-            if self._registry is None:
-                self._registry = self.open_registry()
-            return self._registry.use_once(token_id, until, now)
+        return deferToThreadPool(self.reactor, self._pool, lambda: self._opened().use_once(token_id, until, now))
 
-        return deferToThreadPool(self.reactor, self._pool, use)
+    def _opened(self) -> Registry:
+        """
+        The registry, opened the first time. Runs in the registry's thread.
+        """
+        if self._registry is None:
+            self._registry = self.open_registry()
+        return self._registry
 
     async def refresh(self) -> None:
         """
