@@ -47,6 +47,10 @@ class Actions:
         reason, if there is one more to say than the failure itself.
     @ivar committed: told the seq of each commit this client makes (the
         server does not echo them), so the cursor can pass them.
+    @ivar unanswered: the sha256 each path was last sent with, where no
+        answer came (the connection dropped, the server stopped): the
+        server may have committed it, so a version of the path with that
+        sha256 is this client's own, not another's change to conflict with.
     """
 
     root: Path
@@ -63,6 +67,7 @@ class Actions:
     log = Logger()
     # The paths whose delete L{remove_gone} is making.
     _removing: dict[str, DeferredLock] = field(factory=dict)
+    unanswered: dict[str, str] = field(factory=dict)
 
     def _local(self, path: str) -> Path:
         return to_local(self.root, path)
@@ -243,6 +248,7 @@ class Actions:
             await self._resolve_stale(file.path)
             return
         except (APIError, ChangedWhileSent) as e:
+            self.unanswered.pop(file.path, None)
             if not changed_while_sent(e):
                 raise
             if file.sha256 is None:
@@ -257,6 +263,11 @@ class Actions:
             # scan) reports it again once it is stable.
             self.resync(f"{file.path} changed while it was sent")
             return
+        except BaseException:
+            if file.sha256 is not None:
+                self.unanswered[file.path] = file.sha256
+            raise
+        self.unanswered.pop(file.path, None)
         self.state.put(file.as_base(result.seq, result.sha256))
         self.committed(result.seq)
 
@@ -314,9 +325,21 @@ class Actions:
     async def _resolve_stale(self, path: str) -> None:
         """
         The server moved on from our base while we changed C{path}: keep our
-        copy as a conflict copy, take theirs.
+        copy as a conflict copy, take theirs; unless theirs is our own
+        upload whose answer never came (L{unanswered}): then our edit goes
+        up from it.
         """
         file = await self.look(path)
+        sent = self.unanswered.pop(path, None)
+        if file is not None and file.changed and sent is not None:
+            try:
+                seq, recipe = await self.api.recipe(path)
+            except APIError:  # deleted since, or a server without recipes
+                pass
+            else:
+                if recipe.sha256 == sent:
+                    await self.carry_out(reconcile.SendEdit(sent, seq, file.executable), path, file)
+                    return
         if file is not None and file.changed:
             self.keep_as_conflict(path)
         self.state.forget(path)

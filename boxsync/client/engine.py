@@ -607,7 +607,7 @@ class Engine:
             self.log.warn("cannot place {path} here: {error}", path=path, error=e)
             return
         file = await self._look(path)
-        action = reconcile.on_download(event, file)
+        action = reconcile.on_download(event, file, self._actions.unanswered.pop(path, None))
         if not isinstance(action, reconcile.Fetch):
             await self._actions.carry_out(action, path, file)
             return

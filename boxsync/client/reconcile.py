@@ -268,9 +268,10 @@ def _send(seq: int, base: Base | None, file: LocalFile) -> Send | SendMode:
     return Send(seq)
 
 
-def on_download(event: Download, file: LocalFile | None) -> Action:
+def on_download(event: Download, file: LocalFile | None, unanswered: str | None = None) -> Action:
     """
-    The server has version C{event}; the file here is C{file}.
+    The server has version C{event}; the file here is C{file}, which was
+    last sent with sha256 C{unanswered} and no answer came, if it was.
     """
     if file is not None and file.sha256 == event.sha256:
         if event.executable in (None, file.executable):
@@ -279,6 +280,10 @@ def on_download(event: Download, file: LocalFile | None) -> Action:
             # Made executable (or not) here since its base: that goes up.
             return SendMode(event.seq)
         return TakeMode(event.seq, event.executable)
+    if file is not None and file.changed and unanswered == event.sha256:
+        # The server's version is this client's own upload, committed
+        # though its answer was lost, and edited here since: no conflict.
+        return SendEdit(event.sha256, event.seq, bool(event.executable))
     return Fetch(keep_local=file is not None and file.changed)
 
 

@@ -21,6 +21,10 @@ from boxsync.client.results import DownloadResult
 from boxsync.client.ignore import IgnoreRules
 from boxsync.client.scanner import SETTLED_NS
 from boxsync.client.progress import NOTED_START, LogReporter, RichReporter, reporter_for
+from boxsync.client.transfers import Transfers
+from twisted.internet.error import ConnectionLost
+from twisted.python.failure import Failure
+from twisted.web._newclient import ResponseNeverReceived
 from tests.faults import sha
 from tests.helpers import RunningServer, json_of, put, timed
 from boxsync.testing import tree
@@ -272,6 +276,39 @@ async def test_stale_upload_becomes_a_conflict_copy(
     assert len(copies) == 1 and copies[0].read_text() == "ours"
     await a.sync()
     assert (a.root / "race.txt").read_text() == "theirs"
+    assert tree(a.root) == tree(server.box)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upload_whose_answer_was_lost_is_no_conflict(
+    folders: Any, reactor: Any, server: RunningServer, monkeypatch: Any
+) -> None:
+    """
+    The server commits an upload whose answer never comes (the connection
+    drops, the server stops); the file is edited again and sent from the
+    old base, refused as stale: the server's version is found to be this
+    client's own, so the edit goes up from it, with no conflict copy.
+    """
+    a = folders("a")
+    (a.root / "lost.txt").write_text("v1")
+    await a.sync()
+    engine = a.engine()
+    real = Transfers.upload
+
+    async def answer_lost(self: Transfers, *args: Any, **kwargs: Any) -> Any:
+        await real(self, *args, **kwargs)
+        raise ResponseNeverReceived([Failure(ConnectionLost())])
+
+    monkeypatch.setattr(Transfers, "upload", answer_lost)
+    (a.root / "lost.txt").write_text("v2")
+    await timed(engine.submit("lost.txt", lambda: engine._local_change("lost.txt")), reactor)
+    monkeypatch.undo()
+    assert (server.box / "lost.txt").read_text() == "v2"
+    (a.root / "lost.txt").write_text("v3, edited after")
+    await timed(engine.submit("lost.txt", lambda: engine._local_change("lost.txt")), reactor)
+    await a.sync()
+    assert list(a.root.glob("lost.conflict-*")) == []
+    assert (server.box / "lost.txt").read_text() == "v3, edited after"
     assert tree(a.root) == tree(server.box)
 
 

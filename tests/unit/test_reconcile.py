@@ -72,6 +72,23 @@ def test_on_download(found: LocalFile | None, expected: reconcile.Action) -> Non
 
 
 @pytest.mark.parametrize(
+    "unanswered, found, expected",
+    [
+        # The server's version is the upload whose answer was lost, and the
+        # file was edited since: the edit goes up from it.
+        (THEIRS, file(OURS, changed=True), SendEdit(THEIRS, 7, False)),
+        (THEIRS, file(OURS, changed=False), Fetch(keep_local=False)),  # not edited since: theirs
+        (THEIRS, None, Fetch(keep_local=False)),  # deleted here since: the version comes back
+        ("c" * 64, file(OURS, changed=True), Fetch(keep_local=True)),  # another's version
+    ],
+)
+def test_on_download_of_an_upload_whose_answer_was_lost(
+    unanswered: str, found: LocalFile | None, expected: reconcile.Action
+) -> None:
+    assert reconcile.on_download(Download("f", THEIRS, 1, 1, 7), found, unanswered) == expected
+
+
+@pytest.mark.parametrize(
     "executable, found, expected",
     [
         (True, file(OURS), TakeMode(7, True)),  # the server's mode comes down
