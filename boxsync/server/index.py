@@ -40,6 +40,7 @@ __all__ = [
     "Moved",
     "SQLIndex",
     "SQLiteIndex",
+    "TrashPage",
     "Stats",
     "VersionRecord",
 ]
@@ -107,6 +108,22 @@ class BlockSource:
     seq: int
     offset: int
     path: str | None
+
+
+@frozen
+class TrashPage:
+    """
+    A page of the trash as L{IIndex.trash_json} lists it.
+
+    @ivar rows: the text of a JSON array of the files' rows.
+    @ivar count: how many rows it holds.
+    @ivar last: the C{ended_seq} of its last row (the C{before} of the
+        page after it), if it has any.
+    """
+
+    rows: str
+    count: int
+    last: int | None
 
 
 class IndexUnavailable(Exception):
@@ -237,7 +254,7 @@ class IIndex(Interface):
     def trash_json(account: str, under: str, limit: int, before: int | None = None) -> Any:
         """
         The same files as L{trash} (with C{before}, only those deleted by a
-        commit before that seq), as the text of a JSON array with, for
+        commit before that seq), as a L{TrashPage} whose rows are, for
         each, C{[path, seq, committed_ns, size, sha256, origin, ended_seq,
         ended_ns]} of its last version (made by the database where it can:
         the quick way to list 100,000).
@@ -615,9 +632,10 @@ class SQLIndex:
         return self._run(q)
 
     def trash_json(self, account: str, under: str, limit: int, before: int | None = None) -> Any:
-        def q(db: Database) -> str:
+        def q(db: Database) -> TrashPage:
             query = _trash_query(_TRASH_ROW, account, under, limit, self._sqlite, before)
-            return json.dumps([list(row) for row in db.execute(*query)])
+            rows = [list(row) for row in db.execute(*query)]
+            return TrashPage(json.dumps(rows), len(rows), rows[-1][6] if rows else None)
 
         return self._run(q)
 
@@ -820,16 +838,16 @@ class SQLiteIndex(SQLIndex):
         return self._run(lambda db: _transaction(cast(sqlite3.Connection, db), lambda: fn(db)))
 
     def trash_json(self, account: str, under: str, limit: int, before: int | None = None) -> Any:
-        def q(db: Database) -> str:
+        def q(db: Database) -> TrashPage:
             sql, args = _trash_query(_TRASH_ROW, account, under, limit, True, before)
             # Made by SQLite, not row by row in Python; the rows come out
-            # of the subquery in its order.
-            (text,) = db.execute(
+            # of the subquery in its order, the last deleted first.
+            text, count, last = db.execute(
                 "SELECT json_group_array(json_array(path, seq, committed_ns, size, sha256, origin, ended_seq, "
-                f"ended_ns)) FROM ({sql})",
+                f"ended_ns)), count(*), min(ended_seq) FROM ({sql})",
                 args,
             ).fetchone()
-            return str(text)
+            return TrashPage(str(text), count, last)
 
         return self._run(q)
 

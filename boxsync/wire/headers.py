@@ -22,6 +22,7 @@ __all__ = [
     "INCOMING_FEATURE",
     "CLIENT_HEADER",
     "STREAM_HEADER",
+    "BEFORE_HEADER",
     "SEQ_HEADER",
     "LAST_EVENT_ID",
     "PROGRESS_HEADER",
@@ -71,6 +72,9 @@ CLIENT_HEADER = "X-Boxsync-Client"
 STREAM_HEADER = "X-Boxsync-Stream"
 #: On a download: the seq of the version being sent.
 SEQ_HEADER = "X-Boxsync-Seq"
+#: On a full page of C{GET /trash?rows=1}: the C{before} of the page after
+#: it, so a client can ask for that one before it has read this one.
+BEFORE_HEADER = "X-Boxsync-Before"
 #: On a request with a body: C{102}, asking the server to answer
 #: C{102 Processing} now and then while the body is still arriving.
 PROGRESS_HEADER = "X-Boxsync-Progress"

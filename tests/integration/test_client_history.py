@@ -96,8 +96,9 @@ async def test_the_trash_of_an_older_server(
 ) -> None:
     """
     The trash comes a page at a time; a server from before the trash in
-    rows answers in versions, a page at first, then all: the command
-    prints the same.
+    rows answers in versions, a page at first, then all, and one from
+    before the header naming the next page is asked for it once a page is
+    read: the command prints the same.
     """
     monkeypatch.setattr(client_api, "TRASH_PAGE", 2)
     for n in range(3):
@@ -112,6 +113,9 @@ async def test_the_trash_of_an_older_server(
     assert all(set(f) == fields for f in listed)
     assert all(f["time"] < f["deleted_time"] <= iso_time(time.time_ns()) for f in listed)
     plain = await run(lambda out: history.trash(server.reactor, options(server), "", out), server)
+    # A server that does not name the next page: asked once a page is read.
+    monkeypatch.setattr(server_history, "BEFORE_HEADER", "X-Unknown")
+    assert await run(lambda out: history.trash(server.reactor, options(server, True), "", out), server) == in_rows
     real_query = server_history.query
     monkeypatch.setattr(server_history, "query", lambda request, name: None if name == "rows" else real_query(request, name))
     assert await run(lambda out: history.trash(server.reactor, options(server, True), "", out), server) == in_rows

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest_twisted
 
+from boxsync.wire import BEFORE_HEADER
 from boxsync.wire.history import TRASH_ROWS_FEATURE, VersionEntry, iso_time
 from tests.helpers import RunningServer, json_of, put, timed
 from tests.integration.test_accounts import TokenServer, accounts  # noqa: F401 (the fixture)
@@ -94,7 +95,11 @@ async def test_deleted_files_are_in_the_trash_and_come_back(server: RunningServe
             (f["path"], f["seq"], f["time"], f["size"], f["sha256"], f["client"], f["deleted_seq"], f["ended_time"])
             for f in versions
         ]
-    assert len((await json_of(await get(http, server, "/trash?rows=1&limit=1")))["rows"]) == 1
+    first = await get(http, server, "/trash?rows=1&limit=1")
+    assert len((await json_of(first))["rows"]) == 1
+    # A full page names where the next starts; the last page does not.
+    assert first.headers.getRawHeaders(BEFORE_HEADER) == ["5"]
+    assert not (await get(http, server, "/trash?rows=1&limit=3")).headers.hasHeader(BEFORE_HEADER)
     # A page after the first: those deleted before its last.
     older = (await json_of(await get(http, server, "/trash?rows=1&before=5")))["rows"]
     assert [(row[0], row[6]) for row in older] == [("old/plan.txt", 4)]

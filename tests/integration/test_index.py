@@ -255,10 +255,12 @@ async def test_version_trash_and_at(index: Any) -> None:
     assert [v.path for v in await index.trash(A, "", 1)] == ["docsx"]
     # The same, as JSON rows.
     for under, limit in (("", 10), ("docs", 10), ("", 1), ("nowhere", 10)):
-        assert json.loads(await index.trash_json(A, under, limit)) == [
-            [v.path, v.seq, v.committed_ns, v.size, v.sha256, v.origin, v.ended_seq, v.ended_ns]
-            for v in await index.trash(A, under, limit)
+        page = await index.trash_json(A, under, limit)
+        listed = await index.trash(A, under, limit)
+        assert json.loads(page.rows) == [
+            [v.path, v.seq, v.committed_ns, v.size, v.sha256, v.origin, v.ended_seq, v.ended_ns] for v in listed
         ]
+        assert (page.count, page.last) == (len(listed), listed[-1].ended_seq if listed else None)
     # Back again: not in the trash any more.
     await index.commit(A, rec("docsx", b"back"))
     assert [v.path for v in await index.trash(A, "", 10)] == ["docs/sub/c"]

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from boxsync.paths import BadPath, normalize, normalize_all
+from boxsync.paths import MAX_PATH_BYTES, MAX_SEGMENT_BYTES, BadPath, normalize, normalize_all
 from boxsync.wire import ProtocolError
+from boxsync.wire.values import check_sha256, check_sha256s
 from boxsync.wire.history import Deleted, VersionEntry, iso_time, json_lines, parse_trash, trash_rows
 
 SHA = "ab" * 32
@@ -130,9 +131,43 @@ def normalize_or_none(path: str) -> str | None:
 
 @given(st.lists(st.text(st.characters(max_codepoint=300), max_size=8), min_size=1, max_size=4))
 def test_paths_checked_together_as_one_by_one(texts: list[str]) -> None:
+    paths_checked_as_one_by_one(texts)
+
+
+def paths_checked_as_one_by_one(texts: list[str]) -> None:
     one_by_one = [normalize_or_none(text) for text in texts]
     if None in one_by_one:
         with pytest.raises(BadPath):
             normalize_all(texts)
     else:
         assert normalize_all(texts) == one_by_one
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["a/" + "b" * MAX_SEGMENT_BYTES, "c"],  # long, but each segment within bounds
+        ["a/" + "b" * (MAX_SEGMENT_BYTES + 1)],  # a segment too long
+        ["c", "b" * (MAX_PATH_BYTES + 1)],
+        ["/".join(["d" * 200] * 30)],  # too long a path, of short segments
+    ],
+)
+def test_long_paths_checked_together_as_one_by_one(texts: list[str]) -> None:
+    paths_checked_as_one_by_one(texts)
+
+
+@given(st.lists(st.text("0123456789abcdefABCDEF \t\ng", min_size=64, max_size=64) | st.just("a" * 64), max_size=4))
+def test_sha256s_checked_together_as_one_by_one(digests: list[str]) -> None:
+    one_by_one = [_checked_or_none(digest) for digest in digests]
+    if None in one_by_one:
+        with pytest.raises(ProtocolError):
+            check_sha256s(digests)
+    else:
+        assert check_sha256s(digests) == digests
+
+
+def _checked_or_none(digest: str) -> str | None:
+    try:
+        return check_sha256(digest)
+    except ProtocolError:
+        return None
