@@ -150,6 +150,19 @@ def test_a_child_is_checked_as_the_whole_path_is(parents: list[str], name: str) 
     assert found == expected
 
 
+@pytest.mark.parametrize("total", [4095, 4096, 4097])
+def test_a_child_at_the_longest_path_is_checked_as_the_whole_path_is(total: int) -> None:
+    parent = "/".join(["p" * 200] * 20)  # 4,019 characters
+    name = "n" * (total - len(parent) - 1)
+    if total <= 4096:
+        assert child(parent, name) == normalize(f"{parent}/{name}")
+    else:
+        with pytest.raises(BadPath):
+            child(parent, name)
+        with pytest.raises(BadPath):
+            normalize(f"{parent}/{name}")
+
+
 EVENTS = [
     Hello("s1", 3),
     Upload("a b/ü.txt", 0),
