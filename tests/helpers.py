@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zlib
+from io import BytesIO
 from pathlib import Path
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable
@@ -18,7 +20,8 @@ from treq.client import HTTPClient
 from twisted.internet.task import deferLater
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
+from twisted.web.http_headers import Headers
 
 from boxsync.client.api import BoxsyncAPI
 from boxsync.client.engine import Engine
@@ -126,8 +129,12 @@ class StreamReader(Protocol):
     expect, each wait bounded.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, unzip: Any = None) -> None:
         self.reactor = reactor
+        #: A C{zlib} decompressor of the stream, if it comes in gzip.
+        self.unzip = unzip
+        #: The bytes received, as they came.
+        self.received = 0
         self.parser = SSEParser()
         self.events: list[Event] = []
         self.comments = 0
@@ -135,6 +142,9 @@ class StreamReader(Protocol):
         self._waiters: list[tuple[Callable[[list[Event]], bool], Deferred[None]]] = []
 
     def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.unzip is not None:
+            data = self.unzip.decompress(data)
         self.comments += data.count(b"\n: ")
         for message in self.parser.feed(data):
             event = decode_event(message)
@@ -182,7 +192,31 @@ async def open_stream(
         server.reactor,
     )
     assert response.code == 200, await response.text()
-    reader = StreamReader(server.reactor)
+    return _read_stream(server, response)
+
+
+async def open_raw_stream(server: RunningServer, manifest: Manifest, **headers: str) -> StreamReader:
+    """
+    L{open_stream}, through Twisted's own agent: its bytes as they came on
+    the wire (treq asks for gzip, and decodes it, itself).
+    """
+    fields = server.headers(**{"Accept": EVENT_STREAM, **headers})
+    response = await timed(
+        Agent(server.reactor).request(
+            b"POST",
+            f"{server.url}/sync".encode("ascii"),
+            Headers({name: [value] for name, value in fields.items()}),
+            FileBodyProducer(BytesIO(encode_manifest(manifest))),
+        ),
+        server.reactor,
+    )
+    assert response.code == 200
+    return _read_stream(server, response)
+
+
+def _read_stream(server: RunningServer, response: Any) -> StreamReader:
+    gzipped = response.headers.getRawHeaders("Content-Encoding") == ["gzip"]
+    reader = StreamReader(server.reactor, zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None)
     response.deliverBody(reader)
     return reader
 

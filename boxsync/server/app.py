@@ -273,7 +273,10 @@ class BoxsyncApp:
                 manifest = evolve(manifest, cursor=last_id)
         box = self.boxes(principal.account)
         client = manifest.client or header(request, CLIENT_HEADER) or ""
-        stream = EventStream(cast(Request, request), uuid.uuid4().hex, client, sse_for(manifest.features))
+        stream = EventStream(
+            cast(Request, request), uuid.uuid4().hex, client, sse_for(manifest.features),
+            coding.GzipStream() if "gzip" in coding.accepted(header(request, "Accept-Encoding")) else None,
+        )
         self.log.info(
             "{client} connected: {files} files, {deleted} deleted, cursor {cursor}",
             client=client or "a client",

@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from ..coding import GzipStream
 from ..wire import EVENT_STREAM, Event, Hello, Ready, as_read_by, encode_comment, encode_event
 from .auth import Principal
 from .hub import Hub
@@ -37,12 +38,15 @@ class Framing:
     @ivar preamble: written before the first event.
     @ivar keepalive: written on an idle stream now and then; C{b""} for
         nothing at all.
+    @ivar plan_write: how many of a plan's events go out in one write (1
+        for a reader that takes each chunk for one event).
     """
 
     content_type: str
     encode: Callable[[Event, bool], bytes]
     preamble: bytes = b""
     keepalive: bytes = b""
+    plan_write: int = 1
 
 
 def sse_for(features: Collection[str]) -> Framing:
@@ -60,8 +64,12 @@ def sse_for(features: Collection[str]) -> Framing:
         encode,
         preamble=f"retry: {RETRY_MS}\n\n".encode(),
         keepalive=encode_comment("keepalive"),
+        plan_write=PLAN_WRITE,
     )
 
+
+#: How many of a plan's events go out in one write of an SSE stream.
+PLAN_WRITE = 64
 
 #: Server-Sent Events, for a client of the first protocol.
 SSE = sse_for(())
@@ -77,13 +85,16 @@ class EventStream:
 
     Live events that arrive while the plan is still being written are held
     back until after C{ready}, so the client sees the plan whole first.
-    Every event goes out as a write of its own (one HTTP chunk).
+    Each live event goes out as a write of its own (one HTTP chunk); the
+    plan's, L{Framing.plan_write} at a time.
     """
 
     request: Request
     stream_id: str
     client: str
     framing: Framing = SSE
+    #: Its writes in gzip (the client accepts it), else as they are.
+    gzip: GzipStream | None = None
     _held: list[Event] | None = field(factory=list)
     _paused: Deferred[None] | None = None
     _closed: bool = False
@@ -115,6 +126,9 @@ class EventStream:
         request.setHeader(b"Content-Type", self.framing.content_type.encode())
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"X-Accel-Buffering", b"no")
+        if self.gzip is not None:
+            request.setHeader(b"Content-Encoding", b"gzip")
+            request.setHeader(b"Vary", b"Accept-Encoding")
         writing: Deferred[None] | None = None
 
         def close(_: object = None) -> None:
@@ -153,20 +167,29 @@ class EventStream:
         hello = self.framing.encode(Hello(self.stream_id, seq), True)
         if not self._closed:
             # Written even when empty: it sends the response headers.
-            self.request.write(self.framing.preamble + hello)
+            self.request.write(self._encoded(self.framing.preamble + hello))
 
     async def run(self, plan: AsyncIterable[Event], upto: int) -> None:
         """
         Write every event of C{plan}, waiting whenever the connection is
         full, then C{ready} and the live events held back meanwhile.
         """
+        # The plan's events go out a few at a time (fewer chunks, and gzip
+        # finds more in common); what is pending is written before any wait.
+        pending: list[bytes] = []
         async for event in plan:
             if self._paused is not None:
+                self._write(b"".join(pending))
+                pending.clear()
                 await self._paused
             if self._closed:
                 return
-            self._write(self.framing.encode(event, False))
-        self._write(self.framing.encode(Ready(upto), True))
+            pending.append(self.framing.encode(event, False))
+            if len(pending) >= self.framing.plan_write:
+                self._write(b"".join(pending))
+                pending.clear()
+        pending.append(self.framing.encode(Ready(upto), True))
+        self._write(b"".join(pending))
         held, self._held = self._held or [], None
         for event in held:
             self.send(event)
@@ -203,7 +226,10 @@ class EventStream:
 
     def _write(self, data: bytes) -> None:
         if data and not self._closed:
-            self.request.write(data)
+            self.request.write(self._encoded(data))
+
+    def _encoded(self, data: bytes) -> bytes:
+        return data if self.gzip is None else self.gzip.encode(data)
 
     def _wake(self, error: Exception | None = None) -> None:
         paused, self._paused = self._paused, None

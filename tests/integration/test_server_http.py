@@ -16,15 +16,17 @@ from boxsync.wire import (
     EXECUTABLE_FEATURE,
     FOLDERS_FEATURE,
     Delete,
+    Hello,
     Download,
     FileEntry,
     Folder,
     InSync,
     Manifest,
+    Ready,
     Upload,
 )
 from boxsync.server.storage import BoxStorage, LocalFile
-from tests.helpers import RunningServer, json_of, open_stream, put, sha, timed
+from tests.helpers import RunningServer, json_of, open_raw_stream, open_stream, put, sha, timed
 
 
 @pytest_twisted.ensureDeferred
@@ -389,6 +391,35 @@ async def test_reconnect_with_cursor_gets_only_changes(server: RunningServer, ht
     try:
         events = await stream.ready()
         assert [e for e in events if isinstance(e, (Download, Upload))] == []
+    finally:
+        stream.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_event_stream_in_gzip(server: RunningServer, http: Any) -> None:
+    """
+    Asked with C{Accept-Encoding: gzip}, the event stream comes in gzip, a
+    fraction of the bytes, each event flushed as it is written: a live
+    event arrives at once. Without, it comes as it is.
+    """
+    for n in range(200):
+        await put(http, server, f"plan/{n:03d}.txt", b"%d" % n, base=0)
+    plain = await open_raw_stream(server, Manifest())
+    try:
+        assert plain.unzip is None
+        expected = await plain.ready()
+    finally:
+        plain.close()
+    stream = await open_raw_stream(server, Manifest(), Accept_Encoding="gzip")
+    try:
+        assert stream.unzip is not None
+        events = await stream.ready()
+        assert [e for e in events if not isinstance(e, (Hello, Ready))] == [
+            e for e in expected if not isinstance(e, (Hello, Ready))
+        ]
+        assert stream.received * 2 < plain.received
+        await put(http, server, "live.txt", b"now", base=0)
+        await stream.wait(lambda events: any(isinstance(e, Download) and e.path == "live.txt" for e in events))
     finally:
         stream.close()
 

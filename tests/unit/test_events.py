@@ -11,7 +11,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 
 from boxsync.wire import Download, InSync, SSEParser, decode_event
-from boxsync.server.events import EventStream
+from boxsync.server.events import PLAN_WRITE, EventStream
 
 SHA = "d" * 64
 
@@ -57,18 +57,22 @@ async def test_a_huge_plan_is_produced_as_the_connection_drains() -> None:
     stream = EventStream(request, "s", "c")  # type: ignore[arg-type]
     stream.start(100_000)
     running = Deferred.fromCoroutine(stream.run(plan(), 100_000))
-    # The connection is full after 100 writes: the plan waits, with at most
-    # one event taken from it and not yet written.
+    # The connection is full after 100 writes (the hello and 99 of the
+    # plan's, PLAN_WRITE events each): the plan waits, with one event taken
+    # from it and not yet written.
+    written = sum(w.count(b"event: insync") for w in request.writes)
     assert not running.called
-    assert len(request.writes) == 100 and produced <= 100
+    assert len(request.writes) == 100 and written == 99 * PLAN_WRITE and produced == written + 1
     stream.send(Download("live", SHA, 1, 0, 100_001))
     rounds = 0
     while not running.called:
         rounds += 1
+        seen = len(request.writes)
         request.producer.resumeProducing()
-        assert produced <= len(request.writes) + 1
+        written += sum(w.count(b"event: insync") for w in request.writes[seen:])
+        assert produced <= written + 1
     await running
-    assert rounds >= 999
+    assert rounds >= 100_000 // PLAN_WRITE // 100
     events = request.events()
     assert events[0].name == "hello"
     assert sum(1 for e in events if e.name == "insync") == 100_000
