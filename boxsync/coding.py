@@ -12,7 +12,7 @@ the limit, never held).
 from __future__ import annotations
 
 import zlib
-from typing import Iterable
+from typing import Any, Iterable
 
 import zstandard
 
@@ -117,14 +117,46 @@ def decode(data: bytes, coding: str | None, limit: int) -> bytes:
 class GzipStream:
     """
     A stream of writes (an event stream) in gzip, each write flushed whole
-    so the reader can decode it at once (treq's client does, as it comes),
-    all of them in one window: small, alike writes (JSON events) shrink
-    several times over.
+    so the reader can decode it at once (treq's client does, as it comes).
+
+    Its writes are compressed in one small window (alike writes, such as a
+    plan's JSON events, shrink to about a quarter) until L{settle}; from
+    then on each goes as a stored block, as it is, and the compressor's
+    memory is freed: a stream held open for hours, among thousands, costs
+    nothing more than one sent as it is.
     """
 
     def __init__(self) -> None:
-        self._deflater = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        self._deflater: Any = zlib.compressobj(
+            _GZIP_LEVEL, zlib.DEFLATED, 16 + _STREAM_WBITS, _STREAM_MEMLEVEL
+        )
+        # The gzip header, which goes before the first write, however it goes.
+        self._head: bytes = self._deflater.flush(zlib.Z_SYNC_FLUSH)
 
     def encode(self, data: bytes) -> bytes:
-        return self._deflater.compress(data) + self._deflater.flush(zlib.Z_SYNC_FLUSH)
+        head, self._head = self._head, b""
+        if self._deflater is None:
+            stored = (_stored(data[start : start + 0xFFFF]) for start in range(0, len(data), 0xFFFF))
+            return head + b"".join(stored)
+        return head + self._deflater.compress(data) + self._deflater.flush(zlib.Z_SYNC_FLUSH)
 
+    def settle(self) -> None:
+        """
+        Send each write from now on as it is (in stored blocks).
+        """
+        self._deflater = None
+
+
+#: The window and memory level of a L{GzipStream}: 24 KiB of memory
+#: instead of zlib's 256 KiB, for events a few hundred bytes long.
+_STREAM_WBITS = 12
+_STREAM_MEMLEVEL = 2
+
+
+def _stored(data: bytes) -> bytes:
+    """
+    C{data} (at most 65,535 bytes) as a deflate stored block, not the last:
+    after a sync flush the stream is at a byte boundary, where it may go.
+    """
+    size = len(data)
+    return b"\x00" + size.to_bytes(2, "little") + (size ^ 0xFFFF).to_bytes(2, "little") + data

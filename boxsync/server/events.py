@@ -190,6 +190,8 @@ class EventStream:
                 pending.clear()
         pending.append(self.framing.encode(Ready(upto), True))
         self._write(b"".join(pending))
+        if self.gzip is not None:
+            self.gzip.settle()  # live events are few: not worth a compressor each
         held, self._held = self._held or [], None
         for event in held:
             self.send(event)

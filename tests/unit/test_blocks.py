@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import random
+import zlib
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,34 @@ def test_codings_shrink_what_shrinks_and_refuse_bombs() -> None:
     assert coding.accepted("gzip;q=0, zstd;q=0.5") == ["zstd"]
     assert coding.accepted("br, deflate") == []
     assert coding.accepted(None) == []
+
+
+@given(
+    st.lists(st.binary(max_size=300), max_size=30),
+    st.integers(min_value=0, max_value=30),
+    st.binary(min_size=0, max_size=2),
+)
+@settings(deadline=None)
+def test_a_gzip_stream_decodes_write_by_write(writes: list[bytes], settled_after: int, filler: bytes) -> None:
+    """
+    Each write of a L{coding.GzipStream}, compressed or (once settled) as
+    it is, decodes whole as soon as it is received, in order; a write
+    larger than a stored block goes in several.
+    """
+    stream = coding.GzipStream()
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    writes = writes + [filler * 40_000]
+    for n, data in enumerate(writes):
+        if n == settled_after:
+            stream.settle()
+        assert inflater.decompress(stream.encode(data)) == data
+    assert not inflater.eof and not inflater.unused_data
+
+
+def test_a_gzip_stream_shrinks_alike_writes() -> None:
+    events = [b'event: upload\ndata: {"path":"photos/%04d.txt","base":0}\n\n' % n for n in range(500)]
+    stream = coding.GzipStream()
+    compressed = sum(len(stream.encode(b"".join(events[n : n + 64]))) for n in range(0, 500, 64))
+    assert compressed * 4 < sum(map(len, events))
+    stream.settle()
+    assert len(stream.encode(events[0])) == len(events[0]) + 5
