@@ -332,13 +332,15 @@ class Actions:
         file = await self.look(path)
         sent = self.unanswered.pop(path, None)
         if file is not None and file.changed and sent is not None:
+            # Which version the server has is asked only when it may be ours.
             try:
                 seq, recipe = await self.api.recipe(path)
             except APIError:  # deleted since, or a server without recipes
                 pass
             else:
-                if recipe.sha256 == sent:
-                    await self.carry_out(reconcile.SendEdit(sent, seq, file.executable), path, file)
+                own = reconcile.answered_late(recipe.sha256, seq, file.executable, file, sent)
+                if own is not None:
+                    await self.carry_out(own, path, file)
                     return
         if file is not None and file.changed:
             self.keep_as_conflict(path)

@@ -41,6 +41,7 @@ __all__ = [
     "SendEdit",
     "SendMode",
     "TakeMode",
+    "answered_late",
     "on_delete",
     "is_folder",
     "on_download",
@@ -280,11 +281,24 @@ def on_download(event: Download, file: LocalFile | None, unanswered: str | None 
             # Made executable (or not) here since its base: that goes up.
             return SendMode(event.seq)
         return TakeMode(event.seq, event.executable)
-    if file is not None and file.changed and unanswered == event.sha256:
-        # The server's version is this client's own upload, committed
-        # though its answer was lost, and edited here since: no conflict.
-        return SendEdit(event.sha256, event.seq, bool(event.executable))
+    own = answered_late(event.sha256, event.seq, bool(event.executable), file, unanswered)
+    if own is not None:
+        return own
     return Fetch(keep_local=file is not None and file.changed)
+
+
+def answered_late(
+    sha256: str, seq: int, executable: bool, file: LocalFile | None, unanswered: str | None
+) -> SendEdit | None:
+    """
+    If the server's version C{seq} (of C{sha256}) is this client's own
+    upload, committed though its answer was lost (it was last sent with
+    sha256 C{unanswered}), and C{file} was edited here since: no conflict,
+    the edit goes up from that version.
+    """
+    if file is not None and file.changed and unanswered is not None and unanswered == sha256:
+        return SendEdit(sha256, seq, executable)
+    return None
 
 
 def on_delete(seq: int, base: Base | None, file: LocalFile | None) -> Action:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from typing import Callable
 
 import pytest
 from hypothesis import given
@@ -135,12 +136,30 @@ def test_paths_checked_together_as_one_by_one(texts: list[str]) -> None:
 
 
 def paths_checked_as_one_by_one(texts: list[str]) -> None:
-    one_by_one = [normalize_or_none(text) for text in texts]
+    checked_together_as_one_by_one(texts, normalize, normalize_all, BadPath)
+
+
+def checked_together_as_one_by_one(
+    values: list[str],
+    one: Callable[[str], str],
+    together: Callable[[list[str]], list[str]],
+    error: type[Exception],
+) -> None:
+    """
+    C{together} refuses C{values} (with C{error}) if C{one} refuses any of
+    them, and else answers what C{one} answers for each.
+    """
+    one_by_one: list[str | None] = []
+    for value in values:
+        try:
+            one_by_one.append(one(value))
+        except error:
+            one_by_one.append(None)
     if None in one_by_one:
-        with pytest.raises(BadPath):
-            normalize_all(texts)
+        with pytest.raises(error):
+            together(values)
     else:
-        assert normalize_all(texts) == one_by_one
+        assert together(values) == one_by_one
 
 
 @pytest.mark.parametrize(
@@ -158,16 +177,4 @@ def test_long_paths_checked_together_as_one_by_one(texts: list[str]) -> None:
 
 @given(st.lists(st.text("0123456789abcdefABCDEF \t\ng", min_size=64, max_size=64) | st.just("a" * 64), max_size=4))
 def test_sha256s_checked_together_as_one_by_one(digests: list[str]) -> None:
-    one_by_one = [_checked_or_none(digest) for digest in digests]
-    if None in one_by_one:
-        with pytest.raises(ProtocolError):
-            check_sha256s(digests)
-    else:
-        assert check_sha256s(digests) == digests
-
-
-def _checked_or_none(digest: str) -> str | None:
-    try:
-        return check_sha256(digest)
-    except ProtocolError:
-        return None
+    checked_together_as_one_by_one(digests, check_sha256, check_sha256s, ProtocolError)
