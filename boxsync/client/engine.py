@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable
 
 from attrs import define, field
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -227,7 +227,7 @@ class Engine:
         )
         self._transfers.batcher.blocks = BLOCKS_FEATURE in features
         self._folders = FOLDERS_FEATURE in features
-        result = await self.scan()
+        self.ignore.reload()
         if self.state.rules != self.ignore.fingerprint:
             if self.state.rules is not None and self.state.cursor:
                 # Paths may have stopped being ignored: compare every file
@@ -236,6 +236,7 @@ class Engine:
                 self.state.cursor = 0
             self.state.rules = self.ignore.fingerprint
         cursor = self.state.cursor
+        result = await self.scan(every_file=not cursor)
         manifest = result.to_manifest(self.name, cursor, only_changed=cursor > 0)
         self._sent = {e.path: (e.sha256, bool(e.executable)) for e in manifest.files if e.sha256 is not None}
         self._looks.hashed = {
@@ -300,28 +301,26 @@ class Engine:
         for d in waiters:
             d.callback(None)
 
-    async def scan(self) -> ScanResult:
+    async def scan(self, every_file: bool = False) -> ScanResult:
         """
         Scan the folder (in a thread) and record what the scan refreshed.
+
+        @param every_file: list every file found in the result, not only
+            those that changed (see L{ScanResult.unchanged}).
         """
         self.ignore.reload()
-        # The bases are read in one thread while the folder is walked in
-        # another: the scan waits for them only once it has every file's
-        # stamps.
-        reading: Deferred[dict[str, Base]] = self._thread(self.state.all)
-
-        def bases() -> dict[str, Base]:
-            read: dict[str, Base] = blockingCallFromThread(self.reactor, lambda: reading)
-            return read
-
         unhashed = self._unhashed_over()
         # Large files move by their blocks: cut as they are hashed.
         cut = SMALL_FILE if self._transfers.blockwise is not None else None
-        try:
-            result: ScanResult = await self._thread(lambda: scan(self.root, bases, self.ignore, unhashed, cut))
-        except BaseException:
-            reading.addErrback(lambda _: None)  # the walk failed first
-            raise
+        # The bases (or, to list only what changed, their stamps) are read
+        # once every file's stamps are, in the same thread: read in a
+        # second thread meanwhile, each thread would wait for the other's
+        # hold on the interpreter at every stat (a restart of 100,000
+        # in-sync files took 2.3 s so, 2.0 s in one thread).
+        stamps = None if every_file else self.state.stamps
+        result: ScanResult = await self._thread(
+            lambda: scan(self.root, self.state.all, self.ignore, unhashed, cut, stamps)
+        )
         if result.refreshed:
             self.state.put_many(result.refreshed)
         skipped = {each.path: each.reason for each in result.skipped}

@@ -25,7 +25,7 @@ import time
 import unicodedata
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, TypeVar
+from typing import Callable, Container, Iterable, Mapping, TypeVar
 
 from attrs import evolve, field, frozen
 from twisted.logger import Logger
@@ -36,7 +36,7 @@ from ..paths import BadPath, to_local
 from ..wire import EXECUTABLE_FEATURE, FOLDERS_FEATURE, INCOMING_FEATURE, DeletedEntry, FileEntry, FolderEntry, Manifest
 from .ignore import IgnoreRules
 from .walk import Skipped, walk
-from .state import UNKNOWN_CTIME, Base
+from .state import UNKNOWN_CTIME, Base, Stamps
 
 _T = TypeVar("_T")
 
@@ -264,7 +264,10 @@ class ScanResult:
     """
     The outcome of a scan.
 
-    @ivar files: every file found, by path.
+    @ivar files: every file found, by path (but those counted in
+        C{unchanged}).
+    @ivar unchanged: how many files were found unchanged by their stamps
+        alone and left out of C{files} (a scan given the bases' L{Stamps}).
     @ivar folders: every folder synced as a folder of its own (see
         C{docs/protocol.md}, "Folders"), by path, with the seq of its base:
         one with a base, or a new one (seq 0) with nothing at all in it.
@@ -281,6 +284,7 @@ class ScanResult:
     skipped: tuple[Skipped, ...] = ()
     refreshed: tuple[Base, ...] = ()
     folders: dict[str, int] = field(factory=dict)
+    unchanged: int = 0
 
     def to_manifest(self, client: str, cursor: int, only_changed: bool) -> Manifest:
         """
@@ -288,8 +292,11 @@ class ScanResult:
 
         @param only_changed: list only the files that changed or were never
             synced (enough once the server has seen C{cursor}); otherwise
-            list every file.
+            list every file (which a scan that left out the unchanged
+            files cannot).
         """
+        if not only_changed and self.unchanged:
+            raise ValueError("every file is wanted, but the scan left out the unchanged ones")
         files = tuple(
             f.to_entry()
             for f in self.files.values()
@@ -522,6 +529,7 @@ def scan(
     ignore: IgnoreRules,
     unhashed_over: int | None = None,
     cut_over: int | None = None,
+    stamps: Stamps | Callable[[], Stamps] | None = None,
 ) -> ScanResult:
     """
     Find every synced file below C{root} and compare it with its base, and
@@ -541,6 +549,11 @@ def scan(
         are hashed); see L{LocalFile.sha256}.
     @param cut_over: files larger than this that are read are cut as they
         are hashed (see L{LocalFile.recipe}).
+    @param stamps: the bases' stamps (L{LocalState.stamps}), or a function
+        that gives them, as for C{state}. Given them, the files whose stamps
+        are their base's are compared all at once, and only counted in the
+        result, not listed; C{state} is called only if something else is
+        found (a new or changed file, a base not found).
     @raise OSError: if C{root} cannot be listed.
     """
     skipped: list[Skipped] = []
@@ -561,11 +574,22 @@ def scan(
             continue
         except OSError as e:
             _unreadable(root, entry.path, e.strerror, skipped)
+    matched: set[str] = set()
+    if stamps is not None:
+        known = stamps() if callable(stamps) else stamps
+        matched = {path for path, _, key in stamped if (path, *key) in known.files}
+        if len(matched) == len(stamped) == len(known.files) and known.folders.keys() <= set(directories):
+            # Every file is its base, and every base is found.
+            return ScanResult(
+                {}, skipped=tuple(skipped), folders=_folders(directories, empty, known.folders, ()), unchanged=len(matched)
+            )
     if callable(state):
         state = state()
     files: dict[str, LocalFile] = {}
     refreshed: list[Base] = []
     for path, local, key in stamped:
+        if path in matched:
+            continue
         base = state.get(path)
         if base is not None and base.folder:
             # A file where a folder was: the folder's delete goes first,
@@ -593,20 +617,13 @@ def scan(
         files[path] = found
         if same:
             refreshed.append(found.as_base(found.base))
-    folders: dict[str, int] = {}
-    for path in directories:
-        base = state.get(path)
-        if base is not None and base.folder:
-            folders[path] = base.seq
-        elif base is None and path in empty:
-            folders[path] = 0
-        # A folder where a file with a base was: likewise.
+    folders = _folders(directories, empty, {path: base.seq for path, base in state.items() if base.folder}, state)
     # By wire path: a base is recorded under it.
     blind = {unicodedata.normalize("NFC", s.path) for s in skipped if s.unreadable}
     deleted = [
         DeletedEntry(path, base.seq)
         for path, base in state.items()
-        if path not in (folders if base.folder else files)
+        if not (path in folders if base.folder else (path in files or path in matched))
         and not ignore.ignored(path, base.folder)
         and not (blind and _below_any(path, blind))
     ]
@@ -619,7 +636,25 @@ def scan(
         deleted=len(deleted),
         skipped=len(skipped),
     )
-    return ScanResult(files, tuple(deleted), tuple(skipped), tuple(refreshed), folders)
+    return ScanResult(files, tuple(deleted), tuple(skipped), tuple(refreshed), folders, len(matched))
+
+
+def _folders(
+    directories: list[str], empty: set[str], folder_seqs: Mapping[str, int], bases: Container[str]
+) -> dict[str, int]:
+    """
+    The folders of C{directories} synced as folders of their own: those
+    with a folder's base (whose seqs C{folder_seqs} gives), and the new
+    empty ones, with no base in C{bases} (seq 0). A folder where a file
+    with a base was is not, yet: the file's delete goes first.
+    """
+    folders: dict[str, int] = {}
+    for path in directories:
+        if path in folder_seqs:
+            folders[path] = folder_seqs[path]
+        elif path in empty and path not in bases:
+            folders[path] = 0
+    return folders
 
 
 def _unreadable(root: Path, local: str, reason: str | None, skipped: list[Skipped]) -> None:

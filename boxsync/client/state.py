@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from ..paths import HIDDEN_DIR
 from ..sqlite import transaction
 
-__all__ = ["Base", "LocalState", "STATE_FILE", "RECENT", "UNKNOWN_CTIME", "folder_base"]
+__all__ = ["Base", "LocalState", "STATE_FILE", "RECENT", "Stamps", "UNKNOWN_CTIME", "folder_base"]
 
 #: How many paths' bases are remembered after they are read or written: a
 #: burst (a tree moved into the folder, a batch of events) asks for each of
@@ -86,6 +86,23 @@ class Base(NamedTuple):
     ctime_ns: int = UNKNOWN_CTIME
     executable: bool = False
     folder: bool = False
+
+
+@frozen
+class Stamps:
+    """
+    What the bases say of a whole folder, in the form a scan compares with
+    what it finds at once (a set, in C), without making a L{Base} of each.
+
+    @ivar files: each file base's C{(path, size, mtime_ns, inode, ctime_ns,
+        executable)}, as L{boxsync.client.scanner.stat_key} gives a file's
+        stamps after its path (executable as 1 or 0, equal to C{True} and
+        C{False}).
+    @ivar folders: the seq of each folder's base of its own, by path.
+    """
+
+    files: set[tuple[str, int, int, int, int, int]]
+    folders: dict[str, int]
 
 
 def folder_base(path: str, seq: int) -> Base:
@@ -321,6 +338,18 @@ class LocalState:
         Every base, by path.
         """
         return {row[0]: _base(row) for row in self._query(_SELECT)}
+
+    def stamps(self) -> Stamps:
+        """
+        The L{Stamps} of every base: a third of the time of L{all}.
+        """
+        stamps = "SELECT path, size, mtime_ns, inode, ctime_ns, executable FROM bases WHERE folder = 0"
+        with self._lock:
+            self._write_unwritten()
+            files = set(self._db.execute(stamps + " AND inode >= 0"))
+            files.update((p, s, m, _from_sql(i), c, x) for p, s, m, i, c, x in self._db.execute(stamps + " AND inode < 0"))
+            folders = dict(self._db.execute("SELECT path, seq FROM bases WHERE folder = 1"))
+        return Stamps(files, folders)
 
     def under(self, path: str) -> list[Base]:
         """

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
+import time
 import unicodedata
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from boxsync.client import scanner
 from boxsync.client.ignore import IGNORE_FILE, TEMP_PREFIX, IgnoreRules
@@ -24,7 +29,7 @@ from boxsync.client.scanner import (
 )
 from boxsync.blocks import recipe_of
 from boxsync.fs import CHUNK_SIZE, hash_file
-from boxsync.client.state import UNKNOWN_CTIME, Base, folder_base
+from boxsync.client.state import UNKNOWN_CTIME, Base, LocalState, Stamps, folder_base
 from boxsync.wire import DeletedEntry, FolderEntry
 from tests.helpers import count_hashing, edit_keeping_stamps
 
@@ -666,3 +671,104 @@ def test_missing_root(tmp_path: Path) -> None:
     state = {"a": Base("a", "0" * 64, 1, 1, 1, 1)}
     with pytest.raises(FileNotFoundError):
         scan(tmp_path / "missing", state, NO_RULES)
+
+
+def stamps_of(root: Path, bases: dict[str, Base]) -> Stamps:
+    """
+    The stamps of C{bases}, as a real state database below C{root} gives
+    them.
+    """
+    state = LocalState.open(root)
+    try:
+        state.put_many(list(bases.values()))
+        return state.stamps()
+    finally:
+        state.close()
+
+
+def not_read() -> dict[str, Base]:
+    raise AssertionError("the bases were read")
+
+
+@pytest.mark.usefixtures("stamps_trusted")
+def test_with_stamps_unchanged_files_are_only_counted(tmp_path: Path, hashed: list[Path]) -> None:
+    """
+    Given the bases' stamps, a scan that finds every file as its base
+    recorded it lists none, counts them, and never reads the bases
+    themselves; folders come out as without them.
+    """
+    for i in range(5):
+        write(tmp_path, f"d/f{i}", b"%d" % i)
+    (tmp_path / "kept").mkdir()
+    state = {**synced(scan(tmp_path, {}, NO_RULES), seq=3), "kept": folder_base("kept", 4)}
+    (tmp_path / "new-and-empty").mkdir()
+    stamps = stamps_of(tmp_path, state)
+    hashed.clear()
+
+    result = scan(tmp_path, not_read, NO_RULES, stamps=lambda: stamps)
+    assert (result.files, result.unchanged, result.deleted, result.refreshed) == ({}, 5, (), ())
+    assert result.folders == scan(tmp_path, state, NO_RULES).folders == {"kept": 4, "new-and-empty": 0}
+    assert hashed == []
+    assert result.to_manifest("c", 9, only_changed=True) == scan(tmp_path, state, NO_RULES).to_manifest(
+        "c", 9, only_changed=True
+    )
+    with pytest.raises(ValueError):
+        result.to_manifest("c", 9, only_changed=False)
+
+
+_NAMES = ["a", "b", "d/c", "d/e", "f/g"]
+
+_CHANGES = st.lists(
+    st.tuples(st.sampled_from(["edit", "touch", "delete", "create", "chmod", "to-folder", "rmdir", "ignore"]), st.sampled_from(_NAMES)),
+    max_size=4,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(changes=_CHANGES)
+def test_with_stamps_the_manifest_is_the_same(changes: list[tuple[str, str]]) -> None:
+    """
+    Whatever changed since the bases were recorded, a scan given their
+    stamps makes the same manifest of changes as one given the bases.
+    """
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
+        # The stamps are trusted (as those of files written long before).
+        patch.setattr(scanner, "RACY_NS", 0)
+        root = Path(tmp)
+        for name in _NAMES[:4]:
+            write(root, name, name.encode())
+        (root / "f").mkdir()
+        old = time.time_ns() - 10**10
+        state = synced(scan(root, {}, NO_RULES), seq=2)
+        state["f"] = folder_base("f", 3)
+        rules = NO_RULES
+        for change, name in changes:
+            target = root / name
+            if change == "edit" and target.is_file():
+                target.write_bytes(b"edited " + name.encode())
+            elif change == "touch" and target.is_file():
+                os.utime(target, ns=(old + 10**9, old + 10**9))
+            elif change == "delete" and target.is_file():
+                target.unlink()
+            elif change == "create" and not target.exists() and not target.parent.is_file():
+                write(root, name, b"new " + name.encode())
+            elif change == "chmod" and target.is_file():
+                target.chmod(0o755)
+            elif change == "to-folder" and target.is_file():
+                target.unlink()
+                target.mkdir()
+            elif change == "rmdir" and target.parent != root:
+                shutil.rmtree(target.parent, ignore_errors=True)
+            elif change == "ignore":
+                rules = IgnoreRules.from_lines([name.rpartition("/")[2]])
+        stamps = stamps_of(root, state)
+        with_stamps = scan(root, state, rules, stamps=stamps)
+        without = scan(root, state, rules)
+        assert with_stamps.to_manifest("c", 2, only_changed=True) == without.to_manifest("c", 2, only_changed=True)
+        assert (with_stamps.refreshed, with_stamps.folders, with_stamps.skipped) == (
+            without.refreshed,
+            without.folders,
+            without.skipped,
+        )
+        assert with_stamps.files == {path: f for path, f in without.files.items() if path in with_stamps.files}
+        assert len(with_stamps.files) + with_stamps.unchanged == len(without.files)

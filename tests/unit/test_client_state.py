@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from boxsync.client.state import RECENT, STATE_FILE, UNKNOWN_CTIME, Base, LocalState, _UPGRADES
+from boxsync.client.state import RECENT, STATE_FILE, UNKNOWN_CTIME, Base, LocalState, _UPGRADES, folder_base
 
 
 @pytest.fixture
@@ -307,3 +307,20 @@ def test_a_failed_later_write_is_kept_and_tried_again(tmp_path: Path) -> None:
     finally:
         refuse.close()
         state.close()
+
+
+def test_stamps(state: LocalState) -> None:
+    """
+    The stamps of every file base, an inode over 2**63 as the file system
+    gives it, and the seq of every folder's base.
+    """
+    huge = Base("huge", "b" * 64, 3, 5, (1 << 64) - 7, 2, 11, True)
+    state.put_many([base("x"), huge, folder_base("dir", 8)])
+    stamps = state.stamps()
+    x = base("x")
+    assert stamps.files == {
+        (x.path, x.size, x.mtime_ns, x.inode, x.ctime_ns, 0),
+        ("huge", 3, 5, (1 << 64) - 7, 11, 1),
+    }
+    assert ("huge", 3, 5, (1 << 64) - 7, 11, True) in stamps.files
+    assert stamps.folders == {"dir": 8}
