@@ -166,6 +166,11 @@ class LocalBlockStore:
     storage: BoxStorage
     pending: Path = field(init=False)
     _arrivals: Arrivals = field(init=False, factory=Arrivals)
+    #: The blocks sent ahead that this process checked and wrote itself:
+    #: read back, they are not hashed again. Each was written whole, then
+    #: renamed into place; only a crash of the machine could tear one,
+    #: and this set does not outlive that.
+    _written: set[str] = field(init=False, factory=set)
     log = Logger()
 
     def __attrs_post_init__(self) -> None:
@@ -200,6 +205,7 @@ class LocalBlockStore:
             except OSError as e:
                 temp.unlink(missing_ok=True)
                 raise as_disk_full(e) from e
+            self._written.add(block.sha256)
 
         await self.storage.in_thread(work)
         self._arrivals.arrived(block.sha256)
@@ -234,7 +240,7 @@ class LocalBlockStore:
             return None
         try:
             size = os.fstat(fd).st_size
-            return read_block(fd, 0, Block(sha256, size), check)
+            return read_block(fd, 0, Block(sha256, size), check and sha256 not in self._written)
         finally:
             os.close(fd)
 
@@ -285,15 +291,24 @@ class LocalBlockStore:
         """
         bad = []
         for block in dict.fromkeys(recipe.blocks):
+            # Suspects now, even those this process checked as they came.
+            self._written.discard(block.sha256)
             if self._read(block.sha256, found.get(block.sha256)) is None:
-                self._pending_path(block.sha256).unlink(missing_ok=True)
+                self._forget(block.sha256)
                 bad.append(block.sha256)
         return bad
+
+    def _forget(self, sha256: str) -> None:
+        """
+        Remove the block C{sha256} sent ahead, if it is there. Blocking.
+        """
+        self._written.discard(sha256)
+        self._pending_path(sha256).unlink(missing_ok=True)
 
     async def used(self, recipe: Recipe) -> None:
         def work() -> None:
             for block in recipe.blocks:
-                self._pending_path(block.sha256).unlink(missing_ok=True)
+                self._forget(block.sha256)
 
         await self.storage.in_thread(work)
 
@@ -304,6 +319,7 @@ class LocalBlockStore:
                 try:
                     if entry.stat(follow_symlinks=False).st_mtime_ns < older_than_ns:
                         os.unlink(entry.path)
+                        self._written.discard(entry.name)
                         count += 1
                 except FileNotFoundError:
                     pass

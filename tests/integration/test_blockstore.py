@@ -241,6 +241,25 @@ async def test_a_torn_block_is_never_used_and_is_sent_again(contract: Contract) 
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_block_torn_after_it_was_sent_is_found_out_by_the_commit(contract: Contract) -> None:
+    """
+    A block the store took (and checked) as it came, then changed where it
+    is kept: the version it makes is refused as a whole, that block is
+    named missing, and once sent again the version is made.
+    """
+    data = data_of(15, 6 * MiB)
+    recipe, pieces = pieces_of(data)
+    await contract.put_all(pieces)
+    torn = recipe.blocks[1].sha256
+    contract.tear(torn, data_of(16, len(pieces[torn])))
+    with pytest.raises(MissingBlocks) as missing:
+        await contract.commit("torn.bin", recipe)
+    assert missing.value.missing == [torn]
+    await contract.put_all({torn: pieces[torn]})
+    await contract.committed("torn.bin", data)
+
+
+@pytest_twisted.ensureDeferred
 async def test_used_and_sweep_keep_what_is_referenced_or_young_and_delete_the_rest(contract: Contract) -> None:
     first_recipe, first = pieces_of(data_of(12, 3 * MiB))
     second_recipe, second = pieces_of(data_of(13, 3 * MiB))
