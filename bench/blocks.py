@@ -51,6 +51,37 @@ def _both(a: Client, b: Client, up: Proxy, down: Proxy) -> tuple[float, int, int
     return seconds, sum(up.carried()), sum(down.carried())
 
 
+def _live_rename(a: Client, b: Client, up: Proxy, down: Proxy, old: str, new: str) -> tuple[float, int, int]:
+    """
+    Rename C{old} to C{new} in A's folder with both clients running (and in
+    sync): the seconds until B has it under the new name only (polled every
+    millisecond), and the bytes A sent up and B fetched from the rename
+    until both clients have stopped.
+    """
+    a.start()
+    b.start()
+    try:
+        (a.folder / "warm.txt").write_text(new)
+        wait_until(
+            lambda: (b.folder / "warm.txt").exists() and (b.folder / "warm.txt").read_text() == new,
+            what="the clients to connect",
+        )
+        up.carried()
+        down.carried()
+        start = time.perf_counter()
+        os.rename(a.folder / old, a.folder / new)
+        deadline = start + 600
+        while not ((b.folder / new).exists() and not (b.folder / old).exists()):
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"blocks: B did not get the rename of {old} in 600 s")
+            time.sleep(0.001)
+        seconds = time.perf_counter() - start
+    finally:
+        a.stop()
+        b.stop()
+    return seconds, sum(up.carried()), sum(down.carried())
+
+
 def _row(work: str, size: int, seconds: float, sent: int, fetched: int, **more: object) -> dict[str, object]:
     return {
         "work": work,
@@ -88,6 +119,9 @@ def run(size_mib: int, text_mib: int, use_nginx: bool = True) -> list[dict[str, 
             rows.append(_row("new file", size, seconds, sent, fetched, reference=f"nginx PUT+GET {reference}"))
             os.rename(a.folder / "big.bin", a.folder / "renamed.bin")
             rows.append(_row("rename", size, *_both(a, b, up, down)))
+            rows.append(_row("rename, both clients running", size, *_live_rename(a, b, up, down, "renamed.bin", "live.bin")))
+            os.rename(a.folder / "live.bin", a.folder / "renamed.bin")
+            _both(a, b, up, down)
             with open(a.folder / "renamed.bin", "r+b") as f:
                 f.seek(size // 2)
                 f.write(os.urandom(4096))

@@ -234,11 +234,8 @@ class Actions:
         if gone is None or self.transfers.blockwise is None or file.size <= SMALL_FILE:
             return None
         await self.remove_gone(gone.path, gone.seq)
-        try:
-            _, recipe = await self.api.recipe(gone.path, gone.seq)
-        except NotFound:
-            return None
-        return recipe if (recipe.sha256, recipe.size) == (file.sha256, file.size) else None
+        recipe = await self.transfers.version_recipe(gone)
+        return recipe if recipe is not None and (recipe.sha256, recipe.size) == (file.sha256, file.size) else None
 
     async def upload(self, file: LocalFile, base: int) -> None:
         try:

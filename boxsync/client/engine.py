@@ -47,7 +47,6 @@ from .actions import Actions
 from .api import BoxsyncAPI
 from .batch import Batcher
 from .blockwise import Blockwise
-from .errors import NotFound
 from .ignore import IGNORE_FILE, IgnoreRules
 from .jobs import Jobs, this_path_only
 from .looks import Looks
@@ -144,7 +143,7 @@ class Engine:
             clock=self.reactor,
             prefetch=Prefetch(self.api, self.reactor, self._thread, tmp),
         )
-        self._looks = Looks(self.root, self.reactor, self.state, self._thread)
+        self._looks = Looks(self.root, self.reactor, self.state, self._thread, self._transfers.version_recipe)
         self._actions = Actions(
             self.root,
             self.name,
@@ -359,15 +358,10 @@ class Engine:
         its blocks): by its local path; else nothing.
         """
         base = self.state.get(event.path)
-        if base is None or base.folder or base.size <= SMALL_FILE or not unchanged(self.root, event.path, base):
+        if base is None or base.folder or not unchanged(self.root, event.path, base):
             return {}
-        try:
-            _, recipe = await self.api.recipe(event.path, base.seq)
-        except NotFound:
-            return {}
-        if (recipe.sha256, recipe.size) != (base.sha256, base.size):
-            return {}
-        return {self._local(event.path): recipe}
+        recipe = await self._transfers.version_recipe(base)
+        return {} if recipe is None else {self._local(event.path): recipe}
 
     def _thread(self, fn: Callable[[], Any]) -> Deferred[Any]:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from attrs import define, evolve, field
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
+from ..blocks import Recipe
 from ..paths import BadPath, to_local
 from .scanner import FileChanging, LocalFile, ReadElsewhere, changed_since, moved, renamed_from, scan_one
 from .state import Base, LocalState
@@ -28,10 +29,16 @@ __all__ = ["INLINE_READ", "Looks"]
 INLINE_READ = 64 * 1024
 
 
+async def _no_recipe(base: Base) -> Recipe | None:
+    return None
+
+
 @define
 class Looks:
     """
     @ivar thread: runs a function in a thread.
+    @ivar version_recipe: the recipe of a base's version as the server has
+        it, if it has one.
     @ivar hashed: the files this session's scan hashed, until first looked
         at again.
     """
@@ -40,6 +47,7 @@ class Looks:
     reactor: IReactorTime
     state: LocalState
     thread: Callable[[Callable[[], Any]], Deferred[Any]]
+    version_recipe: Callable[[Base], Awaitable[Recipe | None]] = field(default=_no_recipe)
     hashed: dict[str, LocalFile] = field(factory=dict)
 
     async def look(self, path: str, unhashed: int | None = None) -> LocalFile | None:
@@ -91,8 +99,10 @@ class Looks:
         gone = renamed_from(self.root, path, st, self.state.with_inode(st.st_ino))
         if gone is None:
             return None
+        # Its blocks are checked on every core, if the server has them.
+        recipe = await self.version_recipe(gone)
         try:
-            taken: LocalFile | None = await self.thread(lambda: moved(local, path, gone))
+            taken: LocalFile | None = await self.thread(lambda: moved(local, path, gone, recipe))
         except FileChanging:
             return None  # looked at as it settles
         return taken

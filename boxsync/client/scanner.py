@@ -31,7 +31,7 @@ from attrs import evolve, field, frozen
 from twisted.logger import Logger
 
 from .. import fs
-from ..blocks import Recipe, recipe_of
+from ..blocks import Recipe, holds, recipe_of
 from ..paths import BadPath, to_local
 from ..wire import EXECUTABLE_FEATURE, FOLDERS_FEATURE, INCOMING_FEATURE, DeletedEntry, FileEntry, FolderEntry, Manifest
 from .ignore import IgnoreRules
@@ -337,6 +337,14 @@ def _hash_stable(local: str | Path) -> tuple[str, os.stat_result]:
     return _stable(local, fs.hash_file)
 
 
+def _holds(local: str | Path, recipe: Recipe) -> tuple[bool, int]:
+    fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return holds(fd, recipe), os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
 def _cut(local: str | Path) -> tuple[Recipe, int]:
     recipe = recipe_of(local)
     return recipe, recipe.size
@@ -475,20 +483,26 @@ def renamed_from(root: Path, path: str, st: os.stat_result, bases: Iterable[Base
     return moved_here(root, path, st, _identities(bases))
 
 
-def moved(local: str | Path, path: str, base: Base) -> LocalFile | None:
+def moved(local: str | Path, path: str, base: Base, recipe: Recipe | None = None) -> LocalFile | None:
     """
     The file at C{path} (C{local} here), renamed from C{base}'s path, if
     its bytes are still that base's; else C{None}.
 
-    It is hashed to know: the rename moved its ctime, so nothing else tells
+    It is read to know: the rename moved its ctime, so nothing else tells
     a file edited in place with its size and mtime put back (C{cp -p},
-    C{rsync -t}) before it was renamed. It is not cut: its blocks are those
+    C{rsync -t}) before it was renamed. It is hashed whole, or, given the
+    C{recipe} of the base's version (as the server has it), block by
+    block on every core (see L{holds}). It is not cut: its blocks are those
     of the base's version, which the server has.
 
     @raise FileChanging: if it changes while it is read.
     """
-    sha256, st = _hash_stable(local)
-    if sha256 != base.sha256:
+    if recipe is not None and (recipe.sha256, recipe.size) == (base.sha256, base.size):
+        same, st = _stable(local, lambda name: _holds(name, recipe))
+    else:
+        sha256, st = _hash_stable(local)
+        same = sha256 == base.sha256
+    if not same:
         return None
     size, mtime_ns, inode, ctime_ns, executable = stat_key(st)
     racy = is_racy(st, time.time_ns())

@@ -34,6 +34,7 @@ from .prefetch import Prefetch
 from .progress import Reporter
 from .results import CommitResult, DownloadResult
 from .scanner import LocalFile, StatKey, stat_key
+from .state import Base
 
 __all__ = ["SMALL_FILE", "Transfers", "changed_while_sent"]
 
@@ -129,6 +130,20 @@ class Transfers:
             self.trusted = {
                 prefix: stamps for prefix, stamps in self.trusted.items() if set_aside_path(self.tmp, prefix).exists()
             }
+
+    async def version_recipe(self, base: Base) -> Recipe | None:
+        """
+        The recipe of the version C{base} is of, as the server has it;
+        C{None} for a file that moves whole, or if the server has none (or
+        one of other bytes).
+        """
+        if self.blockwise is None or base.folder or base.size <= SMALL_FILE:
+            return None
+        try:
+            _, recipe = await self.api.recipe(base.path, base.seq)
+        except NotFound:
+            return None
+        return recipe if (recipe.sha256, recipe.size) == (base.sha256, base.size) else None
 
     async def _move(
         self, size: int, batched: Callable[[], Awaitable[_T]], alone: Callable[[], Awaitable[_T]]

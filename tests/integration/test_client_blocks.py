@@ -305,6 +305,41 @@ async def test_a_look_knows_a_rename_by_its_stamps(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_large_file_renamed_is_checked_block_by_block(
+    folders: Any, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A large file known renamed by its stamps is made sure of by the blocks
+    of its version, which the server has: not hashed whole. One edited in
+    place with its size and mtime put back before the rename is found out
+    all the same, and is no rename.
+    """
+    monkeypatch.setattr(scanner, "RACY_NS", 0)
+    a = folders("a")
+    data = {name: os.urandom(6 * MiB) for name in ("old.bin", "edited.bin")}
+    for name, content in data.items():
+        (a.root / name).write_bytes(content)
+    await a.sync()
+    bases = {name: a.state.get(name) for name in data}
+    edited = bytearray(data["edited.bin"])
+    edited[3 * MiB] ^= 1
+    edit_keeping_stamps(a.root / "edited.bin", bytes(edited))
+    os.rename(a.root / "old.bin", a.root / "new.bin")
+    os.rename(a.root / "edited.bin", a.root / "later.bin")
+    read = count_hashing(monkeypatch, fs)
+    engine = a.engine(once=True)
+    # As in a session with a server that speaks blocks.
+    engine._transfers.blockwise = Blockwise(engine.api, engine._thread)
+    looks = engine._looks
+    new = await looks.look("new.bin")
+    assert new is not None and new.moved_from == bases["old.bin"]
+    assert read == []
+    later = await looks.look("later.bin")
+    assert later is not None and later.moved_from is None
+    assert later.sha256 == sha(bytes(edited))
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_copy_is_taken_from_the_local_file(
     folders: Any, server: RunningServer, moved: dict[str, list[int]]
 ) -> None:

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from boxsync import coding
-from boxsync.blocks import BLOCK_MAX, BLOCK_MIN, Block, Recipe, read_block, recipe_of, recipe_of_bytes
+from boxsync.blocks import BLOCK_MAX, BLOCK_MIN, Block, Recipe, holds, read_block, recipe_of, recipe_of_bytes
 from boxsync.wire import ProtocolError
 from boxsync.wire.blocks import BlockCommit, parse_missing, parse_recipe, recipe_json
 
@@ -194,3 +194,22 @@ def test_a_gzip_stream_shrinks_alike_writes() -> None:
     assert compressed * 4 < sum(map(len, events))
     stream.settle()
     assert len(stream.encode(events[0])) == len(events[0]) + 5
+
+
+def test_holds_checks_every_block_and_the_size(tmp_path: Path) -> None:
+    data = BASE[: 6 * MiB]
+    (tmp_path / "f").write_bytes(data)
+    recipe = recipe_of_bytes(data)
+    assert len(recipe.blocks) > 2
+    fd = os.open(tmp_path / "f", os.O_RDWR)
+    try:
+        assert holds(fd, recipe)
+        last_offset, last = list(recipe.placed())[-1]
+        os.pwrite(fd, b"X" if data[last_offset] != ord("X") else b"Y", last_offset)
+        assert not holds(fd, recipe)
+        os.pwrite(fd, data[last_offset : last_offset + 1], last_offset)
+        assert holds(fd, recipe)
+        os.ftruncate(fd, 6 * MiB - 1)
+        assert not holds(fd, recipe)
+    finally:
+        os.close(fd)
