@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -28,6 +29,7 @@ __all__ = [
     "BLOCK_MIN",
     "Block",
     "Cutter",
+    "RunningDigest",
     "holds",
     "Recipe",
     "recipe_of",
@@ -259,3 +261,68 @@ def holds(fd: int, recipe: Recipe) -> bool:
     finally:
         # What is still queued once one block is found wrong is not read.
         pool.shutdown(cancel_futures=True)
+
+
+class RunningDigest:
+    """
+    The sha256 of the first C{size} bytes of a file written a block at a
+    time, in any order: each block is hashed as soon as every byte before
+    it is, from memory while those waiting for an earlier one hold at most
+    C{waiting_max} bytes, read back from the file past that. Once every
+    byte is in, the file need not be read again to know its sha256.
+
+    Thread-safe: blocks may be written by several threads.
+    """
+
+    def __init__(self, fd: int, size: int, waiting_max: int = 4 * BLOCK_MAX) -> None:
+        self._fd = fd
+        self.size = size
+        self._waiting_max = waiting_max
+        self._digest = hashlib.sha256()
+        self._at = 0
+        #: What waits for an earlier block: its bytes, or how many there
+        #: are (to read back from the file).
+        self._waiting: dict[int, bytes | int] = {}
+        self._held = 0
+        self._broken = False
+        self._lock = threading.Lock()
+
+    def wrote(self, offset: int, data: bytes) -> None:
+        """
+        C{data} was written at C{offset} in the file (what was written
+        there before, if anything, can no longer be vouched for).
+        """
+        with self._lock:
+            if offset < self._at or offset + len(data) > self.size or offset in self._waiting:
+                self._broken = True
+            if self._broken:
+                return
+            if offset == self._at:
+                self._digest.update(data)
+                self._at += len(data)
+            elif self._held + len(data) <= self._waiting_max:
+                self._waiting[offset] = data
+                self._held += len(data)
+            else:
+                self._waiting[offset] = len(data)
+            while self._at in self._waiting:
+                waiting = self._waiting.pop(self._at)
+                if isinstance(waiting, bytes):
+                    self._held -= len(waiting)
+                else:
+                    count, waiting = waiting, os.pread(self._fd, waiting, self._at)
+                    if len(waiting) != count:
+                        self._broken = True
+                        return
+                self._digest.update(waiting)
+                self._at += len(waiting)
+
+    def hexdigest(self) -> str | None:
+        """
+        The sha256 of the C{size} bytes written, once they all are and none
+        was written over; else C{None}.
+        """
+        with self._lock:
+            if self._broken or self._at != self.size:
+                return None
+            return self._digest.hexdigest()

@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 
-from attrs import define
+from attrs import define, frozen
 from twisted.internet.defer import Deferred, DeferredList
 
 from ..blocks import Block, Cutter, Recipe, read_block, recipe_of
@@ -36,7 +36,7 @@ from .api import BoxsyncAPI
 from .errors import BadRequest, DigestMismatch, MissingBlocks
 from .results import CommitResult, DownloadResult
 
-__all__ = ["Blockwise", "ChangedWhileSent", "IN_FLIGHT"]
+__all__ = ["Blockwise", "ChangedWhileSent", "Fetched", "IN_FLIGHT"]
 
 #: How many blocks move at once each way.
 IN_FLIGHT = 4
@@ -58,6 +58,21 @@ class ChangedWhileSent(Exception):
 
 
 Runner = Callable[[Callable[[], object]], Deferred]
+
+
+@frozen
+class Fetched:
+    """
+    What was fetched ahead of a download, in its temporary file.
+
+    @ivar checked: the blocks in it that were checked as they came (their
+        offsets and sha256s).
+    @ivar whole: the size and sha256 of the file those blocks make, if they
+        make all of it (hashed as they came).
+    """
+
+    checked: frozenset[tuple[int, str]] = frozenset()
+    whole: tuple[int, str] | None = None
 
 
 @define
@@ -195,7 +210,7 @@ class Blockwise:
         expected_sha256: str,
         sources: Iterable[Path],
         on_progress: Callable[[int], object],
-        checked: Collection[tuple[int, str]] = (),
+        fetched: Fetched = Fetched(),
         known: Mapping[Path, Recipe] | None = None,
     ) -> DownloadResult | None:
         """
@@ -203,9 +218,10 @@ class Blockwise:
         it can from C{temp} itself (an earlier try) and C{sources} (local
         files that may hold some of them).
 
-        @param checked: blocks in C{temp} checked as they were written there
-            (offset, sha256): taken as they are, the whole file's sha256 being
-            checked in the end in any case.
+        @param fetched: what C{temp} holds of the version, fetched ahead:
+            the blocks checked as they were written there are taken as they
+            are (the whole file's sha256 is checked in the end in any case:
+            if they make all of it, as hashed as they came).
         @param known: the recipes of some of C{sources}, known without
             reading them (their stamps unchanged since they were those
             versions): their blocks are taken without cutting them, and
@@ -220,7 +236,7 @@ class Blockwise:
             return None
         fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            wanted = await self.run(lambda: _fill_locally(fd, recipe, list(sources), checked, known))
+            wanted = await self.run(lambda: _fill_locally(fd, recipe, list(sources), fetched.checked, known))
             on_progress(recipe.size - sum(block.size for _, block in wanted))
 
             def fetch(offset: int, block: Block) -> Callable[[], Awaitable[None]]:
@@ -232,13 +248,31 @@ class Blockwise:
                 return fetching
 
             await _all([fetch(offset, block) for offset, block in wanted])
-            actual = await self.run(lambda: _finish(fd, recipe.size))
+            if _made_of(recipe, fetched):
+                assert fetched.whole is not None
+                actual = fetched.whole[1]
+                await self.run(lambda: os.ftruncate(fd, recipe.size))
+            else:
+                actual = await self.run(lambda: _finish(fd, recipe.size))
         finally:
             os.close(fd)
         if actual != recipe.sha256:
             temp.unlink(missing_ok=True)
             raise DigestMismatch(path, recipe.sha256, actual)
         return DownloadResult(sha256=actual, size=recipe.size, seq=seq)
+
+
+def _made_of(recipe: Recipe, fetched: Fetched) -> bool:
+    """
+    Whether what was C{fetched} ahead is the whole of C{recipe}'s version,
+    its sha256 known: every block checked as it came, at its place, and
+    nothing else written.
+    """
+    return (
+        fetched.whole is not None
+        and fetched.whole[0] == recipe.size
+        and all((offset, block.sha256) in fetched.checked for offset, block in recipe.placed())
+    )
 
 
 def _placed(recipe: Recipe) -> dict[str, tuple[int, Block]]:

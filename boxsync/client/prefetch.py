@@ -24,10 +24,10 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from ..blocks import Block
+from ..blocks import Block, RunningDigest
 from ..wire import Incoming
 from .api import BoxsyncAPI
-from .blockwise import Runner
+from .blockwise import Fetched, Runner
 from .errors import NotFound
 from .placing import path_tag
 
@@ -55,6 +55,7 @@ class _File:
     path: str
     temp: Path
     fd: int
+    digest: RunningDigest
     wanted: deque[tuple[int, Block]] = field(factory=deque)
     workers: list[Deferred[None]] = field(factory=list)
     fetching: set[Deferred[bytes]] = field(factory=set)
@@ -85,7 +86,7 @@ class Prefetch:
         if file is None:
             temp = self.tmp / f"in-{path_tag(event.path)}"
             fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            file = self._files[event.path] = _File(event.path, temp, fd)
+            file = self._files[event.path] = _File(event.path, temp, fd, RunningDigest(fd, event.size))
             self.log.info("{path} is on its way: fetching its blocks as they come", path=event.path)
         file.wanted.extend((offset, Block(sha256, size)) for offset, sha256, size in event.placed())
         self._busy(file)
@@ -123,7 +124,7 @@ class Prefetch:
                 file.fetching.discard(fetching)
             if file.stopped:
                 return
-            await self.run(lambda: os.pwrite(file.fd, data, offset))
+            await self.run(lambda: _write(file, offset, data))
             file.written.add((offset, block.sha256))
             self._busy(file)
 
@@ -142,24 +143,22 @@ class Prefetch:
         await DeferredList(file.workers, consumeErrors=True)
         os.close(file.fd)
 
-    async def take(self, path: str, temp: Path) -> frozenset[tuple[int, str]]:
+    async def take(self, path: str, temp: Path) -> Fetched:
         """
         The download of C{path} to C{temp} starts: stop fetching ahead, and
         give it the blocks fetched (as C{temp}, unless an earlier try left
         one there).
-
-        @return: the blocks in C{temp} that were checked as they came (their
-            offsets and sha256s), none if none was given.
         """
         file = self._files.pop(path, None)
         if file is None:
-            return frozenset()
+            return Fetched()
         await self._stop(file)
         if temp.exists():
             file.temp.unlink(missing_ok=True)
-            return frozenset()
+            return Fetched()
         os.rename(file.temp, temp)
-        return frozenset(file.written)
+        sha256 = file.digest.hexdigest()
+        return Fetched(frozenset(file.written), None if sha256 is None else (file.digest.size, sha256))
 
     def _drop(self, file: _File) -> None:
         if self._files.get(file.path) is file:
@@ -175,3 +174,12 @@ class Prefetch:
         for file in files:
             await self._stop(file)
             file.temp.unlink(missing_ok=True)
+
+
+def _write(file: _File, offset: int, data: bytes) -> None:
+    """
+    Write a block fetched ahead at its place, and hash it into the whole.
+    Blocking.
+    """
+    os.pwrite(file.fd, data, offset)
+    file.digest.wrote(offset, data)

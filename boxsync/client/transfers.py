@@ -20,7 +20,7 @@ from ..fs import hash_file
 from ..wire import BATCH_FILE_LIMIT, BatchFile, Download
 from .api import BoxsyncAPI
 from .batch import Batcher
-from .blockwise import Blockwise, ChangedWhileSent
+from .blockwise import Blockwise, ChangedWhileSent, Fetched
 from .errors import APIError, DigestMismatch, NotFound, StaleBase
 from .jobs import Jobs
 from .placing import (
@@ -273,10 +273,10 @@ class Transfers:
             self.reporter.finished(path, "moved back in place")
             return temp, DownloadResult(sha256=event.sha256, size=event.size, seq=event.seq)
         if blockwise is not None and event.size > SMALL_FILE:
-            checked = await self.prefetch.take(path, temp) if self.prefetch is not None else frozenset()
+            fetched = await self.prefetch.take(path, temp) if self.prefetch is not None else Fetched()
             known = await self.recipes(event) if self.recipes is not None else {}
             alone = lambda: blockwise.download(  # noqa: E731
-                path, temp, event.sha256, self.sources(event), on_progress, checked, known
+                path, temp, event.sha256, self.sources(event), on_progress, fetched, known
             )
         else:
             alone = lambda: self.api.download(path, temp, event.sha256, on_progress=on_progress)  # noqa: E731

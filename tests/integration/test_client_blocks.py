@@ -23,9 +23,10 @@ from boxsync.client.placing import set_aside_path
 from boxsync.client.transfers import Transfers
 from boxsync.client.errors import CorruptBlock, NotFound
 from boxsync.client.prefetch import IDLE_SECONDS, Prefetch
-from boxsync.client.blockwise import Blockwise
+from boxsync.client.blockwise import Blockwise, Fetched
 from boxsync.server.blockstore import LocalBlockStore
 from boxsync.wire import Download, Incoming
+from boxsync.wire.blocks import BlockCommit
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
@@ -440,7 +441,7 @@ async def test_a_download_cut_off_keeps_the_blocks_it_wrote(
 
 @pytest_twisted.ensureDeferred
 async def test_blocks_of_a_file_on_its_way_are_fetched_as_they_arrive(
-    reactor: Any, server: RunningServer, folders: Any, http: Any, tmp_path: Path
+    reactor: Any, server: RunningServer, folders: Any, http: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """
     Announced blocks are fetched as each reaches the server and written at
@@ -463,17 +464,30 @@ async def test_blocks_of_a_file_on_its_way_are_fetched_as_they_arrive(
         assert response.code == 201
         await response.content()
         await eventually(reactor, lambda: ahead.read_bytes()[offset : offset + block.size] == part)
-    checked = await prefetch.take("big.bin", tmp_path / "dl")
+    fetched = await prefetch.take("big.bin", tmp_path / "dl")
     assert (tmp_path / "dl").read_bytes() == data and not ahead.exists()
-    # Each block was checked as it came: the download need not read it again.
-    assert checked == {(offset, block.sha256) for offset, block in placed}
+    # Each block was checked as it came, and the whole hashed: the download
+    # need not read any of it again.
+    assert fetched.checked == {(offset, block.sha256) for offset, block in placed}
+    assert fetched.whole == (len(data), sha(data))
+    await api.commit_blocks(BlockCommit("big.bin", 0, 1_700_000_000 * 10**9, recipe_of_bytes(data)))
+
+    def not_hashed_again(fd: int, size: int) -> str:
+        raise AssertionError("the whole file was hashed again")
+
+    monkeypatch.setattr(blockwise, "_finish", not_hashed_again)
+    result = await Blockwise(api, deferToThread).download(
+        "big.bin", tmp_path / "dl", sha(data), [], lambda n: None, fetched
+    )
+    assert result is not None and result.sha256 == sha(data)
+    assert (tmp_path / "dl").read_bytes() == data
 
     # Announced, and nothing comes.
     prefetch.announced(Incoming("never.bin", 5 * MiB, 0, [("0" * 64, 5 * MiB)]))
     assert len(list(tmp_path.glob("in-*"))) == 1
     clock.advance(IDLE_SECONDS)
     await eventually(reactor, lambda: list(tmp_path.glob("in-*")) == [])
-    assert await prefetch.take("never.bin", tmp_path / "dl2") == frozenset()
+    assert await prefetch.take("never.bin", tmp_path / "dl2") == Fetched()
     assert not (tmp_path / "dl2").exists()
 
 

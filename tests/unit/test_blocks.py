@@ -9,8 +9,10 @@ and the content codings.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import random
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from boxsync import coding
-from boxsync.blocks import BLOCK_MAX, BLOCK_MIN, Block, Recipe, holds, read_block, recipe_of, recipe_of_bytes
+from boxsync.blocks import BLOCK_MAX, BLOCK_MIN, Block, Recipe, RunningDigest, holds, read_block, recipe_of, recipe_of_bytes
 from boxsync.wire import ProtocolError
 from boxsync.wire.blocks import BlockCommit, parse_missing, parse_recipe, recipe_json
 
@@ -213,3 +215,45 @@ def test_holds_checks_every_block_and_the_size(tmp_path: Path) -> None:
         assert not holds(fd, recipe)
     finally:
         os.close(fd)
+
+
+@settings(max_examples=50, deadline=None)
+@given(order=st.randoms(use_true_random=False), waiting_max=st.sampled_from([0, 300_000, 64 * MiB]))
+def test_a_running_digest_is_the_whole_files_in_any_order(order: random.Random, waiting_max: int) -> None:
+    """
+    Blocks written in any order, held in memory or read back from the file
+    while they wait: the digest is the whole file's once every byte is in,
+    and none before.
+    """
+    data = BASE[: 6 * MiB + 12345]
+    placed = list(recipe_of_bytes(data).placed())
+    order.shuffle(placed)
+    with tempfile.TemporaryFile() as f:
+        digest = RunningDigest(f.fileno(), len(data), waiting_max)
+        for offset, block in placed:
+            assert digest.hexdigest() is None
+            piece = data[offset : offset + block.size]
+            os.pwrite(f.fileno(), piece, offset)
+            digest.wrote(offset, piece)
+        assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_a_running_digest_vouches_for_nothing_written_over() -> None:
+    data = BASE[: 3 * MiB]
+    (first_offset, first), (second_offset, second), *rest = list(recipe_of_bytes(data).placed())
+    with tempfile.TemporaryFile() as f:
+        digest = RunningDigest(f.fileno(), len(data))
+        for offset, block in [(first_offset, first), (second_offset, second), *rest]:
+            digest.wrote(offset, data[offset : offset + block.size])
+        assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+        digest.wrote(first_offset, b"X" * first.size)
+        assert digest.hexdigest() is None
+    with tempfile.TemporaryFile() as f:
+        # Past the size announced, or twice at one place while waiting.
+        digest = RunningDigest(f.fileno(), len(data))
+        digest.wrote(second_offset, data[second_offset : second_offset + second.size])
+        digest.wrote(second_offset, b"Y" * second.size)
+        digest.wrote(first_offset, data[: first.size])
+        for offset, block in rest:
+            digest.wrote(offset, data[offset : offset + block.size])
+        assert digest.hexdigest() is None
