@@ -346,7 +346,9 @@ class LocalState:
         stamps = "SELECT path, size, mtime_ns, inode, ctime_ns, executable FROM bases WHERE folder = 0"
         with self._lock:
             self._write_unwritten()
-            files = set(self._db.execute(stamps + " AND inode >= 0"))
+            # One pass over the table ("+" keeps the index by inode out of
+            # it), then the few inodes stored negative, by that index.
+            files = set(self._db.execute(stamps + " AND +inode >= 0"))
             files.update((p, s, m, _from_sql(i), c, x) for p, s, m, i, c, x in self._db.execute(stamps + " AND inode < 0"))
             folders = dict(self._db.execute("SELECT path, seq FROM bases WHERE folder = 1"))
         return Stamps(files, folders)
