@@ -6,10 +6,11 @@ SQLite as boxsync uses it: connections in autocommit mode
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
-__all__ = ["transaction"]
+__all__ = ["transaction", "use_wal"]
 
 
 @contextmanager
@@ -27,3 +28,25 @@ def transaction(db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Itera
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+def use_wal(db: sqlite3.Connection, timeout: float = 30.0) -> None:
+    """
+    Put the database of C{db} in write-ahead-log mode (readers and one
+    writer at once), unless it is already: asking again takes a lock that
+    SQLite does not wait for, and fails at once while another connection
+    writes. A database still being made by another connection (whose
+    first write may hold that lock) is asked again until C{timeout}.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)

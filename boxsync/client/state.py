@@ -34,7 +34,7 @@ from attrs import define, field, frozen
 from twisted.logger import Logger
 
 from ..paths import HIDDEN_DIR
-from ..sqlite import transaction
+from ..sqlite import transaction, use_wal
 
 __all__ = ["Base", "LocalState", "STATE_FILE", "RECENT", "Stamps", "UNKNOWN_CTIME", "folder_base"]
 
@@ -220,7 +220,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     """
     db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
     try:
-        db.execute("PRAGMA journal_mode = WAL")
+        use_wal(db)
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("BEGIN IMMEDIATE")
         (version,) = db.execute("PRAGMA user_version").fetchone()

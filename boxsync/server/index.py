@@ -27,7 +27,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
 from ..blocks import BLOCK_MIN, Block, Recipe
-from ..sqlite import transaction
+from ..sqlite import transaction, use_wal
 from ..wire.values import MAX_COUNT
 from .staging import DiskFull
 
@@ -434,7 +434,7 @@ def open_database(path: Path) -> sqlite3.Connection:
     # upgrading it at the same moment: wait for its lock, as long as it takes
     # on a busy machine, rather than fail.
     db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30.0)
-    db.execute("PRAGMA journal_mode=WAL")
+    use_wal(db)
     db.execute("PRAGMA synchronous=NORMAL")
     (version,) = db.execute("PRAGMA user_version").fetchone()
     for number, steps in enumerate(_SCHEMA[version:], start=version + 1):
