@@ -594,8 +594,14 @@ def scan(
         matched = {path for path, _, key in stamped if (path, *key) in known.files}
         if len(matched) == len(stamped) == len(known.files) and known.folders.keys() <= set(directories):
             # Every file is its base, and every base is found.
-            return ScanResult(
-                {}, skipped=tuple(skipped), folders=_folders(directories, empty, known.folders, ()), unchanged=len(matched)
+            return _scanned(
+                root,
+                ScanResult(
+                    {},
+                    skipped=tuple(skipped),
+                    folders=_folders(directories, empty, known.folders, ()),
+                    unchanged=len(matched),
+                ),
             )
     if callable(state):
         state = state()
@@ -642,15 +648,24 @@ def scan(
         and not (blind and _below_any(path, blind))
     ]
     _same_content(files, [state[entry.path] for entry in deleted])
+    return _scanned(root, ScanResult(files, tuple(deleted), tuple(skipped), tuple(refreshed), folders, len(matched)))
+
+
+def _scanned(root: Path, result: ScanResult) -> ScanResult:
+    """
+    Log what a scan of C{root} found, and give it back.
+    """
     log.debug(
-        "Scanned {root}: {files} files, {folders} folders of their own, {deleted} deleted, {skipped} skipped",
+        "Scanned {root}: {files} files ({unchanged} known unchanged by their stamps alone), "
+        "{folders} folders of their own, {deleted} deleted, {skipped} skipped",
         root=str(root),
-        files=len(files),
-        folders=len(folders),
-        deleted=len(deleted),
-        skipped=len(skipped),
+        files=len(result.files) + result.unchanged,
+        unchanged=result.unchanged,
+        folders=len(result.folders),
+        deleted=len(result.deleted),
+        skipped=len(result.skipped),
     )
-    return ScanResult(files, tuple(deleted), tuple(skipped), tuple(refreshed), folders, len(matched))
+    return result
 
 
 def _folders(
