@@ -123,6 +123,15 @@ class _Limited:
         return count
 
 
+def _block_at(fd: int, offset: int, size: int) -> Block:
+    """
+    The L{Block} of the C{size} bytes of C{fd} at C{offset}, as the cut
+    found them: of that size whatever is read now (a file cut short since
+    makes a block no bytes match, refused wherever it is sent).
+    """
+    return Block(hashlib.sha256(os.pread(fd, size, offset)).hexdigest(), size)
+
+
 def _whole(fd: int, start: int, limit: int) -> str:
     """
     The sha256 of C{limit} bytes of C{fd} from C{start} (fewer at its end).
@@ -140,9 +149,9 @@ class Cutter:
     A file being cut into its blocks, a few at a time (so what is cut can
     be sent while the rest is cut): L{take} the next blocks, then L{finish}
     for the whole L{Recipe}. The whole file's sha256 is computed in a
-    second thread meanwhile (SHA-256 lets go of the GIL): on two cores this
-    takes ~2/3 of the time of one pass doing both. If the file changes
-    meanwhile, the two do not agree, and the server refuses the recipe.
+    second thread meanwhile, and each block's in a third, as the cut goes
+    on (SHA-256 lets go of the GIL). If the file changes meanwhile, they do
+    not agree, and the server refuses the recipe.
 
     Blocking: use it from one thread at a time. The descriptor is the
     caller's to close, after L{finish}.
@@ -162,8 +171,11 @@ class Cutter:
             self._pending = list(self._small.placed())
             return
         self._pending = []
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="boxsync-hash")
+        # One thread hashes the whole file, the other each block cut.
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="boxsync-hash")
         self._whole = self._pool.submit(_whole, fd, start, size)
+        self._fd = fd
+        self._start = start
         self._source = _Limited(fd, size)
         self._chunks = _chunker().cut_stream(self._source)
 
@@ -175,12 +187,16 @@ class Cutter:
         if self._small is not None:
             taken, self._pending = self._pending[:count], self._pending[count:]
             return taken
-        taken = []
+        assert self._pool is not None
+        hashing = []
         for chunk in itertools.islice(self._chunks, count):
-            block = block_of(chunk.data)
-            taken.append((self._offset, block))
-            self._blocks.append(block)
-            self._offset += block.size
+            # Its bytes are read again (from the page cache) to be hashed
+            # while the next block is cut: the cutter's own are valid only
+            # until then.
+            hashing.append((self._offset, self._pool.submit(_block_at, self._fd, self._start + self._offset, chunk.length)))
+            self._offset += chunk.length
+        taken = [(offset, hashed.result()) for offset, hashed in hashing]
+        self._blocks.extend(block for _, block in taken)
         return taken
 
     def finish(self) -> Recipe:
