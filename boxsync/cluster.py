@@ -232,12 +232,6 @@ backend servers
     option httpchk GET /healthz
     http-check expect status 200
     default-server check inter {check_ms}ms fall 2 rise 1 on-marked-down shutdown-sessions
-    # The web page's sign-in sessions live in one server's memory: a
-    # browser's requests with a session cookie go to the server that made
-    # it. Anything else (boxsync's clients) is balanced request by request.
-    stick-table type string len 64 size 100k expire 12h
-    stick store-response res.cook(boxsync_session)
-    stick match req.cook(boxsync_session)
 {servers}
 """
 

@@ -42,6 +42,8 @@ _SCHEMA: list[list[str]] = [
     ],
     # version 2: the one-time sign-in links used, until they expire
     ["CREATE TABLE used_links (id TEXT PRIMARY KEY, until INTEGER NOT NULL)"],
+    # version 3: the web sessions signed out before their time, until they end
+    ["CREATE TABLE ended_sessions (id TEXT PRIMARY KEY, until INTEGER NOT NULL)"],
 ]
 
 _COLUMNS = "id, account, client, issued, expires, revoked"
@@ -96,6 +98,10 @@ class Registry(Protocol):
     def version(self) -> int: ...
 
     def use_once(self, token_id: str, until: int, now: int) -> bool: ...
+
+    def end_session(self, session_id: str, until: int, now: int) -> None: ...
+
+    def ended_sessions(self, now: int) -> set[str]: ...
 
 
 class SQLRegistry:
@@ -179,6 +185,27 @@ class SQLRegistry:
             )
             first: bool = cursor.rowcount == 1
         return first
+
+
+    def end_session(self, session_id: str, until: int, now: int) -> None:
+        """
+        Record that the web session C{session_id}, which would have lasted
+        until C{until}, was signed out; sessions ended before C{now} are
+        forgotten (their cookies no longer work anyway).
+        """
+        with self._transaction() as db:
+            db.execute("DELETE FROM ended_sessions WHERE until < ?", (now,))
+            db.execute(
+                "INSERT INTO ended_sessions (id, until) VALUES (?, ?) ON CONFLICT (id) DO NOTHING", (session_id, until)
+            )
+            self._changed(db)
+
+    def ended_sessions(self, now: int) -> set[str]:
+        """
+        The web sessions signed out that would still be going at C{now}.
+        """
+        with self._transaction() as db:
+            return {row[0] for row in db.execute("SELECT id FROM ended_sessions WHERE until >= ?", (now,)).fetchall()}
 
 
 class TokenRegistry(SQLRegistry):

@@ -25,7 +25,7 @@ from twisted.protocols.policies import WrappingFactory
 
 from ..lock import FolderLock, Locked
 from ..reactors import IServerReactor
-from .accounts import POLL_SECONDS, Accounts
+from .accounts import Accounts
 from .adopt import adopt
 from .history import HistoryRoutes
 from .retention import TIDY_SECONDS, Retention, tidy
@@ -43,7 +43,8 @@ from .limits import (
 )
 from .registry import REGISTRY_FILE, Registry, TokenRegistry
 from .relay import Commit, Receiver, Relay
-from .sessions import SIGN_IN, Sessions
+from .sessions import SIGN_IN, Sessions, session_key
+from .tokenwatch import POLL_SECONDS, TokenWatch
 from .storage import BoxStorage
 from .turns import COMMIT_LOCK, Turns
 from .tokens import load_secret
@@ -339,7 +340,8 @@ class _IndexService(Service):
 class _BoxesService(Service):
     """
     The boxes: checked against the index as the service starts (L{ready}
-    fires then), and in token mode the accounts, polled while it runs.
+    fires then), the token registry watched while it runs, and in token
+    mode the accounts.
     """
 
     log = Logger()
@@ -349,12 +351,14 @@ class _BoxesService(Service):
         storage: BoxStorage,
         tokens: bool,
         check: Callable[[], Coroutine[Any, Any, object]],
+        watch: TokenWatch,
         accounts: Accounts | None,
         index: str | None = None,
     ) -> None:
         self.storage = storage
         self.tokens = tokens
         self._check = check
+        self.watch = watch
         self.accounts = accounts
         self.index = index
         #: Whether other servers may serve the box too (its index is in PostgreSQL).
@@ -367,14 +371,24 @@ class _BoxesService(Service):
         Deferred.fromCoroutine(self._start()).chainDeferred(self.ready)
 
     async def _start(self) -> object:
+        try:
+            return await self._claim_and_check()
+        except BaseException:
+            # The service may never be stopped: leave no thread behind.
+            self.watch.stop()
+            raise
+
+    async def _claim_and_check(self) -> object:
         # Before anything of the box is touched: another server may be
         # writing its staging files.
         if not self.beside_others:
             self._lock = claim(self.storage.hidden, self.tokens)
+            await self.watch.start()
         else:
             self._lock, alone = await claim_shared(self.storage.hidden, self.tokens, self.storage.in_thread)
             assert self.index is not None
             record_index(self.storage.hidden, self.index)
+            await self.watch.start()
             if not alone:
                 # The others write in the box: it is theirs as much as ours,
                 # and was checked by the first of them.
@@ -396,8 +410,7 @@ class _BoxesService(Service):
 
     def stopService(self) -> None:
         super().stopService()
-        if self.accounts is not None:
-            self.accounts.stop()
+        self.watch.stop()
         if self._lock is not None:
             self._lock.release()
 
@@ -530,19 +543,24 @@ class BoxsyncService(MultiService):
         auth: IAuthenticator
         boxes: Callable[[str], Box]
         check: Callable[[], Coroutine[Any, Any, object]]
+        # Signs the tokens and, for every server of the box alike, the web
+        # page's sessions.
+        secret = load_secret(self.storage.hidden, create=True)
+        # The registry: the tokens and accounts, and the sessions signed out.
+        self.tokens = TokenWatch(
+            reactor, lambda: open_registry(config.index, self.storage.hidden), config.revocation_seconds
+        )
         if config.auth is None:
             self.accounts = Accounts(
                 reactor,
                 self.storage.root,
                 self.index,
                 self.hub,
-                lambda: open_registry(config.index, self.storage.hidden),
-                poll_seconds=config.revocation_seconds,
+                self.tokens,
                 relay=self.relay,
                 turns=self._turns,
             )
-            secret = load_secret(self.storage.hidden, create=True)
-            auth = TokenAuth(secret, reactor, self.accounts.revoked, self.accounts.has)
+            auth = TokenAuth(secret, reactor, self.tokens.revoked, self.accounts.has)
             boxes = self.accounts.box
             check = self.accounts.start
         else:
@@ -551,10 +569,14 @@ class BoxsyncService(MultiService):
             )
             auth, boxes = config.auth, self._box_for
             check = lambda: adopt(self._box_for(DEFAULT_ACCOUNT), reactor)  # noqa: E731
-        sessions = (
-            Sessions(reactor, auth)
-            if self.accounts is None
-            else Sessions(reactor, auth, self.accounts.revoked, self.accounts.use_link)
+        sessions = Sessions(
+            reactor,
+            auth,
+            session_key(secret),
+            self.tokens.revoked,
+            self.tokens.use_link if self.accounts is not None else None,
+            self.tokens.ended,
+            self.tokens.end_session,
         )
         self.app = BoxsyncApp(
             reactor,
@@ -583,7 +605,7 @@ class BoxsyncService(MultiService):
         # Tracks every open connection, to close them when the service stops.
         self.factory = WrappingFactory(self.site)
         _IndexService(self.index).setServiceParent(self)
-        checked = _BoxesService(self.storage, config.tokens, check, self.accounts, config.index)
+        checked = _BoxesService(self.storage, config.tokens, check, self.tokens, self.accounts, config.index)
         checked.setServiceParent(self)
         _HubService(self.hub).setServiceParent(self)
         if isinstance(self.relay, Service):

@@ -7,10 +7,20 @@ in place of an C{Authorization} header. A request that is not C{GET} or
 C{HEAD} must also carry the session's CSRF token in L{CSRF_HEADER}; a
 revoked token ends its sessions. Every answer to a session carries a strict
 Content-Security-Policy.
+
+A session is its cookie: who signed in, the token that proved it, a random
+id and when it ends, signed with a key derived from the box's secret
+(L{session_key}), so that every server of the box accepts it (behind a
+load balancer a browser may reach any of them, and a restarted server
+signs no one out) and none keeps it. What a server must remember is only
+what ended a session before its time: a sign-out, recorded in the token
+registry for every server to read (L{Sessions.end}), and a revoked token.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import json
 import secrets
@@ -34,7 +44,6 @@ __all__ = [
     "CSRF_HEADER",
     "LINK_CLIENT",
     "LINK_SECONDS",
-    "MAX_SESSIONS_PER_TOKEN",
     "PAGE_POLICY",
     "SESSION_COOKIE",
     "SESSION_SECONDS",
@@ -42,6 +51,7 @@ __all__ = [
     "Session",
     "Sessions",
     "check_csrf",
+    "session_key",
     "set_cookie",
     "json_request",
     "same_origin",
@@ -58,7 +68,7 @@ PAGE_POLICY = (
 #: named .html opened by mistake.
 API_POLICY = "default-src 'none'; sandbox; frame-ancestors 'none'"
 
-#: The cookie that holds a browser's session id.
+#: The cookie that holds a browser's session.
 SESSION_COOKIE = "boxsync_session"
 #: The header that carries a session's CSRF token on every request that is
 #: not a GET or a HEAD.
@@ -70,9 +80,9 @@ LINK_CLIENT = "web-link"
 LINK_SECONDS = 5 * 60
 #: How long a session lasts (less if its token expires sooner).
 SESSION_SECONDS = 12 * 3600
-#: The most sessions one token may have at once: signing in once more ends
-#: the oldest.
-MAX_SESSIONS_PER_TOKEN = 50
+#: The longest session cookie read: a signed session is well under it.
+_MAX_COOKIE = 1024
+_ALGORITHM = "HS256"
 
 def secure_headers(request: IRequest, policy: str) -> None:
     request.setHeader(b"Content-Security-Policy", policy.encode())
@@ -88,9 +98,9 @@ def secure_headers(request: IRequest, policy: str) -> None:
 SIGN_IN = "/web/session"
 
 
-def _session_id(request: IRequest) -> str | None:
+def _session_cookie(request: IRequest) -> str | None:
     """
-    The session id in the request's C{Cookie} header, if any. Read from the
+    The session cookie in the request's C{Cookie} header, if any. Read from the
     header (not Twisted's parsed cookies): this runs, for uploads, before
     the request line is parsed.
     """
@@ -118,19 +128,30 @@ def _token_expiry(token: str) -> int | None:
     return expires if isinstance(expires, int) else None
 
 
+def session_key(secret: bytes) -> bytes:
+    """
+    The key that signs the web page's sessions, derived from the box's
+    C{secret}: a session cookie is never a token, nor a token a session.
+    """
+    return hmac.new(secret, b"boxsync web session", hashlib.sha256).digest()
+
+
 @frozen
 class Session:
     """
     One signed-in browser.
 
+    @ivar cookie: the value of its cookie, which is all of it, signed.
+    @ivar session_id: what tells it from the other sessions of its token.
     @ivar csrf: what its state-changing requests carry in L{CSRF_HEADER}.
-    @ivar expires: when it ends, in seconds since the epoch.
+    @ivar expires: when it ends, in whole seconds since the epoch.
     """
 
+    cookie: str
     session_id: str
     csrf: str
     principal: Principal
-    expires: float
+    expires: int
 
 
 def _bearer(token: str) -> bytes:
@@ -140,12 +161,17 @@ def _bearer(token: str) -> bytes:
     return b"Bearer " + token.strip().encode("utf-8", "replace")
 
 
+def _text(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= 256
+
+
 @define
 class Sessions:
     """
-    The signed-in browsers, in memory: a restarted server signs everyone
-    out.
+    Signs browsers in, and reads their sessions back from their cookies.
 
+    @ivar key: signs the cookies (L{session_key} of the box's secret, the
+        same on every server of the box).
     @ivar auth: checks the token a browser signs in with.
     @ivar revoked: the ids of revoked tokens, kept up to date by the server:
         a session of a revoked token ends.
@@ -154,15 +180,24 @@ class Sessions:
         a link's token id, until when to remember it and now, it says
         whether this is the link's first use. Without it, each server
         knows only the links used on it (L{_links}).
+    @ivar ended: the ids of the sessions signed out before their time on
+        any server, kept up to date by the server from the registry.
+    @ivar end: records a sign-out there (the session's id, when it would
+        have ended, and now), if anywhere.
     @ivar _links: the one-time links used so far, until they expire.
+    @ivar _signed_out: the sessions signed out on this server, until they would
+        have ended.
     """
 
     clock: IReactorTime
     auth: IAuthenticator
+    key: bytes
     revoked: Container[str] = frozenset()
     first_use: Callable[[str, int, int], Awaitable[bool]] | None = None
-    _sessions: dict[str, Session] = field(factory=dict)
+    ended: Container[str] = frozenset()
+    end: Callable[[str, int, int], Awaitable[None]] | None = None
     _links: dict[str, float] = field(factory=dict)
+    _signed_out: dict[str, int] = field(factory=dict)
     log = Logger()
 
     async def open(self, token: str) -> Session:
@@ -190,7 +225,7 @@ class Sessions:
         principal = self.auth.authenticate(_bearer(token))
         now = self.clock.seconds()
         self._forget(now)
-        expires = now + SESSION_SECONDS
+        expires = int(now) + SESSION_SECONDS
         if principal.client == LINK_CLIENT:
             if principal.token in self._links:
                 raise Forbidden(TOKEN_REFUSED)
@@ -199,14 +234,14 @@ class Sessions:
             token_expires = _token_expiry(token)
             if token_expires is not None:
                 expires = min(expires, token_expires)
-        same = sorted(
-            (each for each in self._sessions.values() if each.principal.token == principal.token),
-            key=lambda each: each.expires,
-        )
-        for oldest in same[: max(0, len(same) + 1 - MAX_SESSIONS_PER_TOKEN)]:
-            self.sign_out(oldest)
-        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), principal, expires)
-        self._sessions[session.session_id] = session
+        claims = {
+            "sid": secrets.token_urlsafe(24),
+            "acct": principal.account,
+            "sub": principal.client,
+            "jti": principal.token,
+            "exp": expires,
+        }
+        session = self._session(jwt.encode(claims, self.key, algorithm=_ALGORITHM), claims)
         self.log.info(
             "{client} of {account} signed in to the web page",
             client=principal.client or "a browser",
@@ -214,32 +249,62 @@ class Sessions:
         )
         return session
 
+    def _session(self, cookie: str, claims: dict[str, Any]) -> Session:
+        csrf = hmac.new(self.key, b"csrf:" + claims["sid"].encode(), hashlib.sha256).digest()
+        return Session(
+            cookie,
+            claims["sid"],
+            base64.urlsafe_b64encode(csrf).decode().rstrip("="),
+            Principal(claims["acct"], claims["sub"], claims["jti"]),
+            claims["exp"],
+        )
+
     def _forget(self, now: float) -> None:
         """
-        Drop the sessions and used links that have expired.
+        Drop the used links and signed-out sessions that have expired.
         """
-        for session_id, session in list(self._sessions.items()):
-            if session.expires <= now:
-                del self._sessions[session_id]
         for token_id, until in list(self._links.items()):
             if until <= now:
                 del self._links[token_id]
+        for session_id, expires in list(self._signed_out.items()):
+            if expires <= now:
+                del self._signed_out[session_id]
 
-    def sign_out(self, session: Session) -> None:
-        self._sessions.pop(session.session_id, None)
+    async def sign_out(self, session: Session) -> None:
+        """
+        End C{session} here at once, and on every other server as it reads
+        the registry.
+        """
+        now = int(self.clock.seconds())
+        self._forget(now)
+        self._signed_out[session.session_id] = session.expires
+        if self.end is not None:
+            await self.end(session.session_id, session.expires, now)
 
     def session(self, request: IRequest) -> Session | None:
         """
         The live session of C{request}'s cookie, if it has one.
         """
-        session_id = _session_id(request)
-        session = None if session_id is None else self._sessions.get(session_id)
-        if session is None:
+        cookie = _session_cookie(request)
+        if cookie is None or len(cookie) > _MAX_COOKIE:
             return None
-        if session.expires <= self.clock.seconds() or session.principal.token in self.revoked:
-            self.sign_out(session)
+        try:
+            claims = jwt.decode(
+                cookie, self.key, algorithms=[_ALGORITHM],
+                # Its end is checked below, against the injected clock.
+                options={"require": ["sid", "acct", "sub", "jti", "exp"], "verify_exp": False},
+            )
+        except (jwt.PyJWTError, ValueError, TypeError):
             return None
-        return session
+        if not all(_text(claims[name]) for name in ("sid", "acct", "sub", "jti")):
+            return None
+        expires = claims["exp"]
+        if not isinstance(expires, int) or isinstance(expires, bool) or expires <= self.clock.seconds():
+            return None
+        session_id = claims["sid"]
+        if session_id in self._signed_out or session_id in self.ended or claims["jti"] in self.revoked:
+            return None
+        return self._session(cookie, claims)
 
     def principal(self, request: IRequest) -> Principal | None:
         """
@@ -250,7 +315,7 @@ class Sessions:
         @raise Forbidden: if the request changes something without the
             session's CSRF token.
         """
-        if _session_id(request) is None:
+        if _session_cookie(request) is None:
             return None
         session = self.session(request)
         if session is None:

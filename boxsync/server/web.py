@@ -257,15 +257,15 @@ class WebPage:
         if not isinstance(token, str) or not token.strip():
             raise ProtocolError("give the token to sign in with")
         session = await self.sessions.open(token)
-        set_cookie(request, session.session_id, int(session.expires - self.clock.seconds()))
+        set_cookie(request, session.cookie, int(session.expires - self.clock.seconds()))
         secure_headers(request, API_POLICY)
         return json_body(request, 200, self._who(session))
 
-    def sign_out(self, request: IRequest) -> bytes:
+    async def sign_out(self, request: IRequest) -> bytes:
         session = self.sessions.session(request)
         if session is not None:
             check_csrf(request, session)
-            self.sessions.sign_out(session)
+            await self.sessions.sign_out(session)
         set_cookie(request, "", 0)
         secure_headers(request, API_POLICY)
         return json_body(request, 200, {"signed_out": True})

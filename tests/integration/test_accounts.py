@@ -468,11 +468,11 @@ async def test_an_account_folder_that_leads_out_is_not_served(tmp_path: Path, re
 async def test_a_failing_poll_does_not_stop_revocation(
     accounts: TokenServer, http: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert accounts.service is not None and accounts.service.accounts is not None
-    directory = accounts.service.accounts
+    assert accounts.service is not None
+    directory = accounts.service.tokens
     failures = []
 
-    def failing(self: Any) -> Any:
+    def failing(self: Any, registry: Any) -> Any:
         failures.append(1)
         raise OSError("the disk is gone for a moment")
 

@@ -165,3 +165,21 @@ def test_a_link_is_used_once_on_any_connection(opener: Opener) -> None:
     assert two.use_once("link2", 2_000, 1_300) is True
     # Past 2,000, link1's use is forgotten (the link itself no longer works).
     assert one.use_once("link1", 3_500, 2_001) is True
+
+
+def test_a_sign_out_is_seen_on_any_connection_until_the_session_would_end(opener: Opener) -> None:
+    """
+    A web session signed out through one server is among the ended
+    sessions every other server reads, and moves the version they poll,
+    until the time the session would have ended anyway.
+    """
+    server, other = opener(), opener()
+    before = server.version()
+    other.end_session("s1", 2_000, 1_000)
+    other.end_session("s2", 3_000, 1_000)
+    assert server.version() != before
+    assert server.ended_sessions(1_500) == {"s1", "s2"}
+    assert server.ended_sessions(2_500) == {"s2"}
+    # Signing out twice is no error; s1, past its end, is forgotten.
+    other.end_session("s2", 3_000, 2_500)
+    assert server.ended_sessions(0) == {"s2"}
