@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from ..reactors import IServerReactor
 from .adopt import adopt
 from .auth import TOKEN_REFUSED, Forbidden
+from .blockstore import IBlockStore, LocalBlockStore
 from .box import Box
 from .hub import Hub
 from .index import IIndex
@@ -61,6 +62,7 @@ class Accounts:
     """
     @ivar root: the box folder, with one folder per account.
     @ivar tokens: the token registry, watched: its accounts are these.
+    @ivar blocks: makes the block store of an account.
     """
 
     reactor: IServerReactor
@@ -70,6 +72,7 @@ class Accounts:
     tokens: TokenWatch
     relay: Relay | None = None
     turns: Callable[[BoxStorage], Turns] = lambda storage: Turns()
+    blocks: Callable[[str, IIndex, BoxStorage], IBlockStore] = LocalBlockStore
     adopting: bool = True
     _boxes: dict[str, Box] = field(factory=dict)
     _adopted: dict[str, Deferred[Any]] = field(factory=dict)
@@ -130,7 +133,13 @@ class Accounts:
             self.log.error("account {account} cannot be served: {error}", account=account, error=e)
             return None
         box = self._boxes[account] = Box(
-            account, self.index, storage, self.hub, relay=self.relay, turns=self.turns(storage)
+            account,
+            self.index,
+            storage,
+            self.hub,
+            blocks=self.blocks(account, self.index, storage),
+            relay=self.relay,
+            turns=self.turns(storage),
         )
         if not self.adopting:
             return box

@@ -83,6 +83,7 @@ from .files import BoxFile, box_file
 from .http import committed, header, json_body, listed, query
 from .hub import Hub, TooManyStreams
 from .index import FileRecord, IndexUnavailable
+from .s3store import StoreUnavailable
 from .legacy import LegacyAdapter
 from .limits import MAX_MANIFEST_ENTRIES
 from .manifest import read_manifest
@@ -116,8 +117,9 @@ _REFUSALS: list[tuple[type[BaseException], Refusal]] = [
     (TooManyStreams, Refusal.TOO_MANY_STREAMS),
     (BodyTooLarge, Refusal.TOO_LARGE),
     (DiskFull, Refusal.DISK_FULL),
-    # PostgreSQL cannot be reached for now (a restart): ask again.
+    # PostgreSQL or the S3 bucket cannot be reached for now: ask again.
     (IndexUnavailable, Refusal.ASK_AGAIN),
+    (StoreUnavailable, Refusal.ASK_AGAIN),
 ]
 
 

@@ -63,7 +63,7 @@ from .blockstore import Arrivals, BadBlock, IBlockStore, check_block
 from .index import BlockSource, IIndex
 from .staging import StagingFile
 
-__all__ = ["BadStore", "S3Bucket", "S3BlockStore", "S3Location", "parse_store_url", "stores_from_url"]
+__all__ = ["BadStore", "S3Bucket", "S3BlockStore", "S3Location", "StoreUnavailable", "parse_store_url", "stores_from_url"]
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -77,9 +77,17 @@ _DELETE_BATCH = 1000
 
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 _EXISTS = frozenset({"412", "PreconditionFailed"})
+_UNAVAILABLE = frozenset({"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown"})
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _REGION = re.compile(r"[a-z0-9-]{1,32}")
+
+
+class StoreUnavailable(Exception):
+    """
+    The bucket cannot be reached for now (the S3 service is down, or
+    unreachable): what was asked may be asked again later.
+    """
 
 
 class BadStore(ValueError):
@@ -208,6 +216,22 @@ def _code(e: Exception) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
+def _unreachable(e: Exception) -> bool:
+    """
+    Whether C{e} says the S3 service cannot be reached or cannot answer for
+    now (no connection, a time-out, a 5xx), as opposed to an answer.
+    """
+    from botocore.exceptions import BotoCoreError, NoCredentialsError
+
+    if isinstance(e, BotoCoreError):
+        return not isinstance(e, NoCredentialsError)
+    return _code(e) in _UNAVAILABLE
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def _ns(when: datetime) -> int:
     return round(when.timestamp() * 1e6) * 1000
 
@@ -261,7 +285,17 @@ class S3BlockStore:
     # Blocking calls, each run in a thread.
 
     def _in_thread(self, fn: Callable[[], _T]) -> Deferred[_T]:
-        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn)
+        def call() -> _T:
+            try:
+                return fn()
+            except Exception as e:
+                if _unreachable(e):
+                    raise StoreUnavailable(
+                        f"the bucket {self.bucket.name} cannot be reached for now: {_first_line(e)}"
+                    ) from None
+                raise
+
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), call)
 
     async def _map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
         """

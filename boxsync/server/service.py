@@ -31,9 +31,11 @@ from .history import HistoryRoutes
 from .retention import TIDY_SECONDS, Retention, tidy
 from .app import BoxsyncApp
 from .auth import DEFAULT_ACCOUNT, IAuthenticator, TokenAuth
+from .blockstore import IBlockStore, LocalBlockStore
 from .box import Box
+from .bucketed import BucketedBlockStore
 from .hub import MAX_STREAMS_PER_TOKEN, Hub
-from .index import IndexUnavailable, SQLiteIndex, Stats
+from .index import IIndex, IndexUnavailable, SQLiteIndex, Stats
 from .legacy import LegacyAdapter
 from .limits import (
     MAX_MANIFEST_BYTES,
@@ -43,6 +45,7 @@ from .limits import (
 )
 from .registry import REGISTRY_FILE, Registry, TokenRegistry
 from .relay import Commit, Receiver, Relay
+from .s3store import S3BlockStore, S3Bucket, parse_store_url
 from .sessions import SIGN_IN, Sessions, session_key
 from .tokenwatch import POLL_SECONDS, TokenWatch
 from .storage import BoxStorage
@@ -76,6 +79,9 @@ class ServerConfig:
         signed tokens (L{boxsync.server.tokens}) instead.
     @ivar index: the PostgreSQL database the index is in (a
         C{postgresql://} URL); C{None}: SQLite, in the box's hidden folder.
+    @ivar store: the S3 bucket the blocks clients send are kept in (an
+        C{s3://} URL, see L{boxsync.server.s3store.parse_store_url});
+        C{None}: in the box's hidden folder.
     @ivar max_streams_per_token: the most event streams one token may hold
         open at once.
     @ivar retention: what of the overwritten and deleted versions is kept
@@ -97,6 +103,7 @@ class ServerConfig:
     connections: ConnectionLimits = ConnectionLimits()
     tokens: bool = False
     index: str | None = None
+    store: str | None = None
     max_streams_per_token: int = MAX_STREAMS_PER_TOKEN
     revocation_seconds: float = POLL_SECONDS
     retention: Retention = field(factory=Retention)
@@ -538,6 +545,7 @@ class BoxsyncService(MultiService):
         self.box: Box | None = None
         self.accounts: Accounts | None = None
         self.relay = open_relay(reactor, config.index, _Followers(self._boxes, self._box_of))
+        self.bucket = None if config.store is None else S3Bucket.connect(parse_store_url(config.store), os.environ)
         #: Whether other servers may serve the box too (its index is in PostgreSQL).
         self.cluster = config.index is not None
         auth: IAuthenticator
@@ -559,13 +567,20 @@ class BoxsyncService(MultiService):
                 self.tokens,
                 relay=self.relay,
                 turns=self._turns,
+                blocks=self._blocks,
             )
             auth = TokenAuth(secret, reactor, self.tokens.revoked, self.accounts.has)
             boxes = self.accounts.box
             check = self.accounts.start
         else:
             self.box = Box(
-                DEFAULT_ACCOUNT, self.index, self.storage, self.hub, relay=self.relay, turns=self._turns(self.storage)
+                DEFAULT_ACCOUNT,
+                self.index,
+                self.storage,
+                self.hub,
+                blocks=self._blocks(DEFAULT_ACCOUNT, self.index, self.storage),
+                relay=self.relay,
+                turns=self._turns(self.storage),
             )
             auth, boxes = config.auth, self._box_for
             check = lambda: adopt(self._box_for(DEFAULT_ACCOUNT), reactor)  # noqa: E731
@@ -649,6 +664,16 @@ class BoxsyncService(MultiService):
         if not self.cluster:
             return Turns()
         return Turns(storage.hidden / COMMIT_LOCK, storage.in_thread)
+
+    def _blocks(self, account: str, index: IIndex, storage: BoxStorage) -> IBlockStore:
+        """
+        The block store of C{account}: in its box, and in the bucket too if
+        there is one.
+        """
+        local = LocalBlockStore(account, index, storage)
+        if self.bucket is None:
+            return local
+        return BucketedBlockStore(local, S3BlockStore(account, index, self.bucket, self.reactor))
 
     async def _tidy(self) -> None:
         if not self.cluster:

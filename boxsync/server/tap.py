@@ -66,6 +66,16 @@ def index_url(url: str) -> str:
     return check_url(url)
 
 
+def store_url(url: str) -> str:
+    """
+    C{url} if it names an S3 bucket the blocks can be kept in.
+    """
+    from .s3store import parse_store_url
+
+    parse_store_url(url)
+    return url
+
+
 def _listen_on(address: str) -> str:
     """
     The endpoint for C{SERVER_ADDRESS}, as the old server read it:
@@ -147,6 +157,14 @@ SETTINGS = [
         "(what the URL leaves out comes from the PG* environment variables and ~/.pgpass; needs "
         "boxsync[cluster]). Default: SQLite, in the box.",
         index_url,
+    ),
+    Setting(
+        "store",
+        None,
+        "Keep the blocks clients send in an S3 bucket every server reads: "
+        "s3://BUCKET?endpoint=http://HOST:PORT&region=REGION (credentials from AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY, or where boto3 finds them; needs boxsync[cluster]). Default: in the box.",
+        store_url,
     ),
     Setting("insecure-no-auth", False, "Serve without any key: everyone gets in.", flag=True),
     Setting(
@@ -241,6 +259,13 @@ class Options(usage.Options):
                 "no key: give --api-key KEY (or set BOXSYNC_API_KEY), --tokens for "
                 "accounts with tokens, or --insecure-no-auth to let everyone in"
             )
+        if self["store"]:
+            from .s3store import BadStore, S3Bucket, parse_store_url
+
+            try:
+                S3Bucket.connect(parse_store_url(self["store"]), environ)
+            except BadStore as e:
+                raise usage.UsageError(f"--store: {e}") from None
 
 
 def _check_endpoint(description: str) -> None:
@@ -294,6 +319,7 @@ def makeService(options: Options) -> Any:
         auth=auth,
         tokens=options["tokens"],
         index=options["index"],
+        store=options["store"],
         max_streams_per_token=options["max-streams-per-token"],
         max_upload=options["max-upload"],
         status_seconds=options["status-interval"],

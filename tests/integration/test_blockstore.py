@@ -26,11 +26,12 @@ from bench.measure import PeakRSS
 from boxsync.blocks import Block, Recipe, recipe_of_bytes
 from boxsync.server.blockstore import BadBlock, IBlockStore, LocalBlockStore
 from boxsync.server.box import Box, DigestMismatch, MissingBlocks
+from boxsync.server.bucketed import BucketedBlockStore
 from boxsync.server.hub import Hub
 from boxsync.server.index import FileRecord, SQLiteIndex
-from boxsync.server.s3store import S3Bucket, S3BlockStore, stores_from_url
+from boxsync.server.s3store import S3Bucket, S3BlockStore, StoreUnavailable, stores_from_url
 from boxsync.server.storage import BoxStorage
-from boxsync.testing import SeaweedFS
+from boxsync.testing import SeaweedFS, free_port
 from boxsync.wire.blocks import BlockCommit
 from tests.helpers import sha, timed
 
@@ -53,14 +54,24 @@ def pieces_of(data: bytes) -> tuple[Recipe, dict[str, bytes]]:
     return recipe, {block.sha256: data[offset : offset + block.size] for offset, block in recipe.placed()}
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "bucketed"])
 def make_store(request: pytest.FixtureRequest) -> MakeStore:
+    """
+    The box's own store; the bucket's; and the two together, as the
+    servers of a C{--store} use them.
+    """
     if request.param == "local":
         return lambda account, index, storage, reactor: LocalBlockStore(account, index, storage)
     seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
-    return lambda account, index, storage, reactor: stores_from_url(
-        seaweedfs.url, reactor, index, seaweedfs.credentials
-    )(account)
+
+    def in_bucket(account: str, index: SQLiteIndex, storage: BoxStorage, reactor: Any) -> S3BlockStore:
+        return stores_from_url(seaweedfs.url, reactor, index, seaweedfs.credentials)(account)
+
+    if request.param == "s3":
+        return in_bucket
+    return lambda account, index, storage, reactor: BucketedBlockStore(
+        LocalBlockStore(account, index, storage), in_bucket(account, index, storage, reactor)
+    )
 
 
 @define
@@ -109,9 +120,10 @@ class Contract:
         Store C{data}, which is not block C{sha256}, as that block (a torn
         write, a disk or a bucket gone bad).
         """
-        if isinstance(self.store, S3BlockStore):
-            bucket = self.store.bucket
-            bucket.client.put_object(Bucket=bucket.name, Key=self.store.key(sha256), Body=data)
+        store = self.store.bucket if isinstance(self.store, BucketedBlockStore) else self.store
+        if isinstance(store, S3BlockStore):
+            bucket = store.bucket
+            bucket.client.put_object(Bucket=bucket.name, Key=store.key(sha256), Body=data)
         else:
             assert isinstance(self.store, LocalBlockStore)
             (self.store.pending / sha256).write_bytes(data)
@@ -165,14 +177,15 @@ async def test_an_arrival_fires_on_put_and_can_be_cancelled(contract: Contract) 
     given_up.cancel()
     with pytest.raises(CancelledError):
         await given_up
-    assert store._arrivals.waited_for() == [sha(one)]  # type: ignore[attr-defined]
+    waits = store.bucket if isinstance(store, BucketedBlockStore) else store
+    assert waits._arrivals.waited_for() == [sha(one)]  # type: ignore[attr-defined]
     await store.put(Block(sha(two), len(two)), two)
     assert not first.called
     await store.put(Block(sha(one), len(one)), one)
     assert first.called and second.called
     await first
     await second
-    assert store._arrivals.waited_for() == []  # type: ignore[attr-defined]
+    assert waits._arrivals.waited_for() == []  # type: ignore[attr-defined]
 
 
 @pytest_twisted.ensureDeferred
@@ -353,6 +366,30 @@ async def test_the_store_signs_with_the_credentials_it_is_given(
     assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403  # type: ignore[attr-defined]
     accepted = stores_from_url(seaweedfs.url, reactor, index, seaweedfs.credentials)("acct")
     assert await accepted.read("0" * 64) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bucket_out_of_reach_is_asked_again_later(tmp_path: Path, reactor: Any) -> None:
+    """
+    Nothing listens where the bucket should be: every call fails as one to
+    ask again (the routes answer 503), in one line, and keeps nothing.
+    """
+    index = SQLiteIndex(reactor, tmp_path / "index.sqlite")
+    index.start()
+    try:
+        url = f"s3://nowhere?endpoint=http://127.0.0.1:{free_port()}"
+        store = stores_from_url(url, reactor, index, {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})("acct")
+        data = data_of(17, 1000)
+        for call in (
+            lambda: store.put(Block(sha(data), len(data)), data),
+            lambda: store.read_many([sha(data)]),
+            lambda: store.missing([sha(data)]),
+            lambda: store.sweep(time.time_ns()),
+        ):
+            with pytest.raises(StoreUnavailable, match="^the bucket nowhere cannot be reached for now: [^\n]+$"):
+                await timed(ensureDeferred(call()), reactor, 60)
+    finally:
+        index.stop()
 
 
 @pytest_twisted.ensureDeferred
