@@ -141,6 +141,11 @@ class Accounts:
             relay=self.relay,
             turns=self.turns(storage),
         )
+        if self.relay is not None:
+            following = Deferred.fromCoroutine(box.follow())
+            following.addErrback(
+                lambda failure: self.log.failure("following account {account}", failure, account=account)
+            )
         if not self.adopting:
             return box
         adopting = Deferred.fromCoroutine(adopt(box, self.reactor))

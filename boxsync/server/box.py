@@ -794,6 +794,16 @@ class Box:
                 if record.seq <= commit.last and self._seen.fresh(record.seq):
                     self.hub.publish(self.account, as_event(record), exclude=commit.stream)
 
+    async def follow(self) -> None:
+        """
+        From now on, publish here what other servers commit: every seq past
+        the account's current one, once, whether its notification comes or
+        is lost (L{catch_up} finds it then).
+        """
+        async with self._following:
+            if self._seen.low is None:
+                self._seen.caught_up(await self.index.current_seq(self.account))
+
     async def catch_up(self, page: int = 1000) -> None:
         """
         Publish what the index has past the last seq every earlier one of

@@ -290,9 +290,10 @@ class S3BlockStore:
                 return fn()
             except Exception as e:
                 if _unreachable(e):
-                    raise StoreUnavailable(
-                        f"the bucket {self.bucket.name} cannot be reached for now: {_first_line(e)}"
-                    ) from None
+                    # The details (where the S3 service is) are the server's
+                    # own: the client is told only to ask again.
+                    self.log.warn("the bucket cannot be reached: {error}", error=_first_line(e))
+                    raise StoreUnavailable(f"the bucket {self.bucket.name} cannot be reached for now") from None
                 raise
 
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), call)

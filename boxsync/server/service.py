@@ -625,6 +625,8 @@ class BoxsyncService(MultiService):
         _HubService(self.hub).setServiceParent(self)
         if isinstance(self.relay, Service):
             self.relay.setServiceParent(self)
+        if self.relay is not None:
+            checked.ready.addCallback(lambda result: Deferred.fromCoroutine(self._follow(result)))
         self._listeners = _ListenService(reactor, config.listen, self.factory, checked.ready, self.site)
         self._listeners.setServiceParent(self)
         self.ready: Deferred[None] = Deferred()
@@ -646,6 +648,15 @@ class BoxsyncService(MultiService):
         after: Deferred[None] = Deferred()
         self.ready.addCallback(lambda result: after.callback(None))
         return after
+
+    async def _follow(self, checked: object) -> object:
+        """
+        Before the first stream opens, have every box publish from now on
+        what the other servers commit.
+        """
+        for box in self._boxes():
+            await box.follow()
+        return checked
 
     def _boxes(self) -> list[Box]:
         return [self.box] if self.box is not None else self.accounts.boxes() if self.accounts is not None else []

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from ..reactors import IServerReactor
+from .index import IndexUnavailable
 from .registry import Registry
 
 __all__ = ["POLL_SECONDS", "TokenWatch"]
@@ -52,6 +53,7 @@ class TokenWatch:
     _version: int | None = None
     _loop: LoopingCall | None = None
     _reading: DeferredLock = field(factory=DeferredLock)
+    _failing: bool = False
     log = Logger()
 
     async def start(self) -> None:
@@ -118,9 +120,20 @@ class TokenWatch:
     async def _poll(self) -> None:
         try:
             await self.refresh()
+        except IndexUnavailable as e:
+            # PostgreSQL is away (a restart): said once, polled until back.
+            if not self._failing:
+                self.log.warn("cannot read the token registry for now: {error}", error=str(e))
+            self._failing = True
+            return
         except Exception:
             # Keep polling: the next round may well work.
             self.log.failure("reading the token registry")
+            self._failing = True
+            return
+        if self._failing:
+            self.log.info("reading the token registry again")
+        self._failing = False
 
     async def use_link(self, token_id: str, until: int, now: int) -> bool:
         """

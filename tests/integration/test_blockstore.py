@@ -386,7 +386,7 @@ async def test_a_bucket_out_of_reach_is_asked_again_later(tmp_path: Path, reacto
             lambda: store.missing([sha(data)]),
             lambda: store.sweep(time.time_ns()),
         ):
-            with pytest.raises(StoreUnavailable, match="^the bucket nowhere cannot be reached for now: [^\n]+$"):
+            with pytest.raises(StoreUnavailable, match="^the bucket nowhere cannot be reached for now$"):
                 await timed(ensureDeferred(call()), reactor, 60)
     finally:
         index.stop()

@@ -116,6 +116,26 @@ async def test_a_commit_is_told_and_published_by_the_other_server(servers: tuple
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_box_followed_from_its_start_loses_no_commit_before_its_first_catch_up(
+    servers: tuple[Server, Server],
+) -> None:
+    """
+    The other server's notifications of the commits made since this box
+    started were all lost (the database went down as they were sent), and
+    one later commit's came: the first catch-up still publishes them all.
+    """
+    one, two = servers
+    await one.upload("before.txt", b"0")
+    await two.box.follow()  # as the server starts
+    for name in ("a", "b", "c"):
+        await one.upload(f"{name}.txt", name.encode())
+    await two.box.remote(Commit("other", ACCOUNT, 4, 4, None))
+    assert seqs(two.here) == [4]
+    await two.box.catch_up()
+    assert seqs(two.here) == [4, 2, 3]
+
+
+@pytest_twisted.ensureDeferred
 async def test_what_was_never_told_is_caught_up_in_seq_order(servers: tuple[Server, Server]) -> None:
     one, two = servers
     await two.box.catch_up()  # from here on

@@ -6,6 +6,7 @@ again while real clients keep editing.
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 from typing import Iterator
@@ -13,9 +14,9 @@ from typing import Iterator
 import pytest
 
 from boxsync.client.status import read_status
-from boxsync.cluster import Cluster, haproxy_missing
-from boxsync.testing import Client, Server, wait_until
-from tests.faults import Edits, output
+from boxsync.cluster import Cluster, PostgreSQL, haproxy_missing
+from boxsync.testing import Client, Proxy, SeaweedFS, Server, wait_until
+from tests.faults import Edits, output, sha
 from tests.system.test_cluster_balanced import conflicts, through
 
 #: How long PostgreSQL stays down, at least (s).
@@ -105,3 +106,74 @@ def _settled(client: Client) -> bool:
     """
     status = read_status(client.folder) or {}
     return bool(status.get("in_sync")) and not status.get("pending") and not status.get("problems")
+
+
+#: How long the bucket stays out of reach (s).
+BUCKET_OUTAGE = 30.0
+
+
+def _big(seed: int) -> bytes:
+    """
+    A file that travels by blocks, all of them new to the box.
+    """
+    return random.Random(seed).randbytes(3 * 2**20)
+
+
+def _holds(folder: Path, name: str, data: bytes) -> bool:
+    path = folder / name
+    return path.exists() and sha(path.read_bytes()) == sha(data)
+
+
+def test_the_bucket_out_of_reach_for_30_s(tmp_path: Path, postgres: PostgreSQL, seaweedfs: SeaweedFS) -> None:
+    """
+    Two servers keep the blocks sent to them in a real SeaweedFS, reached
+    through a proxy that then refuses every connection for 30 s while a
+    client sends a file by blocks: its blocks are answered 503 meanwhile
+    and the client keeps the file to send again, by itself; once the
+    bucket is back the file reaches the box and the other client, and what
+    was committed before is all there, with no conflict copy and no
+    problem left to show.
+    """
+    why = haproxy_missing()
+    if why is not None:
+        pytest.skip(why)
+    proxy = Proxy(seaweedfs.port).start()
+    store = f"s3://{seaweedfs.bucket}?endpoint={proxy.url}&region=us-east-1"
+    cluster = Cluster(tmp_path / "cluster", 2, postgres=postgres, seaweedfs=seaweedfs, store=store)
+    clients: list[Client] = []
+    try:
+        cluster.start()
+        clients = [through(cluster, tmp_path / name, name).start() for name in ("a", "b")]
+        a, b = clients
+        before, during = _big(1), _big(2)
+        (a.folder / "before.bin").write_bytes(before)
+        wait_until(lambda: _holds(b.folder, "before.bin", before), timeout=60, what="before.bin on b")
+        # Its blocks went to the bucket.
+        assert proxy.carried()[0] > len(before)
+
+        proxy.refusing = True
+        proxy.sever()
+        down = time.monotonic()
+        (a.folder / "during.bin").write_bytes(during)
+        wait_until(
+            lambda: any('/blocks/' in line and '" 503 ' in line for s in cluster.servers for line in output(s).splitlines()),
+            timeout=30, what="a server to answer 503 for a block it cannot keep",
+        )
+        assert not (cluster.box / "during.bin").exists()
+        time.sleep(max(0.0, down + BUCKET_OUTAGE - time.monotonic()))  # the outage itself, not a wait for something
+        proxy.refusing = False
+
+        wait_until(lambda: _holds(b.folder, "during.bin", during), timeout=150, what="during.bin on b")
+        for client in clients:
+            wait_until(lambda: _settled(client), timeout=60, what=f"{client.name} to show nothing left to do")
+        for folder in (cluster.box, a.folder, b.folder):
+            assert _holds(folder, "before.bin", before) and _holds(folder, "during.bin", during)
+        assert not [line for s in cluster.servers for line in output(s).splitlines() if "Traceback" in line]
+        statuses = [client.stop() for client in clients]
+        assert statuses == [0, 0]
+        assert not conflicts(a.folder, b.folder, cluster.box)
+    finally:
+        for client in clients:
+            client.stop()
+        cluster.stop()
+        proxy.stop()
