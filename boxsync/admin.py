@@ -37,7 +37,8 @@ from .server.auth import DEFAULT_ACCOUNT
 from .server.box import Box
 from .server.hub import Hub
 from .server.index import IndexUnavailable, VersionRecord
-from .server.service import LOCK_FILE, indexed_in, open_index, open_registry, served_with
+from .server import migration
+from .server.service import INDEX_FILE, LOCK_FILE, indexed_in, open_index, open_registry, record_index, served_with
 from .server.storage import BoxStorage
 from .server.tap import index_url
 from .server.accounts import BadAccountFolder, account_folder
@@ -176,6 +177,25 @@ def _parser(environ: dict[str, str]) -> argparse.ArgumentParser:
     prune.add_argument(
         "--history-max", type=_checked(retention.HistoryMax.parse), default="none", metavar="SIZE",
         help="the most the versions may take, e.g. 50G or 10%% [default: none]",
+    )
+    migrate = commands.add_parser(
+        "migrate", help="move the box's index into PostgreSQL, or back into the box",
+        description="With every server of the box stopped, copy its index and token registry "
+        "from the box's SQLite files into an empty PostgreSQL database (--to), or from PostgreSQL "
+        "into new SQLite files in the box (--from), checking every file of the box against it "
+        "first. The files stay in the box folder.",
+    )
+    migrate.add_argument(
+        "--box", default=environ.get("BOXSYNC_BOX") or "./box",
+        help="the box folder of the server [default: $BOXSYNC_BOX, else ./box]",
+    )
+    where = migrate.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--to", type=_checked(index_url), metavar="URL", help="the empty PostgreSQL database to move it to"
+    )
+    where.add_argument(
+        "--from", dest="from_", type=_checked(index_url), metavar="URL",
+        help="the PostgreSQL database to move it back from",
     )
     return parser
 
@@ -447,6 +467,42 @@ def _in_own_reactor(work: Callable[[IServerReactor], Coroutine[Any, Any, _T]]) -
     return result  # type: ignore[return-value]
 
 
+def _migrate(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> None:
+    box = _box(args.box)
+    hidden = box / HIDDEN_DIR
+    if args.to is not None and (noted := indexed_in(hidden)) is not None:
+        raise AdminError(f"the index of {box} is in PostgreSQL already ({noted})")
+    if args.from_ is not None and indexed_in(hidden) is None:
+        raise AdminError(f"the index of {box} is in the box: nothing to move back")
+    tokens = served_with(hidden) == "tokens"
+
+    def folder_of(account: str) -> Path:
+        return box / account if tokens else box
+
+    try:
+        lock = FolderLock.acquire(hidden / LOCK_FILE)
+    except Locked as e:
+        raise AdminError(f"{box} is being served (pid {e.pid}): stop every server of the box first") from None
+    try:
+        if args.to is not None:
+            moved = migration.to_postgresql(box, args.to, folder_of)
+            record_index(hidden, args.to)
+            from .server.pgindex import where
+
+            there = f"PostgreSQL ({where(args.to)}): serve it with --index and that URL"
+        else:
+            moved = migration.to_sqlite(box, args.from_, folder_of)
+            (hidden / INDEX_FILE).unlink()
+            there = "the box: serve it without --index"
+    except migration.MigrationError as e:
+        raise AdminError(str(e)) from None
+    finally:
+        lock.release()
+    counts = ", ".join(f"{count} {table}" for table, count in moved.rows.items())
+    out.write(f"checked {moved.files} files; copied {counts}\n")
+    out.write(f"the index of {box} is now in {there}\n")
+
+
 _COMMANDS = {
     "token": _token,
     "tokens": _tokens,
@@ -454,6 +510,7 @@ _COMMANDS = {
     "web-link": _web_link,
     "history": _history,
     "prune": _prune,
+    "migrate": _migrate,
 }
 
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -103,3 +106,99 @@ def test_tokens_in_postgresql_are_revoked_on_every_server(tmp_path: Path, postgr
     finally:
         for server in servers:
             server.kill()
+
+
+def _listing(server: Server) -> list[tuple[str, int, str]]:
+    request = urllib.request.Request(server.url + "/files", headers={"Authorization": f"Bearer {server.key}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return sorted((r["path"], r["seq"], r["sha256"]) for r in json.load(answer))
+
+
+def test_an_embedded_box_moves_to_postgresql_and_back(tmp_path: Path, postgres: PostgreSQL) -> None:
+    """
+    C{boxsync-admin migrate}: a box served embedded, with a file overwritten
+    (a version kept), moves into PostgreSQL and back; served from either,
+    it lists the same files at the same seqs, keeps the same history, and
+    its seqs go on from where they were. A move is refused, with nothing
+    written, while a server runs, into a database that holds an index, and
+    for a box with a file changed by hand since it was served.
+    """
+    box = tmp_path / "box"
+    url, other = postgres.new_database(), postgres.new_database()
+    server = Server(box).start()
+    try:
+        for path, data in (("a.txt", b"one"), ("docs/b.txt", b"two"), ("a.txt", b"three")):
+            assert put(server, path, data)[0] == 201
+        before = _listing(server)
+        status, _, err = admin("migrate", "--box", str(box), "--to", url)
+        assert status == 1 and "is being served" in err and len(err.splitlines()) == 1
+    finally:
+        server.stop()
+    _, history, _ = admin("history", "--box", str(box))
+
+    stamp = (box / "docs/b.txt").stat()
+    (box / "docs/b.txt").write_bytes(b"changed by hand")
+    status, _, err = admin("migrate", "--box", str(box), "--to", other)
+    assert status == 1 and "'docs/b.txt'" in err and len(err.splitlines()) == 1
+    # Put back as it was (its mtime too: else the server takes it for an edit).
+    (box / "docs/b.txt").write_bytes(b"two")
+    os.utime(box / "docs/b.txt", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+
+    status, out, err = admin("migrate", "--box", str(box), "--to", url)
+    assert status == 0, err
+    assert "checked 2 files" in out and "1 versions" in out
+    status, _, err = admin("migrate", "--box", str(box), "--to", url)
+    assert status == 1 and "in PostgreSQL already" in err
+    assert admin("history", "--box", str(box), "--index", url)[1] == history
+    server = Server(box, options=["--index", url]).start()
+    try:
+        assert _listing(server) == before
+        assert put(server, "c.txt", b"four")[0] == 201
+        assert max(seq for _, seq, _ in _listing(server)) == max(seq for _, seq, _ in before) + 1
+        moved = _listing(server)
+    finally:
+        server.stop()
+
+    status, out, err = admin("migrate", "--box", str(box), "--from", url)
+    assert status == 0, err
+    assert "checked 3 files" in out
+    server = Server(box).start()
+    try:
+        assert _listing(server) == moved
+    finally:
+        server.stop()
+    assert admin("history", "--box", str(box))[1] == history
+    # Back in the box, a database that holds an index is refused.
+    status, _, err = admin("migrate", "--box", str(box), "--to", url)
+    assert status == 1 and "already holds an index" in err
+
+
+def test_a_box_with_tokens_moves_with_its_registry(tmp_path: Path, postgres: PostgreSQL) -> None:
+    """
+    Served with tokens, the token registry moves too: the same token opens
+    the same account from PostgreSQL and, moved back, from the box; one
+    revoked before the move stays revoked.
+    """
+    box, url = tmp_path / "box", postgres.new_database()
+    minted = []
+    for client in ("laptop", "phone"):
+        status, token, err = admin("token", "--box", str(box), "--account", "alice", "--client", client)
+        assert status == 0, err
+        minted.append(token.strip())
+    status, _, err = admin("revoke", "--box", str(box), "--account", "alice", "--client", "phone")
+    assert status == 0, err
+    server = Server(box, key=minted[0], options=["--tokens"]).start()
+    try:
+        assert put(server, "a.txt", b"alice's")[0] == 201
+    finally:
+        server.stop()
+    for argv, options in ((["--to", url], ["--index", url]), (["--from", url], [])):
+        status, out, err = admin("migrate", "--box", str(box), *argv)
+        assert status == 0, err
+        assert "2 tokens" in out
+        for key, status in ((minted[0], 200), (minted[1], 403)):
+            server = Server(box, key=key, options=["--tokens", *options]).start()
+            try:
+                assert get(server, "a.txt")[0] == status
+            finally:
+                server.stop()
