@@ -8,10 +8,12 @@ bucket (L{S3BlockStore}).
 Every block a client sends goes to the bucket as it arrives, so any server
 finds it there: an upload cut off on one server resumes on another from
 the blocks already sent, and the bucket, not one server's disk, holds
-what is not committed yet. A block is read from the box first (its own
-disk, nothing on the network) and only then from the bucket; the bucket's
-sweep keeps what any version names or an upload claimed (see
-L{boxsync.server.s3store}).
+what is not committed yet. Once a version made of them is committed, its
+blocks are in the box's files, and are deleted from the bucket: nothing
+is kept twice. A block is read from the box first (its own disk, nothing
+on the network) and only then from the bucket; the bucket's sweep deletes
+what an upload sent but never committed, past its grace period and claims
+(see L{boxsync.server.s3store}).
 
 The files themselves stay in the box folder: the servers share it (see
 docs/architecture.md, "Several servers of one box").
@@ -100,7 +102,11 @@ class BucketedBlockStore:
         return []
 
     async def used(self, recipe: Recipe) -> None:
-        await self.bucket.used(recipe)
+        """
+        The version is in the box's files now, and its blocks with it: the
+        bucket keeps no second copy of them.
+        """
+        await self.bucket.drop([block.sha256 for block in recipe.blocks])
 
     async def sweep(self, older_than_ns: int) -> int:
         swept: int = await self.box.sweep(older_than_ns)

@@ -471,6 +471,16 @@ class S3BlockStore:
         absent = {lacking} | {sha256 for sha256, written_ns in zip(rest, when) if written_ns is None}
         return [sha256 for sha256 in hashes if sha256 in absent]
 
+    async def drop(self, hashes: Sequence[str]) -> None:
+        """
+        Delete the blocks C{hashes} and their claims at once: they are kept
+        elsewhere now (in the box's files, for L{BucketedBlockStore
+        <boxsync.server.bucketed.BucketedBlockStore>}).
+        """
+        unique = list(dict.fromkeys(hashes))
+        keys = [self.key(sha256) for sha256 in unique] + [self.claim_key(sha256) for sha256 in unique]
+        await self._in_thread(partial(self._delete, keys))
+
     async def used(self, recipe: Recipe) -> None:
         """
         The blocks stay (the version is made of them); their claims go.

@@ -369,6 +369,39 @@ async def test_the_store_signs_with_the_credentials_it_is_given(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_committed_version_s_blocks_leave_the_bucket(
+    tmp_path: Path, reactor: Any, seaweedfs: SeaweedFS
+) -> None:
+    """
+    With the bucket beside the box, the blocks sent for a version are in
+    the bucket until it is committed, and then only in the box's file,
+    from which the store reads them.
+    """
+    index = SQLiteIndex(reactor, tmp_path / "index.sqlite")
+    index.start()
+    storage = BoxStorage(reactor, tmp_path / "box")
+    account = f"acct-{os.urandom(6).hex()}"
+    bucket = stores_from_url(seaweedfs.url, reactor, index, seaweedfs.credentials)(account)
+    contract = Contract(reactor, account, index, storage, BucketedBlockStore(LocalBlockStore(account, index, storage), bucket))
+
+    def in_bucket() -> set[str]:
+        listed = bucket.bucket.client.list_objects_v2(Bucket=bucket.bucket.name, Prefix=f"blocks/{account}/")
+        return {each["Key"].rsplit("/", 1)[1] for each in listed.get("Contents", [])}
+
+    try:
+        data = data_of(18, 3 * MiB)
+        recipe, pieces = pieces_of(data)
+        await contract.put_all(pieces)
+        assert in_bucket() == set(pieces)
+        await contract.committed("a.bin", data)
+        assert in_bucket() == set()
+        assert await contract.readable(list(pieces)) == set(pieces)
+        assert await contract.store.missing(list(pieces)) == []
+    finally:
+        index.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_bucket_out_of_reach_is_asked_again_later(tmp_path: Path, reactor: Any) -> None:
     """
     Nothing listens where the bucket should be: every call fails as one to
