@@ -117,11 +117,12 @@ def _embedded(folder: Path) -> Iterator[list[Server]]:
 
 
 @contextmanager
-def _cluster(folder: Path, count: int) -> Iterator[list[Server]]:
+def _cluster(folder: Path, count: int, bucket: bool = True) -> Iterator[list[Server]]:
     """
-    The C{count} servers of a new cluster in C{folder}.
+    The C{count} servers of a new cluster in C{folder}; with C{bucket}, the
+    blocks sent kept in its SeaweedFS (C{--store}), else in the box folder.
     """
-    cluster = Cluster(folder, count).start()
+    cluster = Cluster(folder, count, bucket=bucket).start()
     try:
         yield cluster.servers
     finally:
@@ -154,6 +155,14 @@ def _across(folder: Path, work: Callable[[Client, Client], _T]) -> _T:
     C{work} done with live clients A and B, each on a server of its own.
     """
     with _cluster(folder, 2) as servers:
+        return _pair(folder, servers, work)
+
+
+def _across_no_bucket(folder: Path, work: Callable[[Client, Client], _T]) -> _T:
+    """
+    As L{_across}, the blocks sent kept in the shared box folder.
+    """
+    with _cluster(folder, 2, bucket=False) as servers:
         return _pair(folder, servers, work)
 
 
@@ -200,7 +209,8 @@ def _a_to_b(root: Path, big_mib: int, runs: int) -> list[dict[str, object]]:
     """
     places: list[tuple[str, Callable[[Path, Callable[[Client, Client], list[float]]], list[float]], str]] = [
         ("one embedded server", _alone, ""),
-        ("A and B on two servers", _across, "≥ 0.7x the embedded server"),
+        ("A and B on two servers, blocks sent kept in S3", _across, "≥ 0.7x the embedded server"),
+        ("A and B on two servers, blocks sent kept in the box folder", _across_no_bucket, "≥ 0.7x the embedded server"),
     ]
     timings = []
     for label, where, _ in places:

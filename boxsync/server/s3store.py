@@ -182,6 +182,10 @@ class S3Bucket:
             connect_timeout=10,
             read_timeout=60,
             s3={"addressing_style": "path"},
+            # Every block is checked against its sha256 as it is read: a
+            # CRC of each body on the way too would only cost CPU.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
         client = boto3.session.Session().client(
             "s3",

@@ -190,7 +190,8 @@ def test_cluster_smoke(monkeypatch: pytest.MonkeyPatch) -> None:
         "one event to 30 open streams, one embedded server",
         "one event to 30 open streams, over 3 servers",
         "a new file of 4 MiB A → B, one embedded server",
-        "a new file of 4 MiB A → B, A and B on two servers",
+        "a new file of 4 MiB A → B, A and B on two servers, blocks sent kept in S3",
+        "a new file of 4 MiB A → B, A and B on two servers, blocks sent kept in the box folder",
     ]
     assert all(_number(row["median"]) > 0 for row in rows)
     assert all(_number(row["median"]) < 10 for row in rows[4:6])
