@@ -15,7 +15,6 @@ servers of a PostgreSQL index share.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -23,8 +22,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 from attrs import frozen
 
+from ..fs import hash_file
 from ..paths import HIDDEN_DIR
 from ..sqlite import transaction
+from .beneath import open_regular_fd
 from .index import open_database
 from .registry import REGISTRY_FILE, TokenRegistry
 
@@ -130,15 +131,16 @@ def _check_counts(source: Any, sink: Any, copied: dict[str, int], where: str) ->
             raise MigrationError(f"the {table} rows copied to {where} do not add up: nothing was moved")
 
 
-def _sha256(path: Path) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    except OSError:
+def _sha256(root: Path, path: str) -> str | None:
+    """
+    The sha256 of the regular file at C{path} below C{root}, as a server
+    reads it (no link followed), or C{None} if there is none.
+    """
+    opened = open_regular_fd(root, path)
+    if opened is None:
         return None
-    return digest.hexdigest()
+    sha256, _ = hash_file(opened[0])
+    return sha256
 
 
 def check_files(box: Path, db: Any, folder_of: Callable[[str], Path]) -> int:
@@ -152,7 +154,7 @@ def check_files(box: Path, db: Any, folder_of: Callable[[str], Path]) -> int:
     checked = 0
     rows = db.execute("SELECT account, path, sha256 FROM files WHERE deleted=0 AND folder=0 ORDER BY account, path")
     for account, path, sha256 in rows.fetchall():
-        found = _sha256(folder_of(account) / path)
+        found = _sha256(folder_of(account), path)
         if found != sha256:
             what = "is missing" if found is None else "is not the version the index has"
             raise MigrationError(
