@@ -285,7 +285,12 @@ class Sessions:
         """
         The live session of C{request}'s cookie, if it has one.
         """
-        cookie = _session_cookie(request)
+        return self._read(_session_cookie(request))
+
+    def _read(self, cookie: str | None) -> Session | None:
+        """
+        The live session C{cookie} is, if it is one.
+        """
         if cookie is None or len(cookie) > _MAX_COOKIE:
             return None
         try:
@@ -315,9 +320,10 @@ class Sessions:
         @raise Forbidden: if the request changes something without the
             session's CSRF token.
         """
-        if _session_cookie(request) is None:
+        cookie = _session_cookie(request)
+        if cookie is None:
             return None
-        session = self.session(request)
+        session = self._read(cookie)
         if session is None:
             raise Unauthorized("the session is over: sign in again")
         check_csrf(request, session)
