@@ -1,15 +1,20 @@
 """
 The test helpers that read and remove a box walk paths deeper than
-Python's recursion and longer than the system takes in one name.
+Python's recursion and longer than the system takes in one name; a
+process that will not stop is killed, and said so unless asked not to.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import sys
 from pathlib import Path
 
-from boxsync.testing import remove_tree, tree
+import pytest
+
+from boxsync.testing import Process, remove_tree, tree, wait_until
 
 DEPTH = 2_000
 
@@ -45,3 +50,28 @@ def test_tree_and_remove_tree_go_deeper_than_recursion(tmp_path: Path) -> None:
     assert tree(root) == {path: hashlib.sha256(b"end").hexdigest(), "top": hashlib.sha256(b"top").hexdigest()}
     remove_tree(root)
     assert list(tmp_path.iterdir()) == []
+
+
+DEAF = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('deaf', flush=True); time.sleep(60)"
+
+
+def deaf_process(tmp_path: Path) -> Process:
+    """
+    A process that ignores C{SIGTERM}, once it has said so.
+    """
+    process = Process([sys.executable, "-c", DEAF], tmp_path / "deaf.log").start()
+    wait_until(lambda: "deaf" in process.output(), 20, what="the process to ignore SIGTERM")
+    return process
+
+
+def test_a_process_that_does_not_stop_is_killed_and_fails_the_test(tmp_path: Path) -> None:
+    process = deaf_process(tmp_path)
+    with pytest.raises(AssertionError, match="did not stop"):
+        process.stop(timeout=0.2)
+    assert not process.running
+
+
+def test_a_process_that_may_be_killed_is_killed_without_failing(tmp_path: Path) -> None:
+    process = deaf_process(tmp_path)
+    assert process.stop(timeout=0.2, or_kill=True) == -signal.SIGKILL
+    assert not process.running
