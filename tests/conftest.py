@@ -8,6 +8,7 @@ pytest-twisted installs the reactor it was asked for first.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
@@ -19,6 +20,20 @@ from tests.helpers import RunningServer, http_client
 from tests.postgres import PostgreSQL, missing
 
 KEY = "test-key-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def collector_as_it_was() -> Iterator[None]:
+    """
+    The garbage collector as Python sets it, in every test: a test that
+    builds the server's service as C{twistd} does (L{makeService}) sets it
+    as for a long-running server, which is undone after it.
+    """
+    threshold = gc.get_threshold()
+    yield
+    if gc.get_threshold() != threshold or gc.get_freeze_count():
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 @pytest.fixture

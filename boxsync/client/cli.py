@@ -28,6 +28,7 @@ from twisted.web.client import RequestTransmissionFailed, ResponseFailed
 
 from .. import __version__
 from ..config import ConfigError, Setting, config_home, find_config, load, resolve, size
+from ..garbage import collect_less_often
 from ..lock import FolderLock, Locked
 from ..logs import text_observer
 from ..paths import HIDDEN_DIR
@@ -521,4 +522,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         if code:
             raise SystemExit(code)
 
+    collect_less_often()
     react(lambda reactor: Deferred.fromCoroutine(_main(reactor)))

@@ -6,18 +6,17 @@ folder's client is doing), C{pause} and C{resume} (its syncing) and C{ls}
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal
 import time
 from pathlib import Path
-from contextlib import contextmanager
 from itertools import takewhile
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, Callable, TextIO
 
 from attrs import asdict, define
 
+from ..garbage import collection_paused
 from ..lock import FolderLock, Locked
 from ..paths import HIDDEN_DIR, BadPath, normalize
 from ..reactors import IClientReactor
@@ -36,7 +35,6 @@ __all__ = [
     "PAUSE_SIGNAL",
     "box_path",
     "client_api",
-    "collection_paused",
     "listing",
     "ls",
     "pause",
@@ -241,24 +239,6 @@ async def ls(reactor: IClientReactor, options: Any, out: TextIO, page: int = 100
             return
         for line in listing(files):
             print(line, file=out)
-
-
-@contextmanager
-def collection_paused() -> Iterator[None]:
-    """
-    Pause Python's cyclic garbage collector while a command reads and
-    prints one large listing. Its 100,000s of rows hold no cycles, yet the
-    collector, woken by every few hundred objects made, would walk them
-    over and over: half the time of reading 100,000 rows of the trash. The
-    command ends soon after; its rows are freed by their counts as ever.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def print_json_list(items: list[Any], out: TextIO) -> None:

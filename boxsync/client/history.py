@@ -17,11 +17,12 @@ from typing import Any, Sequence, TextIO
 
 from attrs import frozen
 
+from ..garbage import collection_paused
 from ..reactors import IClientReactor
 from ..wire import ProtocolError
 from ..wire.history import Deleted, VersionEntry, json_lines, parse_time
 from .api import BoxsyncAPI
-from .commands import JSONList, NotInBox, box_path, client_api, collection_paused, files_at, print_json_list
+from .commands import JSONList, NotInBox, box_path, client_api, files_at, print_json_list
 from .connect import connect
 from .errors import NotFound, StaleBase
 from ..config import human_size

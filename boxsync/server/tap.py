@@ -306,6 +306,7 @@ def _check_token_mode(options: Options) -> None:
 def makeService(options: Options) -> Any:
     from twisted.internet import reactor
 
+    from ..garbage import collect_less_often
     from ..reactors import IServerReactor
     from .service import BoxsyncService, ServerConfig
 
@@ -337,6 +338,7 @@ def makeService(options: Options) -> Any:
     # all those the server uses (its thread pool too).
     service = BoxsyncService(cast(IServerReactor, reactor), config)
     service.ready.addErrback(lambda failure: exit_failed(reactor))
+    collect_less_often()
     return service
 
 
