@@ -91,6 +91,10 @@ class Watchdog:
         self.on_idle()
 
 
+def _ignore(chunk: bytes) -> None:
+    pass
+
+
 class BodyReader(Protocol):
     """
     Hand a response body to C{sink} a chunk at a time, as it arrives, and give
@@ -176,10 +180,19 @@ class BodyReader(Protocol):
         self._end(reason)
 
     def _end(self, reason: Failure) -> None:
+        self._let_go()
         if reason.check(ResponseDone, PotentialDataLoss):
             self.done.callback(None)
         else:
             self.done.errback(reason)
+
+    def _let_go(self) -> None:
+        """
+        Hold on to C{sink} no longer, nor to what it holds (a whole body
+        being collected): a reader lives on in a cycle with its C{done}
+        until the garbage collector's next pass.
+        """
+        self._sink = _ignore
 
     def _idle(self) -> None:
         self._fail(Failure(StreamIdle(self._watchdog.timeout)))
@@ -190,6 +203,7 @@ class BodyReader(Protocol):
         self._abort()
 
     def _abort(self) -> None:
+        self._let_go()
         self._watchdog.stop()
         if self._slowed is not None:
             self._slowed.cancel()

@@ -8,6 +8,7 @@ paused.
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from twisted.internet.error import ConnectionLost
 from twisted.web.client import ResponseDone
 
 from boxsync.client.errors import StreamIdle
@@ -183,3 +185,34 @@ def test_a_limited_body_still_has_a_silence_watchdog() -> None:
     clock.advance(0.02)
     with pytest.raises(StreamIdle):
         result_of(reader.done)
+
+
+class Chunks(list[bytes]):
+    """
+    A body's chunks, collected (a list that can be referred to weakly).
+    """
+
+
+@pytest.mark.parametrize("end", ["done", "lost", "cancelled"])
+def test_a_reader_lets_go_of_the_body_it_read(end: str) -> None:
+    """
+    Once its body is done, lost or given up on, a reader holds its sink no
+    longer: a reader lives on in a cycle with its C{done} until the garbage
+    collector's next pass, and would keep a whole batch's bytes with it.
+    """
+    chunks = Chunks()
+    held = weakref.ref(chunks)
+    reader = BodyReader(Clock(), 1.0, chunks.append)
+    reader.makeConnection(StringTransport())
+    reader.dataReceived(b"x" * 100)
+    if end == "done":
+        reader.connectionLost(Failure(ResponseDone()))
+    elif end == "lost":
+        reader.connectionLost(Failure(ConnectionLost()))
+    else:
+        reader.done.cancel()
+    reader.done.addErrback(lambda reason: None)
+    assert chunks == [b"x" * 100]
+    del chunks
+    assert held() is None
+    assert reader.done.called
