@@ -65,9 +65,17 @@ class Looks:
             if unchanged is not None:
                 return unchanged
         if base is None:
-            taken = await self.renamed_here(path)
-            if taken is not None:
-                return taken
+            try:
+                local = to_local(self.root, path)
+                st = os.lstat(local)
+            except (BadPath, FileNotFoundError, NotADirectoryError):
+                return None  # nothing there: a new file's usual look
+            except OSError:
+                pass  # told by the look below
+            else:
+                taken = await self.renamed_here(path, local, st)
+                if taken is not None:
+                    return taken
         for attempt in range(20):
             try:
                 try:
@@ -81,19 +89,14 @@ class Looks:
                 await deferLater(self.reactor, min(2.0, 0.1 * 2**attempt), lambda: None)
         raise FileChanging(f"{path} keeps changing")
 
-    async def renamed_here(self, path: str) -> LocalFile | None:
+    async def renamed_here(self, path: str, local: Path, st: os.stat_result) -> LocalFile | None:
         """
-        The file at C{path}, which has no base, if it is a file this client
-        had in sync under another name that holds nothing now (a rename
-        known by its stamps, see L{scanner.moved_here}, and made sure of by
-        its sha256, in a thread): not cut. Only files too large to read on
-        this thread are looked for.
+        The file at C{path} (C{local}, whose lstat is C{st}), which has no
+        base, if it is a file this client had in sync under another name
+        that holds nothing now (a rename known by its stamps, see
+        L{scanner.moved_here}, and made sure of by its sha256, in a thread):
+        not cut. Only files too large to read on this thread are looked for.
         """
-        try:
-            local = to_local(self.root, path)
-            st = os.lstat(local)
-        except (OSError, BadPath):
-            return None
         if not stat.S_ISREG(st.st_mode) or st.st_size <= INLINE_READ:
             return None
         gone = renamed_from(self.root, path, st, self.state.with_inode(st.st_ino))
