@@ -137,7 +137,7 @@ class Engine:
             self.reporter,
             tmp,
             {name.split("-")[1] for name in kept if name.startswith("dl-")},
-            sources=self._sources,
+            copies=self._copies,
             recipes=self._own_recipe,
             aside={name[4:] for name in kept if name.startswith("del-")},
             clock=self.reactor,
@@ -336,12 +336,12 @@ class Engine:
         """
         return SMALL_FILE if self._trailers else None
 
-    def _sources(self, event: Download) -> list[Path]:
+    def _copies(self, event: Download) -> list[Path]:
         """
-        The local files that may hold blocks of the download C{event}: the
-        file it replaces, and files known to have its content.
+        The local files known to have the content of the download C{event},
+        other than the file it replaces.
         """
-        paths = [event.path] + [base.path for base in self.state.with_sha256(event.sha256) if base.path != event.path]
+        paths = [base.path for base in self.state.with_sha256(event.sha256) if base.path != event.path]
         found = []
         for path in paths:
             try:

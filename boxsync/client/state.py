@@ -371,13 +371,29 @@ class LocalState:
         """
         Up to C{limit} bases whose content has the sha256 C{sha256}.
         """
-        return [_base(row) for row in self._query(_SELECT + " WHERE sha256 = ? LIMIT ?", sha256, limit)]
+        return self._where("sha256", sha256, lambda base: base.sha256 == sha256, limit)
 
     def with_inode(self, inode: int, limit: int = 8) -> list[Base]:
         """
         Up to C{limit} bases recorded for a file with the inode C{inode}.
         """
-        return [_base(row) for row in self._query(_SELECT + " WHERE inode = ? LIMIT ?", _to_sql(inode), limit)]
+        return self._where("inode", _to_sql(inode), lambda base: base.inode == inode, limit)
+
+    def _where(self, column: str, value: object, matches: Callable[[Base], bool], limit: int) -> list[Base]:
+        """
+        Up to C{limit} bases whose C{column} is C{value} (C{matches} says
+        the same of a base): the unwritten ones that match, then the
+        written ones of the other paths. Asked for each download, this
+        writes nothing: the bases put since the last write stay batched.
+        """
+        with self._lock:
+            unwritten = dict(self._unwritten)
+            rows = self._db.execute(
+                _SELECT + f" WHERE {column} = ? LIMIT ?", (value, limit + len(unwritten))
+            ).fetchall()
+        found = [base for base in unwritten.values() if base is not None and matches(base)]
+        found += [base for base in map(_base, rows) if base.path not in unwritten]
+        return found[:limit]
 
     def __len__(self) -> int:
         return int(self._query("SELECT count(*) FROM bases")[0][0])

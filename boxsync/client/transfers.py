@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from ..blocks import Recipe
 from ..fs import hash_file
+from ..paths import BadPath, to_local
 from ..wire import BATCH_FILE_LIMIT, BatchFile, Download
 from .api import BoxsyncAPI
 from .batch import Batcher
@@ -74,8 +75,8 @@ class Transfers:
         that may have an unfinished download of another version in C{tmp}.
     @ivar blockwise: how large files move when the server speaks blocks
         (C{None}: whole).
-    @ivar sources: the local files that may hold blocks of a download:
-        the file it replaces first, then files known to have its content.
+    @ivar copies: the local files known to have a download's content,
+        other than the file it replaces.
     @ivar recipes: the recipes of some of those files, known without
         reading them (by their paths).
     @ivar prefetch: the blocks of large files still being sent, fetched
@@ -94,7 +95,7 @@ class Transfers:
     tmp: Path
     partial: set[str] = field(factory=set)
     blockwise: Blockwise | None = None
-    sources: Callable[[Download], list[Path]] = lambda event: []
+    copies: Callable[[Download], list[Path]] = lambda event: []
     recipes: Callable[[Download], Awaitable[dict[Path, Recipe]]] | None = None
     aside: set[str] = field(factory=set)
     trusted: dict[str, StatKey] = field(factory=dict)
@@ -253,6 +254,17 @@ class Transfers:
         taken: bool = await blockwise.run(take)
         return taken
 
+    def _sources(self, event: Download) -> list[Path]:
+        """
+        The local files that may hold blocks of the download C{event}: the
+        file it replaces, then its L{copies}.
+        """
+        try:
+            replaced = [to_local(self.root, event.path)]
+        except BadPath:
+            replaced = []
+        return replaced + self.copies(event)
+
     async def download(self, event: Download) -> tuple[Path, DownloadResult] | None:
         """
         Download version C{event} to a temporary file, verified.
@@ -276,7 +288,7 @@ class Transfers:
             fetched = await self.prefetch.take(path, temp) if self.prefetch is not None else Fetched()
             known = await self.recipes(event) if self.recipes is not None else {}
             alone = lambda: blockwise.download(  # noqa: E731
-                path, temp, event.sha256, self.sources(event), on_progress, fetched, known
+                path, temp, event.sha256, self._sources(event), on_progress, fetched, known
             )
         else:
             alone = lambda: self.api.download(path, temp, event.sha256, on_progress=on_progress)  # noqa: E731
@@ -285,7 +297,7 @@ class Transfers:
             # Local files that may have the content: one set aside, then
             # those known to have it (not the file it replaces).
             aside = [set_aside_path(self.tmp, event.sha256)] if event.sha256[:32] in self.aside else []
-            here = aside + self.sources(event)[1:]
+            here = aside + self.copies(event)
             return self.batcher.download(
                 path, temp, event.sha256, event.size, event.mtime_ns, here, event.seq, event.executable
             )

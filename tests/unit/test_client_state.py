@@ -278,6 +278,33 @@ def test_puts_and_forgets_given_later_are_written_together(tmp_path: Path) -> No
     assert "e" not in _on_disk(tmp_path)
 
 
+def test_bases_by_content_or_inode_count_the_unwritten_and_write_nothing(tmp_path: Path) -> None:
+    """
+    Which files have a content (asked for each download) or an inode: the
+    bases put and forgotten but not written yet count, over what is
+    written, and nothing is written to answer.
+    """
+    due: list[object] = []
+    state = LocalState.open(tmp_path)
+    written = [base("same", 1, "a"), base("changed", 1, "a"), base("gone", 1, "a"), base("other", 1, "b")]
+    state.put_many(written)
+    state.later = due.append
+    try:
+        state.put(base("new", 2, "a"))
+        state.put(base("changed", 2, "c"))
+        state.forget("gone")
+        assert sorted(b.path for b in state.with_sha256("a" * 64)) == ["new", "same"]
+        assert [b.path for b in state.with_sha256("c" * 64)] == ["changed"]
+        assert [b.path for b in state.with_sha256("b" * 64)] == ["other"]
+        assert len(state.with_sha256("a" * 64, limit=1)) == 1
+        # Every base here has the same inode.
+        assert sorted(b.path for b in state.with_inode(1234)) == ["changed", "new", "other", "same"]
+        assert _on_disk(tmp_path) == {b.path: 1 for b in written}
+    finally:
+        state.close()
+    assert _on_disk(tmp_path) == {"same": 1, "changed": 2, "other": 1, "new": 2}
+
+
 def test_a_failed_later_write_is_kept_and_tried_again(tmp_path: Path) -> None:
     due: list[object] = []
     state = LocalState.open(tmp_path)
