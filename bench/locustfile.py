@@ -100,6 +100,10 @@ class SyncClient(HttpUser):
         self.stream = gevent.spawn(self._hold_stream)
         if not self.ready.wait(READY_TIMEOUT):
             self._failed(READY, f"no ready event in {READY_TIMEOUT:.0f} s")
+        # As a client that joins with a file of its own: the first upload of
+        # every user is not left to chance, and the last user to start
+        # uploads with every other stream open, whatever the tasks drawn.
+        self.upload()
 
     def on_stop(self) -> None:
         self.stopping = True
