@@ -136,7 +136,7 @@ def run(operation: Any, url: str, examples: int, statuses: dict[int, int]) -> in
 
 
 @pytest.mark.parametrize(
-    "examples", [25, pytest.param(300, marks=pytest.mark.slow)], ids=["quick", "big"]
+    "examples", [25, pytest.param(150, marks=pytest.mark.slow)], ids=["quick", "big"]
 )
 @pytest_twisted.ensureDeferred
 async def test_schemathesis(live: RunningServer, examples: int) -> None:
