@@ -235,25 +235,25 @@ class PostgresIndex(SQLIndex):
             return fail(RuntimeError("the index is not running"))
 
         def work() -> _T:
+            connection: psycopg.Connection[Any] | None = None
             try:
                 with pool.connection() as connection:
-                    try:
-                        self._migrate(connection)
-                        return fn(PsycopgDatabase(connection))
-                    except psycopg.OperationalError as e:
-                        if not connection.broken:
-                            raise
-                        # PostgreSQL went away during the call (a restart):
-                        # the client asks again; the pool replaces the
-                        # connection.
-                        raise IndexUnavailable(
-                            f"lost the connection to the index in PostgreSQL at {where(self.url)}"
-                        ) from e
+                    self._migrate(connection)
+                    return fn(PsycopgDatabase(connection))
             except psycopg.errors.DiskFull as e:
                 raise DiskFull(errno.ENOSPC, "no space left for the index") from e
             except PoolTimeout as e:
                 raise IndexUnavailable(
                     f"cannot reach the index in PostgreSQL at {where(self.url)} within {self.timeout:g} s"
+                ) from e
+            except psycopg.OperationalError as e:
+                if connection is None or not connection.broken:
+                    raise
+                # PostgreSQL went away during the call or its commit (a
+                # restart): the client asks again; the pool replaces the
+                # connection.
+                raise IndexUnavailable(
+                    f"lost the connection to the index in PostgreSQL at {where(self.url)}"
                 ) from e
 
         return deferToThreadPool(self.reactor, self._threads, work)
