@@ -28,6 +28,7 @@ from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
+from ..errors import first_line
 from .probe import SchemeCheck
 
 __all__ = [
@@ -180,5 +181,4 @@ def describe_failure(error: BaseException) -> str:
         return f"the TLS connection failed ({reason}); is it an https:// server?"
     if isinstance(error, VerificationError):
         return f"the server's certificate is not for the host in the server URL ({error})"
-    text = str(error) or error.__class__.__name__
-    return text.splitlines()[0]
+    return first_line(error)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from attrs import frozen
 
+from ..errors import first_line
 from ..fs import hash_file
 from ..paths import HIDDEN_DIR
 from ..sqlite import transaction
@@ -175,8 +176,7 @@ def _pg(url: str) -> Any:
     try:
         connection = psycopg.connect(url, connect_timeout=10)
     except psycopg.OperationalError as e:
-        first = (str(e).strip().splitlines() or ["no answer"])[0]
-        raise MigrationError(f"cannot reach PostgreSQL: {first}") from None
+        raise MigrationError(f"cannot reach PostgreSQL: {first_line(e, 'no answer')}") from None
     migrate(connection)
     return connection
 

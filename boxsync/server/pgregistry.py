@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 import psycopg
 
+from ..errors import first_line
 from .index import Database, IndexUnavailable
 from .pgindex import CONNECT_TIMEOUT, PsycopgDatabase, migrate, where
 from .registry import SQLRegistry, TokenRegistry
@@ -42,7 +43,7 @@ class PostgresRegistry(SQLRegistry):
                 connection = psycopg.connect(self.url, connect_timeout=max(1, round(self.timeout)))
             except psycopg.OperationalError as e:
                 raise IndexUnavailable(
-                    f"cannot reach the token registry in PostgreSQL at {where(self.url)}: {_first_line(e)}"
+                    f"cannot reach the token registry in PostgreSQL at {where(self.url)}: {first_line(e)}"
                 ) from None
             try:
                 migrate(connection)
@@ -63,7 +64,7 @@ class PostgresRegistry(SQLRegistry):
             connection.close()
             self._connection = None
             raise IndexUnavailable(
-                f"lost the token registry in PostgreSQL at {where(self.url)}: {_first_line(e)}"
+                f"lost the token registry in PostgreSQL at {where(self.url)}: {first_line(e)}"
             ) from None
 
     def _changed(self, db: Database) -> None:
@@ -104,5 +105,3 @@ class PostgresRegistry(SQLRegistry):
             self._connection = None
 
 
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -19,6 +19,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from ..errors import first_line
 from .relay import CATCH_UP_SECONDS, Commit, Receiver
 
 __all__ = ["CHANNEL", "PostgresRelay"]
@@ -152,7 +153,7 @@ class PostgresRelay(Service):
                             self.reactor.callFromThread(self._received, notification.payload)
             except psycopg.Error as e:
                 if not lost:
-                    self.reactor.callFromThread(self._lost, _first_line(e))
+                    self.reactor.callFromThread(self._lost, first_line(e))
                 lost = True
                 self._stopping.wait(_RECONNECT_SECONDS)
 
@@ -173,6 +174,3 @@ class PostgresRelay(Service):
         self.receiver.catch_up()
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -59,6 +59,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..blocks import BLOCK_MAX, Block, Recipe, block_of
+from ..errors import first_line
 from .blockstore import Arrivals, BadBlock, IBlockStore, check_block
 from .index import BlockSource, IIndex
 from .staging import StagingFile
@@ -232,8 +233,6 @@ def _unreachable(e: Exception) -> bool:
     return _code(e) in _UNAVAILABLE
 
 
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _ns(when: datetime) -> int:
@@ -296,7 +295,7 @@ class S3BlockStore:
                 if _unreachable(e):
                     # The details (where the S3 service is) are the server's
                     # own: the client is told only to ask again.
-                    self.log.warn("the bucket cannot be reached: {error}", error=_first_line(e))
+                    self.log.warn("the bucket cannot be reached: {error}", error=first_line(e))
                     raise StoreUnavailable(f"the bucket {self.bucket.name} cannot be reached for now") from None
                 raise
 
