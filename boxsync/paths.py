@@ -197,7 +197,7 @@ def _other_form(folder: str, segment: str) -> str | None:
     return preferred(found) if found else None
 
 
-def to_local(root: Path, path: str) -> Path:
+def to_local(root: Path, path: str, folders: dict[str, str] | None = None) -> Path:
     """
     Map a wire path to a file below C{root}.
 
@@ -205,6 +205,12 @@ def to_local(root: Path, path: str) -> Path:
     folder whose NFC form it is (the form the file system has), or, for a
     name not there yet, the wire's own; every existing parent must be a real
     directory (not a symbolic link), so the result never escapes C{root}.
+
+    @param folders: the folders below C{root} found to be real directories
+        by earlier calls, by wire path, with their local names: they are
+        taken as they are, and those found here are added. Whoever gives it
+        keeps it only as long as a folder that was checked may be taken to
+        be unchanged (see L{boxsync.client.localpaths}).
 
     @raise BadPath: if the path is not acceptable, is too long for the file
         system below C{root}, or a parent is a link or a file.
@@ -215,12 +221,18 @@ def to_local(root: Path, path: str) -> Path:
     if len(wire.encode("utf-8", "surrogateescape")) >= room:
         raise BadPath("path longer than the file system takes here")
     segments = wire.split("/")
-    folder = top
+    last = len(segments) - 1
+    start = 0
     names: list[str] = []
+    if folders and last:
+        known = folders.get(wire.rpartition("/")[0])
+        if known is not None:
+            names, start = [known], last
+    folder = f"{top}/{names[0]}" if names else top
     # One lstat per parent (and per name that may have other forms), on
     # plain strings: this runs for every file an engine looks at.
-    last = len(segments) - 1
-    for n, segment in enumerate(segments):
+    for n in range(start, last + 1):
+        segment = segments[n]
         if n == last and not has_other_forms(segment):
             names.append(segment)
             break
@@ -246,6 +258,8 @@ def to_local(root: Path, path: str) -> Path:
         if not stat.S_ISDIR(mode):
             raise BadPath(f"{path!r} goes through a file")
         folder = f"{folder}/{name}"
+        if folders is not None:
+            folders["/".join(segments[: n + 1])] = "/".join(names)
     local = "/".join(names)
     if local != wire and len(os.fsencode(local)) >= room:
         raise BadPath("path longer than the file system takes here")

@@ -14,18 +14,19 @@ import stat
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from attrs import define, field
+from attrs import Factory, define, field
 from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..blocks import Recipe
 from ..fs import make_folder, prune
-from ..paths import BadPath, from_local, to_local
+from ..paths import BadPath, from_local
 from ..wire import Download
 from . import reconcile
 from .api import BoxsyncAPI
 from .errors import APIError, NotFound, StaleBase
+from .localpaths import LocalPaths
 from .placing import conflict_name, placed_base, prepare, set_executable, swap
 from .progress import Reporter
 from .results import DownloadResult
@@ -68,9 +69,10 @@ class Actions:
     # The paths whose delete L{remove_gone} is making.
     _removing: dict[str, DeferredLock] = field(factory=dict)
     unanswered: dict[str, str] = field(factory=dict)
+    paths: LocalPaths = Factory(lambda self: LocalPaths(self.root, self.reactor), takes_self=True)
 
     def _local(self, path: str) -> Path:
-        return to_local(self.root, path)
+        return self.paths(path)
 
     async def carry_out(self, action: reconcile.Action, path: str, file: LocalFile | None) -> None:
         """

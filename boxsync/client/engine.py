@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..blocks import Recipe
-from ..paths import HIDDEN_DIR, BadPath, to_local
+from ..paths import HIDDEN_DIR, BadPath
 from ..reactors import IClientReactor
 from ..wire import (
     FOLDERS_FEATURE,
@@ -49,6 +49,7 @@ from .batch import Batcher
 from .blockwise import Blockwise
 from .ignore import IGNORE_FILE, IgnoreRules
 from .jobs import Jobs, this_path_only
+from .localpaths import LocalPaths
 from .looks import Looks
 from .placing import TMP_DAYS, remove_older
 from .prefetch import Prefetch
@@ -98,6 +99,7 @@ class Engine:
     _transfers: Transfers = field(init=False)
     _actions: Actions = field(init=False)
     _looks: Looks = field(init=False)
+    _paths: LocalPaths = field(init=False)
     # The paths with a local change queued whose job has not started yet.
     _queued: set[str] = field(factory=set)
     _stream: Any = None
@@ -118,6 +120,7 @@ class Engine:
     def __attrs_post_init__(self) -> None:
         self.sessions = Sessions(self.reactor, self.once, self.max_backoff)
         self._jobs = Jobs(self.reactor, self.jobs, self.transfers, self._job_failed, self._check_idle)
+        self._paths = LocalPaths(self.root, self.reactor)
         if self.state.later is None:
             # The bases recorded by the jobs of one turn of the reactor (a
             # batch's files) are written in one transaction.
@@ -143,7 +146,9 @@ class Engine:
             clock=self.reactor,
             prefetch=Prefetch(self.api, self.reactor, self._thread, tmp),
         )
-        self._looks = Looks(self.root, self.reactor, self.state, self._thread, self._transfers.version_recipe)
+        self._looks = Looks(
+            self.root, self.reactor, self.state, self._thread, self._transfers.version_recipe, paths=self._paths
+        )
         self._actions = Actions(
             self.root,
             self.name,
@@ -156,6 +161,7 @@ class Engine:
             self.changed,
             self._resync_for,
             lambda seq: self._attempt.own.add(seq),
+            paths=self._paths,
         )
 
     @property
@@ -524,7 +530,7 @@ class Engine:
         self._request_resync()
 
     def _local(self, path: str) -> Path:
-        return to_local(self.root, path)
+        return self._paths(path)
 
     def _look(self, path: str, to_upload: bool = False) -> Deferred[LocalFile | None]:
         """
@@ -542,7 +548,7 @@ class Engine:
         """
         if not self._folders:
             return None
-        base, here = self.state.get(path), look_here(self.root, path)
+        base, here = self.state.get(path), look_here(self.root, path, self._paths.folders())
         return (base, here) if reconcile.is_folder(base, here) else None
 
     async def _folder_action(self, action: reconcile.Action, path: str, here: Here) -> None:
@@ -622,7 +628,7 @@ class Engine:
     async def _folder_event(self, event: Folder) -> None:
         if self.ignore.ignored(event.path, True) or self._outdated(event.path, event.seq):
             return
-        here = look_here(self.root, event.path)
+        here = look_here(self.root, event.path, self._paths.folders())
         file = await self._look(event.path) if here is Here.FILE else None
         await self._actions.carry_out(reconcile.on_folder(event.seq, here, file), event.path, None)
 

@@ -12,13 +12,14 @@ import stat
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from attrs import define, evolve, field
+from attrs import Factory, define, evolve, field
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
 from ..blocks import Recipe
-from ..paths import BadPath, to_local
+from ..paths import BadPath
+from .localpaths import LocalPaths
 from .scanner import FileChanging, LocalFile, ReadElsewhere, changed_since, moved, renamed_from, scan_one
 from .state import Base, LocalState
 
@@ -49,6 +50,7 @@ class Looks:
     thread: Callable[[Callable[[], Any]], Deferred[Any]]
     version_recipe: Callable[[Base], Awaitable[Recipe | None]] = field(default=_no_recipe)
     hashed: dict[str, LocalFile] = field(factory=dict)
+    paths: LocalPaths = Factory(lambda self: LocalPaths(self.root, self.reactor), takes_self=True)
 
     async def look(self, path: str, unhashed: int | None = None) -> LocalFile | None:
         """
@@ -66,7 +68,7 @@ class Looks:
                 return unchanged
         if base is None:
             try:
-                local = to_local(self.root, path)
+                local = self.paths(path)
                 st = os.lstat(local)
             except (BadPath, FileNotFoundError, NotADirectoryError):
                 return None  # nothing there: a new file's usual look
@@ -79,7 +81,7 @@ class Looks:
         for attempt in range(20):
             try:
                 try:
-                    return scan_one(self.root, path, base, INLINE_READ, unhashed)
+                    return scan_one(self.root, path, base, INLINE_READ, unhashed, self.paths.folders())
                 except ReadElsewhere:
                     found: LocalFile | None = await self.thread(
                         lambda: scan_one(self.root, path, base, None, unhashed)
@@ -117,7 +119,7 @@ class Looks:
         upload); else C{None}.
         """
         try:
-            local = to_local(self.root, hashed.path)
+            local = self.paths(hashed.path)
         except BadPath:
             return None
         if not hashed.is_still(local) or (hashed.sha256 is None and base is not None):

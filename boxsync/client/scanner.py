@@ -54,7 +54,8 @@ __all__ = [
     "is_racy",
     "look_here",
     "moved_here",
-    "renamed",
+    "moved",
+    "renamed_from",
     "scan",
     "scan_one",
     "stat_key",
@@ -240,13 +241,15 @@ class Here(Enum):
     OTHER = "a link or a special file"
 
 
-def look_here(root: Path, path: str) -> Here:
+def look_here(root: Path, path: str, folders: dict[str, str] | None = None) -> Here:
     """
     What the wire path C{path} below C{root} holds now (C{NOTHING} if it
     cannot be reached without going through a link or a file).
+
+    @param folders: as for L{to_local}.
     """
     try:
-        local = to_local(root, path)
+        local = to_local(root, path, folders)
         st = os.lstat(local)
     except (BadPath, FileNotFoundError, NotADirectoryError):
         return Here.NOTHING
@@ -696,6 +699,7 @@ def scan_one(
     base: Base | None,
     max_read: int | None = None,
     unhashed_over: int | None = None,
+    folders: dict[str, str] | None = None,
 ) -> LocalFile | None:
     """
     Look at one file, as L{scan} does.
@@ -706,6 +710,7 @@ def scan_one(
         the reactor's thread looks at small files itself, and hands larger
         ones that must be read to a thread.
     @param unhashed_over: as for L{scan}.
+    @param folders: as for L{to_local} (given on the reactor's thread only).
 
     @return: the file, or C{None} if there is no regular file at C{path}
         (or the path is not acceptable).
@@ -714,7 +719,7 @@ def scan_one(
     @raise ReadElsewhere: if it must be read and is larger than C{max_read}.
     """
     try:
-        local = to_local(root, path)
+        local = to_local(root, path, folders)
         st = os.stat(local, follow_symlinks=False)
     except (BadPath, FileNotFoundError, NotADirectoryError):
         return None
