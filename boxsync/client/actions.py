@@ -226,16 +226,23 @@ class Actions:
 
     async def _moved_recipe(self, file: LocalFile) -> Recipe | None:
         """
-        The recipe of C{file}, renamed from a path this client had in sync
-        (L{LocalFile.moved_from}), as the server has it for that version,
-        once the old path's delete is committed (so the server takes the
-        new file from the kept version, with nothing to copy); C{None} if
-        the server has no recipe for it, or it is not what C{file} has.
+        Commit the delete of the path C{file} was renamed from, if it was
+        (L{LocalFile.moved_from}), before C{file} goes up: the server then
+        takes the new file from the kept version, with nothing to copy, and
+        a client that follows the commits in order sets its copy aside at
+        the delete and takes it back under the new name, unread, where it
+        would otherwise copy it from the old name first.
+
+        @return: the recipe of that version, as the server has it, for a
+            file large enough to move in blocks; C{None} if it is smaller,
+            the server has no recipe for it, or it is not what C{file} has.
         """
         gone = file.moved_from
-        if gone is None or self.transfers.blockwise is None or file.size <= SMALL_FILE:
+        if gone is None:
             return None
         await self.remove_gone(gone.path, gone.seq)
+        if self.transfers.blockwise is None or file.size <= SMALL_FILE:
+            return None
         recipe = await self.transfers.version_recipe(gone)
         return recipe if recipe is not None and (recipe.sha256, recipe.size) == (file.sha256, file.size) else None
 

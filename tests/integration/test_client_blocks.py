@@ -202,6 +202,39 @@ async def test_a_rename_elsewhere_moves_the_file_back_in_place(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_renamed_folder_of_small_files_is_moved_in_place_elsewhere(
+    folders: Any, server: RunningServer, moved: dict[str, list[int]]
+) -> None:
+    """
+    a commits the delete of each old path before the upload of its new one,
+    so b sets each file aside before it is asked for it under its new name:
+    b moves its own files into the renamed folder (their inodes kept)
+    rather than copying them from the old names.
+    """
+    a, b = folders("a"), folders("b")
+    (a.root / "photos").mkdir()
+    data = {f"{n:03d}.jpg": os.urandom(4096 + n) for n in range(300)}
+    for name, content in data.items():
+        (a.root / "photos" / name).write_bytes(content)
+    await a.sync()
+    await b.sync()
+    inodes = {name: (b.root / "photos" / name).stat().st_ino for name in data}
+    os.rename(a.root / "photos", a.root / "renamed")
+    await a.sync()
+    assert sorted(p.name for p in (server.box / "renamed").iterdir()) == sorted(data)
+    for name in data:
+        deleted, (old,) = await a.api.history(f"photos/{name}")
+        _, (new,) = await a.api.history(f"renamed/{name}")
+        assert deleted and old.ended_seq is not None and old.ended_seq < new.seq
+    await b.sync()
+    assert not (b.root / "photos").exists()
+    for name, content in data.items():
+        assert (b.root / "renamed" / name).read_bytes() == content
+        assert (b.root / "renamed" / name).stat().st_ino == inodes[name], name
+    assert "b down" not in moved
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_file_set_aside_is_taken_back_unread_only_while_its_stamps_hold(
     folders: Any, server: RunningServer, moved: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
