@@ -55,7 +55,10 @@ class Looks:
     async def look(self, path: str, unhashed: int | None = None) -> LocalFile | None:
         """
         The file at C{path} now, compared with its base (hashed in a thread
-        if its stat changed); waits while it is being written.
+        if its stat changed); waits while it is being written. A new
+        small file with the bytes of the base of a path that holds nothing
+        now is taken as moved from there (see L{_moved}); a larger one, by
+        its stamps (L{renamed_here}).
 
         @param unhashed: a new file larger than this is not hashed (see
             L{scan_one}); C{None}: every file is.
@@ -81,7 +84,8 @@ class Looks:
         for attempt in range(20):
             try:
                 try:
-                    return scan_one(self.root, path, base, INLINE_READ, unhashed, self.paths.folders())
+                    here = scan_one(self.root, path, base, INLINE_READ, unhashed, self.paths.folders())
+                    return self._moved(here) if base is None else here
                 except ReadElsewhere:
                     found: LocalFile | None = await self.thread(
                         lambda: scan_one(self.root, path, base, None, unhashed)
@@ -111,6 +115,26 @@ class Looks:
         except FileChanging:
             return None  # looked at as it settles
         return taken
+
+    def _moved(self, found: LocalFile | None) -> LocalFile | None:
+        """
+        C{found}, a new file read whole on this thread, marked as moved from
+        (L{LocalFile.moved_from}) a path whose base has its bytes and which
+        holds nothing now (a rename, or a copy and a delete), if there is
+        one: its upload then follows the old path's delete.
+        """
+        if found is None or found.sha256 is None or not found.size:
+            return found
+        for gone in self.state.with_sha256(found.sha256):
+            if gone.folder or gone.path == found.path or gone.size != found.size:
+                continue
+            try:
+                os.lstat(self.paths(gone.path))
+            except (BadPath, FileNotFoundError, NotADirectoryError):
+                return evolve(found, moved_from=gone)
+            except OSError:
+                continue
+        return found
 
     def unchanged_since_scan(self, hashed: LocalFile, base: Base | None) -> LocalFile | None:
         """

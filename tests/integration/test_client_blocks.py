@@ -235,6 +235,50 @@ async def test_a_renamed_folder_of_small_files_is_moved_in_place_elsewhere(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_folder_of_small_files_renamed_under_a_running_client_is_moved_in_place_elsewhere(
+    folders: Any, server: RunningServer, moved: dict[str, list[int]]
+) -> None:
+    """
+    As above with both clients running: a, told of each new path before
+    each old one (as a watcher may), knows each small file for a rename by
+    its stamps and bytes, and deletes its old path first.
+    """
+    a, b = folders("a"), folders("b")
+    (a.root / "photos").mkdir()
+    data = {f"{n:03d}.jpg": os.urandom(4096 + n) for n in range(300)}
+    for name, content in data.items():
+        (a.root / "photos" / name).write_bytes(content)
+    await a.sync()
+    await b.sync()
+    inodes = {name: (b.root / "photos" / name).stat().st_ino for name in data}
+    engines = [a.engine(), b.engine()]
+    running = [Deferred.fromCoroutine(engine.run()) for engine in engines]
+    try:
+        os.rename(a.root / "photos", a.root / "renamed")
+        for name in data:
+            engines[0].changed(f"renamed/{name}")
+        for name in data:
+            engines[0].changed(f"photos/{name}")
+        await eventually(
+            a.reactor,
+            lambda: not (b.root / "photos").exists()
+            and sorted(p.name for p in (b.root / "renamed").glob("*.jpg")) == sorted(data),
+        )
+    finally:
+        for engine in engines:
+            engine.stop()
+        for done in running:
+            await timed(done, a.reactor)
+    for name, content in data.items():
+        deleted, (old,) = await a.api.history(f"photos/{name}")
+        _, (new,) = await a.api.history(f"renamed/{name}")
+        assert deleted and old.ended_seq is not None and old.ended_seq < new.seq
+        assert (b.root / "renamed" / name).read_bytes() == content
+        assert (b.root / "renamed" / name).stat().st_ino == inodes[name], name
+    assert "a up" not in moved and "b down" not in moved
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_file_set_aside_is_taken_back_unread_only_while_its_stamps_hold(
     folders: Any, server: RunningServer, moved: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
