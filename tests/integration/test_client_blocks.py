@@ -201,6 +201,35 @@ async def test_a_rename_elsewhere_moves_the_file_back_in_place(
     assert (b.root / "new.bin").stat().st_ino == inode
 
 
+async def photos(folders: Any) -> tuple[Folder, Folder, dict[str, bytes], dict[str, int]]:
+    """
+    Clients a and b, both with a folder C{photos} of 300 small files (more
+    than a batch): the files, and the inodes of b's.
+    """
+    a, b = folders("a"), folders("b")
+    (a.root / "photos").mkdir()
+    data = {f"{n:03d}.jpg": os.urandom(4096 + n) for n in range(300)}
+    for name, content in data.items():
+        (a.root / "photos" / name).write_bytes(content)
+    await a.sync()
+    await b.sync()
+    return a, b, data, {name: (b.root / "photos" / name).stat().st_ino for name in data}
+
+
+async def moved_in_place(a: Folder, b: Folder, data: dict[str, bytes], inodes: dict[str, int]) -> None:
+    """
+    Each file of C{photos} was deleted on the server before it came up again
+    in C{renamed}, and b has it there, moved (its inode kept), not copied.
+    """
+    assert not (b.root / "photos").exists()
+    for name, content in data.items():
+        deleted, (old,) = await a.api.history(f"photos/{name}")
+        _, (new,) = await a.api.history(f"renamed/{name}")
+        assert deleted and old.ended_seq is not None and old.ended_seq < new.seq
+        assert (b.root / "renamed" / name).read_bytes() == content
+        assert (b.root / "renamed" / name).stat().st_ino == inodes[name], name
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_renamed_folder_of_small_files_is_moved_in_place_elsewhere(
     folders: Any, server: RunningServer, moved: dict[str, list[int]]
@@ -211,26 +240,12 @@ async def test_a_renamed_folder_of_small_files_is_moved_in_place_elsewhere(
     b moves its own files into the renamed folder (their inodes kept)
     rather than copying them from the old names.
     """
-    a, b = folders("a"), folders("b")
-    (a.root / "photos").mkdir()
-    data = {f"{n:03d}.jpg": os.urandom(4096 + n) for n in range(300)}
-    for name, content in data.items():
-        (a.root / "photos" / name).write_bytes(content)
-    await a.sync()
-    await b.sync()
-    inodes = {name: (b.root / "photos" / name).stat().st_ino for name in data}
+    a, b, data, inodes = await photos(folders)
     os.rename(a.root / "photos", a.root / "renamed")
     await a.sync()
     assert sorted(p.name for p in (server.box / "renamed").iterdir()) == sorted(data)
-    for name in data:
-        deleted, (old,) = await a.api.history(f"photos/{name}")
-        _, (new,) = await a.api.history(f"renamed/{name}")
-        assert deleted and old.ended_seq is not None and old.ended_seq < new.seq
     await b.sync()
-    assert not (b.root / "photos").exists()
-    for name, content in data.items():
-        assert (b.root / "renamed" / name).read_bytes() == content
-        assert (b.root / "renamed" / name).stat().st_ino == inodes[name], name
+    await moved_in_place(a, b, data, inodes)
     assert "b down" not in moved
 
 
@@ -241,16 +256,9 @@ async def test_a_folder_of_small_files_renamed_under_a_running_client_is_moved_i
     """
     As above with both clients running: a, told of each new path before
     each old one (as a watcher may), knows each small file for a rename by
-    its stamps and bytes, and deletes its old path first.
+    its bytes, and deletes its old path first.
     """
-    a, b = folders("a"), folders("b")
-    (a.root / "photos").mkdir()
-    data = {f"{n:03d}.jpg": os.urandom(4096 + n) for n in range(300)}
-    for name, content in data.items():
-        (a.root / "photos" / name).write_bytes(content)
-    await a.sync()
-    await b.sync()
-    inodes = {name: (b.root / "photos" / name).stat().st_ino for name in data}
+    a, b, data, inodes = await photos(folders)
     engines = [a.engine(), b.engine()]
     running = [Deferred.fromCoroutine(engine.run()) for engine in engines]
     try:
@@ -269,12 +277,7 @@ async def test_a_folder_of_small_files_renamed_under_a_running_client_is_moved_i
             engine.stop()
         for done in running:
             await timed(done, a.reactor)
-    for name, content in data.items():
-        deleted, (old,) = await a.api.history(f"photos/{name}")
-        _, (new,) = await a.api.history(f"renamed/{name}")
-        assert deleted and old.ended_seq is not None and old.ended_seq < new.seq
-        assert (b.root / "renamed" / name).read_bytes() == content
-        assert (b.root / "renamed" / name).stat().st_ino == inodes[name], name
+    await moved_in_place(a, b, data, inodes)
     assert "a up" not in moved and "b down" not in moved
 
 
