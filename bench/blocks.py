@@ -51,12 +51,14 @@ def _both(a: Client, b: Client, up: Proxy, down: Proxy) -> tuple[float, int, int
     return seconds, sum(up.carried()), sum(down.carried())
 
 
-def _live_rename(a: Client, b: Client, up: Proxy, down: Proxy, old: str, new: str) -> tuple[float, int, int]:
+def _live_rename(
+    a: Client, b: Client, up: Proxy, down: Proxy, old: str, new: str, files: int = 0
+) -> tuple[float, int, int]:
     """
     Rename C{old} to C{new} in A's folder with both clients running (and in
     sync): the seconds until B has it under the new name only (polled every
-    millisecond), and the bytes A sent up and B fetched from the rename
-    until both clients have stopped.
+    millisecond; a folder: with its C{files} files), and the bytes A sent
+    up and B fetched from the rename until both clients have stopped.
     """
     a.start()
     b.start()
@@ -71,7 +73,11 @@ def _live_rename(a: Client, b: Client, up: Proxy, down: Proxy, old: str, new: st
         start = time.perf_counter()
         os.rename(a.folder / old, a.folder / new)
         deadline = start + 600
-        while not ((b.folder / new).exists() and not (b.folder / old).exists()):
+        while not (
+            (b.folder / new).exists()
+            and not (b.folder / old).exists()
+            and (not files or len(os.listdir(b.folder / new)) == files)
+        ):
             if time.perf_counter() > deadline:
                 raise SystemExit(f"blocks: B did not get the rename of {old} in 600 s")
             time.sleep(0.001)
@@ -135,6 +141,13 @@ def run(size_mib: int, text_mib: int, use_nginx: bool = True) -> list[dict[str, 
             _both(a, b, up, down)
             os.rename(folder, a.folder / "renamed-photos")
             rows.append(_row("rename of a folder of 1,000 × 4 KiB", 1000 * 4096, *_both(a, b, up, down)))
+            rows.append(
+                _row(
+                    "rename of that folder, both clients running",
+                    1000 * 4096,
+                    *_live_rename(a, b, up, down, "renamed-photos", "photos", files=1000),
+                )
+            )
             rows.append(_resumed(root, server, size))
         finally:
             up.stop()

@@ -27,6 +27,7 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
@@ -371,28 +372,31 @@ class LocalState:
         """
         Up to C{limit} bases whose content has the sha256 C{sha256}.
         """
-        return self._where("sha256", sha256, lambda base: base.sha256 == sha256, limit)
+        return self._where("sha256", sha256, sha256, limit)
 
     def with_inode(self, inode: int, limit: int = 8) -> list[Base]:
         """
         Up to C{limit} bases recorded for a file with the inode C{inode}.
         """
-        return self._where("inode", _to_sql(inode), lambda base: base.inode == inode, limit)
+        return self._where("inode", _to_sql(inode), inode, limit)
 
-    def _where(self, column: str, value: object, matches: Callable[[Base], bool], limit: int) -> list[Base]:
+    def _where(self, column: str, value: object, same: object, limit: int) -> list[Base]:
         """
-        Up to C{limit} bases whose C{column} is C{value} (C{matches} says
-        the same of a base): the unwritten ones that match, then the
-        written ones of the other paths. Asked for each download, this
-        writes nothing: the bases put since the last write stay batched.
+        Up to C{limit} bases whose C{column} is C{value} (the attribute of
+        the same name is C{same}): the unwritten ones that match, then the
+        written ones of the other paths. Asked for each download (and each
+        new file), this writes nothing and copies nothing: the bases put
+        since the last write stay batched.
         """
+        attribute = attrgetter(column)
         with self._lock:
-            unwritten = dict(self._unwritten)
-            rows = self._db.execute(
-                _SELECT + f" WHERE {column} = ? LIMIT ?", (value, limit + len(unwritten))
-            ).fetchall()
-        found = [base for base in unwritten.values() if base is not None and matches(base)]
-        found += [base for base in map(_base, rows) if base.path not in unwritten]
+            unwritten = self._unwritten
+            found = [base for base in unwritten.values() if base is not None and attribute(base) == same]
+            if len(found) < limit:
+                rows = self._db.execute(
+                    _SELECT + f" WHERE {column} = ? LIMIT ?", (value, limit + len(unwritten))
+                ).fetchall()
+                found += [base for base in map(_base, rows) if base.path not in unwritten]
         return found[:limit]
 
     def __len__(self) -> int:
