@@ -532,13 +532,14 @@ class Engine:
     def _local(self, path: str) -> Path:
         return self._paths(path)
 
-    def _look(self, path: str, to_upload: bool = False) -> Deferred[LocalFile | None]:
+    def _look(self, path: str, to_upload: bool = False, local: Path | None = None) -> Deferred[LocalFile | None]:
         """
-        The file at C{path} now (see L{Looks.look}); a large new file is
-        not hashed for an upload if the server takes its hash after its
-        bytes.
+        The file at C{path} (mapped to C{local}, if the caller has it) now
+        (see L{Looks.look}); a large new file is not hashed for an upload if
+        the server takes its hash after its bytes.
         """
-        return Deferred.fromCoroutine(self._looks.look(path, self._unhashed_over() if to_upload else None))
+        unhashed = self._unhashed_over() if to_upload else None
+        return Deferred.fromCoroutine(self._looks.look(path, unhashed, local))
 
     def _as_folder(self, path: str) -> tuple[Base | None, Here] | None:
         """
@@ -605,7 +606,7 @@ class Engine:
         except BadPath as e:
             self.log.warn("cannot place {path} here: {error}", path=path, error=e)
             return
-        file = await self._look(path)
+        file = await self._look(path, local=target)
         action = reconcile.on_download(event, file, self._actions.unanswered.pop(path, None))
         if not isinstance(action, reconcile.Fetch):
             await self._actions.carry_out(action, path, file)

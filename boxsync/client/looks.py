@@ -52,7 +52,7 @@ class Looks:
     hashed: dict[str, LocalFile] = field(factory=dict)
     paths: LocalPaths = Factory(lambda self: LocalPaths(self.root, self.reactor), takes_self=True)
 
-    async def look(self, path: str, unhashed: int | None = None) -> LocalFile | None:
+    async def look(self, path: str, unhashed: int | None = None, local: Path | None = None) -> LocalFile | None:
         """
         The file at C{path} now, compared with its base (hashed in a thread
         if its stat changed); waits while it is being written. A new
@@ -62,6 +62,8 @@ class Looks:
 
         @param unhashed: a new file larger than this is not hashed (see
             L{scan_one}); C{None}: every file is.
+        @param local: C{path} mapped below the root (L{LocalPaths}) this
+            turn, if the caller has it.
         """
         base = self.state.get(path)
         hashed = self.hashed.pop(path, None)
@@ -71,7 +73,7 @@ class Looks:
                 return unchanged
         if base is None:
             try:
-                local = self.paths(path)
+                local = local or self.paths(path)
                 st = os.lstat(local)
             except (BadPath, FileNotFoundError, NotADirectoryError):
                 return None  # nothing there: a new file's usual look
