@@ -660,7 +660,7 @@ class Box:
                 going.append((place, row))
             # Removals below these folders leave them in place.
             keep = await self._folders_above(*(row.path for _, row in going))
-            changes = [await self.storage.remove(row.path, keep) for _, row in going]
+            changes = await self.storage.remove_many([row.path for _, row in going], keep)
             records = await self._commit_changes(
                 changes,
                 [row.seq for _, row in going],
@@ -668,9 +668,19 @@ class Box:
                 [FileRecord(row.path, 0, row.sha256, time.time_ns(), 0, True, origin) for _, row in going],
             )
         committed = {place: record for (place, _), record in zip(going, records)}
-        for record in records:
-            if isinstance(record, FileRecord):
-                self._announce("deleted", record, origin, stream)
+        done = [record for record in records if isinstance(record, FileRecord)]
+        batched = len(deletes) > 1
+        for record in done:
+            self._announce("deleted", record, origin, stream, LogLevel.debug if batched else LogLevel.info)
+        if batched:
+            # One line for the batch, as for a batch of uploads.
+            self.log.info(
+                "{origin} deleted {count} files in a batch{seqs}; {refused} refused",
+                origin=origin or "a client",
+                count=len(done),
+                seqs=f" as seqs {done[0].seq} to {done[-1].seq}" if done else "",
+                refused=len(deletes) - len(done),
+            )
         return [refused[place] if place in refused else committed[place] for place in range(len(deletes))]
 
     async def make_folder(
@@ -757,11 +767,15 @@ class Box:
         rows: dict[str, FileRecord] = await self.index.get_many(self.account, list(above)) if above else {}
         return {folder for folder, row in rows.items() if row.folder and not row.deleted}
 
-    def _announce(self, what: str, record: FileRecord, origin: str, stream: str | None) -> None:
+    def _announce(
+        self, what: str, record: FileRecord, origin: str, stream: str | None, level: LogLevel = LogLevel.info
+    ) -> None:
         """
-        Log the commit of C{record}, and tell every stream but C{stream}.
+        Log the commit of C{record} (at C{level}), and tell every stream but
+        C{stream}.
         """
-        self.log.info(
+        self.log.emit(
+            level,
             "{origin} {what} {path} as seq {seq}",
             origin=origin or "a client",
             what=what,

@@ -441,23 +441,44 @@ class BoxStorage:
 
         @return: a Deferred that fires with the L{Change}.
         """
+        return self.remove_many([path], keep).addCallback(lambda changes: changes[0])
 
-        def work() -> Change:
-            previous = None
+    def remove_many(self, paths: Sequence[str], keep: Container[str] = ()) -> Any:
+        """
+        L{remove} each of C{paths}, in one hop to the thread: a batch of
+        deletes. If one cannot be removed, those removed before it are put
+        back.
+
+        @return: a Deferred that fires with the L{Change} of each path.
+        """
+
+        def work() -> list[Change]:
+            changes: list[Change] = []
             try:
-                with parent_of(self.root, path) as (parent, name):
-                    mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
-                    if stat.S_ISDIR(mode):
-                        shutil.rmtree(name, dir_fd=parent)
-                    else:
-                        previous = self.staging / f"keep-{os.urandom(8).hex()}"
-                        os.rename(name, previous, src_dir_fd=parent)
-            except FileNotFoundError:
-                pass  # nothing there, or no folder on the way
-            self._prune(path, keep)
-            return Change(path, False, previous)
+                for path in paths:
+                    changes.append(self._remove(path, keep))
+            except BaseException:
+                for change in reversed(changes):
+                    self._undo(change)
+                raise
+            return changes
 
         return self.in_thread(work)
+
+    def _remove(self, path: str, keep: Container[str]) -> Change:
+        previous = None
+        try:
+            with parent_of(self.root, path) as (parent, name):
+                mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+                if stat.S_ISDIR(mode):
+                    shutil.rmtree(name, dir_fd=parent)
+                else:
+                    previous = self.staging / f"keep-{os.urandom(8).hex()}"
+                    os.rename(name, previous, src_dir_fd=parent)
+        except FileNotFoundError:
+            pass  # nothing there, or no folder on the way
+        self._prune(path, keep)
+        return Change(path, False, previous)
 
     def make_folder(self, path: str) -> Any:
         """

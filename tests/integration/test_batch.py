@@ -17,6 +17,7 @@ import pytest_twisted
 from attrs import define, evolve, field
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.threads import deferToThread
+from twisted.logger import LogLevel, globalLogPublisher
 
 from boxsync.client.api import BoxsyncAPI
 from boxsync.client.errors import APIError, BadRequest, DigestMismatch, NotFound, StaleBase, TooLarge, error_for
@@ -146,8 +147,6 @@ async def test_a_batch_is_logged_as_a_whole(env: Env) -> None:
     A batch upload is one line in the server's log at info level (with
     what was refused); each file's own line is at debug level.
     """
-    from twisted.logger import LogLevel, globalLogPublisher
-
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
     try:
@@ -659,12 +658,24 @@ async def test_delete_batch_deletes_each_file_alone(env: Env, http: Any) -> None
     await watcher.ready()
     committed = await env.api.upload_batch([_file(f"d/f{i}", b"%d" % i) for i in range(4)] + [_file("keep", b"k")])
     seqs = [outcome.seq for outcome in committed]  # type: ignore[union-attr]
-    outcomes = await timed(
-        Deferred.fromCoroutine(
-            env.api.delete_batch([("d/f0", seqs[0]), ("d/f1", seqs[1] + 100), ("nothing", 0), ("d/f2", seqs[2])])
-        ),
-        env.reactor,
-    )
+    logged: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        outcomes = await timed(
+            Deferred.fromCoroutine(
+                env.api.delete_batch([("d/f0", seqs[0]), ("d/f1", seqs[1] + 100), ("nothing", 0), ("d/f2", seqs[2])])
+            ),
+            env.reactor,
+        )
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    # One line for the batch; each file's at debug level.
+    box = [e for e in logged if e.get("log_namespace", "").startswith("boxsync.server.box")]
+    summary = [(e["count"], e["refused"]) for e in box if e["log_level"] == LogLevel.info]
+    assert summary == [(2, 2)]
+    assert sorted((e["path"], e["log_level"]) for e in box if "path" in e) == [
+        ("d/f0", LogLevel.debug), ("d/f2", LogLevel.debug)
+    ]
     assert isinstance(outcomes[0], CommitResult) and isinstance(outcomes[3], CommitResult)
     assert isinstance(outcomes[1], StaleBase) and outcomes[1].current_seq == seqs[1]
     assert isinstance(outcomes[2], NotFound)

@@ -400,6 +400,32 @@ async def test_nothing_is_placed_or_removed_through_a_link(tmp_path: Path, react
 
 
 @pytest_twisted.ensureDeferred
+async def test_removals_in_one_hop_are_all_made_or_none(tmp_path: Path, reactor: Any) -> None:
+    """
+    A batch's removals go to the thread together; one refused (through a
+    link) puts back those made before it.
+    """
+    storage = BoxStorage(reactor, tmp_path / "box")
+    (storage.root / "a").mkdir()
+    (storage.root / "a/1.txt").write_bytes(b"one")
+    (storage.root / "b.txt").write_bytes(b"two")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.txt").write_bytes(b"secret")
+    (storage.root / "link").symlink_to(outside)
+    with pytest.raises(BadPath):
+        await timed(storage.remove_many(["a/1.txt", "b.txt", "link/x.txt"]), reactor)
+    assert (storage.root / "a/1.txt").read_bytes() == b"one"
+    assert (storage.root / "b.txt").read_bytes() == b"two"
+    assert (outside / "x.txt").read_bytes() == b"secret"
+    changes = await timed(storage.remove_many(["a/1.txt", "b.txt", "gone.txt"]), reactor)
+    assert [(c.path, c.previous is not None) for c in changes] == [("a/1.txt", True), ("b.txt", True), ("gone.txt", False)]
+    assert not (storage.root / "a").exists() and not (storage.root / "b.txt").exists()
+    await timed(storage.undo(changes), reactor)
+    assert (storage.root / "a/1.txt").read_bytes() == b"one"
+
+
+@pytest_twisted.ensureDeferred
 async def test_an_undone_placement_makes_and_prunes_its_folders(tmp_path: Path, reactor: Any) -> None:
     storage = BoxStorage(reactor, tmp_path / "box")
     staged = storage.new_staging()
