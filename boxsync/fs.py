@@ -87,6 +87,23 @@ def mode_for(mode: int, executable: bool) -> int:
     return mode & ~0o111
 
 
+def copy_range(source: int, at: int, target: int, to: int, size: int) -> bool:
+    """
+    Copy C{size} bytes at C{at} in the open file C{source} to C{to} in the
+    open file C{target}, in the kernel (shared, not copied, where the file
+    system can); whether they were all there to copy.
+    """
+    while size:
+        try:
+            done = os.copy_file_range(source, target, size, at, to)
+        except OSError:
+            return False
+        if done == 0:
+            return False
+        at, to, size = at + done, to + done, size - done
+    return True
+
+
 def write_small(fd: int, data: bytes, mtime_ns: int) -> None:
     """
     Write all of C{data} to the new, open file C{fd} and give it the mtime

@@ -29,7 +29,7 @@ from attrs import define, frozen
 from twisted.internet.defer import Deferred, DeferredList
 
 from ..blocks import Block, Cutter, Recipe, read_block, recipe_of
-from ..fs import CHUNK_SIZE
+from ..fs import CHUNK_SIZE, copy_range
 from ..wire import Incoming
 from ..wire.blocks import MAX_BLOCKS, BlockCommit
 from .api import BoxsyncAPI
@@ -342,9 +342,19 @@ def _fill_locally(
         trusted = known.get(source) if known else None
         try:
             for offset, block in (trusted or recipe_of(source_fd)).placed():
-                if block.sha256 in places and (
-                    data := read_block(source_fd, offset, block, check=trusted is None)
-                ) is not None:
+                if block.sha256 not in places:
+                    continue
+                if trusted is not None:
+                    # Its blocks need not be read to be checked (the whole
+                    # file's sha256 is): copied in the kernel.
+                    at = places.pop(block.sha256)
+                    left = [place for place in at if not copy_range(source_fd, offset, fd, place, block.size)]
+                    if left:
+                        places[block.sha256] = left
+                    else:
+                        continue
+                data = read_block(source_fd, offset, block, check=trusted is None)
+                if data is not None:
                     for place in places.pop(block.sha256):
                         os.pwrite(fd, data, place)
         finally:

@@ -154,6 +154,9 @@ class IBlockStore(Interface):
         """
 
 
+#: Files a block store reads blocks from, by (path, seq), kept open.
+_Opened = dict[tuple[str | None, int], int]
+
 @implementer(IBlockStore)
 @define
 class LocalBlockStore:
@@ -224,14 +227,19 @@ class LocalBlockStore:
         read: dict[str, bytes] = await self.storage.in_thread(work)
         return read
 
-    def _read(self, sha256: str, source: BlockSource | None, check: bool = True) -> bytes | None:
+    def _read(
+        self, sha256: str, source: BlockSource | None, check: bool = True, opened: _Opened | None = None
+    ) -> bytes | None:
         """
         The block C{sha256}, from C{source} or, failing that, from the
         blocks sent ahead; checked against its sha256 unless C{check} is
         false. Blocking.
+
+        @param opened: the files read from so far, kept open (by the
+            caller, which closes them) for the next blocks.
         """
         if source is not None:
-            data = self._read_source(source, check)
+            data = self._read_source(source, check, opened)
             if data is not None:
                 return data
         try:
@@ -244,17 +252,20 @@ class LocalBlockStore:
         finally:
             os.close(fd)
 
-    def _read_source(self, source: BlockSource, check: bool) -> bytes | None:
-        if source.path is not None:
-            fd = self.storage.open_fd(source.path)
-        else:
-            fd = self.storage.open_version(source.seq)
+    def _read_source(self, source: BlockSource, check: bool, opened: _Opened | None = None) -> bytes | None:
+        key = (source.path, source.seq)
+        fd = opened.get(key) if opened is not None else None
         if fd is None:
-            return None
+            fd = self.storage.open_fd(source.path) if source.path is not None else self.storage.open_version(source.seq)
+            if fd is None:
+                return None
+            if opened is not None:
+                opened[key] = fd
         try:
             return read_block(fd, source.offset, source.block, check)
         finally:
-            os.close(fd)
+            if opened is None:
+                os.close(fd)
 
     async def assemble(self, recipe: Recipe, staged: StagingFile) -> list[str]:
         hashes = [block.sha256 for block in recipe.blocks]
@@ -262,18 +273,24 @@ class LocalBlockStore:
 
         def work() -> list[str]:
             missing: list[str] = []
+            # The version a file's blocks come from, opened once.
+            opened: _Opened = {}
 
             def pieces() -> Iterator[bytes]:
                 for block in recipe.blocks:
                     # Unchecked: the whole file's sha256 is checked once it
                     # is made; only if it is wrong is each block checked.
-                    data = self._read(block.sha256, found.get(block.sha256), check=False)
+                    data = self._read(block.sha256, found.get(block.sha256), False, opened)
                     if data is None or len(data) != block.size:
                         missing.append(block.sha256)
                     elif not missing:
                         yield data
 
-            staged.write_many(pieces())
+            try:
+                staged.write_many(pieces())
+            finally:
+                for fd in opened.values():
+                    os.close(fd)
             if staged.error is not None:
                 raise staged.error
             if not missing and staged.sha256 != recipe.sha256:

@@ -33,6 +33,7 @@ from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from .. import libc
+from ..fs import copy_range
 from ..blocks import Block
 from .blockstore import IBlockStore
 from .index import BlockSource, IIndex, VersionRecord
@@ -121,7 +122,7 @@ class SharedVersions:
                 if source.seq not in opened:
                     opened[source.seq] = self.storage.open_version(source.seq)
                 from_fd = opened[source.seq]
-                if from_fd is not None and _copy_range(from_fd, source.offset, fd, offset, source.block.size):
+                if from_fd is not None and copy_range(from_fd, source.offset, fd, offset, source.block.size):
                     copied.add(offset)
                     # The disk writes it while the next is copied: the
                     # fsync at the end has little left to do.
@@ -248,22 +249,6 @@ def _write(fd: int, blocks: Sequence[tuple[int, bytes]]) -> None:
     for offset, data in blocks:
         os.pwrite(fd, data, offset)
         start_write_back(fd, offset, len(data))
-
-
-def _copy_range(source: int, at: int, target: int, to: int, size: int) -> bool:
-    """
-    Copy C{size} bytes at C{at} in C{source} to C{to} in C{target}, in the
-    kernel; whether they were all there.
-    """
-    while size:
-        try:
-            done = os.copy_file_range(source, target, size, at, to)
-        except OSError:
-            return False
-        if done == 0:
-            return False
-        at, to, size = at + done, to + done, size - done
-    return True
 
 
 def _alone(path: os.PathLike[str]) -> bool:

@@ -107,6 +107,22 @@ class Contract:
         assert (self.storage.root / path).read_bytes() == data
         return record
 
+    async def edited(
+        self, seed: int, size: int, kept: int, added: int
+    ) -> tuple[dict[str, bytes], bytes, Recipe, dict[str, bytes]]:
+        """
+        C{old.bin} of C{size} bytes committed by its blocks, and a new
+        version of it: its first C{kept} bytes, then C{added} new ones. The
+        blocks of the old, the new version, its recipe and its blocks.
+        """
+        old = data_of(seed, size)
+        _, old_pieces = pieces_of(old)
+        await self.put_all(old_pieces)
+        await self.committed("old.bin", old)
+        new = old[:kept] + data_of(seed + 1, added)
+        recipe, pieces = pieces_of(new)
+        return old_pieces, new, recipe, pieces
+
     async def readable(self, hashes: list[str]) -> set[str]:
         """
         Those of C{hashes} the store gives the right bytes of.
@@ -195,12 +211,7 @@ async def test_assemble_makes_the_file_from_blocks_of_several_sources(contract: 
     in the bucket) and of blocks sent ahead: assembled whole; a recipe
     with blocks the store lacks names them, and only them.
     """
-    old = data_of(7, 3 * MiB)
-    _, old_pieces = pieces_of(old)
-    await contract.put_all(old_pieces)
-    await contract.committed("old.bin", old)
-    new = old[: 2 * MiB] + data_of(8, 2 * MiB)
-    recipe, pieces = pieces_of(new)
+    old_pieces, new, recipe, pieces = await contract.edited(7, 3 * MiB, 2 * MiB, 2 * MiB)
     shared = set(pieces) & set(old_pieces)
     fresh = [sha256 for sha256 in pieces if sha256 not in old_pieces]
     assert shared and fresh and len(recipe.blocks) > 2
@@ -221,6 +232,42 @@ async def test_assemble_makes_the_file_from_blocks_of_several_sources(contract: 
     finally:
         staged.discard()
     await contract.committed("new.bin", new)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_assembly_opens_each_version_it_reads_once(
+    tmp_path: Path, reactor: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The blocks a new version takes from the one before are read from that
+    file opened once, not once a block.
+    """
+    index = SQLiteIndex(reactor, tmp_path / "index.sqlite")
+    index.start()
+    storage = BoxStorage(reactor, tmp_path / "box")
+    contract = Contract(reactor, "acct", index, storage, LocalBlockStore("acct", index, storage))
+    try:
+        old_pieces, new, recipe, pieces = await contract.edited(9, 12 * MiB, 10 * MiB, 2 * MiB)
+        await contract.put_all({sha256: data for sha256, data in pieces.items() if sha256 not in old_pieces})
+        taken = [block for block in recipe.blocks if block.sha256 in old_pieces]
+        assert len(taken) > 2
+        opened: list[str] = []
+        real = BoxStorage.open_fd
+
+        def counting(self: BoxStorage, path: str) -> int | None:
+            opened.append(path)
+            return real(self, path)
+
+        monkeypatch.setattr(BoxStorage, "open_fd", counting)
+        staged = storage.new_staging()
+        try:
+            assert await contract.store.assemble(recipe, staged) == []
+            assert staged.path.read_bytes() == new
+        finally:
+            staged.discard()
+        assert opened == ["old.bin"]
+    finally:
+        index.stop()
 
 
 @pytest_twisted.ensureDeferred
