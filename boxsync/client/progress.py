@@ -11,7 +11,7 @@ from attrs import define, field
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-__all__ = ["Reporter", "LogReporter", "RichReporter", "reporter_for"]
+__all__ = ["MOVED_BACK", "Reporter", "LogReporter", "RichReporter", "reporter_for"]
 
 
 class Reporter(Protocol):
@@ -50,6 +50,10 @@ NOTED_START = 1024 * 1024
 #: the second's are summed up in one line per kind.
 LINES_PER_SECOND = 20
 
+#: The note of a download taken from a file this client set aside (a rename
+#: elsewhere): it ended well, and is summed up as those without a note are.
+MOVED_BACK = "moved back in place"
+
 
 @define
 class LogReporter:
@@ -59,8 +63,9 @@ class LogReporter:
     A burst of small files (an unpacked archive) would log thousands of
     lines a second, and formatting them would cost more than the files: given
     a C{clock}, past C{burst} lines in a second the transfers that end well
-    are summed up in one line at the end of that second. A transfer that
-    ends with a note (a failure, a change meanwhile) always gets its line.
+    are summed up in one line at the end of that second (per kind, and
+    apart for those moved back in place). A transfer that ends with another
+    note (a failure, a change meanwhile) always gets its line.
 
     @ivar clock: measures the seconds; C{None}: every transfer gets a line.
     """
@@ -71,8 +76,9 @@ class LogReporter:
     _running: dict[str, tuple[str, int]] = field(factory=dict)
     _second: float = float("-inf")
     _lines: int = 0
-    # Per kind, the count and bytes of the transfers summed up so far.
-    _summed: dict[str, list[int]] = field(factory=dict)
+    # Per kind (and note, for those moved back), the count and bytes of the
+    # transfers summed up so far.
+    _summed: dict[tuple[str, str], list[int]] = field(factory=dict)
     _summary: IDelayedCall | None = None
 
     def started(self, kind: str, path: str, size: int) -> None:
@@ -87,8 +93,8 @@ class LogReporter:
         if path not in self._running:
             return
         kind, size = self._running.pop(path)
-        if note is None and self._over_burst():
-            summed = self._summed.setdefault(kind, [0, 0])
+        if note in (None, MOVED_BACK) and self._over_burst():
+            summed = self._summed.setdefault((kind, note or ""), [0, 0])
             summed[0] += 1
             summed[1] += size
             return
@@ -119,13 +125,14 @@ class LogReporter:
 
     def _sum_up(self) -> None:
         self._summary = None
-        for kind, (count, size) in sorted(self._summed.items()):
+        for (kind, note), (count, size) in sorted(self._summed.items()):
             self.log.info(
-                "{kind}ed {count} more {files} ({size} bytes) in the last second",
+                "{kind}ed {count} more {files} ({size} bytes) in the last second{note}",
                 kind=kind.removesuffix("e"),
                 count=count,
                 files="file" if count == 1 else "files",
                 size=size,
+                note=f": {note}" if note else "",
             )
         self._summed.clear()
 

@@ -32,7 +32,7 @@ from .placing import (
     set_aside_path,
 )
 from .prefetch import Prefetch
-from .progress import Reporter
+from .progress import MOVED_BACK, Reporter
 from .results import CommitResult, DownloadResult
 from .scanner import LocalFile, StatKey, stat_key
 from .state import Base
@@ -282,7 +282,7 @@ class Transfers:
         blockwise = self.blockwise
         on_progress = lambda n: self.reporter.progress(path, n)  # noqa: E731
         if blockwise is not None and await self._take_aside(blockwise, event, temp):
-            self.reporter.finished(path, "moved back in place")
+            self.reporter.finished(path, MOVED_BACK)
             return temp, DownloadResult(sha256=event.sha256, size=event.size, seq=event.seq)
         if blockwise is not None and event.size > SMALL_FILE:
             fetched = await self.prefetch.take(path, temp) if self.prefetch is not None else Fetched()

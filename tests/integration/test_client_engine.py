@@ -20,7 +20,7 @@ from boxsync.client.placing import conflict_name
 from boxsync.client.results import DownloadResult
 from boxsync.client.ignore import IgnoreRules
 from boxsync.client.scanner import SETTLED_NS
-from boxsync.client.progress import NOTED_START, LogReporter, RichReporter, reporter_for
+from boxsync.client.progress import MOVED_BACK, NOTED_START, LogReporter, RichReporter, reporter_for
 from boxsync.client.transfers import Transfers
 from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
@@ -465,20 +465,23 @@ def test_log_reporter_sums_up_a_burst(monkeypatch: pytest.MonkeyPatch) -> None:
         move("download", f"d{i}", 10)
     move("upload", "u", 7)
     move("download", "bad", 3, "failed")
+    move("download", "m0", 5, MOVED_BACK)
+    move("download", "m1", 5, MOVED_BACK)
     clock.advance(0.5)
     move("download", "d5", 10)
     assert lines == ["downloaded d0 (10 bytes)", "downloaded d1 (10 bytes)", "downloaded bad (3 bytes): failed"]
     clock.advance(0.5)
     assert lines[3:] == [
         "downloaded 4 more files (40 bytes) in the last second",
+        f"downloaded 2 more files (10 bytes) in the last second: {MOVED_BACK}",
         "uploaded 1 more file (7 bytes) in the last second",
     ]
     move("download", "d6", 10)
-    move("download", "d7", 10)
+    move("download", "m2", 5, MOVED_BACK)
     move("download", "d8", 10)
-    assert lines[5:] == ["downloaded d6 (10 bytes)", "downloaded d7 (10 bytes)"]
+    assert lines[6:] == ["downloaded d6 (10 bytes)", f"downloaded m2 (5 bytes): {MOVED_BACK}"]
     log.close()
-    assert lines[7:] == ["downloaded 1 more file (10 bytes) in the last second"]
+    assert lines[8:] == ["downloaded 1 more file (10 bytes) in the last second"]
     assert clock.getDelayedCalls() == []
     assert isinstance(reporter_for(None, quiet=True, clock=clock), LogReporter)
     assert reporter_for(None, quiet=True, clock=clock, every_file=True).clock is None  # type: ignore[attr-defined]
