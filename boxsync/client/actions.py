@@ -52,6 +52,7 @@ class Actions:
         answer came (the connection dropped, the server stopped): the
         server may have committed it, so a version of the path with that
         sha256 is this client's own, not another's change to conflict with.
+    @ivar paths: maps wire paths to the folder's files (as L{Looks.paths}).
     """
 
     root: Path

@@ -42,6 +42,8 @@ class Looks:
         it, if it has one.
     @ivar hashed: the files this session's scan hashed, until first looked
         at again.
+    @ivar paths: maps wire paths to the folder's files (the engine's, whose
+        jobs share the folders checked in a turn).
     """
 
     root: Path
