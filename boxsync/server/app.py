@@ -75,7 +75,7 @@ from ..wire.blocks import (
 from ..wire.history import TRASH_ROWS_FEATURE
 from ..wire.values import check_sha256, json_object
 from .auth import Forbidden, IAuthenticator, Principal, Unauthorized
-from .batch import download_batch, upload_batch
+from .batch import delete_batch, download_batch, upload_batch
 from .blockstore import BadBlock
 from .box import Box, DigestMismatch, MissingBlocks, NotFound, StaleBase
 from .events import EventStream, sse_for
@@ -503,7 +503,7 @@ class BoxsyncApp:
         lists, in order, each tombstone (status 201) or why it was not.
         """
         deletes = parse_delete_list(request.content.read())
-        outcomes = await self.boxes(principal.account).delete_many(deletes, *_committer(request, principal))
+        outcomes = await delete_batch(self.boxes(principal.account), deletes, *_committer(request, principal))
         return self._batch_results(request, outcomes)
 
     def _batch_results(self, request: IRequest, outcomes: Sequence[FileRecord | BaseException]) -> bytes:

@@ -37,7 +37,7 @@ from .index import FileRecord
 from .staging import StagingFile, as_disk_full
 from .uploads import BodyTooLarge
 
-__all__ = ["upload_batch", "download_batch"]
+__all__ = ["upload_batch", "delete_batch", "download_batch"]
 
 log = Logger()
 
@@ -163,7 +163,20 @@ async def upload_batch(
             results.append(await next(committing))
         except Exception as e:
             results.append(e)
-    _log_batch(origin, results)
+    _log_batch("uploaded", origin, results, sized=True)
+    return results
+
+
+async def delete_batch(
+    box: Box, deletes: Sequence[tuple[str, int | None]], origin: str, stream: str | None
+) -> list[FileRecord | BaseException]:
+    """
+    Commit each delete of a batch, all in one group (see L{Box.delete_many}).
+
+    @return: for each, its tombstone or why it was not deleted.
+    """
+    results = await box.delete_many(deletes, origin, stream, batched=True)
+    _log_batch("deleted", origin, results)
     return results
 
 
@@ -191,13 +204,15 @@ async def _take_stored(
     return taken, refused
 
 
-def _log_batch(origin: str, results: Sequence[FileRecord | BaseException]) -> None:
+def _log_batch(what: str, origin: str, results: Sequence[FileRecord | BaseException], sized: bool = False) -> None:
     """
-    Log a batch upload in one line (each file is logged at debug level).
+    Log a batch in one line (each file is logged at debug level): C{what}
+    was done to its files, and with C{sized}, how many bytes they hold.
     """
     records = [result for result in results if isinstance(result, FileRecord)]
     log.info(
-        "{origin} uploaded {count} files ({size} bytes) in a batch{seqs}; {refused} refused",
+        "{origin} {what} {count} files" + (" ({size} bytes)" if sized else "") + " in a batch{seqs}; {refused} refused",
+        what=what,
         origin=origin or "a client",
         count=len(records),
         size=sum(record.size for record in records),

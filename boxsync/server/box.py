@@ -634,12 +634,19 @@ class Box:
         return outcome
 
     async def delete_many(
-        self, deletes: Sequence[tuple[str, int | None]], origin: str = "", stream: str | None = None
+        self,
+        deletes: Sequence[tuple[str, int | None]],
+        origin: str = "",
+        stream: str | None = None,
+        batched: bool = False,
     ) -> list[FileRecord | BaseException]:
         """
         Delete each of C{deletes} (a path and the seq it must still be at,
         or C{None} for whatever it is at) as L{delete} would, all in one
         commit; each succeeds or fails on its own.
+
+        @param batched: a batch's deletes, logged as a whole by the caller
+            (each file's line is at debug level).
 
         @return: for each, its tombstone or why it was not deleted
             (L{NotFound}, L{StaleBase}).
@@ -668,19 +675,9 @@ class Box:
                 [FileRecord(row.path, 0, row.sha256, time.time_ns(), 0, True, origin) for _, row in going],
             )
         committed = {place: record for (place, _), record in zip(going, records)}
-        done = [record for record in records if isinstance(record, FileRecord)]
-        batched = len(deletes) > 1
-        for record in done:
-            self._announce("deleted", record, origin, stream, LogLevel.debug if batched else LogLevel.info)
-        if batched:
-            # One line for the batch, as for a batch of uploads.
-            self.log.info(
-                "{origin} deleted {count} files in a batch{seqs}; {refused} refused",
-                origin=origin or "a client",
-                count=len(done),
-                seqs=f" as seqs {done[0].seq} to {done[-1].seq}" if done else "",
-                refused=len(deletes) - len(done),
-            )
+        for record in records:
+            if isinstance(record, FileRecord):
+                self._announce("deleted", record, origin, stream, LogLevel.debug if batched else LogLevel.info)
         return [refused[place] if place in refused else committed[place] for place in range(len(deletes))]
 
     async def make_folder(

@@ -670,9 +670,13 @@ async def test_delete_batch_deletes_each_file_alone(env: Env, http: Any) -> None
     finally:
         globalLogPublisher.removeObserver(logged.append)
     # One line for the batch; each file's at debug level.
+    summary = [
+        (e["what"], e["count"], e["refused"], e["log_level"])
+        for e in logged if e.get("log_namespace") == "boxsync.server.batch"
+    ]
+    assert summary == [("deleted", 2, 2, LogLevel.info)]
     box = [e for e in logged if e.get("log_namespace", "").startswith("boxsync.server.box")]
-    summary = [(e["count"], e["refused"]) for e in box if e["log_level"] == LogLevel.info]
-    assert summary == [(2, 2)]
+    assert [e for e in box if e["log_level"] == LogLevel.info] == []
     assert sorted((e["path"], e["log_level"]) for e in box if "path" in e) == [
         ("d/f0", LogLevel.debug), ("d/f2", LogLevel.debug)
     ]
