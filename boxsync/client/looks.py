@@ -20,7 +20,16 @@ from twisted.internet.task import deferLater
 from ..blocks import Recipe
 from ..paths import BadPath
 from .localpaths import LocalPaths
-from .scanner import FileChanging, LocalFile, ReadElsewhere, changed_since, moved, renamed_from, scan_one
+from .scanner import (
+    FileChanging,
+    LocalFile,
+    ReadElsewhere,
+    changed_since,
+    holds_nothing,
+    moved,
+    renamed_from,
+    scan_one,
+)
 from .state import Base, LocalState
 
 __all__ = ["INLINE_READ", "Looks"]
@@ -130,14 +139,13 @@ class Looks:
         if found is None or found.sha256 is None or not found.size:
             return found
         for gone in self.state.with_sha256(found.sha256):
-            if gone.folder or gone.path == found.path or gone.size != found.size:
-                continue
-            try:
-                os.lstat(self.paths(gone.path))
-            except (BadPath, FileNotFoundError, NotADirectoryError):
+            if (
+                not gone.folder
+                and gone.path != found.path
+                and gone.size == found.size
+                and holds_nothing(self.root, gone.path, self.paths.folders())
+            ):
                 return evolve(found, moved_from=gone)
-            except OSError:
-                continue
         return found
 
     def unchanged_since_scan(self, hashed: LocalFile, base: Base | None) -> LocalFile | None:

@@ -52,6 +52,7 @@ __all__ = [
     "StatKey",
     "changed_since",
     "is_racy",
+    "holds_nothing",
     "look_here",
     "moved_here",
     "moved",
@@ -466,14 +467,25 @@ def moved_here(root: Path, path: str, st: os.stat_result, bases: Mapping[_Identi
     base = bases.get((size, mtime_ns, inode, executable))
     if base is None or base.path == path or ctime_ns < base.ctime_ns:
         return None
-    try:
-        os.lstat(to_local(root, base.path))
-    except (FileNotFoundError, NotADirectoryError, BadPath):
-        return base
-    except OSError:
-        return None
     # Still there (a hard link, or it came back): not a rename.
-    return None
+    return base if holds_nothing(root, base.path) else None
+
+
+def holds_nothing(root: Path, path: str, folders: dict[str, str] | None = None) -> bool:
+    """
+    Whether nothing is at the wire path C{path} below C{root} now (nor can
+    be reached there): the path a file was renamed from. A path that cannot
+    be looked at does not count as empty.
+
+    @param folders: as for L{to_local}.
+    """
+    try:
+        os.lstat(to_local(root, path, folders))
+    except (FileNotFoundError, NotADirectoryError, BadPath):
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def renamed_from(root: Path, path: str, st: os.stat_result, bases: Iterable[Base]) -> Base | None:
