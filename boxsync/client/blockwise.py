@@ -346,12 +346,12 @@ def _fill_locally(
                     continue
                 if trusted is not None:
                     # Its blocks need not be read to be checked (the whole
-                    # file's sha256 is): copied in the kernel.
-                    at = places.pop(block.sha256)
-                    left = [place for place in at if not copy_range(source_fd, offset, fd, place, block.size)]
-                    if left:
-                        places[block.sha256] = left
-                    else:
+                    # file's sha256 is): copied in the kernel, and read only
+                    # where the kernel would not copy them.
+                    at = places[block.sha256]
+                    places[block.sha256] = [p for p in at if not copy_range(source_fd, offset, fd, p, block.size)]
+                    if not places[block.sha256]:
+                        del places[block.sha256]
                         continue
                 data = read_block(source_fd, offset, block, check=trusted is None)
                 if data is not None:

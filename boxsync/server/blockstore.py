@@ -157,6 +157,7 @@ class IBlockStore(Interface):
 #: Files a block store reads blocks from, by (path, seq), kept open.
 _Opened = dict[tuple[str | None, int], int]
 
+
 @implementer(IBlockStore)
 @define
 class LocalBlockStore:

@@ -103,5 +103,3 @@ class PostgresRegistry(SQLRegistry):
         if self._connection is not None:
             self._connection.close()
             self._connection = None
-
-

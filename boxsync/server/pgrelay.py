@@ -172,5 +172,3 @@ class PostgresRelay(Service):
     def _back(self) -> None:
         self.log.info("hearing the commits of other servers again; catching up")
         self.receiver.catch_up()
-
-

@@ -233,8 +233,6 @@ def _unreachable(e: Exception) -> bool:
     return _code(e) in _UNAVAILABLE
 
 
-
-
 def _ns(when: datetime) -> int:
     return round(when.timestamp() * 1e6) * 1000
 

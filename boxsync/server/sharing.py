@@ -33,8 +33,8 @@ from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from .. import libc
-from ..fs import copy_range
 from ..blocks import Block
+from ..fs import copy_range
 from .blockstore import IBlockStore
 from .index import BlockSource, IIndex, VersionRecord
 from .staging import StagingFile, start_write_back
