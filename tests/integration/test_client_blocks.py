@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 import pytest
 import pytest_twisted
 
-from boxsync.blocks import Block, recipe_of_bytes
+from boxsync.blocks import BLOCK_MAX, Block, recipe_of_bytes
 from boxsync import fs
 from boxsync.client import blockwise, scanner, transfers
 from boxsync.client.api import BoxsyncAPI
@@ -547,7 +547,9 @@ async def test_blocks_of_a_file_on_its_way_are_fetched_as_they_arrive(
     tmp_path = tmp_path / "ahead"
     tmp_path.mkdir()
     prefetch = Prefetch(api, clock, deferToThread, tmp_path)
-    data = os.urandom(3 * MiB)
+    # Past the largest block: always cut in two at least (3 MiB of random
+    # bytes made one block now and then).
+    data = os.urandom(BLOCK_MAX + MiB)
     placed = list(recipe_of_bytes(data).placed())
     assert len(placed) > 1
     prefetch.announced(Incoming("big.bin", len(data), 0, [(block.sha256, block.size) for _, block in placed]))
