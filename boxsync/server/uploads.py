@@ -12,9 +12,11 @@ goes on reading the socket. While too much waits for the disk, the
 connection is not read from. So an upload of any size costs the same small
 memory and is never copied. An upload whose body ends with its sha256
 (L{TRAILER_HEADER}) has those last bytes held back from the file, for the
-route to check. Every other body (a manifest) is collected as before, but
-only up to a limit: past it, the rest is read and dropped, and the request
-fails with L{BodyTooLarge}.
+route to check. Every other body (a manifest, a block) is collected as
+before, but only up to a limit: past it, the rest is read and dropped, and
+the request fails with L{BodyTooLarge}. One that says it is no larger than
+a block (L{MEMORY_BODY}) is collected in memory, not in a temporary file
+that would be written and read back.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from ..blocks import BLOCK_MAX
 from ..wire import CLIENT_HEADER, EVENT_STREAM, SHA256_TRAILER, TRAILER_HEADER, ProtocolError, sha256_header
 from ..writer import HashingWriter, Runner
 from .auth import Forbidden, Principal, Unauthorized
@@ -43,6 +46,10 @@ __all__ = ["StreamingRequest", "UploadSite", "take_upload", "check_body", "trail
 
 #: The largest body read without credentials (see L{UploadSite.public}).
 PUBLIC_BODY = 16 * 1024
+
+#: The largest body, of a declared length, collected in memory: a block
+#: (Twisted's own bound is 100,000 bytes).
+MEMORY_BODY = BLOCK_MAX
 
 #: How many bytes the connection of an upload reads at a time (Twisted reads
 #: 64 KiB): fewer, larger reads leave more of the reactor thread free.
@@ -233,7 +240,11 @@ class StreamingRequest(Request):
                 self._limit = min(self._limit or MAX_OTHER_BODY, MAX_OTHER_BODY)
             if self._refused(length, "request body"):
                 return
-            super().gotLength(length)
+            if length is not None and length <= MEMORY_BODY:
+                self.content = BytesIO()
+                self._read_more()
+            else:
+                super().gotLength(length)
             return
         self.content = BytesIO()
         self._limit = site.max_upload
@@ -252,13 +263,19 @@ class StreamingRequest(Request):
                 self._drop()
                 return
             self.trailer = b""
-        transport = channel.transport
-        if isinstance(transport, Connection):
-            # Stays so for the later requests of this connection.
-            transport.bufferSize = max(transport.bufferSize, READ_SIZE)
+        self._read_more()
         if isinstance(channel, LimitedChannel):
             self._reading = _Reading(channel)
             self.writer.registerProducer(self._reading, True)
+
+    def _read_more(self) -> None:
+        """
+        Have this request's connection read L{READ_SIZE} bytes at a time
+        (it stays so for its later requests).
+        """
+        transport = self.channel.transport
+        if isinstance(transport, Connection):
+            transport.bufferSize = max(transport.bufferSize, READ_SIZE)
 
     def _refused(self, length: int | None, what: str) -> bool:
         if self._limit is None or length is None or length <= self._limit:

@@ -9,6 +9,7 @@ size of its pieces, or refused as before (413, 507).
 from __future__ import annotations
 
 import ctypes
+import io
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
+from boxsync.blocks import BLOCK_MAX
 from boxsync.server.limits import ConnectionLimits, LimitedChannel
 from boxsync.server.staging import StagingFile
 from boxsync.server.storage import BoxStorage
@@ -238,6 +240,31 @@ def test_over_the_limit_while_batches_wait(upload: Callable[..., Upload]) -> Non
     up.later.step()
     assert not is_open(fd) and up.staging() == [] and up.later.queue == []
     assert up.request.staged is None and up.request.writer is None
+
+
+@pytest.mark.parametrize(
+    "length, on_disk",
+    [(BLOCK_MAX, False), (1000, False), (BLOCK_MAX + 1, True), (None, True)],
+)
+def test_a_body_no_larger_than_a_block_is_kept_in_memory(
+    upload: Callable[..., Upload], length: int | None, on_disk: bool
+) -> None:
+    """
+    A body that says it is no larger than a block (a block sent ahead) is
+    collected in memory, not written to a temporary file and read back; a
+    larger one, or one of no declared length, goes to a file.
+    """
+    up = upload()
+    up.channel.dataReceived(head(length, b"/blocks/" + b"0" * 64))
+    content = up.request.content
+    assert content is not None
+    try:
+        content.fileno()
+    except io.UnsupportedOperation:
+        kept_in_memory = True
+    else:
+        kept_in_memory = False
+    assert kept_in_memory is not on_disk
 
 
 # The same through a real server and real threads.
