@@ -113,7 +113,7 @@ class Actions:
                 local.unlink()
             self._prune(local.parent)
             self.state.forget(path)
-            self.reporter.message(f"deleted {path}")
+            self.reporter.deleted(path)
         else:
             await self._carry_out_folder(action, path)
 
@@ -152,7 +152,7 @@ class Actions:
                 return
             self.state.forget(path)
             self._prune(local.parent)
-            self.reporter.message(f"deleted the folder {path}")
+            self.reporter.deleted(path, folder=True)
         elif isinstance(action, reconcile.KeepFolder):
             self.state.forget(path)
             self.log.info(
@@ -205,7 +205,7 @@ class Actions:
             self.resync(None)
             return
         self.state.forget(path)
-        self.reporter.message(f"deleted the folder {path} on the server")
+        self.reporter.deleted(path, on_server=True, folder=True)
 
     async def remove_gone(self, path: str, base: int) -> None:
         """
@@ -327,7 +327,7 @@ class Actions:
             await self._resolve_stale(path)
             return
         self.state.forget(path)
-        self.reporter.message(f"deleted {path} on the server")
+        self.reporter.deleted(path, on_server=True)
 
     async def _resolve_stale(self, path: str) -> None:
         """

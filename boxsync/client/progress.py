@@ -30,6 +30,12 @@ class Reporter(Protocol):
         The transfer of C{path} ended (the first call for it counts).
         """
 
+    def deleted(self, path: str, on_server: bool = False, folder: bool = False) -> None:
+        """
+        The file (or C{folder}) C{path} was deleted here, or C{on_server}
+        because it was deleted here.
+        """
+
     def message(self, text: str) -> None:
         """
         Something happened that the user should see.
@@ -50,9 +56,19 @@ NOTED_START = 1024 * 1024
 #: the second's are summed up in one line per kind.
 LINES_PER_SECOND = 20
 
+#: The kind, among those summed up past a burst, of a delete.
+_DELETE = "delete"
+
 #: The note of a download taken from a file this client set aside (a rename
 #: elsewhere): it ended well, and is summed up as those without a note are.
 MOVED_BACK = "moved back in place"
+
+
+def _deleted_text(path: str, on_server: bool, folder: bool) -> str:
+    """
+    What the user reads of a delete (see L{Reporter.deleted}).
+    """
+    return f"deleted {'the folder ' if folder else ''}{path}{' on the server' if on_server else ''}"
 
 
 @define
@@ -60,12 +76,13 @@ class LogReporter:
     """
     One log line per finished transfer and message.
 
-    A burst of small files (an unpacked archive) would log thousands of
-    lines a second, and formatting them would cost more than the files: given
-    a C{clock}, past C{burst} lines in a second the transfers that end well
-    are summed up in one line at the end of that second (per kind, and
-    apart for those moved back in place). A transfer that ends with another
-    note (a failure, a change meanwhile) always gets its line.
+    A burst of small files (an unpacked archive, or a folder of them
+    deleted) would log thousands of lines a second, and formatting them
+    would cost more than the files: given a C{clock}, past C{burst} lines in
+    a second the transfers that end well and the deletes are summed up in
+    one line at the end of that second (per kind, and apart for those moved
+    back in place). A transfer that ends with another note (a failure, a
+    change meanwhile) always gets its line.
 
     @ivar clock: measures the seconds; C{None}: every transfer gets a line.
     """
@@ -106,6 +123,13 @@ class LogReporter:
             note=f": {note}" if note else "",
         )
 
+    def deleted(self, path: str, on_server: bool = False, folder: bool = False) -> None:
+        if self._over_burst():
+            where = " on the server" if on_server else ""
+            self._summed.setdefault((_DELETE, f"{'folder' if folder else 'file'}{where}"), [0, 0])[0] += 1
+            return
+        self.log.info("{text}", text=_deleted_text(path, on_server, folder))
+
     def _over_burst(self) -> bool:
         """
         Whether this second has had its lines; if so, its summary is due at
@@ -126,6 +150,15 @@ class LogReporter:
     def _sum_up(self) -> None:
         self._summary = None
         for (kind, note), (count, size) in sorted(self._summed.items()):
+            if kind == _DELETE:
+                what, _, where = note.partition(" ")
+                self.log.info(
+                    "deleted {count} more {what}{where} in the last second",
+                    count=count,
+                    what=what if count == 1 else f"{what}s",
+                    where=f" {where}" if where else "",
+                )
+                continue
             self.log.info(
                 "{kind}ed {count} more {files} ({size} bytes) in the last second{note}",
                 kind=kind.removesuffix("e"),
@@ -221,6 +254,9 @@ class RichReporter:
         else:
             self._done += 1
             self._progress.update(self._total, advance=left, description=self._counted())
+
+    def deleted(self, path: str, on_server: bool = False, folder: bool = False) -> None:
+        self.message(_deleted_text(path, on_server, folder))
 
     def message(self, text: str) -> None:
         self._progress.console.print(text)

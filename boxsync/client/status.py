@@ -107,6 +107,9 @@ class StatusFile:
         self._transfers.pop(path, None)
         self.inner.finished(path, note)
 
+    def deleted(self, path: str, on_server: bool = False, folder: bool = False) -> None:
+        self.inner.deleted(path, on_server, folder)
+
     def message(self, text: str) -> None:
         self.inner.message(text)
 

@@ -487,6 +487,49 @@ def test_log_reporter_sums_up_a_burst(monkeypatch: pytest.MonkeyPatch) -> None:
     assert reporter_for(None, quiet=True, clock=clock, every_file=True).clock is None  # type: ignore[attr-defined]
 
 
+def test_log_reporter_sums_up_a_burst_of_deletes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Deletes share the burst with transfers: past it, they are summed up at
+    the end of the second, files apart from folders and those made on the
+    server apart from those made here. A live display shows each.
+    """
+    import io
+
+    from rich.console import Console
+    from twisted.internet.task import Clock
+    from twisted.logger import Logger, formatEvent
+
+    lines: list[str] = []
+    monkeypatch.setattr(LogReporter, "log", Logger(observer=lambda event: lines.append(formatEvent(event))))
+    clock = Clock()
+    log = LogReporter(clock, burst=2)
+    log.deleted("a.txt")
+    log.started("upload", "u", 7)
+    log.finished("u")
+    for i in range(3):
+        log.deleted(f"f{i}.txt")
+    log.deleted("g.txt", on_server=True)
+    log.deleted("g", on_server=True, folder=True)
+    log.deleted("h", on_server=True, folder=True)
+    assert lines == ["deleted a.txt", "uploaded u (7 bytes)"]
+    clock.advance(1)
+    assert lines[2:] == [
+        "deleted 3 more files in the last second",
+        "deleted 1 more file on the server in the last second",
+        "deleted 2 more folders on the server in the last second",
+    ]
+    log.deleted("d", folder=True)
+    log.deleted("e.txt", on_server=True)
+    assert lines[5:] == ["deleted the folder d", "deleted e.txt on the server"]
+    assert clock.getDelayedCalls() == []
+    out = io.StringIO()
+    rich = RichReporter(Console(file=out, force_terminal=True, width=100))
+    for i in range(5):
+        rich.deleted(f"r{i}", on_server=True, folder=True)
+    rich.close()
+    assert all(f"deleted the folder r{i} on the server" in out.getvalue() for i in range(5))
+
+
 @pytest_twisted.ensureDeferred
 async def test_many_identical_files_download_at_once(folders: Any, server: RunningServer) -> None:
     a, b = folders("a"), folders("b")
