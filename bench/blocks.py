@@ -5,8 +5,10 @@ text cost, in bytes on the wire and in time, A → B.
 Each client goes through a TCP proxy of its own (``boxsync.testing.Proxy``)
 that counts the bytes it carries each way, so the figures do not trust the
 code's own counters. Each row is a whole ``boxsync-client --once`` on A and
-then on B, process start-up included. The reference for a new file is curl
-``PUT`` then ``GET`` of the same file through nginx, in the same run.
+then on B, process start-up included, but those with both clients running:
+timed from the change until B has it. The reference for a new file is curl
+``PUT`` then ``GET`` of a file of the same size through nginx, in the same
+run.
 """
 
 from __future__ import annotations
@@ -51,15 +53,17 @@ def _both(a: Client, b: Client, up: Proxy, down: Proxy) -> tuple[float, int, int
     return seconds, sum(up.carried()), sum(down.carried())
 
 
-def _live_rename(
-    a: Client, b: Client, up: Proxy, down: Proxy, old: str, new: str, files: int = 0
-) -> tuple[float, int, int]:
+def _live(a: Client, b: Client, up: Proxy, down: Proxy, old: Path, new: str, files: int = 0) -> tuple[float, int, int]:
     """
-    Rename C{old} to C{new} in A's folder with both clients running (and in
-    sync): the seconds until B has it under the new name only (polled every
-    millisecond; a folder: with its C{files} files), and the bytes A sent
-    up and B fetched from the rename until both clients have stopped.
+    Move C{old} to C{new} in A's folder with both clients running (and in
+    sync): from outside it, a new file; from inside, a rename. The seconds
+    until B has it under the new name (placed whole and checked; a folder:
+    with its C{files} files) and, for a rename, no longer under the old
+    (polled every millisecond), and the bytes A sent up and B fetched from
+    the move until both clients have stopped.
     """
+    renamed = old.is_relative_to(a.folder)
+    gone = b.folder / old.relative_to(a.folder) if renamed else None
     a.start()
     b.start()
     try:
@@ -71,15 +75,15 @@ def _live_rename(
         up.carried()
         down.carried()
         start = time.perf_counter()
-        os.rename(a.folder / old, a.folder / new)
+        os.rename(old, a.folder / new)
         deadline = start + 600
         while not (
             (b.folder / new).exists()
-            and not (b.folder / old).exists()
+            and (gone is None or not gone.exists())
             and (not files or len(os.listdir(b.folder / new)) == files)
         ):
             if time.perf_counter() > deadline:
-                raise SystemExit(f"blocks: B did not get the rename of {old} in 600 s")
+                raise SystemExit(f"blocks: B did not get {new} in 600 s")
             time.sleep(0.001)
         seconds = time.perf_counter() - start
     finally:
@@ -123,9 +127,23 @@ def run(size_mib: int, text_mib: int, use_nginx: bool = True) -> list[dict[str, 
             shutil.move(source, a.folder / "big.bin")
             seconds, sent, fetched = _both(a, b, up, down)
             rows.append(_row("new file", size, seconds, sent, fetched, reference=f"nginx PUT+GET {reference}"))
+            # The same with both clients running: B takes the blocks as A
+            # sends them (its own bytes: none in common with the first).
+            _random(source, size)
+            os.sync()
+            rows.append(
+                _row(
+                    "new file, both clients running",
+                    size,
+                    *_live(a, b, up, down, source, "new.bin"),
+                    reference=f"nginx PUT+GET {reference}",
+                )
+            )
+            (a.folder / "new.bin").unlink()
+            _both(a, b, up, down)
             os.rename(a.folder / "big.bin", a.folder / "renamed.bin")
             rows.append(_row("rename", size, *_both(a, b, up, down)))
-            rows.append(_row("rename, both clients running", size, *_live_rename(a, b, up, down, "renamed.bin", "live.bin")))
+            rows.append(_row("rename, both clients running", size, *_live(a, b, up, down, a.folder / "renamed.bin", "live.bin")))
             os.rename(a.folder / "live.bin", a.folder / "renamed.bin")
             _both(a, b, up, down)
             with open(a.folder / "renamed.bin", "r+b") as f:
@@ -145,7 +163,7 @@ def run(size_mib: int, text_mib: int, use_nginx: bool = True) -> list[dict[str, 
                 _row(
                     "rename of that folder, both clients running",
                     1000 * 4096,
-                    *_live_rename(a, b, up, down, "renamed-photos", "photos", files=1000),
+                    *_live(a, b, up, down, a.folder / "renamed-photos", "photos", files=1000),
                 )
             )
             rows.append(_resumed(root, server, size))

@@ -121,6 +121,38 @@ def plot_load(rows: Rows, path: Path) -> Path | None:
     return path
 
 
+def plot_blocks(rows: Rows, path: Path) -> Path | None:
+    plt = _pyplot()
+    if plt is None or not rows:
+        return None
+
+    labels = [str(r["work"]) for r in rows]
+    ys = list(range(len(rows)))
+    fig, (wire, clock) = plt.subplots(1, 2, figsize=(11, 5), sharey=True)
+    # A bar of nothing would not show on a log scale: 0.01 MiB is the floor.
+    for offset, column, color in ((-0.2, "up", "tab:blue"), (0.2, "down", "tab:green")):
+        wire.barh([y + offset for y in ys], [max(_number(r[column]), 0.01) for r in rows], height=0.4,
+                  label=f"{column} (A's proxy)" if column == "up" else f"{column} (B's proxy)", color=color)
+    wire.plot([_number(r["size"]) for r in rows], ys, "k|", markersize=14, label="size of what changed hands")
+    wire.set_xscale("log")
+    wire.set_xlabel("MiB on the wire")
+    wire.set_yticks(ys, labels, fontsize=8)
+    wire.invert_yaxis()
+    wire.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
+    clock.barh(ys, [_number(r["A→B s"]) for r in rows], height=0.5, color="tab:blue", label="boxsync A → B")
+    nginx = [(y, _number(str(r["reference"]).split("nginx PUT+GET")[1])) for y, r in zip(ys, rows)
+             if "nginx PUT+GET" in str(r.get("reference", "")) and "n/a" not in str(r["reference"])]
+    if nginx:
+        clock.plot([s for _, s in nginx], [y for y, _ in nginx], "r|", markersize=14, label="nginx PUT+GET")
+    clock.set_xlabel("seconds")
+    clock.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
+    fig.suptitle("Blocks: what each change costs A → B")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 _INTRO = """\
 # boxsync performance
 
@@ -166,6 +198,8 @@ def write(path: Path, command: str, sections: list[tuple[str, str, Rows]], notes
             picture = plot_bulk(rows, docs / "performance-bulk.png")
         elif name == "load":
             picture = plot_load(rows, docs / "performance-load.png")
+        elif name == "blocks":
+            picture = plot_blocks(rows, docs / "performance-blocks.png")
         if picture is not None:
             parts.append(f"![{title}]({picture.name})\n")
     path.write_text("\n".join(parts))

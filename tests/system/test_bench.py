@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import bulk, cluster, e2e, fanout, history, join, latency, load, memory, report, restart
+from bench import blocks, bulk, cluster, e2e, fanout, history, join, latency, load, memory, report, restart
 from bench.__main__ import _table
 from boxsync.testing import Server
 
@@ -72,6 +72,26 @@ def test_bulk_e2e_fanout_restart_smoke(tmp_path: Path) -> None:
     assert "python -m bench --smoke" in text and "## restart" in text
     if report._pyplot() is not None:
         assert (tmp_path / "docs" / "performance-memory.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_blocks_smoke(tmp_path: Path) -> None:
+    """
+    Every row of the blocks benchmark runs, the bytes its proxies count
+    say what each change moves, and its plot is drawn.
+    """
+    rows = blocks.run(32, 4, use_nginx=False)
+    by = {str(row["work"]): row for row in rows}
+    for work in ("new file", "new file, both clients running"):
+        assert _number(by[work]["up"]) >= 32 and _number(by[work]["down"]) >= 32
+        assert _number(by[work]["A→B s"]) > 0
+    for work in ("rename", "rename, both clients running"):
+        assert _number(by[work]["up"]) < 1 and _number(by[work]["down"]) < 1
+    target = tmp_path / "docs" / "performance.md"
+    report.write(target, "python -m bench blocks", [("blocks", "blocks", rows)])
+    assert "| new file, both clients running" in target.read_text()
+    if report._pyplot() is not None:
+        assert (tmp_path / "docs" / "performance-blocks.png").stat().st_size > 1000
 
 
 @pytest.mark.slow
