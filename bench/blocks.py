@@ -17,7 +17,9 @@ import os
 import shutil
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 from boxsync.blocks import recipe_of
 from boxsync.testing import Client, Proxy, Server, wait_until
@@ -53,43 +55,79 @@ def _both(a: Client, b: Client, up: Proxy, down: Proxy) -> tuple[float, int, int
     return seconds, sum(up.carried()), sum(down.carried())
 
 
-def _live(a: Client, b: Client, up: Proxy, down: Proxy, old: Path, new: str, files: int = 0) -> tuple[float, int, int]:
+def _live(
+    a: Client, b: Client, up: Proxy, down: Proxy, what: str, change: Callable[[], object], arrived: Callable[[], bool]
+) -> tuple[float, int, int]:
     """
-    Move C{old} to C{new} in A's folder with both clients running (and in
-    sync): from outside it, a new file; from inside, a rename. The seconds
-    until B has it under the new name (placed whole and checked; a folder:
-    with its C{files} files) and, for a rename, no longer under the old
-    (polled every millisecond), and the bytes A sent up and B fetched from
-    the move until both clients have stopped.
+    Make C{change} in A's folder with both clients running (and in sync):
+    the seconds until B shows it (C{arrived}, polled every millisecond),
+    and the bytes A sent up and B fetched from the change until both
+    clients have stopped.
     """
-    renamed = old.is_relative_to(a.folder)
-    gone = b.folder / old.relative_to(a.folder) if renamed else None
     a.start()
     b.start()
     try:
-        (a.folder / "warm.txt").write_text(new)
+        (a.folder / "warm.txt").write_text(what)
         wait_until(
-            lambda: (b.folder / "warm.txt").exists() and (b.folder / "warm.txt").read_text() == new,
+            lambda: (b.folder / "warm.txt").exists() and (b.folder / "warm.txt").read_text() == what,
             what="the clients to connect",
         )
         up.carried()
         down.carried()
         start = time.perf_counter()
-        os.rename(old, a.folder / new)
+        change()
         deadline = start + 600
-        while not (
-            (b.folder / new).exists()
-            and (gone is None or not gone.exists())
-            and (not files or len(os.listdir(b.folder / new)) == files)
-        ):
+        while not arrived():
             if time.perf_counter() > deadline:
-                raise SystemExit(f"blocks: B did not get {new} in 600 s")
+                raise SystemExit(f"blocks: B did not get {what} in 600 s")
             time.sleep(0.001)
         seconds = time.perf_counter() - start
     finally:
         a.stop()
         b.stop()
     return seconds, sum(up.carried()), sum(down.carried())
+
+
+def _moved(a: Client, b: Client, old: Path, new: str, files: int = 0) -> tuple[Callable[[], object], Callable[[], bool]]:
+    """
+    The change that moves C{old} to C{new} in A's folder (from outside it, a
+    new file; from inside, a rename), and whether B has it under the new
+    name (placed whole and checked; a folder: with its C{files} files)
+    and, for a rename, no longer under the old.
+    """
+    gone = b.folder / old.relative_to(a.folder) if old.is_relative_to(a.folder) else None
+    there = b.folder / new
+
+    def arrived() -> bool:
+        return (
+            there.exists()
+            and (gone is None or not gone.exists())
+            and (not files or len(os.listdir(there)) == files)
+        )
+
+    return partial(os.rename, old, a.folder / new), arrived
+
+
+def _edited(a: Client, b: Client, name: str, offset: int, data: bytes) -> tuple[Callable[[], object], Callable[[], bool]]:
+    """
+    The change that writes C{data} at C{offset} in A's file C{name}, and
+    whether B's copy has them there.
+    """
+
+    def change() -> None:
+        with open(a.folder / name, "r+b") as f:
+            f.seek(offset)
+            f.write(data)
+
+    def arrived() -> bool:
+        try:
+            with open(b.folder / name, "rb") as f:
+                f.seek(offset)
+                return f.read(len(data)) == data
+        except FileNotFoundError:
+            return False
+
+    return change, arrived
 
 
 def _row(work: str, size: int, seconds: float, sent: int, fetched: int, **more: object) -> dict[str, object]:
@@ -135,7 +173,7 @@ def run(size_mib: int, text_mib: int, use_nginx: bool = True) -> list[dict[str, 
                 _row(
                     "new file, both clients running",
                     size,
-                    *_live(a, b, up, down, source, "new.bin"),
+                    *_live(a, b, up, down, "new.bin", *_moved(a, b, source, "new.bin")),
                     reference=f"nginx PUT+GET {reference}",
                 )
             )
@@ -143,13 +181,16 @@ def run(size_mib: int, text_mib: int, use_nginx: bool = True) -> list[dict[str, 
             _both(a, b, up, down)
             os.rename(a.folder / "big.bin", a.folder / "renamed.bin")
             rows.append(_row("rename", size, *_both(a, b, up, down)))
-            rows.append(_row("rename, both clients running", size, *_live(a, b, up, down, a.folder / "renamed.bin", "live.bin")))
+            renamed = _moved(a, b, a.folder / "renamed.bin", "live.bin")
+            rows.append(_row("rename, both clients running", size, *_live(a, b, up, down, "live.bin", *renamed)))
             os.rename(a.folder / "live.bin", a.folder / "renamed.bin")
             _both(a, b, up, down)
             with open(a.folder / "renamed.bin", "r+b") as f:
                 f.seek(size // 2)
                 f.write(os.urandom(4096))
             rows.append(_row("4 KiB overwritten in the middle", size, *_both(a, b, up, down)))
+            edited = _edited(a, b, "renamed.bin", size // 2 + 8192, os.urandom(4096))
+            rows.append(_row("4 KiB overwritten, both clients running", size, *_live(a, b, up, down, "edit", *edited)))
             _text(a.folder / "app.log", text_mib * 2**20)
             rows.append(_row("log text", text_mib * 2**20, *_both(a, b, up, down)))
             folder = a.folder / "photos"
@@ -163,7 +204,7 @@ def run(size_mib: int, text_mib: int, use_nginx: bool = True) -> list[dict[str, 
                 _row(
                     "rename of that folder, both clients running",
                     1000 * 4096,
-                    *_live(a, b, up, down, a.folder / "renamed-photos", "photos", files=1000),
+                    *_live(a, b, up, down, "photos", *_moved(a, b, a.folder / "renamed-photos", "photos", files=1000)),
                 )
             )
             rows.append(_resumed(root, server, size))

@@ -56,9 +56,6 @@ NOTED_START = 1024 * 1024
 #: the second's are summed up in one line per kind.
 LINES_PER_SECOND = 20
 
-#: The kind, among those summed up past a burst, of a delete.
-_DELETE = "delete"
-
 #: The note of a download taken from a file this client set aside (a rename
 #: elsewhere): it ended well, and is summed up as those without a note are.
 MOVED_BACK = "moved back in place"
@@ -96,6 +93,8 @@ class LogReporter:
     # Per kind (and note, for those moved back), the count and bytes of the
     # transfers summed up so far.
     _summed: dict[tuple[str, str], list[int]] = field(factory=dict)
+    # Per (folder, on the server), the count of deletes summed up so far.
+    _deletes: dict[tuple[bool, bool], int] = field(factory=dict)
     _summary: IDelayedCall | None = None
 
     def started(self, kind: str, path: str, size: int) -> None:
@@ -125,8 +124,7 @@ class LogReporter:
 
     def deleted(self, path: str, on_server: bool = False, folder: bool = False) -> None:
         if self._over_burst():
-            where = " on the server" if on_server else ""
-            self._summed.setdefault((_DELETE, f"{'folder' if folder else 'file'}{where}"), [0, 0])[0] += 1
+            self._deletes[folder, on_server] = self._deletes.get((folder, on_server), 0) + 1
             return
         self.log.info("{text}", text=_deleted_text(path, on_server, folder))
 
@@ -150,15 +148,6 @@ class LogReporter:
     def _sum_up(self) -> None:
         self._summary = None
         for (kind, note), (count, size) in sorted(self._summed.items()):
-            if kind == _DELETE:
-                what, _, where = note.partition(" ")
-                self.log.info(
-                    "deleted {count} more {what}{where} in the last second",
-                    count=count,
-                    what=what if count == 1 else f"{what}s",
-                    where=f" {where}" if where else "",
-                )
-                continue
             self.log.info(
                 "{kind}ed {count} more {files} ({size} bytes) in the last second{note}",
                 kind=kind.removesuffix("e"),
@@ -168,6 +157,15 @@ class LogReporter:
                 note=f": {note}" if note else "",
             )
         self._summed.clear()
+        for (folder, on_server), count in sorted(self._deletes.items()):
+            what = "folder" if folder else "file"
+            self.log.info(
+                "deleted {count} more {what}{where} in the last second",
+                count=count,
+                what=what if count == 1 else f"{what}s",
+                where=" on the server" if on_server else "",
+            )
+        self._deletes.clear()
 
     def message(self, text: str) -> None:
         self.log.info("{text}", text=text)

@@ -429,8 +429,12 @@ class BoxsyncApp:
         incoming = parse_incoming(body)
         missing = await self.boxes(principal.account).blocks.missing(hashes)
         if incoming is not None:
-            # The account's other clients may fetch them as they come.
-            self.hub.publish(principal.account, incoming, exclude=header(request, STREAM_HEADER))
+            # The account's other clients may fetch them as they come: those
+            # it lacks, that is. The others are in the box (an edit's
+            # unchanged blocks), and the other clients have them already or
+            # fetch them once the commit comes.
+            for run in incoming.lacking(set(missing)):
+                self.hub.publish(principal.account, run, exclude=header(request, STREAM_HEADER))
         return json_body(request, 200, missing_json(missing))
 
     async def recipe(self, request: IRequest, principal: Principal, path: str) -> bytes:

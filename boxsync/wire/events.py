@@ -194,6 +194,27 @@ class Incoming:
             offset += size
         return placed
 
+    def lacking(self, missing: Collection[str]) -> list[Incoming]:
+        """
+        The runs of these blocks that are among C{missing}, each announced
+        on its own, from its offset: what of them is still to come. The
+        others are somewhere already (a version before, a file copied).
+        """
+        runs: list[Incoming] = []
+        run: list[tuple[str, int]] = []
+        start = 0
+        for offset, sha256, size in self.placed():
+            if sha256 in missing:
+                if not run:
+                    start = offset
+                run.append((sha256, size))
+            elif run:
+                runs.append(Incoming(self.path, self.size, start, run))
+                run = []
+        if run:
+            runs.append(Incoming(self.path, self.size, start, run))
+        return runs
+
 
 Event = Union[Hello, Upload, Download, Folder, Delete, Remove, Conflict, InSync, Ready, Incoming]
 

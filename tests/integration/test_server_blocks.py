@@ -294,8 +294,9 @@ async def test_the_blocks_of_a_file_being_sent_are_told_to_the_other_clients(
 ) -> None:
     """
     A question about missing blocks that says they make a file being sent
-    reaches the account's other clients that read it, as an incoming event,
-    and not the sender's own stream.
+    reaches the account's other clients that read it, as an incoming event
+    for each run of the blocks the account lacks (one it has is not on its
+    way), and not the sender's own stream.
     """
     sender = await open_stream(http, server, Manifest(client="sender", features=[INCOMING_FEATURE]))
     other = await open_stream(http, server, Manifest(client="other", features=[INCOMING_FEATURE]))
@@ -303,9 +304,12 @@ async def test_the_blocks_of_a_file_being_sent_are_told_to_the_other_clients(
     for stream in (sender, other, older):
         await stream.ready()
     hello = next(event for event in sender.events if isinstance(event, Hello))
-    data = os.urandom(3 * MiB)
+    # Past twice the largest block: three blocks at least.
+    data = os.urandom(9 * MiB)
     recipe = recipe_of_bytes(data)
     incoming = Incoming("big.bin", len(data), 0, [(block.sha256, block.size) for block in recipe.blocks])
+    [(offset, held)] = [placed for placed in recipe.placed() if placed[1] == recipe.blocks[1]]
+    assert (await put_block(http, server, data[offset : offset + held.size])).code == 201
     response = await timed(
         http.post(
             f"{server.url}/blocks/missing",
@@ -314,9 +318,18 @@ async def test_the_blocks_of_a_file_being_sent_are_told_to_the_other_clients(
         ),
         server.reactor,
     )
-    assert response.code == 200 and len((await json_of(response))["missing"]) == len(recipe.blocks)
-    told = await other.wait(lambda events: any(isinstance(event, Incoming) for event in events))
-    assert [event for event in told if isinstance(event, Incoming)] == [incoming]
+    assert response.code == 200 and len((await json_of(response))["missing"]) == len(recipe.blocks) - 1
+    told = await other.wait(lambda events: len([event for event in events if isinstance(event, Incoming)]) == 2)
+    first, second = recipe.blocks[0], recipe.blocks[1]
+    assert [event for event in told if isinstance(event, Incoming)] == [
+        Incoming("big.bin", len(data), 0, [(first.sha256, first.size)]),
+        Incoming(
+            "big.bin",
+            len(data),
+            first.size + second.size,
+            [(block.sha256, block.size) for block in recipe.blocks[2:]],
+        ),
+    ]
     # The sender's stream had it no more than a client that does not read it.
     await put(http, server, "after.txt", b"after", base=0)
     for stream in (sender, older):

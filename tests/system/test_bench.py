@@ -87,6 +87,8 @@ def test_blocks_smoke(tmp_path: Path) -> None:
         assert _number(by[work]["A→B s"]) > 0
     for work in ("rename", "rename, both clients running"):
         assert _number(by[work]["up"]) < 1 and _number(by[work]["down"]) < 1
+    for work in ("4 KiB overwritten in the middle", "4 KiB overwritten, both clients running"):
+        assert 0 < _number(by[work]["up"]) < 16 and 0 < _number(by[work]["down"]) < 16
     target = tmp_path / "docs" / "performance.md"
     report.write(target, "python -m bench blocks", [("blocks", "blocks", rows)])
     assert "| new file, both clients running" in target.read_text()

@@ -25,6 +25,7 @@ from boxsync.wire import (
     Folder,
     FolderEntry,
     Hello,
+    Incoming,
     InSync,
     Manifest,
     ProtocolError,
@@ -328,3 +329,24 @@ def test_headers() -> None:
     for bad in ["true", "2", ""]:
         with pytest.raises(ProtocolError):
             flag_header(bad, "x")
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(1, 9)), max_size=12), st.sets(st.sampled_from("abcdef")))
+def test_what_is_still_to_come_of_an_announcement(blocks: list[tuple[str, int]], missing: set[str]) -> None:
+    """
+    The runs of an announcement's blocks that are missing: each block
+    missing is in exactly one run, at its own offset, and consecutive ones
+    share a run; the others are in none.
+    """
+    named = [(letter * 64, size) for letter, size in blocks]
+    lacking = {letter * 64 for letter in missing}
+    announced = Incoming("big.bin", 10_000, 100, named)
+    runs = announced.lacking(lacking)
+    assert [placed for run in runs for placed in run.placed()] == [
+        placed for placed in announced.placed() if placed[1] in lacking
+    ]
+    for before, after in zip(runs, runs[1:]):
+        end = before.placed()[-1]
+        # Something not missing lies between two runs.
+        assert end[0] + end[2] < after.offset
+    assert all(run.blocks and (run.path, run.size) == ("big.bin", 10_000) for run in runs)
