@@ -242,7 +242,6 @@ class StreamingRequest(Request):
                 return
             if length is not None and length <= MEMORY_BODY:
                 self.content = BytesIO()
-                self._read_more()
             else:
                 super().gotLength(length)
             return
@@ -263,19 +262,13 @@ class StreamingRequest(Request):
                 self._drop()
                 return
             self.trailer = b""
-        self._read_more()
+        transport = channel.transport
+        if isinstance(transport, Connection):
+            # Stays so for the later requests of this connection.
+            transport.bufferSize = max(transport.bufferSize, READ_SIZE)
         if isinstance(channel, LimitedChannel):
             self._reading = _Reading(channel)
             self.writer.registerProducer(self._reading, True)
-
-    def _read_more(self) -> None:
-        """
-        Have this request's connection read L{READ_SIZE} bytes at a time
-        (it stays so for its later requests).
-        """
-        transport = self.channel.transport
-        if isinstance(transport, Connection):
-            transport.bufferSize = max(transport.bufferSize, READ_SIZE)
 
     def _refused(self, length: int | None, what: str) -> bool:
         if self._limit is None or length is None or length <= self._limit:
