@@ -139,35 +139,6 @@ async def test_an_edit_in_the_middle_moves_a_block_or_two(
 
 
 @pytest_twisted.ensureDeferred
-async def test_an_edit_under_a_running_client_is_read_once(
-    folders: Any, server: RunningServer, moved: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """
-    A large file changed under a running client (told by its watcher) is
-    cut as its look hashes it, as a scan does: its upload sends the new
-    blocks without reading the file again.
-    """
-    a, b, data = await pair(folders, "big.bin", 12 * MiB)
-    moved.clear()
-    read: list[object] = []
-    for module, name in ((scanner, "recipe_of"), (fs, "hash_file"), (blockwise, "recipe_of"), (blockwise, "Cutter")):
-        monkeypatch.setattr(module, name, counted(read, getattr(module, name)))
-    engine = a.engine()
-    running = Deferred.fromCoroutine(engine.run())
-    edited = data[: 6 * MiB] + b"a few new bytes" + data[6 * MiB + 5 :]
-    try:
-        await eventually(a.reactor, lambda: engine.in_sync)
-        (a.root / "big.bin").write_bytes(edited)
-        engine.changed("big.bin")
-        await eventually(a.reactor, lambda: (server.box / "big.bin").read_bytes() == edited)
-    finally:
-        engine.stop()
-        await timed(running, a.reactor)
-    assert len(read) == 1
-    assert 0 < sum(moved["a up"]) < len(edited) / 2
-
-
-@pytest_twisted.ensureDeferred
 async def test_without_the_recipe_of_its_version_b_cuts_its_old_copy(
     folders: Any, server: RunningServer, moved: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
