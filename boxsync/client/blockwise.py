@@ -21,9 +21,10 @@ placed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from pathlib import Path
-from typing import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from typing import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 from attrs import define, frozen
 from twisted.internet.defer import Deferred, DeferredList
@@ -31,7 +32,8 @@ from twisted.internet.defer import Deferred, DeferredList
 from ..blocks import Block, Cutter, Recipe, read_block, recipe_of
 from ..fs import CHUNK_SIZE, copy_range
 from ..wire import Incoming
-from ..wire.blocks import MAX_BLOCKS, BlockCommit
+from ..wire.events import MAX_INCOMING
+from ..wire.blocks import BlockCommit
 from .api import BoxsyncAPI
 from .errors import BadRequest, DigestMismatch, MissingBlocks
 from .results import CommitResult, DownloadResult
@@ -122,23 +124,19 @@ class Blockwise:
         """
         fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            placed: dict[str, tuple[int, Block]]
             if known is not None and (known.size, known.sha256) == (size, expected_sha256):
                 recipe = known
-                placed = _placed(recipe)
-                # What the server lacks goes first: a commit it cannot make
-                # costs it a read of every block it has.
-                unique = list(placed)
-                for start in range(0, len(unique), MAX_BLOCKS):
-                    asked = unique[start : start + MAX_BLOCKS]
-                    missing = await self.api.missing_blocks(asked)
-                    on_progress(sum(placed[sha256][1].size for sha256 in asked if sha256 not in missing))
-                    await self._send(fd, [placed[sha256] for sha256 in asked if sha256 in missing], on_progress)
+                runs = iter(_runs(recipe.placed(), MAX_INCOMING))
+
+                async def take() -> list[tuple[int, Block]]:
+                    return next(runs, [])
+
+                await self._send_as_taken(path, fd, size, take, on_progress)
             else:
                 recipe = await self._cut_and_send(path, fd, size, on_progress)
-                placed = _placed(recipe)
             if recipe.size != size or (expected_sha256 is not None and recipe.sha256 != expected_sha256):
                 raise ChangedWhileSent(path)
+            placed = _placed(recipe)
             commit = BlockCommit(path, base, mtime_ns, recipe, executable)
             for _ in range(_ROUNDS):
                 try:
@@ -153,32 +151,59 @@ class Blockwise:
 
     async def _cut_and_send(self, path: str, fd: int, size: int, on_progress: Callable[[int], object]) -> Recipe:
         """
-        Cut the first C{size} bytes of C{fd} into blocks, sending those the
-        server lacks as they are cut (and telling the other clients, that
-        may fetch them as they arrive, which make C{path}); its recipe.
+        Cut the first C{size} bytes of C{fd} into blocks, L{CUT_AT_ONCE} at
+        a time in a thread, sending those the server lacks as they are cut;
+        its recipe.
         """
         cutter: Cutter = await self.run(lambda: Cutter(fd, size))
+        try:
+            await self._send_as_taken(path, fd, size, lambda: self.run(lambda: cutter.take(CUT_AT_ONCE)), on_progress)
+            recipe: Recipe = await self.run(cutter.finish)
+            return recipe
+        finally:
+            await self.run(cutter.close)
+
+    async def _send_as_taken(
+        self,
+        path: str,
+        fd: int,
+        size: int,
+        take: Callable[[], Awaitable[list[tuple[int, Block]]]],
+        on_progress: Callable[[int], object],
+    ) -> None:
+        """
+        Send the blocks of C{path} that the server lacks, in the order they
+        are placed, each run C{take}n (until it gives none) asked about
+        while the one before is sent.
+
+        Each question tells the other clients, that may fetch the blocks as
+        they reach the server, which blocks make C{path} from where on. A
+        block is sent once, however often it appears.
+        """
+        sent: set[str] = set()
         sending: Deferred[None] | None = None
         try:
-            while taken := await self.run(lambda: cutter.take(CUT_AT_ONCE)):
+            while taken := await take():
                 incoming = Incoming(path, size, taken[0][0], [(block.sha256, block.size) for _, block in taken])
-                missing = await self.api.missing_blocks([block.sha256 for _, block in taken], incoming)
-                # What the server has already counts as done.
-                on_progress(sum(block.size for _, block in taken if block.sha256 not in missing))
+                asked = list(dict.fromkeys(block.sha256 for _, block in taken))
+                missing = set(await self.api.missing_blocks(asked, incoming))
+                wanted = []
+                for offset, block in taken:
+                    if block.sha256 in missing and block.sha256 not in sent:
+                        sent.add(block.sha256)
+                        wanted.append((offset, block))
+                # What the server has already (or is sent once) counts as done.
+                on_progress(sum(block.size for _, block in taken) - sum(block.size for _, block in wanted))
                 if sending is not None:
                     await sending
-                wanted = [(offset, block) for offset, block in taken if block.sha256 in missing]
                 sending = Deferred.fromCoroutine(self._send(fd, wanted, on_progress))
             if sending is not None:
                 await sending
                 sending = None
-            recipe: Recipe = await self.run(cutter.finish)
-            return recipe
         finally:
             if sending is not None:
                 sending.addErrback(lambda failure: None)
                 await sending
-            await self.run(cutter.close)
 
     async def _send(self, fd: int, blocks: list[tuple[int, Block]], on_progress: Callable[[int], object]) -> None:
         """
@@ -273,6 +298,15 @@ def _made_of(recipe: Recipe, fetched: Fetched) -> bool:
         and fetched.whole[0] == recipe.size
         and all((offset, block.sha256) in fetched.checked for offset, block in recipe.placed())
     )
+
+
+def _runs(placed: Iterable[tuple[int, Block]], most: int) -> Iterator[list[tuple[int, Block]]]:
+    """
+    C{placed} blocks in runs of at most C{most}, in order.
+    """
+    it = iter(placed)
+    while run := list(itertools.islice(it, most)):
+        yield run
 
 
 def _placed(recipe: Recipe) -> dict[str, tuple[int, Block]]:

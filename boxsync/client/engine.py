@@ -147,7 +147,13 @@ class Engine:
             prefetch=Prefetch(self.api, self.reactor, self._thread, tmp),
         )
         self._looks = Looks(
-            self.root, self.reactor, self.state, self._thread, self._transfers.version_recipe, paths=self._paths
+            self.root,
+            self.reactor,
+            self.state,
+            self._thread,
+            self._transfers.version_recipe,
+            paths=self._paths,
+            cut_over=self._cut_over,
         )
         self._actions = Actions(
             self.root,
@@ -315,8 +321,7 @@ class Engine:
         """
         self.ignore.reload()
         unhashed = self._unhashed_over()
-        # Large files move by their blocks: cut as they are hashed.
-        cut = SMALL_FILE if self._transfers.blockwise is not None else None
+        cut = self._cut_over()
         # The bases (or, to list only what changed, their stamps) are read
         # once every file's stamps are, in the same thread: read in a
         # second thread meanwhile, each thread would wait for the other's
@@ -334,6 +339,14 @@ class Engine:
                 self.log.warn("not syncing {path}: {reason}", path=path, reason=reason)
         self.skipped = skipped
         return result
+
+    def _cut_over(self) -> int | None:
+        """
+        The size over which a file that is read is cut into its blocks as
+        it is hashed: large files move by their blocks, if the server takes
+        them (their uploads then need not read them again).
+        """
+        return SMALL_FILE if self._transfers.blockwise is not None else None
 
     def _unhashed_over(self) -> int | None:
         """

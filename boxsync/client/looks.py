@@ -53,6 +53,9 @@ class Looks:
         at again.
     @ivar paths: maps wire paths to the folder's files (the engine's, whose
         jobs share the folders checked in a turn).
+    @ivar cut_over: the size over which a file that must be read is cut
+        into its blocks as it is hashed (C{cut_over} in L{scan_one}: its
+        upload need not read it again), as it stands now; C{None}: none is.
     """
 
     root: Path
@@ -62,6 +65,7 @@ class Looks:
     version_recipe: Callable[[Base], Awaitable[Recipe | None]] = field(default=_no_recipe)
     hashed: dict[str, LocalFile] = field(factory=dict)
     paths: LocalPaths = Factory(lambda self: LocalPaths(self.root, self.reactor), takes_self=True)
+    cut_over: Callable[[], int | None] = lambda: None
 
     async def look(self, path: str, unhashed: int | None = None, local: Path | None = None) -> LocalFile | None:
         """
@@ -100,8 +104,9 @@ class Looks:
                     here = scan_one(self.root, path, base, INLINE_READ, unhashed, self.paths.folders())
                     return self._moved(here) if base is None else here
                 except ReadElsewhere:
+                    cut_over = self.cut_over()
                     found: LocalFile | None = await self.thread(
-                        lambda: scan_one(self.root, path, base, None, unhashed)
+                        lambda: scan_one(self.root, path, base, None, unhashed, cut_over=cut_over)
                     )
                     return found
             except FileChanging:

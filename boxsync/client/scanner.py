@@ -712,6 +712,7 @@ def scan_one(
     max_read: int | None = None,
     unhashed_over: int | None = None,
     folders: dict[str, str] | None = None,
+    cut_over: int | None = None,
 ) -> LocalFile | None:
     """
     Look at one file, as L{scan} does.
@@ -723,6 +724,7 @@ def scan_one(
         ones that must be read to a thread.
     @param unhashed_over: as for L{scan}.
     @param folders: as for L{to_local} (given on the reactor's thread only).
+    @param cut_over: as for L{scan}.
 
     @return: the file, or C{None} if there is no regular file at C{path}
         (or the path is not acceptable).
@@ -738,7 +740,7 @@ def scan_one(
     if not stat.S_ISREG(st.st_mode):
         return None
     try:
-        return _examine(local, path, st, base, max_read, unhashed_over)[0]
+        return _examine(local, path, st, base, max_read, unhashed_over, cut_over)[0]
     except FileNotFoundError:
         return None
 

@@ -139,6 +139,37 @@ async def test_an_edit_in_the_middle_moves_a_block_or_two(
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_edit_under_a_running_client_is_read_once(
+    folders: Any, server: RunningServer, moved: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A large file changed under a running client (told by its watcher) is
+    cut as its look hashes it, as a scan does: its upload sends the new
+    blocks without reading the file again.
+    """
+    a, b, data = await pair(folders, "big.bin", 12 * MiB)
+    moved.clear()
+    read: list[object] = []
+    for module, name in ((scanner, "recipe_of"), (fs, "hash_file"), (blockwise, "recipe_of"), (blockwise, "Cutter")):
+        monkeypatch.setattr(module, name, counted(read, getattr(module, name)))
+    engine = a.engine()
+    running = Deferred.fromCoroutine(engine.run())
+    edited = data[: 6 * MiB] + b"a few new bytes" + data[6 * MiB + 5 :]
+    try:
+        await eventually(a.reactor, lambda: engine.in_sync)
+        # Its first scan may read the file again, its stamps too new to trust.
+        read.clear()
+        (a.root / "big.bin").write_bytes(edited)
+        engine.changed("big.bin")
+        await eventually(a.reactor, lambda: (server.box / "big.bin").read_bytes() == edited)
+    finally:
+        engine.stop()
+        await timed(running, a.reactor)
+    assert len(read) == 1
+    assert 0 < sum(moved["a up"]) < len(edited) / 2
+
+
+@pytest_twisted.ensureDeferred
 async def test_without_the_recipe_of_its_version_b_cuts_its_old_copy(
     folders: Any, server: RunningServer, moved: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -432,6 +463,43 @@ async def test_a_large_file_renamed_is_checked_block_by_block(
     later = await looks.look("later.bin")
     assert later is not None and later.moved_from is None
     assert later.sha256 == sha(bytes(edited))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_known_recipe_is_told_in_order_and_each_block_sent_once(
+    folders: Any, server: RunningServer, moved: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    An upload whose recipe is known without cutting the file (a renamed
+    file, or one its look cut) tells the other clients which blocks make
+    it, a run at a time in the order they are placed, as a cut does: they
+    may fetch them as they arrive. A block that recurs is sent once.
+    """
+    a = folders("a")
+    data = os.urandom(3 * MiB) + bytes(4 * BLOCK_MAX) + os.urandom(MiB)
+    (a.root / "big.bin").write_bytes(data)
+    recipe = recipe_of_bytes(data)
+    told: list[Incoming | None] = []
+    real = BoxsyncAPI.missing_blocks
+
+    async def missing_blocks(self: BoxsyncAPI, hashes: list[str], incoming: Incoming | None = None) -> set[str]:
+        told.append(incoming)
+        return await real(self, hashes, incoming)
+
+    monkeypatch.setattr(BoxsyncAPI, "missing_blocks", missing_blocks)
+    monkeypatch.setattr(blockwise, "MAX_INCOMING", 3)
+    await Blockwise(a.api, deferToThread).upload(
+        "big.bin", a.root / "big.bin", None, 1_700_000_000 * 10**9, len(data), sha(data), False, lambda n: None, recipe
+    )
+    assert (server.box / "big.bin").read_bytes() == data
+    placed = list(recipe.placed())
+    assert [incoming.offset if incoming else None for incoming in told] == [offset for offset, _ in placed[::3]]
+    assert [pair for incoming in told if incoming for pair in incoming.blocks] == [
+        (block.sha256, block.size) for block in recipe.blocks
+    ]
+    distinct = {block.sha256: block.size for block in recipe.blocks}
+    assert len(distinct) < len(recipe.blocks)
+    assert sorted(moved["a up"]) == sorted(distinct.values())
 
 
 @pytest_twisted.ensureDeferred
