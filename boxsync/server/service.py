@@ -25,6 +25,7 @@ from twisted.protocols.policies import WrappingFactory
 
 from ..lock import FolderLock, Locked
 from ..reactors import IServerReactor
+from ..stdlog import LibraryLogs
 from .accounts import Accounts
 from .adopt import adopt
 from .history import HistoryRoutes
@@ -619,6 +620,9 @@ class BoxsyncService(MultiService):
         self.site.displayTracebacks = False
         # Tracks every open connection, to close them when the service stops.
         self.factory = WrappingFactory(self.site)
+        # First: what the index's and the bucket's libraries say is logged
+        # as boxsync's own lines from the start.
+        LibraryLogs().setServiceParent(self)
         _IndexService(self.index).setServiceParent(self)
         checked = _BoxesService(self.storage, config.tokens, check, self.tokens, self.accounts, config.index)
         checked.setServiceParent(self)

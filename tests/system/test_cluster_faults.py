@@ -52,7 +52,8 @@ def test_postgresql_restarted_under_load(tmp_path: Path, own_cluster: Cluster, i
     connections back (the one each announces its commits on too), every
     edit reaches every client and the box, no conflict copy is made, and
     each client ends in sync with no problem left to show, and exits
-    cleanly. (Commits made while it is down wait for a connection to the
+    cleanly; what the connection pool says of the outage is logged as the
+    servers' own lines. (Commits made while it is down wait for a connection to the
     index, up to its pool's timeout, and then succeed; one cut off by the
     shutdown is answered 503, and its client asks again.)
     """
@@ -93,6 +94,9 @@ def test_postgresql_restarted_under_load(tmp_path: Path, own_cluster: Cluster, i
         assert not [log for log, start in zip(logs, before) if "cannot announce a commit" in log[start:]]
         # A commit cut off by the shutdown was refused as one to ask again.
         assert not [log for log in logs if "unhandled error" in log]
+        # The pool's failures to connect are the server's own log lines, not
+        # raw lines of standard error.
+        assert not [log for log in logs if "[stderr#" in log]
     finally:
         statuses = [client.stop() for client in clients]
     assert statuses == [0, 0, 0]
