@@ -32,8 +32,8 @@ from twisted.internet.defer import Deferred, DeferredList
 from ..blocks import Block, Cutter, Recipe, read_block, recipe_of
 from ..fs import CHUNK_SIZE, copy_range
 from ..wire import Incoming
-from ..wire.events import MAX_INCOMING
 from ..wire.blocks import BlockCommit
+from ..wire.events import MAX_INCOMING
 from .api import BoxsyncAPI
 from .errors import BadRequest, DigestMismatch, MissingBlocks
 from .results import CommitResult, DownloadResult
@@ -126,7 +126,7 @@ class Blockwise:
         try:
             if known is not None and (known.size, known.sha256) == (size, expected_sha256):
                 recipe = known
-                runs = iter(_runs(recipe.placed(), MAX_INCOMING))
+                runs = _runs(recipe.placed(), MAX_INCOMING)
 
                 async def take() -> list[tuple[int, Block]]:
                     return next(runs, [])
@@ -173,8 +173,8 @@ class Blockwise:
     ) -> None:
         """
         Send the blocks of C{path} that the server lacks, in the order they
-        are placed, each run C{take}n (until it gives none) asked about
-        while the one before is sent.
+        are placed: each run of them that C{take} gives (until it gives
+        none) is asked about while the one before is sent.
 
         Each question tells the other clients, that may fetch the blocks as
         they reach the server, which blocks make C{path} from where on. A
