@@ -334,6 +334,45 @@ def two_clients_converge(a: Client, b: Client, box: Path, timeout: float = 30) -
         assert a.stop() == 0 and b.stop() == 0
 
 
+def a_big_file_flows_while_sent(folder: Path, a_server: Server, b_server: Server, box: Path) -> None:
+    """
+    A live b (of C{b_server}) fetches the blocks of a's new 64 MiB file (a
+    of C{a_server}, sending at 8 MiB/s) as they reach the server, before
+    the commit; nothing shows under the real name (on b or in C{box})
+    until then, and what b fetched ahead is not fetched again.
+    """
+    mib = 2**20
+    up, down = Proxy(a_server.port, rate=8 * mib).start(), Proxy(b_server.port).start()
+    a = Client(a_server, folder / "a", "a", url=up.url)
+    b = Client(b_server, folder / "b", "b", url=down.url)
+    try:
+        a.folder.mkdir(parents=True)
+        a.start()
+        b.start()
+        (a.folder / "warm.txt").write_text("warm up")
+        wait_until(lambda: (b.folder / "warm.txt").exists(), what="the clients to connect")
+        data = os.urandom(64 * mib)
+        (folder / "big.bin").write_bytes(data)
+        up.carried()
+        down.carried()
+        os.rename(folder / "big.bin", a.folder / "big.bin")
+        ahead = b.folder / ".boxsync/tmp"
+        wait_until(
+            lambda: any(p.stat().st_size > 16 * mib for p in ahead.glob("in-*")), timeout=60, what="b fetching ahead"
+        )
+        assert not (box / "big.bin").exists() and not (b.folder / "big.bin").exists()
+        wait_until(lambda: (b.folder / "big.bin").exists(), timeout=60, what="the file on b")
+        assert sha((b.folder / "big.bin").read_bytes()) == sha(data)
+        fetched = down.carried()[1]
+        assert 64 * mib < fetched < 66 * mib, fetched
+        assert list(ahead.glob("in-*")) == []
+    finally:
+        for client in (a, b):
+            client.kill()
+        for proxy in (up, down):
+            proxy.stop()
+
+
 @define
 class Edits:
     """
@@ -375,6 +414,7 @@ class Edits:
 
 
 __all__ = [
+    "a_big_file_flows_while_sent",
     "Edits",
     "Observer",
     "Proxy",

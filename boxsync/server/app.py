@@ -427,14 +427,14 @@ class BoxsyncApp:
         body = json_object(request.content.read(), "a list of blocks")
         hashes = parse_blocks(body)
         incoming = parse_incoming(body)
-        missing = await self.boxes(principal.account).blocks.missing(hashes)
+        box = self.boxes(principal.account)
+        missing = await box.blocks.missing(hashes)
         if incoming is not None:
             # The account's other clients may fetch them as they come: those
             # it lacks, that is. The others are in the box (an edit's
             # unchanged blocks), and the other clients have them already or
             # fetch them once the commit comes.
-            for run in incoming.lacking(set(missing)):
-                self.hub.publish(principal.account, run, exclude=header(request, STREAM_HEADER))
+            box.announce(incoming.lacking(set(missing)), header(request, STREAM_HEADER))
         return json_body(request, 200, missing_json(missing))
 
     async def recipe(self, request: IRequest, principal: Principal, path: str) -> bytes:
@@ -453,7 +453,7 @@ class BoxsyncApp:
         """
         sha256 = check_sha256(sha256)
         data = coding.decode(request.content.read(), header(request, "Content-Encoding"), BLOCK_MAX)
-        await self.boxes(principal.account).blocks.put(Block(sha256, len(data)), data)
+        await self.boxes(principal.account).put_block(Block(sha256, len(data)), data)
         return json_body(request, 201, {"sha256": sha256, "size": len(data)})
 
     async def get_block(self, request: IRequest, principal: Principal, sha256: str) -> bytes:
@@ -463,17 +463,23 @@ class BoxsyncApp:
         that shrinks it.
         """
         sha256 = check_sha256(sha256)
-        blocks = self.boxes(principal.account).blocks
-        data = await blocks.read(sha256)
+        box = self.boxes(principal.account)
         wait = _wait(request)
-        if data is None and wait:
-            # A block of a file still being sent: it may come.
-            try:
-                await blocks.arrival(sha256).addTimeout(wait, self.clock)
-            except defer.TimeoutError:
-                pass
+        # Waited for before the block is looked for: one that arrives while
+        # it is looked for is not missed.
+        arrival = box.arrivals.wait(sha256) if wait else None
+        data = await box.blocks.read(sha256)
+        if arrival is not None:
+            if data is None:
+                # A block of a file still being sent: it may come.
+                try:
+                    await arrival.addTimeout(wait, self.clock)
+                except defer.TimeoutError:
+                    pass
+                else:
+                    data = await box.blocks.read(sha256)
             else:
-                data = await blocks.read(sha256)
+                arrival.cancel()
         if data is None:
             raise NotFound(f"no block {sha256}")
         # Every Accept-Encoding field counts (treq's client adds its own).

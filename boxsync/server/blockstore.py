@@ -60,8 +60,10 @@ def check_block(block: Block, data: bytes) -> None:
 @define
 class Arrivals:
     """
-    Who waits for which block to be put, in this process: a store calls
-    L{arrived} once it holds a block, which fires every L{wait} for it.
+    Who waits, on this server, for which block to be put (a client that
+    fetches the blocks of a file still being sent): L{arrived}, once a
+    block is in the store (put here, or on another server of the box),
+    fires every L{wait} for it.
     """
 
     _waiting: dict[str, list[Deferred[None]]] = field(factory=dict)
@@ -120,13 +122,6 @@ class IBlockStore(Interface):
         nowhere.
         """
 
-    def arrival(sha256: str) -> Any:
-        """
-        A Deferred that fires once the block C{sha256} is put (for a client
-        that fetches the blocks of a file still being sent); cancel it to
-        stop waiting.
-        """
-
     def read_many(hashes: Sequence[str]) -> Any:
         """
         The bytes of each of the blocks C{hashes} the account has: a C{dict}
@@ -169,7 +164,6 @@ class LocalBlockStore:
     index: IIndex
     storage: BoxStorage
     pending: Path = field(init=False)
-    _arrivals: Arrivals = field(init=False, factory=Arrivals)
     #: The blocks sent ahead that this process checked and wrote itself:
     #: read back, they are not hashed again. Each was written whole, then
     #: renamed into place; only a crash of the machine could tear one,
@@ -195,9 +189,6 @@ class LocalBlockStore:
         )
         return [sha256 for sha256 in rest if sha256 not in held]
 
-    def arrival(self, sha256: str) -> Deferred[None]:
-        return self._arrivals.wait(sha256)
-
     async def put(self, block: Block, data: bytes) -> None:
         def work() -> None:
             check_block(block, data)
@@ -212,7 +203,6 @@ class LocalBlockStore:
             self._written.add(block.sha256)
 
         await self.storage.in_thread(work)
-        self._arrivals.arrived(block.sha256)
 
     async def read(self, sha256: str) -> bytes | None:
         return (await self.read_many([sha256])).get(sha256)

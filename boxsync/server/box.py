@@ -20,13 +20,14 @@ from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
-from ..blocks import BLOCK_MIN, Recipe, recipe_of
+from ..blocks import BLOCK_MIN, Block, Recipe, recipe_of
 from ..wire.blocks import BlockCommit
-from .blockstore import IBlockStore, LocalBlockStore
+from ..wire.events import Incoming
+from .blockstore import Arrivals, IBlockStore, LocalBlockStore
 from .http import as_event
 from .hub import Hub
 from .index import FileRecord, IIndex, Moved, VersionRecord
-from .relay import Commit, Relay, Seen
+from .relay import Announced, BlockNews, Commit, Relay, Seen
 from .sharing import SharedVersions, VersionDamaged
 from .staging import StagingFile
 from .storage import BoxStorage, Change
@@ -190,6 +191,7 @@ class _Pending:
 @define
 class Box:
     """
+    @ivar arrivals: who waits here for a block still being sent.
     @ivar _queue: uploads ready to commit, in arrival order; whatever
         arrives while a group is being committed forms the next group, so a
         lone upload waits for nothing and a burst shares each step.
@@ -209,6 +211,7 @@ class Box:
     )
     relay: Relay | None = None
     turns: Turns = field(factory=Turns)
+    arrivals: Arrivals = field(factory=Arrivals)
     _queue: list[_Pending] = field(factory=list)
     _committing: bool = False
     _seen: Seen = field(factory=Seen)
@@ -790,6 +793,40 @@ class Box:
         self.hub.publish(self.account, as_event(record), exclude=stream)
         if self.relay is not None:
             self.relay.tell(self.account, record.seq, stream)
+
+    async def put_block(self, block: Block, data: bytes) -> None:
+        """
+        Keep C{data}, the bytes of C{block}, for a commit to come; whoever
+        waits for it, on this server or through the relay on the others,
+        may read it now.
+
+        @raise BadBlock: if they are not its bytes.
+        """
+        await self.blocks.put(block, data)
+        self.arrivals.arrived(block.sha256)
+        if self.relay is not None:
+            self.relay.tell_arrived(self.account, block.sha256)
+
+    def announce(self, runs: Sequence[Incoming], stream: str | None) -> None:
+        """
+        Tell every stream but C{stream}, here and through the relay on the
+        other servers, of C{runs}: blocks on their way from a client.
+        """
+        for run in runs:
+            self.hub.publish(self.account, run, exclude=stream)
+            if self.relay is not None:
+                self.relay.tell_incoming(self.account, run, stream)
+
+    def heard(self, news: BlockNews) -> None:
+        """
+        C{news} from another server of blocks on their way: told to the
+        streams here, or the blocks read by whoever waits for them.
+        """
+        if isinstance(news, Announced):
+            self.hub.publish(self.account, news.incoming, exclude=news.stream)
+            return
+        for sha256 in news.hashes:
+            self.arrivals.arrived(sha256)
 
     async def remote(self, commit: Commit) -> None:
         """

@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Sequence
 
 from attrs import frozen
-from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from ..blocks import BLOCK_MAX, Block, Recipe
@@ -59,9 +58,6 @@ class BucketedBlockStore:
 
     async def put(self, block: Block, data: bytes) -> None:
         await self.bucket.put(block, data)
-
-    def arrival(self, sha256: str) -> Deferred[None]:
-        return self.bucket.arrival(sha256)
 
     async def read(self, sha256: str) -> bytes | None:
         return (await self.read_many([sha256])).get(sha256)

@@ -1,6 +1,7 @@
 """
 The relay over PostgreSQL (L{PostgresRelay}): a server's commits are told to
-the others with C{NOTIFY} on L{CHANNEL}, and theirs heard with C{LISTEN}; see
+the others with C{NOTIFY} on L{CHANNEL}, the blocks of files on their way on
+L{BLOCKS_CHANNEL}, and theirs heard with C{LISTEN}; see
 L{boxsync.server.relay}.
 """
 
@@ -20,12 +21,16 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from ..errors import first_line
-from .relay import CATCH_UP_SECONDS, Commit, Receiver
+from ..wire.events import Incoming
+from .relay import CATCH_UP_SECONDS, Commit, Receiver, announcements, arrivals, decode_news
 
-__all__ = ["CHANNEL", "PostgresRelay"]
+__all__ = ["BLOCKS_CHANNEL", "CHANNEL", "PostgresRelay"]
 
 #: The PostgreSQL channel commits are announced on.
 CHANNEL = "boxsync_commits"
+
+#: The PostgreSQL channel the blocks of files on their way are told on.
+BLOCKS_CHANNEL = "boxsync_blocks"
 
 #: How long the listening thread waits for a notification before it looks
 #: whether it should stop (s).
@@ -57,6 +62,8 @@ class PostgresRelay(Service):
     _announcer: ThreadPool = field(init=False)
     _sending: psycopg.Connection[Any] | None = None
     _told: list[tuple[str, int, int, str | None]] = field(factory=list)
+    _news: list[str] = field(factory=list)
+    _arrived: dict[str, list[str]] = field(factory=dict)
     _loop: LoopingCall | None = None
     log = Logger()
 
@@ -92,16 +99,43 @@ class PostgresRelay(Service):
         the other servers once the reactor is free again, in one
         notification with the seqs that follow it from the same stream.
         """
-        if not self._told:
-            self.clock.callLater(0, self._flush)
+        self._soon()
         last = self._told[-1] if self._told else None
         if last is not None and last[0] == account and last[3] == stream and last[2] + 1 == seq:
             self._told[-1] = (account, last[1], seq, stream)
         else:
             self._told.append((account, seq, seq, stream))
 
+    def tell_arrived(self, account: str, sha256: str) -> None:
+        """
+        The block C{sha256} of C{account} was put here: told to the other
+        servers once the reactor is free again, with the others put by then.
+        """
+        self._soon()
+        self._arrived.setdefault(account, []).append(sha256)
+
+    def tell_incoming(self, account: str, incoming: Incoming, stream: str | None) -> None:
+        """
+        A client on C{stream} said it is sending C{incoming}: told to the
+        other servers once the reactor is free again.
+        """
+        self._soon()
+        self._news += [news.encode() for news in announcements(self.server, account, incoming, stream)]
+
+    def _soon(self) -> None:
+        if not (self._told or self._news or self._arrived):
+            self.clock.callLater(0, self._flush)
+
     def _flush(self) -> None:
         told, self._told = self._told, []
+        news, self._news = self._news, []
+        arrived, self._arrived = self._arrived, {}
+        for account, hashes in arrived.items():
+            news += [each.encode() for each in arrivals(self.server, account, hashes)]
+        if news:
+            self._notify(BLOCKS_CHANNEL, news).addErrback(
+                lambda f: self.log.warn("cannot tell of blocks on their way: {error}", error=f.value)
+            )
         for account, first, last, stream in told:
             self.announce(account, first, last, stream)
 
@@ -113,6 +147,14 @@ class PostgresRelay(Service):
         catch up).
         """
         commit = Commit(self.server, account, first, last, stream)
+        d = self._notify(CHANNEL, [commit.encode()])
+        d.addErrback(lambda f: self.log.warn("cannot announce a commit: {error}", error=f.value))
+        return d
+
+    def _notify(self, channel: str, payloads: list[str]) -> Any:
+        """
+        Send C{payloads} on C{channel}, in the announcing thread, in order.
+        """
 
         def send() -> None:
             # A connection kept from an earlier commit may have died with
@@ -123,7 +165,9 @@ class PostgresRelay(Service):
                 if self._sending is None or self._sending.closed:
                     self._sending = psycopg.connect(self.url, autocommit=True)
                 try:
-                    self._sending.execute("SELECT pg_notify(%s, %s)", (CHANNEL, commit.encode()))
+                    while payloads:
+                        self._sending.execute("SELECT pg_notify(%s, %s)", (channel, payloads[0]))
+                        del payloads[0]
                     return
                 except psycopg.OperationalError:
                     self._sending.close()
@@ -131,9 +175,7 @@ class PostgresRelay(Service):
                     if not kept:
                         raise
 
-        d = deferToThreadPool(self.reactor, self._announcer, send)
-        d.addErrback(lambda f: self.log.warn("cannot announce a commit: {error}", error=f.value))
-        return d
+        return deferToThreadPool(self.reactor, self._announcer, send)
 
     def _listen(self) -> None:
         """
@@ -145,19 +187,29 @@ class PostgresRelay(Service):
             try:
                 with psycopg.connect(self.url, autocommit=True) as connection:
                     connection.execute(f"LISTEN {CHANNEL}")
+                    connection.execute(f"LISTEN {BLOCKS_CHANNEL}")
                     if lost:
                         self.reactor.callFromThread(self._back)
                         lost = False
                     while not self._stopping.is_set():
                         for notification in connection.notifies(timeout=_POLL_SECONDS):
-                            self.reactor.callFromThread(self._received, notification.payload)
+                            self.reactor.callFromThread(self._received, notification.channel, notification.payload)
             except psycopg.Error as e:
                 if not lost:
                     self.reactor.callFromThread(self._lost, first_line(e))
                 lost = True
                 self._stopping.wait(_RECONNECT_SECONDS)
 
-    def _received(self, payload: str) -> None:
+    def _received(self, channel: str, payload: str) -> None:
+        if channel == BLOCKS_CHANNEL:
+            try:
+                news = decode_news(payload)
+            except ValueError as e:
+                self.log.warn("ignoring a notification: {error}", error=str(e))
+                return
+            if news.server != self.server:
+                self.receiver.heard(news)
+            return
         try:
             commit = Commit.decode(payload)
         except ValueError:

@@ -8,6 +8,14 @@ stream the commit came from (that client has it already); each server
 C{LISTEN}s on the channel, skips what it said itself, and has the account's
 box read those seqs from the index and publish them to its streams.
 
+The blocks of a large file on its way travel the same way, on a channel
+of their own (L{BLOCKS_CHANNEL}): which runs of blocks a client announced
+(L{Announced}: the other servers' streams of the account are told, as the
+streams of the server that heard it are) and which blocks have reached the
+store every server reads (L{Arrived}: a download waiting for one on another
+server reads it now). So a file flows from a client on one server to a
+client on another while it is still being sent.
+
 A notification is small and carries no file data: the index stays the one
 truth. One that is lost (the listening connection broke, the server that
 committed died between its commit and its notification) is caught up: after
@@ -17,14 +25,35 @@ box publishes what the index has past the last seq it published.
 
 from __future__ import annotations
 
-from typing import Protocol
+import json
+from typing import Any, Protocol, Sequence, Union
 
-from attrs import define, field
+from attrs import asdict, define, field, frozen
 
-__all__ = ["CATCH_UP_SECONDS", "Commit", "Receiver", "Relay", "Seen"]
+from ..wire.events import Incoming
+from ..wire.values import ProtocolError, check_sha256
+
+__all__ = [
+    "BLOCKS_PER_NOTIFICATION",
+    "CATCH_UP_SECONDS",
+    "Announced",
+    "Arrived",
+    "BlockNews",
+    "Commit",
+    "Receiver",
+    "Relay",
+    "Seen",
+    "announcements",
+    "arrivals",
+    "decode_news",
+]
 
 #: How often every box publishes what it may have missed anyway.
 CATCH_UP_SECONDS = 5.0
+
+#: The most blocks one notification names: with the longest path (4 KiB)
+#: it stays under PostgreSQL's 8,000 bytes of payload.
+BLOCKS_PER_NOTIFICATION = 40
 
 
 @define(frozen=True)
@@ -53,6 +82,83 @@ class Commit:
         if not account or int(first) > int(last):
             raise ValueError(f"not a commit: {payload!r}")
         return cls(server, account, int(first), int(last), None if stream == "-" else stream)
+
+
+@frozen
+class Arrived:
+    """
+    What a notification of blocks says: server C{server} has put the blocks
+    C{hashes} of C{account} in the store every server reads.
+    """
+
+    server: str
+    account: str
+    hashes: tuple[str, ...]
+
+    def encode(self) -> str:
+        return json.dumps({"server": self.server, "account": self.account, "arrived": list(self.hashes)})
+
+
+@frozen
+class Announced:
+    """
+    What a notification of blocks says: a client of server C{server}, on
+    event stream C{stream}, is sending C{incoming} to C{account}.
+    """
+
+    server: str
+    account: str
+    incoming: Incoming
+    stream: str | None
+
+    def encode(self) -> str:
+        return json.dumps(
+            {"server": self.server, "account": self.account, "incoming": asdict(self.incoming), "stream": self.stream},
+            ensure_ascii=False,
+        )
+
+
+BlockNews = Union[Arrived, Announced]
+
+
+def decode_news(payload: str) -> BlockNews:
+    """
+    @raise ValueError: if C{payload} is neither an encoded L{Arrived} nor an
+        encoded L{Announced}.
+    """
+    try:
+        news: Any = json.loads(payload)
+        server, account = str(news["server"]), str(news["account"])
+        if "arrived" in news:
+            return Arrived(server, account, tuple(check_sha256(each) for each in news["arrived"]))
+        stream = news["stream"]
+        return Announced(server, account, Incoming(**news["incoming"]), None if stream is None else str(stream))
+    except (KeyError, TypeError, ValueError, ProtocolError) as e:
+        raise ValueError(f"not news of blocks: {payload!r} ({e})") from None
+
+
+def arrivals(server: str, account: str, hashes: Sequence[str]) -> list[Arrived]:
+    """
+    The notifications that the blocks C{hashes} have arrived.
+    """
+    return [
+        Arrived(server, account, tuple(hashes[start : start + BLOCKS_PER_NOTIFICATION]))
+        for start in range(0, len(hashes), BLOCKS_PER_NOTIFICATION)
+    ]
+
+
+def announcements(server: str, account: str, incoming: Incoming, stream: str | None) -> list[Announced]:
+    """
+    The notifications that say C{incoming}: its run cut into pieces of at
+    most L{BLOCKS_PER_NOTIFICATION} blocks, each from its own offset.
+    """
+    pieces = []
+    offset = incoming.offset
+    for start in range(0, len(incoming.blocks), BLOCKS_PER_NOTIFICATION):
+        blocks = incoming.blocks[start : start + BLOCKS_PER_NOTIFICATION]
+        pieces.append(Announced(server, account, Incoming(incoming.path, incoming.size, offset, blocks), stream))
+        offset += sum(size for _, size in blocks)
+    return pieces
 
 
 @define
@@ -85,10 +191,15 @@ class Seen:
 
 class Relay(Protocol):
     """
-    What a box tells of its commits (L{PostgresRelay.tell}).
+    What a box tells of its commits (L{PostgresRelay.tell}) and of the
+    blocks of files on their way.
     """
 
     def tell(self, account: str, seq: int, stream: str | None) -> None: ...
+
+    def tell_arrived(self, account: str, sha256: str) -> None: ...
+
+    def tell_incoming(self, account: str, incoming: Incoming, stream: str | None) -> None: ...
 
 
 class Receiver(Protocol):
@@ -105,4 +216,9 @@ class Receiver(Protocol):
         """
         Notifications may have been lost: publish whatever the index has
         that was not published yet.
+        """
+
+    def heard(self, news: BlockNews) -> None:
+        """
+        C{news} of the blocks of a file on its way to another server.
         """

@@ -51,7 +51,7 @@ from functools import partial
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from attrs import define, field, frozen
+from attrs import define, frozen
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, FirstError, gatherResults
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
@@ -60,7 +60,7 @@ from zope.interface import implementer
 
 from ..blocks import BLOCK_MAX, Block, Recipe, block_of
 from ..errors import first_line
-from .blockstore import Arrivals, BadBlock, IBlockStore, check_block
+from .blockstore import BadBlock, IBlockStore, check_block
 from .index import BlockSource, IIndex
 from .staging import StagingFile
 
@@ -182,9 +182,10 @@ class S3Bucket:
             retries={"mode": "standard", "max_attempts": 3},
             connect_timeout=10,
             read_timeout=60,
-            s3={"addressing_style": "path"},
             # Every block is checked against its sha256 as it is read: a
-            # CRC of each body on the way too would only cost CPU.
+            # CRC or a signed sha256 of each body on the way too would only
+            # cost CPU.
+            s3={"addressing_style": "path", "payload_signing_enabled": False},
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
@@ -258,7 +259,6 @@ class S3BlockStore:
     reactor: IReactorThreads
     window: int = ASSEMBLE_WINDOW
     page: int = 1000
-    _arrivals: Arrivals = field(init=False, factory=Arrivals)
     log = Logger()
 
     # Names in the bucket.
@@ -345,10 +345,10 @@ class S3BlockStore:
 
     def _put(self, block: Block, data: bytes) -> None:
         check_block(block, data)
-        if self._held(block.sha256):
-            return
-        # If another put of it comes first, it is there, as young as this.
-        self._unless(_EXISTS, "put_object", Key=self.key(block.sha256), Body=data, IfNoneMatch="*")
+        if self._unless(_EXISTS, "put_object", Key=self.key(block.sha256), Body=data, IfNoneMatch="*") is None:
+            # Held already (written before, or by another put just now): it
+            # is claimed, to look as young as if it were written now.
+            self._claim(block.sha256)
 
     def _get(self, sha256: str) -> bytes | BadBlock | None:
         """
@@ -412,12 +412,8 @@ class S3BlockStore:
         held = await self._map(self._held, rest)
         return [sha256 for sha256, there in zip(rest, held) if not there]
 
-    def arrival(self, sha256: str) -> Deferred[None]:
-        return self._arrivals.wait(sha256)
-
     async def put(self, block: Block, data: bytes) -> None:
         await self._in_thread(partial(self._put, block, data))
-        self._arrivals.arrived(block.sha256)
 
     async def read(self, sha256: str) -> bytes | None:
         return (await self.read_many([sha256])).get(sha256)

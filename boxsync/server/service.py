@@ -45,7 +45,7 @@ from .limits import (
     ConnectionLimits,
 )
 from .registry import REGISTRY_FILE, Registry, TokenRegistry
-from .relay import Commit, Receiver, Relay
+from .relay import BlockNews, Commit, Receiver, Relay
 from .s3store import S3BlockStore, S3Bucket, parse_store_url
 from .sessions import SIGN_IN, Sessions, session_key
 from .tokenwatch import POLL_SECONDS, TokenWatch
@@ -315,6 +315,11 @@ class _Followers:
     def catch_up(self) -> None:
         for box in self.boxes():
             self._follow(box.catch_up())
+
+    def heard(self, news: BlockNews) -> None:
+        box = self.box_of(news.account)
+        if box is not None:
+            box.heard(news)
 
     def _follow(self, work: Coroutine[Any, Any, None]) -> None:
         Deferred.fromCoroutine(work).addErrback(

@@ -184,24 +184,43 @@ async def test_a_block_that_is_not_what_it_says_is_refused(contract: Contract) -
     assert await contract.store.read(sha(good)) is None
 
 
+@define
+class ToldArrivals:
+    """
+    A relay that keeps the arrivals a box tells it.
+    """
+
+    arrived: list[tuple[str, str]] = field(factory=list)
+
+    def tell_arrived(self, account: str, sha256: str) -> None:
+        self.arrived.append((account, sha256))
+
+
 @pytest_twisted.ensureDeferred
-async def test_an_arrival_fires_on_put_and_can_be_cancelled(contract: Contract) -> None:
+async def test_a_block_put_through_the_box_ends_the_waits_for_it(contract: Contract) -> None:
+    """
+    A block put through the box, whatever its store, fires the waits for
+    it here (and only for it; one given up is forgotten) and is told to
+    the other servers.
+    """
     one, two = data_of(5, 1000), data_of(6, 1000)
-    store = contract.store
-    first, second, given_up = store.arrival(sha(one)), store.arrival(sha(one)), store.arrival(sha(two))
+    box, relay = contract.box, ToldArrivals()
+    box.relay = relay  # type: ignore[assignment]
+    first, second, given_up = box.arrivals.wait(sha(one)), box.arrivals.wait(sha(one)), box.arrivals.wait(sha(two))
     assert not (first.called or second.called or given_up.called)
     given_up.cancel()
     with pytest.raises(CancelledError):
         await given_up
-    waits = store.bucket if isinstance(store, BucketedBlockStore) else store
-    assert waits._arrivals.waited_for() == [sha(one)]  # type: ignore[attr-defined]
-    await store.put(Block(sha(two), len(two)), two)
+    assert box.arrivals.waited_for() == [sha(one)]
+    await box.put_block(Block(sha(two), len(two)), two)
     assert not first.called
-    await store.put(Block(sha(one), len(one)), one)
+    await box.put_block(Block(sha(one), len(one)), one)
     assert first.called and second.called
     await first
     await second
-    assert waits._arrivals.waited_for() == []  # type: ignore[attr-defined]
+    assert box.arrivals.waited_for() == []
+    assert relay.arrived == [(contract.account, sha(two)), (contract.account, sha(one))]
+    assert await contract.store.read(sha(one)) == one
 
 
 @pytest_twisted.ensureDeferred
@@ -479,7 +498,10 @@ async def test_a_block_is_written_once(bucket: Bucket) -> None:
     await bucket.store.put(block, data)
     await bucket.store.put(block, data)
     writes = [what for what in bucket.client.calls if what[0] == "put_object"]
-    assert writes == [("put_object", key), ("put_object", bucket.store.claim_key(sha(data)))]
+    # The second write is refused (If-None-Match): the block is claimed
+    # instead, as young as if it were written now.
+    assert writes == [("put_object", key), ("put_object", key), ("put_object", bucket.store.claim_key(sha(data)))]
+    assert await bucket.store.read(block.sha256) == data
 
 
 @pytest_twisted.ensureDeferred

@@ -6,6 +6,7 @@ have), and the relay itself over a real PostgreSQL.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -17,10 +18,22 @@ from twisted.internet.defer import Deferred
 from boxsync.server.box import Box
 from boxsync.server.hub import Hub
 from boxsync.server.index import SQLiteIndex
-from boxsync.server.relay import Commit, Seen
+from boxsync.blocks import Block
+from boxsync.server.relay import (
+    BLOCKS_PER_NOTIFICATION,
+    Announced,
+    Arrived,
+    BlockNews,
+    Commit,
+    Seen,
+    announcements,
+    arrivals,
+    decode_news,
+)
 from boxsync.server.storage import BoxStorage
 from boxsync.wire import Delete, Download
-from tests.helpers import Recorder, eventually
+from boxsync.wire.events import Incoming
+from tests.helpers import Recorder, eventually, sha
 
 ACCOUNT = "acct"
 
@@ -36,9 +49,19 @@ class Told:
     """
 
     told: list[tuple[str, int, str | None]] = field(factory=list)
+    arrived: list[str] = field(factory=list)
+    incoming: list[tuple[Incoming, str | None]] = field(factory=list)
 
     def tell(self, account: str, seq: int, stream: str | None) -> None:
         self.told.append((account, seq, stream))
+
+    def tell_arrived(self, account: str, sha256: str) -> None:
+        assert account == ACCOUNT
+        self.arrived.append(sha256)
+
+    def tell_incoming(self, account: str, incoming: Incoming, stream: str | None) -> None:
+        assert account == ACCOUNT
+        self.incoming.append((incoming, stream))
 
 
 @define
@@ -85,6 +108,48 @@ def test_a_commit_notification_round_trips() -> None:
             Commit.decode(bad)
 
 
+def run_of(count: int, path: str = "big.bin", offset: int = 0) -> Incoming:
+    """
+    An announcement of C{count} blocks of C{path} from C{offset}, each of its
+    own size.
+    """
+    blocks = [(hashlib.sha256(b"%d" % n).hexdigest(), 1000 + n) for n in range(count)]
+    return Incoming(path, 10**9, offset, blocks)
+
+
+def test_news_of_blocks_round_trips() -> None:
+    for news in [
+        Arrived("s1", "acct", (sha(b"1"), sha(b"2"))),
+        Announced("s1", "a b", run_of(3, "dir/é.bin", 4096), "stream-1"),
+        Announced("s2", "acct", run_of(1), None),
+    ]:
+        assert decode_news(news.encode()) == news
+    for bad in ["", "[]", '{"server": "s"}', '{"server": "s", "account": "a", "arrived": ["nope"]}',
+                '{"server": "s", "account": "a", "incoming": {"path": "p"}, "stream": null}']:
+        with pytest.raises(ValueError):
+            decode_news(bad)
+
+
+def test_news_of_many_blocks_is_cut_to_fit_a_notification() -> None:
+    """
+    A run of 1,024 blocks of a file with the longest path is told in
+    pieces that each fit PostgreSQL's 8,000 bytes, and together say the
+    same blocks at the same offsets.
+    """
+    path = "/".join(["é" * 127] * 16)[:2000]
+    assert len(path.encode()) <= 4096
+    run = run_of(1024, path, 5000)
+    pieces = announcements("server", "acct", run, "stream")
+    assert len(pieces) == -(-1024 // BLOCKS_PER_NOTIFICATION)
+    assert max(len(piece.encode().encode()) for piece in pieces) < 8000
+    placed = [block for piece in pieces for block in piece.incoming.placed()]
+    assert placed == run.placed()
+    hashes = [sha256 for sha256, _ in run.blocks]
+    told = arrivals("server", "acct", hashes)
+    assert [h for each in told for h in each.hashes] == hashes
+    assert max(len(each.encode().encode()) for each in told) < 8000
+
+
 def test_each_seq_is_published_once_in_any_order() -> None:
     seen = Seen()
     assert seen.fresh(7) and not seen.fresh(7)
@@ -113,6 +178,33 @@ async def test_a_commit_is_told_and_published_by_the_other_server(servers: tuple
     assert seqs(two.here) == [1]
     # What the other server publishes it does not tell again.
     assert two.relay.told == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_blocks_on_their_way_are_told_and_published_by_the_other_server(
+    servers: tuple[Server, Server],
+) -> None:
+    """
+    A client of one server announces blocks and puts one: the streams of
+    both servers hear the announcement but the sender's own, and a wait
+    for the block on the other server ends once it hears of its arrival.
+    """
+    one, two = servers
+    run = run_of(2)
+    one.box.announce([run], "origin")
+    assert one.here.events == [run] and one.origin.events == []
+    assert one.relay.incoming == [(run, "origin")]
+    data = b"a block"
+    waiting = two.box.arrivals.wait(sha(data))
+    await one.box.put_block(Block(sha(data), len(data)), data)
+    assert one.relay.arrived == [sha(data)] and not waiting.called
+
+    two.box.heard(Announced("one", ACCOUNT, run, "origin"))
+    assert two.here.events == [run] and two.origin.events == []
+    two.box.heard(Arrived("one", ACCOUNT, (sha(b"another"), sha(data))))
+    assert waiting.called
+    # What it heard it does not tell again.
+    assert two.relay.incoming == [] and two.relay.arrived == []
 
 
 @pytest_twisted.ensureDeferred
@@ -169,9 +261,13 @@ async def test_commits_of_both_servers_interleave(servers: tuple[Server, Server]
 class Heard:
     commits: list[Commit] = field(factory=list)
     catch_ups: int = 0
+    news: list[BlockNews] = field(factory=list)
 
     def committed(self, commit: Commit) -> None:
         self.commits.append(commit)
+
+    def heard(self, news: BlockNews) -> None:
+        self.news.append(news)
 
     def catch_up(self) -> None:
         self.catch_ups += 1
@@ -239,6 +335,32 @@ async def test_servers_hear_each_others_commits_over_postgresql(relays: Relays, 
     two.tell(ACCOUNT, 5, None)
     await eventually(reactor, lambda: len(heard[0].commits) == 1)
     assert heard[0].commits == [Commit(two.server, ACCOUNT, 5, 5, None)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_servers_hear_each_others_blocks_over_postgresql(relays: Relays, reactor: Any) -> None:
+    """
+    The arrivals told in one turn of the reactor go out together; a long
+    announcement in pieces; the other server hears them all, in order,
+    and not the server that told them.
+    """
+    heard = relays.heard
+    one = relays.relays[0]
+    hashes = [sha(b"%d" % n) for n in range(BLOCKS_PER_NOTIFICATION + 1)]
+    for sha256 in hashes:
+        one.tell_arrived(ACCOUNT, sha256)
+    one.tell_arrived("other", hashes[0])
+    run = run_of(BLOCKS_PER_NOTIFICATION + 2)
+    one.tell_incoming(ACCOUNT, run, "s")
+    expected = [
+        *announcements(one.server, ACCOUNT, run, "s"),
+        Arrived(one.server, ACCOUNT, tuple(hashes[:-1])),
+        Arrived(one.server, ACCOUNT, (hashes[-1],)),
+        Arrived(one.server, "other", (hashes[0],)),
+    ]
+    await eventually(reactor, lambda: len(heard[1].news) == len(expected))
+    assert heard[1].news == expected
+    assert heard[0].news == [] and heard[1].commits == []
 
 
 @pytest_twisted.ensureDeferred

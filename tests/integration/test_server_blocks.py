@@ -274,7 +274,7 @@ async def test_a_block_still_being_sent_can_be_waited_for(server: RunningServer,
     after the wait (at once without one).
     """
     assert server.service is not None and server.service.box is not None
-    store = server.service.box.blocks
+    arrivals = server.service.box.arrivals
     data = os.urandom(1000)
     url = f"{server.url}/blocks/{sha(data)}"
     for query in ("", "?wait=0.1", "?wait=nonsense", "?wait=-5"):
@@ -282,11 +282,15 @@ async def test_a_block_still_being_sent_can_be_waited_for(server: RunningServer,
         assert response.code == 404, query
         await response.content()
     waiting = http.get(url + "?wait=20", headers=server.headers())
-    await eventually(server.reactor, lambda: sha(data) in store._arrivals.waited_for())
+    await eventually(server.reactor, lambda: sha(data) in arrivals.waited_for())
     assert (await put_block(http, server, data)).code == 201
     response = await timed(waiting, server.reactor)
     assert response.code == 200 and await response.content() == data
-    assert store._arrivals.waited_for() == []
+    assert arrivals.waited_for() == []
+    # Held already: answered at once, and nothing is left waiting.
+    response = await timed(http.get(url + "?wait=20", headers=server.headers()), server.reactor)
+    assert response.code == 200 and await response.content() == data
+    assert arrivals.waited_for() == []
 
 
 @pytest_twisted.ensureDeferred

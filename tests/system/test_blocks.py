@@ -19,7 +19,7 @@ import pytest
 from boxsync.blocks import recipe_of_bytes
 from boxsync.client.status import read_status
 from boxsync.testing import Client, Server, tree, wait_until
-from tests.faults import Proxy, converged, sha
+from tests.faults import Proxy, a_big_file_flows_while_sent, converged, sha
 from tests.helpers import edit_keeping_stamps
 from tests.faults import server  # noqa: F401 (the fixture)
 
@@ -306,36 +306,4 @@ def test_a_download_killed_midway_resumes(tmp_path: Path, server: Server) -> Non
 
 
 def test_a_big_file_reaches_a_live_b_while_a_still_sends_it(tmp_path: Path, server: Server) -> None:
-    """
-    A live b fetches the blocks of a's new file as they reach the server,
-    before the commit; nothing shows under the real name (on b or in the
-    box) until then, and what b fetched ahead is not fetched again.
-    """
-    up, down = Proxy(server.port, rate=8 * MiB).start(), Proxy(server.port).start()
-    a = Client(server, tmp_path / "a", "a", url=up.url)
-    b = Client(server, tmp_path / "b", "b", url=down.url)
-    try:
-        a.folder.mkdir(parents=True)
-        a.start()
-        b.start()
-        (a.folder / "warm.txt").write_text("warm up")
-        wait_until(lambda: (b.folder / "warm.txt").exists(), what="the clients to connect")
-        data = os.urandom(64 * MiB)
-        (tmp_path / "big.bin").write_bytes(data)
-        carried(up, down)
-        os.rename(tmp_path / "big.bin", a.folder / "big.bin")
-        ahead = b.folder / ".boxsync/tmp"
-        wait_until(
-            lambda: any(p.stat().st_size > 16 * MiB for p in ahead.glob("in-*")), timeout=60, what="b fetching ahead"
-        )
-        assert not (server.box / "big.bin").exists() and not (b.folder / "big.bin").exists()
-        wait_until(lambda: (b.folder / "big.bin").exists(), timeout=60, what="the file on b")
-        assert sha((b.folder / "big.bin").read_bytes()) == sha(data)
-        sent, fetched = carried(up, down)
-        assert 64 * MiB < fetched < 66 * MiB, fetched
-        assert list(ahead.glob("in-*")) == []
-    finally:
-        for client in (a, b):
-            client.kill()
-        for proxy in (up, down):
-            proxy.stop()
+    a_big_file_flows_while_sent(tmp_path, server, server, server.box)

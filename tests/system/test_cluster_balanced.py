@@ -21,7 +21,7 @@ import pytest
 
 from boxsync.cluster import Cluster, PostgreSQL, haproxy_missing
 from boxsync.testing import Client, Proxy, Server, wait_until
-from tests.faults import Edits, sha, two_clients_converge
+from tests.faults import Edits, a_big_file_flows_while_sent, sha, two_clients_converge
 
 
 @pytest.fixture
@@ -60,6 +60,18 @@ def served(server: Server) -> int:
     assert server.process is not None
     lines = server.process.output().splitlines()
     return sum(1 for line in lines if ' HTTP/1.1" 20' in line and "/healthz" not in line)
+
+
+@pytest.mark.parametrize("cluster", [2], indirect=True)
+def test_a_big_file_reaches_a_client_of_another_server_while_it_is_still_sent(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """
+    A on one server, b on the other: the blocks a sends reach b through
+    the bucket as they arrive, each told through PostgreSQL.
+    """
+    one, two = cluster.servers
+    a_big_file_flows_while_sent(tmp_path, one, two, cluster.box)
 
 
 @pytest.mark.parametrize("cluster", [2], indirect=True)
