@@ -96,8 +96,11 @@ class Prefetch:
 
     def _busy(self, file: _File) -> None:
         """
-        Put off dropping C{file} for L{IDLE_SECONDS}.
+        Put off dropping C{file} for L{IDLE_SECONDS}, unless it is stopped
+        (taken by its download, or dropped) already.
         """
+        if file.stopped:
+            return
         if file.idle is not None and file.idle.active():
             file.idle.reset(IDLE_SECONDS)
         else:
@@ -141,7 +144,9 @@ class Prefetch:
         # Not cancelled themselves: a block being written is written
         # before the file is closed.
         await DeferredList(file.workers, consumeErrors=True)
-        os.close(file.fd)
+        if file.fd >= 0:
+            os.close(file.fd)
+            file.fd = -1
 
     async def take(self, path: str, temp: Path) -> Fetched:
         """

@@ -655,6 +655,39 @@ async def test_blocks_of_a_file_on_its_way_are_fetched_as_they_arrive(
     assert not (tmp_path / "dl2").exists()
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_block_written_as_its_file_is_taken_leaves_nothing_behind(
+    reactor: Any, server: RunningServer, folders: Any, http: Any, tmp_path: Path
+) -> None:
+    """
+    The download takes a file while a block of it is still being written:
+    the block is written, and nothing is left to drop the file (and close
+    it once more) later.
+    """
+    clock = Clock()
+    writes: list[tuple[Callable[[], object], Deferred[object]]] = []
+
+    def held(work: Callable[[], object]) -> Deferred[object]:
+        done: Deferred[object] = Deferred()
+        writes.append((work, done))
+        return done
+
+    prefetch = Prefetch(folders("b").api, clock, held, tmp_path)
+    data = os.urandom(100_000)
+    prefetch.announced(Incoming("big.bin", len(data), 0, [(sha(data), len(data))]))
+    response = await http.put(f"{server.url}/blocks/{sha(data)}", data=data, headers=server.headers())
+    assert response.code == 201
+    await response.content()
+    await eventually(reactor, lambda: len(writes) == 1)
+    taking = Deferred.fromCoroutine(prefetch.take("big.bin", tmp_path / "dl"))
+    assert not taking.called
+    work, done = writes[0]
+    done.callback(work())
+    fetched = await taking
+    assert fetched.checked == {(0, sha(data))} and (tmp_path / "dl").read_bytes() == data
+    assert [call for call in clock.getDelayedCalls() if call.active()] == []
+
+
 def test_blocks_checked_as_they_came_are_not_read_again(tmp_path: Path) -> None:
     """
     A download takes the blocks its temporary file holds: read and checked,
