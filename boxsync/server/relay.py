@@ -35,6 +35,7 @@ from ..wire.values import ProtocolError, check_sha256
 
 __all__ = [
     "BLOCKS_PER_NOTIFICATION",
+    "NOTIFICATION_BYTES",
     "CATCH_UP_SECONDS",
     "Announced",
     "Arrived",
@@ -51,9 +52,11 @@ __all__ = [
 #: How often every box publishes what it may have missed anyway.
 CATCH_UP_SECONDS = 5.0
 
-#: The most blocks one notification names: with the longest path (4 KiB)
-#: it stays under PostgreSQL's 8,000 bytes of payload.
+#: The most blocks one notification names.
 BLOCKS_PER_NOTIFICATION = 40
+
+#: The most bytes of one notification: PostgreSQL takes up to 8,000.
+NOTIFICATION_BYTES = 7900
 
 
 @define(frozen=True)
@@ -150,14 +153,30 @@ def arrivals(server: str, account: str, hashes: Sequence[str]) -> list[Arrived]:
 def announcements(server: str, account: str, incoming: Incoming, stream: str | None) -> list[Announced]:
     """
     The notifications that say C{incoming}: its run cut into pieces of at
-    most L{BLOCKS_PER_NOTIFICATION} blocks, each from its own offset.
+    most L{BLOCKS_PER_NOTIFICATION} blocks and L{NOTIFICATION_BYTES}, each
+    from its own offset. A path so long (once escaped) that not even one
+    block fits is not told: the other servers' clients fetch that file
+    once it is committed.
     """
+    empty = Announced(server, account, Incoming(incoming.path, incoming.size, incoming.offset, ()), stream)
+    # An offset takes at most 20 digits; each block, its pair and a comma.
+    room = NOTIFICATION_BYTES - len(empty.encode().encode()) - 20
     pieces = []
-    offset = incoming.offset
-    for start in range(0, len(incoming.blocks), BLOCKS_PER_NOTIFICATION):
-        blocks = incoming.blocks[start : start + BLOCKS_PER_NOTIFICATION]
-        pieces.append(Announced(server, account, Incoming(incoming.path, incoming.size, offset, blocks), stream))
-        offset += sum(size for _, size in blocks)
+    blocks: list[tuple[str, int]] = []
+    used = 0
+    offset = start = incoming.offset
+    for sha256, size in incoming.blocks:
+        cost = len(json.dumps([sha256, size])) + 2
+        if blocks and (len(blocks) == BLOCKS_PER_NOTIFICATION or used + cost > room):
+            pieces.append(Announced(server, account, Incoming(incoming.path, incoming.size, start, blocks), stream))
+            blocks, used, start = [], 0, offset
+        if cost > room:
+            return []
+        blocks.append((sha256, size))
+        used += cost
+        offset += size
+    if blocks:
+        pieces.append(Announced(server, account, Incoming(incoming.path, incoming.size, start, blocks), stream))
     return pieces
 
 

@@ -136,14 +136,16 @@ def test_news_of_many_blocks_is_cut_to_fit_a_notification() -> None:
     pieces that each fit PostgreSQL's 8,000 bytes, and together say the
     same blocks at the same offsets.
     """
-    path = "/".join(["é" * 127] * 16)[:2000]
-    assert len(path.encode()) <= 4096
-    run = run_of(1024, path, 5000)
-    pieces = announcements("server", "acct", run, "stream")
-    assert len(pieces) == -(-1024 // BLOCKS_PER_NOTIFICATION)
-    assert max(len(piece.encode().encode()) for piece in pieces) < 8000
-    placed = [block for piece in pieces for block in piece.incoming.placed()]
-    assert placed == run.placed()
+    for path in ["/".join(["é" * 127] * 16)[:2000], "/".join(['"' * 255] * 8)]:
+        assert len(path.encode()) <= 4096
+        run = run_of(1024, path, 5000)
+        pieces = announcements("server", "a" * 63, run, "stream")
+        assert len(pieces) >= -(-1024 // BLOCKS_PER_NOTIFICATION)
+        assert max(len(piece.encode().encode()) for piece in pieces) <= 8000
+        placed = [block for piece in pieces for block in piece.incoming.placed()]
+        assert placed == run.placed()
+    # A path of 4 KiB of quotes, escaped, leaves no room: not told at all.
+    assert announcements("server", "acct", run_of(3, "/".join(['"' * 255] * 16)), None) == []
     hashes = [sha256 for sha256, _ in run.blocks]
     told = arrivals("server", "acct", hashes)
     assert [h for each in told for h in each.hashes] == hashes
