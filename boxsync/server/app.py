@@ -480,6 +480,7 @@ class BoxsyncApp:
                     data = await box.blocks.read(sha256)
             else:
                 arrival.cancel()
+                arrival.addErrback(lambda failure: failure.trap(defer.CancelledError))
         if data is None:
             raise NotFound(f"no block {sha256}")
         # Every Accept-Encoding field counts (treq's client adds its own).
