@@ -71,10 +71,13 @@ class Fetched:
         offsets and sha256s).
     @ivar whole: the size and sha256 of the file those blocks make, if they
         make all of it (hashed as they came).
+    @ivar only: whether the file holds nothing but those blocks (it was
+        made to fetch them): the rest of it is not worth reading.
     """
 
     checked: frozenset[tuple[int, str]] = frozenset()
     whole: tuple[int, str] | None = None
+    only: bool = False
 
 
 @define
@@ -261,7 +264,9 @@ class Blockwise:
             return None
         fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            wanted = await self.run(lambda: _fill_locally(fd, recipe, list(sources), fetched.checked, known))
+            wanted = await self.run(
+                lambda: _fill_locally(fd, recipe, list(sources), fetched.checked, known, fetched.only)
+            )
             on_progress(recipe.size - sum(block.size for _, block in wanted))
 
             def fetch(offset: int, block: Block) -> Callable[[], Awaitable[None]]:
@@ -346,12 +351,13 @@ def _fill_locally(
     sources: list[Path],
     checked: Collection[tuple[int, str]] = (),
     known: Mapping[Path, Recipe] | None = None,
+    only_checked: bool = False,
 ) -> list[tuple[int, Block]]:
     """
     Write into C{fd} every block of C{recipe} found locally: in C{fd} at its
-    place already (without reading those C{checked} there), or in one of
-    C{sources} (those C{known} not cut, their blocks not checked one by
-    one). Blocking.
+    place already (without reading those C{checked} there, nor, if it holds
+    C{only_checked} ones, any other), or in one of C{sources} (those
+    C{known} not cut, their blocks not checked one by one). Blocking.
 
     @return: the blocks still wanted, with their offsets.
     """
@@ -359,7 +365,7 @@ def _fill_locally(
     for offset, block in recipe.placed():
         if (offset, block.sha256) in checked:
             continue
-        if read_block(fd, offset, block) is None:
+        if only_checked or read_block(fd, offset, block) is None:
             wanted.append((offset, block))
     if not wanted:
         return []

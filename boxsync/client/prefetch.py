@@ -163,7 +163,8 @@ class Prefetch:
             return Fetched()
         os.rename(file.temp, temp)
         sha256 = file.digest.hexdigest()
-        return Fetched(frozenset(file.written), None if sha256 is None else (file.digest.size, sha256))
+        whole = None if sha256 is None else (file.digest.size, sha256)
+        return Fetched(frozenset(file.written), whole, only=True)
 
     def _drop(self, file: _File) -> None:
         if self._files.get(file.path) is file:

@@ -656,6 +656,39 @@ async def test_blocks_of_a_file_on_its_way_are_fetched_as_they_arrive(
 
 
 @pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("only", [True, False])
+async def test_a_file_fetched_ahead_is_read_only_where_blocks_were_fetched(
+    server: RunningServer, folders: Any, http: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, only: bool
+) -> None:
+    """
+    The download takes a file that was made to fetch some blocks ahead:
+    nothing else of it is read (it holds nothing else), and the rest is
+    fetched. A file left by an earlier try is read at every place.
+    """
+    api = folders("b").api
+    data = os.urandom(BLOCK_MAX + MiB)
+    recipe = recipe_of_bytes(data)
+    placed = list(recipe.placed())
+    assert len(placed) > 1
+    for offset, block in placed:
+        response = await http.put(
+            f"{server.url}/blocks/{block.sha256}", data=data[offset : offset + block.size], headers=server.headers()
+        )
+        assert response.code == 201
+        await response.content()
+    await api.commit_blocks(BlockCommit("big.bin", 0, 1_700_000_000 * 10**9, recipe))
+    _, first = placed[0]
+    temp = tmp_path / "dl"
+    temp.write_bytes(data[: first.size])
+    reads: list[object] = []
+    monkeypatch.setattr(blockwise, "read_block", counted(reads, blockwise.read_block))
+    fetched = Fetched(frozenset({(0, first.sha256)}), None, only=only)
+    result = await Blockwise(api, deferToThread).download("big.bin", temp, sha(data), [], lambda n: None, fetched)
+    assert result is not None and result.sha256 == sha(data) and temp.read_bytes() == data
+    assert len(reads) == (0 if only else len(placed) - 1)
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_block_written_as_its_file_is_taken_leaves_nothing_behind(
     reactor: Any, server: RunningServer, folders: Any, http: Any, tmp_path: Path
 ) -> None:
