@@ -91,6 +91,9 @@ class _Instance:
             "autoUpgradeIntervalH": "0",
             "crashReportingEnabled": "false",
             "startBrowser": "false",
+            # A first dial made before the peer listens is tried again in a
+            # second, not in the default minute.
+            "reconnectionIntervalS": "1",
         }.items():
             _set(options, name, value)
         for device in root.findall("device"):
