@@ -471,13 +471,14 @@ class BoxsyncApp:
         data = await box.blocks.read(sha256)
         if arrival is not None:
             if data is None:
-                # A block of a file still being sent: it may come.
+                # A block of a file still being sent: it may come. Looked for
+                # again at the end of the wait too: the news of its arrival
+                # on another server may have been lost on the way.
                 try:
                     await arrival.addTimeout(wait, self.clock)
                 except defer.TimeoutError:
                     pass
-                else:
-                    data = await box.blocks.read(sha256)
+                data = await box.blocks.read(sha256)
             else:
                 arrival.cancel()
                 arrival.addErrback(lambda failure: failure.trap(defer.CancelledError))

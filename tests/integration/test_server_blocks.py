@@ -21,7 +21,7 @@ import pytest_twisted
 import zstandard
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
-from boxsync.blocks import BLOCK_MIN, recipe_of_bytes
+from boxsync.blocks import BLOCK_MIN, Block, recipe_of_bytes
 from boxsync.server.blockstore import PENDING_HOURS
 from boxsync.server.retention import HistoryMax, Retention, Thinning, Tidied, parse_duration, tidy
 from boxsync.wire import INCOMING_FEATURE, Download, Hello, Incoming, Manifest
@@ -289,6 +289,15 @@ async def test_a_block_still_being_sent_can_be_waited_for(server: RunningServer,
     response = await timed(waiting, server.reactor)
     assert response.code == 200 and await response.content() == data
     assert arrivals.waited_for() == []
+    # Put where the server would not hear of it (as when the news of its
+    # arrival on another server is lost): found at the end of the wait.
+    other = os.urandom(1000)
+    other_url = f"{server.url}/blocks/{sha(other)}"
+    waiting = http.get(other_url + "?wait=0.5", headers=server.headers())
+    await eventually(server.reactor, lambda: sha(other) in arrivals.waited_for())
+    await server.service.box.blocks.put(Block(sha(other), len(other)), other)
+    response = await timed(waiting, server.reactor)
+    assert response.code == 200 and await response.content() == other
     # Held already: answered at once, and nothing is left waiting (nor a
     # wait given up and left unhandled, which is logged as an error).
     unhandled: list[str] = []
