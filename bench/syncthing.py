@@ -144,6 +144,13 @@ class _Instance:
             return False
         return bool(connections.get(peer.device, {}).get("connected"))
 
+    def log_tail(self, lines: int = 20) -> str:
+        """
+        The last C{lines} lines this instance logged, under its name.
+        """
+        logged = (self.home / "syncthing.log").read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join([f"{self.home.name}:", *logged])
+
     def idle(self) -> bool:
         try:
             return self.rest(f"/rest/db/status?folder={FOLDER}").get("state") == "idle"
@@ -179,7 +186,11 @@ def syncthing_a_to_b(
         b.configure(a)
         a.start()
         b.start()
-        wait_until(lambda: a.connected_to(b) and b.connected_to(a), timeout=60, what="syncthing to connect")
+        try:
+            wait_until(lambda: a.connected_to(b) and b.connected_to(a), timeout=60, what="syncthing to connect")
+        except AssertionError as e:
+            # Its folder is removed below: what each said goes with the error.
+            raise AssertionError(f"{e}\n{a.log_tail()}\n{b.log_tail()}") from None
         wait_until(lambda: a.idle() and b.idle(), timeout=60, what="syncthing to be idle")
         os.sync()
         start = time.perf_counter()
