@@ -21,14 +21,14 @@ placed.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 from pathlib import Path
-from typing import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 
 from attrs import define, frozen
 from twisted.internet.defer import Deferred, DeferredList
 
+from ..batches import batched
 from ..blocks import Block, Cutter, Recipe, read_block, recipe_of
 from ..fs import CHUNK_SIZE, copy_range
 from ..wire import Incoming
@@ -129,7 +129,7 @@ class Blockwise:
         try:
             if known is not None and (known.size, known.sha256) == (size, expected_sha256):
                 recipe = known
-                runs = _runs(recipe.placed(), MAX_INCOMING)
+                runs = batched(recipe.placed(), MAX_INCOMING)
 
                 async def take() -> list[tuple[int, Block]]:
                     return next(runs, [])
@@ -303,15 +303,6 @@ def _made_of(recipe: Recipe, fetched: Fetched) -> bool:
         and fetched.whole[0] == recipe.size
         and all((offset, block.sha256) in fetched.checked for offset, block in recipe.placed())
     )
-
-
-def _runs(placed: Iterable[tuple[int, Block]], most: int) -> Iterator[list[tuple[int, Block]]]:
-    """
-    C{placed} blocks in runs of at most C{most}, in order.
-    """
-    it = iter(placed)
-    while run := list(itertools.islice(it, most)):
-        yield run
 
 
 def _placed(recipe: Recipe) -> dict[str, tuple[int, Block]]:

@@ -26,6 +26,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
+from ..batches import batched
 from ..blocks import BLOCK_MIN, Block, Recipe
 from ..sqlite import transaction, use_wal
 from ..wire.values import MAX_COUNT
@@ -878,8 +879,7 @@ def _in_chunks(values: Sequence[str], size: int) -> Iterator[tuple[list[str], st
     C{values}, C{size} at a time, each run with the placeholders of an
     C{IN (...)} that lists it.
     """
-    for start in range(0, len(values), size):
-        chunk = list(values[start : start + size])
+    for chunk in batched(values, size):
         yield chunk, ",".join("?" * len(chunk))
 
 

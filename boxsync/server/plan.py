@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import AsyncIterable, AsyncIterator, Container, Protocol, Sequence, TypeVar
 
+from ..batches import batched
 from ..wire import (
     Conflict,
     Delete,
@@ -108,8 +109,8 @@ async def _chunks(entries: Sequence[_Entry]) -> AsyncIterator[Sequence[_Entry]]:
     """
     C{entries}, L{PAGE} at a time.
     """
-    for start in range(0, len(entries), PAGE):
-        yield entries[start : start + PAGE]
+    for page in batched(entries, PAGE):
+        yield page
 
 
 async def listed_rows(

@@ -30,6 +30,7 @@ from typing import Any, Protocol, Sequence, Union
 
 from attrs import asdict, define, field, frozen
 
+from ..batches import batched
 from ..wire.events import Incoming
 from ..wire.values import ProtocolError, check_sha256
 
@@ -144,10 +145,7 @@ def arrivals(server: str, account: str, hashes: Sequence[str]) -> list[Arrived]:
     """
     The notifications that the blocks C{hashes} have arrived.
     """
-    return [
-        Arrived(server, account, tuple(hashes[start : start + BLOCKS_PER_NOTIFICATION]))
-        for start in range(0, len(hashes), BLOCKS_PER_NOTIFICATION)
-    ]
+    return [Arrived(server, account, tuple(some)) for some in batched(hashes, BLOCKS_PER_NOTIFICATION)]
 
 
 def announcements(server: str, account: str, incoming: Incoming, stream: str | None) -> list[Announced]:

@@ -48,7 +48,7 @@ import re
 from collections import deque
 from datetime import datetime
 from functools import partial
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from attrs import define, frozen
@@ -58,6 +58,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ..batches import batched
 from ..blocks import BLOCK_MAX, Block, Recipe, block_of
 from ..errors import first_line
 from .blockstore import BadBlock, IBlockStore, check_block
@@ -238,11 +239,6 @@ def _ns(when: datetime) -> int:
     return round(when.timestamp() * 1e6) * 1000
 
 
-def _batches(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 @implementer(IBlockStore)
 @define
 class S3BlockStore:
@@ -371,7 +367,7 @@ class S3BlockStore:
         return BadBlock(f"the object {key} in bucket {self.bucket.name} is not block {sha256}: deleted")
 
     def _delete(self, keys: Sequence[str]) -> None:
-        for batch in _batches(keys, _DELETE_BATCH):
+        for batch in batched(keys, _DELETE_BATCH):
             answer = self.bucket.client.delete_objects(
                 Bucket=self.bucket.name, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True}
             )

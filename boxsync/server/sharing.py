@@ -32,6 +32,7 @@ from attrs import define, field
 from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
+from ..batches import batched
 from .. import libc
 from ..blocks import Block
 from ..fs import copy_range
@@ -85,8 +86,7 @@ class SharedVersions:
             lambda: os.open(self.storage.version_path(seq), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         )
         try:
-            for start in range(0, len(holes), FILL_AT_ONCE):
-                some = holes[start : start + FILL_AT_ONCE]
+            for some in batched(holes, FILL_AT_ONCE):
                 found: dict[str, BlockSource] = await self.index.find_blocks(
                     self.account, [block.sha256 for _, block in some], kept_first=True
                 )
