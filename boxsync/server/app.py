@@ -24,7 +24,6 @@ from typing import (
 from attrs import Factory, define, evolve, field
 from klein import Klein
 from klein.resource import KleinResource
-from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -463,25 +462,7 @@ class BoxsyncApp:
         that shrinks it.
         """
         sha256 = check_sha256(sha256)
-        box = self.boxes(principal.account)
-        wait = _wait(request)
-        # Waited for before the block is looked for: one that arrives while
-        # it is looked for is not missed.
-        arrival = box.arrivals.wait(sha256) if wait else None
-        data = await box.blocks.read(sha256)
-        if arrival is not None:
-            if data is None:
-                # A block of a file still being sent: it may come. Looked for
-                # again at the end of the wait too: the news of its arrival
-                # on another server may have been lost on the way.
-                try:
-                    await arrival.addTimeout(wait, self.clock)
-                except defer.TimeoutError:
-                    pass
-                data = await box.blocks.read(sha256)
-            else:
-                arrival.cancel()
-                arrival.addErrback(lambda failure: failure.trap(defer.CancelledError))
+        data = await self.boxes(principal.account).block(sha256, _wait(request), self.clock)
         if data is None:
             raise NotFound(f"no block {sha256}")
         # Every Accept-Encoding field counts (treq's client adds its own).

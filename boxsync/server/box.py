@@ -16,7 +16,9 @@ import time
 from typing import Awaitable, BinaryIO, Callable, Sequence
 
 from attrs import Factory, define, evolve, field, frozen
-from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet import defer
+from twisted.internet.defer import CancelledError, Deferred, DeferredLock
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
@@ -806,6 +808,32 @@ class Box:
         self.arrivals.arrived(block.sha256)
         if self.relay is not None:
             self.relay.tell_arrived(self.account, block.sha256)
+
+    async def block(self, sha256: str, wait: float, clock: IReactorTime) -> bytes | None:
+        """
+        The bytes of the block C{sha256}, or C{None} if the account has it
+        nowhere; if it has not, waiting up to C{wait} seconds (on C{clock})
+        for it to arrive: a block of a file still being sent.
+        """
+        if not wait:
+            found: bytes | None = await self.blocks.read(sha256)
+            return found
+        # Waited for before the block is looked for: one that arrives while
+        # it is looked for is not missed.
+        arrival = self.arrivals.wait(sha256)
+        found = await self.blocks.read(sha256)
+        if found is not None:
+            arrival.cancel()
+            arrival.addErrback(lambda failure: failure.trap(CancelledError))
+            return found
+        try:
+            await arrival.addTimeout(wait, clock)
+        except defer.TimeoutError:
+            pass
+        # Looked for at the end of the wait too: the news of its arrival on
+        # another server may have been lost on the way.
+        found = await self.blocks.read(sha256)
+        return found
 
     def announce(self, runs: Sequence[Incoming], stream: str | None) -> None:
         """
