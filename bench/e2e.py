@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 from boxsync.testing import tree
 
-from .measure import live_pair, median
+from .measure import live_pair, median, defer_removal
 from .reference import ensure_rsync, rsync_push_pull
 from .syncthing import WATCH_DELAY, syncthing_a_to_b
 from .memory import _write
@@ -138,7 +138,8 @@ def scenario(
     subprocess.run(["cp", "-a", str(a.folder), str(copy)], check=True)
     subprocess.run(["sync", "-f", str(copy)], check=True)
     cp_seconds = time.perf_counter() - start
-    rsync_seconds = rsync_push_pull(a.folder, work / "rsync") if use_rsync and ensure_rsync() else None
+    many = len(expected) > 100
+    rsync_seconds = rsync_push_pull(a.folder, work / "rsync", many) if use_rsync and ensure_rsync() else None
     syncthing_seconds = None
     if use_syncthing:
         # The same files again, as they were before they landed in A.
@@ -147,7 +148,10 @@ def scenario(
         syncthing_seconds = syncthing_a_to_b(
             copy, work / "syncthing", lambda folder: _files(folder, ".stfolder") == landed, timeout
         )
-    shutil.rmtree(work)
+    if many:
+        defer_removal(work)
+    else:
+        shutil.rmtree(work)
     return elapsed, cp_seconds, rsync_seconds, syncthing_seconds
 
 

@@ -8,7 +8,6 @@ of it with a ``sync`` after.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 from boxsync.testing import tree
 
 from .e2e import small_tree
-from .measure import client_once, median, scratch_pair
+from .measure import client_once, median, scratch_pair, defer_removal
 from .reference import RsyncDaemon, ensure_rsync
 
 
@@ -34,7 +33,7 @@ def run(count: int, runs: int = 3, use_rsync: bool = True) -> list[dict[str, obj
         copies: list[float] = []
         for i in range(runs):
             print(f"  join: run {i + 1}/{runs}", file=sys.stderr, flush=True)
-            shutil.rmtree(b.folder)
+            defer_removal(b.folder)
             b.folder.mkdir()
             subprocess.run(["sync"], check=True)
             seconds, _, _ = client_once(b)
@@ -46,7 +45,7 @@ def run(count: int, runs: int = 3, use_rsync: bool = True) -> list[dict[str, obj
             subprocess.run(["cp", "-a", str(server.box), str(copy)], check=True)
             subprocess.run(["sync", "-f", str(copy)], check=True)
             copies.append(time.perf_counter() - start)
-            shutil.rmtree(copy)
+            defer_removal(copy)
             if use_rsync and ensure_rsync():
                 pulls.append(_rsync_pull(server.box, root / "rsync"))
     return [
@@ -72,5 +71,5 @@ def _rsync_pull(box: Path, work: Path) -> float:
         start = time.perf_counter()
         subprocess.run(["rsync", "-a", "--exclude=/.boxsync", daemon.url, f"{work / 'pulled'}/"], check=True)
         seconds = time.perf_counter() - start
-    shutil.rmtree(work)
+    defer_removal(work)
     return seconds

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from boxsync.testing import free_port, wait_until
 
+from .measure import defer_removal
+
 NGINX = "/usr/sbin/nginx"
 
 _CONFIG = """\
@@ -152,11 +154,14 @@ class RsyncDaemon(_Child):
         return self
 
 
-def rsync_push_pull(source: Path, work: Path) -> float:
+def rsync_push_pull(source: Path, work: Path, many: bool = False) -> float:
     """
     Push the tree C{source} to an rsync daemon, then pull it into a new
     folder (what boxsync's A → B does with two copies), from a quiet disk:
     the seconds both took.
+
+    @param many: whether the tree has many files: C{work} is then set aside
+        (L{defer_removal}) rather than removed now.
     """
     os.sync()
     with RsyncDaemon(work / "daemon-box", work / "daemon") as daemon:
@@ -164,7 +169,10 @@ def rsync_push_pull(source: Path, work: Path) -> float:
         subprocess.run(["rsync", "-a", "--exclude=/.boxsync", f"{source}/", daemon.url], check=True)
         subprocess.run(["rsync", "-a", daemon.url, f"{work / 'pulled'}/"], check=True)
         seconds = time.perf_counter() - start
-    shutil.rmtree(work)
+    if many:
+        defer_removal(work)
+    else:
+        shutil.rmtree(work)
     return seconds
 
 
