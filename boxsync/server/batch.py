@@ -32,6 +32,7 @@ from ..wire import (
     Refusal,
     encode_part,
 )
+from .beneath import Folders
 from .box import Box, DigestMismatch, MissingBlocks
 from .index import FileRecord
 from .staging import StagingFile, as_disk_full
@@ -233,6 +234,10 @@ async def download_batch(box: Box, paths: Sequence[str]) -> list[bytes]:
     rows: dict[str, FileRecord] = await box.index.get_many(box.account, list(paths))
 
     def read() -> list[bytes]:
+        with box.storage.folders() as folders:
+            return read_through(folders)
+
+    def read_through(folders: Folders) -> list[bytes]:
         parts: list[bytes] = []
         total = 0
         for path in paths:
@@ -242,7 +247,7 @@ async def download_batch(box: Box, paths: Sequence[str]) -> list[bytes]:
                 if row.size > BATCH_FILE_LIMIT:
                     parts += _refusal(path, Refusal.TOO_LARGE, f"{path!r} is too large for a batch: download it on its own")
                     continue
-                data = box.storage.read_small(path, BATCH_FILE_LIMIT)
+                data = box.storage.read_small(path, BATCH_FILE_LIMIT, folders)
             if row is None or data is None:
                 parts += _refusal(path, Refusal.NOT_FOUND, f"{path!r} is not in the box")
                 continue

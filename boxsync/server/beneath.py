@@ -22,7 +22,7 @@ from typing import BinaryIO, Iterator, Sequence
 
 from ..paths import LOCAL_PATH_MAX, BadPath, normalize
 
-__all__ = ["folder", "parent_of", "open_regular", "open_regular_fd", "segments"]
+__all__ = ["Folders", "folder", "parent_of", "open_regular", "open_regular_fd", "segments"]
 
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -69,6 +69,23 @@ def _open_folder(fd: int, name: str, create: bool) -> int:
         raise
 
 
+def _open_folders(root: Path, names: Sequence[str], create: bool) -> int:
+    """
+    The descriptor of the folder C{root}/C{names}..., opened a segment at a
+    time (the caller's to close).
+    """
+    fd = os.open(root, _FOLDER)
+    try:
+        for name in names:
+            child = _open_folder(fd, name, create)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 @contextmanager
 def folder(root: Path, names: Sequence[str], create: bool = False) -> Iterator[int]:
     """
@@ -79,15 +96,48 @@ def folder(root: Path, names: Sequence[str], create: bool = False) -> Iterator[i
     @raise BadPath: if a segment is a link or a file.
     @raise FileNotFoundError: if a folder is missing, and not C{create}.
     """
-    fd = os.open(root, _FOLDER)
+    fd = _open_folders(root, names, create)
     try:
-        for name in names:
-            child = _open_folder(fd, name, create)
-            os.close(fd)
-            fd = child
         yield fd
     finally:
         os.close(fd)
+
+
+class Folders:
+    """
+    The folders that hold many paths below C{root}, each opened as
+    L{folder} opens it, the last one kept open for the next path: a batch
+    of files in one folder opens it once, not once a file. A context
+    manager; blocking.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._names: tuple[str, ...] | None = None
+        self._fd = -1
+
+    def parent_of(self, path: str) -> tuple[int, str]:
+        """
+        As L{parent_of}: the descriptor of the folder that holds C{path}
+        (this object's to close) and the name of C{path} in it.
+        """
+        *names, name = segments(self.root, path)
+        if tuple(names) != self._names:
+            self.close()
+            self._fd = _open_folders(self.root, names, False)
+            self._names = tuple(names)
+        return self._fd, name
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._names = -1, None
+
+    def __enter__(self) -> Folders:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 @contextmanager
@@ -106,16 +156,23 @@ def parent_of(root: Path, path: str, create: bool = False) -> Iterator[tuple[int
         yield fd, name
 
 
-def open_regular_fd(root: Path, path: str) -> tuple[int, os.stat_result] | None:
+def open_regular_fd(root: Path, path: str, folders: Folders | None = None) -> tuple[int, os.stat_result] | None:
     """
     The regular file at wire path C{path} below C{root}, open for reading
     (a raw descriptor, for the caller to close), with its C{fstat}; or
     C{None} if there is none there (a link is never followed, on the way or
     at the end).
+
+    @param folders: the folders of C{root} to go through, if they are kept
+        open for more paths.
     """
     try:
-        with parent_of(root, path) as (parent, name):
+        if folders is not None:
+            parent, name = folders.parent_of(path)
             fd = os.open(name, _READ, dir_fd=parent)
+        else:
+            with parent_of(root, path) as (parent, name):
+                fd = os.open(name, _READ, dir_fd=parent)
     except (BadPath, OSError):
         return None
     try:

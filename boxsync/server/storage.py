@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from ..fs import hash_file, is_executable, mode_for
 from ..paths import HIDDEN_DIR, BadPath, from_local
-from .beneath import folder, open_regular, open_regular_fd, parent_of, segments
+from .beneath import Folders, folder, open_regular, open_regular_fd, parent_of, segments
 from .staging import StagingFile, as_disk_full, discarding
 
 __all__ = ["BoxStorage", "Change", "LocalFile", "LocalFolder"]
@@ -212,13 +212,21 @@ class BoxStorage:
             return False
         return True
 
-    def read_small(self, path: str, limit: int) -> bytes | None:
+    def folders(self) -> Folders:
+        """
+        The box's folders, for many paths one after the other (see
+        L{Folders}).
+        """
+        return Folders(self.root)
+
+    def read_small(self, path: str, limit: int, folders: Folders | None = None) -> bytes | None:
         """
         Up to C{limit} + 1 bytes of the regular file at C{path}, or C{None}
         if there is none (a symbolic link is never followed): one open and
-        one C{fstat}, for the many small files of a batch.
+        one C{fstat}, for the many small files of a batch (their folders
+        opened once through C{folders}, given).
         """
-        opened = open_regular_fd(self.root, path)
+        opened = open_regular_fd(self.root, path, folders)
         if opened is None:
             return None
         fd, st = opened

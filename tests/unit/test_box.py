@@ -363,6 +363,39 @@ def test_read_small_reads_only_regular_files_in_the_box(tmp_path: Path, reactor:
         assert storage.read_small(path, 100) is None, path
 
 
+def test_a_batch_of_reads_opens_each_folder_once_in_a_row(
+    tmp_path: Path, reactor: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    Files read one after the other through the box's L{Folders} open their
+    folder once while they are in it, and read what they read alone.
+    """
+    from boxsync.server import beneath
+
+    storage = box_with_links(tmp_path, reactor)
+    for name in ("a", "b", "c"):
+        (storage.root / "d" / name).write_bytes(name.encode())
+    (storage.root / "e").mkdir()
+    (storage.root / "e/x").write_bytes(b"x")
+    opened: list[tuple[str, ...]] = []
+    real = beneath._open_folders
+
+    def counted(root: Path, names: Sequence[str], create: bool) -> int:
+        opened.append(tuple(names))
+        return real(root, names, create)
+
+    monkeypatch.setattr(beneath, "_open_folders", counted)
+    paths = ["d/a", "d/b", "d/c", "e/x", "d/small.txt", *NOT_FILES, "d/a"]
+    with storage.folders() as folders:
+        read = [storage.read_small(path, 100, folders) for path in paths]
+    many = opened[:]
+    opened.clear()
+    assert read == [storage.read_small(path, 100) for path in paths]
+    assert read[:5] == [b"a", b"b", b"c", b"x", b"12345"]
+    assert many[:3] == [("d",), ("e",), ("d",)]
+    assert len(many) < len(opened)
+
+
 def test_open_file_reads_only_regular_files_in_the_box(tmp_path: Path, reactor: Any) -> None:
     storage = box_with_links(tmp_path, reactor)
     opened = storage.open_file("d/small.txt")
