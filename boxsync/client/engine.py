@@ -144,7 +144,7 @@ class Engine:
             recipes=self._own_recipe,
             aside={name[4:] for name in kept if name.startswith("del-")},
             clock=self.reactor,
-            prefetch=Prefetch(self.api, self.reactor, self._thread, tmp),
+            prefetch=Prefetch(self.api, self.reactor, self._thread, tmp, self._own_recipe),
         )
         self._looks = Looks(
             self.root,
@@ -369,18 +369,18 @@ class Engine:
                 continue
         return found
 
-    async def _own_recipe(self, event: Download) -> dict[Path, Recipe]:
+    async def _own_recipe(self, path: str) -> dict[Path, Recipe]:
         """
-        The recipe of the file the download C{event} replaces, as the
-        server has it for the version this client has, if the file's stamps
-        are still those its base recorded (so it need not be cut to find
-        its blocks): by its local path; else nothing.
+        The recipe of the file at C{path} here, as the server has it for
+        the version this client has, if the file's stamps are still those
+        its base recorded (so it need not be cut to find its blocks): by its
+        local path; else nothing.
         """
-        base = self.state.get(event.path)
-        if base is None or base.folder or not unchanged(self.root, event.path, base):
+        base = self.state.get(path)
+        if base is None or base.folder or not unchanged(self.root, path, base):
             return {}
         recipe = await self._transfers.version_recipe(base)
-        return {} if recipe is None else {self._local(event.path): recipe}
+        return {} if recipe is None else {self._local(path): recipe}
 
     def _thread(self, fn: Callable[[], Any]) -> Deferred[Any]:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn)

@@ -11,27 +11,42 @@ starts from that file: every block already in place (checked against its
 sha256) is not fetched again, and the whole file's sha256 is checked before
 it is placed, as always. Nothing reaches the folder before the commit; a
 file whose sender goes quiet is dropped after L{IDLE_SECONDS}.
+
+A file this client has too, of the same size, is most likely being edited
+in place: the new version is its own copy with the blocks announced put
+in. While those come, the blocks of its own copy that they leave alone are
+written at their places too, and hashed with them (L{Prefetch._copy_own}).
+If the guess is right, the download at the commit finds the whole file
+made and hashed, and only places it; if not, it uses what is at its place
+and writes over the rest. A later announcement that touches a block copied
+voids the guess: the download then checks every block it finds.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections import deque
 from pathlib import Path
+from typing import Awaitable, Callable, Mapping
 
 from attrs import define, field
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from ..blocks import Block, RunningDigest
+from ..blocks import Block, Recipe, RunningDigest
 from ..wire import Incoming
 from .api import BoxsyncAPI
 from .blockwise import Fetched, Runner
 from .errors import NotFound
 from .placing import path_tag
 
-__all__ = ["Prefetch", "IDLE_SECONDS", "WORKERS"]
+__all__ = ["Prefetch", "IDLE_SECONDS", "WORKERS", "OwnRecipe"]
+
+#: The recipe of this client's own copy of a path, by its local path, if
+#: it is known without reading the copy (else nothing).
+OwnRecipe = Callable[[str], Awaitable[Mapping[Path, Recipe]]]
 
 #: How many blocks of one file are fetched at once.
 WORKERS = 2
@@ -62,6 +77,18 @@ class _File:
     written: set[tuple[int, str]] = field(factory=set)
     idle: IDelayedCall | None = None
     stopped: bool = False
+    #: Where the blocks announced go, as (offset, size).
+    announced: list[tuple[int, int]] = field(factory=list)
+    #: The blocks of this client's own copy being written (see
+    #: L{Prefetch._copy_own}): where, as (offset, size), in order.
+    copying: Deferred[None] | None = None
+    copied: list[tuple[int, int]] = field(factory=list)
+    #: Whether a block announced since overlaps one of those: what is in
+    #: the file is then checked block by block at the download.
+    spoiled: bool = False
+    #: Whether the file is of no more use (its download taking it waits
+    #: for the copy to end: it would do the same work after).
+    dropped: bool = False
 
 
 @define
@@ -75,6 +102,7 @@ class Prefetch:
     clock: IReactorTime
     run: Runner
     tmp: Path
+    own: OwnRecipe | None = None
     _files: dict[str, _File] = field(factory=dict)
     log = Logger()
 
@@ -88,6 +116,12 @@ class Prefetch:
             fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             file = self._files[event.path] = _File(event.path, temp, fd, RunningDigest(fd, event.size))
             self.log.info("{path} is on its way: fetching its blocks as they come", path=event.path)
+        spans = [(offset, size) for offset, _, size in event.placed()]
+        if any(_overlap(span, file.copied) for span in spans):
+            file.spoiled = True
+        file.announced.extend(spans)
+        if file.copying is None and self.own is not None:
+            file.copying = Deferred.fromCoroutine(self._copy_own(file))
         file.wanted.extend((offset, Block(sha256, size)) for offset, sha256, size in event.placed())
         self._busy(file)
         file.workers = [worker for worker in file.workers if not worker.called]
@@ -105,6 +139,32 @@ class Prefetch:
             file.idle.reset(IDLE_SECONDS)
         else:
             file.idle = self.clock.callLater(IDLE_SECONDS, self._drop, file)
+
+    async def _copy_own(self, file: _File) -> None:
+        """
+        Write at their places the blocks of this client's own copy of
+        C{file} (of the same size, its recipe known) that the blocks
+        announced so far leave alone, each hashed into the whole as it is
+        written: the new version as an edit in place would make it.
+        """
+        assert self.own is not None
+        try:
+            own = await self.own(file.path)
+        except Exception as e:
+            self.log.info("{path}: nothing taken ahead from the copy here: {error}", path=file.path, error=e)
+            return
+        if len(own) != 1 or file.stopped or file.spoiled:
+            return
+        [(source, recipe)] = own.items()
+        if recipe.size != file.digest.size:
+            return
+        announced = _merged(file.announced)
+        blocks = [(offset, block) for offset, block in recipe.placed() if not _overlap((offset, block.size), announced)]
+        # Known before any is written: an announcement from now on that
+        # overlaps one of them spoils what is copied.
+        file.copied = [(offset, block.size) for offset, block in blocks]
+        copied = await self.run(lambda: _copy(file, source, blocks))
+        file.written.update(copied)
 
     async def _work(self, file: _File) -> None:
         while file.wanted and not file.stopped:
@@ -131,19 +191,20 @@ class Prefetch:
             file.written.add((offset, block.sha256))
             self._busy(file)
 
-    async def _stop(self, file: _File) -> None:
+    async def _stop(self, file: _File, dropped: bool = True) -> None:
         """
-        Stop fetching C{file}'s blocks; once no worker writes any more,
-        close it.
+        Stop fetching C{file}'s blocks, and copying them too if it is
+        C{dropped}; once nothing writes any more, close it.
         """
         file.stopped = True
+        file.dropped = dropped
         if file.idle is not None and file.idle.active():
             file.idle.cancel()
         for fetching in list(file.fetching):
             fetching.cancel()
         # Not cancelled themselves: a block being written is written
         # before the file is closed.
-        await DeferredList(file.workers, consumeErrors=True)
+        await DeferredList([*file.workers, *([file.copying] if file.copying else [])], consumeErrors=True)
         if file.fd >= 0:
             os.close(file.fd)
             file.fd = -1
@@ -157,11 +218,13 @@ class Prefetch:
         file = self._files.pop(path, None)
         if file is None:
             return Fetched()
-        await self._stop(file)
+        await self._stop(file, dropped=False)
         if temp.exists():
             file.temp.unlink(missing_ok=True)
             return Fetched()
         os.rename(file.temp, temp)
+        if file.spoiled:
+            return Fetched()
         sha256 = file.digest.hexdigest()
         whole = None if sha256 is None else (file.digest.size, sha256)
         return Fetched(frozenset(file.written), whole, only=True)
@@ -189,3 +252,56 @@ def _write(file: _File, offset: int, data: bytes) -> None:
     """
     os.pwrite(file.fd, data, offset)
     file.digest.wrote(offset, data)
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """
+    C{spans} (offset, size), in order, those that overlap or touch made one.
+    """
+    merged: list[tuple[int, int]] = []
+    for offset, size in sorted(spans):
+        if merged and offset <= merged[-1][0] + merged[-1][1]:
+            start, length = merged[-1]
+            merged[-1] = (start, max(length, offset + size - start))
+        else:
+            merged.append((offset, size))
+    return merged
+
+
+def _overlap(span: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
+    """
+    Whether the bytes of C{span} (offset, size) overlap those of any of
+    C{spans} (in order of their offsets, not overlapping each other).
+    """
+    offset, size = span
+    at = bisect.bisect_left(spans, (offset + size, 0))
+    return at > 0 and spans[at - 1][0] + spans[at - 1][1] > offset
+
+
+def _copy(file: _File, source: Path, blocks: list[tuple[int, Block]]) -> list[tuple[int, str]]:
+    """
+    Write C{blocks} of the file C{source} at their places in C{file}, as
+    long as it is neither dropped nor spoiled. Blocking.
+
+    @return: those written, as (offset, sha256): not checked one by one
+        (the whole file's sha256 is).
+    """
+    copied: list[tuple[int, str]] = []
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return copied
+    try:
+        for offset, block in blocks:
+            if file.dropped or file.spoiled:
+                break
+            data = os.pread(fd, block.size, offset)
+            if len(data) != block.size:
+                break
+            _write(file, offset, data)
+            copied.append((offset, block.sha256))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return copied

@@ -96,7 +96,7 @@ class Transfers:
     partial: set[str] = field(factory=set)
     blockwise: Blockwise | None = None
     copies: Callable[[Download], list[Path]] = lambda event: []
-    recipes: Callable[[Download], Awaitable[dict[Path, Recipe]]] | None = None
+    recipes: Callable[[str], Awaitable[dict[Path, Recipe]]] | None = None
     aside: set[str] = field(factory=set)
     trusted: dict[str, StatKey] = field(factory=dict)
     clock: IReactorTime | None = None
@@ -286,7 +286,7 @@ class Transfers:
             return temp, DownloadResult(sha256=event.sha256, size=event.size, seq=event.seq)
         if blockwise is not None and event.size > SMALL_FILE:
             fetched = await self.prefetch.take(path, temp) if self.prefetch is not None else Fetched()
-            known = await self.recipes(event) if self.recipes is not None else {}
+            known = await self.recipes(path) if self.recipes is not None else {}
             alone = lambda: blockwise.download(  # noqa: E731
                 path, temp, event.sha256, self._sources(event), on_progress, fetched, known
             )

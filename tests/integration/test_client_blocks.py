@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 import pytest
 import pytest_twisted
 
-from boxsync.blocks import BLOCK_MAX, Block, recipe_of_bytes
+from boxsync.blocks import BLOCK_MAX, Block, Recipe, recipe_of_bytes
 from boxsync import fs
 from boxsync.client import blockwise, scanner, transfers
 from boxsync.client.api import BoxsyncAPI
@@ -653,6 +653,148 @@ async def test_blocks_of_a_file_on_its_way_are_fetched_as_they_arrive(
     await eventually(reactor, lambda: list(tmp_path.glob("in-*")) == [])
     assert await prefetch.take("never.bin", tmp_path / "dl2") == Fetched()
     assert not (tmp_path / "dl2").exists()
+
+
+def in_place_edit(old: bytes) -> bytes:
+    """
+    C{old} with 4 KiB overwritten in the middle (an edit in place).
+    """
+    middle = len(old) // 2
+    return old[:middle] + os.urandom(4096) + old[middle + 4096 :]
+
+
+def shifted(old: bytes) -> bytes:
+    """
+    C{old} with 4 KiB put in the middle and its last 4 KiB cut: of the same
+    size, most blocks elsewhere.
+    """
+    middle = len(old) // 2
+    return old[:middle] + os.urandom(4096) + old[middle:-4096]
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("change, spoil", [(in_place_edit, False), (shifted, False), (in_place_edit, True)])
+async def test_a_file_edited_in_place_is_made_ahead_from_the_copy_here(
+    reactor: Any,
+    server: RunningServer,
+    folders: Any,
+    http: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    change: Callable[[bytes], bytes],
+    spoil: bool,
+) -> None:
+    """
+    A new version of a file this client has, of the same size, on its way:
+    its own copy is written at the places the blocks announced leave alone,
+    hashed with them. An edit in place is then whole and hashed before its
+    commit: its download places it, reading and fetching nothing more.
+    Whatever the guess or a later announcement over the blocks copied, the
+    download makes the version that was sent.
+    """
+    api = folders("b").api
+    old = os.urandom(3 * BLOCK_MAX)
+    own = tmp_path / "own.bin"
+    own.write_bytes(old)
+    asked: list[str] = []
+
+    async def own_recipe(path: str) -> dict[Path, Recipe]:
+        asked.append(path)
+        return {own: recipe_of_bytes(old)}
+
+    ahead = tmp_path / "ahead"
+    ahead.mkdir()
+    prefetch = Prefetch(api, Clock(), deferToThread, ahead, own_recipe)
+    data = change(old)
+    recipe = recipe_of_bytes(data)
+    known = {block.sha256 for block in recipe_of_bytes(old).blocks}
+    everything = Incoming("big.bin", len(data), 0, [(block.sha256, block.size) for block in recipe.blocks])
+    runs = everything.lacking({block.sha256 for block in recipe.blocks} - known)
+    assert runs and sum(len(run.blocks) for run in runs) < len(recipe.blocks)
+    for run in runs:
+        prefetch.announced(run)
+    if spoil:
+        # Announced again (another try of the sender), over blocks copied.
+        prefetch.announced(everything)
+    (made,) = ahead.iterdir()
+    for run in runs:
+        for offset, sha256, size in run.placed():
+            part = data[offset : offset + size]
+            response = await http.put(f"{server.url}/blocks/{sha256}", data=part, headers=server.headers())
+            assert response.code == 201
+            await response.content()
+            await eventually(reactor, lambda: made.read_bytes()[offset : offset + size] == part)
+    fetched = await prefetch.take("big.bin", tmp_path / "dl")
+    assert asked == ["big.bin"]
+    guessed = change is in_place_edit and not spoil
+    assert (fetched.whole == (len(data), sha(data))) is guessed
+    if guessed:
+        assert (tmp_path / "dl").read_bytes() == data
+    for offset, block in recipe.placed():
+        if block.sha256 in known:
+            response = await http.put(
+                f"{server.url}/blocks/{block.sha256}", data=data[offset : offset + block.size], headers=server.headers()
+            )
+            await response.content()
+    await api.commit_blocks(BlockCommit("big.bin", 0, 1_700_000_000 * 10**9, recipe))
+    if guessed:
+
+        def read_again(*args: object) -> None:
+            raise AssertionError("the file made ahead was read again")
+
+        for name in ("_finish", "read_block", "copy_range", "recipe_of"):
+            monkeypatch.setattr(blockwise, name, read_again)
+        monkeypatch.setattr(BoxsyncAPI, "get_block", read_again)
+    result = await Blockwise(api, deferToThread).download(
+        "big.bin", tmp_path / "dl", sha(data), [own], lambda n: None, fetched, {own: recipe_of_bytes(old)}
+    )
+    assert result is not None and result.sha256 == sha(data)
+    assert (tmp_path / "dl").read_bytes() == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_that_changed_as_it_was_read_ahead_is_checked_block_by_block(
+    reactor: Any, server: RunningServer, folders: Any, http: Any, tmp_path: Path
+) -> None:
+    """
+    The copy here changed after its recipe was known and before it was
+    read ahead (its stamps kept): the whole file made ahead is not the
+    version, and the download checks each block where it is, and fetches
+    those that are not theirs.
+    """
+    api = folders("b").api
+    old = os.urandom(3 * BLOCK_MAX)
+    own = tmp_path / "own.bin"
+    own.write_bytes(old)
+    before = recipe_of_bytes(old)
+    edit_keeping_stamps(own, bytes(4096) + old[4096:])
+    ahead = tmp_path / "ahead"
+    ahead.mkdir()
+
+    async def own_recipe(path: str) -> dict[Path, Recipe]:
+        return {own: before}
+
+    prefetch = Prefetch(api, Clock(), deferToThread, ahead, own_recipe)
+    data = in_place_edit(old)
+    recipe = recipe_of_bytes(data)
+    for offset, block in recipe.placed():
+        response = await http.put(
+            f"{server.url}/blocks/{block.sha256}", data=data[offset : offset + block.size], headers=server.headers()
+        )
+        await response.content()
+    everything = Incoming("big.bin", len(data), 0, [(block.sha256, block.size) for block in recipe.blocks])
+    runs = everything.lacking({block.sha256 for block in recipe.blocks} - {b.sha256 for b in before.blocks})
+    for run in runs:
+        prefetch.announced(run)
+    (made,) = ahead.iterdir()
+    for offset, _, size in [placed for run in runs for placed in run.placed()]:
+        await eventually(reactor, lambda: made.read_bytes()[offset : offset + size] == data[offset : offset + size])
+    fetched = await prefetch.take("big.bin", tmp_path / "dl")
+    assert fetched.whole is not None and fetched.whole != (len(data), sha(data))
+    await api.commit_blocks(BlockCommit("big.bin", 0, 1_700_000_000 * 10**9, recipe))
+    result = await Blockwise(api, deferToThread).download("big.bin", tmp_path / "dl", sha(data), [], lambda n: None, fetched)
+    assert result is not None and result.sha256 == sha(data)
+    assert (tmp_path / "dl").read_bytes() == data
 
 
 @pytest_twisted.ensureDeferred
