@@ -34,9 +34,15 @@ __all__ = [
     "make_parents",
     "mode_for",
     "move_new",
+    "NEW_FILE_MODE",
     "prune",
     "write_small",
 ]
+
+#: The mode a file this program makes is asked with: the umask then
+#: decides, as for a file any other program makes (small or large, moved
+#: whole or by blocks, a file comes with the same mode).
+NEW_FILE_MODE = 0o666
 
 #: How much of a file is read at a time to hash it.
 CHUNK_SIZE = 1 << 20

@@ -29,7 +29,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ..fs import write_small
+from ..fs import NEW_FILE_MODE, write_small
 from ..wire import BATCH_MAX_FILES, BatchFile, ErrorAnswer, ProtocolError, Refusal
 from .api import BoxsyncAPI
 from .errors import APIError, DigestMismatch, error_from
@@ -439,7 +439,7 @@ def write_download(
     try:
         # Not open(): a Python file object costs three system calls more,
         # and a batch writes hundreds of files.
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, NEW_FILE_MODE)
         try:
             write_small(fd, data, mtime_ns)
             placed = os.fstat(fd)

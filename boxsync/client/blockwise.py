@@ -30,7 +30,7 @@ from twisted.internet.defer import Deferred, DeferredList
 
 from ..batches import batched
 from ..blocks import Block, Cutter, Recipe, read_block, recipe_of
-from ..fs import CHUNK_SIZE, copy_range
+from ..fs import CHUNK_SIZE, NEW_FILE_MODE, copy_range
 from ..wire import Incoming
 from ..wire.blocks import BlockCommit
 from ..wire.events import MAX_INCOMING
@@ -266,7 +266,7 @@ class Blockwise:
             # Not that version after all (a copy here changed as it was
             # read): each block is checked where it is.
             fetched = Fetched()
-        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, NEW_FILE_MODE)
         try:
             wanted = await self.run(
                 lambda: _fill_locally(fd, recipe, list(sources), fetched.checked, known, fetched.only)

@@ -36,6 +36,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from ..blocks import Block, Recipe, RunningDigest
+from ..fs import NEW_FILE_MODE
 from ..wire import Incoming
 from .api import BoxsyncAPI
 from .blockwise import Fetched, Runner
@@ -113,7 +114,7 @@ class Prefetch:
         file = self._files.get(event.path)
         if file is None:
             temp = self.tmp / f"in-{path_tag(event.path)}"
-            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, NEW_FILE_MODE)
             file = self._files[event.path] = _File(event.path, temp, fd, RunningDigest(fd, event.size))
             self.log.info("{path} is on its way: fetching its blocks as they come", path=event.path)
         spans = [(offset, size) for offset, _, size in event.placed()]

@@ -9,6 +9,7 @@ block that arrives corrupted is refused.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -167,6 +168,24 @@ async def test_an_edit_under_a_running_client_is_read_once(
         await timed(running, a.reactor)
     assert len(read) == 1
     assert 0 < sum(moved["a up"]) < len(edited) / 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_comes_with_the_mode_a_new_file_gets_here_whatever_its_size(folders: Any) -> None:
+    """
+    A large file, moved by its blocks, comes with the mode the umask gives
+    a new file, as a small one does (not one only its owner can read).
+    """
+    a, b = folders("a"), folders("b")
+    sizes = {"small.txt": 100, "big.bin": 12 * MiB}
+    for name, size in sizes.items():
+        (a.root / name).write_bytes(os.urandom(size))
+    await a.sync()
+    await b.sync()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {name: stat.S_IMODE((b.root / name).stat().st_mode) for name in sizes}
+    assert modes == {name: 0o666 & ~umask for name in sizes}
 
 
 @pytest_twisted.ensureDeferred
