@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 from boxsync.testing import tree
 
-from .measure import live_pair, median, defer_removal
+from .measure import live_pair, median, remove
 from .reference import ensure_rsync, rsync_push_pull
 from .syncthing import WATCH_DELAY, syncthing_a_to_b
 from .memory import _write
@@ -148,10 +148,7 @@ def scenario(
         syncthing_seconds = syncthing_a_to_b(
             copy, work / "syncthing", lambda folder: _files(folder, ".stfolder") == landed, timeout
         )
-    if many:
-        defer_removal(work)
-    else:
-        shutil.rmtree(work)
+    remove(work, many)
     return elapsed, cp_seconds, rsync_seconds, syncthing_seconds
 
 

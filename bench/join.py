@@ -16,7 +16,7 @@ from pathlib import Path
 from boxsync.testing import tree
 
 from .e2e import small_tree
-from .measure import client_once, median, scratch_pair, defer_removal
+from .measure import client_once, median, remove, scratch_pair
 from .reference import RsyncDaemon, ensure_rsync
 
 
@@ -33,7 +33,7 @@ def run(count: int, runs: int = 3, use_rsync: bool = True) -> list[dict[str, obj
         copies: list[float] = []
         for i in range(runs):
             print(f"  join: run {i + 1}/{runs}", file=sys.stderr, flush=True)
-            defer_removal(b.folder)
+            remove(b.folder)
             b.folder.mkdir()
             subprocess.run(["sync"], check=True)
             seconds, _, _ = client_once(b)
@@ -45,7 +45,7 @@ def run(count: int, runs: int = 3, use_rsync: bool = True) -> list[dict[str, obj
             subprocess.run(["cp", "-a", str(server.box), str(copy)], check=True)
             subprocess.run(["sync", "-f", str(copy)], check=True)
             copies.append(time.perf_counter() - start)
-            defer_removal(copy)
+            remove(copy)
             if use_rsync and ensure_rsync():
                 pulls.append(_rsync_pull(server.box, root / "rsync"))
     return [
@@ -71,5 +71,5 @@ def _rsync_pull(box: Path, work: Path) -> float:
         start = time.perf_counter()
         subprocess.run(["rsync", "-a", "--exclude=/.boxsync", daemon.url, f"{work / 'pulled'}/"], check=True)
         seconds = time.perf_counter() - start
-    defer_removal(work)
+    remove(work)
     return seconds

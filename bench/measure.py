@@ -6,6 +6,7 @@ something runs, and medians.
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import tempfile
 import threading
@@ -72,11 +73,11 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def defer_removal(tree: Path) -> None:
+def remove(tree: Path, many_files: bool = True) -> None:
     """
-    Take C{tree} (of many small files) out of the way of the next
-    measurement without deleting it: it moves into C{.aside/} beside it,
-    removed with the benchmark's temporary folder at its end.
+    Take C{tree} out of the way of the next measurement: one of few files
+    is deleted, one of C{many_files} only moves into C{.aside/} beside it,
+    deleted with the benchmark's temporary folder at its end.
 
     Deleting thousands of files just before a run slows the file creations
     of the run that follows: with no journal, ext4 skips, one by one, the
@@ -85,6 +86,9 @@ def defer_removal(tree: Path) -> None:
     under C{perf} in such a run). boxsync's 10,000 files took up to 9 s
     right after such a delete, and 4.7–5.0 s with none.
     """
+    if not many_files:
+        shutil.rmtree(tree)
+        return
     aside = tree.parent / ".aside"
     aside.mkdir(exist_ok=True)
     os.rename(tree, Path(tempfile.mkdtemp(prefix=f"{tree.name}-", dir=aside)) / tree.name)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from boxsync.testing import free_port, wait_until
 
-from .measure import defer_removal
+from .measure import remove
 
 NGINX = "/usr/sbin/nginx"
 
@@ -160,8 +160,7 @@ def rsync_push_pull(source: Path, work: Path, many: bool = False) -> float:
     folder (what boxsync's A → B does with two copies), from a quiet disk:
     the seconds both took.
 
-    @param many: whether the tree has many files: C{work} is then set aside
-        (L{defer_removal}) rather than removed now.
+    @param many: whether the tree has many files (see L{remove}).
     """
     os.sync()
     with RsyncDaemon(work / "daemon-box", work / "daemon") as daemon:
@@ -169,10 +168,7 @@ def rsync_push_pull(source: Path, work: Path, many: bool = False) -> float:
         subprocess.run(["rsync", "-a", "--exclude=/.boxsync", f"{source}/", daemon.url], check=True)
         subprocess.run(["rsync", "-a", daemon.url, f"{work / 'pulled'}/"], check=True)
         seconds = time.perf_counter() - start
-    if many:
-        defer_removal(work)
-    else:
-        shutil.rmtree(work)
+    remove(work, many)
     return seconds
 
 

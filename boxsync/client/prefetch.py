@@ -97,6 +97,8 @@ class Prefetch:
     """
     @ivar run: runs the writing of blocks in a thread.
     @ivar tmp: the folder of the temporary files.
+    @ivar own: the recipe of this client's own copy of a path (see
+        L{_copy_own}); C{None}: nothing is made ahead from it.
     """
 
     api: BoxsyncAPI
@@ -117,13 +119,14 @@ class Prefetch:
             fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, NEW_FILE_MODE)
             file = self._files[event.path] = _File(event.path, temp, fd, RunningDigest(fd, event.size))
             self.log.info("{path} is on its way: fetching its blocks as they come", path=event.path)
-        spans = [(offset, size) for offset, _, size in event.placed()]
+        placed = event.placed()
+        spans = [(offset, size) for offset, _, size in placed]
         if any(_overlap(span, file.copied) for span in spans):
             file.spoiled = True
         file.announced.extend(spans)
         if file.copying is None and self.own is not None:
             file.copying = Deferred.fromCoroutine(self._copy_own(file))
-        file.wanted.extend((offset, Block(sha256, size)) for offset, sha256, size in event.placed())
+        file.wanted.extend((offset, Block(sha256, size)) for offset, sha256, size in placed)
         self._busy(file)
         file.workers = [worker for worker in file.workers if not worker.called]
         while len(file.workers) < WORKERS and file.wanted:
