@@ -84,7 +84,7 @@ def remove(tree: Path, many_files: bool = True) -> None:
     inodes freed in the last minute or more when it looks for a free one
     (C{recently_deleted} in its inode allocator, the server's top function
     under C{perf} in such a run). boxsync's 10,000 files took up to 9 s
-    right after such a delete, and 4.7–5.0 s with none.
+    right after such a delete, and 4.7–5.4 s with none.
     """
     if not many_files:
         shutil.rmtree(tree)
