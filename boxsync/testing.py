@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Collection, Iterator
 
 from attrs import define, field
 
@@ -29,9 +29,29 @@ DEADLINE = 30.0
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int, taken: Collection[int] = ()) -> list[int]:
+    """
+    C{count} different free ports on 127.0.0.1, none of C{taken}, for a
+    program that binds them all: each is held until all are found (ports
+    found one at a time, each let go at once, can come back twice, and
+    such a program then fails to bind the second).
+    """
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            held.append(socket.socket())
+            held[-1].bind(("127.0.0.1", 0))
+            port = int(held[-1].getsockname()[1])
+            if port not in taken:
+                ports.append(port)
+    finally:
+        for each in held:
+            each.close()
+    return ports
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = DEADLINE, what: str = "") -> None:
@@ -297,13 +317,11 @@ class SeaweedFS:
         answers for the bucket.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
-        ports = {
-            name: free_port()
-            for name in [
-                "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-                "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc",
-            ]
-        }
+        names = [
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+            "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc",
+        ]
+        ports = dict(zip(names, free_ports(len(names), {self.port})))
         args = [
             self.weed, "-logtostderr", "mini", f"-dir={self.folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.port={self.port}", f"-bucket={self.bucket}", "-admin.ui=false", "-webdav=false",

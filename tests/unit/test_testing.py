@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
 import pytest
 
-from boxsync.testing import Process, remove_tree, tree, wait_until
+from boxsync.testing import Process, free_ports, remove_tree, tree, wait_until
 
 DEPTH = 2_000
 
@@ -75,3 +76,23 @@ def test_a_process_that_may_be_killed_is_killed_without_failing(tmp_path: Path) 
     process = deaf_process(tmp_path)
     assert process.stop(timeout=0.2, or_kill=True) == -signal.SIGKILL
     assert not process.running
+
+
+def test_free_ports_are_different_and_none_of_those_taken() -> None:
+    """
+    Ports for a program that binds several (SeaweedFS binds ten): all
+    different, none of those said to be taken, and each free to bind.
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        mine = taken.getsockname()[1]
+        ports = free_ports(50, {mine})
+    assert len(set(ports)) == 50 and mine not in ports
+    bound = []
+    try:
+        for port in ports:
+            bound.append(socket.socket())
+            bound[-1].bind(("127.0.0.1", port))
+    finally:
+        for each in bound:
+            each.close()
