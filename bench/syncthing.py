@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Callable
 
-from boxsync.testing import free_port, wait_until
+from boxsync.testing import free_ports, wait_until
 
 from .reference import _install, terminate
 
@@ -52,8 +52,7 @@ class _Instance:
         self.binary = binary
         self.home = home
         self.folder = folder
-        self.gui_port = free_port()
-        self.listen_port = free_port()
+        self.gui_port, self.listen_port = free_ports(2)
         self.key = os.urandom(16).hex()
         self.popen: subprocess.Popen[bytes] | None = None
         home.mkdir(parents=True)
