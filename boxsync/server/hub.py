@@ -119,6 +119,13 @@ class Hub:
             seen[listener.client] = now
         return seen
 
+    def accounts(self) -> set[str]:
+        """
+        The accounts with a stream open, or that had one since the hub was
+        made.
+        """
+        return set(self._accounts) | set(self._seen)
+
     def disconnect(self, tokens: Collection[str]) -> int:
         """
         End every stream opened with one of C{tokens}; return how many.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Mapping, Protocol
 
 from attrs import frozen
 
@@ -44,6 +44,16 @@ _SCHEMA: list[list[str]] = [
     ["CREATE TABLE used_links (id TEXT PRIMARY KEY, until INTEGER NOT NULL)"],
     # version 3: the web sessions signed out before their time, until they end
     ["CREATE TABLE ended_sessions (id TEXT PRIMARY KEY, until INTEGER NOT NULL)"],
+    # version 4: the clients each server serves, for the clients panel
+    [
+        "CREATE TABLE server_reports (server TEXT PRIMARY KEY, reported REAL NOT NULL)",
+        """CREATE TABLE clients_seen (
+            server TEXT NOT NULL,
+            account TEXT NOT NULL,
+            clients TEXT NOT NULL,
+            PRIMARY KEY (account, server)
+        )""",
+    ],
 ]
 
 _COLUMNS = "id, account, client, issued, expires, revoked"
@@ -102,6 +112,10 @@ class Registry(Protocol):
     def end_session(self, session_id: str, until: int, now: int) -> None: ...
 
     def ended_sessions(self, now: int) -> set[str]: ...
+
+    def report_clients(self, server: str, now: float, clients: Mapping[str, str], forget: float) -> None: ...
+
+    def clients_seen(self, account: str) -> list[tuple[str, float, str]]: ...
 
 
 class SQLRegistry:
@@ -206,6 +220,47 @@ class SQLRegistry:
         """
         with self._transaction() as db:
             return {row[0] for row in db.execute("SELECT id FROM ended_sessions WHERE until >= ?", (now,)).fetchall()}
+
+    def report_clients(self, server: str, now: float, clients: Mapping[str, str], forget: float) -> None:
+        """
+        Record that the server C{server} is running at C{now}, and, for each
+        account of C{clients}, its clients as it now sees them (an empty
+        text: none any more). The reports of servers silent since before
+        C{forget} are forgotten. Not a change of the registry: no server
+        reads it again for this.
+        """
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO server_reports (server, reported) VALUES (?, ?) "
+                "ON CONFLICT (server) DO UPDATE SET reported = excluded.reported",
+                (server, now),
+            )
+            for account, seen in clients.items():
+                if seen:
+                    db.execute(
+                        "INSERT INTO clients_seen (server, account, clients) VALUES (?, ?, ?) "
+                        "ON CONFLICT (account, server) DO UPDATE SET clients = excluded.clients",
+                        (server, account, seen),
+                    )
+                else:
+                    db.execute("DELETE FROM clients_seen WHERE server = ? AND account = ?", (server, account))
+            gone = db.execute("SELECT server FROM server_reports WHERE reported < ?", (forget,)).fetchall()
+            for (old,) in gone:
+                db.execute("DELETE FROM clients_seen WHERE server = ?", (old,))
+                db.execute("DELETE FROM server_reports WHERE server = ?", (old,))
+
+    def clients_seen(self, account: str) -> list[tuple[str, float, str]]:
+        """
+        What each server last reported of the clients of C{account}: the
+        server, when it last reported (of anything), and its text.
+        """
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT c.server, s.reported, c.clients FROM clients_seen c "
+                "JOIN server_reports s ON s.server = c.server WHERE c.account = ? ORDER BY c.server",
+                (account,),
+            ).fetchall()
+        return [(str(server), float(reported), str(seen)) for server, reported, seen in rows]
 
 
 class TokenRegistry(SQLRegistry):

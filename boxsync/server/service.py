@@ -44,6 +44,7 @@ from .limits import (
     MAX_UPLOAD,
     ConnectionLimits,
 )
+from .presence import Presence
 from .registry import REGISTRY_FILE, Registry, TokenRegistry
 from .relay import BlockNews, Commit, Receiver, Relay
 from .s3store import S3BlockStore, S3Bucket, parse_store_url
@@ -441,6 +442,30 @@ class _HubService(Service):
         self.hub.stop()
 
 
+class _PresenceService(Service):
+    """
+    The reports of this server's clients to the others', from when the
+    boxes are ready (the token registry is read then) until it stops.
+    """
+
+    def __init__(self, presence: Presence, ready: Deferred[object]) -> None:
+        self.presence = presence
+        self.ready = ready
+
+    def startService(self) -> None:
+        super().startService()
+        self.ready.addCallback(self._start)
+
+    def _start(self, result: object) -> object:
+        if self.running:
+            self.presence.start()
+        return result
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.presence.stop()
+
+
 class _ListenService(Service):
     """
     The HTTP listeners, opened once C{after} fires. As the service stops
@@ -609,7 +634,8 @@ class BoxsyncService(MultiService):
             max_upload=config.max_upload,
             sessions=sessions,
         )
-        WebPage(reactor, self.app, sessions, self.hub).install(self.app.app)
+        self.presence = Presence(reactor, self.hub, self.app.transfers, self.tokens if self.cluster else None)
+        WebPage(reactor, self.app, sessions, self.presence).install(self.app.app)
         HistoryRoutes(self.app).install(self.app.app)
         self.site = UploadSite(
             self.app.resource(),
@@ -632,6 +658,7 @@ class BoxsyncService(MultiService):
         checked = _BoxesService(self.storage, config.tokens, check, self.tokens, self.accounts, config.index)
         checked.setServiceParent(self)
         _HubService(self.hub).setServiceParent(self)
+        _PresenceService(self.presence, checked.ready).setServiceParent(self)
         if isinstance(self.relay, Service):
             self.relay.setServiceParent(self)
         if self.relay is not None:

@@ -3,12 +3,14 @@ The token registry as a running server sees it (L{TokenWatch}): read in a
 thread of its own, and read again whenever it changed, by any process or
 server, polled every L{POLL_SECONDS}. What it holds is what every request
 is checked against: the revoked tokens, the accounts there are, and the
-web sessions signed out before their time.
+web sessions signed out before their time. Through it too, the servers of
+one index tell each other which clients they serve
+(L{boxsync.server.presence}).
 """
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from typing import Callable, Mapping, TypeVar
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredLock
@@ -18,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from ..reactors import IServerReactor
-from .index import IndexUnavailable
+from .outage import Outage
 from .registry import Registry
 
 __all__ = ["POLL_SECONDS", "TokenWatch"]
@@ -53,8 +55,8 @@ class TokenWatch:
     _version: int | None = None
     _loop: LoopingCall | None = None
     _reading: DeferredLock = field(factory=DeferredLock)
-    _failing: bool = False
     log = Logger()
+    _outage: Outage = field(factory=lambda: Outage("reading the token registry", TokenWatch.log))
 
     async def start(self) -> None:
         """
@@ -118,22 +120,7 @@ class TokenWatch:
             self.changed(newly)
 
     async def _poll(self) -> None:
-        try:
-            await self.refresh()
-        except IndexUnavailable as e:
-            # PostgreSQL is away (a restart): said once, polled until back.
-            if not self._failing:
-                self.log.warn("cannot read the token registry for now: {error}", error=str(e))
-            self._failing = True
-            return
-        except Exception:
-            # Keep polling: the next round may well work.
-            self.log.failure("reading the token registry")
-            self._failing = True
-            return
-        if self._failing:
-            self.log.info("reading the token registry again")
-        self._failing = False
+        await self._outage.round(self.refresh)
 
     async def use_link(self, token_id: str, until: int, now: int) -> bool:
         """
@@ -150,3 +137,16 @@ class TokenWatch:
         """
         self.ended.add(session_id)
         await self._in_thread(lambda registry: registry.end_session(session_id, until, now))
+
+    async def report_clients(self, server: str, now: float, clients: Mapping[str, str], forget: float) -> None:
+        """
+        Record what this server, C{server}, sees of the clients of some
+        accounts (L{Registry.report_clients}).
+        """
+        await self._in_thread(lambda registry: registry.report_clients(server, now, clients, forget))
+
+    async def clients_seen(self, account: str) -> list[tuple[str, float, str]]:
+        """
+        What every server last reported of the clients of C{account}.
+        """
+        return await self._in_thread(lambda registry: registry.clients_seen(account))

@@ -105,6 +105,12 @@ class Transfers:
             found.setdefault(transfer.client, []).append(transfer)
         return found
 
+    def accounts(self) -> set[str]:
+        """
+        The accounts with a transfer under way.
+        """
+        return set(self._accounts)
+
     def count(self) -> int:
         return sum(len(found) for found in self._accounts.values())
 

@@ -20,7 +20,6 @@ import os
 import secrets
 import time
 import zipfile
-from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Any, AsyncIterator, BinaryIO, cast
@@ -41,8 +40,8 @@ from .auth import Principal, Unauthorized
 from .box import Box, NotFound
 from .files import box_file
 from .http import header, json_body, listed
-from .hub import Hub
 from .index import FileRecord
+from .presence import Presence
 from .sessions import (
     API_POLICY,
     PAGE_POLICY,
@@ -212,7 +211,7 @@ class WebPage:
     clock: IReactorTime
     api: BoxsyncApp
     sessions: Sessions
-    hub: Hub
+    presence: Presence
     files: dict[str, tuple[bytes, str]] = field(factory=static_files)
 
     def install(self, app: Klein) -> None:
@@ -291,27 +290,12 @@ class WebPage:
     async def clients(self, request: IRequest, principal: Principal) -> bytes:
         """
         The clients of the account that had an event stream open since the
-        server started, or have a transfer under way: how many streams each
-        has open now, when it was last connected (now, while it transfers),
-        and its transfers.
+        server started (any server of its index), or have a transfer under
+        way: how many streams each has open now, when it was last connected
+        (now, while it transfers), and its transfers.
         """
-        account = principal.account
-        connected = Counter(listener.client for listener in self.hub.listeners(account))
-        transfers = self.api.transfers.of(account)
-        seen = self.hub.last_seen(account)
-        now = self.clock.seconds()
-        seen.update(dict.fromkeys(transfers, now))
-        found = [
-            {
-                "client": client,
-                "streams": connected.get(client, 0),
-                "last_seen": when,
-                "transfers": [transfer.to_json() for transfer in transfers.get(client, ())],
-            }
-            for client, when in sorted(seen.items())
-            if client
-        ]
-        return json_body(request, 200, {"now": now, "clients": found})
+        found = await self.presence.clients(principal.account)
+        return json_body(request, 200, {"now": self.clock.seconds(), "clients": [c.to_json() for c in found]})
 
     async def record(self, request: IRequest, principal: Principal, path: str) -> bytes:
         """

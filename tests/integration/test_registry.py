@@ -183,3 +183,29 @@ def test_a_sign_out_is_seen_on_any_connection_until_the_session_would_end(opener
     # Signing out twice is no error; s1, past its end, is forgotten.
     other.end_session("s2", 3_000, 2_500)
     assert server.ended_sessions(0) == {"s2"}
+
+
+def test_each_server_s_report_of_its_clients_is_read_on_any_connection(opener: Opener) -> None:
+    """
+    A server reports, by account, the clients it serves: another connection
+    reads every server's latest report of an account with the time each
+    server last reported; an empty report takes the account's line out, and
+    a server silent since the time given is forgotten. In PostgreSQL (where
+    servers report: they may have others beside them) reports are not
+    changes of the tokens, which the servers would read again.
+    """
+    one, two = opener(), opener()
+    before = two.version()
+    one.report_clients("s1", 100.0, {"alice": '["laptop"]', "bob": '["phone"]'}, 0.0)
+    two.report_clients("s2", 101.0, {"alice": '["desktop"]'}, 0.0)
+    assert two.version() == before or isinstance(two, TokenRegistry)
+    assert one.clients_seen("alice") == [("s1", 100.0, '["laptop"]'), ("s2", 101.0, '["desktop"]')]
+    assert two.clients_seen("bob") == [("s1", 100.0, '["phone"]')]
+    assert two.clients_seen("carol") == []
+    # s1 reports again: bob has no client there any more; alice's line stays.
+    one.report_clients("s1", 102.0, {"bob": ""}, 0.0)
+    assert two.clients_seen("bob") == []
+    assert two.clients_seen("alice") == [("s1", 102.0, '["laptop"]'), ("s2", 101.0, '["desktop"]')]
+    # s2 falls silent; s1's report forgets every server silent since before 101.5.
+    one.report_clients("s1", 200.0, {}, 101.5)
+    assert two.clients_seen("alice") == [("s1", 200.0, '["laptop"]')]

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,6 +43,32 @@ def test_clients_on_two_servers_converge_live(tmp_path: Path, pair: tuple[Server
     one, two = pair
     assert two.process is not None and "serving the box beside other servers" in two.process.output()
     two_clients_converge(Client(one, tmp_path / "a", "a"), Client(two, tmp_path / "b", "b"), one.box)
+
+
+def _panel(server: Server) -> dict[str, tuple[int, float]]:
+    """
+    The clients panel of the web page, as C{server} answers it: each
+    client's open streams and when it was last connected.
+    """
+    request = urllib.request.Request(server.url + "/web/clients", headers={"Authorization": f"Bearer {server.key}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return {c["client"]: (c["streams"], c["last_seen"]) for c in json.load(answer)["clients"]}
+
+
+def test_the_clients_panel_of_any_server_shows_the_clients_of_all(tmp_path: Path, pair: tuple[Server, Server]) -> None:
+    """
+    A client connected to one server is in the web page's clients panel
+    on the other, connected, then, once it stopped, last seen.
+    """
+    one, two = pair
+    client = Client(two, tmp_path / "b", "far").start()
+    try:
+        wait_until(lambda: _panel(one).get("far", (0, 0))[0] == 1, timeout=20, what="the client on the other server")
+    finally:
+        client.stop()
+    wait_until(lambda: _panel(one).get("far", (1, 0))[0] == 0, timeout=20, what="the client gone")
+    streams, last_seen = _panel(one)["far"]
+    assert 0 < time.time() - last_seen < 60
 
 
 def test_one_of_two_commits_of_a_path_from_one_base_wins(pair: tuple[Server, Server]) -> None:
