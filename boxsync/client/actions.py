@@ -71,6 +71,9 @@ class Actions:
     _removing: dict[str, DeferredLock] = field(factory=dict)
     unanswered: dict[str, str] = field(factory=dict)
     paths: LocalPaths = Factory(lambda self: LocalPaths(self.root, self.reactor), takes_self=True)
+    #: Raises if the folder is no longer the one synced: then its files
+    #: are not gone, and no delete is sent (see L{FolderIdentity}).
+    check_folder: Callable[[], None] = lambda: None
 
     def _local(self, path: str) -> Path:
         return self.paths(path)
@@ -196,6 +199,7 @@ class Actions:
         self.reporter.message(f"made the folder {path} on the server")
 
     async def _remove_folder(self, path: str, base: int) -> None:
+        self.check_folder()
         try:
             await self.api.delete_folder(path, base)
         except NotFound:
@@ -317,6 +321,7 @@ class Actions:
         self.reporter.message(f"made {file.path} {_executable(executable)}")
 
     async def remove(self, path: str, base: int) -> None:
+        self.check_folder()
         try:
             self.committed((await self.transfers.batcher.delete(path, base)).seq)
         except NotFound:

@@ -47,6 +47,7 @@ from .actions import Actions
 from .api import BoxsyncAPI
 from .batch import Batcher
 from .blockwise import Blockwise
+from .identity import FolderIdentity
 from .ignore import IGNORE_FILE, IgnoreRules
 from .jobs import Jobs, this_path_only
 from .localpaths import LocalPaths
@@ -98,6 +99,7 @@ class Engine:
     _jobs: Jobs = field(init=False)
     _transfers: Transfers = field(init=False)
     _actions: Actions = field(init=False)
+    _identity: FolderIdentity = field(init=False)
     _looks: Looks = field(init=False)
     _paths: LocalPaths = field(init=False)
     # The paths with a local change queued whose job has not started yet.
@@ -118,6 +120,7 @@ class Engine:
     skipped: dict[str, str] = field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
+        self._identity = FolderIdentity.of(self.root)
         self.sessions = Sessions(self.reactor, self.once, self.max_backoff)
         self._jobs = Jobs(self.reactor, self.jobs, self.transfers, self._job_failed, self._check_idle)
         self._paths = LocalPaths(self.root, self.reactor)
@@ -168,6 +171,7 @@ class Engine:
             self._resync_for,
             lambda seq: self._attempt.own.add(seq),
             paths=self._paths,
+            check_folder=self._identity.check,
         )
 
     @property
@@ -331,6 +335,9 @@ class Engine:
         result: ScanResult = await self._thread(
             lambda: scan(self.root, self.state.all, self.ignore, unhashed, cut, stamps)
         )
+        # What the scan found missing was deleted only if the folder is
+        # still the one synced.
+        self._identity.check()
         if result.refreshed:
             self.state.put_many(result.refreshed)
         skipped = {each.path: each.reason for each in result.skipped}
@@ -464,9 +471,23 @@ class Engine:
             self.changed(parent)
 
     def rescan(self) -> None:
-        Deferred.fromCoroutine(self._rescan()).addErrback(
-            lambda f: self.log.failure("rescan failed", f)
-        )
+        Deferred.fromCoroutine(self._rescan()).addErrback(self._rescan_failed)
+
+    def _rescan_failed(self, failure: Failure) -> None:
+        if failure.check(*Fatal):
+            self._stop_for(failure.value)  # type: ignore[arg-type]
+            return
+        self.log.failure("rescan failed", failure)
+
+    def _stop_for(self, error: Exception, about: str = "") -> None:
+        """
+        End the session for C{error} (met by the job of the path C{about},
+        if any), which stops the client.
+        """
+        self.log.error("{about}{error}", about=f"{about}: " if about else "", error=error)
+        self._attempt.fatal = error
+        if self._stream is not None:
+            self._stream.cancel()
 
     async def _rescan(self) -> None:
         result = await self.scan()
@@ -505,9 +526,7 @@ class Engine:
         if failure.check(CancelledError):
             return
         if failure.check(*Fatal):
-            self.log.error("{path}: {error}", path=path, error=failure.value)
-            if self._stream is not None:
-                self._stream.cancel()
+            self._stop_for(failure.value, path)  # type: ignore[arg-type]
             return
         error = describe(failure.value)  # type: ignore[arg-type]
         self.log.warn("{path}: {error}", path=path, error=error)

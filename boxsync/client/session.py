@@ -24,11 +24,12 @@ from twisted.logger import Logger
 
 from .connect import describe_failure, unwrap
 from .errors import AuthError, WrongScheme
+from .identity import FolderReplaced
 
 __all__ = ["Attempt", "Fatal", "NotInSync", "Phase", "Sessions", "describe"]
 
 #: Errors that stop the client: retrying would not help.
-Fatal = (AuthError, WrongScheme)
+Fatal = (AuthError, WrongScheme, FolderReplaced)
 
 #: What writing to a full disk (or past a quota or a size limit) fails with.
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -72,6 +73,8 @@ class Attempt:
         scan and plan.
     @ivar synced: whether the folder was in sync at some point.
     @ivar error: the last failure, for the log and the status.
+    @ivar fatal: the error that stops the client, met by a job or a rescan
+        (the session was ended for it).
     @ivar seen: the highest seq of the events that came after the plan (in
         seq order: the commits of other clients up to it all came).
     @ivar own: the seqs of this client's own commits in this session, which
@@ -83,6 +86,7 @@ class Attempt:
     resync: bool = False
     synced: bool = False
     error: str | None = None
+    fatal: Exception | None = None
     seen: int = 0
     own: set[int] = field(factory=set)
 
@@ -167,6 +171,8 @@ class Sessions:
             except Fatal:
                 raise
             except CancelledError:
+                if self.attempt.fatal is not None:
+                    raise self.attempt.fatal from None
                 if self.phase is Phase.STOPPED:
                     return
                 if self.paused:

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Protocol
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import ILogObserver, LogLevel, formatEvent
+from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 from zope.interface import implementer
 
 from ..config import human_size
@@ -28,6 +28,8 @@ from .progress import Reporter
 from .state import STATE_FILE, LocalState
 
 __all__ = ["STATUS_FILE", "StatusFile", "describe", "read_status", "status_path"]
+
+log = Logger()
 
 #: The status file, below the folder's hidden folder.
 STATUS_FILE = "status.json"
@@ -80,6 +82,7 @@ class StatusFile:
     _written: dict[str, Any] | None = None
     _loop: LoopingCall | None = None
     _stopped_in_sync: bool = False
+    _unwritable: bool = False
     #: Whether the client ended in sync, when it knows (one that syncs once).
     ended_in_sync: bool | None = None
 
@@ -178,9 +181,18 @@ class StatusFile:
         if snapshot == self._written:
             return
         temp = self.path.with_name(f".{self.path.name}.{self.pid}.tmp")
-        # Compact: the C encoder, while thousands of transfers are listed.
-        temp.write_text(json.dumps(snapshot, separators=(",", ":")) + "\n", encoding="utf-8")
-        os.replace(temp, self.path)
+        try:
+            # Compact: the C encoder, while thousands of transfers are listed.
+            temp.write_text(json.dumps(snapshot, separators=(",", ":")) + "\n", encoding="utf-8")
+            os.replace(temp, self.path)
+        except OSError as e:
+            # The folder is gone or full: the client says what stops it,
+            # if anything does; the status waits for the next write.
+            if not self._unwritable:
+                log.warn("cannot write {path}: {error}", path=str(self.path), error=e.strerror or e)
+            self._unwritable = True
+            return
+        self._unwritable = False
         self._written = snapshot
 
 

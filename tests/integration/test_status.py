@@ -18,7 +18,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from boxsync.client import cli, commands
 from boxsync.wire import ProtocolError, RemoteFile
@@ -186,6 +186,31 @@ def test_status_file(tmp_path: Path) -> None:
     status.close()
     assert json.loads(path.read_text())["running"] is False
     assert not list(tmp_path.glob("*.tmp")) and written
+
+
+def test_a_status_file_that_cannot_be_written_is_said_once(tmp_path: Path) -> None:
+    """
+    The folder gone (moved away while the client stops for it): each write
+    fails, is said once, and the status goes on; it is written again once
+    it can be.
+    """
+    clock = Clock()
+    folder = tmp_path / "hidden"
+    said: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(said.append)
+    try:
+        status = StatusFile(LogReporter(), folder / "status.json", clock, engine=FakeEngine())
+        status.start()
+        status.started("download", "a.bin", 10)
+        clock.advance(0.5)
+        folder.mkdir()
+        status.started("download", "b.bin", 10)
+        clock.advance(0.5)
+    finally:
+        globalLogPublisher.removeObserver(said.append)
+    warnings = [formatEvent(e) for e in said if e.get("log_namespace") == "boxsync.client.status"]
+    assert len(warnings) == 1 and str(folder / "status.json") in warnings[0]
+    assert [t["path"] for t in json.loads((folder / "status.json").read_text())["transfers"]] == ["a.bin", "b.bin"]
 
 
 def test_status_of_a_crashed_client(tmp_path: Path) -> None:

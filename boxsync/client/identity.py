@@ -1,0 +1,68 @@
+"""
+The synced folder is the one the client started with.
+
+A folder that is moved away, deleted, replaced by another or unmounted (an
+empty mount point is left) looks, to a scan of its path, like a folder
+whose every file was deleted. Syncthing keeps a marker in each folder for
+this; boxsync has its state file in the folder's hidden folder. Before a
+scan's deletes are believed and before any delete is sent to the server,
+the client checks that the folder at its path and the state file in it are
+still those it opened (L{FolderIdentity.check}): if not, it stops, having
+deleted nothing, and says why in one line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from attrs import frozen
+
+from ..paths import HIDDEN_DIR
+from .state import STATE_FILE
+
+__all__ = ["FolderIdentity", "FolderReplaced"]
+
+
+class FolderReplaced(Exception):
+    """
+    The synced folder is not the folder the client started with.
+    """
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+@frozen
+class FolderIdentity:
+    """
+    What makes the folder C{root} the one being synced: its own device and
+    inode, and those of its state file.
+    """
+
+    root: Path
+    folder: tuple[int, int] | None
+    state: tuple[int, int] | None
+
+    @classmethod
+    def of(cls, root: Path) -> FolderIdentity:
+        """
+        The identity of C{root} as it is now, its state opened.
+        """
+        return cls(root, _identity(root), _identity(root / HIDDEN_DIR / STATE_FILE))
+
+    def check(self) -> None:
+        """
+        @raise FolderReplaced: if the folder at C{root}, or its state file,
+            is not the one it was.
+        """
+        if FolderIdentity.of(self.root) != self:
+            raise FolderReplaced(
+                f"{self.root} is no longer the folder that was being synced (moved, deleted, "
+                "replaced or unmounted): stopped, and nothing was deleted on the server"
+            )
