@@ -265,6 +265,8 @@ class Engine:
         )
         stream = await self.api.open_stream(manifest, cursor or None, self._on_event)
         self._stream = stream
+        if attempt.other_box:
+            stream.cancel()  # its hello came first
         try:
             if self.once and await _first(self.idle(), stream.done) is not stream.done:
                 # In sync, unless a job failed: then try again.
@@ -395,8 +397,11 @@ class Engine:
     # Events from the server
 
     def _on_event(self, event: Event) -> None:
+        if self._attempt.other_box:
+            return  # the session ends: nothing it says is of this folder
         if isinstance(event, Hello):
             self.api.stream_id = event.stream
+            self._check_box(event)
             return
         if isinstance(event, Ready):
             self._attempt.plan_seq = event.seq
@@ -407,8 +412,10 @@ class Engine:
         if isinstance(event, Incoming):
             self._incoming(event)
             return
-        if isinstance(event, (Download, Folder, Delete)) and self._attempt.plan_seq is not None:
-            self._attempt.seen = max(self._attempt.seen, event.seq)
+        if isinstance(event, (Download, Folder, Delete)):
+            self._attempt.latest[event.path] = max(event.seq, self._attempt.latest.get(event.path, 0))
+            if self._attempt.plan_seq is not None:
+                self._attempt.seen = max(self._attempt.seen, event.seq)
         handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
             Upload: self._upload_event,
             Download: self._download,
@@ -420,6 +427,36 @@ class Engine:
         }
         handler = handlers[type(event)]
         self.submit(event.path, lambda: handler(event))  # type: ignore[union-attr]
+
+    def _check_box(self, hello: Hello) -> None:
+        """
+        Make sure the server's box is the one the bases are of. If it is
+        another (a new box, or this one restored from a backup: its seq is
+        behind what this folder has seen), a file here that it lacks was not deleted
+        there: every base is forgotten, and the next session compares every
+        file with the box as a first sync does, deleting nothing.
+        """
+        known, seen = self.state.box, self.state.highest_seq()
+        if hello.box is not None and known is not None and hello.box != known:
+            why = "it is another box"
+        elif hello.seq < seen:
+            why = f"its last change is {hello.seq}, before the {seen} this folder has seen"
+        else:
+            if hello.box is not None and known is None:
+                self.state.box = hello.box
+            return
+        self.log.warn(
+            "the server's box is not the one {root} was synced with ({why}): comparing every file with it as "
+            "at a first sync, deleting nothing here or there",
+            root=str(self.root),
+            why=why,
+        )
+        self.state.start_over(hello.box or known or "")
+        self._attempt.other_box = True
+        self._attempt.resync = True
+        self._attempt.error = f"the server's box is not the one this folder was synced with ({why})"
+        if self._stream is not None:
+            self._stream.cancel()
 
     def _incoming(self, event: Incoming) -> None:
         """
@@ -647,11 +684,17 @@ class Engine:
             self._actions.keep_as_conflict(path)
             file = None
         fetched = await self._transfers.download(event)
-        if fetched is not None:
-            temp, result = fetched
-            await self._actions.place(temp, target, event, result, file)
-            if path == IGNORE_FILE:
-                self._rules_changed()
+        if fetched is None:
+            if self._attempt.latest.get(path, 0) <= event.seq:
+                # No newer version came to say why this one could not be
+                # had: the next session's plan finds out, rather than the
+                # file be left out in silence.
+                self._resync_for(f"{path}: version {event.seq} could not be had whole")
+            return
+        temp, result = fetched
+        await self._actions.place(temp, target, event, result, file)
+        if path == IGNORE_FILE:
+            self._rules_changed()
 
     async def _conflict_event(self, event: Conflict) -> None:
         await self._download(

@@ -75,6 +75,10 @@ class Attempt:
     @ivar error: the last failure, for the log and the status.
     @ivar fatal: the error that stops the client, met by a job or a rescan
         (the session was ended for it).
+    @ivar other_box: whether the server's box turned out not to be the one
+        the folder was synced with (the session was ended for it).
+    @ivar latest: the seq of the latest event of each path (a commit, or
+        an entry of the plan).
     @ivar seen: the highest seq of the events that came after the plan (in
         seq order: the commits of other clients up to it all came).
     @ivar own: the seqs of this client's own commits in this session, which
@@ -87,6 +91,8 @@ class Attempt:
     synced: bool = False
     error: str | None = None
     fatal: Exception | None = None
+    other_box: bool = False
+    latest: dict[str, int] = field(factory=dict)
     seen: int = 0
     own: set[int] = field(factory=set)
 

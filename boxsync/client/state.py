@@ -53,6 +53,7 @@ STATE_FILE = "state.sqlite"
 _CURSOR = "cursor"
 _CLIENT_ID = "client_id"
 _RULES = "ignore_rules"
+_BOX = "box"
 
 # SQLite integers are signed 64-bit; an inode number may use all 64 bits.
 _U64 = 1 << 64
@@ -402,6 +403,14 @@ class LocalState:
     def __len__(self) -> int:
         return int(self._query("SELECT count(*) FROM bases")[0][0])
 
+    def highest_seq(self) -> int:
+        """
+        The latest seq this folder knows of the box: its cursor, or a base
+        recorded since (0 before the first sync).
+        """
+        (found,) = self._query("SELECT max(seq) FROM bases")[0]
+        return max(self.cursor, int(found or 0))
+
     def put(self, base: Base) -> None:
         """
         Record C{base}, replacing any base of its path (soon, given
@@ -510,6 +519,31 @@ class LocalState:
     @rules.setter
     def rules(self, fingerprint: str) -> None:
         self._set_meta(_RULES, fingerprint)
+
+    @property
+    def box(self) -> str | None:
+        """
+        The id of the box the bases and the cursor are of (C{None}: not
+        known, before the first sync or from an older client).
+        """
+        return self._get_meta(_BOX)
+
+    @box.setter
+    def box(self, box: str) -> None:
+        self._set_meta(_BOX, box)
+
+    def start_over(self, box: str) -> None:
+        """
+        Forget every base and the cursor, in one transaction that records
+        C{box} as the box from now on: no file here was synced with it.
+        """
+        with self._lock:
+            self._unwritten = {}
+            self._recent.clear()
+            with transaction(self._db) as db:
+                db.execute("DELETE FROM bases")
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_CURSOR, "0"))
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_BOX, box))
 
     def close(self) -> None:
         """

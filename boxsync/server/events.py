@@ -139,8 +139,9 @@ class EventStream:
 
         held_open: Deferred[None] = Deferred(lambda d: close())
         try:
+            box = await index.box_id()
             upto = await index.current_seq(account)
-            self.start(upto)
+            self.start(upto, box)
             writing = Deferred.fromCoroutine(self.run(plan(upto), upto))
         except BaseException:
             close()
@@ -158,13 +159,14 @@ class EventStream:
             self.log.info("{client} disconnected", client=self.client or "a client")
             close()
 
-    def start(self, seq: int) -> None:
+    def start(self, seq: int, box: str | None = None) -> None:
         """
-        Write the headers and the first frames, and start taking
-        back-pressure from the connection.
+        Write the headers and the first frames (the hello: the current
+        C{seq} and the id of the C{box}), and start taking back-pressure
+        from the connection.
         """
         self.request.registerProducer(self, True)
-        hello = self.framing.encode(Hello(self.stream_id, seq), True)
+        hello = self.framing.encode(Hello(self.stream_id, seq, box), True)
         if not self._closed:
             # Written even when empty: it sends the response headers.
             self.request.write(self._encoded(self.framing.preamble + hello))

@@ -208,6 +208,14 @@ class IIndex(Interface):
         The account's latest seq (0 if it has none).
         """
 
+    def box_id() -> Any:
+        """
+        The id of the box: made with the index, the same for every server
+        of it, and carried along when it moves (C{boxsync-admin migrate}).
+        A client synced with another box (an empty one made where the box
+        used to be, say) is told by it.
+        """
+
     def set_recipe(account: str, seq: int, recipe: Recipe) -> Any:
         """
         Record the blocks of version C{seq} (live or kept).
@@ -388,6 +396,11 @@ _SCHEMA: list[list[str]] = [
     # version 7: whether a kept version's file holds each of its blocks
     # (0: a hole punched there, as a newer version holds the same block).
     ["ALTER TABLE blocks ADD COLUMN held INTEGER NOT NULL DEFAULT 1"],
+    # version 8: the box's id, made once (see IIndex.box_id).
+    [
+        "CREATE TABLE box_identity (id TEXT NOT NULL)",
+        "INSERT INTO box_identity (id) VALUES (lower(hex(randomblob(16))))",
+    ],
 ]
 
 _COLUMNS = "path, size, sha256, mtime_ns, seq, deleted, origin, ctime_ns, executable, folder, committed_ns"
@@ -470,6 +483,8 @@ class SQLIndex:
 
     #: Whether the database is SQLite, whose planner some queries steer.
     _sqlite: ClassVar[bool] = False
+    #: The box's id, once read.
+    _box_id: str | None = None
 
     def _run(self, fn: Callable[[Database], _T]) -> Any:
         raise NotImplementedError()
@@ -521,6 +536,12 @@ class SQLIndex:
 
     def current_seq(self, account: str) -> Any:
         return self._run(lambda db: _current_seq(db, account))
+
+    async def box_id(self) -> str:
+        if self._box_id is None:
+            rows = await self._run(lambda db: db.execute("SELECT id FROM box_identity").fetchall())
+            self._box_id = str(rows[0][0])
+        return self._box_id
 
     def set_recipe(self, account: str, seq: int, recipe: Recipe) -> Any:
         def work(db: Database) -> None:

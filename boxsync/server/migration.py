@@ -30,7 +30,7 @@ from .beneath import open_regular_fd
 from .index import open_database
 from .registry import REGISTRY_FILE, TokenRegistry
 
-__all__ = ["INDEX_TABLES", "REGISTRY_TABLES", "MigrationError", "Moved", "to_postgresql", "to_sqlite"]
+__all__ = ["IDENTITY_TABLES", "INDEX_TABLES", "REGISTRY_TABLES", "MigrationError", "Moved", "to_postgresql", "to_sqlite"]
 
 #: The embedded index's file in the box's hidden folder.
 INDEX_SQLITE = "index.sqlite"
@@ -49,6 +49,9 @@ INDEX_TABLES: dict[str, Sequence[str]] = {
     "blocks": ("account", "seq", "n", "sha256", "offset", "size", "held"),
     "recipes": ("account", "seq"),
 }
+#: The box's id: each index is made with one of its own, replaced by the
+#: one moved in, so that its clients see the same box.
+IDENTITY_TABLES: dict[str, Sequence[str]] = {"box_identity": ("id",)}
 #: Each table of the token registry, with its columns.
 REGISTRY_TABLES: dict[str, Sequence[str]] = {
     "tokens": ("id", "account", "client", "issued", "expires", "revoked"),
@@ -116,6 +119,15 @@ def _copy(source: Any, sink: Any, tables: dict[str, Sequence[str]], placeholder:
             count += len(batch)
         copied[table] = count
     return copied
+
+
+def _replace(source: Any, sink: Any, tables: dict[str, Sequence[str]], placeholder: str) -> dict[str, int]:
+    """
+    Replace the rows of C{tables} in C{sink} with those of C{source}.
+    """
+    for table in tables:
+        sink.execute(f"DELETE FROM {table}")
+    return _copy(source, sink, tables, placeholder)
 
 
 def _insert(sink: Any, insert: str, rows: list[Sequence[Any]]) -> None:
@@ -207,12 +219,13 @@ def to_postgresql(box: Path, url: str, folder_of: Callable[[str], Path]) -> Move
         with sink.transaction():
             _empty(sink, [*INDEX_TABLES, "tokens"], "the PostgreSQL database")
             rows = _copy(source, sink, INDEX_TABLES, "%s")
+            rows.update(_replace(source, sink, IDENTITY_TABLES, "%s"))
             if registry_file.exists():
                 with closing(sqlite3.connect(str(registry_file))) as registry:
                     rows.update(_copy(registry, sink, REGISTRY_TABLES, "%s"))
                     _check_counts(registry, sink, {t: rows[t] for t in REGISTRY_TABLES}, "PostgreSQL")
                 sink.execute("UPDATE token_changes SET changes = changes + 1")
-            _check_counts(source, sink, {t: rows[t] for t in INDEX_TABLES}, "PostgreSQL")
+            _check_counts(source, sink, {t: rows[t] for t in [*INDEX_TABLES, *IDENTITY_TABLES]}, "PostgreSQL")
     for path in (index_file, registry_file):
         if path.exists():
             path.rename(path.with_name(path.name + ".migrated"))
@@ -238,6 +251,7 @@ def to_sqlite(box: Path, url: str, folder_of: Callable[[str], Path]) -> Moved:
                     made.append(index_file)
                     with transaction(sink):
                         rows = _copy(source, sink, INDEX_TABLES, "?")
+                        rows.update(_replace(source, sink, IDENTITY_TABLES, "?"))
                     _check_counts(source, sink, rows, str(index_file))
                 if _count(source, "tokens"):
                     TokenRegistry(registry_file).close()

@@ -37,11 +37,19 @@ __all__ = [
 class Hello:
     """
     The first event of every stream: the stream's id and the current seq.
+
+    @ivar box: the id of the box (of its index), the same for every server
+        of it and for as long as it lives; a client whose files were synced
+        with another box (or with this one before its index was restored
+        from a backup: its seq is then behind the client's cursor) must not
+        take what it lacks for deleted. C{None} from a server that does not
+        say.
     """
 
     name = "hello"
     stream: str
     seq: int
+    box: str | None = None
 
 
 @frozen

@@ -20,6 +20,7 @@ from boxsync.client.placing import conflict_name
 from boxsync.client.results import DownloadResult
 from boxsync.client.ignore import IgnoreRules
 from boxsync.client.scanner import SETTLED_NS
+from boxsync.client.session import NotInSync
 from boxsync.client.progress import MOVED_BACK, NOTED_START, LogReporter, RichReporter, reporter_for
 from boxsync.client.transfers import Transfers
 from twisted.internet.error import ConnectionLost
@@ -891,3 +892,29 @@ async def test_a_download_is_never_placed_over_a_folder(folders: Any, reactor: A
             )
     assert (a.root / "x/inside.txt").read_text() == "kept" and temp.exists()
     assert a.state.get("x") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_that_cannot_be_had_whole_is_not_left_out_in_silence(
+    folders: Any, server: RunningServer
+) -> None:
+    """
+    The box's copy of a file changed behind the server's back (a disk's
+    bit rot): every block of it B fetches is checked, and one does not
+    match. No newer version comes to explain it, so B does not take the
+    file for replaced meanwhile and call itself in sync without it: it
+    syncs again, and says which file it could not get.
+    """
+    a, b = folders("a"), folders("b")
+    (a.root / "big.bin").write_bytes(os.urandom(3 * 2**20))
+    (a.root / "small.txt").write_bytes(b"fine")
+    await a.sync()
+    box_file = server.box / "big.bin"
+    stamps = box_file.stat()
+    with open(box_file, "r+b") as out:
+        out.seek(2**20)
+        out.write(b"\0" * 4096)
+    os.utime(box_file, ns=(stamps.st_atime_ns, stamps.st_mtime_ns))
+    with pytest.raises(NotInSync, match="big.bin: version [0-9]+ could not be had whole"):
+        await b.sync()
+    assert set(tree(b.root)) == {"small.txt"}

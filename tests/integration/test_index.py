@@ -6,6 +6,7 @@ test).
 
 from __future__ import annotations
 
+import re
 import errno
 import json
 import socket
@@ -324,6 +325,30 @@ async def test_stats(index: Any) -> None:
     await index.commit(A, rec("b", deleted=True))
     await index.commit("other", rec("a", b"123456"))
     assert await index.stats(A) == Stats(files=1, bytes=2, seq=4)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_box_id_is_made_once_and_every_server_tells_it(
+    opener: Opener, request: pytest.FixtureRequest, tmp_path: Path, reactor: Any
+) -> None:
+    first, second = opener(), opener()
+    box = await first.box_id()
+    assert re.fullmatch("[0-9a-f]{32}", box)
+    assert await second.box_id() == box
+    await first.commit(A, rec("a"))
+    assert await opener().box_id() == box
+    # Another box (a new database, or a new SQLite file) is another id.
+    if "postgres" in request.fixturenames:
+        from boxsync.server.pgindex import PostgresIndex
+
+        other = PostgresIndex(reactor, request.getfixturevalue("postgres").new_database())
+    else:
+        other = SQLiteIndex(reactor, tmp_path / "other.sqlite")
+    other.start()
+    try:
+        assert await other.box_id() not in ("", box)
+    finally:
+        other.stop()
 
 
 @pytest_twisted.ensureDeferred

@@ -145,8 +145,9 @@ def test_an_embedded_box_moves_to_postgresql_and_back(tmp_path: Path, postgres: 
     """
     C{boxsync-admin migrate}: a box served embedded, with a file overwritten
     (a version kept), moves into PostgreSQL and back; served from either,
-    it lists the same files at the same seqs, keeps the same history, and
-    its seqs go on from where they were. A move is refused, with nothing
+    it lists the same files at the same seqs, keeps the same history, its
+    seqs go on from where they were, and a client synced before sees the
+    same box (it does not start over). A move is refused, with nothing
     written, while a server runs, into a database that holds an index, and
     for a box with a file changed by hand since it was served.
     """
@@ -157,6 +158,8 @@ def test_an_embedded_box_moves_to_postgresql_and_back(tmp_path: Path, postgres: 
         for path, data in (("a.txt", b"one"), ("docs/b.txt", b"two"), ("a.txt", b"three")):
             assert put(server, path, data)[0] == 201
         before = _listing(server)
+        (tmp_path / "c").mkdir()
+        Client(server, tmp_path / "c", "c").once()
         status, _, err = admin("migrate", "--box", str(box), "--to", url)
         assert status == 1 and "is being served" in err and len(err.splitlines()) == 1
     finally:
@@ -180,6 +183,7 @@ def test_an_embedded_box_moves_to_postgresql_and_back(tmp_path: Path, postgres: 
     server = Server(box, options=["--index", url]).start()
     try:
         assert _listing(server) == before
+        assert "is not the one" not in Client(server, tmp_path / "c", "c").once().stderr
         assert put(server, "c.txt", b"four")[0] == 201
         assert max(seq for _, seq, _ in _listing(server)) == max(seq for _, seq, _ in before) + 1
         moved = _listing(server)
@@ -192,6 +196,7 @@ def test_an_embedded_box_moves_to_postgresql_and_back(tmp_path: Path, postgres: 
     server = Server(box).start()
     try:
         assert _listing(server) == moved
+        assert "is not the one" not in Client(server, tmp_path / "c", "c").once().stderr
     finally:
         server.stop()
     assert admin("history", "--box", str(box))[1] == history

@@ -351,3 +351,25 @@ def test_stamps(state: LocalState) -> None:
     }
     assert ("huge", 3, 5, (1 << 64) - 7, 11, True) in stamps.files
     assert stamps.folders == {"dir": 8}
+
+
+def test_starting_over_with_another_box_forgets_every_base_at_once(tmp_path: Path) -> None:
+    state = LocalState.open(tmp_path)
+    assert state.box is None and state.highest_seq() == 0
+    state.box = "one"
+    state.put_many([base("a", 3), base("b", 9), folder_base("docs", 4)])
+    state.cursor = 5
+    # A base recorded past the cursor counts: its commit was answered.
+    assert state.highest_seq() == 9
+    state.later = lambda write: None  # a put kept unwritten
+    state.put(base("c", 11))
+    assert state.highest_seq() == 11
+    state.start_over("two")
+    assert (state.box, state.cursor, state.highest_seq(), state.all(), state.get("a")) == ("two", 0, 0, {}, None)
+    state.later = None
+    state.close()
+    reopened = LocalState.open(tmp_path)
+    try:
+        assert (reopened.box, reopened.cursor, len(reopened)) == ("two", 0, 0)
+    finally:
+        reopened.close()

@@ -1,0 +1,68 @@
+"""
+The server comes back with a box that is not the one a running client
+synced with: an empty box folder where the box used to be (its disk not
+mounted), or the box restored from a backup made before the client's last
+changes. To the client, every file the box lacks looks deleted there. The
+client notices (the box's id, or the box's last change before its own
+cursor), forgets what it knew of the old box, and compares every file with
+the new one as at a first sync: it deletes nothing, and the box gets back
+what it lacks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from boxsync.testing import Client, Server, tree, wait_until
+from tests.faults import output
+from tests.faults import server  # noqa: F401 (the fixture)
+
+
+def write(folder: Path, files: dict[str, bytes]) -> None:
+    for path, data in files.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data)
+
+
+@pytest.mark.parametrize("how", ["empty", "restored"])
+def test_a_client_gives_a_box_that_lost_its_files_back_and_deletes_nothing(
+    tmp_path: Path, server: Server, how: str
+) -> None:
+    first = {f"docs/f{n}.txt": f"file {n}\n".encode() for n in range(10)}
+    later = {f"later/g{n}.txt": f"later {n}\n".encode() for n in range(5)}
+    a = Client(server, tmp_path / "a", "a")
+    a.folder.mkdir()
+    write(a.folder, first)
+    a.start()
+    try:
+        wait_until(lambda: tree(server.box) == tree(a.folder), timeout=30, what="the box to have the files")
+        backup = tmp_path / "backup"
+        if how == "restored":
+            server.stop()
+            shutil.copytree(server.box, backup, symlinks=True)
+            server.start()
+        write(a.folder, later)
+        wait_until(lambda: tree(server.box) == tree(a.folder), timeout=30, what="the box to have the later files")
+        everything = tree(a.folder)
+        assert len(everything) == len(first) + len(later)
+        server.stop()
+        os.rename(server.box, tmp_path / "box-before")
+        if how == "restored":
+            os.rename(backup, server.box)
+        else:
+            server.box.mkdir()
+        server.start()
+        wait_until(lambda: tree(server.box) == everything, timeout=60, what="the box to have every file again")
+        assert tree(a.folder) == everything
+        assert "is not the one" in output(a)
+    finally:
+        a.stop()
+    # A new client gets every file.
+    b = Client(server, tmp_path / "b", "b")
+    b.folder.mkdir()
+    assert b.once().returncode == 0
+    assert tree(b.folder) == everything
