@@ -203,8 +203,7 @@ class Engine:
         download leaves no partial file in the folder).
         """
         self.sessions.stop()
-        if self._stream is not None:
-            self._stream.cancel()
+        self._end_session()
         self._jobs.stop()
 
     def pause(self) -> None:
@@ -214,8 +213,7 @@ class Engine:
         session.
         """
         self.sessions.pause()
-        if self._stream is not None:
-            self._stream.cancel()
+        self._end_session()
         self._jobs.stop()
 
     def resume(self) -> None:
@@ -432,9 +430,10 @@ class Engine:
         """
         Make sure the server's box is the one the bases are of. If it is
         another (a new box, or this one restored from a backup: its seq is
-        behind what this folder has seen), a file here that it lacks was not deleted
-        there: every base is forgotten, and the next session compares every
-        file with the box as a first sync does, deleting nothing.
+        behind what this folder has seen), a file here that it lacks was
+        not deleted there: every base is forgotten, and the next session
+        compares every file with the box as a first sync does, deleting
+        nothing.
         """
         known, seen = self.state.box, self.state.highest_seq()
         if hello.box is not None and known is not None and hello.box != known:
@@ -451,12 +450,11 @@ class Engine:
             root=str(self.root),
             why=why,
         )
-        self.state.start_over(hello.box or known or "")
+        self.state.start_over(hello.box)
         self._attempt.other_box = True
         self._attempt.resync = True
         self._attempt.error = f"the server's box is not the one this folder was synced with ({why})"
-        if self._stream is not None:
-            self._stream.cancel()
+        self._end_session()
 
     def _incoming(self, event: Incoming) -> None:
         """
@@ -523,6 +521,12 @@ class Engine:
         """
         self.log.error("{about}{error}", about=f"{about}: " if about else "", error=error)
         self._attempt.fatal = error
+        self._end_session()
+
+    def _end_session(self) -> None:
+        """
+        Close this session's stream, if it is open yet.
+        """
         if self._stream is not None:
             self._stream.cancel()
 
@@ -590,8 +594,7 @@ class Engine:
             # The idle check ends a --once session; it sees the failure.
             return
         self._attempt.resync = True
-        if self._stream is not None:
-            self._stream.cancel()
+        self._end_session()
 
     def _resync_for(self, reason: str | None) -> None:
         if reason is not None:

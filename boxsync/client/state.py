@@ -532,10 +532,11 @@ class LocalState:
     def box(self, box: str) -> None:
         self._set_meta(_BOX, box)
 
-    def start_over(self, box: str) -> None:
+    def start_over(self, box: str | None) -> None:
         """
         Forget every base and the cursor, in one transaction that records
-        C{box} as the box from now on: no file here was synced with it.
+        C{box} as the box from now on (C{None}: not known): no file here
+        was synced with it.
         """
         with self._lock:
             self._unwritten = {}
@@ -543,7 +544,9 @@ class LocalState:
             with transaction(self._db) as db:
                 db.execute("DELETE FROM bases")
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_CURSOR, "0"))
-                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_BOX, box))
+                db.execute("DELETE FROM meta WHERE key = ?", (_BOX,))
+                if box is not None:
+                    db.execute("INSERT INTO meta VALUES (?, ?)", (_BOX, box))
 
     def close(self) -> None:
         """

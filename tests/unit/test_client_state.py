@@ -371,5 +371,8 @@ def test_starting_over_with_another_box_forgets_every_base_at_once(tmp_path: Pat
     reopened = LocalState.open(tmp_path)
     try:
         assert (reopened.box, reopened.cursor, len(reopened)) == ("two", 0, 0)
+        # A server that does not tell its box leaves it not known.
+        reopened.start_over(None)
+        assert reopened.box is None
     finally:
         reopened.close()
