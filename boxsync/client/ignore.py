@@ -125,7 +125,13 @@ class IgnoreRules:
         if path == IGNORE_FILE:
             return False
         segments = path.split("/")
-        if segments[0] == HIDDEN_DIR or any(map(is_temp_name, segments)):
+        if (
+            segments[0] == HIDDEN_DIR
+            # A folder synced on its own inside this one: its hidden folder.
+            or HIDDEN_DIR in segments[1:-1]
+            or (is_dir and segments[-1] == HIDDEN_DIR)
+            or any(map(is_temp_name, segments))
+        ):
             return True
         return self._matched(path, is_dir)
 
@@ -136,7 +142,7 @@ class IgnoreRules:
         """
         if path == IGNORE_FILE:
             return False
-        if path == HIDDEN_DIR or is_temp_name(name):
+        if (name == HIDDEN_DIR and is_dir) or is_temp_name(name):
             return True
         return self._matched(path, is_dir)
 

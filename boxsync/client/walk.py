@@ -3,7 +3,10 @@ What in a synced folder is synced: its regular files and folders, by wire
 path (the NFC form of their names here). Links, other special files, names
 the wire cannot carry and names that have the same wire path as another
 (they differ only in their Unicode normalisation) are passed over, each
-with the reason (L{Skipped}); ignored paths and the hidden folder are left
+with the reason (L{Skipped}); so is the hidden folder of a folder synced on
+its own inside this one (its state, written all the time, is that client's
+alone: sent to the box, it would land on that folder's other copies, over
+their state). Ignored paths and this folder's own hidden folder are left
 out.
 """
 
@@ -20,7 +23,11 @@ from attrs import frozen
 from ..paths import HIDDEN_DIR, BadPath, child, normalize, preferred, to_local
 from .ignore import IgnoreRules
 
-__all__ = ["Skipped", "walk", "wire_path"]
+__all__ = ["NESTED_FOLDER", "Skipped", "walk", "wire_path"]
+
+#: Why the hidden folder of a folder synced on its own inside this one is
+#: not synced.
+NESTED_FOLDER = f"the {HIDDEN_DIR}/ of a folder synced on its own inside this one"
 
 
 def wire_path(relative: str) -> str:
@@ -155,6 +162,11 @@ def _classify(
             elif not is_dir and not entry.is_file(follow_symlinks=False):
                 reason = "not a regular file"
         except OSError:
+            return None
+        if reason is None and is_dir and entry.name == HIDDEN_DIR:
+            # Another client's own data: never this folder's to sync.
+            if skipped is not None:
+                skipped.append(Skipped(relative, NESTED_FOLDER))
             return None
         if reason is None:
             return None if ignore.ignored_in_synced(path, entry.name, is_dir) else path

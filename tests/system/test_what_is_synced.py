@@ -92,3 +92,33 @@ def test_empty_folders_come_and_go_but_never_with_what_is_in_them(tmp_path: Path
         a.kill()
         b.kill()
     stop_and_check(server, "empty folders", 2, a.folder, b.folder)
+
+
+def test_a_folder_synced_on_its_own_inside_is_synced_but_its_client_s_data(tmp_path: Path, server: Server) -> None:
+    """
+    A folder inside A's that another client keeps in sync with another box
+    (here another server): its files are A's too, the other client's own
+    data (its state, written all the time) is not: it never reaches A's box,
+    nor so the copies of that folder elsewhere, over their own client's
+    state. A says once that it leaves it out.
+    """
+    other = Server(tmp_path / "other-box").start()
+    work = tmp_path / "a" / "work"
+    work.mkdir(parents=True)
+    (work / "report.txt").write_text("the report")
+    inner = Client(other, work, "inner")
+    a = Client(server, tmp_path / "a", "a")
+    try:
+        inner.once()
+        assert (work / ".boxsync" / "state.sqlite").exists()
+        a.once()
+        b = Client(server, tmp_path / "b", "b")
+        b.folder.mkdir()
+        b.once()
+        assert sorted(tree(b.folder)) == ["work/report.txt"]
+        assert not (b.folder / "work" / ".boxsync").exists()
+        assert not (server.box / "work" / ".boxsync").exists()
+        status = Client(server, tmp_path / "a", "a")
+        assert "work/.boxsync" in status.once().stderr
+    finally:
+        other.kill()

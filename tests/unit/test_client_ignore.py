@@ -34,7 +34,13 @@ def test_hidden_folder_and_temp_names() -> None:
     rules = IgnoreRules.from_lines(["!*"])
     assert rules.ignored(".boxsync", is_dir=True)
     assert rules.ignored(".boxsync/state.sqlite")
-    assert not rules.ignored("sub/.boxsync/x")
+    # The hidden folder of a folder synced on its own inside this one.
+    assert rules.ignored("sub/.boxsync/x")
+    assert rules.ignored_in_synced("sub/.boxsync", ".boxsync", True)
+    assert not rules.ignored_in_synced("sub/.boxsync", ".boxsync", False)
+    assert rules.ignored("sub/.boxsync", is_dir=True)
+    assert not rules.ignored("sub/.boxsync")  # a file of that name
+    assert not rules.ignored("sub/x.boxsync") and not rules.ignored("sub/.boxsyncs/x")
     assert rules.ignored(f"a/{TEMP_PREFIX}123")
     assert rules.ignored(f"{TEMP_PREFIX}d/file")
     assert is_temp_name(TEMP_PREFIX + "x")

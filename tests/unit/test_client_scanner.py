@@ -29,6 +29,7 @@ from boxsync.client.scanner import (
 )
 from boxsync.blocks import recipe_of
 from boxsync.fs import CHUNK_SIZE, hash_file
+from boxsync.client.walk import NESTED_FOLDER
 from boxsync.client.state import UNKNOWN_CTIME, Base, LocalState, Stamps, folder_base
 from boxsync.wire import DeletedEntry, FolderEntry
 from tests.helpers import count_hashing, edit_keeping_stamps
@@ -450,6 +451,28 @@ def test_ignored(tmp_path: Path) -> None:
     assert sorted(result.files) == ["src/main.c"]
     assert result.deleted == ()
     assert result.skipped == ()
+
+
+def test_the_data_of_a_folder_synced_inside_is_not_synced(tmp_path: Path) -> None:
+    """
+    A folder synced on its own inside this one: its files are this
+    folder's, its hidden folder (that client's state, written all the
+    time) is not, and it is said so. A base of a file in it, from before,
+    does not make it look deleted.
+    """
+    write(tmp_path, "work/report.txt", b"r")
+    write(tmp_path, "work/.boxsync/state.sqlite", b"s")
+    write(tmp_path, "deep/er/.boxsync/tmp/x", b"t")
+    write(tmp_path, "deep/er/notes.boxsync", b"n")
+    old = {"work/.boxsync/status.json": Base("work/.boxsync/status.json", "0" * 64, 1, 1, 1, 1)}
+    result = scan(tmp_path, old, NO_RULES)
+    assert sorted(result.files) == ["deep/er/notes.boxsync", "work/report.txt"]
+    assert result.deleted == ()
+    assert {s.path: s.reason for s in result.skipped} == {
+        "work/.boxsync": NESTED_FOLDER,
+        "deep/er/.boxsync": NESTED_FOLDER,
+    }
+    assert IgnoreRules.from_lines([]).ignored("work/.boxsync/state.sqlite")
 
 
 def test_bad_names_skipped(tmp_path: Path) -> None:
