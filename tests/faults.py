@@ -134,6 +134,21 @@ def put(server: Server, path: str, data: bytes, base: int | None = None) -> tupl
         connection.close()
 
 
+def delete(server: Server, path: str, base: int) -> int:
+    """
+    Delete C{path} at C{base}; return the status.
+    """
+    headers = {"Authorization": f"Bearer {server.key}", "X-Boxsync-Base": str(base)}
+    connection = _connection(server)
+    try:
+        connection.request("DELETE", _url(path), headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
 def get(server: Server, path: str) -> tuple[int, dict[str, str], bytes]:
     """
     Download C{path}: the status, the headers and the body.

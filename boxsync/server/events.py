@@ -139,7 +139,7 @@ class EventStream:
 
         held_open: Deferred[None] = Deferred(lambda d: close())
         try:
-            box = await index.box_id()
+            box = await index.box_id(account)
             upto = await index.current_seq(account)
             self.start(upto, box)
             writing = Deferred.fromCoroutine(self.run(plan(upto), upto))

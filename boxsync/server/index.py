@@ -12,6 +12,7 @@ PostgreSQL, for several servers sharing one index.
 
 from __future__ import annotations
 
+import hashlib
 import errno
 import json
 import sqlite3
@@ -208,12 +209,13 @@ class IIndex(Interface):
         The account's latest seq (0 if it has none).
         """
 
-    def box_id() -> Any:
+    def box_id(account: str) -> Any:
         """
-        The id of the box: made with the index, the same for every server
-        of it, and carried along when it moves (C{boxsync-admin migrate}).
-        A client synced with another box (an empty one made where the box
-        used to be, say) is told by it.
+        The id of the account's box: made of the index's own id (made with
+        it, the same for every server of it, and carried along when it
+        moves, by C{boxsync-admin migrate}) and the account. A client
+        synced with another box (an empty one made where the box used to
+        be, another account's) is told by it.
         """
 
     def set_recipe(account: str, seq: int, recipe: Recipe) -> Any:
@@ -537,11 +539,11 @@ class SQLIndex:
     def current_seq(self, account: str) -> Any:
         return self._run(lambda db: _current_seq(db, account))
 
-    async def box_id(self) -> str:
+    async def box_id(self, account: str) -> str:
         if self._box_id is None:
             rows = await self._run(lambda db: db.execute("SELECT id FROM box_identity").fetchall())
             self._box_id = str(rows[0][0])
-        return self._box_id
+        return hashlib.sha256(f"{self._box_id}/{account}".encode()).hexdigest()[:32]
 
     def set_recipe(self, account: str, seq: int, recipe: Recipe) -> Any:
         def work(db: Database) -> None:

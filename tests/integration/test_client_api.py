@@ -88,7 +88,7 @@ def test_stream_plan_then_live_events(server: MemoryServer, tmp_path: Path) -> N
     events: list[Event] = []
     stream = server.run(server.api().open_stream(manifest, None, events.append))
     [hello, *plan, ready] = events
-    assert hello == Hello(stream=hello.stream, seq=1, box=server.run(server.index.box_id()))  # type: ignore[union-attr]
+    assert hello == Hello(stream=hello.stream, seq=1, box=server.run(server.index.box_id(server.box.account)))  # type: ignore[union-attr]
     assert sorted(plan, key=lambda e: e.name) == [
         Download("docs/a.pdf", sha256(DATA), len(DATA), 7, first.seq),
         Upload("docs/mine.txt", 0),

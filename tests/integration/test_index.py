@@ -332,11 +332,13 @@ async def test_the_box_id_is_made_once_and_every_server_tells_it(
     opener: Opener, request: pytest.FixtureRequest, tmp_path: Path, reactor: Any
 ) -> None:
     first, second = opener(), opener()
-    box = await first.box_id()
+    box = await first.box_id(A)
     assert re.fullmatch("[0-9a-f]{32}", box)
-    assert await second.box_id() == box
+    assert await second.box_id(A) == box
     await first.commit(A, rec("a"))
-    assert await opener().box_id() == box
+    assert await opener().box_id(A) == box
+    # Another account's box is another box.
+    assert await second.box_id("other") not in ("", box)
     # Another box (a new database, or a new SQLite file) is another id.
     if "postgres" in request.fixturenames:
         from boxsync.server.pgindex import PostgresIndex
@@ -346,7 +348,7 @@ async def test_the_box_id_is_made_once_and_every_server_tells_it(
         other = SQLiteIndex(reactor, tmp_path / "other.sqlite")
     other.start()
     try:
-        assert await other.box_id() not in ("", box)
+        assert await other.box_id(A) not in ("", box)
     finally:
         other.stop()
 

@@ -11,14 +11,17 @@ what it lacks.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
 
+import attrs
 import pytest
 
+from boxsync.admin import run as admin
 from boxsync.testing import Client, Server, tree, wait_until
-from tests.faults import output
+from tests.faults import delete, get, output, put
 from tests.faults import server  # noqa: F401 (the fixture)
 
 
@@ -66,3 +69,37 @@ def test_a_client_gives_a_box_that_lost_its_files_back_and_deletes_nothing(
     b.folder.mkdir()
     assert b.once().returncode == 0
     assert tree(b.folder) == everything
+
+
+def test_a_folder_moved_to_another_account_deletes_nothing_of_the_first(tmp_path: Path) -> None:
+    """
+    A folder synced with alice's box, then run with bob's token on the same
+    server: bob's deletes are not of alice's files. Here bob's box has made
+    and deleted a file of the same name, after more commits than alice's:
+    taken as the same box, that delete would remove the folder's copy. The
+    folder's files go to bob's box instead.
+    """
+    box = tmp_path / "box"
+    tokens = {}
+    for account in ("alice", "bob"):
+        out, err = io.StringIO(), io.StringIO()
+        assert admin(["token", "--box", str(box), "--account", account, "--client", "laptop"], out, err) == 0, err.getvalue()
+        tokens[account] = out.getvalue().strip()
+    alice = Server(box, key=tokens["alice"], options=["--tokens"]).start()
+    bob = attrs.evolve(alice, key=tokens["bob"])
+    try:
+        folder = tmp_path / "laptop"
+        folder.mkdir()
+        write(folder, {"shared.txt": b"alice's\n"})
+        Client(alice, folder, "laptop").once()
+        status, made = put(bob, "shared.txt", b"bob's\n")
+        assert status == 201
+        for path in ("one.txt", "two.txt"):
+            assert put(bob, path, path.encode())[0] == 201
+        assert delete(bob, "shared.txt", int(made["seq"])) == 200  # type: ignore[call-overload]
+        ran = Client(bob, folder, "laptop").once()
+        assert (folder / "shared.txt").read_bytes() == b"alice's\n"
+        assert "is not the one" in ran.stderr
+        assert get(bob, "shared.txt")[2] == b"alice's\n"
+    finally:
+        alice.kill()
