@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 __all__ = [
+    "CLIENT_STATE_FILE",
     "HIDDEN_DIR",
+    "SERVER_LOCK_FILE",
     "MAX_PATH_BYTES",
     "MAX_SEGMENT_BYTES",
     "LOCAL_PATH_MAX",
@@ -38,6 +40,12 @@ __all__ = [
 #: The folder, at the top of a box and of a synced folder, that holds
 #: boxsync's own data. It is never synced.
 HIDDEN_DIR = ".boxsync"
+#: In the hidden folder of a server's box: the lock of its servers. A
+#: client refuses a folder that has it.
+SERVER_LOCK_FILE = "server.lock"
+#: In the hidden folder of a client's synced folder: its state. A server
+#: refuses a box that has it.
+CLIENT_STATE_FILE = "state.sqlite"
 
 MAX_SEGMENT_BYTES = 255
 MAX_PATH_BYTES = 4096

@@ -31,7 +31,7 @@ from ..config import ConfigError, Setting, config_home, find_config, load, resol
 from ..garbage import collect_less_often
 from ..lock import FolderLock, Locked
 from ..logs import text_observer
-from ..paths import HIDDEN_DIR
+from ..paths import HIDDEN_DIR, SERVER_LOCK_FILE
 from ..reactors import IClientReactor
 from . import commands, history
 from .connect import ConnectionSettingsError, connect, describe_failure
@@ -358,9 +358,6 @@ def _start_logging(verbosity: int) -> None:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
-#: What marks a server's box: a client keeps no folder there.
-_SERVER_INDEX = "index.sqlite"
-
 
 def _open_folder(folder: Path) -> tuple[LocalState, FolderLock]:
     """
@@ -375,7 +372,7 @@ def _open_folder(folder: Path) -> tuple[LocalState, FolderLock]:
         raise UserError(f"{folder} is a file, not a folder")
     if not folder.parent.is_dir():
         raise UserError(f"cannot use {folder} as the synced folder: {folder.parent} does not exist")
-    if (hidden / _SERVER_INDEX).exists():
+    if (hidden / SERVER_LOCK_FILE).exists():
         raise UserError(f"{folder} is a boxsync server's box, not a folder to sync: give another folder")
     try:
         hidden.mkdir(parents=True, exist_ok=True)

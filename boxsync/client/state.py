@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 from attrs import define, field, frozen
 from twisted.logger import Logger
 
-from ..paths import HIDDEN_DIR
+from ..paths import CLIENT_STATE_FILE, HIDDEN_DIR
 from ..sqlite import transaction, use_wal
 
 __all__ = ["Base", "LocalState", "STATE_FILE", "RECENT", "Stamps", "UNKNOWN_CTIME", "folder_base"]
@@ -48,7 +48,7 @@ RECENT = 16384
 UNKNOWN_CTIME = -1
 
 #: The database, below the folder's hidden folder.
-STATE_FILE = "state.sqlite"
+STATE_FILE = CLIENT_STATE_FILE
 
 _CURSOR = "cursor"
 _CLIENT_ID = "client_id"

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 
 from ..lock import FolderLock, Locked
+from ..paths import SERVER_LOCK_FILE
 from ..reactors import IServerReactor
 from ..stdlog import LibraryLogs
 from .accounts import Accounts
@@ -118,7 +119,7 @@ class ServerConfig:
 
 #: The server's lock file and the file that says how the box is served,
 #: below the box's hidden folder.
-LOCK_FILE = "server.lock"
+LOCK_FILE = SERVER_LOCK_FILE
 
 log = Logger()
 

@@ -24,7 +24,7 @@ from ..config import (
     size,
     usage_flags,
 )
-from ..paths import HIDDEN_DIR
+from ..paths import CLIENT_STATE_FILE, HIDDEN_DIR
 from .auth import ApiKeyAuth
 from .hub import MAX_STREAMS_PER_TOKEN
 from .retention import KEEP_VERSIONS, THIN_VERSIONS, HistoryMax, Retention, Thinning, parse_duration
@@ -250,6 +250,8 @@ class Options(usage.Options):
         box = Path(self["box"])
         if box.exists() and not box.is_dir():
             raise usage.UsageError(f"--box {box}: not a folder")
+        if (box / HIDDEN_DIR / CLIENT_STATE_FILE).exists():
+            raise usage.UsageError(f"--box {box}: a folder a boxsync client syncs, not a box: give another folder")
         for description in self["listen"]:
             _check_endpoint(description)
         if self["tokens"]:

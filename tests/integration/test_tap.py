@@ -311,3 +311,16 @@ def test_index_in_postgresql_without_psycopg(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "boxsync.server.pgindex", None)
     with pytest.raises(UsageError, match=r"needs psycopg: pip install 'boxsync\[cluster\]'"):
         parse("--api-key", "k", "--index", "postgresql://db/boxsync")
+
+
+def test_a_client_s_synced_folder_is_not_a_box(tmp_path: Path) -> None:
+    """
+    The box given is a folder a client syncs: refused before anything is
+    written in it (the client's own check refuses a server's box likewise).
+    """
+    folder = tmp_path / "laptop"
+    (folder / ".boxsync").mkdir(parents=True)
+    (folder / ".boxsync" / "state.sqlite").write_bytes(b"")
+    with pytest.raises(UsageError, match="a folder a boxsync client syncs, not a box"):
+        parse("--api-key", "k", "--box", str(folder))
+    assert sorted(p.name for p in (folder / ".boxsync").iterdir()) == ["state.sqlite"]
