@@ -54,6 +54,7 @@ _CURSOR = "cursor"
 _CLIENT_ID = "client_id"
 _RULES = "ignore_rules"
 _BOX = "box"
+_HIGHEST = "highest_seq"
 
 # SQLite integers are signed 64-bit; an inode number may use all 64 bits.
 _U64 = 1 << 64
@@ -202,12 +203,17 @@ _SELECT = f"SELECT {_COLUMNS} FROM bases"
 
 def _write(db: sqlite3.Connection, changes: dict[str, Base | None]) -> None:
     """
-    Record each path's new base, or (C{None}) drop its base.
+    Record each path's new base, or (C{None}) drop its base, and the
+    highest seq of a base ever recorded (L{LocalState.highest_seq}).
     """
+    bases = [base for base in changes.values() if base is not None]
     db.executemany(
         f"INSERT OR REPLACE INTO bases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [_row(base) for base in changes.values() if base is not None],
+        [_row(base) for base in bases],
     )
+    if bases:
+        seq = max(base.seq for base in bases)
+        db.execute("UPDATE meta SET value = ? WHERE key = ? AND CAST(value AS INTEGER) < ?", (str(seq), _HIGHEST, seq))
     db.executemany(
         "DELETE FROM bases WHERE path = ?",
         [(path,) for path, base in changes.items() if base is None],
@@ -408,8 +414,16 @@ class LocalState:
         The latest seq this folder knows of the box: its cursor, or a base
         recorded since (0 before the first sync).
         """
-        (found,) = self._query("SELECT max(seq) FROM bases")[0]
-        return max(self.cursor, int(found or 0))
+        with self._transaction() as db:
+            rows = db.execute("SELECT value FROM meta WHERE key = ?", (_HIGHEST,)).fetchall()
+            if rows:
+                highest = int(rows[0][0])
+            else:
+                # A state from before this was kept: found once.
+                (found,) = db.execute("SELECT max(seq) FROM bases").fetchone()
+                highest = int(found or 0)
+                db.execute("INSERT INTO meta VALUES (?, ?)", (_HIGHEST, str(highest)))
+        return max(self.cursor, highest)
 
     def put(self, base: Base) -> None:
         """
@@ -544,6 +558,7 @@ class LocalState:
             with transaction(self._db) as db:
                 db.execute("DELETE FROM bases")
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_CURSOR, "0"))
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_HIGHEST, "0"))
                 db.execute("DELETE FROM meta WHERE key = ?", (_BOX,))
                 if box is not None:
                     db.execute("INSERT INTO meta VALUES (?, ?)", (_BOX, box))

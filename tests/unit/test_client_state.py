@@ -359,18 +359,23 @@ def test_starting_over_with_another_box_forgets_every_base_at_once(tmp_path: Pat
     state.box = "one"
     state.put_many([base("a", 3), base("b", 9), folder_base("docs", 4)])
     state.cursor = 5
-    # A base recorded past the cursor counts: its commit was answered.
+    # A base recorded past the cursor counts: its commit was answered; and
+    # one that is gone since, too.
+    assert state.highest_seq() == 9
+    state.forget("b")
     assert state.highest_seq() == 9
     state.later = lambda write: None  # a put kept unwritten
     state.put(base("c", 11))
     assert state.highest_seq() == 11
     state.start_over("two")
     assert (state.box, state.cursor, state.highest_seq(), state.all(), state.get("a")) == ("two", 0, 0, {}, None)
+    state.put_many([base("d", 2)])
+    assert state.highest_seq() == 2
     state.later = None
     state.close()
     reopened = LocalState.open(tmp_path)
     try:
-        assert (reopened.box, reopened.cursor, len(reopened)) == ("two", 0, 0)
+        assert (reopened.box, reopened.cursor, len(reopened), reopened.highest_seq()) == ("two", 0, 1, 2)
         # A server that does not tell its box leaves it not known.
         reopened.start_over(None)
         assert reopened.box is None
