@@ -213,7 +213,9 @@ def _write(db: sqlite3.Connection, changes: dict[str, Base | None]) -> None:
     )
     if bases:
         seq = max(base.seq for base in bases)
-        db.execute("UPDATE meta SET value = ? WHERE key = ? AND CAST(value AS INTEGER) < ?", (str(seq), _HIGHEST, seq))
+        db.execute(
+            "UPDATE meta SET value = ? WHERE key = ? AND CAST(value AS INTEGER) < ?", (str(seq), _HIGHEST, seq)
+        )
     db.executemany(
         "DELETE FROM bases WHERE path = ?",
         [(path,) for path, base in changes.items() if base is None],
@@ -419,7 +421,8 @@ class LocalState:
             if rows:
                 highest = int(rows[0][0])
             else:
-                # A state from before this was kept: found once.
+                # Not kept yet (a new state, or one from before it was):
+                # found once, then kept as bases are written.
                 (found,) = db.execute("SELECT max(seq) FROM bases").fetchone()
                 highest = int(found or 0)
                 db.execute("INSERT INTO meta VALUES (?, ?)", (_HIGHEST, str(highest)))
