@@ -261,6 +261,11 @@ class Engine:
             files=len(manifest.files) + len(manifest.deleted),
             cursor=cursor,
         )
+        # What this folder has seen of the box as the stream is asked for:
+        # every commit answered so far is in the seq its hello tells. Jobs
+        # go on meanwhile, and a commit answered after the server read that
+        # seq would make it look behind.
+        attempt.held = self.state.highest_seq()
         stream = await self.api.open_stream(manifest, cursor or None, self._on_event)
         self._stream = stream
         if attempt.other_box:
@@ -435,11 +440,11 @@ class Engine:
         compares every file with the box as a first sync does, deleting
         nothing.
         """
-        known, seen = self.state.box, self.state.highest_seq()
+        known, held = self.state.box, self._attempt.held
         if hello.box is not None and known is not None and hello.box != known:
             why = "it is another box"
-        elif hello.seq < seen:
-            why = f"its last change is {hello.seq}, before the {seen} this folder has seen"
+        elif hello.seq < held:
+            why = f"its last change is {hello.seq}, before the {held} this folder has seen"
         else:
             if hello.box is not None and known is None:
                 self.state.box = hello.box

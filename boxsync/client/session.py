@@ -77,6 +77,8 @@ class Attempt:
         (the session was ended for it).
     @ivar other_box: whether the server's box turned out not to be the one
         the folder was synced with (the session was ended for it).
+    @ivar held: the highest seq the folder held as its stream was asked
+        for (its hello's seq must not be below it).
     @ivar latest: the seq of the latest event of each path (a commit, or
         an entry of the plan).
     @ivar seen: the highest seq of the events that came after the plan (in
@@ -92,6 +94,7 @@ class Attempt:
     error: str | None = None
     fatal: Exception | None = None
     other_box: bool = False
+    held: int = 0
     latest: dict[str, int] = field(factory=dict)
     seen: int = 0
     own: set[int] = field(factory=set)
