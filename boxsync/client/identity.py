@@ -18,8 +18,7 @@ from pathlib import Path
 
 from attrs import frozen
 
-from ..paths import HIDDEN_DIR
-from .state import STATE_FILE
+from .state import state_file
 
 __all__ = ["FolderIdentity", "FolderReplaced"]
 
@@ -54,7 +53,7 @@ class FolderIdentity:
         """
         The identity of C{root} as it is now, its state opened.
         """
-        return cls(root, _identity(root), _identity(root / HIDDEN_DIR / STATE_FILE))
+        return cls(root, _identity(root), _identity(state_file(root)))
 
     def check(self) -> None:
         """

@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from ..paths import CLIENT_STATE_FILE, HIDDEN_DIR
 from ..sqlite import transaction, use_wal
 
-__all__ = ["Base", "LocalState", "STATE_FILE", "RECENT", "Stamps", "UNKNOWN_CTIME", "folder_base"]
+__all__ = ["Base", "LocalState", "STATE_FILE", "RECENT", "Stamps", "UNKNOWN_CTIME", "folder_base", "state_file"]
 
 #: How many paths' bases are remembered after they are read or written: a
 #: burst (a tree moved into the folder, a batch of events) asks for each of
@@ -49,6 +49,13 @@ UNKNOWN_CTIME = -1
 
 #: The database, below the folder's hidden folder.
 STATE_FILE = CLIENT_STATE_FILE
+
+
+def state_file(root: Path) -> Path:
+    """
+    The state database of the synced folder C{root}.
+    """
+    return root / HIDDEN_DIR / STATE_FILE
 
 _CURSOR = "cursor"
 _CLIENT_ID = "client_id"
@@ -276,9 +283,9 @@ class LocalState:
         Open the state of the folder C{root}, creating its hidden folder and
         database if needed.
         """
-        hidden = root / HIDDEN_DIR
-        hidden.mkdir(exist_ok=True)
-        return cls(root=root, db=_connect(hidden / STATE_FILE))
+        path = state_file(root)
+        path.parent.mkdir(exist_ok=True)
+        return cls(root=root, db=_connect(path))
 
     @contextmanager
     def _transaction(self, recent: Iterable[tuple[str, Base | None]] = ()) -> Iterator[sqlite3.Connection]:

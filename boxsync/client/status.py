@@ -25,7 +25,7 @@ from zope.interface import implementer
 from ..config import human_size
 from ..paths import HIDDEN_DIR
 from .progress import Reporter
-from .state import STATE_FILE, LocalState
+from .state import STATE_FILE, LocalState, state_file
 
 __all__ = ["STATUS_FILE", "StatusFile", "describe", "read_status", "status_path"]
 
@@ -248,7 +248,7 @@ def facts(folder: Path) -> dict[str, Any]:
 
     @raise FileNotFoundError: if C{folder} has never been synced.
     """
-    database = folder / HIDDEN_DIR / STATE_FILE
+    database = state_file(folder)
     if not database.is_file():
         raise FileNotFoundError(f"{folder} is not a boxsync folder (no {HIDDEN_DIR}/{STATE_FILE})")
     state = LocalState.open(folder)
