@@ -19,7 +19,7 @@ import secrets
 from collections import Counter
 from typing import Any, Iterable
 
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -54,6 +54,13 @@ class ClientSeen:
     streams: int
     last_seen: float
     transfers: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def connected(self) -> bool:
+        """
+        Whether it is connected now: a stream open, or a transfer under way.
+        """
+        return bool(self.streams or self.transfers)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,15 +98,15 @@ def _reported(text: str, reported: float, now: float) -> list[ClientSeen]:
     fresh = now - reported < STALE_SECONDS
     views = []
     for entry in json.loads(text):
-        connected = bool(entry["streams"] or entry["transfers"])
-        views.append(
-            ClientSeen(
-                entry["client"],
-                entry["streams"] if fresh else 0,
-                (now if fresh else reported) if connected else entry["last_seen"],
-                tuple(entry["transfers"]) if fresh else (),
-            )
-        )
+        # A client connected was told without a time: that of the report.
+        when = reported if entry["last_seen"] is None else entry["last_seen"]
+        told = ClientSeen(entry["client"], entry["streams"], when, tuple(entry["transfers"]))
+        if not told.connected:
+            views.append(told)
+        elif fresh:
+            views.append(evolve(told, last_seen=now))
+        else:
+            views.append(evolve(told, streams=0, transfers=()))
     return views
 
 
@@ -199,6 +206,6 @@ def _unstamped(seen: ClientSeen) -> dict[str, Any]:
     changes only when its clients do.
     """
     entry = seen.to_json()
-    if seen.streams or seen.transfers:
+    if seen.connected:
         entry["last_seen"] = None
     return entry
