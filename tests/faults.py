@@ -316,8 +316,16 @@ def temp_files(folder: Path) -> list[Path]:
 
 
 def converged(*folders: Path) -> bool:
-    first = tree(folders[0])
-    return all(tree(folder) == first for folder in folders[1:])
+    """
+    Whether C{folders} hold the same files. A file gone between the listing
+    of its folder and its reading (a client is still at work there) means
+    they do not yet.
+    """
+    try:
+        first = tree(folders[0])
+        return all(tree(folder) == first for folder in folders[1:])
+    except FileNotFoundError:
+        return False
 
 
 def two_clients_converge(a: Client, b: Client, box: Path, timeout: float = 30) -> None:
