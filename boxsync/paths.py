@@ -29,6 +29,7 @@ __all__ = [
     "MAX_SEGMENT_BYTES",
     "LOCAL_PATH_MAX",
     "BadPath",
+    "folders_above",
     "has_other_forms",
     "normalize",
     "normalize_all",
@@ -97,6 +98,15 @@ def _normalized(path: str) -> str:
         _check_segment(segment, path)
     _check_top(path)
     return path
+
+
+def folders_above(path: str) -> list[str]:
+    """
+    The wire paths of the folders above the wire path C{path}, from the top
+    down: C{"a/b/c"} has C{"a"} and C{"a/b"} above it.
+    """
+    segments = path.split("/")
+    return ["/".join(segments[:n]) for n in range(1, len(segments))]
 
 
 def child(parent: str, name: str) -> str:

@@ -1,8 +1,11 @@
 """
-The client's job scheduler. Every change to a file is a job on its path: the
-jobs of one path run one after another, in the order they were submitted,
-and at most so many jobs run at once in all; a transfer too large for a
-batch also needs one of a few slots of its own.
+The client's job scheduler. Every change to a file is a job on its path: a
+job waits for the jobs submitted before it on its own path, on the folders
+above it and on the paths below it, so that what happens to one place in the
+folder happens in the order it was seen (a file that became a folder is
+deleted before what is now in the folder goes up, and the other way round);
+at most so many jobs run at once in all; a transfer too large for a batch
+also needs one of a few slots of its own.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ import errno
 from typing import Awaitable, Callable, TypeVar
 
 from attrs import define, field
-from twisted.internet.defer import Deferred, DeferredLock, DeferredSemaphore
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-from ..paths import BadPath
+from ..paths import BadPath, folders_above
 
 __all__ = ["Jobs", "MAX_RETRY_SECONDS", "this_path_only"]
 
@@ -49,6 +52,33 @@ def this_path_only(error: BaseException | None) -> bool:
     return isinstance(error, BadPath) or (isinstance(error, OSError) and error.errno in _PATH_ERRNOS)
 
 
+@define(eq=False)
+class _Job:
+    """
+    A job submitted: what the jobs that must follow it wait for.
+    """
+
+    _waiting: list[Deferred[None]] = field(factory=list)
+    _ended: bool = False
+
+    def ended(self) -> Deferred[None]:
+        """
+        Fires once the job has ended, whether it failed or not.
+        """
+        d: Deferred[None] = Deferred()
+        if self._ended:
+            d.callback(None)
+        else:
+            self._waiting.append(d)
+        return d
+
+    def end(self) -> None:
+        self._ended = True
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+
 @define
 class Jobs:
     """
@@ -72,7 +102,10 @@ class Jobs:
     _retries: dict[str, IDelayedCall] = field(factory=dict)
     _running: DeferredSemaphore = field(init=False)
     _large: DeferredSemaphore = field(init=False)
-    _locks: dict[str, DeferredLock] = field(factory=dict)
+    # The last job submitted on each path, until it ends; and the paths
+    # below each folder that have one.
+    _last: dict[str, _Job] = field(factory=dict)
+    _below: dict[str, set[str]] = field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         self._running = DeferredSemaphore(max(self.limit, self.transfers))
@@ -80,30 +113,39 @@ class Jobs:
 
     def submit(self, path: str, job: Callable[[], Awaitable[None]]) -> Deferred[None]:
         """
-        Run C{job} after every earlier job on C{path}, within the limit of
-        jobs at once.
+        Run C{job} after every earlier job on C{path}, on a folder above it
+        or on a path below it, within the limit of jobs at once.
         """
         self.active += 1
-        lock = self._locks.get(path)
-        if lock is None:
-            lock = self._locks[path] = DeferredLock()
+        above = folders_above(path)
+        earlier = [self._last[each] for each in [path, *above, *self._below.get(path, ())] if each in self._last]
+        this = self._last[path] = _Job()
+        for folder in above:
+            self._below.setdefault(folder, set()).add(path)
 
         async def run() -> None:
-            async with lock:
-                await self._running.acquire()
-                try:
-                    await job()
-                finally:
-                    # On a fresh stack: released here, the token would resume
-                    # the next waiting job inside this one, and a long queue
-                    # of jobs that finish at once would nest until Python's
-                    # recursion limit (and lose the jobs past it).
-                    self.reactor.callLater(0, self._running.release)
+            if earlier:
+                await DeferredList([each.ended() for each in earlier])
+            await self._running.acquire()
+            try:
+                await job()
+            finally:
+                # On a fresh stack: released here, the token would resume
+                # the next waiting job inside this one, and a long queue
+                # of jobs that finish at once would nest until Python's
+                # recursion limit (and lose the jobs past it).
+                self.reactor.callLater(0, self._running.release)
 
         def ended(result: object) -> None:
             self.active -= 1
-            if not lock.locked and not lock.waiting and self._locks.get(path) is lock:
-                del self._locks[path]
+            if self._last.get(path) is this:
+                del self._last[path]
+                for folder in above:
+                    below = self._below[folder]
+                    below.discard(path)
+                    if not below:
+                        del self._below[folder]
+            this.end()
             self.done()
 
         d = Deferred.fromCoroutine(run())

@@ -32,7 +32,7 @@ from twisted.logger import Logger
 
 from .. import fs
 from ..blocks import Recipe, holds, recipe_of
-from ..paths import BadPath, to_local
+from ..paths import BadPath, folders_above, to_local
 from ..wire import EXECUTABLE_FEATURE, FOLDERS_FEATURE, INCOMING_FEATURE, DeletedEntry, FileEntry, FolderEntry, Manifest
 from .ignore import IgnoreRules
 from .walk import Skipped, walk
@@ -546,10 +546,7 @@ def _below_any(path: str, directories: set[str]) -> bool:
     """
     Whether C{path} is one of C{directories} or lies below one of them.
     """
-    segments = path.split("/")
-    return any(
-        "/".join(segments[:n]) in directories for n in range(1, len(segments) + 1)
-    )
+    return path in directories or any(folder in directories for folder in folders_above(path))
 
 
 def scan(

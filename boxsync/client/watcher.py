@@ -33,7 +33,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import libc
-from ..paths import BadPath, to_local
+from ..paths import BadPath, folders_above, to_local
 from .ignore import IGNORE_FILE, IgnoreRules
 from .walk import walk, wire_path
 
@@ -160,7 +160,11 @@ class Debouncer:
     seconds, then emit the last one; a path that never goes quiet (a log
     written without pause, a download in progress) is reported all the same
     C{max_wait} seconds after its first held event. Reports come out in the
-    order they fall due.
+    order they fall due, but a report brings along, ahead of it, the held
+    reports of the folders above its path and of the paths below it that
+    were first held before it, in the order they were: a file deleted and a
+    folder made in its place, with a file closed in it at once, come out as
+    the delete (then the folder), then the file.
 
     @ivar emit: called with the kind and the path of each report.
     """
@@ -169,8 +173,12 @@ class Debouncer:
     delay: float
     emit: Callable[[str, str], None]
     max_wait: float = MAX_WAIT
-    # Each path's last kind, when it falls due, and when it was first held.
-    _pending: dict[str, tuple[str, float, float]] = field(factory=dict)
+    # Each path's last kind, when it falls due, when it was first held, and
+    # how many paths were first held before it.
+    _pending: dict[str, tuple[str, float, float, int]] = field(factory=dict)
+    _held: int = 0
+    # How many held paths lie below each folder.
+    _below: dict[str, int] = field(factory=dict)
     _call: IDelayedCall | None = None
 
     def add(self, kind: str, path: str, quiet: bool = True, settled: bool = False) -> None:
@@ -186,14 +194,18 @@ class Debouncer:
         """
         now = self.clock.seconds()
         held = self._pending.pop(path, None)
-        first = now if held is None else held[2]
+        if held is None:
+            for folder in folders_above(path):
+                self._below[folder] = self._below.get(folder, 0) + 1
+            self._held += 1
+        first, order = (now, self._held) if held is None else (held[2], held[3])
         if settled:
             deadline = now
         elif quiet:
             deadline = min(now + self.delay, first + self.max_wait)
         else:
             deadline = first + self.max_wait if held is None else held[1]
-        self._pending[path] = (kind, deadline, first)
+        self._pending[path] = (kind, deadline, first, order)
         if self._call is None:
             self._call = self.clock.callLater(max(0.0, deadline - now), self._flush)
         elif deadline < self._call.getTime():
@@ -202,16 +214,48 @@ class Debouncer:
     def __len__(self) -> int:
         return len(self._pending)
 
+    def _take(self, path: str) -> tuple[str, str] | None:
+        """
+        The held report of C{path}, no longer held; C{None} if there is none.
+        """
+        held = self._pending.pop(path, None)
+        if held is None:
+            return None
+        for folder in folders_above(path):
+            left = self._below[folder] - 1
+            if left:
+                self._below[folder] = left
+            else:
+                del self._below[folder]
+        return held[0], path
+
+    def _with_related(self, path: str) -> list[tuple[str, str]]:
+        """
+        The held reports of C{path} and of the folders above it and the
+        paths below it that were first held before it, in the order they
+        were first held, no longer held.
+        """
+        if path not in self._pending:
+            return []  # Brought along by an earlier one.
+        related = [each for each in folders_above(path) if each in self._pending]
+        if self._below.get(path):
+            prefix = path + "/"
+            related.extend(each for each in self._pending if each.startswith(prefix))
+        order = self._pending[path][3]
+        earlier = sorted((self._pending[each][3], each) for each in related if self._pending[each][3] < order)
+        return [report for report in map(self._take, [each for _, each in earlier] + [path]) if report is not None]
+
     def _flush(self) -> None:
         self._call = None
         now = self.clock.seconds()
-        due = [(kind, path) for path, (kind, deadline, _) in self._pending.items() if deadline <= now + _SLACK]
-        for _, path in due:
-            del self._pending[path]
+        due = [path for path, (_, deadline, _, _) in self._pending.items() if deadline <= now + _SLACK]
+        reports: list[tuple[str, str]] = []
+        for path in due:
+            reports.extend(self._with_related(path))
         if self._pending:
-            deadline = min(deadline for _, deadline, _ in self._pending.values())
+            deadline = min(deadline for _, deadline, _, _ in self._pending.values())
             self._call = self.clock.callLater(max(0.0, deadline - now), self._flush)
-        for kind, path in due:
+        for kind, path in reports:
             self.emit(kind, path)
 
     def cancel(self) -> None:
@@ -222,6 +266,7 @@ class Debouncer:
             self._call.cancel()
             self._call = None
         self._pending.clear()
+        self._below.clear()
 
 
 @implementer(IReadDescriptor)

@@ -23,6 +23,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from ..blocks import BLOCK_MIN, Block, Recipe, recipe_of
+from ..paths import folders_above
 from ..wire.blocks import BlockCommit
 from ..wire.events import Incoming
 from .blockstore import Arrivals, IBlockStore, LocalBlockStore
@@ -764,8 +765,7 @@ class Box:
         """
         above: dict[str, None] = {}
         for path in paths:
-            parts = path.split("/")
-            above.update(dict.fromkeys("/".join(parts[:n]) for n in range(1, len(parts))))
+            above.update(dict.fromkeys(folders_above(path)))
         rows: dict[str, FileRecord] = await self.index.get_many(self.account, list(above)) if above else {}
         return {folder for folder, row in rows.items() if row.folder and not row.deleted}
 

@@ -1,18 +1,21 @@
 """
 What is synced besides a file's bytes, on real processes: whether a file is
 executable (a change of that alone too, without sending the bytes again),
-and empty folders (made and removed on the other side, never removed there
-while something not synced is in them).
+empty folders (made and removed on the other side, never removed there
+while something not synced is in them), and a file that becomes a folder
+or the other way round.
 """
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
 import pytest
 
 from boxsync.testing import Client, Server, tree, wait_until
-from tests.faults import stop_and_check
+from tests.faults import output, stop_and_check
 from tests.faults import server  # noqa: F401 (the fixture)
 
 
@@ -92,6 +95,46 @@ def test_empty_folders_come_and_go_but_never_with_what_is_in_them(tmp_path: Path
         a.kill()
         b.kill()
     stop_and_check(server, "empty folders", 2, a.folder, b.folder)
+
+
+def refused(server: Server) -> list[str]:
+    """
+    The requests the server answered with a 4xx, from its access log.
+    """
+    return re.findall(r'"[A-Z]+ [^"]*" 4\d\d ', output(server))
+
+
+@pytest.mark.slow
+def test_a_file_that_becomes_a_folder_and_back_is_synced_without_a_refusal(tmp_path: Path, server: Server) -> None:
+    a = Client(server, tmp_path / "a", "a").start()
+    b = Client(server, tmp_path / "b", "b").start()
+    try:
+        place = a.folder / "place"
+        place.write_text("a file")
+        wait_until(lambda: (b.folder / "place").is_file(), what="the file on b")
+        for round in range(3):
+            place.unlink()
+            (place / "deeper").mkdir(parents=True)
+            (place / "deeper/inside.txt").write_text(f"in a folder, {round}")
+            wait_until(
+                lambda: (b.folder / "place/deeper/inside.txt").is_file(), what=f"the folder on b, round {round}"
+            )
+            shutil.rmtree(place)
+            place.write_text(f"a file again, {round}")
+            wait_until(
+                lambda: (b.folder / "place").is_file()
+                and (b.folder / "place").read_text() == f"a file again, {round}",
+                what=f"the file again on b, round {round}",
+            )
+        assert tree(a.folder) == tree(b.folder) == tree(server.box)
+        # Each change went up after what it replaced was gone from the box:
+        # none was refused, none ended a session.
+        assert refused(server) == []
+        assert "resyncing" not in output(a)
+    finally:
+        a.kill()
+        b.kill()
+    stop_and_check(server, "a file that becomes a folder", 0, a.folder, b.folder)
 
 
 def test_a_folder_synced_on_its_own_inside_is_synced_but_its_client_s_data(tmp_path: Path, server: Server) -> None:

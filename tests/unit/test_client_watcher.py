@@ -168,6 +168,53 @@ def test_debounce_order(clock: Clock, emitted: Emitted) -> None:
     ]
 
 
+def test_a_report_brings_along_the_earlier_ones_of_its_folders(clock: Clock, emitted: Emitted) -> None:
+    """
+    A file deleted and a folder made in its place, with a file closed in it
+    at once: the file's report, due at once, brings along the folder's,
+    held since the delete, ahead of it. A path first held after it, or not
+    related to it, waits its turn.
+    """
+    debouncer = Debouncer(clock, 0.2, emitted)
+    debouncer.add(CHANGED, "other")
+    debouncer.add(DELETED, "place")
+    debouncer.add(CHANGED, "place/deeper")
+    debouncer.add(CHANGED, "place")
+    debouncer.add(CHANGED, "place/deeper/inside.txt", settled=True)
+    debouncer.add(CHANGED, "place/later.txt")
+    clock.advance(0)
+    assert emitted.reports == [(0, CHANGED, "place"), (0, CHANGED, "place/deeper"), (0, CHANGED, "place/deeper/inside.txt")]
+    clock.advance(0.2)
+    assert emitted.reports[3:] == [(0.2, CHANGED, "other"), (0.2, CHANGED, "place/later.txt")]
+    assert len(debouncer) == 0
+
+
+def test_a_report_brings_along_the_earlier_ones_below_it(clock: Clock, emitted: Emitted) -> None:
+    """
+    A folder deleted with what was in it, and a file written in its place:
+    the file's report brings along the deletes below it, in their order.
+    """
+    debouncer = Debouncer(clock, 0.2, emitted)
+    debouncer.add(DELETED, "place/deeper/inside.txt")
+    debouncer.add(DELETED, "place/deeper")
+    debouncer.add(DELETED, "place")
+    debouncer.add(CHANGED, "placed")
+    debouncer.add(CHANGED, "place", settled=True)
+    clock.advance(0)
+    assert emitted.reports == [
+        (0, DELETED, "place/deeper/inside.txt"),
+        (0, DELETED, "place/deeper"),
+        (0, CHANGED, "place"),
+    ]
+    clock.advance(0.2)
+    assert emitted.reports[3:] == [(0.2, CHANGED, "placed")]
+    # Nothing is left counted below a folder: a new report of it comes
+    # out alone.
+    debouncer.add(CHANGED, "place", settled=True)
+    clock.advance(0)
+    assert emitted.reports[4:] == [(0.2, CHANGED, "place")]
+
+
 def test_debounce_add_while_emitting(clock: Clock, emitted: Emitted) -> None:
     debouncer = Debouncer(clock, 0.2, emitted)
 
