@@ -13,6 +13,7 @@ since its base: otherwise the local copy is kept as a conflict copy first.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -66,6 +67,7 @@ from .scanner import (
 from .session import Attempt, Fatal, NotInSync, Phase, Sessions, describe
 from .state import Base, LocalState
 from .transfers import SMALL_FILE, Transfers
+from .walk import passed_over
 
 __all__ = ["Engine", "Fatal", "NotInSync", "SMALL_FILE"]
 
@@ -114,9 +116,10 @@ class Engine:
     #: Whether the server keeps folders as folders of their own.
     _folders: bool = False
     _idle_waiters: list[Deferred[None]] = field(factory=list)
-    #: What the last scan passed over (links, special files, names the wire
-    #: cannot carry, what could not be read), each with why; each is logged
-    #: once, as it is first found.
+    #: What is passed over (links, special files, names the wire cannot
+    #: carry, what could not be read), each with why, as the last scan found
+    #: it and the watcher has seen since; each is logged once, as it is
+    #: first found.
     skipped: dict[str, str] = field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
@@ -345,12 +348,34 @@ class Engine:
         self._identity.check()
         if result.refreshed:
             self.state.put_many(result.refreshed)
-        skipped = {each.path: each.reason for each in result.skipped}
-        for path, reason in skipped.items():
-            if self.skipped.get(path) != reason:
-                self.log.warn("not syncing {path}: {reason}", path=path, reason=reason)
-        self.skipped = skipped
+        known, self.skipped = self.skipped, {}
+        for each in result.skipped:
+            self._skip(each.path, each.reason, known)
         return result
+
+    def _skip(self, path: str, reason: str, known: dict[str, str]) -> None:
+        """
+        Count C{path} (relative to the folder, as it has it) as passed over
+        for C{reason}, logged if C{known} did not have it so.
+        """
+        if known.get(path) != reason:
+            # Listed on its own in the status, not as its last error.
+            self.log.warn("not syncing {path}: {why}", path=path, why=reason, passed_over=True)
+        self.skipped[path] = reason
+
+    def not_synced(self, path: str, reason: str | None) -> None:
+        if reason is None:
+            self._unskip(path)
+        else:
+            self._skip(path, reason, self.skipped)
+
+    def _unskip(self, path: str) -> None:
+        """
+        Nothing is passed over at C{path} or below it any more.
+        """
+        prefix = path + "/"
+        for each in [each for each in self.skipped if each == path or each.startswith(prefix)]:
+            del self.skipped[each]
 
     def _cut_over(self) -> int | None:
         """
@@ -503,6 +528,8 @@ class Engine:
         self.submit(path, job)
 
     def deleted(self, path: str) -> None:
+        if self.skipped:
+            self._unskip(path)
         for base in self.state.under(path):
             self.changed(base.path)
         # The folder it was in may be empty now: a folder of its own.
@@ -650,9 +677,25 @@ class Engine:
         if self.ignore.ignored(path):
             return
         file = await self._look(path, to_upload=True)
+        if file is None:
+            self._passed_over(path)
         await self._actions.carry_out(reconcile.on_local_change(self.state.get(path), file), path, file)
         if path == IGNORE_FILE:
             self._rules_changed()
+
+    def _passed_over(self, path: str) -> None:
+        """
+        Count what is at C{path}, if it is not synced for its kind (a link,
+        a FIFO made here), as passed over, said now rather than at the next
+        scan.
+        """
+        try:
+            local = self._local(path)
+        except BadPath:
+            return
+        reason = passed_over(local)
+        if reason is not None:
+            self._skip(os.path.relpath(local, self.root), reason, self.skipped)
 
     async def _upload_event(self, event: Upload) -> None:
         folder = self._as_folder(event.path)

@@ -139,7 +139,7 @@ class StatusFile:
     def __call__(self, event: Mapping[str, Any]) -> None:
         level = event.get("log_level")
         namespace = str(event.get("log_namespace", ""))
-        if not namespace.startswith("boxsync.client"):
+        if not namespace.startswith("boxsync.client") or event.get("passed_over"):
             return
         if "reason" in event:
             # The engine's "resyncing in ...: <reason>".

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import unicodedata
 from pathlib import Path
 from typing import Iterator
@@ -23,7 +24,7 @@ from attrs import frozen
 from ..paths import HIDDEN_DIR, BadPath, child, normalize, preferred, to_local
 from .ignore import IgnoreRules
 
-__all__ = ["NESTED_FOLDER", "Skipped", "walk", "wire_path"]
+__all__ = ["NESTED_FOLDER", "Skipped", "passed_over", "walk", "wire_path"]
 
 #: Why the hidden folder of a folder synced on its own inside this one is
 #: not synced.
@@ -38,6 +39,31 @@ def wire_path(relative: str) -> str:
     @raise BadPath: if the path is not acceptable.
     """
     return normalize(relative)
+
+
+def _kind_passed_over(is_symlink: bool, is_dir: bool, is_file: bool) -> str | None:
+    """
+    Why a directory entry of this kind is not synced; C{None} if it is a
+    regular file or a directory.
+    """
+    if is_symlink:
+        return "symbolic link"
+    if not is_dir and not is_file:
+        return "not a regular file"
+    return None
+
+
+def passed_over(local: Path) -> str | None:
+    """
+    Why what is at C{local} now is not synced for its kind (a link, a FIFO,
+    a device...); C{None} if it is a regular file or a directory, or if
+    there is nothing there.
+    """
+    try:
+        mode = os.lstat(local).st_mode
+    except OSError:
+        return None
+    return _kind_passed_over(stat.S_ISLNK(mode), stat.S_ISDIR(mode), stat.S_ISREG(mode))
 
 
 def _nfc(name: str) -> str:
@@ -157,10 +183,8 @@ def _classify(
                     f"conflict: {other} has the same name on the wire "
                     "(the two differ only in Unicode normalisation)"
                 )
-            elif entry.is_symlink():
-                reason = "symbolic link"
-            elif not is_dir and not entry.is_file(follow_symlinks=False):
-                reason = "not a regular file"
+            else:
+                reason = _kind_passed_over(entry.is_symlink(), is_dir, entry.is_file(follow_symlinks=False))
         except OSError:
             return None
         if reason is None and is_dir and entry.name == HIDDEN_DIR:

@@ -35,7 +35,7 @@ from zope.interface import implementer
 from .. import libc
 from ..paths import BadPath, folders_above, to_local
 from .ignore import IGNORE_FILE, IgnoreRules
-from .walk import walk, wire_path
+from .walk import Skipped, walk, wire_path
 
 __all__ = ["MASK", "Debouncer", "FolderListener", "FolderWatcher"]
 
@@ -150,6 +150,13 @@ class FolderListener(Protocol):
     def rescan(self) -> None:
         """
         Events were lost or the rules changed: scan the whole folder.
+        """
+
+    def not_synced(self, path: str, reason: str | None) -> None:
+        """
+        Something at C{path} (relative to the folder, as the folder has it)
+        that the wire cannot carry was made or moved in (with C{reason}), or
+        is gone or moved away (C{reason} is C{None}).
         """
 
 
@@ -406,11 +413,13 @@ class FolderWatcher:
             self._self_event(wd, mask, directory)
             return
         relative = f"{directory}/{name}" if directory else name
+        is_dir = bool(mask & IN_ISDIR)
         try:
             path = wire_path(relative)
-        except BadPath:
+        except BadPath as e:
+            if not self.ignore.ignored(relative, is_dir):
+                self._passed_over(mask, relative, str(e))
             return
-        is_dir = bool(mask & IN_ISDIR)
         if self.ignore.ignored(path, is_dir):
             return
         if path == IGNORE_FILE and not mask & IN_CREATE and self.ignore.reload():
@@ -432,6 +441,19 @@ class FolderWatcher:
             self._report(CHANGED, path, quiet=False)
         elif mask & (IN_DELETE | IN_MOVED_FROM):
             self._report(DELETED, path)
+
+    def _passed_over(self, mask: int, relative: str, reason: str) -> None:
+        """
+        Tell the listener of an event on C{relative}, a name the wire cannot
+        carry (for C{reason}).
+        """
+        try:
+            if mask & (IN_CREATE | IN_MOVED_TO):
+                self.listener.not_synced(relative, reason)
+            elif mask & (IN_DELETE | IN_MOVED_FROM):
+                self.listener.not_synced(relative, None)
+        except Exception:
+            self.log.failure("Reporting {path!r} skipped failed", path=relative)
 
     def _self_event(self, wd: int, mask: int, directory: str) -> None:
         """
@@ -475,8 +497,9 @@ class FolderWatcher:
             return
         if report and top:
             self._report(CHANGED, top)
+        skipped: list[Skipped] = []
         try:
-            for path, entry in walk(self.root, self.ignore, top):
+            for path, entry in walk(self.root, self.ignore, top, skipped=skipped if report else None):
                 if entry.is_dir(follow_symlinks=False):
                     self._add_watch(path, entry.path)
                 if report:
@@ -484,6 +507,8 @@ class FolderWatcher:
         except OSError as e:
             # Gone (or replaced) since it was watched: its parent says so.
             self.log.debug("Cannot list {top!r}: {error}", top=top, error=e)
+        for each in skipped:
+            self.listener.not_synced(each.path, each.reason)
 
     def _add_watch(self, path: str, local: str | None = None, strict: bool = False) -> bool:
         """

@@ -9,6 +9,7 @@ NFC form and keeps its own.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import unicodedata
@@ -28,7 +29,9 @@ def shown(client: Client) -> str:
     ran = subprocess.run(
         [sys.executable, "-m", "boxsync.client", "status", str(client.folder)],
         capture_output=True,
-        text=True,
+        # A name that is not UTF-8 is printed as the folder has it.
+        encoding="utf-8",
+        errors="surrogateescape",
         timeout=60,
     )
     return ran.stdout
@@ -54,6 +57,7 @@ def test_what_is_skipped_is_listed_and_logged_once(tmp_path: Path, server: Serve
         # Several rescans later, each was logged once.
         wait_until(lambda: output(a).count("Scanned ") >= 4, what="a few rescans")
         assert output(a).count("not syncing link: symbolic link") == 1
+        print(output(a))
     finally:
         a.kill()
     stop_and_check(server, "skipped paths listed", 3, a.folder)
@@ -91,3 +95,41 @@ def test_a_name_in_nfd_is_synced_by_its_nfc_form_and_keeps_its_own(tmp_path: Pat
         a.kill()
         b.kill()
     stop_and_check(server, "names in NFD", 2, a.folder, b.folder)
+
+
+@pytest.mark.slow
+def test_what_cannot_be_synced_made_while_the_client_runs_is_listed_at_once(tmp_path: Path, server: Server) -> None:
+    # No rescan while the test runs: what is listed, the watcher saw.
+    a = Client(server, tmp_path / "a", "a", rescan=None).start()
+    try:
+        wait_until(lambda: "in sync:    yes" in shown(a), what="a in sync")
+        (a.folder / "plain.txt").write_text("synced")
+        (a.folder / "link").symlink_to("plain.txt")
+        os.mkfifo(a.folder / "pipe")
+        bad = "back\\slash.txt"
+        (a.folder / bad).write_text("a name the wire cannot carry")
+        undecodable = os.fsdecode(b"latin-1 \xe9t\xe9.txt")
+        (a.folder / undecodable).write_text("not UTF-8")
+        (a.folder / "odd").mkdir()
+        (a.folder / "odd/link").symlink_to("../plain.txt")
+        wait_until(lambda: "skipped:    5 paths" in shown(a), what="the five paths in the status")
+        lines = shown(a).splitlines()
+        assert "  link: symbolic link" in lines, lines
+        assert "  odd/link: symbolic link" in lines, lines
+        assert "  pipe: not a regular file" in lines, lines
+        assert any(line.startswith(f"  {bad}: ") and "backslash" in line for line in lines), lines
+        assert any(line.startswith("  latin-1 ") for line in lines), lines
+        wait_until(lambda: "plain.txt" in tree(server.box), what="plain.txt in the box")
+        # Gone, they are no longer listed.
+        for name in ["link", "pipe", bad, undecodable]:
+            os.unlink(a.folder / name)
+        shutil.rmtree(a.folder / "odd")
+        wait_until(lambda: "skipped:" not in shown(a), what="nothing skipped in the status")
+        assert output(a).count("not syncing link: symbolic link") == 1
+        # Passed over, each was not taken for an error.
+        assert "last error: none" in shown(a)
+        wait_until(lambda: not (server.box / "odd").exists(), what="odd gone from the box")
+        assert tree(server.box) == {"plain.txt": sha(b"synced")}
+    finally:
+        a.kill()
+    stop_and_check(server, "skipped paths listed live", 5, a.folder)

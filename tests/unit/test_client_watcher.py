@@ -271,6 +271,9 @@ class Recorder:
     def rescan(self) -> None:
         self._add(RESCANNED)
 
+    def not_synced(self, path: str, reason: str | None) -> None:
+        self._add(("not synced" if reason is not None else "gone, not synced", path))
+
     def _add(self, report: Report) -> None:
         self.reports.append(report)
         for waiter in list(self._waiting):
@@ -415,6 +418,32 @@ async def test_directory_moved_in(
 
 
 @pytest_twisted.ensureDeferred
+async def test_what_the_wire_cannot_carry_is_reported_not_synced(
+    tmp_path: Path,
+    folder: Path,
+    recorder: Recorder,
+    watch: Callable[[], FolderWatcher],
+) -> None:
+    """
+    A name the wire cannot carry, made and removed, and a link in a
+    directory moved in: each is reported as not synced (and gone), never
+    as changed.
+    """
+    watch()
+    bad = "back\\slash"
+    write(folder / bad)
+    await recorder.wait_for(("not synced", bad))
+    os.unlink(folder / bad)
+    await recorder.wait_for(("gone, not synced", bad))
+    outside = tmp_path / "outside"
+    write(outside / "x")
+    (outside / "link").symlink_to("x")
+    os.rename(outside, folder / "d")
+    await recorder.wait_for(changed("d/x"), ("not synced", "d/link"))
+    assert changed(bad) not in recorder.reports and changed("d/link") not in recorder.reports
+
+
+@pytest_twisted.ensureDeferred
 async def test_new_tree_written_at_once(
     folder: Path, recorder: Recorder, watch: Callable[[], FolderWatcher]
 ) -> None:
@@ -505,7 +534,9 @@ async def test_hidden_and_ignored_not_reported(
     # A new folder is reported (the engine decides whether it is a folder
     # of its own), once quiet; what is in it here is all ignored.
     await recorder.wait_for(changed("sub"))
-    assert sorted(recorder.reports) == sorted([changed("sub"), changed("sentinel")])
+    # A folder whose name the wire cannot carry is not synced, and said so.
+    bad = os.fsdecode(b"bad\xff")
+    assert sorted(recorder.reports) == sorted([changed("sub"), changed("sentinel"), ("not synced", bad)])
     assert watcher.watched == {"", "sub"}
 
 
