@@ -14,7 +14,7 @@ import errno
 from typing import Awaitable, Callable, TypeVar
 
 from attrs import define, field
-from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
+from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
@@ -55,28 +55,36 @@ def this_path_only(error: BaseException | None) -> bool:
 @define(eq=False)
 class _Job:
     """
-    A job submitted: what the jobs that must follow it wait for.
+    A job submitted, and the jobs submitted after it that wait for it.
+
+    @ivar before: how many of the jobs this one waits for have not ended.
+    @ivar go: fires once they all have, if there were any when it was
+        submitted.
     """
 
-    _waiting: list[Deferred[None]] = field(factory=list)
+    before: int = 0
+    go: Deferred[None] | None = None
+    _after: list[_Job] = field(factory=list)
     _ended: bool = False
 
-    def ended(self) -> Deferred[None]:
+    def follow(self, earlier: list[_Job]) -> None:
         """
-        Fires once the job has ended, whether it failed or not.
+        Wait for those of C{earlier} that have not ended.
         """
-        d: Deferred[None] = Deferred()
-        if self._ended:
-            d.callback(None)
-        else:
-            self._waiting.append(d)
-        return d
+        for each in earlier:
+            if not each._ended:
+                each._after.append(self)
+                self.before += 1
+        if self.before:
+            self.go = Deferred()
 
     def end(self) -> None:
         self._ended = True
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(None)
+        after, self._after = self._after, []
+        for each in after:
+            each.before -= 1
+            if not each.before and each.go is not None:
+                each.go.callback(None)
 
 
 @define
@@ -118,14 +126,15 @@ class Jobs:
         """
         self.active += 1
         above = folders_above(path)
-        earlier = [self._last[each] for each in [path, *above, *self._below.get(path, ())] if each in self._last]
-        this = self._last[path] = _Job()
+        this = _Job()
+        this.follow([self._last[each] for each in [path, *above, *self._below.get(path, ())] if each in self._last])
+        self._last[path] = this
         for folder in above:
             self._below.setdefault(folder, set()).add(path)
 
         async def run() -> None:
-            if earlier:
-                await DeferredList([each.ended() for each in earlier])
+            if this.go is not None:
+                await this.go
             await self._running.acquire()
             try:
                 await job()

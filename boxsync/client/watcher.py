@@ -184,8 +184,10 @@ class Debouncer:
     # how many paths were first held before it.
     _pending: dict[str, tuple[str, float, float, int]] = field(factory=dict)
     _held: int = 0
-    # How many held paths lie below each folder.
-    _below: dict[str, int] = field(factory=dict)
+    # How many held paths lie below each folder, and the order of the
+    # first of them held since there were none (none held below it now
+    # came before that).
+    _below: dict[str, tuple[int, int]] = field(factory=dict)
     _call: IDelayedCall | None = None
 
     def add(self, kind: str, path: str, quiet: bool = True, settled: bool = False) -> None:
@@ -202,9 +204,10 @@ class Debouncer:
         now = self.clock.seconds()
         held = self._pending.pop(path, None)
         if held is None:
-            for folder in folders_above(path):
-                self._below[folder] = self._below.get(folder, 0) + 1
             self._held += 1
+            for folder in folders_above(path):
+                count, since = self._below.get(folder, (0, self._held))
+                self._below[folder] = (count + 1, since)
         first, order = (now, self._held) if held is None else (held[2], held[3])
         if settled:
             deadline = now
@@ -229,9 +232,9 @@ class Debouncer:
         if held is None:
             return None
         for folder in folders_above(path):
-            left = self._below[folder] - 1
-            if left:
-                self._below[folder] = left
+            count, since = self._below[folder]
+            if count > 1:
+                self._below[folder] = (count - 1, since)
             else:
                 del self._below[folder]
         return held[0], path
@@ -244,11 +247,11 @@ class Debouncer:
         """
         if path not in self._pending:
             return []  # Brought along by an earlier one.
+        order = self._pending[path][3]
         related = [each for each in folders_above(path) if each in self._pending]
-        if self._below.get(path):
+        if self._below.get(path, (0, order))[1] < order:
             prefix = path + "/"
             related.extend(each for each in self._pending if each.startswith(prefix))
-        order = self._pending[path][3]
         earlier = sorted((self._pending[each][3], each) for each in related if self._pending[each][3] < order)
         return [report for report in map(self._take, [each for _, each in earlier] + [path]) if report is not None]
 
