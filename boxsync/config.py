@@ -28,8 +28,10 @@ __all__ = [
     "human_size",
     "load",
     "resolve",
+    "seconds",
     "size",
     "usage_flags",
+    "whole",
 ]
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -43,6 +45,36 @@ class ConfigError(Exception):
     """
 
 
+def seconds(value: str) -> float:
+    """
+    A positive, finite number of seconds, such as C{30} or C{0.5}.
+
+    @raise ValueError: if it is not one.
+    """
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number of seconds (such as 30 or 0.5)") from None
+    if not 0 < number < float("inf"):
+        raise ValueError(f"a number of seconds must be positive, not {value!r}")
+    return number
+
+
+def whole(value: str, least: int = 0) -> int:
+    """
+    A whole number no less than C{least}.
+
+    @raise ValueError: if it is not one.
+    """
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"must be a whole number, not {value!r}") from None
+    if number < least:
+        raise ValueError(f"must be at least {least}, not {value!r}")
+    return number
+
+
 def size(value: str) -> int:
     """
     A number of bytes, such as C{500}, C{500K}, C{1.5M}, C{50G}, C{2T} (with
@@ -51,13 +83,17 @@ def size(value: str) -> int:
     @raise ValueError: if it is not a positive size.
     """
     units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+    given = value
     value = value.strip().lower().removesuffix("b").removesuffix("i")
-    if value and value[-1] in units:
-        number = int(float(value[:-1]) * units[value[-1]])
-    else:
-        number = int(value)
+    try:
+        if value and value[-1] in units:
+            number = int(float(value[:-1]) * units[value[-1]])
+        else:
+            number = int(value)
+    except ValueError:
+        raise ValueError(f"{given!r} is not a size (a number of bytes, or of K, M, G or T: 500K, 1.5M)") from None
     if number <= 0:
-        raise ValueError(f"a size must be positive, not {value!r}")
+        raise ValueError(f"a size must be positive, not {given!r}")
     return number
 
 

@@ -27,7 +27,7 @@ from twisted.logger import (
 from twisted.web.client import RequestTransmissionFailed, ResponseFailed
 
 from .. import __version__
-from ..config import ConfigError, Setting, config_home, find_config, load, resolve, size
+from ..config import ConfigError, Setting, config_home, find_config, load, resolve, seconds, size, whole
 from ..garbage import collect_less_often
 from ..lock import FolderLock, Locked
 from ..logs import text_observer
@@ -83,13 +83,7 @@ CONFIG_VARIABLE = "BOXSYNC_CONFIG"
 
 
 def _transfers(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"must be a whole number, not {value!r}") from None
-    if number < 1:
-        raise ValueError("must be at least 1")
-    return number
+    return whole(value, least=1)
 
 
 def _limit(value: str) -> int | None:
@@ -103,19 +97,9 @@ def _limit(value: str) -> int | None:
 
 def _seq(value: str) -> int:
     try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number
-
-
-def _positive(value: str) -> float:
-    seconds = float(value)
-    if not 0 < seconds < float("inf"):
-        raise ValueError(f"must be a positive number of seconds, not {value!r}")
-    return seconds
+        return whole(value, least=1)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 SETTINGS = [
@@ -146,7 +130,7 @@ SETTINGS = [
     Setting("folder", "./box", "the folder to keep in sync", lambda folder: Path(folder).expanduser()),
     Setting("once", False, "sync until the folder and the box agree, then exit", flag=True),
     Setting("transfers", 4, "transfers at once", _transfers),
-    Setting("rescan", 300.0, "seconds between full rescans of the folder", _positive),
+    Setting("rescan", 300.0, "seconds between full rescans of the folder", seconds),
     Setting(
         "limit-up",
         None,
@@ -166,7 +150,7 @@ SETTINGS = [
         DEFAULT_IDLE_TIMEOUT,
         "seconds a connection may stay silent (no event, no keep-alive, no byte) "
         "before it is dropped and opened again",
-        _positive,
+        seconds,
     ),
     Setting("json", False, "print one JSON document, for scripts (status, ls)", flag=True),
     Setting("verbose", 0, "more output (repeatable)", int, short="v", count=True),

@@ -21,8 +21,10 @@ from ..config import (
     find_config,
     load,
     resolve,
+    seconds,
     size,
     usage_flags,
+    whole,
 )
 from ..paths import CLIENT_STATE_FILE, HIDDEN_DIR
 from .auth import ApiKeyAuth
@@ -41,18 +43,8 @@ __all__ = ["Options", "index_url", "makeService"]
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1:backlog=4096"
 
 
-def _seconds(value: str) -> float:
-    seconds = float(value)
-    if not seconds > 0 or seconds == float("inf"):
-        raise ValueError(f"a number of seconds must be positive, not {value!r}")
-    return seconds
-
-
 def _count(value: str) -> int:
-    count = int(value)
-    if count < 0:
-        raise ValueError(f"a count must not be negative, not {value!r}")
-    return count
+    return whole(value, least=0)
 
 
 def index_url(url: str) -> str:
@@ -108,14 +100,14 @@ SETTINGS = [
     ),
     Setting("max-upload", MAX_UPLOAD, "Largest upload accepted, e.g. 50G.", size),
     Setting("status-interval", 60.0, "Seconds between status lines in the log (0: none).", float),
-    Setting("keepalive", 15.0, "Seconds between keep-alive comments on idle event streams.", _seconds),
+    Setting("keepalive", 15.0, "Seconds between keep-alive comments on idle event streams.", seconds),
     Setting("max-manifest", MAX_MANIFEST_BYTES, "Largest POST /sync body (manifest) accepted, e.g. 64M.", size),
     Setting("max-manifest-entries", MAX_MANIFEST_ENTRIES, "Most files one manifest may list.", size),
     Setting(
         "idle-timeout",
         ConnectionLimits().idle_timeout,
         "Seconds a connection may send nothing before or inside a request.",
-        _seconds,
+        seconds,
     ),
     Setting(
         "min-rate",
@@ -128,7 +120,7 @@ SETTINGS = [
         "progress-interval",
         ConnectionLimits().progress_interval,
         "Seconds between the 102 Processing answers that tell a client its upload is still arriving.",
-        _seconds,
+        seconds,
     ),
     Setting(
         "keep-versions",

@@ -16,7 +16,7 @@ import pytest
 from twisted.python.usage import UsageError
 
 from boxsync.client import cli
-from boxsync.config import ConfigError, Setting, load, resolve, usage_flags
+from boxsync.config import ConfigError, Setting, load, resolve, seconds, size, usage_flags, whole
 from boxsync.server import tap
 
 REPO = Path(__file__).resolve().parents[2]
@@ -217,9 +217,9 @@ def test_client_config_named(tmp_path: Path) -> None:
     [
         (["--config", "{tmp}/absent.toml"], None, "cannot read the configuration file"),
         ([], "transfers = 0", "transfers: must be at least 1"),
-        ([], "rescan = -1", "rescan: must be a positive number"),
+        ([], "rescan = -1", "rescan: a number of seconds must be positive"),
         ([], "speed = 1", "unknown key 'speed'"),
-        (["--idle-timeout", "inf"], "", "--idle-timeout: must be a positive number"),
+        (["--idle-timeout", "inf"], "", "--idle-timeout: a number of seconds must be positive"),
         (["--limit-up", "fast"], "", "--limit-up: "),
         ([], 'limit-down = "-1K"', "limit-down: a size must be positive"),
     ],
@@ -332,7 +332,7 @@ def test_server_config_lookup(server_environment: Path, monkeypatch: pytest.Monk
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("api-key = 'k'\nmax-upload = 'lots'", "max-upload: invalid literal"),
+        ("api-key = 'k'\nmax-upload = 'lots'", "max-upload: 'lots' is not a size"),
         ("api-key = 'k'\nport = 1", "unknown key 'port'"),
         ("api-key = ", "is not valid TOML"),
     ],
@@ -423,3 +423,41 @@ def test_units_verify(tmp_path: Path, name: str, instance: str, executable: tupl
         ["systemd-analyze", "verify", str(tmp_path / instance)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [("500", 500), ("500K", 500 * 1024), ("1.5M", 3 * 2**19), ("2GiB", 2 * 2**30), (" 1kb ", 1024)],
+)
+def test_a_size_is_read_in_multiples_of_1024(given: str, expected: int) -> None:
+    assert size(given) == expected
+
+
+@pytest.mark.parametrize("given", ["5Q", "", "K", "fast", "1.5"])
+def test_what_is_not_a_size_is_said_in_one_line_with_an_example(given: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        size(given)
+    message = str(raised.value)
+    assert repr(given) in message and "500K" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("given", ["0", "-5K"])
+def test_a_size_must_be_positive(given: str) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        size(given)
+
+
+def test_seconds_and_whole_numbers_are_read_or_refused_in_one_line() -> None:
+    assert seconds("30") == 30.0 and seconds("0.5") == 0.5
+    assert whole("4", least=1) == 4 and whole("0") == 0
+    for bad, parse, words in [
+        ("x", seconds, "'x' is not a number of seconds"),
+        ("0", seconds, "must be positive, not '0'"),
+        ("inf", seconds, "must be positive, not 'inf'"),
+        ("abc", whole, "must be a whole number, not 'abc'"),
+        ("1.5", whole, "must be a whole number, not '1.5'"),
+        ("-1", whole, "must be at least 0, not '-1'"),
+    ]:
+        with pytest.raises(ValueError) as raised:
+            parse(bad)  # type: ignore[operator]
+        assert words in str(raised.value)
