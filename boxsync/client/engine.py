@@ -54,6 +54,7 @@ from .jobs import Jobs, this_path_only
 from .localpaths import LocalPaths
 from .looks import Looks
 from .placing import TMP_DAYS, remove_older
+from .passedover import PassedOver
 from .prefetch import Prefetch
 from .progress import Reporter
 from .scanner import (
@@ -117,10 +118,8 @@ class Engine:
     _folders: bool = False
     _idle_waiters: list[Deferred[None]] = field(factory=list)
     #: What is passed over (links, special files, names the wire cannot
-    #: carry, what could not be read), each with why, as the last scan found
-    #: it and the watcher has seen since; each is logged once, as it is
-    #: first found.
-    skipped: dict[str, str] = field(factory=dict)
+    #: carry, what could not be read), each with why.
+    skipped: PassedOver = field(factory=PassedOver)
 
     def __attrs_post_init__(self) -> None:
         self._identity = FolderIdentity.of(self.root)
@@ -348,34 +347,14 @@ class Engine:
         self._identity.check()
         if result.refreshed:
             self.state.put_many(result.refreshed)
-        known, self.skipped = self.skipped, {}
-        for each in result.skipped:
-            self._skip(each.path, each.reason, known)
+        self.skipped.found((each.path, each.reason) for each in result.skipped)
         return result
-
-    def _skip(self, path: str, reason: str, known: dict[str, str]) -> None:
-        """
-        Count C{path} (relative to the folder, as it has it) as passed over
-        for C{reason}, logged if C{known} did not have it so.
-        """
-        if known.get(path) != reason:
-            # Listed on its own in the status, not as its last error.
-            self.log.warn("not syncing {path}: {why}", path=path, why=reason, passed_over=True)
-        self.skipped[path] = reason
 
     def not_synced(self, path: str, reason: str | None) -> None:
         if reason is None:
-            self._unskip(path)
+            self.skipped.gone(path)
         else:
-            self._skip(path, reason, self.skipped)
-
-    def _unskip(self, path: str) -> None:
-        """
-        Nothing is passed over at C{path} or below it any more.
-        """
-        prefix = path + "/"
-        for each in [each for each in self.skipped if each == path or each.startswith(prefix)]:
-            del self.skipped[each]
+            self.skipped.add(path, reason)
 
     def _cut_over(self) -> int | None:
         """
@@ -528,8 +507,7 @@ class Engine:
         self.submit(path, job)
 
     def deleted(self, path: str) -> None:
-        if self.skipped:
-            self._unskip(path)
+        self.skipped.gone(path)
         for base in self.state.under(path):
             self.changed(base.path)
         # The folder it was in may be empty now: a folder of its own.
@@ -695,7 +673,7 @@ class Engine:
             return
         reason = passed_over(local)
         if reason is not None:
-            self._skip(os.path.relpath(local, self.root), reason, self.skipped)
+            self.skipped.add(os.path.relpath(local, self.root), reason)
 
     async def _upload_event(self, event: Upload) -> None:
         folder = self._as_folder(event.path)

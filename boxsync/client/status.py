@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from ..config import human_size
 from ..paths import HIDDEN_DIR
+from .passedover import PassedOver
 from .progress import Reporter
 from .state import STATE_FILE, LocalState, state_file
 
@@ -49,7 +50,8 @@ class _EngineView(Protocol):
     @property
     def problems(self) -> dict[str, str]: ...
 
-    skipped: dict[str, str]
+    @property
+    def skipped(self) -> PassedOver: ...
 
     @property
     def paused(self) -> bool: ...
@@ -168,7 +170,7 @@ class StatusFile:
             "transfers": sorted(self._transfers.values(), key=lambda t: str(t["path"])),
             "last_error": self._last_error,
             "problems": engine.problems if engine is not None and running else {},
-            "skipped": dict(sorted(engine.skipped.items())) if engine is not None and running else {},
+            "skipped": dict(engine.skipped.items()) if engine is not None and running else {},
             "in_sync_when_stopped": None if running else self._stopped_in_sync,
             "paused": bool(engine is not None and running and engine.paused),
         }

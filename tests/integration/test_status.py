@@ -22,6 +22,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from boxsync.client import cli, commands
 from boxsync.wire import ProtocolError, RemoteFile
+from boxsync.client.passedover import PassedOver
 from boxsync.client.progress import LogReporter
 from boxsync.client.status import StatusFile, describe, read_status, status_path
 from boxsync.testing import Client, Server, wait_until
@@ -145,7 +146,7 @@ class FakeEngine:
     pending = 0
     in_sync = False
     problems: dict[str, str] = {}
-    skipped: dict[str, str] = {}
+    skipped = PassedOver()
     paused = False
 
 
