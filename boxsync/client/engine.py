@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from attrs import define, field
+from attrs import define, evolve, field
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -268,6 +268,8 @@ class Engine:
         # go on meanwhile, and a commit answered after the server read that
         # seq would make it look behind.
         attempt.held = self.state.highest_seq()
+        # And the version it names that by, for the box to check.
+        manifest = evolve(manifest, held=self.state.witness())
         stream = await self.api.open_stream(manifest, cursor or None, self._on_event)
         self._stream = stream
         if attempt.other_box:
@@ -439,8 +441,10 @@ class Engine:
         """
         Make sure the server's box is the one the bases are of. If it is
         another (a new box, or this one restored from a backup: its seq is
-        behind what this folder has seen), a file here that it lacks was
-        not deleted there: every base is forgotten, and the next session
+        behind what this folder has seen, or it committed another version
+        at the seq of the one this folder names its history by), a file
+        here that it lacks was not deleted there: every base is forgotten,
+        and the next session
         compares every file with the box as a first sync does, deleting
         nothing.
         """
@@ -449,6 +453,11 @@ class Engine:
             why = "it is another box"
         elif hello.seq < held:
             why = f"its last change is {hello.seq}, before the {held} this folder has seen"
+        elif hello.other_history:
+            why = (
+                "it went back to an earlier state and on from there: "
+                "its changes are not the ones this folder has seen"
+            )
         else:
             if hello.box is not None and known is None:
                 self.state.box = hello.box

@@ -36,6 +36,7 @@ from twisted.logger import Logger
 
 from ..paths import CLIENT_STATE_FILE, HIDDEN_DIR
 from ..sqlite import transaction, use_wal
+from ..wire import Held
 
 __all__ = ["Base", "LocalState", "STATE_FILE", "RECENT", "Stamps", "UNKNOWN_CTIME", "folder_base", "state_file"]
 
@@ -62,6 +63,8 @@ _CLIENT_ID = "client_id"
 _RULES = "ignore_rules"
 _BOX = "box"
 _HIGHEST = "highest_seq"
+#: The file base with the highest seq ever recorded: "seq sha256 path".
+_WITNESS = "witness"
 
 # SQLite integers are signed 64-bit; an inode number may use all 64 bits.
 _U64 = 1 << 64
@@ -223,6 +226,14 @@ def _write(db: sqlite3.Connection, changes: dict[str, Base | None]) -> None:
         db.execute(
             "UPDATE meta SET value = ? WHERE key = ? AND CAST(value AS INTEGER) < ?", (str(seq), _HIGHEST, seq)
         )
+        files = [base for base in bases if not base.folder and base.seq > 0]
+        if files:
+            top = max(files, key=attrgetter("seq"))
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (_WITNESS,)).fetchone()
+            if row is None or int(row[0].split(" ", 1)[0]) < top.seq:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", (_WITNESS, f"{top.seq} {top.sha256} {top.path}")
+                )
     db.executemany(
         "DELETE FROM bases WHERE path = ?",
         [(path,) for path, base in changes.items() if base is None],
@@ -435,6 +446,19 @@ class LocalState:
                 db.execute("INSERT INTO meta VALUES (?, ?)", (_HIGHEST, str(highest)))
         return max(self.cursor, highest)
 
+    def witness(self) -> Held | None:
+        """
+        The version with the highest seq this folder ever had in sync (a
+        file's; C{None} before the first): the box's commit of that seq
+        must be that version, or the box is not the one this folder saw.
+        """
+        with self._transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (_WITNESS,)).fetchone()
+        if row is None:
+            return None
+        seq, sha256, path = row[0].split(" ", 2)
+        return Held(int(seq), path, sha256)
+
     def put(self, base: Base) -> None:
         """
         Record C{base}, replacing any base of its path (soon, given
@@ -569,7 +593,7 @@ class LocalState:
                 db.execute("DELETE FROM bases")
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_CURSOR, "0"))
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_HIGHEST, "0"))
-                db.execute("DELETE FROM meta WHERE key = ?", (_BOX,))
+                db.execute("DELETE FROM meta WHERE key IN (?, ?)", (_BOX, _WITNESS))
                 if box is not None:
                     db.execute("INSERT INTO meta VALUES (?, ?)", (_BOX, box))
 

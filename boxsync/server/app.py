@@ -290,6 +290,7 @@ class BoxsyncApp:
             principal,
             box.index,
             lambda upto: plan(box.index, principal.account, manifest, upto),
+            other_history=manifest.held is not None and await box.committed_otherwise(manifest.held),
         )
 
     async def listing(self, request: IRequest, principal: Principal) -> bytes:

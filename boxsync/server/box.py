@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 
 from ..blocks import BLOCK_MIN, Block, Recipe, recipe_of
 from ..paths import folders_above
+from ..wire import Held
 from ..wire.blocks import BlockCommit
 from ..wire.events import Incoming
 from .blockstore import Arrivals, IBlockStore, LocalBlockStore
@@ -220,6 +221,18 @@ class Box:
     _seen: Seen = field(factory=Seen)
     _following: DeferredLock = field(factory=DeferredLock)
     log = Logger()
+
+    async def committed_otherwise(self, held: Held) -> bool:
+        """
+        Whether this box committed another version than C{held} at its seq:
+        then the client that holds it synced with a history this box does
+        not have (the box was restored from a backup and went on from
+        there). C{False} where the box cannot tell: nothing at that seq
+        (not yet, or a delete or a folder there, or a version no longer
+        kept).
+        """
+        found: FileRecord | VersionRecord | None = await self.index.version(self.account, held.seq)
+        return found is not None and (found.path, found.sha256) != (held.path, held.sha256)
 
     async def _check_base(self, path: str, base: int | None) -> FileRecord | None:
         row: FileRecord | None = await self.index.get(self.account, path)

@@ -106,10 +106,12 @@ class EventStream:
         principal: Principal,
         index: IIndex,
         plan: Callable[[int], AsyncIterable[Event]],
+        other_history: bool = False,
     ) -> None:
         """
         The whole life of the stream, for a route to await: register with
-        C{hub} for the principal's account and token, write C{plan(upto)}
+        C{hub} for the principal's account and token, write the hello (with
+        C{other_history}, see L{Hello}) and C{plan(upto)}
         for the account's current seq C{upto}, then live events, until the
         route's Deferred is cancelled (Klein does that when the client goes
         away, and so does a stopping server); then unregister and stop
@@ -141,7 +143,7 @@ class EventStream:
         try:
             box = await index.box_id(account)
             upto = await index.current_seq(account)
-            self.start(upto, box)
+            self.start(upto, box, other_history)
             writing = Deferred.fromCoroutine(self.run(plan(upto), upto))
         except BaseException:
             close()
@@ -159,14 +161,14 @@ class EventStream:
             self.log.info("{client} disconnected", client=self.client or "a client")
             close()
 
-    def start(self, seq: int, box: str | None = None) -> None:
+    def start(self, seq: int, box: str | None = None, other_history: bool = False) -> None:
         """
         Write the headers and the first frames (the hello: the current
-        C{seq} and the id of the C{box}), and start taking back-pressure
-        from the connection.
+        C{seq}, the id of the C{box}, and whether the client's history is
+        another), and start taking back-pressure from the connection.
         """
         self.request.registerProducer(self, True)
-        hello = self.framing.encode(Hello(self.stream_id, seq, box), True)
+        hello = self.framing.encode(Hello(self.stream_id, seq, box, other_history or None), True)
         if not self._closed:
             # Written even when empty: it sends the response headers.
             self.request.write(self._encoded(self.framing.preamble + hello))

@@ -36,6 +36,7 @@ from ..wire import (
     DeletedEntry,
     FileEntry,
     FolderEntry,
+    Held,
     ProtocolError,
     deleted_entry,
     file_entry,
@@ -43,6 +44,7 @@ from ..wire import (
     manifest_client,
     manifest_cursor,
     manifest_features,
+    manifest_held,
 )
 
 __all__ = [
@@ -300,6 +302,8 @@ class StreamedManifest:
     features: frozenset[str] = frozenset()
     #: How many folders it lists.
     folders: int = 0
+    #: The version with the highest seq the client holds, if it says.
+    held: Held | None = None
 
     def pages(self) -> AsyncIterator[list[Entry]]:
         """
@@ -355,6 +359,7 @@ async def read_manifest(body: IO[bytes], max_entries: int, clock: IReactorTime) 
         clock,
         manifest_features(scalars.get("features", [])),
         counts[FolderEntry],
+        manifest_held(scalars.get("held")),
     )
 
 

@@ -44,12 +44,19 @@ class Hello:
         from a backup: its seq is then behind the client's cursor) must not
         take what it lacks for deleted. C{None} from a server that does not
         say.
+    @ivar other_history: C{True} if the box committed another version at
+        the seq of the version the client says it holds (L{Manifest.held
+        <boxsync.wire.manifest.Manifest.held>}): the box went back (restored
+        from a backup) and on from there, so the client's bases and cursor
+        are not of its history. C{None} otherwise, and to a client that
+        did not say.
     """
 
     name = "hello"
     stream: str
     seq: int
     box: str | None = None
+    other_history: bool | None = None
 
 
 @frozen

@@ -16,6 +16,7 @@ __all__ = [
     "FileEntry",
     "DeletedEntry",
     "FolderEntry",
+    "Held",
     "Manifest",
     "encode_manifest",
     "parse_manifest",
@@ -25,6 +26,7 @@ __all__ = [
     "manifest_client",
     "manifest_cursor",
     "manifest_features",
+    "manifest_held",
 ]
 
 
@@ -104,6 +106,22 @@ def _folders(items: Iterable[FolderEntry]) -> tuple[FolderEntry, ...]:
     return tuple(items)
 
 
+@frozen
+class Held:
+    """
+    A version a client holds, named by the seq of its commit: the box's
+    commit of that seq must be this version, or the box is not the one the
+    client has seen (restored from a backup, say, and gone on from there).
+    """
+
+    seq: int
+    path: str
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "path": self.path, "sha256": self.sha256}
+
+
 def _features(items: Iterable[str]) -> frozenset[str]:
     return frozenset(items)
 
@@ -123,6 +141,10 @@ class Manifest:
         first protocol (e.g. L{EXECUTABLE_FEATURE
         <boxsync.wire.headers.EXECUTABLE_FEATURE>}): the server sends it
         nothing else.
+    @ivar held: the version with the highest seq the client holds, if it
+        says (the server's hello then tells whether the box committed
+        another at that seq: L{Hello.other_history
+        <boxsync.wire.events.Hello.other_history>}).
     """
 
     client: str = ""
@@ -131,6 +153,7 @@ class Manifest:
     deleted: tuple[DeletedEntry, ...] = field(default=(), converter=_deleted)
     features: frozenset[str] = field(default=frozenset(), converter=_features)
     folders: tuple[FolderEntry, ...] = field(default=(), converter=_folders)
+    held: Held | None = None
 
     def to_json(self) -> dict[str, Any]:
         manifest: dict[str, Any] = {
@@ -143,6 +166,8 @@ class Manifest:
             manifest["features"] = sorted(self.features)
         if self.folders:
             manifest["folders"] = [f.to_json() for f in self.folders]
+        if self.held is not None:
+            manifest["held"] = self.held.to_json()
         return manifest
 
 
@@ -240,6 +265,23 @@ def manifest_features(value: object) -> frozenset[str]:
     return frozenset(value)
 
 
+def manifest_held(value: object) -> Held | None:
+    """
+    The C{held} of a manifest, checked; C{None} if it has none.
+
+    @raise ProtocolError: if it is not an object with a C{seq} of at least
+        1, a C{path} and a C{sha256}.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ProtocolError("held must be a JSON object")
+    seq = check_count(value.get("seq"), "held seq")
+    if seq < 1:
+        raise ProtocolError("held seq must be at least 1")
+    return Held(seq, check_path(value.get("path")), check_sha256(value.get("sha256")))
+
+
 def parse_manifest(body: bytes, max_entries: int = 1_000_000) -> Manifest:
     """
     Parse and check a manifest.
@@ -273,4 +315,5 @@ def parse_manifest(body: bytes, max_entries: int = 1_000_000) -> Manifest:
         deleted=deleted,
         features=manifest_features(raw.get("features", [])),
         folders=folders,
+        held=manifest_held(raw.get("held")),
     )

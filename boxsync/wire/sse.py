@@ -65,9 +65,10 @@ def decode_event(message: SSEMessage) -> Event | None:
             raise ValueError("not an object")
         known = attrs.fields_dict(cls)
         event: Event = cls(**{name: value for name, value in data.items() if name in known})
-        executable = getattr(event, "executable", None)
-        if executable is not None and not isinstance(executable, bool):
-            raise ValueError("executable must be true or false")
+        for flag in ("executable", "other_history"):
+            value = getattr(event, flag, None)
+            if value is not None and not isinstance(value, bool):
+                raise ValueError(f"{flag} must be true or false")
     except (ValueError, TypeError) as e:
         raise ProtocolError(f"bad {message.event} event: {e}") from None
     if hasattr(event, "path"):

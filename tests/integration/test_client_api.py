@@ -31,6 +31,7 @@ from boxsync.wire import (
     Download,
     Event,
     FileEntry,
+    Held,
     Hello,
     InSync,
     Manifest,
@@ -103,6 +104,35 @@ def test_stream_plan_then_live_events(server: MemoryServer, tmp_path: Path) -> N
     stream.cancel()
     with pytest.raises(CancelledError):
         result_of(stream.done)
+
+
+def test_the_hello_says_whether_the_box_committed_another_version_at_the_seq_a_client_holds(
+    server: MemoryServer, tmp_path: Path
+) -> None:
+    """
+    A client names the version it holds with the highest seq (C{held}); the
+    hello tells it whether the box committed another at that seq (the box
+    went back, restored from a backup, and on from there). Where the box
+    cannot tell (nothing at that seq yet), it says nothing.
+    """
+    commit(server, tmp_path, "a.txt", b"first")
+    second = commit(server, tmp_path, "b.txt", b"second")
+
+    def hello_for(held: Held) -> Hello:
+        events: list[Event] = []
+        stream = server.run(server.api().open_stream(Manifest(client="laptop", held=held), None, events.append))
+        stream.cancel()
+        hello = events[0]
+        assert isinstance(hello, Hello)
+        return hello
+
+    assert hello_for(Held(second.seq, "b.txt", sha256(b"second"))).other_history is None
+    assert hello_for(Held(second.seq, "elsewhere.txt", sha256(b"second"))).other_history is True
+    assert hello_for(Held(second.seq, "b.txt", sha256(b"other bytes"))).other_history is True
+    assert hello_for(Held(second.seq + 5, "c.txt", sha256(b"later"))).other_history is None
+    # An overwritten version is still known by its seq while it is kept.
+    commit(server, tmp_path, "b.txt", b"third", base=second.seq)
+    assert hello_for(Held(second.seq, "b.txt", sha256(b"second"))).other_history is None
 
 
 def test_stream_resumes_from_last_event_id(server: MemoryServer, tmp_path: Path) -> None:

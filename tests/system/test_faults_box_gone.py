@@ -2,11 +2,12 @@
 The server comes back with a box that is not the one a running client
 synced with: an empty box folder where the box used to be (its disk not
 mounted), or the box restored from a backup made before the client's last
-changes. To the client, every file the box lacks looks deleted there. The
-client notices (the box's id, or the box's last change before its own
-cursor), forgets what it knew of the old box, and compares every file with
-the new one as at a first sync: it deletes nothing, and the box gets back
-what it lacks.
+changes, and maybe gone on from there with other clients' changes. To the
+client, every file the box lacks looks deleted there. The client notices
+(the box's id, the box's last change before its own cursor, or another
+version where the box should have the one the client holds), forgets what
+it knew of the old box, and compares every file with the new one as at a
+first sync: it deletes nothing, and the box gets back what it lacks.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 
 from boxsync.admin import run as admin
 from boxsync.testing import Client, Server, tree, wait_until
-from tests.faults import delete, get, output, put
+from tests.faults import delete, get, output, put, sha
 from tests.faults import server  # noqa: F401 (the fixture)
 
 
@@ -69,6 +70,46 @@ def test_a_client_gives_a_box_that_lost_its_files_back_and_deletes_nothing(
     b.folder.mkdir()
     assert b.once().returncode == 0
     assert tree(b.folder) == everything
+
+
+def test_a_box_restored_and_gone_on_past_a_client_s_changes_gets_them_back(tmp_path: Path, server: Server) -> None:
+    """
+    The box is restored from a backup made before A's last changes, and B
+    commits more changes than A's since, before A comes back: the box's
+    last change is past A's, so only the version A names its history by
+    tells that the box's history is another. A's changes reach the box and
+    B; A gets B's.
+    """
+    first = {f"docs/f{n}.txt": f"file {n}\n".encode() for n in range(5)}
+    later = {f"later/g{n}.txt": f"later {n}\n".encode() for n in range(5)}
+    from_b = {f"b/h{n}.txt": f"from b {n}\n".encode() for n in range(12)}
+    a = Client(server, tmp_path / "a", "a")
+    a.folder.mkdir()
+    write(a.folder, first)
+    a.start()
+    try:
+        wait_until(lambda: tree(server.box) == tree(a.folder), timeout=30, what="the box to have the files")
+        server.stop()
+        shutil.copytree(server.box, tmp_path / "backup", symlinks=True)
+        server.start()
+        write(a.folder, later)
+        wait_until(lambda: tree(server.box) == tree(a.folder), timeout=30, what="the box to have the later files")
+    finally:
+        a.stop()
+    server.stop()
+    os.rename(server.box, tmp_path / "box-before")
+    os.rename(tmp_path / "backup", server.box)
+    server.start()
+    b = Client(server, tmp_path / "b", "b")
+    b.folder.mkdir()
+    write(b.folder, from_b)
+    assert b.once().returncode == 0
+    ran = Client(server, a.folder, "a").once()
+    assert "went back to an earlier state" in ran.stdout + ran.stderr
+    everything = {**first, **later, **from_b}
+    assert tree(a.folder) == tree(server.box) == {path: sha(data) for path, data in everything.items()}
+    assert b.once().returncode == 0
+    assert tree(b.folder) == tree(server.box)
 
 
 def test_a_folder_moved_to_another_account_deletes_nothing_of_the_first(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from boxsync.client.state import RECENT, STATE_FILE, UNKNOWN_CTIME, Base, LocalState, _UPGRADES, folder_base
+from boxsync.wire import Held
 
 
 @pytest.fixture
@@ -351,6 +352,32 @@ def test_stamps(state: LocalState) -> None:
     }
     assert ("huge", 3, 5, (1 << 64) - 7, 11, True) in stamps.files
     assert stamps.folders == {"dir": 8}
+
+
+def test_the_witness_is_the_file_base_with_the_highest_seq_ever_recorded(tmp_path: Path) -> None:
+    state = LocalState.open(tmp_path)
+    assert state.witness() is None
+    state.put_many([base("a", 3), base("b c", 9, "b"), folder_base("docs", 12)])
+    # A folder's base names no version.
+    assert state.witness() == Held(9, "b c", "b" * 64)
+    state.put_many([base("d", 5, "d")])
+    assert state.witness() == Held(9, "b c", "b" * 64)
+    # Gone since, it still names the highest seq this folder had.
+    state.forget("b c")
+    assert state.witness() == Held(9, "b c", "b" * 64)
+    state.later = lambda write: None  # a put kept unwritten
+    state.put(base("e", 10, "e"))
+    assert state.witness() == Held(10, "e", "e" * 64)
+    state.start_over("another")
+    assert state.witness() is None
+    state.later = None
+    state.put_many([base("f", 2, "f")])
+    state.close()
+    reopened = LocalState.open(tmp_path)
+    try:
+        assert reopened.witness() == Held(2, "f", "f" * 64)
+    finally:
+        reopened.close()
 
 
 def test_starting_over_with_another_box_forgets_every_base_at_once(tmp_path: Path) -> None:

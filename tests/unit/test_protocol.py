@@ -24,6 +24,7 @@ from boxsync.wire import (
     FileEntry,
     Folder,
     FolderEntry,
+    Held,
     Hello,
     Incoming,
     InSync,
@@ -166,6 +167,7 @@ def test_a_child_at_the_longest_path_is_checked_as_the_whole_path_is(total: int)
 
 EVENTS = [
     Hello("s1", 3),
+    Hello("s2", 4, "b" * 32, True),
     Upload("a b/ü.txt", 0),
     Download("d.bin", SHA, 10, 5, 7),
     Delete("x", 8),
@@ -230,6 +232,9 @@ def test_manifest_round_trip() -> None:
         "laptop", 3, deleted=[DeletedEntry("gone", 2)], folders=[FolderEntry("new", 0), FolderEntry("old/one", 2)]
     )
     assert parse_manifest(encode_manifest(with_folders)) == with_folders
+    holding = Manifest("laptop", 9, held=Held(7, "docs/a b.txt", SHA))
+    assert parse_manifest(encode_manifest(holding)) == holding
+    assert json.loads(encode_manifest(holding))["held"] == {"seq": 7, "path": "docs/a b.txt", "sha256": SHA}
     # A client that does not say leaves both out.
     said = json.loads(encode_manifest(manifest))
     assert "features" not in said and "executable" not in said["files"][0]
@@ -256,6 +261,10 @@ def test_fields_a_client_does_not_know_are_left_out() -> None:
     assert decode_event(SSEMessage("download", data, "3")) == Download("p", SHA, 1, 2, 3)
     with pytest.raises(ProtocolError):
         decode_event(SSEMessage("download", data.replace('"later"', '"executable": 1, "x"'), "3"))
+    with pytest.raises(ProtocolError):
+        decode_event(SSEMessage("hello", '{"stream": "s", "seq": 1, "other_history": "yes"}', None))
+    # A hello says other_history only when it is so.
+    assert b"other_history" not in encode_event(Hello("s", 1, "b" * 32))
 
 
 def test_a_batch_file_says_whether_it_is_executable() -> None:
@@ -290,6 +299,11 @@ def test_a_batch_file_says_whether_it_is_executable() -> None:
         b'{"folders": [{"path": "a", "base": -1}]}',
         b'{"folders": [{"path": "a"}], "deleted": [{"path": "a", "base": 1}]}',
         b'{"files": [{"path": "a", "sha256": "' + SHA.encode() + b'", "size": 1, "executable": 1}]}',
+        b'{"held": 7}',
+        b'{"held": {"seq": 0, "path": "a", "sha256": "' + SHA.encode() + b'"}}',
+        b'{"held": {"seq": 1, "path": "../a", "sha256": "' + SHA.encode() + b'"}}',
+        b'{"held": {"seq": 1, "path": "a", "sha256": "xyz"}}',
+        b'{"held": {"path": "a", "sha256": "' + SHA.encode() + b'"}}',
         b"\xff\xfe",
     ],
 )
