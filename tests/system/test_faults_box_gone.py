@@ -32,25 +32,40 @@ def write(folder: Path, files: dict[str, bytes]) -> None:
         (folder / path).write_bytes(data)
 
 
-@pytest.mark.parametrize("how", ["empty", "restored"])
-def test_a_client_gives_a_box_that_lost_its_files_back_and_deletes_nothing(
-    tmp_path: Path, server: Server, how: str
-) -> None:
-    first = {f"docs/f{n}.txt": f"file {n}\n".encode() for n in range(10)}
-    later = {f"later/g{n}.txt": f"later {n}\n".encode() for n in range(5)}
+def synced_around_a_backup(
+    tmp_path: Path, server: Server, first: dict[str, bytes], later: dict[str, bytes], backup: Path | None
+) -> Client:
+    """
+    A client A, running, that put C{first} into the box, then (once the
+    server, stopped a moment, was copied to C{backup}, if given) C{later}.
+    """
     a = Client(server, tmp_path / "a", "a")
     a.folder.mkdir()
     write(a.folder, first)
     a.start()
     try:
         wait_until(lambda: tree(server.box) == tree(a.folder), timeout=30, what="the box to have the files")
-        backup = tmp_path / "backup"
-        if how == "restored":
+        if backup is not None:
             server.stop()
             shutil.copytree(server.box, backup, symlinks=True)
             server.start()
         write(a.folder, later)
         wait_until(lambda: tree(server.box) == tree(a.folder), timeout=30, what="the box to have the later files")
+    except BaseException:
+        a.kill()
+        raise
+    return a
+
+
+@pytest.mark.parametrize("how", ["empty", "restored"])
+def test_a_client_gives_a_box_that_lost_its_files_back_and_deletes_nothing(
+    tmp_path: Path, server: Server, how: str
+) -> None:
+    first = {f"docs/f{n}.txt": f"file {n}\n".encode() for n in range(10)}
+    later = {f"later/g{n}.txt": f"later {n}\n".encode() for n in range(5)}
+    backup = tmp_path / "backup"
+    a = synced_around_a_backup(tmp_path, server, first, later, backup if how == "restored" else None)
+    try:
         everything = tree(a.folder)
         assert len(everything) == len(first) + len(later)
         server.stop()
@@ -83,19 +98,8 @@ def test_a_box_restored_and_gone_on_past_a_client_s_changes_gets_them_back(tmp_p
     first = {f"docs/f{n}.txt": f"file {n}\n".encode() for n in range(5)}
     later = {f"later/g{n}.txt": f"later {n}\n".encode() for n in range(5)}
     from_b = {f"b/h{n}.txt": f"from b {n}\n".encode() for n in range(12)}
-    a = Client(server, tmp_path / "a", "a")
-    a.folder.mkdir()
-    write(a.folder, first)
-    a.start()
-    try:
-        wait_until(lambda: tree(server.box) == tree(a.folder), timeout=30, what="the box to have the files")
-        server.stop()
-        shutil.copytree(server.box, tmp_path / "backup", symlinks=True)
-        server.start()
-        write(a.folder, later)
-        wait_until(lambda: tree(server.box) == tree(a.folder), timeout=30, what="the box to have the later files")
-    finally:
-        a.stop()
+    a = synced_around_a_backup(tmp_path, server, first, later, tmp_path / "backup")
+    a.stop()
     server.stop()
     os.rename(server.box, tmp_path / "box-before")
     os.rename(tmp_path / "backup", server.box)
