@@ -181,6 +181,28 @@ class Actions:
         self.state.forget(path)
         return True
 
+    def _folder_as_conflict(self, path: str, local: Path) -> None:
+        """
+        Keep the folder C{local}, which holds only what the box never had,
+        under a conflict name, for the file the box has at C{path}; what is
+        in it is synced under that name.
+        """
+        new = self._conflict_name(path)
+        os.rename(local, self._local(new))
+        self.state.forget(path)
+        self.log.warn(
+            "{path} is a file in the box and a folder here, with files the box does not have; "
+            "your folder is now {new}",
+            path=path,
+            new=new,
+        )
+        self.reporter.message(f"conflict: kept your folder {path} as {new}")
+        moved = self._local(new)
+        self.changed(new)
+        for folder, _, names in os.walk(moved):
+            for name in names:
+                self.changed(from_local(self.root, Path(folder) / name))
+
     def _prune(self, folder: Path) -> None:
         """
         Remove C{folder} and the folders above it while they are empty,
@@ -361,16 +383,24 @@ class Actions:
         # copy is a new file in the manifest).
         self.resync(None)
 
-    def keep_as_conflict(self, path: str, source: Path | None = None) -> str:
+    def _conflict_name(self, path: str) -> str:
         """
-        Keep the local copy of C{path} (or the file at C{source}, a copy of
-        it taken out of the way) under a conflict name, and upload it.
+        A conflict name for this client's copy of C{path} that nothing here
+        has yet.
         """
         new = conflict_name(path, self.name, self.reactor.seconds())
         n = 1
         while os.path.lexists(self._local(new)):
             n += 1
             new = conflict_name(path, f"{self.name}-{n}", self.reactor.seconds())
+        return new
+
+    def keep_as_conflict(self, path: str, source: Path | None = None) -> str:
+        """
+        Keep the local copy of C{path} (or the file at C{source}, a copy of
+        it taken out of the way) under a conflict name, and upload it.
+        """
+        new = self._conflict_name(path)
         source = source or self._local(path)
         special = not stat.S_ISREG(os.lstat(source).st_mode)
         os.rename(source, self._local(new))
@@ -426,7 +456,11 @@ class Actions:
                 break
             except FileExistsError:
                 if target.is_dir() and not target.is_symlink() and not self._folder_gives_way(path, target):
-                    raise BadPath(f"{path} is a folder here") from None
+                    if any(base.path != path for base in self.state.under(path)):
+                        # Synced files are still in it: their deletes (or
+                        # conflict copies) come first, then this again.
+                        raise BadPath(f"{path} is a folder here") from None
+                    self._folder_as_conflict(path, target)
                 continue  # a new file appeared since the look: look again
         else:
             raise FileChanging(f"{path} keeps appearing while a download is placed")

@@ -138,6 +138,8 @@ class Jobs:
             await self._running.acquire()
             try:
                 await job()
+                # Whatever job on the path did it, the path is synced.
+                self._problems.pop(path, None)
             finally:
                 # On a fresh stack: released here, the token would resume
                 # the next waiting job inside this one, and a long queue
@@ -180,14 +182,10 @@ class Jobs:
         delay = min(MAX_RETRY_SECONDS, 2 * self._problems[path][1]) if path in self._problems else 1.0
         self._problems[path] = (error, delay)
 
-        async def again() -> None:
-            await job()
-            self._problems.pop(path, None)
-
         pending = self._retries.pop(path, None)
         if pending is not None and pending.active():
             pending.cancel()
-        self._retries[path] = self.reactor.callLater(delay, self.submit, path, again)
+        self._retries[path] = self.reactor.callLater(delay, self.submit, path, job)
 
     @property
     def problems(self) -> dict[str, str]:

@@ -18,6 +18,7 @@ from ..wire import (
     Delete,
     DeletedEntry,
     Event,
+    Folder,
     FolderEntry,
     InSync,
     Manifest,
@@ -67,6 +68,23 @@ def decide(entry: Entry, row: FileRecord | None) -> Event | None:
     if entry.changed:
         return Conflict(row.path, row.sha256, row.size, row.mtime_ns, row.seq, row.executable)
     return as_download(row)
+
+
+async def _holds_files(index: IIndex, account: str, path: str) -> bool:
+    """
+    Whether the box has live files (or folders of their own) below C{path}.
+    """
+    prefix = after = path + "/"
+    while True:
+        rows: list[FileRecord] = await index.page(account, after, PAGE)
+        for row in rows:
+            if not row.path.startswith(prefix):
+                return False
+            if not row.deleted:
+                return True
+        if len(rows) < PAGE:
+            return False
+        after = rows[-1].path
 
 
 def _decide_folder(entry: FolderEntry, row: FileRecord | None) -> Event | None:
@@ -161,6 +179,11 @@ async def plan(
         pages, listed = manifest.pages(), manifest.listed
     async for entry, row in listed_rows(index, account, pages):
         event = decide(entry, row)
+        if isinstance(event, Upload) and row is not None and row.deleted and await _holds_files(index, account, row.path):
+            # The client's file where the box has files below its deleted
+            # one: the box's path is a folder now (a file made in it), which
+            # the client makes, keeping its file as a conflict copy.
+            event = Folder(row.path, row.seq)
         if event is not None:
             yield event
     async for row in rows_since(index, account, manifest.cursor, upto):

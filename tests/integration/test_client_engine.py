@@ -21,6 +21,7 @@ from boxsync.client.results import DownloadResult
 from boxsync.client.ignore import IgnoreRules
 from boxsync.client.scanner import SETTLED_NS
 from boxsync.client.session import NotInSync
+from boxsync.client.state import Base
 from boxsync.client.progress import MOVED_BACK, NOTED_START, LogReporter, RichReporter, reporter_for
 from boxsync.client.transfers import Transfers
 from twisted.internet.error import ConnectionLost
@@ -877,6 +878,12 @@ async def test_a_long_queue_of_jobs_that_finish_at_once_all_run(folders: Any, re
 
 @pytest_twisted.ensureDeferred
 async def test_a_download_is_never_placed_over_a_folder(folders: Any, reactor: Any) -> None:
+    """
+    A folder where a download goes is never written over: while it holds a
+    synced file (whose delete comes first) the download waits; once it
+    holds only what the box never had, it is kept under a conflict name,
+    whole, and the download takes its place.
+    """
     from boxsync.paths import BadPath
     from boxsync.wire import Download
 
@@ -884,14 +891,26 @@ async def test_a_download_is_never_placed_over_a_folder(folders: Any, reactor: A
     engine = a.engine()
     (a.root / "x").mkdir()
     (a.root / "x/inside.txt").write_text("kept")
+    (a.root / "x/synced.txt").write_text("synced")
+    a.state.put_many([Base("x/synced.txt", "1" * 64, 6, 1, 1, 3)])
     temp = a.root / ".boxsync/tmp/dl-test"
     temp.write_text("server's x")
-    with pytest.raises(BadPath, match="x is a folder here"):
+
+    async def place() -> None:
         await engine._actions.place(
-                temp, a.root / "x", Download("x", "0" * 64, 10, 1, 5), DownloadResult("0" * 64, 10, 5), None
-            )
+            temp, a.root / "x", Download("x", "0" * 64, 10, 1, 5), DownloadResult("0" * 64, 10, 5), None
+        )
+
+    with pytest.raises(BadPath, match="x is a folder here"):
+        await place()
     assert (a.root / "x/inside.txt").read_text() == "kept" and temp.exists()
     assert a.state.get("x") is None
+    a.state.forget("x/synced.txt")
+    (a.root / "x/synced.txt").unlink()
+    await place()
+    assert (a.root / "x").read_text() == "server's x" and a.state.get("x") is not None
+    [kept] = [name for name in os.listdir(a.root) if name.startswith("x.conflict-")]
+    assert (a.root / kept / "inside.txt").read_text() == "kept"
 
 
 @pytest_twisted.ensureDeferred

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from boxsync.testing import Client, Server, tree, wait_until
-from tests.faults import output, stop_and_check
+from tests.faults import converged, output, stop_and_check
 from tests.faults import server  # noqa: F401 (the fixture)
 
 
@@ -135,6 +135,46 @@ def test_a_file_that_becomes_a_folder_and_back_is_synced_without_a_refusal(tmp_p
         a.kill()
         b.kill()
     stop_and_check(server, "a file that becomes a folder", 0, a.folder, b.folder)
+
+
+@pytest.mark.slow
+def test_an_edit_made_away_where_the_other_side_swapped_a_file_and_a_folder_is_kept_both_ways(
+    tmp_path: Path, server: Server
+) -> None:
+    a = Client(server, tmp_path / "a", "a").start()
+    b = Client(server, tmp_path / "b", "b").start()
+    try:
+        (a.folder / "f").write_text("a file")
+        (a.folder / "d").mkdir()
+        (a.folder / "d/x").write_text("in a folder")
+        wait_until(lambda: converged(a.folder, b.folder, server.box), what="the first sync")
+        b.stop()
+        (b.folder / "f").write_text("edited on b")
+        (b.folder / "d/x").write_text("edited on b too")
+        (a.folder / "f").unlink()
+        (a.folder / "f").mkdir()
+        (a.folder / "f/inside").write_text("a's folder")
+        shutil.rmtree(a.folder / "d")
+        (a.folder / "d").write_text("a's file")
+        wait_until(lambda: converged(a.folder, server.box), what="a's changes in the box")
+        b = Client(server, b.folder, "b").start()
+        wait_until(
+            lambda: converged(a.folder, b.folder, server.box) and len(tree(server.box)) == 4,
+            timeout=60,
+            what="both sides with both edits",
+        )
+        files = {path: (server.box / path).read_text() for path in tree(server.box)}
+        assert {files["f/inside"], files["d"]} == {"a's folder", "a's file"}
+        # B's edits are kept beside them, under conflict names.
+        kept = {path.split("/")[0].split(".conflict-b-")[0]: data for path, data in files.items() if ".conflict-b-" in path}
+        assert kept == {"f": "edited on b", "d": "edited on b too"}
+        # B's file where the box has a folder was made a conflict copy at
+        # once: its upload was never refused.
+        assert not re.findall(r'"PUT /files/f HTTP/1.1" 4\d\d ', output(server))
+    finally:
+        a.kill()
+        b.kill()
+    stop_and_check(server, "an edit away where a file and a folder swapped", 2, a.folder, b.folder)
 
 
 def test_a_folder_synced_on_its_own_inside_is_synced_but_its_client_s_data(tmp_path: Path, server: Server) -> None:

@@ -153,3 +153,22 @@ def test_nothing_is_kept_of_jobs_that_ended() -> None:
     s.submit("f/g/y")
     s.settle()
     assert s.started[-1] == "f/g/y"
+
+
+def test_a_path_that_failed_is_a_problem_until_any_job_on_it_succeeds() -> None:
+    s = Scheduled()
+    s.submit("first", "p")
+    s.settle()
+    s.end("first", OSError("in the way"))
+    s.jobs.retry_later("p", lambda: _nothing(), "in the way")
+    assert s.jobs.problems == {"p": "in the way"}
+    # Another job on the path (not the retry) gets it through.
+    s.submit("second", "p")
+    s.settle()
+    s.end("second")
+    assert s.jobs.problems == {}
+    s.jobs.stop()
+
+
+async def _nothing() -> None:
+    pass

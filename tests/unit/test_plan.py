@@ -175,3 +175,28 @@ async def test_plan_over_the_index(index: SQLiteIndex) -> None:
     ]
     stats = await index.stats("acct")
     assert (stats.files, stats.seq) == (1199, 1201)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_changed_file_where_the_box_now_has_files_below_it_is_told_of_the_folder(
+    index: SQLiteIndex,
+) -> None:
+    """
+    The box deleted C{f} and has files below it now (a folder made in its
+    place), or had them and deleted them too: a client's edit of C{f} is
+    told of the folder (it makes it and keeps its file as a conflict copy)
+    while any is live, and is uploaded (an edit wins over a delete) once
+    none is.
+    """
+    await index.commit("acct", FileRecord("f", 1, A, 0, 0))
+    [gone, *_] = await index.commit_many(
+        "acct",
+        [FileRecord("f", 0, A, 0, 0, deleted=True)]
+        + [FileRecord(f"f/old{i:04}", 0, A, 0, 0, deleted=True) for i in range(1100)]
+        + [FileRecord("f/zz", 1, A, 0, 0), FileRecord("f0", 1, A, 0, 0)],
+    )
+    edited = Manifest(cursor=1, files=[FileEntry("f", B, 1, 0, 1, True)])
+    # Past a page of deleted files below it.
+    assert await collect(index, edited, gone.seq) == [Folder("f", gone.seq)]
+    [zz] = await index.commit_many("acct", [FileRecord("f/zz", 0, A, 0, 0, deleted=True)])
+    assert await collect(index, edited, gone.seq) == [Upload("f", gone.seq)]
