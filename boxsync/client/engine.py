@@ -53,8 +53,8 @@ from .ignore import IGNORE_FILE, IgnoreRules
 from .jobs import Jobs, this_path_only
 from .localpaths import LocalPaths
 from .looks import Looks
-from .placing import TMP_DAYS, remove_older
 from .passedover import PassedOver
+from .placing import TMP_DAYS, remove_older
 from .prefetch import Prefetch
 from .progress import Reporter
 from .scanner import (
@@ -444,9 +444,8 @@ class Engine:
         behind what this folder has seen, or it committed another version
         at the seq of the one this folder names its history by), a file
         here that it lacks was not deleted there: every base is forgotten,
-        and the next session
-        compares every file with the box as a first sync does, deleting
-        nothing.
+        and the next session compares every file with the box as a first
+        sync does, deleting nothing.
         """
         known, held = self.state.box, self._attempt.held
         if hello.box is not None and known is not None and hello.box != known:

@@ -181,7 +181,7 @@ class Debouncer:
     emit: Callable[[str, str], None]
     max_wait: float = MAX_WAIT
     # Each path's last kind, when it falls due, when it was first held, and
-    # how many paths were first held before it.
+    # its place in the order paths were first held (L{_held} then).
     _pending: dict[str, tuple[str, float, float, int]] = field(factory=dict)
     _held: int = 0
     # How many held paths lie below each folder, and the order of the

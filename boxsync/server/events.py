@@ -111,8 +111,8 @@ class EventStream:
         """
         The whole life of the stream, for a route to await: register with
         C{hub} for the principal's account and token, write the hello (with
-        C{other_history}, see L{Hello}) and C{plan(upto)}
-        for the account's current seq C{upto}, then live events, until the
+        C{other_history}, see L{Hello}) and C{plan(upto)} for the account's
+        current seq C{upto}, then live events, until the
         route's Deferred is cancelled (Klein does that when the client goes
         away, and so does a stopping server); then unregister and stop
         writing.

@@ -179,11 +179,13 @@ async def plan(
         pages, listed = manifest.pages(), manifest.listed
     async for entry, row in listed_rows(index, account, pages):
         event = decide(entry, row)
-        if isinstance(event, Upload) and row is not None and row.deleted and await _holds_files(index, account, row.path):
-            # The client's file where the box has files below its deleted
-            # one: the box's path is a folder now (a file made in it), which
-            # the client makes, keeping its file as a conflict copy.
-            event = Folder(row.path, row.seq)
+        if isinstance(event, Upload) and row is not None and row.deleted:
+            if await _holds_files(index, account, row.path):
+                # The client's file where the box has files below its
+                # deleted one: the box's path is a folder now (a file made
+                # in it), which the client makes, keeping its file as a
+                # conflict copy.
+                event = Folder(row.path, row.seq)
         if event is not None:
             yield event
     async for row in rows_since(index, account, manifest.cursor, upto):
