@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from ..fs import CANNOT, exchange, is_executable, mode_for, move_new
+from ..paths import MAX_SEGMENT_BYTES
 from .scanner import LocalFile, stat_key
 from .state import UNKNOWN_CTIME, Base
 
@@ -36,20 +37,30 @@ __all__ = [
 ]
 
 
+#: The longest extension a conflict name keeps after its tag, in bytes; a
+#: longer "extension" is part of the name.
+_LONGEST_SUFFIX = 32
+#: The most of a client's name a conflict name carries.
+_LONGEST_CLIENT = 40
+
+
 def conflict_name(path: str, client: str, when: float) -> str:
     """
     The name a conflicting local copy of C{path} is kept under, e.g.
-    C{notes.conflict-laptop-20261124-101500.txt}.
+    C{notes.conflict-laptop-20261124-101500.txt}; a long name is cut short
+    before its tag, so that the name stays within L{MAX_SEGMENT_BYTES}.
     """
     folder, slash, name = path.rpartition("/")
     stem, dot, suffix = name.rpartition(".")
-    if not stem:
-        # No extension (or a dot file such as .bashrc).
+    if not stem or len(suffix.encode()) > _LONGEST_SUFFIX:
+        # No extension (or a dot file such as .bashrc), or not one.
         stem, dot, suffix = name, "", ""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
-    client = "".join(c if c.isalnum() or c in "-_" else "_" for c in client) or "client"
-    return f"{folder}{slash}{stem}.conflict-{client}-{stamp}{dot}{suffix}"
-
+    client = "".join(c if c.isalnum() or c in "-_" else "_" for c in client[:_LONGEST_CLIENT]) or "client"
+    tag = f".conflict-{client}-{stamp}"
+    room = MAX_SEGMENT_BYTES - len(tag.encode()) - len(f"{dot}{suffix}".encode())
+    stem = stem.encode()[:room].decode(errors="ignore")
+    return f"{folder}{slash}{stem}{tag}{dot}{suffix}"
 
 
 def prepare(temp: Path, mtime_ns: int, executable: bool | None, placed: os.stat_result | None) -> os.stat_result:

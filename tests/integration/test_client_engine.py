@@ -22,6 +22,7 @@ from boxsync.client.ignore import IgnoreRules
 from boxsync.client.scanner import SETTLED_NS
 from boxsync.client.session import NotInSync
 from boxsync.client.state import Base
+from boxsync.paths import normalize
 from boxsync.client.progress import MOVED_BACK, NOTED_START, LogReporter, RichReporter, reporter_for
 from boxsync.client.transfers import Transfers
 from twisted.internet.error import ConnectionLost
@@ -50,6 +51,27 @@ def test_conflict_name(path: str, expected: str, monkeypatch: pytest.MonkeyPatch
     when = float(calendar.timegm((2026, 11, 24, 10, 15, 0)))
     assert conflict_name(path, "laptop", when) == expected
     assert conflict_name(path, "my laptop/1", when).count("/") == path.count("/")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "n" * 240 + ".txt",
+        "é" * 127 + ".md",  # 254 bytes: a cut never splits a character
+        "x." + "y" * 250,  # not an extension
+        "z" * 255,
+    ],
+)
+def test_a_conflict_name_stays_a_name_this_file_system_takes(name: str, tmp_path: Path) -> None:
+    for client in ["laptop", "a" * 200]:
+        made = conflict_name(f"deep/{name}", client, 1.8e9)
+        folder, _, kept = made.rpartition("/")
+        assert folder == "deep" and len(kept.encode()) <= 255
+        assert normalize(made) == made  # a wire path, in NFC
+        (tmp_path / kept).write_text("a file of that name")
+        assert ".conflict-" in kept and kept[:8] == name[:8]
+    if name.endswith((".txt", ".md")):
+        assert made.endswith(name[name.rindex(".") :])
 
 
 @pytest_twisted.ensureDeferred

@@ -82,26 +82,30 @@ def _nested(folder: Path, text: str) -> None:
     staging.rename(folder)
 
 
-def test_offline_edits_on_both_sides_keep_both(server: Server, clients: dict[str, Client]) -> None:
+# The second stem is as long as a name with its extension may be: its
+# conflict copy's name is cut short to fit.
+@pytest.mark.parametrize("stem", ["notes", "n" * 251])
+def test_offline_edits_on_both_sides_keep_both(server: Server, clients: dict[str, Client], stem: str) -> None:
     a, b = clients["a"], clients["b"]
+    name = f"{stem}.txt"
     a.folder.mkdir()
-    (a.folder / "notes.txt").write_text("v1")
+    (a.folder / name).write_text("v1")
     (a.folder / "doomed.txt").write_text("delete me")
     a.once()
     b.once()
     # Both edit the same file while the other is not running; b also deletes.
-    (a.folder / "notes.txt").write_text("v2 from a")
+    (a.folder / name).write_text("v2 from a")
     a.once()
-    (b.folder / "notes.txt").write_text("v2 from b")
+    (b.folder / name).write_text("v2 from b")
     (b.folder / "doomed.txt").unlink()
     b.once()
     a.once()
     assert converged(a.folder, b.folder, server.box)
     files = tree(a.folder)
     assert "doomed.txt" not in files
-    conflicts = [p for p in files if p.startswith("notes.conflict-b-")]
+    conflicts = [p for p in files if p.startswith(stem[:200]) and ".conflict-b-" in p]
     assert len(conflicts) == 1 and conflicts[0].endswith(".txt")
-    texts = {(a.folder / p).read_text() for p in ["notes.txt", conflicts[0]]}
+    texts = {(a.folder / p).read_text() for p in [name, conflicts[0]]}
     assert texts == {"v2 from a", "v2 from b"}
 
 
