@@ -756,7 +756,8 @@ class BoxsyncService(MultiService):
         self.ready.callback(None)
 
     def _failed(self, failure: Any) -> None:
-        if failure.check(BoxInUse, CannotListenError, OSError, IndexUnavailable):
+        # (A port out of range is an OverflowError from bind.)
+        if failure.check(BoxInUse, CannotListenError, OSError, IndexUnavailable, OverflowError):
             # Nothing unexpected: one line says it all.
             self.log.error("the server could not start: {error}", error=_one_line(failure.value))
         else:

@@ -260,6 +260,11 @@ class Options(usage.Options):
                 S3Bucket.connect(parse_store_url(self["store"]), environ)
             except BadStore as e:
                 raise usage.UsageError(f"--store: {e}") from None
+        # Last: nothing is made before every other option is found good.
+        try:
+            (box / HIDDEN_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise usage.UsageError(f"--box {box}: cannot make its {HIDDEN_DIR}/ there: {e.strerror or e}") from None
 
 
 def _check_endpoint(description: str) -> None:

@@ -19,16 +19,17 @@ from boxsync.testing import Client, Server, wait_until
 from tests.faults import server  # noqa: F401 (the fixture)
 
 
-def serve(box: Path, *options: str) -> subprocess.CompletedProcess[str]:
+def serve(box: Path, *options: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """
-    Run a server that is expected not to start; its output and status.
+    Run a server that is expected not to start (in C{cwd}, by default the
+    box's parent); its output and status.
     """
     return subprocess.run(
         [sys.executable, "-m", "twisted", "--log-format=text", "boxsync", "--box", str(box), *options],
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=box.parent,
+        cwd=cwd or box.parent,
     )
 
 
@@ -117,6 +118,24 @@ def test_a_bad_endpoint_is_refused_before_anything_starts(tmp_path: Path, listen
     first = (ran.stdout + ran.stderr).strip().splitlines()[0]
     assert first.startswith(f"Error: {says}"), first
     assert not (tmp_path / "box").exists()
+
+
+def test_a_box_that_cannot_be_made_is_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    box = tmp_path / "a-file" / "box"
+    ran = serve(box, "--api-key", "k" * 20, "--listen", "tcp:0:interface=127.0.0.1", cwd=tmp_path)
+    assert ran.returncode != 0
+    output = (ran.stdout + ran.stderr).strip()
+    assert "Traceback" not in output
+    assert output.splitlines()[0].startswith(f"Error: --box {box}: cannot make its .boxsync/ there: "), output
+
+
+@pytest.mark.slow
+def test_a_port_out_of_range_is_one_line(tmp_path: Path) -> None:
+    ran = serve(tmp_path / "box", "--api-key", "k" * 20, "--listen", "tcp:99999:interface=127.0.0.1")
+    assert ran.returncode == START_FAILED
+    lines = error_lines(ran.stdout + ran.stderr)
+    assert len(lines) == 1 and "the server could not start: " in lines[0] and "65535" in lines[0], lines
 
 
 @pytest.mark.slow
