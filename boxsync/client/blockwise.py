@@ -198,12 +198,17 @@ class Blockwise:
                 # What the server has already (or is sent once) counts as done.
                 on_progress(sum(block.size for _, block in taken) - sum(block.size for _, block in wanted))
                 if sending is not None:
-                    await sending
+                    # Awaited once: what it ended with is raised here, not
+                    # awaited again below.
+                    previous, sending = sending, None
+                    await previous
                 sending = Deferred.fromCoroutine(self._send(fd, wanted, on_progress))
             if sending is not None:
-                await sending
-                sending = None
+                last, sending = sending, None
+                await last
         finally:
+            # A run still being sent when something else failed (a question,
+            # a read) ends before the file is closed.
             if sending is not None:
                 sending.addErrback(lambda failure: None)
                 await sending

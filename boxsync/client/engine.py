@@ -584,6 +584,11 @@ class Engine:
     def _job_failed(self, failure: Failure, path: str, job: Callable[[], Awaitable[None]]) -> None:
         if failure.check(CancelledError):
             return
+        if self.sessions.phase is Phase.STOPPED:
+            # Whatever a stop cut short is no trouble to report, but it is
+            # not done either.
+            self._attempt.failed = True
+            return
         if failure.check(*Fatal):
             self._stop_for(failure.value, path)  # type: ignore[arg-type]
             return

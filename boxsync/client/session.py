@@ -162,8 +162,16 @@ class Sessions:
         with C{once}, until one ends in sync).
 
         @raise AuthError: if the server refuses the credentials.
-        @raise NotInSync: with C{once}, after too many failures.
+        @raise NotInSync: with C{once}, after too many failures, or if
+            stopped first.
         """
+        await self._run(session)
+        if self.once and self.phase is Phase.STOPPED:
+            # Stopped (a signal) before a session ended in sync: not a
+            # folder to call in sync.
+            raise NotInSync("stopped before the folder was in sync")
+
+    async def _run(self, session: Callable[[], Coroutine[Any, Any, bool]]) -> None:
         failures = 0
         while self.phase is not Phase.STOPPED:
             if self.paused:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -145,6 +147,38 @@ def test_sigterm_leaves_no_partial_file(server: Server, clients: dict[str, Clien
         assert digest == tree(a.folder)[name]
     b.once()
     assert converged(a.folder, b.folder)
+
+
+def test_a_once_stopped_by_a_signal_says_it_is_not_in_sync(
+    server: Server, clients: dict[str, Client], tmp_path: Path
+) -> None:
+    """
+    A C{--once} stopped (SIGTERM) while a large file goes up ends with a
+    non-zero status and one line saying so: neither "in sync" on the
+    terminal nor in its status, and no error of its own stop.
+    """
+    a = clients["a"]
+    a.folder.mkdir()
+    with open(a.folder / "big.bin", "wb") as f:
+        for _ in range(256):
+            f.write(os.urandom(2**20))
+    log = tmp_path / "once.log"
+    with open(log, "w") as out:
+        once = subprocess.Popen(a.args("--once"), stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_until(lambda: "plan received" in log.read_text(), what="the plan")
+            once.send_signal(signal.SIGTERM)
+            assert once.wait(timeout=60) != 0
+        finally:
+            once.kill()
+    said = log.read_text()
+    assert "stopped before the folder was in sync" in said and "is in sync" not in said
+    assert "Traceback" not in said and "Unhandled" not in said and "#warn" not in said, said
+    status = subprocess.run(
+        [sys.executable, "-m", "boxsync.client", "status", str(a.folder)], capture_output=True, text=True, timeout=60
+    )
+    assert "in sync:    yes" not in status.stdout
+    assert "big.bin" not in tree(server.box)
 
 
 def test_clear_errors(tmp_path: Path, server: Server) -> None:

@@ -102,6 +102,30 @@ def test_once_gives_up_and_a_refused_credential_is_final() -> None:
     stopped.addErrback(lambda _: None)
 
 
+def test_once_stopped_before_in_sync_is_not_in_sync_and_live_stopped_is_done() -> None:
+    clock = Clock()
+    for once in (True, False):
+        sessions = Sessions(clock, once=once)
+        started: list[Deferred[bool]] = []
+
+        async def endless() -> bool:
+            sessions.begin()
+            waiting: Deferred[bool] = Deferred()
+            started.append(waiting)
+            return await waiting
+
+        running = Deferred.fromCoroutine(sessions.run(endless))
+        assert len(started) == 1 and not running.called
+        sessions.stop()
+        if once:
+            # A --once stopped by a signal must not say the folder is in sync.
+            assert isinstance(running.result.value, NotInSync)
+            assert "stopped before" in str(running.result.value)
+            running.addErrback(lambda _: None)
+        else:
+            assert running.called and running.result is None
+
+
 def test_pause_ends_the_session_and_resume_starts_one() -> None:
     clock = Clock()
     sessions = Sessions(clock)
