@@ -179,6 +179,14 @@ def test_status_and_ls_as_json(tmp_path: Path, server: Server) -> None:
             ["--once", "--token=t", "{tmp}/no/such/folder"],
             "cannot use {tmp}/no/such/folder as the synced folder: {tmp}/no/such does not exist",
         ),
+        (
+            ["--once", "--token=t", "/"],
+            "/ is the root of the file system, not a folder to sync: give a folder of its own",
+        ),
+        (
+            ["--limit-up", "5Q", "{tmp}"],
+            "--limit-up: '5Q' is not a size (a number of bytes, or of K, M, G or T: 500K, 1.5M)",
+        ),
     ],
 )
 def test_a_misused_client_says_what_is_wrong_in_one_line(tmp_path: Path, args: list[str], says: str) -> None:
@@ -189,4 +197,4 @@ def test_a_misused_client_says_what_is_wrong_in_one_line(tmp_path: Path, args: l
     )
     assert ran.returncode != 0
     assert ran.stderr.strip().splitlines()[-1].endswith(says.format(tmp=tmp_path)), ran.stderr
-    assert not (tmp_path / "no").exists()
+    assert not (tmp_path / "no").exists() and not Path("/.boxsync").exists()
