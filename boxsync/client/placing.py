@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ..fs import CANNOT, exchange, is_executable, mode_for, move_new
-from ..paths import MAX_SEGMENT_BYTES
+from ..paths import MAX_PATH_BYTES, MAX_SEGMENT_BYTES
 from .scanner import LocalFile, stat_key
 from .state import UNKNOWN_CTIME, Base
 
@@ -48,7 +48,8 @@ def conflict_name(path: str, client: str, when: float) -> str:
     """
     The name a conflicting local copy of C{path} is kept under, e.g.
     C{notes.conflict-laptop-20261124-101500.txt}; a long name is cut short
-    before its tag, so that the name stays within L{MAX_SEGMENT_BYTES}.
+    before its tag, so that the name stays within L{MAX_SEGMENT_BYTES} and
+    the path within L{MAX_PATH_BYTES}.
     """
     folder, slash, name = path.rpartition("/")
     stem, dot, suffix = name.rpartition(".")
@@ -58,8 +59,9 @@ def conflict_name(path: str, client: str, when: float) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
     client = "".join(c if c.isalnum() or c in "-_" else "_" for c in client[:_LONGEST_CLIENT]) or "client"
     tag = f".conflict-{client}-{stamp}"
-    room = MAX_SEGMENT_BYTES - len(tag.encode()) - len(f"{dot}{suffix}".encode())
-    stem = stem.encode()[:room].decode(errors="ignore")
+    kept = len(tag.encode()) + len(f"{dot}{suffix}".encode())
+    room = min(MAX_SEGMENT_BYTES, MAX_PATH_BYTES - len(f"{folder}{slash}".encode())) - kept
+    stem = stem.encode()[: max(room, 1)].decode(errors="ignore")
     return f"{folder}{slash}{stem}{tag}{dot}{suffix}"
 
 

@@ -74,6 +74,15 @@ def test_a_conflict_name_stays_a_name_this_file_system_takes(name: str, tmp_path
         assert made.endswith(name[name.rindex(".") :])
 
 
+
+def test_a_conflict_name_far_down_stays_within_the_longest_path() -> None:
+    folder = "/".join(["f" * 200] * 20)  # 4,019 bytes
+    path = f"{folder}/{'n' * 60}.txt"  # 4,084 bytes
+    made = conflict_name(path, "laptop", 1.8e9)
+    assert normalize(made) == made and len(made.encode()) <= 4096
+    assert made.startswith(f"{folder}/nnn") and made.endswith(".txt") and ".conflict-laptop-" in made
+
+
 @pytest_twisted.ensureDeferred
 async def test_two_folders_converge(folders: Any, reactor: Any, server: RunningServer) -> None:
     a, b = folders("a"), folders("b")
