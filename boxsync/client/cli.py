@@ -356,7 +356,9 @@ def _open_folder(folder: Path) -> tuple[LocalState, FolderLock]:
         raise UserError(f"{folder} is a file, not a folder")
     if folder == Path(folder.anchor):
         # Every mount below it, /proc and /dev: no folder to keep in sync.
-        raise UserError(f"{folder} is the root of the file system, not a folder to sync: give a folder of its own")
+        raise UserError(
+            f"{folder} is the root of the file system, not a folder to sync: give a folder of its own"
+        )
     if not folder.parent.is_dir():
         raise UserError(f"cannot use {folder} as the synced folder: {folder.parent} does not exist")
     if (hidden / SERVER_LOCK_FILE).exists():
