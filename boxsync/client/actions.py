@@ -189,9 +189,10 @@ class Actions:
         """
         new = self._conflict_name(path)
         os.rename(local, self._local(new))
-        self.state.forget(path)
+        self.state.forget_many([base.path for base in self.state.under(path)])
         self.log.warn(
-            "{path} is a file in the box and a folder here, with files the box does not have; "
+            "{path} is a file in the box and a folder here, with files the box does not have "
+            "(new, or changed here since the box deleted them); "
             "your folder is now {new}",
             path=path,
             new=new,
@@ -456,10 +457,9 @@ class Actions:
                 break
             except FileExistsError:
                 if target.is_dir() and not target.is_symlink() and not self._folder_gives_way(path, target):
-                    if any(base.path != path for base in self.state.under(path)):
-                        # Synced files are still in it: their deletes (or
-                        # conflict copies) come first, then this again.
-                        raise BadPath(f"{path} is a folder here") from None
+                    # The box deleted all below its file: what is left
+                    # (changed since, or new) is kept, and goes up, under
+                    # another name. Unchanged files had their deletes first.
                     self._folder_as_conflict(path, target)
                 continue  # a new file appeared since the look: look again
         else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import AsyncIterable, AsyncIterator, Container, Protocol, Sequence, TypeVar
 
 from ..batches import batched
+from ..paths import folders_above
 from ..wire import (
     Conflict,
     Delete,
@@ -68,6 +69,17 @@ def decide(entry: Entry, row: FileRecord | None) -> Event | None:
     if entry.changed:
         return Conflict(row.path, row.sha256, row.size, row.mtime_ns, row.seq, row.executable)
     return as_download(row)
+
+
+async def _files_above(index: IIndex, account: str, paths: Sequence[str]) -> set[str]:
+    """
+    Which of the folders above C{paths} are live files in the box.
+    """
+    above = {folder for path in paths for folder in folders_above(path)}
+    if not above:
+        return set()
+    rows = await index.get_many(account, sorted(above))
+    return {path for path, row in rows.items() if not (row.deleted or row.folder)}
 
 
 async def _holds_files(index: IIndex, account: str, path: str) -> bool:
@@ -177,17 +189,27 @@ async def plan(
         pages, listed = _chunks(entries), {entry.path for entry in entries}
     else:
         pages, listed = manifest.pages(), manifest.listed
-    async for entry, row in listed_rows(index, account, pages):
-        event = decide(entry, row)
-        if isinstance(event, Upload) and row is not None and row.deleted:
-            if await _holds_files(index, account, row.path):
-                # The client's file where the box has files below its
-                # deleted one: the box's path is a folder now (a file made
-                # in it), which the client makes, keeping its file as a
-                # conflict copy.
-                event = Folder(row.path, row.seq)
-        if event is not None:
-            yield event
+    async for chunk in pages:
+        rows = await index.get_many(account, [entry.path for entry in chunk])
+        decided = [(entry, rows.get(entry.path)) for entry in chunk]
+        events = [decide(entry, row) for entry, row in decided]
+        files = await _files_above(index, account, [event.path for event in events if isinstance(event, Upload)])
+        for (entry, row), event in zip(decided, events):
+            if isinstance(event, Upload):
+                if files.intersection(folders_above(event.path)):
+                    # A folder of the client's is a file in the box: the
+                    # client takes that file (its commit is later than its
+                    # cursor) and keeps its folder, this path included, as
+                    # a conflict copy. An upload here would be refused.
+                    continue
+                if row is not None and row.deleted and await _holds_files(index, account, row.path):
+                    # The client's file where the box has files below its
+                    # deleted one: the box's path is a folder now (a file
+                    # made in it), which the client makes, keeping its file
+                    # as a conflict copy.
+                    event = Folder(row.path, row.seq)
+            if event is not None:
+                yield event
     async for row in rows_since(index, account, manifest.cursor, upto):
         if row.path not in listed:
             event = unlisted(row, manifest.cursor)

@@ -910,38 +910,28 @@ async def test_a_long_queue_of_jobs_that_finish_at_once_all_run(folders: Any, re
 @pytest_twisted.ensureDeferred
 async def test_a_download_is_never_placed_over_a_folder(folders: Any, reactor: Any) -> None:
     """
-    A folder where a download goes is never written over: while it holds a
-    synced file (whose delete comes first) the download waits; once it
-    holds only what the box never had, it is kept under a conflict name,
-    whole, and the download takes its place.
+    A folder where a download goes is never written over: it is kept under
+    a conflict name, whole, what it holds forgotten as synced (the box,
+    which has a file there, deleted all of it: what is left was made or
+    changed here since), and the download takes its place.
     """
-    from boxsync.paths import BadPath
     from boxsync.wire import Download
 
     a = folders("a")
     engine = a.engine()
-    (a.root / "x").mkdir()
+    (a.root / "x/deeper").mkdir(parents=True)
     (a.root / "x/inside.txt").write_text("kept")
-    (a.root / "x/synced.txt").write_text("synced")
-    a.state.put_many([Base("x/synced.txt", "1" * 64, 6, 1, 1, 3)])
+    (a.root / "x/deeper/synced.txt").write_text("edited here")
+    a.state.put_many([Base("x/deeper/synced.txt", "1" * 64, 6, 1, 1, 3), Base("x0", "1" * 64, 6, 1, 1, 4)])
     temp = a.root / ".boxsync/tmp/dl-test"
     temp.write_text("server's x")
-
-    async def place() -> None:
-        await engine._actions.place(
-            temp, a.root / "x", Download("x", "0" * 64, 10, 1, 5), DownloadResult("0" * 64, 10, 5), None
-        )
-
-    with pytest.raises(BadPath, match="x is a folder here"):
-        await place()
-    assert (a.root / "x/inside.txt").read_text() == "kept" and temp.exists()
-    assert a.state.get("x") is None
-    a.state.forget("x/synced.txt")
-    (a.root / "x/synced.txt").unlink()
-    await place()
+    await engine._actions.place(
+        temp, a.root / "x", Download("x", "0" * 64, 10, 1, 5), DownloadResult("0" * 64, 10, 5), None
+    )
     assert (a.root / "x").read_text() == "server's x" and a.state.get("x") is not None
     [kept] = [name for name in os.listdir(a.root) if name.startswith("x.conflict-")]
-    assert (a.root / kept / "inside.txt").read_text() == "kept"
+    assert tree(a.root / kept) == {"deeper/synced.txt": sha(b"edited here"), "inside.txt": sha(b"kept")}
+    assert a.state.get("x/deeper/synced.txt") is None and a.state.get("x0") is not None
 
 
 @pytest_twisted.ensureDeferred

@@ -8,7 +8,6 @@ uploads go on. Nothing outside the box is ever read or written.
 from __future__ import annotations
 
 import http.client
-import os
 import threading
 from pathlib import Path
 

@@ -200,3 +200,33 @@ async def test_a_changed_file_where_the_box_now_has_files_below_it_is_told_of_th
     assert await collect(index, edited, gone.seq) == [Folder("f", gone.seq)]
     [zz] = await index.commit_many("acct", [FileRecord("f/zz", 0, A, 0, 0, deleted=True)])
     assert await collect(index, edited, gone.seq) == [Upload("f", gone.seq)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_below_a_folder_the_box_made_a_file_is_left_to_that_file_s_download(
+    index: SQLiteIndex,
+) -> None:
+    """
+    The box replaced the folder C{d} by a file: a client's edit of C{d/x},
+    and its new C{d/y/z}, are not uploaded (the box would refuse them) but
+    left to the download of C{d}, which keeps the client's folder as a
+    conflict copy. A path whose folders above are folders, or gone, is
+    uploaded as ever.
+    """
+    [x, _] = await index.commit_many("acct", [FileRecord("d/x", 1, A, 0, 0), FileRecord("e/x", 1, A, 0, 0)])
+    await index.commit_many(
+        "acct", [FileRecord("d/x", 0, A, 0, 0, deleted=True), FileRecord("e/x", 0, A, 0, 0, deleted=True)]
+    )
+    [d] = await index.commit_many("acct", [FileRecord("d", 1, B, 0, 0)])
+    edited = Manifest(
+        cursor=x.seq,
+        files=[
+            FileEntry("d/x", B, 1, 0, x.seq, True),
+            FileEntry("d/y/z", B, 1, 0, 0, True),
+            FileEntry("e/x", B, 1, 0, x.seq, True),
+            FileEntry("top", B, 1, 0, 0, True),
+        ],
+    )
+    events = await collect(index, edited, d.seq)
+    assert [event for event in events if isinstance(event, Upload)] == [Upload("e/x", d.seq - 1), Upload("top", 0)]
+    assert [(event.path, event.seq) for event in events if isinstance(event, Download)] == [("d", d.seq)]
