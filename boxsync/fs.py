@@ -21,6 +21,7 @@ from typing import Callable
 
 from . import libc
 from .paths import BadPath
+from .wire.values import MAX_COUNT, MIN_MTIME_NS
 from .writer import write_all
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "make_parents",
     "mode_for",
     "move_new",
+    "mtime_ns",
     "NEW_FILE_MODE",
     "prune",
     "write_small",
@@ -68,6 +70,15 @@ def hash_file(path: str | Path | int) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+def mtime_ns(st: os.stat_result) -> int:
+    """
+    The mtime of C{st} as boxsync syncs it: nanoseconds since 1970, within
+    what the wire and the indexes carry (a file some file systems allow to
+    be dated past 2262 is taken as of then).
+    """
+    return min(max(st.st_mtime_ns, MIN_MTIME_NS), MAX_COUNT)
 
 
 def is_executable(mode: int) -> bool:

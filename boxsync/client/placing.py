@@ -16,7 +16,7 @@ import stat
 import time
 from pathlib import Path
 
-from ..fs import CANNOT, exchange, is_executable, mode_for, move_new
+from ..fs import CANNOT, exchange, is_executable, mode_for, move_new, mtime_ns
 from ..paths import MAX_PATH_BYTES, MAX_SEGMENT_BYTES
 from .scanner import LocalFile, stat_key
 from .state import UNKNOWN_CTIME, Base
@@ -124,7 +124,7 @@ def placed_base(target: Path, path: str, sha256: str, placed: os.stat_result, se
         path,
         sha256,
         placed.st_size,
-        placed.st_mtime_ns,
+        mtime_ns(placed),
         placed.st_ino,
         seq,
         ctime_ns,

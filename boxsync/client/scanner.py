@@ -104,7 +104,7 @@ def stat_key(st: os.stat_result) -> StatKey:
     """
     The L{StatKey} of a file's C{stat}.
     """
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, fs.is_executable(st.st_mode))
+    return (st.st_size, fs.mtime_ns(st), st.st_ino, st.st_ctime_ns, fs.is_executable(st.st_mode))
 
 
 def changed_since(base: Base | None, sha256: str | None, executable: bool) -> bool:
@@ -120,7 +120,11 @@ def is_racy(st: os.stat_result, now_ns: int) -> bool:
     Whether the stamps of C{st}, read at C{now_ns}, are too fresh to be
     trusted later (see L{RACY_NS}).
     """
-    return now_ns - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS
+    # An mtime ahead of the clock was set so (a file dated tomorrow would
+    # be read at every look until then): the ctime, which the kernel sets
+    # to its clock at that change and at every write, says enough.
+    written = st.st_mtime_ns if st.st_mtime_ns <= now_ns else st.st_ctime_ns
+    return now_ns - max(written, st.st_ctime_ns) < RACY_NS
 
 
 def _matches(key: StatKey, base: Base) -> bool:
@@ -403,7 +407,7 @@ def _examine(
         base is None
         and unhashed_over is not None
         and st.st_size > unhashed_over
-        and time.time_ns() - st.st_mtime_ns >= SETTLED_NS
+        and time.time_ns() - fs.mtime_ns(st) >= SETTLED_NS
     ):
         sha256, changed, refreshed = None, True, False
         racy = is_racy(st, time.time_ns())

@@ -54,6 +54,7 @@ from ..wire import (
     Refusal,
     RemoteFile,
     count_header,
+    mtime_header,
     encode_batch_results,
     flag_header,
     health_json,
@@ -328,7 +329,7 @@ class BoxsyncApp:
                 if sha256 is not None:
                     raise ProtocolError(f"{SHA256_HEADER} and a sha256 trailer: give one")
                 sha256 = trailer
-            mtime_ns = count_header(header(request, MTIME_HEADER), MTIME_HEADER)
+            mtime_ns = mtime_header(header(request, MTIME_HEADER), MTIME_HEADER)
             executable = flag_header(header(request, EXECUTABLE_HEADER), EXECUTABLE_HEADER)
         except BaseException:
             staged.discard()

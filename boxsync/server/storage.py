@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from ..fs import hash_file, is_executable, mode_for
+from ..fs import hash_file, is_executable, mode_for, mtime_ns
 from ..paths import HIDDEN_DIR, BadPath, from_local
 from .beneath import Folders, folder, open_regular, open_regular_fd, parent_of, segments
 from .staging import StagingFile, as_disk_full, discarding
@@ -546,8 +546,9 @@ class BoxStorage:
             try:
                 entries = list(os.scandir(folder))
                 if folder != self.root:
-                    mtime_ns = os.stat(folder, follow_symlinks=False).st_mtime_ns
-                    yield LocalFolder(from_local(self.root, folder), mtime_ns, not entries)
+                    yield LocalFolder(
+                        from_local(self.root, folder), mtime_ns(os.stat(folder, follow_symlinks=False)), not entries
+                    )
             except (OSError, BadPath) as e:
                 self.log.warn("cannot read {folder}: {e}", folder=folder, e=e)
                 continue
@@ -564,7 +565,7 @@ class BoxStorage:
                         continue
                     st = entry.stat(follow_symlinks=False)
                     yield LocalFile(
-                        path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, is_executable(st.st_mode)
+                        path, st.st_size, mtime_ns(st), st.st_ctime_ns, is_executable(st.st_mode)
                     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from attrs import frozen
 
-from .values import ProtocolError, check_count, check_flag, check_path, check_sha256, json_object
+from .values import ProtocolError, check_count, check_flag, check_mtime, check_path, check_sha256, json_object
 
 __all__ = [
     "BATCH",
@@ -145,7 +145,7 @@ def parse_upload_batch(body: bytes, max_files: int = BATCH_MAX_FILES) -> list[tu
             path=path,
             size=len(data),
             sha256=check_sha256(header.get("sha256")),
-            mtime_ns=check_count(header.get("mtime_ns"), "mtime_ns"),
+            mtime_ns=check_mtime(header.get("mtime_ns")),
             base=None if base is None else check_count(base, "base"),
             executable=None if executable is None else check_flag(executable, "executable"),
             stored=stored,

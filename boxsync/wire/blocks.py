@@ -22,7 +22,7 @@ from attrs import asdict, frozen
 
 from ..blocks import BLOCK_MAX, Block, Recipe
 from .events import Incoming
-from .values import ProtocolError, check_count, check_path, check_sha256
+from .values import ProtocolError, check_count, check_mtime, check_path, check_sha256
 
 __all__ = [
     "BLOCKS_FEATURE",
@@ -125,7 +125,7 @@ class BlockCommit:
         return cls(
             check_path(data.get("path")),
             None if base is None else check_count(base, "base"),
-            check_count(data.get("mtime_ns"), "mtime_ns"),
+            check_mtime(data.get("mtime_ns")),
             parse_recipe(data),
             executable,
         )

@@ -5,7 +5,7 @@ headers' values.
 
 from __future__ import annotations
 
-from .values import ProtocolError, check_count, check_sha256
+from .values import ProtocolError, check_count, check_mtime, check_sha256
 
 __all__ = [
     "EVENT_STREAM",
@@ -29,6 +29,7 @@ __all__ = [
     "PROGRESS_PROCESSING",
     "sha256_header",
     "count_header",
+    "mtime_header",
     "flag_header",
 ]
 
@@ -102,6 +103,20 @@ def count_header(value: str | None, what: str) -> int | None:
         return check_count(int(value.strip()), what)
     except ValueError:
         raise ProtocolError(f"{what} must be a non-negative integer") from None
+
+
+def mtime_header(value: str | None, what: str) -> int | None:
+    """
+    Check the value of an optional mtime header: nanoseconds since 1970
+    (before it too, negative).
+    """
+    if value is None:
+        return None
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ProtocolError(f"{what} must be an integer") from None
+    return check_mtime(number, what)
 
 
 def flag_header(value: str | None, what: str) -> bool | None:

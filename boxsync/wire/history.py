@@ -27,6 +27,7 @@ from attrs import asdict, frozen
 from .values import (
     ProtocolError,
     check_count,
+    check_mtime,
     check_counts,
     check_path,
     check_paths,
@@ -148,7 +149,7 @@ class VersionEntry:
             time=time if isinstance(time, str) else None,
             size=check_count(data.get("size"), "size"),
             sha256=check_sha256(data.get("sha256")),
-            mtime_ns=check_count(data.get("mtime_ns", 0), "mtime_ns"),
+            mtime_ns=check_mtime(data.get("mtime_ns", 0)),
             client=str(data.get("client", "")),
             ended_seq=None if ended is None else check_count(ended, "ended_seq"),
             ended_time=ended_time if isinstance(ended_time, str) else None,

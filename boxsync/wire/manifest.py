@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from attrs import field, frozen
 
-from .values import ProtocolError, check_count, check_flag, check_path, check_sha256, json_object
+from .values import ProtocolError, check_count, check_flag, check_mtime, check_path, check_sha256, json_object
 
 __all__ = [
     "FileEntry",
@@ -194,7 +194,7 @@ def file_entry(item: object) -> FileEntry:
         path=check_path(item.get("path")),
         sha256=None if sha256 is None else check_sha256(sha256),
         size=check_count(item.get("size"), "size"),
-        mtime_ns=check_count(item.get("mtime_ns", 0), "mtime_ns"),
+        mtime_ns=check_mtime(item.get("mtime_ns", 0)),
         base=check_count(item.get("base", 0), "base"),
         changed=changed,
         executable=None if executable is None else check_flag(executable, "executable"),

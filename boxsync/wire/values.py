@@ -17,6 +17,8 @@ __all__ = [
     "MAX_COUNT",
     "check_path",
     "check_count",
+    "check_mtime",
+    "MIN_MTIME_NS",
     "check_sha256",
     "check_counts",
     "check_paths",
@@ -29,6 +31,10 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 #: The largest count (seq, size, mtime) on the wire: SQLite's largest integer.
 MAX_COUNT = 2**63 - 1
+
+#: The earliest mtime on the wire (1677), as SQLite's smallest integer: a
+#: file may be dated before 1970. The latest is L{MAX_COUNT} (2262).
+MIN_MTIME_NS = -(2**63)
 
 
 class ProtocolError(ValueError):
@@ -57,6 +63,16 @@ def check_count(value: object, what: str) -> int:
     """
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
         raise ProtocolError(f"{what} must be an integer from 0 to {MAX_COUNT}")
+    return value
+
+
+def check_mtime(value: object, what: str = "mtime_ns") -> int:
+    """
+    C{value}, an mtime in nanoseconds since 1970, which must be an integer
+    from L{MIN_MTIME_NS} to L{MAX_COUNT}.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_MTIME_NS <= value <= MAX_COUNT:
+        raise ProtocolError(f"{what} must be an integer from {MIN_MTIME_NS} to {MAX_COUNT}")
     return value
 
 

@@ -8,8 +8,10 @@ or the other way round.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,40 @@ def test_the_executable_bit_travels_and_a_chmod_alone_too(tmp_path: Path, server
         a.kill()
         b.kill()
     stop_and_check(server, "executable bits", 2, a.folder, b.folder)
+
+
+def test_files_dated_before_1970_at_it_and_far_ahead_are_synced_with_their_dates(
+    tmp_path: Path, server: Server
+) -> None:
+    """
+    A file's mtime goes with it, whatever its date: before 1970 (negative),
+    1970 itself, tomorrow, and past 2262, which the wire's nanoseconds do not
+    reach (taken as of then). None of them stops the others, or the folder.
+    """
+    a = Client(server, tmp_path / "a", "a").start()
+    b = Client(server, tmp_path / "b", "b").start()
+    try:
+        late = 2**63 - 1
+        dated = {
+            "1969.txt": -365 * 86400 * 10**9,
+            "1970.txt": 0,
+            "tomorrow.txt": time.time_ns() + 86400 * 10**9,
+            "2300.txt": 10_500_000_000 * 10**9,
+        }
+        for name, mtime_ns in dated.items():
+            (a.folder / name).write_text(name)
+            os.utime(a.folder / name, ns=(mtime_ns, mtime_ns))
+        (a.folder / "now.txt").write_text("now")
+        wait_until(lambda: len(tree(b.folder)) == 5, what="every file on b")
+        expected = {**dated, "2300.txt": late}
+        for side in (server.box, b.folder):
+            assert {name: (side / name).stat().st_mtime_ns for name in dated} == expected
+        assert tree(a.folder) == tree(b.folder) == tree(server.box)
+        assert refused(server) == []
+    finally:
+        a.kill()
+        b.kill()
+    stop_and_check(server, "files of any date", 0, a.folder, b.folder)
 
 
 @pytest.mark.slow

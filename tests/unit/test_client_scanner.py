@@ -167,6 +167,26 @@ def test_unchanged_files_are_not_read(tmp_path: Path, hashed: list[Path]) -> Non
 
 
 @pytest.mark.usefixtures("stamps_trusted")
+def test_files_of_any_date_are_listed_and_known_again(tmp_path: Path, hashed: list[Path]) -> None:
+    """
+    A file dated before 1970 is listed with its date; one dated past what
+    the wire's nanoseconds reach (2262; a file system may allow 2446) as of
+    then. Either is known again by its stamps at the next scan: not read.
+    """
+    write(tmp_path, "old", b"old")
+    write(tmp_path, "late", b"late")
+    os.utime(tmp_path / "old", ns=(0, -(10**18)))
+    os.utime(tmp_path / "late", ns=(0, 10**19))
+    assert (tmp_path / "late").stat().st_mtime_ns == 10**19
+    result = scan(tmp_path, {}, NO_RULES)
+    assert {path: f.mtime_ns for path, f in result.files.items()} == {"late": 2**63 - 1, "old": -(10**18)}
+    state = synced(result, seq=3)
+    hashed.clear()
+    again = scan(tmp_path, state, NO_RULES)
+    assert hashed == [] and not any(f.changed for f in again.files.values())
+
+
+@pytest.mark.usefixtures("stamps_trusted")
 def test_changed_content(tmp_path: Path, hashed: list[Path]) -> None:
     """
     A file rewritten with other bytes of the same size (and a new mtime) is

@@ -43,6 +43,7 @@ from boxsync.wire import (
     encode_manifest,
     encode_part,
     flag_header,
+    mtime_header,
     parse_manifest,
     parse_upload_batch,
     sha256_header,
@@ -232,6 +233,9 @@ def test_manifest_round_trip() -> None:
         "laptop", 3, deleted=[DeletedEntry("gone", 2)], folders=[FolderEntry("new", 0), FolderEntry("old/one", 2)]
     )
     assert parse_manifest(encode_manifest(with_folders)) == with_folders
+    # A file may be dated before 1970, and as late as nanoseconds go.
+    dated = Manifest("laptop", 1, [FileEntry("old", SHA, 1, -(2**63), 3, False), FileEntry("late", SHA, 1, 2**63 - 1, 3)])
+    assert parse_manifest(encode_manifest(dated)) == dated
     holding = Manifest("laptop", 9, held=Held(7, "docs/a b.txt", SHA))
     assert parse_manifest(encode_manifest(holding)) == holding
     assert json.loads(encode_manifest(holding))["held"] == {"seq": 7, "path": "docs/a b.txt", "sha256": SHA}
@@ -300,6 +304,9 @@ def test_a_batch_file_says_whether_it_is_executable() -> None:
         b'{"folders": [{"path": "a"}], "deleted": [{"path": "a", "base": 1}]}',
         b'{"files": [{"path": "a", "sha256": "' + SHA.encode() + b'", "size": 1, "executable": 1}]}',
         b'{"held": 7}',
+        b'{"files": [{"path": "a", "sha256": "' + SHA.encode() + b'", "size": 1, "mtime_ns": %d}]}' % -(2**63 + 1),
+        b'{"files": [{"path": "a", "sha256": "' + SHA.encode() + b'", "size": 1, "mtime_ns": %d}]}' % 2**63,
+        b'{"files": [{"path": "a", "sha256": "' + SHA.encode() + b'", "size": 1, "mtime_ns": 1.5}]}',
         b'{"held": {"seq": 0, "path": "a", "sha256": "' + SHA.encode() + b'"}}',
         b'{"held": {"seq": 1, "path": "../a", "sha256": "' + SHA.encode() + b'"}}',
         b'{"held": {"seq": 1, "path": "a", "sha256": "xyz"}}',
@@ -339,6 +346,10 @@ def test_headers() -> None:
             count_header(bad, "x")
     with pytest.raises(ProtocolError):
         sha256_header("abc")
+    assert (mtime_header(" -5 ", "x"), mtime_header("0", "x"), mtime_header(None, "x")) == (-5, 0, None)
+    for bad in ["1e9", "", str(2**63), str(-(2**63) - 1)]:
+        with pytest.raises(ProtocolError, match="x must be an integer"):
+            mtime_header(bad, "x")
     assert (flag_header("1", "x"), flag_header(" 0 ", "x"), flag_header(None, "x")) == (True, False, None)
     for bad in ["true", "2", ""]:
         with pytest.raises(ProtocolError):
