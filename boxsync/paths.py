@@ -30,6 +30,7 @@ __all__ = [
     "LOCAL_PATH_MAX",
     "BadPath",
     "folders_above",
+    "marked_above",
     "has_other_forms",
     "normalize",
     "normalize_all",
@@ -42,10 +43,10 @@ __all__ = [
 #: boxsync's own data. It is never synced.
 HIDDEN_DIR = ".boxsync"
 #: In the hidden folder of a server's box: the lock of its servers. A
-#: client refuses a folder that has it.
+#: client refuses a folder that has it, or is below one that has it.
 SERVER_LOCK_FILE = "server.lock"
 #: In the hidden folder of a client's synced folder: its state. A server
-#: refuses a box that has it.
+#: refuses a box that has it, or is below one that has it.
 CLIENT_STATE_FILE = "state.sqlite"
 
 MAX_SEGMENT_BYTES = 255
@@ -98,6 +99,21 @@ def _normalized(path: str) -> str:
         _check_segment(segment, path)
     _check_top(path)
     return path
+
+
+def marked_above(folder: Path, marker: str) -> Path | None:
+    """
+    The nearest folder above C{folder} (an absolute path, links resolved)
+    whose hidden folder holds C{marker} (L{SERVER_LOCK_FILE}: a box;
+    L{CLIENT_STATE_FILE}: a synced folder), or C{None}.
+
+    A client's folder inside a box, or a box inside a client's folder, would
+    sync its own files back into itself, one level deeper at each turn.
+    """
+    for above in folder.resolve().parents:
+        if os.path.lexists(above / HIDDEN_DIR / marker):
+            return above
+    return None
 
 
 def folders_above(path: str) -> list[str]:

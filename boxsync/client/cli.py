@@ -31,7 +31,7 @@ from ..config import ConfigError, Setting, config_home, find_config, load, resol
 from ..garbage import collect_less_often
 from ..lock import FolderLock, Locked
 from ..logs import text_observer
-from ..paths import HIDDEN_DIR, SERVER_LOCK_FILE
+from ..paths import HIDDEN_DIR, SERVER_LOCK_FILE, marked_above
 from ..reactors import IClientReactor
 from . import commands, history
 from .connect import ConnectionSettingsError, connect, describe_failure
@@ -363,6 +363,9 @@ def _open_folder(folder: Path) -> tuple[LocalState, FolderLock]:
         raise UserError(f"cannot use {folder} as the synced folder: {folder.parent} does not exist")
     if (hidden / SERVER_LOCK_FILE).exists():
         raise UserError(f"{folder} is a boxsync server's box, not a folder to sync: give another folder")
+    box = marked_above(folder, SERVER_LOCK_FILE)
+    if box is not None:
+        raise UserError(f"{folder} is inside the boxsync server's box {box}: give a folder outside it")
     try:
         hidden.mkdir(parents=True, exist_ok=True)
         lock = FolderLock.acquire(hidden / commands.LOCK_FILE)

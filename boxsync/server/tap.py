@@ -26,7 +26,7 @@ from ..config import (
     usage_flags,
     whole,
 )
-from ..paths import CLIENT_STATE_FILE, HIDDEN_DIR
+from ..paths import CLIENT_STATE_FILE, HIDDEN_DIR, SERVER_LOCK_FILE, marked_above
 from .auth import ApiKeyAuth
 from .hub import MAX_STREAMS_PER_TOKEN
 from .retention import KEEP_VERSIONS, THIN_VERSIONS, HistoryMax, Retention, Thinning, parse_duration
@@ -244,6 +244,10 @@ class Options(usage.Options):
             raise usage.UsageError(f"--box {box}: not a folder")
         if (box / HIDDEN_DIR / CLIENT_STATE_FILE).exists():
             raise usage.UsageError(f"--box {box}: a folder a boxsync client syncs, not a box: give another folder")
+        for marker, what in ((CLIENT_STATE_FILE, "a folder a boxsync client syncs"), (SERVER_LOCK_FILE, "another box")):
+            above = marked_above(box, marker)
+            if above is not None:
+                raise usage.UsageError(f"--box {box}: inside {what}, {above}: give a folder outside it")
         for description in self["listen"]:
             _check_endpoint(description)
         if self["tokens"]:

@@ -324,3 +324,19 @@ def test_a_client_s_synced_folder_is_not_a_box(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="a folder a boxsync client syncs, not a box"):
         parse("--api-key", "k", "--box", str(folder))
     assert sorted(p.name for p in (folder / ".boxsync").iterdir()) == ["state.sqlite"]
+
+
+@pytest.mark.parametrize("marker, what", [("state.sqlite", "a folder a boxsync client syncs"), ("server.lock", "another box")])
+def test_a_box_inside_a_synced_folder_or_another_box_is_refused(tmp_path: Path, marker: str, what: str) -> None:
+    """
+    A box below a client's folder, or below another box, would have its
+    files synced back into itself: refused, naming the folder above, before
+    anything is made. A folder beside one is a box as any.
+    """
+    (tmp_path / "above" / ".boxsync").mkdir(parents=True)
+    (tmp_path / "above" / ".boxsync" / marker).write_bytes(b"")
+    box = tmp_path / "above" / "deeper" / "box"
+    with pytest.raises(UsageError, match=f"^--box {box}: inside {what}, {tmp_path / 'above'}: give a folder outside it$"):
+        parse("--api-key", "k", "--box", str(box))
+    assert not (tmp_path / "above" / "deeper").exists()
+    assert parse("--api-key", "k", "--box", str(tmp_path / "beside"))["box"] == str(tmp_path / "beside")

@@ -64,6 +64,16 @@ def test_a_client_keeps_out_of_a_servers_box(server: Server) -> None:
     assert ran.returncode == 1
     assert ran.stderr.strip() == f"boxsync-client: {server.box} is a boxsync server's box, not a folder to sync: give another folder"
     assert not (server.box / ".boxsync/client.lock").exists()
+    # Nor into a folder inside it, which the server would take for files of
+    # the box, and the client would fill with the box again, deeper.
+    inside = server.box / "sub" / "folder"
+    inside.mkdir(parents=True)
+    ran = subprocess.run(Client(server, inside, "c").args("--once"), capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 1
+    assert ran.stderr.strip() == (
+        f"boxsync-client: {inside} is inside the boxsync server's box {server.box}: give a folder outside it"
+    )
+    assert not (inside / ".boxsync").exists()
 
 
 @pytest.mark.slow
