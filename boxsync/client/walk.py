@@ -21,14 +21,22 @@ from typing import Iterator
 
 from attrs import frozen
 
-from ..paths import HIDDEN_DIR, BadPath, child, normalize, preferred, to_local
+from ..paths import HIDDEN_DIR, SERVER_LOCK_FILE, BadPath, child, normalize, preferred, to_local
 from .ignore import IgnoreRules
 
-__all__ = ["NESTED_FOLDER", "Skipped", "passed_over", "walk", "wire_path"]
+__all__ = ["NESTED_BOX", "NESTED_FOLDER", "Skipped", "passed_over", "walk", "wire_path"]
 
 #: Why the hidden folder of a folder synced on its own inside this one is
 #: not synced.
 NESTED_FOLDER = f"the {HIDDEN_DIR}/ of a folder synced on its own inside this one"
+
+#: Why a server's box inside this folder is not synced: its files would
+#: come back into it, one level deeper at each turn, if it is this
+#: client's server's.
+NESTED_BOX = "a boxsync server's box (its server's files, not this folder's)"
+
+#: What a folder that is a server's box has, below it.
+_BOX_MARK = f"/{HIDDEN_DIR}/{SERVER_LOCK_FILE}"
 
 
 def wire_path(relative: str) -> str:
@@ -191,6 +199,12 @@ def _classify(
             # Another client's own data: never this folder's to sync.
             if skipped is not None:
                 skipped.append(Skipped(relative, NESTED_FOLDER))
+            return None
+        if reason is None and is_dir and os.path.lexists(entry.path + _BOX_MARK):
+            # Not watched, not walked: nothing below it is looked at, nor
+            # taken for deleted.
+            if skipped is not None:
+                skipped.append(Skipped(relative, NESTED_BOX, unreadable=True))
             return None
         if reason is None:
             return None if ignore.ignored_in_synced(path, entry.name, is_dir) else path

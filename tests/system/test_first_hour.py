@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from boxsync.server.tap import START_FAILED
-from boxsync.testing import Client, Server, wait_until
+from boxsync.testing import Client, Server, tree, wait_until
 from tests.faults import server  # noqa: F401 (the fixture)
 
 
@@ -74,6 +74,43 @@ def test_a_client_keeps_out_of_a_servers_box(server: Server) -> None:
         f"boxsync-client: {inside} is inside the boxsync server's box {server.box}: give a folder outside it"
     )
     assert not (inside / ".boxsync").exists()
+
+
+@pytest.mark.slow
+def test_a_box_inside_a_running_client_s_folder_is_not_synced_back_into_itself(tmp_path: Path) -> None:
+    """
+    A server started on a box inside a folder a client then syncs: what
+    the box gets is not sent up again from the client's folder (it would
+    come back one level deeper, and again, without end); the client lists
+    the box as skipped and is in sync.
+    """
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".boxsyncignore").write_text("*.log\n")
+    (home / "mine.txt").write_text("mine")
+    (home / "srv").mkdir()
+    server = Server(home / "srv" / "box").start()
+    a = Client(server, home, "a").start()
+    b = Client(server, tmp_path / "b", "b").start()
+    try:
+        wait_until(lambda: (b.folder / "mine.txt").is_file(), what="a's file on b")
+        (b.folder / "from-b.txt").write_text("from b")
+        wait_until(lambda: (home / "from-b.txt").is_file(), what="b's file on a")
+        (home / "last.txt").write_text("last")
+        wait_until(lambda: (b.folder / "last.txt").is_file(), what="a's last file on b")
+        wait_until(lambda: "in sync:    yes" in status(home), what="a in sync")
+        assert sorted(tree(server.box)) == sorted(tree(b.folder)) == [".boxsyncignore", "from-b.txt", "last.txt", "mine.txt"]
+        assert "  srv/box: a boxsync server's box" in status(home)
+    finally:
+        a.kill()
+        b.kill()
+        server.kill()
+
+
+def status(folder: Path) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "boxsync.client", "status", str(folder)], capture_output=True, text=True, timeout=60
+    ).stdout
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ from boxsync.client.scanner import (
 )
 from boxsync.blocks import recipe_of
 from boxsync.fs import CHUNK_SIZE, hash_file
-from boxsync.client.walk import NESTED_FOLDER
+from boxsync.client.walk import NESTED_BOX, NESTED_FOLDER
 from boxsync.client.state import UNKNOWN_CTIME, Base, LocalState, Stamps, folder_base
 from boxsync.wire import DeletedEntry, FolderEntry
 from tests.helpers import count_hashing, edit_keeping_stamps
@@ -493,6 +493,24 @@ def test_the_data_of_a_folder_synced_inside_is_not_synced(tmp_path: Path) -> Non
         "deep/er/.boxsync": NESTED_FOLDER,
     }
     assert IgnoreRules.from_lines([]).ignored("work/.boxsync/state.sqlite")
+
+
+def test_a_server_s_box_inside_is_not_synced_nor_its_files_taken_for_deleted(tmp_path: Path) -> None:
+    """
+    A server's box inside the folder: its files are its server's (synced
+    back into it, they would come back one level deeper at each turn).
+    Nothing below it is listed, it is said so, and the bases of files in it
+    from before it was a box do not make them look deleted.
+    """
+    write(tmp_path, "srv/box/.boxsync/server.lock", b"")
+    write(tmp_path, "srv/box/in-box.txt", b"b")
+    write(tmp_path, "srv/box/deeper/more.txt", b"m")
+    write(tmp_path, "srv/notes.txt", b"n")
+    old = {"srv/box/in-box.txt": Base("srv/box/in-box.txt", sha(b"b"), 1, 1, 1, 1)}
+    result = scan(tmp_path, old, NO_RULES)
+    assert sorted(result.files) == ["srv/notes.txt"]
+    assert result.deleted == ()
+    assert {s.path: s.reason for s in result.skipped} == {"srv/box": NESTED_BOX}
 
 
 def test_bad_names_skipped(tmp_path: Path) -> None:
