@@ -374,13 +374,13 @@ def _open_folder(folder: Path) -> tuple[LocalState, FolderLock]:
     except OSError as e:
         raise UserError(f"cannot use {folder} as the synced folder: {e.strerror or e}") from e
     try:
-        state = LocalState.open(folder)
+        state = LocalState.open_or_anew(folder)
         probe = hidden / "write-check"
         probe.write_bytes(b"")
         probe.unlink()
-    except OSError as e:
+    except (OSError, sqlite3.Error, RuntimeError) as e:
         lock.release()
-        raise UserError(f"cannot use {folder} as the synced folder: {e.strerror or e}") from e
+        raise UserError(f"cannot use {folder} as the synced folder: {getattr(e, 'strerror', None) or e}") from e
     return state, lock
 
 

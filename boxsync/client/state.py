@@ -23,8 +23,10 @@ a file without its base is hashed again and found identical to the server's.
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from operator import attrgetter
@@ -38,7 +40,17 @@ from ..paths import CLIENT_STATE_FILE, HIDDEN_DIR
 from ..sqlite import transaction, use_wal
 from ..wire import Held
 
-__all__ = ["Base", "LocalState", "STATE_FILE", "RECENT", "Stamps", "UNKNOWN_CTIME", "folder_base", "state_file"]
+__all__ = [
+    "Base",
+    "DamagedState",
+    "LocalState",
+    "STATE_FILE",
+    "RECENT",
+    "Stamps",
+    "UNKNOWN_CTIME",
+    "folder_base",
+    "state_file",
+]
 
 #: How many paths' bases are remembered after they are read or written: a
 #: burst (a tree moved into the folder, a batch of events) asks for each of
@@ -240,11 +252,19 @@ def _write(db: sqlite3.Connection, changes: dict[str, Base | None]) -> None:
     )
 
 
+class DamagedState(RuntimeError):
+    """
+    A folder's state cannot be read: its file is not a database, or a
+    damaged one.
+    """
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     """
     Open the database at C{path}, bringing its schema up to date.
 
     @raise RuntimeError: if the database was written by a newer boxsync.
+    @raise DamagedState: if it cannot be read.
     """
     db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
     try:
@@ -260,6 +280,12 @@ def _connect(path: Path) -> sqlite3.Connection:
         for number, upgrade in enumerate(_UPGRADES[version:], start=version + 1):
             upgrade.run(db, number)
         db.execute("COMMIT")
+    except sqlite3.DatabaseError as e:
+        db.close()
+        if isinstance(e, sqlite3.OperationalError):
+            # Not the file's fault: the disk, the permissions, a lock.
+            raise
+        raise DamagedState(f"{path} is damaged: {e}") from e
     except BaseException:
         db.close()
         raise
@@ -297,6 +323,39 @@ class LocalState:
         path = state_file(root)
         path.parent.mkdir(exist_ok=True)
         return cls(root=root, db=_connect(path))
+
+    @classmethod
+    def open_or_anew(cls, root: Path) -> LocalState:
+        """
+        L{open} the state of C{root}; if it is damaged, keep it aside and
+        begin anew, as at a first sync. That is safe: with no bases, every
+        file here is compared with the box, nothing is deleted, and a file
+        that differs is kept both ways (a conflict copy). What is lost is
+        only what the bases knew: a file deleted here since the last sync
+        comes back.
+        """
+        try:
+            return cls.open(root)
+        except DamagedState as e:
+            path = state_file(root)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            aside = path.with_name(f"{path.name}.damaged-{stamp}")
+            n = 1
+            while os.path.lexists(aside):
+                n += 1
+                aside = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.rename(f"{path}{suffix}", f"{aside}{suffix}")
+                except FileNotFoundError:
+                    pass
+            cls.log.warn(
+                "{error}; kept as {aside}, and this folder is compared with the box anew: "
+                "nothing is deleted, a file that differs is kept both ways",
+                error=str(e),
+                aside=str(aside),
+            )
+            return cls.open(root)
 
     @contextmanager
     def _transaction(self, recent: Iterable[tuple[str, Base | None]] = ()) -> Iterator[sqlite3.Connection]:

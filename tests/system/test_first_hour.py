@@ -107,6 +107,42 @@ def test_a_box_inside_a_running_client_s_folder_is_not_synced_back_into_itself(t
         server.kill()
 
 
+@pytest.mark.slow
+def test_a_damaged_state_is_kept_aside_and_the_folder_synced_anew_losing_nothing(
+    tmp_path: Path, server: Server
+) -> None:
+    """
+    The client's state file damaged while it was stopped (a crash of the
+    disk, a bad copy): the next start says so in one line, keeps the file
+    aside and compares the folder with the box anew. An edit made here
+    meanwhile and one made on the other client both end up in the box and
+    on both sides; nothing is deleted.
+    """
+    a = Client(server, tmp_path / "a", "a", rescan=None)
+    b = Client(server, tmp_path / "b", "b", rescan=None)
+    a.folder.mkdir()
+    (a.folder / "mine.txt").write_text("a's file")
+    (a.folder / "shared.txt").write_text("first")
+    a.once()
+    b.once()
+    (b.folder / "shared.txt").write_text("edited on b")
+    b.once()
+    (a.folder / "mine.txt").write_text("edited on a")
+    state = a.folder / ".boxsync/state.sqlite"
+    state.write_bytes(b"\0" * 100 + state.read_bytes()[100:])
+    ran = a.once()
+    [warning] = [line for line in ran.stderr.splitlines() if "is damaged" in line]
+    assert f"{state} is damaged:" in warning and "compared with the box anew" in warning
+    b.once()
+    contents = sorted((a.folder / path).read_text() for path in tree(a.folder))
+    # Each side's edit is there. Without its state, a cannot tell which of
+    # its copy and the box's came first: where they differ, both are kept
+    # (the box's under the name, a's as a conflict copy).
+    assert contents == sorted(["a's file", "edited on a", "first", "edited on b"])
+    assert tree(a.folder) == tree(b.folder) == tree(server.box)
+    assert [p.read_bytes()[100:] for p in state.parent.glob("state.sqlite.damaged-*")] != []
+
+
 def status(folder: Path) -> str:
     return subprocess.run(
         [sys.executable, "-m", "boxsync.client", "status", str(folder)], capture_output=True, text=True, timeout=60

@@ -13,7 +13,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from boxsync.client.state import RECENT, STATE_FILE, UNKNOWN_CTIME, Base, LocalState, _UPGRADES, folder_base
+from boxsync.client.state import (
+    RECENT,
+    STATE_FILE,
+    UNKNOWN_CTIME,
+    Base,
+    DamagedState,
+    LocalState,
+    _UPGRADES,
+    folder_base,
+)
 from boxsync.wire import Held
 
 
@@ -158,6 +167,40 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(RuntimeError, match="schema version"):
         LocalState.open(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["header", "garbage"])
+def test_a_damaged_state_is_kept_aside_and_begun_anew(tmp_path: Path, damage: str) -> None:
+    """
+    A state file that is not a database, or whose header is damaged, is
+    not opened: L{LocalState.open} says so, L{LocalState.open_or_anew}
+    keeps it aside, twice in a second without writing over
+    the first, and begins anew. A newer boxsync's state is not damaged: it
+    is refused, never set aside.
+    """
+    hidden = tmp_path / ".boxsync"
+    kept: list[bytes] = []
+    for _ in range(2):
+        state = LocalState.open(tmp_path)
+        state.put(base("a"))
+        state.cursor = 9
+        state.close()
+        data = bytearray((hidden / STATE_FILE).read_bytes())
+        data[:100] = b"\xff" * 100 if damage == "header" else b"not a database " * 6 + b"!" * 10
+        (hidden / STATE_FILE).write_bytes(bytes(data))
+        kept.append(bytes(data))
+        with pytest.raises(DamagedState, match="is damaged"):
+            LocalState.open(tmp_path)
+        state = LocalState.open_or_anew(tmp_path)
+        assert (state.get("a"), state.cursor, len(state)) == (None, 0, 0)
+        state.close()
+    aside = [p for p in hidden.iterdir() if ".damaged-" in p.name]
+    assert sorted(p.read_bytes() for p in aside) == sorted(kept)
+    db = sqlite3.connect(hidden / STATE_FILE)
+    db.execute(f"PRAGMA user_version = {len(_UPGRADES) + 1}")
+    db.close()
+    with pytest.raises(RuntimeError, match="schema version"):
+        LocalState.open_or_anew(tmp_path)
 
 
 def test_other_thread(state: LocalState) -> None:
