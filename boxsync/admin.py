@@ -32,6 +32,7 @@ from .config import human_size
 from .lock import FolderLock, Locked
 from .paths import HIDDEN_DIR
 from .reactors import IServerReactor
+from .sqlite import DamagedDatabase
 from .server import retention
 from .server.auth import DEFAULT_ACCOUNT
 from .server.box import Box
@@ -218,7 +219,7 @@ def _registry(box: Path, index: str | None) -> Registry:
     _check_index(box, index)
     try:
         return open_registry(index, box / HIDDEN_DIR, INDEX_TIMEOUT)
-    except sqlite3.Error as e:
+    except (sqlite3.Error, DamagedDatabase) as e:
         raise AdminError(f"cannot open the token registry of {box}: {e}") from None
 
 

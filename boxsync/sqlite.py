@@ -8,9 +8,31 @@ from __future__ import annotations
 import sqlite3
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
-__all__ = ["transaction", "use_wal"]
+__all__ = ["DamagedDatabase", "naming_damage", "transaction", "use_wal"]
+
+
+class DamagedDatabase(OSError):
+    """
+    A database file SQLite cannot read: not a database, or a damaged one.
+    """
+
+
+@contextmanager
+def naming_damage(path: Path) -> Iterator[None]:
+    """
+    Turn the error of SQLite finding the file at C{path} no database, or a
+    damaged one, into a L{DamagedDatabase} that names it. Any other error
+    (the disk, a lock, the permissions) goes on as it is.
+    """
+    try:
+        yield
+    except sqlite3.DatabaseError as e:
+        if getattr(e, "sqlite_errorcode", None) not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            raise
+        raise DamagedDatabase(f"{path} is damaged: {e}") from e
 
 
 @contextmanager

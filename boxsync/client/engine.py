@@ -278,7 +278,11 @@ class Engine:
             if self.once and await _first(self.idle(), stream.done) is not stream.done:
                 # In sync, unless a job failed: then try again.
                 return not attempt.failed
-            await stream.done
+            # Taken over: this may run within the stream's own callbacks (its
+            # end woke _first), where its result cannot be awaited yet.
+            ended: Deferred[None] = Deferred()
+            stream.done.chainDeferred(ended)
+            await ended
             return False
         finally:
             self._stream = None

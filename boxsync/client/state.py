@@ -37,12 +37,11 @@ from attrs import define, field, frozen
 from twisted.logger import Logger
 
 from ..paths import CLIENT_STATE_FILE, HIDDEN_DIR
-from ..sqlite import transaction, use_wal
+from ..sqlite import DamagedDatabase, naming_damage, transaction, use_wal
 from ..wire import Held
 
 __all__ = [
     "Base",
-    "DamagedState",
     "LocalState",
     "STATE_FILE",
     "RECENT",
@@ -252,19 +251,12 @@ def _write(db: sqlite3.Connection, changes: dict[str, Base | None]) -> None:
     )
 
 
-class DamagedState(RuntimeError):
-    """
-    A folder's state cannot be read: its file is not a database, or a
-    damaged one.
-    """
-
-
 def _connect(path: Path) -> sqlite3.Connection:
     """
     Open the database at C{path}, bringing its schema up to date.
 
     @raise RuntimeError: if the database was written by a newer boxsync.
-    @raise DamagedState: if it cannot be read.
+    @raise DamagedDatabase: if it cannot be read.
     """
     db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
     try:
@@ -280,12 +272,6 @@ def _connect(path: Path) -> sqlite3.Connection:
         for number, upgrade in enumerate(_UPGRADES[version:], start=version + 1):
             upgrade.run(db, number)
         db.execute("COMMIT")
-    except sqlite3.DatabaseError as e:
-        db.close()
-        if isinstance(e, sqlite3.OperationalError):
-            # Not the file's fault: the disk, the permissions, a lock.
-            raise
-        raise DamagedState(f"{path} is damaged: {e}") from e
     except BaseException:
         db.close()
         raise
@@ -322,7 +308,8 @@ class LocalState:
         """
         path = state_file(root)
         path.parent.mkdir(exist_ok=True)
-        return cls(root=root, db=_connect(path))
+        with naming_damage(path):
+            return cls(root=root, db=_connect(path))
 
     @classmethod
     def open_or_anew(cls, root: Path) -> LocalState:
@@ -336,7 +323,7 @@ class LocalState:
         """
         try:
             return cls.open(root)
-        except DamagedState as e:
+        except DamagedDatabase as e:
             path = state_file(root)
             stamp = time.strftime("%Y%m%d-%H%M%S")
             aside = path.with_name(f"{path.name}.damaged-{stamp}")

@@ -29,7 +29,7 @@ from zope.interface import Interface, implementer
 
 from ..batches import batched
 from ..blocks import BLOCK_MIN, Block, Recipe
-from ..sqlite import transaction, use_wal
+from ..sqlite import DamagedDatabase, naming_damage, transaction, use_wal
 from ..wire.values import MAX_COUNT
 from .staging import DiskFull
 
@@ -445,11 +445,28 @@ def _transaction(db: sqlite3.Connection, work: Callable[[], _T]) -> _T:
 def open_database(path: Path) -> sqlite3.Connection:
     """
     Open (creating or upgrading) the index database at C{path}.
+
+    @raise DamagedDatabase: if it is no database, or a damaged one.
     """
     # Another process (a second server, boxsync-admin) may be opening or
     # upgrading it at the same moment: wait for its lock, as long as it takes
     # on a busy machine, rather than fail.
     db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30.0)
+    try:
+        with naming_damage(path):
+            _open(db)
+    except DamagedDatabase as e:
+        db.close()
+        raise DamagedDatabase(
+            f"{e} (restore it from a backup; moved away, the box's files are indexed anew, without their history)"
+        ) from e
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _open(db: sqlite3.Connection) -> None:
     use_wal(db)
     db.execute("PRAGMA synchronous=NORMAL")
     (version,) = db.execute("PRAGMA user_version").fetchone()
@@ -461,7 +478,6 @@ def open_database(path: Path) -> sqlite3.Connection:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version={number}")
         db.execute("COMMIT")
-    return db
 
 
 class Database(Protocol):

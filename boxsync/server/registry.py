@@ -19,7 +19,7 @@ from typing import Any, Iterator, Mapping, Protocol
 
 from attrs import frozen
 
-from ..sqlite import transaction
+from ..sqlite import naming_damage, transaction
 from .index import Database
 
 __all__ = ["REGISTRY_FILE", "Registry", "SQLRegistry", "TokenRecord", "TokenRegistry"]
@@ -273,7 +273,8 @@ class TokenRegistry(SQLRegistry):
         self.path = path
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
         try:
-            self._upgrade()
+            with naming_damage(path):
+                self._upgrade()
         except BaseException:
             self._db.close()
             raise

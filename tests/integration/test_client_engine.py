@@ -99,6 +99,38 @@ async def test_two_folders_converge(folders: Any, reactor: Any, server: RunningS
     assert a.state.get("b.bin") is not None and a.state.get("b.bin").seq == 2
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_once_whose_stream_ends_says_why_and_starts_over(
+    folders: Any, reactor: Any, server: RunningServer
+) -> None:
+    """
+    A C{--once} whose stream the client ends itself (the server's hello
+    names another box than the folder's) says why in its next attempt's
+    reason, compares every file, and leaves no failure behind: the end of
+    the stream, which wakes the session from within the stream's own
+    callbacks, is taken over, not awaited there.
+    """
+    from twisted.logger import globalLogPublisher
+
+    a = folders("a")
+    (a.root / "x.txt").write_text("x")
+    await a.sync()
+    a.state.box = "another box's id"
+    reasons: list[str] = []
+
+    def observe(event: Any) -> None:
+        if "reason" in event and "delay" in event:
+            reasons.append(str(event["reason"]))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        await a.sync()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert reasons == ["the server's box is not the one this folder was synced with (it is another box)"]
+    assert a.state.box != "another box's id" and a.state.get("x.txt") is not None
+
+
 def _mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import jwt
 import pytest
+from boxsync.sqlite import DamagedDatabase
 from hypothesis import given, strategies as st
 from twisted.internet.task import Clock
 from twisted.python.usage import UsageError
@@ -378,7 +379,7 @@ def test_the_registry_version_changes_with_other_writers(tmp_path: Path) -> None
 def test_a_registry_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "tokens.sqlite"
     path.write_bytes(b"this is not sqlite " * 100)
-    with pytest.raises(sqlite3.DatabaseError):
+    with pytest.raises(DamagedDatabase, match=f"^{path} is damaged: "):
         TokenRegistry(path)
 
 

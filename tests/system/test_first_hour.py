@@ -180,6 +180,28 @@ def test_a_token_box_is_not_served_to_a_shared_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["index.sqlite", "tokens.sqlite"])
+def test_a_damaged_index_or_registry_is_one_line_naming_it(tmp_path: Path, name: str) -> None:
+    """
+    The server's own databases are not set aside by themselves (they hold
+    the history and the tokens): a damaged one stops the start-up with one
+    line naming it (and, for the index, what can be done), the file left
+    as it was.
+    """
+    box = tmp_path / "box"
+    Server(box).start().stop()
+    damaged = box / ".boxsync" / name
+    data = b"\0" * 100 + damaged.read_bytes()[100:]
+    damaged.write_bytes(data)
+    ran = serve(box, "--api-key", "k" * 16, "--listen", "tcp:0:interface=127.0.0.1")
+    assert ran.returncode == START_FAILED
+    lines = error_lines(ran.stdout + ran.stderr)
+    assert len(lines) == 1 and f"the server could not start: {damaged} is damaged: " in lines[0], ran.stdout
+    assert ("restore it from a backup" in lines[0]) == (name == "index.sqlite")
+    assert damaged.read_bytes() == data
+
+
+@pytest.mark.slow
 def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -18,11 +18,11 @@ from boxsync.client.state import (
     STATE_FILE,
     UNKNOWN_CTIME,
     Base,
-    DamagedState,
     LocalState,
     _UPGRADES,
     folder_base,
 )
+from boxsync.sqlite import DamagedDatabase
 from boxsync.wire import Held
 
 
@@ -189,7 +189,7 @@ def test_a_damaged_state_is_kept_aside_and_begun_anew(tmp_path: Path, damage: st
         data[:100] = b"\xff" * 100 if damage == "header" else b"not a database " * 6 + b"!" * 10
         (hidden / STATE_FILE).write_bytes(bytes(data))
         kept.append(bytes(data))
-        with pytest.raises(DamagedState, match="is damaged"):
+        with pytest.raises(DamagedDatabase, match="is damaged"):
             LocalState.open(tmp_path)
         state = LocalState.open_or_anew(tmp_path)
         assert (state.get("a"), state.cursor, len(state)) == (None, 0, 0)
