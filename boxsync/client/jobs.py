@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from ..paths import BadPath, folders_above
+from .errors import TooLarge
 
 __all__ = ["Jobs", "MAX_RETRY_SECONDS", "this_path_only"]
 
@@ -47,9 +48,10 @@ _PATH_ERRNOS = frozenset(
 def this_path_only(error: BaseException | None) -> bool:
     """
     Whether a job's failure is a problem of its path alone, which the
-    other paths need not wait for (unlike a lost connection or a full disk).
+    other paths need not wait for (unlike a lost connection or a full disk):
+    a path this side cannot write, or a file larger than the server takes.
     """
-    return isinstance(error, BadPath) or (isinstance(error, OSError) and error.errno in _PATH_ERRNOS)
+    return isinstance(error, (BadPath, TooLarge)) or (isinstance(error, OSError) and error.errno in _PATH_ERRNOS)
 
 
 @define(eq=False)

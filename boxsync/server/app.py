@@ -91,7 +91,7 @@ from .plan import plan
 from .sharing import VersionDamaged
 from .staging import DiskFull
 from .transfers import Transfers
-from .uploads import BodyTooLarge, check_body, take_upload, trailer_sha256
+from .uploads import BodyTooLarge, check_body, check_size, take_upload, trailer_sha256
 
 if TYPE_CHECKING:
     from .sessions import Sessions
@@ -414,6 +414,7 @@ class BoxsyncApp:
         the commit, or C{409} naming the blocks the account lacks.
         """
         commit = BlockCommit.from_json(json_object(request.content.read(), "a commit"))
+        check_size(commit.path, commit.recipe.size, self.max_upload)
         record = await self.boxes(principal.account).commit_recipe(
             commit,
             origin=header(request, CLIENT_HEADER) or principal.client,
@@ -428,6 +429,9 @@ class BoxsyncApp:
         body = json_object(request.content.read(), "a list of blocks")
         hashes = parse_blocks(body)
         incoming = parse_incoming(body)
+        if incoming is not None:
+            # Refused before any of its blocks is sent.
+            check_size(incoming.path, incoming.size, self.max_upload)
         box = self.boxes(principal.account)
         missing = await box.blocks.missing(hashes)
         if incoming is not None:

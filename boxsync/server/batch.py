@@ -36,7 +36,7 @@ from .beneath import Folders
 from .box import Box, DigestMismatch, MissingBlocks
 from .index import FileRecord
 from .staging import StagingFile, as_disk_full
-from .uploads import BodyTooLarge
+from .uploads import BodyTooLarge, check_size
 
 __all__ = ["upload_batch", "delete_batch", "download_batch"]
 
@@ -80,10 +80,10 @@ def _stage(
     fds: list[int] = []
     try:
         for file, data in files:
-            if max_upload is not None and len(data) > max_upload:
-                outcomes.append(
-                    BodyTooLarge(f"{file.path}: {len(data)} bytes is over the limit of {max_upload}")
-                )
+            try:
+                check_size(file.path, len(data), max_upload)
+            except BodyTooLarge as e:
+                outcomes.append(e)
                 continue
             digest = hashlib.sha256(data)
             if digest.hexdigest() != file.sha256:

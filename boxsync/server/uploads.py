@@ -42,7 +42,7 @@ from .limits import MAX_OTHER_BODY, LimitedChannel, LimitedSite, Refused
 from .staging import StagingFile, as_disk_full, discarding
 from .transfers import Transfer, Transfers
 
-__all__ = ["StreamingRequest", "UploadSite", "take_upload", "check_body", "trailer_sha256", "BodyTooLarge"]
+__all__ = ["StreamingRequest", "UploadSite", "take_upload", "check_body", "trailer_sha256", "BodyTooLarge", "check_size"]
 
 #: The largest body read without credentials (see L{UploadSite.public}).
 PUBLIC_BODY = 16 * 1024
@@ -60,6 +60,17 @@ class BodyTooLarge(ValueError):
     """
     The body is larger than the server accepts.
     """
+
+
+def check_size(path: str, size: int, limit: int | None) -> None:
+    """
+    Refuse a file of C{size} bytes at C{path} over C{limit} (C{None}: no
+    limit), however it is sent: whole, in a batch, by its blocks.
+
+    @raise BodyTooLarge: if it is over.
+    """
+    if limit is not None and size > limit:
+        raise BodyTooLarge(f"{path}: {size} bytes is over the limit of {limit}")
 
 
 def is_upload(method: bytes, uri: bytes) -> bool:

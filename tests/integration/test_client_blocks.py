@@ -905,3 +905,37 @@ def test_blocks_checked_as_they_came_are_not_read_again(tmp_path: Path) -> None:
         assert _fill_locally(fd, recipe, [], {(offset, first.sha256)}) == []
     finally:
         os.close(fd)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_over_the_server_s_limit_is_refused_before_its_blocks_and_alone(
+    tmp_path: Path, reactor: Any, moved: dict[str, list[int]]
+) -> None:
+    """
+    C{--max-upload} holds for a file sent by its blocks as for one sent
+    whole: it is refused (C{413}) when it is announced, before any of its
+    blocks is sent, and at its commit. The running client lists it as not
+    synced, tries it again by itself, and syncs the rest without starting
+    its session over.
+    """
+    from boxsync.client.errors import TooLarge
+    from tests.helpers import running_server
+
+    async with running_server(reactor, tmp_path / "box", "k" * 20, max_upload=3 * MiB) as server:
+        a = Folder(reactor, server, tmp_path / "a", "a")
+        (a.root / "big.bin").write_bytes(os.urandom(5 * MiB))
+        (a.root / "fits.bin").write_bytes(os.urandom(2 * MiB))
+        engine = a.engine()
+        running = Deferred.fromCoroutine(engine.run())
+        try:
+            await eventually(reactor, lambda: "big.bin" in engine.problems and (server.box / "fits.bin").exists())
+            assert "over the limit of 3145728" in engine.problems["big.bin"]
+            assert not (server.box / "big.bin").exists() and engine.sessions.attempt.failed is False
+            assert sum(moved["a up"]) == 2 * MiB
+            recipe = recipe_of_bytes((a.root / "big.bin").read_bytes())
+            with pytest.raises(TooLarge, match="big.bin: 5242880 bytes is over the limit of 3145728"):
+                await a.api.commit_blocks(BlockCommit("big.bin", None, 0, recipe))
+        finally:
+            engine.stop()
+            await timed(running, reactor)
+            await a.close()
