@@ -324,7 +324,10 @@ def describe(folder: Path) -> tuple[list[str], bool]:
             lines.extend(f"  {path}: {why}" for path, why in problems.items())
     error = status.get("last_error")
     if error:
-        lines.append(f"last error: {error.get('message')} ({_when(float(error.get('time', 0)))})")
+        when = float(error.get("time", 0))
+        since = status.get("in_sync_since")
+        over = ", over: in sync since" if in_sync and since is not None and float(since) >= when else ""
+        lines.append(f"last error: {error.get('message')} ({_when(when)}{over})")
     else:
         lines.append("last error: none")
     return lines, in_sync
