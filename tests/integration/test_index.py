@@ -115,6 +115,9 @@ async def test_commit_hands_out_the_accounts_next_seqs(index: Any) -> None:
     assert await index.current_seq(A) == 4
     assert await index.commit_many(A, []) == []
     assert await index.current_seq(A) == 4
+    # A file's mtime may be before 1970, or as late as nanoseconds go.
+    await index.commit_many(A, [FileRecord("old", 1, sha(b"x"), -(2**63), 0), FileRecord("late", 1, sha(b"x"), 2**63 - 1, 0)])
+    assert ((await index.get(A, "old")).mtime_ns, (await index.get(A, "late")).mtime_ns) == (-(2**63), 2**63 - 1)
 
 
 @pytest_twisted.ensureDeferred
