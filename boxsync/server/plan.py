@@ -189,6 +189,9 @@ async def plan(
         pages, listed = _chunks(entries), {entry.path for entry in entries}
     else:
         pages, listed = manifest.pages(), manifest.listed
+    # Uploads below a file the client lists as deleted (it made a folder
+    # there): after that file's event, its delete, which they then wait for.
+    later: list[Event] = []
     async for chunk in pages:
         rows = await index.get_many(account, [entry.path for entry in chunk])
         decided = [(entry, rows.get(entry.path)) for entry in chunk]
@@ -196,11 +199,16 @@ async def plan(
         files = await _files_above(index, account, [event.path for event in events if isinstance(event, Upload)])
         for (entry, row), event in zip(decided, events):
             if isinstance(event, Upload):
-                if files.intersection(folders_above(event.path)):
-                    # A folder of the client's is a file in the box: the
-                    # client takes that file (its commit is later than its
-                    # cursor) and keeps its folder, this path included, as
-                    # a conflict copy. An upload here would be refused.
+                above = files.intersection(folders_above(event.path))
+                if any(path not in listed for path in above):
+                    # A folder of the client's is a file in the box it never
+                    # had: the client takes that file (its commit is later
+                    # than its cursor) and keeps its folder, this path
+                    # included, as a conflict copy. An upload here would be
+                    # refused.
+                    continue
+                if above:
+                    later.append(event)
                     continue
                 if row is not None and row.deleted and await _holds_files(index, account, row.path):
                     # The client's file where the box has files below its
@@ -210,6 +218,8 @@ async def plan(
                     event = Folder(row.path, row.seq)
             if event is not None:
                 yield event
+    for event in later:
+        yield event
     async for row in rows_since(index, account, manifest.cursor, upto):
         if row.path not in listed:
             event = unlisted(row, manifest.cursor)

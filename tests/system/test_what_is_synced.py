@@ -183,35 +183,41 @@ def test_an_edit_made_away_where_the_other_side_swapped_a_file_and_a_folder_is_k
         (a.folder / "f").write_text("a file")
         (a.folder / "d").mkdir()
         (a.folder / "d/x").write_text("in a folder")
+        (a.folder / "g").write_text("a file b makes a folder")
         wait_until(lambda: converged(a.folder, b.folder, server.box), what="the first sync")
         b.stop()
         (b.folder / "f").write_text("edited on b")
         (b.folder / "d/x").write_text("edited on b too")
+        (b.folder / "g").unlink()
+        (b.folder / "g").mkdir()
+        (b.folder / "g/new").write_text("b's folder")
         (a.folder / "f").unlink()
         (a.folder / "f").mkdir()
         (a.folder / "f/inside").write_text("a's folder")
         shutil.rmtree(a.folder / "d")
         (a.folder / "d").write_text("a's file")
         wait_until(lambda: converged(a.folder, server.box), what="a's changes in the box")
-        b = Client(server, b.folder, "b").start()
+        # No rescan comes to make up for what a session leaves out.
+        b = Client(server, b.folder, "b", rescan=None).start()
         wait_until(
-            lambda: converged(a.folder, b.folder, server.box) and len(tree(server.box)) == 4,
+            lambda: converged(a.folder, b.folder, server.box) and len(tree(server.box)) == 5,
             timeout=60,
             what="both sides with both edits",
         )
         files = {path: (server.box / path).read_text() for path in tree(server.box)}
-        assert {files["f/inside"], files["d"]} == {"a's folder", "a's file"}
+        assert {files["f/inside"], files["d"], files["g/new"]} == {"a's folder", "a's file", "b's folder"}
         # B's edits are kept beside them, under conflict names.
         kept = {path.split("/")[0].split(".conflict-b-")[0]: data for path, data in files.items() if ".conflict-b-" in path}
         assert kept == {"f": "edited on b", "d": "edited on b too"}
         # B's file where the box has a folder, and B's folder where the box
-        # has a file, were made conflict copies at once: no upload was
-        # refused.
+        # has a file, were made conflict copies at once, and B's folder
+        # where it had a file went up after that file's delete: no upload
+        # was refused.
         assert refused(server) == []
     finally:
         a.kill()
         b.kill()
-    stop_and_check(server, "an edit away where a file and a folder swapped", 2, a.folder, b.folder)
+    stop_and_check(server, "an edit away where a file and a folder swapped", 3, a.folder, b.folder)
 
 
 def test_a_folder_synced_on_its_own_inside_is_synced_but_its_client_s_data(tmp_path: Path, server: Server) -> None:

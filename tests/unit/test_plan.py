@@ -230,3 +230,26 @@ async def test_a_file_below_a_folder_the_box_made_a_file_is_left_to_that_file_s_
     events = await collect(index, edited, d.seq)
     assert [event for event in events if isinstance(event, Upload)] == [Upload("e/x", d.seq - 1), Upload("top", 0)]
     assert [(event.path, event.seq) for event in events if isinstance(event, Download)] == [("d", d.seq)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_made_a_folder_by_the_client_is_deleted_before_what_goes_in_it(
+    index: SQLiteIndex,
+) -> None:
+    """
+    The client replaced the box's file C{d} by a folder: it lists C{d} as
+    deleted and its new files below it. They are uploaded, and after C{d}'s
+    own event (its delete, or its download if the box changed it since),
+    which they then wait for: sent first, they would be refused, a file in
+    the way.
+    """
+    [d] = await index.commit_many("acct", [FileRecord("d", 1, A, 0, 0)])
+    manifest = Manifest(
+        cursor=d.seq,
+        files=[FileEntry("d/new", B, 1, 0, 0, True), FileEntry("e", B, 1, 0, 0, True)],
+        deleted=[DeletedEntry("d", d.seq)],
+    )
+    assert await collect(index, manifest, d.seq) == [Upload("e", 0), Remove("d", d.seq), Upload("d/new", 0)]
+    [changed] = await index.commit_many("acct", [FileRecord("d", 1, B, 0, 0)])
+    events = await collect(index, manifest, changed.seq)
+    assert [(type(e), e.path) for e in events] == [(Upload, "e"), (Download, "d"), (Upload, "d/new")]
