@@ -40,16 +40,7 @@ from ..paths import CLIENT_STATE_FILE, HIDDEN_DIR
 from ..sqlite import DamagedDatabase, naming_damage, transaction, use_wal
 from ..wire import Held
 
-__all__ = [
-    "Base",
-    "LocalState",
-    "STATE_FILE",
-    "RECENT",
-    "Stamps",
-    "UNKNOWN_CTIME",
-    "folder_base",
-    "state_file",
-]
+__all__ = ["Base", "LocalState", "STATE_FILE", "RECENT", "Stamps", "UNKNOWN_CTIME", "folder_base", "state_file"]
 
 #: How many paths' bases are remembered after they are read or written: a
 #: burst (a tree moved into the folder, a batch of events) asks for each of
