@@ -129,7 +129,8 @@ def test_a_damaged_state_is_kept_aside_and_the_folder_synced_anew_losing_nothing
     b.once()
     (a.folder / "mine.txt").write_text("edited on a")
     state = a.folder / ".boxsync/state.sqlite"
-    state.write_bytes(b"\0" * 100 + state.read_bytes()[100:])
+    damaged = b"\0" * 100 + state.read_bytes()[100:]
+    state.write_bytes(damaged)
     ran = a.once()
     [warning] = [line for line in ran.stderr.splitlines() if "is damaged" in line]
     assert f"{state} is damaged:" in warning and "compared with the box anew" in warning
@@ -140,7 +141,8 @@ def test_a_damaged_state_is_kept_aside_and_the_folder_synced_anew_losing_nothing
     # (the box's under the name, a's as a conflict copy).
     assert contents == sorted(["a's file", "edited on a", "first", "edited on b"])
     assert tree(a.folder) == tree(b.folder) == tree(server.box)
-    assert [p.read_bytes()[100:] for p in state.parent.glob("state.sqlite.damaged-*")] != []
+    # Kept aside as it was.
+    assert [p.read_bytes() for p in state.parent.glob("state.sqlite.damaged-*")] == [damaged]
 
 
 def status(folder: Path) -> str:
