@@ -15,6 +15,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import attrs
@@ -30,6 +32,15 @@ def write(folder: Path, files: dict[str, bytes]) -> None:
     for path, data in files.items():
         (folder / path).parent.mkdir(parents=True, exist_ok=True)
         (folder / path).write_bytes(data)
+
+
+def synced(folder: Path) -> set[str]:
+    """
+    The paths the client of C{folder} has recorded as synced (read while it
+    runs, from its state file).
+    """
+    with closing(sqlite3.connect(f"file:{folder / '.boxsync/state.sqlite'}?mode=ro", uri=True)) as db:
+        return {path for (path,) in db.execute("SELECT path FROM bases")}
 
 
 def synced_around_a_backup(
@@ -51,6 +62,9 @@ def synced_around_a_backup(
             server.start()
         write(a.folder, later)
         wait_until(lambda: tree(server.box) == tree(a.folder), timeout=30, what="the box to have the later files")
+        # And A to have heard so: stopped before, it would not name its
+        # history by them.
+        wait_until(lambda: set(later) <= synced(a.folder), timeout=30, what="a to record the later files")
     except BaseException:
         a.kill()
         raise
