@@ -5,7 +5,7 @@ headers' values.
 
 from __future__ import annotations
 
-from .values import ProtocolError, check_count, check_mtime, check_sha256
+from .values import MAX_COUNT, MIN_MTIME_NS, ProtocolError, check_count, check_sha256
 
 __all__ = [
     "EVENT_STREAM",
@@ -93,16 +93,19 @@ def sha256_header(value: str | None) -> str | None:
     return check_sha256(value.strip().lower())
 
 
-def count_header(value: str | None, what: str) -> int | None:
+def count_header(value: str | None, what: str, least: int = 0) -> int | None:
     """
-    Check the value of an optional non-negative integer header.
+    Check the value of an optional integer header, from C{least} (a count:
+    non-negative) to L{MAX_COUNT}.
     """
     if value is None:
         return None
     try:
-        return check_count(int(value.strip()), what)
+        return check_count(int(value.strip()), what, least)
     except ValueError:
-        raise ProtocolError(f"{what} must be a non-negative integer") from None
+        if least == 0:
+            raise ProtocolError(f"{what} must be a non-negative integer") from None
+        raise ProtocolError(f"{what} must be an integer from {least} to {MAX_COUNT}") from None
 
 
 def mtime_header(value: str | None, what: str) -> int | None:
@@ -110,13 +113,7 @@ def mtime_header(value: str | None, what: str) -> int | None:
     Check the value of an optional mtime header: nanoseconds since 1970
     (before it too, negative).
     """
-    if value is None:
-        return None
-    try:
-        number = int(value.strip())
-    except ValueError:
-        raise ProtocolError(f"{what} must be an integer") from None
-    return check_mtime(number, what)
+    return count_header(value, what, MIN_MTIME_NS)
 
 
 def flag_header(value: str | None, what: str) -> bool | None:

@@ -57,12 +57,12 @@ def check_path(value: object) -> str:
         raise ProtocolError(str(e)) from None
 
 
-def check_count(value: object, what: str) -> int:
+def check_count(value: object, what: str, least: int = 0) -> int:
     """
-    C{value}, which must be an integer from 0 to L{MAX_COUNT}.
+    C{value}, which must be an integer from C{least} to L{MAX_COUNT}.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
-        raise ProtocolError(f"{what} must be an integer from 0 to {MAX_COUNT}")
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= MAX_COUNT:
+        raise ProtocolError(f"{what} must be an integer from {least} to {MAX_COUNT}")
     return value
 
 
@@ -71,9 +71,7 @@ def check_mtime(value: object, what: str = "mtime_ns") -> int:
     C{value}, an mtime in nanoseconds since 1970, which must be an integer
     from L{MIN_MTIME_NS} to L{MAX_COUNT}.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or not MIN_MTIME_NS <= value <= MAX_COUNT:
-        raise ProtocolError(f"{what} must be an integer from {MIN_MTIME_NS} to {MAX_COUNT}")
-    return value
+    return check_count(value, what, MIN_MTIME_NS)
 
 
 def check_sha256(value: object) -> str:
