@@ -7,6 +7,13 @@ client's temporary files. The C{.boxsyncignore} file itself is always synced,
 so every client of a box ignores the same things. Each client may also list
 paths it alone leaves out (selective sync), in C{<folder>/.boxsync/ignore},
 which is not synced.
+
+Before those rules come L{DEFAULT_RULES}: other programs' lock files, swap
+files and files on their way, which mean something only on the machine that
+made them (a LibreOffice lock file synced tells the other machines that the
+document is open there). A line C{!PATTERN} in either file syncs them after
+all. What they leave out is not left out in silence: it is listed as passed
+over, with why (L{IgnoreRules.by_default}).
 """
 
 from __future__ import annotations
@@ -21,7 +28,15 @@ from twisted.logger import Logger
 
 from ..paths import HIDDEN_DIR
 
-__all__ = ["IGNORE_FILE", "LOCAL_IGNORE_FILE", "TEMP_PREFIX", "IgnoreRules", "is_temp_name"]
+__all__ = [
+    "BY_DEFAULT",
+    "DEFAULT_RULES",
+    "IGNORE_FILE",
+    "LOCAL_IGNORE_FILE",
+    "TEMP_PREFIX",
+    "IgnoreRules",
+    "is_temp_name",
+]
 
 #: The file, at the top of a synced folder, that lists the ignored paths.
 IGNORE_FILE = ".boxsyncignore"
@@ -33,6 +48,28 @@ LOCAL_IGNORE_FILE = f"{HIDDEN_DIR}/ignore"
 TEMP_PREFIX = ".boxsync-tmp-"
 
 
+#: What no client syncs unless told to: each gitignore pattern with what it
+#: matches. Each is a file (or folder) made by a program for its own use on
+#: its own machine, gone again when the program is done with it.
+DEFAULT_RULES: tuple[tuple[str, str], ...] = (
+    (".~lock.*#", "a LibreOffice lock file"),
+    ("~$*", "a Microsoft Office owner file"),
+    ("~*.tmp", "a Microsoft Office temporary file"),
+    (".*.sw[a-p]", "a vim swap file"),
+    ("*.kate-swp", "a Kate swap file"),
+    ("\\#*#", "an Emacs auto-save file"),
+    (".#*", "an Emacs lock"),
+    ("*.crdownload", "a download in progress (Chromium)"),
+    ("*.part", "a download in progress (Firefox)"),
+    (".fuse_hidden*", "a deleted file still open (FUSE)"),
+    (".nfs" + "?" * 24, "a deleted file still open (NFS)"),
+    (".Trash-*/", "a trash folder"),
+)
+
+#: In the reason given for each path a default rule leaves out.
+BY_DEFAULT = "not synced by default"
+
+
 def is_temp_name(name: str) -> bool:
     """
     Whether C{name} (one path segment) is that of a client's temporary file.
@@ -40,10 +77,10 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX)
 
 
-def _read(root: Path) -> GitIgnoreSpec:
+def _read(root: Path) -> list[str]:
     """
-    The rules of the folder C{root}: the shared file's, then this client's
-    own (none from a file that does not exist).
+    The lines of the rules of the folder C{root}: the shared file's, then
+    this client's own (none from a file that does not exist).
     """
     lines: list[str] = []
     for name in (IGNORE_FILE, LOCAL_IGNORE_FILE):
@@ -51,13 +88,18 @@ def _read(root: Path) -> GitIgnoreSpec:
             lines += (root / name).read_text(encoding="utf-8", errors="replace").splitlines()
         except FileNotFoundError:
             pass
-    return GitIgnoreSpec.from_lines(lines)
+    return lines
+
+
+_DEFAULT_LINES = [pattern for pattern, _ in DEFAULT_RULES]
+_DEFAULT_SPECS = [(GitIgnoreSpec.from_lines([pattern]), pattern, what) for pattern, what in DEFAULT_RULES]
 
 
 @define
 class IgnoreRules:
     """
-    The rules of one synced folder.
+    The rules of one synced folder: L{DEFAULT_RULES}, then the lines of its
+    files.
 
     @ivar root: the folder, or C{None} for rules that come from no file.
     """
@@ -65,25 +107,35 @@ class IgnoreRules:
     log = Logger()
 
     root: Path | None = None
-    _spec: GitIgnoreSpec = field(factory=lambda: GitIgnoreSpec.from_lines([]))
+    _lines: list[str] = field(factory=list)
+    _spec: GitIgnoreSpec = field(init=False)
+    # The files' rules alone: what they leave out is left out on purpose.
+    _own: GitIgnoreSpec = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._compile()
+
+    def _compile(self) -> None:
+        self._spec = GitIgnoreSpec.from_lines(_DEFAULT_LINES + self._lines)
+        self._own = GitIgnoreSpec.from_lines(self._lines)
 
     @classmethod
     def load(cls, root: Path) -> IgnoreRules:
         """
-        Read the rules of the folder C{root} (no rules if it has no
-        C{.boxsyncignore}).
+        Read the rules of the folder C{root} (the default ones alone if it
+        has no C{.boxsyncignore}).
 
         @raise OSError: if the file exists but cannot be read (syncing
             without its rules could upload what it excludes).
         """
-        return cls(root=root, spec=_read(root))
+        return cls(root=root, lines=_read(root))
 
     @classmethod
     def from_lines(cls, lines: Iterable[str]) -> IgnoreRules:
         """
         Rules given as the lines of an ignore file.
         """
-        return cls(spec=GitIgnoreSpec.from_lines(lines))
+        return cls(lines=list(lines))
 
     def reload(self) -> bool:
         """
@@ -96,14 +148,15 @@ class IgnoreRules:
         if self.root is None:
             return False
         try:
-            spec = _read(self.root)
+            lines = _read(self.root)
         except OSError:
             self.log.failure("Cannot read the ignore file of {root}", root=self.root)
             return False
-        if spec == self._spec:
+        if GitIgnoreSpec.from_lines(lines) == self._own:
             return False
         self.log.info("Ignore rules of {root} changed", root=str(self.root))
-        self._spec = spec
+        self._lines = lines
+        self._compile()
         return True
 
     @property
@@ -147,5 +200,18 @@ class IgnoreRules:
         return self._matched(path, is_dir)
 
     def _matched(self, path: str, is_dir: bool) -> bool:
-        return bool(self._spec.patterns) and self._spec.match_file(path + "/" if is_dir else path)
+        return self._spec.match_file(path + "/" if is_dir else path)
+
+    def by_default(self, path: str, is_dir: bool = False) -> str | None:
+        """
+        Why the wire path C{path}, ignored, is so by a default rule and by
+        no rule of the folder's files (C{None} if it is not).
+        """
+        key = path + "/" if is_dir else path
+        if self._own.match_file(key):
+            return None
+        for spec, pattern, what in _DEFAULT_SPECS:
+            if spec.match_file(key):
+                return f"{what}, {BY_DEFAULT} (a line !{pattern} in {IGNORE_FILE} syncs it)"
+        return None
 

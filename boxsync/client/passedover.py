@@ -1,8 +1,9 @@
 """
 What a client passes over in its folder: links, special files, names the
-wire cannot carry, what cannot be read. Each path is kept with why, as the
-last scan found it and the watcher has seen since, and logged once, as it
-is first found; C{boxsync-client status} lists them.
+wire cannot carry, what cannot be read, what a default ignore rule leaves
+out. Each path is kept with why, as the last scan found it and the watcher
+has seen since, and logged once, as it is first found; C{boxsync-client
+status} lists them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import bisect
 from typing import Iterable, Iterator
 
 from attrs import define, field
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
+
+from .ignore import BY_DEFAULT
 
 __all__ = ["PassedOver"]
 
@@ -78,5 +81,7 @@ class PassedOver:
         del self._sorted[start:end]
 
     def _said(self, path: str, reason: str) -> None:
-        # Listed on its own by the status, not as its last error.
-        self.log.warn("not syncing {path}: {why}", path=path, why=reason, passed_over=True)
+        # Listed on its own by the status, not as its last error. What a
+        # default rule leaves out comes and goes with each program's use.
+        level = LogLevel.info if BY_DEFAULT in reason else LogLevel.warn
+        self.log.emit(level, "not syncing {path}: {why}", path=path, why=reason, passed_over=True)

@@ -207,7 +207,13 @@ def _classify(
                 skipped.append(Skipped(relative, NESTED_BOX, unreadable=True))
             return None
         if reason is None:
-            return None if ignore.ignored_in_synced(path, entry.name, is_dir) else path
+            if not ignore.ignored_in_synced(path, entry.name, is_dir):
+                return path
+            if skipped is not None:
+                by_default = ignore.by_default(path, is_dir)
+                if by_default is not None:
+                    skipped.append(Skipped(relative, by_default))
+            return None
     if skipped is not None and not ignore.ignored(path):
         skipped.append(Skipped(relative, reason))
     return None

@@ -424,6 +424,9 @@ class FolderWatcher:
                 self._passed_over(mask, relative, str(e))
             return
         if self.ignore.ignored(path, is_dir):
+            reason = self.ignore.by_default(path, is_dir)
+            if reason is not None:
+                self._passed_over(mask, relative, reason)
             return
         if path == IGNORE_FILE and not mask & IN_CREATE and self.ignore.reload():
             self._resync()

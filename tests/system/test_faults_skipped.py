@@ -133,3 +133,53 @@ def test_what_cannot_be_synced_made_while_the_client_runs_is_listed_at_once(tmp_
     finally:
         a.kill()
     stop_and_check(server, "skipped paths listed live", 5, a.folder)
+
+
+@pytest.mark.slow
+def test_other_programs_lock_and_swap_files_stay_on_their_machine_and_are_listed(
+    tmp_path: Path, server: Server
+) -> None:
+    """
+    A document open in LibreOffice on a, a vim swap file, a download in
+    progress, the trash folder of a mount: each stays on its machine (a
+    lock file synced would tell b the document is open there), and a's
+    status lists each with why and how to sync it after all; a line of
+    C{.boxsyncignore} does.
+    """
+    a = Client(server, tmp_path / "a", "a", rescan=None)
+    b = Client(server, tmp_path / "b", "b", rescan=None)
+    a.folder.mkdir()
+    (a.folder / "report.odt").write_text("the report")
+    (a.folder / ".~lock.report.odt#").write_text(",a,host,07.12.2026 13:00,a;")
+    (a.folder / "disk.iso.part").write_bytes(b"half a download")
+    (a.folder / ".Trash-1000/files").mkdir(parents=True)
+    (a.folder / ".Trash-1000/files/old.txt").write_text("thrown away")
+    a.start()
+    b.start()
+    try:
+        wait_until(lambda: "report.odt" in tree(b.folder), what="the report on b")
+        wait_until(lambda: "skipped:    3 paths" in shown(a), what="the three paths in a's status")
+        lines = shown(a).splitlines()
+        assert any(line.startswith("  .~lock.report.odt#: a LibreOffice lock file, not synced") for line in lines)
+        assert any(line.startswith("  disk.iso.part: ") and "!*.part in .boxsyncignore" in line for line in lines)
+        assert any(line.startswith("  .Trash-1000: a trash folder") for line in lines)
+        # Said once each, as what comes and goes, not as a warning.
+        assert "#warn] not syncing" not in output(a) and output(a).count("not syncing .~lock") == 1
+        # Made while a runs, and gone again.
+        (a.folder / ".report.txt.swp").write_text("vim's")
+        wait_until(lambda: "skipped:    4 paths" in shown(a), what="the swap file in the status")
+        os.unlink(a.folder / ".report.txt.swp")
+        wait_until(lambda: "skipped:    3 paths" in shown(a), what="the swap file gone from the status")
+        # b's own lock file stays on b.
+        (b.folder / ".~lock.report.odt#").write_text(",b,host,07.12.2026 13:01,b;")
+        # The user wants downloads in progress synced after all.
+        (a.folder / ".boxsyncignore").write_text("!*.part\n")
+        wait_until(lambda: "disk.iso.part" in tree(b.folder), what="the .part file on b")
+        wait_until(lambda: "skipped:    2 paths" in shown(a), what="the .part file no longer listed")
+        assert sorted(tree(server.box)) == [".boxsyncignore", "disk.iso.part", "report.odt"]
+        assert (a.folder / ".~lock.report.odt#").read_text().startswith(",a,")
+        assert (b.folder / ".~lock.report.odt#").read_text().startswith(",b,")
+    finally:
+        a.kill()
+        b.kill()
+    stop_and_check(server, "other programs' lock files", 3, a.folder, b.folder)

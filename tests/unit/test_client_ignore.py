@@ -7,10 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from boxsync.client.ignore import IGNORE_FILE, LOCAL_IGNORE_FILE, TEMP_PREFIX, IgnoreRules, is_temp_name
+from boxsync.client.ignore import (
+    DEFAULT_RULES,
+    IGNORE_FILE,
+    LOCAL_IGNORE_FILE,
+    TEMP_PREFIX,
+    IgnoreRules,
+    is_temp_name,
+)
 
 segments = st.text(
     st.characters(codec="utf-8", exclude_characters="/\\", min_codepoint=0x20),
@@ -20,14 +27,66 @@ segments = st.text(
 
 
 @given(st.lists(segments, min_size=1, max_size=4))
-def test_no_rules_ignore_only_hidden_and_temp(parts: list[str]) -> None:
+def test_no_rules_ignore_only_hidden_temp_and_default(parts: list[str]) -> None:
     """
-    Without rules, a path is ignored only if it is in the hidden folder or
-    names a temporary file.
+    Without rules, a path is ignored only if it is in the hidden folder,
+    names a temporary file or is left out by a default rule, which then
+    says so.
     """
     path = "/".join(parts)
+    rules = IgnoreRules()
     expected = parts[0] == ".boxsync" or any(p.startswith(TEMP_PREFIX) for p in parts)
-    assert IgnoreRules().ignored(path) is expected
+    assert rules.ignored(path) is (expected or rules.by_default(path) is not None)
+
+
+@given(st.lists(segments, min_size=1, max_size=3), st.sampled_from(DEFAULT_RULES))
+def test_each_default_rule_leaves_out_what_it_matches_and_says_why(
+    parts: list[str], rule: tuple[str, str]
+) -> None:
+    assume(".boxsync" not in parts and not any(map(is_temp_name, parts)))
+    pattern, what = rule
+    name = {
+        ".~lock.*#": ".~lock.{}#",
+        "~$*": "~${}",
+        "~*.tmp": "~{}.tmp",
+        ".*.sw[a-p]": ".{}.swp",
+        "*.kate-swp": "{}.kate-swp",
+        "\\#*#": "#{}#",
+        ".#*": ".#{}",
+        "*.crdownload": "{}.crdownload",
+        "*.part": "{}.part",
+        ".fuse_hidden*": ".fuse_hidden{}",
+        ".nfs" + "?" * 24: ".nfs{:0>24}",
+        ".Trash-*/": ".Trash-{}",
+    }[pattern].format(parts[-1][:24])
+    path = "/".join([*parts[:-1], name])
+    is_dir = pattern.endswith("/")
+    rules = IgnoreRules()
+    assert rules.ignored(path, is_dir)
+    reason = rules.by_default(path, is_dir)
+    assert reason is not None and reason.startswith(what + ", ") and f"!{pattern} " in reason
+    # A line of the shared file syncs it after all.
+    assert not IgnoreRules.from_lines([f"!{pattern}"]).ignored(path, is_dir)
+    # Left out by a rule of the folder's own as well: on purpose, unsaid.
+    assert IgnoreRules.from_lines(["*"]).by_default(path, is_dir) is None
+
+
+def test_a_default_rule_leaves_out_only_what_it_names() -> None:
+    rules = IgnoreRules()
+    for path, is_dir in [
+        ("report.odt", False),
+        ("notes.swp", False),
+        ("lock.txt", False),
+        ("a.part.txt", False),
+        ("partial", False),
+        (".nfsconfig", False),
+        ("Trash-1000", True),
+        (".Trash-1000", False),
+        ("my#notes#", False),
+        ("x~", False),
+    ]:
+        assert not rules.ignored(path, is_dir), path
+    assert IgnoreRules().fingerprint != IgnoreRules.from_lines(["!*.part"]).fingerprint
 
 
 def test_hidden_folder_and_temp_names() -> None:

@@ -513,6 +513,25 @@ def test_a_server_s_box_inside_is_not_synced_nor_its_files_taken_for_deleted(tmp
     assert {s.path: s.reason for s in result.skipped} == {"srv/box": NESTED_BOX}
 
 
+def test_other_programs_lock_and_swap_files_are_listed_not_synced(tmp_path: Path) -> None:
+    """
+    What a default rule leaves out (a lock file, a swap file, a trash
+    folder) is not synced, but listed with why; what the folder's own rules
+    leave out is not listed.
+    """
+    write(tmp_path, "report.odt", b"r")
+    write(tmp_path, ".~lock.report.odt#", b"l")
+    write(tmp_path, "docs/.notes.txt.swp", b"s")
+    write(tmp_path, ".Trash-1000/files/old.txt", b"o")
+    write(tmp_path, "build/.x.swp", b"b")
+    result = scan(tmp_path, {}, IgnoreRules.from_lines(["build/"]))
+    assert sorted(result.files) == ["report.odt"]
+    reasons = {s.path: s.reason for s in result.skipped}
+    assert sorted(reasons) == [".Trash-1000", ".~lock.report.odt#", "docs/.notes.txt.swp"]
+    assert reasons[".~lock.report.odt#"].startswith("a LibreOffice lock file, not synced by default")
+    assert not any(s.unreadable for s in result.skipped)
+
+
 def test_bad_names_skipped(tmp_path: Path) -> None:
     """
     Names the wire cannot carry, links and special files are skipped and
