@@ -674,9 +674,21 @@ class Engine:
         file = await self._look(path, to_upload=True)
         if file is None:
             self._passed_over(path)
+        elif file.changed and file.links > 1:
+            self._other_names(file)
         await self._actions.carry_out(reconcile.on_local_change(self.state.get(path), file), path, file)
         if path == IGNORE_FILE:
             self._rules_changed()
+
+    def _other_names(self, file: LocalFile) -> None:
+        """
+        Look again at the other synced names of C{file}, a file with hard
+        links written through one of them: the watcher hears only of the
+        name it was written through, but every name now has its bytes.
+        """
+        for other in self.state.with_inode(file.inode):
+            if other.path != file.path and not other.folder:
+                self.changed(other.path)
 
     def _passed_over(self, path: str) -> None:
         """

@@ -174,6 +174,8 @@ class LocalFile:
         read; C{None} if it was not.
     @ivar recipe: its blocks, if they were cut as it was hashed (see
         C{cut_over} in L{scan}); else C{None}.
+    @ivar links: how many names the file has (hard links), as it was read
+        (1 if it was not).
     """
 
     path: str
@@ -189,6 +191,7 @@ class LocalFile:
     executable: bool = False
     moved_from: Base | None = field(default=None, eq=False)
     recipe: Recipe | None = field(default=None, eq=False, repr=False)
+    links: int = field(default=1, eq=False)
 
     def to_entry(self) -> FileEntry:
         """
@@ -430,7 +433,8 @@ def _examine(
         key = stat_key(st)
     size, mtime_ns, inode, ctime_ns, executable = key
     found = LocalFile(
-        path, sha256, size, mtime_ns, inode, ctime_ns, seq, changed, data, racy, executable, recipe=recipe
+        path, sha256, size, mtime_ns, inode, ctime_ns, seq, changed, data, racy, executable, recipe=recipe,
+        links=st.st_nlink,
     )
     return found, refreshed
 

@@ -248,3 +248,39 @@ def test_a_folder_synced_on_its_own_inside_is_synced_but_its_client_s_data(tmp_p
         assert "work/.boxsync" in status.once().stderr
     finally:
         other.kill()
+
+
+@pytest.mark.slow
+def test_a_file_written_through_one_of_its_hard_links_is_synced_under_every_name(
+    tmp_path: Path, server: Server
+) -> None:
+    """
+    Two names of one file (a hard link, as ``cp -al`` or a backup tool
+    makes): written in place through one, both names have the new bytes,
+    and both reach B at once, though the watcher hears of one name only (no
+    rescan: before, the other waited for the next one, an hour by default).
+    """
+    a = Client(server, tmp_path / "a", "a", rescan=None)
+    b = Client(server, tmp_path / "b", "b", rescan=None)
+    a.folder.mkdir()
+    (a.folder / "notes.txt").write_text("first draft")
+    (a.folder / "backup").mkdir()
+    os.link(a.folder / "notes.txt", a.folder / "backup/notes.txt")
+    a.start()
+    b.start()
+    try:
+        wait_until(lambda: len(tree(b.folder)) == 2 and converged(a.folder, b.folder), what="the first sync")
+        with open(a.folder / "notes.txt", "r+") as f:
+            f.write("FINAL")
+        wait_until(
+            lambda: [(b.folder / p).read_text() for p in ("notes.txt", "backup/notes.txt")] == ["FINAL draft"] * 2,
+            what="both names' new bytes on b",
+        )
+        # On b they are two files: an edit of one stays in that one.
+        (b.folder / "backup/notes.txt").write_text("b's own")
+        wait_until(lambda: (a.folder / "backup/notes.txt").read_text() == "b's own", what="b's edit on a")
+        assert (a.folder / "notes.txt").read_text() == (b.folder / "notes.txt").read_text() == "FINAL draft"
+    finally:
+        a.kill()
+        b.kill()
+    stop_and_check(server, "hard links", 1, a.folder, b.folder)

@@ -513,6 +513,18 @@ def test_a_server_s_box_inside_is_not_synced_nor_its_files_taken_for_deleted(tmp
     assert {s.path: s.reason for s in result.skipped} == {"srv/box": NESTED_BOX}
 
 
+def test_a_file_read_tells_how_many_names_it_has(tmp_path: Path) -> None:
+    """
+    A file with hard links tells so when it is read (a write through one
+    name is news for the others).
+    """
+    write(tmp_path, "one.txt", b"shared")
+    write(tmp_path, "alone.txt", b"alone")
+    os.link(tmp_path / "one.txt", tmp_path / "two.txt")
+    found = [scan_one(tmp_path, path, None) for path in ("one.txt", "two.txt", "alone.txt")]
+    assert [f.links for f in found if f is not None] == [2, 2, 1]
+
+
 def test_other_programs_lock_and_swap_files_are_listed_not_synced(tmp_path: Path) -> None:
     """
     What a default rule leaves out (a lock file, a swap file, a trash
