@@ -60,7 +60,14 @@ class FolderIdentity:
         @raise FolderReplaced: if the folder at C{root}, or its state file,
             is not the one it was.
         """
-        if FolderIdentity.of(self.root) != self:
+        now = FolderIdentity.of(self.root)
+        if now.folder == self.folder and now.state != self.state:
+            raise FolderReplaced(
+                f"the state of {self.root} ({state_file(self.root).relative_to(self.root)}) was deleted "
+                "or replaced: stopped, and nothing was deleted on the server; started again, the client "
+                "compares every file with the box"
+            )
+        if now != self:
             raise FolderReplaced(
                 f"{self.root} is no longer the folder that was being synced (moved, deleted, "
                 "replaced or unmounted): stopped, and nothing was deleted on the server"
