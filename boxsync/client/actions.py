@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from functools import partial
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -27,7 +28,7 @@ from . import reconcile
 from .api import BoxsyncAPI
 from .errors import APIError, NotFound, StaleBase
 from .localpaths import LocalPaths
-from .placing import conflict_name, placed_base, prepare, set_executable, swap
+from .placing import conflict_name, copy_beside, placed_base, prepare, set_executable, swap
 from .progress import Reporter
 from .results import DownloadResult
 from .scanner import FileChanging, LocalFile
@@ -446,24 +447,40 @@ class Actions:
             executable = seen.executable
         # Taken before the move: the file keeps its inode, size and mtime.
         placed = prepare(temp, event.mtime_ns, executable, result.placed)
-        for attempt in range(3):
-            if attempt:
-                seen = await self.look(path)
-                if seen is not None and seen.changed:
-                    self.keep_as_conflict(path)
-                    seen = None
-            try:
-                displaced = swap(temp, target, seen, self.root)
-                break
-            except FileExistsError:
-                if target.is_dir() and not target.is_symlink() and not self._folder_gives_way(path, target):
-                    # The box deleted all below its file: what is left
-                    # (changed since, or new) is kept, and goes up, under
-                    # another name. Unchanged files had their deletes first.
-                    self._folder_as_conflict(path, target)
-                continue  # a new file appeared since the look: look again
-        else:
-            raise FileChanging(f"{path} keeps appearing while a download is placed")
+        copied = False
+        try:
+            for attempt in range(3):
+                if attempt:
+                    seen = await self.look(path)
+                    if seen is not None and seen.changed:
+                        self.keep_as_conflict(path)
+                        seen = None
+                try:
+                    try:
+                        displaced = swap(temp, target, seen, self.root)
+                    except OSError as e:
+                        if e.errno != errno.EXDEV or copied:
+                            raise
+                        # A disk mounted inside the folder, which a rename
+                        # cannot reach: the download is copied onto it.
+                        temp = await self.transfers.batcher.in_thread(partial(copy_beside, temp, target, self.root))
+                        copied = True
+                        placed = prepare(temp, event.mtime_ns, executable, None)
+                        displaced = swap(temp, target, seen, self.root)
+                    break
+                except FileExistsError:
+                    if target.is_dir() and not target.is_symlink() and not self._folder_gives_way(path, target):
+                        # The box deleted all below its file: what is left
+                        # (changed since, or new) is kept, and goes up, under
+                        # another name. Unchanged files had their deletes first.
+                        self._folder_as_conflict(path, target)
+                    continue  # a new file appeared since the look: look again
+            else:
+                raise FileChanging(f"{path} keeps appearing while a download is placed")
+        except BaseException:
+            if copied:
+                temp.unlink(missing_ok=True)  # in the folder: never left there
+            raise
         if displaced is not None:
             self.keep_as_conflict(path, displaced)
         self.state.put(placed_base(target, path, event.sha256, placed, result.seq))

@@ -16,8 +16,10 @@ import stat
 import time
 from pathlib import Path
 
-from ..fs import CANNOT, exchange, is_executable, mode_for, move_new, mtime_ns
+from ..fs import CANNOT, copy_range, exchange, is_executable, make_parents, mode_for, move_new, mtime_ns
 from ..paths import MAX_PATH_BYTES, MAX_SEGMENT_BYTES
+from ..writer import write_all
+from .ignore import TEMP_PREFIX
 from .scanner import LocalFile, stat_key
 from .state import UNKNOWN_CTIME, Base
 
@@ -25,6 +27,7 @@ __all__ = [
     "SET_ASIDE_SECONDS",
     "TMP_DAYS",
     "conflict_name",
+    "copy_beside",
     "placed_base",
     "prepare",
     "remove_older",
@@ -63,6 +66,38 @@ def conflict_name(path: str, client: str, when: float) -> str:
     room = min(MAX_SEGMENT_BYTES, MAX_PATH_BYTES - len(f"{folder}{slash}".encode())) - kept
     stem = stem.encode()[: max(room, 1)].decode(errors="ignore")
     return f"{folder}{slash}{stem}{tag}{dot}{suffix}"
+
+
+def copy_beside(temp: Path, target: Path, root: Path) -> Path:
+    """
+    Copy a download C{temp}, in the client's hidden folder, beside
+    C{target} (below C{root}, which has the folders it needs made if
+    missing), with its mode, made durable, and remove it: for a C{target}
+    on another file system (a disk mounted inside the synced folder), which
+    a rename cannot reach. The copy has the name of a temporary file of the
+    client's (never synced).
+
+    @return: the copy.
+    """
+    make_parents(root, target)
+    copy = target.parent / f"{TEMP_PREFIX}{os.urandom(8).hex()}"
+    with open(temp, "rb") as source:
+        st = os.fstat(source.fileno())
+        fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IMODE(st.st_mode))
+        try:
+            if not copy_range(source.fileno(), 0, fd, 0, st.st_size):
+                # Not in the kernel between these file systems.
+                os.ftruncate(fd, 0)
+                while chunk := source.read(1 << 20):
+                    write_all(fd, [chunk])
+            os.fsync(fd)
+        except BaseException:
+            os.unlink(copy)
+            raise
+        finally:
+            os.close(fd)
+    os.unlink(temp)
+    return copy
 
 
 def prepare(temp: Path, mtime_ns: int, executable: bool | None, placed: os.stat_result | None) -> os.stat_result:
@@ -222,15 +257,26 @@ def set_aside_path(tmp: Path, sha256: str) -> Path:
     return tmp / f"del-{sha256[:32]}"
 
 
-def set_aside(local: Path, tmp: Path, sha256: str) -> None:
+def set_aside(local: Path, tmp: Path, sha256: str) -> bool:
     """
     Take the file C{local}, whose content has the sha256 C{sha256}, out of
     the folder into C{tmp} for L{SET_ASIDE_SECONDS} (see
     L{remove_set_aside}): a rename elsewhere arrives as a delete and a new
     file with the same content, which is then taken from here instead of
-    sent again.
+    sent again. A file on another file system than C{tmp} (a disk mounted
+    inside the synced folder), which a rename cannot take there, is
+    removed instead.
+
+    @return: whether it was set aside.
     """
-    os.replace(local, set_aside_path(tmp, sha256))
+    try:
+        os.replace(local, set_aside_path(tmp, sha256))
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        os.unlink(local)
+        return False
+    return True
 
 
 def remove_set_aside(tmp: Path) -> None:

@@ -114,7 +114,8 @@ class Transfers:
             stamps there are kept, and while they stay the same it is
             taken back without being read.
         """
-        set_aside(local, self.tmp, sha256)
+        if not set_aside(local, self.tmp, sha256):
+            return
         self.aside.add(sha256[:32])
         self.trusted.pop(sha256[:32], None)
         aside = set_aside_path(self.tmp, sha256)

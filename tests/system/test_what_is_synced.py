@@ -11,8 +11,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -284,3 +287,62 @@ def test_a_file_written_through_one_of_its_hard_links_is_synced_under_every_name
         a.kill()
         b.kill()
     stop_and_check(server, "hard links", 1, a.folder, b.folder)
+
+
+@contextmanager
+def mounted_disk(folder: Path) -> Iterator[None]:
+    """
+    A file system of its own (a tmpfs) mounted at C{folder}, as a disk
+    mounted inside a synced folder is; the test is skipped where this
+    machine does not let it mount one.
+    """
+    folder.mkdir(parents=True)
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"cannot mount a tmpfs here: {e}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.mark.slow
+def test_files_on_a_disk_mounted_inside_the_folder_are_placed_kept_and_deleted(
+    tmp_path: Path, server: Server
+) -> None:
+    """
+    B's folder has a disk mounted in it (a file system of its own), which
+    the client's hidden folder is not on. Downloads, a delete, a rename and
+    a conflict there all happen as anywhere else (before, no download
+    could be moved there: each was tried again, forever).
+    """
+    a = Client(server, tmp_path / "a", "a", rescan=None)
+    b = Client(server, tmp_path / "b", "b", rescan=None)
+    (a.folder / "disk/sub").mkdir(parents=True)
+    (a.folder / "disk/small.txt").write_text("small")
+    (a.folder / "disk/gone.txt").write_text("to be deleted")
+    (a.folder / "disk/big.bin").write_bytes(os.urandom(3 << 20))
+    (a.folder / "disk/sub/run.sh").write_text("#!/bin/sh\n")
+    (a.folder / "disk/sub/run.sh").chmod(0o755)
+    with mounted_disk(b.folder / "disk"):
+        a.start()
+        b.start()
+        try:
+            wait_until(lambda: len(tree(b.folder)) == 4 and converged(a.folder, b.folder), what="the first sync")
+            assert mode(b.folder / "disk/sub/run.sh") == 0o755
+            os.unlink(a.folder / "disk/gone.txt")
+            os.rename(a.folder / "disk/big.bin", a.folder / "disk/sub/big.bin")
+            wait_until(lambda: len(tree(b.folder)) == 3 and converged(a.folder, b.folder), what="the delete and rename")
+            b.kill()
+            (b.folder / "disk/small.txt").write_text("b's edit")
+            (a.folder / "disk/small.txt").write_text("a's edit")
+            b = Client(server, tmp_path / "b", "b", rescan=None).start()
+            wait_until(lambda: len(tree(b.folder)) == 4 and converged(a.folder, b.folder), what="both edits kept")
+            assert (b.folder / "disk/small.txt").read_text() == "a's edit"
+            assert [p for p in os.listdir(b.folder / "disk") if p.startswith(".boxsync")] == []
+            assert "Invalid cross-device" not in output(b)
+        finally:
+            a.kill()
+            b.kill()
+        stop_and_check(server, "a disk mounted inside the folder", 0, a.folder, b.folder)
