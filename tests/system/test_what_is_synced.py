@@ -298,7 +298,9 @@ def mounted_disk(folder: Path) -> Iterator[None]:
     """
     folder.mkdir(parents=True)
     try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], check=True, capture_output=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], check=True, capture_output=True
+        )
     except (OSError, subprocess.CalledProcessError) as e:
         pytest.skip(f"cannot mount a tmpfs here: {e}")
     try:
