@@ -19,11 +19,12 @@ over, with why (L{IgnoreRules.by_default}).
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Iterable
 
 from attrs import define, field
-from pathspec import GitIgnoreSpec
+from pathspec import GitIgnoreSpec, RegexPattern
 from twisted.logger import Logger
 
 from ..paths import HIDDEN_DIR
@@ -93,6 +94,21 @@ def _read(root: Path) -> list[str]:
 
 _DEFAULT_LINES = [pattern for pattern, _ in DEFAULT_RULES]
 _DEFAULT_SPECS = [(GitIgnoreSpec.from_lines([pattern]), pattern, what) for pattern, what in DEFAULT_RULES]
+# The default rules as one expression, for a folder without rules of its
+# own: every path is matched, and one search in C takes half the time
+# pathspec takes to try each rule in turn. (Their groups are unnamed: a
+# name may not be used twice.) Before it, what every path a default rule
+# matches has: a name that starts with one of ".~#" or has one of these
+# extensions; most paths have neither, and are told so in a fifth of it.
+_DEFAULT_HINT = re.compile(r"(?:^|/)[.~#]|\.(?:part|crdownload|kate-swp)(?:/|$)")
+_DEFAULTS = re.compile(
+    "|".join(
+        f"(?:{rule.regex.pattern.replace('(?P<ps_d>', '(?:')})"
+        for spec, _, _ in _DEFAULT_SPECS
+        for rule in spec.patterns
+        if isinstance(rule, RegexPattern) and rule.regex is not None
+    )
+)
 
 
 @define
@@ -200,7 +216,10 @@ class IgnoreRules:
         return self._matched(path, is_dir)
 
     def _matched(self, path: str, is_dir: bool) -> bool:
-        return self._spec.match_file(path + "/" if is_dir else path)
+        key = path + "/" if is_dir else path
+        if not self._lines:
+            return _DEFAULT_HINT.search(path) is not None and _DEFAULTS.match(key) is not None
+        return self._spec.match_file(key)
 
     def by_default(self, path: str, is_dir: bool = False) -> str | None:
         """
