@@ -102,6 +102,16 @@ def _seq(value: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _folder(text: str) -> Path:
+    """
+    The synced folder named C{text}: never an empty name, which a shell gives
+    for a variable that is not set, and which would be the current folder.
+    """
+    if not text.strip():
+        raise ValueError("an empty name (is a variable that names it unset?)")
+    return Path(text).expanduser()
+
+
 SETTINGS = [
     Setting(
         "server",
@@ -127,7 +137,7 @@ SETTINGS = [
         flag=True,
     ),
     Setting("name", None, "this client's name, shown in conflict copies and server logs"),
-    Setting("folder", "./box", "the folder to keep in sync", lambda folder: Path(folder).expanduser()),
+    Setting("folder", "./box", "the folder to keep in sync", _folder),
     Setting("once", False, "sync until the folder and the box agree, then exit", flag=True),
     Setting("transfers", 4, "transfers at once", _transfers),
     Setting("rescan", 300.0, "seconds between full rescans of the folder", seconds),

@@ -290,6 +290,9 @@ def test_status_and_ls_as_json(tmp_path: Path, server: Server) -> None:
             ["--once", "--token=t", "/"],
             "/ is the root of the file system, not a folder to sync: give a folder of its own",
         ),
+        # "$FOLDER" with FOLDER unset: not the current folder.
+        (["--once", "--token=t", ""], "--folder: an empty name (is a variable that names it unset?)"),
+        (["status", " "], "--folder: an empty name (is a variable that names it unset?)"),
         (
             ["--limit-up", "5Q", "{tmp}"],
             "--limit-up: '5Q' is not a size (a number of bytes, or of K, M, G or T: 500K, 1.5M)",
@@ -300,8 +303,9 @@ def test_a_misused_client_says_what_is_wrong_in_one_line(tmp_path: Path, args: l
     (tmp_path / "a-file").write_text("not a folder")
     ran = subprocess.run(
         [sys.executable, "-m", "boxsync.client", *(a.format(tmp=tmp_path) for a in args)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )
     assert ran.returncode != 0
     assert ran.stderr.strip().splitlines()[-1].endswith(says.format(tmp=tmp_path)), ran.stderr
     assert not (tmp_path / "no").exists() and not Path("/.boxsync").exists()
+    assert not (tmp_path / ".boxsync").exists()
