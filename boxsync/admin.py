@@ -28,7 +28,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.selectreactor import SelectReactor
 from twisted.python.failure import Failure
 
-from .config import human_size
+from .config import folder, human_size
 from .lock import FolderLock, Locked
 from .paths import HIDDEN_DIR
 from .reactors import IServerReactor
@@ -202,7 +202,10 @@ def _parser(environ: dict[str, str]) -> argparse.ArgumentParser:
 
 
 def _box(path: str) -> Path:
-    box = Path(path).expanduser()
+    try:
+        box = folder(path)
+    except ValueError as e:
+        raise AdminError(f"--box: {e}") from None
     if not box.is_dir():
         raise AdminError(f"{box} is not a folder: give the server's box with --box")
     return Path(os.path.realpath(box))

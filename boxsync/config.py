@@ -75,6 +75,23 @@ def whole(value: str, least: int = 0) -> int:
     return number
 
 
+def folder(value: str) -> Path:
+    """
+    A folder to keep files in (a client's synced folder, a server's box).
+
+    @raise ValueError: if it is an empty name (what a shell gives for a
+        variable that is not set, and which would be the current folder),
+        or the root of the file system (every mount below it, C{/proc} and
+        C{/dev}).
+    """
+    if not value.strip():
+        raise ValueError("an empty name (is a variable that names it unset?)")
+    path = Path(value).expanduser()
+    if path.resolve() == Path("/"):
+        raise ValueError(f"{value} is the root of the file system: give a folder of its own")
+    return path
+
+
 def size(value: str) -> int:
     """
     A number of bytes, such as C{500}, C{500K}, C{1.5M}, C{50G}, C{2T} (with

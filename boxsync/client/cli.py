@@ -27,7 +27,7 @@ from twisted.logger import (
 from twisted.web.client import RequestTransmissionFailed, ResponseFailed
 
 from .. import __version__
-from ..config import ConfigError, Setting, config_home, find_config, load, resolve, seconds, size, whole
+from ..config import ConfigError, Setting, config_home, find_config, folder, load, resolve, seconds, size, whole
 from ..garbage import collect_less_often
 from ..lock import FolderLock, Locked
 from ..logs import text_observer
@@ -102,16 +102,6 @@ def _seq(value: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _folder(text: str) -> Path:
-    """
-    The synced folder named C{text}: never an empty name, which a shell gives
-    for a variable that is not set, and which would be the current folder.
-    """
-    if not text.strip():
-        raise ValueError("an empty name (is a variable that names it unset?)")
-    return Path(text).expanduser()
-
-
 SETTINGS = [
     Setting(
         "server",
@@ -137,7 +127,7 @@ SETTINGS = [
         flag=True,
     ),
     Setting("name", None, "this client's name, shown in conflict copies and server logs"),
-    Setting("folder", "./box", "the folder to keep in sync", _folder),
+    Setting("folder", "./box", "the folder to keep in sync", folder),
     Setting("once", False, "sync until the folder and the box agree, then exit", flag=True),
     Setting("transfers", 4, "transfers at once", _transfers),
     Setting("rescan", 300.0, "seconds between full rescans of the folder", seconds),
@@ -364,11 +354,6 @@ def _open_folder(folder: Path) -> tuple[LocalState, FolderLock]:
     hidden = folder / HIDDEN_DIR
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file, not a folder")
-    if folder == Path(folder.anchor):
-        # Every mount below it, /proc and /dev: no folder to keep in sync.
-        raise UserError(
-            f"{folder} is the root of the file system, not a folder to sync: give a folder of its own"
-        )
     if not folder.parent.is_dir():
         raise UserError(f"cannot use {folder} as the synced folder: {folder.parent} does not exist")
     if (hidden / SERVER_LOCK_FILE).exists():

@@ -19,6 +19,7 @@ from ..config import (
     Setting,
     config_home,
     find_config,
+    folder,
     load,
     resolve,
     seconds,
@@ -90,7 +91,7 @@ SYSTEM_CONFIG = Path("/etc/boxsync/server.toml")
 CONFIG_VARIABLE = "BOXSYNC_SERVER_CONFIG"
 
 SETTINGS = [
-    Setting("box", "./box", "The folder with the shared files.", short="b"),
+    Setting("box", "./box", "The folder with the shared files.", lambda text: str(folder(text)), short="b"),
     Setting(
         "api-key",
         None,

@@ -148,6 +148,18 @@ def test_a_missing_box_is_a_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "no").exists()
 
 
+def test_an_empty_name_or_the_root_is_no_box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    C{--box "$BOX"} with BOX unset is not the current folder, nor is the
+    root of the file system a box: refused before anything is made.
+    """
+    monkeypatch.chdir(tmp_path)
+    for box, says in [("", "an empty name"), ("/", "/ is the root of the file system")]:
+        status, out, err = admin("token", "--account", "a", "--client", "c", "--box", box)
+        assert status == 1 and out == "" and err.startswith(f"boxsync-admin: error: --box: {says}"), err
+    assert list(tmp_path.iterdir()) == [] and not Path("/.boxsync").exists()
+
+
 def test_the_box_comes_from_the_environment(box: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     status, out, _ = admin("token", "--account", "alice", "--client", "c", environ={"BOXSYNC_BOX": str(box)})
     assert status == 0 and (box / "alice").is_dir()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -340,3 +341,19 @@ def test_a_box_inside_a_synced_folder_or_another_box_is_refused(tmp_path: Path, 
         parse("--api-key", "k", "--box", str(box))
     assert not (tmp_path / "above" / "deeper").exists()
     assert parse("--api-key", "k", "--box", str(tmp_path / "beside"))["box"] == str(tmp_path / "beside")
+
+
+@pytest.mark.parametrize(
+    "box, says",
+    [
+        # "$BOX" with BOX unset: not the current folder.
+        ("", "an empty name (is a variable that names it unset?)"),
+        ("/", "/ is the root of the file system: give a folder of its own"),
+        ("/tmp/..", "/tmp/.. is the root of the file system: give a folder of its own"),
+    ],
+)
+def test_an_empty_name_or_the_root_is_no_box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, box: str, says: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=f"^--box: {re.escape(says)}$"):
+        parse("--api-key", "k", "--box", box)
+    assert list(tmp_path.iterdir()) == [] and not Path("/.boxsync").exists()

@@ -288,7 +288,7 @@ def test_status_and_ls_as_json(tmp_path: Path, server: Server) -> None:
         ),
         (
             ["--once", "--token=t", "/"],
-            "/ is the root of the file system, not a folder to sync: give a folder of its own",
+            "/ is the root of the file system: give a folder of its own",
         ),
         # "$FOLDER" with FOLDER unset: not the current folder.
         (["--once", "--token=t", ""], "--folder: an empty name (is a variable that names it unset?)"),
