@@ -352,7 +352,9 @@ def test_a_box_inside_a_synced_folder_or_another_box_is_refused(tmp_path: Path, 
         ("/tmp/..", "/tmp/.. is the root of the file system: give a folder of its own"),
     ],
 )
-def test_an_empty_name_or_the_root_is_no_box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, box: str, says: str) -> None:
+def test_an_empty_name_or_the_root_is_no_box(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, box: str, says: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UsageError, match=f"^--box: {re.escape(says)}$"):
         parse("--api-key", "k", "--box", box)
