@@ -1,5 +1,6 @@
 """
-Start-up reconciliation: make the index agree with what is really in the box.
+Start-up reconciliation: make the index agree with what is really in the box;
+and, while the server runs, the same for what a person changes in it by hand.
 
 Files put into the box by hand while the server was down become new versions;
 files removed by hand become deletions (and so do folders synced as folders
@@ -21,9 +22,13 @@ from .index import FileRecord
 from .storage import LocalFile, LocalFolder
 from .plan import PAGE
 
-__all__ = ["adopt", "Adopted"]
+__all__ = ["LOOK_SECONDS", "adopt", "Adopted", "look_for_hand_changes"]
 
 log = Logger()
+
+#: Seconds between two looks at a box for what a person changed in it by
+#: hand (a walk of the box; a file is read only if its stamps changed).
+LOOK_SECONDS = 300.0
 
 #: Rows committed per transaction.
 _BATCH = 1000
@@ -129,3 +134,57 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
         removed=result.removed,
     )
     return result
+
+
+async def look_for_hand_changes(box: Box) -> Adopted:
+    """
+    What a person changed by hand in the box of C{box} while the server
+    runs, taken as L{adopt} takes it at start-up: a file written or put
+    there is a new version, a file removed is deleted. Each is committed on
+    its own, in the box's turn, only if neither the file nor its row moved
+    since they were looked at (L{Box.take_by_hand}): a client's commit made
+    meanwhile wins, and what still differs is found at the next look. The
+    removals go first (a file replaced by a folder by hand). Folders are
+    left to the start-up adoption.
+    """
+    storage = box.storage
+    rows = await _all_rows(box)
+    found = await storage.in_thread(lambda: list(storage.walk()))
+    files = {file.path: file for file in found if isinstance(file, LocalFile)}
+    removed = 0
+    for gone in rows.values():
+        if not gone.deleted and not gone.folder and gone.path not in files:
+            removed += await box.take_by_hand(gone, None) is not None
+    added = changed = read = 0
+    for path, file in files.items():
+        row = rows.get(path)
+        live = row if row is not None and not row.deleted else None
+        if live is not None and (live.size, live.mtime_ns, live.executable, live.ctime_ns) == (
+            file.size, file.mtime_ns, file.executable, file.ctime_ns
+        ):
+            continue
+        if live is not None and live.folder:
+            continue
+        sha256 = await storage.in_thread(lambda: storage.hash(path))
+        read += 1
+        if sha256 is None:
+            continue
+        if live is not None and (live.size, live.mtime_ns, live.executable, live.sha256) == (
+            file.size, file.mtime_ns, file.executable, sha256
+        ):
+            # Only its ctime moved: the same file.
+            await box.index.restamp(box.account, [(path, file.ctime_ns)])
+            continue
+        if await box.take_by_hand(row, file, sha256) is not None:
+            changed += live is not None
+            added += live is None
+    log.debug(
+        "looked at the box for changes by hand: {files} files, {read} read, {added} new, {changed} changed, "
+        "{removed} removed",
+        files=len(files),
+        read=read,
+        added=added,
+        changed=changed,
+        removed=removed,
+    )
+    return Adopted(added, changed, removed, len(files))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Protocol
 
 import psutil
 from attrs import define, field
@@ -28,7 +28,7 @@ from ..paths import SERVER_LOCK_FILE
 from ..reactors import IServerReactor
 from ..stdlog import LibraryLogs
 from .accounts import Accounts
-from .adopt import adopt
+from .adopt import LOOK_SECONDS, adopt, look_for_hand_changes
 from .history import HistoryRoutes
 from .retention import TIDY_SECONDS, Retention, tidy
 from .app import BoxsyncApp
@@ -91,6 +91,8 @@ class ServerConfig:
         (C{--keep-versions}, C{--thin-versions}, C{--history-max}).
     @ivar tidy_seconds: how often old versions and unused blocks are
         removed.
+    @ivar look_seconds: how often the box is looked at for what a person
+        changed in it by hand (0: never, only at start-up).
     @ivar revocation_seconds: how often, in token mode, the token registry
         is checked for revocations and new accounts.
     """
@@ -111,6 +113,7 @@ class ServerConfig:
     revocation_seconds: float = POLL_SECONDS
     retention: Retention = field(factory=Retention)
     tidy_seconds: float = TIDY_SECONDS
+    look_seconds: float = LOOK_SECONDS
 
     def __attrs_post_init__(self) -> None:
         if (self.auth is None) != self.tokens:
@@ -129,7 +132,8 @@ DRAIN_SECONDS = 10.0
 #: How often it looks whether they have.
 DRAIN_POLL_SECONDS = 0.05
 
-#: The file the servers of one box take turns to tidy it on.
+#: The file the servers of one box take turns on to tidy it, and to look
+#: at it for changes made by hand.
 TIDY_LOCK = "tidy.lock"
 MODE_FILE = "mode"
 
@@ -671,6 +675,8 @@ class BoxsyncService(MultiService):
         if config.status_seconds > 0:
             _Periodic(reactor, config.status_seconds, self._log_status, self._after_ready()).setServiceParent(self)
         _Periodic(reactor, config.tidy_seconds, self._tidy, self._after_ready()).setServiceParent(self)
+        if config.look_seconds > 0:
+            _Periodic(reactor, config.look_seconds, self._look, self._after_ready()).setServiceParent(self)
 
     def stopService(self) -> Deferred[Any]:
         """
@@ -724,18 +730,39 @@ class BoxsyncService(MultiService):
         return BucketedBlockStore(local, S3BlockStore(account, index, self.bucket, self.reactor))
 
     async def _tidy(self) -> None:
-        if not self.cluster:
-            await tidy(self._boxes(), self.config.retention, self.reactor.seconds())
-            return
-        # One server tidies at a time. Kept versions do not share their
-        # blocks (punched out of one, filled back before a read): the
+        # Kept versions do not share their blocks where there are several
+        # servers (punched out of one, filled back before a read): the
         # filling on one server could meet the punching on another.
+        await self._on_one_server(
+            lambda alone: tidy(self._boxes(), self.config.retention, self.reactor.seconds(), share=alone)
+        )
+
+    async def _look(self) -> None:
+        """
+        Take what a person changed in the boxes by hand.
+        """
+
+        async def look(alone: bool) -> None:
+            for box in self._boxes():
+                await look_for_hand_changes(box)
+
+        await self._on_one_server(look)
+
+    async def _on_one_server(self, work: Callable[[bool], Awaitable[object]]) -> None:
+        """
+        Do C{work} (told whether this server is the box's only one): where
+        there are several, on one of them at a time, the others passing
+        their turn (each would find the same to do).
+        """
+        if not self.cluster:
+            await work(True)
+            return
         try:
             lock = FolderLock.acquire(self.storage.hidden / TIDY_LOCK)
         except Locked:
             return
         try:
-            await tidy(self._boxes(), self.config.retention, self.reactor.seconds(), share=False)
+            await work(False)
         finally:
             lock.release()
 

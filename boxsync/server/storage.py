@@ -183,6 +183,19 @@ class BoxStorage:
         opened = open_regular_fd(self.root, path)
         return None if opened is None else opened[0]
 
+    def look(self, path: str) -> LocalFile | None:
+        """
+        The regular file at C{path} with its stamps, as L{walk} finds it, or
+        C{None} if there is none there (a symbolic link is never followed).
+        Blocking.
+        """
+        opened = open_regular_fd(self.root, path)
+        if opened is None:
+            return None
+        fd, st = opened
+        os.close(fd)
+        return _found(path, st)
+
     def hash(self, path: str) -> str | None:
         """
         The sha256 of the regular file at C{path}, or C{None} if there is
@@ -563,10 +576,11 @@ class BoxStorage:
                     except BadPath as e:
                         self.log.warn("skipping {name}: {e}", name=entry.path, e=e)
                         continue
-                    st = entry.stat(follow_symlinks=False)
-                    yield LocalFile(
-                        path, st.st_size, mtime_ns(st), st.st_ctime_ns, is_executable(st.st_mode)
-                    )
+                    yield _found(path, entry.stat(follow_symlinks=False))
+
+
+def _found(path: str, st: os.stat_result) -> LocalFile:
+    return LocalFile(path, st.st_size, mtime_ns(st), st.st_ctime_ns, is_executable(st.st_mode))
 
 
 def _replace(source: Path, parent: int, name: str, path: str) -> None:

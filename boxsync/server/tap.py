@@ -28,6 +28,7 @@ from ..config import (
     whole,
 )
 from ..paths import CLIENT_STATE_FILE, HIDDEN_DIR, SERVER_LOCK_FILE, marked_above
+from .adopt import LOOK_SECONDS
 from .auth import ApiKeyAuth
 from .hub import MAX_STREAMS_PER_TOKEN
 from .retention import KEEP_VERSIONS, THIN_VERSIONS, HistoryMax, Retention, Thinning, parse_duration
@@ -101,6 +102,12 @@ SETTINGS = [
     ),
     Setting("max-upload", MAX_UPLOAD, "Largest upload accepted, e.g. 50G.", size),
     Setting("status-interval", 60.0, "Seconds between status lines in the log (0: none).", float),
+    Setting(
+        "look-interval",
+        LOOK_SECONDS,
+        "Seconds between looks at the box for files a person changed in it by hand (0: only at start-up).",
+        float,
+    ),
     Setting("keepalive", 15.0, "Seconds between keep-alive comments on idle event streams.", seconds),
     Setting("max-manifest", MAX_MANIFEST_BYTES, "Largest POST /sync body (manifest) accepted, e.g. 64M.", size),
     Setting("max-manifest-entries", MAX_MANIFEST_ENTRIES, "Most files one manifest may list.", size),
@@ -328,6 +335,7 @@ def makeService(options: Options) -> Any:
         max_streams_per_token=options["max-streams-per-token"],
         max_upload=options["max-upload"],
         status_seconds=options["status-interval"],
+        look_seconds=options["look-interval"],
         keepalive_seconds=options["keepalive"],
         max_manifest=options["max-manifest"],
         max_manifest_entries=options["max-manifest-entries"],

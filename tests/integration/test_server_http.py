@@ -25,6 +25,8 @@ from boxsync.wire import (
     Ready,
     Upload,
 )
+from boxsync.server.adopt import look_for_hand_changes
+from boxsync.server.box import Box
 from boxsync.server.storage import BoxStorage, LocalFile
 from tests.helpers import RunningServer, json_of, open_raw_stream, open_stream, put, sha, timed
 
@@ -548,3 +550,73 @@ async def test_a_range_that_is_not_even_text_is_ignored(server: RunningServer, h
         raw = await send(server, http_request(server, "GET", target, headers))
         await raw.response()
         assert raw.status == 200 and raw.body == b"0123456789", target
+
+
+@pytest_twisted.ensureDeferred
+async def test_files_changed_by_hand_while_the_server_runs_are_taken(server: RunningServer, http: Any) -> None:
+    """
+    A file written in the box by hand, one put there and one removed while
+    the server runs: the next look takes each as the start-up adoption
+    would, and tells the streams open; the look after takes nothing more.
+    Before, the edited file was served under its old sha256 until a restart
+    (every client fetching it found it was not that version, and tried
+    again, forever).
+    """
+    assert service_box(server) is not None
+    await put(http, server, "gone.txt", b"gone", base=0)
+    await put(http, server, "edited.txt", b"old", base=0)
+    stream = await open_stream(http, server, Manifest())
+    try:
+        await stream.ready()
+        (server.box / "gone.txt").unlink()
+        (server.box / "edited.txt").write_bytes(b"edited by hand")
+        (server.box / "deep").mkdir()
+        (server.box / "deep/new.txt").write_bytes(b"dropped in")
+        taken = await look_for_hand_changes(service_box(server))
+        assert (taken.added, taken.changed, taken.removed) == (1, 1, 1)
+        events = await stream.wait(lambda events: sum(isinstance(e, (Download, Delete)) for e in events) >= 5)
+        late = [e for e in events if isinstance(e, (Download, Delete)) and e.seq > 2]
+        assert {(type(e).__name__, e.path) for e in late} == {
+            ("Delete", "gone.txt"), ("Download", "edited.txt"), ("Download", "deep/new.txt")
+        }
+        edited = await http.get(server.file_url("edited.txt"), headers=server.headers())
+        assert await content(edited) == b"edited by hand"
+        assert edited.headers.getRawHeaders("ETag") == [f'"{sha(b"edited by hand")}"']
+        again = await look_for_hand_changes(service_box(server))
+        assert (again.added, again.changed, again.removed) == (0, 0, 0)
+    finally:
+        stream.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_commit_made_after_a_look_wins_over_what_it_found_by_hand(server: RunningServer, http: Any) -> None:
+    """
+    What a look found changed by hand is not taken if a client committed
+    the path, or the file changed, since the look: the next look decides.
+    """
+    box = service_box(server)
+    await put(http, server, "doc.txt", b"v1", base=0)
+    row = await box.index.get(box.account, "doc.txt")
+    (server.box / "doc.txt").write_bytes(b"by hand")
+    found = box.storage.look("doc.txt")
+    assert found is not None and found.size == 7
+    # A client's commit comes between the look and the take.
+    assert (await put(http, server, "doc.txt", b"the client's", base=row.seq)).code == 201
+    assert await box.take_by_hand(row, found, sha(b"by hand")) is None
+    assert (server.box / "doc.txt").read_bytes() == b"the client's"
+    assert (await box.index.get(box.account, "doc.txt")).sha256 == sha(b"the client's")
+    # The file changed again since it was found: nothing either.
+    row = await box.index.get(box.account, "doc.txt")
+    (server.box / "doc.txt").write_bytes(b"by hand, once")
+    found = box.storage.look("doc.txt")
+    (server.box / "doc.txt").write_bytes(b"by hand, twice")
+    assert await box.take_by_hand(row, found, sha(b"by hand, once")) is None
+    # Found as it is, it is taken.
+    found = box.storage.look("doc.txt")
+    taken = await box.take_by_hand(row, found, sha(b"by hand, twice"))
+    assert taken is not None and taken.origin == "box" and taken.seq == row.seq + 1
+
+
+def service_box(server: RunningServer) -> Box:
+    assert server.service is not None and server.service.box is not None
+    return server.service.box

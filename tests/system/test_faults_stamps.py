@@ -83,3 +83,36 @@ def test_box_edit_with_stamps_kept_is_adopted(tmp_path: Path, server: Server) ->
     server.start()
     stop_and_check(server, "edits with stamps kept, box", 1, fresh.folder)
     assert [row.seq for row in index_rows(server.box)[0] if row.path == "doc.txt"] == [seq_before]
+
+
+@pytest.mark.slow
+def test_box_edits_by_hand_while_the_server_runs_reach_every_client(tmp_path: Path) -> None:
+    """
+    A file edited by hand in the box while the server runs (one with its
+    stamps kept among them), one put there and one removed: each reaches
+    the client that synced the box, and one that joins after. Before, they
+    waited for a restart of the server, and a client joining found the
+    edited file was not the version it was told of, and tried again,
+    forever.
+    """
+    server = Server(tmp_path / "box", options=["--look-interval", "0.5"]).start()
+    a = Client(server, tmp_path / "a", "a", rescan=None)
+    a.folder.mkdir()
+    for name in ("doc.txt", "kept.txt", "gone.txt"):
+        (a.folder / name).write_bytes(b"A000")
+    a.start()
+    try:
+        wait_until(lambda: len(tree(server.box)) == 3, what="the files in the box")
+        (server.box / "doc.txt").write_bytes(b"edited by hand")
+        edit_keeping_stamps(server.box / "kept.txt", b"B000")
+        (server.box / "new.txt").write_bytes(b"put by hand")
+        os.unlink(server.box / "gone.txt")
+        expected = {"doc.txt": sha(b"edited by hand"), "kept.txt": sha(b"B000"), "new.txt": sha(b"put by hand")}
+        wait_until(lambda: tree(a.folder) == expected, what="the changes made by hand on a")
+        b = Client(server, tmp_path / "b", "b", rescan=None)
+        b.folder.mkdir()
+        assert b.once().returncode == 0
+        assert tree(b.folder) == expected
+    finally:
+        a.kill()
+    stop_and_check(server, "box edits by hand, server running", 4, a.folder, b.folder)
