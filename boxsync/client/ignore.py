@@ -78,17 +78,35 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX)
 
 
+_log = Logger()
+
+
 def _read(root: Path) -> list[str]:
     """
     The lines of the rules of the folder C{root}: the shared file's, then
-    this client's own (none from a file that does not exist).
+    this client's own (none from a file that does not exist). A line that
+    is no pattern (C{!} alone, a trailing backslash) is left out, as git
+    leaves it out, with a warning: one client's typo in the shared file
+    must not stop every client.
     """
     lines: list[str] = []
     for name in (IGNORE_FILE, LOCAL_IGNORE_FILE):
         try:
-            lines += (root / name).read_text(encoding="utf-8", errors="replace").splitlines()
+            text = (root / name).read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
-            pass
+            continue
+        for number, line in enumerate(text.splitlines(), start=1):
+            try:
+                GitIgnoreSpec.from_lines([line])
+            except ValueError:
+                _log.warn(
+                    "{name}, line {number}, is no pattern, and is left out: {line!r}",
+                    name=name,
+                    number=number,
+                    line=line,
+                )
+                continue
+            lines.append(line)
     return lines
 
 

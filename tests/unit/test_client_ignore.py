@@ -204,3 +204,27 @@ def test_a_clients_own_list_adds_to_the_shared_one(tmp_path: Path) -> None:
     (tmp_path / LOCAL_IGNORE_FILE).unlink()
     assert rules.reload() and rules.fingerprint != before
     assert not rules.ignored("videos", is_dir=True) and rules.ignored("a.log")
+
+
+def test_a_line_that_is_no_pattern_is_left_out_and_said(tmp_path: Path) -> None:
+    """
+    A line git takes for no pattern (C{!} alone, a trailing backslash) in
+    the shared file: left out with a warning naming it, the other lines
+    kept (one client's typo there must not stop every client).
+    """
+    from twisted.logger import globalLogPublisher
+
+    said: list[str] = []
+
+    def observe(event: dict[str, object]) -> None:
+        if "is no pattern" in str(event.get("log_format", "")):
+            said.append(f"{event['name']}:{event['number']}:{event['line']}")
+
+    (tmp_path / IGNORE_FILE).write_text("*.log\n!\nbuild/\\\n*.tmp\n", encoding="utf-8")
+    globalLogPublisher.addObserver(observe)
+    try:
+        rules = IgnoreRules.load(tmp_path)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert rules.ignored("a.log") and rules.ignored("a.tmp") and not rules.ignored("a.txt")
+    assert said == [f"{IGNORE_FILE}:2:!", f"{IGNORE_FILE}:3:build/\\"]
