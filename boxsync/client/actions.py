@@ -298,6 +298,13 @@ class Actions:
             # scan) reports it again once it is stable.
             self.resync(f"{file.path} changed while it was sent")
             return
+        except FileNotFoundError:
+            # Renamed or removed since the look, before a byte was read (a
+            # save through a temporary name): what became of it is the
+            # watcher's next report on this path (or the next scan's), not
+            # a failure to start the session over for.
+            self.unanswered.pop(file.path, None)
+            return
         except BaseException:
             if file.sha256 is not None:
                 self.unanswered[file.path] = file.sha256

@@ -234,17 +234,21 @@ class Batcher:
         if self.supported is False or len(items) == 1:
             return await _each(items, self._upload_alone)
         sent = await self._stored(items) if self.blocks else items
-        files: list[tuple[BatchFile, bytes]]
+        read: list[tuple[BatchFile, bytes] | FileNotFoundError]
         if all(item.data is not None for item in sent):
-            files = _read_all(sent)  # nothing to read: no thread hop
+            read = _read_all(sent)  # nothing to read: no thread hop
         else:
-            files = await self.in_thread(lambda: _read_all(sent))
+            read = await self.in_thread(lambda: _read_all(sent))
+        files = [each for each in read if not isinstance(each, FileNotFoundError)]
         try:
-            outcomes: list[CommitResult | BaseException] = list(await self.api.upload_batch(files))
+            answers = iter(await self.api.upload_batch(files) if files else [])
         except APIError as e:
             if not self._unsupported(e):
                 raise
             return await _each(items, self._upload_alone)
+        outcomes: list[CommitResult | BaseException] = [
+            each if isinstance(each, FileNotFoundError) else next(answers) for each in read
+        ]
         self.supported = True
         for i, (item, outcome) in enumerate(zip(sent, outcomes)):
             if item.file.stored and isinstance(outcome, APIError) and outcome.status == Refusal.MISSING_BLOCKS:
@@ -334,20 +338,24 @@ async def _each(
     return outcomes
 
 
-def _read_all(items: Sequence[_Upload]) -> list[tuple[BatchFile, bytes]]:
+def _read_all(items: Sequence[_Upload]) -> list[tuple[BatchFile, bytes] | FileNotFoundError]:
     """
     The bytes of each upload: those the engine gave, else the first C{size}
     bytes of its file (read in a thread). A file that shrank since it was
     hashed sends what is left: the server then refuses it for its sha256, as
-    it would alone.
+    it would alone. A file gone since it was hashed (renamed or removed at
+    once) is not sent: its place holds why.
     """
-    files = []
+    files: list[tuple[BatchFile, bytes] | FileNotFoundError] = []
     for item in items:
         data = item.data
         if data is None:
             try:
                 with open(item.local, "rb") as f:
                     data = f.read(item.file.size)
+            except FileNotFoundError as e:
+                files.append(e)
+                continue
             except OSError:
                 data = b""
         files.append((evolve(item.file, size=len(data)), data))

@@ -62,6 +62,8 @@ def _upload_note(error: BaseException, unhashed: bool) -> str:
         return "changed on the server"
     if changed_while_sent(error):
         return "changed while sent; hashing it first" if unhashed else "changed while sent"
+    if isinstance(error, FileNotFoundError):
+        return "gone since it was looked at"
     if isinstance(error, APIError):
         return f"failed: {error.message}"
     return "failed"

@@ -990,3 +990,41 @@ async def test_a_version_that_cannot_be_had_whole_is_not_left_out_in_silence(
     with pytest.raises(NotInSync, match="big.bin: version [0-9]+ could not be had whole"):
         await b.sync()
     assert set(tree(b.root)) == {"small.txt"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_gone_between_its_look_and_its_upload_is_no_failure(
+    folders: Any, reactor: Any, server: RunningServer
+) -> None:
+    """
+    A file renamed or removed right after it was looked at (a save through
+    a temporary name): its upload, alone or in a batch, sends nothing for
+    it and ends quietly, the other files of the batch going up. Before, the
+    upload failed with C{FileNotFoundError}, or sent no bytes and was
+    refused for its sha256, and either way the session started over.
+    """
+    from boxsync.client.batch import Batcher
+    from boxsync.wire import BatchFile
+
+    a = folders("a")
+    engine = a.engine()
+    (a.root / "tmp.txt").write_bytes(b"saved through a temporary name")
+    file = await engine._look("tmp.txt", to_upload=True)
+    assert file is not None
+    os.unlink(a.root / "tmp.txt")
+    await engine._actions.upload(file, 0)
+    assert a.state.get("tmp.txt") is None and not (server.box / "tmp.txt").exists()
+
+    batcher = Batcher(a.api, reactor, engine._thread)
+    (a.root / "kept.txt").write_bytes(b"kept")
+    (a.root / "gone.txt").write_bytes(b"gone")
+    sent = [
+        batcher.upload(BatchFile(name, len(data), sha(data), 1, 0), a.root / name)
+        for name, data in (("kept.txt", b"kept"), ("gone.txt", b"gone"))
+    ]
+    os.unlink(a.root / "gone.txt")
+    kept = await timed(sent[0], reactor)
+    assert kept.seq > 0 and (server.box / "kept.txt").read_bytes() == b"kept"
+    with pytest.raises(FileNotFoundError):
+        await timed(sent[1], reactor)
+    assert batcher.supported is True and not (server.box / "gone.txt").exists()
