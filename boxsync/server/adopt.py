@@ -54,6 +54,36 @@ async def _all_rows(box: Box) -> dict[str, FileRecord]:
         after = page[-1].path
 
 
+def _as_it_was(live: FileRecord | None, file: LocalFile, sha256: str | None = None) -> bool:
+    """
+    Whether C{file} is still the version of its live row C{live}: by its
+    stamps, its ctime among them (a same-size edit whose mtime was set back
+    still moved the ctime); or, given its C{sha256}, by its bytes, only its
+    ctime having moved (or not been known yet). A file made executable (or
+    not) by hand is a new version either way.
+    """
+    if live is None:
+        return False
+    stamps = (file.size, file.mtime_ns, file.executable)
+    if sha256 is None:
+        return (live.size, live.mtime_ns, live.executable, live.ctime_ns) == (*stamps, file.ctime_ns)
+    return (live.size, live.mtime_ns, live.executable, live.sha256) == (*stamps, sha256)
+
+
+def _version(file: LocalFile, sha256: str) -> FileRecord:
+    """
+    The new version that C{file}, found in the box by hand, is.
+    """
+    return FileRecord(file.path, file.size, sha256, file.mtime_ns, 0, False, "box", file.ctime_ns, file.executable)
+
+
+def _removal(row: FileRecord) -> FileRecord:
+    """
+    The delete of C{row}, whose file (or folder) was removed by hand.
+    """
+    return FileRecord(row.path, 0, row.sha256, row.mtime_ns, 0, True, "box", folder=row.folder)
+
+
 async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) -> Adopted:
     """
     Bring the index of C{box} in line with its files, hashing (off the
@@ -80,8 +110,7 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
     for done, file in enumerate(files, start=1):
         row = rows.pop(file.path, None)
         live = row if row is not None and not row.deleted else None
-        stamps = (file.size, file.mtime_ns, file.executable)
-        if live is not None and (live.size, live.mtime_ns, live.executable, live.ctime_ns) == (*stamps, file.ctime_ns):
+        if _as_it_was(live, file):
             continue
         sha256 = await storage.in_thread(lambda: storage.hash(file.path))
         if sha256 is None:
@@ -90,17 +119,14 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
             if row is not None:
                 rows[file.path] = row
             continue
-        if live is not None and (live.size, live.mtime_ns, live.executable, live.sha256) == (*stamps, sha256):
-            # Only its ctime moved (or was not known yet): the same file.
+        if _as_it_was(live, file, sha256):
             restamped.append((file.path, file.ctime_ns))
             continue
         if live is not None:
             changed += 1
         else:
             added += 1
-        pending.append(
-            FileRecord(file.path, file.size, sha256, file.mtime_ns, 0, False, "box", file.ctime_ns, file.executable)
-        )
+        pending.append(_version(file, sha256))
         if len(pending) >= _BATCH:
             await flush()
         if clock.seconds() - last_report >= progress_seconds:
@@ -119,9 +145,7 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
             added += 1
             pending.append(FileRecord(folder.path, 0, "", folder.mtime_ns, 0, False, "box", folder=True))
     removed = [row for row in rows.values() if not row.deleted]
-    pending.extend(
-        FileRecord(row.path, 0, row.sha256, row.mtime_ns, 0, True, "box", folder=row.folder) for row in removed
-    )
+    pending.extend(_removal(row) for row in removed)
     await flush()
     if restamped:
         await box.index.restamp(box.account, restamped)
@@ -154,28 +178,21 @@ async def look_for_hand_changes(box: Box) -> Adopted:
     removed = 0
     for gone in rows.values():
         if not gone.deleted and not gone.folder and gone.path not in files:
-            removed += await box.take_by_hand(gone, None) is not None
+            removed += await box.take_by_hand(_removal(gone), gone, None) is not None
     added = changed = read = 0
     for path, file in files.items():
         row = rows.get(path)
         live = row if row is not None and not row.deleted else None
-        if live is not None and (live.size, live.mtime_ns, live.executable, live.ctime_ns) == (
-            file.size, file.mtime_ns, file.executable, file.ctime_ns
-        ):
-            continue
-        if live is not None and live.folder:
+        if _as_it_was(live, file) or (live is not None and live.folder):
             continue
         sha256 = await storage.in_thread(lambda: storage.hash(path))
         read += 1
         if sha256 is None:
             continue
-        if live is not None and (live.size, live.mtime_ns, live.executable, live.sha256) == (
-            file.size, file.mtime_ns, file.executable, sha256
-        ):
-            # Only its ctime moved: the same file.
+        if _as_it_was(live, file, sha256):
             await box.index.restamp(box.account, [(path, file.ctime_ns)])
             continue
-        if await box.take_by_hand(row, file, sha256) is not None:
+        if await box.take_by_hand(_version(file, sha256), row, file) is not None:
             changed += live is not None
             added += live is None
     log.debug(

@@ -639,40 +639,31 @@ class Box:
         return record
 
     async def take_by_hand(
-        self, row: FileRecord | None, found: LocalFile | None, sha256: str = ""
+        self, record: FileRecord, row: FileRecord | None, found: LocalFile | None
     ) -> FileRecord | None:
         """
-        Commit what a person did by hand at C{found.path} (or C{row.path})
-        in the box while this server ran, as the start-up adoption would:
-        the file C{found} there (whose sha256 is C{sha256}) is a new version,
-        or, C{found} being C{None}, the file of C{row} was removed. Only if
-        neither the file nor its row moved since they were looked at (a
-        commit of a client's made meanwhile wins; what is still different is
-        found again at the next look).
+        Commit C{record}, what a person did by hand at its path in the box
+        while this server ran (a new version, or a delete), as the start-up
+        adoption would: only if neither the file there (C{found}, or none)
+        nor the path's row (C{row}, or none) moved since they were looked
+        at. A commit of a client's made meanwhile wins; what still differs
+        is found again at the next look.
 
         @return: the record committed, or C{None} if none was.
         """
-        path = found.path if found is not None else row.path if row is not None else ""
+        path = record.path
         async with self.turns:
             now = await self.storage.in_thread(lambda: self.storage.look(path))
             current: FileRecord | None = await self.index.get(self.account, path)
             if now != found or current != row:
                 return None
-            if found is None:
-                if row is None or row.deleted or row.folder:
-                    return None
-                record = FileRecord(path, 0, row.sha256, row.mtime_ns, 0, True, "box")
-            else:
-                record = FileRecord(
-                    path, found.size, sha256, found.mtime_ns, 0, False, "box", found.ctime_ns, found.executable
-                )
             (outcome,) = await self.index.commit_many(self.account, [record], [None if row is None else row.seq])
         if isinstance(outcome, Moved):
             return None
         self.log.info(
             "{path} was {what} in the box by hand while the server ran: seq {seq}",
             path=path,
-            what="removed" if found is None else "written",
+            what="removed" if record.deleted else "written",
             seq=outcome.seq,
         )
         self._publish(outcome, None)

@@ -27,6 +27,7 @@ from boxsync.wire import (
 )
 from boxsync.server.adopt import look_for_hand_changes
 from boxsync.server.box import Box
+from boxsync.server.index import FileRecord
 from boxsync.server.storage import BoxStorage, LocalFile
 from tests.helpers import RunningServer, json_of, open_raw_stream, open_stream, put, sha, timed
 
@@ -602,7 +603,7 @@ async def test_a_commit_made_after_a_look_wins_over_what_it_found_by_hand(server
     assert found is not None and found.size == 7
     # A client's commit comes between the look and the take.
     assert (await put(http, server, "doc.txt", b"the client's", base=row.seq)).code == 201
-    assert await box.take_by_hand(row, found, sha(b"by hand")) is None
+    assert await box.take_by_hand(by_hand(found, b"by hand"), row, found) is None
     assert (server.box / "doc.txt").read_bytes() == b"the client's"
     assert (await box.index.get(box.account, "doc.txt")).sha256 == sha(b"the client's")
     # The file changed again since it was found: nothing either.
@@ -610,11 +611,22 @@ async def test_a_commit_made_after_a_look_wins_over_what_it_found_by_hand(server
     (server.box / "doc.txt").write_bytes(b"by hand, once")
     found = box.storage.look("doc.txt")
     (server.box / "doc.txt").write_bytes(b"by hand, twice")
-    assert await box.take_by_hand(row, found, sha(b"by hand, once")) is None
+    assert await box.take_by_hand(by_hand(found, b"by hand, once"), row, found) is None
     # Found as it is, it is taken.
     found = box.storage.look("doc.txt")
-    taken = await box.take_by_hand(row, found, sha(b"by hand, twice"))
+    taken = await box.take_by_hand(by_hand(found, b"by hand, twice"), row, found)
     assert taken is not None and taken.origin == "box" and taken.seq == row.seq + 1
+
+
+def by_hand(found: LocalFile | None, data: bytes) -> FileRecord:
+    """
+    The new version a file found in the box by hand, with the bytes
+    C{data}, is.
+    """
+    assert found is not None
+    return FileRecord(
+        found.path, found.size, sha(data), found.mtime_ns, 0, False, "box", found.ctime_ns, found.executable
+    )
 
 
 def service_box(server: RunningServer) -> Box:
