@@ -19,7 +19,7 @@ import stat
 from pathlib import Path
 from typing import Callable
 
-from . import libc
+from . import holes, libc
 from .paths import BadPath
 from .wire.values import MAX_COUNT, MIN_MTIME_NS
 from .writer import write_all
@@ -108,13 +108,28 @@ def copy_range(source: int, at: int, target: int, to: int, size: int) -> bool:
     """
     Copy C{size} bytes at C{at} in the open file C{source} to C{to} in the
     open file C{target}, in the kernel (shared, not copied, where the file
-    system can); whether they were all there to copy.
+    system can), the holes of C{source} made holes (L{holes.zeros}); whether
+    they were all there to copy.
+    """
+    try:
+        if os.fstat(source).st_size < at + size:
+            return False
+        for start, length, hole in holes.spans(source, at, size):
+            place = to + start - at
+            if not (hole and length >= holes.MIN_HOLE and holes.zeros(target, place, length)):
+                if not _copy_in_kernel(source, start, target, place, length):
+                    return False
+    except OSError:
+        return False
+    return True
+
+
+def _copy_in_kernel(source: int, at: int, target: int, to: int, size: int) -> bool:
+    """
+    L{copy_range} without a look for holes.
     """
     while size:
-        try:
-            done = os.copy_file_range(source, target, size, at, to)
-        except OSError:
-            return False
+        done = os.copy_file_range(source, target, size, at, to)
         if done == 0:
             return False
         at, to, size = at + done, to + done, size - done

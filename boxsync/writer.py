@@ -25,6 +25,8 @@ from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from . import holes
+
 if TYPE_CHECKING:
     from hashlib import _Hash
 
@@ -55,13 +57,37 @@ class HasFileno(Protocol):
 
 def write_all(fd: int, pieces: list[bytes]) -> None:
     """
-    Write C{pieces} to C{fd}, in order, in as few system calls as it takes:
+    Append C{pieces} to C{fd}, in order, in as few system calls as it takes:
     no copy of them is made, and the GIL is released once per call rather
-    than once per piece.
+    than once per piece. Runs of zeros are appended as holes
+    (L{holes.parts}, L{holes.append}): C{fd} is positioned at the file's end, and not opened
+    with C{O_APPEND}.
 
     @raise OSError: if the file refuses them (as on a full disk).
     """
-    views = [memoryview(piece) for piece in pieces if piece]
+    views: list[memoryview] = []
+    zeros = 0
+    for piece in pieces:
+        view = memoryview(piece)
+        for start, end, hole in holes.parts(view):
+            if hole:
+                _write_views(fd, views)
+                views = []
+                zeros += end - start
+            else:
+                if zeros:
+                    holes.append(fd, zeros)
+                    zeros = 0
+                views.append(view[start:end])
+    _write_views(fd, views)
+    if zeros:
+        holes.append(fd, zeros)
+
+
+def _write_views(fd: int, views: list[memoryview]) -> None:
+    """
+    Write all of C{views}, in order, at C{fd}'s position.
+    """
     while views:
         written = os.writev(fd, views[:_IOV_MAX])
         if not written:

@@ -725,7 +725,10 @@ class BoxsyncAPI:
                 digest = hash_prefix(dest, offset)
             else:
                 offset, digest = 0, hashlib.sha256()
-            f = dest.open("ab" if offset else "wb", buffering=0)
+            # Appended at the end, not with O_APPEND: a hole is appended by
+            # seeking past it (holes.append).
+            f = dest.open("r+b" if offset else "wb", buffering=0)
+            f.seek(offset)
         except BaseException:
             self._transport.abandon(response)
             raise

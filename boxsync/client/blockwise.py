@@ -31,6 +31,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from ..batches import batched
 from ..blocks import Block, Cutter, Recipe, read_block, recipe_of
 from ..fs import CHUNK_SIZE, NEW_FILE_MODE, copy_range
+from ..holes import put
 from ..wire import Incoming
 from ..wire.blocks import BlockCommit
 from ..wire.events import MAX_INCOMING
@@ -278,15 +279,21 @@ class Blockwise:
             )
             on_progress(recipe.size - sum(block.size for _, block in wanted))
 
-            def fetch(offset: int, block: Block) -> Callable[[], Awaitable[None]]:
+            def fetch(block: Block, offsets: list[int]) -> Callable[[], Awaitable[None]]:
                 async def fetching() -> None:
                     data = await self.api.get_block(block)
-                    await self.run(lambda: os.pwrite(fd, data, offset))
-                    on_progress(block.size)
+                    for offset in offsets:
+                        await self.run(lambda: put(fd, data, offset))
+                        on_progress(block.size)
 
                 return fetching
 
-            await _all([fetch(offset, block) for offset, block in wanted])
+            # A block the file holds more than once (zeros, repeated
+            # records) is fetched once.
+            places: dict[Block, list[int]] = {}
+            for offset, block in wanted:
+                places.setdefault(block, []).append(offset)
+            await _all([fetch(block, offsets) for block, offsets in places.items()])
             if _made_of(recipe, fetched):
                 assert fetched.whole is not None
                 actual = fetched.whole[1]
@@ -396,7 +403,7 @@ def _fill_locally(
                 data = read_block(source_fd, offset, block, check=trusted is None)
                 if data is not None:
                     for place in places.pop(block.sha256):
-                        os.pwrite(fd, data, place)
+                        put(fd, data, place)
         finally:
             os.close(source_fd)
     return [(offset, block) for offset, block in wanted if block.sha256 in places]

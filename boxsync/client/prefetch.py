@@ -37,6 +37,7 @@ from twisted.logger import Logger
 
 from ..blocks import Block, Recipe, RunningDigest
 from ..fs import NEW_FILE_MODE
+from ..holes import put
 from ..wire import Incoming
 from .api import BoxsyncAPI
 from .blockwise import Fetched, Runner
@@ -254,7 +255,7 @@ def _write(file: _File, offset: int, data: bytes) -> None:
     Write a block fetched ahead at its place, and hash it into the whole.
     Blocking.
     """
-    os.pwrite(file.fd, data, offset)
+    put(file.fd, data, offset)
     file.digest.wrote(offset, data)
 
 

@@ -21,7 +21,6 @@ under one lock per box.
 
 from __future__ import annotations
 
-import ctypes
 import io
 import os
 from collections import Counter
@@ -33,9 +32,9 @@ from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from ..batches import batched
-from .. import libc
 from ..blocks import Block
 from ..fs import copy_range
+from ..holes import punch, put
 from .blockstore import IBlockStore
 from .index import BlockSource, IIndex, VersionRecord
 from .staging import StagingFile, start_write_back
@@ -46,9 +45,6 @@ __all__ = ["SharedVersions", "VersionDamaged"]
 #: How many blocks are read and written back at a time as a version is
 #: made whole (some 16 MiB).
 FILL_AT_ONCE = 16
-
-#: C{FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE}.
-_PUNCH_HOLE = 0x01 | 0x02
 
 
 class VersionDamaged(Exception):
@@ -247,7 +243,7 @@ def _write(fd: int, blocks: Sequence[tuple[int, bytes]]) -> None:
     on them.
     """
     for offset, data in blocks:
-        os.pwrite(fd, data, offset)
+        put(fd, data, offset)
         start_write_back(fd, offset, len(data))
 
 
@@ -267,15 +263,13 @@ def _punch(path: os.PathLike[str], spans: Sequence[tuple[int, int]]) -> int:
     Punch holes at C{spans} (offset, size) of the file at C{path}; return
     how many bytes that freed on disk (none where the file system cannot).
     """
-    fallocate = libc.function("fallocate", ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long)
-    if fallocate is None:
-        return 0
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         before = os.fstat(fd).st_blocks
         for offset, size in spans:
             try:
-                libc.check(fallocate(fd, _PUNCH_HOLE, offset, size))
+                if not punch(fd, offset, size):
+                    return 0
             except OSError:
                 return 0
         os.fsync(fd)

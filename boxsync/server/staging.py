@@ -20,7 +20,7 @@ from attrs import define, field
 from twisted.internet.defer import Deferred
 
 from .. import libc
-from ..writer import HashingWriter, Runner
+from ..writer import HashingWriter, Runner, write_all
 
 __all__ = ["DiskFull", "StagingFile", "WRITE_BACK_BYTES", "as_disk_full", "discarding", "start_write_back"]
 
@@ -207,10 +207,7 @@ class StagingFile:
         if self.error is not None or self._fd is None:
             return False
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            write_all(self._fd, [data])
         except OSError as e:
             self.error = DiskFull(e.errno, "no space left in the box") if _is_full(e) else e
             self.discard()

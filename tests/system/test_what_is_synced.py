@@ -348,3 +348,50 @@ def test_files_on_a_disk_mounted_inside_the_folder_are_placed_kept_and_deleted(
             a.kill()
             b.kill()
         stop_and_check(server, "a disk mounted inside the folder", 0, a.folder, b.folder)
+
+
+def allocated(path: Path) -> int:
+    """
+    How many bytes of its disk the file at C{path} takes.
+    """
+    return path.stat().st_blocks * 512
+
+
+@pytest.mark.slow
+def test_a_sparse_file_stays_sparse_in_the_box_and_on_the_other_side(tmp_path: Path, server: Server) -> None:
+    """
+    A disk image of 256 MiB with 2 MiB written in it (the rest holes) takes
+    a few MiB in the box and on B, not 256 (before, it took its whole size
+    on both, and B fetched the block of zeros 60 times); so does the next
+    version, edited in place on A, which B makes of the blocks it has.
+    """
+    size = 256 << 20
+    a = Client(server, tmp_path / "a", "a", rescan=None).start()
+    b = Client(server, tmp_path / "b", "b", rescan=None).start()
+    try:
+        image = tmp_path / "disk.img"
+        with image.open("wb") as f:
+            f.truncate(size)
+            f.seek(100 << 20)
+            f.write(os.urandom(1 << 20))
+            f.seek(200 << 20)
+            f.write(b"text " * 200_000)
+        os.rename(image, a.folder / "disk.img")
+        wait_until(lambda: len(tree(b.folder)) == 1 and converged(a.folder, b.folder), what="the image on b")
+        assert (b.folder / "disk.img").stat().st_size == size
+        assert allocated(server.box / "disk.img") < 16 << 20
+        assert allocated(b.folder / "disk.img") < 16 << 20
+        before = tree(b.folder)
+
+        with (a.folder / "disk.img").open("r+b") as f:
+            f.seek(150 << 20)
+            f.write(os.urandom(1 << 20))
+        wait_until(
+            lambda: tree(b.folder) != before and converged(a.folder, b.folder, server.box), what="the edit on b"
+        )
+        assert allocated(server.box / "disk.img") < 24 << 20
+        assert allocated(b.folder / "disk.img") < 24 << 20
+    finally:
+        a.kill()
+        b.kill()
+    stop_and_check(server, "a sparse file", 0, a.folder, b.folder)
