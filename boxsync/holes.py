@@ -54,6 +54,8 @@ def parts(data: bytes | memoryview) -> list[tuple[int, int, bool]]:
     as holes. Other data costs two compares of a page.
     """
     size = len(data)
+    if size < MIN_HOLE or (data[0] and data[-1]):
+        return [(0, size, False)] if size else []
     if is_hole(data):
         return [(0, size, True)]
     view = memoryview(data)
