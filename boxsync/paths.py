@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 __all__ = [
+    "printable",
     "CLIENT_STATE_FILE",
     "HIDDEN_DIR",
     "SERVER_LOCK_FILE",
@@ -311,3 +312,14 @@ def from_local(root: Path, local: Path) -> str:
     if relative.startswith(".." + os.sep) or relative == "..":
         raise BadPath(f"{local} is outside {root}")
     return normalize(relative.replace(os.sep, "/"))
+
+
+def printable(text: str) -> str:
+    """
+    C{text} with the characters a terminal would act on rather than show
+    (a newline, a tab, a right-to-left override in a file's name) written
+    as escapes, so that each line printed is one line and reads as it is.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)

@@ -18,7 +18,7 @@ from attrs import asdict, define
 
 from ..garbage import collection_paused
 from ..lock import FolderLock, Locked
-from ..paths import HIDDEN_DIR, BadPath, normalize
+from ..paths import HIDDEN_DIR, BadPath, normalize, printable
 from ..reactors import IClientReactor
 from ..wire import RemoteFile
 from .api import BoxsyncAPI
@@ -114,7 +114,7 @@ def listing(files: list[RemoteFile]) -> list[str]:
         when = "" if file.mtime_ns is None else time.strftime(
             "%Y-%m-%d %H:%M", time.localtime(file.mtime_ns / 1e9)
         )
-        rows.append((file.path, human_size(file.size), file.origin or "-", when))
+        rows.append((printable(file.path), human_size(file.size), printable(file.origin or "-"), when))
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     lines = [
         f"{path:<{widths[0]}}  {size:>{widths[1]}}  {origin:<{widths[2]}}  {when}".rstrip()

@@ -26,6 +26,7 @@ from .commands import JSONList, NotInBox, box_path, client_api, files_at, print_
 from .connect import connect
 from .errors import NotFound, StaleBase
 from ..config import human_size
+from ..paths import printable
 
 __all__ = ["history", "trash", "restore", "UserError"]
 
@@ -45,8 +46,8 @@ def _table(entries: Sequence[VersionEntry | Deleted], first: str, marks: list[st
     for entry, mark in zip(entries, marks):
         rows.append(
             (
-                entry.path, str(entry.seq), _when(entry.time), human_size(entry.size), entry.sha256[:12],
-                entry.client or "-", mark,
+                printable(entry.path), str(entry.seq), _when(entry.time), human_size(entry.size), entry.sha256[:12],
+                printable(entry.client or "-"), mark,
             )
         )
     widths = [max(len(row[column]) for row in rows) for column in range(6)]
@@ -161,9 +162,9 @@ async def restore(
         print_json_list([outcome.to_json() for outcome in outcomes], out)
     else:
         for outcome in outcomes:
-            print(f"{outcome.path}: {outcome.result}", file=out)
+            print(printable(f"{outcome.path}: {outcome.result}"), file=out)
         if not outcomes:
-            print(f"{target or 'the box'}: nothing to restore", file=out)
+            print(printable(f"{target or 'the box'}: nothing to restore"), file=out)
     return 1 if any(outcome.result.startswith("changed") for outcome in outcomes) else 0
 
 

@@ -23,7 +23,7 @@ from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 from zope.interface import implementer
 
 from ..config import human_size
-from ..paths import HIDDEN_DIR
+from ..paths import HIDDEN_DIR, printable
 from .passedover import PassedOver
 from .progress import Reporter
 from .state import STATE_FILE, LocalState, state_file
@@ -330,4 +330,5 @@ def describe(folder: Path) -> tuple[list[str], bool]:
         lines.append(f"last error: {error.get('message')} ({_when(when)}{over})")
     else:
         lines.append("last error: none")
-    return lines, in_sync
+    return [printable(line) for line in lines], in_sync
+

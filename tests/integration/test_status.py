@@ -137,6 +137,15 @@ def test_remote_file_from_json() -> None:
 
 def test_listing_table() -> None:
     assert commands.listing([]) == ["PATH  SIZE  CHANGED BY  MODIFIED", "0 files, 0 B"]
+    # A name with a right-to-left override (a file may have one) does not
+    # turn the rest of its line around on a terminal.
+    files = [RemoteFile("\u202etxt.exe", 1, "0" * 64, 3, None, "a"), RemoteFile("café.txt", 2, "0" * 64, 4, None, "b")]
+    assert commands.listing(files) == [
+        "PATH           SIZE  CHANGED BY  MODIFIED",
+        "\\u202etxt.exe   1 B  a",
+        "café.txt        2 B  b",
+        "2 files, 3 B",
+    ]
 
 
 # The status file
@@ -258,6 +267,27 @@ def test_the_last_error_says_when_it_is_over(
     [line] = [line for line in lines if line.startswith("last error:")]
     assert line.startswith("last error: x.txt: refused (")
     assert line.endswith(", over: in sync since)") == over
+
+
+def test_names_a_terminal_would_act_on_are_shown_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A skipped name with a newline, a tab or a right-to-left override is
+    one line of C{status}, escaped; other names are shown as they are.
+    """
+    from boxsync.client import status
+    from boxsync.client.state import LocalState
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    LocalState.open(folder).close()
+    monkeypatch.setattr(status, "_alive", lambda pid: pid == 4242)
+    skipped = {"new\nline.txt": "control character in path", "\u202eevil.txt": "odd", "café 😀.txt": "fine"}
+    status_path(folder).write_text(json.dumps({"pid": 4242, "running": True, "in_sync": True, "skipped": skipped}))
+    lines, _ = describe(folder)
+    assert "  new\\nline.txt: control character in path" in lines
+    assert "  \\u202eevil.txt: odd" in lines
+    assert "  café 😀.txt: fine" in lines
+    assert all(line.isprintable() for line in lines)
 
 
 # status, run as a user runs it
