@@ -573,6 +573,7 @@ class Engine:
         self.ignore.reload()
         if self.state.rules is None or self.state.rules == self.ignore.fingerprint:
             return False
+        self._attempt.planned = True
         self._resync_for("the ignore rules changed")
         return True
 

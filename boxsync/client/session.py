@@ -73,6 +73,8 @@ class Attempt:
         scan and plan.
     @ivar synced: whether the folder was in sync at some point.
     @ivar error: the last failure, for the log and the status.
+    @ivar planned: whether the session was ended on purpose for no trouble
+        (the ignore rules changed): its resync is no error to show.
     @ivar fatal: the error that stops the client, met by a job or a rescan
         (the session was ended for it).
     @ivar other_box: whether the server's box turned out not to be the one
@@ -92,6 +94,7 @@ class Attempt:
     resync: bool = False
     synced: bool = False
     error: str | None = None
+    planned: bool = False
     fatal: Exception | None = None
     other_box: bool = False
     held: int = 0
@@ -217,7 +220,9 @@ class Sessions:
             failures += 1
             delay = min(self.max_backoff, 0.25 * 2 ** min(failures, 10))
             delay *= random.uniform(0.5, 1.0)
-            self.log.info("resyncing in {delay:.1f} s: {reason}", reason=reason, delay=delay)
+            self.log.info(
+                "resyncing in {delay:.1f} s: {reason}", reason=reason, delay=delay, trouble=not self.attempt.planned
+            )
             self.phase = Phase.WAITING
             await self._sleep(delay)
 

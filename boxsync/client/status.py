@@ -144,7 +144,9 @@ class StatusFile:
         if not namespace.startswith("boxsync.client") or event.get("passed_over"):
             return
         if "reason" in event:
-            # The engine's "resyncing in ...: <reason>".
+            # The engine's "resyncing in ...: <reason>", unless planned.
+            if event.get("trouble") is False:
+                return
             text = str(event["reason"])
         elif level is not None and level >= LogLevel.warn:
             text = formatEvent(dict(event))

@@ -12,9 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from boxsync.client.status import read_status
 from boxsync.testing import Client, Server, tree, wait_until
 from tests.faults import sha, stop_and_check
 from tests.faults import server  # noqa: F401 (the fixture)
+
+
+def status_of(client: Client) -> dict[str, object]:
+    return read_status(client.folder) or {}
 
 
 @pytest.mark.slow
@@ -43,6 +48,9 @@ def test_ignore_rules_changed_both_ways(tmp_path: Path, server: Server) -> None:
         assert tree(a.folder)["keep.tmp"] == tree(b.folder)["keep.tmp"] == sha(b"kept")
         # b's own list keeps big/ out of b alone.
         assert "big/huge.bin" in tree(server.box) and not (b.folder / "big").exists()
+        # New rules are no trouble to show.
+        wait_until(lambda: all(status_of(c).get("in_sync") for c in (a, b)), what="both in sync")
+        assert [status_of(c).get("last_error") for c in (a, b)] == [None, None]
     finally:
         a.kill()
         b.kill()
