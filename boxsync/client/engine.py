@@ -56,6 +56,7 @@ from .looks import Looks
 from .passedover import PassedOver
 from .placing import TMP_DAYS, remove_older
 from .prefetch import Prefetch
+from .room import Room
 from .progress import Reporter
 from .scanner import (
     Here,
@@ -137,6 +138,7 @@ class Engine:
             if name.startswith("in-"):
                 # Fetched ahead by an earlier run: of no use without it.
                 (tmp / name).unlink(missing_ok=True)
+        room = Room(tmp, self.reactor)
         self._transfers = Transfers(
             self.root,
             self.api,
@@ -149,7 +151,8 @@ class Engine:
             recipes=self._own_recipe,
             aside={name[4:] for name in kept if name.startswith("del-")},
             clock=self.reactor,
-            prefetch=Prefetch(self.api, self.reactor, self._thread, tmp, self._own_recipe),
+            prefetch=Prefetch(self.api, self.reactor, self._thread, tmp, self._own_recipe, room),
+            room=room,
         )
         self._looks = Looks(
             self.root,

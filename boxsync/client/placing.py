@@ -279,11 +279,11 @@ def set_aside(local: Path, tmp: Path, sha256: str) -> bool:
     return True
 
 
-def remove_set_aside(tmp: Path) -> None:
+def remove_set_aside(tmp: Path, seconds: float = SET_ASIDE_SECONDS) -> None:
     """
-    Remove the files set aside in C{tmp} over L{SET_ASIDE_SECONDS} ago.
+    Remove the files set aside in C{tmp} over C{seconds} ago.
     """
-    before = time.time() - SET_ASIDE_SECONDS
+    before = time.time() - seconds
     for entry in os.scandir(tmp):
         try:
             # The move set its ctime: when it was set aside.

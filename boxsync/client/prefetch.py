@@ -43,6 +43,7 @@ from .api import BoxsyncAPI
 from .blockwise import Fetched, Runner
 from .errors import NotFound
 from .placing import path_tag
+from .room import Room
 
 __all__ = ["Prefetch", "IDLE_SECONDS", "WORKERS", "OwnRecipe"]
 
@@ -91,6 +92,8 @@ class _File:
     #: Whether the file is of no more use (its download taking it waits
     #: for the copy to end: it would do the same work after).
     dropped: bool = False
+    #: The room on the disk granted to it, until it stops.
+    granted: int = 0
 
 
 @define
@@ -107,8 +110,15 @@ class Prefetch:
     run: Runner
     tmp: Path
     own: OwnRecipe | None = None
+    room: Room | None = None
     _files: dict[str, _File] = field(factory=dict)
     log = Logger()
+
+    def fetching(self, path: str) -> bool:
+        """
+        Whether the blocks of C{path} are being fetched ahead.
+        """
+        return path in self._files
 
     def announced(self, event: Incoming) -> None:
         """
@@ -116,9 +126,13 @@ class Prefetch:
         """
         file = self._files.get(event.path)
         if file is None:
+            if self.room is not None and not self.room.fits(event.size):
+                self.log.info("{path} is on its way, not fetched ahead: too little room on this disk", path=event.path)
+                return
             temp = self.tmp / f"in-{path_tag(event.path)}"
             fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, NEW_FILE_MODE)
             file = self._files[event.path] = _File(event.path, temp, fd, RunningDigest(fd, event.size))
+            file.granted = event.size if self.room is not None else 0
             self.log.info("{path} is on its way: fetching its blocks as they come", path=event.path)
         placed = event.placed()
         spans = [(offset, size) for offset, _, size in placed]
@@ -213,6 +227,9 @@ class Prefetch:
         if file.fd >= 0:
             os.close(file.fd)
             file.fd = -1
+        if self.room is not None and file.granted:
+            self.room.give_back(file.granted)
+            file.granted = 0
 
     async def take(self, path: str, temp: Path) -> Fetched:
         """

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Awaitable, Callable, TypeVar
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 from attrs import define, field
 from twisted.internet.interfaces import IReactorTime
@@ -34,6 +35,7 @@ from .placing import (
 from .prefetch import Prefetch
 from .progress import MOVED_BACK, Reporter
 from .results import CommitResult, DownloadResult
+from .room import NoRoom, Room
 from .scanner import LocalFile, StatKey, stat_key
 from .state import Base
 
@@ -87,6 +89,8 @@ class Transfers:
         in C{tmp} (see L{set_aside}).
     @ivar trusted: the stamps, by sha256 (its first 32 digits), of files set
         aside that are known to be their content while they keep them.
+    @ivar room: the free space a download must leave on the disk of C{tmp}
+        (C{None}: none looked at).
     """
 
     root: Path
@@ -103,6 +107,7 @@ class Transfers:
     trusted: dict[str, StatKey] = field(factory=dict)
     clock: IReactorTime | None = None
     prefetch: Prefetch | None = None
+    room: Room | None = None
     _swept: float | None = None
 
     def set_aside(self, local: Path, sha256: str, seen: LocalFile | None = None) -> None:
@@ -268,6 +273,35 @@ class Transfers:
             replaced = []
         return replaced + self.copies(event)
 
+    @asynccontextmanager
+    async def _room_for(self, event: Download, temp: Path) -> AsyncIterator[None]:
+        """
+        Around the download of C{event} to C{temp}: the room it still needs
+        on the disk (its size, less what C{temp} holds of it already: an
+        earlier try, the blocks fetched ahead), taken and then given back.
+
+        @raise NoRoom: if there is too little.
+        """
+        if self.room is None:
+            yield
+            return
+        granted = max(event.size - (_allocated(temp) if event.size > SMALL_FILE else 0), 0)
+        try:
+            self.room.take(granted)
+        except NoRoom:
+            if not self.aside:
+                raise
+            # The files set aside (for a rename that may come) go first.
+            remove_set_aside(self.tmp, 0)
+            self.aside.clear()
+            self.trusted.clear()
+            self.room.look_again()
+            self.room.take(granted)
+        try:
+            yield
+        finally:
+            self.room.give_back(granted)
+
     async def download(self, event: Download) -> tuple[Path, DownloadResult] | None:
         """
         Download version C{event} to a temporary file, verified.
@@ -306,7 +340,8 @@ class Transfers:
             )
 
         try:
-            result = await self._move(event.size, batched, alone)
+            async with self._room_for(event, temp):
+                result = await self._move(event.size, batched, alone)
             if result is None:
                 raise NotFound(404, "a newer version came meanwhile")
         except (NotFound, DigestMismatch):
@@ -327,3 +362,13 @@ class Transfers:
                 if stale != temp:
                     stale.unlink(missing_ok=True)
         return temp, result
+
+
+def _allocated(path: Path) -> int:
+    """
+    How much of its disk the file at C{path} takes, 0 if there is none.
+    """
+    try:
+        return path.stat().st_blocks * 512
+    except FileNotFoundError:
+        return 0

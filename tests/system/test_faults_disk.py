@@ -21,6 +21,7 @@ from typing import Iterator
 import pytest
 
 from boxsync.blocks import recipe_of
+from boxsync.client.room import FLOOR
 from boxsync.testing import Client, Proxy, Server, tree, wait_until
 from tests.faults import (
     backing_off,
@@ -216,3 +217,43 @@ def test_server_commit_on_a_full_disk_is_all_or_nothing(tmp_path: Path, small_di
     finally:
         server.kill()
     stop_and_check(server, "server index on a full disk", len(answers))
+
+
+@pytest.mark.slow
+def test_a_client_on_a_small_disk_keeps_room_and_goes_on_once_there_is_more(
+    tmp_path: Path, small_disk: Path, server: Server
+) -> None:
+    """
+    B's folder is a real disk of 16 MiB; A has 28 MiB of large files and
+    small ones. B takes what fits, keeps room on its disk (it never meets a
+    full one: its record of the folder, in SQLite on that disk, keeps being
+    written), says which files wait and why, and once A deletes some, takes
+    those deletes and the rest. Before, B filled the disk: every session
+    then failed on "database or disk is full", the deletes that would have
+    made room included, and the files it deleted stayed on the disk, set
+    aside for a rename, for 10 minutes.
+    """
+    a = Client(server, tmp_path / "a", "a", rescan=None)
+    a.folder.mkdir()
+    for n in range(7):
+        (a.folder / f"big{n}.bin").write_bytes(os.urandom(4 << 20))
+    for n in range(20):
+        (a.folder / f"small{n}.txt").write_text(f"small {n}")
+    a.once()
+    b = Client(server, small_disk / "b", "b", rescan=None)
+    b.folder.mkdir()
+    b.start()
+    try:
+        wait_until(lambda: "to download" in output(b) and len(tree(b.folder)) >= 20, what="b to have what fits")
+        assert room(small_disk) >= FLOOR
+        waiting = re.findall(r"(big\d\.bin): no space left on this disk \(4\.0 MiB to download, [\d.]+ \w*B free", output(b))
+        assert waiting and set(waiting).isdisjoint(tree(b.folder))
+        for n in range(5):
+            os.unlink(a.folder / f"big{n}.bin")
+        a.once()
+        wait_until(lambda: tree(b.folder) == tree(a.folder), timeout=60, what="b in sync with a")
+        assert "No space left on device" not in output(b)
+        assert "disk is full" not in output(b)
+    finally:
+        b.kill()
+    stop_and_check(server, "client keeps room on a small disk", len(set(waiting)), b.folder)

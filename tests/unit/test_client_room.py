@@ -1,0 +1,88 @@
+"""
+Tests for L{boxsync.client.room}: what a download may take of a disk, with
+the disk's figures and the clock given by the test.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+from twisted.internet.task import Clock
+
+from boxsync.client.room import FLOOR, LOOK_SECONDS, NoRoom, Room, reserve
+
+MiB = 1024 * 1024
+
+
+class Disk:
+    """
+    A disk of C{total} bytes with C{free} of them free, as C{statvfs} tells.
+    """
+
+    def __init__(self, total: int, free: int) -> None:
+        self.total, self.free, self.looks = total, free, 0
+
+    def __call__(self, folder: Path) -> os.statvfs_result:
+        self.looks += 1
+        return os.statvfs_result((4096, 4096, self.total // 4096, self.free // 4096, self.free // 4096, 0, 0, 0, 0, 255))
+
+
+def test_one_percent_is_kept_free_and_never_less_than_the_floor() -> None:
+    assert reserve(1000 * MiB) == 10 * MiB
+    assert reserve(10 * MiB) == FLOOR
+
+
+def test_a_download_is_granted_while_it_leaves_the_reserve() -> None:
+    disk = Disk(100 * MiB, 10 * MiB)
+    room = Room(Path("/"), Clock(), disk)
+    room.take(4 * MiB)
+    room.take(4 * MiB)
+    # 2 MiB left, 1 MiB kept: the next 4 MiB do not fit, 1 MiB does.
+    with pytest.raises(NoRoom) as refused:
+        room.take(4 * MiB)
+    assert refused.value.errno == errno.ENOSPC
+    assert refused.value.strerror == "4.0 MiB to download, 2.0 MiB free, 1.0 MiB kept free"
+    room.take(MiB)
+    assert not room.fits(1)
+
+
+def test_what_was_given_back_stays_counted_until_the_next_look() -> None:
+    clock = Clock()
+    disk = Disk(100 * MiB, 10 * MiB)
+    room = Room(Path("/"), clock, disk)
+    room.take(8 * MiB)
+    # The download wrote its 8 MiB and ended, before the disk is looked at
+    # again: they are not free again.
+    room.give_back(8 * MiB)
+    disk.free = 2 * MiB
+    assert not room.fits(2 * MiB) and disk.looks == 2
+    # Another program freed room; it is seen at once, a look being asked
+    # for by a download that does not fit.
+    disk.free = 50 * MiB
+    assert room.fits(40 * MiB)
+    assert disk.looks == 3
+
+
+def test_the_disk_is_looked_at_once_a_second_at_most() -> None:
+    clock = Clock()
+    disk = Disk(1000 * MiB, 500 * MiB)
+    room = Room(Path("/"), clock, disk)
+    for _ in range(100):
+        room.take(1024)
+    assert disk.looks == 1
+    clock.advance(LOOK_SECONDS)
+    room.take(1024)
+    assert disk.looks == 2
+    room.look_again()
+    room.take(1024)
+    assert disk.looks == 3
+
+
+def test_a_real_disk_can_be_looked_at(tmp_path: Path) -> None:
+    room = Room(tmp_path, Clock())
+    assert room.fits(1)
+    st = os.statvfs(tmp_path)
+    assert not room.fits(st.f_bavail * st.f_frsize)
