@@ -9,8 +9,8 @@ resumes; the engine then places it.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 from attrs import define, field
