@@ -773,6 +773,7 @@ class Engine:
     async def _delete_local(self, event: Delete) -> None:
         if self._outdated(event.path, event.seq):
             return
+        self._transfers.deleted(event.path)
         folder = self._as_folder(event.path)
         if folder is not None:
             await self._actions.carry_out(reconcile.on_folder_delete(*folder), event.path, None)

@@ -355,13 +355,27 @@ class Transfers:
             self.partial.add(where)
             raise
         self.reporter.finished(path)
+        # Partial downloads of this path's earlier versions will not resume.
+        self._drop_partial(where, temp)
+        return temp, result
+
+    def deleted(self, path: str) -> None:
+        """
+        C{path} was deleted on the server: what came of its unfinished
+        downloads is of no more use.
+        """
+        self._drop_partial(path_tag(path))
+
+    def _drop_partial(self, where: str, keep: Path | None = None) -> None:
+        """
+        Remove the unfinished downloads of the path tagged C{where}, but
+        C{keep}.
+        """
         if where in self.partial:
-            # Partial downloads of this path's earlier versions will not resume.
             self.partial.discard(where)
             for stale in self.tmp.glob(f"dl-{where}-*"):
-                if stale != temp:
+                if stale != keep:
                     stale.unlink(missing_ok=True)
-        return temp, result
 
 
 def _allocated(path: Path) -> int:

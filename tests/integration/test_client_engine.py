@@ -910,6 +910,33 @@ async def test_unfinished_downloads_that_cannot_resume_are_removed(
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_unfinished_download_of_a_file_deleted_since_is_removed(
+    folders: Any, server: RunningServer, http: Any
+) -> None:
+    """
+    B's download of gone.bin was cut short; the file is deleted on the
+    server before B tries again: what came of it goes when B hears of the
+    delete (before, it stayed in B's hidden folder, taking room, until a
+    restart a week later).
+    """
+    b = folders("b")
+    assert (await put(http, server, "keep.txt", b"kept", base=0)).code == 201
+    await b.sync()
+    content = os.urandom(2 * SMALL_FILE)
+    created = await put(http, server, "gone.bin", content, base=0)
+    assert created.code == 201
+    where = hashlib.sha256(b"gone.bin").hexdigest()[:16]
+    half = b.root / ".boxsync" / "tmp" / f"dl-{where}-{sha(content)[:32]}"
+    half.write_bytes(content[: SMALL_FILE])
+    seq = (await json_of(created))["seq"]
+    response = await http.delete(server.file_url("gone.bin"), headers=server.headers(X_Boxsync_Base=str(seq)))
+    assert response.code == 200
+    await b.sync()
+    assert tree(b.root) == tree(server.box)
+    assert not half.exists()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_long_queue_of_jobs_that_finish_at_once_all_run(folders: Any, reactor: Any) -> None:
     """
     Thousands of jobs waiting for a slot, each finishing without waiting
