@@ -6,9 +6,10 @@ everything else that writes there afterwards: the client's own record of
 the folder (SQLite: "database or disk is full") among them, so it could not
 even take the deletes that would have made room again, and the user's other
 programs with it. Syncthing keeps 1 % of a disk free by default; so does
-boxsync: a download (or a file fetched ahead) that would leave less than
-L{reserve} free is not started, and is tried again later, as after a full
-disk, with a line that says how much it needs and how much is free.
+boxsync (1 MiB at least, 1 GiB at most): a download (or a file fetched
+ahead) that would leave less than L{reserve} free is not started, and is
+tried again later, as after a full disk, with a line that says how much
+it needs and how much is free.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from ..config import human_size
 
-__all__ = ["FLOOR", "SHARE", "NoRoom", "Room", "reserve"]
+__all__ = ["CEILING", "FLOOR", "SHARE", "NoRoom", "Room", "reserve"]
 
 #: The share of a disk kept free.
 SHARE = 0.01
@@ -32,6 +33,10 @@ SHARE = 0.01
 #: client's record of the folder to grow.
 FLOOR = 1024 * 1024
 
+#: The most kept free: on a disk of 2 TB nearly full, 1 % (20 GB) would
+#: stop every download, for room that nothing of the client's needs.
+CEILING = 1024**3
+
 #: How long a look at the free space is trusted (less what was granted
 #: since).
 LOOK_SECONDS = 1.0
@@ -39,9 +44,10 @@ LOOK_SECONDS = 1.0
 
 def reserve(total: int) -> int:
     """
-    How many bytes of a disk of C{total} bytes are kept free.
+    How many bytes of a disk of C{total} bytes are kept free: L{SHARE} of
+    it, but at least L{FLOOR} and at most L{CEILING}.
     """
-    return max(int(total * SHARE), FLOOR)
+    return min(max(int(total * SHARE), FLOOR), CEILING)
 
 
 class NoRoom(OSError):

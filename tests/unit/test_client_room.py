@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from twisted.internet.task import Clock
 
-from boxsync.client.room import FLOOR, LOOK_SECONDS, NoRoom, Room, reserve
+from boxsync.client.room import CEILING, FLOOR, LOOK_SECONDS, NoRoom, Room, reserve
 
 MiB = 1024 * 1024
 
@@ -30,9 +30,10 @@ class Disk:
         return os.statvfs_result((4096, 4096, self.total // 4096, self.free // 4096, self.free // 4096, 0, 0, 0, 0, 255))
 
 
-def test_one_percent_is_kept_free_and_never_less_than_the_floor() -> None:
+def test_one_percent_is_kept_free_within_a_floor_and_a_ceiling() -> None:
     assert reserve(1000 * MiB) == 10 * MiB
     assert reserve(10 * MiB) == FLOOR
+    assert reserve(2 * 1000**4) == CEILING == 1024 * MiB
 
 
 def test_a_download_is_granted_while_it_leaves_the_reserve() -> None:
