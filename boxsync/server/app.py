@@ -150,6 +150,7 @@ class BoxsyncApp:
         stands in for an C{Authorization} header (L{boxsync.server.web}).
     @ivar transfers: the transfers under way; every file a route sends is
         counted in it while it is sent.
+    @ivar disk_full: called when a request found the box's disk full.
     """
 
     clock: IReactorTime
@@ -161,6 +162,7 @@ class BoxsyncApp:
     max_upload: int | None = None
     sessions: Sessions | None = None
     transfers: Transfers = field(default=Factory(lambda self: Transfers(self.clock), takes_self=True))
+    disk_full: Callable[[], object] | None = None
     app: Klein = field(factory=Klein, init=False)
     log = Logger()
 
@@ -245,11 +247,20 @@ class BoxsyncApp:
         if failure.check(MissingBlocks):
             missing: MissingBlocks = failure.value  # type: ignore[assignment]
             return json_body(request, int(Refusal.MISSING_BLOCKS), missing_json(missing.missing))
-        known = _answer(cast(BaseException, failure.value))
+        known = self._answer(cast(BaseException, failure.value))
         if known is None:
             self.log.failure("unhandled error in {uri}", failure, uri=request.uri)
             known = _INTERNAL
         return json_body(request, known.status, known.to_json())
+
+    def _answer(self, error: BaseException) -> ErrorAnswer | None:
+        """
+        The answer that tells a client about C{error} (L{_answer}); a full
+        disk is said to L{disk_full} too.
+        """
+        if isinstance(error, DiskFull) and self.disk_full is not None:
+            self.disk_full()
+        return _answer(error)
 
     def healthz(self, request: IRequest) -> bytes:
         return json_body(
@@ -514,7 +525,7 @@ class BoxsyncApp:
             if isinstance(outcome, FileRecord):
                 results.append(committed(outcome))
                 continue
-            known = _answer(outcome)
+            known = self._answer(outcome)
             if known is None:
                 self.log.failure("unhandled error in a batch", Failure(outcome))
                 known = _INTERNAL

@@ -34,12 +34,15 @@ from .index import VersionRecord
 __all__ = [
     "KEEP_VERSIONS",
     "THIN_VERSIONS",
+    "ROOM_FLOOR",
+    "ROOM_SHARE",
     "TIDY_SECONDS",
     "HistoryMax",
     "Retention",
     "Thinning",
     "Tidied",
     "parse_duration",
+    "room_wanted",
     "shared_sizes",
     "tidy",
 ]
@@ -53,6 +56,14 @@ THIN_VERSIONS = "1h:30s,1d:1h,30d:1d"
 
 #: How often the boxes are tidied.
 TIDY_SECONDS = 3600.0
+
+#: When a commit finds the box's disk full, the oldest kept versions go
+#: until this share of the disk is free (L{ROOM_FLOOR} at least): the files
+#: the clients have now come before their history.
+ROOM_SHARE = 0.05
+
+#: The least room a full disk is given back, whatever its size.
+ROOM_FLOOR = 64 * 1024 * 1024
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -202,6 +213,7 @@ class Retention:
         now: float,
         disk: Path,
         blocks: Mapping[str, Mapping[int, Sequence[tuple[str, int]]]] | None = None,
+        wanted: int = 0,
     ) -> dict[str, set[int]]:
         """
         The seqs of the versions to forget, by account, of the kept
@@ -211,6 +223,9 @@ class Retention:
             L{IIndex.kept_blocks} gives them): the size limit counts what
             the versions that stay take once they share their blocks
             (L{shared_sizes}), not their sizes.
+        @param wanted: how many bytes of the disk to free besides (the disk
+            is full): the oldest versions left go until they make that
+            much, counted as the size limit counts them.
         """
         now_ns = int(now * 1e9)
         oldest_kept = now_ns - int(self.keep_seconds * 1e9)
@@ -224,20 +239,22 @@ class Retention:
             doomed[account].update(version.seq for version in self.thinning.thinned(young, now_ns))
             left.extend((version.ended_ns, account, version) for version in young if version.seq not in doomed[account])
         limit = self.history_max.bytes_for(disk)
-        if limit is not None:
-            taken: dict[tuple[str, int], int] = {}
-            for account in versions:
-                stay = [version for _, each, version in left if each == account]
-                sizes = shared_sizes(stay, (blocks or {}).get(account, {}))
-                taken.update(((account, seq), size) for seq, size in sizes.items())
-            total = sum(taken.values())
-            # The oldest go first: no version of the same path left is
-            # older, so none of them takes more once it is gone.
-            for _, account, version in sorted(left, key=lambda entry: (entry[0], entry[2].seq)):
-                if total <= limit:
-                    break
-                doomed[account].add(version.seq)
-                total -= taken[account, version.seq]
+        if limit is None and not wanted:
+            return doomed
+        taken: dict[tuple[str, int], int] = {}
+        for account in versions:
+            stay = [version for _, each, version in left if each == account]
+            sizes = shared_sizes(stay, (blocks or {}).get(account, {}))
+            taken.update(((account, seq), size) for seq, size in sizes.items())
+        total = sum(taken.values())
+        goal = total - wanted if limit is None else min(limit, total - wanted)
+        # The oldest go first: no version of the same path left is older,
+        # so none of them takes more once it is gone.
+        for _, account, version in sorted(left, key=lambda entry: (entry[0], entry[2].seq)):
+            if total <= goal:
+                break
+            doomed[account].add(version.seq)
+            total -= taken[account, version.seq]
         return doomed
 
 
@@ -265,19 +282,32 @@ class Tidied:
     blocks: int
 
 
-async def tidy(boxes: Iterable[Box], retention: Retention, now: float, share: bool = True) -> Tidied:
+def room_wanted(disk: Path) -> int:
+    """
+    How many bytes to free on the full disk of C{disk}: up to L{ROOM_SHARE}
+    of it free (L{ROOM_FLOOR} at least, the whole disk at most).
+    """
+    stat = os.statvfs(disk)
+    total = stat.f_blocks * stat.f_frsize
+    goal = min(max(int(total * ROOM_SHARE), ROOM_FLOOR), total)
+    return max(goal - stat.f_bavail * stat.f_frsize, 0)
+
+
+async def tidy(boxes: Iterable[Box], retention: Retention, now: float, share: bool = True, full: bool = False) -> Tidied:
     """
     Forget the versions of C{boxes} that C{retention} no longer keeps at
     C{now} and remove their files, make those kept share their common
     blocks (if C{share}), and sweep the blocks sent ahead of commits that
-    never came.
+    never came. If the disk is C{full}, the oldest kept versions go too,
+    until there is room again (L{room_wanted}).
     """
     boxes = list(boxes)
     if not boxes:
         return Tidied(0, 0)
     kept = {box.account: await box.index.kept_versions(box.account) for box in boxes}
     recipes = {box.account: await box.index.kept_blocks(box.account) for box in boxes}
-    doomed = retention.doomed(kept, now, boxes[0].storage.root, recipes)
+    disk = boxes[0].storage.root
+    doomed = retention.doomed(kept, now, disk, recipes, room_wanted(disk) if full else 0)
     versions = blocks = 0
     for box in boxes:
         forgotten: list[VersionRecord] = await box.shared.forget(sorted(doomed[box.account]))

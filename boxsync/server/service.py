@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Protocol
 import psutil
 from attrs import define, field
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredLock, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
@@ -584,6 +584,10 @@ class BoxsyncService(MultiService):
         self.bucket = None if config.store is None else S3Bucket.connect(parse_store_url(config.store), os.environ)
         #: Whether other servers may serve the box too (its index is in PostgreSQL).
         self.cluster = config.index is not None
+        #: One tidying of the boxes at a time (the hourly one, one to make
+        #: room on a full disk).
+        self._tidying = DeferredLock()
+        self._making_room: Deferred[None] | None = None
         auth: IAuthenticator
         boxes: Callable[[str], Box]
         check: Callable[[], Coroutine[Any, Any, object]]
@@ -638,6 +642,7 @@ class BoxsyncService(MultiService):
             legacy=LegacyAdapter(boxes, self.hub, config.max_manifest_entries, clock=reactor),
             max_upload=config.max_upload,
             sessions=sessions,
+            disk_full=self._disk_full,
         )
         self.presence = Presence(reactor, self.hub, self.app.transfers, self.tokens if self.cluster else None)
         WebPage(reactor, self.app, sessions, self.presence).install(self.app.app)
@@ -729,13 +734,29 @@ class BoxsyncService(MultiService):
             return local
         return BucketedBlockStore(local, S3BlockStore(account, index, self.bucket, self.reactor))
 
-    async def _tidy(self) -> None:
+    async def _tidy(self, full: bool = False) -> None:
         # Kept versions do not share their blocks where there are several
         # servers (punched out of one, filled back before a read): the
         # filling on one server could meet the punching on another.
-        await self._on_one_server(
-            lambda alone: tidy(self._boxes(), self.config.retention, self.reactor.seconds(), share=alone)
-        )
+        async with self._tidying:
+            await self._on_one_server(
+                lambda alone: tidy(self._boxes(), self.config.retention, self.reactor.seconds(), alone, full)
+            )
+
+    def _disk_full(self) -> None:
+        """
+        A commit found the box's disk full: the oldest kept versions make
+        room (once at a time; the client tries again by itself).
+        """
+        if self._making_room is None or self._making_room.called:
+            self._making_room = Deferred.fromCoroutine(self._make_room())
+
+    async def _make_room(self) -> None:
+        self.log.warn("the box's disk is full: the oldest kept versions go, to make room for the files in use")
+        try:
+            await self._tidy(full=True)
+        except Exception:
+            self.log.failure("making room in the box failed")
 
     async def _look(self) -> None:
         """

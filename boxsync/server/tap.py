@@ -147,7 +147,8 @@ SETTINGS = [
         "history-max",
         HistoryMax(),
         "The most the kept versions may take, as a size (50G) or a share of the disk (10%); "
-        "the oldest go first. Default: no limit but --keep-versions.",
+        "the oldest go first. Default: no limit but --keep-versions (and a full disk, on which "
+        "the oldest go until 5% of it is free).",
         HistoryMax.parse,
     ),
     Setting(

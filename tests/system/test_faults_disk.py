@@ -257,3 +257,32 @@ def test_a_client_on_a_small_disk_keeps_room_and_goes_on_once_there_is_more(
     finally:
         b.kill()
     stop_and_check(server, "client keeps room on a small disk", len(set(waiting)), b.folder)
+
+
+@pytest.mark.slow
+def test_on_a_full_box_the_oldest_kept_versions_make_room_for_new_files(tmp_path: Path, small_disk: Path) -> None:
+    """
+    The box's disk (16 MiB) holds a file and two of its earlier versions,
+    kept for their 30 days, when a new file of 5 MiB comes: its commit
+    finds the disk full (507), the server removes the oldest kept versions
+    to make room, and the client's next try goes through. Before, every
+    try was refused until an hourly tidy a month later, or an operator.
+    """
+    server = Server(small_disk / "box").start()
+    a = Client(server, tmp_path / "a", "a", rescan=None)
+    a.folder.mkdir()
+    a.start()
+    try:
+        for _ in range(3):
+            data = os.urandom(3 << 20)
+            (a.folder / "doc.bin").write_bytes(data)
+            wait_until(lambda: tree(server.box).get("doc.bin") == sha(data), what="doc.bin's version in the box")
+        (a.folder / "new.bin").write_bytes(os.urandom(5 << 20))
+        wait_until(lambda: tree(server.box) == tree(a.folder), timeout=60, what="new.bin in the box")
+        assert output(server).count('"POST /blocks/commit HTTP/1.1" 507') >= 1
+        assert "the box's disk is full: the oldest kept versions go" in output(server)
+        assert re.search(r"tidied the box: [12] old versions", output(server))
+    finally:
+        a.kill()
+        server.kill()
+    stop_and_check(server, "a full box makes room", output(server).count(" 507 "), a.folder)

@@ -137,3 +137,26 @@ def test_the_history_limit_counts_what_those_that_stay_share() -> None:
     assert thinning.doomed({"acct": versions}, NOW, Path("/"), {"acct": blocks})["acct"] == {1}
     tighter = Retention(thinning=Thinning.parse("1d:1h"), history_max=HistoryMax(size=39))
     assert tighter.doomed({"acct": versions}, NOW, Path("/"), {"acct": blocks})["acct"] == {1, 2}
+
+
+def test_a_full_disk_takes_the_oldest_versions_until_the_room_wanted_is_made() -> None:
+    """
+    However young and whatever the limits, the oldest kept versions of
+    every account go, one after the other, until they free what a full
+    disk wants (counted as the size limit counts them); no more.
+    """
+    retention = Retention(thinning=Thinning())
+    versions = {
+        "a": [ended("doc", 1, ago=50, size=100), ended("doc", 2, ago=40, size=100), ended("x", 5, ago=10, size=100)],
+        "b": [ended("pic", 3, ago=45, size=300), ended("pic", 4, ago=20, size=100)],
+    }
+    assert retention.doomed(versions, NOW, Path("/")) == {"a": set(), "b": set()}
+    # 350 bytes: doc 1 (100), then pic 3 (300).
+    assert retention.doomed(versions, NOW, Path("/"), wanted=350) == {"a": {1}, "b": {3}}
+    assert retention.doomed(versions, NOW, Path("/"), wanted=401) == {"a": {1, 2}, "b": {3}}
+    # More than there is: every one.
+    assert retention.doomed(versions, NOW, Path("/"), wanted=10_000) == {"a": {1, 2, 5}, "b": {3, 4}}
+    # With a size limit too, the stricter wins.
+    limited = Retention(thinning=Thinning(), history_max=HistoryMax(size=650))
+    assert limited.doomed(versions, NOW, Path("/"), wanted=20) == {"a": {1}, "b": set()}
+    assert limited.doomed(versions, NOW, Path("/"), wanted=150) == {"a": {1}, "b": {3}}
