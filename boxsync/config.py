@@ -217,14 +217,23 @@ def find_config(
     The configuration file to read: the one named on the command line, else
     the one the environment variable C{variable} names (either must exist,
     which L{load} checks), else the first of C{candidates} that exists.
+
+    @raise ConfigError: if a candidate cannot be looked at (a home folder
+        that is another user's): it may be the file meant.
     """
     if given:
         return Path(given).expanduser()
     if environ.get(variable):
         return Path(environ[variable]).expanduser()
     for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError as e:
+            raise ConfigError(
+                f"cannot look for the configuration file {candidate}: {e.strerror or e} "
+                f"(set HOME or XDG_CONFIG_HOME to a folder of yours, or name a file with --config)"
+            ) from None
     return None
 
 

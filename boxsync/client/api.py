@@ -79,7 +79,7 @@ from ..writer import HashingWriter
 from .errors import APIError, CorruptBlock, DigestMismatch, MissingBlocks, WrongScheme, error_from
 from .probe import SchemeCheck
 from .results import DownloadResult
-from .resume import etag_sha256, hash_prefix, range_start
+from .resume import etag_sha256, hash_prefix, range_start, unsatisfied_size
 from .sockets import read_more
 from .sources import file_body
 from .throttle import Throttled, TokenBucket
@@ -705,8 +705,14 @@ class BoxsyncAPI:
             headers.setRawHeaders("If-Range", [f'"{expected_sha256}"'])
         response = await self._transport.request("GET", _file_path(path), headers)
         if response.code == 416 and offset:
-            # More than the whole file is there already: start over.
+            # Nothing is past what is there: it may be the whole file (a
+            # download that could not be placed), or more than it.
+            whole = self._whole_already(response, path, dest, offset, expected_sha256)
             self._transport.abandon(response)
+            if whole is not None:
+                if on_progress is not None:
+                    on_progress(offset)
+                return whole
             dest.unlink(missing_ok=True)
             return await self.download(path, dest, expected_sha256, on_progress)
         await self._transport.check(response, 200, 206)
@@ -741,6 +747,23 @@ class BoxsyncAPI:
             dest.unlink(missing_ok=True)
             raise DigestMismatch(path, expected_sha256, actual)
         return DownloadResult(sha256=actual, size=size, seq=seq, executable=executable)
+
+    def _whole_already(
+        self, response: IResponse, path: str, dest: Path, offset: int, expected_sha256: str | None
+    ) -> DownloadResult | None:
+        """
+        What a C{416} answer to the rest of C{path} after C{offset} bytes
+        says, if C{dest} holds the whole version already: its size is the
+        file's, and its bytes have the sha256 asked for, which is the
+        server's.
+        """
+        if not expected_sha256 or etag_sha256(response) != expected_sha256 or unsatisfied_size(response) != offset:
+            return None
+        seq = count_header(response_header(response, SEQ_HEADER), SEQ_HEADER)
+        if seq is None or hash_prefix(dest, offset).hexdigest() != expected_sha256:
+            return None
+        executable = flag_header(response_header(response, EXECUTABLE_HEADER), EXECUTABLE_HEADER)
+        return DownloadResult(sha256=expected_sha256, size=offset, seq=seq, executable=executable)
 
     async def _receive(
         self,

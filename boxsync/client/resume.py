@@ -46,6 +46,21 @@ def range_start(response: IResponse) -> int | None:
     return int(first)
 
 
+def unsatisfied_size(response: IResponse) -> int | None:
+    """
+    The size of the whole file, from a C{416} answer's C{Content-Range}
+    (C{bytes */SIZE}): a range asked for past its end.
+    """
+    value = response_header(response, "Content-Range")
+    if value is None:
+        return None
+    unit, _, rest = value.strip().partition(" ")
+    star, _, size = rest.partition("/")
+    if unit != "bytes" or star != "*" or not size.isdigit():
+        return None
+    return int(size)
+
+
 def hash_prefix(dest: Path, size: int) -> hashlib._Hash:
     """
     A sha256 of the first C{size} bytes of C{dest}, read a block at a time.

@@ -413,6 +413,27 @@ def test_download_resume_past_the_end(server: MemoryServer, tmp_path: Path) -> N
     assert (second.code, second.getHeader("Range")) == (200, None)
 
 
+def test_a_download_that_is_whole_already_is_not_fetched_again(server: MemoryServer, tmp_path: Path) -> None:
+    """
+    A C{dest} already whole (a download that could not be placed, tried
+    again): the C{416} says the file is that long and has that sha256, and
+    the bytes there are checked; nothing is fetched again. Bytes as long
+    as the file but not it are fetched again whole.
+    """
+    commit(server, tmp_path, "a", DATA)
+    dest = tmp_path / "dest"
+    dest.write_bytes(DATA)
+    progress: list[int] = []
+    result = server.run(server.api().download("a", dest, sha256(DATA), progress.append))
+    assert result == DownloadResult(sha256=sha256(DATA), size=len(DATA), seq=1, executable=False)
+    assert progress == [len(DATA)]
+    assert (server.requests[-1].code, dest.read_bytes()) == (416, DATA)
+    dest.write_bytes(bytes(len(DATA)))
+    result = server.run(server.api().download("a", dest, sha256(DATA), None))
+    assert (result.size, dest.read_bytes()) == (len(DATA), DATA)
+    assert [request.code for request in server.requests[-2:]] == [416, 200]
+
+
 def test_download_without_expected_sha256(server: MemoryServer, tmp_path: Path) -> None:
     """
     Without an expected sha256 nothing can be resumed safely: C{dest} is
