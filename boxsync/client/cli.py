@@ -462,7 +462,9 @@ async def run(reactor: IClientReactor, options: Options) -> None:
             reactor.removeSystemEventTrigger(trigger)
             await top.stopService()
     if options.once:
-        log.info("{folder} is in sync", folder=str(root))
+        passed_over = len(engine.skipped)
+        but = ", but {skipped} paths are skipped (boxsync-client status lists them)" if passed_over else ""
+        log.info("{folder} is in sync" + but, folder=str(root), skipped=passed_over)
 
 
 async def _history(reactor: IClientReactor, options: Options) -> int:

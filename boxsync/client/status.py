@@ -172,7 +172,8 @@ class StatusFile:
             "transfers": sorted(self._transfers.values(), key=lambda t: str(t["path"])),
             "last_error": self._last_error,
             "problems": engine.problems if engine is not None and running else {},
-            "skipped": dict(engine.skipped.items()) if engine is not None and running else {},
+            # Kept once stopped: what the last look passed over.
+            "skipped": dict(engine.skipped.items()) if engine is not None else {},
             "in_sync_when_stopped": None if running else self._stopped_in_sync,
             "paused": bool(engine is not None and running and engine.paused),
         }
@@ -303,7 +304,12 @@ def describe(folder: Path) -> tuple[list[str], bool]:
         lines.append("in sync:    no")
     elif status.get("in_sync_when_stopped"):
         since = status.get("in_sync_since")
-        lines.append("in sync:    yes when the client stopped" + (f" (in sync since {_when(since)})" if since else ""))
+        passed_over = len(status.get("skipped") or {})
+        lines.append(
+            "in sync:    yes when the client stopped"
+            + (f" (in sync since {_when(since)})" if since else "")
+            + (f", but {passed_over} paths were skipped (below)" if passed_over else "")
+        )
     else:
         lines.append("in sync:    unknown (no client is running)")
     lines.append(f"cursor:     {cursor}")
@@ -316,14 +322,14 @@ def describe(folder: Path) -> tuple[list[str], bool]:
             arrow = "↑" if transfer.get("kind") == "upload" else "↓"
             done, size = int(transfer.get("done", 0)), int(transfer.get("size", 0))
             lines.append(f"  {arrow} {transfer.get('path')}  {human_size(done)} of {human_size(size)}")
-        skipped = status.get("skipped") or {}
-        if skipped:
-            lines.append(f"skipped:    {len(skipped)} paths, never synced as they are")
-            lines.extend(f"  {path}: {why}" for path, why in skipped.items())
         problems = status.get("problems") or {}
         if problems:
             lines.append(f"not synced: {len(problems)} paths, tried again by themselves")
             lines.extend(f"  {path}: {why}" for path, why in problems.items())
+    skipped = status.get("skipped") or {}
+    if skipped:
+        lines.append(f"skipped:    {len(skipped)} paths, never synced as they are")
+        lines.extend(f"  {path}: {why}" for path, why in skipped.items())
     error = status.get("last_error")
     if error:
         when = float(error.get("time", 0))

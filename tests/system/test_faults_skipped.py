@@ -38,6 +38,30 @@ def shown(client: Client) -> str:
 
 
 @pytest.mark.slow
+def test_a_run_once_says_what_it_skipped_and_status_lists_it_after(tmp_path: Path, server: Server) -> None:
+    """
+    C{--once} that passed over a link and a pipe ends with "in sync, but 2
+    paths are skipped", and C{status}, once it has stopped, still lists
+    them. Before, it said only "in sync", and the status of a stopped
+    client listed nothing skipped.
+    """
+    a = Client(server, tmp_path / "a", "a")
+    a.folder.mkdir()
+    (a.folder / "plain.txt").write_text("synced")
+    (a.folder / "link").symlink_to(a.folder / "plain.txt")
+    os.mkfifo(a.folder / "pipe")
+    said = a.once().stderr
+    assert said.strip().splitlines()[-1].endswith(
+        f"{a.folder} is in sync, but 2 paths are skipped (boxsync-client status lists them)"
+    )
+    lines = shown(a).splitlines()
+    assert any(line.startswith("in sync:    yes when the client stopped") and "2 paths were skipped" in line for line in lines)
+    assert "  link: symbolic link" in lines and "  pipe: not a regular file" in lines
+    assert tree(server.box) == tree(a.folder)
+    stop_and_check(server, "skipped paths said by --once", 2, a.folder)
+
+
+@pytest.mark.slow
 def test_what_is_skipped_is_listed_and_logged_once(tmp_path: Path, server: Server) -> None:
     a = Client(server, tmp_path / "a", "a", rescan=0.5)
     a.folder.mkdir()
