@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from .box import Box
 from .http import as_event
 from .index import FileRecord
-from .storage import LocalFile, LocalFolder
+from .storage import BoxStorage, LocalFile, LocalFolder
 from .plan import PAGE
 
 __all__ = ["LOOK_SECONDS", "adopt", "Adopted", "look_for_hand_changes"]
@@ -59,15 +59,23 @@ def _as_it_was(live: FileRecord | None, file: LocalFile, sha256: str | None = No
     Whether C{file} is still the version of its live row C{live}: by its
     stamps, its ctime among them (a same-size edit whose mtime was set back
     still moved the ctime); or, given its C{sha256}, by its bytes, only its
-    ctime having moved (or not been known yet). A file made executable (or
-    not) by hand is a new version either way.
+    ctime or its mtime having moved (a box copied without its dates, a
+    C{touch}: the row's mtime is put back, L{BoxStorage.set_mtime}). A file
+    made executable (or not) by hand is a new version either way.
     """
     if live is None:
         return False
-    stamps = (file.size, file.mtime_ns, file.executable)
     if sha256 is None:
-        return (live.size, live.mtime_ns, live.executable, live.ctime_ns) == (*stamps, file.ctime_ns)
-    return (live.size, live.mtime_ns, live.executable, live.sha256) == (*stamps, sha256)
+        stamps = (file.size, file.mtime_ns, file.executable, file.ctime_ns)
+        return (live.size, live.mtime_ns, live.executable, live.ctime_ns) == stamps
+    return (live.size, live.executable, live.sha256) == (file.size, file.executable, sha256)
+
+
+async def _put_back(storage: BoxStorage, live: FileRecord) -> LocalFile | None:
+    """
+    Give the file of C{live} its row's mtime again; the file as it is then.
+    """
+    return await storage.in_thread(lambda: storage.set_mtime(live.path, live.mtime_ns))
 
 
 def _version(file: LocalFile, sha256: str) -> FileRecord:
@@ -120,7 +128,10 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
                 rows[file.path] = row
             continue
         if _as_it_was(live, file, sha256):
-            restamped.append((file.path, file.ctime_ns))
+            assert live is not None
+            now = file if file.mtime_ns == live.mtime_ns else await _put_back(storage, live)
+            if now is not None:
+                restamped.append((file.path, now.ctime_ns))
             continue
         if live is not None:
             changed += 1
@@ -190,7 +201,8 @@ async def look_for_hand_changes(box: Box) -> Adopted:
         if sha256 is None:
             continue
         if _as_it_was(live, file, sha256):
-            await box.index.restamp(box.account, [(path, file.ctime_ns)])
+            assert live is not None
+            await box.restamp_by_hand(live, file)
             continue
         if await box.take_by_hand(_version(file, sha256), row, file) is not None:
             changed += live is not None

@@ -669,6 +669,23 @@ class Box:
         self._publish(outcome, None)
         return outcome
 
+    async def restamp_by_hand(self, row: FileRecord, found: LocalFile) -> None:
+        """
+        The file of C{row} was found with the row's bytes but other stamps
+        (C{found}: a C{touch} by hand): its mtime is put back to the row's
+        and its stamps recorded, no new version, if neither the file nor
+        the row moved since they were looked at (as L{take_by_hand}).
+        """
+        path = row.path
+        async with self.turns:
+            now = await self.storage.in_thread(lambda: self.storage.look(path))
+            if now != found or await self.index.get(self.account, path) != row:
+                return
+            if found.mtime_ns != row.mtime_ns:
+                now = await self.storage.in_thread(lambda: self.storage.set_mtime(path, row.mtime_ns))
+            if now is not None:
+                await self.index.restamp(self.account, [(path, now.ctime_ns)])
+
     async def delete(
         self, path: str, base: int | None, origin: str = "", stream: str | None = None
     ) -> FileRecord:

@@ -196,6 +196,22 @@ class BoxStorage:
         os.close(fd)
         return _found(path, st)
 
+    def set_mtime(self, path: str, mtime_ns: int) -> LocalFile | None:
+        """
+        Give the regular file at C{path} the mtime C{mtime_ns} (a link is
+        never followed); the file with its new stamps, or C{None} if there
+        is none there. Blocking.
+        """
+        opened = open_regular_fd(self.root, path)
+        if opened is None:
+            return None
+        fd, _ = opened
+        try:
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+            return _found(path, os.fstat(fd))
+        finally:
+            os.close(fd)
+
     def hash(self, path: str) -> str | None:
         """
         The sha256 of the regular file at C{path}, or C{None} if there is

@@ -538,6 +538,43 @@ async def test_adopts_files_changed_by_hand(server: RunningServer, http: Any) ->
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_box_copied_without_its_dates_or_touched_makes_no_new_version(
+    server: RunningServer, http: Any
+) -> None:
+    """
+    The box copied with C{cp -r} (every file's mtime now) and the server
+    started on the copy, then a file touched while it runs: the bytes are
+    the versions the index has, so no version is made (no event, nothing
+    for the clients to fetch, no history) and each file gets its version's
+    mtime back. Before, every file of the box became a new version, dated
+    the day of the copy, on every client.
+    """
+    await put(http, server, "a.txt", b"a", base=0)
+    await put(http, server, "deep/b.txt", b"b", base=0)
+    before = {path: (server.box / path).stat().st_mtime_ns for path in ("a.txt", "deep/b.txt")}
+    await server.stop()
+    for path in before:
+        os.utime(server.box / path)
+    await server.start()
+    stream = await open_stream(http, server, Manifest())
+    try:
+        events = await stream.ready()
+        assert max(e.seq for e in events if isinstance(e, Download)) == 2
+        assert {path: (server.box / path).stat().st_mtime_ns for path in before} == before
+        os.utime(server.box / "a.txt", ns=(5 * 10**18, 5 * 10**18))
+        taken = await look_for_hand_changes(service_box(server))
+        assert (taken.added, taken.changed, taken.removed) == (0, 0, 0)
+        assert (server.box / "a.txt").stat().st_mtime_ns == before["a.txt"]
+        # Its stamps are known again: the next look reads nothing.
+        again = await look_for_hand_changes(service_box(server))
+        assert again == taken
+    finally:
+        stream.close()
+    listed = await json_of(await http.get(f"{server.url}/history/a.txt", headers=server.headers()))
+    assert [version["seq"] for version in listed["versions"]] == [1]
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_range_that_is_not_even_text_is_ignored(server: RunningServer, http: Any) -> None:
     """
     A Range header of bytes that are not UTF-8 is malformed: the whole file
