@@ -361,6 +361,12 @@ def _open_folder(folder: Path) -> tuple[LocalState, FolderLock]:
     box = marked_above(folder, SERVER_LOCK_FILE)
     if box is not None:
         raise UserError(f"{folder} is inside the boxsync server's box {box}: give a folder outside it")
+    own = _own_output_in(folder)
+    if own:
+        raise UserError(
+            f"this client's output goes to {own[0]}, inside the folder it syncs: each line it wrote would be "
+            f"a change to sync, without end; write it outside the folder (or in {hidden}), or ignore it"
+        )
     try:
         hidden.mkdir(parents=True, exist_ok=True)
         lock = FolderLock.acquire(hidden / commands.LOCK_FILE)
@@ -377,6 +383,24 @@ def _open_folder(folder: Path) -> tuple[LocalState, FolderLock]:
         lock.release()
         raise UserError(f"cannot use {folder} as the synced folder: {getattr(e, 'strerror', None) or e}") from e
     return state, lock
+
+
+def _own_output_in(folder: Path) -> list[Path]:
+    """
+    The files this process's output and errors go to (C{>> FILE}) that are
+    synced files of C{folder}: neither in its hidden folder nor ignored.
+    """
+    found: list[Path] = []
+    for fd in (1, 2):
+        try:
+            target = Path(os.readlink(f"/proc/self/fd/{fd}"))
+            relative = target.relative_to(folder.resolve())
+        except (OSError, ValueError):
+            continue
+        if relative.parts[0] != HIDDEN_DIR and target not in found:
+            if not IgnoreRules.load(folder).ignored("/".join(relative.parts)):
+                found.append(target)
+    return found
 
 
 async def _friendly(work: Awaitable[_T], server: str) -> _T:

@@ -7,6 +7,7 @@ errors that say in one line what is wrong.
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 import subprocess
 import sys
@@ -56,6 +57,37 @@ def test_one_client_per_folder(tmp_path: Path, server: Server) -> None:
         first.stop()
     # Once the first has stopped, the folder is free.
     Client(server, first.folder, "second", rescan=None).once()
+
+
+@pytest.mark.slow
+def test_a_client_whose_output_goes_into_its_folder_says_so_and_does_not_start(tmp_path: Path, server: Server) -> None:
+    """
+    C{boxsync-client FOLDER >> FOLDER/sync.log}: each line it logged would
+    change a file it syncs, to be sent again, and logged, without end (it
+    was: one upload of sync.log every 10 s, each a version kept 30 days).
+    It says so in one line and syncs nothing. Into its hidden folder, or
+    to a file its rules ignore, it runs.
+    """
+    client = Client(server, tmp_path / "a", "a")
+    client.folder.mkdir()
+    (client.folder / "notes.txt").write_text("notes")
+    command = shlex.join(client.args("--once"))
+    log = client.folder / "sync.log"
+    ran = subprocess.run(["sh", "-c", f"exec {command} >> {shlex.quote(str(log))} 2>&1"], timeout=60)
+    assert ran.returncode == 1
+    assert log.read_text().strip() == (
+        f"boxsync-client: this client's output goes to {log}, inside the folder it syncs: each line it wrote "
+        f"would be a change to sync, without end; write it outside the folder (or in {client.folder / '.boxsync'}), "
+        "or ignore it"
+    )
+    assert tree(server.box) == {}
+    (client.folder / ".boxsyncignore").write_text("*.log\n")
+    ran = subprocess.run(["sh", "-c", f"exec {command} >> {shlex.quote(str(log))} 2>&1"], timeout=60)
+    assert ran.returncode == 0
+    hidden = client.folder / ".boxsync" / "sync.log"
+    ran = subprocess.run(["sh", "-c", f"exec {command} > {shlex.quote(str(hidden))} 2>&1"], timeout=60)
+    assert ran.returncode == 0
+    assert set(tree(server.box)) == {"notes.txt", ".boxsyncignore"}
 
 
 @pytest.mark.slow
