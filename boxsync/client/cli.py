@@ -487,8 +487,9 @@ async def run(reactor: IClientReactor, options: Options) -> None:
             await top.stopService()
     if options.once:
         passed_over = len(engine.skipped)
-        but = ", but {skipped} paths are skipped (boxsync-client status lists them)" if passed_over else ""
-        log.info("{folder} is in sync" + but, folder=str(root), skipped=passed_over)
+        but = ", but {skipped} skipped (boxsync-client status lists them)" if passed_over else ""
+        said = "1 path is" if passed_over == 1 else f"{passed_over} paths are"
+        log.info("{folder} is in sync" + but, folder=str(root), skipped=said)
 
 
 async def _history(reactor: IClientReactor, options: Options) -> int:

@@ -296,7 +296,7 @@ def describe(folder: Path) -> tuple[list[str], bool]:
         lines.append(
             "in sync:    yes"
             + (f", since {_when(since)}" if since else "")
-            + (f", but {passed_over} paths are skipped (below)" if passed_over else "")
+            + (f", but {_paths(passed_over)} {_are(passed_over)} skipped (below)" if passed_over else "")
         )
     elif running and status.get("paused"):
         lines.append("in sync:    no: paused (boxsync-client resume FOLDER to go on)")
@@ -308,7 +308,7 @@ def describe(folder: Path) -> tuple[list[str], bool]:
         lines.append(
             "in sync:    yes when the client stopped"
             + (f" (in sync since {_when(since)})" if since else "")
-            + (f", but {passed_over} paths were skipped (below)" if passed_over else "")
+            + (f", but {_paths(passed_over)} {_were(passed_over)} skipped (below)" if passed_over else "")
         )
     else:
         lines.append("in sync:    unknown (no client is running)")
@@ -324,11 +324,11 @@ def describe(folder: Path) -> tuple[list[str], bool]:
             lines.append(f"  {arrow} {transfer.get('path')}  {human_size(done)} of {human_size(size)}")
         problems = status.get("problems") or {}
         if problems:
-            lines.append(f"not synced: {len(problems)} paths, tried again by themselves")
+            lines.append(f"not synced: {_paths(len(problems))}, tried again by themselves")
             lines.extend(f"  {path}: {why}" for path, why in problems.items())
     skipped = status.get("skipped") or {}
     if skipped:
-        lines.append(f"skipped:    {len(skipped)} paths, never synced as they are")
+        lines.append(f"skipped:    {_paths(len(skipped))}, never synced as they are")
         lines.extend(f"  {path}: {why}" for path, why in skipped.items())
     error = status.get("last_error")
     if error:
@@ -340,3 +340,14 @@ def describe(folder: Path) -> tuple[list[str], bool]:
         lines.append("last error: none")
     return [printable(line) for line in lines], in_sync
 
+
+def _paths(count: int) -> str:
+    return "1 path" if count == 1 else f"{count} paths"
+
+
+def _are(count: int) -> str:
+    return "is" if count == 1 else "are"
+
+
+def _were(count: int) -> str:
+    return "was" if count == 1 else "were"

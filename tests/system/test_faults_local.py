@@ -82,7 +82,7 @@ def test_a_path_that_cannot_be_written_holds_up_no_other(
             text=True,
             timeout=60,
         )
-        assert shown.returncode == 1 and "not synced: 1 paths" in shown.stdout
+        assert shown.returncode == 1 and "not synced: 1 path," in shown.stdout
         assert "  locked/old.txt: " in shown.stdout
         # Writable again: the path is tried again by itself, and arrives.
         subprocess.run(["umount", str(b.folder / "locked")], check=True)
