@@ -64,7 +64,7 @@ def test_a_client_whose_output_goes_into_its_folder_says_so_and_does_not_start(t
     """
     C{boxsync-client FOLDER >> FOLDER/sync.log}: each line it logged would
     change a file it syncs, to be sent again, and logged, without end (it
-    was: one upload of sync.log every 10 s, each a version kept 30 days).
+    was: one upload of sync.log every 10 s, each a new version for every client).
     It says so in one line and syncs nothing. Into its hidden folder, or
     to a file its rules ignore, it runs.
     """
