@@ -115,11 +115,20 @@ async def trash(reactor: IClientReactor, options: Any, folder: str, out: TextIO)
         print(f"{len(found)} deleted files", file=out)
 
 
+_CHANGED = "changed meanwhile: left as it is"
+
+
 @frozen
 class _Outcome:
+    """
+    What a restore did at C{path}: C{result}, said in words; C{done} unless
+    the path was left as it is.
+    """
+
     path: str
     seq: int | None
     result: str
+    done: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "seq": self.seq, "result": self.result}
@@ -140,7 +149,8 @@ async def restore(
     under the folder or file C{path} as it was then (C{exact}: deleting
     those made since, too).
 
-    @return: 0 if all was restored, 1 if a path had changed meanwhile.
+    @return: 0 if all was restored, 1 if a path had changed meanwhile or
+        its version was no longer kept.
     """
     target = box_path(path) if at is not None else _file(path)
     if seq is not None and at is not None:
@@ -165,7 +175,7 @@ async def restore(
             print(printable(f"{outcome.path}: {outcome.result}"), file=out)
         if not outcomes:
             print(printable(f"{target or 'the box'}: nothing to restore"), file=out)
-    return 1 if any(outcome.result.startswith("changed") for outcome in outcomes) else 0
+    return 0 if all(outcome.done for outcome in outcomes) else 1
 
 
 async def _restore_file(api: BoxsyncAPI, path: str, seq: int | None) -> _Outcome:
@@ -189,9 +199,9 @@ async def _one(api: BoxsyncAPI, path: str, seq: int, base: int) -> _Outcome:
     try:
         result = await api.restore(path, seq, base)
     except StaleBase:
-        return _Outcome(path, seq, "changed meanwhile: left as it is")
+        return _Outcome(path, seq, _CHANGED, done=False)
     except NotFound:
-        return _Outcome(path, seq, "that version is no longer kept")
+        return _Outcome(path, seq, "that version is no longer kept", done=False)
     return _Outcome(path, seq, f"restored version {seq} as seq {result.seq}")
 
 
@@ -218,7 +228,7 @@ async def _restore_at(api: BoxsyncAPI, target: str, when: str, exact: bool) -> l
                     await api.delete(path, current.seq)
                     outcomes.append(_Outcome(path, None, "deleted (made since)"))
                 except StaleBase:
-                    outcomes.append(_Outcome(path, None, "changed meanwhile: left as it is"))
+                    outcomes.append(_Outcome(path, None, _CHANGED, done=False))
     return outcomes
 
 

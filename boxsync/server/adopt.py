@@ -111,7 +111,10 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
 
     async def flush() -> None:
         if pending:
-            for record in await box.index.commit_many(box.account, list(pending)):
+            # What each replaces is gone: changed or removed by hand, or
+            # (renamed into place just before a crash) its kept name was
+            # in the staging folder, emptied at start-up.
+            for record in await box.index.commit_many(box.account, list(pending), None, [False] * len(pending)):
                 box.hub.publish(box.account, as_event(record))
             pending.clear()
 

@@ -585,7 +585,9 @@ class Box:
         @raise DiskFull: if the index's disk is full.
         """
         try:
-            stored: list[FileRecord | Moved] = await self.index.commit_many(self.account, records, expected)
+            stored: list[FileRecord | Moved] = await self.index.commit_many(
+                self.account, records, expected, [change.previous is not None for change in changes]
+            )
         except BaseException:
             await self.storage.undo(changes)
             raise
@@ -628,8 +630,13 @@ class Box:
             except FileNotFoundError:
                 raise NotFound(path) from None
             try:
+                # The bytes stay where they are: the version replaced has
+                # no file of its own to keep.
                 (outcome,) = await self.index.commit_many(
-                    self.account, [evolve(row, origin=origin, ctime_ns=ctime_ns, executable=executable)], [row.seq]
+                    self.account,
+                    [evolve(row, origin=origin, ctime_ns=ctime_ns, executable=executable)],
+                    [row.seq],
+                    [False],
                 )
                 record = _stale(outcome)
             except BaseException:
@@ -657,7 +664,11 @@ class Box:
             current: FileRecord | None = await self.index.get(self.account, path)
             if now != found or current != row:
                 return None
-            (outcome,) = await self.index.commit_many(self.account, [record], [None if row is None else row.seq])
+            # What was there is gone (written over or removed by hand):
+            # nothing of it is kept.
+            (outcome,) = await self.index.commit_many(
+                self.account, [record], [None if row is None else row.seq], [False]
+            )
         if isinstance(outcome, Moved):
             return None
         self.log.info(

@@ -186,7 +186,10 @@ class IIndex(Interface):
         """
 
     def commit_many(
-        account: str, records: Sequence[FileRecord], expected: Sequence[int | None] | None = None
+        account: str,
+        records: Sequence[FileRecord],
+        expected: Sequence[int | None] | None = None,
+        kept: Sequence[bool] | None = None,
     ) -> Any:
         """
         Commit several records in one transaction, in order.
@@ -196,6 +199,12 @@ class IIndex(Interface):
             moved on since (a commit by another server on the same index)
             is not committed: its place in the result holds a L{Moved}
             instead. No commit comes between this check and this one's.
+        @param kept: for each record, whether the version it replaces has
+            its file kept (C{None}: all have). One that has not (its bytes
+            were overwritten or removed by hand, or are the new version's
+            too) is forgotten with its blocks, not kept: the history never
+            lists a version no restore can bring back, and no kept version
+            gives up a block for one that does not hold it.
         """
 
     def restamp(account: str, stamps: Sequence[tuple[str, int]]) -> Any:
@@ -539,9 +548,13 @@ class SQLIndex:
         return d
 
     def commit_many(
-        self, account: str, records: Sequence[FileRecord], expected: Sequence[int | None] | None = None
+        self,
+        account: str,
+        records: Sequence[FileRecord],
+        expected: Sequence[int | None] | None = None,
+        kept: Sequence[bool] | None = None,
     ) -> Any:
-        return self._write(lambda db: _commit_all(db, account, records, expected))
+        return self._write(lambda db: _commit_all(db, account, records, expected, kept))
 
     def restamp(self, account: str, stamps: Sequence[tuple[str, int]]) -> Any:
         def work(db: Database) -> None:
@@ -942,11 +955,19 @@ def _forget_blocks(db: Database, account: str, seq: int) -> None:
     db.execute("DELETE FROM recipes WHERE account=? AND seq=?", (account, seq))
 
 
-def _keep_version(db: Database, account: str, path: str, ended_seq: int, now: int) -> None:
+def _keep_version(db: Database, account: str, path: str, ended_seq: int, now: int, kept: bool) -> None:
     """
     Keep the live version of C{path}, if any, as overwritten or deleted by
-    the commit C{ended_seq} at C{now}.
+    the commit C{ended_seq} at C{now}; or, unless its file is C{kept},
+    forget it and its blocks.
     """
+    if not kept:
+        row = db.execute(
+            "SELECT seq FROM files WHERE account=? AND path=? AND deleted=0 AND folder=0", (account, path)
+        ).fetchone()
+        if row is not None:
+            _forget_blocks(db, account, int(row[0]))
+        return
     db.execute(
         "INSERT INTO versions "
         "(account, seq, path, size, sha256, mtime_ns, origin, ended_seq, ended_ns, committed_ns, executable) "
@@ -957,7 +978,11 @@ def _keep_version(db: Database, account: str, path: str, ended_seq: int, now: in
 
 
 def _commit_all(
-    db: Database, account: str, records: Sequence[FileRecord], expected: Sequence[int | None] | None
+    db: Database,
+    account: str,
+    records: Sequence[FileRecord],
+    expected: Sequence[int | None] | None,
+    kept: Sequence[bool] | None,
 ) -> list[FileRecord | Moved]:
     # The account's row is locked first, until the transaction ends: a
     # commit elsewhere (another server on the same PostgreSQL) waits for
@@ -978,7 +1003,7 @@ def _commit_all(
                 stored.append(Moved(record.path, row))
                 continue
         seq += 1
-        _keep_version(db, account, record.path, seq, now)
+        _keep_version(db, account, record.path, seq, now, kept is None or kept[n])
         db.execute(
             f"INSERT INTO files (account, {_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "

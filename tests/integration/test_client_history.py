@@ -75,6 +75,26 @@ async def test_history_and_restore_of_a_version(server: RunningServer, http: Any
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_restore_of_a_version_no_longer_kept_fails(server: RunningServer, http: Any) -> None:
+    """
+    A version listed a moment before is gone when the restore comes (its
+    file lost, or forgotten by the history's tidy meanwhile): the restore
+    says so and exits 1, as for a path changed meanwhile; before, it
+    exited 0, and a script took the file for restored.
+    """
+    for content, base in ((b"v1", 0), (b"v2", 1)):
+        assert (await put(http, server, "notes.txt", content, base=base)).code == 201
+    (server.box / ".boxsync/versions/1").unlink()
+    out = io.StringIO()
+    code = await timed(
+        Deferred.fromCoroutine(history.restore(server.reactor, options(server), "notes.txt", 1, None, False, out)),
+        server.reactor,
+    )
+    assert (code, out.getvalue()) == (1, "notes.txt: that version is no longer kept\n")
+    assert (server.box / "notes.txt").read_bytes() == b"v2"
+
+
+@pytest_twisted.ensureDeferred
 async def test_trash_and_restore_of_a_deleted_file(server: RunningServer, http: Any) -> None:
     assert (await put(http, server, "docs/old-plan.txt", b"the plan", base=0)).code == 201
     assert (await put(http, server, "docs/keep.txt", b"kept", base=0)).code == 201

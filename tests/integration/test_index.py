@@ -140,6 +140,23 @@ async def test_a_commit_over_a_path_keeps_what_it_replaces(index: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_version_whose_file_is_not_kept_is_forgotten_with_its_blocks(index: Any) -> None:
+    """
+    A commit told that the version it replaces has no file kept (written
+    over by hand) forgets it and its blocks: nothing lists it, nothing
+    takes it for holding a block. The others of the same commit are kept.
+    """
+    first = await commit_big(index, "f", big("one", blk("a"), blk("b")))
+    await commit_big(index, "g", big("two", blk("a"), blk("c")))
+    stored = await index.commit_many(A, [rec("f", b"by hand"), rec("g", b"by a client")], None, [False, True])
+    assert [v.path for v in await index.versions(A, "f")] == []
+    assert [v.path for v in await index.versions(A, "g")] == ["g"]
+    assert await index.recipe(A, first.seq) is None
+    assert list(await index.find_blocks(A, [blk("a").sha256, blk("b").sha256])) == [blk("a").sha256]
+    assert await index.get(A, "f") == stored[0]
+
+
+@pytest_twisted.ensureDeferred
 async def test_since_and_page(index: Any) -> None:
     # Paths sort by their bytes, as UTF-8: upper case first, then lower
     # case, then the rest, whatever the database's locale.

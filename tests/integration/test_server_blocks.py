@@ -22,6 +22,7 @@ import zstandard
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from boxsync.blocks import BLOCK_MIN, Block, recipe_of_bytes
+from boxsync.server.adopt import look_for_hand_changes
 from boxsync.server.blockstore import PENDING_HOURS
 from boxsync.server.retention import HistoryMax, Retention, Thinning, Tidied, parse_duration, tidy
 from boxsync.wire import INCOMING_FEATURE, Download, Hello, Incoming, Manifest
@@ -575,3 +576,48 @@ async def test_the_history_limit_counts_versions_as_they_will_share(server: Runn
     assert sorted(int(name) for name in os.listdir(versions)) == kept
     assert sum(on_disk(versions / str(seq)) for seq in kept) <= limit
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_overwritten_by_hand_is_not_listed_as_kept_nor_taken_for_its_blocks(
+    server: RunningServer, http: Any
+) -> None:
+    """
+    The live file of a path overwritten in the box by hand: its bytes are
+    gone, so its version is no longer kept. Before, the look recorded it as
+    kept, with its blocks: the history listed a version no restore could
+    bring back, and the older kept versions had the blocks they share with
+    it punched out, as if it held them, so they could no longer be read.
+    """
+    assert server.service is not None and server.service.box is not None
+    box = server.service.box
+    seqs, contents = map(list, zip(*await edits(http, server, 3)))
+    (server.box / "image.bin").write_bytes(b"written over by hand")
+    taken = await look_for_hand_changes(box)
+    assert taken.changed == 1
+    history = await timed(http.get(f"{server.url}/history/image.bin", headers=server.headers()), server.reactor)
+    listed = [v["seq"] for v in (await json_of(history))["versions"]]
+    assert seqs[-1] not in listed and seqs[0] in listed
+    await box.shared.share()
+    for seq, data in zip(seqs[:-1], contents):
+        response = await timed(http.get(f"{server.url}/versions/{seq}", headers=server.headers()), server.reactor)
+        assert response.code == 200 and sha(await response.content()) == sha(data), seq
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_removed_by_hand_is_not_in_the_trash(server: RunningServer, http: Any) -> None:
+    """
+    A file removed from the box by hand is deleted, and its bytes are gone:
+    the trash does not list it as a file to bring back.
+    """
+    assert server.service is not None and server.service.box is not None
+    await put(http, server, "kept.txt", b"deleted the usual way", base=0)
+    await put(http, server, "gone.txt", b"removed by hand", base=0)
+    response = await timed(
+        http.delete(server.file_url("kept.txt"), headers=server.headers(X_Boxsync_Base="1")), server.reactor
+    )
+    assert response.code == 200
+    (server.box / "gone.txt").unlink()
+    assert (await look_for_hand_changes(server.service.box)).removed == 1
+    trash = await json_of(await timed(http.get(f"{server.url}/trash", headers=server.headers()), server.reactor))
+    assert [entry["path"] for entry in trash["files"]] == ["kept.txt"]

@@ -62,12 +62,16 @@ class CountingIndex:
         return self.real.commit(account, record)
 
     def commit_many(
-        self, account: str, records: Sequence[FileRecord], expected: Sequence[int | None] | None = None
+        self,
+        account: str,
+        records: Sequence[FileRecord],
+        expected: Sequence[int | None] | None = None,
+        kept: Sequence[bool] | None = None,
     ) -> Any:
         self.commits.append(len(records))
         if self.broken:
             return fail(RuntimeError("the index is broken"))
-        return self.real.commit_many(account, records, expected)
+        return self.real.commit_many(account, records, expected, kept)
 
     def since(self, account: str, seq: int, limit: int) -> Any:
         return self.real.since(account, seq, limit)
