@@ -57,6 +57,11 @@ THIN_VERSIONS = "1h:30s,1d:1h,30d:1d"
 #: How often the boxes are tidied.
 TIDY_SECONDS = 3600.0
 
+#: A kept version's file is put in place just after the commit that ends
+#: it: one whose file is missing is taken for lost only once it ended this
+#: many seconds before the tidying.
+LOST_GRACE_SECONDS = 60.0
+
 #: When a commit finds the box's disk full, the oldest kept versions go
 #: until this share of the disk is free (L{ROOM_FLOOR} at least): the files
 #: the clients have now come before their history.
@@ -304,6 +309,8 @@ async def tidy(boxes: Iterable[Box], retention: Retention, now: float, share: bo
     boxes = list(boxes)
     if not boxes:
         return Tidied(0, 0)
+    for box in boxes:
+        await box.shared.forget_lost(int((now - LOST_GRACE_SECONDS) * 1e9))
     kept = {box.account: await box.index.kept_versions(box.account) for box in boxes}
     recipes = {box.account: await box.index.kept_blocks(box.account) for box in boxes}
     disk = boxes[0].storage.root

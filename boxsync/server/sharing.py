@@ -203,6 +203,29 @@ class SharedVersions:
                 await self._fill(seq, await self.index.holes(self.account, seq, only_in=going))
             yield
 
+    async def forget_lost(self, before_ns: int) -> list[VersionRecord]:
+        """
+        Forget the kept versions ended before C{before_ns} whose file is
+        gone (removed from C{.boxsync/versions} by hand, or never there: a
+        box file written over by hand was recorded as kept by earlier
+        servers): they hold no block, so none is punched out of another
+        version for them, and no history lists them. A version's file is put in place just after its commit:
+        one ended since C{before_ns} is left alone.
+        """
+        async with self._lock:
+            kept: list[VersionRecord] = await self.index.kept_versions(self.account)
+            ended = [version.seq for version in kept if version.ended_ns < before_ns]
+            lost = await self.storage.in_thread(lambda: [seq for seq in ended if not self.storage.has_version(seq)])
+            if not lost:
+                return []
+            forgotten: list[VersionRecord] = await self.index.forget_versions(self.account, lost)
+            self.log.warn(
+                "{count} kept versions had no file any more, and are no longer listed: {paths}",
+                count=len(forgotten),
+                paths=", ".join(sorted({version.path for version in forgotten})[:10]),
+            )
+            return forgotten
+
     async def forget(self, going: Sequence[int]) -> list[VersionRecord]:
         """
         Forget the kept versions C{going} and remove their files, the blocks

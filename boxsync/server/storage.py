@@ -111,6 +111,16 @@ class BoxStorage:
         """
         return self.versions / str(seq)
 
+    def has_version(self, seq: int) -> bool:
+        """
+        Whether the file of kept version C{seq} is there. Blocking.
+        """
+        try:
+            os.lstat(self.version_path(seq))
+        except FileNotFoundError:
+            return False
+        return True
+
     def open_version(self, seq: int) -> int | None:
         """
         The kept version C{seq}, open for reading (a descriptor), or C{None}

@@ -621,3 +621,29 @@ async def test_a_file_removed_by_hand_is_not_in_the_trash(server: RunningServer,
     assert (await look_for_hand_changes(server.service.box)).removed == 1
     trash = await json_of(await timed(http.get(f"{server.url}/trash", headers=server.headers()), server.reactor))
     assert [entry["path"] for entry in trash["files"]] == ["kept.txt"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_kept_version_whose_file_is_gone_is_forgotten_before_the_others_share(
+    server: RunningServer, http: Any
+) -> None:
+    """
+    The file of a kept version removed from C{.boxsync/versions} by hand
+    (or a version an earlier server recorded as kept when the box file was
+    written over by hand): the tidying forgets it before the kept versions
+    share their blocks, so none gives up a block for it, and it is no
+    longer listed. One that ended a moment ago is left alone: its file may
+    be on its way.
+    """
+    assert server.service is not None and server.service.box is not None
+    box = server.service.box
+    seqs, contents = map(list, zip(*await edits(http, server, 4)))
+    (server.box / ".boxsync/versions" / str(seqs[2])).unlink()
+    keep_all = Retention(keep_seconds=3600, thinning=Thinning(), history_max=HistoryMax())
+    await tidy([box], keep_all, time.time())
+    assert seqs[2] in [v.seq for v in await box.index.versions(box.account, "image.bin")]
+    await tidy([box], keep_all, time.time() + 120)
+    assert [v.seq for v in await box.index.versions(box.account, "image.bin")] == [seqs[1], seqs[0]]
+    for seq, data in zip(seqs[:2], contents):
+        response = await timed(http.get(f"{server.url}/versions/{seq}", headers=server.headers()), server.reactor)
+        assert response.code == 200 and sha(await response.content()) == sha(data), seq
