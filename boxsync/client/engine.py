@@ -600,7 +600,7 @@ class Engine:
         if failure.check(*Fatal):
             self._stop_for(failure.value, path)  # type: ignore[arg-type]
             return
-        error = describe(failure.value)  # type: ignore[arg-type]
+        error = describe(failure.value, self.root, path)  # type: ignore[arg-type]
         self.log.warn("{path}: {error}", path=path, error=error)
         self._attempt.error = f"{path}: {error}"
         if not self.once and this_path_only(failure.value):

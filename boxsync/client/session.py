@@ -12,8 +12,10 @@ the next session starts, so nothing of a session leaks into the next.
 from __future__ import annotations
 
 import errno
+import os
 import random
 from enum import Enum
+from pathlib import Path
 from typing import Any, Callable, Coroutine
 
 from attrs import define, field
@@ -22,6 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from ..paths import HIDDEN_DIR, printable
 from .connect import describe_failure, unwrap
 from .errors import AuthError, WrongScheme
 from .identity import FolderReplaced
@@ -118,14 +121,37 @@ class Attempt:
         return seq
 
 
-def describe(error: BaseException) -> str:
+def describe(error: BaseException, root: Path | None = None, path: str | None = None) -> str:
     """
     One line about a failure, for the log and the status.
+
+    @param root: the synced folder: an error of the system (C{OSError})
+        then names the places it met in that folder (not the client's own
+        temporary files in it), and not C{path}, the file the line is
+        about already.
     """
     cause = unwrap(error)
     if isinstance(cause, OSError) and cause.errno in _FULL:
         return f"no space left on this disk ({cause.strerror})"
+    if root is not None and isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror + "".join(f" ({place})" for place in _places(cause, root, path))
     return describe_failure(cause)
+
+
+def _places(error: OSError, root: Path, path: str | None) -> list[str]:
+    """
+    The names C{error} carries, within C{root} (but its hidden folder, and
+    C{path}) as wire paths, outside it as they are; shown escaped.
+    """
+    places = []
+    for name in (error.filename, error.filename2):
+        if not isinstance(name, (str, os.PathLike)):
+            continue
+        relative = os.path.relpath(name, root)
+        if relative.split(os.sep)[0] == HIDDEN_DIR or relative == path:
+            continue
+        places.append(printable(os.fspath(name) if relative.startswith("..") else relative))
+    return places
 
 
 @define

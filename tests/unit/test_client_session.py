@@ -5,14 +5,17 @@ its phases, its back-off, and how it stops.
 
 from __future__ import annotations
 
+import errno
+import os
 import random
+from pathlib import Path
 
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from boxsync.client.errors import AuthError
-from boxsync.client.session import Attempt, NotInSync, Phase, Sessions
+from boxsync.client.session import Attempt, NotInSync, Phase, Sessions, describe
 
 
 @pytest.fixture(autouse=True)
@@ -167,3 +170,23 @@ def test_the_cursor_passes_the_clients_own_commits_but_no_gap() -> None:
     attempt.own.add(7)
     attempt.seen = 8  # events come in seq order: 6 was heard
     assert attempt.reached() == 8
+
+
+def test_a_failure_of_the_system_names_the_places_of_the_folder_only() -> None:
+    """
+    A file that could not be put in place is said with the system's reason
+    and the places of the synced folder it met: not the client's temporary
+    file (a path the user never made), nor the file the line is about.
+    """
+    root = Path("/home/me/sync")
+    denied = os.strerror(errno.EPERM)
+    moved = OSError(errno.EPERM, denied, str(root / ".boxsync/tmp/dl-1234"), str(root / "ro/two.txt"))
+    assert describe(moved, root, "ro/two.txt") == denied
+    above = OSError(errno.EACCES, os.strerror(errno.EACCES), str(root / "ro/deep"))
+    assert describe(above, root, "ro/deep/f.txt") == f"{os.strerror(errno.EACCES)} (ro/deep)"
+    odd = OSError(errno.EACCES, os.strerror(errno.EACCES), str(root / "new\nline"))
+    assert describe(odd, root, "x") == f"{os.strerror(errno.EACCES)} (new\\nline)"
+    outside = OSError(errno.EXDEV, os.strerror(errno.EXDEV), "/mnt/elsewhere/f")
+    assert describe(outside, root, "f") == f"{os.strerror(errno.EXDEV)} (/mnt/elsewhere/f)"
+    # Without the folder: the error's own first line, as before.
+    assert describe(moved) == str(moved)
