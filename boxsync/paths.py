@@ -19,7 +19,7 @@ import re
 import stat
 import unicodedata
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 __all__ = [
     "printable",
@@ -36,6 +36,7 @@ __all__ = [
     "normalize",
     "normalize_all",
     "preferred",
+    "a_box",
     "to_local",
     "from_local",
 ]
@@ -232,7 +233,22 @@ def _other_form(folder: str, segment: str) -> str | None:
     return preferred(found) if found else None
 
 
-def to_local(root: Path, path: str, folders: dict[str, str] | None = None) -> Path:
+def a_box(folder: str) -> str | None:
+    """
+    Why nothing is to be placed in C{folder}, a folder with a hidden folder
+    of its own, if it is a server's box; C{None} if it is not one.
+    """
+    if os.path.lexists(f"{folder}/{HIDDEN_DIR}/{SERVER_LOCK_FILE}"):
+        return "a boxsync server's box"
+    return None
+
+
+def to_local(
+    root: Path,
+    path: str,
+    folders: dict[str, str] | None = None,
+    kept_out: Callable[[str], str | None] = a_box,
+) -> Path:
     """
     Map a wire path to a file below C{root}.
 
@@ -247,8 +263,14 @@ def to_local(root: Path, path: str, folders: dict[str, str] | None = None) -> Pa
         keeps it only as long as a folder that was checked may be taken to
         be unchanged (see L{boxsync.client.localpaths}).
 
+    @param kept_out: given a folder below C{root} (its path here) with a
+        hidden folder of its own, why nothing is placed in it (by default
+        if it is a server's box: the server would take what is written
+        there for files of its box), or C{None}.
+
     @raise BadPath: if the path is not acceptable, is too long for the file
-        system below C{root}, or a parent is a link or a file.
+        system below C{root}, or a parent is a link, a file or a folder
+        C{kept_out} names.
     """
     wire = normalize(path)
     top = os.path.abspath(root)
@@ -293,6 +315,10 @@ def to_local(root: Path, path: str, folders: dict[str, str] | None = None) -> Pa
         if not stat.S_ISDIR(mode):
             raise BadPath(f"{path!r} goes through a file")
         folder = f"{folder}/{name}"
+        if os.path.lexists(f"{folder}/{HIDDEN_DIR}"):
+            why = kept_out(folder)
+            if why is not None:
+                raise BadPath(f"{path!r} goes into {why}")
         if folders is not None:
             folders["/".join(segments[: n + 1])] = "/".join(names)
     local = "/".join(names)

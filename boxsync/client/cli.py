@@ -36,7 +36,7 @@ from ..reactors import IClientReactor
 from . import commands, history
 from .connect import ConnectionSettingsError, connect, describe_failure
 from .errors import APIError, AuthError, WrongScheme
-from .identity import FolderReplaced
+from .identity import FolderReplaced, InsideSameBox
 from .ignore import IgnoreRules
 from .progress import reporter_for
 from .session import NotInSync
@@ -414,7 +414,7 @@ async def _friendly(work: Awaitable[_T], server: str) -> _T:
         raise UserError(f"the server refused the token: {e.message}") from e
     except NotInSync as e:
         raise UserError(f"could not sync everything: {e}") from e
-    except (commands.NotInBox, WrongScheme, FolderReplaced) as e:
+    except (commands.NotInBox, WrongScheme, FolderReplaced, InsideSameBox) as e:
         raise UserError(str(e)) from e
     except APIError as e:
         raise UserError(f"the server said: {e.message} ({e.status})") from e

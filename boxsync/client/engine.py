@@ -48,7 +48,7 @@ from .actions import Actions
 from .api import BoxsyncAPI
 from .batch import Batcher
 from .blockwise import Blockwise
-from .identity import FolderIdentity
+from .identity import FolderIdentity, InsideSameBox, check_not_inside
 from .ignore import IGNORE_FILE, IgnoreRules
 from .jobs import Jobs, this_path_only
 from .localpaths import LocalPaths
@@ -452,8 +452,15 @@ class Engine:
         at the seq of the one this folder names its history by), a file
         here that it lacks was not deleted there: every base is forgotten,
         and the next session compares every file with the box as a first
-        sync does, deleting nothing.
+        sync does, deleting nothing. A folder inside another synced with
+        the same box stops the client (L{check_not_inside}).
         """
+        if hello.box is not None:
+            try:
+                check_not_inside(self.root, hello.box)
+            except InsideSameBox as e:
+                self._stop_for(e)
+                return
         known, held = self.state.box, self._attempt.held
         if hello.box is not None and known is not None and hello.box != known:
             why = "it is another box"

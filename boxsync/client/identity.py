@@ -9,6 +9,11 @@ scan's deletes are believed and before any delete is sent to the server,
 the client checks that the folder at its path and the state file in it are
 still those it opened (L{FolderIdentity.check}): if not, it stops, having
 deleted nothing, and says why in one line.
+
+Nor is the folder inside another synced with the same box
+(L{check_not_inside}): each client would send the other's files up and get
+them back a level deeper, again and again (Nextcloud and Seafile refuse a
+sync folder inside another altogether).
 """
 
 from __future__ import annotations
@@ -18,15 +23,38 @@ from pathlib import Path
 
 from attrs import frozen
 
-from .state import state_file
+from ..paths import CLIENT_STATE_FILE, marked_above
+from .state import box_of, state_file
 
-__all__ = ["FolderIdentity", "FolderReplaced"]
+__all__ = ["FolderIdentity", "FolderReplaced", "InsideSameBox", "check_not_inside"]
 
 
 class FolderReplaced(Exception):
     """
     The synced folder is not the folder the client started with.
     """
+
+
+class InsideSameBox(Exception):
+    """
+    The synced folder is inside another one synced with the same box.
+    """
+
+
+def check_not_inside(root: Path, box: str) -> None:
+    """
+    Make sure no folder above C{root} is synced with the box C{box}.
+
+    @raise InsideSameBox: if one is.
+    """
+    outer = marked_above(root, CLIENT_STATE_FILE)
+    while outer is not None:
+        if box_of(outer) == box:
+            raise InsideSameBox(
+                f"{root} is inside {outer}, a folder synced with the same box: each client would send the other's "
+                "files up and get them back a level deeper, again and again; sync a folder outside it"
+            )
+        outer = marked_above(outer, CLIENT_STATE_FILE)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

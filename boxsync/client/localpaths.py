@@ -23,7 +23,8 @@ from pathlib import Path
 from attrs import define, field
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from ..paths import to_local
+from ..paths import a_box, to_local
+from .state import same_box
 
 
 @define
@@ -44,7 +45,20 @@ class LocalPaths:
 
         @raise BadPath: as L{to_local} does.
         """
-        return to_local(self.root, path, self.folders())
+        return to_local(self.root, path, self.folders(), self._kept_out)
+
+    def _kept_out(self, folder: str) -> str | None:
+        """
+        Why nothing is placed in C{folder}, below the root and with a
+        hidden folder of its own: a server's box, or a folder synced on its
+        own with the root's box (its client would send it up again, a level
+        deeper); C{None} for one synced with another box (each client
+        brings the other's changes).
+        """
+        why = a_box(folder)
+        if why is None and same_box(self.root, folder):
+            why = "a folder synced on its own with this same box"
+        return why
 
     def folders(self) -> dict[str, str]:
         """

@@ -27,12 +27,12 @@ from twisted.logger import Logger
 from ..paths import HIDDEN_DIR, printable
 from .connect import describe_failure, unwrap
 from .errors import AuthError, WrongScheme
-from .identity import FolderReplaced
+from .identity import FolderReplaced, InsideSameBox
 
 __all__ = ["Attempt", "Fatal", "NotInSync", "Phase", "Sessions", "describe"]
 
 #: Errors that stop the client: retrying would not help.
-Fatal = (AuthError, WrongScheme, FolderReplaced)
+Fatal = (AuthError, WrongScheme, FolderReplaced, InsideSameBox)
 
 #: What writing to a full disk (or past a quota or a size limit) fails with.
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)

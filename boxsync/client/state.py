@@ -40,7 +40,10 @@ from ..paths import CLIENT_STATE_FILE, HIDDEN_DIR
 from ..sqlite import DamagedDatabase, naming_damage, transaction, use_wal
 from ..wire import Held
 
-__all__ = ["Base", "LocalState", "STATE_FILE", "RECENT", "Stamps", "UNKNOWN_CTIME", "folder_base", "state_file"]
+__all__ = [
+    "Base", "LocalState", "STATE_FILE", "RECENT", "Stamps", "UNKNOWN_CTIME", "box_of", "folder_base", "same_box",
+    "state_file",
+]
 
 #: How many paths' bases are remembered after they are read or written: a
 #: burst (a tree moved into the folder, a batch of events) asks for each of
@@ -240,6 +243,34 @@ def _write(db: sqlite3.Connection, changes: dict[str, Base | None]) -> None:
         "DELETE FROM bases WHERE path = ?",
         [(path,) for path, base in changes.items() if base is None],
     )
+
+
+def box_of(root: Path) -> str | None:
+    """
+    The id of the box the synced folder C{root} was last synced with, read
+    from its state without changing it (another client's may be running);
+    C{None} if it is not known or cannot be read.
+    """
+    try:
+        db = sqlite3.connect(f"{state_file(root).as_uri()}?mode=ro", uri=True, timeout=1.0)
+    except sqlite3.Error:
+        return None
+    try:
+        rows = db.execute("SELECT value FROM meta WHERE key = ?", (_BOX,)).fetchall()
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    return str(rows[0][0]) if rows else None
+
+
+def same_box(root: Path, inner: str | Path) -> bool:
+    """
+    Whether the folder C{inner}, inside the synced folder C{root}, is
+    synced on its own with the box C{root} is synced with.
+    """
+    box = box_of(root)
+    return box is not None and box == box_of(Path(inner))
 
 
 def _connect(path: Path) -> sqlite3.Connection:

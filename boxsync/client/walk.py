@@ -21,14 +21,23 @@ from typing import Iterator
 
 from attrs import frozen
 
-from ..paths import HIDDEN_DIR, SERVER_LOCK_FILE, BadPath, child, normalize, preferred, to_local
+from ..paths import CLIENT_STATE_FILE, HIDDEN_DIR, SERVER_LOCK_FILE, BadPath, child, normalize, preferred, to_local
 from .ignore import IgnoreRules
+from .state import same_box
 
-__all__ = ["NESTED_BOX", "NESTED_FOLDER", "Skipped", "passed_over", "walk", "wire_path"]
+__all__ = ["NESTED_BOX", "NESTED_FOLDER", "NESTED_SAME_BOX", "Skipped", "passed_over", "walk", "wire_path"]
 
 #: Why the hidden folder of a folder synced on its own inside this one is
 #: not synced.
 NESTED_FOLDER = f"the {HIDDEN_DIR}/ of a folder synced on its own inside this one"
+
+#: Why a folder synced on its own with this folder's box, inside this
+#: folder, is not synced: its files are the box's already, and would come
+#: back into it, a level deeper at each turn.
+NESTED_SAME_BOX = "a folder synced on its own with this same box (its files would come back into it, deeper each time)"
+
+#: What a folder synced on its own has, below it.
+_FOLDER_MARK = f"/{HIDDEN_DIR}/{CLIENT_STATE_FILE}"
 
 #: Why a server's box inside this folder is not synced: its files would
 #: come back into it, one level deeper at each turn, if it is this
@@ -149,7 +158,7 @@ def walk(
         for entry in entries:
             names = same[_nfc(entry.name)]
             kept = preferred(names) if len(names) > 1 else None
-            found = _classify(directory, local, entry, kept, ignore, skipped)
+            found = _classify(root, directory, local, entry, kept, ignore, skipped)
             if found is None:
                 continue
             yield found, entry
@@ -158,6 +167,7 @@ def walk(
 
 
 def _classify(
+    root: Path,
     directory: str,
     local: str,
     entry: os.DirEntry[str],
@@ -205,6 +215,12 @@ def _classify(
             # taken for deleted.
             if skipped is not None:
                 skipped.append(Skipped(relative, NESTED_BOX, unreadable=True))
+            return None
+        if reason is None and is_dir and os.path.lexists(entry.path + _FOLDER_MARK) and same_box(root, entry.path):
+            # As a box inside; one synced with another box is this
+            # folder's too (each client brings the other's changes).
+            if skipped is not None:
+                skipped.append(Skipped(relative, NESTED_SAME_BOX, unreadable=True))
             return None
         if reason is None:
             if not ignore.ignored_in_synced(path, entry.name, is_dir):

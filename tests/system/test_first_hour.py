@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from boxsync.server.tap import START_FAILED
-from boxsync.testing import Client, Server, tree, wait_until
+from boxsync.testing import Client, Server, remove_tree, tree, wait_until
 from tests.faults import server  # noqa: F401 (the fixture)
 
 
@@ -137,6 +137,48 @@ def test_a_box_inside_a_running_client_s_folder_is_not_synced_back_into_itself(t
         a.kill()
         b.kill()
         server.kill()
+
+
+@pytest.mark.slow
+def test_folders_synced_with_one_box_one_inside_the_other_do_not_feed_each_other(
+    tmp_path: Path, server: Server
+) -> None:
+    """
+    A client started on a folder inside one synced with the same box stops
+    at once, in one line: each would send the other's files up and get them
+    back a level deeper, again and again. A folder synced with that box and
+    moved into another one is left to its own client: the outer one sends
+    none of its files up, writes none of the box's into it, and lists it as
+    skipped. (One synced with another box is the outer folder's too:
+    test_what_is_synced.py.)
+    """
+    a = Client(server, tmp_path / "a", "a", rescan=None)
+    a.folder.mkdir()
+    (a.folder / "x.txt").write_text("x")
+    a.once()
+    inner = a.folder / "inner"
+    ran = subprocess.run(Client(server, inner, "d").args("--once"), capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 1
+    assert ran.stderr.strip().splitlines()[-1] == (
+        f"boxsync-client: {inner} is inside {a.folder}, a folder synced with the same box: each client would send "
+        "the other's files up and get them back a level deeper, again and again; sync a folder outside it"
+    )
+    assert sorted(path for path in tree(inner) if not path.startswith(".boxsync/")) == []
+    a.once()
+    assert sorted(tree(server.box)) == ["x.txt"]
+    remove_tree(inner)
+    d = Client(server, tmp_path / "d", "d", rescan=None)
+    d.folder.mkdir()
+    d.once()
+    d.folder.rename(inner)
+    e = Client(server, tmp_path / "e", "e", rescan=None)
+    (e.folder / "inner").mkdir(parents=True)
+    (e.folder / "inner/y.txt").write_text("y")
+    e.once()
+    a.once()
+    assert sorted(tree(server.box)) == ["inner/y.txt", "x.txt"]
+    assert sorted(path for path in tree(inner) if not path.startswith(".boxsync/")) == ["x.txt"]
+    assert "  inner: a folder synced on its own with this same box" in status(a.folder)
 
 
 @pytest.mark.slow

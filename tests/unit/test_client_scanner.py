@@ -29,10 +29,10 @@ from boxsync.client.scanner import (
 )
 from boxsync.blocks import recipe_of
 from boxsync.fs import CHUNK_SIZE, hash_file
-from boxsync.client.walk import NESTED_BOX, NESTED_FOLDER
+from boxsync.client.walk import NESTED_BOX, NESTED_FOLDER, NESTED_SAME_BOX
 from boxsync.client.state import UNKNOWN_CTIME, Base, LocalState, Stamps, folder_base
 from boxsync.wire import DeletedEntry, FolderEntry
-from tests.helpers import count_hashing, edit_keeping_stamps
+from tests.helpers import count_hashing, edit_keeping_stamps, synced_with
 
 NO_RULES = IgnoreRules()
 
@@ -493,6 +493,26 @@ def test_the_data_of_a_folder_synced_inside_is_not_synced(tmp_path: Path) -> Non
         "deep/er/.boxsync": NESTED_FOLDER,
     }
     assert IgnoreRules.from_lines([]).ignored("work/.boxsync/state.sqlite")
+
+
+def test_a_folder_synced_inside_with_the_same_box_is_not_synced(tmp_path: Path) -> None:
+    """
+    A folder synced on its own inside this one with this folder's box: none
+    of its files is this folder's (they would come back into it, deeper,
+    again and again), it is said so, and a base of a file in it, from
+    before, does not make it look deleted.
+    """
+    synced_with((tmp_path, "box-1"), (tmp_path / "same", "box-1"), (tmp_path / "other", "box-2"))
+    write(tmp_path, "same/x.txt", b"x")
+    write(tmp_path, "other/x.txt", b"x")
+    old = {"same/x.txt": Base("same/x.txt", sha(b"x"), 1, 1, 1, 1)}
+    result = scan(tmp_path, old, NO_RULES)
+    assert sorted(result.files) == ["other/x.txt"]
+    assert result.deleted == ()
+    assert {(s.path, s.reason, s.unreadable) for s in result.skipped} == {
+        ("same", NESTED_SAME_BOX, True),
+        ("other/.boxsync", NESTED_FOLDER, False),
+    }
 
 
 def test_a_server_s_box_inside_is_not_synced_nor_its_files_taken_for_deleted(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 
 from boxsync.client.localpaths import LocalPaths
 from boxsync.paths import BadPath, to_local
+from tests.helpers import synced_with
 
 
 def _lstats(paths: LocalPaths, *wires: str) -> tuple[list[Path], list[str]]:
@@ -35,11 +36,13 @@ def test_a_folder_is_checked_once_a_turn(tmp_path: Path) -> None:
     paths = LocalPaths(tmp_path, clock)
     found, seen = _lstats(paths, "a/b/1.txt", "a/b/2.txt", "a/c.txt")
     assert found == [tmp_path / "a/b/1.txt", tmp_path / "a/b/2.txt", tmp_path / "a/c.txt"]
-    assert seen == [f"{tmp_path}/a", f"{tmp_path}/a/b"]
+    # Each folder, and whether it has a hidden folder of its own.
+    checked = [f"{tmp_path}/a", f"{tmp_path}/a/.boxsync", f"{tmp_path}/a/b", f"{tmp_path}/a/b/.boxsync"]
+    assert seen == checked
     # The next turn checks them again.
     clock.advance(0)
     _, seen = _lstats(paths, "a/b/1.txt")
-    assert seen == [f"{tmp_path}/a", f"{tmp_path}/a/b"]
+    assert seen == checked
 
 
 def test_a_folder_made_a_link_is_found_out_the_next_turn(tmp_path: Path) -> None:
@@ -80,3 +83,26 @@ def test_the_same_answers_as_without_the_folders(tmp_path: Path) -> None:
     for wire in ("file/inside", "file/inside"):
         with pytest.raises(BadPath):
             to_local(tmp_path, wire, folders)
+
+
+def test_nothing_is_placed_in_a_box_nor_a_folder_synced_with_the_same_box(tmp_path: Path) -> None:
+    """
+    A folder below the root that is a server's box, or a folder synced on
+    its own with the root's box: no path goes into it (what is written
+    there would be sent back up, deeper); one synced with another box is
+    the root's as any folder. The folder itself may be named.
+    """
+    synced_with((tmp_path / "root", "box-1"), (tmp_path / "root/same", "box-1"), (tmp_path / "root/other", "box-2"))
+    (tmp_path / "root/srv/.boxsync").mkdir(parents=True)
+    (tmp_path / "root/srv/.boxsync/server.lock").write_bytes(b"")
+    paths = LocalPaths(tmp_path / "root", Clock())
+    for kept_out in ("same/y.txt", "same/sub/z.txt", "srv/f.txt"):
+        for _ in range(2):  # found again in the same turn
+            with pytest.raises(BadPath):
+                paths(kept_out)
+    assert paths("same") == tmp_path / "root/same"
+    assert paths("other/y.txt") == tmp_path / "root/other/y.txt"
+    # Without the root's state, only a box is kept out.
+    with pytest.raises(BadPath):
+        to_local(tmp_path / "root", "srv/f.txt")
+    assert to_local(tmp_path / "root", "same/y.txt") == tmp_path / "root/same/y.txt"
