@@ -89,7 +89,7 @@ from .limits import MAX_MANIFEST_ENTRIES
 from .manifest import read_manifest
 from .plan import plan
 from .sharing import VersionDamaged
-from .staging import DiskFull
+from .staging import BoxNotWritable, DiskFull
 from .transfers import Transfers
 from .uploads import BodyTooLarge, check_body, check_size, take_upload, trailer_sha256
 
@@ -100,6 +100,10 @@ __all__ = ["BoxsyncApp"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+#: How often, in seconds, the log says again that the box may not be
+#: written (every request that meets it is refused).
+NOT_WRITABLE_SAID_EVERY = 60.0
 
 #: Exceptions a client can cause, and the refusal each gets.
 _REFUSALS: list[tuple[type[BaseException], Refusal]] = [
@@ -117,6 +121,8 @@ _REFUSALS: list[tuple[type[BaseException], Refusal]] = [
     (TooManyStreams, Refusal.TOO_MANY_STREAMS),
     (BodyTooLarge, Refusal.TOO_LARGE),
     (DiskFull, Refusal.DISK_FULL),
+    # Its owner, its mode or its mount: the operator's to set right.
+    (BoxNotWritable, Refusal.ASK_AGAIN),
     # PostgreSQL or the S3 bucket cannot be reached for now: ask again.
     (IndexUnavailable, Refusal.ASK_AGAIN),
     (StoreUnavailable, Refusal.ASK_AGAIN),
@@ -164,6 +170,8 @@ class BoxsyncApp:
     transfers: Transfers = field(default=Factory(lambda self: Transfers(self.clock), takes_self=True))
     disk_full: Callable[[], object] | None = None
     app: Klein = field(factory=Klein, init=False)
+    _unwritable_said: float | None = field(default=None, init=False)
+    _unwritable_met: int = field(default=0, init=False)
     log = Logger()
 
     def __attrs_post_init__(self) -> None:
@@ -260,7 +268,27 @@ class BoxsyncApp:
         """
         if isinstance(error, DiskFull) and self.disk_full is not None:
             self.disk_full()
+        if isinstance(error, BoxNotWritable):
+            self._not_writable(error)
         return _answer(error)
+
+    def _not_writable(self, error: BoxNotWritable) -> None:
+        """
+        Say, at most once every L{NOT_WRITABLE_SAID_EVERY} seconds, that the
+        box may not be written, and how many requests met it since.
+        """
+        self._unwritable_met += 1
+        now = self.clock.seconds()
+        if self._unwritable_said is not None and now - self._unwritable_said < NOT_WRITABLE_SAID_EVERY:
+            return
+        self.log.error(
+            "{error}: {where}; what writes in it is refused (503: ask again) until it can "
+            "({count} requests since this was last said)",
+            error=str(error),
+            where=error.filename2 or error.filename,
+            count=self._unwritable_met,
+        )
+        self._unwritable_said, self._unwritable_met = now, 0
 
     def healthz(self, request: IRequest) -> bytes:
         return json_body(

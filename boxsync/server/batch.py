@@ -35,7 +35,7 @@ from ..wire import (
 from .beneath import Folders
 from .box import Box, DigestMismatch, MissingBlocks
 from .index import FileRecord
-from .staging import StagingFile, as_disk_full
+from .staging import StagingFile, as_box_error
 from .uploads import BodyTooLarge, check_size
 
 __all__ = ["upload_batch", "delete_batch", "download_batch"]
@@ -97,7 +97,7 @@ def _stage(
             try:
                 fd, name = tempfile.mkstemp(dir=staging, prefix="up-")
             except OSError as e:
-                outcomes.append(as_disk_full(e))
+                outcomes.append(as_box_error(e))
                 continue
             fds.append(fd)
             staged = StagingFile(Path(name), None, size=len(data), hash=digest)
@@ -106,13 +106,13 @@ def _stage(
                 write_small(fd, data, file.mtime_ns)
             except OSError as e:
                 staged.discard()
-                outcomes.append(as_disk_full(e))
+                outcomes.append(as_box_error(e))
                 continue
             outcomes.append(staged)
         try:
             _make_durable(fds)
         except OSError as e:
-            error = as_disk_full(e)
+            error = as_box_error(e)
             for i, outcome in enumerate(outcomes):
                 if isinstance(outcome, StagingFile):
                     outcome.discard()

@@ -31,7 +31,7 @@ from zope.interface import Interface, implementer
 from ..blocks import Block, Recipe, block_of, read_block
 from ..fs import fsync_dir
 from .index import BlockSource, IIndex
-from .staging import StagingFile, as_disk_full
+from .staging import StagingFile, as_box_error
 from .storage import BoxStorage
 
 __all__ = ["Arrivals", "IBlockStore", "LocalBlockStore", "PENDING_HOURS", "BadBlock", "check_block"]
@@ -199,7 +199,7 @@ class LocalBlockStore:
                 os.replace(temp, self._pending_path(block.sha256))
             except OSError as e:
                 temp.unlink(missing_ok=True)
-                raise as_disk_full(e) from e
+                raise as_box_error(e) from e
             self._written.add(block.sha256)
 
         await self.storage.in_thread(work)

@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred
 from .. import libc
 from ..writer import HashingWriter, Runner, write_all
 
-__all__ = ["DiskFull", "StagingFile", "WRITE_BACK_BYTES", "as_disk_full", "discarding", "start_write_back"]
+__all__ = ["BoxNotWritable", "DiskFull", "StagingFile", "WRITE_BACK_BYTES", "as_box_error", "discarding", "start_write_back"]
 
 #: Every time this many more bytes of an upload are written, the kernel is
 #: asked to start writing them to the disk: the final fsync then has little
@@ -56,16 +56,35 @@ class DiskFull(OSError):
         return self.strerror or super().__str__()
 
 
+class BoxNotWritable(OSError):
+    """
+    The box may not be written: its owner or mode, an immutable folder, a
+    file system mounted read-only. Nothing was committed; the client is told
+    to ask again, as the server's operator has to set it right.
+    """
+
+    def __str__(self) -> str:
+        return f"the server cannot write in its box ({self.strerror})"
+
+
 def _is_full(e: OSError) -> bool:
     return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def as_disk_full(e: BaseException) -> BaseException:
+#: What writing where one may not fails with.
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def as_box_error(e: BaseException) -> BaseException:
     """
-    C{e}, as a L{DiskFull} if it says the file system is full.
+    C{e}, as a L{DiskFull} if it says the file system is full, or a
+    L{BoxNotWritable} if it says the box may not be written.
     """
-    if isinstance(e, OSError) and not isinstance(e, DiskFull) and _is_full(e):
-        return DiskFull(e.errno, "no space left in the box")
+    if isinstance(e, OSError) and not isinstance(e, (DiskFull, BoxNotWritable)):
+        if _is_full(e):
+            return DiskFull(e.errno, "no space left in the box")
+        if e.errno in _NOT_WRITABLE:
+            return BoxNotWritable(e.errno, e.strerror, e.filename, None, e.filename2)
     return e
 
 
@@ -79,7 +98,7 @@ def discarding(staged: StagingFile) -> Iterator[None]:
         yield
     except BaseException as e:
         staged.discard()
-        full = as_disk_full(e)
+        full = as_box_error(e)
         if full is e:
             raise
         raise full from e

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from ..fs import hash_file, is_executable, mode_for, mtime_ns
 from ..paths import HIDDEN_DIR, BadPath, from_local
 from .beneath import Folders, folder, open_regular, open_regular_fd, parent_of, segments
-from .staging import StagingFile, as_disk_full, discarding
+from .staging import StagingFile, as_box_error, discarding
 
 __all__ = ["BoxStorage", "Change", "LocalFile", "LocalFolder"]
 
@@ -174,7 +174,16 @@ class BoxStorage:
         return count
 
     def new_staging(self) -> StagingFile:
-        fd, name = tempfile.mkstemp(dir=self.staging, prefix="up-")
+        """
+        A new staging file for an upload.
+
+        @raise DiskFull: if the file system has no room for it.
+        @raise BoxNotWritable: if the staging folder may not be written.
+        """
+        try:
+            fd, name = tempfile.mkstemp(dir=self.staging, prefix="up-")
+        except OSError as e:
+            raise as_box_error(e) from e
         return StagingFile(Path(name), fd)
 
     def open_file(self, path: str) -> BinaryIO | None:
@@ -335,7 +344,7 @@ class BoxStorage:
             staged.discard()
             if previous is not None:
                 previous.unlink()
-            return as_disk_full(e)
+            return as_box_error(e)
         return Change(path, True, previous, ctime_ns)
 
     def place_many(self, moves: Sequence[tuple[StagingFile, str, bool]]) -> Any:
@@ -373,7 +382,7 @@ class BoxStorage:
                             outcomes[i] = self._place(staged, parent, name, path, executable)
                         os.fsync(parent)
                 except Exception as e:
-                    error = as_disk_full(e)
+                    error = as_box_error(e)
                     for i, _ in group:
                         outcome = outcomes.get(i)
                         if isinstance(outcome, Change):

@@ -39,7 +39,7 @@ from ..wire import CLIENT_HEADER, EVENT_STREAM, SHA256_TRAILER, TRAILER_HEADER, 
 from ..writer import HashingWriter, Runner
 from .auth import Forbidden, Principal, Unauthorized
 from .limits import MAX_OTHER_BODY, LimitedChannel, LimitedSite, Refused
-from .staging import StagingFile, as_disk_full, discarding
+from .staging import StagingFile, as_box_error, discarding
 from .transfers import Transfer, Transfers
 
 __all__ = ["StreamingRequest", "UploadSite", "take_upload", "check_body", "trailer_sha256", "BodyTooLarge", "check_size"]
@@ -313,7 +313,7 @@ class StreamingRequest(Request):
         except Exception as e:
             # The rest of the body is dropped (the writer let go of the
             # connection); no batch is under way any more.
-            self.body_error = cast(Exception, as_disk_full(e))
+            self.body_error = cast(Exception, as_box_error(e))
             self._drop()
 
     def _held_back(self, data: bytes) -> list[bytes]:

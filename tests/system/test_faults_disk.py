@@ -286,3 +286,41 @@ def test_on_a_full_box_the_oldest_kept_versions_make_room_for_new_files(tmp_path
         a.kill()
         server.kill()
     stop_and_check(server, "a full box makes room", output(server).count(" 507 "), a.folder)
+
+
+@pytest.mark.slow
+def test_a_box_the_server_may_not_write_is_said_in_one_line_and_synced_once_it_may(
+    tmp_path: Path, server: Server
+) -> None:
+    """
+    The box, and its staging folder, made immutable (as a wrong owner or a
+    read-only mount would leave them): every upload is refused with a 503
+    that says the server cannot write in its box, the client shows that and
+    tries again, and the server's log says it in one line (no traceback,
+    not once a request). Before, each upload was a 500, "internal server
+    error", and a traceback in the log. Once the box may be written again,
+    everything arrives.
+    """
+    immutable = [server.box, server.box / ".boxsync" / "staging"]
+    a = Client(server, tmp_path / "a", "a", rescan=None)
+    a.folder.mkdir()
+    a.start()
+    try:
+        for folder in immutable:
+            done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"cannot make a folder immutable here (needs root and ext4 or tmpfs): {done.stderr}")
+        (a.folder / "small.txt").write_text("small")
+        (a.folder / "big.bin").write_bytes(os.urandom(3 << 20))
+        said = "the server cannot write in its box"
+        wait_until(lambda: output(a).count(said) >= 4, what="a to be told, more than once")
+        assert output(server).count(said) == 1
+        assert "Traceback" not in output(server) and '" 500 ' not in output(server)
+    finally:
+        for folder in immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+    try:
+        wait_until(lambda: tree(server.box) == tree(a.folder), timeout=60, what="a's files in the box")
+    finally:
+        a.kill()
+    stop_and_check(server, "a box the server may not write", 2, a.folder)

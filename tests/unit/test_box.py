@@ -22,7 +22,7 @@ from boxsync.paths import BadPath
 from boxsync.server.box import Box, DigestMismatch, StaleBase
 from boxsync.server.hub import Hub
 from boxsync.server.index import _COLUMNS, _SCHEMA, FileRecord, IIndex, SQLiteIndex, _record, open_database
-from boxsync.server.staging import DiskFull, StagingFile
+from boxsync.server.staging import BoxNotWritable, DiskFull, StagingFile, as_box_error
 from boxsync.server.storage import BoxStorage
 from boxsync.wire import Download
 from tests.helpers import Recorder, sha, timed
@@ -533,3 +533,21 @@ def test_an_index_from_before_modes_were_kept_has_no_executable_file(tmp_path: P
         assert db.execute("PRAGMA user_version").fetchone() == (len(_SCHEMA),)
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EPERM, errno.EROFS])
+def test_a_box_that_may_not_be_written_is_said_so(code: int) -> None:
+    """
+    Writing in the box where one may not (its owner or mode, an immutable
+    folder, a read-only mount) is a L{BoxNotWritable}, said without the
+    errno in front; a full disk is a L{DiskFull}; other errors stay as
+    they are.
+    """
+    met = OSError(code, os.strerror(code), "/box/.boxsync/staging/up-1", None, "notes.txt")
+    said = as_box_error(met)
+    assert isinstance(said, BoxNotWritable) and said.filename2 == "notes.txt"
+    assert str(said) == f"the server cannot write in its box ({os.strerror(code)})"
+    assert isinstance(as_box_error(OSError(errno.ENOSPC, "full")), DiskFull)
+    other = FileNotFoundError(errno.ENOENT, "gone")
+    assert as_box_error(other) is other
+    assert as_box_error(said) is said
