@@ -403,6 +403,7 @@ def _prune(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> None
         async with _opened(reactor, box, args.index) as boxes:
             return await retention.tidy(boxes, rules, now)
 
+    _check_served(box, args.index)
     # The server's lock: the versions' files are rewritten, which only one
     # process may do at a time.
     try:
@@ -424,6 +425,18 @@ async def _kept_versions(reactor: IServerReactor, box: Path, index: str | None) 
         return {each.account: await each.index.kept_versions(each.account) for each in boxes}
 
 
+def _check_served(box: Path, url: str | None) -> None:
+    """
+    Make sure the box folder C{box} has an index: in the PostgreSQL database
+    at C{url}, or in the box.
+
+    @raise AdminError: if it has none (it was never served).
+    """
+    _check_index(box, url)
+    if url is None and not (box / HIDDEN_DIR / "index.sqlite").exists():
+        raise AdminError(f"{box} has never been served: there is no history")
+
+
 @asynccontextmanager
 async def _opened(reactor: IServerReactor, box: Path, url: str | None = None) -> AsyncIterator[list[Box]]:
     """
@@ -432,9 +445,7 @@ async def _opened(reactor: IServerReactor, box: Path, url: str | None = None) ->
     database at C{url}, or in SQLite in the box.
     """
     hidden = box / HIDDEN_DIR
-    _check_index(box, url)
-    if url is None and not (hidden / "index.sqlite").exists():
-        raise AdminError(f"{box} has never been served: there is no history")
+    _check_served(box, url)
     index = open_index(reactor, url, hidden, timeout=INDEX_TIMEOUT)
     index.start()
     try:
