@@ -39,6 +39,7 @@ from .errors import APIError, AuthError, WrongScheme
 from .identity import FolderReplaced, InsideSameBox
 from .ignore import IgnoreRules
 from .progress import reporter_for
+from .room import KeepFree
 from .session import NotInSync
 from .state import LocalState
 from .status import StatusFile, status_path
@@ -95,6 +96,10 @@ def _limit(value: str) -> int | None:
     return size(value)
 
 
+def _keep_free(value: str) -> KeepFree:
+    return KeepFree.parse(value)
+
+
 def _seq(value: str) -> int:
     try:
         return whole(value, least=1)
@@ -146,6 +151,13 @@ SETTINGS = [
         _limit,
     ),
     Setting(
+        "keep-free",
+        None,
+        "the room downloads leave free on the folder's disk: a share of it (5%%) or a size (500M, 2G); "
+        "0: none",
+        _keep_free,
+    ),
+    Setting(
         "idle-timeout",
         DEFAULT_IDLE_TIMEOUT,
         "seconds a connection may stay silent (no event, no keep-alive, no byte) "
@@ -193,6 +205,8 @@ class Options:
     #: The bandwidth limits, in bytes a second (C{None}: none).
     limit_up: int | None = None
     limit_down: int | None = None
+    #: What downloads leave free on the folder's disk.
+    keep_free: KeepFree = KeepFree()
     #: What C{restore} brings back: version C{seq}, or everything as it
     #: was C{at} a time (C{exact}: deleting what was made since).
     seq: int | None = None
@@ -245,7 +259,7 @@ def _parser(command: str, environ: Mapping[str, str], config: Path) -> argparse.
         elif setting.count:
             parser.add_argument(f"-{setting.short}", flag, action="count", help=setting.describe())
         else:
-            shown = hostname if name == "name" else None
+            shown = {"name": hostname, "keep-free": "1%% of the disk, 1 MiB to 1 GiB"}.get(name)
             metavar = "FILE" if name == "cacert" else None
             parser.add_argument(flag, metavar=metavar, help=setting.describe(shown))
         if setting.negation is not None:
@@ -322,6 +336,7 @@ def parse(
         path=path,
         limit_up=values["limit-up"],
         limit_down=values["limit-down"],
+        keep_free=values["keep-free"] or KeepFree(),
         seq=seq,
         at=at,
         exact=exact,
@@ -457,6 +472,7 @@ async def run(reactor: IClientReactor, options: Options) -> None:
         options.name,
         once=options.once,
         transfers=options.transfers,
+        keep_free=options.keep_free,
     )
     reporter.engine = engine
     watcher = None

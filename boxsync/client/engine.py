@@ -56,7 +56,7 @@ from .looks import Looks
 from .passedover import PassedOver
 from .placing import TMP_DAYS, remove_older
 from .prefetch import Prefetch
-from .room import Room
+from .room import KeepFree, Room
 from .progress import Reporter
 from .scanner import (
     Here,
@@ -80,6 +80,7 @@ class Engine:
     @ivar once: stop as soon as the folder and the box agree.
     @ivar transfers: how many transfers of files larger than L{SMALL_FILE}
         run at once.
+    @ivar keep_free: how much of the folder's disk downloads leave free.
     @ivar jobs: how many jobs run at once; the small transfers of all of
         them are gathered into batches (L{Batcher}), so a burst of small
         files moves this many at a time.
@@ -97,6 +98,7 @@ class Engine:
     jobs: int = 256
     max_backoff: float = 5.0
     rescan_seconds: float = 300.0
+    keep_free: KeepFree = KeepFree()
     log = Logger()
 
     sessions: Sessions = field(init=False)
@@ -138,7 +140,7 @@ class Engine:
             if name.startswith("in-"):
                 # Fetched ahead by an earlier run: of no use without it.
                 (tmp / name).unlink(missing_ok=True)
-        room = Room(tmp, self.reactor)
+        room = Room(tmp, self.reactor, keep=self.keep_free)
         self._transfers = Transfers(
             self.root,
             self.api,

@@ -9,7 +9,8 @@ programs with it. Syncthing keeps 1 % of a disk free by default; so does
 boxsync (1 MiB at least, 1 GiB at most): a download (or a file fetched
 ahead) that would leave less than L{reserve} free is not started, and is
 tried again later, as after a full disk, with a line that says how much
-it needs and how much is free.
+it needs and how much is free. C{--keep-free} sets another share or size
+(L{KeepFree}), as Syncthing's C{minDiskFree} does.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from attrs import define
+from attrs import define, frozen
 from twisted.internet.interfaces import IReactorTime
 
 from ..config import human_size
+from ..config import size as config_size
 
-__all__ = ["CEILING", "FLOOR", "SHARE", "NoRoom", "Room", "reserve"]
+__all__ = ["CEILING", "FLOOR", "SHARE", "KeepFree", "NoRoom", "Room", "reserve"]
 
 #: The share of a disk kept free.
 SHARE = 0.01
@@ -48,6 +50,48 @@ def reserve(total: int) -> int:
     it, but at least L{FLOOR} and at most L{CEILING}.
     """
     return min(max(int(total * SHARE), FLOOR), CEILING)
+
+
+@frozen
+class KeepFree:
+    """
+    How much of the disk is kept free (C{--keep-free}): C{size} bytes, or
+    the C{share} of the disk; neither: L{reserve}, the default.
+    """
+
+    size: int | None = None
+    share: float | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> KeepFree:
+        """
+        C{5%} (a share of the disk), C{500M} or C{2G} (a size, as
+        L{boxsync.config.size} reads it), or C{0} (nothing kept free).
+
+        @raise ValueError: for anything else, or a share not below 100 %.
+        """
+        text = value.strip()
+        if text == "0":
+            return cls(size=0)
+        if text.endswith("%"):
+            try:
+                percent = float(text[:-1])
+            except ValueError:
+                percent = -1.0
+            if not 0 <= percent < 100:
+                raise ValueError(f"{value!r} is not a share of the disk (from 0% to 99%)")
+            return cls(share=percent / 100)
+        return cls(size=config_size(text))
+
+    def of(self, total: int) -> int:
+        """
+        How many bytes of a disk of C{total} bytes are kept free.
+        """
+        if self.size is not None:
+            return self.size
+        if self.share is not None:
+            return int(total * self.share)
+        return reserve(total)
 
 
 class NoRoom(OSError):
@@ -75,6 +119,7 @@ class Room:
     folder: Path
     clock: IReactorTime
     statvfs: Callable[[Path], os.statvfs_result] = os.statvfs
+    keep: KeepFree = KeepFree()
     _free: int = 0
     _kept: int = 0
     _looked: float | None = None
@@ -125,5 +170,5 @@ class Room:
     def _look(self, now: float) -> None:
         found = self.statvfs(self.folder)
         self._free = found.f_bavail * found.f_frsize
-        self._kept = reserve(found.f_blocks * found.f_frsize)
+        self._kept = self.keep.of(found.f_blocks * found.f_frsize)
         self._looked = now

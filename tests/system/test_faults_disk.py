@@ -260,6 +260,26 @@ def test_a_client_on_a_small_disk_keeps_room_and_goes_on_once_there_is_more(
 
 
 @pytest.mark.slow
+def test_a_client_keeps_the_room_it_is_told_to(tmp_path: Path, small_disk: Path, server: Server) -> None:
+    """
+    C{--keep-free 50%} on a disk of 16 MiB: B takes what leaves 8 MiB free,
+    and says what waits and why.
+    """
+    a = Client(server, tmp_path / "a", "a", rescan=None)
+    a.folder.mkdir()
+    for n in range(3):
+        (a.folder / f"big{n}.bin").write_bytes(os.urandom(3 << 20))
+    a.once()
+    b = Client(server, small_disk / "b", "b", rescan=None, options=["--keep-free", "50%"])
+    b.folder.mkdir()
+    ran = subprocess.run(b.args("--once"), capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 1
+    assert "3.0 MiB to download" in ran.stderr and "8.0 MiB kept free" in ran.stderr
+    assert 1 <= len(tree(b.folder)) < 3
+    assert room(small_disk) >= 8 << 20
+
+
+@pytest.mark.slow
 def test_on_a_full_box_the_oldest_kept_versions_make_room_for_new_files(tmp_path: Path, small_disk: Path) -> None:
     """
     The box's disk (16 MiB) holds a file and two of its earlier versions,

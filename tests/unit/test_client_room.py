@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from twisted.internet.task import Clock
 
-from boxsync.client.room import CEILING, FLOOR, LOOK_SECONDS, NoRoom, Room, reserve
+from boxsync.client.cli import Options, parse
+from boxsync.client.room import CEILING, FLOOR, LOOK_SECONDS, KeepFree, NoRoom, Room, reserve
 
 MiB = 1024 * 1024
 
@@ -87,3 +88,45 @@ def test_a_real_disk_can_be_looked_at(tmp_path: Path) -> None:
     assert room.fits(1)
     st = os.statvfs(tmp_path)
     assert not room.fits(st.f_bavail * st.f_frsize)
+
+
+def test_the_room_kept_free_may_be_a_share_or_a_size() -> None:
+    """
+    C{--keep-free}: a share of the disk, a size, or nothing; anything else
+    is refused with a line that says what is taken.
+    """
+    assert KeepFree.parse("5%").of(1000 * MiB) == 50 * MiB
+    assert KeepFree.parse("2G").of(1000 * MiB) == 2 * 1024 * MiB
+    assert KeepFree.parse("0").of(1000 * MiB) == 0
+    assert KeepFree().of(1000 * MiB) == reserve(1000 * MiB)
+    for wrong in ("100%", "-1%", "x%", "lots", "-5M"):
+        with pytest.raises(ValueError):
+            KeepFree.parse(wrong)
+
+
+def test_a_room_keeps_what_it_is_told_to() -> None:
+    disk = Disk(100 * MiB, 10 * MiB)
+    room = Room(Path("/"), Clock(), disk, keep=KeepFree.parse("5%"))
+    with pytest.raises(NoRoom) as refused:
+        room.take(6 * MiB)
+    assert refused.value.strerror == "6.0 MiB to download, 10.0 MiB free, 5.0 MiB kept free"
+    room.take(5 * MiB)
+    nothing = Room(Path("/"), Clock(), Disk(100 * MiB, 10 * MiB), keep=KeepFree.parse("0"))
+    nothing.take(10 * MiB)
+    assert not nothing.fits(1)
+
+
+def test_the_command_line_takes_the_room_to_keep_free() -> None:
+    def parsed(*argv: str) -> KeepFree:
+        options = parse(["--once", *argv, "/tmp/folder"], {}, config=Path("/nonexistent"))
+        assert isinstance(options, Options)
+        return options.keep_free
+
+    assert parsed() == KeepFree()
+    assert parsed("--keep-free", "10%") == KeepFree(share=0.1)
+    assert parsed("--keep-free", "500M") == KeepFree(size=500 * MiB)
+    environ = {"BOXSYNC_KEEP_FREE": "1G"}
+    options = parse(["--once", "/tmp/folder"], environ, config=Path("/nonexistent"))
+    assert isinstance(options, Options) and options.keep_free == KeepFree(size=1024 * MiB)
+    with pytest.raises(SystemExit):
+        parse(["--keep-free", "100%", "/tmp/folder"], {}, config=Path("/nonexistent"))
