@@ -65,6 +65,7 @@ DEFAULT_RULES: tuple[tuple[str, str], ...] = (
     (".fuse_hidden*", "a deleted file still open (FUSE)"),
     (".nfs" + "?" * 24, "a deleted file still open (NFS)"),
     (".Trash-*/", "a trash folder"),
+    ("/lost+found/", "the file system's own folder (fsck puts what it finds there)"),
 )
 
 #: In the reason given for each path a default rule leaves out.
@@ -117,8 +118,9 @@ _DEFAULT_SPECS = [(GitIgnoreSpec.from_lines([pattern]), pattern, what) for patte
 # pathspec takes to try each rule in turn. (Their groups are unnamed: a
 # name may not be used twice.) Before it, what every path a default rule
 # matches has: a name that starts with one of ".~#" or has one of these
-# extensions; most paths have neither, and are told so in a fifth of it.
-_DEFAULT_HINT = re.compile(r"(?:^|/)[.~#]|\.(?:part|crdownload|kate-swp)(?:/|$)")
+# extensions, or the top folder lost+found; most paths have none, and are
+# told so in a fifth of it.
+_DEFAULT_HINT = re.compile(r"(?:^|/)[.~#]|\.(?:part|crdownload|kate-swp)(?:/|$)|^lost\+found(?:/|$)")
 _DEFAULTS = re.compile(
     "|".join(
         f"(?:{rule.regex.pattern.replace('(?P<ps_d>', '(?:')})"

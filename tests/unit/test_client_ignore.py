@@ -39,7 +39,11 @@ def test_no_rules_ignore_only_hidden_temp_and_default(parts: list[str]) -> None:
     assert rules.ignored(path) is (expected or rules.by_default(path) is not None)
 
 
-@given(st.lists(segments, min_size=1, max_size=3), st.sampled_from(DEFAULT_RULES))
+#: The default rules that match a name at any depth.
+ANYWHERE = [rule for rule in DEFAULT_RULES if not rule[0].startswith("/")]
+
+
+@given(st.lists(segments, min_size=1, max_size=3), st.sampled_from(ANYWHERE))
 def test_each_default_rule_leaves_out_what_it_matches_and_says_why(
     parts: list[str], rule: tuple[str, str]
 ) -> None:
@@ -84,8 +88,15 @@ def test_a_default_rule_leaves_out_only_what_it_names() -> None:
         (".Trash-1000", False),
         ("my#notes#", False),
         ("x~", False),
+        # Only the file system's own, at the top of the folder (its mount).
+        ("photos/lost+found", True),
+        ("lost+found", False),
+        ("lost+found2", True),
     ]:
         assert not rules.ignored(path, is_dir), path
+    assert rules.ignored("lost+found", True) and rules.ignored("lost+found/#1234")
+    assert (rules.by_default("lost+found", True) or "").startswith("the file system's own folder")
+    assert not IgnoreRules.from_lines(["!/lost+found/"]).ignored("lost+found", True)
     assert IgnoreRules().fingerprint != IgnoreRules.from_lines(["!*.part"]).fingerprint
 
 
