@@ -14,6 +14,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Container, Iterator, Sequence, TypeVar
 
@@ -23,7 +24,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ..fs import hash_file, is_executable, mode_for, mtime_ns
-from ..paths import HIDDEN_DIR, BadPath, from_local
+from ..paths import HIDDEN_DIR, BadPath, from_local, printable
 from .beneath import Folders, folder, open_regular, open_regular_fd, parent_of, segments
 from .staging import StagingFile, as_box_error, discarding
 
@@ -95,6 +96,10 @@ class BoxStorage:
     hidden: Path = field(init=False)
     staging: Path = field(init=False)
     versions: Path = field(init=False)
+    #: What a walk could not take, said once each (a look walks the box
+    #: every few minutes).
+    _passed_over: set[tuple[str, str]] = field(factory=set, init=False)
+    _saying: threading.Lock = field(factory=threading.Lock, init=False)
     log = Logger()
 
     def __attrs_post_init__(self) -> None:
@@ -598,7 +603,7 @@ class BoxStorage:
                         from_local(self.root, folder), mtime_ns(os.stat(folder, follow_symlinks=False)), not entries
                     )
             except (OSError, BadPath) as e:
-                self.log.warn("cannot read {folder}: {e}", folder=folder, e=e)
+                self._pass_over(str(folder), "the folder and what is in it", e)
                 continue
             for entry in entries:
                 if folder == self.root and entry.name == HIDDEN_DIR:
@@ -609,9 +614,24 @@ class BoxStorage:
                     try:
                         path = from_local(self.root, Path(entry.path))
                     except BadPath as e:
-                        self.log.warn("skipping {name}: {e}", name=entry.path, e=e)
+                        self._pass_over(entry.path, "the file", e)
                         continue
                     yield _found(path, entry.stat(follow_symlinks=False))
+
+    def _pass_over(self, name: str, what: str, why: BaseException) -> None:
+        """
+        Say that C{what} at C{name} is not in the box's index, and why: once
+        for each name and reason while the server runs, each name escaped
+        (a newline in it would start a line of the log of its own).
+        """
+        said = (name, str(why))
+        with self._saying:
+            if said in self._passed_over:
+                return
+            self._passed_over.add(said)
+        self.log.warn(
+            "{what} {name} in the box is not synced: {why}", what=what, name=printable(name), why=printable(str(why))
+        )
 
 
 def _found(path: str, st: os.stat_result) -> LocalFile:

@@ -11,6 +11,7 @@ from typing import Any, Iterator
 import pytest
 import pytest_twisted
 from treq import content
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from boxsync.wire import (
     EXECUTABLE_FEATURE,
@@ -669,3 +670,39 @@ def by_hand(found: LocalFile | None, data: bytes) -> FileRecord:
 def service_box(server: RunningServer) -> Box:
     assert server.service is not None and server.service.box is not None
     return server.service.box
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_name_the_wire_cannot_carry_in_the_box_is_said_once_escaped(server: RunningServer) -> None:
+    """
+    Files and a folder put in the box by hand under names no client could
+    be given (not UTF-8, a newline): not synced, and said so in the log
+    once each, escaped, however often the box is looked at. Before, each
+    look (every 5 minutes) said them again, and a newline in a name began
+    a line of the log of its own.
+    """
+    root = os.fsencode(server.box)
+    (server.box / "ok.txt").write_bytes(b"ok")
+    for name in (b"bad\xff.txt", b"two\nlines.txt"):
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(b"x")
+    os.mkdir(os.path.join(root, b"dir\xfe"))
+    with open(os.path.join(root, b"dir\xfe", b"in.txt"), "wb") as f:
+        f.write(b"x")
+    said: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_level") == LogLevel.warn:
+            said.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        for _ in range(3):
+            taken = await look_for_hand_changes(service_box(server))
+            assert taken.checked == 1
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    lines = [line for line in said if "is not synced" in line]
+    assert len(lines) == 3 and all("\n" not in line for line in lines)
+    assert any("two\\nlines.txt" in line for line in lines)
+    assert any("bad\\udcff.txt" in line for line in lines) and any("dir\\udcfe" in line for line in lines)
