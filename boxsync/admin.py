@@ -433,7 +433,7 @@ def _check_served(box: Path, url: str | None) -> None:
     @raise AdminError: if it has none (it was never served).
     """
     _check_index(box, url)
-    if url is None and not (box / HIDDEN_DIR / "index.sqlite").exists():
+    if url is None and not (box / HIDDEN_DIR / migration.INDEX_SQLITE).exists():
         raise AdminError(f"{box} has never been served: there is no history")
 
 
@@ -489,6 +489,10 @@ def _migrate(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> No
         raise AdminError(f"the index of {box} is in PostgreSQL already ({noted})")
     if args.from_ is not None and indexed_in(hidden) is None:
         raise AdminError(f"the index of {box} is in the box: nothing to move back")
+    if args.to is not None and not (hidden / migration.INDEX_SQLITE).exists():
+        # Said before the server's lock is taken: its file would mark the
+        # folder as a box.
+        raise AdminError(f"{box} has no embedded index to move: was it ever served?")
     tokens = served_with(hidden) == "tokens"
 
     def folder_of(account: str) -> Path:

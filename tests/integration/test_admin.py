@@ -291,6 +291,10 @@ def test_history_of_a_box_never_served(box: Path, capsys: pytest.CaptureFixture[
         assert status == 1 and out == "" and err.strip().endswith(f"{box} has never been served: there is no history")
         # Nothing made in it.
         assert not (box / ".boxsync").exists()
+    status, out, err = admin("migrate", "--box", str(box), "--to", "postgresql://boxsync@127.0.0.1:1/boxsync")
+    assert status == 1 and err.strip().endswith(f"{box} has no embedded index to move: was it ever served?")
+    # Not even the server's lock, which would mark the folder as a box.
+    assert not (box / ".boxsync").exists()
     with pytest.raises(SystemExit) as exited:
         admin("prune", "--box", str(box), "--history-max", "lots")
     assert exited.value.code == 2 and "'lots' is not a size" in capsys.readouterr().err
