@@ -21,7 +21,7 @@ from typing import Iterator
 
 from attrs import frozen
 
-from ..paths import CLIENT_STATE_FILE, HIDDEN_DIR, SERVER_LOCK_FILE, BadPath, child, normalize, preferred, to_local
+from ..paths import CLIENT_STATE_FILE, HIDDEN_DIR, BadPath, a_box, child, normalize, preferred, to_local
 from .ignore import IgnoreRules
 from .state import same_box
 
@@ -44,8 +44,6 @@ _FOLDER_MARK = f"/{HIDDEN_DIR}/{CLIENT_STATE_FILE}"
 #: client's server's.
 NESTED_BOX = "a boxsync server's box (its server's files, not this folder's)"
 
-#: What a folder that is a server's box has, below it.
-_BOX_MARK = f"/{HIDDEN_DIR}/{SERVER_LOCK_FILE}"
 
 
 def wire_path(relative: str) -> str:
@@ -210,7 +208,7 @@ def _classify(
             if skipped is not None:
                 skipped.append(Skipped(relative, NESTED_FOLDER))
             return None
-        if reason is None and is_dir and os.path.lexists(entry.path + _BOX_MARK):
+        if reason is None and is_dir and a_box(entry.path) is not None:
             # Not watched, not walked: nothing below it is looked at, nor
             # taken for deleted.
             if skipped is not None:
