@@ -209,8 +209,9 @@ class SharedVersions:
         gone (removed from C{.boxsync/versions} by hand, or never there: a
         box file written over by hand was recorded as kept by earlier
         servers): they hold no block, so none is punched out of another
-        version for them, and no history lists them. A version's file is put in place just after its commit:
-        one ended since C{before_ns} is left alone.
+        version for them, and no history lists them. A version's file is
+        put in place just after its commit: one ended since C{before_ns} is
+        left alone.
         """
         async with self._lock:
             kept: list[VersionRecord] = await self.index.kept_versions(self.account)

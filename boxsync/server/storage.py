@@ -602,6 +602,8 @@ class BoxStorage:
                     yield LocalFolder(
                         from_local(self.root, folder), mtime_ns(os.stat(folder, follow_symlinks=False)), not entries
                     )
+            except FileNotFoundError:
+                continue  # removed while the box was walked
             except (OSError, BadPath) as e:
                 self._pass_over(str(folder), "the folder and what is in it", e)
                 continue
