@@ -489,10 +489,13 @@ def _migrate(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> No
         raise AdminError(f"the index of {box} is in PostgreSQL already ({noted})")
     if args.from_ is not None and indexed_in(hidden) is None:
         raise AdminError(f"the index of {box} is in the box: nothing to move back")
-    if args.to is not None and not (hidden / migration.INDEX_SQLITE).exists():
+    if args.to is not None:
         # Said before the server's lock is taken: its file would mark the
         # folder as a box.
-        raise AdminError(f"{box} has no embedded index to move: was it ever served?")
+        try:
+            migration.check_embedded(box)
+        except migration.MigrationError as e:
+            raise AdminError(str(e)) from None
     tokens = served_with(hidden) == "tokens"
 
     def folder_of(account: str) -> Path:

@@ -42,7 +42,7 @@ from .progress import reporter_for
 from .room import KeepFree
 from .session import NotInSync
 from .state import LocalState
-from .status import StatusFile, status_path
+from .status import StatusFile, paths_are, status_path
 from .transport import DEFAULT_IDLE_TIMEOUT
 
 __all__ = ["main", "parse", "Options", "run"]
@@ -504,8 +504,7 @@ async def run(reactor: IClientReactor, options: Options) -> None:
     if options.once:
         passed_over = len(engine.skipped)
         but = ", but {skipped} skipped (boxsync-client status lists them)" if passed_over else ""
-        said = "1 path is" if passed_over == 1 else f"{passed_over} paths are"
-        log.info("{folder} is in sync" + but, folder=str(root), skipped=said)
+        log.info("{folder} is in sync" + but, folder=str(root), skipped=paths_are(passed_over))
 
 
 async def _history(reactor: IClientReactor, options: Options) -> int:

@@ -28,7 +28,7 @@ from .passedover import PassedOver
 from .progress import Reporter
 from .state import STATE_FILE, LocalState, state_file
 
-__all__ = ["STATUS_FILE", "StatusFile", "describe", "read_status", "status_path"]
+__all__ = ["STATUS_FILE", "StatusFile", "describe", "paths_are", "read_status", "status_path"]
 
 log = Logger()
 
@@ -296,7 +296,7 @@ def describe(folder: Path) -> tuple[list[str], bool]:
         lines.append(
             "in sync:    yes"
             + (f", since {_when(since)}" if since else "")
-            + (f", but {_paths(passed_over)} {_are(passed_over)} skipped (below)" if passed_over else "")
+            + (f", but {paths_are(passed_over)} skipped (below)" if passed_over else "")
         )
     elif running and status.get("paused"):
         lines.append("in sync:    no: paused (boxsync-client resume FOLDER to go on)")
@@ -345,8 +345,11 @@ def _paths(count: int) -> str:
     return "1 path" if count == 1 else f"{count} paths"
 
 
-def _are(count: int) -> str:
-    return "is" if count == 1 else "are"
+def paths_are(count: int) -> str:
+    """
+    C{"1 path is"}, C{"3 paths are"}.
+    """
+    return f"{_paths(count)} {'is' if count == 1 else 'are'}"
 
 
 def _were(count: int) -> str:

@@ -660,9 +660,7 @@ class Box:
         """
         path = record.path
         async with self.turns:
-            now = await self.storage.in_thread(lambda: self.storage.look(path))
-            current: FileRecord | None = await self.index.get(self.account, path)
-            if now != found or current != row:
+            if not await self._as_looked_at(path, found, row):
                 return None
             # What was there is gone (written over or removed by hand):
             # nothing of it is kept.
@@ -689,13 +687,22 @@ class Box:
         """
         path = row.path
         async with self.turns:
-            now = await self.storage.in_thread(lambda: self.storage.look(path))
-            if now != found or await self.index.get(self.account, path) != row:
+            if not await self._as_looked_at(path, found, row):
                 return
+            now: LocalFile | None = found
             if found.mtime_ns != row.mtime_ns:
                 now = await self.storage.in_thread(lambda: self.storage.set_mtime(path, row.mtime_ns))
             if now is not None:
                 await self.index.restamp(self.account, [(path, now.ctime_ns)])
+
+    async def _as_looked_at(self, path: str, found: LocalFile | None, row: FileRecord | None) -> bool:
+        """
+        Whether the file at C{path} is still C{found} (C{None}: none) and its
+        row still C{row}, as a look at the box by hand found them. Called in
+        the box's turn.
+        """
+        now = await self.storage.in_thread(lambda: self.storage.look(path))
+        return now == found and await self.index.get(self.account, path) == row
 
     async def delete(
         self, path: str, base: int | None, origin: str = "", stream: str | None = None

@@ -203,6 +203,16 @@ def _sqlite_files(hidden: Path) -> tuple[Path, Path]:
     return hidden / INDEX_SQLITE, hidden / REGISTRY_FILE
 
 
+def check_embedded(box: Path) -> None:
+    """
+    Make sure C{box} has an embedded index to move.
+
+    @raise MigrationError: if it has none (it was never served).
+    """
+    if not (box / HIDDEN_DIR / INDEX_SQLITE).exists():
+        raise MigrationError(f"{box} has no embedded index to move: was it ever served?")
+
+
 def to_postgresql(box: Path, url: str, folder_of: Callable[[str], Path]) -> Moved:
     """
     Copy the embedded index and registry of C{box} into the empty
@@ -210,8 +220,7 @@ def to_postgresql(box: Path, url: str, folder_of: Callable[[str], Path]) -> Move
     (C{.migrated}), so that nothing reads them by mistake.
     """
     index_file, registry_file = _sqlite_files(box / HIDDEN_DIR)
-    if not index_file.exists():
-        raise MigrationError(f"{box} has no embedded index to move: was it ever served?")
+    check_embedded(box)
     if registry_file.exists():
         TokenRegistry(registry_file).close()  # brought up to date
     with closing(open_database(index_file)) as source, closing(_pg(url)) as sink:
