@@ -286,12 +286,21 @@ def _new_box(path: str, err: TextIO) -> Path:
 
 def _token(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> None:
     expires_in = None if args.expires is None else parse_duration(args.expires)
-    token, record = mint_token(_new_box(args.box, err), args.account, args.client, expires_in, now, args.index)
+    box = _new_box(args.box, err)
+    served = served_with(box / HIDDEN_DIR)
+    if served == "key":
+        raise AdminError(
+            f"{box} is served to one shared key (--api-key): tokens are for a box served with --tokens "
+            "(see docs/deploy.md to change)"
+        )
+    token, record = mint_token(box, args.account, args.client, expires_in, now, args.index)
     out.write(token + "\n")
     err.write(
         f"token {record.token_id} for client {record.client} of account {record.account}, "
         f"expires {_when(record.expires)}\n"
     )
+    if served is None:
+        err.write(f"no server has served {box} yet: the token works once one serves it with --tokens\n")
 
 
 def _tokens(args: argparse.Namespace, out: TextIO, err: TextIO, now: int) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "fsync_dir",
     "hash_file",
     "is_executable",
+    "kind_not_synced",
     "make_folder",
     "make_parents",
     "mode_for",
@@ -79,6 +80,18 @@ def mtime_ns(st: os.stat_result) -> int:
     be dated past 2262 is taken as of then).
     """
     return min(max(st.st_mtime_ns, MIN_MTIME_NS), MAX_COUNT)
+
+
+def kind_not_synced(is_symlink: bool, is_dir: bool, is_file: bool) -> str | None:
+    """
+    Why a directory entry of this kind is not synced (a link, a FIFO, a
+    socket, a device); C{None} if it is a regular file or a directory.
+    """
+    if is_symlink:
+        return "symbolic link"
+    if not is_dir and not is_file:
+        return "not a regular file"
+    return None
 
 
 def is_executable(mode: int) -> bool:

@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from boxsync.client.api import BoxsyncAPI
 from boxsync.server.app import BoxsyncApp
+from boxsync.server.history import HistoryRoutes
 from boxsync.server.auth import DEFAULT_ACCOUNT, ApiKeyAuth
 from boxsync.server.box import Box
 from boxsync.server.hub import Hub
@@ -240,6 +241,8 @@ class MemoryServer(InMemory):
         self.box = Box(DEFAULT_ACCOUNT, self.index, self.storage, self.hub)
         auth = ApiKeyAuth(KEY)
         app = BoxsyncApp(clock, auth, lambda account: self.box, self.hub, max_upload=self.max_upload)
+        # As the service installs them: the history's routes beside the rest.
+        HistoryRoutes(app).install(app.app)
         self.recording = Recording(app.resource())
         self.site = UploadSite(
             self.recording,

@@ -370,7 +370,9 @@ class Actions:
         The server moved on from our base while we changed C{path}: keep our
         copy as a conflict copy, take theirs; unless theirs is our own
         upload whose answer never came (L{unanswered}): then our edit goes
-        up from it.
+        up from it. A file never synced here (no base: new, or met at a
+        first sync) is left to the plan of the resync, which compares it
+        with theirs: the same bytes from another client are no conflict.
         """
         file = await self.look(path)
         sent = self.unanswered.pop(path, None)
@@ -385,7 +387,7 @@ class Actions:
                 if own is not None:
                     await self.carry_out(own, path, file)
                     return
-        if file is not None and file.changed:
+        if file is not None and file.changed and self.state.get(path) is not None:
             self.keep_as_conflict(path)
         self.state.forget(path)
         # Resync: the plan brings the server's version (and the conflict

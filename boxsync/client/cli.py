@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import sqlite3
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Awaitable, Callable, Mapping, Sequence, TypeVar
 
+import jwt
 from attrs import frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, DNSLookupError
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import react
 from twisted.logger import (
     FilteringLogObserver,
@@ -358,10 +362,10 @@ def _start_logging(verbosity: int) -> None:
 
 
 
-def _open_folder(folder: Path) -> tuple[LocalState, FolderLock]:
+def _open_folder(folder: Path) -> tuple[LocalState, FolderLock, bool]:
     """
-    The folder's state, and the lock that makes this the only client
-    syncing it.
+    The folder's state, the lock that makes this the only client syncing
+    it, and whether its hidden folder is new (made by this run).
 
     @raise UserError: if the folder cannot be used, is a server's box, or
         another client syncs it.
@@ -382,6 +386,7 @@ def _open_folder(folder: Path) -> tuple[LocalState, FolderLock]:
             f"this client's output goes to {own[0]}, inside the folder it syncs: each line it wrote would be "
             f"a change to sync, without end; write it outside the folder (or in {hidden}), or ignore it"
         )
+    new = not hidden.exists()
     try:
         hidden.mkdir(parents=True, exist_ok=True)
         lock = FolderLock.acquire(hidden / commands.LOCK_FILE)
@@ -397,7 +402,7 @@ def _open_folder(folder: Path) -> tuple[LocalState, FolderLock]:
     except (OSError, sqlite3.Error, RuntimeError) as e:
         lock.release()
         raise UserError(f"cannot use {folder} as the synced folder: {getattr(e, 'strerror', None) or e}") from e
-    return state, lock
+    return state, lock, new
 
 
 def _own_output_in(folder: Path) -> list[Path]:
@@ -418,7 +423,23 @@ def _own_output_in(folder: Path) -> list[Path]:
     return found
 
 
-async def _friendly(work: Awaitable[_T], server: str) -> _T:
+def _expired(token: str | None, now: float) -> str:
+    """
+    Why a token was refused, if its own claims tell: it expired (C{""}
+    otherwise). Its holder may read them; the server says only that it is
+    not valid, whatever the reason.
+    """
+    try:
+        expires = jwt.decode(token or "", options={"verify_signature": False}).get("exp")
+    except jwt.PyJWTError:
+        return ""
+    if not isinstance(expires, int) or expires > now:
+        return ""
+    when = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f" (it expired on {when}: ask for a new one)"
+
+
+async def _friendly(work: Awaitable[_T], server: str, token: str | None, clock: IReactorTime) -> _T:
     """
     Await C{work}, turning the errors a user can do something about into
     L{UserError}s.
@@ -426,7 +447,7 @@ async def _friendly(work: Awaitable[_T], server: str) -> _T:
     try:
         return await work
     except AuthError as e:
-        raise UserError(f"the server refused the token: {e.message}") from e
+        raise UserError(f"the server refused the token: {e.message}{_expired(token, clock.seconds())}") from e
     except NotInSync as e:
         raise UserError(f"could not sync everything: {e}") from e
     except (commands.NotInBox, WrongScheme, FolderReplaced, InsideSameBox) as e:
@@ -455,7 +476,7 @@ async def run(reactor: IClientReactor, options: Options) -> None:
     root = options.folder.resolve()
     # Told to look at whether it is paused only once it can (below).
     signal.signal(commands.PAUSE_SIGNAL, signal.SIG_IGN)
-    state, lock = _open_folder(root)
+    state, lock, new = _open_folder(root)
     api = commands.client_api(reactor, connection, options)
     reporter = StatusFile(
         reporter_for(sys.stderr, options.verbosity < 0, reactor, every_file=options.verbosity > 0),
@@ -493,14 +514,26 @@ async def run(reactor: IClientReactor, options: Options) -> None:
     top.startService()
     # On a signal the reactor waits for the whole tree to stop.
     trigger = reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    refused_inside = False
     try:
-        await _friendly(running.done, options.server)
+        await _friendly(running.done, options.server, options.token, reactor)
         if options.once:
             reporter.ended_in_sync = True
+    except UserError as e:
+        # Stopped by what it met (a token refused, say), maybe as it was
+        # sending a change: not in sync, whatever the status last said.
+        reporter.ended_in_sync = False
+        refused_inside = isinstance(e.__cause__, InsideSameBox)
+        raise
     finally:
         if top.running:
             reactor.removeSystemEventTrigger(trigger)
             await top.stopService()
+        if new and refused_inside:
+            # Refused at its first hello, before it synced anything: what
+            # it made would be taken by the folder's own client for a
+            # folder synced on its own inside.
+            shutil.rmtree(root / HIDDEN_DIR, ignore_errors=True)
     if options.once:
         passed_over = len(engine.skipped)
         but = ", but {skipped} skipped (boxsync-client status lists them)" if passed_over else ""
@@ -534,9 +567,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     _start_logging(options.verbosity)
     work: Callable[[IClientReactor], Awaitable[object]]
     if options.command == "ls":
-        work = lambda reactor: _friendly(commands.ls(reactor, options, sys.stdout), options.server)
+        work = lambda reactor: _friendly(
+            commands.ls(reactor, options, sys.stdout), options.server, options.token, reactor
+        )
     elif options.command in ("history", "trash", "restore"):
-        work = lambda reactor: _friendly(_history(reactor, options), options.server)
+        work = lambda reactor: _friendly(_history(reactor, options), options.server, options.token, reactor)
     else:
         work = lambda reactor: run(reactor, options)
 

@@ -70,6 +70,7 @@ from .session import Attempt, Fatal, NotInSync, Phase, Sessions, describe
 from .state import Base, LocalState
 from .transfers import SMALL_FILE, Transfers
 from .walk import passed_over
+from .wentback import WentBack
 
 __all__ = ["Engine", "Fatal", "NotInSync", "SMALL_FILE"]
 
@@ -114,6 +115,8 @@ class Engine:
     # The sha256 of each file as this session's manifest reported it, and
     # whether it was executable.
     _sent: dict[str, tuple[str, bool]] = field(factory=dict)
+    # What the box lost of this folder's versions, if it went back.
+    _went_back: WentBack = field(factory=WentBack)
     # The files this session's scan hashed, until first looked at again.
     #: Whether the server takes an upload's sha256 after its bytes.
     _trailers: bool = False
@@ -256,6 +259,8 @@ class Engine:
                 self.state.cursor = 0
             self.state.rules = self.ignore.fingerprint
         cursor = self.state.cursor
+        self._recall_left_in_box(cursor)
+        self._went_back = await WentBack.recall(self.state, self.api, cursor)
         result = await self.scan(every_file=not cursor)
         manifest = result.to_manifest(self.name, cursor, only_changed=cursor > 0)
         self._sent = {e.path: (e.sha256, bool(e.executable)) for e in manifest.files if e.sha256 is not None}
@@ -323,7 +328,8 @@ class Engine:
         )
 
     def _check_idle(self) -> None:
-        if self._jobs.active or self._attempt.plan_seq is None:
+        if self._jobs.active or self._attempt.plan_seq is None or self.sessions.phase is Phase.STOPPED:
+            # Stopped: the last jobs end as the folder's state is closed.
             return
         if not (self._attempt.failed or self._jobs.problems):
             self._attempt.synced = True
@@ -464,10 +470,12 @@ class Engine:
                 self._stop_for(e)
                 return
         known, held = self.state.box, self._attempt.held
+        went_back_to = None
         if hello.box is not None and known is not None and hello.box != known:
             why = "it is another box"
         elif hello.seq < held:
             why = f"its last change is {hello.seq}, before the {held} this folder has seen"
+            went_back_to = hello.seq
         elif hello.other_history:
             why = (
                 "it went back to an earlier state and on from there: "
@@ -483,7 +491,7 @@ class Engine:
             root=str(self.root),
             why=why,
         )
-        self.state.start_over(hello.box)
+        self.state.start_over(hello.box, went_back_to)
         self._attempt.other_box = True
         self._attempt.resync = True
         self._attempt.error = f"the server's box is not the one this folder was synced with ({why})"
@@ -685,9 +693,11 @@ class Engine:
         if self.ignore.ignored(path):
             return
         file = await self._look(path, to_upload=True)
-        if file is None:
-            self._passed_over(path)
-        elif file.changed and file.links > 1:
+        if file is None and self._passed_over(path):
+            # A link or a FIFO put in the place of a synced file does not
+            # delete it: the box keeps its version.
+            return
+        if file is not None and file.changed and file.links > 1:
             self._other_names(file)
         await self._actions.carry_out(reconcile.on_local_change(self.state.get(path), file), path, file)
         if path == IGNORE_FILE:
@@ -703,19 +713,22 @@ class Engine:
             if other.path != file.path and not other.folder:
                 self.changed(other.path)
 
-    def _passed_over(self, path: str) -> None:
+    def _passed_over(self, path: str) -> bool:
         """
         Count what is at C{path}, if it is not synced for its kind (a link,
         a FIFO made here), as passed over, said now rather than at the next
         scan.
+
+        @return: whether it is.
         """
         try:
             local = self._local(path)
         except BadPath:
-            return
+            return False
         reason = passed_over(local)
         if reason is not None:
             self.skipped.add(os.path.relpath(local, self.root), reason)
+        return reason is not None
 
     async def _upload_event(self, event: Upload) -> None:
         folder = self._as_folder(event.path)
@@ -739,7 +752,7 @@ class Engine:
 
     async def _download(self, event: Download) -> None:
         path = event.path
-        if self.ignore.ignored(path) or self._outdated(path, event.seq):
+        if not self._comes_here(path, event.seq):
             return
         try:
             target = self._local(path)
@@ -768,18 +781,29 @@ class Engine:
             self._rules_changed()
 
     async def _conflict_event(self, event: Conflict) -> None:
+        if self._went_back.older(event.path, event.seq):
+            # The box went back to a state before the version this folder
+            # has: its version is older, not another side's change.
+            self.log.info(
+                "{path}: the box lost the version this folder has (it went back to an earlier state); "
+                "it goes up again over the box's older one",
+                path=event.path,
+            )
+            await self._upload_event(Upload(event.path, event.seq))
+            return
         await self._download(
             Download(event.path, event.sha256, event.size, event.mtime_ns, event.seq, event.executable)
         )
 
     async def _folder_event(self, event: Folder) -> None:
-        if self.ignore.ignored(event.path, True) or self._outdated(event.path, event.seq):
+        if not self._comes_here(event.path, event.seq, is_dir=True):
             return
         here = look_here(self.root, event.path, self._paths.folders())
         file = await self._look(event.path) if here is Here.FILE else None
         await self._actions.carry_out(reconcile.on_folder(event.seq, here, file), event.path, None)
 
     async def _delete_local(self, event: Delete) -> None:
+        self._brought_from_box(event.path, event.seq)
         if self._outdated(event.path, event.seq):
             return
         self._transfers.deleted(event.path)
@@ -797,6 +821,50 @@ class Engine:
             await self._folder_action(reconcile.on_folder_remove(event.base, base, here), event.path, here)
             return
         await self._actions.remove_gone(event.path, event.base)
+
+    def _recall_left_in_box(self, cursor: int) -> None:
+        """
+        At a session's start, what the box holds that is not brought here:
+        as remembered, if the box is to tell only what changed since the
+        C{cursor}; forgotten if it is to tell every file again.
+        """
+        self.skipped.forget_box()
+        if not cursor:
+            self.state.brought_from_box()
+            return
+        for path, (seq, reason) in self.state.left_in_box().items():
+            self.skipped.left_in_box(path, seq, reason, said=True)
+
+    def _comes_here(self, path: str, seq: int, is_dir: bool = False) -> bool:
+        """
+        Whether the box's version C{seq} of C{path} is to be brought here:
+        no ignore rule leaves it out (one a default rule leaves out is
+        listed), and this folder has nothing newer of it.
+        """
+        if self.ignore.ignored(path, is_dir):
+            self._left_in_box(path, seq, is_dir)
+            return False
+        if self._outdated(path, seq):
+            return False
+        self._brought_from_box(path, seq)
+        return True
+
+    def _left_in_box(self, path: str, seq: int, is_dir: bool = False) -> None:
+        """
+        The box's version C{seq} of C{path} is not brought here: an ignore
+        rule leaves it out. Listed and remembered if a default rule does
+        (the folder's own rules are the user's word).
+        """
+        reason = self.ignore.by_default(path, is_dir)
+        if reason is None:
+            return
+        why = f"in the box, not brought here: {reason}"
+        if self.skipped.left_in_box(path, seq, why):
+            self.state.leave_in_box(path, seq, why)
+
+    def _brought_from_box(self, path: str, seq: int) -> None:
+        if self.skipped.gone_from_box(path, seq):
+            self.state.brought_from_box(path)
 
     def _outdated(self, path: str, seq: int) -> bool:
         return reconcile.outdated(self.state.get(path), seq)

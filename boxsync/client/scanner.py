@@ -659,7 +659,7 @@ def scan(
             refreshed.append(found.as_base(found.base))
     folders = _folders(directories, empty, {path: base.seq for path, base in state.items() if base.folder}, state)
     # By wire path: a base is recorded under it.
-    blind = {unicodedata.normalize("NFC", s.path) for s in skipped if s.unreadable}
+    blind = {unicodedata.normalize("NFC", s.path) for s in skipped if s.covers}
     deleted = [
         DeletedEntry(path, base.seq)
         for path, base in state.items()
@@ -707,7 +707,7 @@ def _folders(
 
 
 def _unreadable(root: Path, local: str, reason: str | None, skipped: list[Skipped]) -> None:
-    skipped.append(Skipped(os.path.relpath(local, root), f"cannot read: {reason}", unreadable=True))
+    skipped.append(Skipped(os.path.relpath(local, root), f"cannot read: {reason}", covers=True))
 
 
 def scan_one(

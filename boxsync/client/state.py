@@ -41,8 +41,8 @@ from ..sqlite import DamagedDatabase, naming_damage, transaction, use_wal
 from ..wire import Held
 
 __all__ = [
-    "Base", "LocalState", "STATE_FILE", "RECENT", "Stamps", "UNKNOWN_CTIME", "box_of", "folder_base", "same_box",
-    "state_file",
+    "Base", "LocalState", "LostByBox", "SHARED_PROBES", "STATE_FILE", "RECENT", "Stamps", "UNKNOWN_CTIME",
+    "box_of", "folder_base", "same_box", "state_file",
 ]
 
 #: How many paths' bases are remembered after they are read or written: a
@@ -175,7 +175,50 @@ _UPGRADES: list[_Upgrade] = [
     _Upgrade(("CREATE INDEX bases_by_sha256 ON bases (sha256)",)),
     # A file renamed here is found by its inode: what it was, unread.
     _Upgrade(("CREATE INDEX bases_by_inode ON bases (inode)",)),
+    # The box's files a default rule keeps from coming here: no scan finds
+    # them, and the box tells them once.
+    _Upgrade(
+        (
+            """CREATE TABLE left_in_box (
+                path TEXT PRIMARY KEY,
+                seq INTEGER NOT NULL,
+                reason TEXT NOT NULL
+            ) WITHOUT ROWID""",
+        )
+    ),
+    # What a box restored from a backup lost of this folder's versions (and
+    # the versions it may still share with it).
+    _Upgrade(
+        (
+            """CREATE TABLE lost_by_box (
+                path TEXT PRIMARY KEY,
+                seq INTEGER NOT NULL,
+                sha256 TEXT NOT NULL,
+                lost INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+        )
+    ),
 ]
+
+#: How many of the bases a box gone back may still share are kept, to be
+#: asked for (L{LocalState.lost_by_box}).
+SHARED_PROBES = 8
+
+
+class LostByBox(NamedTuple):
+    """
+    What a box gone back to an earlier state (restored from a backup) lost
+    of this folder's versions.
+
+    @ivar lost: the files whose bases were past the box's last change.
+    @ivar maybe_shared: the other file bases of highest seq, newest first,
+        as C{(path, seq, sha256)}: a box version the box and this folder
+        are found to share tells that every box version up to its seq is
+        from before the box went back.
+    """
+
+    lost: frozenset[str]
+    maybe_shared: list[tuple[str, int, str]]
 
 
 def _to_sql(inode: int) -> int:
@@ -648,22 +691,84 @@ class LocalState:
     def box(self, box: str) -> None:
         self._set_meta(_BOX, box)
 
-    def start_over(self, box: str | None) -> None:
+    def left_in_box(self) -> dict[str, tuple[int, str]]:
+        """
+        The box's paths not brought here (see L{boxsync.client.passedover}),
+        each with the seq of the version left in the box and why.
+        """
+        return {path: (seq, reason) for path, seq, reason in self._query("SELECT * FROM left_in_box")}
+
+    def leave_in_box(self, path: str, seq: int, reason: str) -> None:
+        """
+        Remember that the box's version C{seq} of C{path} is not brought
+        here, for C{reason}.
+        """
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO left_in_box VALUES (?, ?, ?)", (path, seq, reason))
+
+    def brought_from_box(self, path: str | None = None) -> None:
+        """
+        Forget that C{path} (C{None}: every path) is left in the box.
+        """
+        with self._transaction() as db:
+            if path is None:
+                db.execute("DELETE FROM left_in_box")
+            else:
+                db.execute("DELETE FROM left_in_box WHERE path = ?", (path,))
+
+    def start_over(self, box: str | None, went_back_to: int | None = None) -> None:
         """
         Forget every base and the cursor, in one transaction that records
         C{box} as the box from now on (C{None}: not known): no file here
         was synced with it.
+
+        @param went_back_to: if the box is this folder's, gone back to an
+            earlier state (restored from a backup) whose last change is
+            this seq: the files whose bases are past it are remembered as
+            lost by the box, and the bases of highest seq up to it as those
+            it may still share (L{lost_by_box}).
         """
         with self._lock:
-            self._unwritten = {}
+            unwritten, self._unwritten = self._unwritten, {}
             self._recent.clear()
             with transaction(self._db) as db:
+                db.execute("DELETE FROM lost_by_box")
+                if went_back_to is not None:
+                    _write(db, unwritten)
+                    db.execute(
+                        "INSERT INTO lost_by_box SELECT path, seq, sha256, 1 FROM bases WHERE seq > ? AND folder = 0",
+                        (went_back_to,),
+                    )
+                    db.execute(
+                        "INSERT INTO lost_by_box SELECT path, seq, sha256, 0 FROM bases"
+                        " WHERE seq BETWEEN 1 AND ? AND folder = 0 ORDER BY seq DESC LIMIT ?",
+                        (went_back_to, SHARED_PROBES),
+                    )
                 db.execute("DELETE FROM bases")
+                db.execute("DELETE FROM left_in_box")
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_CURSOR, "0"))
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_HIGHEST, "0"))
                 db.execute("DELETE FROM meta WHERE key IN (?, ?)", (_BOX, _WITNESS))
                 if box is not None:
                     db.execute("INSERT INTO meta VALUES (?, ?)", (_BOX, box))
+
+    def lost_by_box(self) -> LostByBox:
+        """
+        What the box lost of this folder's versions when it went back to an
+        earlier state (see L{start_over}).
+        """
+        rows = self._query("SELECT path, seq, sha256, lost FROM lost_by_box ORDER BY seq DESC")
+        return LostByBox(
+            frozenset(path for path, _, _, lost in rows if lost),
+            [(path, seq, sha256) for path, seq, sha256, lost in rows if not lost],
+        )
+
+    def forget_lost_by_box(self) -> None:
+        """
+        Forget which files the box lost: this folder is in sync with it.
+        """
+        with self._transaction() as db:
+            db.execute("DELETE FROM lost_by_box")
 
     def close(self) -> None:
         """

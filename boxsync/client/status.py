@@ -310,6 +310,9 @@ def describe(folder: Path) -> tuple[list[str], bool]:
             + (f" (in sync since {_when(since)})" if since else "")
             + (f", but {_paths(passed_over)} {_were(passed_over)} skipped (below)" if passed_over else "")
         )
+    elif status.get("in_sync_when_stopped") is False:
+        below = " (last error below)" if status.get("last_error") else ""
+        lines.append("in sync:    no when the client stopped" + below)
     else:
         lines.append("in sync:    unknown (no client is running)")
     lines.append(f"cursor:     {cursor}")

@@ -21,6 +21,7 @@ from typing import Iterator
 
 from attrs import frozen
 
+from ..fs import kind_not_synced
 from ..paths import CLIENT_STATE_FILE, HIDDEN_DIR, BadPath, a_box, child, normalize, preferred, to_local
 from .ignore import IgnoreRules
 from .state import same_box
@@ -56,18 +57,6 @@ def wire_path(relative: str) -> str:
     return normalize(relative)
 
 
-def _kind_passed_over(is_symlink: bool, is_dir: bool, is_file: bool) -> str | None:
-    """
-    Why a directory entry of this kind is not synced; C{None} if it is a
-    regular file or a directory.
-    """
-    if is_symlink:
-        return "symbolic link"
-    if not is_dir and not is_file:
-        return "not a regular file"
-    return None
-
-
 def passed_over(local: Path) -> str | None:
     """
     Why what is at C{local} now is not synced for its kind (a link, a FIFO,
@@ -78,7 +67,7 @@ def passed_over(local: Path) -> str | None:
         mode = os.lstat(local).st_mode
     except OSError:
         return None
-    return _kind_passed_over(stat.S_ISLNK(mode), stat.S_ISDIR(mode), stat.S_ISREG(mode))
+    return kind_not_synced(stat.S_ISLNK(mode), stat.S_ISDIR(mode), stat.S_ISREG(mode))
 
 
 def _nfc(name: str) -> str:
@@ -93,14 +82,15 @@ class Skipped:
     @ivar path: its path relative to the folder, as the folder has it (not
         always a wire path).
     @ivar reason: why it is skipped.
-    @ivar unreadable: whether it could not be read (rather than it being
-        something boxsync does not sync): what has a base at or below it is
-        then not taken as deleted.
+    @ivar covers: whether what has a base at or below it is not taken as
+        deleted: it could not be read, or it stands where synced files were
+        (a link or a FIFO put in a file's or a folder's place, a box): the
+        box keeps their versions.
     """
 
     path: str
     reason: str
-    unreadable: bool = False
+    covers: bool = False
 
 
 def walk(
@@ -143,7 +133,7 @@ def walk(
             if directory == top:
                 raise
             if skipped is not None and not isinstance(e, FileNotFoundError):
-                skipped.append(Skipped(local, f"cannot list: {e.strerror}", unreadable=True))
+                skipped.append(Skipped(local, f"cannot list: {e.strerror}", covers=True))
             continue
         if directory and directory == top and ignore.ignored(top, True):
             # What is below is checked by its own name only.
@@ -185,6 +175,10 @@ def _classify(
     if relative == HIDDEN_DIR:
         return None
     reason = None
+    # What stands in a place of synced files (a link, a FIFO) leaves them
+    # in the box; a name the wire cannot carry, or a second form of one,
+    # never was synced.
+    in_place = False
     try:
         path = child(directory, entry.name)
     except BadPath as e:
@@ -200,7 +194,8 @@ def _classify(
                     "(the two differ only in Unicode normalisation)"
                 )
             else:
-                reason = _kind_passed_over(entry.is_symlink(), is_dir, entry.is_file(follow_symlinks=False))
+                reason = kind_not_synced(entry.is_symlink(), is_dir, entry.is_file(follow_symlinks=False))
+                in_place = True
         except OSError:
             return None
         if reason is None and is_dir and entry.name == HIDDEN_DIR:
@@ -212,13 +207,13 @@ def _classify(
             # Not watched, not walked: nothing below it is looked at, nor
             # taken for deleted.
             if skipped is not None:
-                skipped.append(Skipped(relative, NESTED_BOX, unreadable=True))
+                skipped.append(Skipped(relative, NESTED_BOX, covers=True))
             return None
         if reason is None and is_dir and os.path.lexists(entry.path + _FOLDER_MARK) and same_box(root, entry.path):
             # As a box inside; one synced with another box is this
             # folder's too (each client brings the other's changes).
             if skipped is not None:
-                skipped.append(Skipped(relative, NESTED_SAME_BOX, unreadable=True))
+                skipped.append(Skipped(relative, NESTED_SAME_BOX, covers=True))
             return None
         if reason is None:
             if not ignore.ignored_in_synced(path, entry.name, is_dir):
@@ -229,5 +224,5 @@ def _classify(
                     skipped.append(Skipped(relative, by_default))
             return None
     if skipped is not None and not ignore.ignored(path):
-        skipped.append(Skipped(relative, reason))
+        skipped.append(Skipped(relative, reason, covers=in_place))
     return None

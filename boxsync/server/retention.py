@@ -8,7 +8,9 @@ seconds, then one per hour for a day, then one per day), and the oldest
 go first once the history is over C{--history-max} (a size or a share of
 the disk, counting what the versions that stay take once they share
 their blocks: a version that shares most of its blocks with a newer one
-takes only the rest, punched out of its file yet or not). The newest kept
+takes only the rest, punched out of its file yet or not), or the box's
+disk is full; the last version of a file deleted since (the only copy of
+it left) goes only once no other version is left to go. The newest kept
 version of each path stays whatever the thinning: it is the file as it was when it was last overwritten or deleted.
 The blocks sent ahead of a commit that never came are kept a day. All of
 it is tidied away once an hour while the server runs, or at once with
@@ -21,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Container, Iterable, Mapping, Sequence
 
 from attrs import field, frozen
 from twisted.logger import Logger
@@ -41,6 +43,7 @@ __all__ = [
     "Retention",
     "Thinning",
     "Tidied",
+    "only_copies",
     "parse_duration",
     "room_wanted",
     "shared_sizes",
@@ -219,6 +222,7 @@ class Retention:
         disk: Path,
         blocks: Mapping[str, Mapping[int, Sequence[tuple[str, int]]]] | None = None,
         wanted: int = 0,
+        only_copies: Mapping[str, Container[int]] | None = None,
     ) -> dict[str, set[int]]:
         """
         The seqs of the versions to forget, by account, of the kept
@@ -231,6 +235,9 @@ class Retention:
         @param wanted: how many bytes of the disk to free besides (the disk
             is full): the oldest versions left go until they make that
             much, counted as the size limit counts them.
+        @param only_copies: by account, the seqs of the versions that are
+            the last of a file deleted since (L{only_copies}): for size,
+            they go after every other version.
         """
         now_ns = int(now * 1e9)
         oldest_kept = now_ns - int(self.keep_seconds * 1e9)
@@ -254,8 +261,16 @@ class Retention:
         total = sum(taken.values())
         goal = total - wanted if limit is None else min(limit, total - wanted)
         # The oldest go first: no version of the same path left is older,
-        # so none of them takes more once it is gone.
-        for _, account, version in sorted(left, key=lambda entry: (entry[0], entry[2].seq)):
+        # so none of them takes more once it is gone. The only copies of
+        # deleted files go last (each is its path's newest, so no other
+        # version of it is left to take more then).
+        last = only_copies or {}
+
+        def order(entry: tuple[int, str, VersionRecord]) -> tuple[bool, int, int]:
+            ended_ns, account, version = entry
+            return version.seq in last.get(account, ()), ended_ns, version.seq
+
+        for _, account, version in sorted(left, key=order):
             if total <= goal:
                 break
             doomed[account].add(version.seq)
@@ -298,6 +313,24 @@ def room_wanted(disk: Path) -> int:
     return max(goal - stat.f_bavail * stat.f_frsize, 0)
 
 
+async def only_copies(box: Box, kept: Sequence[VersionRecord]) -> set[int]:
+    """
+    The seqs of the versions among C{kept} (of C{box}'s account) that
+    are the last version of a file deleted since: its delete ended
+    them, and the path is still deleted.
+    """
+    newest: dict[str, VersionRecord] = {}
+    for version in kept:
+        if version.path not in newest or version.seq > newest[version.path].seq:
+            newest[version.path] = version
+    rows = await box.index.get_many(box.account, list(newest))
+    return {
+        version.seq
+        for path, version in newest.items()
+        if (row := rows.get(path)) is not None and row.deleted and row.seq == version.ended_seq
+    }
+
+
 async def tidy(boxes: Iterable[Box], retention: Retention, now: float, share: bool = True, full: bool = False) -> Tidied:
     """
     Forget the versions of C{boxes} that C{retention} no longer keeps at
@@ -314,7 +347,13 @@ async def tidy(boxes: Iterable[Box], retention: Retention, now: float, share: bo
     kept = {box.account: await box.index.kept_versions(box.account) for box in boxes}
     recipes = {box.account: await box.index.kept_blocks(box.account) for box in boxes}
     disk = boxes[0].storage.root
-    doomed = retention.doomed(kept, now, disk, recipes, room_wanted(disk) if full else 0)
+    wanted = room_wanted(disk) if full else 0
+    last = (
+        {box.account: await only_copies(box, kept[box.account]) for box in boxes}
+        if wanted or retention.history_max.bytes_for(disk) is not None
+        else None
+    )
+    doomed = retention.doomed(kept, now, disk, recipes, wanted, last)
     versions = blocks = 0
     for box in boxes:
         forgotten: list[VersionRecord] = await box.shared.forget(sorted(doomed[box.account]))

@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from ..fs import hash_file, is_executable, mode_for, mtime_ns
+from ..fs import hash_file, is_executable, kind_not_synced, mode_for, mtime_ns
 from ..paths import HIDDEN_DIR, BadPath, from_local, printable
 from .beneath import Folders, folder, open_regular, open_regular_fd, parent_of, segments
 from .staging import StagingFile, as_box_error, discarding
@@ -591,7 +591,8 @@ class BoxStorage:
     def walk(self) -> Iterator[LocalFile | LocalFolder]:
         """
         Every regular file and folder in the box (not the box itself, not
-        the hidden folder, no links). Blocking: run it in a thread.
+        the hidden folder). A link, a FIFO, a socket or a device is not
+        synced, and the log says so. Blocking: run it in a thread.
         """
         stack = [self.root]
         while stack:
@@ -610,9 +611,17 @@ class BoxStorage:
             for entry in entries:
                 if folder == self.root and entry.name == HIDDEN_DIR:
                     continue
-                if entry.is_dir(follow_symlinks=False):
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    is_file = entry.is_file(follow_symlinks=False)
+                    kind = kind_not_synced(entry.is_symlink(), is_dir, is_file)
+                except FileNotFoundError:
+                    continue  # removed while the box was walked
+                if kind is not None:
+                    self._pass_over(entry.path, "the entry", kind)
+                elif is_dir:
                     stack.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False):
+                else:
                     try:
                         path = from_local(self.root, Path(entry.path))
                     except BadPath as e:
@@ -620,7 +629,7 @@ class BoxStorage:
                         continue
                     yield _found(path, entry.stat(follow_symlinks=False))
 
-    def _pass_over(self, name: str, what: str, why: BaseException) -> None:
+    def _pass_over(self, name: str, what: str, why: BaseException | str) -> None:
         """
         Say that C{what} at C{name} is not in the box's index, and why: once
         for each name and reason while the server runs, each name escaped

@@ -298,3 +298,24 @@ def test_history_of_a_box_never_served(box: Path, capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit) as exited:
         admin("prune", "--box", str(box), "--history-max", "lots")
     assert exited.value.code == 2 and "'lots' is not a size" in capsys.readouterr().err
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_token_for_a_box_served_to_a_shared_key_is_refused(tmp_path: Path, reactor: Any) -> None:
+    """
+    A box served to one shared key takes no token (and would refuse to be
+    served with --tokens): minting one says so and makes nothing. A box no
+    server has served yet gets its token, with a note that it works once
+    one serves it with --tokens; before, both were silent.
+    """
+    async with running_server(reactor, tmp_path / "box", "key") as server:
+        box = server.box
+    status, out, err = admin("token", "--box", str(box), "--account", "alice", "--client", "laptop")
+    assert (status, out) == (1, "") and "served to one shared key" in err and len(err.splitlines()) == 1
+    assert not (box / "alice").exists()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    status, out, err = admin("token", "--box", str(fresh), "--account", "alice", "--client", "laptop")
+    assert status == 0 and out.count(".") == 2 and "no server has served" in err
+    status, _, err = admin("token", "--box", str(fresh), "--account", "alice", "--client", "phone")
+    assert status == 0 and "no server has served" not in err

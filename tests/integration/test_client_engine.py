@@ -345,6 +345,31 @@ async def test_stale_upload_becomes_a_conflict_copy(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_new_file_another_client_committed_first_is_a_conflict_only_if_it_differs(
+    folders: Any, reactor: Any, server: RunningServer, http: Any
+) -> None:
+    """
+    A file new here (no base) goes up while another client commits the
+    same path first: refused as stale, it is compared with theirs by the
+    resync's plan. The same bytes are no conflict (before, they made a
+    conflict copy of identical content); other bytes still are.
+    """
+    a = folders("a")
+    await a.sync()
+    engine = a.engine()
+    for path, ours, theirs in [("same.txt", b"same", b"same"), ("other.txt", b"ours", b"theirs")]:
+        assert (await put(http, server, path, theirs)).code == 201
+        (a.root / path).write_bytes(ours)
+        await timed(engine.submit(path, lambda: engine._local_change(path)), reactor)
+    assert list(a.root.glob("*.conflict-*")) == []
+    await a.sync()
+    [copy] = a.root.glob("*.conflict-*")
+    assert copy.name.startswith("other.conflict-a-") and copy.read_bytes() == b"ours"
+    assert (a.root / "same.txt").read_bytes() == b"same" and (a.root / "other.txt").read_bytes() == b"theirs"
+    assert tree(a.root) == tree(server.box)
+
+
+@pytest_twisted.ensureDeferred
 async def test_an_upload_whose_answer_was_lost_is_no_conflict(
     folders: Any, reactor: Any, server: RunningServer, monkeypatch: Any
 ) -> None:
@@ -1055,3 +1080,38 @@ async def test_a_file_gone_between_its_look_and_its_upload_is_no_failure(
     with pytest.raises(FileNotFoundError):
         await timed(sent[1], reactor)
     assert batcher.supported is True and not (server.box / "gone.txt").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_box_file_a_default_rule_keeps_out_is_listed_until_it_is_gone(
+    folders: Any, server: RunningServer, http: Any
+) -> None:
+    """
+    A box file a default rule keeps from this folder (a C{*.part} put in
+    the box through the web page) is not brought here, but listed with
+    why, after a restart too (the box tells it once); no longer once it is
+    deleted in the box. A box file the folder's own rules leave out is the
+    user's word, not listed. Before, neither was said anywhere.
+    """
+    a = folders("a")
+    (a.root / ".boxsyncignore").write_text("*.log\n")
+    await a.sync()
+    seqs = {}
+    for path, data in [("movie.part", b"half a movie"), ("run.log", b"log"), ("ok.txt", b"ok")]:
+        response = await put(http, server, path, data)
+        assert response.code == 201
+        seqs[path] = (await json_of(response))["seq"]
+    engine = await a.sync()
+    assert sorted(tree(a.root)) == [".boxsyncignore", "ok.txt"]
+    [(path, why)] = engine.skipped.items()
+    assert path == "movie.part" and "in the box" in why and "!*.part" in why
+    assert len(engine.skipped) == 1
+    engine = await a.sync()  # a restart: the box tells only what is new
+    assert [path for path, _ in engine.skipped.items()] == ["movie.part"]
+    response = await http.delete(
+        server.file_url("movie.part"), headers=server.headers(X_Boxsync_Base=str(seqs["movie.part"]))
+    )
+    assert response.code in (200, 204)
+    engine = await a.sync()
+    assert len(engine.skipped) == 0
+    assert len(a.engine(once=True).skipped) == 0 and a.state.left_in_box() == {}

@@ -24,7 +24,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from boxsync.blocks import BLOCK_MIN, Block, recipe_of_bytes
 from boxsync.server.adopt import look_for_hand_changes
 from boxsync.server.blockstore import PENDING_HOURS
-from boxsync.server.retention import HistoryMax, Retention, Thinning, Tidied, parse_duration, tidy
+from boxsync.server.retention import HistoryMax, Retention, Thinning, Tidied, only_copies, parse_duration, tidy
 from boxsync.wire import INCOMING_FEATURE, Download, Hello, Incoming, Manifest
 from boxsync.wire.blocks import BlockCommit, blocks_json, parse_recipe
 from tests.helpers import RunningServer, eventually, json_of, open_stream, put, sha, timed
@@ -647,3 +647,33 @@ async def test_a_kept_version_whose_file_is_gone_is_forgotten_before_the_others_
     for seq, data in zip(seqs[:2], contents):
         response = await timed(http.get(f"{server.url}/versions/{seq}", headers=server.headers()), server.reactor)
         assert response.code == 200 and sha(await response.content()) == sha(data), seq
+
+
+@pytest_twisted.ensureDeferred
+async def test_over_the_history_limit_the_only_copy_of_a_deleted_file_stays_longest(
+    server: RunningServer, http: Any
+) -> None:
+    """
+    A file deleted first, then another overwritten: over the history
+    limit, the overwritten file's old version goes, though younger; the
+    deleted file's last version (its only copy) stays. A file deleted and
+    made again is no longer only in the history: its old version goes as
+    any other.
+    """
+    assert server.service is not None and server.service.box is not None
+    box = server.service.box
+    gone = await json_of(await put(http, server, "gone.txt", b"g" * 1000))
+    response = await http.delete(server.file_url("gone.txt"), headers=server.headers(X_Boxsync_Base=str(gone["seq"])))
+    assert response.code == 200
+    back = await json_of(await put(http, server, "back.txt", b"b" * 1000))
+    response = await http.delete(server.file_url("back.txt"), headers=server.headers(X_Boxsync_Base=str(back["seq"])))
+    assert response.code == 200
+    assert (await put(http, server, "back.txt", b"made again", base=0)).code == 201
+    doc = await json_of(await put(http, server, "doc.txt", b"d" * 1000))
+    assert (await put(http, server, "doc.txt", b"the new doc", base=doc["seq"])).code == 201
+    kept = await box.index.kept_versions(box.account)
+    assert sorted(v.seq for v in kept) == sorted([gone["seq"], back["seq"], doc["seq"]])
+    assert await only_copies(box, kept) == {gone["seq"]}
+    tight = Retention(keep_seconds=3600, thinning=Thinning(), history_max=HistoryMax(size=1000))
+    assert (await tidy([box], tight, time.time())).versions == 2
+    assert [v.seq for v in await box.index.kept_versions(box.account)] == [gone["seq"]]

@@ -5,6 +5,7 @@ The server's HTTP API against a real server on a loopback port.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -667,6 +668,24 @@ def by_hand(found: LocalFile | None, data: bytes) -> FileRecord:
     )
 
 
+@contextmanager
+def warnings_said() -> Iterator[list[str]]:
+    """
+    The warnings logged while the block runs, formatted, in order.
+    """
+    said: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_level") == LogLevel.warn:
+            said.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield said
+    finally:
+        globalLogPublisher.removeObserver(observe)
+
+
 def service_box(server: RunningServer) -> Box:
     assert server.service is not None and server.service.box is not None
     return server.service.box
@@ -689,20 +708,38 @@ async def test_a_name_the_wire_cannot_carry_in_the_box_is_said_once_escaped(serv
     os.mkdir(os.path.join(root, b"dir\xfe"))
     with open(os.path.join(root, b"dir\xfe", b"in.txt"), "wb") as f:
         f.write(b"x")
-    said: list[str] = []
-
-    def observe(event: dict[str, Any]) -> None:
-        if event.get("log_level") == LogLevel.warn:
-            said.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observe)
-    try:
+    with warnings_said() as said:
         for _ in range(3):
             taken = await look_for_hand_changes(service_box(server))
             assert taken.checked == 1
-    finally:
-        globalLogPublisher.removeObserver(observe)
     lines = [line for line in said if "is not synced" in line]
     assert len(lines) == 3 and all("\n" not in line for line in lines)
     assert any("two\\nlines.txt" in line for line in lines)
     assert any("bad\\udcff.txt" in line for line in lines) and any("dir\\udcfe" in line for line in lines)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_link_or_a_fifo_in_the_box_is_said_once_not_synced(server: RunningServer) -> None:
+    """
+    A symbolic link, a link to a folder and a FIFO put in the box by hand
+    are not synced (a link would let a client read or write outside the
+    box), and the log says so, once each, however often the box is looked
+    at. Before, the walk left them out without a word.
+    """
+    (server.box / "ok.txt").write_bytes(b"ok")
+    (server.box / "sub").mkdir()
+    (server.box / "sub" / "in.txt").write_bytes(b"in")
+    (server.box / "link.txt").symlink_to("ok.txt")
+    (server.box / "folder-link").symlink_to("sub")
+    os.mkfifo(server.box / "sub" / "pipe")
+    with warnings_said() as said:
+        for _ in range(3):
+            taken = await look_for_hand_changes(service_box(server))
+            assert taken.checked == 2
+    lines = [line for line in said if "is not synced" in line]
+    assert len(lines) == 3
+    assert sum("symbolic link" in line for line in lines) == 2
+    assert any("pipe" in line and "not a regular file" in line for line in lines)
+    box = service_box(server)
+    listed = await box.index.page(box.account, "", 10)
+    assert sorted(f.path for f in listed if not f.deleted) == ["ok.txt", "sub/in.txt"]

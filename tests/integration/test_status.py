@@ -115,7 +115,7 @@ async def test_ls_of_a_folder_or_a_file(server: RunningServer, http: Any, reacto
     for nothing in ("a", "docs/s", "nope/x.txt", "../x"):
         options = cli.parse(["ls", "--server", server.url, "--token", server.key or "", nothing], {}, config=Path("/nonexistent"))
         with pytest.raises(cli.UserError, match="box"):
-            await timed(Deferred.fromCoroutine(cli._friendly(commands.ls(reactor, options, io.StringIO()), server.url)), reactor)
+            await timed(Deferred.fromCoroutine(cli._friendly(commands.ls(reactor, options, io.StringIO()), server.url, None, reactor)), reactor)
 
 
 def paths_sorted(paths: list[str]) -> list[str]:
@@ -330,7 +330,7 @@ def test_status_command(tmp_path: Path) -> None:
         client.stop()
         result = status_of(client.folder)
         assert result.returncode == 1 and "client:     not running" in result.stdout
-        assert "in sync:    unknown" in result.stdout
+        assert "in sync:    no when the client stopped (last error below)" in result.stdout
         # The lost server is the last error (in the system's own words).
         assert "cursor:" in result.stdout and "last error: none" not in result.stdout
         # Synced once, to its end: the folder was in sync when it stopped.

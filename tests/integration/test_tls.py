@@ -115,7 +115,7 @@ async def ls(reactor: Any, server: str, *argv: str) -> str:
     What C{boxsync-client ls} prints, its errors turned into L{cli.UserError}s.
     """
     out = io.StringIO()
-    work = cli._friendly(commands.ls(reactor, options(server, *argv), out), server)
+    work = cli._friendly(commands.ls(reactor, options(server, *argv), out), server, None, reactor)
     await timed(Deferred.fromCoroutine(work), reactor)
     return out.getvalue()
 

@@ -13,9 +13,12 @@ first sync: it deletes nothing, and the box gets back what it lacks.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -128,6 +131,84 @@ def test_a_box_restored_and_gone_on_past_a_client_s_changes_gets_them_back(tmp_p
     assert tree(a.folder) == tree(server.box) == {path: sha(data) for path, data in everything.items()}
     assert b.once().returncode == 0
     assert tree(b.folder) == tree(server.box)
+
+
+def test_a_box_restored_from_a_backup_gets_the_newer_versions_back_without_conflict_copies(
+    tmp_path: Path, server: Server
+) -> None:
+    """
+    A and B run; the box is backed up, A edits a file (B gets the edit),
+    and the box is restored from the backup: both have a newer version than
+    the box's, the one the box lost. It goes back up over the box's older
+    one, which stays in the history; the file is no conflict on either
+    side. Before, each client kept its copy as a conflict copy: two
+    identical ones, and the file itself went back to the older version.
+    """
+    a, b = Client(server, tmp_path / "a", "a"), Client(server, tmp_path / "b", "b")
+    write(a.folder, {"f.txt": b"v1\n", "g.txt": b"g\n"})
+    a.start(), b.start()
+    try:
+        wait_until(lambda: tree(b.folder) == tree(a.folder) == tree(server.box), timeout=30, what="the first sync")
+        server.stop()
+        shutil.copytree(server.box, tmp_path / "backup", symlinks=True)
+        server.start()
+        write(a.folder, {"f.txt": b"v2, edited after the backup\n", "new.txt": b"new\n"})
+        wait_until(lambda: tree(b.folder) == tree(a.folder) == tree(server.box), timeout=30, what="the edit")
+        newer = tree(a.folder)
+        server.stop()
+        os.rename(server.box, tmp_path / "box-before")
+        os.rename(tmp_path / "backup", server.box)
+        server.start()
+        wait_until(lambda: tree(server.box) == newer, timeout=60, what="the box to have the newer versions back")
+        wait_until(lambda: tree(b.folder) == tree(a.folder) == newer, timeout=30, what="both to agree")
+    finally:
+        a.stop(), b.stop()
+    assert "changed on both sides" not in output(a) + output(b)
+    history = subprocess.run(
+        [sys.executable, "-m", "boxsync.client", "history", "--server", server.url, f"--token={server.key}",
+         "f.txt", "--json"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert [v["sha256"] for v in json.loads(history.stdout)["versions"]] == [
+        sha(b"v2, edited after the backup\n"), sha(b"v1\n")
+    ]
+
+
+def test_a_change_made_in_a_restored_box_is_still_a_conflict_with_the_version_it_lost(
+    tmp_path: Path, server: Server
+) -> None:
+    """
+    The box is restored from a backup made before A's edit, and the file
+    is changed through the box before A comes back: that change is newer
+    than the box's restore, not older than A's version, though its seq is
+    below the last A had seen. A's copy is kept as a conflict copy, the
+    box's change wins the name.
+    """
+    a = Client(server, tmp_path / "a", "a")
+    a.folder.mkdir()
+    write(a.folder, {"f.txt": b"v1\n", "g.txt": b"g\n"})
+    a.once()
+    server.stop()
+    shutil.copytree(server.box, tmp_path / "backup", symlinks=True)
+    server.start()
+    write(a.folder, {"x.txt": b"x\n"})
+    a.once()
+    write(a.folder, {"f.txt": b"v2 of a\n"})
+    a.once()
+    server.stop()
+    os.rename(server.box, tmp_path / "box-before")
+    os.rename(tmp_path / "backup", server.box)
+    server.start()
+    _, headers, _ = get(server, "f.txt")
+    status, _ = put(server, "f.txt", b"v3 through the box\n", base=int(headers["X-Boxsync-Seq"]))
+    assert status == 201
+    ran = a.once()
+    assert "changed on both sides" in ran.stdout + ran.stderr
+    files = tree(a.folder)
+    assert files.pop("f.txt") == sha(b"v3 through the box\n")
+    conflicts = {name: digest for name, digest in files.items() if ".conflict-" in name}
+    assert list(conflicts.values()) == [sha(b"v2 of a\n")] and next(iter(conflicts)).startswith("f.conflict-a-")
+    assert tree(server.box) == tree(a.folder)
 
 
 def test_a_folder_moved_to_another_account_deletes_nothing_of_the_first(tmp_path: Path) -> None:

@@ -6,15 +6,19 @@ errors that say in one line what is wrong.
 
 from __future__ import annotations
 
+import io
 import json
 import shlex
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import jwt
 import pytest
 
+from boxsync.admin import run as admin
 from boxsync.server.tap import START_FAILED
 from boxsync.testing import Client, Server, remove_tree, tree, wait_until
 from tests.faults import server  # noqa: F401 (the fixture)
@@ -146,7 +150,7 @@ def test_folders_synced_with_one_box_one_inside_the_other_do_not_feed_each_other
     """
     A client started on a folder inside one synced with the same box stops
     at once, in one line: each would send the other's files up and get them
-    back a level deeper, again and again. A folder synced with that box and
+    back a level deeper, again and again. It leaves no hidden folder behind. A folder synced with that box and
     moved into another one is left to its own client: the outer one sends
     none of its files up, writes none of the box's into it, and lists it as
     skipped. (One synced with another box is the outer folder's too:
@@ -163,9 +167,12 @@ def test_folders_synced_with_one_box_one_inside_the_other_do_not_feed_each_other
         f"boxsync-client: {inner} is inside {a.folder}, a folder synced with the same box: each client would send "
         "the other's files up and get them back a level deeper, again and again; sync a folder outside it"
     )
-    assert sorted(path for path in tree(inner) if not path.startswith(".boxsync/")) == []
+    # Refused before it synced anything, it leaves nothing behind: its
+    # hidden folder would be taken for a folder synced on its own.
+    assert not (inner / ".boxsync").exists() and tree(inner) == {}
     a.once()
     assert sorted(tree(server.box)) == ["x.txt"]
+    assert "inner/.boxsync" not in status(a.folder)
     remove_tree(inner)
     d = Client(server, tmp_path / "d", "d", rescan=None)
     d.folder.mkdir()
@@ -383,3 +390,40 @@ def test_a_misused_client_says_what_is_wrong_in_one_line(tmp_path: Path, args: l
     assert ran.stderr.strip().splitlines()[-1].endswith(says.format(tmp=tmp_path)), ran.stderr
     assert not (tmp_path / "no").exists() and not Path("/.boxsync").exists()
     assert not (tmp_path / ".boxsync").exists()
+
+
+@pytest.mark.slow
+def test_a_token_that_expires_while_the_client_runs_stops_it_in_one_line(tmp_path: Path) -> None:
+    """
+    A token minted to expire in a few seconds: the client syncs, the token
+    expires, a file is changed. The client stops, saying in one line that
+    its token expired and when (the server says only that it is not
+    valid, whatever the reason), with no traceback after it, and its
+    status does not say the folder was in sync. Before, a traceback of its
+    closed state followed the line, and the status said it was in sync.
+    """
+    box = tmp_path / "box"
+    out, err = io.StringIO(), io.StringIO()
+    assert admin(["token", "--box", str(box), "--account", "alice", "--client", "a", "--expires", "5s"], out, err) == 0
+    token = out.getvalue().strip()
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    served = Server(box, key=token, options=["--tokens"]).start()
+    client = Client(served, tmp_path / "a", "a").start()
+    try:
+        (client.folder / "x.txt").write_text("x")
+        wait_until(lambda: (box / "alice" / "x.txt").exists(), timeout=30, what="x.txt in the box")
+        wait_until(lambda: time.time() > expires + 1, timeout=30, what="the token to expire")
+        (client.folder / "y.txt").write_text("y")
+        assert client.process is not None and client.process.wait(30) != 0
+        said = client.process.output()
+    finally:
+        client.kill()
+        served.stop()
+    refused = [line for line in said.splitlines() if "refused the token" in line]
+    assert len(refused) == 1 and "it expired on" in refused[0], said
+    assert "Traceback" not in said and "Unhandled" not in said
+    status = subprocess.run(
+        [sys.executable, "-m", "boxsync.client", "status", str(client.folder)], capture_output=True, text=True, timeout=60
+    )
+    assert "in sync:    no when the client stopped (last error below)" in status.stdout
+    assert "the token is not valid" in status.stdout

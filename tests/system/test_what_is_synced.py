@@ -395,3 +395,44 @@ def test_a_sparse_file_stays_sparse_in_the_box_and_on_the_other_side(tmp_path: P
         a.kill()
         b.kill()
     stop_and_check(server, "a sparse file", 0, a.folder, b.folder)
+
+
+@pytest.mark.slow
+def test_a_file_or_a_folder_replaced_by_a_link_is_not_deleted_from_the_box(tmp_path: Path, server: Server) -> None:
+    """
+    On A, a synced file and a synced folder are moved out of the folder and
+    a link to each is put in its place (as a dotfiles manager does). Links
+    are not synced: A lists both as skipped, and the box and B keep the
+    file and the folder, while A runs and after a restart (a whole scan).
+    Before, both were deleted from the box and from B. An edit of the file
+    on B then reaches A, its link kept beside it under a conflict name.
+    """
+    a = Client(server, tmp_path / "a", "a").start()
+    b = Client(server, tmp_path / "b", "b").start()
+    try:
+        (a.folder / "d").mkdir()
+        (a.folder / "d/in.txt").write_text("in a folder")
+        (a.folder / "f.txt").write_text("a file")
+        wait_until(lambda: converged(a.folder, b.folder, server.box) and len(tree(b.folder)) == 2, what="the files on b")
+        outside = tmp_path / "dotfiles"
+        outside.mkdir()
+        for name in ("f.txt", "d"):
+            (a.folder / name).rename(outside / name)
+            (a.folder / name).symlink_to(outside / name)
+        (a.folder / "after.txt").write_text("after the links")
+        wait_until(lambda: (b.folder / "after.txt").exists(), what="a change made after the links on b")
+        a.stop()
+        ran = Client(server, a.folder, "a").once()
+        assert "not syncing d: symbolic link" in ran.stdout + ran.stderr
+        assert tree(server.box) == tree(b.folder)
+        assert sorted(tree(b.folder)) == ["after.txt", "d/in.txt", "f.txt"]
+        a.start()
+        (b.folder / "f.txt").write_text("edited on b")
+        wait_until(lambda: (a.folder / "f.txt").is_file() and not (a.folder / "f.txt").is_symlink(), what="the edit on a")
+        assert (a.folder / "f.txt").read_text() == "edited on b"
+        [kept] = [p for p in a.folder.iterdir() if p.name.startswith("f.conflict-")]
+        assert kept.is_symlink() and kept.resolve() == outside / "f.txt"
+        assert (outside / "f.txt").read_text() == "a file" and (a.folder / "d").is_symlink()
+    finally:
+        a.kill()
+        b.kill()

@@ -64,3 +64,31 @@ def test_a_path_gone_takes_what_was_below_it_and_nothing_beside_it() -> None:
     passed.gone("a0")
     assert [path for path, _ in passed.items()] == ["a b", "a!", "ab/c"]
     assert len(passed) == 3
+
+
+def test_what_the_box_holds_and_is_not_brought_here_is_kept_apart_by_seq(said: list[str]) -> None:
+    """
+    The box's paths not brought here are listed beside what the folder
+    passes over (that reason first, for a path in both), survive a scan,
+    and go only for their version or a newer one.
+    """
+    passed = PassedOver()
+    passed.add("here.part", "here")
+    assert passed.left_in_box("a.part", 5, "in the box")
+    assert passed.left_in_box("here.part", 6, "in the box")
+    assert not passed.left_in_box("a.part", 4, "in the box")  # an older version: nothing new
+    assert passed.left_in_box("b.part", 7, "in the box", said=True)
+    assert said == ["here.part: here", "a.part: in the box", "here.part: in the box"]
+    passed.found([("z", "symbolic link")])
+    assert list(passed.items()) == [
+        ("a.part", "in the box"), ("b.part", "in the box"), ("here.part", "in the box"), ("z", "symbolic link")
+    ]
+    assert len(passed) == 4
+    passed.found([("here.part", "here")])
+    assert dict(passed.items())["here.part"] == "here" and len(passed) == 3
+    assert not passed.gone_from_box("a.part", 4)  # the delete of an older version
+    assert passed.gone_from_box("a.part", 9)
+    assert not passed.gone_from_box("a.part", 9)
+    assert passed.in_box() == {"here.part": (6, "in the box"), "b.part": (7, "in the box")}
+    passed.forget_box()
+    assert list(passed.items()) == [("here.part", "here")] and passed.in_box() == {}

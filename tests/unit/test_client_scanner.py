@@ -370,9 +370,12 @@ def test_large_files_read_are_cut_as_they_are_hashed(tmp_path: Path) -> None:
 def test_deleted(tmp_path: Path) -> None:
     """
     Paths with a base and no file are reported deleted with their base's
-    seq; a file replaced by a directory or a link is deleted too.
+    seq; a file replaced by a directory is deleted too. One replaced by a
+    link (or a FIFO), which is not synced, is not: the box keeps it, and
+    so do the other clients; and nor are the files of a folder replaced
+    by a link to a folder.
     """
-    for path in ["keep", "gone", "dir/x", "dir/y", "became-dir", "became-link"]:
+    for path in ["keep", "gone", "dir/x", "dir/y", "became-dir", "became-link", "linked/z", "piped"]:
         write(tmp_path, path, b"data")
     state = synced(scan(tmp_path, {}, NO_RULES), seq=9)
     state["gone"] = Base("gone", "0" * 64, 4, 1, 2, 5)
@@ -385,15 +388,19 @@ def test_deleted(tmp_path: Path) -> None:
     (tmp_path / "became-dir").mkdir()
     (tmp_path / "became-link").unlink()
     (tmp_path / "became-link").symlink_to("keep")
+    (tmp_path / "linked").rename(tmp_path / "became-dir" / "elsewhere")
+    (tmp_path / "linked").symlink_to("became-dir/elsewhere")
+    (tmp_path / "piped").unlink()
+    os.mkfifo(tmp_path / "piped")
     result = scan(tmp_path, state, NO_RULES)
-    assert sorted(result.files) == ["keep"]
+    assert sorted(result.files) == ["became-dir/elsewhere/z", "keep"]
     assert set(result.deleted) == {
         DeletedEntry("gone", 5),
         DeletedEntry("dir/x", 9),
         DeletedEntry("dir/y", 9),
         DeletedEntry("became-dir", 9),
-        DeletedEntry("became-link", 9),
     }
+    assert {(s.path, s.covers) for s in result.skipped} == {("became-link", True), ("linked", True), ("piped", True)}
 
 
 def test_folders_of_their_own(tmp_path: Path) -> None:
@@ -509,7 +516,7 @@ def test_a_folder_synced_inside_with_the_same_box_is_not_synced(tmp_path: Path) 
     result = scan(tmp_path, old, NO_RULES)
     assert sorted(result.files) == ["other/x.txt"]
     assert result.deleted == ()
-    assert {(s.path, s.reason, s.unreadable) for s in result.skipped} == {
+    assert {(s.path, s.reason, s.covers) for s in result.skipped} == {
         ("same", NESTED_SAME_BOX, True),
         ("other/.boxsync", NESTED_FOLDER, False),
     }
@@ -561,7 +568,7 @@ def test_other_programs_lock_and_swap_files_are_listed_not_synced(tmp_path: Path
     reasons = {s.path: s.reason for s in result.skipped}
     assert sorted(reasons) == [".Trash-1000", ".~lock.report.odt#", "docs/.notes.txt.swp"]
     assert reasons[".~lock.report.odt#"].startswith("a LibreOffice lock file, not synced by default")
-    assert not any(s.unreadable for s in result.skipped)
+    assert not any(s.covers for s in result.skipped)
 
 
 def test_bad_names_skipped(tmp_path: Path) -> None:
@@ -649,7 +656,7 @@ def test_unreadable_file_is_not_deleted(
     result = scan(tmp_path, state, NO_RULES)
     assert sorted(result.files) == ["plain"]
     assert result.deleted == ()
-    assert [(s.path, s.reason, s.unreadable) for s in result.skipped] == [
+    assert [(s.path, s.reason, s.covers) for s in result.skipped] == [
         ("secret", "cannot read: Permission denied", True)
     ]
 
@@ -772,7 +779,7 @@ def test_unlistable_directory_is_not_deleted(
     result = scan(tmp_path, state, NO_RULES)
     assert sorted(result.files) == ["open/b"]
     assert result.deleted == ()
-    assert [(s.path, s.unreadable) for s in result.skipped] == [("locked", True)]
+    assert [(s.path, s.covers) for s in result.skipped] == [("locked", True)]
 
 
 def test_missing_root(tmp_path: Path) -> None:

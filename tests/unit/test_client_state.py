@@ -18,6 +18,7 @@ from boxsync.client.state import (
     STATE_FILE,
     UNKNOWN_CTIME,
     Base,
+    SHARED_PROBES,
     LocalState,
     _UPGRADES,
     folder_base,
@@ -451,3 +452,28 @@ def test_starting_over_with_another_box_forgets_every_base_at_once(tmp_path: Pat
         assert reopened.box is None
     finally:
         reopened.close()
+
+
+def test_a_box_gone_back_remembers_what_it_lost_and_what_it_may_share(state: LocalState) -> None:
+    """
+    Started over for a box gone back to seq 20: the file bases past it
+    (one still unwritten) are lost by the box, the bases of highest seq up
+    to it, newest first and at most L{SHARED_PROBES}, may be shared; a
+    folder is neither. Until forgotten, or the next start over.
+    """
+    state.put_many([base(f"old{n}", n) for n in range(1, 20)] + [base("lost", 25, "b"), folder_base("dir", 30)])
+    state.later = lambda write: None
+    state.put(base("unwritten", 21, "c"))
+    state.start_over("box", went_back_to=20)
+    state.later = None
+    known = state.lost_by_box()
+    assert known.lost == {"lost", "unwritten"}
+    assert known.maybe_shared == [(f"old{n}", n, "a" * 64) for n in range(19, 19 - SHARED_PROBES, -1)]
+    assert len(state) == 0 and state.cursor == 0
+    state.forget_lost_by_box()
+    assert state.lost_by_box() == (frozenset(), [])
+    state.put(base("x", 5))
+    state.start_over("box", went_back_to=1)
+    assert state.lost_by_box().lost == {"x"}
+    state.start_over("another")
+    assert not state.lost_by_box().lost

@@ -79,6 +79,27 @@ def test_over_the_history_limit_the_oldest_go_first_across_accounts(tmp_path: Pa
     assert doomed == {"one": {1}, "two": set()}
 
 
+def test_the_only_copies_of_deleted_files_go_last_for_room() -> None:
+    """
+    For room (a full disk, the size limit) the last versions of files
+    deleted since go only once every other version has gone, however old:
+    each is the only copy of its file left. Their age still ends them.
+    """
+    retention = Retention(thinning=Thinning())
+    versions = {
+        "a": [ended("gone", 1, ago=90, size=100), ended("doc", 2, ago=40, size=100), ended("doc", 3, ago=30, size=100)],
+        "b": [ended("pic", 4, ago=80, size=100)],
+    }
+    last = {"a": {1}, "b": {4}}
+    assert retention.doomed(versions, NOW, Path("/"), wanted=150, only_copies=last) == {"a": {2, 3}, "b": set()}
+    assert retention.doomed(versions, NOW, Path("/"), wanted=250, only_copies=last) == {"a": {1, 2, 3}, "b": set()}
+    assert retention.doomed(versions, NOW, Path("/"), wanted=150) == {"a": {1}, "b": {4}}
+    limited = Retention(thinning=Thinning(), history_max=HistoryMax(size=200))
+    assert limited.doomed(versions, NOW, Path("/"), only_copies=last) == {"a": {2, 3}, "b": set()}
+    short = Retention(keep_seconds=60, thinning=Thinning())
+    assert short.doomed(versions, NOW, Path("/"), only_copies=last) == {"a": {1}, "b": {4}}
+
+
 def test_a_share_of_the_disk(tmp_path: Path) -> None:
     limit = HistoryMax.parse("50%").bytes_for(tmp_path)
     assert limit is not None and limit > 0
