@@ -618,9 +618,13 @@ class Engine:
             self._stop_for(failure.value, path)  # type: ignore[arg-type]
             return
         error = describe(failure.value, self.root, path)  # type: ignore[arg-type]
-        self.log.warn("{path}: {error}", path=path, error=error)
+        alone = not self.once and this_path_only(failure.value)
+        # A path that fails again as it did is tried again quietly (status
+        # lists it): said at every try, it would be a line a minute for ever.
+        said = self.log.debug if alone and self._jobs.problems.get(path) == error else self.log.warn
+        said("{path}: {error}", path=path, error=error)
         self._attempt.error = f"{path}: {error}"
-        if not self.once and this_path_only(failure.value):
+        if alone:
             self._jobs.retry_later(path, job, error)
             return
         self._request_resync()

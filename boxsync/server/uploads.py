@@ -35,6 +35,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from ..blocks import BLOCK_MAX
+from ..config import human_size
 from ..wire import CLIENT_HEADER, EVENT_STREAM, SHA256_TRAILER, TRAILER_HEADER, ProtocolError, sha256_header
 from ..writer import HashingWriter, Runner
 from .auth import Forbidden, Principal, Unauthorized
@@ -70,7 +71,18 @@ def check_size(path: str, size: int, limit: int | None) -> None:
     @raise BodyTooLarge: if it is over.
     """
     if limit is not None and size > limit:
-        raise BodyTooLarge(f"{path}: {size} bytes is over the limit of {limit}")
+        raise BodyTooLarge(f"{path}: {_over(size, limit)}")
+
+
+def _sized(size: int) -> str:
+    return f"{human_size(size)} ({size:,} bytes)"
+
+
+def _over(size: int, limit: int) -> str:
+    """
+    Why a body of C{size} bytes is refused, in sizes people read.
+    """
+    return f"{_sized(size)} is over the server's limit of {_sized(limit)}"
 
 
 def is_upload(method: bytes, uri: bytes) -> bool:
@@ -285,7 +297,7 @@ class StreamingRequest(Request):
         if self._limit is None or length is None or length <= self._limit:
             return False
         self.content = BytesIO()
-        self.body_error = BodyTooLarge(f"{what} of {length} bytes is over the limit of {self._limit}")
+        self.body_error = BodyTooLarge(f"{what}: {_over(length, self._limit)}")
         return True
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -297,7 +309,7 @@ class StreamingRequest(Request):
         if self._limit is not None and self._received > self._limit:
             # The rest of the body is read and dropped, so the client gets
             # the answer instead of a reset connection.
-            self.body_error = BodyTooLarge(f"body is over the limit of {self._limit} bytes")
+            self.body_error = BodyTooLarge(f"body: more than the server's limit of {_sized(self._limit)}")
             self._drop()
             if self.content is not None:
                 self.content.close()

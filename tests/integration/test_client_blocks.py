@@ -909,17 +909,23 @@ def test_blocks_checked_as_they_came_are_not_read_again(tmp_path: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_file_over_the_server_s_limit_is_refused_before_its_blocks_and_alone(
-    tmp_path: Path, reactor: Any, moved: dict[str, list[int]]
+    tmp_path: Path, reactor: Any, moved: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """
     C{--max-upload} holds for a file sent by its blocks as for one sent
     whole: it is refused (C{413}) when it is announced, before any of its
     blocks is sent, and at its commit. The running client lists it as not
     synced, tries it again by itself, and syncs the rest without starting
-    its session over.
+    its session over; it says why once, not at every try.
     """
+    from twisted.logger import Logger, LogLevel, formatEvent
+
+    from boxsync.client.engine import Engine
     from boxsync.client.errors import TooLarge
     from tests.helpers import running_server
+
+    said: list[tuple[LogLevel, str]] = []
+    monkeypatch.setattr(Engine, "log", Logger(observer=lambda e: said.append((e["log_level"], formatEvent(e)))))
 
     async with running_server(reactor, tmp_path / "box", "k" * 20, max_upload=3 * MiB) as server:
         a = Folder(reactor, server, tmp_path / "a", "a")
@@ -929,11 +935,15 @@ async def test_a_file_over_the_server_s_limit_is_refused_before_its_blocks_and_a
         running = Deferred.fromCoroutine(engine.run())
         try:
             await eventually(reactor, lambda: "big.bin" in engine.problems and (server.box / "fits.bin").exists())
-            assert "over the limit of 3145728" in engine.problems["big.bin"]
+            assert "over the server's limit of 3.0 MiB (3,145,728 bytes)" in engine.problems["big.bin"]
+            # Tried again by itself (after 1 s, then 2 s), said once.
+            about = lambda: [level for level, line in said if line.startswith("big.bin: ")]  # noqa: E731
+            await eventually(reactor, lambda: len(about()) >= 3)
+            assert about().count(LogLevel.warn) == 1
             assert not (server.box / "big.bin").exists() and engine.sessions.attempt.failed is False
             assert sum(moved["a up"]) == 2 * MiB
             recipe = recipe_of_bytes((a.root / "big.bin").read_bytes())
-            with pytest.raises(TooLarge, match="big.bin: 5242880 bytes is over the limit of 3145728"):
+            with pytest.raises(TooLarge, match=r"big.bin: 5.0 MiB \(5,242,880 bytes\) is over the server's limit of 3.0 MiB"):
                 await a.api.commit_blocks(BlockCommit("big.bin", None, 0, recipe))
         finally:
             engine.stop()

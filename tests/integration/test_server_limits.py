@@ -181,7 +181,7 @@ async def test_manifest_over_the_size_limit_is_413(tight_server: RunningServer, 
     ]
     response = await (await send(tight_server, http_request(tight_server, "POST", "/sync", headers, body, chunked))).response()
     assert response.status == 413
-    assert "over the limit of 2000" in json.loads(response.body)["error"]
+    assert "the server's limit of 2.0 KiB (2,000 bytes)" in json.loads(response.body)["error"]
     assert tight_server.service is not None and tight_server.service.hub.count() == 0
     # Without the key it is refused as usual, before its size matters.
     headers[0] = ("Authorization", "Bearer wrong")
