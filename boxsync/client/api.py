@@ -594,15 +594,17 @@ class BoxsyncAPI:
         query = urllib.parse.urlencode({"under": under, "at": at})
         return parse_versions(await self._get_json(f"/snapshot?{query}"))
 
-    async def restore(self, path: str, seq: int, base: int | None) -> CommitResult:
+    async def restore(self, path: str, seq: int, base: int | None, to: str | None = None) -> CommitResult:
         """
-        Make version C{seq} of C{path} the current one again.
+        Make version C{seq} of C{path} the current one again, or (given
+        C{to}) a new version of the path C{to}.
 
-        @param base: the seq this client saw C{path} at (0: deleted).
+        @param base: the seq this client saw the path restored to at (0:
+            deleted, or none).
         @raise StaleBase: if it moved on since.
         @raise NotFound: if that version is not kept.
         """
-        body = json.dumps(Restore(path, seq, base).to_json()).encode("utf-8")
+        body = json.dumps(Restore(path, seq, base, to).to_json()).encode("utf-8")
         headers = self._headers({"Content-Type": JSON}, commit=True)
         producer = FileBodyProducer(BytesIO(body), self.cooperator)
         response = await self._transport.request("POST", "/restore", headers, producer)

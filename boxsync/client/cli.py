@@ -212,10 +212,12 @@ class Options:
     #: What downloads leave free on the folder's disk.
     keep_free: KeepFree = KeepFree()
     #: What C{restore} brings back: version C{seq}, or everything as it
-    #: was C{at} a time (C{exact}: deleting what was made since).
+    #: was C{at} a time (C{exact}: deleting what was made since); and where
+    #: to, if not where it was (C{to}).
     seq: int | None = None
     at: str | None = None
     exact: bool = False
+    to: str | None = None
 
 
 def default_config(environ: Mapping[str, str]) -> Path:
@@ -285,6 +287,11 @@ def _parser(command: str, environ: Mapping[str, str], config: Path) -> argparse.
             "--exact", action="store_true", default=False,
             help="with --at: also delete what was made under PATH since (it stays in the history)",
         )
+        parser.add_argument(
+            "--as", metavar="NEW", dest="to",
+            help="restore to NEW instead, beside what PATH holds now: a file (or, with --at, a folder) "
+            "not in the box yet",
+        )
     if sync:
         parser.add_argument("--version", action="version", version=f"boxsync {__version__}")
     return parser
@@ -311,6 +318,7 @@ def parse(
     given = {name.replace("_", "-"): value for name, value in vars(parser.parse_args(args)).items()}
     path = given.pop("path", None)
     seq, at, exact = given.pop("seq", None), given.pop("at", None), bool(given.pop("exact", False))
+    to = given.pop("to", None)
     if command == "sync" and given.get("folder") in COMMANDS:
         parser.error(
             f"to sync a folder named {given['folder']!r}, give it as ./{given['folder']}; "
@@ -344,6 +352,7 @@ def parse(
         seq=seq,
         at=at,
         exact=exact,
+        to=to,
     )
 
 
@@ -551,7 +560,9 @@ async def _history(reactor: IClientReactor, options: Options) -> int:
     if options.command == "trash":
         await history.trash(reactor, options, path, sys.stdout)
         return 0
-    return await history.restore(reactor, options, path, options.seq, options.at, options.exact, sys.stdout)
+    return await history.restore(
+        reactor, options, path, options.seq, options.at, options.exact, sys.stdout, to=options.to
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -19,7 +19,7 @@ from attrs import frozen
 
 from ..garbage import collection_paused
 from ..reactors import IClientReactor
-from ..wire import ProtocolError
+from ..wire import CommitResult, ProtocolError
 from ..wire.history import Deleted, VersionEntry, json_lines, parse_time
 from .api import BoxsyncAPI
 from .commands import JSONList, NotInBox, box_path, client_api, files_at, print_json_list
@@ -142,6 +142,7 @@ async def restore(
     at: str | None,
     exact: bool,
     out: TextIO,
+    to: str | None = None,
 ) -> int:
     """
     Make a version current again: version C{seq} of the file C{path}; the
@@ -149,6 +150,9 @@ async def restore(
     under the folder or file C{path} as it was then (C{exact}: deleting
     those made since, too).
 
+    @param to: where to put what is restored instead, beside what C{path}
+        holds now: a file, or with C{at} a folder, its files each at its
+        place in it.
     @return: 0 if all was restored, 1 if a path had changed meanwhile or
         its version was no longer kept.
     """
@@ -157,6 +161,7 @@ async def restore(
         raise UserError("give --seq or --at, not both")
     if exact and at is None:
         raise UserError("--exact goes with --at")
+    place = _Place(target, target if to is None else _elsewhere(to))
     try:
         when = None if at is None else str(parse_time(at))
     except ProtocolError as e:
@@ -164,8 +169,8 @@ async def restore(
 
     async def work(api: BoxsyncAPI) -> list[_Outcome]:
         if when is None:
-            return [await _restore_file(api, target, seq)]
-        return await _restore_at(api, target, when, exact)
+            return [await _restore_file(api, place, seq)]
+        return await _restore_at(api, place, when, exact)
 
     outcomes: list[_Outcome] = await _with_api(reactor, options, work)
     if options.json:
@@ -178,7 +183,41 @@ async def restore(
     return 0 if all(outcome.done for outcome in outcomes) else 1
 
 
-async def _restore_file(api: BoxsyncAPI, path: str, seq: int | None) -> _Outcome:
+def _elsewhere(to: str) -> str:
+    """
+    The wire path of C{--as}.
+
+    @raise UserError: if it names the whole box.
+    """
+    found = box_path(to)
+    if not found:
+        raise UserError("--as: name a file (or, with --at, a folder) in the box, not all of it")
+    return found
+
+
+@frozen
+class _Place:
+    """
+    What a restore takes (C{source}: a file, or a folder with C{--at}) and
+    where it puts it (C{target}: the same place, or the one C{--as} names).
+    """
+
+    source: str
+    target: str
+
+    def of(self, path: str) -> str:
+        """
+        Where the version of C{path} (C{source} or a path below it) goes.
+        """
+        return self.target + path[len(self.source):]
+
+    def said(self, path: str, seq: int, result: CommitResult) -> str:
+        where = self.of(path)
+        return f"restored version {seq} as seq {result.seq}" + ("" if where == path else f" at {where}")
+
+
+async def _restore_file(api: BoxsyncAPI, place: _Place, seq: int | None) -> _Outcome:
+    path = place.source
     try:
         deleted, versions = await api.history(path)
     except NotFound:
@@ -188,42 +227,48 @@ async def _restore_file(api: BoxsyncAPI, path: str, seq: int | None) -> _Outcome
         if not deleted:
             raise UserError(f"{path} is not deleted: give --seq N (see boxsync-client history {path}) or --at TIME")
         seq = versions[0].seq
-    if current is not None and current.seq == seq:
-        return _Outcome(path, seq, f"already at seq {seq}")
     if not any(v.seq == seq for v in versions):
         raise UserError(f"{path} has no version {seq} (see boxsync-client history {path})")
-    return await _one(api, path, seq, 0 if current is None else current.seq)
+    if place.target == path:
+        if current is not None and current.seq == seq:
+            return _Outcome(path, seq, f"already at seq {seq}")
+        return await _one(api, place, path, seq, 0 if current is None else current.seq)
+    # Elsewhere: onto nothing (a file there is the user's, never replaced).
+    return await _one(api, place, path, seq, 0)
 
 
-async def _one(api: BoxsyncAPI, path: str, seq: int, base: int) -> _Outcome:
+async def _one(api: BoxsyncAPI, place: _Place, path: str, seq: int, base: int) -> _Outcome:
+    where = place.of(path)
     try:
-        result = await api.restore(path, seq, base)
+        result = await api.restore(path, seq, base, None if where == path else where)
     except StaleBase:
-        return _Outcome(path, seq, _CHANGED, done=False)
+        return _Outcome(path, seq, _CHANGED if where == path else f"{where} is in the box: left as it is", done=False)
     except NotFound:
         return _Outcome(path, seq, "that version is no longer kept", done=False)
-    return _Outcome(path, seq, f"restored version {seq} as seq {result.seq}")
+    return _Outcome(path, seq, place.said(path, seq, result))
 
 
-async def _restore_at(api: BoxsyncAPI, target: str, when: str, exact: bool) -> list[_Outcome]:
+async def _restore_at(api: BoxsyncAPI, place: _Place, when: str, exact: bool) -> list[_Outcome]:
+    target = place.source
     then = {v.path: v for v in await api.snapshot(target, when)}
     if target and not then:
         # Not a folder then: a file, as its folder had it.
         parent = target.rsplit("/", 1)[0] if "/" in target else ""
         then = {v.path: v for v in await api.snapshot(parent, when) if v.path == target}
     try:
-        now = {file.path: file for file in await files_at(api, target)}
+        now = {file.path: file for file in await files_at(api, place.target)}
     except NotInBox:
         now = {}
     outcomes = []
     for path, version in sorted(then.items()):
-        current = now.get(path)
+        current = now.get(place.of(path))
         if current is not None and current.sha256 == version.sha256:
             continue
-        outcomes.append(await _one(api, path, version.seq, 0 if current is None else current.seq))
+        outcomes.append(await _one(api, place, path, version.seq, 0 if current is None else current.seq))
     if exact:
+        made = {place.of(path) for path in then}
         for path, current in sorted(now.items()):
-            if path not in then:
+            if path not in made:
                 try:
                     await api.delete(path, current.seq)
                     outcomes.append(_Outcome(path, None, "deleted (made since)"))

@@ -342,29 +342,42 @@ class Box:
         return None if found is None else (found, version)
 
     async def restore(
-        self, path: str, seq: int, base: int | None, origin: str = "", stream: str | None = None
+        self,
+        path: str,
+        seq: int,
+        base: int | None,
+        origin: str = "",
+        stream: str | None = None,
+        to: str | None = None,
     ) -> FileRecord:
         """
         Make version C{seq} of C{path} the current one, as a new commit (its
         file becomes the live one under a second name: nothing is copied).
         The live version is kept, as any overwritten one.
 
-        @param base: the seq the caller saw C{path} at (0: none or deleted);
-            C{None}: whatever it is at now.
+        @param base: the seq the caller saw the path restored to at (0: none
+            or deleted); C{None}: whatever it is at now.
+        @param to: the path to restore the version to, if not C{path}: a
+            copy of it, there (the live version too).
         @raise NotFound: if C{seq} is not a kept version of C{path}.
-        @raise StaleBase: if C{path} moved on from C{base}.
+        @raise StaleBase: if the path restored to moved on from C{base}.
         """
         version: FileRecord | VersionRecord | None = await self.index.version(self.account, seq)
         if version is None or version.path != path:
             raise NotFound(f"version {seq} of {path!r} is not kept")
+        target = path if to is None else to
+        staged: StagingFile | None
         if isinstance(version, FileRecord):
-            await self._check_base(path, base)
-            return version  # the live version already
-        staged = await self.shared.staged(seq, version.sha256, version.size)
+            if target == path:
+                await self._check_base(path, base)
+                return version  # the live version already
+            staged = await self.storage.in_thread(lambda: self.storage.stage_copy(path))
+        else:
+            staged = await self.shared.staged(seq, version.sha256, version.size)
         if staged is None:
             raise NotFound(f"version {seq} of {path!r} is not kept")
         return await self.upload(
-            path, staged, base, version.sha256, version.mtime_ns, origin, stream, version.executable
+            target, staged, base, version.sha256, version.mtime_ns, origin, stream, version.executable
         )
 
     async def recipe(self, path: str, seq: int | None = None) -> tuple[FileRecord | VersionRecord, Recipe]:

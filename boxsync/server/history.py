@@ -144,8 +144,9 @@ class HistoryRoutes:
 
     async def restore(self, request: IRequest, principal: Principal) -> bytes:
         """
-        Make a version the current one: a new commit, refused (C{412}) if
-        the path moved on from the base the client saw.
+        Make a version the current one (or, given C{to}, a new version of
+        another path): a new commit, refused (C{412}) if the path moved on
+        from the base the client saw.
         """
         asked = Restore.from_json(json_object(request.content.read(), "a restore"))
         record = await self._box(principal).restore(
@@ -154,5 +155,6 @@ class HistoryRoutes:
             asked.base,
             origin=header(request, CLIENT_HEADER) or principal.client,
             stream=header(request, STREAM_HEADER),
+            to=asked.to,
         )
         return json_body(request, 201, committed(record).to_json())

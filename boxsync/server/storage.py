@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from ..fs import hash_file, is_executable, kind_not_synced, mode_for, mtime_ns
+from ..fs import CHUNK_SIZE, hash_file, is_executable, kind_not_synced, mode_for, mtime_ns
 from ..paths import HIDDEN_DIR, BadPath, from_local, printable
 from .beneath import Folders, folder, open_regular, open_regular_fd, parent_of, segments
 from .staging import StagingFile, as_box_error, discarding
@@ -190,6 +190,26 @@ class BoxStorage:
         except OSError as e:
             raise as_box_error(e) from e
         return StagingFile(Path(name), fd)
+
+    def stage_copy(self, path: str) -> StagingFile | None:
+        """
+        A copy of the live file at C{path}, hashed as it is read, as a
+        staging file; C{None} if there is no file there. Blocking.
+
+        @raise DiskFull: if the file system has no room for it.
+        """
+        source = self.open_fd(path)
+        if source is None:
+            return None
+        try:
+            staged = self.new_staging()
+            while piece := os.read(source, CHUNK_SIZE):
+                staged.write(piece)
+        finally:
+            os.close(source)
+        if staged.error is not None:
+            raise staged.error
+        return staged
 
     def open_file(self, path: str) -> BinaryIO | None:
         """

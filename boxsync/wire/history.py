@@ -160,18 +160,22 @@ class VersionEntry:
 @frozen
 class Restore:
     """
-    Make version C{seq} of C{path} its current one.
+    Make version C{seq} of C{path} its current one, or (with C{to}) a new
+    version of the path C{to}.
 
-    @ivar base: the seq the client saw the path at (0: deleted, or none);
-        C{None}: whatever it is at now.
+    @ivar base: the seq the client saw the path restored to at (0: deleted,
+        or none); C{None}: whatever it is at now.
+    @ivar to: the path the version is restored to, if not its own.
     """
 
     path: str
     seq: int
     base: int | None = None
+    to: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Without C{to}, as before it was known.
+        return asdict(self, filter=lambda attribute, value: attribute.name != "to" or value is not None)
 
     @classmethod
     def from_json(cls, data: object) -> Restore:
@@ -180,11 +184,12 @@ class Restore:
         """
         if not isinstance(data, dict):
             raise ProtocolError("a restore must be a JSON object")
-        base = data.get("base")
+        base, to = data.get("base"), data.get("to")
         return cls(
             check_path(data.get("path")),
             check_count(data.get("seq"), "seq"),
             None if base is None else check_count(base, "base"),
+            None if to is None else check_path(to),
         )
 
 

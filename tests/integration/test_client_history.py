@@ -214,3 +214,70 @@ async def test_a_folder_restored_as_it_was(server: RunningServer, http: Any) -> 
         await run(lambda out: history.restore(server.reactor, options(server), "d", 3, then, False, out), server)
     with pytest.raises(UserError):
         await run(lambda out: history.restore(server.reactor, options(server), "d", None, None, True, out), server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_restored_as_another_file_leaves_the_path_as_it_is(server: RunningServer, http: Any) -> None:
+    """
+    C{restore --as NEW}: a deleted file whose folder is now a file, an old
+    version beside the current one, the current one itself: each a new file
+    at C{NEW}, the path restored from left as it is; a file already at
+    C{NEW} with other bytes is never replaced.
+    """
+    assert (await put(http, server, "docs/a.txt", b"precious", base=0)).code == 201
+    await delete(http, server, "docs/a.txt", 1)
+    assert (await put(http, server, "docs", b"a file in the way", base=0)).code == 201
+
+    def restore(path: str, seq: int | None, to: str) -> Any:
+        return lambda out: history.restore(server.reactor, options(server), path, seq, None, False, out, to=to)
+
+    said = await run(restore("docs/a.txt", None, "rescued/a.txt"), server)
+    assert said == "docs/a.txt: restored version 1 as seq 4 at rescued/a.txt\n"
+    assert (server.box / "rescued/a.txt").read_bytes() == b"precious"
+    assert (server.box / "docs").read_bytes() == b"a file in the way"
+
+    assert (await put(http, server, "docs", b"edited", base=3)).code == 201
+    await run(restore("docs", 3, "docs-before"), server)
+    await run(restore("docs", 5, "docs-copy"), server)  # the live version
+    assert (server.box / "docs-before").read_bytes() == b"a file in the way"
+    assert (server.box / "docs-copy").read_bytes() == b"edited" == (server.box / "docs").read_bytes()
+    out = io.StringIO()
+    code = await timed(Deferred.fromCoroutine(restore("docs", 3, "docs-copy")(out)), server.reactor)
+    assert (code, out.getvalue()) == (1, "docs: docs-copy is in the box: left as it is\n")
+    assert (server.box / "docs-copy").read_bytes() == b"edited"
+    with pytest.raises(UserError):
+        await run(restore("docs", 3, "/"), server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_folder_restored_as_it_was_into_another(server: RunningServer, http: Any) -> None:
+    """
+    C{restore FOLDER --at TIME --as NEW}: the folder's files as they were
+    then, each at its place under C{NEW}; the folder is left as it is.
+    """
+    assert (await put(http, server, "d/a.txt", b"a1", base=0)).code == 201
+    assert (await put(http, server, "d/sub/b.txt", b"b1", base=0)).code == 201
+    then = str(time.time_ns())
+    await timed(a_moment(server), server.reactor)
+    assert (await put(http, server, "d/a.txt", b"a2", base=1)).code == 201
+    await delete(http, server, "d/sub/b.txt", 2)
+    said = json.loads(
+        await run(
+            lambda out: history.restore(server.reactor, options(server, True), "d", None, then, False, out, to="old/d"),
+            server,
+        )
+    )
+    assert [(o["path"], o["result"].split(" at ")[-1]) for o in said] == [
+        ("d/a.txt", "old/d/a.txt"),
+        ("d/sub/b.txt", "old/d/sub/b.txt"),
+    ]
+    assert (server.box / "old/d/a.txt").read_bytes() == b"a1" and (server.box / "old/d/sub/b.txt").read_bytes() == b"b1"
+    assert (server.box / "d/a.txt").read_bytes() == b"a2" and not (server.box / "d/sub/b.txt").exists()
+    # Again: nothing left to restore there.
+    said = json.loads(
+        await run(
+            lambda out: history.restore(server.reactor, options(server, True), "d", None, then, False, out, to="old/d"),
+            server,
+        )
+    )
+    assert said == []

@@ -47,12 +47,16 @@ def test_overwritten_and_deleted_files_come_back_from_another_client(tmp_path: P
     assert restored.returncode == 0 and "restored version" in restored.stdout, restored.stderr
     back = command(server, "restore", "docs/old-plan.txt")
     assert back.returncode == 0 and "restored version" in back.stdout, back.stderr
+    # The bad save too, beside it (--as).
+    beside = command(server, "restore", "docs/report.txt", "--seq", str(versions[0]["seq"]), "--as", "docs/bad.txt")
+    assert beside.returncode == 0 and beside.stdout.rstrip().endswith(" at docs/bad.txt"), beside.stderr
     a.once()
-    assert report.read_text() == "the first draft"
+    assert report.read_text() == "the first draft" and (a.folder / "docs/bad.txt").read_text() == "a bad save"
     assert (a.folder / "docs/old-plan.txt").read_text() == "the old plan"
     # Misuse gets one line and a non-zero exit.
     for args in (("restore", "docs/report.txt"), ("restore", "docs", "--at", "not a time"),
-                 ("restore", "docs", "--exact"), ("history", "nothing.txt")):
+                 ("restore", "docs", "--exact"), ("history", "nothing.txt"),
+                 ("restore", "docs/report.txt", "--seq", "1", "--as", "/")):
         wrong = command(server, *args)
         assert wrong.returncode != 0 and len(wrong.stderr.strip().splitlines()) == 1, (args, wrong.stderr)
 
