@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 
 from .config import folder, human_size
 from .lock import FolderLock, Locked
-from .paths import HIDDEN_DIR
+from .paths import HIDDEN_DIR, escape_unencodable
 from .reactors import IServerReactor
 from .sqlite import DamagedDatabase
 from .server import retention
@@ -566,6 +566,7 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    escape_unencodable(sys.stdout, sys.stderr)
     sys.exit(run(sys.argv[1:] if argv is None else argv, sys.stdout, sys.stderr))
 
 

@@ -35,7 +35,7 @@ from ..config import ConfigError, Setting, config_home, find_config, folder, loa
 from ..garbage import collect_less_often
 from ..lock import FolderLock, Locked
 from ..logs import text_observer
-from ..paths import HIDDEN_DIR, SERVER_LOCK_FILE, marked_above
+from ..paths import HIDDEN_DIR, SERVER_LOCK_FILE, escape_unencodable, marked_above
 from ..reactors import IClientReactor
 from . import commands, history
 from .connect import ConnectionSettingsError, connect, describe_failure
@@ -566,6 +566,7 @@ async def _history(reactor: IClientReactor, options: Options) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    escape_unencodable(sys.stdout, sys.stderr)
     options = parse(sys.argv[1:] if argv is None else argv)
     if options.command in ("status", "pause", "resume"):
         try:

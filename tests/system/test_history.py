@@ -8,6 +8,7 @@ was at a time.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import datetime
@@ -17,11 +18,11 @@ from boxsync.testing import Client, Server
 from tests.faults import server  # noqa: F401 (the fixture)
 
 
-def command(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+def command(server: Server, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "boxsync.client", *args[:1], "--server", server.url, f"--token={server.key}",
          "--name", "b", *args[1:]],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, env=env,
     )
 
 
@@ -78,3 +79,20 @@ def test_a_folder_comes_back_as_it_was(tmp_path: Path, server: Server) -> None:
     a.once()
     assert sorted(p.name for p in (a.folder / "photos").iterdir()) == [f"{n}.jpg" for n in range(5)]
     assert all((a.folder / f"photos/{n}.jpg").read_bytes() == b"photo %d" % n for n in range(5))
+
+
+def test_a_name_the_terminal_cannot_show_is_escaped(tmp_path: Path, server: Server) -> None:
+    """
+    Under a locale that is not UTF-8, the commands that list names write
+    what it cannot carry as escapes, as the log does (before: a traceback
+    after the first line).
+    """
+    a = Client(server, tmp_path / "a", "a")
+    (a.folder / "café").mkdir(parents=True)
+    (a.folder / "café/日本.txt").write_text("x")
+    a.once()
+    ascii_only = dict(os.environ, PYTHONIOENCODING="ascii")
+    for args in (("ls",), ("history", "café/日本.txt"), ("trash", "café")):
+        shown = command(server, *args, env=ascii_only)
+        assert shown.returncode == 0 and shown.stderr == "", (args, shown.stderr)
+    assert "caf\\xe9/\\u65e5\\u672c.txt" in command(server, "ls", env=ascii_only).stdout
