@@ -30,7 +30,8 @@ from twisted.python.failure import Failure
 
 from .config import folder, human_size
 from .lock import FolderLock, Locked
-from .paths import HIDDEN_DIR, escape_unencodable
+from .output import escape_unencodable, reader_gone
+from .paths import HIDDEN_DIR
 from .reactors import IServerReactor
 from .sqlite import DamagedDatabase
 from .server import retention
@@ -559,6 +560,9 @@ def run(
     args = _parser(dict(os.environ) if environ is None else environ).parse_args(list(argv))
     try:
         _COMMANDS[args.command](args, out, err, int(now()))
+        out.flush()
+    except BrokenPipeError:
+        raise  # the reader of C{out} went away: see L{main}
     except (AdminError, BadName, BadAccountFolder, SecretError, IndexUnavailable, OSError, sqlite3.Error) as e:
         err.write(f"{PROGRAM}: error: {e}\n")
         return 1
@@ -567,7 +571,11 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     escape_unencodable(sys.stdout, sys.stderr)
-    sys.exit(run(sys.argv[1:] if argv is None else argv, sys.stdout, sys.stderr))
+    try:
+        status = run(sys.argv[1:] if argv is None else argv, sys.stdout, sys.stderr)
+    except BrokenPipeError:
+        reader_gone()
+    sys.exit(status)
 
 
 if __name__ == "__main__":

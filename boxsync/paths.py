@@ -14,17 +14,15 @@ name's NFC form. Of two names here with the same NFC form, one is synced
 from __future__ import annotations
 
 import functools
-import io
 import os
 import re
 import stat
 import unicodedata
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, TextIO
+from typing import Callable, Iterable, Sequence
 
 __all__ = [
     "printable",
-    "escape_unencodable",
     "CLIENT_STATE_FILE",
     "HIDDEN_DIR",
     "SERVER_LOCK_FILE",
@@ -352,14 +350,3 @@ def printable(text: str) -> str:
         return text
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
-
-def escape_unencodable(*streams: TextIO) -> None:
-    """
-    Have C{streams} (a command's standard output and error) write what
-    their encoding cannot carry as escapes (C{\\u65e5}), as the log does:
-    under a locale that is not UTF-8, a name such as C{日本.txt} would
-    otherwise end a listing with a traceback.
-    """
-    for stream in streams:
-        if isinstance(stream, io.TextIOWrapper):
-            stream.reconfigure(errors="backslashreplace")

@@ -35,7 +35,8 @@ from ..config import ConfigError, Setting, config_home, find_config, folder, loa
 from ..garbage import collect_less_often
 from ..lock import FolderLock, Locked
 from ..logs import text_observer
-from ..paths import HIDDEN_DIR, SERVER_LOCK_FILE, escape_unencodable, marked_above
+from ..output import escape_unencodable, reader_gone
+from ..paths import HIDDEN_DIR, SERVER_LOCK_FILE, marked_above
 from ..reactors import IClientReactor
 from . import commands, history
 from .connect import ConnectionSettingsError, connect, describe_failure
@@ -455,6 +456,8 @@ async def _friendly(work: Awaitable[_T], server: str, token: str | None, clock: 
     """
     try:
         return await work
+    except BrokenPipeError:
+        raise  # standard output's reader, not the server, went away
     except AuthError as e:
         raise UserError(f"the server refused the token: {e.message}{_expired(token, clock.seconds())}") from e
     except NotInSync as e:
@@ -573,6 +576,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             if options.command == "status":
                 raise SystemExit(commands.status(options, sys.stdout))
             raise SystemExit(commands.pause(options.folder.resolve(), options.command == "pause", sys.stdout))
+        except BrokenPipeError:
+            reader_gone()
         except (FileNotFoundError, RuntimeError, sqlite3.Error) as e:
             print(f"boxsync-client: {e}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -590,6 +595,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     async def _main(reactor: IClientReactor) -> None:
         try:
             code = await work(reactor)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            reader_gone()
         except (UserError, history.UserError, ConnectionSettingsError) as e:
             print(f"boxsync-client: {e}", file=sys.stderr)
             raise SystemExit(1) from None

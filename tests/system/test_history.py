@@ -14,6 +14,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from boxsync.output import CLOSED_PIPE_STATUS
 from boxsync.testing import Client, Server
 from tests.faults import server  # noqa: F401 (the fixture)
 
@@ -96,3 +97,30 @@ def test_a_name_the_terminal_cannot_show_is_escaped(tmp_path: Path, server: Serv
         shown = command(server, *args, env=ascii_only)
         assert shown.returncode == 0 and shown.stderr == "", (args, shown.stderr)
     assert "caf\\xe9/\\u65e5\\u672c.txt" in command(server, "ls", env=ascii_only).stdout
+
+
+def test_a_listing_whose_reader_went_away_ends_quietly(tmp_path: Path, server: Server) -> None:
+    """
+    C{boxsync-client ls | head -1}, and the like: the reader of the output
+    goes away (here, before the command writes at all); the command stops
+    saying nothing, with the status a shell gives a program so stopped.
+    Before: "cannot reach" the server, or a traceback.
+    """
+    a = Client(server, tmp_path / "a", "a")
+    a.folder.mkdir()
+    (a.folder / "one.txt").write_text("x")
+    a.once()
+    commands = [
+        [sys.executable, "-m", "boxsync.client", "ls", "--server", server.url, f"--token={server.key}"],
+        [sys.executable, "-m", "boxsync.client", "history", "one.txt", "--server", server.url, f"--token={server.key}"],
+        [sys.executable, "-m", "boxsync.client", "status", str(a.folder)],
+        [sys.executable, "-m", "boxsync.admin", "history", "--box", str(server.box)],
+    ]
+    for args in commands:
+        reader, writer = os.pipe()
+        os.close(reader)
+        try:
+            done = subprocess.run(args, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60)
+        finally:
+            os.close(writer)
+        assert (done.returncode, done.stderr) == (CLOSED_PIPE_STATUS, ""), args
