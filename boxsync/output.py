@@ -7,12 +7,15 @@ as it ends other programs.
 
 from __future__ import annotations
 
+import codecs
 import io
+import json
 import os
+import re
 import sys
 from typing import NoReturn, TextIO
 
-__all__ = ["CLOSED_PIPE_STATUS", "escape_unencodable", "reader_gone"]
+__all__ = ["CLOSED_PIPE_STATUS", "ascii_json", "carries_unicode", "escape_unencodable", "reader_gone"]
 
 #: The status a shell gives a program its pipe's reader ended (128 + SIGPIPE).
 CLOSED_PIPE_STATUS = 141
@@ -28,6 +31,27 @@ def escape_unencodable(*streams: TextIO) -> None:
     for stream in streams:
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
+
+
+def carries_unicode(stream: TextIO) -> bool:
+    """
+    Whether C{stream}'s encoding carries every character (one of UTF-8,
+    UTF-16, UTF-32; or none, in memory).
+    """
+    encoding = getattr(stream, "encoding", None)
+    return encoding is None or codecs.lookup(encoding).name.startswith("utf")
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def ascii_json(text: str) -> str:
+    """
+    The JSON C{text} with its characters past ASCII (which JSON has only in
+    strings) as C{\\u} escapes: the same value, for an output that cannot
+    carry them (an escape of Python's own would make it JSON no more).
+    """
+    return _NON_ASCII.sub(lambda found: json.dumps(found.group())[1:-1], text)
 
 
 def reader_gone() -> NoReturn:

@@ -14,9 +14,10 @@ from pathlib import Path
 from itertools import takewhile
 from typing import Any, Callable, TextIO
 
-from attrs import asdict, define
+from attrs import asdict, define, field
 
 from ..garbage import collection_paused
+from ..output import ascii_json, carries_unicode
 from ..lock import FolderLock, Locked
 from ..paths import HIDDEN_DIR, BadPath, normalize, printable
 from ..reactors import IClientReactor
@@ -268,6 +269,10 @@ class JSONList:
 
     out: TextIO
     _items: int = 0
+    _unicode: bool = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._unicode = carries_unicode(self.out)
 
     def __enter__(self) -> JSONList:
         self.out.write("[\n")
@@ -278,6 +283,8 @@ class JSONList:
         Print C{lines}, each a JSON value, as the next items.
         """
         if lines:
+            if not self._unicode:
+                lines = [ascii_json(line) for line in lines]
             self.out.write((",\n" if self._items else "") + ",\n".join(lines))
             self._items += len(lines)
 

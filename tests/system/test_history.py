@@ -97,6 +97,11 @@ def test_a_name_the_terminal_cannot_show_is_escaped(tmp_path: Path, server: Serv
         shown = command(server, *args, env=ascii_only)
         assert shown.returncode == 0 and shown.stderr == "", (args, shown.stderr)
     assert "caf\\xe9/\\u65e5\\u672c.txt" in command(server, "ls", env=ascii_only).stdout
+    # JSON stays JSON, its escapes JSON's own.
+    for args in (("ls", "--json"), ("history", "café/日本.txt", "--json")):
+        shown = command(server, *args, env=ascii_only)
+        assert shown.returncode == 0, args
+        assert "café/日本.txt" in json.dumps(json.loads(shown.stdout), ensure_ascii=False), args
 
 
 def test_a_listing_whose_reader_went_away_ends_quietly(tmp_path: Path, server: Server) -> None:
