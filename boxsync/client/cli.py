@@ -11,11 +11,9 @@ import signal
 import socket
 import sqlite3
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Awaitable, Callable, Mapping, Sequence, TypeVar
 
-import jwt
 from attrs import frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, DNSLookupError
@@ -41,6 +39,7 @@ from ..reactors import IClientReactor
 from . import commands, history
 from .connect import ConnectionSettingsError, connect, describe_failure
 from .errors import APIError, AuthError, WrongScheme
+from .expiry import ExpiryWarning, expired_note, token_expires
 from .identity import FolderReplaced, InsideSameBox
 from .ignore import IgnoreRules
 from .progress import reporter_for
@@ -433,22 +432,6 @@ def _own_output_in(folder: Path) -> list[Path]:
     return found
 
 
-def _expired(token: str | None, now: float) -> str:
-    """
-    Why a token was refused, if its own claims tell: it expired (C{""}
-    otherwise). Its holder may read them; the server says only that it is
-    not valid, whatever the reason.
-    """
-    try:
-        expires = jwt.decode(token or "", options={"verify_signature": False}).get("exp")
-    except jwt.PyJWTError:
-        return ""
-    if not isinstance(expires, int) or expires > now:
-        return ""
-    when = datetime.fromtimestamp(expires, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f" (it expired on {when}: ask for a new one)"
-
-
 async def _friendly(work: Awaitable[_T], server: str, token: str | None, clock: IReactorTime) -> _T:
     """
     Await C{work}, turning the errors a user can do something about into
@@ -459,7 +442,7 @@ async def _friendly(work: Awaitable[_T], server: str, token: str | None, clock: 
     except BrokenPipeError:
         raise  # standard output's reader, not the server, went away
     except AuthError as e:
-        raise UserError(f"the server refused the token: {e.message}{_expired(token, clock.seconds())}") from e
+        raise UserError(f"the server refused the token: {e.message}{expired_note(token, clock.seconds())}") from e
     except NotInSync as e:
         raise UserError(f"could not sync everything: {e}") from e
     except (commands.NotInBox, WrongScheme, FolderReplaced, InsideSameBox) as e:
@@ -508,12 +491,15 @@ async def run(reactor: IClientReactor, options: Options) -> None:
         keep_free=options.keep_free,
     )
     reporter.engine = engine
+    reporter.token_expires = token_expires(options.token)
     watcher = None
     if not options.once:
         watcher = FolderWatcher(reactor, root, engine.ignore, engine, delay=0.03)
     top, running = sync_service(
         engine, reporter, watcher, options.rescan_seconds, state.close, lock.release, connection.close
     )
+    if reporter.token_expires is not None:
+        ExpiryWarning(reactor, reporter.token_expires).setServiceParent(top)
 
     def follow_pause() -> None:
         if commands.paused(root):

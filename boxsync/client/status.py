@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from ..config import human_size
 from ..paths import HIDDEN_DIR, printable
+from .expiry import coming
 from .passedover import PassedOver
 from .progress import Reporter
 from .state import STATE_FILE, LocalState, state_file
@@ -87,6 +88,8 @@ class StatusFile:
     _unwritable: bool = False
     #: Whether the client ended in sync, when it knows (one that syncs once).
     ended_in_sync: bool | None = None
+    #: When the client's token expires, if it does.
+    token_expires: int | None = None
 
     def start(self) -> None:
         """
@@ -176,6 +179,7 @@ class StatusFile:
             "skipped": dict(engine.skipped.items()) if engine is not None else {},
             "in_sync_when_stopped": None if running else self._stopped_in_sync,
             "paused": bool(engine is not None and running and engine.paused),
+            "token_expires": self.token_expires,
         }
 
     def write(self, running: bool = True) -> None:
@@ -317,6 +321,9 @@ def describe(folder: Path) -> tuple[list[str], bool]:
         lines.append("in sync:    unknown (no client is running)")
     lines.append(f"cursor:     {cursor}")
     lines.append(f"tracked:    {tracked} files")
+    expires = status.get("token_expires")
+    if isinstance(expires, int):
+        lines.append(f"token:      {coming(expires, time.time())}")
     if running:
         lines.append(f"pending:    {status.get('pending', 0)} jobs")
         transfers = status.get("transfers") or []

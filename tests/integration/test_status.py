@@ -269,6 +269,31 @@ def test_the_last_error_says_when_it_is_over(
     assert line.endswith(", over: in sync since)") == over
 
 
+@pytest.mark.parametrize("expires, shown", [(None, None), (10, "token:      expired on 1970-01-01 00:00:10 UTC: ask for a new one")])
+def test_status_says_when_the_token_expires(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, expires: int | None, shown: str | None
+) -> None:
+    """
+    The running client's token's expiry, as the client wrote it in its
+    status file, is a line of C{status}; a shared key has none.
+    """
+    from boxsync.client import status
+    from boxsync.client.state import LocalState
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    LocalState.open(folder).close()
+    monkeypatch.setattr(status, "_alive", lambda pid: pid == 4242)
+    status_path(folder).write_text(json.dumps({"pid": 4242, "running": True, "token_expires": expires}))
+    lines, _ = describe(folder)
+    assert [line for line in lines if line.startswith("token:")] == ([] if shown is None else [shown])
+    clock = Clock()
+    written = StatusFile(LogReporter(), tmp_path / "status.json", clock, engine=FakeEngine(), token_expires=expires)
+    written.start()
+    assert json.loads((tmp_path / "status.json").read_text())["token_expires"] == expires
+    written.close()
+
+
 def test_names_a_terminal_would_act_on_are_shown_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """
     A skipped name with a newline, a tab or a right-to-left override is

@@ -412,6 +412,12 @@ def test_a_token_that_expires_while_the_client_runs_stops_it_in_one_line(tmp_pat
     try:
         (client.folder / "x.txt").write_text("x")
         wait_until(lambda: (box / "alice" / "x.txt").exists(), timeout=30, what="x.txt in the box")
+        # Its last week (here, its last seconds): warned of, and shown.
+        assert client.process is not None and "the token expires on" in client.process.output()
+        shown = subprocess.run(
+            [sys.executable, "-m", "boxsync.client", "status", str(client.folder)], capture_output=True, text=True
+        )
+        assert "token:      expires on" in shown.stdout and "ask for a new one" in shown.stdout
         wait_until(lambda: time.time() > expires + 1, timeout=30, what="the token to expire")
         (client.folder / "y.txt").write_text("y")
         assert client.process is not None and client.process.wait(30) != 0
@@ -426,4 +432,4 @@ def test_a_token_that_expires_while_the_client_runs_stops_it_in_one_line(tmp_pat
         [sys.executable, "-m", "boxsync.client", "status", str(client.folder)], capture_output=True, text=True, timeout=60
     )
     assert "in sync:    no when the client stopped (last error below)" in status.stdout
-    assert "the token is not valid" in status.stdout
+    assert "the token is not valid" in status.stdout and "token:      expired on" in status.stdout
