@@ -7,8 +7,11 @@ box's ``.boxsync/versions``, the file system's own count) before and after
 they share their blocks (``boxsync-admin prune`` with the server stopped;
 the server does it hourly), beside what changed. Then the oldest version is restored
 (``boxsync-client restore --seq``, the process timed whole) beside ``cp``
-of the same file with an fsync; and ``deletions`` small files deleted at once
-are listed in the trash (``boxsync-client trash --json``).
+of the same file with an fsync; ``deletions`` small files deleted at once
+are listed in the trash (``boxsync-client trash --json``); and a folder of
+small files all overwritten (what ransomware does) is restored as it was
+(``boxsync-client restore FOLDER --at``), beside ``cp -a`` of the same tree
+with a ``sync``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from boxsync.testing import Client, Server
@@ -29,6 +33,9 @@ OVERWRITES = 10
 
 #: How much each overwrite changes.
 CHANGE = 4096
+
+#: The most files the folder restored as it was holds.
+RESTORED = 10_000
 
 
 def _on_disk(folder: Path) -> int:
@@ -106,6 +113,7 @@ def run(size_mib: int, deletions: int) -> list[dict[str, object]]:
             }
         )
         rows.append(_trash(root, server, deletions))
+        rows.append(_restore_folder(root, server, min(deletions, RESTORED)))
     return rows
 
 
@@ -130,4 +138,35 @@ def _trash(root: Path, server: Server, deletions: int) -> dict[str, object]:
         "size": mib(deletions * 6),
         "figure": f"{listed:.2f} s",
         "reference": f"{listed - idle:.2f} s more than an empty listing",
+    }
+
+
+def _restore_folder(root: Path, server: Server, files: int) -> dict[str, object]:
+    """
+    C{files} small files in folders of 1,000, synced, all overwritten and
+    synced: how long bringing the folder back as it was takes.
+    """
+    d = Client(server, root / "d", "d", verbose=False)
+    folder = d.folder / "photos"
+    for n in range(files):
+        (folder / f"{n // 1000:03d}").mkdir(parents=True, exist_ok=True)
+        (folder / f"{n // 1000:03d}" / f"{n}.jpg").write_bytes(b"photo %d\n" % n)
+    d.once(timeout=3600)
+    then = datetime.now(timezone.utc).isoformat()
+    time.sleep(0.01)
+    for n in range(files):
+        (folder / f"{n // 1000:03d}" / f"{n}.jpg").write_bytes(b"encrypted %d\n" % n)
+    d.once(timeout=3600)
+    restore = _command(server, "restore", "photos", "--at", then)
+    restored = server.box / "photos"
+    assert (restored / "000" / "0.jpg").read_bytes() == b"photo 0\n", "the folder was not restored"
+    start = time.perf_counter()
+    subprocess.run(["cp", "-a", str(restored), str(root / "photos-copy")], check=True)
+    os.sync()
+    reference = time.perf_counter() - start
+    return {
+        "work": f"a folder of {files:,} overwritten files restored as it was",
+        "size": mib(files * 12),
+        "figure": f"{restore:.2f} s",
+        "reference": f"cp -a + sync {reference:.2f} s",
     }

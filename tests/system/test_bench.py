@@ -98,11 +98,13 @@ def test_blocks_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_history_smoke() -> None:
-    shared, restored, trash = history.run(8, 50)
+    shared, restored, trash, folder = history.run(8, 50)
     before, after = (_number(part) for part in str(shared["figure"]).split("→"))
     assert 0 < after < before / 2, shared
     assert "10 versions kept" in str(shared["reference"])
     assert _number(restored["figure"]) > 0 and "50 files" in str(trash["work"])
+    assert "50 overwritten files" in str(folder["work"]) and _number(folder["figure"]) > 0
+    assert "cp -a + sync" in str(folder["reference"])
 
 
 def test_streams_need_a_server() -> None:
