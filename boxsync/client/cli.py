@@ -383,7 +383,8 @@ def _open_folder(folder: Path) -> tuple[LocalState, FolderLock, bool]:
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file, not a folder")
     if not folder.parent.is_dir():
-        raise UserError(f"cannot use {folder} as the synced folder: {folder.parent} does not exist")
+        why = "is not a folder" if folder.parent.exists() else "does not exist"
+        raise UserError(f"cannot use {folder} as the synced folder: {folder.parent} {why}")
     if (hidden / SERVER_LOCK_FILE).exists():
         raise UserError(f"{folder} is a boxsync server's box, not a folder to sync: give another folder")
     box = marked_above(folder, SERVER_LOCK_FILE)

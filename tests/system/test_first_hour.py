@@ -368,6 +368,10 @@ def test_status_and_ls_as_json(tmp_path: Path, server: Server) -> None:
             "cannot use {tmp}/no/such/folder as the synced folder: {tmp}/no/such does not exist",
         ),
         (
+            ["--once", "--token=t", "{tmp}/a-file/folder"],
+            "cannot use {tmp}/a-file/folder as the synced folder: {tmp}/a-file is not a folder",
+        ),
+        (
             ["--once", "--token=t", "/"],
             "/ is the root of the file system: give a folder of its own",
         ),
