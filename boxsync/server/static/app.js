@@ -693,12 +693,25 @@ async function applySnapshot(restore, remove) {
       else failed.push(`${path} (${e.message})`);
     }
   };
-  for (const each of restore) await attempt(each.path, () => restoreVersion(each.path, each.seq, each.base));
-  for (const each of remove) await attempt(each.path, async () => { await deleteFile(each.path, each.base); return true; });
+  await fewAtATime(restore, (each) => attempt(each.path, () => restoreVersion(each.path, each.seq, each.base)));
+  await fewAtATime(remove, (each) => attempt(each.path, async () => { await deleteFile(each.path, each.base); return true; }));
   const parts = [`Restored ${plural(done, "change")}.`];
-  if (changed.length) parts.push(`Changed meanwhile: not restored: ${changed.join(", ")}.`);
-  if (failed.length) parts.push(`Could not restore ${failed.join(", ")}.`);
+  if (changed.length) parts.push(`Changed meanwhile: not restored: ${changed.sort().join(", ")}.`);
+  if (failed.length) parts.push(`Could not restore ${failed.sort().join(", ")}.`);
   tell(parts.join(" "));
+}
+
+/**
+ * Do `work` for each of `items`, a few at a time (as many as a browser
+ * opens connections to one server): the server commits those that come
+ * together as one group, and each costs a round trip less.
+ */
+async function fewAtATime(items, work, atOnce = 6) {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await work(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(atOnce, items.length) }, worker));
 }
 
 start();
