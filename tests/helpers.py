@@ -378,3 +378,16 @@ def synced_with(*folders: tuple[Path, str]) -> None:
         state = LocalState.open(folder)
         state.box = box
         state.close()
+
+
+def look_later(box: Any) -> Any:
+    """
+    Look at C{box} for changes made by hand as a look would a while after
+    them: past L{QUIET_SECONDS}, when a file written then is taken for
+    whole.
+    """
+    import time
+
+    from boxsync.server.adopt import QUIET_SECONDS, look_for_hand_changes
+
+    return look_for_hand_changes(box, now_ns=lambda: time.time_ns() + int(2 * QUIET_SECONDS * 1e9))

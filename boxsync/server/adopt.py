@@ -12,6 +12,9 @@ runs.
 
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -22,7 +25,7 @@ from .index import FileRecord
 from .storage import BoxStorage, LocalFile, LocalFolder
 from .plan import PAGE
 
-__all__ = ["LOOK_SECONDS", "adopt", "Adopted", "look_for_hand_changes"]
+__all__ = ["LOOK_SECONDS", "QUIET_SECONDS", "adopt", "Adopted", "look_for_hand_changes"]
 
 log = Logger()
 
@@ -30,16 +33,39 @@ log = Logger()
 #: hand (a walk of the box; a file is read only if its stamps changed).
 LOOK_SECONDS = 300.0
 
+#: How long a file must have been left alone before a look takes it: one
+#: changed more recently is taken for one still being written (a copy into
+#: the box under way) and left for a later look, so that no client gets it
+#: torn.
+QUIET_SECONDS = 2.0
+
 #: Rows committed per transaction.
 _BATCH = 1000
 
 
 @frozen
 class Adopted:
+    """
+    @ivar unsettled: the files left for a later look, changed too recently
+        (L{QUIET_SECONDS}) to be taken for whole.
+    """
+
     added: int
     changed: int
     removed: int
     checked: int
+    unsettled: int = 0
+
+
+def _unsettled(file: LocalFile, now_ns: int) -> bool:
+    """
+    Whether C{file} changed (its bytes, or anything of it) less than
+    L{QUIET_SECONDS} before C{now_ns}: maybe still being written. Told by
+    its ctime, which the system sets at every change (an mtime is what a
+    program or a copy says it is); a ctime past C{now_ns} (the clock set
+    back since) tells nothing.
+    """
+    return 0 <= now_ns - file.ctime_ns < QUIET_SECONDS * 1e9
 
 
 async def _all_rows(box: Box) -> dict[str, FileRecord]:
@@ -174,7 +200,7 @@ async def adopt(box: Box, clock: IReactorTime, progress_seconds: float = 5.0) ->
     return result
 
 
-async def look_for_hand_changes(box: Box) -> Adopted:
+async def look_for_hand_changes(box: Box, now_ns: Callable[[], int] = time.time_ns) -> Adopted:
     """
     What a person changed by hand in the box of C{box} while the server
     runs, taken as L{adopt} takes it at start-up: a file written or put
@@ -183,7 +209,11 @@ async def look_for_hand_changes(box: Box) -> Adopted:
     since they were looked at (L{Box.take_by_hand}): a client's commit made
     meanwhile wins, and what still differs is found at the next look. The
     removals go first (a file replaced by a folder by hand). Folders are
-    left to the start-up adoption.
+    left to the start-up adoption. A file changed in the last
+    L{QUIET_SECONDS} is left for a later look (L{Adopted.unsettled}).
+
+    @param now_ns: the time now, in ns since the epoch, as the file
+        system's stamps count it.
     """
     storage = box.storage
     rows = await _all_rows(box)
@@ -193,11 +223,15 @@ async def look_for_hand_changes(box: Box) -> Adopted:
     for gone in rows.values():
         if not gone.deleted and not gone.folder and gone.path not in files:
             removed += await box.take_by_hand(_removal(gone), gone, None) is not None
-    added = changed = read = 0
+    added = changed = read = unsettled = 0
+    now = now_ns()
     for path, file in files.items():
         row = rows.get(path)
         live = row if row is not None and not row.deleted else None
         if _as_it_was(live, file) or (live is not None and live.folder):
+            continue
+        if _unsettled(file, now):
+            unsettled += 1
             continue
         sha256 = await storage.in_thread(lambda: storage.hash(path))
         read += 1
@@ -212,11 +246,12 @@ async def look_for_hand_changes(box: Box) -> Adopted:
             added += live is None
     log.debug(
         "looked at the box for changes by hand: {files} files, {read} read, {added} new, {changed} changed, "
-        "{removed} removed",
+        "{removed} removed, {unsettled} still being written",
         files=len(files),
         read=read,
         added=added,
         changed=changed,
         removed=removed,
+        unsettled=unsettled,
     )
-    return Adopted(added, changed, removed, len(files))
+    return Adopted(added, changed, removed, len(files), unsettled)

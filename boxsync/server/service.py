@@ -28,7 +28,7 @@ from ..paths import SERVER_LOCK_FILE
 from ..reactors import IServerReactor
 from ..stdlog import LibraryLogs
 from .accounts import Accounts
-from .adopt import LOOK_SECONDS, adopt, look_for_hand_changes
+from .adopt import LOOK_SECONDS, QUIET_SECONDS, adopt, look_for_hand_changes
 from .history import HistoryRoutes
 from .retention import TIDY_SECONDS, Retention, tidy
 from .app import BoxsyncApp
@@ -764,8 +764,15 @@ class BoxsyncService(MultiService):
         """
 
         async def look(alone: bool) -> None:
-            for box in self._boxes():
-                await look_for_hand_changes(box)
+            while self.running:
+                unsettled = 0
+                for box in self._boxes():
+                    unsettled += (await look_for_hand_changes(box)).unsettled
+                if not unsettled:
+                    return
+                # A file still being written (a copy into the box under
+                # way): looked at again soon, not a whole period later.
+                await deferLater(self.reactor, QUIET_SECONDS, lambda: None)
 
         await self._on_one_server(look)
 

@@ -22,12 +22,11 @@ import zstandard
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from boxsync.blocks import BLOCK_MIN, Block, recipe_of_bytes
-from boxsync.server.adopt import look_for_hand_changes
 from boxsync.server.blockstore import PENDING_HOURS
 from boxsync.server.retention import HistoryMax, Retention, Thinning, Tidied, only_copies, parse_duration, tidy
 from boxsync.wire import INCOMING_FEATURE, Download, Hello, Incoming, Manifest
 from boxsync.wire.blocks import BlockCommit, blocks_json, parse_recipe
-from tests.helpers import RunningServer, eventually, json_of, open_stream, put, sha, timed
+from tests.helpers import RunningServer, eventually, json_of, look_later, open_stream, put, sha, timed
 
 MiB = 2**20
 
@@ -593,7 +592,7 @@ async def test_a_version_overwritten_by_hand_is_not_listed_as_kept_nor_taken_for
     box = server.service.box
     seqs, contents = map(list, zip(*await edits(http, server, 3)))
     (server.box / "image.bin").write_bytes(b"written over by hand")
-    taken = await look_for_hand_changes(box)
+    taken = await look_later(box)
     assert taken.changed == 1
     history = await timed(http.get(f"{server.url}/history/image.bin", headers=server.headers()), server.reactor)
     listed = [v["seq"] for v in (await json_of(history))["versions"]]
@@ -618,7 +617,7 @@ async def test_a_file_removed_by_hand_is_not_in_the_trash(server: RunningServer,
     )
     assert response.code == 200
     (server.box / "gone.txt").unlink()
-    assert (await look_for_hand_changes(server.service.box)).removed == 1
+    assert (await look_later(server.service.box)).removed == 1
     trash = await json_of(await timed(http.get(f"{server.url}/trash", headers=server.headers()), server.reactor))
     assert [entry["path"] for entry in trash["files"]] == ["kept.txt"]
 

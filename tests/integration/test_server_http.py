@@ -27,11 +27,11 @@ from boxsync.wire import (
     Ready,
     Upload,
 )
-from boxsync.server.adopt import look_for_hand_changes
+from boxsync.server.adopt import QUIET_SECONDS, look_for_hand_changes
 from boxsync.server.box import Box
 from boxsync.server.index import FileRecord
 from boxsync.server.storage import BoxStorage, LocalFile
-from tests.helpers import RunningServer, json_of, open_raw_stream, open_stream, put, sha, timed
+from tests.helpers import RunningServer, json_of, look_later, open_raw_stream, open_stream, put, sha, timed
 
 
 @pytest_twisted.ensureDeferred
@@ -564,11 +564,11 @@ async def test_a_box_copied_without_its_dates_or_touched_makes_no_new_version(
         assert max(e.seq for e in events if isinstance(e, Download)) == 2
         assert {path: (server.box / path).stat().st_mtime_ns for path in before} == before
         os.utime(server.box / "a.txt", ns=(5 * 10**18, 5 * 10**18))
-        taken = await look_for_hand_changes(service_box(server))
+        taken = await look_later(service_box(server))
         assert (taken.added, taken.changed, taken.removed) == (0, 0, 0)
         assert (server.box / "a.txt").stat().st_mtime_ns == before["a.txt"]
         # Its stamps are known again: the next look reads nothing.
-        again = await look_for_hand_changes(service_box(server))
+        again = await look_later(service_box(server))
         assert again == taken
     finally:
         stream.close()
@@ -612,7 +612,7 @@ async def test_files_changed_by_hand_while_the_server_runs_are_taken(server: Run
         (server.box / "edited.txt").write_bytes(b"edited by hand")
         (server.box / "deep").mkdir()
         (server.box / "deep/new.txt").write_bytes(b"dropped in")
-        taken = await look_for_hand_changes(service_box(server))
+        taken = await look_later(service_box(server))
         assert (taken.added, taken.changed, taken.removed) == (1, 1, 1)
         events = await stream.wait(lambda events: sum(isinstance(e, (Download, Delete)) for e in events) >= 5)
         late = [e for e in events if isinstance(e, (Download, Delete)) and e.seq > 2]
@@ -622,10 +622,33 @@ async def test_files_changed_by_hand_while_the_server_runs_are_taken(server: Run
         edited = await http.get(server.file_url("edited.txt"), headers=server.headers())
         assert await content(edited) == b"edited by hand"
         assert edited.headers.getRawHeaders("ETag") == [f'"{sha(b"edited by hand")}"']
-        again = await look_for_hand_changes(service_box(server))
+        again = await look_later(service_box(server))
         assert (again.added, again.changed, again.removed) == (0, 0, 0)
     finally:
         stream.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_still_being_written_in_the_box_is_left_for_a_later_look(server: RunningServer) -> None:
+    """
+    A file copied into the box by hand, the copy still under way when the
+    server looks: it is left as it is (no version, nothing to the clients),
+    counted as unsettled, and taken whole once left alone for
+    L{QUIET_SECONDS}. Before, each look made a version of what was written
+    so far, and clients got the file torn.
+    """
+    box = service_box(server)
+    (server.box / "video.bin").write_bytes(b"the first part")
+    changed_ns = (server.box / "video.bin").stat().st_ctime_ns
+    soon = await look_for_hand_changes(box, now_ns=lambda: changed_ns + int(QUIET_SECONDS * 1e9) // 2)
+    assert (soon.added, soon.unsettled) == (0, 1)
+    assert await box.index.get(box.account, "video.bin") is None
+    with open(server.box / "video.bin", "ab") as f:
+        f.write(b", and the rest")
+    later = await look_later(box)
+    assert (later.added, later.unsettled) == (1, 0)
+    row = await box.index.get(box.account, "video.bin")
+    assert row is not None and row.sha256 == sha(b"the first part, and the rest")
 
 
 @pytest_twisted.ensureDeferred
@@ -710,7 +733,7 @@ async def test_a_name_the_wire_cannot_carry_in_the_box_is_said_once_escaped(serv
         f.write(b"x")
     with warnings_said() as said:
         for _ in range(3):
-            taken = await look_for_hand_changes(service_box(server))
+            taken = await look_later(service_box(server))
             assert taken.checked == 1
     lines = [line for line in said if "is not synced" in line]
     assert len(lines) == 3 and all("\n" not in line for line in lines)
@@ -734,7 +757,7 @@ async def test_a_link_or_a_fifo_in_the_box_is_said_once_not_synced(server: Runni
     os.mkfifo(server.box / "sub" / "pipe")
     with warnings_said() as said:
         for _ in range(3):
-            taken = await look_for_hand_changes(service_box(server))
+            taken = await look_later(service_box(server))
             assert taken.checked == 2
     lines = [line for line in said if "is not synced" in line]
     assert len(lines) == 3

@@ -8,7 +8,11 @@ takes the edit for the file it had.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +120,42 @@ def test_box_edits_by_hand_while_the_server_runs_reach_every_client(tmp_path: Pa
     finally:
         a.kill()
     stop_and_check(server, "box edits by hand, server running", 4, a.folder, b.folder)
+
+
+@pytest.mark.slow
+def test_a_file_copied_into_the_box_by_hand_reaches_a_client_whole(tmp_path: Path) -> None:
+    """
+    A large file copied into the box by hand, slowly (a piece every 0.3 s,
+    as a copy from a slow disk goes), while the server looks at the box
+    every half second: the running client gets it once, whole, and never a
+    part of it; the history holds one version. Before, each look made a
+    version of what was written so far, and the client got each.
+    """
+    server = Server(tmp_path / "box", options=["--look-interval", "0.5"]).start()
+    b = Client(server, tmp_path / "b", "b", rescan=None).start()
+    piece = os.urandom(1 << 20)
+    seen: set[int] = set()
+    try:
+        wait_until(lambda: (b.folder / ".boxsync/status.json").exists(), what="b to start")
+        with open(server.box / "video.bin", "wb") as f:
+            for _ in range(8):
+                f.write(piece)
+                f.flush()
+                time.sleep(0.3)
+                if (b.folder / "video.bin").exists():
+                    seen.add((b.folder / "video.bin").stat().st_size)
+        whole = 8 * len(piece)
+        wait_until(
+            lambda: (b.folder / "video.bin").exists() and (b.folder / "video.bin").stat().st_size == whole,
+            what="video.bin whole on b",
+        )
+        assert seen <= {whole}, sorted(seen)
+        listed = subprocess.run(
+            [sys.executable, "-m", "boxsync.client", "history", "video.bin", "--json", "--server", server.url,
+             f"--token={server.key}"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert [v["size"] for v in json.loads(listed.stdout)["versions"]] == [whole], listed.stdout
+    finally:
+        b.kill()
+        server.stop()
