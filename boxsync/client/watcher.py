@@ -195,8 +195,9 @@ class Debouncer:
         Note an event of C{kind} on C{path}.
 
         @param quiet: whether the path is due once quiet for C{delay}; else
-            (a write to a file still open) the event only holds the path
-            back, up to C{max_wait} from its first held event.
+            (a write to a file still open) the event holds the path back,
+            up to C{max_wait} from its first held event, whatever was due
+            sooner (a file created, then written to: it is open).
         @param settled: the path is due at once (a file closed after it was
             written, or moved in whole): only the other events read with
             this one join it.
@@ -214,7 +215,7 @@ class Debouncer:
         elif quiet:
             deadline = min(now + self.delay, first + self.max_wait)
         else:
-            deadline = first + self.max_wait if held is None else held[1]
+            deadline = first + self.max_wait
         self._pending[path] = (kind, deadline, first, order)
         if self._call is None:
             self._call = self.clock.callLater(max(0.0, deadline - now), self._flush)

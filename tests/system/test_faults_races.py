@@ -352,3 +352,37 @@ def test_swap_without_renameat2_still_never_replaces_what_appeared(
     download.write_text("deeper")
     assert swap(download, tmp_path / "e/g/h.txt", None, tmp_path) is None
     assert (tmp_path / "e/g/h.txt").read_text() == "deeper" and not download.exists()
+
+
+@pytest.mark.slow
+def test_a_file_copied_in_slowly_goes_up_once_whole(tmp_path: Path, server: Server, observer: Observer) -> None:
+    """
+    A file made in A's folder and written a piece every 0.3 s (a copy from
+    a slow disk, a download saved as it comes), then closed: it goes up
+    once, whole, when closed; B never has a part of it. Before, it went up
+    30 ms after it was made (quiet since its creation, though open), and B
+    got the first piece as a version of its own.
+    """
+    a = Client(server, tmp_path / "a", "a", rescan=None).start()
+    b = Client(server, tmp_path / "b", "b", rescan=None).start()
+    piece = os.urandom(1 << 20)
+    seen: set[int] = set()
+    try:
+        wait_until(lambda: (a.folder / ".boxsync/status.json").exists(), what="a to start")
+        with open(a.folder / "video.bin", "wb") as f:
+            for _ in range(6):
+                f.write(piece)
+                f.flush()
+                time.sleep(0.3)  # the writer's pace, not a wait for the sync
+                if (b.folder / "video.bin").exists():
+                    seen.add((b.folder / "video.bin").stat().st_size)
+        whole = 6 * len(piece)
+        wait_until(
+            lambda: (b.folder / "video.bin").exists() and (b.folder / "video.bin").stat().st_size == whole,
+            what="video.bin whole on b",
+        )
+    finally:
+        a.kill()
+        b.kill()
+    assert seen <= {whole}, sorted(seen)
+    assert observer.versions("video.bin") == {sha(piece * 6)}

@@ -100,21 +100,29 @@ def test_debounce_last_kind_wins(clock: Clock, emitted: Emitted) -> None:
 def test_a_file_closed_after_writing_is_due_at_once(clock: Clock, emitted: Emitted) -> None:
     """
     A file closed after writing (or moved in whole) is reported at once;
-    one still open waits, and a file only created waits to be quiet.
+    one still open waits, a file created then written to waits as one
+    still open (before, it was due once quiet, and a copy into the folder
+    with pauses went up torn), and a file only created waits to be quiet.
     """
     debouncer = Debouncer(clock, 0.2, emitted, max_wait=3)
     debouncer.add(CHANGED, "created")
     debouncer.add(CHANGED, "open", quiet=False)
     debouncer.add(CHANGED, "written", quiet=False)
     debouncer.add(CHANGED, "written", settled=True)
+    debouncer.add(CHANGED, "copied")
+    debouncer.add(CHANGED, "copied", quiet=False)
     clock.advance(0)
     assert emitted.reports == [(0, CHANGED, "written")]
     clock.advance(0.2)
     assert emitted.reports[1:] == [(0.2, CHANGED, "created")]
-    clock.advance(2.7)
-    assert emitted.reports[2:] == []
+    clock.advance(1.0)
+    debouncer.add(CHANGED, "copied", settled=True)
+    clock.advance(0)
+    assert emitted.reports[2:] == [(1.2, CHANGED, "copied")]
+    clock.advance(1.7)
+    assert emitted.reports[3:] == []
     clock.advance(0.1)
-    assert emitted.reports[2:] == [(3, CHANGED, "open")]
+    assert emitted.reports[3:] == [(3, CHANGED, "open")]
 
 
 def test_a_path_that_never_goes_quiet_is_reported_after_max_wait(clock: Clock, emitted: Emitted) -> None:
