@@ -17,6 +17,7 @@ import re
 import socket
 import sqlite3
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Callable, Iterator
@@ -458,3 +459,27 @@ __all__ = [
     "temp_files",
     "two_clients_converge",
 ]
+
+
+def copied_in_slowly(target: Path, pieces: int, watched: Path) -> tuple[bytes, set[int]]:
+    """
+    Write C{pieces} pieces of 1 MiB of random bytes to the new file
+    C{target}, one every 0.3 s (a copy from a slow disk, a download saved as
+    it comes), then close it; wait until C{watched} (the other side's copy)
+    is whole.
+
+    @return: what was written, and every size C{watched} was seen at while
+        it was (a torn copy shows one below the whole).
+    """
+    piece = os.urandom(1 << 20)
+    seen: set[int] = set()
+    with open(target, "wb") as f:
+        for _ in range(pieces):
+            f.write(piece)
+            f.flush()
+            time.sleep(0.3)  # the writer's pace, not a wait for the sync
+            if watched.exists():
+                seen.add(watched.stat().st_size)
+    whole = piece * pieces
+    wait_until(lambda: watched.exists() and watched.stat().st_size == len(whole), what=f"{watched.name} whole")
+    return whole, seen

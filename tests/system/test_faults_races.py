@@ -30,7 +30,7 @@ from boxsync.paths import BadPath
 from boxsync.wire import Conflict, Delete, Download, InSync, Upload
 from boxsync.testing import Client, Server, tree, wait_until
 from tests.conftest import KEY
-from tests.faults import Observer, converged, output, record, sha, staged, temp_files
+from tests.faults import Observer, converged, copied_in_slowly, output, record, sha, staged, temp_files
 from tests.faults import server  # noqa: F401 (the fixture)
 from tests.helpers import Folder, edit_keeping_stamps, running_server, timed
 
@@ -365,24 +365,11 @@ def test_a_file_copied_in_slowly_goes_up_once_whole(tmp_path: Path, server: Serv
     """
     a = Client(server, tmp_path / "a", "a", rescan=None).start()
     b = Client(server, tmp_path / "b", "b", rescan=None).start()
-    piece = os.urandom(1 << 20)
-    seen: set[int] = set()
     try:
         wait_until(lambda: (a.folder / ".boxsync/status.json").exists(), what="a to start")
-        with open(a.folder / "video.bin", "wb") as f:
-            for _ in range(6):
-                f.write(piece)
-                f.flush()
-                time.sleep(0.3)  # the writer's pace, not a wait for the sync
-                if (b.folder / "video.bin").exists():
-                    seen.add((b.folder / "video.bin").stat().st_size)
-        whole = 6 * len(piece)
-        wait_until(
-            lambda: (b.folder / "video.bin").exists() and (b.folder / "video.bin").stat().st_size == whole,
-            what="video.bin whole on b",
-        )
+        whole, seen = copied_in_slowly(a.folder / "video.bin", 6, b.folder / "video.bin")
     finally:
         a.kill()
         b.kill()
-    assert seen <= {whole}, sorted(seen)
-    assert observer.versions("video.bin") == {sha(piece * 6)}
+    assert seen <= {len(whole)}, sorted(seen)
+    assert observer.versions("video.bin") == {sha(whole)}

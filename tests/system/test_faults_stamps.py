@@ -12,13 +12,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from boxsync.testing import Client, Server, tree, wait_until
-from tests.faults import get, index_rows, sha, stop_and_check
+from tests.faults import copied_in_slowly, get, index_rows, sha, stop_and_check
 from tests.helpers import edit_keeping_stamps
 from tests.faults import server  # noqa: F401 (the fixture)
 
@@ -133,29 +132,16 @@ def test_a_file_copied_into_the_box_by_hand_reaches_a_client_whole(tmp_path: Pat
     """
     server = Server(tmp_path / "box", options=["--look-interval", "0.5"]).start()
     b = Client(server, tmp_path / "b", "b", rescan=None).start()
-    piece = os.urandom(1 << 20)
-    seen: set[int] = set()
     try:
         wait_until(lambda: (b.folder / ".boxsync/status.json").exists(), what="b to start")
-        with open(server.box / "video.bin", "wb") as f:
-            for _ in range(8):
-                f.write(piece)
-                f.flush()
-                time.sleep(0.3)
-                if (b.folder / "video.bin").exists():
-                    seen.add((b.folder / "video.bin").stat().st_size)
-        whole = 8 * len(piece)
-        wait_until(
-            lambda: (b.folder / "video.bin").exists() and (b.folder / "video.bin").stat().st_size == whole,
-            what="video.bin whole on b",
-        )
-        assert seen <= {whole}, sorted(seen)
+        whole, seen = copied_in_slowly(server.box / "video.bin", 8, b.folder / "video.bin")
+        assert seen <= {len(whole)}, sorted(seen)
         listed = subprocess.run(
             [sys.executable, "-m", "boxsync.client", "history", "video.bin", "--json", "--server", server.url,
              f"--token={server.key}"],
             capture_output=True, text=True, timeout=60,
         )
-        assert [v["size"] for v in json.loads(listed.stdout)["versions"]] == [whole], listed.stdout
+        assert [v["size"] for v in json.loads(listed.stdout)["versions"]] == [len(whole)], listed.stdout
     finally:
         b.kill()
         server.stop()
