@@ -496,6 +496,7 @@ async def run(reactor: IClientReactor, options: Options) -> None:
     watcher = None
     if not options.once:
         watcher = FolderWatcher(reactor, root, engine.ignore, engine, delay=0.03)
+        engine.held = watcher.holds
     top, running = sync_service(
         engine, reporter, watcher, options.rescan_seconds, state.close, lock.release, connection.close
     )

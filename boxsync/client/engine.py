@@ -85,6 +85,8 @@ class Engine:
     @ivar jobs: how many jobs run at once; the small transfers of all of
         them are gathered into batches (L{Batcher}), so a burst of small
         files moves this many at a time.
+    @ivar held: whether the watcher holds a report of a path, to come (a
+        file still being written): a rescan leaves that path to it.
     """
 
     reactor: IClientReactor
@@ -100,6 +102,7 @@ class Engine:
     max_backoff: float = 5.0
     rescan_seconds: float = 300.0
     keep_free: KeepFree = KeepFree()
+    held: Callable[[str], bool] = lambda path: False
     log = Logger()
 
     sessions: Sessions = field(init=False)
@@ -577,7 +580,7 @@ class Engine:
         if self._rules_changed():
             return
         for file in result.files.values():
-            if file.changed or file.base == 0:
+            if (file.changed or file.base == 0) and not self.held(file.path):
                 self.changed(file.path)
         for deleted in result.deleted:
             self.changed(deleted.path)

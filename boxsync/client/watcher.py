@@ -225,6 +225,12 @@ class Debouncer:
     def __len__(self) -> int:
         return len(self._pending)
 
+    def __contains__(self, path: str) -> bool:
+        """
+        Whether a report of C{path} is held.
+        """
+        return path in self._pending
+
     def _take(self, path: str) -> tuple[str, str] | None:
         """
         The held report of C{path}, no longer held; C{None} if there is none.
@@ -312,6 +318,13 @@ class FolderWatcher:
     _buffer: bytes = b""
     _debouncer: Debouncer | None = None
     _limit_warned: bool = False
+
+    def holds(self, path: str) -> bool:
+        """
+        Whether a report of C{path} is held, to come once it is quiet or
+        closed (a file still being written): a rescan leaves it to come.
+        """
+        return self._debouncer is not None and path in self._debouncer
 
     def start(self) -> None:
         """

@@ -358,12 +358,13 @@ def test_swap_without_renameat2_still_never_replaces_what_appeared(
 def test_a_file_copied_in_slowly_goes_up_once_whole(tmp_path: Path, server: Server, observer: Observer) -> None:
     """
     A file made in A's folder and written a piece every 0.3 s (a copy from
-    a slow disk, a download saved as it comes), then closed: it goes up
-    once, whole, when closed; B never has a part of it. Before, it went up
-    30 ms after it was made (quiet since its creation, though open), and B
-    got the first piece as a version of its own.
+    a slow disk, a download saved as it comes), then closed, while A
+    rescans its folder every half second: it goes up once, whole, when
+    closed; B never has a part of it. Before, it went up 30 ms after it was
+    made (quiet since its creation, though open), and again at each rescan
+    that found it grown, and B got each part as a version of its own.
     """
-    a = Client(server, tmp_path / "a", "a", rescan=None).start()
+    a = Client(server, tmp_path / "a", "a", rescan=0.5).start()
     b = Client(server, tmp_path / "b", "b", rescan=None).start()
     try:
         wait_until(lambda: (a.folder / ".boxsync/status.json").exists(), what="a to start")

@@ -121,8 +121,11 @@ def test_a_file_closed_after_writing_is_due_at_once(clock: Clock, emitted: Emitt
     assert emitted.reports[2:] == [(1.2, CHANGED, "copied")]
     clock.advance(1.7)
     assert emitted.reports[3:] == []
+    # Held, as a rescan is told (it leaves the path to come).
+    assert "open" in debouncer and "copied" not in debouncer
     clock.advance(0.1)
     assert emitted.reports[3:] == [(3, CHANGED, "open")]
+    assert "open" not in debouncer
 
 
 def test_a_path_that_never_goes_quiet_is_reported_after_max_wait(clock: Clock, emitted: Emitted) -> None:
