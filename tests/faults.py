@@ -483,3 +483,15 @@ def copied_in_slowly(target: Path, pieces: int, watched: Path) -> tuple[bytes, s
     whole = piece * pieces
     wait_until(lambda: watched.exists() and watched.stat().st_size == len(whole), what=f"{watched.name} whole")
     return whole, seen
+
+
+def in_sync(client: Client) -> bool:
+    """
+    Whether C{client} runs and says its folder is in sync (its status
+    file, written twice a second).
+    """
+    try:
+        status = json.loads((client.folder / ".boxsync/status.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(status.get("running") and status.get("in_sync"))

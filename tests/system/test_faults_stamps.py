@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from boxsync.testing import Client, Server, tree, wait_until
-from tests.faults import copied_in_slowly, get, index_rows, sha, stop_and_check
+from tests.faults import copied_in_slowly, get, in_sync, index_rows, sha, stop_and_check
 from tests.helpers import edit_keeping_stamps
 from tests.faults import server  # noqa: F401 (the fixture)
 
@@ -133,7 +133,7 @@ def test_a_file_copied_into_the_box_by_hand_reaches_a_client_whole(tmp_path: Pat
     server = Server(tmp_path / "box", options=["--look-interval", "0.5"]).start()
     b = Client(server, tmp_path / "b", "b", rescan=None).start()
     try:
-        wait_until(lambda: (b.folder / ".boxsync/status.json").exists(), what="b to start")
+        wait_until(lambda: in_sync(b), what="b in sync")
         whole, seen = copied_in_slowly(server.box / "video.bin", 8, b.folder / "video.bin")
         assert seen <= {len(whole)}, sorted(seen)
         listed = subprocess.run(
