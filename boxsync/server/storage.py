@@ -203,12 +203,13 @@ class BoxStorage:
             return None
         try:
             staged = self.new_staging()
-            while piece := os.read(source, CHUNK_SIZE):
-                staged.write(piece)
+            with discarding(staged):
+                while piece := os.read(source, CHUNK_SIZE):
+                    staged.write(piece)
+                if staged.error is not None:
+                    raise staged.error
         finally:
             os.close(source)
-        if staged.error is not None:
-            raise staged.error
         return staged
 
     def open_file(self, path: str) -> BinaryIO | None:

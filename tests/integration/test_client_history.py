@@ -261,12 +261,18 @@ async def test_a_folder_restored_as_it_was_into_another(server: RunningServer, h
     await timed(a_moment(server), server.reactor)
     assert (await put(http, server, "d/a.txt", b"a2", base=1)).code == 201
     await delete(http, server, "d/sub/b.txt", 2)
-    said = json.loads(
-        await run(
-            lambda out: history.restore(server.reactor, options(server, True), "d", None, then, False, out, to="old/d"),
-            server,
+
+    async def restored() -> Any:
+        return json.loads(
+            await run(
+                lambda out: history.restore(
+                    server.reactor, options(server, True), "d", None, then, False, out, to="old/d"
+                ),
+                server,
+            )
         )
-    )
+
+    said = await restored()
     assert [(o["path"], o["result"].split(" at ")[-1]) for o in said] == [
         ("d/a.txt", "old/d/a.txt"),
         ("d/sub/b.txt", "old/d/sub/b.txt"),
@@ -274,10 +280,4 @@ async def test_a_folder_restored_as_it_was_into_another(server: RunningServer, h
     assert (server.box / "old/d/a.txt").read_bytes() == b"a1" and (server.box / "old/d/sub/b.txt").read_bytes() == b"b1"
     assert (server.box / "d/a.txt").read_bytes() == b"a2" and not (server.box / "d/sub/b.txt").exists()
     # Again: nothing left to restore there.
-    said = json.loads(
-        await run(
-            lambda out: history.restore(server.reactor, options(server, True), "d", None, then, False, out, to="old/d"),
-            server,
-        )
-    )
-    assert said == []
+    assert await restored() == []
